@@ -1,0 +1,110 @@
+//! The command line, as clap sees it. Values here are raw: `settings` resolves them against the
+//! config file, the environment and the defaults.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dbsync",
+    version,
+    about = "Copy a PostgreSQL database to another server: consistent, complete, safe"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy the source database into the target database (replacing it once the copy is complete).
+    Sync(SyncArguments),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ForeignKeyPolicy {
+    /// Create the key NOT VALID: enforced for new rows, existing rows not checked.
+    NotValid,
+    /// Leave the key out.
+    Skip,
+    /// Copy the referenced tables' data too.
+    IncludeParent,
+}
+
+impl ForeignKeyPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForeignKeyPolicy::NotValid => "not-valid",
+            ForeignKeyPolicy::Skip => "skip",
+            ForeignKeyPolicy::IncludeParent => "include-parent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SyncArguments {
+    /// Source database URI: postgres://user@host:5432/Main_DB
+    #[arg(long, value_name = "URI")]
+    pub source: Option<String>,
+
+    /// Target database URI: postgres://user@host2:5432/Archive_DB
+    #[arg(long, value_name = "URI")]
+    pub target: Option<String>,
+
+    /// Configuration file with table groups and settings (see core_tables.toml)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Copy data only for tables matching these comma-separated wildcard patterns (user_*,billing.*)
+    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    pub include: Vec<String>,
+
+    /// Copy no data for tables matching these comma-separated wildcard patterns
+    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+
+    /// How many pg_dump/pg_restore processes may run at once [default: number of CPUs]
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// How many times a transient failure is retried [default: 3]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+
+    /// Directory in which the temporary dump directory is created [default: .]
+    #[arg(long, value_name = "DIR")]
+    pub dump_dir: Option<PathBuf>,
+
+    /// Keep the dump files after the run
+    #[arg(long)]
+    pub keep_dumps: bool,
+
+    /// Replace an existing target database without asking
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Do not restore object ownership (objects belong to the target user)
+    #[arg(long)]
+    pub no_owner: bool,
+
+    /// Do not restore grants (GRANT/REVOKE)
+    #[arg(long)]
+    pub no_privileges: bool,
+
+    /// What to do with a foreign key from a copied table to a table whose data is not copied
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub foreign_keys: Option<ForeignKeyPolicy>,
+
+    /// Directory holding pg_dump and pg_restore to use instead of searching for them
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+
+    /// Write a JSON report of the run to this file
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// One plain line per event even on a terminal (no progress bars, no colour)
+    #[arg(long)]
+    pub plain: bool,
+}

@@ -1,0 +1,336 @@
+//! Where a database lives: parsing libpq URIs into an `Endpoint`, and turning an endpoint into
+//! what each consumer needs (a tokio-postgres config, a password-free conninfo for child
+//! processes, a redacted name for humans).
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::secrets::Secret;
+
+/// One PostgreSQL database: server address, role, database name and (optionally) password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// A host name, an IP address, or an absolute path to a Unix socket directory.
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub dbname: String,
+    pub password: Option<Secret>,
+    /// `sslmode` as libpq understands it; passed to children unchanged.
+    pub sslmode: Option<String>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "Endpoint({self})")
+    }
+}
+
+/// The redacted form, safe for every log line: `user@host:port/dbname`.
+impl fmt::Display for Endpoint {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}@{}:{}/{}", self.user, self.host, self.port, self.dbname)
+    }
+}
+
+/// Defaults libpq would use for fields a URI leaves out.
+pub struct EndpointDefaults {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+}
+
+impl EndpointDefaults {
+    pub fn from_environment() -> Self {
+        let host = std::env::var("PGHOST")
+            .ok()
+            .filter(|value| !value.is_empty())
+            .unwrap_or_else(|| "localhost".to_string());
+        let port = std::env::var("PGPORT")
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(5432);
+        let user = std::env::var("PGUSER")
+            .ok()
+            .filter(|value| !value.is_empty())
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "postgres".to_string());
+        EndpointDefaults { host, port, user }
+    }
+}
+
+impl Endpoint {
+    /// Parses `postgres://user:password@host:port/dbname?sslmode=...&host=/socket/dir`.
+    pub fn parse_uri(uri: &str, defaults: &EndpointDefaults) -> Result<Endpoint> {
+        let rest = uri
+            .strip_prefix("postgresql://")
+            .or_else(|| uri.strip_prefix("postgres://"))
+            .with_context(|| {
+                format!(
+                    "\"{}\" is not a PostgreSQL URI; write it as postgres://user@host:5432/dbname",
+                    redact_uri(uri)
+                )
+            })?;
+        let (before_query, query) = match rest.split_once('?') {
+            Some((before, query)) => (before, Some(query)),
+            None => (rest, None),
+        };
+        let (authority, path) = match before_query.split_once('/') {
+            Some((authority, path)) => (authority, path),
+            None => (before_query, ""),
+        };
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => (Some(userinfo), hostport),
+            None => (None, authority),
+        };
+        let mut endpoint = Endpoint {
+            host: defaults.host.clone(),
+            port: defaults.port,
+            user: defaults.user.clone(),
+            dbname: String::new(),
+            password: None,
+            sslmode: None,
+        };
+        if let Some(userinfo) = userinfo {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(password)),
+                None => (userinfo, None),
+            };
+            if !user.is_empty() {
+                endpoint.user = percent_decode(user)?;
+            }
+            if let Some(password) = password {
+                endpoint.password = Some(Secret::new(percent_decode(password)?));
+            }
+        }
+        if !hostport.is_empty() {
+            let (host, port) = split_host_port(hostport);
+            if host.contains(',') {
+                bail!("multiple hosts in one URI are not supported: {}", redact_uri(uri));
+            }
+            if !host.is_empty() {
+                endpoint.host = percent_decode(host)?;
+            }
+            if let Some(port) = port {
+                endpoint.port = port
+                    .parse()
+                    .with_context(|| format!("port \"{port}\" in {} is not a number", redact_uri(uri)))?;
+            }
+        }
+        endpoint.dbname = percent_decode(path)?;
+        for pair in query.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value)?;
+            match key {
+                "host" => endpoint.host = value,
+                "port" => {
+                    endpoint.port = value
+                        .parse()
+                        .with_context(|| format!("port \"{value}\" is not a number"))?
+                }
+                "user" => endpoint.user = value,
+                "dbname" => endpoint.dbname = value,
+                "password" => endpoint.password = Some(Secret::new(value)),
+                "sslmode" => endpoint.sslmode = Some(value),
+                "application_name" | "connect_timeout" => {}
+                other => bail!(
+                    "URI parameter \"{other}\" is not supported by dbsync (supported: host, port, user, dbname, password, sslmode)"
+                ),
+            }
+        }
+        if endpoint.dbname.is_empty() {
+            endpoint.dbname = endpoint.user.clone();
+        }
+        Ok(endpoint)
+    }
+
+    pub fn is_unix_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+
+    /// The same server and role, another database.
+    pub fn with_database(&self, dbname: &str) -> Endpoint {
+        Endpoint {
+            dbname: dbname.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// Configuration for dbsync's own connections. Only plain connections are implemented, so
+    /// an sslmode that demands TLS is refused here rather than silently downgraded.
+    pub fn client_config(&self) -> Result<tokio_postgres::Config> {
+        if let Some(mode) = &self.sslmode
+            && matches!(mode.as_str(), "require" | "verify-ca" | "verify-full")
+        {
+            bail!(
+                "sslmode={mode} for {self}: TLS connections are not supported by dbsync yet; use sslmode=prefer or disable"
+            );
+        }
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.dbname)
+            .application_name("dbsync")
+            .connect_timeout(Duration::from_secs(15));
+        if let Some(password) = &self.password {
+            config.password(password.expose());
+        }
+        Ok(config)
+    }
+
+    /// A libpq keyword/value string for `pg_dump -d` / `pg_restore -d`. It never contains the
+    /// password: children read it from the temporary password file.
+    pub fn child_conninfo(&self) -> String {
+        let mut parts = vec![
+            format!("host={}", quote_conninfo_value(&self.host)),
+            format!("port={}", self.port),
+            format!("user={}", quote_conninfo_value(&self.user)),
+            format!("dbname={}", quote_conninfo_value(&self.dbname)),
+            "application_name=dbsync".to_string(),
+        ];
+        if let Some(mode) = &self.sslmode {
+            parts.push(format!("sslmode={}", quote_conninfo_value(mode)));
+        }
+        parts.join(" ")
+    }
+}
+
+fn split_host_port(hostport: &str) -> (&str, Option<&str>) {
+    if let Some(inner) = hostport.strip_prefix('[') {
+        // [IPv6]:port
+        if let Some((address, rest)) = inner.split_once(']') {
+            return (address, rest.strip_prefix(':'));
+        }
+    }
+    match hostport.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (hostport, None),
+    }
+}
+
+fn quote_conninfo_value(value: &str) -> String {
+    let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+    format!("'{escaped}'")
+}
+
+fn percent_decode(text: &str) -> Result<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = text
+                .get(index + 1..index + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .context("a URI contains a malformed %-escape")?;
+            decoded.push(hex);
+            index += 3;
+        } else {
+            decoded.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(decoded).context("a URI contains %-escapes that are not UTF-8")
+}
+
+/// A URI with any password replaced by `****`, for error messages about the URI itself.
+pub fn redact_uri(uri: &str) -> String {
+    let Some(scheme_end) = uri.find("://") else {
+        return uri.to_string();
+    };
+    let after_scheme = &uri[scheme_end + 3..];
+    let authority_end = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
+    let authority = &after_scheme[..authority_end];
+    let mut redacted = match authority.rsplit_once('@') {
+        Some((userinfo, hostport)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let userinfo = if userinfo.contains(':') {
+                format!("{user}:****")
+            } else {
+                user.to_string()
+            };
+            format!(
+                "{}{}@{}{}",
+                &uri[..scheme_end + 3],
+                userinfo,
+                hostport,
+                &after_scheme[authority_end..]
+            )
+        }
+        None => uri.to_string(),
+    };
+    if let Some(position) = redacted.find("password=") {
+        let value_start = position + "password=".len();
+        let value_end = redacted[value_start..]
+            .find('&')
+            .map(|offset| value_start + offset)
+            .unwrap_or(redacted.len());
+        redacted.replace_range(value_start..value_end, "****");
+    }
+    redacted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> EndpointDefaults {
+        EndpointDefaults {
+            host: "localhost".into(),
+            port: 5432,
+            user: "me".into(),
+        }
+    }
+
+    #[test]
+    fn parses_full_uri_with_escaped_password() {
+        let endpoint = Endpoint::parse_uri("postgres://app:p%40ss:w@db.example:6543/Main_DB", &defaults()).unwrap();
+        assert_eq!(endpoint.host, "db.example");
+        assert_eq!(endpoint.port, 6543);
+        assert_eq!(endpoint.user, "app");
+        assert_eq!(endpoint.dbname, "Main_DB");
+        assert_eq!(endpoint.password.unwrap().expose(), "p@ss:w");
+    }
+
+    #[test]
+    fn socket_directory_in_query_and_defaults() {
+        let endpoint = Endpoint::parse_uri("postgresql:///shop?host=/tmp/sockets", &defaults()).unwrap();
+        assert_eq!(endpoint.host, "/tmp/sockets");
+        assert!(endpoint.is_unix_socket());
+        assert_eq!(endpoint.user, "me");
+        assert_eq!(endpoint.port, 5432);
+        assert_eq!(endpoint.dbname, "shop");
+    }
+
+    #[test]
+    fn conninfo_and_display_never_contain_the_password() {
+        let endpoint = Endpoint::parse_uri("postgres://app:hunter2@h:1/d?sslmode=prefer", &defaults()).unwrap();
+        assert!(!endpoint.child_conninfo().contains("hunter2"));
+        assert!(!endpoint.to_string().contains("hunter2"));
+        assert!(!format!("{endpoint:?}").contains("hunter2"));
+        assert_eq!(
+            endpoint.child_conninfo(),
+            "host='h' port=1 user='app' dbname='d' application_name=dbsync sslmode='prefer'"
+        );
+    }
+
+    #[test]
+    fn redacts_passwords_in_uris() {
+        assert_eq!(redact_uri("postgres://u:secret@h/d"), "postgres://u:****@h/d");
+        assert_eq!(
+            redact_uri("postgres://h/d?password=secret&x=1"),
+            "postgres://h/d?password=****&x=1"
+        );
+    }
+
+    #[test]
+    fn rejects_non_uri_and_bad_port() {
+        assert!(Endpoint::parse_uri("host=x", &defaults()).is_err());
+        let error = Endpoint::parse_uri("postgres://u:pw@h:port/d", &defaults()).unwrap_err();
+        assert!(!format!("{error:#}").contains("pw@"));
+    }
+}

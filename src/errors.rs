@@ -1,0 +1,53 @@
+//! How a run can end, and the exit code each ending maps to (documented in the README).
+
+use nix::sys::signal::Signal;
+
+pub const EXIT_SUCCESS: u8 = 0;
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_VALIDATION: u8 = 3;
+pub const EXIT_INTERRUPTED: u8 = 130;
+pub const EXIT_TERMINATED: u8 = 143;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Bad command line, configuration, selection or missing consent: nothing was changed.
+    #[error("{0}")]
+    Usage(String),
+    /// Ctrl+C or SIGTERM arrived; everything started was stopped and cleaned up.
+    #[error("interrupted by {}", signal_name(*.0))]
+    Interrupted(Signal),
+    /// The copy completed but its row counts differ from the source.
+    #[error("validation found differences in {0} table(s); the previous target was kept")]
+    ValidationFailed(usize),
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl SyncError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SyncError::Usage(_) => EXIT_USAGE,
+            SyncError::Interrupted(Signal::SIGTERM) => EXIT_TERMINATED,
+            SyncError::Interrupted(_) => EXIT_INTERRUPTED,
+            SyncError::ValidationFailed(_) => EXIT_VALIDATION,
+            SyncError::Failed(_) => EXIT_FAILURE,
+        }
+    }
+}
+
+pub fn signal_name(signal: Signal) -> &'static str {
+    match signal {
+        Signal::SIGINT => "Ctrl+C (SIGINT)",
+        Signal::SIGTERM => "SIGTERM",
+        other => other.as_str(),
+    }
+}
+
+/// Shorthand for a usage error built with `format!`.
+#[macro_export]
+macro_rules! usage_error {
+    ($($argument:tt)*) => {
+        $crate::errors::SyncError::Usage(format!($($argument)*))
+    };
+}

@@ -1,0 +1,102 @@
+//! Exporting a unit: `pg_dump --data-only` of its tables (and sequences, or large objects) in the
+//! shared snapshot, into a directory-format dump that is marked complete only when pg_dump has
+//! succeeded.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::{Job, run_tool};
+use crate::plan::{Unit, UnitKind};
+use crate::scheduler::AttemptError;
+
+/// Written after pg_dump succeeds. A killed pg_dump leaves a `toc.dat` that looks complete.
+pub const COMPLETION_MARKER: &str = ".dbsync-complete";
+
+pub fn unit_directory(job: &Job, unit: &Unit) -> PathBuf {
+    job.dump_directory.join(format!("unit-{:04}", unit.index + 1))
+}
+
+/// Dump bytes per table oid, as found in the dump's table of contents.
+#[derive(Debug, Default, Clone)]
+pub struct ExportedSizes {
+    pub by_table: HashMap<u32, u64>,
+    pub total: u64,
+}
+
+/// One attempt at exporting a unit.
+pub async fn export_unit(job: &Job, unit: &Unit) -> Result<ExportedSizes, AttemptError> {
+    let directory = unit_directory(job, unit);
+    if directory.exists() {
+        std::fs::remove_dir_all(&directory).map_err(|error| {
+            AttemptError::Permanent(anyhow::anyhow!("cannot clear {}: {error}", directory.display()))
+        })?;
+    }
+    let mut command = job
+        .pg_dump()
+        .arguments(["--format=directory", "--compress=0", "--data-only", "--no-sync"])
+        .argument("--file")
+        .argument(&directory);
+    match unit.kind {
+        UnitKind::Tables => {
+            command = command.argument("--strict-names");
+            for name in unit.tables.iter().chain(&unit.sequences) {
+                // Quoted, pg_dump's pattern syntax matches exactly this one relation.
+                command = command.argument("--table").argument(name.quoted());
+            }
+        }
+        UnitKind::LargeObjects => {
+            // Every relation excluded, large objects explicitly included: only their data and metadata.
+            command = command.arguments(["--blobs", "--exclude-table", "*.*"]);
+        }
+    }
+    run_tool(&command, &job.cancellation, &format!("export {}", unit.label())).await?;
+    std::fs::write(directory.join(COMPLETION_MARKER), b"").map_err(|error| {
+        AttemptError::Permanent(anyhow::anyhow!("cannot mark {} complete: {error}", directory.display()))
+    })?;
+    Ok(measure(job, &directory).await)
+}
+
+/// Reads which data file belongs to which table from the dump's table of contents. Sizes are for
+/// display only, so a failure here yields an empty map, not an error.
+async fn measure(job: &Job, directory: &Path) -> ExportedSizes {
+    let mut sizes = ExportedSizes {
+        total: directory_size(directory),
+        ..Default::default()
+    };
+    let Ok(output) = tokio::process::Command::new(&job.tools.pg_restore)
+        .arg("--list")
+        .arg(directory)
+        .output()
+        .await
+    else {
+        return sizes;
+    };
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        // "3347; 0 16399 TABLE DATA public orders owner": dump id, then the table's oid.
+        let mut words = line.split_whitespace();
+        let (Some(dump_id), Some(_), Some(oid), Some("TABLE"), Some("DATA")) =
+            (words.next(), words.next(), words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        let (Ok(oid), Some(dump_id)) = (oid.parse::<u32>(), dump_id.strip_suffix(';')) else {
+            continue;
+        };
+        if let Ok(metadata) = std::fs::metadata(directory.join(format!("{dump_id}.dat"))) {
+            sizes.by_table.insert(oid, metadata.len());
+        }
+    }
+    sizes
+}
+
+pub fn directory_size(directory: &Path) -> u64 {
+    std::fs::read_dir(directory)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| entry.metadata().ok())
+                .map(|metadata| metadata.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,48 @@
+//! Importing a unit: `pg_restore --data-only` into the copy, before any index, constraint or
+//! trigger exists there. A retried import first empties what the failed attempt loaded.
+
+use anyhow::Context;
+
+use super::export::{COMPLETION_MARKER, unit_directory};
+use super::{Job, database_attempt_error, run_tool};
+use crate::catalog;
+use crate::plan::{Unit, UnitKind};
+use crate::scheduler::AttemptError;
+
+/// One attempt at importing a unit; `attempt` counts from 1.
+pub async fn import_unit(job: &Job, unit: &Unit, attempt: u32) -> Result<(), AttemptError> {
+    let directory = unit_directory(job, unit);
+    if !directory.join(COMPLETION_MARKER).exists() {
+        return Err(AttemptError::Permanent(anyhow::anyhow!(
+            "the dump of {} in {} is incomplete",
+            unit.label(),
+            directory.display()
+        )));
+    }
+    if attempt > 1 {
+        clean_up_partial_load(job, unit).await.map_err(database_attempt_error)?;
+    }
+    let command = job.pg_restore().argument("--data-only").argument(&directory);
+    run_tool(&command, &job.cancellation, &format!("import {}", unit.label()))
+        .await
+        .map(|_| ())
+}
+
+/// Returns the unit's tables on the target to empty, so the retry loads each row once.
+async fn clean_up_partial_load(job: &Job, unit: &Unit) -> anyhow::Result<()> {
+    let client = catalog::connect(&job.work_target, "target").await?;
+    let statement = match unit.kind {
+        UnitKind::LargeObjects => "SELECT lo_unlink(oid) FROM pg_largeobject_metadata".to_string(),
+        UnitKind::Tables if unit.truncate_before_retry.is_empty() => return Ok(()),
+        UnitKind::Tables => {
+            let names: Vec<String> = unit.truncate_before_retry.iter().map(|name| name.quoted()).collect();
+            let only = if unit.truncate_whole_tree { "" } else { "ONLY " };
+            format!("TRUNCATE {only}{}", names.join(", "))
+        }
+    };
+    client
+        .batch_execute(&statement)
+        .await
+        .map_err(|error| anyhow::anyhow!("{}", catalog::describe_error(&error)))
+        .with_context(|| format!("cannot empty the tables of {} before retrying it", unit.label()))
+}

@@ -1,0 +1,647 @@
+//! What to copy and how to split it: table selection by wildcard patterns, partition and
+//! inheritance trees, sequences that go with the selected tables, foreign keys that point out of
+//! the selection, and the units of data that are dumped and restored together.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::catalog::{Inventory, QualifiedName, Table, TableKind};
+use crate::cli::ForeignKeyPolicy;
+use crate::errors::SyncError;
+use crate::settings::TablePattern;
+use crate::usage_error;
+
+/// A table gets a unit of its own from this size on; smaller ones are batched.
+pub const LARGE_TABLE_BYTES: i64 = 64 * 1024 * 1024;
+
+/// A table as users see it: an ordinary table, or the root of a partition or inheritance tree
+/// with all its members.
+#[derive(Debug, Clone)]
+pub struct PlannedTable {
+    pub name: QualifiedName,
+    pub oid: u32,
+    /// "Standard Table", "Partitioned (24 parts)", ...
+    pub description: String,
+    /// Tables in the tree that hold rows of their own (leaf partitions, inheritance members).
+    pub members: Vec<QualifiedName>,
+    pub member_oids: Vec<u32>,
+    pub size_bytes: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitKind {
+    Tables,
+    LargeObjects,
+}
+
+/// Data dumped by one `pg_dump` and loaded by one `pg_restore`.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    pub index: usize,
+    pub kind: UnitKind,
+    /// Tables whose own rows this unit carries.
+    pub tables: Vec<QualifiedName>,
+    pub sequences: Vec<QualifiedName>,
+    /// Indexes into `Plan::tables` of the planned tables this unit carries rows of.
+    pub planned_tables: Vec<usize>,
+    pub size_bytes: i64,
+    /// What to empty on the target before a retried import, so no row is loaded twice. A hash
+    /// partitioned tree is emptied from its root: its rows may be routed through the root.
+    pub truncate_before_retry: Vec<QualifiedName>,
+    /// Truncate `truncate_before_retry` with its partitions (a hash-partitioned root), not ONLY.
+    pub truncate_whole_tree: bool,
+}
+
+impl Unit {
+    pub fn label(&self) -> String {
+        match self.kind {
+            UnitKind::LargeObjects => "large objects".to_string(),
+            UnitKind::Tables => format!("unit {}", self.index + 1),
+        }
+    }
+}
+
+/// A foreign key from a table whose data is copied to one whose data is not.
+#[derive(Debug, Clone)]
+pub struct DanglingForeignKey {
+    pub oid: u32,
+    pub name: String,
+    pub table: QualifiedName,
+    pub referenced_table: QualifiedName,
+    pub definition: String,
+    /// `NOT VALID` cannot be used on a partitioned table; such keys are skipped.
+    pub on_partitioned_table: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub whole_database: bool,
+    pub tables: Vec<PlannedTable>,
+    pub units: Vec<Arc<Unit>>,
+    pub sequences: Vec<QualifiedName>,
+    pub large_object_count: i64,
+    pub copy_large_objects: bool,
+    pub dangling_foreign_keys: Vec<DanglingForeignKey>,
+    pub foreign_key_policy: ForeignKeyPolicy,
+}
+
+impl Plan {
+    /// Roots of the selected trees: locking these (without ONLY) locks every member.
+    pub fn lock_targets(&self) -> Vec<QualifiedName> {
+        self.tables.iter().map(|table| table.name.clone()).collect()
+    }
+
+    pub fn total_bytes(&self) -> i64 {
+        self.tables.iter().map(|table| table.size_bytes).sum()
+    }
+}
+
+pub struct PlanRequest<'a> {
+    pub include: &'a [TablePattern],
+    pub exclude: &'a [TablePattern],
+    pub jobs: usize,
+    pub foreign_key_policy: ForeignKeyPolicy,
+}
+
+/// Shell-style wildcard match: `*` any run of characters, `?` one character.
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    let (mut pattern_index, mut text_index) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while text_index < text.len() {
+        if pattern_index < pattern.len()
+            && (pattern[pattern_index] == '?' || pattern[pattern_index] == text[text_index])
+        {
+            pattern_index += 1;
+            text_index += 1;
+        } else if pattern_index < pattern.len() && pattern[pattern_index] == '*' {
+            backtrack = Some((pattern_index, text_index));
+            pattern_index += 1;
+        } else if let Some((star, matched)) = backtrack {
+            pattern_index = star + 1;
+            text_index = matched + 1;
+            backtrack = Some((star, matched + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[pattern_index..].iter().all(|&character| character == '*')
+}
+
+/// A pattern with a dot matches `schema.table`; without one, the table name in any schema.
+fn pattern_matches(pattern: &str, table: &QualifiedName) -> bool {
+    if pattern.contains('.') {
+        wildcard_match(pattern, &format!("{}.{}", table.schema, table.name))
+    } else {
+        wildcard_match(pattern, &table.name)
+    }
+}
+
+fn edit_distance(left: &str, right: &str) -> usize {
+    let right: Vec<char> = right.chars().collect();
+    let mut previous: Vec<usize> = (0..=right.len()).collect();
+    for (left_index, left_char) in left.chars().enumerate() {
+        let mut current = vec![left_index + 1];
+        for (right_index, right_char) in right.iter().enumerate() {
+            let substitution = previous[right_index] + usize::from(left_char != *right_char);
+            current.push(
+                substitution
+                    .min(previous[right_index + 1] + 1)
+                    .min(current[right_index] + 1),
+            );
+        }
+        previous = current;
+    }
+    previous[right.len()]
+}
+
+fn closest_names(pattern: &str, candidates: &[&Table]) -> Vec<String> {
+    let bare = pattern.replace(['*', '?'], "");
+    let mut scored: Vec<(usize, String)> = candidates
+        .iter()
+        .map(|table| {
+            let name = table.name.display_name();
+            let compared = if pattern.contains('.') {
+                format!("{}.{}", table.name.schema, table.name.name)
+            } else {
+                table.name.name.clone()
+            };
+            (edit_distance(&bare.to_lowercase(), &compared.to_lowercase()), name)
+        })
+        .collect();
+    scored.sort();
+    scored.into_iter().take(3).map(|(_, name)| name).collect()
+}
+
+pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncError> {
+    let by_oid: HashMap<u32, &Table> = inventory.tables.iter().map(|table| (table.oid, table)).collect();
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for table in &inventory.tables {
+        for parent in &table.parents {
+            children.entry(*parent).or_default().push(table.oid);
+        }
+    }
+    // Patterns name top-level tables; partitions and inheritance children follow their root.
+    let candidates: Vec<&Table> = inventory
+        .tables
+        .iter()
+        .filter(|table| table.parents.is_empty())
+        .collect();
+
+    let match_patterns = |patterns: &[TablePattern]| -> Result<BTreeSet<u32>, SyncError> {
+        let mut matched = BTreeSet::new();
+        for pattern in patterns {
+            let hits: Vec<u32> = candidates
+                .iter()
+                .filter(|table| pattern_matches(&pattern.pattern, &table.name))
+                .map(|table| table.oid)
+                .collect();
+            if hits.is_empty() {
+                let closest = closest_names(&pattern.pattern, &candidates);
+                let suggestion = if closest.is_empty() {
+                    "the source database has no tables".to_string()
+                } else {
+                    format!("closest table names: {}", closest.join(", "))
+                };
+                return Err(usage_error!(
+                    "table pattern \"{}\" (from {}) matches no table in the source database; {suggestion}",
+                    pattern.pattern,
+                    pattern.origin
+                ));
+            }
+            matched.extend(hits);
+        }
+        Ok(matched)
+    };
+
+    let whole_database = request.include.is_empty() && request.exclude.is_empty();
+    let mut roots: BTreeSet<u32> = if request.include.is_empty() {
+        candidates.iter().map(|table| table.oid).collect()
+    } else {
+        match_patterns(request.include)?
+    };
+    for excluded in match_patterns(request.exclude)? {
+        roots.remove(&excluded);
+    }
+
+    let subtree = |root: u32| -> Vec<u32> {
+        let mut order = vec![root];
+        let mut index = 0;
+        let mut seen: HashSet<u32> = HashSet::from([root]);
+        while index < order.len() {
+            for child in children.get(&order[index]).into_iter().flatten() {
+                if seen.insert(*child) {
+                    order.push(*child);
+                }
+            }
+            index += 1;
+        }
+        order
+    };
+    let root_of = |mut oid: u32| -> u32 {
+        let mut steps = 0;
+        while let Some(parent) = by_oid.get(&oid).and_then(|table| table.parents.first()) {
+            oid = *parent;
+            steps += 1;
+            if steps > 1000 {
+                break;
+            }
+        }
+        oid
+    };
+
+    if request.foreign_key_policy == ForeignKeyPolicy::IncludeParent {
+        loop {
+            let selected: HashSet<u32> = roots.iter().flat_map(|root| subtree(*root)).collect();
+            let missing: Vec<u32> = inventory
+                .foreign_keys
+                .iter()
+                .filter(|key| selected.contains(&key.table) && !selected.contains(&key.referenced_table))
+                .map(|key| root_of(key.referenced_table))
+                .filter(|root| by_oid.contains_key(root))
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            roots.extend(missing);
+        }
+    }
+
+    let mut tables = Vec::new();
+    let mut assigned: HashSet<u32> = HashSet::new();
+    // Per planned table: its members as (name, size), and whether it is hash partitioned.
+    let mut member_sizes: Vec<(Vec<(QualifiedName, i64)>, bool)> = Vec::new();
+    for root in &roots {
+        let root_table = by_oid[root];
+        let tree = subtree(*root);
+        let mut members = Vec::new();
+        let mut hash_partitioned = false;
+        for oid in &tree {
+            let table = by_oid[oid];
+            hash_partitioned |= table.hash_partitioned;
+            if table.kind == TableKind::Ordinary && assigned.insert(*oid) {
+                members.push((table.name.clone(), table.size_bytes));
+            }
+        }
+        let descendants = tree.len() - 1;
+        let description = if root_table.kind == TableKind::Partitioned {
+            format!("Partitioned ({} parts)", members.len())
+        } else if descendants > 0 {
+            format!("Inheritance ({descendants} children)")
+        } else if root_table.unlogged {
+            "Unlogged Table".to_string()
+        } else {
+            "Standard Table".to_string()
+        };
+        tables.push(PlannedTable {
+            name: root_table.name.clone(),
+            oid: *root,
+            description,
+            members: members.iter().map(|(name, _)| name.clone()).collect(),
+            member_oids: tree
+                .iter()
+                .filter(|oid| by_oid[oid].kind == TableKind::Ordinary)
+                .copied()
+                .collect(),
+            size_bytes: members.iter().map(|(_, size)| size).sum(),
+        });
+        member_sizes.push((members, hash_partitioned));
+    }
+
+    let selected_oids: HashSet<u32> = roots.iter().flat_map(|root| subtree(*root)).collect();
+    let sequences: Vec<QualifiedName> = inventory
+        .sequences
+        .iter()
+        .filter(|sequence| {
+            whole_database
+                || sequence.owned_by.is_some_and(|owner| selected_oids.contains(&owner))
+                || sequence.used_by.iter().any(|user| selected_oids.contains(user))
+        })
+        .map(|sequence| sequence.name.clone())
+        .collect();
+
+    let dangling_foreign_keys = inventory
+        .foreign_keys
+        .iter()
+        .filter(|key| selected_oids.contains(&key.table) && !selected_oids.contains(&key.referenced_table))
+        .filter_map(|key| {
+            let table = by_oid.get(&key.table)?;
+            let referenced = by_oid.get(&key.referenced_table)?;
+            Some(DanglingForeignKey {
+                oid: key.oid,
+                name: key.name.clone(),
+                table: table.name.clone(),
+                referenced_table: referenced.name.clone(),
+                definition: key.definition.clone(),
+                on_partitioned_table: table.kind == TableKind::Partitioned,
+            })
+        })
+        .collect();
+
+    let copy_large_objects = whole_database && inventory.large_object_count > 0;
+    let units = split_into_units(&tables, &member_sizes, &sequences, copy_large_objects, request.jobs);
+    Ok(Plan {
+        whole_database,
+        tables,
+        units,
+        sequences,
+        large_object_count: inventory.large_object_count,
+        copy_large_objects,
+        dangling_foreign_keys,
+        foreign_key_policy: request.foreign_key_policy,
+    })
+}
+
+/// Large tables get a unit each; the rest are spread over at most `jobs` batches, so the number of
+/// `pg_dump` runs (each of which reads the whole catalog) does not grow with the number of tables.
+fn split_into_units(
+    tables: &[PlannedTable],
+    member_sizes: &[(Vec<(QualifiedName, i64)>, bool)],
+    sequences: &[QualifiedName],
+    copy_large_objects: bool,
+    jobs: usize,
+) -> Vec<Arc<Unit>> {
+    struct Draft {
+        tables: Vec<QualifiedName>,
+        planned_tables: BTreeSet<usize>,
+        size_bytes: i64,
+        truncate_before_retry: Vec<QualifiedName>,
+        truncate_whole_tree: bool,
+    }
+    let mut drafts: Vec<Draft> = Vec::new();
+    let mut small: Vec<(usize, QualifiedName, i64)> = Vec::new();
+    for (table_index, (members, hash_partitioned)) in member_sizes.iter().enumerate() {
+        if members.is_empty() {
+            continue;
+        }
+        if *hash_partitioned {
+            drafts.push(Draft {
+                tables: members.iter().map(|(name, _)| name.clone()).collect(),
+                planned_tables: BTreeSet::from([table_index]),
+                size_bytes: members.iter().map(|(_, size)| size).sum(),
+                truncate_before_retry: vec![tables[table_index].name.clone()],
+                truncate_whole_tree: true,
+            });
+            continue;
+        }
+        for (name, size) in members {
+            if *size >= LARGE_TABLE_BYTES {
+                drafts.push(Draft {
+                    tables: vec![name.clone()],
+                    planned_tables: BTreeSet::from([table_index]),
+                    size_bytes: *size,
+                    truncate_before_retry: vec![name.clone()],
+                    truncate_whole_tree: false,
+                });
+            } else {
+                small.push((table_index, name.clone(), *size));
+            }
+        }
+    }
+    if !small.is_empty() {
+        small.sort_by(|left, right| right.2.cmp(&left.2).then_with(|| left.1.cmp(&right.1)));
+        let bucket_count = jobs.max(1).min(small.len());
+        let first_bucket = drafts.len();
+        for _ in 0..bucket_count {
+            drafts.push(Draft {
+                tables: Vec::new(),
+                planned_tables: BTreeSet::new(),
+                size_bytes: 0,
+                truncate_before_retry: Vec::new(),
+                truncate_whole_tree: false,
+            });
+        }
+        for (table_index, name, size) in small {
+            let lightest = (first_bucket..drafts.len())
+                .min_by_key(|index| (drafts[*index].size_bytes, drafts[*index].tables.len()))
+                .expect("at least one bucket");
+            let draft = &mut drafts[lightest];
+            draft.tables.push(name.clone());
+            draft.truncate_before_retry.push(name);
+            draft.planned_tables.insert(table_index);
+            draft.size_bytes += size;
+        }
+    }
+    let mut units: Vec<Unit> = drafts
+        .into_iter()
+        .map(|draft| Unit {
+            index: 0,
+            kind: UnitKind::Tables,
+            tables: draft.tables,
+            sequences: Vec::new(),
+            planned_tables: draft.planned_tables.into_iter().collect(),
+            size_bytes: draft.size_bytes,
+            truncate_before_retry: draft.truncate_before_retry,
+            truncate_whole_tree: draft.truncate_whole_tree,
+        })
+        .collect();
+    // Sequences ride with the smallest unit: setting a sequence is idempotent, so a retry is safe.
+    if !sequences.is_empty() {
+        match units.iter_mut().min_by_key(|unit| unit.size_bytes) {
+            Some(unit) => unit.sequences = sequences.to_vec(),
+            None => units.push(Unit {
+                index: 0,
+                kind: UnitKind::Tables,
+                tables: Vec::new(),
+                sequences: sequences.to_vec(),
+                planned_tables: Vec::new(),
+                size_bytes: 0,
+                truncate_before_retry: Vec::new(),
+                truncate_whole_tree: false,
+            }),
+        }
+    }
+    if copy_large_objects {
+        units.push(Unit {
+            index: 0,
+            kind: UnitKind::LargeObjects,
+            tables: Vec::new(),
+            sequences: Vec::new(),
+            planned_tables: Vec::new(),
+            size_bytes: 0,
+            truncate_before_retry: Vec::new(),
+            truncate_whole_tree: false,
+        });
+    }
+    // Largest first, so the longest unit does not start last.
+    units.sort_by_key(|unit| std::cmp::Reverse(unit.size_bytes));
+    units
+        .into_iter()
+        .enumerate()
+        .map(|(index, unit)| Arc::new(Unit { index, ..unit }))
+        .collect()
+}
+
+/// Groups planned-table indexes by the units that carry them, for progress accounting.
+pub fn units_per_table(plan: &Plan) -> BTreeMap<usize, usize> {
+    let mut counts = BTreeMap::new();
+    for unit in &plan.units {
+        for table in &unit.planned_tables {
+            *counts.entry(*table).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{ForeignKey, Sequence};
+
+    fn table(oid: u32, name: &str, kind: TableKind, parents: &[u32], size: i64) -> Table {
+        let (schema, name) = name.split_once('.').unwrap_or(("public", name));
+        Table {
+            oid,
+            name: QualifiedName {
+                schema: schema.into(),
+                name: name.into(),
+            },
+            kind,
+            unlogged: false,
+            is_partition: kind == TableKind::Ordinary && !parents.is_empty(),
+            parents: parents.to_vec(),
+            size_bytes: size,
+            hash_partitioned: false,
+        }
+    }
+
+    fn inventory() -> Inventory {
+        Inventory {
+            tables: vec![
+                table(1, "users", TableKind::Ordinary, &[], 1000),
+                table(2, "orders", TableKind::Ordinary, &[], LARGE_TABLE_BYTES * 2),
+                table(3, "audit_logs", TableKind::Partitioned, &[], 0),
+                table(4, "audit_logs_2024", TableKind::Partitioned, &[3], 0),
+                table(5, "audit_logs_2024_01", TableKind::Ordinary, &[4], 10),
+                table(6, "audit_logs_default", TableKind::Ordinary, &[3], 10),
+                table(7, "billing.invoices", TableKind::Ordinary, &[], 100),
+            ],
+            sequences: vec![
+                Sequence {
+                    name: QualifiedName {
+                        schema: "public".into(),
+                        name: "users_id_seq".into(),
+                    },
+                    owned_by: Some(1),
+                    used_by: vec![1],
+                },
+                Sequence {
+                    name: QualifiedName {
+                        schema: "public".into(),
+                        name: "standalone".into(),
+                    },
+                    owned_by: None,
+                    used_by: vec![7],
+                },
+                Sequence {
+                    name: QualifiedName {
+                        schema: "public".into(),
+                        name: "unused".into(),
+                    },
+                    owned_by: None,
+                    used_by: vec![],
+                },
+            ],
+            foreign_keys: vec![ForeignKey {
+                oid: 99,
+                name: "orders_user_fkey".into(),
+                table: 2,
+                referenced_table: 1,
+                definition: "FOREIGN KEY (user_id) REFERENCES users(id)".into(),
+            }],
+            large_object_count: 2,
+            ..Inventory::default()
+        }
+    }
+
+    fn request<'a>(
+        include: &'a [TablePattern],
+        exclude: &'a [TablePattern],
+        policy: ForeignKeyPolicy,
+    ) -> PlanRequest<'a> {
+        PlanRequest {
+            include,
+            exclude,
+            jobs: 2,
+            foreign_key_policy: policy,
+        }
+    }
+
+    fn patterns(texts: &[&str]) -> Vec<TablePattern> {
+        texts
+            .iter()
+            .map(|text| TablePattern {
+                pattern: text.to_string(),
+                origin: "--include".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("user_*", "user_sessions"));
+        assert!(wildcard_match("*", ""));
+        assert!(wildcard_match("a?c*", "abcdef"));
+        assert!(!wildcard_match("user_*", "users"));
+        assert!(wildcard_match("*_2024_*", "audit_2024_01"));
+    }
+
+    #[test]
+    fn whole_database_plan_batches_small_tables_and_isolates_large_ones() {
+        let plan = build(&inventory(), &request(&[], &[], ForeignKeyPolicy::NotValid)).unwrap();
+        assert!(plan.whole_database && plan.copy_large_objects);
+        assert_eq!(plan.tables.len(), 4);
+        let audit = plan
+            .tables
+            .iter()
+            .find(|table| table.name.name == "audit_logs")
+            .unwrap();
+        assert_eq!(audit.description, "Partitioned (2 parts)");
+        assert_eq!(audit.members.len(), 2);
+        // orders alone, two batches of small tables, large objects.
+        assert_eq!(plan.units.len(), 4);
+        assert_eq!(plan.units[0].tables[0].name, "orders");
+        assert_eq!(plan.sequences.len(), 3);
+        let all_tables: usize = plan.units.iter().map(|unit| unit.tables.len()).sum();
+        assert_eq!(all_tables, 5, "every table with rows appears in exactly one unit");
+    }
+
+    #[test]
+    fn subset_brings_partition_tree_and_its_sequences_and_reports_dangling_keys() {
+        let include = patterns(&["orders", "audit_*", "billing.*"]);
+        let plan = build(&inventory(), &request(&include, &[], ForeignKeyPolicy::NotValid)).unwrap();
+        let names: Vec<String> = plan.tables.iter().map(|table| table.name.display_name()).collect();
+        assert_eq!(names, ["orders", "audit_logs", "billing.invoices"]);
+        let sequences: Vec<&str> = plan.sequences.iter().map(|sequence| sequence.name.as_str()).collect();
+        assert_eq!(sequences, ["standalone"]);
+        assert!(!plan.copy_large_objects);
+        assert_eq!(plan.dangling_foreign_keys.len(), 1);
+        assert_eq!(plan.dangling_foreign_keys[0].referenced_table.name, "users");
+
+        let plan = build(&inventory(), &request(&include, &[], ForeignKeyPolicy::IncludeParent)).unwrap();
+        assert!(plan.tables.iter().any(|table| table.name.name == "users"));
+        assert!(plan.dangling_foreign_keys.is_empty());
+    }
+
+    #[test]
+    fn exclusion_and_unmatched_patterns() {
+        let exclude = patterns(&["audit_*"]);
+        let plan = build(&inventory(), &request(&[], &exclude, ForeignKeyPolicy::NotValid)).unwrap();
+        assert!(!plan.whole_database);
+        assert!(plan.tables.iter().all(|table| table.name.name != "audit_logs"));
+
+        let include = patterns(&["userz"]);
+        let error = build(&inventory(), &request(&include, &[], ForeignKeyPolicy::NotValid)).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("\"userz\"") && message.contains("closest table names: users"),
+            "{message}"
+        );
+        assert_eq!(error.exit_code(), crate::errors::EXIT_USAGE);
+
+        // Partitions are not matched on their own: their tree comes with its root.
+        let include = patterns(&["audit_logs_default"]);
+        assert!(build(&inventory(), &request(&include, &[], ForeignKeyPolicy::NotValid)).is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! Child processes: each `pg_dump`/`pg_restore` runs in its own process group with a parent-death
+//! signal, its stderr is captured, and cancellation stops the whole group (SIGTERM, then SIGKILL
+//! after a grace period or at once on a second signal).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+use crate::scheduler::{CancelState, Cancellation};
+
+/// How long a child group gets between SIGTERM and SIGKILL.
+const TERMINATION_GRACE: Duration = Duration::from_secs(5);
+/// How much of a child's stderr is kept (the end matters most).
+const STDERR_LIMIT: usize = 256 * 1024;
+
+/// Environment variables a child must never inherit: passwords travel only in `PGPASSFILE`.
+const SECRET_VARIABLES: &[&str] = &["PGPASSWORD", "MAIN_DB_PASSWORD", "ARCHIVE_DB_PASSWORD"];
+
+#[derive(Debug, Clone)]
+pub struct ChildCommand {
+    pub program: PathBuf,
+    pub arguments: Vec<OsString>,
+    pub environment: Vec<(String, OsString)>,
+}
+
+impl ChildCommand {
+    pub fn new(program: PathBuf) -> ChildCommand {
+        ChildCommand {
+            program,
+            arguments: Vec::new(),
+            environment: Vec::new(),
+        }
+    }
+
+    pub fn argument(mut self, argument: impl Into<OsString>) -> ChildCommand {
+        self.arguments.push(argument.into());
+        self
+    }
+
+    pub fn arguments<I, S>(mut self, arguments: I) -> ChildCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.arguments.extend(arguments.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl Into<OsString>) -> ChildCommand {
+        self.environment.push((key.to_string(), value.into()));
+        self
+    }
+
+    /// The program's file name, for messages.
+    pub fn name(&self) -> String {
+        self.program
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.program.display().to_string())
+    }
+}
+
+#[derive(Debug)]
+pub struct ChildOutput {
+    pub status: ExitStatus,
+    pub stderr: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("stopped because the run is being cancelled")]
+    Cancelled,
+}
+
+/// Runs the command to completion, or until cancellation stops it.
+pub async fn run(command: &ChildCommand, cancellation: &Cancellation) -> Result<ChildOutput, ProcessError> {
+    if cancellation.is_cancelled() {
+        return Err(ProcessError::Cancelled);
+    }
+    let mut process = Command::new(&command.program);
+    process
+        .args(&command.arguments)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for variable in SECRET_VARIABLES {
+        process.env_remove(variable);
+    }
+    for (key, value) in &command.environment {
+        process.env(key, value);
+    }
+    // SAFETY: prctl is async-signal-safe and touches no memory shared with the parent.
+    unsafe {
+        process.pre_exec(|| {
+            // If dbsync dies by SIGKILL, its children must not keep copying on their own.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = process.spawn().map_err(|source| ProcessError::Spawn {
+        program: command.program.display().to_string(),
+        source,
+    })?;
+    let process_group = child.id().map(|id| Pid::from_raw(id as i32));
+    let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
+    let stderr_reader = tokio::spawn(async move {
+        let mut kept: Vec<u8> = Vec::new();
+        let mut buffer = [0u8; 8192];
+        loop {
+            match stderr_pipe.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(count) => {
+                    kept.extend_from_slice(&buffer[..count]);
+                    if kept.len() > STDERR_LIMIT * 2 {
+                        kept.drain(..kept.len() - STDERR_LIMIT);
+                    }
+                }
+            }
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    });
+
+    let mut watcher = cancellation.watcher();
+    // Look at the current state once, so that a cancellation racing the spawn is not missed.
+    watcher.mark_changed();
+    let mut watching = true;
+    let mut terminated = false;
+    let mut kill_deadline: Option<tokio::time::Instant> = None;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            changed = watcher.changed(), if watching => {
+                if changed.is_err() {
+                    watching = false;
+                    continue;
+                }
+                let state = *watcher.borrow_and_update();
+                match state {
+                    CancelState::Running => {}
+                    CancelState::Stopping(_) => {
+                        if !terminated {
+                            signal_group(process_group, Signal::SIGTERM);
+                            terminated = true;
+                            kill_deadline = Some(tokio::time::Instant::now() + TERMINATION_GRACE);
+                        }
+                    }
+                    CancelState::Killing(_) => {
+                        signal_group(process_group, Signal::SIGKILL);
+                        terminated = true;
+                        kill_deadline = None;
+                        watching = false;
+                    }
+                }
+            }
+            _ = sleep_until_optional(kill_deadline) => {
+                signal_group(process_group, Signal::SIGKILL);
+                kill_deadline = None;
+            }
+        }
+    };
+    // pg_dump -j workers share the group; make sure none outlives its leader.
+    if terminated {
+        signal_group(process_group, Signal::SIGKILL);
+    }
+    let stderr = stderr_reader.await.unwrap_or_default();
+    let status = status.map_err(|source| ProcessError::Spawn {
+        program: command.name(),
+        source,
+    })?;
+    if terminated {
+        return Err(ProcessError::Cancelled);
+    }
+    Ok(ChildOutput { status, stderr })
+}
+
+async fn sleep_until_optional(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn signal_group(process_group: Option<Pid>, signal: Signal) {
+    if let Some(group) = process_group {
+        // The group may already be gone; that is the outcome we want anyway.
+        let _ = killpg(group, signal);
+    }
+}
+
+/// The lines of a child's stderr worth showing a user: errors and what follows them, at most
+/// `limit` lines from the end.
+pub fn relevant_stderr(stderr: &str, limit: usize) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|line| !line.trim().is_empty()).collect();
+    let first_error = lines
+        .iter()
+        .position(|line| line.contains("error:") || line.contains("ERROR:") || line.contains("FATAL:"));
+    let relevant: Vec<&str> = match first_error {
+        Some(start) => lines[start..].to_vec(),
+        None => lines,
+    };
+    let skip = relevant.len().saturating_sub(limit);
+    relevant[skip..].join("\n")
+}
+
+/// The last non-blank line of a message: usually the most specific part of an error.
+pub fn last_meaningful_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("")
+        .to_string()
+}

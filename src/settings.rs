@@ -1,0 +1,429 @@
+//! Resolving settings. Precedence, lowest first: built-in defaults, the config file, environment
+//! variables (the old script's names), command-line flags. The rest of the program sees only the
+//! resolved `Settings`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::cli::{ForeignKeyPolicy, SyncArguments};
+use crate::connection::{Endpoint, EndpointDefaults};
+use crate::errors::SyncError;
+use crate::secrets::{self, Secret};
+use crate::usage_error;
+
+/// A table pattern and where it came from, so errors can say which group or flag named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePattern {
+    pub pattern: String,
+    pub origin: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub source: Endpoint,
+    pub target: Endpoint,
+    /// Empty: every table.
+    pub include: Vec<TablePattern>,
+    pub exclude: Vec<TablePattern>,
+    pub jobs: usize,
+    pub retries: u32,
+    /// The old script's BATCH_SIZE: how many units may be in flight at once.
+    pub batch_size: Option<usize>,
+    pub dump_dir: PathBuf,
+    pub keep_dumps: bool,
+    pub assume_yes: bool,
+    pub no_owner: bool,
+    pub no_privileges: bool,
+    pub foreign_keys: ForeignKeyPolicy,
+    pub pg_bin: Option<PathBuf>,
+    pub report: Option<PathBuf>,
+    pub plain: bool,
+    pub config_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    source: Option<ConfigEndpoint>,
+    target: Option<ConfigEndpoint>,
+    #[serde(default)]
+    options: ConfigOptions,
+    /// Group name → patterns.
+    #[serde(default)]
+    tables: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    exclude: ConfigExclude,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigEndpoint {
+    url: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigOptions {
+    jobs: Option<usize>,
+    retries: Option<u32>,
+    batch_size: Option<usize>,
+    dump_dir: Option<PathBuf>,
+    keep_dumps: Option<bool>,
+    no_owner: Option<bool>,
+    no_privileges: Option<bool>,
+    foreign_keys: Option<String>,
+    pg_bin: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigExclude {
+    #[serde(default)]
+    tables: Vec<String>,
+}
+
+/// Reads environment variables through a function so tests need not touch the process's own.
+pub type Environment<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+pub fn process_environment(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+fn load_config(path: &Path) -> Result<ConfigFile, SyncError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| usage_error!("cannot read config file {}: {error}", path.display()))?;
+    toml::from_str(&text).map_err(|error| {
+        let message = error.message();
+        let location = error
+            .span()
+            .map(|span| {
+                let line = text[..span.start].matches('\n').count() + 1;
+                format!(" (line {line})")
+            })
+            .unwrap_or_default();
+        usage_error!(
+            "config file {}{location}: {message}\nhint: see the commented example core_tables.toml for the keys dbsync understands",
+            path.display()
+        )
+    })
+}
+
+fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, SyncError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| usage_error!("{name}={value:?} is not a valid number"))
+}
+
+/// Which side of the copy, with the old script's variable prefix.
+#[derive(Clone, Copy)]
+enum Side {
+    Source,
+    Target,
+}
+
+impl Side {
+    fn prefix(self) -> &'static str {
+        match self {
+            Side::Source => "MAIN_DB",
+            Side::Target => "ARCHIVE_DB",
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            Side::Source => "--source",
+            Side::Target => "--target",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        }
+    }
+}
+
+fn resolve_endpoint(
+    side: Side,
+    flag: Option<&str>,
+    config: Option<&ConfigEndpoint>,
+    environment: Environment,
+    defaults: &EndpointDefaults,
+) -> Result<Endpoint, SyncError> {
+    let prefix = side.prefix();
+    let variable = |field: &str| environment(&format!("{prefix}_{field}"));
+    let uri_error = |error: anyhow::Error| usage_error!("{} URI: {error:#}", side.label());
+    let mut endpoint = if let Some(uri) = flag {
+        Endpoint::parse_uri(uri, defaults).map_err(uri_error)?
+    } else if ["HOST", "PORT", "USER", "NAME"]
+        .iter()
+        .any(|field| variable(field).is_some())
+    {
+        let port = match variable("PORT") {
+            Some(port) => parse_number(&format!("{prefix}_PORT"), &port)?,
+            None => 5432,
+        };
+        Endpoint {
+            host: variable("HOST").unwrap_or_else(|| "localhost".into()),
+            port,
+            user: variable("USER").unwrap_or_else(|| "postgres".into()),
+            dbname: variable("NAME").unwrap_or_else(|| {
+                match side {
+                    Side::Source => "Main_DB",
+                    Side::Target => "Archive_DB",
+                }
+                .into()
+            }),
+            password: None,
+            sslmode: None,
+        }
+    } else if let Some(config) = config {
+        Endpoint::parse_uri(&config.url, defaults).map_err(uri_error)?
+    } else {
+        return Err(usage_error!(
+            "no {} database given: pass {} postgres://user@host:5432/dbname, set {prefix}_HOST/PORT/USER/NAME, or set [{}] url in the config file",
+            side.label(),
+            side.flag(),
+            side.label()
+        ));
+    };
+    if endpoint.password.is_none() {
+        endpoint.password = variable("PASSWORD")
+            .or_else(|| environment("PGPASSWORD"))
+            .map(Secret::new)
+            .or_else(|| secrets::password_from_user_file(&endpoint));
+    }
+    Ok(endpoint)
+}
+
+pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Settings, SyncError> {
+    let config_path = arguments
+        .config
+        .clone()
+        .or_else(|| environment("DBSYNC_CONFIG").map(PathBuf::from));
+    let config = match &config_path {
+        Some(path) => load_config(path)?,
+        None => ConfigFile::default(),
+    };
+    let defaults = EndpointDefaults::from_environment();
+    let source = resolve_endpoint(
+        Side::Source,
+        arguments.source.as_deref(),
+        config.source.as_ref(),
+        environment,
+        &defaults,
+    )?;
+    let target = resolve_endpoint(
+        Side::Target,
+        arguments.target.as_deref(),
+        config.target.as_ref(),
+        environment,
+        &defaults,
+    )?;
+
+    let options = &config.options;
+    let jobs = match (arguments.jobs, environment("PG_JOBS"), options.jobs) {
+        (Some(jobs), _, _) => jobs,
+        (None, Some(value), _) => parse_number("PG_JOBS", &value)?,
+        (None, None, Some(jobs)) => jobs,
+        (None, None, None) => std::thread::available_parallelism()
+            .map(|count| count.get())
+            .unwrap_or(2),
+    };
+    if jobs == 0 {
+        return Err(usage_error!("jobs must be at least 1"));
+    }
+    let retries = match (arguments.retries, environment("RETRY_COUNT"), options.retries) {
+        (Some(retries), _, _) => retries,
+        (None, Some(value), _) => parse_number("RETRY_COUNT", &value)?,
+        (None, None, Some(retries)) => retries,
+        (None, None, None) => 3,
+    };
+    let batch_size = match (environment("BATCH_SIZE"), options.batch_size) {
+        (Some(value), _) => Some(parse_number::<usize>("BATCH_SIZE", &value)?),
+        (None, batch_size) => batch_size,
+    };
+    if batch_size == Some(0) {
+        return Err(usage_error!("BATCH_SIZE must be at least 1"));
+    }
+    let foreign_keys = match (arguments.foreign_keys, &options.foreign_keys) {
+        (Some(policy), _) => policy,
+        (None, Some(text)) => <ForeignKeyPolicy as clap::ValueEnum>::from_str(text, false).map_err(|_| {
+            usage_error!(
+                "config file: foreign_keys = {text:?} is not one of \"not-valid\", \"skip\", \"include-parent\""
+            )
+        })?,
+        (None, None) => ForeignKeyPolicy::NotValid,
+    };
+
+    let mut include = Vec::new();
+    for (group, patterns) in &config.tables {
+        for pattern in patterns {
+            include.push(TablePattern {
+                pattern: pattern.clone(),
+                origin: format!("group \"{group}\""),
+            });
+        }
+    }
+    for pattern in arguments.include.iter().filter(|pattern| !pattern.trim().is_empty()) {
+        include.push(TablePattern {
+            pattern: pattern.trim().to_string(),
+            origin: "--include".into(),
+        });
+    }
+    let mut exclude: Vec<TablePattern> = config
+        .exclude
+        .tables
+        .iter()
+        .map(|pattern| TablePattern {
+            pattern: pattern.clone(),
+            origin: "[exclude] tables".into(),
+        })
+        .collect();
+    for pattern in arguments.exclude.iter().filter(|pattern| !pattern.trim().is_empty()) {
+        exclude.push(TablePattern {
+            pattern: pattern.trim().to_string(),
+            origin: "--exclude".into(),
+        });
+    }
+
+    Ok(Settings {
+        source,
+        target,
+        include,
+        exclude,
+        jobs,
+        retries,
+        batch_size,
+        dump_dir: arguments
+            .dump_dir
+            .clone()
+            .or_else(|| options.dump_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(".")),
+        keep_dumps: arguments.keep_dumps || options.keep_dumps.unwrap_or(false),
+        assume_yes: arguments.yes,
+        no_owner: arguments.no_owner || options.no_owner.unwrap_or(false),
+        no_privileges: arguments.no_privileges || options.no_privileges.unwrap_or(false),
+        foreign_keys,
+        pg_bin: arguments.pg_bin.clone().or_else(|| options.pg_bin.clone()),
+        report: arguments.report.clone(),
+        plain: arguments.plain,
+        config_file: config_path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn arguments(extra: &[&str]) -> SyncArguments {
+        let mut all = vec!["dbsync", "sync"];
+        all.extend_from_slice(extra);
+        match crate::cli::Cli::parse_from(all).command {
+            crate::cli::Command::Sync(arguments) => arguments,
+        }
+    }
+
+    fn environment_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        }
+    }
+
+    #[test]
+    fn old_script_variables_build_endpoints_and_jobs() {
+        let environment = environment_of(&[
+            ("MAIN_DB_HOST", "prod"),
+            ("MAIN_DB_PASSWORD", "s3cret"),
+            ("ARCHIVE_DB_NAME", "archive"),
+            ("PG_JOBS", "6"),
+            ("RETRY_COUNT", "5"),
+            ("BATCH_SIZE", "2"),
+        ]);
+        let settings = resolve(&arguments(&[]), &environment).unwrap();
+        assert_eq!(settings.source.host, "prod");
+        assert_eq!(settings.source.dbname, "Main_DB");
+        assert_eq!(settings.source.password.as_ref().unwrap().expose(), "s3cret");
+        assert_eq!(settings.target.dbname, "archive");
+        assert_eq!(settings.target.host, "localhost");
+        assert_eq!((settings.jobs, settings.retries, settings.batch_size), (6, 5, Some(2)));
+    }
+
+    #[test]
+    fn flags_beat_environment() {
+        let environment = environment_of(&[("MAIN_DB_HOST", "prod"), ("PG_JOBS", "6")]);
+        let settings = resolve(
+            &arguments(&[
+                "--source",
+                "postgres://u@flag/db",
+                "--target",
+                "postgres://u@t/x",
+                "-j",
+                "3",
+            ]),
+            &environment,
+        )
+        .unwrap();
+        assert_eq!(settings.source.host, "flag");
+        assert_eq!(settings.jobs, 3);
+    }
+
+    #[test]
+    fn missing_source_is_a_usage_error_that_says_how() {
+        let environment = environment_of(&[]);
+        let error = resolve(&arguments(&["--target", "postgres://u@t/x"]), &environment).unwrap_err();
+        assert_eq!(error.exit_code(), crate::errors::EXIT_USAGE);
+        assert!(error.to_string().contains("--source"), "{error}");
+    }
+
+    #[test]
+    fn bad_number_names_the_variable() {
+        let environment = environment_of(&[("PG_JOBS", "many")]);
+        let error = resolve(
+            &arguments(&["--source", "postgres://u@s/a", "--target", "postgres://u@t/b"]),
+            &environment,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("PG_JOBS"), "{error}");
+    }
+
+    #[test]
+    fn config_file_groups_exclusions_and_unknown_keys() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("core_tables.toml");
+        std::fs::write(
+            &path,
+            "[source]\nurl = \"postgres://u@s/a\"\n[target]\nurl = \"postgres://u@t/b\"\n\
+             [options]\njobs = 7\nforeign_keys = \"skip\"\n[tables]\nusers = [\"users\", \"auth_*\"]\n\
+             [exclude]\ntables = [\"*_old\"]\n",
+        )
+        .unwrap();
+        let environment = environment_of(&[]);
+        let path_text = path.to_str().unwrap();
+        let settings = resolve(&arguments(&["--config", path_text, "--include", "x,y"]), &environment).unwrap();
+        assert_eq!(settings.jobs, 7);
+        assert_eq!(settings.foreign_keys, ForeignKeyPolicy::Skip);
+        let patterns: Vec<&str> = settings
+            .include
+            .iter()
+            .map(|pattern| pattern.pattern.as_str())
+            .collect();
+        assert_eq!(patterns, ["users", "auth_*", "x", "y"]);
+        assert_eq!(settings.include[0].origin, "group \"users\"");
+        assert_eq!(settings.exclude[0].pattern, "*_old");
+
+        std::fs::write(&path, "[options]\njobs = 2\nturbo = true\n").unwrap();
+        let error = resolve(&arguments(&["--config", path_text]), &environment).unwrap_err();
+        assert_eq!(error.exit_code(), crate::errors::EXIT_USAGE);
+        assert!(error.to_string().contains("line 3"), "{error}");
+        assert!(error.to_string().contains("turbo"), "{error}");
+    }
+}
