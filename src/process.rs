@@ -27,6 +27,8 @@ pub struct ChildCommand {
     pub program: PathBuf,
     pub arguments: Vec<OsString>,
     pub environment: Vec<(String, OsString)>,
+    /// Keep stdout (for `pg_restore --list`); otherwise it is discarded.
+    pub capture_stdout: bool,
 }
 
 impl ChildCommand {
@@ -35,7 +37,13 @@ impl ChildCommand {
             program,
             arguments: Vec::new(),
             environment: Vec::new(),
+            capture_stdout: false,
         }
+    }
+
+    pub fn capturing_stdout(mut self) -> ChildCommand {
+        self.capture_stdout = true;
+        self
     }
 
     pub fn argument(mut self, argument: impl Into<OsString>) -> ChildCommand {
@@ -69,6 +77,7 @@ impl ChildCommand {
 #[derive(Debug)]
 pub struct ChildOutput {
     pub status: ExitStatus,
+    pub stdout: String,
     pub stderr: String,
 }
 
@@ -93,7 +102,11 @@ pub async fn run(command: &ChildCommand, cancellation: &Cancellation) -> Result<
     process
         .args(&command.arguments)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(if command.capture_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
@@ -115,6 +128,13 @@ pub async fn run(command: &ChildCommand, cancellation: &Cancellation) -> Result<
         source,
     })?;
     let process_group = child.id().map(|id| Pid::from_raw(id as i32));
+    let stdout_reader = child.stdout.take().map(|mut pipe| {
+        tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text).await;
+            text
+        })
+    });
     let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
     let stderr_reader = tokio::spawn(async move {
         let mut kept: Vec<u8> = Vec::new();
@@ -176,6 +196,10 @@ pub async fn run(command: &ChildCommand, cancellation: &Cancellation) -> Result<
         signal_group(process_group, Signal::SIGKILL);
     }
     let stderr = stderr_reader.await.unwrap_or_default();
+    let stdout = match stdout_reader {
+        Some(reader) => reader.await.unwrap_or_default(),
+        None => String::new(),
+    };
     let status = status.map_err(|source| ProcessError::Spawn {
         program: command.name(),
         source,
@@ -183,7 +207,7 @@ pub async fn run(command: &ChildCommand, cancellation: &Cancellation) -> Result<
     if terminated {
         return Err(ProcessError::Cancelled);
     }
-    Ok(ChildOutput { status, stderr })
+    Ok(ChildOutput { status, stdout, stderr })
 }
 
 async fn sleep_until_optional(deadline: Option<tokio::time::Instant>) {

@@ -417,9 +417,9 @@ pub async fn database_settings(client: &Client) -> Result<Vec<DatabaseSetting>> 
     let rows = client
         .query(
             "SELECT r.rolname::text, s.setting FROM pg_db_role_setting d \
-               LEFT JOIN pg_roles r ON r.oid = d.setrole, unnest(d.setconfig) AS s(setting) \
+               LEFT JOIN pg_roles r ON r.oid = d.setrole, unnest(d.setconfig) WITH ORDINALITY AS s(setting, position) \
              WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-             ORDER BY 1 NULLS FIRST, 2",
+             ORDER BY 1 NULLS FIRST, s.position",
             &[],
         )
         .await

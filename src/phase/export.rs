@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{Job, run_tool};
+use super::{Job, archive_listing, run_tool};
 use crate::plan::{Unit, UnitKind};
 use crate::scheduler::AttemptError;
 
@@ -63,15 +63,10 @@ async fn measure(job: &Job, directory: &Path) -> ExportedSizes {
         total: directory_size(directory),
         ..Default::default()
     };
-    let Ok(output) = tokio::process::Command::new(&job.tools.pg_restore)
-        .arg("--list")
-        .arg(directory)
-        .output()
-        .await
-    else {
+    let Ok(listing) = archive_listing(job, directory).await else {
         return sizes;
     };
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
+    for line in listing.lines() {
         // "3347; 0 16399 TABLE DATA public orders owner": dump id, then the table's oid.
         let mut words = line.split_whitespace();
         let (Some(dump_id), Some(_), Some(oid), Some("TABLE"), Some("DATA")) =

@@ -59,6 +59,17 @@ impl Job {
     }
 }
 
+/// The table of contents of an archive (`pg_restore --list`).
+pub async fn archive_listing(job: &Job, archive: &std::path::Path) -> Result<String, AttemptError> {
+    let command = ChildCommand::new(job.tools.pg_restore.clone())
+        .argument("--list")
+        .argument(archive)
+        .capturing_stdout();
+    run_tool(&command, &job.cancellation, "list an archive")
+        .await
+        .map(|output| output.stdout)
+}
+
 /// Runs a tool once and judges the result. `pg_restore` exits 1 for errors it "ignored", so its
 /// stderr is read too, not only its exit code.
 pub async fn run_tool(

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::{Job, database_attempt_error, run_tool};
+use super::{Job, archive_listing, database_attempt_error, run_tool};
 use crate::catalog::{self, quote_identifier};
 use crate::cli::ForeignKeyPolicy;
 use crate::plan::Plan;
@@ -91,15 +91,11 @@ async fn write_filtered_list(
     schema_dump: &Path,
     held_back: &HashSet<u32>,
 ) -> anyhow::Result<std::path::PathBuf> {
-    let output = tokio::process::Command::new(&job.tools.pg_restore)
-        .arg("--list")
-        .arg(schema_dump)
-        .output()
-        .await?;
-    if !output.status.success() {
-        anyhow::bail!("pg_restore --list failed: {}", String::from_utf8_lossy(&output.stderr));
-    }
-    let listing = String::from_utf8_lossy(&output.stdout);
+    let listing = match archive_listing(job, schema_dump).await {
+        Ok(listing) => listing,
+        Err(AttemptError::Transient(error) | AttemptError::Permanent(error)) => return Err(error),
+        Err(AttemptError::Cancelled) => anyhow::bail!("cancelled"),
+    };
     let kept: Vec<&str> = listing
         .lines()
         .filter(|line| {

@@ -1,0 +1,267 @@
+//! Failures, retries and signals, with fake pg_dump/pg_restore wrappers around the real tools.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::harness::{PASSWORD, clusters};
+use crate::{assert_exit, dbsync, dump_dir, fingerprint, is_empty_dir, text};
+
+/// A directory with `pg_dump` and `pg_restore` scripts. Each script runs `body` (bash) with
+/// `$REAL` set to the real tool and `$STATE` to a directory for counters; the default body
+/// execs the real tool.
+struct FakeTools {
+    directory: tempfile::TempDir,
+}
+
+impl FakeTools {
+    fn new(pg_dump_body: &str, pg_restore_body: &str) -> FakeTools {
+        let directory = tempfile::Builder::new().prefix("dbsync-fake-").tempdir().unwrap();
+        std::fs::create_dir(directory.path().join("state")).unwrap();
+        let bin_dir = &clusters().source.bin_dir;
+        for (tool, body) in [("pg_dump", pg_dump_body), ("pg_restore", pg_restore_body)] {
+            let path = directory.path().join(tool);
+            let script = format!(
+                "#!/bin/bash\nREAL={real}\nSTATE={state}\nif [ \"$1\" = --version ]; then exec \"$REAL\" --version; fi\n{body}\nexec \"$REAL\" \"$@\"\n",
+                real = bin_dir.join(tool).display(),
+                state = directory.path().join("state").display(),
+            );
+            std::fs::write(&path, script).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        FakeTools { directory }
+    }
+
+    fn bin(&self) -> &Path {
+        self.directory.path()
+    }
+
+    fn state(&self, name: &str) -> PathBuf {
+        self.directory.path().join("state").join(name)
+    }
+
+    fn read_state(&self, name: &str) -> String {
+        std::fs::read_to_string(self.state(name)).unwrap_or_default()
+    }
+}
+
+/// A small source database and an existing target holding content that must survive failures.
+fn small_source_and_precious_target(source: &str, target: &str) {
+    let clusters = clusters();
+    clusters.source.create_database(source);
+    clusters.source.psql(
+        source,
+        "CREATE TABLE items (id int PRIMARY KEY, label text); INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 5000) g; \
+         CREATE TABLE notes (id serial PRIMARY KEY, body text); INSERT INTO notes (body) SELECT 'note ' || g FROM generate_series(1, 300) g;",
+    );
+    clusters.target.create_database(target);
+    clusters.target.psql(
+        target,
+        "CREATE TABLE precious (x text); INSERT INTO precious VALUES ('still here')",
+    );
+}
+
+fn assert_previous_target_intact(target: &str) {
+    let clusters = clusters();
+    assert_eq!(clusters.target.psql(target, "SELECT x FROM precious"), "still here");
+    assert!(
+        clusters.target.databases_like(&format!("{target}_dbsync")).is_empty(),
+        "a temporary copy was left behind"
+    );
+}
+
+fn sync_command(source: &str, target: &str, fakes: &FakeTools, dumps: &Path, temp: &Path) -> Command {
+    let clusters = clusters();
+    let mut command = dbsync();
+    command
+        .arg("sync")
+        .arg("--source")
+        .arg(clusters.source.uri(source))
+        .arg("--target")
+        .arg(clusters.target.uri(target))
+        .arg("--dump-dir")
+        .arg(dumps)
+        .arg("--pg-bin")
+        .arg(fakes.bin())
+        .args(["--yes", "--retries", "2"])
+        .env("TMPDIR", temp);
+    command
+}
+
+fn wait_for_file(path: &Path, limit: Duration) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(start.elapsed() < limit, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    // A zombie is not running; /proc shows its state.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.split_whitespace().nth(2).is_none_or(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
+
+fn interrupt_while_hanging(signal: Signal, hang_in: &str, expected_exit: i32, source: &str, target: &str) {
+    small_source_and_precious_target(source, target);
+    // The hanging step records its pid and becomes a long sleep (which ignores nothing).
+    let hang = "if [[ \" $* \" == *\" --data-only \"* ]]; then echo $$ >> \"$STATE/pids\"; exec sleep 300; fi";
+    let (dump_body, restore_body) = if hang_in == "pg_dump" { (hang, "") } else { ("", hang) };
+    let fakes = FakeTools::new(dump_body, restore_body);
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let child = sync_command(source, target, &fakes, dumps.path(), temp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&fakes.state("pids"), Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(200));
+    kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, expected_exit);
+    for pid in fakes.read_state("pids").lines() {
+        let pid: i32 = pid.trim().parse().unwrap();
+        assert!(!process_alive(pid), "child {pid} still running after the signal");
+    }
+    assert!(is_empty_dir(dumps.path()), "dump files left behind");
+    assert!(is_empty_dir(temp.path()), "temporary files (password file) left behind");
+    assert_previous_target_intact(target);
+}
+
+#[test]
+fn ctrl_c_during_import_stops_every_child_and_keeps_the_previous_target() {
+    interrupt_while_hanging(Signal::SIGINT, "pg_restore", 130, "sigint_src", "sigint_dst");
+}
+
+#[test]
+fn sigterm_during_export_stops_every_child_and_keeps_the_previous_target() {
+    interrupt_while_hanging(Signal::SIGTERM, "pg_dump", 143, "sigterm_src", "sigterm_dst");
+}
+
+#[test]
+fn transient_import_failure_is_retried_from_a_clean_table() {
+    small_source_and_precious_target("retry_src", "retry_dst");
+    // The first data import loads its rows, then reports a dropped connection.
+    let fakes = FakeTools::new(
+        "",
+        "if [[ \" $* \" == *\" --data-only \"* ]] && [ ! -e \"$STATE/failed\" ]; then touch \"$STATE/failed\"; \
+         \"$REAL\" \"$@\"; echo 'pg_restore: error: server closed the connection unexpectedly' >&2; exit 1; fi",
+    );
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let output = sync_command("retry_src", "retry_dst", &fakes, dumps.path(), temp.path())
+        .args(["--jobs", "1"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert!(text(&output).contains("[RETRY    ]"), "{}", text(&output));
+    let clusters = clusters();
+    assert_eq!(
+        fingerprint(&clusters.source, "retry_src").tables,
+        fingerprint(&clusters.target, "retry_dst").tables
+    );
+}
+
+#[test]
+fn permanent_failure_stops_at_once_with_the_tools_error() {
+    small_source_and_precious_target("perm_src", "perm_dst");
+    let fakes = FakeTools::new(
+        "",
+        "if [[ \" $* \" == *\" --data-only \"* ]]; then echo x >> \"$STATE/attempts\"; \
+         echo 'pg_restore: error: could not execute query: ERROR:  permission denied for table items' >&2; exit 1; fi",
+    );
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let output = sync_command("perm_src", "perm_dst", &fakes, dumps.path(), temp.path())
+        .args(["--jobs", "1"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 1);
+    assert_eq!(
+        fakes.read_state("attempts").lines().count(),
+        1,
+        "a permanent failure was retried"
+    );
+    let log = text(&output);
+    assert!(log.contains("permission denied for table items"), "{log}");
+    assert!(log.contains("[IMPORT] [FAILED   ]"), "{log}");
+    assert!(is_empty_dir(dumps.path()));
+    assert_previous_target_intact("perm_dst");
+}
+
+#[test]
+fn validation_differences_exit_3_and_keep_the_previous_target() {
+    small_source_and_precious_target("mismatch_src", "mismatch_dst");
+    // Data imports that "succeed" without loading anything.
+    let fakes = FakeTools::new("", "if [[ \" $* \" == *\" --data-only \"* ]]; then exit 0; fi");
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let output = sync_command("mismatch_src", "mismatch_dst", &fakes, dumps.path(), temp.path())
+        .output()
+        .unwrap();
+    assert_exit(&output, 3);
+    let log = text(&output);
+    assert!(log.contains("items: source 5000 rows, target 0 rows"), "{log}");
+    assert_previous_target_intact("mismatch_dst");
+}
+
+#[test]
+fn passwords_never_reach_child_command_lines_environments_or_output() {
+    small_source_and_precious_target("secret_src", "secret_dst");
+    let record = "{ printf '%s\\n' \"$*\"; env; } >> \"$STATE/seen\"";
+    let fakes = FakeTools::new(record, record);
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let output = sync_command("secret_src", "secret_dst", &fakes, dumps.path(), temp.path())
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    let seen = fakes.read_state("seen");
+    assert!(seen.contains("--snapshot="), "the fake tools were not used");
+    assert!(seen.contains("PGPASSFILE="), "children get no password file");
+    for needle in [PASSWORD, "s3cr%3Aet"] {
+        assert!(
+            !seen.contains(needle),
+            "a password reached a child's arguments or environment"
+        );
+        assert!(!text(&output).contains(needle), "a password was printed");
+    }
+}
+
+#[test]
+fn wrong_password_is_a_clear_error_and_loses_nothing() {
+    small_source_and_precious_target("badpw_src", "badpw_dst");
+    let clusters = clusters();
+    let dumps = dump_dir();
+    let output = dbsync()
+        .arg("sync")
+        .arg("--source")
+        .arg(format!(
+            "postgres://postgres:not-the-password@127.0.0.1:{}/badpw_src",
+            clusters.source.port
+        ))
+        .arg("--target")
+        .arg(clusters.target.uri("badpw_dst"))
+        .arg("--dump-dir")
+        .arg(dumps.path())
+        .arg("--yes")
+        .output()
+        .unwrap();
+    assert_exit(&output, 1);
+    let log = text(&output);
+    assert!(
+        log.contains("password authentication failed for user \"postgres\""),
+        "{log}"
+    );
+    assert!(log.contains("hint: check the password"), "{log}");
+    assert!(!log.contains("not-the-password"), "{log}");
+    assert_previous_target_intact("badpw_dst");
+}

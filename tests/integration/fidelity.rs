@@ -1,0 +1,255 @@
+//! The copy is exact: whole database, subsets, and a source written to during the run.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::clusters;
+use crate::{assert_exit, dump_dir, fingerprint, is_empty_dir, rich_source, sync, text};
+
+#[test]
+fn whole_database_sync_makes_the_target_equal_to_the_source() {
+    let clusters = clusters();
+    rich_source("whole_src");
+    // A previous target with other content: it must be replaced, not merged into.
+    clusters.target.create_database("whole_dst");
+    clusters.target.psql(
+        "whole_dst",
+        "CREATE TABLE previous_content (x int); INSERT INTO previous_content VALUES (1)",
+    );
+    let dumps = dump_dir();
+    let report_dir = dump_dir();
+    let report = report_dir.path().join("report.json");
+    let output = sync(
+        "whole_src",
+        "whole_dst",
+        &["--yes", "--jobs", "2", "--report", report.to_str().unwrap()],
+        dumps.path(),
+    );
+    assert_exit(&output, 0);
+
+    let source = fingerprint(&clusters.source, "whole_src");
+    let target = fingerprint(&clusters.target, "whole_dst");
+    assert!(source.tables.len() >= 20, "fixture tables: {:?}", source.tables.keys());
+    assert_eq!(source.tables, target.tables, "table contents differ");
+    assert_eq!(source.sequences, target.sequences, "sequence values differ");
+    assert!(
+        source.sequences["public.invoice_numbers"].starts_with("987854 "),
+        "{:?}",
+        source.sequences
+    );
+    assert_eq!(source.large_objects, target.large_objects, "large objects differ");
+    assert!(!source.large_objects.is_empty());
+    assert_eq!(source.settings, target.settings, "database-level settings differ");
+    assert!(source.settings.contains("statement_timeout=5s") && source.settings.contains("work_mem=8MB"));
+    assert_eq!(
+        source.database, target.database,
+        "encoding, locale, owner or comment differ"
+    );
+    let source_schema = clusters.source.schema_dump("whole_src");
+    let target_schema = clusters.target.schema_dump("whole_dst");
+    assert_eq!(source_schema, target_schema, "pg_dump --schema-only differs");
+    // The replaced database is gone, and so are the temporary copies.
+    assert_eq!(
+        clusters
+            .target
+            .psql("whole_dst", "SELECT to_regclass('previous_content') IS NULL"),
+        "t"
+    );
+    assert!(clusters.target.databases_like("whole_dst_dbsync").is_empty());
+    assert!(is_empty_dir(dumps.path()), "dump files left behind");
+    assert_eq!(
+        clusters.target.psql(
+            "whole_dst",
+            "SELECT ispopulated FROM pg_matviews WHERE matviewname = 'order_totals'"
+        ),
+        "t"
+    );
+    assert_eq!(
+        clusters.target.psql(
+            "whole_dst",
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'guarded_rows'::regclass"
+        ),
+        "2"
+    );
+
+    // Old-format lines and the four phase headers.
+    let log = text(&output);
+    for header in [
+        "#  PHASE 1/4: Schema Synchronization",
+        "#  PHASE 2/4: Data Export",
+        "#  PHASE 3/4: Data Import",
+        "#  PHASE 4/4: Validation",
+        "SOURCE DB (FROM):   postgres@127.0.0.1:",
+    ] {
+        assert!(log.contains(header), "missing {header:?} in:\n{log}");
+    }
+    let line = regex::Regex::new(
+        r"(?m)^\[\d\d:\d\d:\d\d\] \[EXPORT\] \[DONE     \] events {31}\| Partitioned \(5 parts\), Size: [0-9.]+[BKM], Time: \d+s$",
+    )
+    .unwrap();
+    assert!(line.is_match(&log), "no old-format DONE line for events in:\n{log}");
+    assert!(!log.contains('\u{1b}'), "control codes in non-terminal output");
+
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["outcome"], "success");
+    let events = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["table"] == "events")
+        .unwrap();
+    assert_eq!(events["source_rows"], 4000);
+    assert_eq!(events["target_rows"], 4000);
+}
+
+#[test]
+fn subset_sync_copies_selected_data_and_the_whole_schema() {
+    let clusters = clusters();
+    rich_source("subset_src");
+    let dumps = dump_dir();
+    let output = sync(
+        "subset_src",
+        "subset_dst",
+        &["--include", "orders,events"],
+        dumps.path(),
+    );
+    assert_exit(&output, 0);
+    let source = fingerprint(&clusters.source, "subset_src");
+    let target = fingerprint(&clusters.target, "subset_dst");
+    for table in [
+        "public.orders",
+        "public.events_2024_click",
+        "public.events_default",
+        "public.events_2025",
+    ] {
+        assert_eq!(source.tables[table], target.tables[table], "{table}");
+    }
+    // Unselected tables exist, empty.
+    assert!(
+        target.tables["public.customers"].starts_with("0 "),
+        "{:?}",
+        target.tables
+    );
+    assert!(target.tables["sales.ledger_0"].starts_with("0 "));
+    assert_eq!(
+        source.sequences["public.orders_id_seq"],
+        target.sequences["public.orders_id_seq"]
+    );
+    assert_ne!(
+        source.sequences["public.invoice_numbers"],
+        target.sequences["public.invoice_numbers"]
+    );
+    assert!(
+        target.large_objects.is_empty(),
+        "large objects are copied only with the whole database"
+    );
+    // The foreign key to the unselected customers table exists, NOT VALID, and was reported.
+    assert_eq!(
+        clusters.target.psql(
+            "subset_dst",
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'orders_customer_id_fkey'"
+        ),
+        "f"
+    );
+    let log = text(&output);
+    assert!(
+        log.contains("foreign key orders_customer_id_fkey on orders references customers"),
+        "{log}"
+    );
+    assert!(log.contains("created NOT VALID"), "{log}");
+}
+
+#[test]
+fn foreign_key_policy_skip_leaves_the_key_out() {
+    let clusters = clusters();
+    rich_source("fkskip_src");
+    let dumps = dump_dir();
+    let output = sync(
+        "fkskip_src",
+        "fkskip_dst",
+        &["--include", "orders", "--foreign-keys", "skip"],
+        dumps.path(),
+    );
+    assert_exit(&output, 0);
+    assert_eq!(
+        clusters.target.psql(
+            "fkskip_dst",
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'orders_customer_id_fkey'"
+        ),
+        "0"
+    );
+    assert!(text(&output).contains("left out (--foreign-keys skip)"));
+}
+
+#[test]
+fn sync_of_a_source_being_written_matches_its_snapshot() {
+    let clusters = clusters();
+    let source = &clusters.source;
+    source.create_database("live_src");
+    source.psql(
+        "live_src",
+        "CREATE TABLE accounts (id bigserial PRIMARY KEY, filler text); \
+         CREATE TABLE transfers (id bigserial PRIMARY KEY, account_id bigint NOT NULL REFERENCES accounts (id), amount int); \
+         INSERT INTO accounts (filler) SELECT repeat('x', 200) FROM generate_series(1, 50000); \
+         INSERT INTO transfers (account_id, amount) SELECT 1 + g % 50000, g FROM generate_series(1, 100000) g;",
+    );
+    // A writer adding accounts and transfers that reference them, committing each pair.
+    let mut writer = source
+        .psql_command("live_src")
+        .arg("-c")
+        .arg(
+            "DO $$ DECLARE new_id bigint; BEGIN FOR i IN 1..20000 LOOP \
+               INSERT INTO accounts (filler) VALUES ('live') RETURNING id INTO new_id; \
+               INSERT INTO transfers (account_id, amount) VALUES (new_id, i); COMMIT; \
+               PERFORM pg_sleep(0.002); END LOOP; END $$",
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_start = Instant::now();
+    let count = || {
+        source
+            .psql("live_src", "SELECT count(*) FROM accounts")
+            .parse::<i64>()
+            .unwrap()
+    };
+    while count() == 50000 && wait_start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = count();
+    let dumps = dump_dir();
+    let output = sync("live_src", "live_dst", &["--jobs", "2"], dumps.path());
+    let after = count();
+    writer.kill().ok();
+    writer.wait().ok();
+    assert!(
+        after > before,
+        "the writer did not write during the sync ({before} → {after})"
+    );
+    // Exit 0 means every table's count matched the snapshot; the foreign key was created VALID,
+    // so every copied transfer has its account.
+    assert_exit(&output, 0);
+    assert_eq!(
+        clusters.target.psql(
+            "live_dst",
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'transfers_account_id_fkey'"
+        ),
+        "t"
+    );
+    let target_accounts: i64 = clusters
+        .target
+        .psql("live_dst", "SELECT count(*) FROM accounts")
+        .parse()
+        .unwrap();
+    assert!(
+        target_accounts >= before && target_accounts <= after,
+        "{before} <= {target_accounts} <= {after}"
+    );
+    assert_eq!(
+        clusters.target.psql(
+            "live_dst",
+            "SELECT count(*) FROM transfers t WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = t.account_id)"
+        ),
+        "0"
+    );
+}

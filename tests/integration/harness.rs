@@ -1,0 +1,266 @@
+//! Throwaway PostgreSQL clusters for the integration tests: two servers (source and target), each
+//! initialised in a temporary directory, listening on a Unix socket (trust, for the harness) and
+//! on 127.0.0.1 with password authentication (for dbsync, so passwords are really exercised).
+//! A watchdog process stops both servers and removes their files when the test process ends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+pub const PASSWORD: &str = "s3cr:et\\pw";
+const PASSWORD_IN_URI: &str = "s3cr%3Aet%5Cpw";
+
+pub struct Cluster {
+    pub name: &'static str,
+    pub socket_dir: PathBuf,
+    pub port: u16,
+    pub bin_dir: PathBuf,
+}
+
+pub struct Clusters {
+    pub source: Cluster,
+    pub target: Cluster,
+}
+
+static CLUSTERS: OnceLock<Clusters> = OnceLock::new();
+
+pub fn clusters() -> &'static Clusters {
+    CLUSTERS.get_or_init(|| {
+        let bin_dir = server_bin_dir();
+        let base = tempfile::Builder::new()
+            .prefix("dbsync-tests-")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let run_as_postgres = nix::unistd::geteuid().is_root();
+        if run_as_postgres {
+            run_checked(Command::new("chown").arg("postgres").arg(&base));
+        }
+        let source = Cluster::start("source", &base, &bin_dir, run_as_postgres);
+        let target = Cluster::start("target", &base, &bin_dir, run_as_postgres);
+        spawn_watchdog(&base, &bin_dir, run_as_postgres);
+        for cluster in [&source, &target] {
+            cluster.psql(
+                "postgres",
+                &format!(
+                    "ALTER ROLE postgres PASSWORD '{}'; CREATE ROLE app_owner; CREATE ROLE app_reader;",
+                    PASSWORD.replace('\'', "''")
+                ),
+            );
+        }
+        Clusters { source, target }
+    })
+}
+
+fn server_bin_dir() -> PathBuf {
+    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_string_lossy().parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    candidates.sort();
+    match candidates.pop() {
+        Some((_, bin)) => bin,
+        None => panic!(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql; \
+             run scripts/test.sh, which installs them (apt-get install postgresql), or install them yourself"
+        ),
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("address").port()
+}
+
+fn as_server_user(program: &Path, run_as_postgres: bool) -> Command {
+    if run_as_postgres {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run_checked(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+impl Cluster {
+    fn start(name: &'static str, base: &Path, bin_dir: &Path, run_as_postgres: bool) -> Cluster {
+        let data_dir = base.join(format!("{name}-data"));
+        let socket_dir = base.join(format!("{name}-socket"));
+        std::fs::create_dir_all(&socket_dir).expect("socket dir");
+        if run_as_postgres {
+            run_checked(Command::new("chown").arg("postgres").arg(&socket_dir));
+        }
+        run_checked(
+            as_server_user(&bin_dir.join("initdb"), run_as_postgres)
+                .arg("-D")
+                .arg(&data_dir)
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ])
+                .stdout(Stdio::null()),
+        );
+        let port = free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c max_locks_per_transaction=256",
+            socket_dir.display()
+        );
+        run_checked(
+            as_server_user(&bin_dir.join("pg_ctl"), run_as_postgres)
+                .arg("-D")
+                .arg(&data_dir)
+                .args(["-w", "-o", &options, "-l"])
+                .arg(base.join(format!("{name}.log")))
+                .arg("start")
+                .stdout(Stdio::null()),
+        );
+        Cluster {
+            name,
+            socket_dir,
+            port,
+            bin_dir: bin_dir.to_path_buf(),
+        }
+    }
+
+    /// A URI for dbsync: TCP with the password, so the password path is really used.
+    pub fn uri(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres:{PASSWORD_IN_URI}@127.0.0.1:{}/{database}",
+            self.port
+        )
+    }
+
+    /// Runs SQL through psql over the trusted socket and returns its unaligned output.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let output = self
+            .psql_command(database)
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .expect("run psql");
+        assert!(
+            output.status.success(),
+            "psql on {} failed for {sql}:\n{}",
+            self.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim_end().to_string()
+    }
+
+    pub fn psql_command(&self, database: &str) -> Command {
+        let mut command = Command::new(self.bin_dir.join("psql"));
+        command
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.socket_dir)
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", database]);
+        command
+    }
+
+    pub fn psql_file(&self, database: &str, file: &Path) {
+        let output = self
+            .psql_command(database)
+            .arg("-f")
+            .arg(file)
+            .output()
+            .expect("run psql");
+        assert!(
+            output.status.success(),
+            "loading {} failed:\n{}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    pub fn create_database(&self, database: &str) {
+        self.psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
+        );
+        self.psql("postgres", &format!("CREATE DATABASE \"{database}\""));
+    }
+
+    pub fn database_exists(&self, database: &str) -> bool {
+        self.psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{database}'"),
+        ) == "1"
+    }
+
+    /// Databases whose name starts with `prefix` (e.g. temporary copies left behind).
+    pub fn databases_like(&self, prefix: &str) -> Vec<String> {
+        let listing = self.psql(
+            "postgres",
+            &format!("SELECT datname FROM pg_database WHERE datname LIKE '{prefix}%' ORDER BY 1"),
+        );
+        listing
+            .lines()
+            .map(str::to_string)
+            .filter(|line| !line.is_empty())
+            .collect()
+    }
+
+    pub fn schema_dump(&self, database: &str) -> String {
+        let output = Command::new(self.bin_dir.join("pg_dump"))
+            .args(["--schema-only", "--no-sync", "-h"])
+            .arg(&self.socket_dir)
+            .args(["-p", &self.port.to_string(), "-U", "postgres", database])
+            .output()
+            .expect("pg_dump");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        // \restrict keys are random per dump.
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| !line.starts_with("\\restrict") && !line.starts_with("\\unrestrict"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Stops both servers and removes their files once the test process is gone, however it ends.
+// Never waited for on purpose: the watchdog must outlive this process.
+#[allow(clippy::zombie_processes)]
+fn spawn_watchdog(base: &Path, bin_dir: &Path, run_as_postgres: bool) {
+    let runner = if run_as_postgres { "runuser -u postgres -- " } else { "" };
+    let pg_ctl = bin_dir.join("pg_ctl");
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+         for name in source target; do {runner}{pg_ctl} -D {base}/$name-data stop -m immediate; done; rm -rf {base}",
+        pid = std::process::id(),
+        pg_ctl = pg_ctl.display(),
+        base = base.display()
+    );
+    use std::os::unix::process::CommandExt;
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start the cluster watchdog");
+}

@@ -1,0 +1,183 @@
+//! Integration tests: dbsync against real PostgreSQL servers started by `harness`.
+
+mod faults;
+mod fidelity;
+mod harness;
+mod usage;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use harness::Cluster;
+
+/// The dbsync binary with an environment that cannot leak the developer's own settings in.
+pub fn dbsync() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dbsync"));
+    for variable in [
+        "MAIN_DB_HOST",
+        "MAIN_DB_PORT",
+        "MAIN_DB_USER",
+        "MAIN_DB_PASSWORD",
+        "MAIN_DB_NAME",
+        "ARCHIVE_DB_HOST",
+        "ARCHIVE_DB_PORT",
+        "ARCHIVE_DB_USER",
+        "ARCHIVE_DB_PASSWORD",
+        "ARCHIVE_DB_NAME",
+        "PG_JOBS",
+        "RETRY_COUNT",
+        "BATCH_SIZE",
+        "PGPASSWORD",
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "DBSYNC_CONFIG",
+    ] {
+        command.env_remove(variable);
+    }
+    // An empty password file, so nothing but what a test gives is used.
+    command.env("PGPASSFILE", "/dev/null");
+    command
+}
+
+/// `dbsync sync` from the test source database to the test target database, with extra flags.
+pub fn sync(source: &str, target: &str, extra: &[&str], dump_dir: &Path) -> Output {
+    let clusters = harness::clusters();
+    dbsync()
+        .arg("sync")
+        .arg("--source")
+        .arg(clusters.source.uri(source))
+        .arg("--target")
+        .arg(clusters.target.uri(target))
+        .arg("--dump-dir")
+        .arg(dump_dir)
+        .args(extra)
+        .output()
+        .expect("run dbsync")
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+pub fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "unexpected exit status; output:\n{}",
+        text(output)
+    );
+}
+
+/// A new source database on the source server, loaded from the rich fixture, with database-level
+/// settings.
+pub fn rich_source(database: &str) {
+    let source = &harness::clusters().source;
+    source.create_database(database);
+    source.psql_file(
+        database,
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rich.sql"),
+    );
+    source.psql(
+        "postgres",
+        &format!(
+            "ALTER DATABASE \"{database}\" SET search_path = \"$user\", public, sales; \
+             ALTER DATABASE \"{database}\" SET work_mem = '8MB'; \
+             ALTER DATABASE \"{database}\" SET app.greeting = 'it''s here'; \
+             ALTER ROLE app_reader IN DATABASE \"{database}\" SET statement_timeout = '5s'; \
+             COMMENT ON DATABASE \"{database}\" IS 'the rich fixture'"
+        ),
+    );
+}
+
+/// What must be equal between source and target after a whole-database sync.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Per table or materialized view: row count and a hash of its ordered rows (its own rows only).
+    pub tables: BTreeMap<String, String>,
+    pub sequences: BTreeMap<String, String>,
+    pub large_objects: String,
+    pub settings: String,
+    pub database: String,
+}
+
+fn key_value_lines(listing: &str) -> BTreeMap<String, String> {
+    listing
+        .lines()
+        .filter_map(|line| line.split_once('|'))
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+pub fn fingerprint(cluster: &Cluster, database: &str) -> Fingerprint {
+    let relations = cluster.psql(
+        database,
+        "SELECT format('%I.%I', n.nspname, c.relname), c.relkind FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'm', 'S') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+           AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1",
+    );
+    let mut table_queries = Vec::new();
+    let mut sequence_queries = Vec::new();
+    for line in relations.lines() {
+        let (name, kind) = line.rsplit_once('|').expect("name|kind");
+        let literal = name.replace('\'', "''");
+        match kind {
+            "S" => sequence_queries.push(format!("SELECT '{literal}', last_value || ' ' || is_called FROM {name}")),
+            "m" => table_queries.push(format!(
+                "SELECT '{literal}', count(*) || ' ' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') FROM {name} t"
+            )),
+            _ => table_queries.push(format!(
+                "SELECT '{literal}', count(*) || ' ' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') FROM ONLY {name} t"
+            )),
+        }
+    }
+    let run_union = |queries: &[String]| {
+        if queries.is_empty() {
+            BTreeMap::new()
+        } else {
+            key_value_lines(&cluster.psql(database, &queries.join(" UNION ALL ")))
+        }
+    };
+    Fingerprint {
+        tables: run_union(&table_queries),
+        sequences: run_union(&sequence_queries),
+        large_objects: cluster.psql(
+            database,
+            "SELECT string_agg(oid || ':' || md5(lo_get(oid)) || ':' || pg_get_userbyid(lomowner), ',' ORDER BY oid) \
+             FROM pg_largeobject_metadata",
+        ),
+        settings: cluster.psql(
+            database,
+            "SELECT coalesce(r.rolname, '-') || ' ' || array_to_string(s.setconfig, ';') FROM pg_db_role_setting s \
+             LEFT JOIN pg_roles r ON r.oid = s.setrole \
+             WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1",
+        ),
+        database: cluster.psql(
+            database,
+            "SELECT pg_encoding_to_char(encoding) || ' ' || datcollate || ' ' || datctype || ' ' || datlocprovider::text \
+               || ' ' || pg_get_userbyid(datdba) || ' ' || coalesce(shobj_description(oid, 'pg_database'), '-') \
+             FROM pg_database WHERE datname = current_database()",
+        ),
+    }
+}
+
+/// A fresh directory for dumps, to check nothing is left behind.
+pub fn dump_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("dbsync-dumps-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+pub fn is_empty_dir(path: &Path) -> bool {
+    std::fs::read_dir(path)
+        .map(|mut entries| entries.next().is_none())
+        .unwrap_or(false)
+}

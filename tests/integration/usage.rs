@@ -1,0 +1,193 @@
+//! Bad input and consent: clear errors with exit code 2, and nothing lost.
+
+use crate::harness::{PASSWORD, clusters};
+use crate::{assert_exit, dbsync, dump_dir, is_empty_dir, sync, text};
+
+fn source_with_tables(database: &str) {
+    let source = &clusters().source;
+    source.create_database(database);
+    source.psql(
+        database,
+        "CREATE TABLE orders (id int); CREATE TABLE order_items (id int); CREATE TABLE users (id int);",
+    );
+}
+
+fn precious_target(database: &str) {
+    let target = &clusters().target;
+    target.create_database(database);
+    target.psql(
+        database,
+        "CREATE TABLE precious (x text); INSERT INTO precious VALUES ('still here')",
+    );
+}
+
+fn assert_untouched(database: &str) {
+    let target = &clusters().target;
+    assert_eq!(target.psql(database, "SELECT x FROM precious"), "still here");
+    assert!(target.databases_like(&format!("{database}_dbsync")).is_empty());
+}
+
+#[test]
+fn replacing_an_existing_target_without_consent_is_refused() {
+    source_with_tables("consent_src");
+    precious_target("consent_dst");
+    let dumps = dump_dir();
+    let output = sync("consent_src", "consent_dst", &[], dumps.path());
+    assert_exit(&output, 2);
+    assert!(text(&output).contains("pass --yes to replace it"), "{}", text(&output));
+    assert_untouched("consent_dst");
+    assert!(is_empty_dir(dumps.path()));
+}
+
+#[test]
+fn a_pattern_that_matches_nothing_names_the_closest_tables() {
+    source_with_tables("pattern_src");
+    precious_target("pattern_dst");
+    let dumps = dump_dir();
+    let output = sync(
+        "pattern_src",
+        "pattern_dst",
+        &["--yes", "--include", "orders,ordrs"],
+        dumps.path(),
+    );
+    assert_exit(&output, 2);
+    let log = text(&output);
+    assert!(
+        log.contains("table pattern \"ordrs\" (from --include) matches no table"),
+        "{log}"
+    );
+    assert!(log.contains("closest table names: orders"), "{log}");
+    assert_untouched("pattern_dst");
+}
+
+#[test]
+fn missing_roles_are_named_with_the_options_to_proceed() {
+    let clusters = clusters();
+    clusters.source.psql(
+        "postgres",
+        "DROP ROLE IF EXISTS only_on_source; CREATE ROLE only_on_source",
+    );
+    clusters.source.create_database("roles_src");
+    clusters.source.psql(
+        "roles_src",
+        "CREATE TABLE owned (id int); ALTER TABLE owned OWNER TO only_on_source; INSERT INTO owned VALUES (1)",
+    );
+    precious_target("roles_dst");
+    let dumps = dump_dir();
+    let output = sync("roles_src", "roles_dst", &["--yes"], dumps.path());
+    assert_exit(&output, 2);
+    let log = text(&output);
+    assert!(
+        log.contains("do not exist on the target server: only_on_source"),
+        "{log}"
+    );
+    assert!(log.contains("--no-owner --no-privileges"), "{log}");
+    assert_untouched("roles_dst");
+
+    let output = sync(
+        "roles_src",
+        "roles_dst",
+        &["--yes", "--no-owner", "--no-privileges"],
+        dumps.path(),
+    );
+    assert_exit(&output, 0);
+    assert_eq!(
+        clusters.target.psql(
+            "roles_dst",
+            "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'owned'"
+        ),
+        "postgres"
+    );
+}
+
+#[test]
+fn a_malformed_config_file_is_reported_with_its_line() {
+    let directory = dump_dir();
+    let config = directory.path().join("core_tables.toml");
+    std::fs::write(&config, "[tables]\nusers = [\"users\"\norders = 3\n").unwrap();
+    let output = dbsync().args(["sync", "--config"]).arg(&config).output().unwrap();
+    assert_exit(&output, 2);
+    let log = text(&output);
+    assert!(log.contains("core_tables.toml") && log.contains("line"), "{log}");
+}
+
+#[test]
+fn config_file_groups_select_the_tables() {
+    source_with_tables("config_src");
+    let clusters = clusters();
+    clusters.source.psql(
+        "config_src",
+        "INSERT INTO orders VALUES (1), (2); INSERT INTO users VALUES (7)",
+    );
+    let directory = dump_dir();
+    let config = directory.path().join("core_tables.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n[options]\njobs = 1\n[tables]\norders = [\"order*\"]\n[exclude]\ntables = [\"order_items\"]\n",
+            clusters.source.uri("config_src"),
+            clusters.target.uri("config_dst")
+        ),
+    )
+    .unwrap();
+    let output = dbsync()
+        .args(["sync", "--config"])
+        .arg(&config)
+        .arg("--dump-dir")
+        .arg(directory.path())
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert_eq!(clusters.target.psql("config_dst", "SELECT count(*) FROM orders"), "2");
+    assert_eq!(clusters.target.psql("config_dst", "SELECT count(*) FROM users"), "0");
+}
+
+#[test]
+fn the_old_scripts_environment_variables_still_work() {
+    source_with_tables("envvars_src");
+    let clusters = clusters();
+    clusters
+        .source
+        .psql("envvars_src", "INSERT INTO users VALUES (1), (2), (3)");
+    let dumps = dump_dir();
+    let output = dbsync()
+        .args(["sync", "--dump-dir"])
+        .arg(dumps.path())
+        .env("MAIN_DB_HOST", "127.0.0.1")
+        .env("MAIN_DB_PORT", clusters.source.port.to_string())
+        .env("MAIN_DB_USER", "postgres")
+        .env("MAIN_DB_PASSWORD", PASSWORD)
+        .env("MAIN_DB_NAME", "envvars_src")
+        .env("ARCHIVE_DB_HOST", "127.0.0.1")
+        .env("ARCHIVE_DB_PORT", clusters.target.port.to_string())
+        .env("ARCHIVE_DB_USER", "postgres")
+        .env("ARCHIVE_DB_PASSWORD", PASSWORD)
+        .env("ARCHIVE_DB_NAME", "envvars_dst")
+        .env("PG_JOBS", "1")
+        .env("RETRY_COUNT", "0")
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert!(text(&output).contains("MAX JOBS:           1"), "{}", text(&output));
+    assert_eq!(clusters.target.psql("envvars_dst", "SELECT count(*) FROM users"), "3");
+}
+
+#[test]
+fn missing_client_tools_are_a_clear_error() {
+    source_with_tables("tools_src");
+    precious_target("tools_dst");
+    let dumps = dump_dir();
+    let output = sync(
+        "tools_src",
+        "tools_dst",
+        &["--yes", "--pg-bin", "/nonexistent/bin"],
+        dumps.path(),
+    );
+    assert_exit(&output, 2);
+    assert!(
+        text(&output).contains("--pg-bin /nonexistent/bin: no pg_dump and pg_restore there"),
+        "{}",
+        text(&output)
+    );
+    assert_untouched("tools_dst");
+}
