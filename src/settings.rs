@@ -426,4 +426,26 @@ mod tests {
         assert!(error.to_string().contains("line 3"), "{error}");
         assert!(error.to_string().contains("turbo"), "{error}");
     }
+
+    #[test]
+    fn the_example_config_file_is_valid_when_uncommented() {
+        let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/core_tables.toml")).unwrap();
+        let uncommented: String = example
+            .lines()
+            .map(|line| {
+                let body = line.strip_prefix("# ").unwrap_or(line);
+                let is_toml = body.starts_with('[')
+                    || body.split_once('=').is_some_and(|(key, _)| {
+                        !key.trim().is_empty() && key.trim().chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    });
+                if is_toml { body.to_string() } else { String::new() }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config: ConfigFile = toml::from_str(&uncommented).unwrap_or_else(|error| panic!("{error}\n{uncommented}"));
+        assert_eq!(config.options.jobs, Some(4));
+        assert_eq!(config.tables["orders"], ["orders", "order_*"]);
+        assert_eq!(config.exclude.tables, ["*_backup", "*_old"]);
+        assert!(config.source.is_some() && config.target.is_some());
+    }
 }

@@ -1,0 +1,51 @@
+# Shared shell helpers: install PostgreSQL when missing, and start/stop throwaway clusters.
+# Sourced by scripts/test.sh and scripts/demo.sh.
+
+# Installs the PostgreSQL server, client tools and contrib modules from Debian's packages when no
+# server binaries are present. Needs root (CI and fresh machines run as root).
+ensure_postgres() {
+    if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v pg_dump >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "PostgreSQL is not installed; run as root, or: sudo apt-get install -y postgresql postgresql-contrib" >&2
+        exit 2
+    fi
+    echo "Installing PostgreSQL (server, client, contrib) with apt-get..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+}
+
+# The newest installed server's bin directory.
+postgres_bin_dir() {
+    ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1
+}
+
+# Runs a server binary as the postgres OS user when we are root (the server refuses root).
+as_postgres() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# start_cluster BASE NAME PORT: initdb BASE/NAME, listen only on a socket in BASE, trust auth.
+start_cluster() {
+    local base=$1 name=$2 port=$3 bin
+    bin=$(postgres_bin_dir)
+    as_postgres "$bin/initdb" -D "$base/$name" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    as_postgres "$bin/pg_ctl" -D "$base/$name" -w -l "$base/$name.log" \
+        -o "-p $port -k $base -c listen_addresses='' -c fsync=off" start >/dev/null
+}
+
+stop_cluster() {
+    local base=$1 name=$2
+    as_postgres "$(postgres_bin_dir)/pg_ctl" -D "$base/$name" -m fast stop >/dev/null 2>&1 || true
+}
+
+# A free TCP port number (the servers listen on sockets only, but the port names the socket).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
