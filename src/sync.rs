@@ -13,7 +13,7 @@ use crate::errors::{EXIT_SUCCESS, SyncError, signal_name};
 use crate::phase::{self, Job};
 use crate::plan::{self, Plan, PlanRequest, Unit};
 use crate::report::{Activity, Banner, Event, Reporter, Summary, SummaryRow, TableState, human_duration, human_size};
-use crate::scheduler::{Cancellation, RetryPolicy, StepError, run_units, with_retries};
+use crate::scheduler::{AttemptError, Cancellation, RetryPolicy, StepError, run_units, with_retries};
 use crate::secrets::PassFile;
 use crate::settings::Settings;
 use crate::target::{TargetServer, bounded_name};
@@ -757,56 +757,56 @@ impl UnitContext {
         }
     }
 
-    async fn export(&self, unit: Arc<Unit>) -> Result<(), StepError> {
+    /// One stage of a unit with its retries, its STARTED/RETRY/FAILED lines, and the time it started.
+    async fn run_stage<T, Fut>(
+        &self,
+        unit: &Unit,
+        activity: Activity,
+        attempt: impl FnMut(u32) -> Fut,
+    ) -> Result<(T, Instant), StepError>
+    where
+        Fut: Future<Output = Result<T, AttemptError>>,
+    {
         let unit_started = Instant::now();
-        self.started(&unit, Activity::Export);
-        let job = &self.job;
+        self.started(unit, activity);
         let result = with_retries(
-            job.retry_policy,
-            &job.cancellation,
-            |attempt, error, delay| self.retrying(&unit, Activity::Export, attempt, error, delay),
-            |_| phase::export::export_unit(job, &unit),
+            self.job.retry_policy,
+            &self.job.cancellation,
+            |attempt_number, error, delay| self.retrying(unit, activity, attempt_number, error, delay),
+            attempt,
         )
         .await;
         match result {
-            Ok(sizes) => {
-                self.finished(&unit, Activity::Export, unit_started, Some(&sizes));
-                Ok(())
-            }
+            Ok(value) => Ok((value, unit_started)),
             Err(StepError::Failed(error)) => {
-                self.failed(&unit, Activity::Export, &error);
+                self.failed(unit, activity, &error);
+                let verb = activity.tag().to_lowercase();
                 Err(StepError::Failed(
-                    error.context(format!("failed to export {}", self.describe(&unit))),
+                    error.context(format!("failed to {verb} {}", self.describe(unit))),
                 ))
             }
             Err(StepError::Cancelled) => Err(StepError::Cancelled),
         }
     }
 
+    async fn export(&self, unit: Arc<Unit>) -> Result<(), StepError> {
+        let (sizes, started) = self
+            .run_stage(&unit, Activity::Export, |_| {
+                phase::export::export_unit(&self.job, &unit)
+            })
+            .await?;
+        self.finished(&unit, Activity::Export, started, Some(&sizes));
+        Ok(())
+    }
+
     async fn import(&self, unit: Arc<Unit>) -> Result<(), StepError> {
-        let unit_started = Instant::now();
-        self.started(&unit, Activity::Import);
-        let job = &self.job;
-        let result = with_retries(
-            job.retry_policy,
-            &job.cancellation,
-            |attempt, error, delay| self.retrying(&unit, Activity::Import, attempt, error, delay),
-            |attempt| phase::import::import_unit(job, &unit, attempt),
-        )
-        .await;
-        match result {
-            Ok(()) => {
-                self.finished(&unit, Activity::Import, unit_started, None);
-                Ok(())
-            }
-            Err(StepError::Failed(error)) => {
-                self.failed(&unit, Activity::Import, &error);
-                Err(StepError::Failed(
-                    error.context(format!("failed to import {}", self.describe(&unit))),
-                ))
-            }
-            Err(StepError::Cancelled) => Err(StepError::Cancelled),
-        }
+        let ((), started) = self
+            .run_stage(&unit, Activity::Import, |attempt| {
+                phase::import::import_unit(&self.job, &unit, attempt)
+            })
+            .await?;
+        self.finished(&unit, Activity::Import, started, None);
+        Ok(())
     }
 
     fn describe(&self, unit: &Unit) -> String {

@@ -74,17 +74,10 @@ fn assert_previous_target_intact(target: &str) {
     );
 }
 
+/// A sync through the fake tools, consenting, with temporary files kept in `temp`.
 fn sync_command(source: &str, target: &str, fakes: &FakeTools, dumps: &Path, temp: &Path) -> Command {
-    let clusters = clusters();
-    let mut command = dbsync();
+    let mut command = crate::sync_command(source, target, dumps);
     command
-        .arg("sync")
-        .arg("--source")
-        .arg(clusters.source.uri(source))
-        .arg("--target")
-        .arg(clusters.target.uri(target))
-        .arg("--dump-dir")
-        .arg(dumps)
         .arg("--pg-bin")
         .arg(fakes.bin())
         .args(["--yes", "--retries", "2"])

@@ -42,17 +42,24 @@ pub fn dbsync() -> Command {
     command
 }
 
-/// `dbsync sync` from the test source database to the test target database, with extra flags.
-pub fn sync(source: &str, target: &str, extra: &[&str], dump_dir: &Path) -> Output {
+/// `dbsync sync` from a database on the source server to one on the target server.
+pub fn sync_command(source: &str, target: &str, dump_dir: &Path) -> Command {
     let clusters = harness::clusters();
-    dbsync()
+    let mut command = dbsync();
+    command
         .arg("sync")
         .arg("--source")
         .arg(clusters.source.uri(source))
         .arg("--target")
         .arg(clusters.target.uri(target))
         .arg("--dump-dir")
-        .arg(dump_dir)
+        .arg(dump_dir);
+    command
+}
+
+/// Runs `sync_command` with extra flags to completion.
+pub fn sync(source: &str, target: &str, extra: &[&str], dump_dir: &Path) -> Output {
+    sync_command(source, target, dump_dir)
         .args(extra)
         .output()
         .expect("run dbsync")
