@@ -258,3 +258,76 @@ fn wrong_password_is_a_clear_error_and_loses_nothing() {
     assert!(!log.contains("not-the-password"), "{log}");
     assert_previous_target_intact("badpw_dst");
 }
+
+#[test]
+fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    small_source_and_precious_target("stubborn_src", "stubborn_dst");
+    // Ignores SIGTERM (and so do its sleeps): only SIGKILL of its process group ends it.
+    let fakes = FakeTools::new(
+        "",
+        "if [[ \" $* \" == *\" --data-only \"* ]]; then trap '' TERM; echo $$ >> \"$STATE/pids\"; \
+         while true; do sleep 0.2; done; fi",
+    );
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let child = sync_command("stubborn_src", "stubborn_dst", &fakes, dumps.path(), temp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&fakes.state("pids"), Duration::from_secs(60));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 130);
+    for pid in fakes.read_state("pids").lines() {
+        assert!(
+            !process_alive(pid.trim().parse().unwrap()),
+            "a child that ignores SIGTERM survived"
+        );
+    }
+    assert_previous_target_intact("stubborn_dst");
+}
+
+#[test]
+fn children_die_with_dbsync_even_when_it_is_killed_outright() {
+    small_source_and_precious_target("sigkill_src", "sigkill_dst");
+    let fakes = FakeTools::new(
+        "",
+        "if [[ \" $* \" == *\" --data-only \"* ]]; then echo $$ >> \"$STATE/pids\"; exec sleep 300; fi",
+    );
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let mut child = sync_command("sigkill_src", "sigkill_dst", &fakes, dumps.path(), temp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&fakes.state("pids"), Duration::from_secs(60));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let start = Instant::now();
+    for pid in fakes.read_state("pids").lines() {
+        let pid: i32 = pid.trim().parse().unwrap();
+        // The parent-death signal is delivered by the kernel as the parent exits; allow it a moment.
+        while process_alive(pid) && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!process_alive(pid), "child {pid} kept running after dbsync was killed");
+    }
+    // The previous target is still there; the unfinished copy is marked for a person to drop.
+    let clusters = clusters();
+    assert_eq!(
+        clusters.target.psql("sigkill_dst", "SELECT x FROM precious"),
+        "still here"
+    );
+    for leftover in clusters.target.databases_like("sigkill_dst_dbsync") {
+        let comment = clusters.target.psql(
+            "postgres",
+            &format!("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{leftover}'"),
+        );
+        assert!(comment.starts_with("dbsync: copy of"), "{comment}");
+        clusters
+            .target
+            .psql("postgres", &format!("DROP DATABASE \"{leftover}\" WITH (FORCE)"));
+    }
+}

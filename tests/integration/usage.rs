@@ -191,3 +191,96 @@ fn missing_client_tools_are_a_clear_error() {
     );
     assert_untouched("tools_dst");
 }
+
+#[test]
+fn keep_dumps_leaves_the_dump_directory() {
+    source_with_tables("keep_src");
+    let dumps = dump_dir();
+    let output = sync("keep_src", "keep_dst", &["--keep-dumps"], dumps.path());
+    assert_exit(&output, 0);
+    let kept: Vec<_> = std::fs::read_dir(dumps.path()).unwrap().flatten().collect();
+    assert_eq!(kept.len(), 1, "one dump directory");
+    assert!(kept[0].path().join("schema.dump").is_file());
+    assert!(text(&output).contains("Keeping the dump directory"));
+}
+
+#[test]
+fn foreign_key_policy_include_parent_copies_the_referenced_tables() {
+    let clusters = clusters();
+    clusters.source.create_database("parent_src");
+    clusters.source.psql(
+        "parent_src",
+        "CREATE TABLE customers (id int PRIMARY KEY); CREATE TABLE orders (id int, customer_id int REFERENCES customers); \
+         INSERT INTO customers VALUES (1), (2); INSERT INTO orders VALUES (10, 1), (11, 2);",
+    );
+    let dumps = dump_dir();
+    let output = sync(
+        "parent_src",
+        "parent_dst",
+        &["--include", "orders", "--foreign-keys", "include-parent"],
+        dumps.path(),
+    );
+    assert_exit(&output, 0);
+    assert_eq!(
+        clusters.target.psql("parent_dst", "SELECT count(*) FROM customers"),
+        "2"
+    );
+    assert_eq!(
+        clusters.target.psql(
+            "parent_dst",
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'orders_customer_id_fkey'"
+        ),
+        "t"
+    );
+}
+
+/// Runs dbsync on a pseudo-terminal (util-linux `script`), typing `answer` at the prompt.
+fn sync_on_a_terminal(source: &str, target: &str, answer: &str, dump_dir: &std::path::Path) -> std::process::Output {
+    use std::io::Write;
+    let clusters = clusters();
+    let command = format!(
+        "{} sync --source '{}' --target '{}' --dump-dir '{}'",
+        env!("CARGO_BIN_EXE_dbsync"),
+        clusters.source.uri(source),
+        clusters.target.uri(target),
+        dump_dir.display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .env("PGPASSFILE", "/dev/null")
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script");
+    child.stdin.take().unwrap().write_all(answer.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn on_a_terminal_replacing_the_target_asks_first_and_shows_colour() {
+    source_with_tables("prompt_src");
+    precious_target("prompt_dst");
+    let dumps = dump_dir();
+    let output = sync_on_a_terminal("prompt_src", "prompt_dst", "n\n", dumps.path());
+    assert_exit(&output, 2);
+    let log = text(&output);
+    assert!(
+        log.contains("exists and will be replaced once the copy is complete. Continue? [y/N]"),
+        "{log}"
+    );
+    assert!(log.contains("the answer was not yes"), "{log}");
+    assert_untouched("prompt_dst");
+
+    let output = sync_on_a_terminal("prompt_src", "prompt_dst", "y\n", dumps.path());
+    assert_exit(&output, 0);
+    assert!(text(&output).contains("\u{1b}["), "no colour on a terminal");
+    assert_eq!(
+        clusters()
+            .target
+            .psql("prompt_dst", "SELECT to_regclass('precious') IS NULL"),
+        "t"
+    );
+}
