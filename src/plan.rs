@@ -90,10 +90,6 @@ impl Plan {
     pub fn lock_targets(&self) -> Vec<QualifiedName> {
         self.tables.iter().map(|table| table.name.clone()).collect()
     }
-
-    pub fn total_bytes(&self) -> i64 {
-        self.tables.iter().map(|table| table.size_bytes).sum()
-    }
 }
 
 pub struct PlanRequest<'a> {
@@ -499,7 +495,6 @@ mod tests {
             },
             kind,
             unlogged: false,
-            is_partition: kind == TableKind::Ordinary && !parents.is_empty(),
             parents: parents.to_vec(),
             size_bytes: size,
             hash_partitioned: false,

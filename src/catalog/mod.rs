@@ -98,9 +98,6 @@ pub fn quote_literal(text: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
     pub version_number: i32,
-    pub current_user: String,
-    pub is_superuser: bool,
-    pub database: String,
     /// Identifies the cluster (not just the address) when the role may read it.
     pub system_identifier: Option<i64>,
 }
@@ -113,11 +110,7 @@ impl ServerInfo {
 
 pub async fn server_info(client: &Client) -> Result<ServerInfo> {
     let row = client
-        .query_one(
-            "SELECT current_setting('server_version_num')::int4, current_user::text, \
-             (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), current_database()::text",
-            &[],
-        )
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
         .await
         .context("cannot read the server version")?;
     let system_identifier = client
@@ -127,9 +120,6 @@ pub async fn server_info(client: &Client) -> Result<ServerInfo> {
         .map(|row| row.get::<_, i64>(0));
     Ok(ServerInfo {
         version_number: row.get(0),
-        current_user: row.get(1),
-        is_superuser: row.get::<_, Option<bool>>(2).unwrap_or(false),
-        database: row.get(3),
         system_identifier,
     })
 }
@@ -146,7 +136,6 @@ pub struct Table {
     pub name: QualifiedName,
     pub kind: TableKind,
     pub unlogged: bool,
-    pub is_partition: bool,
     /// Direct parents: the partitioned table, or inheritance parents.
     pub parents: Vec<u32>,
     /// Heap plus TOAST size on disk, without indexes.
@@ -189,7 +178,6 @@ pub struct Inventory {
     pub foreign_keys: Vec<ForeignKey>,
     pub large_object_count: i64,
     pub extensions: Vec<String>,
-    pub materialized_views: Vec<QualifiedName>,
     pub required_roles: RequiredRoles,
 }
 
@@ -209,7 +197,6 @@ pub async fn inventory(client: &Client) -> Result<Inventory> {
         .query(
             &format!(
                 "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text, \
-                   c.relispartition, \
                    ARRAY(SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid ORDER BY i.inhseqno), \
                    pg_table_size(c.oid), \
                    COALESCE((SELECT p.partstrat = 'h' FROM pg_partitioned_table p WHERE p.partrelid = c.oid), false) \
@@ -234,10 +221,9 @@ pub async fn inventory(client: &Client) -> Result<Inventory> {
                 TableKind::Ordinary
             },
             unlogged: row.get::<_, String>(4) == "u",
-            is_partition: row.get(5),
-            parents: row.get(6),
-            size_bytes: row.get(7),
-            hash_partitioned: row.get(8),
+            parents: row.get(5),
+            size_bytes: row.get(6),
+            hash_partitioned: row.get(7),
         })
         .collect();
 
@@ -305,28 +291,12 @@ pub async fn inventory(client: &Client) -> Result<Inventory> {
         .map(|row| row.get(0))
         .collect();
 
-    let materialized_views = client
-        .query(
-            "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind = 'm' ORDER BY 1, 2",
-            &[],
-        )
-        .await
-        .context("cannot list materialized views")?
-        .into_iter()
-        .map(|row| QualifiedName {
-            schema: row.get(0),
-            name: row.get(1),
-        })
-        .collect();
-
     Ok(Inventory {
         tables,
         sequences,
         foreign_keys,
         large_object_count,
         extensions,
-        materialized_views,
         required_roles: required_roles(client).await?,
     })
 }

@@ -8,7 +8,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::harness::{PASSWORD, clusters};
-use crate::{assert_exit, dbsync, dump_dir, fingerprint, is_empty_dir, text};
+use crate::{
+    assert_exit, assert_previous_target_intact, dbsync, dump_dir, fingerprint, is_empty_dir, precious_target, text,
+};
 
 /// A directory with `pg_dump` and `pg_restore` scripts. Each script runs `body` (bash) with
 /// `$REAL` set to the real tool and `$STATE` to a directory for counters; the default body
@@ -58,20 +60,7 @@ fn small_source_and_precious_target(source: &str, target: &str) {
         "CREATE TABLE items (id int PRIMARY KEY, label text); INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 5000) g; \
          CREATE TABLE notes (id serial PRIMARY KEY, body text); INSERT INTO notes (body) SELECT 'note ' || g FROM generate_series(1, 300) g;",
     );
-    clusters.target.create_database(target);
-    clusters.target.psql(
-        target,
-        "CREATE TABLE precious (x text); INSERT INTO precious VALUES ('still here')",
-    );
-}
-
-fn assert_previous_target_intact(target: &str) {
-    let clusters = clusters();
-    assert_eq!(clusters.target.psql(target, "SELECT x FROM precious"), "still here");
-    assert!(
-        clusters.target.databases_like(&format!("{target}_dbsync")).is_empty(),
-        "a temporary copy was left behind"
-    );
+    precious_target(target);
 }
 
 /// A sync through the fake tools, consenting, with temporary files kept in `temp`.

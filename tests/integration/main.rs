@@ -188,3 +188,23 @@ pub fn is_empty_dir(path: &Path) -> bool {
         .map(|mut entries| entries.next().is_none())
         .unwrap_or(false)
 }
+
+/// An existing target database with content that must survive whatever the test does.
+pub fn precious_target(database: &str) {
+    let target = &harness::clusters().target;
+    target.create_database(database);
+    target.psql(
+        database,
+        "CREATE TABLE precious (x text); INSERT INTO precious VALUES ('still here')",
+    );
+}
+
+/// The target made by `precious_target` is unchanged and no temporary copy is left beside it.
+pub fn assert_previous_target_intact(database: &str) {
+    let target = &harness::clusters().target;
+    assert_eq!(target.psql(database, "SELECT x FROM precious"), "still here");
+    assert!(
+        target.databases_like(&format!("{database}_dbsync")).is_empty(),
+        "a temporary copy was left behind"
+    );
+}

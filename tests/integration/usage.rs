@@ -1,7 +1,7 @@
 //! Bad input and consent: clear errors with exit code 2, and nothing lost.
 
 use crate::harness::{PASSWORD, clusters};
-use crate::{assert_exit, dbsync, dump_dir, is_empty_dir, sync, text};
+use crate::{assert_exit, assert_previous_target_intact, dbsync, dump_dir, is_empty_dir, precious_target, sync, text};
 
 fn source_with_tables(database: &str) {
     let source = &clusters().source;
@@ -12,21 +12,6 @@ fn source_with_tables(database: &str) {
     );
 }
 
-fn precious_target(database: &str) {
-    let target = &clusters().target;
-    target.create_database(database);
-    target.psql(
-        database,
-        "CREATE TABLE precious (x text); INSERT INTO precious VALUES ('still here')",
-    );
-}
-
-fn assert_untouched(database: &str) {
-    let target = &clusters().target;
-    assert_eq!(target.psql(database, "SELECT x FROM precious"), "still here");
-    assert!(target.databases_like(&format!("{database}_dbsync")).is_empty());
-}
-
 #[test]
 fn replacing_an_existing_target_without_consent_is_refused() {
     source_with_tables("consent_src");
@@ -35,7 +20,7 @@ fn replacing_an_existing_target_without_consent_is_refused() {
     let output = sync("consent_src", "consent_dst", &[], dumps.path());
     assert_exit(&output, 2);
     assert!(text(&output).contains("pass --yes to replace it"), "{}", text(&output));
-    assert_untouched("consent_dst");
+    assert_previous_target_intact("consent_dst");
     assert!(is_empty_dir(dumps.path()));
 }
 
@@ -57,7 +42,7 @@ fn a_pattern_that_matches_nothing_names_the_closest_tables() {
         "{log}"
     );
     assert!(log.contains("closest table names: orders"), "{log}");
-    assert_untouched("pattern_dst");
+    assert_previous_target_intact("pattern_dst");
 }
 
 #[test]
@@ -82,7 +67,7 @@ fn missing_roles_are_named_with_the_options_to_proceed() {
         "{log}"
     );
     assert!(log.contains("--no-owner --no-privileges"), "{log}");
-    assert_untouched("roles_dst");
+    assert_previous_target_intact("roles_dst");
 
     let output = sync(
         "roles_src",
@@ -189,7 +174,7 @@ fn missing_client_tools_are_a_clear_error() {
         "{}",
         text(&output)
     );
-    assert_untouched("tools_dst");
+    assert_previous_target_intact("tools_dst");
 }
 
 #[test]
@@ -272,7 +257,7 @@ fn on_a_terminal_replacing_the_target_asks_first_and_shows_colour() {
         "{log}"
     );
     assert!(log.contains("the answer was not yes"), "{log}");
-    assert_untouched("prompt_dst");
+    assert_previous_target_intact("prompt_dst");
 
     let output = sync_on_a_terminal("prompt_src", "prompt_dst", "y\n", dumps.path());
     assert_exit(&output, 0);
