@@ -80,6 +80,14 @@ pub struct SyncArguments {
     #[arg(long)]
     pub keep_dumps: bool,
 
+    /// Pipe each unit from pg_dump straight into pg_restore: no dump files on disk
+    #[arg(long, conflicts_with = "keep_dumps")]
+    pub stream: bool,
+
+    /// ANALYZE each table once it is loaded, so the copy has planner statistics at once
+    #[arg(long)]
+    pub analyze: bool,
+
     /// Replace an existing target database without asking
     #[arg(long, short = 'y')]
     pub yes: bool,

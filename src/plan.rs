@@ -25,6 +25,11 @@ pub struct PlannedTable {
     /// Tables in the tree that hold rows of their own (leaf partitions, inheritance members).
     pub members: Vec<QualifiedName>,
     pub member_oids: Vec<u32>,
+    /// Every table in the tree, partitioned ones included: indexes and constraints on any of them
+    /// belong to this planned table.
+    pub tree_oids: Vec<u32>,
+    /// The root is a partitioned table: VACUUM and ANALYZE of the root reach every partition.
+    pub partitioned: bool,
     pub size_bytes: i64,
 }
 
@@ -83,6 +88,9 @@ pub struct Plan {
     pub copy_large_objects: bool,
     pub dangling_foreign_keys: Vec<DanglingForeignKey>,
     pub foreign_key_policy: ForeignKeyPolicy,
+    /// Indexes into `tables` of tables that foreign keys among the copied tables reference: they
+    /// are vacuumed before the keys are checked, so each check can use index-only scans.
+    pub referenced_tables: Vec<usize>,
 }
 
 impl Plan {
@@ -300,6 +308,8 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
                 .filter(|oid| by_oid[oid].kind == TableKind::Ordinary)
                 .copied()
                 .collect(),
+            tree_oids: tree.clone(),
+            partitioned: root_table.kind == TableKind::Partitioned,
             size_bytes: members.iter().map(|(_, size)| size).sum(),
         });
         member_sizes.push((members, hash_partitioned));
@@ -335,6 +345,20 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
         })
         .collect();
 
+    let planned_by_oid: HashMap<u32, usize> = tables
+        .iter()
+        .enumerate()
+        .flat_map(|(index, table)| table.tree_oids.iter().map(move |oid| (*oid, index)))
+        .collect();
+    let referenced_tables: Vec<usize> = inventory
+        .foreign_keys
+        .iter()
+        .filter(|key| planned_by_oid.contains_key(&key.table))
+        .filter_map(|key| planned_by_oid.get(&key.referenced_table).copied())
+        .collect::<BTreeSet<usize>>()
+        .into_iter()
+        .collect();
+
     let copy_large_objects = whole_database && inventory.large_object_count > 0;
     let units = split_into_units(&tables, &member_sizes, &sequences, copy_large_objects, request.jobs);
     Ok(Plan {
@@ -346,6 +370,7 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
         copy_large_objects,
         dangling_foreign_keys,
         foreign_key_policy: request.foreign_key_policy,
+        referenced_tables,
     })
 }
 

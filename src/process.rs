@@ -93,20 +93,65 @@ pub enum ProcessError {
     Cancelled,
 }
 
+/// A started child and the tasks reading its output.
+struct Started {
+    child: tokio::process::Child,
+    process_group: Option<Pid>,
+    name: String,
+    stdout_reader: Option<tokio::task::JoinHandle<String>>,
+    stderr_reader: tokio::task::JoinHandle<String>,
+}
+
 /// Runs the command to completion, or until cancellation stops it.
 pub async fn run(command: &ChildCommand, cancellation: &Cancellation) -> Result<ChildOutput, ProcessError> {
     if cancellation.is_cancelled() {
         return Err(ProcessError::Cancelled);
     }
+    let stdout = if command.capture_stdout {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let started = start(command, Stdio::null(), stdout)?;
+    supervise(started, cancellation).await
+}
+
+/// Runs `producer | consumer` through a pipe that only the two children hold, so the data never
+/// passes through dbsync. Each child has its own process group and is stopped like any other.
+pub async fn run_piped(
+    producer: &ChildCommand,
+    consumer: &ChildCommand,
+    cancellation: &Cancellation,
+) -> Result<(ChildOutput, ChildOutput), ProcessError> {
+    if cancellation.is_cancelled() {
+        return Err(ProcessError::Cancelled);
+    }
+    let (reader, writer) = std::io::pipe().map_err(|source| ProcessError::Spawn {
+        program: "a pipe".to_string(),
+        source,
+    })?;
+    // Each end is closed in dbsync as soon as its child has it, so EOF and EPIPE reach the children.
+    let producer_started = start(producer, Stdio::null(), Stdio::from(writer))?;
+    let consumer_started = match start(consumer, Stdio::from(reader), Stdio::null()) {
+        Ok(started) => started,
+        Err(error) => {
+            signal_group(producer_started.process_group, Signal::SIGKILL);
+            return Err(error);
+        }
+    };
+    let (producer_output, consumer_output) = tokio::join!(
+        supervise(producer_started, cancellation),
+        supervise(consumer_started, cancellation)
+    );
+    Ok((producer_output?, consumer_output?))
+}
+
+fn start(command: &ChildCommand, stdin: Stdio, stdout: Stdio) -> Result<Started, ProcessError> {
     let mut process = Command::new(&command.program);
     process
         .args(&command.arguments)
-        .stdin(Stdio::null())
-        .stdout(if command.capture_stdout {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(stdin)
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
@@ -152,7 +197,24 @@ pub async fn run(command: &ChildCommand, cancellation: &Cancellation) -> Result<
         }
         String::from_utf8_lossy(&kept).into_owned()
     });
+    Ok(Started {
+        child,
+        process_group,
+        name: command.name(),
+        stdout_reader,
+        stderr_reader,
+    })
+}
 
+/// Waits for a started child, stopping its group when the run is cancelled.
+async fn supervise(started: Started, cancellation: &Cancellation) -> Result<ChildOutput, ProcessError> {
+    let Started {
+        mut child,
+        process_group,
+        name,
+        stdout_reader,
+        stderr_reader,
+    } = started;
     let mut watcher = cancellation.watcher();
     // Look at the current state once, so that a cancellation racing the spawn is not missed.
     watcher.mark_changed();
@@ -200,10 +262,7 @@ pub async fn run(command: &ChildCommand, cancellation: &Cancellation) -> Result<
         Some(reader) => reader.await.unwrap_or_default(),
         None => String::new(),
     };
-    let status = status.map_err(|source| ProcessError::Spawn {
-        program: command.name(),
-        source,
-    })?;
+    let status = status.map_err(|source| ProcessError::Spawn { program: name, source })?;
     if terminated {
         return Err(ProcessError::Cancelled);
     }

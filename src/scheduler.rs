@@ -1,6 +1,7 @@
 //! Running work under a budget: cancellation (signals and failures, a state that only escalates),
 //! retries of transient failures with backoff, and the two-stage export/import unit pipeline.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -231,53 +232,61 @@ pub fn is_transient(message: &str) -> bool {
         && TRANSIENT_MARKERS.iter().any(|marker| message.contains(marker))
 }
 
-/// The two stages a unit goes through.
+/// The kinds of work the unit pipeline runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+enum Stage {
     Export,
     Import,
+    /// Work that a unit's load made possible, such as building the indexes of tables now complete.
+    FollowUp,
 }
 
 pub type StageFuture = Pin<Box<dyn Future<Output = Result<(), StepError>> + Send>>;
 
-/// Runs every unit's export then import, at most `budget` stages at once. Imports that are ready
-/// go before exports not yet started, so finished dumps do not pile up. Without `pipelined`,
-/// imports start only after every export has finished. `before_first_import` runs once, when
-/// the first import is about to start. The first failure stops everything still running.
+/// A task that ended: what it was, its unit (none for follow-ups), and how it went.
+type Finished<U> = (Stage, Option<Arc<U>>, Result<(), StepError>);
+
+/// What the pipeline does with each unit.
+pub trait UnitWork<U>: Send + Sync {
+    /// Exports a unit, or, when units are streamed, exports and loads it in one go.
+    fn export(&self, unit: Arc<U>) -> StageFuture;
+    /// Loads an exported unit; `None` when `export` has loaded it already.
+    fn import(&self, unit: Arc<U>) -> Option<StageFuture>;
+    /// Work that loading this unit made possible; it runs in the same budget.
+    fn loaded(&self, unit: Arc<U>) -> Option<StageFuture>;
+}
+
+/// Runs every unit through export, import and the follow-up work its load makes possible, at most
+/// `budget` tasks at once. A unit is imported as soon as its export ends. When a slot frees,
+/// follow-ups go first, then imports, then exports: work that is ready finishes before new work
+/// starts, so dumps do not pile up on disk and indexes are built while other tables still load.
+/// The first failure stops the rest.
 pub async fn run_units<U: Send + Sync + 'static>(
     units: Vec<Arc<U>>,
     budget: usize,
-    pipelined: bool,
     cancellation: &Cancellation,
-    export: impl Fn(Arc<U>) -> StageFuture,
-    import: impl Fn(Arc<U>) -> StageFuture,
-    mut before_first_import: impl FnMut(),
+    work: &dyn UnitWork<U>,
 ) -> Result<(), StepError> {
     let budget = budget.max(1);
-    let mut waiting_exports: std::collections::VecDeque<Arc<U>> = units.into_iter().collect();
-    let mut ready_imports: std::collections::VecDeque<Arc<U>> = Default::default();
-    let mut running: JoinSet<(Stage, Arc<U>, Result<(), StepError>)> = JoinSet::new();
-    let mut exports_running = 0usize;
-    let mut first_import_started = false;
+    let mut waiting_exports: VecDeque<Arc<U>> = units.into_iter().collect();
+    let mut ready_imports: VecDeque<(Arc<U>, StageFuture)> = VecDeque::new();
+    let mut ready_follow_ups: VecDeque<StageFuture> = VecDeque::new();
+    let mut running: JoinSet<Finished<U>> = JoinSet::new();
     let mut first_error: Option<StepError> = None;
 
     loop {
         while first_error.is_none() && !cancellation.is_cancelled() && running.len() < budget {
-            let imports_allowed = pipelined || (waiting_exports.is_empty() && exports_running == 0);
-            if imports_allowed && let Some(unit) = ready_imports.pop_front() {
-                if !first_import_started {
-                    first_import_started = true;
-                    before_first_import();
-                }
-                let future = import(unit.clone());
-                running.spawn(async move { (Stage::Import, unit, future.await) });
+            let (stage, unit, future) = if let Some(future) = ready_follow_ups.pop_front() {
+                (Stage::FollowUp, None, future)
+            } else if let Some((unit, future)) = ready_imports.pop_front() {
+                (Stage::Import, Some(unit), future)
             } else if let Some(unit) = waiting_exports.pop_front() {
-                exports_running += 1;
-                let future = export(unit.clone());
-                running.spawn(async move { (Stage::Export, unit, future.await) });
+                let future = work.export(unit.clone());
+                (Stage::Export, Some(unit), future)
             } else {
                 break;
-            }
+            };
+            running.spawn(async move { (stage, unit, future.await) });
         }
         let Some(joined) = running.join_next().await else { break };
         let (stage, unit, result) = match joined {
@@ -288,12 +297,23 @@ pub async fn run_units<U: Send + Sync + 'static>(
                 continue;
             }
         };
-        if stage == Stage::Export {
-            exports_running -= 1;
-        }
         match result {
-            Ok(()) if stage == Stage::Export => ready_imports.push_back(unit),
-            Ok(()) => {}
+            Ok(()) => {
+                let loaded = match (stage, unit) {
+                    (Stage::Export, Some(unit)) => match work.import(unit.clone()) {
+                        Some(import) => {
+                            ready_imports.push_back((unit, import));
+                            None
+                        }
+                        None => Some(unit),
+                    },
+                    (Stage::Import, Some(unit)) => Some(unit),
+                    _ => None,
+                };
+                if let Some(follow_up) = loaded.and_then(|unit| work.loaded(unit)) {
+                    ready_follow_ups.push_back(follow_up);
+                }
+            }
             Err(StepError::Cancelled) => {
                 first_error.get_or_insert(StepError::Cancelled);
             }
@@ -406,68 +426,98 @@ mod tests {
         assert_eq!(calls, 1);
     }
 
+    /// Records what runs; unit 0 fails its export when `fail_first` is set. With `streamed`,
+    /// export loads the unit and there is no import.
+    struct RecordingWork {
+        log: Arc<std::sync::Mutex<Vec<String>>>,
+        streamed: bool,
+        fail_first: bool,
+    }
+
+    impl RecordingWork {
+        fn step(&self, entry: String, fails: bool) -> StageFuture {
+            let log = self.log.clone();
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                log.lock().unwrap().push(entry);
+                if fails {
+                    Err(StepError::Failed(anyhow::anyhow!("boom")))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    impl UnitWork<usize> for RecordingWork {
+        fn export(&self, unit: Arc<usize>) -> StageFuture {
+            self.step(format!("export {unit}"), self.fail_first && *unit == 0)
+        }
+        fn import(&self, unit: Arc<usize>) -> Option<StageFuture> {
+            (!self.streamed).then(|| self.step(format!("import {unit}"), false))
+        }
+        fn loaded(&self, unit: Arc<usize>) -> Option<StageFuture> {
+            // Odd units complete a table, even ones do not.
+            (*unit % 2 == 1).then(|| self.step(format!("index {unit}"), false))
+        }
+    }
+
+    fn position(log: &[String], entry: &str) -> usize {
+        log.iter()
+            .position(|logged| logged == entry)
+            .unwrap_or_else(|| panic!("{entry} missing from {log:?}"))
+    }
+
     #[tokio::test]
-    async fn unit_pipeline_runs_every_export_before_imports_when_not_pipelined() {
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    async fn each_unit_is_imported_after_its_export_and_follow_ups_run_after_its_load() {
+        let work = RecordingWork {
+            log: Default::default(),
+            streamed: false,
+            fail_first: false,
+        };
         let units: Vec<Arc<usize>> = (0..4).map(Arc::new).collect();
-        let export_log = log.clone();
-        let import_log = log.clone();
-        run_units(
-            units,
-            2,
-            false,
-            &Cancellation::new(),
-            move |unit| {
-                let log = export_log.clone();
-                Box::pin(async move {
-                    log.lock().unwrap().push(format!("export {unit}"));
-                    Ok(())
-                })
-            },
-            move |unit| {
-                let log = import_log.clone();
-                Box::pin(async move {
-                    log.lock().unwrap().push(format!("import {unit}"));
-                    Ok(())
-                })
-            },
-            || {},
-        )
-        .await
-        .unwrap();
-        let log = log.lock().unwrap();
-        assert_eq!(log.len(), 8);
-        let last_export = log.iter().rposition(|entry| entry.starts_with("export")).unwrap();
-        let first_import = log.iter().position(|entry| entry.starts_with("import")).unwrap();
-        assert!(last_export < first_import, "{log:?}");
+        run_units(units, 2, &Cancellation::new(), &work).await.unwrap();
+        let log = work.log.lock().unwrap().clone();
+        assert_eq!(log.len(), 4 + 4 + 2, "{log:?}");
+        for unit in 0..4 {
+            assert!(position(&log, &format!("export {unit}")) < position(&log, &format!("import {unit}")));
+        }
+        for unit in [1, 3] {
+            assert!(position(&log, &format!("import {unit}")) < position(&log, &format!("index {unit}")));
+        }
+        // Pipelined with a budget of 2: the first import starts before the last export.
+        assert!(position(&log, "import 0") < position(&log, "export 3"), "{log:?}");
+    }
+
+    #[tokio::test]
+    async fn streamed_units_have_no_import_and_still_get_their_follow_ups() {
+        let work = RecordingWork {
+            log: Default::default(),
+            streamed: true,
+            fail_first: false,
+        };
+        let units: Vec<Arc<usize>> = (0..3).map(Arc::new).collect();
+        run_units(units, 1, &Cancellation::new(), &work).await.unwrap();
+        let log = work.log.lock().unwrap().clone();
+        // With one slot, a ready follow-up goes before the next export.
+        assert_eq!(log, ["export 0", "export 1", "index 1", "export 2"]);
     }
 
     #[tokio::test]
     async fn a_failed_unit_stops_the_pipeline_with_its_error() {
         let cancellation = Cancellation::new();
+        let work = RecordingWork {
+            log: Default::default(),
+            streamed: false,
+            fail_first: true,
+        };
         let units: Vec<Arc<usize>> = (0..3).map(Arc::new).collect();
-        let result = run_units(
-            units,
-            1,
-            true,
-            &cancellation,
-            |unit| {
-                Box::pin(async move {
-                    if *unit == 0 {
-                        Err(StepError::Failed(anyhow::anyhow!("boom")))
-                    } else {
-                        Ok(())
-                    }
-                })
-            },
-            |_| Box::pin(async { Ok(()) }),
-            || {},
-        )
-        .await;
+        let result = run_units(units, 1, &cancellation, &work).await;
         match result {
             Err(StepError::Failed(error)) => assert_eq!(error.to_string(), "boom"),
             other => panic!("unexpected {other:?}"),
         }
         assert!(cancellation.is_cancelled());
+        assert_eq!(work.log.lock().unwrap().clone(), ["export 0"]);
     }
 }

@@ -33,6 +33,10 @@ pub struct Settings {
     pub batch_size: Option<usize>,
     pub dump_dir: PathBuf,
     pub keep_dumps: bool,
+    /// Pipe units from pg_dump into pg_restore instead of writing dump files.
+    pub stream: bool,
+    /// ANALYZE each table once loaded, instead of leaving statistics to autovacuum.
+    pub analyze: bool,
     pub assume_yes: bool,
     pub no_owner: bool,
     pub no_privileges: bool,
@@ -71,6 +75,8 @@ struct ConfigOptions {
     batch_size: Option<usize>,
     dump_dir: Option<PathBuf>,
     keep_dumps: Option<bool>,
+    stream: Option<bool>,
+    analyze: Option<bool>,
     no_owner: Option<bool>,
     no_privileges: Option<bool>,
     foreign_keys: Option<String>,
@@ -291,6 +297,13 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
         });
     }
 
+    let keep_dumps = arguments.keep_dumps || options.keep_dumps.unwrap_or(false);
+    let stream = arguments.stream || options.stream.unwrap_or(false);
+    if keep_dumps && stream {
+        return Err(usage_error!(
+            "keep_dumps and stream cannot both be on: a streamed run writes no data dumps to keep"
+        ));
+    }
     Ok(Settings {
         source,
         target,
@@ -304,7 +317,9 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
             .clone()
             .or_else(|| options.dump_dir.clone())
             .unwrap_or_else(|| PathBuf::from(".")),
-        keep_dumps: arguments.keep_dumps || options.keep_dumps.unwrap_or(false),
+        keep_dumps,
+        stream,
+        analyze: arguments.analyze || options.analyze.unwrap_or(false),
         assume_yes: arguments.yes,
         no_owner: arguments.no_owner || options.no_owner.unwrap_or(false),
         no_privileges: arguments.no_privileges || options.no_privileges.unwrap_or(false),

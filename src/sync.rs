@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,10 +11,13 @@ use anyhow::Context;
 
 use crate::catalog::{self, DatabaseInfo, DatabaseSetting, Inventory};
 use crate::errors::{EXIT_SUCCESS, SyncError, signal_name};
+use crate::phase::postdata::PostData;
 use crate::phase::{self, Job};
 use crate::plan::{self, Plan, PlanRequest, Unit};
 use crate::report::{Activity, Banner, Event, Reporter, Summary, SummaryRow, TableState, human_duration, human_size};
-use crate::scheduler::{AttemptError, Cancellation, RetryPolicy, StepError, run_units, with_retries};
+use crate::scheduler::{
+    AttemptError, Cancellation, RetryPolicy, StageFuture, StepError, UnitWork, run_units, with_retries,
+};
 use crate::secrets::PassFile;
 use crate::settings::Settings;
 use crate::target::{TargetServer, bounded_name};
@@ -41,16 +45,20 @@ struct Run<'a> {
     counts: Vec<phase::validate::TableCount>,
     plan: Option<Plan>,
     warnings: Vec<String>,
+    dump_space: Arc<phase::DumpSpace>,
 }
 
 /// Per planned table: how its units are getting on, for STARTED/DONE lines and the summary.
 #[derive(Default)]
 struct TableProgress {
+    /// Units still to export, and still to load (imported or streamed).
     units_left: [usize; 2],
     started: [Option<Instant>; 2],
     elapsed: [Duration; 2],
     dump_bytes: u64,
     failed: bool,
+    /// Its indexes are built or being built.
+    indexes_started: bool,
 }
 
 #[derive(Default)]
@@ -58,10 +66,11 @@ struct Progress {
     tables: Vec<TableProgress>,
 }
 
+/// Export counts apart; an import and a streamed copy both load.
 fn stage_index(activity: Activity) -> usize {
     match activity {
         Activity::Export => 0,
-        Activity::Import => 1,
+        Activity::Import | Activity::Stream | Activity::Index => 1,
     }
 }
 
@@ -81,6 +90,7 @@ pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation:
         counts: Vec::new(),
         plan: None,
         warnings: Vec::new(),
+        dump_space: Default::default(),
     };
     let mut result = run.execute(started_at).await;
     run.clean_up().await;
@@ -126,6 +136,9 @@ impl Run<'_> {
         let database_settings: Vec<DatabaseSetting> =
             self.interruptible(catalog::database_settings(&source_client)).await?;
         let inventory: Inventory = self.interruptible(catalog::inventory(&source_client)).await?;
+        let index_owners = self
+            .interruptible(catalog::index_and_constraint_tables(&source_client))
+            .await?;
 
         let plan = plan::build(
             &inventory,
@@ -241,7 +254,10 @@ impl Run<'_> {
             passfile: passfile_path,
             snapshot,
             dump_directory: dump_path,
+            keep_dumps: settings.keep_dumps,
+            dump_space: self.dump_space.clone(),
             jobs: settings.jobs,
+            analyze: settings.analyze,
             retry_policy: RetryPolicy {
                 retries: settings.retries,
                 base_delay: Duration::from_secs(1),
@@ -257,22 +273,35 @@ impl Run<'_> {
         let schema_dump = phase::schema::dump(&job)
             .await
             .map_err(|error| self.step_error(error))?;
+        let post_data = PostData::split(&job, &schema_dump, &plan, &index_owners)
+            .await
+            .map_err(|error| self.step_error(error))?;
         phase::schema::restore_pre_data(&job, &schema_dump)
             .await
             .map_err(|error| self.step_error(error))?;
 
-        // PHASES 2 and 3: data, then everything that depends on it.
+        // PHASE 2: data, each table's indexes as soon as its rows are in.
         self.emit(Event::Phase {
             number: 2,
             total: TOTAL_PHASES,
-            title: "Data Export".into(),
+            title: "Data Export and Import".into(),
         });
-        self.transfer_data(&job, &plan).await?;
+        let plan = Arc::new(plan);
+        let post_data = Arc::new(post_data);
+        self.transfer_data(&job, &plan, &post_data).await?;
+
+        // PHASE 3: what needs every table loaded.
+        self.emit(Event::Phase {
+            number: 3,
+            total: TOTAL_PHASES,
+            title: "Constraints, Triggers and Views".into(),
+        });
         self.emit(Event::Info(
-            "Building indexes, constraints, foreign keys and triggers; refreshing materialized views...".into(),
+            "Building foreign keys and triggers; refreshing materialized views...".into(),
         ));
         let post_data_started = Instant::now();
-        let warnings = phase::postdata::restore(&job, &schema_dump, &plan)
+        let warnings = post_data
+            .restore_rest(&job, &plan)
             .await
             .map_err(|error| self.step_error(error))?;
         for warning in &warnings {
@@ -308,7 +337,7 @@ impl Run<'_> {
                 )
             })
             .collect();
-        self.plan = Some(plan);
+        self.plan = Some(Arc::unwrap_or_clone(plan));
         if !mismatches.is_empty() {
             self.emit(Event::Error(format!(
                 "Validation Discrepancies Found:\n{}",
@@ -435,7 +464,12 @@ impl Run<'_> {
         }
     }
 
-    async fn transfer_data(&mut self, job: &Arc<Job>, plan: &Plan) -> Result<(), SyncError> {
+    async fn transfer_data(
+        &mut self,
+        job: &Arc<Job>,
+        plan: &Arc<Plan>,
+        post_data: &Arc<PostData>,
+    ) -> Result<(), SyncError> {
         {
             let mut progress = self.progress.lock().expect("not poisoned");
             progress.tables = plan.tables.iter().map(|_| TableProgress::default()).collect();
@@ -443,10 +477,15 @@ impl Run<'_> {
                 progress.tables[table].units_left = [units, units];
             }
         }
-        self.emit(Event::StepsPlanned(plan.units.len() * 2));
+        let stages_per_unit = if self.settings.stream { 1 } else { 2 };
+        self.emit(Event::StepsPlanned(plan.units.len() * stages_per_unit));
         let context = Arc::new(UnitContext {
             job: job.clone(),
+            plan: plan.clone(),
+            post_data: post_data.clone(),
+            stream: self.settings.stream,
             progress: self.progress.clone(),
+            index_batches: AtomicUsize::new(0),
             table_names: plan.tables.iter().map(|table| table.name.display_name()).collect(),
             descriptions: plan.tables.iter().map(|table| table.description.clone()).collect(),
             planned_table_by_oid: plan
@@ -456,48 +495,15 @@ impl Run<'_> {
                 .flat_map(|(index, table)| table.member_oids.iter().map(move |oid| (*oid, index)))
                 .collect(),
         });
-        let export_context = context.clone();
-        let import_context = context.clone();
-        let reporter = self.reporter.clone();
         let budget = self
             .settings
             .batch_size
             .unwrap_or(self.settings.jobs)
             .min(self.settings.jobs)
             .max(1);
-        let mut import_header_shown = false;
-        let result = run_units(
-            plan.units.clone(),
-            budget,
-            false,
-            &self.cancellation,
-            move |unit| {
-                let context = export_context.clone();
-                Box::pin(async move { context.export(unit).await })
-            },
-            move |unit| {
-                let context = import_context.clone();
-                Box::pin(async move { context.import(unit).await })
-            },
-            || {
-                import_header_shown = true;
-                reporter.emit(Event::Phase {
-                    number: 3,
-                    total: TOTAL_PHASES,
-                    title: "Data Import".into(),
-                });
-            },
-        )
-        .await;
-        result.map_err(|error| self.step_error(error))?;
-        if !import_header_shown {
-            self.emit(Event::Phase {
-                number: 3,
-                total: TOTAL_PHASES,
-                title: "Data Import".into(),
-            });
-        }
-        Ok(())
+        run_units(plan.units.clone(), budget, &self.cancellation, &context)
+            .await
+            .map_err(|error| self.step_error(error))
     }
 
     async fn clean_up(&mut self) {
@@ -594,6 +600,8 @@ impl Run<'_> {
                 .map(|plan| plan.large_object_count)
                 .unwrap_or(0),
             warnings: self.warnings.clone(),
+            peak_memory_bytes: peak_memory_bytes(),
+            peak_dump_bytes: self.dump_space.peak(),
         }
     }
 }
@@ -606,10 +614,15 @@ fn unit_description(unit: &Unit) -> &'static str {
     }
 }
 
-/// What the export and import tasks of units share.
+/// What the export, import and index tasks of units share.
 struct UnitContext {
     job: Arc<Job>,
+    plan: Arc<Plan>,
+    post_data: Arc<PostData>,
+    stream: bool,
     progress: Arc<Mutex<Progress>>,
+    /// Numbers the index builds, for their list files.
+    index_batches: AtomicUsize,
     table_names: Vec<String>,
     descriptions: Vec<String>,
     planned_table_by_oid: HashMap<u32, usize>,
@@ -646,9 +659,9 @@ impl UnitContext {
             };
             if first {
                 let detail = match (activity, index) {
-                    (Activity::Export, Some(index)) => self.descriptions[index].clone(),
-                    (Activity::Export, None) => unit_description(unit).to_string(),
-                    (Activity::Import, _) => "Restoring data...".to_string(),
+                    (Activity::Export | Activity::Stream, Some(index)) => self.descriptions[index].clone(),
+                    (Activity::Export | Activity::Stream, None) => unit_description(unit).to_string(),
+                    (Activity::Import | Activity::Index, _) => "Restoring data...".to_string(),
                 };
                 self.job.emit(Event::Table {
                     activity,
@@ -706,7 +719,9 @@ impl UnitContext {
                         human_size(bytes),
                         human_duration(elapsed)
                     ),
-                    Activity::Import => format!("Time: {}", human_duration(elapsed)),
+                    Activity::Import | Activity::Stream | Activity::Index => {
+                        format!("Time: {}", human_duration(elapsed))
+                    }
                 };
                 self.job.emit(Event::Table {
                     activity,
@@ -736,7 +751,7 @@ impl UnitContext {
         }
         self.job.emit(Event::Error(format!(
             "Failed: {} {}\n{message}",
-            activity.tag().to_lowercase(),
+            activity.verb(),
             unit.label()
         )));
     }
@@ -780,7 +795,7 @@ impl UnitContext {
             Ok(value) => Ok((value, unit_started)),
             Err(StepError::Failed(error)) => {
                 self.failed(unit, activity, &error);
-                let verb = activity.tag().to_lowercase();
+                let verb = activity.verb();
                 Err(StepError::Failed(
                     error.context(format!("failed to {verb} {}", self.describe(unit))),
                 ))
@@ -789,7 +804,7 @@ impl UnitContext {
         }
     }
 
-    async fn export(&self, unit: Arc<Unit>) -> Result<(), StepError> {
+    async fn export_unit(&self, unit: Arc<Unit>) -> Result<(), StepError> {
         let (sizes, started) = self
             .run_stage(&unit, Activity::Export, |_| {
                 phase::export::export_unit(&self.job, &unit)
@@ -799,7 +814,7 @@ impl UnitContext {
         Ok(())
     }
 
-    async fn import(&self, unit: Arc<Unit>) -> Result<(), StepError> {
+    async fn import_unit(&self, unit: Arc<Unit>) -> Result<(), StepError> {
         let ((), started) = self
             .run_stage(&unit, Activity::Import, |attempt| {
                 phase::import::import_unit(&self.job, &unit, attempt)
@@ -809,14 +824,133 @@ impl UnitContext {
         Ok(())
     }
 
+    async fn stream_unit(&self, unit: Arc<Unit>) -> Result<(), StepError> {
+        let ((), started) = self
+            .run_stage(&unit, Activity::Stream, |attempt| {
+                phase::stream::stream_unit(&self.job, &unit, attempt)
+            })
+            .await?;
+        self.finished(&unit, Activity::Stream, started, None);
+        Ok(())
+    }
+
+    /// The planned tables of a unit whose rows are now all loaded and whose indexes nobody has
+    /// started yet.
+    fn tables_now_complete(&self, unit: &Unit) -> Vec<usize> {
+        let mut progress = self.progress.lock().expect("not poisoned");
+        unit.planned_tables
+            .iter()
+            .copied()
+            .filter(|index| {
+                let table = &mut progress.tables[*index];
+                let complete = table.units_left[1] == 0 && !table.indexes_started;
+                table.indexes_started |= complete;
+                complete
+            })
+            .collect()
+    }
+
+    /// The indexes and key constraints of tables whose rows are all loaded (ANALYZE first with
+    /// `--analyze`).
+    async fn build_indexes(&self, tables: Vec<usize>) -> Result<(), StepError> {
+        let started = Instant::now();
+        for index in &tables {
+            let entries = self.post_data.entry_count(*index);
+            self.job.emit(Event::Table {
+                activity: Activity::Index,
+                state: TableState::Started,
+                table: self.table_names[*index].clone(),
+                detail: format!("{entries} index(es) and key constraint(s)"),
+            });
+        }
+        let batch = self.index_batches.fetch_add(1, Ordering::SeqCst) + 1;
+        let result = self.post_data.build_tables(&self.job, &self.plan, &tables, batch).await;
+        let state = match &result {
+            Ok(()) => TableState::Done,
+            Err(StepError::Cancelled) => return result,
+            Err(StepError::Failed(_)) => TableState::Failed,
+        };
+        let detail = match &result {
+            Ok(()) => format!("Time: {}", human_duration(started.elapsed())),
+            Err(error) => match error {
+                StepError::Failed(error) => crate::process::last_meaningful_line(&format!("{error:#}")),
+                StepError::Cancelled => String::new(),
+            },
+        };
+        for index in &tables {
+            self.job.emit(Event::Table {
+                activity: Activity::Index,
+                state,
+                table: self.table_names[*index].clone(),
+                detail: detail.clone(),
+            });
+        }
+        result.map_err(|error| match error {
+            StepError::Failed(error) => StepError::Failed(error.context(format!(
+                "failed to build the indexes of {}",
+                self.describe_tables(&tables)
+            ))),
+            cancelled => cancelled,
+        })
+    }
+
     fn describe(&self, unit: &Unit) -> String {
         let names: Vec<String> = self.line_names(unit).into_iter().map(|(_, name)| name).collect();
+        list_names(&names)
+    }
+
+    fn describe_tables(&self, tables: &[usize]) -> String {
+        let names: Vec<String> = tables.iter().map(|index| self.table_names[*index].clone()).collect();
+        list_names(&names)
+    }
+}
+
+impl UnitWork<Unit> for Arc<UnitContext> {
+    fn export(&self, unit: Arc<Unit>) -> StageFuture {
+        let context = self.clone();
+        if self.stream {
+            Box::pin(async move { context.stream_unit(unit).await })
+        } else {
+            Box::pin(async move { context.export_unit(unit).await })
+        }
+    }
+
+    fn import(&self, unit: Arc<Unit>) -> Option<StageFuture> {
+        if self.stream {
+            return None;
+        }
+        let context = self.clone();
+        Some(Box::pin(async move { context.import_unit(unit).await }))
+    }
+
+    fn loaded(&self, unit: Arc<Unit>) -> Option<StageFuture> {
+        let tables = self.tables_now_complete(&unit);
+        if tables.is_empty() {
+            return None;
+        }
+        let context = self.clone();
+        Some(Box::pin(async move { context.build_indexes(tables).await }))
+    }
+}
+
+/// Up to five names, then how many more.
+fn list_names(names: &[String]) -> String {
+    {
         if names.len() <= 5 {
             names.join(", ")
         } else {
             format!("{}, and {} more tables", names[..5].join(", "), names.len() - 5)
         }
     }
+}
+
+/// The most memory dbsync itself (not its children) has held at once.
+fn peak_memory_bytes() -> u64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    // Linux reports ru_maxrss in kibibytes.
+    getrusage(UsageWho::RUSAGE_SELF)
+        .map(|usage| u64::try_from(usage.max_rss()).unwrap_or(0) * 1024)
+        .unwrap_or(0)
 }
 
 /// Human description of why the run ended, for the last line.

@@ -17,6 +17,22 @@ ensure_postgres() {
     apt-get install -y -qq postgresql postgresql-contrib >/dev/null
 }
 
+# ensure_package FILE PACKAGE: installs a Debian package when FILE (a path or a command) is missing.
+ensure_package() {
+    local file=$1 package=$2
+    if [ -e "$file" ] || command -v "$file" >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "$package is not installed; run as root, or: sudo apt-get install -y $package" >&2
+        exit 2
+    fi
+    echo "Installing $package with apt-get..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "$package" >/dev/null
+}
+
 # The newest installed server's bin directory.
 postgres_bin_dir() {
     ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1
@@ -31,13 +47,14 @@ as_postgres() {
     fi
 }
 
-# start_cluster BASE NAME PORT: initdb BASE/NAME, listen only on a socket in BASE, trust auth.
+# start_cluster BASE NAME PORT [SERVER_OPTIONS]: initdb BASE/NAME, listen only on a socket in
+# BASE, trust auth. Without SERVER_OPTIONS the server runs with fsync off (tests and the demo).
 start_cluster() {
-    local base=$1 name=$2 port=$3 bin
+    local base=$1 name=$2 port=$3 options=${4:--c fsync=off} bin
     bin=$(postgres_bin_dir)
     as_postgres "$bin/initdb" -D "$base/$name" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
     as_postgres "$bin/pg_ctl" -D "$base/$name" -w -l "$base/$name.log" \
-        -o "-p $port -k $base -c listen_addresses='' -c fsync=off" start >/dev/null
+        -o "-p $port -k $base -c listen_addresses='' $options" start >/dev/null
 }
 
 stop_cluster() {

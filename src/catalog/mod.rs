@@ -1,7 +1,7 @@
 //! Everything dbsync asks PostgreSQL's catalogs, and the typed rows it gets back. No other module
 //! writes catalog SQL.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use anyhow::{Context, Result};
@@ -429,6 +429,22 @@ pub async fn missing_roles(client: &Client, wanted: &BTreeSet<String>) -> Result
         .context("cannot list the roles on the target server")?
         .into_iter()
         .map(|row| row.get(0))
+        .collect())
+}
+
+/// The table of every index and every table constraint, by the index's or constraint's oid: the
+/// oids a schema dump's table of contents gives for INDEX and CONSTRAINT entries.
+pub async fn index_and_constraint_tables(client: &Client) -> Result<HashMap<u32, u32>> {
+    Ok(client
+        .query(
+            "SELECT indexrelid, indrelid FROM pg_index \
+             UNION ALL SELECT oid, conrelid FROM pg_constraint WHERE conrelid <> 0",
+            &[],
+        )
+        .await
+        .context("cannot list the source's indexes and constraints")?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
         .collect())
 }
 

@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{Job, archive_listing, run_tool};
+use super::{Job, archive_listing, directory_size, run_tool};
 use crate::plan::{Unit, UnitKind};
+use crate::process::ChildCommand;
 use crate::scheduler::AttemptError;
 
 /// Written after pg_dump succeeds. A killed pg_dump leaves a `toc.dat` that looks complete.
@@ -27,15 +28,28 @@ pub struct ExportedSizes {
 pub async fn export_unit(job: &Job, unit: &Unit) -> Result<ExportedSizes, AttemptError> {
     let directory = unit_directory(job, unit);
     if directory.exists() {
+        job.dump_space.removed(directory_size(&directory));
         std::fs::remove_dir_all(&directory).map_err(|error| {
             AttemptError::Permanent(anyhow::anyhow!("cannot clear {}: {error}", directory.display()))
         })?;
     }
-    let mut command = job
+    let command = job
         .pg_dump()
         .arguments(["--format=directory", "--compress=0", "--data-only", "--no-sync"])
         .argument("--file")
         .argument(&directory);
+    let command = select_unit(command, unit);
+    run_tool(&command, &job.cancellation, &format!("export {}", unit.label())).await?;
+    std::fs::write(directory.join(COMPLETION_MARKER), b"").map_err(|error| {
+        AttemptError::Permanent(anyhow::anyhow!("cannot mark {} complete: {error}", directory.display()))
+    })?;
+    let sizes = measure(job, &directory).await;
+    job.dump_space.added(sizes.total);
+    Ok(sizes)
+}
+
+/// Adds what a unit carries to a `pg_dump` command.
+pub fn select_unit(mut command: ChildCommand, unit: &Unit) -> ChildCommand {
     match unit.kind {
         UnitKind::Tables => {
             command = command.argument("--strict-names");
@@ -49,11 +63,7 @@ pub async fn export_unit(job: &Job, unit: &Unit) -> Result<ExportedSizes, Attemp
             command = command.arguments(["--blobs", "--exclude-table", "*.*"]);
         }
     }
-    run_tool(&command, &job.cancellation, &format!("export {}", unit.label())).await?;
-    std::fs::write(directory.join(COMPLETION_MARKER), b"").map_err(|error| {
-        AttemptError::Permanent(anyhow::anyhow!("cannot mark {} complete: {error}", directory.display()))
-    })?;
-    Ok(measure(job, &directory).await)
+    command
 }
 
 /// Reads which data file belongs to which table from the dump's table of contents. Sizes are for
@@ -82,16 +92,4 @@ async fn measure(job: &Job, directory: &Path) -> ExportedSizes {
         }
     }
     sizes
-}
-
-pub fn directory_size(directory: &Path) -> u64 {
-    std::fs::read_dir(directory)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|entry| entry.metadata().ok())
-                .map(|metadata| metadata.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }

@@ -4,7 +4,7 @@
 use anyhow::Context;
 
 use super::export::{COMPLETION_MARKER, unit_directory};
-use super::{Job, database_attempt_error, run_tool};
+use super::{Job, database_attempt_error, directory_size, run_tool};
 use crate::catalog;
 use crate::plan::{Unit, UnitKind};
 use crate::scheduler::AttemptError;
@@ -23,13 +23,19 @@ pub async fn import_unit(job: &Job, unit: &Unit, attempt: u32) -> Result<(), Att
         clean_up_partial_load(job, unit).await.map_err(database_attempt_error)?;
     }
     let command = job.pg_restore().argument("--data-only").argument(&directory);
-    run_tool(&command, &job.cancellation, &format!("import {}", unit.label()))
-        .await
-        .map(|_| ())
+    run_tool(&command, &job.cancellation, &format!("import {}", unit.label())).await?;
+    if !job.keep_dumps {
+        // Loaded for good: its disk space goes back now, not at the end of the run.
+        let size = directory_size(&directory);
+        if std::fs::remove_dir_all(&directory).is_ok() {
+            job.dump_space.removed(size);
+        }
+    }
+    Ok(())
 }
 
 /// Returns the unit's tables on the target to empty, so the retry loads each row once.
-async fn clean_up_partial_load(job: &Job, unit: &Unit) -> anyhow::Result<()> {
+pub async fn clean_up_partial_load(job: &Job, unit: &Unit) -> anyhow::Result<()> {
     let client = catalog::connect(&job.work_target, "target").await?;
     let statement = match unit.kind {
         UnitKind::LargeObjects => "SELECT lo_unlink(oid) FROM pg_largeobject_metadata".to_string(),

@@ -1,40 +1,257 @@
-//! Post-data, after every row is loaded: indexes, constraints, foreign keys, triggers, policies and
-//! materialized-view refreshes, restored in parallel. Foreign keys that point out of a partial
-//! selection are held back and handled by the configured policy.
+//! Post-data: indexes, constraints, foreign keys, triggers, policies and materialized-view
+//! refreshes. A table's indexes and key constraints are built as soon as all its rows are loaded,
+//! while other tables still load; the rest is restored in parallel at the end, after a VACUUM of
+//! the tables that foreign keys reference. Foreign keys that point out of a partial selection are
+//! held back and handled by the configured policy.
 
-use std::collections::HashSet;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use super::{Job, archive_listing, database_attempt_error, run_tool};
-use crate::catalog::{self, quote_identifier};
+use crate::catalog::{self, QualifiedName, quote_identifier};
 use crate::cli::ForeignKeyPolicy;
-use crate::plan::Plan;
+use crate::plan::{self, Plan};
 use crate::scheduler::{AttemptError, StepError, with_retries};
 
-/// Restores post-data; returns warnings about foreign keys that were skipped or weakened.
-pub async fn restore(job: &Job, schema_dump: &Path, plan: &Plan) -> Result<Vec<String>, StepError> {
-    let held_back: HashSet<u32> = match plan.foreign_key_policy {
-        ForeignKeyPolicy::IncludeParent => HashSet::new(),
-        _ => plan.dangling_foreign_keys.iter().map(|key| key.oid).collect(),
-    };
-    let mut command = job
-        .pg_restore()
-        .argument("--section=post-data")
-        .argument(format!("--jobs={}", job.jobs.max(1)));
-    if !held_back.is_empty() {
-        let list = write_filtered_list(job, schema_dump, &held_back)
-            .await
-            .map_err(StepError::Failed)?;
-        command = command.argument("--use-list").argument(list);
+/// The post-data entries of the schema dump, split by when they can run.
+pub struct PostData {
+    schema_dump: PathBuf,
+    /// Per planned table: its INDEX and CONSTRAINT (primary key, unique, exclusion) entries.
+    per_table: Vec<Vec<String>>,
+    /// Everything else, without held-back foreign keys: restored once every table is loaded.
+    rest: Vec<String>,
+}
+
+/// Splits a table of contents (`pg_restore --list`) into per-table index entries and the rest.
+/// `owners` gives the table of each index and constraint oid; `planned_by_oid` the planned table
+/// of each table oid. What cannot be placed, and every table not carried by a unit, goes to the rest.
+fn split_listing(
+    listing: &str,
+    owners: &HashMap<u32, u32>,
+    planned_by_oid: &HashMap<u32, usize>,
+    table_count: usize,
+    held_back: &HashSet<u32>,
+) -> (Vec<Vec<String>>, Vec<String>) {
+    let mut per_table = vec![Vec::new(); table_count];
+    let mut rest = Vec::new();
+    for line in listing.lines() {
+        if line.starts_with(';') || line.trim().is_empty() {
+            continue;
+        }
+        // "4012; 2606 16502 FK CONSTRAINT public orders orders_user_fkey owner"
+        let words: Vec<&str> = line.split_whitespace().take(5).collect();
+        if words.len() < 5 {
+            rest.push(line.to_string());
+            continue;
+        }
+        let oid = words[2].parse::<u32>().ok();
+        let is_foreign_key = words[3] == "FK" && words[4] == "CONSTRAINT";
+        if is_foreign_key && oid.is_some_and(|oid| held_back.contains(&oid)) {
+            continue;
+        }
+        // The entry's catalog tells what it is: pg_class (1259) for an index, pg_constraint (2606)
+        // for a constraint. INDEX ATTACH entries carry oid 0 and wait for the end: they are cheap.
+        let builds_early = matches!((words[1], words[3]), ("1259", "INDEX") | ("2606", "CONSTRAINT"));
+        let planned = oid
+            .filter(|_| builds_early)
+            .and_then(|oid| owners.get(&oid))
+            .and_then(|table| planned_by_oid.get(table));
+        match planned {
+            Some(index) => per_table[*index].push(line.to_string()),
+            None => rest.push(line.to_string()),
+        }
     }
-    command = command.argument(schema_dump);
-    // Not retried: a second run over half-built indexes would fail on "already exists".
-    match run_tool(&command, &job.cancellation, "build indexes, constraints and triggers").await {
-        Ok(_) => {}
-        Err(AttemptError::Cancelled) => return Err(StepError::Cancelled),
-        Err(AttemptError::Transient(error) | AttemptError::Permanent(error)) => return Err(StepError::Failed(error)),
+    (per_table, rest)
+}
+
+impl PostData {
+    pub async fn split(
+        job: &Job,
+        schema_dump: &Path,
+        plan: &Plan,
+        owners: &HashMap<u32, u32>,
+    ) -> Result<PostData, StepError> {
+        let listing = match archive_listing(job, schema_dump).await {
+            Ok(listing) => listing,
+            Err(AttemptError::Cancelled) => return Err(StepError::Cancelled),
+            Err(AttemptError::Transient(error) | AttemptError::Permanent(error)) => {
+                return Err(StepError::Failed(error));
+            }
+        };
+        let held_back: HashSet<u32> = match plan.foreign_key_policy {
+            ForeignKeyPolicy::IncludeParent => HashSet::new(),
+            _ => plan.dangling_foreign_keys.iter().map(|key| key.oid).collect(),
+        };
+        // Only tables that some unit loads get built early; the others wait for the end.
+        let loaded: HashSet<usize> = plan::units_per_table(plan).into_keys().collect();
+        let planned_by_oid: HashMap<u32, usize> = plan
+            .tables
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| loaded.contains(index))
+            .flat_map(|(index, table)| table.tree_oids.iter().map(move |oid| (*oid, index)))
+            .collect();
+        let (per_table, rest) = split_listing(&listing, owners, &planned_by_oid, plan.tables.len(), &held_back);
+        Ok(PostData {
+            schema_dump: schema_dump.to_path_buf(),
+            per_table,
+            rest,
+        })
     }
 
+    /// How many indexes and key constraints the table gets built as soon as it is loaded.
+    pub fn entry_count(&self, table: usize) -> usize {
+        self.per_table.get(table).map_or(0, Vec::len)
+    }
+
+    /// The indexes and key constraints of the given planned tables (with `--analyze`, ANALYZE
+    /// first), then a VACUUM of those that foreign keys reference. `batch` names the list file.
+    pub async fn build_tables(&self, job: &Job, plan: &Plan, tables: &[usize], batch: usize) -> Result<(), StepError> {
+        let targets = maintenance_targets(plan, tables);
+        if job.analyze && !targets.is_empty() {
+            maintain(job, "ANALYZE", &targets).await?;
+        }
+        self.restore_table_entries(job, tables, batch).await?;
+        // Now rather than only before the foreign keys: the load that just ended may well be the
+        // last one, and then nothing older holds back the VACUUM's view of what is all-visible.
+        let referenced: Vec<usize> = tables
+            .iter()
+            .copied()
+            .filter(|index| plan.referenced_tables.contains(index))
+            .collect();
+        if !referenced.is_empty() {
+            maintain(job, "VACUUM", &maintenance_targets(plan, &referenced)).await?;
+        }
+        Ok(())
+    }
+
+    async fn restore_table_entries(&self, job: &Job, tables: &[usize], batch: usize) -> Result<(), StepError> {
+        let lines: Vec<&str> = tables
+            .iter()
+            .flat_map(|index| self.per_table[*index].iter().map(String::as_str))
+            .collect();
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let list = job.dump_directory.join(format!("indexes-{batch:04}.list"));
+        std::fs::write(&list, lines.join("\n") + "\n")
+            .map_err(|error| StepError::Failed(anyhow::anyhow!("cannot write {}: {error}", list.display())))?;
+        // In parallel too: a partitioned table brings many indexes, and a free core would otherwise
+        // wait for them one by one.
+        let command = job
+            .pg_restore()
+            .argument("--section=post-data")
+            .argument(format!("--jobs={}", job.jobs.clamp(1, lines.len())))
+            .argument("--use-list")
+            .argument(&list)
+            .argument(&self.schema_dump);
+        // Not retried: a second run over half-built indexes would fail on "already exists".
+        let result = run_tool(&command, &job.cancellation, "build indexes and key constraints").await;
+        let _ = std::fs::remove_file(&list);
+        match result {
+            Ok(_) => Ok(()),
+            Err(AttemptError::Cancelled) => Err(StepError::Cancelled),
+            Err(AttemptError::Transient(error) | AttemptError::Permanent(error)) => Err(StepError::Failed(error)),
+        }
+    }
+
+    /// VACUUMs the tables that foreign keys reference, `jobs` connections at a time, then restores
+    /// the rest of post-data in parallel; returns warnings about foreign keys that were skipped or
+    /// weakened. The VACUUM runs here, with no load in flight, because a concurrent transaction
+    /// would keep it from marking pages all-visible; without that, each foreign-key check
+    /// hash-joins the whole referenced table instead of probing its index.
+    pub async fn restore_rest(&self, job: &Job, plan: &Plan) -> Result<Vec<String>, StepError> {
+        vacuum_in_parallel(job, plan, &plan.referenced_tables).await?;
+        let list = job.dump_directory.join("post-data.list");
+        std::fs::write(&list, self.rest.join("\n") + "\n")
+            .map_err(|error| StepError::Failed(anyhow::anyhow!("cannot write {}: {error}", list.display())))?;
+        let command = job
+            .pg_restore()
+            .argument("--section=post-data")
+            .argument(format!("--jobs={}", job.jobs.max(1)))
+            .argument("--use-list")
+            .argument(&list)
+            .argument(&self.schema_dump);
+        // Not retried: a second run over half-built indexes would fail on "already exists".
+        match run_tool(
+            &command,
+            &job.cancellation,
+            "build constraints, foreign keys and triggers",
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(AttemptError::Cancelled) => return Err(StepError::Cancelled),
+            Err(AttemptError::Transient(error) | AttemptError::Permanent(error)) => {
+                return Err(StepError::Failed(error));
+            }
+        }
+        add_dangling_foreign_keys(job, plan).await
+    }
+}
+
+/// The relations to name in VACUUM or ANALYZE for these planned tables: a partitioned root reaches
+/// every partition (and gets statistics for the tree as a whole); otherwise each member table.
+fn maintenance_targets<'a>(plan: &'a Plan, tables: &[usize]) -> Vec<&'a QualifiedName> {
+    let mut targets = Vec::new();
+    for index in tables {
+        let table = &plan.tables[*index];
+        if table.partitioned {
+            targets.push(&table.name);
+        } else {
+            targets.extend(&table.members);
+        }
+    }
+    targets
+}
+
+/// Runs `command` (VACUUM or ANALYZE) over `targets` in one statement, with retries: both are
+/// safe to repeat.
+async fn maintain(job: &Job, command: &str, targets: &[&QualifiedName]) -> Result<(), StepError> {
+    let names: Vec<String> = targets.iter().map(|name| name.quoted()).collect();
+    let statement = format!("{command} {}", names.join(", "));
+    with_retries(
+        job.retry_policy,
+        &job.cancellation,
+        |_, _, _| {},
+        |_| async {
+            let client = catalog::connect(&job.work_target, "target")
+                .await
+                .map_err(database_attempt_error)?;
+            client.batch_execute(&statement).await.map_err(|error| {
+                database_attempt_error(anyhow::anyhow!("{command} failed: {}", catalog::describe_error(&error)))
+            })
+        },
+    )
+    .await
+}
+
+/// VACUUMs the given planned tables over `jobs` connections, the largest tables spread first.
+async fn vacuum_in_parallel(job: &Job, plan: &Plan, tables: &[usize]) -> Result<(), StepError> {
+    let mut by_size: Vec<usize> = tables.to_vec();
+    by_size.sort_by_key(|index| std::cmp::Reverse(plan.tables[*index].size_bytes));
+    let connections = job.jobs.clamp(1, by_size.len().max(1));
+    let mut groups: Vec<(i64, Vec<usize>)> = vec![(0, Vec::new()); connections];
+    for index in by_size {
+        let lightest = groups
+            .iter_mut()
+            .min_by_key(|(size, _)| *size)
+            .expect("one group at least");
+        lightest.0 += plan.tables[index].size_bytes;
+        lightest.1.push(index);
+    }
+    let runs = groups
+        .iter()
+        .filter(|(_, group)| !group.is_empty())
+        .map(|(_, group)| async move { maintain(job, "VACUUM", &maintenance_targets(plan, group)).await });
+    for result in futures_util::future::join_all(runs).await {
+        result?;
+    }
+    Ok(())
+}
+
+/// Follows the foreign-key policy for keys that point at tables whose data is not copied.
+async fn add_dangling_foreign_keys(job: &Job, plan: &Plan) -> Result<Vec<String>, StepError> {
     let mut warnings = Vec::new();
     for key in &plan.dangling_foreign_keys {
         let description = format!(
@@ -83,32 +300,4 @@ pub async fn restore(job: &Job, schema_dump: &Path, plan: &Plan) -> Result<Vec<S
         }
     }
     Ok(warnings)
-}
-
-/// The archive's table of contents without the held-back foreign keys, for `--use-list`.
-async fn write_filtered_list(
-    job: &Job,
-    schema_dump: &Path,
-    held_back: &HashSet<u32>,
-) -> anyhow::Result<std::path::PathBuf> {
-    let listing = match archive_listing(job, schema_dump).await {
-        Ok(listing) => listing,
-        Err(AttemptError::Transient(error) | AttemptError::Permanent(error)) => return Err(error),
-        Err(AttemptError::Cancelled) => anyhow::bail!("cancelled"),
-    };
-    let kept: Vec<&str> = listing
-        .lines()
-        .filter(|line| {
-            // "4012; 2606 16502 FK CONSTRAINT public orders orders_user_fkey owner"
-            let words: Vec<&str> = line.split_whitespace().take(5).collect();
-            let is_held_back = words.len() == 5
-                && words[3] == "FK"
-                && words[4] == "CONSTRAINT"
-                && words[2].parse::<u32>().is_ok_and(|oid| held_back.contains(&oid));
-            !is_held_back
-        })
-        .collect();
-    let path = job.dump_directory.join("post-data.list");
-    std::fs::write(&path, kept.join("\n") + "\n")?;
-    Ok(path)
 }

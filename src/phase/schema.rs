@@ -38,6 +38,8 @@ pub async fn dump(job: &Job) -> Result<PathBuf, StepError> {
         },
     )
     .await?;
+    job.dump_space
+        .added(std::fs::metadata(&path).map(|metadata| metadata.len()).unwrap_or(0));
     Ok(path)
 }
 

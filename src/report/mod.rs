@@ -15,13 +15,29 @@ use serde::Serialize;
 pub enum Activity {
     Export,
     Import,
+    /// Export and import at once, through a pipe (`--stream`).
+    Stream,
+    /// VACUUM ANALYZE, indexes and key constraints of a table whose rows are all loaded.
+    Index,
 }
 
 impl Activity {
+    /// Padded to the old script's six-character PROCESS column.
     pub fn tag(self) -> &'static str {
         match self {
             Activity::Export => "EXPORT",
             Activity::Import => "IMPORT",
+            Activity::Stream => "STREAM",
+            Activity::Index => "INDEX ",
+        }
+    }
+
+    pub fn verb(self) -> &'static str {
+        match self {
+            Activity::Export => "export",
+            Activity::Import => "import",
+            Activity::Stream => "copy",
+            Activity::Index => "index",
         }
     }
 }
@@ -85,6 +101,10 @@ pub struct Summary {
     pub sequences: usize,
     pub large_objects: i64,
     pub warnings: Vec<String>,
+    /// dbsync's own peak resident memory, without its pg_dump and pg_restore children.
+    pub peak_memory_bytes: u64,
+    /// The most dump-file bytes on disk at once (0 with `--stream`).
+    pub peak_dump_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -173,11 +193,13 @@ pub fn summary_lines(summary: &Summary) -> Vec<String> {
         ));
     }
     lines.push(format!(
-        "{} table(s), {} sequence(s), {} large object(s); total time {}",
+        "{} table(s), {} sequence(s), {} large object(s); total time {}; peak dump space {}, peak memory {}",
         summary.tables.len(),
         summary.sequences,
         summary.large_objects,
-        human_duration(Duration::from_secs_f64(summary.total_seconds))
+        human_duration(Duration::from_secs_f64(summary.total_seconds)),
+        human_size(summary.peak_dump_bytes),
+        human_size(summary.peak_memory_bytes)
     ));
     lines
 }

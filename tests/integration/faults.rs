@@ -152,6 +152,81 @@ fn transient_import_failure_is_retried_from_a_clean_table() {
 }
 
 #[test]
+fn transient_failure_of_a_streamed_copy_is_retried_from_a_clean_table() {
+    small_source_and_precious_target("stream_retry_src", "stream_retry_dst");
+    // The first streamed load takes its rows from the pipe, then reports a dropped connection.
+    let fakes = FakeTools::new(
+        "",
+        "if [[ \" $* \" == *\" --data-only \"* ]] && [ ! -e \"$STATE/failed\" ]; then touch \"$STATE/failed\"; \
+         \"$REAL\" \"$@\"; echo 'pg_restore: error: server closed the connection unexpectedly' >&2; exit 1; fi",
+    );
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let output = sync_command(
+        "stream_retry_src",
+        "stream_retry_dst",
+        &fakes,
+        dumps.path(),
+        temp.path(),
+    )
+    .args(["--jobs", "1", "--stream"])
+    .output()
+    .unwrap();
+    assert_exit(&output, 0);
+    let log = text(&output);
+    assert!(log.contains("[STREAM] [RETRY    ]"), "{log}");
+    let clusters = clusters();
+    assert_eq!(
+        fingerprint(&clusters.source, "stream_retry_src").tables,
+        fingerprint(&clusters.target, "stream_retry_dst").tables
+    );
+    assert!(is_empty_dir(dumps.path()));
+}
+
+#[test]
+fn ctrl_c_during_a_streamed_copy_stops_both_ends_and_keeps_the_previous_target() {
+    small_source_and_precious_target("stream_sigint_src", "stream_sigint_dst");
+    // pg_restore hangs without reading, so pg_dump blocks on a full pipe: both must be stopped.
+    let record = "if [[ \" $* \" == *\" --data-only \"* ]]; then echo $$ >> \"$STATE/pids\"";
+    let fakes = FakeTools::new(&format!("{record}; fi"), &format!("{record}; exec sleep 300; fi"));
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let child = sync_command(
+        "stream_sigint_src",
+        "stream_sigint_dst",
+        &fakes,
+        dumps.path(),
+        temp.path(),
+    )
+    .args(["--stream", "--jobs", "1"])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let pids = fakes.state("pids");
+    let start = Instant::now();
+    while fakes.read_state("pids").lines().count() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{} never listed both ends",
+            pids.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 130);
+    for pid in fakes.read_state("pids").lines() {
+        let pid: i32 = pid.trim().parse().unwrap();
+        assert!(!process_alive(pid), "child {pid} still running after the signal");
+    }
+    assert!(is_empty_dir(dumps.path()), "dump files left behind");
+    assert!(is_empty_dir(temp.path()), "temporary files (password file) left behind");
+    assert_previous_target_intact("stream_sigint_dst");
+}
+
+#[test]
 fn permanent_failure_stops_at_once_with_the_tools_error() {
     small_source_and_precious_target("perm_src", "perm_dst");
     let fakes = FakeTools::new(

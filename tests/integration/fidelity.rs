@@ -75,8 +75,8 @@ fn whole_database_sync_makes_the_target_equal_to_the_source() {
     let log = text(&output);
     for header in [
         "#  PHASE 1/4: Schema Synchronization",
-        "#  PHASE 2/4: Data Export",
-        "#  PHASE 3/4: Data Import",
+        "#  PHASE 2/4: Data Export and Import",
+        "#  PHASE 3/4: Constraints, Triggers and Views",
         "#  PHASE 4/4: Validation",
         "SOURCE DB (FROM):   postgres@127.0.0.1:",
     ] {
@@ -87,6 +87,10 @@ fn whole_database_sync_makes_the_target_equal_to_the_source() {
     )
     .unwrap();
     assert!(line.is_match(&log), "no old-format DONE line for events in:\n{log}");
+    assert!(
+        log.contains("[INDEX ] [DONE     ] events"),
+        "indexes of events not built once it was loaded:\n{log}"
+    );
     assert!(!log.contains('\u{1b}'), "control codes in non-terminal output");
 
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
@@ -99,6 +103,81 @@ fn whole_database_sync_makes_the_target_equal_to_the_source() {
         .unwrap();
     assert_eq!(events["source_rows"], 4000);
     assert_eq!(events["target_rows"], 4000);
+    let peak_memory = report["peak_memory_bytes"].as_u64().unwrap();
+    assert!(
+        peak_memory > 1 << 20 && peak_memory < 50 << 20,
+        "peak memory {peak_memory}"
+    );
+}
+
+#[test]
+fn streamed_sync_makes_the_same_copy_without_data_dump_files() {
+    let clusters = clusters();
+    rich_source("stream_src");
+    clusters.target.create_database("stream_dst");
+    let dumps = dump_dir();
+    let report_dir = dump_dir();
+    let report_path = |name: &str| report_dir.path().join(name);
+    // The same source copied both ways, to compare the disk each needs.
+    let dumped = sync(
+        "stream_src",
+        "stream_files_dst",
+        &["--jobs", "2", "--report", report_path("files.json").to_str().unwrap()],
+        dumps.path(),
+    );
+    assert_exit(&dumped, 0);
+    let output = sync(
+        "stream_src",
+        "stream_dst",
+        &[
+            "--yes",
+            "--stream",
+            "--jobs",
+            "2",
+            "--analyze",
+            "--report",
+            report_path("stream.json").to_str().unwrap(),
+        ],
+        dumps.path(),
+    );
+    assert_exit(&output, 0);
+
+    let source = fingerprint(&clusters.source, "stream_src");
+    let target = fingerprint(&clusters.target, "stream_dst");
+    assert_eq!(source.tables, target.tables, "table contents differ");
+    assert_eq!(source.sequences, target.sequences, "sequence values differ");
+    assert_eq!(source.large_objects, target.large_objects, "large objects differ");
+    assert!(!target.large_objects.is_empty());
+    assert_eq!(
+        clusters.source.schema_dump("stream_src"),
+        clusters.target.schema_dump("stream_dst"),
+        "pg_dump --schema-only differs"
+    );
+    let log = text(&output);
+    assert!(log.contains("[STREAM] [DONE     ] events"), "{log}");
+    assert!(!log.contains("[EXPORT]") && !log.contains("[IMPORT]"), "{log}");
+    assert!(is_empty_dir(dumps.path()), "dump files left behind");
+    assert!(clusters.target.databases_like("stream_dst_dbsync").is_empty());
+    // --analyze: every loaded table has statistics.
+    assert_eq!(
+        clusters.target.psql(
+            "stream_dst",
+            "SELECT count(*) FROM pg_stat_user_tables WHERE last_analyze IS NULL AND relname = 'events_2024_01'"
+        ),
+        "0"
+    );
+
+    let peak = |name: &str| {
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(report_path(name)).unwrap()).unwrap();
+        report["peak_dump_bytes"].as_u64().unwrap()
+    };
+    let (with_files, streamed) = (peak("files.json"), peak("stream.json"));
+    // Streamed, only the schema-only archive is ever on disk.
+    assert!(
+        streamed < with_files / 2,
+        "streamed peak {streamed} bytes, with dump files {with_files} bytes"
+    );
 }
 
 #[test]

@@ -190,6 +190,20 @@ fn keep_dumps_leaves_the_dump_directory() {
 }
 
 #[test]
+fn stream_with_keep_dumps_is_refused_before_anything_starts() {
+    let dumps = dump_dir();
+    let output = sync(
+        "nothing_src",
+        "nothing_dst",
+        &["--stream", "--keep-dumps"],
+        dumps.path(),
+    );
+    assert_exit(&output, 2);
+    assert!(text(&output).contains("--keep-dumps"), "{}", text(&output));
+    assert!(is_empty_dir(dumps.path()));
+}
+
+#[test]
 fn foreign_key_policy_include_parent_copies_the_referenced_tables() {
     let clusters = clusters();
     clusters.source.create_database("parent_src");
