@@ -12,7 +12,7 @@
 #   --runs N         rounds per dataset (default 3)
 #   --datasets LIST  comma-separated, from: large, many (default both)
 #   --contenders L   comma-separated, from: dbsync, dbsync-stream, pg_dump, pgcopydb (default all)
-#   --no-scaling     skip the extra *large* at twice the scale (dbsync only), which checks that
+#   --no-scaling     skip the extra *large* at twice the scale (dbsync and pg_dump), which checks that
 #                    dbsync's time grows linearly with the data
 #   --keep           leave the servers and their data in place (prints where)
 #
@@ -225,7 +225,7 @@ for dataset in "${dataset_list[@]}"; do
                 echo "Building large at scale $((scale * 2)) (dbsync only, for linearity) ..."
                 build_large bench_large2 $((scale * 2))
                 echo "large x2: $(database_size bench_large2)"
-                measure_dataset "large x2" bench_large2 dbsync
+                measure_dataset "large x2" bench_large2 dbsync pg_dump
                 drop_dataset bench_large2
             fi
             ;;

@@ -276,11 +276,8 @@ impl Run<'_> {
         let post_data = PostData::split(&job, &schema_dump, &plan, &index_owners)
             .await
             .map_err(|error| self.step_error(error))?;
-        phase::schema::restore_pre_data(&job, &schema_dump)
-            .await
-            .map_err(|error| self.step_error(error))?;
-
-        // PHASE 2: data, each table's indexes as soon as its rows are in.
+        // PHASE 2: data, each table's indexes as soon as its rows are in. Dumps start while the
+        // schema is still being created; loads wait for it.
         self.emit(Event::Phase {
             number: 2,
             total: TOTAL_PHASES,
@@ -288,7 +285,22 @@ impl Run<'_> {
         });
         let plan = Arc::new(plan);
         let post_data = Arc::new(post_data);
-        self.transfer_data(&job, &plan, &post_data).await?;
+        let (schema_sender, schema_ready) = tokio::sync::watch::channel(false);
+        let pre_data = async {
+            let result = phase::schema::restore_pre_data(&job, &schema_dump).await;
+            match result {
+                Ok(()) => {
+                    let _ = schema_sender.send(true);
+                }
+                Err(_) => job.cancellation.abort_for_failure(),
+            }
+            drop(schema_sender);
+            result
+        };
+        let (pre_data_result, transfer_result) =
+            tokio::join!(pre_data, self.transfer_data(&job, &plan, &post_data, schema_ready));
+        pre_data_result.map_err(|error| self.step_error(error))?;
+        transfer_result?;
 
         // PHASE 3: what needs every table loaded.
         self.emit(Event::Phase {
@@ -300,10 +312,13 @@ impl Run<'_> {
             "Building foreign keys and triggers; refreshing materialized views...".into(),
         ));
         let post_data_started = Instant::now();
-        let warnings = post_data
-            .restore_rest(&job, &plan)
-            .await
-            .map_err(|error| self.step_error(error))?;
+        // Every row is loaded and nothing left changes rows, so the counts run alongside.
+        let target_client = self.interruptible(catalog::connect(&job.work_target, "target")).await?;
+        let (post_data_result, counts) = tokio::join!(
+            post_data.restore_rest(&job, &plan),
+            self.interruptible(phase::validate::count_rows(&source_client, &target_client, &plan))
+        );
+        let warnings = post_data_result.map_err(|error| self.step_error(error))?;
         for warning in &warnings {
             self.emit(Event::Warning(warning.clone()));
         }
@@ -319,10 +334,7 @@ impl Run<'_> {
             total: TOTAL_PHASES,
             title: "Validation".into(),
         });
-        let target_client = self.interruptible(catalog::connect(&job.work_target, "target")).await?;
-        self.counts = self
-            .interruptible(phase::validate::count_rows(&source_client, &target_client, &plan))
-            .await?;
+        self.counts = counts?;
         drop(target_client);
         drop(source_client);
         let mismatches: Vec<String> = plan
@@ -465,10 +477,11 @@ impl Run<'_> {
     }
 
     async fn transfer_data(
-        &mut self,
+        &self,
         job: &Arc<Job>,
         plan: &Arc<Plan>,
         post_data: &Arc<PostData>,
+        schema_ready: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), SyncError> {
         {
             let mut progress = self.progress.lock().expect("not poisoned");
@@ -484,6 +497,7 @@ impl Run<'_> {
             plan: plan.clone(),
             post_data: post_data.clone(),
             stream: self.settings.stream,
+            schema_ready,
             progress: self.progress.clone(),
             index_batches: AtomicUsize::new(0),
             table_names: plan.tables.iter().map(|table| table.name.display_name()).collect(),
@@ -620,6 +634,8 @@ struct UnitContext {
     plan: Arc<Plan>,
     post_data: Arc<PostData>,
     stream: bool,
+    /// Becomes true once pre-data is restored: loads wait for it, dumps do not.
+    schema_ready: tokio::sync::watch::Receiver<bool>,
     progress: Arc<Mutex<Progress>>,
     /// Numbers the index builds, for their list files.
     index_batches: AtomicUsize,
@@ -814,7 +830,17 @@ impl UnitContext {
         Ok(())
     }
 
+    /// Waits until the tables exist on the target; a failed pre-data restore cancels the run.
+    async fn wait_for_schema(&self) -> Result<(), StepError> {
+        let mut ready = self.schema_ready.clone();
+        tokio::select! {
+            result = ready.wait_for(|ready| *ready) => result.map(|_| ()).map_err(|_| StepError::Cancelled),
+            _ = self.job.cancellation.cancelled() => Err(StepError::Cancelled),
+        }
+    }
+
     async fn import_unit(&self, unit: Arc<Unit>) -> Result<(), StepError> {
+        self.wait_for_schema().await?;
         let ((), started) = self
             .run_stage(&unit, Activity::Import, |attempt| {
                 phase::import::import_unit(&self.job, &unit, attempt)
@@ -825,6 +851,7 @@ impl UnitContext {
     }
 
     async fn stream_unit(&self, unit: Arc<Unit>) -> Result<(), StepError> {
+        self.wait_for_schema().await?;
         let ((), started) = self
             .run_stage(&unit, Activity::Stream, |attempt| {
                 phase::stream::stream_unit(&self.job, &unit, attempt)

@@ -254,6 +254,36 @@ fn permanent_failure_stops_at_once_with_the_tools_error() {
 }
 
 #[test]
+fn failed_schema_restore_stops_the_dumps_already_running_and_keeps_the_previous_target() {
+    small_source_and_precious_target("predata_src", "predata_dst");
+    // Dumps start while pre-data is restored; a failed pre-data restore must stop them.
+    let fakes = FakeTools::new(
+        "if [[ \" $* \" == *\" --data-only \"* ]]; then echo $$ >> \"$STATE/pids\"; fi",
+        "if [[ \" $* \" == *\" --section=pre-data \"* ]]; then sleep 1; \
+         echo 'pg_restore: error: could not execute query: ERROR:  type \"shape\" does not exist' >&2; exit 1; fi",
+    );
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let output = sync_command("predata_src", "predata_dst", &fakes, dumps.path(), temp.path())
+        .output()
+        .unwrap();
+    assert_exit(&output, 1);
+    let log = text(&output);
+    assert!(log.contains("type \"shape\" does not exist"), "{log}");
+    assert!(
+        !log.contains("[IMPORT] [STARTED"),
+        "a load started without its schema:\n{log}"
+    );
+    for pid in fakes.read_state("pids").lines() {
+        let pid: i32 = pid.trim().parse().unwrap();
+        assert!(!process_alive(pid), "child {pid} still running");
+    }
+    assert!(is_empty_dir(dumps.path()), "dump files left behind");
+    assert!(is_empty_dir(temp.path()), "password file left behind");
+    assert_previous_target_intact("predata_dst");
+}
+
+#[test]
 fn validation_differences_exit_3_and_keep_the_previous_target() {
     small_source_and_precious_target("mismatch_src", "mismatch_dst");
     // Data imports that "succeed" without loading anything.
