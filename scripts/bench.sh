@@ -222,7 +222,7 @@ for dataset in "${dataset_list[@]}"; do
             measure_dataset "large" bench_large "${contender_list[@]}"
             drop_dataset bench_large
             if [ "$scaling" = yes ]; then
-                echo "Building large at scale $((scale * 2)) (dbsync only, for linearity) ..."
+                echo "Building large at scale $((scale * 2)) (dbsync and pg_dump, for linearity) ..."
                 build_large bench_large2 $((scale * 2))
                 echo "large x2: $(database_size bench_large2)"
                 measure_dataset "large x2" bench_large2 dbsync pg_dump
