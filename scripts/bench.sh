@@ -50,9 +50,7 @@ dbsync=$PWD/target/release/dbsync
 bin=$(postgres_bin_dir)
 export PATH="$bin:$PATH"
 
-base=$(mktemp -d /tmp/dbsync-bench-XXXXXX)
-chmod 755 "$base"
-[ "$(id -u)" -eq 0 ] && chown postgres "$base"
+base=$(throwaway_base bench)
 source_port=$(free_port)
 target_port=$(free_port)
 cleanup() {

@@ -8,9 +8,7 @@ source scripts/lib/postgres.sh
 ensure_postgres
 cargo build --release --quiet
 
-base=$(mktemp -d /tmp/dbsync-demo-XXXXXX)
-chmod 755 "$base"
-[ "$(id -u)" -eq 0 ] && chown postgres "$base"
+base=$(throwaway_base demo)
 source_port=$(free_port)
 target_port=$(free_port)
 cleanup() {

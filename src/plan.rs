@@ -94,6 +94,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The planned table of every table in the selected trees, partitioned ones included.
+    pub fn tables_by_tree_oid(&self) -> HashMap<u32, usize> {
+        tables_by_tree_oid(&self.tables)
+    }
+
     /// Roots of the selected trees: locking these (without ONLY) locks every member.
     pub fn lock_targets(&self) -> Vec<QualifiedName> {
         self.tables.iter().map(|table| table.name.clone()).collect()
@@ -345,11 +350,7 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
         })
         .collect();
 
-    let planned_by_oid: HashMap<u32, usize> = tables
-        .iter()
-        .enumerate()
-        .flat_map(|(index, table)| table.tree_oids.iter().map(move |oid| (*oid, index)))
-        .collect();
+    let planned_by_oid = tables_by_tree_oid(&tables);
     let referenced_tables: Vec<usize> = inventory
         .foreign_keys
         .iter()
@@ -372,6 +373,14 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
         foreign_key_policy: request.foreign_key_policy,
         referenced_tables,
     })
+}
+
+fn tables_by_tree_oid(tables: &[PlannedTable]) -> HashMap<u32, usize> {
+    tables
+        .iter()
+        .enumerate()
+        .flat_map(|(index, table)| table.tree_oids.iter().map(move |oid| (*oid, index)))
+        .collect()
 }
 
 /// Large tables get a unit each; the rest are spread over at most `jobs` batches, so the number of

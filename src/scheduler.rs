@@ -133,6 +133,16 @@ pub enum StepError {
     Failed(anyhow::Error),
 }
 
+/// A step tried once, without retries: whatever its failure, the step has failed.
+impl From<AttemptError> for StepError {
+    fn from(error: AttemptError) -> StepError {
+        match error {
+            AttemptError::Cancelled => StepError::Cancelled,
+            AttemptError::Transient(error) | AttemptError::Permanent(error) => StepError::Failed(error),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     /// Extra attempts after the first.

@@ -892,17 +892,13 @@ impl UnitContext {
         }
         let batch = self.index_batches.fetch_add(1, Ordering::SeqCst) + 1;
         let result = self.post_data.build_tables(&self.job, &self.plan, &tables, batch).await;
-        let state = match &result {
-            Ok(()) => TableState::Done,
+        let (state, detail) = match &result {
+            Ok(()) => (TableState::Done, format!("Time: {}", human_duration(started.elapsed()))),
+            Err(StepError::Failed(error)) => (
+                TableState::Failed,
+                crate::process::last_meaningful_line(&format!("{error:#}")),
+            ),
             Err(StepError::Cancelled) => return result,
-            Err(StepError::Failed(_)) => TableState::Failed,
-        };
-        let detail = match &result {
-            Ok(()) => format!("Time: {}", human_duration(started.elapsed())),
-            Err(error) => match error {
-                StepError::Failed(error) => crate::process::last_meaningful_line(&format!("{error:#}")),
-                StepError::Cancelled => String::new(),
-            },
         };
         for index in &tables {
             self.job.emit(Event::Table {

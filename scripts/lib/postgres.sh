@@ -1,36 +1,43 @@
 # Shared shell helpers: install PostgreSQL when missing, and start/stop throwaway clusters.
-# Sourced by scripts/test.sh and scripts/demo.sh.
+# Sourced by scripts/test.sh, scripts/demo.sh and scripts/bench.sh.
 
-# Installs the PostgreSQL server, client tools and contrib modules from Debian's packages when no
-# server binaries are present. Needs root (CI and fresh machines run as root).
+# apt_install PACKAGE...: installs Debian packages; needs root (CI and fresh machines run as root).
+apt_install() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "$* not installed; run as root, or: sudo apt-get install -y $*" >&2
+        exit 2
+    fi
+    echo "Installing $* with apt-get..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "$@" >/dev/null
+}
+
+# Installs the PostgreSQL server, client tools and contrib modules when no server binaries are
+# present.
 ensure_postgres() {
     if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v pg_dump >/dev/null 2>&1; then
         return 0
     fi
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "PostgreSQL is not installed; run as root, or: sudo apt-get install -y postgresql postgresql-contrib" >&2
-        exit 2
-    fi
-    echo "Installing PostgreSQL (server, client, contrib) with apt-get..."
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+    apt_install postgresql postgresql-contrib
 }
 
 # ensure_package FILE PACKAGE: installs a Debian package when FILE (a path or a command) is missing.
 ensure_package() {
-    local file=$1 package=$2
-    if [ -e "$file" ] || command -v "$file" >/dev/null 2>&1; then
+    if [ -e "$1" ] || command -v "$1" >/dev/null 2>&1; then
         return 0
     fi
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "$package is not installed; run as root, or: sudo apt-get install -y $package" >&2
-        exit 2
-    fi
-    echo "Installing $package with apt-get..."
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "$package" >/dev/null
+    apt_install "$2"
+}
+
+# throwaway_base NAME: a new directory for two clusters' data and sockets, usable by the postgres
+# OS user.
+throwaway_base() {
+    local base
+    base=$(mktemp -d "/tmp/dbsync-$1-XXXXXX")
+    chmod 755 "$base"
+    if [ "$(id -u)" -eq 0 ]; then chown postgres "$base"; fi
+    echo "$base"
 }
 
 # The newest installed server's bin directory.

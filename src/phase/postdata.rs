@@ -71,26 +71,15 @@ impl PostData {
         plan: &Plan,
         owners: &HashMap<u32, u32>,
     ) -> Result<PostData, StepError> {
-        let listing = match archive_listing(job, schema_dump).await {
-            Ok(listing) => listing,
-            Err(AttemptError::Cancelled) => return Err(StepError::Cancelled),
-            Err(AttemptError::Transient(error) | AttemptError::Permanent(error)) => {
-                return Err(StepError::Failed(error));
-            }
-        };
+        let listing = archive_listing(job, schema_dump).await?;
         let held_back: HashSet<u32> = match plan.foreign_key_policy {
             ForeignKeyPolicy::IncludeParent => HashSet::new(),
             _ => plan.dangling_foreign_keys.iter().map(|key| key.oid).collect(),
         };
         // Only tables that some unit loads get built early; the others wait for the end.
         let loaded: HashSet<usize> = plan::units_per_table(plan).into_keys().collect();
-        let planned_by_oid: HashMap<u32, usize> = plan
-            .tables
-            .iter()
-            .enumerate()
-            .filter(|(index, _)| loaded.contains(index))
-            .flat_map(|(index, table)| table.tree_oids.iter().map(move |oid| (*oid, index)))
-            .collect();
+        let mut planned_by_oid = plan.tables_by_tree_oid();
+        planned_by_oid.retain(|_, index| loaded.contains(index));
         let (per_table, rest) = split_listing(&listing, owners, &planned_by_oid, plan.tables.len(), &held_back);
         Ok(PostData {
             schema_dump: schema_dump.to_path_buf(),
@@ -148,11 +137,8 @@ impl PostData {
         // Not retried: a second run over half-built indexes would fail on "already exists".
         let result = run_tool(&command, &job.cancellation, "build indexes and key constraints").await;
         let _ = std::fs::remove_file(&list);
-        match result {
-            Ok(_) => Ok(()),
-            Err(AttemptError::Cancelled) => Err(StepError::Cancelled),
-            Err(AttemptError::Transient(error) | AttemptError::Permanent(error)) => Err(StepError::Failed(error)),
-        }
+        result?;
+        Ok(())
     }
 
     /// VACUUMs the tables that foreign keys reference, `jobs` connections at a time, then restores
@@ -173,19 +159,12 @@ impl PostData {
             .argument(&list)
             .argument(&self.schema_dump);
         // Not retried: a second run over half-built indexes would fail on "already exists".
-        match run_tool(
+        run_tool(
             &command,
             &job.cancellation,
             "build constraints, foreign keys and triggers",
         )
-        .await
-        {
-            Ok(_) => {}
-            Err(AttemptError::Cancelled) => return Err(StepError::Cancelled),
-            Err(AttemptError::Transient(error) | AttemptError::Permanent(error)) => {
-                return Err(StepError::Failed(error));
-            }
-        }
+        .await?;
         add_dangling_foreign_keys(job, plan).await
     }
 }
@@ -205,11 +184,19 @@ fn maintenance_targets<'a>(plan: &'a Plan, tables: &[usize]) -> Vec<&'a Qualifie
     targets
 }
 
-/// Runs `command` (VACUUM or ANALYZE) over `targets` in one statement, with retries: both are
-/// safe to repeat.
+/// Runs `command` (VACUUM or ANALYZE) over `targets` in one statement; both are safe to repeat.
 async fn maintain(job: &Job, command: &str, targets: &[&QualifiedName]) -> Result<(), StepError> {
     let names: Vec<String> = targets.iter().map(|name| name.quoted()).collect();
     let statement = format!("{command} {}", names.join(", "));
+    execute_on_copy(job, &statement, |error| {
+        database_attempt_error(anyhow::anyhow!("{command} failed: {error}"))
+    })
+    .await
+}
+
+/// Runs a statement on the copy in a fresh session, retrying failed connections; `judge` turns
+/// the statement's own error (already described) into an attempt outcome.
+async fn execute_on_copy(job: &Job, statement: &str, judge: impl Fn(String) -> AttemptError) -> Result<(), StepError> {
     with_retries(
         job.retry_policy,
         &job.cancellation,
@@ -218,9 +205,10 @@ async fn maintain(job: &Job, command: &str, targets: &[&QualifiedName]) -> Resul
             let client = catalog::connect(&job.work_target, "target")
                 .await
                 .map_err(database_attempt_error)?;
-            client.batch_execute(&statement).await.map_err(|error| {
-                database_attempt_error(anyhow::anyhow!("{command} failed: {}", catalog::describe_error(&error)))
-            })
+            client
+                .batch_execute(statement)
+                .await
+                .map_err(|error| judge(catalog::describe_error(&error)))
         },
     )
     .await
@@ -275,23 +263,12 @@ async fn add_dangling_foreign_keys(job: &Job, plan: &Plan) -> Result<Vec<String>
                     key.table.quoted(),
                     quote_identifier(&key.name)
                 );
-                with_retries(
-                    job.retry_policy,
-                    &job.cancellation,
-                    |_, _, _| {},
-                    |_| async {
-                        let client = catalog::connect(&job.work_target, "target")
-                            .await
-                            .map_err(database_attempt_error)?;
-                        client.batch_execute(&statement).await.map_err(|error| {
-                            AttemptError::Permanent(anyhow::anyhow!(
-                                "cannot create foreign key {} NOT VALID: {}",
-                                key.name,
-                                catalog::describe_error(&error)
-                            ))
-                        })
-                    },
-                )
+                execute_on_copy(job, &statement, |error| {
+                    AttemptError::Permanent(anyhow::anyhow!(
+                        "cannot create foreign key {} NOT VALID: {error}",
+                        key.name
+                    ))
+                })
                 .await?;
                 warnings.push(format!(
                     "{description}: created NOT VALID (existing rows are not checked)"
@@ -300,4 +277,40 @@ async fn add_dangling_foreign_keys(job: &Job, plan: &Plan) -> Result<Vec<String>
         }
     }
     Ok(warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_and_key_constraints_go_to_their_table_and_the_rest_waits() {
+        let listing = "\
+;
+; Archive created at 2026-11-21
+3275; 2606 100 CONSTRAINT public accounts accounts_pkey postgres
+3278; 1259 101 INDEX public measurements_account_idx postgres
+3282; 1259 102 INDEX public measurements_2024_01_account_id_idx postgres
+3330; 0 0 INDEX ATTACH public measurements_2024_01_account_id_idx postgres
+3340; 2606 103 FK CONSTRAINT public measurements measurements_account_id_fkey postgres
+3341; 2606 104 FK CONSTRAINT public orders orders_user_fkey postgres
+3350; 1259 105 INDEX public unloaded_idx postgres
+3360; 2620 106 TRIGGER public accounts audit postgres
+";
+        // Index or constraint oid -> table oid; table oid -> planned table.
+        let owners = HashMap::from([(100, 10), (101, 20), (102, 21), (103, 20), (104, 30), (105, 40)]);
+        let planned_by_oid = HashMap::from([(10, 0), (20, 1), (21, 1), (30, 2)]);
+        let held_back = HashSet::from([104]);
+        let (per_table, rest) = split_listing(listing, &owners, &planned_by_oid, 3, &held_back);
+        assert_eq!(
+            per_table[0],
+            ["3275; 2606 100 CONSTRAINT public accounts accounts_pkey postgres"]
+        );
+        assert_eq!(per_table[1].len(), 2, "{per_table:?}");
+        assert!(per_table[2].is_empty());
+        let rest_ids: Vec<&str> = rest.iter().map(|line| line.split(';').next().unwrap()).collect();
+        // Index attachments, foreign keys and triggers wait for the end; an index whose table no
+        // unit loads too; the held-back foreign key is left out.
+        assert_eq!(rest_ids, ["3330", "3340", "3350", "3360"]);
+    }
 }

@@ -74,12 +74,28 @@ fn sync_command(source: &str, target: &str, fakes: &FakeTools, dumps: &Path, tem
     command
 }
 
-fn wait_for_file(path: &Path, limit: Duration) {
+fn wait_until(limit: Duration, what: &str, done: impl Fn() -> bool) {
     let start = Instant::now();
-    while !path.exists() {
-        assert!(start.elapsed() < limit, "{} never appeared", path.display());
+    while !done() {
+        assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn wait_for_file(path: &Path, limit: Duration) {
+    wait_until(limit, &format!("{} appearing", path.display()), || path.exists());
+}
+
+/// After a stopped run: no recorded child is alive, no dump or password file is left, and the
+/// previous target is as it was.
+fn assert_stopped_cleanly(fakes: &FakeTools, dumps: &Path, temp: &Path, target: &str) {
+    for pid in fakes.read_state("pids").lines() {
+        let pid: i32 = pid.trim().parse().unwrap();
+        assert!(!process_alive(pid), "child {pid} still running");
+    }
+    assert!(is_empty_dir(dumps), "dump files left behind");
+    assert!(is_empty_dir(temp), "temporary files (password file) left behind");
+    assert_previous_target_intact(target);
 }
 
 fn process_alive(pid: i32) -> bool {
@@ -108,13 +124,7 @@ fn interrupt_while_hanging(signal: Signal, hang_in: &str, expected_exit: i32, so
     kill(Pid::from_raw(child.id() as i32), signal).unwrap();
     let output = child.wait_with_output().unwrap();
     assert_exit(&output, expected_exit);
-    for pid in fakes.read_state("pids").lines() {
-        let pid: i32 = pid.trim().parse().unwrap();
-        assert!(!process_alive(pid), "child {pid} still running after the signal");
-    }
-    assert!(is_empty_dir(dumps.path()), "dump files left behind");
-    assert!(is_empty_dir(temp.path()), "temporary files (password file) left behind");
-    assert_previous_target_intact(target);
+    assert_stopped_cleanly(&fakes, dumps.path(), temp.path(), target);
 }
 
 #[test]
@@ -203,27 +213,14 @@ fn ctrl_c_during_a_streamed_copy_stops_both_ends_and_keeps_the_previous_target()
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let pids = fakes.state("pids");
-    let start = Instant::now();
-    while fakes.read_state("pids").lines().count() < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{} never listed both ends",
-            pids.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(60), "both ends listing their pids", || {
+        fakes.read_state("pids").lines().count() >= 2
+    });
     std::thread::sleep(Duration::from_millis(200));
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let output = child.wait_with_output().unwrap();
     assert_exit(&output, 130);
-    for pid in fakes.read_state("pids").lines() {
-        let pid: i32 = pid.trim().parse().unwrap();
-        assert!(!process_alive(pid), "child {pid} still running after the signal");
-    }
-    assert!(is_empty_dir(dumps.path()), "dump files left behind");
-    assert!(is_empty_dir(temp.path()), "temporary files (password file) left behind");
-    assert_previous_target_intact("stream_sigint_dst");
+    assert_stopped_cleanly(&fakes, dumps.path(), temp.path(), "stream_sigint_dst");
 }
 
 #[test]
@@ -274,13 +271,7 @@ fn failed_schema_restore_stops_the_dumps_already_running_and_keeps_the_previous_
         !log.contains("[IMPORT] [STARTED"),
         "a load started without its schema:\n{log}"
     );
-    for pid in fakes.read_state("pids").lines() {
-        let pid: i32 = pid.trim().parse().unwrap();
-        assert!(!process_alive(pid), "child {pid} still running");
-    }
-    assert!(is_empty_dir(dumps.path()), "dump files left behind");
-    assert!(is_empty_dir(temp.path()), "password file left behind");
-    assert_previous_target_intact("predata_dst");
+    assert_stopped_cleanly(&fakes, dumps.path(), temp.path(), "predata_dst");
 }
 
 #[test]

@@ -87,6 +87,14 @@ fn whole_database_sync_makes_the_target_equal_to_the_source() {
     )
     .unwrap();
     assert!(line.is_match(&log), "no old-format DONE line for events in:\n{log}");
+    // Tables that foreign keys reference are vacuumed before the keys are checked.
+    assert_eq!(
+        clusters.target.psql(
+            "whole_dst",
+            "SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'customers'"
+        ),
+        "t"
+    );
     assert!(
         log.contains("[INDEX ] [DONE     ] events"),
         "indexes of events not built once it was loaded:\n{log}"
