@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::PossibleValuesParser;
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,26 +21,6 @@ pub struct Cli {
 pub enum Command {
     /// Copy the source database into the target database (replacing it once the copy is complete).
     Sync(SyncArguments),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ForeignKeyPolicy {
-    /// Create the key NOT VALID: enforced for new rows, existing rows not checked.
-    NotValid,
-    /// Leave the key out.
-    Skip,
-    /// Copy the referenced tables' data too.
-    IncludeParent,
-}
-
-impl ForeignKeyPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ForeignKeyPolicy::NotValid => "not-valid",
-            ForeignKeyPolicy::Skip => "skip",
-            ForeignKeyPolicy::IncludeParent => "include-parent",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -64,7 +45,8 @@ pub struct SyncArguments {
     #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
     pub exclude: Vec<String>,
 
-    /// How many pg_dump/pg_restore processes may run at once [default: number of CPUs]
+    /// How many server sessions may do copy work at once: dumps, loads, index builds, vacuums
+    /// [default: number of CPUs]
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
 
@@ -77,32 +59,54 @@ pub struct SyncArguments {
     pub dump_dir: Option<PathBuf>,
 
     /// Keep the dump files after the run
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_keep_dumps")]
     pub keep_dumps: bool,
 
+    /// Remove the dump files (overrides keep_dumps in a config file)
+    #[arg(long, overrides_with = "keep_dumps")]
+    pub no_keep_dumps: bool,
+
     /// Pipe each unit from pg_dump straight into pg_restore: no dump files on disk
-    #[arg(long, conflicts_with = "keep_dumps")]
+    #[arg(long, conflicts_with = "keep_dumps", overrides_with = "no_stream")]
     pub stream: bool,
 
+    /// Write dump files (overrides stream in a config file)
+    #[arg(long, overrides_with = "stream")]
+    pub no_stream: bool,
+
     /// ANALYZE each table once it is loaded, so the copy has planner statistics at once
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_analyze")]
     pub analyze: bool,
+
+    /// Leave statistics to autovacuum (overrides analyze in a config file)
+    #[arg(long, overrides_with = "analyze")]
+    pub no_analyze: bool,
 
     /// Replace an existing target database without asking
     #[arg(long, short = 'y')]
     pub yes: bool,
 
     /// Do not restore object ownership (objects belong to the target user)
-    #[arg(long)]
+    #[arg(long, overrides_with = "owner")]
     pub no_owner: bool,
 
+    /// Restore object ownership (the default; overrides no_owner in a config file)
+    #[arg(long, overrides_with = "no_owner")]
+    pub owner: bool,
+
     /// Do not restore grants (GRANT/REVOKE)
-    #[arg(long)]
+    #[arg(long, overrides_with = "privileges")]
     pub no_privileges: bool,
 
-    /// What to do with a foreign key from a copied table to a table whose data is not copied
-    #[arg(long, value_enum, value_name = "POLICY")]
-    pub foreign_keys: Option<ForeignKeyPolicy>,
+    /// Restore grants (the default; overrides no_privileges in a config file)
+    #[arg(long, overrides_with = "no_privileges")]
+    pub privileges: bool,
+
+    /// What to do with a foreign key from a copied table to a table whose data is not copied:
+    /// not-valid (create it NOT VALID), skip (leave it out), include-parent (copy the referenced
+    /// tables' data too)
+    #[arg(long, value_name = "POLICY", value_parser = PossibleValuesParser::new(["not-valid", "skip", "include-parent"]))]
+    pub foreign_keys: Option<String>,
 
     /// Directory holding pg_dump and pg_restore to use instead of searching for them
     #[arg(long, value_name = "DIR")]
@@ -115,4 +119,17 @@ pub struct SyncArguments {
     /// One plain line per event even on a terminal (no progress bars, no colour)
     #[arg(long)]
     pub plain: bool,
+
+    /// In plain output, how often a long-running table gets a progress line [default: 30]
+    #[arg(long, value_name = "SECONDS")]
+    pub progress_every: Option<u64>,
+}
+
+/// A `--flag` / `--no-flag` pair as clap leaves it: whichever came last is set.
+pub fn switch(on: bool, off: bool) -> Option<bool> {
+    match (on, off) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::secrets::Secret;
+use crate::secrets::{PasswordKey, Secret};
 
 /// One PostgreSQL database: server address, role, database name and (optionally) password.
 #[derive(Clone, PartialEq, Eq)]
@@ -35,30 +35,12 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// Defaults libpq would use for fields a URI leaves out.
+/// Defaults libpq would use for fields a URI leaves out (settings fills them in from `PGHOST`,
+/// `PGPORT`, `PGUSER` and `USER`).
 pub struct EndpointDefaults {
     pub host: String,
     pub port: u16,
     pub user: String,
-}
-
-impl EndpointDefaults {
-    pub fn from_environment() -> Self {
-        let host = std::env::var("PGHOST")
-            .ok()
-            .filter(|value| !value.is_empty())
-            .unwrap_or_else(|| "localhost".to_string());
-        let port = std::env::var("PGPORT")
-            .ok()
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(5432);
-        let user = std::env::var("PGUSER")
-            .ok()
-            .filter(|value| !value.is_empty())
-            .or_else(|| std::env::var("USER").ok())
-            .unwrap_or_else(|| "postgres".to_string());
-        EndpointDefaults { host, port, user }
-    }
 }
 
 impl Endpoint {
@@ -144,6 +126,16 @@ impl Endpoint {
             endpoint.dbname = endpoint.user.clone();
         }
         Ok(endpoint)
+    }
+
+    /// What password files are matched against for this endpoint.
+    pub fn password_key(&self) -> PasswordKey<'_> {
+        PasswordKey {
+            host: &self.host,
+            port: self.port,
+            dbname: &self.dbname,
+            user: &self.user,
+        }
     }
 
     pub fn is_unix_socket(&self) -> bool {

@@ -2,6 +2,8 @@
 
 use nix::sys::signal::Signal;
 
+use crate::report::Outcome;
+
 pub const EXIT_SUCCESS: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -25,6 +27,15 @@ pub enum SyncError {
 }
 
 impl SyncError {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            SyncError::Usage(_) => Outcome::Refused,
+            SyncError::Interrupted(_) => Outcome::Interrupted,
+            SyncError::ValidationFailed(_) => Outcome::ValidationFailed,
+            SyncError::Failed(_) => Outcome::Failed,
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             SyncError::Usage(_) => EXIT_USAGE,

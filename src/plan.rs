@@ -6,10 +6,41 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::catalog::{Inventory, QualifiedName, Table, TableKind};
-use crate::cli::ForeignKeyPolicy;
 use crate::errors::SyncError;
 use crate::settings::TablePattern;
 use crate::usage_error;
+
+/// What to do with a foreign key from a table whose data is copied to one whose data is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForeignKeyPolicy {
+    /// Create the key NOT VALID: enforced for new rows, existing rows not checked.
+    NotValid,
+    /// Leave the key out.
+    Skip,
+    /// Copy the referenced tables' data too.
+    IncludeParent,
+}
+
+impl ForeignKeyPolicy {
+    pub const NAMES: [&str; 3] = ["not-valid", "skip", "include-parent"];
+
+    pub fn from_name(name: &str) -> Option<ForeignKeyPolicy> {
+        match name {
+            "not-valid" => Some(ForeignKeyPolicy::NotValid),
+            "skip" => Some(ForeignKeyPolicy::Skip),
+            "include-parent" => Some(ForeignKeyPolicy::IncludeParent),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForeignKeyPolicy::NotValid => "not-valid",
+            ForeignKeyPolicy::Skip => "skip",
+            ForeignKeyPolicy::IncludeParent => "include-parent",
+        }
+    }
+}
 
 /// A table gets a unit of its own from this size on; smaller ones are batched.
 pub const LARGE_TABLE_BYTES: i64 = 64 * 1024 * 1024;
@@ -31,6 +62,9 @@ pub struct PlannedTable {
     /// The root is a partitioned table: VACUUM and ANALYZE of the root reach every partition.
     pub partitioned: bool,
     pub size_bytes: i64,
+    /// The planner's estimate of the rows of its members; `None` when a member was never
+    /// vacuumed or analyzed.
+    pub estimated_rows: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +92,14 @@ pub struct Unit {
 }
 
 impl Unit {
+    /// For a unit with no table of its own: what its lines are called, and what it carries.
+    pub fn own_line(&self) -> (&'static str, &'static str) {
+        match self.kind {
+            UnitKind::LargeObjects => ("(large objects)", "Large Objects"),
+            UnitKind::Tables => ("(sequences)", "Sequences"),
+        }
+    }
+
     pub fn label(&self) -> String {
         match self.kind {
             UnitKind::LargeObjects => "large objects".to_string(),
@@ -316,6 +358,11 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
             tree_oids: tree.clone(),
             partitioned: root_table.kind == TableKind::Partitioned,
             size_bytes: members.iter().map(|(_, size)| size).sum(),
+            estimated_rows: tree
+                .iter()
+                .filter(|oid| by_oid[oid].kind == TableKind::Ordinary)
+                .map(|oid| (by_oid[oid].estimated_rows >= 0.0).then_some(by_oid[oid].estimated_rows as u64))
+                .sum(),
         });
         member_sizes.push((members, hash_partitioned));
     }
@@ -532,6 +579,7 @@ mod tests {
             parents: parents.to_vec(),
             size_bytes: size,
             hash_partitioned: false,
+            estimated_rows: -1.0,
         }
     }
 

@@ -200,48 +200,6 @@ where
     }
 }
 
-/// Messages of libpq, the server and the tools that mean "try again later", not "you are wrong".
-const TRANSIENT_MARKERS: &[&str] = &[
-    "could not connect to server",
-    "connection to server at",
-    "Connection refused",
-    "connection refused",
-    "server closed the connection unexpectedly",
-    "terminating connection due to administrator command",
-    "terminating connection due to conflict with recovery",
-    "too many clients already",
-    "remaining connection slots are reserved",
-    "could not serialize access",
-    "deadlock detected",
-    "Connection reset by peer",
-    "connection reset",
-    "could not receive data from server",
-    "could not send data to server",
-    "no connection to the server",
-    "the database system is starting up",
-    "the database system is shutting down",
-    "the database system is in recovery mode",
-    "SSL SYSCALL error",
-    "Connection timed out",
-    "timeout expired",
-];
-
-/// Messages that look like connection trouble but are the user's to fix.
-const PERMANENT_MARKERS: &[&str] = &[
-    "password authentication failed",
-    "no password supplied",
-    "permission denied",
-    "does not exist",
-    "syntax error",
-    "no pg_hba.conf entry",
-    "invalid snapshot identifier",
-];
-
-pub fn is_transient(message: &str) -> bool {
-    !PERMANENT_MARKERS.iter().any(|marker| message.contains(marker))
-        && TRANSIENT_MARKERS.iter().any(|marker| message.contains(marker))
-}
-
 /// The kinds of work the unit pipeline runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -253,8 +211,26 @@ enum Stage {
 
 pub type StageFuture = Pin<Box<dyn Future<Output = Result<(), StepError>> + Send>>;
 
-/// A task that ended: what it was, its unit (none for follow-ups), and how it went.
-type Finished<U> = (Stage, Option<Arc<U>>, Result<(), StepError>);
+/// Work that a unit's load made possible, which can use up to `wants` sessions at once (an index
+/// build with parallel workers). `start` is given how many it may use: never more than the budget
+/// has free when it starts, and at least one.
+pub struct FollowUp {
+    pub wants: usize,
+    pub start: Box<dyn FnOnce(usize) -> StageFuture + Send>,
+}
+
+/// How much work may run at once: `sessions` server sessions doing copy work (`--jobs`), in at
+/// most `tasks` pieces of work (`BATCH_SIZE`). A dump, a load or a streamed unit counts one
+/// session; a follow-up counts what it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub sessions: usize,
+    pub tasks: usize,
+}
+
+/// A task that ended: what it was, its unit (none for follow-ups), the sessions it held, and how
+/// it went.
+type Finished<U> = (Stage, Option<Arc<U>>, usize, Result<(), StepError>);
 
 /// What the pipeline does with each unit.
 pub trait UnitWork<U>: Send + Sync {
@@ -263,50 +239,62 @@ pub trait UnitWork<U>: Send + Sync {
     /// Loads an exported unit; `None` when `export` has loaded it already.
     fn import(&self, unit: Arc<U>) -> Option<StageFuture>;
     /// Work that loading this unit made possible; it runs in the same budget.
-    fn loaded(&self, unit: Arc<U>) -> Option<StageFuture>;
+    fn loaded(&self, unit: Arc<U>) -> Option<FollowUp>;
 }
 
-/// Runs every unit through export, import and the follow-up work its load makes possible, at most
-/// `budget` tasks at once. A unit is imported as soon as its export ends. When a slot frees,
-/// follow-ups go first, then imports, then exports: work that is ready finishes before new work
-/// starts, so dumps do not pile up on disk and indexes are built while other tables still load.
-/// The first failure stops the rest.
+/// Runs every unit through export, import and the follow-up work its load makes possible, within
+/// `budget`. A unit is imported as soon as its export ends. When sessions free up, follow-ups go
+/// first, then imports, then exports: work that is ready finishes before new work starts, so
+/// dumps do not pile up on disk and indexes are built while other tables still load. The first
+/// failure stops the rest.
 pub async fn run_units<U: Send + Sync + 'static>(
     units: Vec<Arc<U>>,
-    budget: usize,
+    budget: Budget,
     cancellation: &Cancellation,
     work: &dyn UnitWork<U>,
 ) -> Result<(), StepError> {
-    let budget = budget.max(1);
+    let sessions = budget.sessions.max(1);
+    let tasks = budget.tasks.max(1);
     let mut waiting_exports: VecDeque<Arc<U>> = units.into_iter().collect();
     let mut ready_imports: VecDeque<(Arc<U>, StageFuture)> = VecDeque::new();
-    let mut ready_follow_ups: VecDeque<StageFuture> = VecDeque::new();
+    let mut ready_follow_ups: VecDeque<FollowUp> = VecDeque::new();
     let mut running: JoinSet<Finished<U>> = JoinSet::new();
+    let mut sessions_in_use = 0;
     let mut first_error: Option<StepError> = None;
 
     loop {
-        while first_error.is_none() && !cancellation.is_cancelled() && running.len() < budget {
-            let (stage, unit, future) = if let Some(future) = ready_follow_ups.pop_front() {
-                (Stage::FollowUp, None, future)
+        while first_error.is_none()
+            && !cancellation.is_cancelled()
+            && running.len() < tasks
+            && sessions_in_use < sessions
+        {
+            let free = sessions - sessions_in_use;
+            let (stage, unit, held, future) = if let Some(follow_up) = ready_follow_ups.pop_front() {
+                let granted = follow_up.wants.clamp(1, free);
+                (Stage::FollowUp, None, granted, (follow_up.start)(granted))
             } else if let Some((unit, future)) = ready_imports.pop_front() {
-                (Stage::Import, Some(unit), future)
+                (Stage::Import, Some(unit), 1, future)
             } else if let Some(unit) = waiting_exports.pop_front() {
                 let future = work.export(unit.clone());
-                (Stage::Export, Some(unit), future)
+                (Stage::Export, Some(unit), 1, future)
             } else {
                 break;
             };
-            running.spawn(async move { (stage, unit, future.await) });
+            sessions_in_use += held;
+            running.spawn(async move { (stage, unit, held, future.await) });
         }
         let Some(joined) = running.join_next().await else { break };
-        let (stage, unit, result) = match joined {
+        let (stage, unit, held, result) = match joined {
             Ok(outcome) => outcome,
             Err(join_error) => {
                 first_error.get_or_insert(StepError::Failed(anyhow::anyhow!("a worker task failed: {join_error}")));
                 cancellation.abort_for_failure();
+                // The task's sessions are gone with it; count from what is still running.
+                sessions_in_use = sessions_in_use.min(running.len());
                 continue;
             }
         };
+        sessions_in_use -= held;
         match result {
             Ok(()) => {
                 let loaded = match (stage, unit) {
@@ -347,19 +335,6 @@ pub async fn run_units<U: Send + Sync + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classifies_transient_and_permanent_messages() {
-        assert!(is_transient(
-            "pg_dump: error: server closed the connection unexpectedly"
-        ));
-        assert!(is_transient("FATAL:  sorry, too many clients already"));
-        assert!(!is_transient(
-            "FATAL:  password authentication failed for user \"x\" (connection refused)"
-        ));
-        assert!(!is_transient("ERROR:  permission denied for table t"));
-        assert!(!is_transient("ERROR:  syntax error at or near"));
-    }
 
     #[test]
     fn cancellation_only_escalates() {
@@ -442,13 +417,40 @@ mod tests {
         log: Arc<std::sync::Mutex<Vec<String>>>,
         streamed: bool,
         fail_first: bool,
+        /// Sessions each follow-up asks for.
+        follow_up_wants: usize,
+        /// Sessions held now, and the most held at once.
+        sessions: Arc<std::sync::Mutex<(usize, usize)>>,
+    }
+
+    impl RecordingWork {
+        fn new(streamed: bool, fail_first: bool) -> RecordingWork {
+            RecordingWork {
+                log: Default::default(),
+                streamed,
+                fail_first,
+                follow_up_wants: 1,
+                sessions: Default::default(),
+            }
+        }
     }
 
     impl RecordingWork {
         fn step(&self, entry: String, fails: bool) -> StageFuture {
+            self.step_holding(entry, fails, 1)
+        }
+
+        fn step_holding(&self, entry: String, fails: bool, held: usize) -> StageFuture {
             let log = self.log.clone();
+            let sessions = self.sessions.clone();
             Box::pin(async move {
+                {
+                    let mut sessions = sessions.lock().unwrap();
+                    sessions.0 += held;
+                    sessions.1 = sessions.1.max(sessions.0);
+                }
                 tokio::task::yield_now().await;
+                sessions.lock().unwrap().0 -= held;
                 log.lock().unwrap().push(entry);
                 if fails {
                     Err(StepError::Failed(anyhow::anyhow!("boom")))
@@ -466,9 +468,43 @@ mod tests {
         fn import(&self, unit: Arc<usize>) -> Option<StageFuture> {
             (!self.streamed).then(|| self.step(format!("import {unit}"), false))
         }
-        fn loaded(&self, unit: Arc<usize>) -> Option<StageFuture> {
+        fn loaded(&self, unit: Arc<usize>) -> Option<FollowUp> {
             // Odd units complete a table, even ones do not.
-            (*unit % 2 == 1).then(|| self.step(format!("index {unit}"), false))
+            if unit.is_multiple_of(2) {
+                return None;
+            }
+            let entry = format!("index {unit}");
+            let step = RecordingWork {
+                log: self.log.clone(),
+                sessions: self.sessions.clone(),
+                ..RecordingWork::new(self.streamed, false)
+            };
+            Some(FollowUp {
+                wants: self.follow_up_wants,
+                start: Box::new(move |granted| step.step_holding(entry, false, granted)),
+            })
+        }
+    }
+
+    fn budget(sessions: usize) -> Budget {
+        Budget {
+            sessions,
+            tasks: sessions,
+        }
+    }
+
+    #[tokio::test]
+    async fn follow_ups_that_want_many_sessions_get_only_what_the_budget_has_free() {
+        for sessions in [1, 2, 3] {
+            let mut work = RecordingWork::new(false, false);
+            work.follow_up_wants = 8;
+            let units: Vec<Arc<usize>> = (0..9).map(Arc::new).collect();
+            run_units(units, budget(sessions), &Cancellation::new(), &work)
+                .await
+                .unwrap();
+            let most = work.sessions.lock().unwrap().1;
+            assert!(most <= sessions, "{most} sessions at once with a budget of {sessions}");
+            assert_eq!(work.log.lock().unwrap().len(), 9 + 9 + 4);
         }
     }
 
@@ -480,13 +516,9 @@ mod tests {
 
     #[tokio::test]
     async fn each_unit_is_imported_after_its_export_and_follow_ups_run_after_its_load() {
-        let work = RecordingWork {
-            log: Default::default(),
-            streamed: false,
-            fail_first: false,
-        };
+        let work = RecordingWork::new(false, false);
         let units: Vec<Arc<usize>> = (0..4).map(Arc::new).collect();
-        run_units(units, 2, &Cancellation::new(), &work).await.unwrap();
+        run_units(units, budget(2), &Cancellation::new(), &work).await.unwrap();
         let log = work.log.lock().unwrap().clone();
         assert_eq!(log.len(), 4 + 4 + 2, "{log:?}");
         for unit in 0..4 {
@@ -501,13 +533,9 @@ mod tests {
 
     #[tokio::test]
     async fn streamed_units_have_no_import_and_still_get_their_follow_ups() {
-        let work = RecordingWork {
-            log: Default::default(),
-            streamed: true,
-            fail_first: false,
-        };
+        let work = RecordingWork::new(true, false);
         let units: Vec<Arc<usize>> = (0..3).map(Arc::new).collect();
-        run_units(units, 1, &Cancellation::new(), &work).await.unwrap();
+        run_units(units, budget(1), &Cancellation::new(), &work).await.unwrap();
         let log = work.log.lock().unwrap().clone();
         // With one slot, a ready follow-up goes before the next export.
         assert_eq!(log, ["export 0", "export 1", "index 1", "export 2"]);
@@ -516,13 +544,9 @@ mod tests {
     #[tokio::test]
     async fn a_failed_unit_stops_the_pipeline_with_its_error() {
         let cancellation = Cancellation::new();
-        let work = RecordingWork {
-            log: Default::default(),
-            streamed: false,
-            fail_first: true,
-        };
+        let work = RecordingWork::new(false, true);
         let units: Vec<Arc<usize>> = (0..3).map(Arc::new).collect();
-        let result = run_units(units, 1, &cancellation, &work).await;
+        let result = run_units(units, budget(1), &cancellation, &work).await;
         match result {
             Err(StepError::Failed(error)) => assert_eq!(error.to_string(), "boom"),
             other => panic!("unexpected {other:?}"),

@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::connection::Endpoint;
-
 /// A password. `Debug` and `Display` print `****`; only `expose` gives the text.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -37,30 +35,36 @@ impl fmt::Display for Secret {
     }
 }
 
-/// The password file libpq would read: `PGPASSFILE`, else `~/.pgpass`.
-fn user_password_file() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("PGPASSFILE")
-        && !path.is_empty()
-    {
-        return Some(PathBuf::from(path));
-    }
-    std::env::var_os("HOME").map(|home| Path::new(&home).join(".pgpass"))
+/// What a password file line is matched against: one connection's server, database and role.
+#[derive(Debug, Clone, Copy)]
+pub struct PasswordKey<'a> {
+    /// A host name, or an absolute socket directory.
+    pub host: &'a str,
+    pub port: u16,
+    pub dbname: &'a str,
+    pub user: &'a str,
 }
 
-/// Finds the endpoint's password in the user's password file, with libpq's matching rules
-/// (first matching line wins, `*` matches anything, `localhost` matches the default socket).
-pub fn password_from_user_file(endpoint: &Endpoint) -> Option<Secret> {
-    let path = user_password_file()?;
-    let metadata = std::fs::metadata(&path).ok()?;
+impl PasswordKey<'_> {
+    fn is_unix_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+}
+
+/// Finds a password in the user's password file (`path`, as settings resolved it from
+/// `PGPASSFILE` or `~/.pgpass`), with libpq's matching rules (first matching line wins, `*`
+/// matches anything, `localhost` matches the default socket).
+pub fn password_from_file(path: &Path, key: PasswordKey) -> Option<Secret> {
+    let metadata = std::fs::metadata(path).ok()?;
     // libpq ignores a password file that others can read; do the same so behaviour matches.
     if metadata.permissions().mode() & 0o077 != 0 {
         return None;
     }
-    let content = std::fs::read_to_string(&path).ok()?;
-    lookup_password(&content, endpoint)
+    let content = std::fs::read_to_string(path).ok()?;
+    lookup_password(&content, key)
 }
 
-fn lookup_password(content: &str, endpoint: &Endpoint) -> Option<Secret> {
+fn lookup_password(content: &str, endpoint: PasswordKey) -> Option<Secret> {
     let port = endpoint.port.to_string();
     for line in content.lines() {
         if line.starts_with('#') || line.trim().is_empty() {
@@ -111,7 +115,8 @@ pub struct PassFile {
 }
 
 impl PassFile {
-    pub fn create(endpoints: &[&Endpoint]) -> Result<PassFile> {
+    /// One line per entry that has a password, for any database on that server and role.
+    pub fn create(entries: &[(PasswordKey, Option<&Secret>)]) -> Result<PassFile> {
         let directory = tempfile::Builder::new()
             .prefix("dbsync-secrets-")
             .tempdir()
@@ -124,9 +129,9 @@ impl PassFile {
             .mode(0o600)
             .open(&path)
             .context("cannot create the temporary password file")?;
-        for endpoint in endpoints {
-            let Some(password) = &endpoint.password else { continue };
-            let mut hosts = vec![endpoint.host.as_str()];
+        for (endpoint, password) in entries {
+            let Some(password) = password else { continue };
+            let mut hosts = vec![endpoint.host];
             if endpoint.is_unix_socket() {
                 hosts.push("localhost");
             }
@@ -137,7 +142,7 @@ impl PassFile {
                     "{}:{}:*:{}:{}",
                     escape_pgpass_field(host),
                     endpoint.port,
-                    escape_pgpass_field(&endpoint.user),
+                    escape_pgpass_field(endpoint.user),
                     escape_pgpass_field(password.expose())
                 )?;
             }
@@ -155,14 +160,12 @@ impl PassFile {
 mod tests {
     use super::*;
 
-    fn endpoint(host: &str, password: Option<&str>) -> Endpoint {
-        Endpoint {
-            host: host.into(),
+    fn endpoint(host: &str) -> PasswordKey<'_> {
+        PasswordKey {
+            host,
             port: 5432,
-            user: "app".into(),
-            dbname: "shop".into(),
-            password: password.map(|text| Secret::new(text.into())),
-            sslmode: None,
+            user: "app",
+            dbname: "shop",
         }
     }
 
@@ -175,25 +178,20 @@ mod tests {
     #[test]
     fn pgpass_lookup_follows_libpq_rules() {
         let content = "# comment\nother:5432:*:app:wrong\ndb\\:1:5432:shop:app:first\n*:*:*:app:p\\:w\\\\d\n";
-        assert_eq!(
-            lookup_password(content, &endpoint("db:1", None)).unwrap().expose(),
-            "first"
-        );
-        assert_eq!(
-            lookup_password(content, &endpoint("h", None)).unwrap().expose(),
-            "p:w\\d"
-        );
+        assert_eq!(lookup_password(content, endpoint("db:1")).unwrap().expose(), "first");
+        assert_eq!(lookup_password(content, endpoint("h")).unwrap().expose(), "p:w\\d");
     }
 
     #[test]
     fn passfile_is_private_escaped_and_removed_on_drop() {
-        let target = endpoint("/tmp/sock", Some("a:b\\c"));
-        let passfile = PassFile::create(&[&target]).unwrap();
+        let target = endpoint("/tmp/sock");
+        let password = Secret::new("a:b\\c".into());
+        let passfile = PassFile::create(&[(target, Some(&password))]).unwrap();
         let path = passfile.path();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let content = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(lookup_password(&content, &target).unwrap().expose(), "a:b\\c");
+        assert_eq!(lookup_password(&content, target).unwrap().expose(), "a:b\\c");
         assert!(content.contains("localhost:5432:*:app:a\\:b\\\\c"));
         drop(passfile);
         assert!(!path.exists());

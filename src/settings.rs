@@ -3,13 +3,16 @@
 //! resolved `Settings`.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{ForeignKeyPolicy, SyncArguments};
+use crate::cli::{SyncArguments, switch};
 use crate::connection::{Endpoint, EndpointDefaults};
 use crate::errors::SyncError;
+use crate::plan::ForeignKeyPolicy;
 use crate::secrets::{self, Secret};
 use crate::usage_error;
 
@@ -20,6 +23,42 @@ pub struct TablePattern {
     pub origin: String,
 }
 
+/// `--jobs`: how many server sessions may do copy work at once (dumps, loads, index builds,
+/// vacuums). Never zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Jobs(NonZeroUsize);
+
+impl Jobs {
+    pub fn new(count: usize) -> Option<Jobs> {
+        NonZeroUsize::new(count).map(Jobs)
+    }
+
+    pub fn get(self) -> usize {
+        self.0.get()
+    }
+}
+
+/// How data travels from `pg_dump` to `pg_restore`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// Through a dump directory on disk; `keep` keeps it after the run (`--keep-dumps`).
+    Files { keep: bool },
+    /// Through a pipe between the two children (`--stream`): no data dump files.
+    Stream,
+}
+
+/// How the run may show itself, decided from the environment once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Display {
+    /// Progress bars and colour are allowed when stdout is a terminal (not `--plain`, and `TERM`
+    /// is set and not `dumb`).
+    pub terminal_allowed: bool,
+    /// `NO_COLOR` is not set.
+    pub colour: bool,
+    /// How often plain output repeats a progress line for a table still copying.
+    pub progress_every: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub source: Endpoint,
@@ -27,14 +66,12 @@ pub struct Settings {
     /// Empty: every table.
     pub include: Vec<TablePattern>,
     pub exclude: Vec<TablePattern>,
-    pub jobs: usize,
+    pub jobs: Jobs,
     pub retries: u32,
     /// The old script's BATCH_SIZE: how many units may be in flight at once.
     pub batch_size: Option<usize>,
     pub dump_dir: PathBuf,
-    pub keep_dumps: bool,
-    /// Pipe units from pg_dump into pg_restore instead of writing dump files.
-    pub stream: bool,
+    pub transfer: Transfer,
     /// ANALYZE each table once loaded, instead of leaving statistics to autovacuum.
     pub analyze: bool,
     pub assume_yes: bool,
@@ -43,8 +80,16 @@ pub struct Settings {
     pub foreign_keys: ForeignKeyPolicy,
     pub pg_bin: Option<PathBuf>,
     pub report: Option<PathBuf>,
-    pub plain: bool,
+    pub display: Display,
+    /// The user's own `PGOPTIONS`, which the restore sessions keep and add to.
+    pub session_options: Option<String>,
     pub config_file: Option<PathBuf>,
+}
+
+impl Settings {
+    pub fn keep_dumps(&self) -> bool {
+        self.transfer == Transfer::Files { keep: true }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,8 +138,29 @@ struct ConfigExclude {
 /// Reads environment variables through a function so tests need not touch the process's own.
 pub type Environment<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// The process's own environment; the only place dbsync reads it.
 pub fn process_environment(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+/// What libpq would fill in for fields a URI leaves out.
+fn endpoint_defaults(environment: Environment) -> EndpointDefaults {
+    EndpointDefaults {
+        host: environment("PGHOST").unwrap_or_else(|| "localhost".to_string()),
+        port: environment("PGPORT")
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(5432),
+        user: environment("PGUSER")
+            .or_else(|| environment("USER"))
+            .unwrap_or_else(|| "postgres".to_string()),
+    }
+}
+
+/// The password file libpq would read: `PGPASSFILE`, else `~/.pgpass`.
+fn user_password_file(environment: Environment) -> Option<PathBuf> {
+    environment("PGPASSFILE")
+        .map(PathBuf::from)
+        .or_else(|| environment("HOME").map(|home| Path::new(&home).join(".pgpass")))
 }
 
 fn load_config(path: &Path) -> Result<ConfigFile, SyncError> {
@@ -201,7 +267,10 @@ fn resolve_endpoint(
         endpoint.password = variable("PASSWORD")
             .or_else(|| environment("PGPASSWORD"))
             .map(Secret::new)
-            .or_else(|| secrets::password_from_user_file(&endpoint));
+            .or_else(|| {
+                user_password_file(environment)
+                    .and_then(|path| secrets::password_from_file(&path, endpoint.password_key()))
+            });
     }
     Ok(endpoint)
 }
@@ -215,7 +284,7 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
         Some(path) => load_config(path)?,
         None => ConfigFile::default(),
     };
-    let defaults = EndpointDefaults::from_environment();
+    let defaults = endpoint_defaults(environment);
     let source = resolve_endpoint(
         Side::Source,
         arguments.source.as_deref(),
@@ -240,9 +309,7 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
             .map(|count| count.get())
             .unwrap_or(2),
     };
-    if jobs == 0 {
-        return Err(usage_error!("jobs must be at least 1"));
-    }
+    let jobs = Jobs::new(jobs).ok_or_else(|| usage_error!("jobs must be at least 1"))?;
     let retries = match (arguments.retries, environment("RETRY_COUNT"), options.retries) {
         (Some(retries), _, _) => retries,
         (None, Some(value), _) => parse_number("RETRY_COUNT", &value)?,
@@ -256,14 +323,14 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
     if batch_size == Some(0) {
         return Err(usage_error!("BATCH_SIZE must be at least 1"));
     }
-    let foreign_keys = match (arguments.foreign_keys, &options.foreign_keys) {
-        (Some(policy), _) => policy,
-        (None, Some(text)) => <ForeignKeyPolicy as clap::ValueEnum>::from_str(text, false).map_err(|_| {
+    let foreign_keys = match arguments.foreign_keys.as_ref().or(options.foreign_keys.as_ref()) {
+        Some(text) => ForeignKeyPolicy::from_name(text).ok_or_else(|| {
             usage_error!(
-                "config file: foreign_keys = {text:?} is not one of \"not-valid\", \"skip\", \"include-parent\""
+                "config file: foreign_keys = {text:?} is not one of {}",
+                ForeignKeyPolicy::NAMES.map(|name| format!("\"{name}\"")).join(", ")
             )
         })?,
-        (None, None) => ForeignKeyPolicy::NotValid,
+        None => ForeignKeyPolicy::NotValid,
     };
 
     let mut include = Vec::new();
@@ -297,13 +364,24 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
         });
     }
 
-    let keep_dumps = arguments.keep_dumps || options.keep_dumps.unwrap_or(false);
-    let stream = arguments.stream || options.stream.unwrap_or(false);
-    if keep_dumps && stream {
-        return Err(usage_error!(
-            "keep_dumps and stream cannot both be on: a streamed run writes no data dumps to keep"
-        ));
-    }
+    // A flag, on or off, beats the file; the file beats the default.
+    let chosen = |on: bool, off: bool, file: Option<bool>| switch(on, off).or(file).unwrap_or(false);
+    let keep_dumps = chosen(arguments.keep_dumps, arguments.no_keep_dumps, options.keep_dumps);
+    let stream = chosen(arguments.stream, arguments.no_stream, options.stream);
+    let transfer = match (stream, keep_dumps) {
+        (true, true) => {
+            return Err(usage_error!(
+                "--keep-dumps and --stream cannot both be on (keep_dumps and stream in a config file): a streamed run writes no data dumps to keep"
+            ));
+        }
+        (true, false) => Transfer::Stream,
+        (false, keep) => Transfer::Files { keep },
+    };
+    let progress_every = match arguments.progress_every {
+        Some(0) => return Err(usage_error!("--progress-every must be at least 1 second")),
+        Some(seconds) => Duration::from_secs(seconds),
+        None => Duration::from_secs(30),
+    };
     Ok(Settings {
         source,
         target,
@@ -317,16 +395,20 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
             .clone()
             .or_else(|| options.dump_dir.clone())
             .unwrap_or_else(|| PathBuf::from(".")),
-        keep_dumps,
-        stream,
-        analyze: arguments.analyze || options.analyze.unwrap_or(false),
+        transfer,
+        analyze: chosen(arguments.analyze, arguments.no_analyze, options.analyze),
         assume_yes: arguments.yes,
-        no_owner: arguments.no_owner || options.no_owner.unwrap_or(false),
-        no_privileges: arguments.no_privileges || options.no_privileges.unwrap_or(false),
+        no_owner: chosen(arguments.no_owner, arguments.owner, options.no_owner),
+        no_privileges: chosen(arguments.no_privileges, arguments.privileges, options.no_privileges),
         foreign_keys,
         pg_bin: arguments.pg_bin.clone().or_else(|| options.pg_bin.clone()),
         report: arguments.report.clone(),
-        plain: arguments.plain,
+        display: Display {
+            terminal_allowed: !arguments.plain && environment("TERM").is_some_and(|term| term != "dumb"),
+            colour: environment("NO_COLOR").is_none(),
+            progress_every,
+        },
+        session_options: environment("PGOPTIONS").filter(|options| !options.trim().is_empty()),
         config_file: config_path,
     })
 }
@@ -369,7 +451,10 @@ mod tests {
         assert_eq!(settings.source.password.as_ref().unwrap().expose(), "s3cret");
         assert_eq!(settings.target.dbname, "archive");
         assert_eq!(settings.target.host, "localhost");
-        assert_eq!((settings.jobs, settings.retries, settings.batch_size), (6, 5, Some(2)));
+        assert_eq!(
+            (settings.jobs.get(), settings.retries, settings.batch_size),
+            (6, 5, Some(2))
+        );
     }
 
     #[test]
@@ -388,7 +473,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(settings.source.host, "flag");
-        assert_eq!(settings.jobs, 3);
+        assert_eq!(settings.jobs.get(), 3);
     }
 
     #[test]
@@ -424,7 +509,7 @@ mod tests {
         let environment = environment_of(&[]);
         let path_text = path.to_str().unwrap();
         let settings = resolve(&arguments(&["--config", path_text, "--include", "x,y"]), &environment).unwrap();
-        assert_eq!(settings.jobs, 7);
+        assert_eq!(settings.jobs.get(), 7);
         assert_eq!(settings.foreign_keys, ForeignKeyPolicy::Skip);
         let patterns: Vec<&str> = settings
             .include
@@ -462,5 +547,92 @@ mod tests {
         assert_eq!(config.tables["orders"], ["orders", "order_*"]);
         assert_eq!(config.exclude.tables, ["*_backup", "*_old"]);
         assert!(config.source.is_some() && config.target.is_some());
+    }
+
+    #[test]
+    fn switches_in_a_config_file_can_be_turned_off_by_flags() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("on.toml");
+        std::fs::write(
+            &path,
+            "[source]\nurl = \"postgres://u@s/a\"\n[target]\nurl = \"postgres://u@t/b\"\n\
+             [options]\nkeep_dumps = true\nanalyze = true\nno_owner = true\nno_privileges = true\n",
+        )
+        .unwrap();
+        let environment = environment_of(&[]);
+        let path_text = path.to_str().unwrap();
+        let from_file = resolve(&arguments(&["--config", path_text]), &environment).unwrap();
+        assert_eq!(from_file.transfer, Transfer::Files { keep: true });
+        assert!(from_file.analyze && from_file.no_owner && from_file.no_privileges);
+        let switched_off = resolve(
+            &arguments(&[
+                "--config",
+                path_text,
+                "--no-keep-dumps",
+                "--no-analyze",
+                "--owner",
+                "--privileges",
+            ]),
+            &environment,
+        )
+        .unwrap();
+        assert_eq!(switched_off.transfer, Transfer::Files { keep: false });
+        assert!(!switched_off.analyze && !switched_off.no_owner && !switched_off.no_privileges);
+        // The last of a pair wins, as with any command-line switch.
+        let last_wins = resolve(
+            &arguments(&[
+                "--config",
+                path_text,
+                "--no-analyze",
+                "--analyze",
+                "--no-keep-dumps",
+                "--stream",
+            ]),
+            &environment,
+        )
+        .unwrap();
+        assert!(last_wins.analyze);
+        assert_eq!(last_wins.transfer, Transfer::Stream);
+    }
+
+    #[test]
+    fn every_environment_variable_comes_through_the_injected_environment() {
+        let environment = environment_of(&[
+            ("PGHOST", "/var/run/sockets"),
+            ("PGPORT", "6543"),
+            ("PGUSER", "carol"),
+            ("PGOPTIONS", "-c work_mem=64MB"),
+            ("TERM", "dumb"),
+            ("NO_COLOR", "1"),
+        ]);
+        let settings = resolve(
+            &arguments(&["--source", "postgres:///shop", "--target", "postgres://u@t/b"]),
+            &environment,
+        )
+        .unwrap();
+        assert_eq!(settings.source.host, "/var/run/sockets");
+        assert_eq!(settings.source.port, 6543);
+        assert_eq!(settings.source.user, "carol");
+        assert_eq!(settings.session_options.as_deref(), Some("-c work_mem=64MB"));
+        assert!(!settings.display.terminal_allowed, "TERM=dumb allows no progress bars");
+        assert!(!settings.display.colour, "NO_COLOR turns colour off");
+    }
+
+    #[test]
+    fn passwords_come_from_the_password_file_the_environment_names() {
+        use std::os::unix::fs::PermissionsExt;
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("pgpass");
+        std::fs::write(&path, "s:5432:a:u:from-the-file\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path_text: &'static str = Box::leak(path.to_str().unwrap().to_string().into_boxed_str());
+        let pairs: &'static [(&'static str, &'static str)] = Box::leak(Box::new([("PGPASSFILE", path_text)]));
+        let settings = resolve(
+            &arguments(&["--source", "postgres://u@s/a", "--target", "postgres://u@t/b"]),
+            &environment_of(pairs),
+        )
+        .unwrap();
+        assert_eq!(settings.source.password.as_ref().unwrap().expose(), "from-the-file");
+        assert!(settings.target.password.is_none());
     }
 }

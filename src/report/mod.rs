@@ -1,14 +1,22 @@
 //! Events the engine emits and the reporters that render them: plain lines in the old script's
-//! format (cron, CI), progress bars and colour on a terminal, and a JSON file. Only reporters
-//! print.
+//! format (cron, CI), progress bars and colour on a terminal, and a JSON file. Events carry typed
+//! values (bytes, durations, attempts, outcomes); every word a user reads is written here, and
+//! only this module prints.
 
 pub mod json;
 pub mod plain;
+pub mod prompt;
 pub mod terminal;
+mod text;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::settings::Settings;
+
+pub use text::{closing_line, human_duration, human_size, summary_lines};
 
 /// What a table-level line is about (the old script's PROCESS column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -42,6 +50,40 @@ impl Activity {
     }
 }
 
+/// What a table-level line says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TableLine {
+    /// An export or a streamed copy began; `description` is the table's kind ("Standard Table").
+    Started {
+        description: String,
+    },
+    /// A load from the dump began.
+    Restoring,
+    /// The table's indexes and key constraints are being built.
+    Indexing {
+        entries: usize,
+    },
+    /// Every unit of the table is dumped.
+    Exported {
+        description: String,
+        bytes: u64,
+        elapsed: Duration,
+    },
+    /// Every unit of the table is loaded (or its indexes built).
+    Finished {
+        elapsed: Duration,
+    },
+    Failed {
+        error: String,
+    },
+    Retrying {
+        attempt: u32,
+        delay: Duration,
+        error: String,
+    },
+}
+
+/// The old script's STATE column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableState {
     Started,
@@ -50,16 +92,102 @@ pub enum TableState {
     Retrying,
 }
 
-impl TableState {
-    /// Padded like the old script's STATE column.
-    pub fn tag(self) -> &'static str {
+impl TableLine {
+    pub fn state(&self) -> TableState {
         match self {
-            TableState::Started => "STARTED  ",
-            TableState::Done => "DONE     ",
-            TableState::Failed => "FAILED   ",
-            TableState::Retrying => "RETRY    ",
+            TableLine::Started { .. } | TableLine::Restoring | TableLine::Indexing { .. } => TableState::Started,
+            TableLine::Exported { .. } | TableLine::Finished { .. } => TableState::Done,
+            TableLine::Failed { .. } => TableState::Failed,
+            TableLine::Retrying { .. } => TableState::Retrying,
         }
     }
+}
+
+/// The four phases users know from the old script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Schema,
+    Data,
+    PostData,
+    Validation,
+}
+
+/// One-line news from the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    SelectedTables { count: usize },
+    Locking { tables: usize },
+    CreatingDatabase { temporary: String, target: String },
+    SyncingSchema,
+    BuildingPostData,
+    PostDataDone { elapsed: Duration },
+    ValidationPassed { tables: usize },
+    Swapping { temporary: String, target: String },
+    DroppingUnfinished { database: String },
+    KeepingDumps { path: String },
+    RemovingDumps { path: String },
+}
+
+/// A foreign key from a table whose data is copied to one whose data is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutsideKey {
+    pub name: String,
+    pub table: String,
+    pub referenced_table: String,
+}
+
+/// What became of such a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFate {
+    /// Announced at the start: the policy will decide.
+    WillFollow(&'static str),
+    LeftOut,
+    /// `NOT VALID` is not possible on a partitioned table.
+    LeftOutPartitioned,
+    CreatedNotValid,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Warning {
+    ForeignKey {
+        key: OutsideKey,
+        fate: KeyFate,
+    },
+    /// A step that will be tried again after a transient failure.
+    Retrying {
+        step: &'static str,
+        attempt: u32,
+        delay: Duration,
+        error: String,
+    },
+    /// Something that did not stop the run, in the words of whoever reported it.
+    Other(String),
+}
+
+/// Rows and bytes moved by one running table against its estimate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TableProgress {
+    pub table: String,
+    pub activity: Activity,
+    pub bytes: u64,
+    pub rows: u64,
+    /// From the catalog's sizes, or the dump's size once it is written.
+    pub estimated_bytes: u64,
+    /// The planner's estimate; `None` for a table never analyzed.
+    pub estimated_rows: Option<u64>,
+    /// Bytes per second since the table's work began.
+    pub rate: f64,
+    pub eta: Option<Duration>,
+}
+
+/// Everything moving at one moment, and the whole copy against its estimate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgressReport {
+    pub tables: Vec<TableProgress>,
+    pub loaded_bytes: u64,
+    pub estimated_bytes: u64,
+    pub rate: f64,
+    pub eta: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,7 +200,43 @@ pub struct Banner {
     pub batch_size: Option<usize>,
     pub tables: usize,
     pub units: usize,
-    pub tools: String,
+    pub tools_version: String,
+    pub tools_directory: String,
+}
+
+/// How a run ended, as the report and the summary name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Success,
+    /// Nothing was changed: bad input, missing consent, a target that must not be replaced.
+    Refused,
+    Failed,
+    Interrupted,
+    ValidationFailed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Success,
+        Outcome::Refused,
+        Outcome::Failed,
+        Outcome::Interrupted,
+        Outcome::ValidationFailed,
+    ];
+}
+
+/// A table's result in the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TableResult {
+    #[serde(rename = "OK")]
+    Ok,
+    #[serde(rename = "MISMATCH")]
+    Mismatch,
+    #[serde(rename = "FAILED")]
+    Failed,
+    #[serde(rename = "NOT DONE")]
+    NotDone,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,10 +245,14 @@ pub struct SummaryRow {
     pub kind: String,
     pub source_rows: Option<i64>,
     pub target_rows: Option<i64>,
+    /// The catalog's estimates before the copy: rows (the planner's, `None` when never analyzed)
+    /// and bytes on disk without indexes.
+    pub estimated_rows: Option<u64>,
+    pub estimated_bytes: u64,
     pub dump_bytes: u64,
     pub export_seconds: f64,
     pub import_seconds: f64,
-    pub result: String,
+    pub result: TableResult,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,8 +261,7 @@ pub struct Summary {
     pub target: String,
     pub started_at: String,
     pub total_seconds: f64,
-    /// "success", "failed", "interrupted", "validation-failed"
-    pub outcome: String,
+    pub outcome: Outcome,
     pub exit_code: u8,
     pub error: Option<String>,
     pub tables: Vec<SummaryRow>,
@@ -110,110 +277,52 @@ pub struct Summary {
 #[derive(Debug, Clone)]
 pub enum Event {
     Banner(Banner),
-    Phase {
-        number: u8,
-        total: u8,
-        title: String,
-    },
+    Phase(Phase),
     /// A header outside the numbered phases (FINAL CLEANUP).
-    Heading(String),
-    Info(String),
-    Warning(String),
+    Cleanup,
+    Notice(Notice),
+    Warning(Warning),
     Table {
         activity: Activity,
-        state: TableState,
         table: String,
-        detail: String,
+        line: TableLine,
     },
+    /// A unit's stage failed for good: what it was doing, to which tables, and the tool's words.
+    StepFailed {
+        activity: Activity,
+        unit: String,
+        error: String,
+    },
+    /// Tables whose counts differ: (table, source rows, target rows).
+    Discrepancies(Vec<(String, i64, i64)>),
+    Progress(ProgressReport),
     /// For the overall progress bar: how many export and import steps there are in all.
     StepsPlanned(usize),
     StepFinished,
     Summary(Summary),
-    Error(String),
+    /// The last line of a run that ended: why, in a sentence.
+    Finished {
+        success: bool,
+        line: String,
+    },
 }
 
 pub trait Reporter: Send + Sync {
     fn emit(&self, event: Event);
 }
 
-pub fn phase_rule() -> String {
-    "=".repeat(88)
-}
-
-/// `du -h`-like sizes: 512B, 8.0K, 2.4M, 15.2G.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
-    if bytes < 1024 {
-        return format!("{bytes}B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1}{}", UNITS[unit])
-}
-
-pub fn human_duration(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    if seconds < 60 {
-        format!("{seconds}s")
-    } else if seconds < 3600 {
-        format!("{}m{:02}s", seconds / 60, seconds % 60)
+/// The terminal reporter when stdout is a terminal that may show progress bars, else plain lines.
+pub fn pick(settings: &Settings) -> Arc<dyn Reporter> {
+    use std::io::IsTerminal;
+    if settings.display.terminal_allowed && std::io::stdout().is_terminal() {
+        Arc::new(terminal::TerminalReporter::new(settings.display.colour))
     } else {
-        format!("{}h{:02}m{:02}s", seconds / 3600, (seconds % 3600) / 60, seconds % 60)
+        Arc::new(plain::PlainReporter::stdout(settings.display.progress_every))
     }
 }
 
-/// The summary as a text table, shared by both text reporters.
-pub fn summary_lines(summary: &Summary) -> Vec<String> {
-    let width = summary
-        .tables
-        .iter()
-        .map(|row| row.table.chars().count())
-        .max()
-        .unwrap_or(5)
-        .clamp(5, 48);
-    let mut lines = vec![format!(
-        "{:<width$}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}  {}",
-        "TABLE", "SOURCE ROWS", "TARGET ROWS", "SIZE", "EXPORT", "IMPORT", "RESULT"
-    )];
-    let count = |value: Option<i64>| value.map(|count| count.to_string()).unwrap_or_else(|| "-".into());
-    for row in &summary.tables {
-        lines.push(format!(
-            "{:<width$}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}  {}",
-            row.table,
-            count(row.source_rows),
-            count(row.target_rows),
-            human_size(row.dump_bytes),
-            human_duration(Duration::from_secs_f64(row.export_seconds)),
-            human_duration(Duration::from_secs_f64(row.import_seconds)),
-            row.result
-        ));
-    }
-    lines.push(format!(
-        "{} table(s), {} sequence(s), {} large object(s); total time {}; peak dump space {}, peak memory {}",
-        summary.tables.len(),
-        summary.sequences,
-        summary.large_objects,
-        human_duration(Duration::from_secs_f64(summary.total_seconds)),
-        human_size(summary.peak_dump_bytes),
-        human_size(summary.peak_memory_bytes)
-    ));
-    lines
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_and_durations_read_like_the_old_script() {
-        assert_eq!(human_size(512), "512B");
-        assert_eq!(human_size(8 * 1024), "8.0K");
-        assert_eq!(human_size(15_938_355), "15.2M");
-        assert_eq!(human_duration(Duration::from_secs(5)), "5s");
-        assert_eq!(human_duration(Duration::from_secs(125)), "2m05s");
-    }
+/// A line on stderr, outside any run's output: errors that cron mails and CI logs must show even
+/// when stdout is discarded.
+pub fn print_error(message: &str) {
+    eprintln!("dbsync: {message}");
 }

@@ -1,25 +1,108 @@
 //! One line per event in the old script's format, without control codes: for cron and CI logs.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use super::{Event, Reporter, phase_rule, summary_lines};
+use super::text::{overall_detail, progress_detail, table_detail};
+use super::{Activity, Event, Phase, Reporter, TableState, summary_lines};
 
 pub struct PlainReporter {
     output: Mutex<Box<dyn Write + Send>>,
+    /// At most one progress line per table in this time.
+    progress_every: Duration,
+    /// When each running table last had a line (its STARTED line or a progress line).
+    last_line: Mutex<HashMap<(Activity, String), Instant>>,
 }
 
 impl PlainReporter {
-    pub fn stdout() -> PlainReporter {
+    pub fn stdout(progress_every: Duration) -> PlainReporter {
         PlainReporter {
             output: Mutex::new(Box::new(std::io::stdout())),
+            progress_every,
+            last_line: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Progress lines for the tables that have been quiet for `progress_every`, so a cron log
+    /// shows a long copy moving without a line per poll.
+    fn progress_lines(&self, event: &Event) -> Vec<String> {
+        let Event::Progress(report) = event else {
+            return Vec::new();
+        };
+        let mut last_line = self.last_line.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut lines = Vec::new();
+        for table in &report.tables {
+            let key = (table.activity, table.table.clone());
+            let quiet = last_line
+                .get(&key)
+                .is_none_or(|last| last.elapsed() >= self.progress_every);
+            if quiet {
+                last_line.insert(key, Instant::now());
+                lines.push(progress_line(table.activity, &table.table, &progress_detail(table)));
+            }
+        }
+        if !lines.is_empty() {
+            lines.push(format!("[{}] [TOTAL ] [PROGRESS ] {}", clock(), overall_detail(report)));
+        }
+        lines
+    }
+
+    fn remember_table_lines(&self, event: &Event) {
+        if let Event::Table {
+            activity, table, line, ..
+        } = event
+        {
+            let mut last_line = self.last_line.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let key = (*activity, table.clone());
+            match line.state() {
+                TableState::Started => {
+                    last_line.insert(key, Instant::now());
+                }
+                TableState::Done | TableState::Failed => {
+                    last_line.remove(&key);
+                }
+                TableState::Retrying => {}
+            }
         }
     }
 }
 
-/// The lines for an event; shared with the terminal reporter, which adds colour.
+fn clock() -> String {
+    chrono::Local::now().format("%H:%M:%S").to_string()
+}
+
+fn progress_line(activity: Activity, table: &str, detail: &str) -> String {
+    format!("[{}] [{}] [PROGRESS ] {table:<36} | {detail}", clock(), activity.tag())
+}
+
+fn state_tag(state: TableState) -> &'static str {
+    match state {
+        TableState::Started => "STARTED  ",
+        TableState::Done => "DONE     ",
+        TableState::Failed => "FAILED   ",
+        TableState::Retrying => "RETRY    ",
+    }
+}
+
+fn header(title: &str) -> Vec<String> {
+    vec![
+        String::new(),
+        phase_rule(),
+        format!("#  {title}"),
+        phase_rule(),
+        String::new(),
+    ]
+}
+
+fn phase_rule() -> String {
+    "=".repeat(88)
+}
+
+/// The lines for an event; shared with the terminal reporter, which adds colour. Progress is
+/// left to each reporter: bars on a terminal, occasional lines here.
 pub fn render(event: &Event) -> Vec<String> {
-    let clock = || chrono::Local::now().format("%H:%M:%S").to_string();
     match event {
         Event::Banner(banner) => {
             let mut lines = vec![
@@ -39,45 +122,40 @@ pub fn render(event: &Event) -> Vec<String> {
                 "TABLES:             {} ({} units of data)",
                 banner.tables, banner.units
             ));
-            lines.push(format!("TOOLS:              {}", banner.tools));
+            lines.push(format!(
+                "TOOLS:              {} ({})",
+                banner.tools_version, banner.tools_directory
+            ));
             lines.push(phase_rule());
             lines
         }
-        Event::Phase { number, total, title } => {
-            vec![
-                String::new(),
-                phase_rule(),
-                format!("#  PHASE {number}/{total}: {title}"),
-                phase_rule(),
-                String::new(),
-            ]
+        Event::Phase(phase) => header(&format!("PHASE {}/{}: {}", phase.number(), Phase::TOTAL, phase.title())),
+        Event::Cleanup => header("FINAL CLEANUP"),
+        Event::Notice(notice) => prefixed("[INFO]    ", &notice.to_string()),
+        Event::Warning(warning) => prefixed("[WARN]    ", &warning.to_string()),
+        Event::StepFailed { activity, unit, error } => {
+            prefixed("[ERROR]   ", &format!("Failed: {} {unit}\n{error}", activity.verb()))
         }
-        Event::Heading(title) => vec![
-            String::new(),
-            phase_rule(),
-            format!("#  {title}"),
-            phase_rule(),
-            String::new(),
-        ],
-        Event::Info(message) => prefixed("[INFO]    ", message),
-        Event::Warning(message) => prefixed("[WARN]    ", message),
-        Event::Error(message) => prefixed("[ERROR]   ", message),
-        Event::Table {
-            activity,
-            state,
-            table,
-            detail,
-        } => {
+        Event::Discrepancies(tables) => {
+            let mut message = "Validation Discrepancies Found:".to_string();
+            for (table, source, target) in tables {
+                message.push_str(&format!("\n{table}: source {source} rows, target {target} rows"));
+            }
+            prefixed("[ERROR]   ", &message)
+        }
+        Event::Finished { success: true, line } => prefixed("[INFO]    ", line),
+        Event::Finished { success: false, line } => prefixed("[ERROR]   ", line),
+        Event::Table { activity, table, line } => {
             vec![format!(
                 "[{}] [{}] [{}] {:<36} | {}",
                 clock(),
                 activity.tag(),
-                state.tag(),
+                state_tag(line.state()),
                 table,
-                detail
+                table_detail(line)
             )]
         }
-        Event::StepsPlanned(_) | Event::StepFinished => Vec::new(),
+        Event::Progress(_) | Event::StepsPlanned(_) | Event::StepFinished => Vec::new(),
         Event::Summary(summary) => {
             let mut lines = vec![String::new(), phase_rule(), "#  SUMMARY".to_string(), phase_rule()];
             lines.extend(summary_lines(summary));
@@ -96,7 +174,9 @@ fn prefixed(prefix: &str, message: &str) -> Vec<String> {
 
 impl Reporter for PlainReporter {
     fn emit(&self, event: Event) {
-        let lines = render(&event);
+        self.remember_table_lines(&event);
+        let mut lines = render(&event);
+        lines.extend(self.progress_lines(&event));
         if lines.is_empty() {
             return;
         }
@@ -112,15 +192,18 @@ impl Reporter for PlainReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Activity, TableState};
+    use crate::report::{ProgressReport, TableLine, TableProgress};
 
     #[test]
     fn table_lines_use_the_old_format() {
         let lines = render(&Event::Table {
             activity: Activity::Export,
-            state: TableState::Done,
             table: "audit_logs".into(),
-            detail: "Partitioned (24 parts), Size: 15.2M, Time: 5s".into(),
+            line: TableLine::Exported {
+                description: "Partitioned (24 parts)".into(),
+                bytes: 15_938_355,
+                elapsed: Duration::from_secs(5),
+            },
         });
         let line = &lines[0];
         assert_eq!(
@@ -131,12 +214,49 @@ mod tests {
 
     #[test]
     fn phase_headers_match_the_old_script() {
-        let lines = render(&Event::Phase {
-            number: 2,
-            total: 4,
-            title: "Data Export".into(),
-        });
-        assert_eq!(lines[2], "#  PHASE 2/4: Data Export");
+        let lines = render(&Event::Phase(Phase::Data));
+        assert_eq!(lines[2], "#  PHASE 2/4: Data Export and Import");
         assert_eq!(lines[1], "=".repeat(88));
+    }
+
+    #[test]
+    fn a_running_table_gets_a_progress_line_only_after_a_quiet_period() {
+        let reporter = PlainReporter::stdout(Duration::from_millis(300));
+        let progress = Event::Progress(ProgressReport {
+            tables: vec![TableProgress {
+                table: "big".into(),
+                activity: Activity::Import,
+                bytes: 1024,
+                rows: 10,
+                estimated_bytes: 4096,
+                estimated_rows: Some(40),
+                rate: 1024.0,
+                eta: Some(Duration::from_secs(3)),
+            }],
+            loaded_bytes: 1024,
+            estimated_bytes: 4096,
+            rate: 1024.0,
+            eta: Some(Duration::from_secs(3)),
+        });
+        reporter.remember_table_lines(&Event::Table {
+            activity: Activity::Import,
+            table: "big".into(),
+            line: TableLine::Restoring,
+        });
+        assert!(reporter.progress_lines(&progress).is_empty(), "too soon after STARTED");
+        std::thread::sleep(Duration::from_millis(350));
+        let lines = reporter.progress_lines(&progress);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].ends_with("[IMPORT] [PROGRESS ] big                                  | 1.0K of ~4.0K, 10 rows of ~40, 1.0K/s, ETA 3s"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains("[TOTAL ] [PROGRESS ] loaded 1.0K of ~4.0K"),
+            "{}",
+            lines[1]
+        );
+        assert!(reporter.progress_lines(&progress).is_empty(), "again too soon");
     }
 }

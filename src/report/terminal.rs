@@ -1,5 +1,6 @@
-//! The terminal reporter: the same lines as the plain one, in colour, above progress bars (one
-//! overall, one spinner per table being exported or imported).
+//! The terminal reporter: the same lines as the plain one, in colour, above progress bars: one
+//! overall (steps done, bytes loaded against the estimate, rate, ETA) and one per table being
+//! copied (bytes and rows against the estimate, rate, ETA).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,6 +10,7 @@ use console::style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::plain::render;
+use super::text::{overall_detail, progress_detail};
 use super::{Activity, Event, Reporter, TableState};
 
 pub struct TerminalReporter {
@@ -23,8 +25,8 @@ struct TerminalState {
 }
 
 impl TerminalReporter {
-    pub fn new() -> TerminalReporter {
-        if std::env::var_os("NO_COLOR").is_some() {
+    pub fn new(colour: bool) -> TerminalReporter {
+        if !colour {
             console::set_colors_enabled(false);
         }
         TerminalReporter {
@@ -39,19 +41,15 @@ impl TerminalReporter {
     }
 }
 
-impl Default for TerminalReporter {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 fn colour(event: &Event, line: String) -> String {
     match event {
-        Event::Phase { .. } | Event::Heading(_) | Event::Banner(_) => style(line).magenta().bold().to_string(),
-        Event::Info(_) => style(line).cyan().to_string(),
+        Event::Phase(_) | Event::Cleanup | Event::Banner(_) => style(line).magenta().bold().to_string(),
+        Event::Notice(_) | Event::Finished { success: true, .. } => style(line).cyan().to_string(),
         Event::Warning(_) => style(line).yellow().to_string(),
-        Event::Error(_) => style(line).red().bold().to_string(),
-        Event::Table { state, .. } => match state {
+        Event::StepFailed { .. } | Event::Discrepancies(_) | Event::Finished { success: false, .. } => {
+            style(line).red().bold().to_string()
+        }
+        Event::Table { line: table_line, .. } => match table_line.state() {
             TableState::Started => style(line).yellow().to_string(),
             TableState::Done => style(line).green().to_string(),
             TableState::Failed => style(line).red().bold().to_string(),
@@ -81,14 +79,25 @@ impl Reporter for TerminalReporter {
                 }
                 return;
             }
-            Event::Table {
-                activity,
-                state: table_state,
-                table,
-                ..
-            } => {
+            Event::Progress(report) => {
+                for table in &report.tables {
+                    if let Some(bar) = state.running.get(&(table.activity, table.table.clone())) {
+                        bar.set_message(format!(
+                            "{} {}  {}",
+                            table.activity.tag(),
+                            table.table,
+                            progress_detail(table)
+                        ));
+                    }
+                }
+                if let Some(bar) = &state.overall {
+                    bar.set_message(overall_detail(report));
+                }
+                return;
+            }
+            Event::Table { activity, table, line } => {
                 let key = (*activity, table.clone());
-                match table_state {
+                match line.state() {
                     TableState::Started => {
                         let spinner = self.bars.insert_from_back(1, ProgressBar::new_spinner());
                         spinner.set_style(
@@ -107,7 +116,7 @@ impl Reporter for TerminalReporter {
                     TableState::Retrying => {}
                 }
             }
-            Event::Summary(_) | Event::Error(_) => {
+            Event::Summary(_) | Event::Finished { .. } => {
                 for (_, spinner) in state.running.drain() {
                     spinner.finish_and_clear();
                 }

@@ -7,11 +7,12 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::{Job, archive_listing, database_attempt_error, run_tool};
-use crate::catalog::{self, QualifiedName, quote_identifier};
-use crate::cli::ForeignKeyPolicy;
-use crate::plan::{self, Plan};
-use crate::scheduler::{AttemptError, StepError, with_retries};
+use super::{Job, database_attempt_error};
+use crate::catalog::{self, Maintenance, QualifiedName};
+use crate::plan::{self, ForeignKeyPolicy, Plan};
+use crate::report::KeyFate;
+use crate::scheduler::{StepError, with_retries};
+use crate::tools::{TocEntry, TocKind, run_tool};
 
 /// The post-data entries of the schema dump, split by when they can run.
 pub struct PostData {
@@ -22,11 +23,11 @@ pub struct PostData {
     rest: Vec<String>,
 }
 
-/// Splits a table of contents (`pg_restore --list`) into per-table index entries and the rest.
-/// `owners` gives the table of each index and constraint oid; `planned_by_oid` the planned table
-/// of each table oid. What cannot be placed, and every table not carried by a unit, goes to the rest.
+/// Splits a table of contents into per-table index entries and the rest. `owners` gives the
+/// table of each index and constraint oid; `planned_by_oid` the planned table of each table oid.
+/// What cannot be placed, and every table not carried by a unit, goes to the rest.
 fn split_listing(
-    listing: &str,
+    listing: &[TocEntry],
     owners: &HashMap<u32, u32>,
     planned_by_oid: &HashMap<u32, usize>,
     table_count: usize,
@@ -34,31 +35,19 @@ fn split_listing(
 ) -> (Vec<Vec<String>>, Vec<String>) {
     let mut per_table = vec![Vec::new(); table_count];
     let mut rest = Vec::new();
-    for line in listing.lines() {
-        if line.starts_with(';') || line.trim().is_empty() {
+    for entry in listing {
+        if entry.kind == TocKind::ForeignKey && held_back.contains(&entry.oid) {
             continue;
         }
-        // "4012; 2606 16502 FK CONSTRAINT public orders orders_user_fkey owner"
-        let words: Vec<&str> = line.split_whitespace().take(5).collect();
-        if words.len() < 5 {
-            rest.push(line.to_string());
-            continue;
-        }
-        let oid = words[2].parse::<u32>().ok();
-        let is_foreign_key = words[3] == "FK" && words[4] == "CONSTRAINT";
-        if is_foreign_key && oid.is_some_and(|oid| held_back.contains(&oid)) {
-            continue;
-        }
-        // The entry's catalog tells what it is: pg_class (1259) for an index, pg_constraint (2606)
-        // for a constraint. INDEX ATTACH entries carry oid 0 and wait for the end: they are cheap.
-        let builds_early = matches!((words[1], words[3]), ("1259", "INDEX") | ("2606", "CONSTRAINT"));
-        let planned = oid
+        // Index attachments wait for the end: they are cheap, and need both indexes built.
+        let builds_early = matches!(entry.kind, TocKind::Index | TocKind::Constraint);
+        let planned = owners
+            .get(&entry.oid)
             .filter(|_| builds_early)
-            .and_then(|oid| owners.get(&oid))
             .and_then(|table| planned_by_oid.get(table));
         match planned {
-            Some(index) => per_table[*index].push(line.to_string()),
-            None => rest.push(line.to_string()),
+            Some(index) => per_table[*index].push(entry.line.clone()),
+            None => rest.push(entry.line.clone()),
         }
     }
     (per_table, rest)
@@ -71,7 +60,7 @@ impl PostData {
         plan: &Plan,
         owners: &HashMap<u32, u32>,
     ) -> Result<PostData, StepError> {
-        let listing = archive_listing(job, schema_dump).await?;
+        let listing = job.archive_listing(schema_dump).await?;
         let held_back: HashSet<u32> = match plan.foreign_key_policy {
             ForeignKeyPolicy::IncludeParent => HashSet::new(),
             _ => plan.dangling_foreign_keys.iter().map(|key| key.oid).collect(),
@@ -94,13 +83,21 @@ impl PostData {
     }
 
     /// The indexes and key constraints of the given planned tables (with `--analyze`, ANALYZE
-    /// first), then a VACUUM of those that foreign keys reference. `batch` names the list file.
-    pub async fn build_tables(&self, job: &Job, plan: &Plan, tables: &[usize], batch: usize) -> Result<(), StepError> {
+    /// first), then a VACUUM of those that foreign keys reference. `batch` names the list file;
+    /// `sessions` is how many the budget gave the build.
+    pub async fn build_tables(
+        &self,
+        job: &Job,
+        plan: &Plan,
+        tables: &[usize],
+        batch: usize,
+        sessions: usize,
+    ) -> Result<(), StepError> {
         let targets = maintenance_targets(plan, tables);
         if job.analyze && !targets.is_empty() {
-            maintain(job, "ANALYZE", &targets).await?;
+            maintain(job, Maintenance::Analyze, &targets).await?;
         }
-        self.restore_table_entries(job, tables, batch).await?;
+        self.restore_table_entries(job, tables, batch, sessions).await?;
         // Now rather than only before the foreign keys: the load that just ended may well be the
         // last one, and then nothing older holds back the VACUUM's view of what is all-visible.
         let referenced: Vec<usize> = tables
@@ -109,12 +106,18 @@ impl PostData {
             .filter(|index| plan.referenced_tables.contains(index))
             .collect();
         if !referenced.is_empty() {
-            maintain(job, "VACUUM", &maintenance_targets(plan, &referenced)).await?;
+            maintain(job, Maintenance::Vacuum, &maintenance_targets(plan, &referenced)).await?;
         }
         Ok(())
     }
 
-    async fn restore_table_entries(&self, job: &Job, tables: &[usize], batch: usize) -> Result<(), StepError> {
+    async fn restore_table_entries(
+        &self,
+        job: &Job,
+        tables: &[usize],
+        batch: usize,
+        sessions: usize,
+    ) -> Result<(), StepError> {
         let lines: Vec<&str> = tables
             .iter()
             .flat_map(|index| self.per_table[*index].iter().map(String::as_str))
@@ -130,7 +133,7 @@ impl PostData {
         let command = job
             .pg_restore()
             .argument("--section=post-data")
-            .argument(format!("--jobs={}", job.jobs.clamp(1, lines.len())))
+            .argument(format!("--jobs={}", sessions.clamp(1, lines.len())))
             .argument("--use-list")
             .argument(&list)
             .argument(&self.schema_dump);
@@ -142,11 +145,11 @@ impl PostData {
     }
 
     /// VACUUMs the tables that foreign keys reference, `jobs` connections at a time, then restores
-    /// the rest of post-data in parallel; returns warnings about foreign keys that were skipped or
-    /// weakened. The VACUUM runs here, with no load in flight, because a concurrent transaction
+    /// the rest of post-data in parallel; returns what became of each foreign key that points out
+    /// of the selection (by its index in the plan). The VACUUM runs here, with no load in flight, because a concurrent transaction
     /// would keep it from marking pages all-visible; without that, each foreign-key check
     /// hash-joins the whole referenced table instead of probing its index.
-    pub async fn restore_rest(&self, job: &Job, plan: &Plan) -> Result<Vec<String>, StepError> {
+    pub async fn restore_rest(&self, job: &Job, plan: &Plan) -> Result<Vec<(usize, KeyFate)>, StepError> {
         vacuum_in_parallel(job, plan, &plan.referenced_tables).await?;
         let list = job.dump_directory.join("post-data.list");
         std::fs::write(&list, self.rest.join("\n") + "\n")
@@ -154,7 +157,7 @@ impl PostData {
         let command = job
             .pg_restore()
             .argument("--section=post-data")
-            .argument(format!("--jobs={}", job.jobs.max(1)))
+            .argument(format!("--jobs={}", job.jobs.get()))
             .argument("--use-list")
             .argument(&list)
             .argument(&self.schema_dump);
@@ -184,31 +187,17 @@ fn maintenance_targets<'a>(plan: &'a Plan, tables: &[usize]) -> Vec<&'a Qualifie
     targets
 }
 
-/// Runs `command` (VACUUM or ANALYZE) over `targets` in one statement; both are safe to repeat.
-async fn maintain(job: &Job, command: &str, targets: &[&QualifiedName]) -> Result<(), StepError> {
-    let names: Vec<String> = targets.iter().map(|name| name.quoted()).collect();
-    let statement = format!("{command} {}", names.join(", "));
-    execute_on_copy(job, &statement, |error| {
-        database_attempt_error(anyhow::anyhow!("{command} failed: {error}"))
-    })
-    .await
-}
-
-/// Runs a statement on the copy in a fresh session, retrying failed connections; `judge` turns
-/// the statement's own error (already described) into an attempt outcome.
-async fn execute_on_copy(job: &Job, statement: &str, judge: impl Fn(String) -> AttemptError) -> Result<(), StepError> {
+/// Runs VACUUM or ANALYZE over `targets` in one statement on a fresh session, retried.
+async fn maintain(job: &Job, kind: Maintenance, targets: &[&QualifiedName]) -> Result<(), StepError> {
     with_retries(
         job.retry_policy,
         &job.cancellation,
         |_, _, _| {},
         |_| async {
-            let client = catalog::connect(&job.work_target, "target")
+            let client = job.connect_to_copy().await?;
+            catalog::maintain(&client, kind, targets)
                 .await
-                .map_err(database_attempt_error)?;
-            client
-                .batch_execute(statement)
-                .await
-                .map_err(|error| judge(catalog::describe_error(&error)))
+                .map_err(database_attempt_error)
         },
     )
     .await
@@ -218,7 +207,7 @@ async fn execute_on_copy(job: &Job, statement: &str, judge: impl Fn(String) -> A
 async fn vacuum_in_parallel(job: &Job, plan: &Plan, tables: &[usize]) -> Result<(), StepError> {
     let mut by_size: Vec<usize> = tables.to_vec();
     by_size.sort_by_key(|index| std::cmp::Reverse(plan.tables[*index].size_bytes));
-    let connections = job.jobs.clamp(1, by_size.len().max(1));
+    let connections = job.jobs.get().min(by_size.len().max(1));
     let mut groups: Vec<(i64, Vec<usize>)> = vec![(0, Vec::new()); connections];
     for index in by_size {
         let lightest = groups
@@ -231,7 +220,7 @@ async fn vacuum_in_parallel(job: &Job, plan: &Plan, tables: &[usize]) -> Result<
     let runs = groups
         .iter()
         .filter(|(_, group)| !group.is_empty())
-        .map(|(_, group)| async move { maintain(job, "VACUUM", &maintenance_targets(plan, group)).await });
+        .map(|(_, group)| async move { maintain(job, Maintenance::Vacuum, &maintenance_targets(plan, group)).await });
     for result in futures_util::future::join_all(runs).await {
         result?;
     }
@@ -239,44 +228,32 @@ async fn vacuum_in_parallel(job: &Job, plan: &Plan, tables: &[usize]) -> Result<
 }
 
 /// Follows the foreign-key policy for keys that point at tables whose data is not copied.
-async fn add_dangling_foreign_keys(job: &Job, plan: &Plan) -> Result<Vec<String>, StepError> {
-    let mut warnings = Vec::new();
-    for key in &plan.dangling_foreign_keys {
-        let description = format!(
-            "foreign key {} on {} references {}, whose data is not copied",
-            key.name, key.table, key.referenced_table
-        );
-        match plan.foreign_key_policy {
-            ForeignKeyPolicy::IncludeParent => {}
-            ForeignKeyPolicy::Skip => warnings.push(format!("{description}: left out (--foreign-keys skip)")),
-            ForeignKeyPolicy::NotValid if key.on_partitioned_table => warnings.push(format!(
-                "{description}: left out, because NOT VALID is not possible on a partitioned table"
-            )),
+async fn add_dangling_foreign_keys(job: &Job, plan: &Plan) -> Result<Vec<(usize, KeyFate)>, StepError> {
+    let mut fates = Vec::new();
+    for (index, key) in plan.dangling_foreign_keys.iter().enumerate() {
+        let fate = match plan.foreign_key_policy {
+            ForeignKeyPolicy::IncludeParent => continue,
+            ForeignKeyPolicy::Skip => KeyFate::LeftOut,
+            ForeignKeyPolicy::NotValid if key.on_partitioned_table => KeyFate::LeftOutPartitioned,
             ForeignKeyPolicy::NotValid => {
-                let definition = if key.definition.ends_with("NOT VALID") {
-                    key.definition.clone()
-                } else {
-                    format!("{} NOT VALID", key.definition)
-                };
-                let statement = format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {} {definition}",
-                    key.table.quoted(),
-                    quote_identifier(&key.name)
-                );
-                execute_on_copy(job, &statement, |error| {
-                    AttemptError::Permanent(anyhow::anyhow!(
-                        "cannot create foreign key {} NOT VALID: {error}",
-                        key.name
-                    ))
-                })
+                with_retries(
+                    job.retry_policy,
+                    &job.cancellation,
+                    |_, _, _| {},
+                    |_| async {
+                        let client = job.connect_to_copy().await?;
+                        catalog::add_foreign_key_not_valid(&client, &key.table, &key.name, &key.definition)
+                            .await
+                            .map_err(database_attempt_error)
+                    },
+                )
                 .await?;
-                warnings.push(format!(
-                    "{description}: created NOT VALID (existing rows are not checked)"
-                ));
+                KeyFate::CreatedNotValid
             }
-        }
+        };
+        fates.push((index, fate));
     }
-    Ok(warnings)
+    Ok(fates)
 }
 
 #[cfg(test)]
@@ -301,7 +278,8 @@ mod tests {
         let owners = HashMap::from([(100, 10), (101, 20), (102, 21), (103, 20), (104, 30), (105, 40)]);
         let planned_by_oid = HashMap::from([(10, 0), (20, 1), (21, 1), (30, 2)]);
         let held_back = HashSet::from([104]);
-        let (per_table, rest) = split_listing(listing, &owners, &planned_by_oid, 3, &held_back);
+        let listing = crate::tools::parse_listing(listing);
+        let (per_table, rest) = split_listing(&listing, &owners, &planned_by_oid, 3, &held_back);
         assert_eq!(
             per_table[0],
             ["3275; 2606 100 CONSTRAINT public accounts accounts_pkey postgres"]

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{Job, archive_listing, directory_size, run_tool};
+use super::{Job, directory_size};
 use crate::plan::{Unit, UnitKind};
 use crate::process::ChildCommand;
 use crate::scheduler::AttemptError;
+use crate::tools::{TocKind, run_tool};
 
 /// Written after pg_dump succeeds. A killed pg_dump leaves a `toc.dat` that looks complete.
 pub const COMPLETION_MARKER: &str = ".dbsync-complete";
@@ -73,22 +74,13 @@ async fn measure(job: &Job, directory: &Path) -> ExportedSizes {
         total: directory_size(directory),
         ..Default::default()
     };
-    let Ok(listing) = archive_listing(job, directory).await else {
+    let Ok(listing) = job.archive_listing(directory).await else {
         return sizes;
     };
-    for line in listing.lines() {
-        // "3347; 0 16399 TABLE DATA public orders owner": dump id, then the table's oid.
-        let mut words = line.split_whitespace();
-        let (Some(dump_id), Some(_), Some(oid), Some("TABLE"), Some("DATA")) =
-            (words.next(), words.next(), words.next(), words.next(), words.next())
-        else {
-            continue;
-        };
-        let (Ok(oid), Some(dump_id)) = (oid.parse::<u32>(), dump_id.strip_suffix(';')) else {
-            continue;
-        };
-        if let Ok(metadata) = std::fs::metadata(directory.join(format!("{dump_id}.dat"))) {
-            sizes.by_table.insert(oid, metadata.len());
+    for entry in listing.iter().filter(|entry| entry.kind == TocKind::TableData) {
+        // A directory archive keeps each table's rows in <dump id>.dat.
+        if let Ok(metadata) = std::fs::metadata(directory.join(format!("{}.dat", entry.dump_id))) {
+            sizes.by_table.insert(entry.oid, metadata.len());
         }
     }
     sizes

@@ -4,10 +4,11 @@
 use anyhow::Context;
 
 use super::export::{COMPLETION_MARKER, unit_directory};
-use super::{Job, database_attempt_error, directory_size, run_tool};
-use crate::catalog;
+use super::{Job, database_attempt_error, directory_size};
+use crate::catalog::{self, Emptying};
 use crate::plan::{Unit, UnitKind};
 use crate::scheduler::AttemptError;
+use crate::tools::run_tool;
 
 /// One attempt at importing a unit; `attempt` counts from 1.
 pub async fn import_unit(job: &Job, unit: &Unit, attempt: u32) -> Result<(), AttemptError> {
@@ -20,7 +21,7 @@ pub async fn import_unit(job: &Job, unit: &Unit, attempt: u32) -> Result<(), Att
         )));
     }
     if attempt > 1 {
-        clean_up_partial_load(job, unit).await.map_err(database_attempt_error)?;
+        clean_up_partial_load(job, unit).await?;
     }
     let command = job.pg_restore().argument("--data-only").argument(&directory);
     run_tool(&command, &job.cancellation, &format!("import {}", unit.label())).await?;
@@ -35,20 +36,15 @@ pub async fn import_unit(job: &Job, unit: &Unit, attempt: u32) -> Result<(), Att
 }
 
 /// Returns the unit's tables on the target to empty, so the retry loads each row once.
-pub async fn clean_up_partial_load(job: &Job, unit: &Unit) -> anyhow::Result<()> {
-    let client = catalog::connect(&job.work_target, "target").await?;
-    let statement = match unit.kind {
-        UnitKind::LargeObjects => "SELECT lo_unlink(oid) FROM pg_largeobject_metadata".to_string(),
-        UnitKind::Tables if unit.truncate_before_retry.is_empty() => return Ok(()),
-        UnitKind::Tables => {
-            let names: Vec<String> = unit.truncate_before_retry.iter().map(|name| name.quoted()).collect();
-            let only = if unit.truncate_whole_tree { "" } else { "ONLY " };
-            format!("TRUNCATE {only}{}", names.join(", "))
-        }
+pub async fn clean_up_partial_load(job: &Job, unit: &Unit) -> Result<(), AttemptError> {
+    let what = match unit.kind {
+        UnitKind::LargeObjects => Emptying::LargeObjects,
+        UnitKind::Tables if unit.truncate_whole_tree => Emptying::Trees(&unit.truncate_before_retry),
+        UnitKind::Tables => Emptying::Tables(&unit.truncate_before_retry),
     };
-    client
-        .batch_execute(&statement)
+    let client = job.connect_to_copy().await?;
+    catalog::empty(&client, what)
         .await
-        .map_err(|error| anyhow::anyhow!("{}", catalog::describe_error(&error)))
         .with_context(|| format!("cannot empty the tables of {} before retrying it", unit.label()))
+        .map_err(database_attempt_error)
 }

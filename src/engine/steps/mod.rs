@@ -1,5 +1,6 @@
 //! The steps of a sync, one module each, sharing `Job`: what every step needs to know and the
-//! way every step runs a PostgreSQL tool.
+//! way every step runs a PostgreSQL tool. Steps do one attempt of one thing and return values;
+//! retries, progress and every line a user reads are the engine's and the reporter's.
 
 pub mod export;
 pub mod import;
@@ -12,11 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::catalog;
 use crate::connection::Endpoint;
-use crate::pgtools::PgTools;
-use crate::process::{self, ChildCommand, ChildOutput, ProcessError};
-use crate::report::{Event, Reporter};
-use crate::scheduler::{AttemptError, Cancellation, RetryPolicy, is_transient};
+use crate::process::ChildCommand;
+use crate::scheduler::{AttemptError, Cancellation, RetryPolicy};
+use crate::settings::Jobs;
+use crate::tools::{self, PgTools, TocEntry};
 
 /// Everything the steps of one run share.
 pub struct Job {
@@ -30,21 +32,18 @@ pub struct Job {
     /// Keep each unit's dump after its import (`--keep-dumps`) instead of removing it at once.
     pub keep_dumps: bool,
     pub dump_space: Arc<DumpSpace>,
-    pub jobs: usize,
+    pub jobs: Jobs,
     /// ANALYZE each table once it is loaded.
     pub analyze: bool,
     pub retry_policy: RetryPolicy,
     pub no_owner: bool,
     pub no_privileges: bool,
+    /// The user's own `PGOPTIONS`, kept for the restore sessions.
+    pub session_options: Option<String>,
     pub cancellation: Cancellation,
-    pub reporter: Arc<dyn Reporter>,
 }
 
 impl Job {
-    pub fn emit(&self, event: Event) {
-        self.reporter.emit(event);
-    }
-
     pub fn pg_dump(&self) -> ChildCommand {
         ChildCommand::new(self.tools.pg_dump.clone())
             .env("PGPASSFILE", &self.passfile)
@@ -55,7 +54,7 @@ impl Job {
     pub fn pg_restore(&self) -> ChildCommand {
         let mut command = ChildCommand::new(self.tools.pg_restore.clone())
             .env("PGPASSFILE", &self.passfile)
-            .env("PGOPTIONS", restore_session_options())
+            .env("PGOPTIONS", restore_session_options(self.session_options.as_deref()))
             .arguments(["--dbname".to_string(), self.work_target.child_conninfo()]);
         if self.no_owner {
             command = command.argument("--no-owner");
@@ -64,6 +63,18 @@ impl Job {
             command = command.argument("--no-privileges");
         }
         command
+    }
+
+    /// A new session on the copy.
+    pub async fn connect_to_copy(&self) -> Result<tokio_postgres::Client, AttemptError> {
+        catalog::connect(&self.work_target, "target")
+            .await
+            .map_err(database_attempt_error)
+    }
+
+    /// The table of contents of an archive.
+    pub async fn archive_listing(&self, archive: &Path) -> Result<Vec<TocEntry>, AttemptError> {
+        tools::archive_listing(&self.tools.pg_restore, archive, &self.cancellation).await
     }
 }
 
@@ -113,67 +124,17 @@ pub fn directory_size(directory: &Path) -> u64 {
 
 /// Settings for the sessions that load the copy. Asynchronous commit is safe here: the copy is
 /// private until the swap, whose own commit is synchronous and so flushes every earlier one.
-fn restore_session_options() -> String {
+fn restore_session_options(theirs: Option<&str>) -> String {
     let ours = "-c synchronous_commit=off";
-    match std::env::var("PGOPTIONS") {
-        Ok(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
-        _ => ours.to_string(),
+    match theirs {
+        Some(theirs) => format!("{theirs} {ours}"),
+        None => ours.to_string(),
     }
 }
 
-/// The table of contents of an archive (`pg_restore --list`).
-pub async fn archive_listing(job: &Job, archive: &std::path::Path) -> Result<String, AttemptError> {
-    let command = ChildCommand::new(job.tools.pg_restore.clone())
-        .argument("--list")
-        .argument(archive)
-        .capturing_stdout();
-    run_tool(&command, &job.cancellation, "list an archive")
-        .await
-        .map(|output| output.stdout)
-}
-
-/// Runs a tool once and judges the result. `pg_restore` exits 1 for errors it "ignored", so its
-/// stderr is read too, not only its exit code.
-pub async fn run_tool(
-    command: &ChildCommand,
-    cancellation: &Cancellation,
-    what: &str,
-) -> Result<ChildOutput, AttemptError> {
-    match process::run(command, cancellation).await {
-        Ok(output) => judge(command, &output, what).map(|()| output),
-        Err(error) => Err(process_attempt_error(error)),
-    }
-}
-
-pub fn process_attempt_error(error: ProcessError) -> AttemptError {
-    match error {
-        ProcessError::Cancelled => AttemptError::Cancelled,
-        error @ ProcessError::Spawn { .. } => AttemptError::Permanent(error.into()),
-    }
-}
-
-/// Judges a finished tool by its exit status and stderr.
-pub fn judge(command: &ChildCommand, output: &ChildOutput, what: &str) -> Result<(), AttemptError> {
-    let reported_error = output.stderr.contains(": error:") || output.stderr.contains("errors ignored on restore");
-    if output.status.success() && !reported_error {
-        return Ok(());
-    }
-    let status = match output.status.code() {
-        Some(code) => format!("exit code {code}"),
-        None => "killed by a signal".to_string(),
-    };
-    let details = process::relevant_stderr(&output.stderr, 12);
-    let error = anyhow::anyhow!("{} failed to {what} ({status}):\n{details}", command.name());
-    if is_transient(&output.stderr) {
-        Err(AttemptError::Transient(error))
-    } else {
-        Err(AttemptError::Permanent(error))
-    }
-}
-
-/// Turns a database error during a step into an attempt outcome.
+/// Turns a database error during a step into an attempt outcome, by its SQLSTATE.
 pub fn database_attempt_error(error: anyhow::Error) -> AttemptError {
-    if is_transient(&format!("{error:#}")) {
+    if catalog::database_error(&error).is_some_and(|cause| cause.is_transient()) {
         AttemptError::Transient(error)
     } else {
         AttemptError::Permanent(error)

@@ -3,15 +3,16 @@
 //! dump file: for hosts that have no disk room for one.
 
 use super::import::clean_up_partial_load;
-use super::{Job, database_attempt_error, export, judge, process_attempt_error};
+use super::{Job, export};
 use crate::plan::Unit;
 use crate::process::{self, ChildOutput};
 use crate::scheduler::AttemptError;
+use crate::tools::{judge, process_attempt_error};
 
 /// One attempt at copying a unit; `attempt` counts from 1.
 pub async fn stream_unit(job: &Job, unit: &Unit, attempt: u32) -> Result<(), AttemptError> {
     if attempt > 1 {
-        clean_up_partial_load(job, unit).await.map_err(database_attempt_error)?;
+        clean_up_partial_load(job, unit).await?;
     }
     // Uncompressed: the archive only crosses a pipe, and compressing it would cost CPU both ways.
     let dump = export::select_unit(

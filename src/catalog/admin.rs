@@ -1,0 +1,209 @@
+//! Databases on the target server: create one like the source's, give it the source's comment,
+//! owner and settings, rename and drop, each as SQL run from the maintenance database.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+
+use super::{DatabaseError, DatabaseInfo, DatabaseSetting, LocaleProvider, quote_identifier, quote_literal, sql_error};
+
+/// Settings whose value is a list of names (pg_dump's `variable_is_guc_list_quote`).
+const LIST_SETTINGS: &[&str] = &[
+    "local_preload_libraries",
+    "search_path",
+    "session_preload_libraries",
+    "shared_preload_libraries",
+    "temp_tablespaces",
+    "unix_socket_directories",
+];
+
+/// `CREATE DATABASE` with the source's encoding and locale, from `template0`, and a comment that
+/// tells a person what a copy left behind by a killed run is.
+pub async fn create_database(
+    client: &Client,
+    server_major: u32,
+    name: &str,
+    source: &DatabaseInfo,
+    comment: &str,
+) -> Result<()> {
+    let mut statement = format!(
+        "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+        quote_identifier(name),
+        quote_literal(&source.encoding),
+        quote_literal(&source.collate),
+        quote_literal(&source.ctype)
+    );
+    match (&source.locale_provider, &source.provider_locale) {
+        (LocaleProvider::Libc, _) => {}
+        (LocaleProvider::Icu, Some(locale)) if server_major >= 15 => {
+            statement.push_str(&format!(" LOCALE_PROVIDER icu ICU_LOCALE {}", quote_literal(locale)));
+        }
+        (LocaleProvider::Builtin, Some(locale)) if server_major >= 17 => {
+            statement.push_str(&format!(
+                " LOCALE_PROVIDER builtin BUILTIN_LOCALE {}",
+                quote_literal(locale)
+            ));
+        }
+        (provider, _) => bail!(
+            "the source database uses locale provider {provider:?}, which the target server (PostgreSQL {server_major}) cannot create"
+        ),
+    }
+    client.batch_execute(&statement).await.map_err(|error| {
+        sql_error(
+            format!(
+                "cannot create database {name} on the target server (it needs CREATEDB and the source's encoding {} and locale {}/{})",
+                source.encoding, source.collate, source.ctype
+            ),
+            error,
+        )
+    })?;
+    client
+        .batch_execute(&format!(
+            "COMMENT ON DATABASE {} IS {}",
+            quote_identifier(name),
+            quote_literal(comment)
+        ))
+        .await
+        .ok();
+    Ok(())
+}
+
+/// Gives a database the source database's comment, owner and settings. Returns a warning for
+/// each statement that could not be applied.
+pub async fn apply_database_properties(
+    client: &Client,
+    name: &str,
+    source: &DatabaseInfo,
+    settings: &[DatabaseSetting],
+    restore_owner: bool,
+) -> Vec<String> {
+    let database = quote_identifier(name);
+    let mut statements = Vec::new();
+    statements.push(match &source.comment {
+        Some(comment) => format!("COMMENT ON DATABASE {database} IS {}", quote_literal(comment)),
+        None => format!("COMMENT ON DATABASE {database} IS NULL"),
+    });
+    if restore_owner {
+        statements.push(format!(
+            "ALTER DATABASE {database} OWNER TO {}",
+            quote_identifier(&source.owner)
+        ));
+    }
+    for setting in settings {
+        let assignment = format!(
+            "SET {} TO {}",
+            quote_identifier(&setting.name),
+            setting_value_sql(setting)
+        );
+        statements.push(match &setting.role {
+            None => format!("ALTER DATABASE {database} {assignment}"),
+            Some(role) => format!(
+                "ALTER ROLE {} IN DATABASE {database} {assignment}",
+                quote_identifier(role)
+            ),
+        });
+    }
+    let mut warnings = Vec::new();
+    for statement in statements {
+        if let Err(error) = client.batch_execute(&statement).await {
+            warnings.push(format!(
+                "could not apply `{statement}`: {}",
+                DatabaseError::from(&error)
+            ));
+        }
+    }
+    warnings
+}
+
+async fn terminate_sessions(client: &Client, name: &str) {
+    let _ = client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&name],
+        )
+        .await;
+}
+
+/// Renames a database, ending its sessions first; retried briefly when someone reconnects
+/// between the termination and the rename.
+pub async fn rename_database(client: &Client, from: &str, to: &str) -> Result<()> {
+    let statement = format!(
+        "ALTER DATABASE {} RENAME TO {}",
+        quote_identifier(from),
+        quote_identifier(to)
+    );
+    let mut attempt = 0;
+    loop {
+        terminate_sessions(client, from).await;
+        match client.batch_execute(&statement).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < 10 && error.code() == Some(&SqlState::OBJECT_IN_USE) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(sql_error(format!("cannot rename database {from} to {to}"), error)),
+        }
+    }
+}
+
+/// Drops a database if it exists, ending its sessions (`WITH (FORCE)` from PostgreSQL 13 on).
+pub async fn drop_database(client: &Client, server_major: u32, name: &str) -> Result<()> {
+    let force = if server_major >= 13 { " WITH (FORCE)" } else { "" };
+    terminate_sessions(client, name).await;
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {}{force}", quote_identifier(name)))
+        .await
+        .map_err(|error| sql_error(format!("cannot drop database {name}"), error))
+}
+
+/// A setting's value as SQL: list settings element by element (the stored text quotes names with
+/// double quotes), everything else as one literal.
+fn setting_value_sql(setting: &DatabaseSetting) -> String {
+    if !LIST_SETTINGS.contains(&setting.name.as_str()) {
+        return quote_literal(&setting.value);
+    }
+    let mut elements = Vec::new();
+    let mut current = String::new();
+    let mut in_quotes = false;
+    let mut characters = setting.value.chars().peekable();
+    while let Some(character) = characters.next() {
+        match character {
+            '"' if in_quotes && characters.peek() == Some(&'"') => {
+                current.push('"');
+                characters.next();
+            }
+            '"' => in_quotes = !in_quotes,
+            ',' if !in_quotes => elements.push(std::mem::take(&mut current)),
+            character if character.is_whitespace() && !in_quotes => {}
+            character => current.push(character),
+        }
+    }
+    elements.push(current);
+    elements
+        .iter()
+        .map(|element| quote_literal(element))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_settings_are_quoted_per_element() {
+        let setting = |name: &str, value: &str| DatabaseSetting {
+            role: None,
+            name: name.into(),
+            value: value.into(),
+        };
+        assert_eq!(
+            setting_value_sql(&setting("search_path", "app, \"$user\", \"Odd\"\"Name\"")),
+            "'app', '$user', 'Odd\"Name'"
+        );
+        assert_eq!(setting_value_sql(&setting("work_mem", "64MB")), "'64MB'");
+        assert_eq!(setting_value_sql(&setting("app.note", "it's")), "'it''s'");
+    }
+}

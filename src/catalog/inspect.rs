@@ -1,0 +1,403 @@
+//! Reading catalogs: what the source database holds (tables, trees, sequences, keys, roles,
+//! extensions, encoding and settings) and what the target server has (databases, roles,
+//! extensions).
+
+use std::collections::{BTreeSet, HashMap};
+
+use anyhow::{Context, Result};
+use tokio_postgres::Client;
+
+use super::QualifiedName;
+
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub version_number: i32,
+    /// Identifies the cluster (not just the address) when the role may read it.
+    pub system_identifier: Option<i64>,
+}
+
+impl ServerInfo {
+    pub fn major(&self) -> u32 {
+        (self.version_number / 10000) as u32
+    }
+}
+
+pub async fn server_info(client: &Client) -> Result<ServerInfo> {
+    let row = client
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .context("cannot read the server version")?;
+    let system_identifier = client
+        .query_one("SELECT system_identifier FROM pg_control_system()", &[])
+        .await
+        .ok()
+        .map(|row| row.get::<_, i64>(0));
+    Ok(ServerInfo {
+        version_number: row.get(0),
+        system_identifier,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    Ordinary,
+    Partitioned,
+}
+
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub oid: u32,
+    pub name: QualifiedName,
+    pub kind: TableKind,
+    pub unlogged: bool,
+    /// Direct parents: the partitioned table, or inheritance parents.
+    pub parents: Vec<u32>,
+    /// Heap plus TOAST size on disk, without indexes.
+    pub size_bytes: i64,
+    /// Partitioned by hash at this level; see `plan` for why that matters.
+    pub hash_partitioned: bool,
+    /// The planner's row estimate (`reltuples`); negative when never vacuumed or analyzed.
+    pub estimated_rows: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sequence {
+    pub name: QualifiedName,
+    /// The table whose column owns it (serial, identity, `OWNED BY`).
+    pub owned_by: Option<u32>,
+    /// Tables whose column defaults call it.
+    pub used_by: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ForeignKey {
+    pub oid: u32,
+    pub name: String,
+    pub table: u32,
+    pub referenced_table: u32,
+    pub definition: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RequiredRoles {
+    pub owners: BTreeSet<String>,
+    pub grantees: BTreeSet<String>,
+    /// Named in row-level-security policies: needed even without owners and privileges.
+    pub policy_roles: BTreeSet<String>,
+}
+
+/// What the source database holds, as far as planning a copy needs to know.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub tables: Vec<Table>,
+    pub sequences: Vec<Sequence>,
+    pub foreign_keys: Vec<ForeignKey>,
+    pub large_object_count: i64,
+    pub extensions: Vec<String>,
+    pub required_roles: RequiredRoles,
+}
+
+/// Objects that belong to an extension are recreated by `CREATE EXTENSION`, not copied.
+const NOT_EXTENSION_MEMBER: &str = "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+     AND d.objid = c.oid AND d.deptype = 'e')";
+const USER_SCHEMA: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
+
+pub async fn inventory(client: &Client) -> Result<Inventory> {
+    // Makes pg_get_constraintdef qualify every name, so definitions replay anywhere.
+    client
+        .batch_execute("SET search_path = pg_catalog")
+        .await
+        .context("cannot set the search path")?;
+    let tables = client
+        .query(
+            &format!(
+                "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text, \
+                   ARRAY(SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid ORDER BY i.inhseqno), \
+                   pg_table_size(c.oid), \
+                   COALESCE((SELECT p.partstrat = 'h' FROM pg_partitioned_table p WHERE p.partrelid = c.oid), false), \
+                   c.reltuples::float8 \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p') AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER} \
+                 ORDER BY n.nspname, c.relname"
+            ),
+            &[],
+        )
+        .await
+        .context("cannot list the source tables")?
+        .into_iter()
+        .map(|row| Table {
+            oid: row.get(0),
+            name: QualifiedName {
+                schema: row.get(1),
+                name: row.get(2),
+            },
+            kind: if row.get::<_, String>(3) == "p" {
+                TableKind::Partitioned
+            } else {
+                TableKind::Ordinary
+            },
+            unlogged: row.get::<_, String>(4) == "u",
+            parents: row.get(5),
+            size_bytes: row.get(6),
+            hash_partitioned: row.get(7),
+            estimated_rows: row.get(8),
+        })
+        .collect();
+
+    let sequences = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, c.relname::text, \
+                   (SELECT d.refobjid FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid \
+                      AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1), \
+                   ARRAY(SELECT DISTINCT a.adrelid FROM pg_depend d JOIN pg_attrdef a ON a.oid = d.objid \
+                      WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass \
+                        AND d.refobjid = c.oid) \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind = 'S' AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER} \
+                 ORDER BY 1, 2"
+            ),
+            &[],
+        )
+        .await
+        .context("cannot list the source sequences")?
+        .into_iter()
+        .map(|row| Sequence {
+            name: QualifiedName {
+                schema: row.get(0),
+                name: row.get(1),
+            },
+            owned_by: row.get(2),
+            used_by: row.get(3),
+        })
+        .collect();
+
+    // Only the top of a partitioned foreign key: its clones on partitions follow it.
+    let foreign_keys = client
+        .query(
+            "SELECT oid, conname::text, conrelid, confrelid, pg_get_constraintdef(oid) \
+             FROM pg_constraint WHERE contype = 'f' AND conparentid = 0 AND conrelid <> 0 ORDER BY oid",
+            &[],
+        )
+        .await
+        .context("cannot list the source foreign keys")?
+        .into_iter()
+        .map(|row| ForeignKey {
+            oid: row.get(0),
+            name: row.get(1),
+            table: row.get(2),
+            referenced_table: row.get(3),
+            definition: row.get(4),
+        })
+        .collect();
+
+    let large_object_count: i64 = client
+        .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
+        .await
+        .context("cannot count large objects")?
+        .get(0);
+
+    let extensions = client
+        .query(
+            "SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1",
+            &[],
+        )
+        .await
+        .context("cannot list extensions")?
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect();
+
+    Ok(Inventory {
+        tables,
+        sequences,
+        foreign_keys,
+        large_object_count,
+        extensions,
+        required_roles: required_roles(client).await?,
+    })
+}
+
+/// Roles the restored objects will name: owners, grantees and policy roles. `pg_shdepend` holds
+/// all but objects owned by the bootstrap superuser, which are looked up directly.
+async fn required_roles(client: &Client) -> Result<RequiredRoles> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT DISTINCT d.deptype::text, r.rolname::text FROM pg_shdepend d \
+                   JOIN pg_roles r ON r.oid = d.refobjid \
+                 WHERE d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                   AND d.refclassid = 'pg_authid'::regclass \
+                 UNION \
+                 SELECT 'o', pg_get_userbyid(n.nspowner)::text FROM pg_namespace n WHERE {USER_SCHEMA} AND n.nspname <> 'public' \
+                 UNION \
+                 SELECT 'o', pg_get_userbyid(c.relowner)::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                   WHERE {USER_SCHEMA} AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {NOT_EXTENSION_MEMBER}"
+            ),
+            &[],
+        )
+        .await
+        .context("cannot list the roles that own or are granted objects")?;
+    let mut roles = RequiredRoles::default();
+    for row in rows {
+        let kind: String = row.get(0);
+        let role: String = row.get(1);
+        match kind.as_str() {
+            "o" => roles.owners.insert(role),
+            "a" | "i" => roles.grantees.insert(role),
+            "r" => roles.policy_roles.insert(role),
+            _ => false,
+        };
+    }
+    Ok(roles)
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseInfo {
+    pub encoding: String,
+    pub collate: String,
+    pub ctype: String,
+    pub locale_provider: LocaleProvider,
+    pub provider_locale: Option<String>,
+    pub owner: String,
+    pub comment: Option<String>,
+}
+
+/// Who provides the database's collations (`pg_database.datlocprovider`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocaleProvider {
+    Libc,
+    Icu,
+    /// PostgreSQL 17's built-in provider.
+    Builtin,
+    /// A provider this version of dbsync does not know, by its catalog letter.
+    Other(String),
+}
+
+impl LocaleProvider {
+    fn from_catalog(letter: &str) -> LocaleProvider {
+        match letter {
+            "c" => LocaleProvider::Libc,
+            "i" => LocaleProvider::Icu,
+            "b" => LocaleProvider::Builtin,
+            other => LocaleProvider::Other(other.to_string()),
+        }
+    }
+}
+
+pub async fn database_info(client: &Client, major: u32) -> Result<DatabaseInfo> {
+    let provider_columns = match major {
+        0..=14 => "'c'::text, NULL::text",
+        15..=16 => "datlocprovider::text, daticulocale::text",
+        _ => "datlocprovider::text, datlocale::text",
+    };
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text, {provider_columns}, \
+                   pg_get_userbyid(datdba)::text, shobj_description(oid, 'pg_database') \
+                 FROM pg_database WHERE datname = current_database()"
+            ),
+            &[],
+        )
+        .await
+        .context("cannot read the source database's encoding and locale")?;
+    Ok(DatabaseInfo {
+        encoding: row.get(0),
+        collate: row.get(1),
+        ctype: row.get(2),
+        locale_provider: LocaleProvider::from_catalog(&row.get::<_, String>(3)),
+        provider_locale: row.get(4),
+        owner: row.get(5),
+        comment: row.get(6),
+    })
+}
+
+/// One `ALTER DATABASE ... SET` (role `None`) or `ALTER ROLE ... IN DATABASE ... SET`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSetting {
+    pub role: Option<String>,
+    pub name: String,
+    pub value: String,
+}
+
+pub async fn database_settings(client: &Client) -> Result<Vec<DatabaseSetting>> {
+    let rows = client
+        .query(
+            "SELECT r.rolname::text, s.setting FROM pg_db_role_setting d \
+               LEFT JOIN pg_roles r ON r.oid = d.setrole, unnest(d.setconfig) WITH ORDINALITY AS s(setting, position) \
+             WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             ORDER BY 1 NULLS FIRST, s.position",
+            &[],
+        )
+        .await
+        .context("cannot read the database-level settings")?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let setting: String = row.get(1);
+            let (name, value) = setting.split_once('=')?;
+            Some(DatabaseSetting {
+                role: row.get(0),
+                name: name.to_string(),
+                value: value.to_string(),
+            })
+        })
+        .collect())
+}
+
+pub async fn database_exists(client: &Client, name: &str) -> Result<bool> {
+    Ok(client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .context("cannot list databases on the target server")?
+        .is_some())
+}
+
+/// Names from `wanted` with no role on this server.
+pub async fn missing_roles(client: &Client, wanted: &BTreeSet<String>) -> Result<Vec<String>> {
+    let wanted: Vec<String> = wanted.iter().cloned().collect();
+    Ok(client
+        .query(
+            "SELECT name FROM unnest($1::text[]) AS wanted(name) \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = name) ORDER BY 1",
+            &[&wanted],
+        )
+        .await
+        .context("cannot list the roles on the target server")?
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+/// The table of every index and every table constraint, by the index's or constraint's oid: the
+/// oids a schema dump's table of contents gives for INDEX and CONSTRAINT entries.
+pub async fn index_and_constraint_tables(client: &Client) -> Result<HashMap<u32, u32>> {
+    Ok(client
+        .query(
+            "SELECT indexrelid, indrelid FROM pg_index \
+             UNION ALL SELECT oid, conrelid FROM pg_constraint WHERE conrelid <> 0",
+            &[],
+        )
+        .await
+        .context("cannot list the source's indexes and constraints")?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
+}
+
+/// Extensions from `wanted` that this server cannot create.
+pub async fn unavailable_extensions(client: &Client, wanted: &[String]) -> Result<Vec<String>> {
+    Ok(client
+        .query(
+            "SELECT name FROM unnest($1::text[]) AS wanted(name) \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_available_extensions a WHERE a.name = wanted.name) ORDER BY 1",
+            &[&wanted],
+        )
+        .await
+        .context("cannot list the extensions available on the target server")?
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect())
+}

@@ -1,0 +1,169 @@
+//! The statements of a copy: the snapshot every export reads from, row counts, emptying tables
+//! before a retried load, VACUUM and ANALYZE, foreign keys created `NOT VALID`, and the progress
+//! of running `COPY` commands.
+
+use anyhow::{Context, Result};
+use tokio_postgres::Client;
+
+use super::{QualifiedName, quote_identifier, sql_error};
+
+/// Opens the snapshot every export reads from: a repeatable-read transaction that first locks
+/// the tables (so a TRUNCATE or DROP cannot slip in after the snapshot) and then exports it.
+/// The transaction must stay open until the last `pg_dump` has started reading.
+pub async fn export_snapshot(client: &Client, tables_to_lock: &[QualifiedName]) -> Result<String> {
+    client
+        .batch_execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+             SET LOCAL idle_in_transaction_session_timeout = 0; \
+             SET LOCAL statement_timeout = 0; \
+             SET LOCAL lock_timeout = '10min';",
+        )
+        .await
+        .context("cannot open the snapshot transaction on the source")?;
+    for chunk in tables_to_lock.chunks(500) {
+        let names: Vec<String> = chunk.iter().map(QualifiedName::quoted).collect();
+        client
+            .batch_execute(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", names.join(", ")))
+            .await
+            .map_err(|error| sql_error("cannot lock the source tables", error))?;
+    }
+    let row = client
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(|error| sql_error("cannot export a snapshot", error))?;
+    Ok(row.get(0))
+}
+
+/// `count(*)` of each table including its partitions and inheritance children, in one round trip
+/// per chunk. On the source, call it inside the snapshot transaction.
+pub async fn row_counts(client: &Client, tables: &[QualifiedName]) -> Result<Vec<i64>> {
+    let mut counts = Vec::with_capacity(tables.len());
+    for chunk in tables.chunks(200) {
+        let query = chunk
+            .iter()
+            .enumerate()
+            .map(|(index, table)| format!("SELECT {index} AS position, count(*) FROM {}", table.quoted()))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let mut rows: Vec<(i32, i64)> = client
+            .query(&format!("{query} ORDER BY 1"), &[])
+            .await
+            .map_err(|error| sql_error("cannot count rows", error))?
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        rows.sort();
+        counts.extend(rows.into_iter().map(|(_, count)| count));
+    }
+    Ok(counts)
+}
+
+/// What to empty before a retried load, so that no row is loaded twice.
+pub enum Emptying<'a> {
+    /// Only these tables' own rows (`TRUNCATE ONLY`).
+    Tables(&'a [QualifiedName]),
+    /// These tables with their partitions: a hash-partitioned tree whose rows were routed
+    /// through its root.
+    Trees(&'a [QualifiedName]),
+    /// Every large object.
+    LargeObjects,
+}
+
+pub async fn empty(client: &Client, what: Emptying<'_>) -> Result<()> {
+    let quoted = |names: &[QualifiedName]| names.iter().map(QualifiedName::quoted).collect::<Vec<_>>().join(", ");
+    let statement = match what {
+        Emptying::Tables([]) | Emptying::Trees([]) => return Ok(()),
+        Emptying::Tables(names) => format!("TRUNCATE ONLY {}", quoted(names)),
+        Emptying::Trees(names) => format!("TRUNCATE {}", quoted(names)),
+        Emptying::LargeObjects => "SELECT lo_unlink(oid) FROM pg_largeobject_metadata".to_string(),
+    };
+    client
+        .batch_execute(&statement)
+        .await
+        .map_err(|error| sql_error("cannot empty what the failed attempt loaded", error))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Maintenance {
+    Vacuum,
+    Analyze,
+}
+
+/// VACUUM or ANALYZE of the given relations in one statement; both are safe to repeat.
+pub async fn maintain(client: &Client, kind: Maintenance, relations: &[&QualifiedName]) -> Result<()> {
+    let command = match kind {
+        Maintenance::Vacuum => "VACUUM",
+        Maintenance::Analyze => "ANALYZE",
+    };
+    let names: Vec<String> = relations.iter().map(|name| name.quoted()).collect();
+    client
+        .batch_execute(&format!("{command} {}", names.join(", ")))
+        .await
+        .map_err(|error| sql_error(format!("{command} failed"), error))
+}
+
+/// Adds a foreign key that existing rows need not satisfy (`NOT VALID`).
+pub async fn add_foreign_key_not_valid(
+    client: &Client,
+    table: &QualifiedName,
+    name: &str,
+    definition: &str,
+) -> Result<()> {
+    let definition = if definition.ends_with("NOT VALID") {
+        definition.to_string()
+    } else {
+        format!("{definition} NOT VALID")
+    };
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} {definition}",
+            table.quoted(),
+            quote_identifier(name)
+        ))
+        .await
+        .map_err(|error| sql_error(format!("cannot create foreign key {name} NOT VALID"), error))
+}
+
+/// One running `COPY` as `pg_stat_progress_copy` (PostgreSQL 14+) shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyProgress {
+    /// The backend running it; with the relation, it tells one COPY from the next.
+    pub process_id: i32,
+    pub table: QualifiedName,
+    pub bytes: i64,
+    pub rows: i64,
+}
+
+/// The `COPY` commands dbsync's sessions are running in the connected database. Servers older
+/// than 14 have no such view: they report nothing, and progress falls back to finished tables.
+pub async fn running_copies(client: &Client) -> Result<Vec<CopyProgress>> {
+    let rows = client
+        .query(
+            "SELECT p.pid, n.nspname::text, c.relname::text, p.bytes_processed, p.tuples_processed \
+             FROM pg_stat_progress_copy p \
+               JOIN pg_stat_activity a ON a.pid = p.pid \
+               JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND a.application_name = 'dbsync'",
+            &[],
+        )
+        .await
+        .context("cannot read pg_stat_progress_copy")?;
+    Ok(rows
+        .into_iter()
+        .map(|row| CopyProgress {
+            process_id: row.get(0),
+            table: QualifiedName {
+                schema: row.get(1),
+                name: row.get(2),
+            },
+            bytes: row.get(3),
+            rows: row.get(4),
+        })
+        .collect())
+}
+
+/// Whether the server has `pg_stat_progress_copy` (14+).
+pub fn reports_copy_progress(server_major: u32) -> bool {
+    server_major >= 14
+}

@@ -1,0 +1,491 @@
+//! The sync pipeline, end to end: preflight (inspect, plan, check the target, consent), prepare
+//! (workspace, snapshot, the empty copy), schema and data (pre-data alongside the units, each
+//! table's indexes as soon as it is loaded), post-data with validation counts alongside, the
+//! verdict, and the swap; a cleanup runs on every way out. One short method per phase; the work
+//! itself is in `steps`, the unit pipeline in `units`, what users read in `report`.
+
+pub mod monitor;
+pub mod preflight;
+pub mod progress;
+pub mod steps;
+pub mod units;
+pub mod workspace;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use preflight::Source;
+use progress::Progress;
+use steps::postdata::PostData;
+use steps::validate::TableCount;
+use steps::{DumpSpace, Job};
+use units::UnitContext;
+use workspace::Workspace;
+
+use crate::catalog;
+use crate::errors::{EXIT_SUCCESS, SyncError};
+use crate::plan::Plan;
+use crate::process::last_meaningful_line;
+use crate::report::{Activity, Banner, Event, KeyFate, Notice, Outcome, OutsideKey, Phase, Reporter, Summary, Warning};
+use crate::scheduler::{AttemptError, Budget, Cancellation, RetryPolicy, StepError, run_units, with_retries};
+use crate::settings::{Settings, Transfer};
+use crate::target::bounded_name;
+use crate::tools::PgTools;
+
+/// What `run` leaves behind for the caller: the result and the summary to report.
+pub struct RunOutcome {
+    pub result: Result<(), SyncError>,
+    pub summary: Summary,
+}
+
+pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation: Cancellation) -> RunOutcome {
+    let started = Instant::now();
+    let started_at = chrono::Local::now();
+    let mut run = Run {
+        settings,
+        reporter,
+        cancellation,
+        workspace: Workspace::default(),
+        progress: Arc::new(Progress::default()),
+        dump_space: Default::default(),
+        warnings: Vec::new(),
+        plan_totals: (0, 0),
+        run_suffix: format!("{:08x}", rand::random::<u32>()),
+    };
+    let mut result = run.sync(started_at).await;
+    run.workspace.clean_up(settings.keep_dumps(), &*run.reporter).await;
+    // Whatever failed while a signal was being handled, the signal is why the run ended.
+    if let Some(signal) = run.cancellation.interrupting_signal()
+        && !run.workspace.is_swapped()
+    {
+        result = Err(SyncError::Interrupted(signal));
+    }
+    let summary = run.summary(&result, started.elapsed(), started_at);
+    RunOutcome { result, summary }
+}
+
+/// Awaits a database call unless a signal arrives first.
+pub async fn interruptible<T>(
+    cancellation: &Cancellation,
+    future: impl Future<Output = anyhow::Result<T>>,
+) -> Result<T, SyncError> {
+    tokio::select! {
+        result = future => result.map_err(SyncError::Failed),
+        _ = cancellation.cancelled() => Err(cancelled(cancellation)),
+    }
+}
+
+/// The error for a run that is being stopped: the signal, or the failure that stopped it.
+pub fn cancelled(cancellation: &Cancellation) -> SyncError {
+    match cancellation.interrupting_signal() {
+        Some(signal) => SyncError::Interrupted(signal),
+        None => SyncError::Failed(anyhow::anyhow!("stopped after another step failed")),
+    }
+}
+
+fn step_error(cancellation: &Cancellation, error: StepError) -> SyncError {
+    match error {
+        StepError::Failed(error) => SyncError::Failed(error),
+        StepError::Cancelled => cancelled(cancellation),
+    }
+}
+
+/// One run's state, filled in as it progresses; what cleanup and the summary need.
+struct Run<'a> {
+    settings: &'a Settings,
+    reporter: Arc<dyn Reporter>,
+    cancellation: Cancellation,
+    workspace: Workspace,
+    progress: Arc<Progress>,
+    dump_space: Arc<DumpSpace>,
+    warnings: Vec<String>,
+    /// Sequences and large objects the plan copies.
+    plan_totals: (usize, i64),
+    /// Names the temporary database, and the previous target while the swap puts it aside.
+    run_suffix: String,
+}
+
+impl Run<'_> {
+    fn emit(&self, event: Event) {
+        self.reporter.emit(event);
+    }
+
+    fn warn(&mut self, warning: Warning) {
+        self.warnings.push(warning.to_string());
+        self.emit(Event::Warning(warning));
+    }
+
+    fn check_cancelled(&self) -> Result<(), SyncError> {
+        match self.cancellation.is_cancelled() {
+            true => Err(cancelled(&self.cancellation)),
+            false => Ok(()),
+        }
+    }
+
+    async fn sync(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
+        let settings = self.settings;
+        let source = preflight::inspect_source(settings, &self.cancellation).await?;
+        let plan = preflight::plan(settings, &source.inventory)?;
+        self.progress.set_plan(&plan);
+        self.plan_totals = (
+            plan.sequences.len(),
+            if plan.copy_large_objects {
+                plan.large_object_count
+            } else {
+                0
+            },
+        );
+        let (target, target_exists) = preflight::check_target(settings, &source, &self.cancellation).await?;
+        self.workspace.target_server = Some(target);
+        let tools = preflight::locate_tools(settings, &source)?;
+        if target_exists {
+            preflight::obtain_consent(settings, &self.cancellation).await?;
+        }
+        let job = self.prepare(&source, &plan, tools, started_at).await?;
+        let plan = Arc::new(plan);
+        let post_data = self.copy_schema_and_data(&job, &plan, &source).await?;
+        let counts = self.restore_post_data(&job, &plan, &post_data, &source).await?;
+        self.validate(&plan, counts)?;
+        self.swap(&job, &source).await
+    }
+
+    /// The workspace, the banner, the snapshot and the empty copy; returns what every step shares.
+    async fn prepare(
+        &mut self,
+        source: &Source,
+        plan: &Plan,
+        tools: PgTools,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> Result<Arc<Job>, SyncError> {
+        let settings = self.settings;
+        let timestamp = started_at.format("%Y%m%d_%H%M%S").to_string();
+        let dump_directory = self.workspace.create_dump_directory(&settings.dump_dir, &timestamp)?;
+        let passfile = self.workspace.create_passfile(&[&settings.source, &settings.target])?;
+        self.announce(plan, &tools, &dump_directory, started_at);
+
+        self.emit(Event::Phase(Phase::Schema));
+        self.emit(Event::Notice(Notice::Locking {
+            tables: plan.tables.len(),
+        }));
+        let snapshot = interruptible(
+            &self.cancellation,
+            catalog::export_snapshot(&source.client, &plan.lock_targets()),
+        )
+        .await?;
+        let temporary = bounded_name(&settings.target.dbname, &format!("_dbsync_{}", self.run_suffix));
+        self.emit(Event::Notice(Notice::CreatingDatabase {
+            temporary: temporary.clone(),
+            target: settings.target.dbname.clone(),
+        }));
+        let comment = format!(
+            "dbsync: copy of {} in progress since {}; safe to drop if no dbsync is running",
+            settings.source,
+            started_at.format("%Y-%m-%d %H:%M:%S")
+        );
+        let target_server = self.workspace.target_server.as_ref().expect("connected in preflight");
+        interruptible(
+            &self.cancellation,
+            target_server.create_database(&temporary, &source.database, &comment),
+        )
+        .await?;
+        self.workspace.temporary_database_created(&temporary);
+        Ok(Arc::new(Job {
+            source: settings.source.clone(),
+            work_target: settings.target.with_database(&temporary),
+            tools,
+            passfile,
+            snapshot,
+            dump_directory,
+            keep_dumps: settings.keep_dumps(),
+            dump_space: self.dump_space.clone(),
+            jobs: settings.jobs,
+            analyze: settings.analyze,
+            retry_policy: RetryPolicy {
+                retries: settings.retries,
+                base_delay: Duration::from_secs(1),
+            },
+            no_owner: settings.no_owner,
+            no_privileges: settings.no_privileges,
+            session_options: settings.session_options.clone(),
+            cancellation: self.cancellation.clone(),
+        }))
+    }
+
+    /// The configuration banner, what is selected, and the foreign keys that leave the selection.
+    fn announce(
+        &mut self,
+        plan: &Plan,
+        tools: &PgTools,
+        dump_directory: &std::path::Path,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) {
+        let settings = self.settings;
+        self.emit(Event::Banner(Banner {
+            source: settings.source.to_string(),
+            target: settings.target.to_string(),
+            start_time: started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            dump_dir: dump_directory.display().to_string(),
+            jobs: settings.jobs.get(),
+            batch_size: settings.batch_size,
+            tables: plan.tables.len(),
+            units: plan.units.len(),
+            tools_version: tools.version_text.clone(),
+            tools_directory: tools
+                .pg_dump
+                .parent()
+                .map(|path| path.display().to_string())
+                .unwrap_or_default(),
+        }));
+        if !plan.whole_database {
+            self.emit(Event::Notice(Notice::SelectedTables {
+                count: plan.tables.len(),
+            }));
+        }
+        for key in &plan.dangling_foreign_keys {
+            self.warn(Warning::ForeignKey {
+                key: outside_key(key),
+                fate: KeyFate::WillFollow(plan.foreign_key_policy.as_str()),
+            });
+        }
+    }
+
+    /// A step of the schema, tried again after transient failures, each retry announced.
+    async fn retried<T, Fut>(
+        &self,
+        job: &Job,
+        step: &'static str,
+        attempt: impl FnMut(u32) -> Fut,
+    ) -> Result<T, SyncError>
+    where
+        Fut: Future<Output = Result<T, AttemptError>>,
+    {
+        let on_retry = |attempt, error: &anyhow::Error, delay| {
+            self.emit(Event::Warning(Warning::Retrying {
+                step,
+                attempt,
+                delay,
+                error: last_meaningful_line(&format!("{error:#}")),
+            }))
+        };
+        with_retries(job.retry_policy, &job.cancellation, on_retry, attempt)
+            .await
+            .map_err(|error| step_error(&self.cancellation, error))
+    }
+
+    /// PHASES 1 and 2: the schema dump, then pre-data alongside the units of data. Dumps start
+    /// while the schema is still being created; loads wait for it.
+    async fn copy_schema_and_data(
+        &self,
+        job: &Arc<Job>,
+        plan: &Arc<Plan>,
+        source: &Source,
+    ) -> Result<Arc<PostData>, SyncError> {
+        self.emit(Event::Notice(Notice::SyncingSchema));
+        let schema_dump = self.retried(job, "schema dump", |_| steps::schema::dump(job)).await?;
+        let post_data = PostData::split(job, &schema_dump, plan, &source.index_owners)
+            .await
+            .map_err(|error| step_error(&self.cancellation, error))?;
+        let post_data = Arc::new(post_data);
+        self.emit(Event::Phase(Phase::Data));
+        let (schema_sender, schema_ready) = tokio::sync::watch::channel(false);
+        let pre_data = async {
+            let result = self
+                .retried(job, "schema restore", |_| {
+                    steps::schema::restore_pre_data(job, &schema_dump)
+                })
+                .await;
+            match result {
+                Ok(()) => drop(schema_sender.send(true)),
+                Err(_) => job.cancellation.abort_for_failure(),
+            }
+            drop(schema_sender);
+            result
+        };
+        let (pre_data_result, transfer_result) = tokio::join!(
+            pre_data,
+            self.transfer_data(job, plan, &post_data, source, schema_ready)
+        );
+        pre_data_result?;
+        transfer_result?;
+        Ok(post_data)
+    }
+
+    /// Every unit through export and import (or a streamed copy), each table's indexes as soon as
+    /// its rows are in, with progress watched alongside.
+    async fn transfer_data(
+        &self,
+        job: &Arc<Job>,
+        plan: &Arc<Plan>,
+        post_data: &Arc<PostData>,
+        source: &Source,
+        schema_ready: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), SyncError> {
+        let settings = self.settings;
+        let (stages_per_unit, loading) = match settings.transfer {
+            Transfer::Stream => (1, Activity::Stream),
+            Transfer::Files { .. } => (2, Activity::Import),
+        };
+        self.emit(Event::StepsPlanned(plan.units.len() * stages_per_unit));
+        self.progress.data_started();
+        let context = Arc::new(UnitContext {
+            job: job.clone(),
+            plan: plan.clone(),
+            post_data: post_data.clone(),
+            transfer: settings.transfer,
+            schema_ready,
+            progress: self.progress.clone(),
+            reporter: self.reporter.clone(),
+            index_batches: AtomicUsize::new(0),
+        });
+        let budget = Budget {
+            sessions: settings.jobs.get(),
+            tasks: settings.batch_size.unwrap_or(usize::MAX),
+        };
+        let target_major = self
+            .workspace
+            .target_server
+            .as_ref()
+            .map_or(0, |server| server.server.major());
+        let watch = monitor::watch(
+            self.progress.clone(),
+            self.reporter.clone(),
+            (job.source.clone(), source.server.major()),
+            (job.work_target.clone(), target_major),
+            loading,
+        );
+        let units = run_units(plan.units.clone(), budget, &self.cancellation, &context);
+        let result = tokio::select! {
+            result = units => result,
+            () = watch => unreachable!("the progress watch runs until dropped"),
+        };
+        result.map_err(|error| step_error(&self.cancellation, error))
+    }
+
+    /// PHASE 3: what needs every table loaded; the row counts run alongside, since nothing left
+    /// changes rows.
+    async fn restore_post_data(
+        &mut self,
+        job: &Arc<Job>,
+        plan: &Arc<Plan>,
+        post_data: &PostData,
+        source: &Source,
+    ) -> Result<Vec<TableCount>, SyncError> {
+        self.emit(Event::Phase(Phase::PostData));
+        self.emit(Event::Notice(Notice::BuildingPostData));
+        let started = Instant::now();
+        let target_client = interruptible(&self.cancellation, catalog::connect(&job.work_target, "target")).await?;
+        let (post_data_result, counts) = tokio::join!(
+            post_data.restore_rest(job, plan),
+            interruptible(
+                &self.cancellation,
+                steps::validate::count_rows(&source.client, &target_client, plan)
+            )
+        );
+        let fates = post_data_result.map_err(|error| step_error(&self.cancellation, error))?;
+        for (index, fate) in fates {
+            self.warn(Warning::ForeignKey {
+                key: outside_key(&plan.dangling_foreign_keys[index]),
+                fate,
+            });
+        }
+        self.emit(Event::Notice(Notice::PostDataDone {
+            elapsed: started.elapsed(),
+        }));
+        counts
+    }
+
+    /// PHASE 4: the counts on both sides, the source's inside the snapshot.
+    fn validate(&self, plan: &Plan, counts: Vec<TableCount>) -> Result<(), SyncError> {
+        self.emit(Event::Phase(Phase::Validation));
+        let mismatches: Vec<(String, i64, i64)> = plan
+            .tables
+            .iter()
+            .zip(&counts)
+            .filter(|(_, count)| !count.matches())
+            .map(|(table, count)| (table.name.display_name(), count.source, count.target))
+            .collect();
+        let tables = counts.len();
+        self.progress.set_counts(counts);
+        if !mismatches.is_empty() {
+            let differing = mismatches.len();
+            self.emit(Event::Discrepancies(mismatches));
+            return Err(SyncError::ValidationFailed(differing));
+        }
+        self.emit(Event::Notice(Notice::ValidationPassed { tables }));
+        Ok(())
+    }
+
+    /// The database's own properties, then the copy in place of the target.
+    async fn swap(&mut self, job: &Job, source: &Source) -> Result<(), SyncError> {
+        self.check_cancelled()?;
+        let settings = self.settings;
+        let temporary = job.work_target.dbname.clone();
+        let target_server = self.workspace.target_server.as_ref().expect("connected in preflight");
+        let warnings = target_server
+            .apply_database_properties(&temporary, &source.database, &source.settings, !settings.no_owner)
+            .await;
+        for warning in warnings {
+            self.warn(Warning::Other(warning));
+        }
+        self.check_cancelled()?;
+        self.emit(Event::Notice(Notice::Swapping {
+            temporary: temporary.clone(),
+            target: settings.target.dbname.clone(),
+        }));
+        let target_server = self.workspace.target_server.as_ref().expect("connected in preflight");
+        let swap_warning = target_server
+            .swap_into_place(&temporary, &settings.target.dbname, &self.run_suffix)
+            .await
+            .map_err(SyncError::Failed)?;
+        self.workspace.swapped();
+        if let Some(warning) = swap_warning {
+            self.warn(Warning::Other(warning));
+        }
+        Ok(())
+    }
+
+    fn summary(
+        &self,
+        result: &Result<(), SyncError>,
+        elapsed: Duration,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> Summary {
+        let (outcome, exit_code, error) = match result {
+            Ok(()) => (Outcome::Success, EXIT_SUCCESS, None),
+            Err(error) => (error.outcome(), error.exit_code(), Some(format!("{error:#}"))),
+        };
+        Summary {
+            source: self.settings.source.to_string(),
+            target: self.settings.target.to_string(),
+            started_at: started_at.to_rfc3339(),
+            total_seconds: elapsed.as_secs_f64(),
+            outcome,
+            exit_code,
+            error,
+            tables: self.progress.summary_rows(),
+            sequences: self.plan_totals.0,
+            large_objects: self.plan_totals.1,
+            warnings: self.warnings.clone(),
+            peak_memory_bytes: peak_memory_bytes(),
+            peak_dump_bytes: self.dump_space.peak(),
+        }
+    }
+}
+
+fn outside_key(key: &crate::plan::DanglingForeignKey) -> OutsideKey {
+    OutsideKey {
+        name: key.name.clone(),
+        table: key.table.display_name(),
+        referenced_table: key.referenced_table.display_name(),
+    }
+}
+
+/// The most memory dbsync itself (not its children) has held at once.
+fn peak_memory_bytes() -> u64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    // Linux reports ru_maxrss in kibibytes.
+    getrusage(UsageWho::RUSAGE_SELF)
+        .map(|usage| u64::try_from(usage.max_rss()).unwrap_or(0) * 1024)
+        .unwrap_or(0)
+}

@@ -1,0 +1,161 @@
+//! Everything checked before anything is created: the source's inventory and the plan, that the
+//! target is another database, that the target server has the roles and extensions the copy
+//! names, that client tools fit the source server, and consent to replace an existing target.
+
+use std::collections::HashMap;
+
+use tokio_postgres::Client;
+
+use super::interruptible;
+use crate::catalog::{self, DatabaseInfo, DatabaseSetting, Inventory, ServerInfo};
+use crate::errors::SyncError;
+use crate::plan::{self, Plan, PlanRequest};
+use crate::report::prompt::{self, Answer, Question};
+use crate::scheduler::Cancellation;
+use crate::settings::Settings;
+use crate::target::TargetServer;
+use crate::tools::{self, PgTools};
+use crate::usage_error;
+
+/// The source as inspected, with the session that will hold the snapshot.
+pub struct Source {
+    pub client: Client,
+    pub server: ServerInfo,
+    pub database: DatabaseInfo,
+    pub settings: Vec<DatabaseSetting>,
+    pub inventory: Inventory,
+    /// The table of every index and constraint, by oid.
+    pub index_owners: HashMap<u32, u32>,
+}
+
+pub async fn inspect_source(settings: &Settings, cancellation: &Cancellation) -> Result<Source, SyncError> {
+    let client = interruptible(cancellation, catalog::connect(&settings.source, "source")).await?;
+    let inspect = async {
+        let server = catalog::server_info(&client).await?;
+        let database = catalog::database_info(&client, server.major()).await?;
+        let settings = catalog::database_settings(&client).await?;
+        let inventory = catalog::inventory(&client).await?;
+        let index_owners = catalog::index_and_constraint_tables(&client).await?;
+        anyhow::Ok((server, database, settings, inventory, index_owners))
+    };
+    let (server, database, settings, inventory, index_owners) = interruptible(cancellation, inspect).await?;
+    Ok(Source {
+        client,
+        server,
+        database,
+        settings,
+        inventory,
+        index_owners,
+    })
+}
+
+pub fn plan(settings: &Settings, inventory: &Inventory) -> Result<Plan, SyncError> {
+    plan::build(
+        inventory,
+        &PlanRequest {
+            include: &settings.include,
+            exclude: &settings.exclude,
+            jobs: settings.jobs.get(),
+            foreign_key_policy: settings.foreign_keys,
+        },
+    )
+}
+
+/// Connects to the target server and refuses a target that is the source itself, or a server
+/// that lacks roles or extensions the copy needs. Returns the server and whether the target
+/// database exists.
+pub async fn check_target(
+    settings: &Settings,
+    source: &Source,
+    cancellation: &Cancellation,
+) -> Result<(TargetServer, bool), SyncError> {
+    let target = interruptible(cancellation, TargetServer::connect(&settings.target)).await?;
+    let exists = interruptible(cancellation, target.database_exists(&settings.target.dbname)).await?;
+    let same_cluster = match (source.server.system_identifier, target.server.system_identifier) {
+        (Some(source), Some(target)) => source == target,
+        _ => settings.source.host == settings.target.host && settings.source.port == settings.target.port,
+    };
+    if same_cluster && settings.source.dbname == settings.target.dbname {
+        return Err(usage_error!(
+            "the source and the target are the same database ({}); choose another target database name",
+            settings.target
+        ));
+    }
+    check_roles(settings, &source.inventory, &target, cancellation).await?;
+    let unavailable = interruptible(
+        cancellation,
+        catalog::unavailable_extensions(&target.client, &source.inventory.extensions),
+    )
+    .await?;
+    if !unavailable.is_empty() {
+        return Err(SyncError::Failed(anyhow::anyhow!(
+            "the target server cannot create extensions the source database uses: {}\nhint: install them on the target server first",
+            unavailable.join(", ")
+        )));
+    }
+    Ok((target, exists))
+}
+
+/// Roles the restore will name: owners and grantees unless left out, policy roles always.
+async fn check_roles(
+    settings: &Settings,
+    inventory: &Inventory,
+    target: &TargetServer,
+    cancellation: &Cancellation,
+) -> Result<(), SyncError> {
+    let roles = &inventory.required_roles;
+    let mut wanted = roles.policy_roles.clone();
+    if !settings.no_owner {
+        wanted.extend(roles.owners.iter().cloned());
+    }
+    if !settings.no_privileges {
+        wanted.extend(roles.grantees.iter().cloned());
+    }
+    let missing = interruptible(cancellation, catalog::missing_roles(&target.client, &wanted)).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let policy_only = missing.iter().any(|role| roles.policy_roles.contains(role));
+    let advice = if policy_only {
+        "create them on the target server (row-level-security policies name them, so --no-owner/--no-privileges do not help)"
+    } else {
+        "create them on the target server, or pass --no-owner --no-privileges to give every object to the target user"
+    };
+    Err(usage_error!(
+        "roles that own or are granted objects in the source database do not exist on the target server: {}\nhint: {advice}",
+        missing.join(", ")
+    ))
+}
+
+pub fn locate_tools(settings: &Settings, source: &Source) -> Result<PgTools, SyncError> {
+    tools::locate(settings.pg_bin.as_deref(), source.server.major())
+        .map_err(|error| SyncError::Usage(format!("{error:#}")))
+}
+
+/// Replacing an existing database needs `--yes`, or a "yes" typed at a terminal.
+pub async fn obtain_consent(settings: &Settings, cancellation: &Cancellation) -> Result<(), SyncError> {
+    if settings.assume_yes {
+        return Ok(());
+    }
+    let question = Question::ReplaceTarget {
+        target: settings.target.to_string(),
+    };
+    let answer = tokio::task::spawn_blocking(move || prompt::ask(&question));
+    let answer = tokio::select! {
+        answer = answer => answer
+            .map_err(|error| anyhow::anyhow!("{error}"))?
+            .map_err(|error| anyhow::anyhow!("cannot read the answer: {error}"))?,
+        _ = cancellation.cancelled() => return Err(super::cancelled(cancellation)),
+    };
+    match answer {
+        Answer::Yes => Ok(()),
+        Answer::No => Err(usage_error!(
+            "not replacing {}: the answer was not yes",
+            settings.target
+        )),
+        Answer::CannotAsk => Err(usage_error!(
+            "the target database {} exists; pass --yes to replace it (it is kept until the new copy is complete and validated)",
+            settings.target
+        )),
+    }
+}

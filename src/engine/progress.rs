@@ -1,0 +1,404 @@
+//! Per-table progress, known from the moment the plan exists: which units of each table are
+//! dumped and loaded, for how long, how many bytes and rows the running `COPY` commands have
+//! moved against the catalog's estimates, and the summary a run ends with, whatever phase it
+//! ended in.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::catalog::{CopyProgress, QualifiedName};
+use crate::engine::steps::validate::TableCount;
+use crate::plan::{Plan, Unit};
+use crate::report::{Activity, ProgressReport, SummaryRow, TableProgress, TableResult};
+
+/// The two halves of moving a table's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Export,
+    /// An import from the dump, or a streamed copy.
+    Load,
+}
+
+impl Stage {
+    pub fn of(activity: Activity) -> Stage {
+        match activity {
+            Activity::Export => Stage::Export,
+            Activity::Import | Activity::Stream | Activity::Index => Stage::Load,
+        }
+    }
+}
+
+/// A value for each stage.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stages<T> {
+    export: T,
+    load: T,
+}
+
+impl<T: Copy> Stages<T> {
+    fn at(&self, stage: Stage) -> T {
+        match stage {
+            Stage::Export => self.export,
+            Stage::Load => self.load,
+        }
+    }
+
+    fn get(&mut self, stage: Stage) -> &mut T {
+        match stage {
+            Stage::Export => &mut self.export,
+            Stage::Load => &mut self.load,
+        }
+    }
+}
+
+/// Which server a `COPY` runs on: the source dumps, the copy loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+#[derive(Debug, Default)]
+struct TableState {
+    name: String,
+    description: String,
+    estimated_rows: Option<u64>,
+    estimated_bytes: u64,
+    /// Units still to export, and still to load.
+    units_left: Stages<usize>,
+    started: Stages<Option<Instant>>,
+    elapsed: Stages<Duration>,
+    dump_bytes: u64,
+    failed: bool,
+    /// Its indexes are built or being built.
+    indexes_started: bool,
+    /// Bytes and rows of `COPY` commands that have ended, per stage.
+    finished_copies: Stages<(u64, u64)>,
+    count: Option<TableCount>,
+}
+
+impl TableState {
+    fn running(&self, stage: Stage) -> bool {
+        self.started.at(stage).is_some() && self.units_left.at(stage) > 0 && !self.failed
+    }
+}
+
+#[derive(Default)]
+struct State {
+    tables: Vec<TableState>,
+    by_member: HashMap<QualifiedName, usize>,
+    by_oid: HashMap<u32, usize>,
+    /// Running `COPY` commands as last seen: (side, backend, table) → (bytes, rows).
+    live_copies: HashMap<(Side, i32, QualifiedName), (u64, u64)>,
+    data_started: Option<Instant>,
+}
+
+/// Per-table progress, shared by the unit tasks, the progress monitor and the summary.
+#[derive(Default)]
+pub struct Progress {
+    state: Mutex<State>,
+}
+
+/// What a unit's stage means for one of its tables, for the lines users read.
+pub struct TableNews {
+    pub table: String,
+    pub description: String,
+    /// The first of the table's units to start this stage, or the last to finish it.
+    pub first_or_last: bool,
+    pub elapsed: Duration,
+    pub dump_bytes: u64,
+}
+
+impl Progress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Learns the planned tables, so that even a run that fails at once reports every one.
+    pub fn set_plan(&self, plan: &Plan) {
+        let mut state = self.lock();
+        state.tables = plan
+            .tables
+            .iter()
+            .map(|table| TableState {
+                name: table.name.display_name(),
+                description: table.description.clone(),
+                estimated_rows: table.estimated_rows,
+                estimated_bytes: table.size_bytes.max(0) as u64,
+                ..Default::default()
+            })
+            .collect();
+        for (index, table) in plan.tables.iter().enumerate() {
+            for member in &table.members {
+                state.by_member.insert(member.clone(), index);
+            }
+            for oid in &table.member_oids {
+                state.by_oid.insert(*oid, index);
+            }
+        }
+        for (table, units) in crate::plan::units_per_table(plan) {
+            state.tables[table].units_left = Stages {
+                export: units,
+                load: units,
+            };
+        }
+    }
+
+    pub fn data_started(&self) {
+        self.lock().data_started.get_or_insert_with(Instant::now);
+    }
+
+    /// A unit's stage began: its tables, and whether this is the table's first unit to start it.
+    pub fn unit_started(&self, unit: &Unit, stage: Stage) -> Vec<TableNews> {
+        let mut state = self.lock();
+        unit.planned_tables
+            .iter()
+            .map(|index| {
+                let table = &mut state.tables[*index];
+                let started = table.started.get(stage);
+                let first = started.is_none();
+                started.get_or_insert_with(Instant::now);
+                news(table, first, stage)
+            })
+            .collect()
+    }
+
+    /// A unit's tables as they stand, for lines about the unit as a whole.
+    pub fn tables_of(&self, unit: &Unit) -> Vec<TableNews> {
+        let state = self.lock();
+        unit.planned_tables
+            .iter()
+            .map(|index| news(&state.tables[*index], true, Stage::Load))
+            .collect()
+    }
+
+    /// A unit's stage ended: adds its dump sizes (by table oid) and tells which tables are done.
+    pub fn unit_finished(&self, unit: &Unit, stage: Stage, dump_sizes: &HashMap<u32, u64>) -> Vec<TableNews> {
+        let mut state = self.lock();
+        for (oid, bytes) in dump_sizes {
+            if let Some(index) = state.by_oid.get(oid).copied() {
+                state.tables[index].dump_bytes += bytes;
+            }
+        }
+        unit.planned_tables
+            .iter()
+            .map(|index| {
+                let table = &mut state.tables[*index];
+                let left = table.units_left.get(stage);
+                *left = left.saturating_sub(1);
+                let done = *left == 0;
+                let elapsed = table
+                    .started
+                    .get(stage)
+                    .map(|started| started.elapsed())
+                    .unwrap_or_default();
+                *table.elapsed.get(stage) = elapsed;
+                news(table, done, stage)
+            })
+            .collect()
+    }
+
+    pub fn unit_failed(&self, unit: &Unit) {
+        let mut state = self.lock();
+        for index in &unit.planned_tables {
+            state.tables[*index].failed = true;
+        }
+    }
+
+    /// The unit's tables whose rows are now all loaded and whose indexes nobody has started yet;
+    /// they are marked started.
+    pub fn take_tables_ready_for_indexes(&self, unit: &Unit) -> Vec<usize> {
+        let mut state = self.lock();
+        unit.planned_tables
+            .iter()
+            .copied()
+            .filter(|index| {
+                let table = &mut state.tables[*index];
+                let ready = table.units_left.load == 0 && !table.indexes_started;
+                table.indexes_started |= ready;
+                ready
+            })
+            .collect()
+    }
+
+    pub fn table_name(&self, index: usize) -> String {
+        self.lock().tables[index].name.clone()
+    }
+
+    pub fn set_counts(&self, counts: Vec<TableCount>) {
+        let mut state = self.lock();
+        for (table, count) in state.tables.iter_mut().zip(counts) {
+            table.count = Some(count);
+        }
+    }
+
+    /// Takes in what the servers report of running `COPY` commands and returns the progress of
+    /// every table being copied, and of the whole copy.
+    pub fn observe(&self, source: &[CopyProgress], target: &[CopyProgress], loading: Activity) -> ProgressReport {
+        let mut state = self.lock();
+        let seen: HashMap<(Side, i32, QualifiedName), (u64, u64)> = [(Side::Source, source), (Side::Target, target)]
+            .into_iter()
+            .flat_map(|(side, copies)| {
+                copies.iter().map(move |copy| {
+                    (
+                        (side, copy.process_id, copy.table.clone()),
+                        (copy.bytes.max(0) as u64, copy.rows.max(0) as u64),
+                    )
+                })
+            })
+            .collect();
+        let ended: Vec<_> = state
+            .live_copies
+            .iter()
+            .filter(|(key, _)| !seen.contains_key(*key))
+            .map(|(key, value)| (key.clone(), *value))
+            .collect();
+        for ((side, _, table), (bytes, rows)) in ended {
+            if let Some(index) = state.by_member.get(&table).copied() {
+                let finished = state.tables[index].finished_copies.get(stage_of(side));
+                finished.0 += bytes;
+                finished.1 += rows;
+            }
+        }
+        state.live_copies = seen;
+        report(&state, loading)
+    }
+
+    /// The summary rows: every planned table, with what became of it.
+    pub fn summary_rows(&self) -> Vec<SummaryRow> {
+        let state = self.lock();
+        state
+            .tables
+            .iter()
+            .map(|table| {
+                let result = match &table.count {
+                    Some(count) if count.matches() => TableResult::Ok,
+                    Some(_) => TableResult::Mismatch,
+                    None if table.failed => TableResult::Failed,
+                    None => TableResult::NotDone,
+                };
+                SummaryRow {
+                    table: table.name.clone(),
+                    kind: table.description.clone(),
+                    source_rows: table.count.as_ref().map(|count| count.source),
+                    target_rows: table.count.as_ref().map(|count| count.target),
+                    estimated_rows: table.estimated_rows,
+                    estimated_bytes: table.estimated_bytes,
+                    dump_bytes: table.dump_bytes,
+                    export_seconds: table.elapsed.export.as_secs_f64(),
+                    import_seconds: table.elapsed.load.as_secs_f64(),
+                    result,
+                }
+            })
+            .collect()
+    }
+}
+
+fn news(table: &TableState, first_or_last: bool, stage: Stage) -> TableNews {
+    TableNews {
+        table: table.name.clone(),
+        description: table.description.clone(),
+        first_or_last,
+        elapsed: table.elapsed.at(stage),
+        dump_bytes: table.dump_bytes,
+    }
+}
+
+fn stage_of(side: Side) -> Stage {
+    match side {
+        Side::Source => Stage::Export,
+        Side::Target => Stage::Load,
+    }
+}
+
+/// Bytes and rows moved so far by a table's stage: ended copies plus running ones.
+fn moved(state: &State, index: usize, stage: Stage) -> (u64, u64) {
+    let (mut bytes, mut rows) = state.tables[index].finished_copies.at(stage);
+    for ((side, _, table), (live_bytes, live_rows)) in &state.live_copies {
+        if stage_of(*side) == stage && state.by_member.get(table) == Some(&index) {
+            bytes += live_bytes;
+            rows += live_rows;
+        }
+    }
+    (bytes, rows)
+}
+
+/// How long the rest will take at the rate so far, from the share already done (rows when the
+/// planner has an estimate, else bytes). `None` until something has moved.
+fn estimate_remaining(elapsed: Duration, done_share: f64) -> Option<Duration> {
+    (done_share > 0.0).then(|| elapsed.mul_f64((1.0 - done_share.min(0.99)) / done_share.min(0.99)))
+}
+
+fn share(done: u64, estimate: Option<u64>) -> Option<f64> {
+    estimate
+        .filter(|estimate| *estimate > 0)
+        .map(|estimate| done as f64 / estimate as f64)
+}
+
+fn report(state: &State, loading: Activity) -> ProgressReport {
+    let mut tables = Vec::new();
+    for (index, table) in state.tables.iter().enumerate() {
+        for (stage, activity) in [(Stage::Export, Activity::Export), (Stage::Load, loading)] {
+            if !table.running(stage) || (stage == Stage::Export && loading == Activity::Stream) {
+                continue;
+            }
+            let (bytes, rows) = moved(state, index, stage);
+            let elapsed = table
+                .started
+                .at(stage)
+                .map(|started| started.elapsed())
+                .unwrap_or_default();
+            // Once dumped, a table's load is as large as its dump: the estimate becomes exact.
+            let estimated_bytes = if stage == Stage::Load && table.units_left.export == 0 && table.dump_bytes > 0 {
+                table.dump_bytes
+            } else {
+                table.estimated_bytes
+            };
+            let done_share = share(rows, table.estimated_rows).or(share(bytes, Some(estimated_bytes)));
+            tables.push(TableProgress {
+                table: table.name.clone(),
+                activity,
+                bytes,
+                rows,
+                estimated_bytes,
+                estimated_rows: table.estimated_rows,
+                rate: bytes as f64 / elapsed.as_secs_f64().max(0.001),
+                eta: done_share.and_then(|done| estimate_remaining(elapsed, done)),
+            });
+        }
+    }
+    let estimated_bytes: u64 = state.tables.iter().map(|table| table.estimated_bytes).sum();
+    let loaded_bytes: u64 = (0..state.tables.len())
+        .map(|index| {
+            let table = &state.tables[index];
+            if table.units_left.load == 0 {
+                table.estimated_bytes
+            } else {
+                moved(state, index, Stage::Load).0.min(table.estimated_bytes)
+            }
+        })
+        .sum();
+    let elapsed = state.data_started.map(|started| started.elapsed()).unwrap_or_default();
+    ProgressReport {
+        tables,
+        loaded_bytes,
+        estimated_bytes,
+        rate: loaded_bytes as f64 / elapsed.as_secs_f64().max(0.001),
+        eta: share(loaded_bytes, Some(estimated_bytes)).and_then(|done| estimate_remaining(elapsed, done)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rest_takes_as_long_again_as_the_share_still_to_do() {
+        let eta = estimate_remaining(Duration::from_secs(10), 0.25).unwrap();
+        assert_eq!(eta.as_secs(), 30);
+        assert!(estimate_remaining(Duration::from_secs(10), 0.0).is_none());
+        // An estimate that was too low never promises a finished copy.
+        assert!(estimate_remaining(Duration::from_secs(10), 1.5).unwrap() > Duration::ZERO);
+    }
+}

@@ -1,0 +1,279 @@
+//! The work on units of data: each stage (export, import, streamed copy, index build) with its
+//! retries, its progress bookkeeping and its typed events, as the scheduler runs them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::progress::{Progress, Stage, TableNews};
+use super::steps::postdata::PostData;
+use super::steps::{self, Job};
+use crate::plan::{Plan, Unit};
+use crate::process::last_meaningful_line;
+use crate::report::{Activity, Event, Reporter, TableLine};
+use crate::scheduler::{AttemptError, FollowUp, StageFuture, StepError, UnitWork, with_retries};
+use crate::settings::Transfer;
+
+/// What the export, import and index tasks of units share.
+pub struct UnitContext {
+    pub job: Arc<Job>,
+    pub plan: Arc<Plan>,
+    pub post_data: Arc<PostData>,
+    pub transfer: Transfer,
+    /// Becomes true once pre-data is restored: loads wait for it, dumps do not.
+    pub schema_ready: tokio::sync::watch::Receiver<bool>,
+    pub progress: Arc<Progress>,
+    pub reporter: Arc<dyn Reporter>,
+    /// Numbers the index builds, for their list files.
+    pub index_batches: AtomicUsize,
+}
+
+impl UnitContext {
+    fn emit(&self, activity: Activity, table: String, line: TableLine) {
+        self.reporter.emit(Event::Table { activity, table, line });
+    }
+
+    /// The tables a unit's lines are about, or what it carries when it has none of its own.
+    fn own_line_or(&self, unit: &Unit, news: Vec<TableNews>, elapsed: Duration, bytes: u64) -> Vec<TableNews> {
+        if !news.is_empty() {
+            return news;
+        }
+        let (name, description) = unit.own_line();
+        vec![TableNews {
+            table: name.to_string(),
+            description: description.to_string(),
+            first_or_last: true,
+            elapsed,
+            dump_bytes: bytes,
+        }]
+    }
+
+    fn started(&self, unit: &Unit, activity: Activity) {
+        let news = self.progress.unit_started(unit, Stage::of(activity));
+        for table in self.own_line_or(unit, news, Duration::ZERO, 0) {
+            if !table.first_or_last {
+                continue;
+            }
+            let line = match activity {
+                Activity::Export | Activity::Stream => TableLine::Started {
+                    description: table.description,
+                },
+                Activity::Import | Activity::Index => TableLine::Restoring,
+            };
+            self.emit(activity, table.table, line);
+        }
+    }
+
+    fn finished(
+        &self,
+        unit: &Unit,
+        activity: Activity,
+        unit_started: Instant,
+        sizes: Option<&steps::export::ExportedSizes>,
+    ) {
+        let empty = HashMap::new();
+        let by_table = sizes.map_or(&empty, |sizes| &sizes.by_table);
+        let news = self.progress.unit_finished(unit, Stage::of(activity), by_table);
+        let total = sizes.map_or(0, |sizes| sizes.total);
+        for table in self.own_line_or(unit, news, unit_started.elapsed(), total) {
+            if !table.first_or_last {
+                continue;
+            }
+            let line = match activity {
+                Activity::Export => TableLine::Exported {
+                    description: table.description,
+                    bytes: table.dump_bytes,
+                    elapsed: table.elapsed,
+                },
+                Activity::Import | Activity::Stream | Activity::Index => TableLine::Finished { elapsed: table.elapsed },
+            };
+            self.emit(activity, table.table, line);
+        }
+        self.reporter.emit(Event::StepFinished);
+    }
+
+    fn failed(&self, unit: &Unit, activity: Activity, error: &anyhow::Error) {
+        self.progress.unit_failed(unit);
+        let message = format!("{error:#}");
+        let news = self.progress.tables_of(unit);
+        for table in self.own_line_or(unit, news, Duration::ZERO, 0) {
+            let error = last_meaningful_line(&message);
+            self.emit(activity, table.table, TableLine::Failed { error });
+        }
+        self.reporter.emit(Event::StepFailed {
+            activity,
+            unit: unit.label(),
+            error: message,
+        });
+    }
+
+    fn retrying(&self, unit: &Unit, activity: Activity, attempt: u32, error: &anyhow::Error, delay: Duration) {
+        let error = last_meaningful_line(&format!("{error:#}"));
+        let news = self.progress.tables_of(unit);
+        for table in self.own_line_or(unit, news, Duration::ZERO, 0) {
+            let line = TableLine::Retrying {
+                attempt,
+                delay,
+                error: error.clone(),
+            };
+            self.emit(activity, table.table, line);
+        }
+    }
+
+    /// One stage of a unit with its retries, its STARTED/RETRY/FAILED lines, and the time it started.
+    async fn run_stage<T, Fut>(
+        &self,
+        unit: &Unit,
+        activity: Activity,
+        attempt: impl FnMut(u32) -> Fut,
+    ) -> Result<(T, Instant), StepError>
+    where
+        Fut: Future<Output = Result<T, AttemptError>>,
+    {
+        let unit_started = Instant::now();
+        self.started(unit, activity);
+        let result = with_retries(
+            self.job.retry_policy,
+            &self.job.cancellation,
+            |attempt_number, error, delay| self.retrying(unit, activity, attempt_number, error, delay),
+            attempt,
+        )
+        .await;
+        match result {
+            Ok(value) => Ok((value, unit_started)),
+            Err(StepError::Failed(error)) => {
+                self.failed(unit, activity, &error);
+                let verb = activity.verb();
+                Err(StepError::Failed(
+                    error.context(format!("failed to {verb} {}", self.describe(unit))),
+                ))
+            }
+            Err(StepError::Cancelled) => Err(StepError::Cancelled),
+        }
+    }
+
+    async fn export_unit(&self, unit: Arc<Unit>) -> Result<(), StepError> {
+        let (sizes, started) = self
+            .run_stage(&unit, Activity::Export, |_| {
+                steps::export::export_unit(&self.job, &unit)
+            })
+            .await?;
+        self.finished(&unit, Activity::Export, started, Some(&sizes));
+        Ok(())
+    }
+
+    /// Waits until the tables exist on the target; a failed pre-data restore cancels the run.
+    async fn wait_for_schema(&self) -> Result<(), StepError> {
+        let mut ready = self.schema_ready.clone();
+        tokio::select! {
+            result = ready.wait_for(|ready| *ready) => result.map(|_| ()).map_err(|_| StepError::Cancelled),
+            _ = self.job.cancellation.cancelled() => Err(StepError::Cancelled),
+        }
+    }
+
+    async fn load_unit(&self, unit: Arc<Unit>, activity: Activity) -> Result<(), StepError> {
+        self.wait_for_schema().await?;
+        let unit_ref = &unit;
+        let ((), started) = self
+            .run_stage(&unit, activity, |attempt| async move {
+                match activity {
+                    Activity::Stream => steps::stream::stream_unit(&self.job, unit_ref, attempt).await,
+                    _ => steps::import::import_unit(&self.job, unit_ref, attempt).await,
+                }
+            })
+            .await?;
+        self.finished(&unit, activity, started, None);
+        Ok(())
+    }
+
+    /// The indexes and key constraints of tables whose rows are all loaded (ANALYZE first with
+    /// `--analyze`), over `sessions` sessions.
+    async fn build_indexes(&self, tables: Vec<usize>, sessions: usize) -> Result<(), StepError> {
+        let started = Instant::now();
+        for index in &tables {
+            let entries = self.post_data.entry_count(*index);
+            self.emit(
+                Activity::Index,
+                self.progress.table_name(*index),
+                TableLine::Indexing { entries },
+            );
+        }
+        let batch = self.index_batches.fetch_add(1, Ordering::SeqCst) + 1;
+        let result = self
+            .post_data
+            .build_tables(&self.job, &self.plan, &tables, batch, sessions)
+            .await;
+        let line = match &result {
+            Ok(()) => TableLine::Finished {
+                elapsed: started.elapsed(),
+            },
+            Err(StepError::Failed(error)) => TableLine::Failed {
+                error: last_meaningful_line(&format!("{error:#}")),
+            },
+            Err(StepError::Cancelled) => return result,
+        };
+        for index in &tables {
+            self.emit(Activity::Index, self.progress.table_name(*index), line.clone());
+        }
+        result.map_err(|error| match error {
+            StepError::Failed(error) => StepError::Failed(error.context(format!(
+                "failed to build the indexes of {}",
+                list_names(tables.iter().map(|index| self.progress.table_name(*index)).collect())
+            ))),
+            cancelled => cancelled,
+        })
+    }
+
+    fn describe(&self, unit: &Unit) -> String {
+        let names = if unit.planned_tables.is_empty() {
+            vec![unit.own_line().0.to_string()]
+        } else {
+            unit.planned_tables
+                .iter()
+                .map(|index| self.progress.table_name(*index))
+                .collect()
+        };
+        list_names(names)
+    }
+}
+
+impl UnitWork<Unit> for Arc<UnitContext> {
+    fn export(&self, unit: Arc<Unit>) -> StageFuture {
+        let context = self.clone();
+        match self.transfer {
+            Transfer::Stream => Box::pin(async move { context.load_unit(unit, Activity::Stream).await }),
+            Transfer::Files { .. } => Box::pin(async move { context.export_unit(unit).await }),
+        }
+    }
+
+    fn import(&self, unit: Arc<Unit>) -> Option<StageFuture> {
+        if self.transfer == Transfer::Stream {
+            return None;
+        }
+        let context = self.clone();
+        Some(Box::pin(async move { context.load_unit(unit, Activity::Import).await }))
+    }
+
+    fn loaded(&self, unit: Arc<Unit>) -> Option<FollowUp> {
+        let tables = self.progress.take_tables_ready_for_indexes(&unit);
+        if tables.is_empty() {
+            return None;
+        }
+        let entries: usize = tables.iter().map(|index| self.post_data.entry_count(*index)).sum();
+        let context = self.clone();
+        Some(FollowUp {
+            wants: entries.max(1),
+            start: Box::new(move |sessions| Box::pin(async move { context.build_indexes(tables, sessions).await })),
+        })
+    }
+}
+
+/// Up to five names, then how many more.
+fn list_names(names: Vec<String>) -> String {
+    if names.len() <= 5 {
+        names.join(", ")
+    } else {
+        format!("{}, and {} more tables", names[..5].join(", "), names.len() - 5)
+    }
+}

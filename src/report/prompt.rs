@@ -1,0 +1,38 @@
+//! Questions for a person at a terminal: the only input dbsync reads.
+
+use std::io::IsTerminal;
+
+/// What dbsync may ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Question {
+    /// The target database exists and a sync would replace it.
+    ReplaceTarget { target: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Yes,
+    No,
+    /// Nobody to ask: stdin or stderr is not a terminal.
+    CannotAsk,
+}
+
+/// Asks on stderr and reads a line from stdin; blocks, so call it off the async threads.
+pub fn ask(question: &Question) -> std::io::Result<Answer> {
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Ok(Answer::CannotAsk);
+    }
+    let text = match question {
+        Question::ReplaceTarget { target } => format!(
+            "The target database {target} exists and will be replaced once the copy is complete. Continue? [y/N] "
+        ),
+    };
+    eprint!("{text}");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(if matches!(line.trim().to_lowercase().as_str(), "y" | "yes") {
+        Answer::Yes
+    } else {
+        Answer::No
+    })
+}

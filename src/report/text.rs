@@ -1,0 +1,308 @@
+//! The words: how each typed value of an event reads, shared by the plain and terminal reporters
+//! and the JSON report's warnings.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::{KeyFate, Notice, Phase, ProgressReport, Summary, TableLine, TableProgress, Warning};
+use crate::errors::{SyncError, signal_name};
+
+/// `du -h`-like sizes: 512B, 8.0K, 2.4M, 15.2G.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
+}
+
+pub fn human_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if seconds < 60 {
+        format!("{seconds}s")
+    } else if seconds < 3600 {
+        format!("{}m{:02}s", seconds / 60, seconds % 60)
+    } else {
+        format!("{}h{:02}m{:02}s", seconds / 3600, (seconds % 3600) / 60, seconds % 60)
+    }
+}
+
+/// 1234567 → 1.2M; row counts read like sizes without the bytes.
+fn human_count(count: u64) -> String {
+    match count {
+        0..=9_999 => count.to_string(),
+        10_000..=999_999 => format!("{:.1}k", count as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1}M", count as f64 / 1e6),
+        _ => format!("{:.1}G", count as f64 / 1e9),
+    }
+}
+
+impl Phase {
+    pub fn number(self) -> u8 {
+        match self {
+            Phase::Schema => 1,
+            Phase::Data => 2,
+            Phase::PostData => 3,
+            Phase::Validation => 4,
+        }
+    }
+
+    pub const TOTAL: u8 = 4;
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Phase::Schema => "Schema Synchronization",
+            Phase::Data => "Data Export and Import",
+            Phase::PostData => "Constraints, Triggers and Views",
+            Phase::Validation => "Validation",
+        }
+    }
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Notice::SelectedTables { count } => {
+                write!(
+                    formatter,
+                    "Copying data of {count} selected table(s); the schema is copied whole"
+                )
+            }
+            Notice::Locking { tables } => write!(
+                formatter,
+                "Locking {tables} table(s) and exporting a snapshot of the source..."
+            ),
+            Notice::CreatingDatabase { temporary, target } => {
+                write!(
+                    formatter,
+                    "Creating database {temporary} (becomes {target} when complete)"
+                )
+            }
+            Notice::SyncingSchema => formatter.write_str("Syncing schema (types, tables, functions, sequences)..."),
+            Notice::BuildingPostData => {
+                formatter.write_str("Building foreign keys and triggers; refreshing materialized views...")
+            }
+            Notice::PostDataDone { elapsed } => write!(formatter, "Post-data done in {}", human_duration(*elapsed)),
+            Notice::ValidationPassed { tables } => {
+                write!(formatter, "✅ Validation Successful. All {tables} tables match.")
+            }
+            Notice::Swapping { temporary, target } => write!(formatter, "Swapping {temporary} into place as {target}"),
+            Notice::DroppingUnfinished { database } => write!(formatter, "Dropping the unfinished copy {database}"),
+            Notice::KeepingDumps { path } => write!(formatter, "Keeping the dump directory: {path}"),
+            Notice::RemovingDumps { path } => write!(formatter, "Removing temporary directory: {path}"),
+        }
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::ForeignKey { key, fate } => {
+                let about = format!(
+                    "foreign key {} on {} references {}",
+                    key.name, key.table, key.referenced_table
+                );
+                match fate {
+                    KeyFate::WillFollow(policy) => {
+                        write!(formatter, "{about}, whose data is not selected; policy: {policy}")
+                    }
+                    KeyFate::LeftOut => {
+                        write!(
+                            formatter,
+                            "{about}, whose data is not copied: left out (--foreign-keys skip)"
+                        )
+                    }
+                    KeyFate::LeftOutPartitioned => write!(
+                        formatter,
+                        "{about}, whose data is not copied: left out, because NOT VALID is not possible on a partitioned table"
+                    ),
+                    KeyFate::CreatedNotValid => write!(
+                        formatter,
+                        "{about}, whose data is not copied: created NOT VALID (existing rows are not checked)"
+                    ),
+                }
+            }
+            Warning::Retrying {
+                step,
+                attempt,
+                delay,
+                error,
+            } => write!(formatter, "{step}: {}", retry_text(*attempt, *delay, error)),
+            Warning::Other(text) => formatter.write_str(text),
+        }
+    }
+}
+
+/// The one way a retry reads, for tables and for whole steps.
+fn retry_text(attempt: u32, delay: Duration, error: &str) -> String {
+    format!(
+        "attempt {attempt} failed, retrying in {:.1}s: {error}",
+        delay.as_secs_f64()
+    )
+}
+
+/// The old script's DETAIL column.
+pub fn table_detail(line: &TableLine) -> String {
+    match line {
+        TableLine::Started { description } => description.clone(),
+        TableLine::Restoring => "Restoring data...".to_string(),
+        TableLine::Indexing { entries } => format!("{entries} index(es) and key constraint(s)"),
+        TableLine::Exported {
+            description,
+            bytes,
+            elapsed,
+        } => format!(
+            "{description}, Size: {}, Time: {}",
+            human_size(*bytes),
+            human_duration(*elapsed)
+        ),
+        TableLine::Finished { elapsed } => format!("Time: {}", human_duration(*elapsed)),
+        TableLine::Failed { error } => error.clone(),
+        TableLine::Retrying { attempt, delay, error } => retry_text(*attempt, *delay, error),
+    }
+}
+
+/// `120.3M of ~480.0M, 1.2M of ~5.0M rows, 45.1M/s, ETA 8s`
+pub fn progress_detail(progress: &TableProgress) -> String {
+    let mut text = format!(
+        "{} of ~{}, {} rows",
+        human_size(progress.bytes),
+        human_size(progress.estimated_bytes),
+        human_count(progress.rows)
+    );
+    if let Some(rows) = progress.estimated_rows {
+        text.push_str(&format!(" of ~{}", human_count(rows)));
+    }
+    text.push_str(&format!(", {}/s", human_size(progress.rate as u64)));
+    if let Some(eta) = progress.eta {
+        text.push_str(&format!(", ETA {}", human_duration(eta)));
+    }
+    text
+}
+
+/// `loaded 1.2G of ~4.8G, 45.1M/s, ETA 1m20s`
+pub fn overall_detail(report: &ProgressReport) -> String {
+    let mut text = format!(
+        "loaded {} of ~{}, {}/s",
+        human_size(report.loaded_bytes),
+        human_size(report.estimated_bytes),
+        human_size(report.rate as u64)
+    );
+    if let Some(eta) = report.eta {
+        text.push_str(&format!(", ETA {}", human_duration(eta)));
+    }
+    text
+}
+
+/// The summary as a text table, shared by both text reporters.
+pub fn summary_lines(summary: &Summary) -> Vec<String> {
+    let width = summary
+        .tables
+        .iter()
+        .map(|row| row.table.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 48);
+    let mut lines = vec![format!(
+        "{:<width$}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}  {}",
+        "TABLE", "SOURCE ROWS", "TARGET ROWS", "SIZE", "EXPORT", "IMPORT", "RESULT"
+    )];
+    let count = |value: Option<i64>| value.map(|count| count.to_string()).unwrap_or_else(|| "-".into());
+    for row in &summary.tables {
+        let result = serde_json::to_value(row.result)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_string))
+            .unwrap_or_default();
+        lines.push(format!(
+            "{:<width$}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}  {result}",
+            row.table,
+            count(row.source_rows),
+            count(row.target_rows),
+            human_size(row.dump_bytes),
+            human_duration(Duration::from_secs_f64(row.export_seconds)),
+            human_duration(Duration::from_secs_f64(row.import_seconds)),
+        ));
+    }
+    lines.push(format!(
+        "{} table(s), {} sequence(s), {} large object(s); total time {}; peak dump space {}, peak memory {}",
+        summary.tables.len(),
+        summary.sequences,
+        summary.large_objects,
+        human_duration(Duration::from_secs_f64(summary.total_seconds)),
+        human_size(summary.peak_dump_bytes),
+        human_size(summary.peak_memory_bytes)
+    ));
+    lines
+}
+
+/// Why the run ended, for its last line.
+pub fn closing_line(result: &Result<(), SyncError>) -> String {
+    match result {
+        Ok(()) => "✅ Sync finished successfully.".to_string(),
+        Err(SyncError::Interrupted(signal)) => format!(
+            "Interrupted by {}: every child process was stopped and temporary files removed; the previous target is unchanged.",
+            signal_name(*signal)
+        ),
+        Err(error) => format!("{error:#}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_read_like_the_old_script() {
+        assert_eq!(human_size(512), "512B");
+        assert_eq!(human_size(8 * 1024), "8.0K");
+        assert_eq!(human_size(15_938_355), "15.2M");
+        assert_eq!(human_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(human_duration(Duration::from_secs(125)), "2m05s");
+    }
+
+    #[test]
+    fn table_and_step_retries_read_the_same() {
+        let delay = Duration::from_millis(1500);
+        let table = table_detail(&TableLine::Retrying {
+            attempt: 2,
+            delay,
+            error: "server closed the connection".into(),
+        });
+        let step = Warning::Retrying {
+            step: "schema dump",
+            attempt: 2,
+            delay,
+            error: "server closed the connection".into(),
+        }
+        .to_string();
+        assert_eq!(
+            table,
+            "attempt 2 failed, retrying in 1.5s: server closed the connection"
+        );
+        assert_eq!(step, format!("schema dump: {table}"));
+    }
+
+    #[test]
+    fn progress_reads_bytes_rows_rate_and_eta() {
+        let progress = TableProgress {
+            table: "pgbench_accounts".into(),
+            activity: super::super::Activity::Import,
+            bytes: 126_146_560,
+            rows: 1_200_000,
+            estimated_bytes: 503_316_480,
+            estimated_rows: Some(5_000_000),
+            rate: 47_290_777.0,
+            eta: Some(Duration::from_secs(8)),
+        };
+        assert_eq!(
+            progress_detail(&progress),
+            "120.3M of ~480.0M, 1.2M rows of ~5.0M, 45.1M/s, ETA 8s"
+        );
+    }
+}

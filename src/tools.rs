@@ -1,0 +1,342 @@
+//! The PostgreSQL client tools: finding `pg_dump` and `pg_restore` and checking that their
+//! versions can handle the servers (`pg_dump` at least the source server's major version,
+//! `pg_restore` at least `pg_dump`'s; among installed versions that qualify, the lowest is used),
+//! running one and judging how it went, and reading an archive's table of contents.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::catalog::{PG_CLASS_OID, PG_CONSTRAINT_OID};
+use crate::process::{self, ChildCommand, ChildOutput, ProcessError};
+use crate::scheduler::{AttemptError, Cancellation};
+
+#[derive(Debug, Clone)]
+pub struct PgTools {
+    pub pg_dump: PathBuf,
+    pub pg_restore: PathBuf,
+    pub dump_major: u32,
+    pub restore_major: u32,
+    pub version_text: String,
+}
+
+/// Major version of a tool, from its `--version` output (`pg_dump (PostgreSQL) 15.18 ...`).
+fn tool_version(binary: &Path) -> Result<(u32, String)> {
+    let output = Command::new(binary)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("cannot run {} --version", binary.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let major = parse_major(&text)
+        .with_context(|| format!("cannot read a version from `{} --version`: {text:?}", binary.display()))?;
+    Ok((major, text))
+}
+
+fn parse_major(version_text: &str) -> Option<u32> {
+    let number = version_text
+        .split_whitespace()
+        .find(|word| word.starts_with(|c: char| c.is_ascii_digit()))?;
+    number.split(['.', '-', 'b', 'r', 'd']).next()?.parse().ok()
+}
+
+/// Directories that may hold a set of client tools, best guesses first.
+fn candidate_directories() -> Vec<PathBuf> {
+    let mut directories = Vec::new();
+    if let Ok(pg_dump) = which::which("pg_dump")
+        && let Ok(resolved) = pg_dump.canonicalize()
+        && let Some(parent) = resolved.parent()
+    {
+        directories.push(parent.to_path_buf());
+    }
+    for root in ["/usr/lib/postgresql", "/usr/pgsql"] {
+        if let Ok(entries) = std::fs::read_dir(root) {
+            for entry in entries.flatten() {
+                directories.push(entry.path().join("bin"));
+            }
+        }
+    }
+    for path in ["/usr/local/pgsql/bin", "/opt/homebrew/bin", "/usr/bin"] {
+        directories.push(PathBuf::from(path));
+    }
+    directories.dedup();
+    directories
+}
+
+/// Finds tools for a source server of major version `source_major`. With `override_directory`,
+/// only that directory is considered.
+pub fn locate(override_directory: Option<&Path>, source_major: u32) -> Result<PgTools> {
+    let directories = match override_directory {
+        Some(directory) => vec![directory.to_path_buf()],
+        None => candidate_directories(),
+    };
+    let mut found = Vec::new();
+    let mut rejected = Vec::new();
+    for directory in &directories {
+        let pg_dump = directory.join("pg_dump");
+        let pg_restore = directory.join("pg_restore");
+        if !pg_dump.is_file() || !pg_restore.is_file() {
+            continue;
+        }
+        let (dump_major, version_text) = tool_version(&pg_dump)?;
+        let (restore_major, _) = tool_version(&pg_restore)?;
+        if dump_major < source_major {
+            rejected.push(format!("{} is version {dump_major}", pg_dump.display()));
+            continue;
+        }
+        if restore_major < dump_major {
+            rejected.push(format!(
+                "{} is version {restore_major}, older than its pg_dump ({dump_major})",
+                pg_restore.display()
+            ));
+            continue;
+        }
+        found.push(PgTools {
+            pg_dump,
+            pg_restore,
+            dump_major,
+            restore_major,
+            version_text,
+        });
+    }
+    if let Some(best) = found.into_iter().min_by_key(|tools| tools.dump_major) {
+        return Ok(best);
+    }
+    if let Some(directory) = override_directory {
+        if rejected.is_empty() {
+            bail!("--pg-bin {}: no pg_dump and pg_restore there", directory.display());
+        }
+        bail!(
+            "--pg-bin {}: the source server is PostgreSQL {source_major}, but {}; point --pg-bin at client tools of version {source_major} or newer",
+            directory.display(),
+            rejected.join(", ")
+        );
+    }
+    if rejected.is_empty() {
+        bail!(
+            "pg_dump and pg_restore were not found; install the PostgreSQL client tools (Debian: apt-get install postgresql-client) or pass --pg-bin DIR"
+        );
+    }
+    bail!(
+        "the source server is PostgreSQL {source_major}, but the installed client tools are too old ({}); install postgresql-client-{source_major} or newer, or pass --pg-bin DIR",
+        rejected.join(", ")
+    )
+}
+
+/// Runs a tool once and judges the result. `pg_restore` exits 1 for errors it "ignored", so its
+/// stderr is read too, not only its exit code.
+pub async fn run_tool(
+    command: &ChildCommand,
+    cancellation: &Cancellation,
+    what: &str,
+) -> Result<ChildOutput, AttemptError> {
+    match process::run(command, cancellation).await {
+        Ok(output) => judge(command, &output, what).map(|()| output),
+        Err(error) => Err(process_attempt_error(error)),
+    }
+}
+
+pub fn process_attempt_error(error: ProcessError) -> AttemptError {
+    match error {
+        ProcessError::Cancelled => AttemptError::Cancelled,
+        error @ ProcessError::Spawn { .. } => AttemptError::Permanent(error.into()),
+    }
+}
+
+/// Judges a finished tool by its exit status and stderr.
+pub fn judge(command: &ChildCommand, output: &ChildOutput, what: &str) -> Result<(), AttemptError> {
+    let reported_error = output.stderr.contains(": error:") || output.stderr.contains("errors ignored on restore");
+    if output.status.success() && !reported_error {
+        return Ok(());
+    }
+    let status = match output.status.code() {
+        Some(code) => format!("exit code {code}"),
+        None => "killed by a signal".to_string(),
+    };
+    let details = process::relevant_stderr(&output.stderr, 12);
+    let error = anyhow::anyhow!("{} failed to {what} ({status}):\n{details}", command.name());
+    // A tool reports the server's errors only as text, so its stderr is all there is to read.
+    if is_transient_message(&output.stderr) {
+        Err(AttemptError::Transient(error))
+    } else {
+        Err(AttemptError::Permanent(error))
+    }
+}
+
+/// Messages of libpq, the server and the tools that mean "try again later", not "you are wrong".
+const TRANSIENT_MARKERS: &[&str] = &[
+    "could not connect to server",
+    "connection to server at",
+    "Connection refused",
+    "connection refused",
+    "server closed the connection unexpectedly",
+    "terminating connection due to administrator command",
+    "terminating connection due to conflict with recovery",
+    "too many clients already",
+    "remaining connection slots are reserved",
+    "could not serialize access",
+    "deadlock detected",
+    "Connection reset by peer",
+    "connection reset",
+    "could not receive data from server",
+    "could not send data to server",
+    "no connection to the server",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "SSL SYSCALL error",
+    "Connection timed out",
+    "timeout expired",
+];
+
+/// Messages that look like connection trouble but are the user's to fix.
+const PERMANENT_MARKERS: &[&str] = &[
+    "password authentication failed",
+    "no password supplied",
+    "permission denied",
+    "does not exist",
+    "syntax error",
+    "no pg_hba.conf entry",
+    "invalid snapshot identifier",
+];
+
+/// Whether a tool's stderr describes a failure worth retrying.
+pub fn is_transient_message(message: &str) -> bool {
+    !PERMANENT_MARKERS.iter().any(|marker| message.contains(marker))
+        && TRANSIENT_MARKERS.iter().any(|marker| message.contains(marker))
+}
+
+/// What an entry of an archive's table of contents is, as far as dbsync places entries itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TocKind {
+    TableData,
+    /// An index (catalog `pg_class`).
+    Index,
+    /// A primary key, unique or exclusion constraint (catalog `pg_constraint`).
+    Constraint,
+    ForeignKey,
+    /// Attaching a partition's index to its parent's (no object of its own).
+    IndexAttach,
+    Other,
+}
+
+/// One line of `pg_restore --list`: `4012; 2606 16502 FK CONSTRAINT public orders orders_fkey owner`
+/// is dump id 4012, catalog 2606 (`pg_constraint`), object oid 16502.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TocEntry {
+    /// The line as it was, for `pg_restore --use-list`.
+    pub line: String,
+    pub dump_id: u32,
+    pub catalog: u32,
+    pub oid: u32,
+    pub kind: TocKind,
+}
+
+/// The entries of a table of contents; comments and lines that are not entries are skipped.
+pub fn parse_listing(listing: &str) -> Vec<TocEntry> {
+    listing
+        .lines()
+        .filter(|line| !line.starts_with(';') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().take(5).collect();
+            let [dump_id, catalog, oid, first, second] = words.as_slice() else {
+                return None;
+            };
+            let dump_id = dump_id.strip_suffix(';')?.parse().ok()?;
+            let (catalog, oid): (u32, u32) = (catalog.parse().ok()?, oid.parse().ok()?);
+            let kind = match (catalog, *first, *second) {
+                (_, "TABLE", "DATA") => TocKind::TableData,
+                (_, "FK", "CONSTRAINT") => TocKind::ForeignKey,
+                (0, "INDEX", "ATTACH") => TocKind::IndexAttach,
+                (PG_CLASS_OID, "INDEX", _) => TocKind::Index,
+                (PG_CONSTRAINT_OID, "CONSTRAINT", _) => TocKind::Constraint,
+                _ => TocKind::Other,
+            };
+            Some(TocEntry {
+                line: line.to_string(),
+                dump_id,
+                catalog,
+                oid,
+                kind,
+            })
+        })
+        .collect()
+}
+
+/// The table of contents of an archive (`pg_restore --list`).
+pub async fn archive_listing(
+    pg_restore: &Path,
+    archive: &Path,
+    cancellation: &Cancellation,
+) -> Result<Vec<TocEntry>, AttemptError> {
+    let command = ChildCommand::new(pg_restore.to_path_buf())
+        .argument("--list")
+        .argument(archive)
+        .capturing_stdout();
+    run_tool(&command, cancellation, "list an archive")
+        .await
+        .map(|output| parse_listing(&output.stdout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_major_versions() {
+        assert_eq!(
+            parse_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"),
+            Some(15)
+        );
+        assert_eq!(parse_major("pg_restore (PostgreSQL) 17beta2"), Some(17));
+        assert_eq!(parse_major("pg_dump (PostgreSQL) 9.6.24"), Some(9));
+        assert_eq!(parse_major("nonsense"), None);
+    }
+
+    #[test]
+    fn table_of_contents_entries_are_told_apart_by_catalog_and_description() {
+        let listing = "\
+;
+; Archive created at 2026-11-21
+3347; 0 16399 TABLE DATA public orders owner
+3275; 2606 100 CONSTRAINT public accounts accounts_pkey postgres
+3278; 1259 101 INDEX public measurements_account_idx postgres
+3330; 0 0 INDEX ATTACH public measurements_2024_01_account_id_idx postgres
+3340; 2606 103 FK CONSTRAINT public measurements measurements_account_id_fkey postgres
+3360; 2620 106 TRIGGER public accounts audit postgres
+";
+        let entries = parse_listing(listing);
+        let kinds: Vec<(u32, u32, TocKind)> = entries
+            .iter()
+            .map(|entry| (entry.dump_id, entry.oid, entry.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (3347, 16399, TocKind::TableData),
+                (3275, 100, TocKind::Constraint),
+                (3278, 101, TocKind::Index),
+                (3330, 0, TocKind::IndexAttach),
+                (3340, 103, TocKind::ForeignKey),
+                (3360, 106, TocKind::Other),
+            ]
+        );
+        assert_eq!(
+            entries[1].line,
+            "3275; 2606 100 CONSTRAINT public accounts accounts_pkey postgres"
+        );
+    }
+
+    #[test]
+    fn classifies_transient_and_permanent_messages() {
+        assert!(is_transient_message(
+            "pg_dump: error: server closed the connection unexpectedly"
+        ));
+        assert!(is_transient_message("FATAL:  sorry, too many clients already"));
+        assert!(!is_transient_message(
+            "FATAL:  password authentication failed for user \"x\" (connection refused)"
+        ));
+        assert!(!is_transient_message("ERROR:  permission denied for table t"));
+        assert!(!is_transient_message("ERROR:  syntax error at or near"));
+    }
+}
