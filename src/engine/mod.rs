@@ -481,11 +481,16 @@ fn outside_key(key: &crate::plan::DanglingForeignKey) -> OutsideKey {
     }
 }
 
-/// The most memory dbsync itself (not its children) has held at once.
+/// The most memory dbsync itself (not its children) has held at once: the kernel's high-water
+/// mark of this program's resident memory (`VmHWM`). Not `getrusage`: its `ru_maxrss` carries over
+/// through `exec` the size of the process that started dbsync.
 fn peak_memory_bytes() -> u64 {
-    use nix::sys::resource::{UsageWho, getrusage};
-    // Linux reports ru_maxrss in kibibytes.
-    getrusage(UsageWho::RUSAGE_SELF)
-        .map(|usage| u64::try_from(usage.max_rss()).unwrap_or(0) * 1024)
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+            let kibibytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kibibytes * 1024)
+        })
         .unwrap_or(0)
 }

@@ -327,7 +327,11 @@ fn moved(state: &State, index: usize, stage: Stage) -> (u64, u64) {
 /// How long the rest will take at the rate so far, from the share already done (rows when the
 /// planner has an estimate, else bytes). `None` until something has moved.
 fn estimate_remaining(elapsed: Duration, done_share: f64) -> Option<Duration> {
-    (done_share > 0.0).then(|| elapsed.mul_f64((1.0 - done_share.min(0.99)) / done_share.min(0.99)))
+    let done = done_share.min(0.99);
+    if done <= 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(elapsed.as_secs_f64() * (1.0 - done) / done).ok()
 }
 
 fn share(done: u64, estimate: Option<u64>) -> Option<f64> {
@@ -398,6 +402,8 @@ mod tests {
         let eta = estimate_remaining(Duration::from_secs(10), 0.25).unwrap();
         assert_eq!(eta.as_secs(), 30);
         assert!(estimate_remaining(Duration::from_secs(10), 0.0).is_none());
+        // A first row of billions: a long wait, not a panic.
+        assert!(estimate_remaining(Duration::from_secs(3600), 1e-18).is_none_or(|eta| eta > Duration::from_secs(3600)));
         // An estimate that was too low never promises a finished copy.
         assert!(estimate_remaining(Duration::from_secs(10), 1.5).unwrap() > Duration::ZERO);
     }

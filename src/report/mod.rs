@@ -326,3 +326,58 @@ pub fn pick(settings: &Settings) -> Arc<dyn Reporter> {
 pub fn print_error(message: &str) {
     eprintln!("dbsync: {message}");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_name(value: impl Serialize) -> String {
+        serde_json::to_value(value).unwrap().as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn the_readme_documents_every_outcome_and_table_result_the_report_can_hold() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        for outcome in Outcome::ALL {
+            let name = json_name(outcome);
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "README does not document outcome {name}"
+            );
+        }
+        for result in [
+            TableResult::Ok,
+            TableResult::Mismatch,
+            TableResult::Failed,
+            TableResult::NotDone,
+        ] {
+            let name = json_name(result);
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "README does not document result {name}"
+            );
+        }
+        assert_eq!(json_name(Outcome::ValidationFailed), "validation-failed");
+        assert_eq!(json_name(TableResult::NotDone), "NOT DONE");
+    }
+
+    #[test]
+    fn every_failure_has_its_outcome() {
+        use crate::errors::SyncError;
+        let outcomes = [
+            SyncError::Usage("no".into()).outcome(),
+            SyncError::Interrupted(nix::sys::signal::Signal::SIGINT).outcome(),
+            SyncError::ValidationFailed(1).outcome(),
+            SyncError::Failed(anyhow::anyhow!("boom")).outcome(),
+        ];
+        assert_eq!(
+            outcomes,
+            [
+                Outcome::Refused,
+                Outcome::Interrupted,
+                Outcome::ValidationFailed,
+                Outcome::Failed
+            ]
+        );
+    }
+}

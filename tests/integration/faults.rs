@@ -416,3 +416,124 @@ fn children_die_with_dbsync_even_when_it_is_killed_outright() {
             .psql("postgres", &format!("DROP DATABASE \"{leftover}\" WITH (FORCE)"));
     }
 }
+
+#[test]
+fn the_report_of_a_failed_run_lists_every_table_with_its_result() {
+    small_source_and_precious_target("failreport_src", "failreport_dst");
+    let fakes = FakeTools::new(
+        "",
+        "if [[ \" $* \" == *\" --data-only \"* ]]; then \
+         echo 'pg_restore: error: could not execute query: ERROR:  permission denied for table items' >&2; exit 1; fi",
+    );
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let report = temp.path().join("report.json");
+    // Two units, one at a time: the first load fails, the second unit never starts.
+    let output = sync_command("failreport_src", "failreport_dst", &fakes, dumps.path(), temp.path())
+        .args(["--jobs", "2", "--report"])
+        .arg(&report)
+        .env("BATCH_SIZE", "1")
+        .output()
+        .unwrap();
+    assert_exit(&output, 1);
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    std::fs::remove_file(&report).unwrap();
+    assert_eq!(json["outcome"], "failed");
+    assert_eq!(json["exit_code"], 1);
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("permission denied for table items"),
+        "{json:#}"
+    );
+    let results: Vec<(String, String)> = json["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["table"].as_str().unwrap().to_string(),
+                row["result"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("items".to_string(), "FAILED".to_string()),
+            ("notes".to_string(), "NOT DONE".to_string())
+        ]
+    );
+    let log = text(&output);
+    assert!(log.contains("#  SUMMARY") && log.contains("NOT DONE"), "{log}");
+    assert_previous_target_intact("failreport_dst");
+}
+
+#[test]
+fn jobs_caps_the_sessions_of_loads_and_index_builds_together() {
+    let clusters = clusters();
+    clusters.source.create_database("budget_src");
+    let mut schema = String::new();
+    for table in 1..=6 {
+        schema.push_str(&format!(
+            "CREATE TABLE t{table} (id int PRIMARY KEY, a int, b text); \
+             CREATE INDEX t{table}_a ON t{table} (a); CREATE INDEX t{table}_b ON t{table} (b); \
+             INSERT INTO t{table} SELECT g, g % 17, 'row ' || g FROM generate_series(1, 2000) g; "
+        ));
+    }
+    clusters.source.psql("budget_src", &schema);
+    // Each tool records the sessions it opens on its server (`--jobs=N` workers, else one; a
+    // listing none) as it starts and ends: pg_dump on the source, pg_restore on the target. The
+    // first load is quick and the others slow, so the first unit's index build is ready while
+    // another unit still loads.
+    let count_sessions = |server: &str| {
+        format!(
+            "k=1; for argument in \"$@\"; do case $argument in --jobs=*) k=${{argument#--jobs=}};; --list) k=0;; esac; done; \
+             echo \"+$k\" >> \"$STATE/{server}\""
+        )
+    };
+    let finish =
+        |server: &str| format!("\"$REAL\" \"$@\"; status=$?; echo \"-$k\" >> \"$STATE/{server}\"; exit $status");
+    let fakes = FakeTools::new(
+        &format!("{}; {}", count_sessions("source"), finish("source")),
+        &format!(
+            "{}; if [[ \" $* \" == *\" --data-only \"* ]] && ! mkdir \"$STATE/first-load\" 2>/dev/null; then sleep 2; fi; {}",
+            count_sessions("target"),
+            finish("target")
+        ),
+    );
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let output = sync_command("budget_src", "budget_dst", &fakes, dumps.path(), temp.path())
+        .args(["--jobs", "2"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    for server in ["source", "target"] {
+        let log = fakes.read_state(server);
+        let (mut open, mut most) = (0i64, 0i64);
+        for line in log.lines() {
+            let change: i64 = line.parse().unwrap();
+            open += change;
+            most = most.max(open);
+        }
+        assert_eq!(open, 0, "every start has its end:\n{log}");
+        assert!(
+            most <= 2,
+            "{most} sessions at once on the {server} with --jobs 2:\n{log}"
+        );
+    }
+    let target_log = fakes.read_state("target");
+    assert!(
+        target_log.lines().any(|line| line == "+2"),
+        "no parallel restore ran at all:\n{target_log}"
+    );
+    assert_eq!(
+        clusters.target.psql(
+            "budget_dst",
+            "SELECT count(*) FROM pg_indexes WHERE tablename LIKE 't%'"
+        ),
+        "18"
+    );
+}

@@ -1,8 +1,10 @@
 //! Integration tests: dbsync against real PostgreSQL servers started by `harness`.
 
+mod architecture;
 mod faults;
 mod fidelity;
 mod harness;
+mod progress;
 mod usage;
 
 use std::collections::BTreeMap;
@@ -63,6 +65,32 @@ pub fn sync(source: &str, target: &str, extra: &[&str], dump_dir: &Path) -> Outp
         .args(extra)
         .output()
         .expect("run dbsync")
+}
+
+/// Runs `dbsync sync` on a pseudo-terminal (util-linux `script`), typing `input` at it.
+pub fn sync_on_a_terminal(source: &str, target: &str, extra: &[&str], input: &str, dump_dir: &Path) -> Output {
+    use std::io::Write;
+    let clusters = harness::clusters();
+    let command = format!(
+        "{} sync --source '{}' --target '{}' --dump-dir '{}' {}",
+        env!("CARGO_BIN_EXE_dbsync"),
+        clusters.source.uri(source),
+        clusters.target.uri(target),
+        dump_dir.display(),
+        extra.join(" ")
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .env("PGPASSFILE", "/dev/null")
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 pub fn text(output: &Output) -> String {

@@ -93,7 +93,14 @@ fn a_malformed_config_file_is_reported_with_its_line() {
     let output = dbsync().args(["sync", "--config"]).arg(&config).output().unwrap();
     assert_exit(&output, 2);
     let log = text(&output);
-    assert!(log.contains("core_tables.toml") && log.contains("line"), "{log}");
+    let place = format!("config file {} (line 3)", config.display());
+    assert!(log.contains(&place), "the file and the line of the mistake:\n{log}");
+    assert!(log.contains("expected `]`"), "what is wrong there:\n{log}");
+    assert!(
+        log.contains("hint: see the commented example core_tables.toml"),
+        "{log}"
+    );
+    assert!(!log.contains("[INFO]"), "nothing started:\n{log}");
 }
 
 #[test]
@@ -102,7 +109,7 @@ fn config_file_groups_select_the_tables() {
     let clusters = clusters();
     clusters.source.psql(
         "config_src",
-        "INSERT INTO orders VALUES (1), (2); INSERT INTO users VALUES (7)",
+        "INSERT INTO orders VALUES (1), (2); INSERT INTO users VALUES (7); INSERT INTO order_items VALUES (5), (6)",
     );
     let directory = dump_dir();
     let config = directory.path().join("core_tables.toml");
@@ -124,6 +131,11 @@ fn config_file_groups_select_the_tables() {
         .unwrap();
     assert_exit(&output, 0);
     assert_eq!(clusters.target.psql("config_dst", "SELECT count(*) FROM orders"), "2");
+    // Matched by the group's pattern, then excluded: its rows stay behind.
+    assert_eq!(
+        clusters.target.psql("config_dst", "SELECT count(*) FROM order_items"),
+        "0"
+    );
     assert_eq!(clusters.target.psql("config_dst", "SELECT count(*) FROM users"), "0");
 }
 
@@ -180,13 +192,48 @@ fn missing_client_tools_are_a_clear_error() {
 #[test]
 fn keep_dumps_leaves_the_dump_directory() {
     source_with_tables("keep_src");
+    clusters().source.psql(
+        "keep_src",
+        "INSERT INTO orders SELECT generate_series(1, 40); INSERT INTO users VALUES (1), (2)",
+    );
     let dumps = dump_dir();
-    let output = sync("keep_src", "keep_dst", &["--keep-dumps"], dumps.path());
+    let output = sync("keep_src", "keep_dst", &["--keep-dumps", "--jobs", "2"], dumps.path());
     assert_exit(&output, 0);
     let kept: Vec<_> = std::fs::read_dir(dumps.path()).unwrap().flatten().collect();
     assert_eq!(kept.len(), 1, "one dump directory");
-    assert!(kept[0].path().join("schema.dump").is_file());
+    let directory = kept[0].path();
+    assert!(directory.join("schema.dump").is_file());
     assert!(text(&output).contains("Keeping the dump directory"));
+    // Every unit's data is kept, complete, and holds the rows of the tables it carried.
+    let mut units: Vec<_> = std::fs::read_dir(&directory)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with("unit-"))
+        .collect();
+    units.sort();
+    assert!(!units.is_empty(), "no unit dumps kept in {}", directory.display());
+    let mut listed = String::new();
+    for unit in &units {
+        assert!(
+            unit.join(".dbsync-complete").is_file(),
+            "{} is not marked complete",
+            unit.display()
+        );
+        let listing = std::process::Command::new(clusters().source.bin_dir.join("pg_restore"))
+            .arg("--list")
+            .arg(unit)
+            .output()
+            .unwrap();
+        assert!(listing.status.success(), "{}", String::from_utf8_lossy(&listing.stderr));
+        listed.push_str(&String::from_utf8_lossy(&listing.stdout));
+    }
+    for table in ["orders", "order_items", "users"] {
+        assert!(
+            listed.contains(&format!("TABLE DATA public {table} ")),
+            "no data of {table} in the kept units:\n{listed}"
+        );
+    }
 }
 
 #[test]
@@ -233,29 +280,9 @@ fn foreign_key_policy_include_parent_copies_the_referenced_tables() {
     );
 }
 
-/// Runs dbsync on a pseudo-terminal (util-linux `script`), typing `answer` at the prompt.
+/// Runs dbsync on a pseudo-terminal, typing `answer` at the prompt.
 fn sync_on_a_terminal(source: &str, target: &str, answer: &str, dump_dir: &std::path::Path) -> std::process::Output {
-    use std::io::Write;
-    let clusters = clusters();
-    let command = format!(
-        "{} sync --source '{}' --target '{}' --dump-dir '{}'",
-        env!("CARGO_BIN_EXE_dbsync"),
-        clusters.source.uri(source),
-        clusters.target.uri(target),
-        dump_dir.display()
-    );
-    let mut child = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env("TERM", "xterm")
-        .env("PGPASSFILE", "/dev/null")
-        .env_remove("NO_COLOR")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("util-linux script");
-    child.stdin.take().unwrap().write_all(answer.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    crate::sync_on_a_terminal(source, target, &[], answer, dump_dir)
 }
 
 #[test]
