@@ -340,11 +340,22 @@ fn share(done: u64, estimate: Option<u64>) -> Option<f64> {
         .map(|estimate| done as f64 / estimate as f64)
 }
 
+/// A table's bytes to move in a stage: the catalog's size, or its dump's once it is written (a
+/// load moves exactly its dump).
+fn expected_bytes(table: &TableState, stage: Stage) -> u64 {
+    if stage == Stage::Load && table.units_left.export == 0 && table.dump_bytes > 0 {
+        table.dump_bytes
+    } else {
+        table.estimated_bytes
+    }
+}
+
 fn report(state: &State, loading: Activity) -> ProgressReport {
+    let streamed = loading == Activity::Stream;
     let mut tables = Vec::new();
     for (index, table) in state.tables.iter().enumerate() {
         for (stage, activity) in [(Stage::Export, Activity::Export), (Stage::Load, loading)] {
-            if !table.running(stage) || (stage == Stage::Export && loading == Activity::Stream) {
+            if !table.running(stage) || (stage == Stage::Export && streamed) {
                 continue;
             }
             let (bytes, rows) = moved(state, index, stage);
@@ -353,12 +364,7 @@ fn report(state: &State, loading: Activity) -> ProgressReport {
                 .at(stage)
                 .map(|started| started.elapsed())
                 .unwrap_or_default();
-            // Once dumped, a table's load is as large as its dump: the estimate becomes exact.
-            let estimated_bytes = if stage == Stage::Load && table.units_left.export == 0 && table.dump_bytes > 0 {
-                table.dump_bytes
-            } else {
-                table.estimated_bytes
-            };
+            let estimated_bytes = expected_bytes(table, stage);
             let done_share = share(rows, table.estimated_rows).or(share(bytes, Some(estimated_bytes)));
             tables.push(TableProgress {
                 table: table.name.clone(),
@@ -372,24 +378,41 @@ fn report(state: &State, loading: Activity) -> ProgressReport {
             });
         }
     }
-    let estimated_bytes: u64 = state.tables.iter().map(|table| table.estimated_bytes).sum();
-    let loaded_bytes: u64 = (0..state.tables.len())
-        .map(|index| {
-            let table = &state.tables[index];
-            if table.units_left.load == 0 {
-                table.estimated_bytes
+    // The whole copy: each stage's bytes, done or moving, against what it has to move. Without
+    // --stream every byte moves twice (dumped, then loaded), and the ETA counts both.
+    let stages: &[Stage] = if streamed {
+        &[Stage::Load]
+    } else {
+        &[Stage::Export, Stage::Load]
+    };
+    let (mut done, mut expected, mut loaded_bytes, mut estimated_bytes) = (0u64, 0u64, 0u64, 0u64);
+    for (index, table) in state.tables.iter().enumerate() {
+        for stage in stages {
+            let stage_expected = expected_bytes(table, *stage);
+            let stage_done = if table.units_left.at(*stage) == 0 {
+                stage_expected
             } else {
-                moved(state, index, Stage::Load).0.min(table.estimated_bytes)
+                moved(state, index, *stage).0.min(stage_expected)
+            };
+            expected += stage_expected;
+            done += stage_done;
+            if *stage == Stage::Load {
+                estimated_bytes += stage_expected;
+                loaded_bytes += stage_done;
             }
-        })
-        .sum();
+        }
+    }
     let elapsed = state.data_started.map(|started| started.elapsed()).unwrap_or_default();
+    // Loads are slower than dumps, so the share of bytes alone promises too early an end while a
+    // big table loads: the whole copy ends no sooner than its slowest running table.
+    let by_share = share(done, Some(expected)).and_then(|share| estimate_remaining(elapsed, share));
+    let slowest_table = tables.iter().filter_map(|table| table.eta).max();
     ProgressReport {
         tables,
         loaded_bytes,
         estimated_bytes,
         rate: loaded_bytes as f64 / elapsed.as_secs_f64().max(0.001),
-        eta: share(loaded_bytes, Some(estimated_bytes)).and_then(|done| estimate_remaining(elapsed, done)),
+        eta: by_share.max(slowest_table),
     }
 }
 

@@ -101,7 +101,7 @@ impl Reporter for TerminalReporter {
                     TableState::Started => {
                         let spinner = self.bars.insert_from_back(1, ProgressBar::new_spinner());
                         spinner.set_style(
-                            ProgressStyle::with_template("  {spinner} {msg} {elapsed}").expect("valid template"),
+                            ProgressStyle::with_template("  {spinner} {elapsed:>4} {msg}").expect("valid template"),
                         );
                         spinner.set_message(format!("{} {table}", activity.tag()));
                         spinner.enable_steady_tick(Duration::from_millis(120));
