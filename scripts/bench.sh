@@ -5,13 +5,15 @@
 # table). Contenders alternate within each round; the table shows the median of the rounds.
 #
 #   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many] [--contenders LIST]
-#                    [--no-scaling] [--keep]
+#                    [--baseline BINARY] [--no-scaling] [--keep]
 #
 #   --scale N        pgbench scale of *large* (default 20, about 500 MB in all)
 #   --jobs N         parallelism given to every contender (default: the number of cores)
 #   --runs N         rounds per dataset (default 3)
 #   --datasets LIST  comma-separated, from: large, many (default both)
 #   --contenders L   comma-separated, from: dbsync, dbsync-stream, pg_dump, pgcopydb (default all)
+#   --baseline BIN   also time another dbsync binary (contender "baseline", default mode), e.g. a
+#                    build of the previous commit, to show what a change did to the speed
 #   --no-scaling     skip the extra *large* at twice the scale (dbsync and pg_dump), which checks that
 #                    dbsync's time grows linearly with the data
 #   --keep           leave the servers and their data in place (prints where)
@@ -29,6 +31,7 @@ datasets=large,many
 contenders=dbsync,dbsync-stream,pg_dump,pgcopydb
 scaling=yes
 keep=no
+baseline=
 while [ $# -gt 0 ]; do
     case $1 in
         --scale) scale=$2; shift 2 ;;
@@ -36,9 +39,10 @@ while [ $# -gt 0 ]; do
         --runs) runs=$2; shift 2 ;;
         --datasets) datasets=$2; shift 2 ;;
         --contenders) contenders=$2; shift 2 ;;
+        --baseline) baseline=$(realpath "$2"); shift 2 ;;
         --no-scaling) scaling=no; shift ;;
         --keep) keep=yes; shift ;;
-        -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -158,11 +162,12 @@ run_contender() {
     log=$base/logs/$database-$name-$(date +%s%N).log
     reset_target
     case $name in
-        dbsync | dbsync-stream)
-            local extra=()
+        dbsync | dbsync-stream | baseline)
+            local extra=() binary=$dbsync
             [ "$name" = dbsync-stream ] && extra=(--stream)
+            [ "$name" = baseline ] && binary=$baseline
             started=$(now)
-            "$dbsync" sync --source "$source" --target "$target" --jobs "$jobs" --yes --plain \
+            "$binary" sync --source "$source" --target "$target" --jobs "$jobs" --yes --plain \
                 --dump-dir "$base/work" --report "$base/work/report.json" "${extra[@]}" >"$log" 2>&1 ||
                 { echo "dbsync failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
             finished=$(now)
@@ -198,6 +203,7 @@ results=$base/results.tsv
 : >"$results"
 IFS=, read -r -a dataset_list <<<"$datasets"
 IFS=, read -r -a contender_list <<<"$contenders"
+[ -n "$baseline" ] && contender_list+=(baseline)
 
 measure_dataset() {
     local label=$1 database=$2 names=("${@:3}")

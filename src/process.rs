@@ -14,8 +14,19 @@ use tokio::process::Command;
 
 use crate::scheduler::{CancelState, Cancellation};
 
-/// How long a child group gets between SIGTERM and SIGKILL.
-const TERMINATION_GRACE: Duration = Duration::from_secs(5);
+/// How a child group is stopped when the run is cancelled: `signal` first, then SIGKILL once
+/// `grace` has passed (or at once, on a second Ctrl+C).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopPolicy {
+    pub signal: Signal,
+    pub grace: Duration,
+}
+
+/// pg_dump and pg_restore end cleanly on SIGTERM within moments; five seconds covers a busy server.
+pub const STOP_POLICY: StopPolicy = StopPolicy {
+    signal: Signal::SIGTERM,
+    grace: Duration::from_secs(5),
+};
 /// How much of a child's stderr is kept (the end matters most).
 const STDERR_LIMIT: usize = 256 * 1024;
 
@@ -234,9 +245,9 @@ async fn supervise(started: Started, cancellation: &Cancellation) -> Result<Chil
                     CancelState::Running => {}
                     CancelState::Stopping(_) => {
                         if !terminated {
-                            signal_group(process_group, Signal::SIGTERM);
+                            signal_group(process_group, STOP_POLICY.signal);
                             terminated = true;
-                            kill_deadline = Some(tokio::time::Instant::now() + TERMINATION_GRACE);
+                            kill_deadline = Some(tokio::time::Instant::now() + STOP_POLICY.grace);
                         }
                     }
                     CancelState::Killing(_) => {

@@ -378,42 +378,60 @@ fn report(state: &State, loading: Activity) -> ProgressReport {
             });
         }
     }
-    // The whole copy: each stage's bytes, done or moving, against what it has to move. Without
-    // --stream every byte moves twice (dumped, then loaded), and the ETA counts both.
+    let whole = whole_copy(state, streamed);
+    let elapsed = state.data_started.map(|started| started.elapsed()).unwrap_or_default();
+    // Loads are slower than dumps, so the share of bytes alone promises too early an end while a
+    // big table loads: the whole copy ends no sooner than its slowest running table.
+    let by_share = share(whole.done, Some(whole.expected)).and_then(|share| estimate_remaining(elapsed, share));
+    let slowest_table = tables.iter().filter_map(|table| table.eta).max();
+    ProgressReport {
+        tables,
+        loaded_bytes: whole.loaded,
+        estimated_bytes: whole.to_load,
+        rate: whole.loaded as f64 / elapsed.as_secs_f64().max(0.001),
+        eta: by_share.max(slowest_table),
+    }
+}
+
+/// Bytes of the whole copy: moved and to move over all stages, and loaded and to load.
+struct WholeCopy {
+    done: u64,
+    expected: u64,
+    loaded: u64,
+    to_load: u64,
+}
+
+/// Each stage's bytes, done or moving, against what it has to move. Without `--stream` every
+/// byte moves twice (dumped, then loaded), and both count.
+fn whole_copy(state: &State, streamed: bool) -> WholeCopy {
     let stages: &[Stage] = if streamed {
         &[Stage::Load]
     } else {
         &[Stage::Export, Stage::Load]
     };
-    let (mut done, mut expected, mut loaded_bytes, mut estimated_bytes) = (0u64, 0u64, 0u64, 0u64);
+    let mut whole = WholeCopy {
+        done: 0,
+        expected: 0,
+        loaded: 0,
+        to_load: 0,
+    };
     for (index, table) in state.tables.iter().enumerate() {
         for stage in stages {
-            let stage_expected = expected_bytes(table, *stage);
-            let stage_done = if table.units_left.at(*stage) == 0 {
-                stage_expected
+            let expected = expected_bytes(table, *stage);
+            let done = if table.units_left.at(*stage) == 0 {
+                expected
             } else {
-                moved(state, index, *stage).0.min(stage_expected)
+                moved(state, index, *stage).0.min(expected)
             };
-            expected += stage_expected;
-            done += stage_done;
+            whole.expected += expected;
+            whole.done += done;
             if *stage == Stage::Load {
-                estimated_bytes += stage_expected;
-                loaded_bytes += stage_done;
+                whole.to_load += expected;
+                whole.loaded += done;
             }
         }
     }
-    let elapsed = state.data_started.map(|started| started.elapsed()).unwrap_or_default();
-    // Loads are slower than dumps, so the share of bytes alone promises too early an end while a
-    // big table loads: the whole copy ends no sooner than its slowest running table.
-    let by_share = share(done, Some(expected)).and_then(|share| estimate_remaining(elapsed, share));
-    let slowest_table = tables.iter().filter_map(|table| table.eta).max();
-    ProgressReport {
-        tables,
-        loaded_bytes,
-        estimated_bytes,
-        rate: loaded_bytes as f64 / elapsed.as_secs_f64().max(0.001),
-        eta: by_share.max(slowest_table),
-    }
+    whole
 }
 
 #[cfg(test)]
