@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::catalog;
 use crate::connection::Endpoint;
 use crate::process::ChildCommand;
-use crate::scheduler::{AttemptError, Cancellation, RetryPolicy};
+use crate::scheduler::{AttemptError, Cancellation, RetryPolicy, StepError, with_retries};
 use crate::settings::Jobs;
 use crate::tools::{self, PgTools, TocEntry};
 
@@ -70,6 +70,23 @@ impl Job {
         catalog::connect(&self.work_target, "target")
             .await
             .map_err(database_attempt_error)
+    }
+
+    /// Runs `work` in a fresh session on the copy, again after transient failures.
+    pub async fn on_copy<T, Fut>(&self, work: impl Fn(Arc<tokio_postgres::Client>) -> Fut) -> Result<T, StepError>
+    where
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        with_retries(
+            self.retry_policy,
+            &self.cancellation,
+            |_, _, _| {},
+            |_| async {
+                let client = Arc::new(self.connect_to_copy().await?);
+                work(client).await.map_err(database_attempt_error)
+            },
+        )
+        .await
     }
 
     /// The table of contents of an archive.

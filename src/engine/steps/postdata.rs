@@ -7,11 +7,11 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::{Job, database_attempt_error};
+use super::Job;
 use crate::catalog::{self, Maintenance, QualifiedName};
 use crate::plan::{self, ForeignKeyPolicy, Plan};
 use crate::report::KeyFate;
-use crate::scheduler::{StepError, with_retries};
+use crate::scheduler::StepError;
 use crate::tools::{TocEntry, TocKind, run_tool};
 
 /// The post-data entries of the schema dump, split by when they can run.
@@ -189,18 +189,8 @@ fn maintenance_targets<'a>(plan: &'a Plan, tables: &[usize]) -> Vec<&'a Qualifie
 
 /// Runs VACUUM or ANALYZE over `targets` in one statement on a fresh session, retried.
 async fn maintain(job: &Job, kind: Maintenance, targets: &[&QualifiedName]) -> Result<(), StepError> {
-    with_retries(
-        job.retry_policy,
-        &job.cancellation,
-        |_, _, _| {},
-        |_| async {
-            let client = job.connect_to_copy().await?;
-            catalog::maintain(&client, kind, targets)
-                .await
-                .map_err(database_attempt_error)
-        },
-    )
-    .await
+    job.on_copy(|client| async move { catalog::maintain(&client, kind, targets).await })
+        .await
 }
 
 /// VACUUMs the given planned tables over `jobs` connections, the largest tables spread first.
@@ -236,17 +226,9 @@ async fn add_dangling_foreign_keys(job: &Job, plan: &Plan) -> Result<Vec<(usize,
             ForeignKeyPolicy::Skip => KeyFate::LeftOut,
             ForeignKeyPolicy::NotValid if key.on_partitioned_table => KeyFate::LeftOutPartitioned,
             ForeignKeyPolicy::NotValid => {
-                with_retries(
-                    job.retry_policy,
-                    &job.cancellation,
-                    |_, _, _| {},
-                    |_| async {
-                        let client = job.connect_to_copy().await?;
-                        catalog::add_foreign_key_not_valid(&client, &key.table, &key.name, &key.definition)
-                            .await
-                            .map_err(database_attempt_error)
-                    },
-                )
+                job.on_copy(|client| async move {
+                    catalog::add_foreign_key_not_valid(&client, &key.table, &key.name, &key.definition).await
+                })
                 .await?;
                 KeyFate::CreatedNotValid
             }
