@@ -115,15 +115,23 @@ impl Endpoint {
                 "user" => endpoint.user = value,
                 "dbname" => endpoint.dbname = value,
                 "password" => endpoint.password = Some(Secret::new(value)),
-                "sslmode" => endpoint.sslmode = Some(value),
+                "sslmode" => {
+                    check_sslmode(&value)?;
+                    endpoint.sslmode = Some(value)
+                }
                 "application_name" | "connect_timeout" => {}
                 other => bail!(
                     "URI parameter \"{other}\" is not supported by dbsync (supported: host, port, user, dbname, password, sslmode)"
                 ),
             }
         }
+        // libpq would take the user name; for a tool that replaces databases, an unnamed one is a
+        // mistake to point out, not a default to guess.
         if endpoint.dbname.is_empty() {
-            endpoint.dbname = endpoint.user.clone();
+            bail!(
+                "{} names no database; write it as postgres://user@host:5432/dbname",
+                redact_uri(uri)
+            );
         }
         Ok(endpoint)
     }
@@ -150,16 +158,8 @@ impl Endpoint {
         }
     }
 
-    /// Configuration for dbsync's own connections. Only plain connections are implemented, so
-    /// an sslmode that demands TLS is refused here rather than silently downgraded.
+    /// Configuration for dbsync's own connections (plain: `parse_uri` refuses modes that demand TLS).
     pub fn client_config(&self) -> Result<tokio_postgres::Config> {
-        if let Some(mode) = &self.sslmode
-            && matches!(mode.as_str(), "require" | "verify-ca" | "verify-full")
-        {
-            bail!(
-                "sslmode={mode} for {self}: TLS connections are not supported by dbsync yet; use sslmode=prefer or disable"
-            );
-        }
         let mut config = tokio_postgres::Config::new();
         config
             .host(&self.host)
@@ -188,6 +188,18 @@ impl Endpoint {
             parts.push(format!("sslmode={}", quote_conninfo_value(mode)));
         }
         parts.join(" ")
+    }
+}
+
+/// libpq's modes; those that demand TLS are refused until dbsync's own connections can use it,
+/// rather than silently downgraded.
+fn check_sslmode(mode: &str) -> Result<()> {
+    match mode {
+        "disable" | "allow" | "prefer" => Ok(()),
+        "require" | "verify-ca" | "verify-full" => {
+            bail!("sslmode={mode}: TLS connections are not supported by dbsync yet; use sslmode=prefer or disable")
+        }
+        other => bail!("sslmode={other} is not one of disable, allow, prefer, require, verify-ca, verify-full"),
     }
 }
 
@@ -317,6 +329,26 @@ mod tests {
             redact_uri("postgres://h/d?password=secret&x=1"),
             "postgres://h/d?password=****&x=1"
         );
+    }
+
+    #[test]
+    fn a_uri_without_a_database_name_or_with_an_unusable_sslmode_is_refused() {
+        for uri in [
+            "postgres://postgres@host:5432/",
+            "postgres://host",
+            "postgresql:///?host=/tmp",
+        ] {
+            let error = Endpoint::parse_uri(uri, &defaults()).unwrap_err();
+            assert!(format!("{error:#}").contains("names no database"), "{uri}: {error:#}");
+        }
+        assert!(Endpoint::parse_uri("postgres://h/?dbname=shop", &defaults()).is_ok());
+        let error = Endpoint::parse_uri("postgres://h/d?sslmode=require", &defaults()).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("not supported by dbsync yet"),
+            "{error:#}"
+        );
+        let error = Endpoint::parse_uri("postgres://h/d?sslmode=sometimes", &defaults()).unwrap_err();
+        assert!(format!("{error:#}").contains("is not one of"), "{error:#}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod tools;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::errors::{EXIT_FAILURE, SyncError};
+use crate::errors::EXIT_FAILURE;
 use crate::report::{Event, Outcome};
 use crate::scheduler::Cancellation;
 
@@ -73,13 +73,11 @@ async fn run_sync(arguments: &cli::SyncArguments) -> u8 {
     {
         report::print_error(&format!("{error:#}"));
     }
-    match outcome.result {
+    match &outcome.result {
         Ok(()) => errors::EXIT_SUCCESS,
         Err(error) => {
-            if !matches!(error, SyncError::Interrupted(_)) {
-                // Errors also go to stderr, so cron mails and CI logs show them even when stdout is discarded.
-                report::print_error(&format!("{error:#}"));
-            }
+            // Also on stderr, so cron mails and CI logs show why even when stdout is discarded.
+            report::print_error(&report::closing_line(&outcome.result));
             error.exit_code()
         }
     }

@@ -104,6 +104,9 @@ struct ConfigFile {
     tables: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     exclude: ConfigExclude,
+    /// Target database names (wildcards) dbsync must never replace.
+    #[serde(default)]
+    protect: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,7 +345,7 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
             });
         }
     }
-    for pattern in arguments.include.iter().filter(|pattern| !pattern.trim().is_empty()) {
+    for pattern in &arguments.include {
         include.push(TablePattern {
             pattern: pattern.trim().to_string(),
             origin: "--include".into(),
@@ -357,7 +360,7 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
             origin: "[exclude] tables".into(),
         })
         .collect();
-    for pattern in arguments.exclude.iter().filter(|pattern| !pattern.trim().is_empty()) {
+    for pattern in &arguments.exclude {
         exclude.push(TablePattern {
             pattern: pattern.trim().to_string(),
             origin: "--exclude".into(),
@@ -366,6 +369,25 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
 
     // A flag, on or off, beats the file; the file beats the default.
     let chosen = |on: bool, off: bool, file: Option<bool>| switch(on, off).or(file).unwrap_or(false);
+    if let Some(empty) = include
+        .iter()
+        .chain(&exclude)
+        .find(|pattern| pattern.pattern.is_empty())
+    {
+        return Err(usage_error!(
+            "an empty table pattern in {} matches nothing (to copy every table, give no pattern at all)",
+            empty.origin
+        ));
+    }
+    crate::target::refuse_unsafe_target(&target.dbname, &config.protect).map_err(SyncError::Usage)?;
+    for (side, endpoint) in [("source", &source), ("target", &target)] {
+        if endpoint.dbname.len() > 63 {
+            return Err(usage_error!(
+                "the {side} database name is {} bytes; PostgreSQL names are at most 63",
+                endpoint.dbname.len()
+            ));
+        }
+    }
     let keep_dumps = chosen(arguments.keep_dumps, arguments.no_keep_dumps, options.keep_dumps);
     let stream = chosen(arguments.stream, arguments.no_stream, options.stream);
     let transfer = match (stream, keep_dumps) {
@@ -547,6 +569,7 @@ mod tests {
         assert_eq!(config.tables["orders"], ["orders", "order_*"]);
         assert_eq!(config.exclude.tables, ["*_backup", "*_old"]);
         assert!(config.source.is_some() && config.target.is_some());
+        assert_eq!(config.protect, ["*prod*", "billing"]);
     }
 
     #[test]

@@ -12,6 +12,45 @@ use crate::connection::Endpoint;
 /// PostgreSQL silently truncates longer identifiers; names are built to fit.
 const MAX_IDENTIFIER_BYTES: usize = 63;
 
+/// Databases dbsync never replaces: the templates every `CREATE DATABASE` copies, and the
+/// maintenance database tools and people connect to first.
+const NEVER_REPLACED: &[&str] = &["template0", "template1", "postgres"];
+
+/// The longest suffix a run gives names derived from the target's (`_dbsync_old_<8 hex>`).
+const LONGEST_SUFFIX_BYTES: usize = "_dbsync_old_".len() + 8;
+
+/// Refuses, before anything starts, a target that is not the user's to replace: a template or
+/// the maintenance database, a name PostgreSQL would truncate (with dbsync's suffix), or a name
+/// matching one of the config file's `protect` patterns. Returns the rule that refused it.
+pub fn refuse_unsafe_target(name: &str, protect: &[String]) -> std::result::Result<(), String> {
+    if NEVER_REPLACED.contains(&name) {
+        return Err(format!(
+            "the target database {name} is never replaced: template0 and template1 are copied by every CREATE DATABASE on that server, and postgres is its maintenance database; choose another target name"
+        ));
+    }
+    if name.len() + LONGEST_SUFFIX_BYTES > MAX_IDENTIFIER_BYTES {
+        return Err(format!(
+            "the target database name {name:?} is {} bytes; with the suffix dbsync adds while it works (`_dbsync_old_12345678`) it would exceed PostgreSQL's {MAX_IDENTIFIER_BYTES}-byte limit: use a name of at most {} bytes",
+            name.len(),
+            MAX_IDENTIFIER_BYTES - LONGEST_SUFFIX_BYTES
+        ));
+    }
+    if let Some(pattern) = protect
+        .iter()
+        .find(|pattern| crate::plan::wildcard_match(pattern, name))
+    {
+        return Err(format!(
+            "the target database {name} matches the protect pattern {pattern:?} of the config file; dbsync does not replace it"
+        ));
+    }
+    Ok(())
+}
+
+/// The name the copy is built under while the run works.
+pub fn temporary_name(target: &str, run_id: &str) -> String {
+    bounded_name(target, &format!("_dbsync_{run_id}"))
+}
+
 /// A connection to the target server's maintenance database, for creating, renaming and dropping.
 pub struct TargetServer {
     pub client: Client,
@@ -76,6 +115,7 @@ impl TargetServer {
             return Ok(None);
         }
         let previous = bounded_name(target, &format!("_dbsync_old_{suffix}"));
+        debug_assert!(previous.len() <= MAX_IDENTIFIER_BYTES);
         catalog::rename_database(&self.client, target, &previous)
             .await
             .context("the previous target database is still in use or cannot be renamed")?;
@@ -106,6 +146,30 @@ pub fn bounded_name(base: &str, suffix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn templates_maintenance_long_and_protected_targets_are_refused_with_their_rule() {
+        for name in ["template0", "template1", "postgres"] {
+            assert!(
+                refuse_unsafe_target(name, &[]).unwrap_err().contains("never replaced"),
+                "{name}"
+            );
+        }
+        let long = "a".repeat(44);
+        assert!(
+            refuse_unsafe_target(&long, &[])
+                .unwrap_err()
+                .contains("at most 43 bytes")
+        );
+        assert!(refuse_unsafe_target(&"a".repeat(43), &[]).is_ok());
+        let protect = vec!["*prod*".to_string()];
+        assert!(
+            refuse_unsafe_target("shop_production", &protect)
+                .unwrap_err()
+                .contains("\"*prod*\"")
+        );
+        assert!(refuse_unsafe_target("Archive_DB", &protect).is_ok());
+    }
 
     #[test]
     fn names_fit_in_an_identifier() {

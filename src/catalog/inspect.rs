@@ -12,19 +12,34 @@ use super::QualifiedName;
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
     pub version_number: i32,
-    /// Identifies the cluster (not just the address) when the role may read it.
+    /// Identifies the cluster (not just the address) when the role may read it. A file-level
+    /// clone (a promoted standby, a `pg_basebackup` copy) shares it.
     pub system_identifier: Option<i64>,
+    /// When the server process started: what a file-level clone does not share.
+    pub started_at: String,
 }
 
 impl ServerInfo {
     pub fn major(&self) -> u32 {
         (self.version_number / 10000) as u32
     }
+
+    /// Whether two connections reach the same running server, however its address is spelled.
+    /// `None` when the role may not read the system identifier.
+    pub fn same_server_as(&self, other: &ServerInfo) -> Option<bool> {
+        let (Some(mine), Some(theirs)) = (self.system_identifier, other.system_identifier) else {
+            return None;
+        };
+        Some(mine == theirs && self.started_at == other.started_at)
+    }
 }
 
 pub async fn server_info(client: &Client) -> Result<ServerInfo> {
     let row = client
-        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .query_one(
+            "SELECT current_setting('server_version_num')::int4, pg_postmaster_start_time()::text",
+            &[],
+        )
         .await
         .context("cannot read the server version")?;
     let system_identifier = client
@@ -35,7 +50,24 @@ pub async fn server_info(client: &Client) -> Result<ServerInfo> {
     Ok(ServerInfo {
         version_number: row.get(0),
         system_identifier,
+        started_at: row.get(1),
     })
+}
+
+/// Client sessions this server can still accept from a role without special privileges:
+/// `max_connections` less the reserved slots and the sessions already open.
+pub async fn free_connection_slots(client: &Client) -> Result<i64> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('max_connections')::int \
+                    - current_setting('superuser_reserved_connections')::int \
+                    - coalesce(current_setting('reserved_connections', true)::int, 0) \
+                    - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int",
+            &[],
+        )
+        .await
+        .context("cannot read the server's free connection slots")?;
+    Ok(i64::from(row.get::<_, i32>(0)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -400,4 +432,32 @@ pub async fn unavailable_extensions(client: &Client, wanted: &[String]) -> Resul
         .into_iter()
         .map(|row| row.get(0))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_level_clone_is_another_server_but_the_server_itself_is_not() {
+        let server = |identifier: Option<i64>, started_at: &str| ServerInfo {
+            version_number: 150018,
+            system_identifier: identifier,
+            started_at: started_at.into(),
+        };
+        let source = server(Some(7), "2026-11-20 08:00:00.123+00");
+        assert_eq!(
+            source.same_server_as(&server(Some(7), "2026-11-20 08:00:00.123+00")),
+            Some(true)
+        );
+        assert_eq!(
+            source.same_server_as(&server(Some(7), "2026-11-21 09:30:00.456+00")),
+            Some(false)
+        );
+        assert_eq!(
+            source.same_server_as(&server(Some(8), "2026-11-20 08:00:00.123+00")),
+            Some(false)
+        );
+        assert_eq!(source.same_server_as(&server(None, "2026-11-20 08:00:00.123+00")), None);
+    }
 }

@@ -29,8 +29,8 @@ use crate::plan::Plan;
 use crate::process::last_meaningful_line;
 use crate::report::{Activity, Banner, Event, KeyFate, Notice, Outcome, OutsideKey, Phase, Reporter, Summary, Warning};
 use crate::scheduler::{AttemptError, Budget, Cancellation, RetryPolicy, StepError, run_units, with_retries};
-use crate::settings::{Settings, Transfer};
-use crate::target::bounded_name;
+use crate::settings::{Jobs, Settings, Transfer};
+use crate::target::temporary_name;
 use crate::tools::PgTools;
 
 /// What `run` leaves behind for the caller: the result and the summary to report.
@@ -52,6 +52,7 @@ pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation:
         warnings: Vec::new(),
         plan_totals: (0, 0),
         run_suffix: format!("{:08x}", rand::random::<u32>()),
+        jobs: settings.jobs,
     };
     let mut result = run.sync(started_at).await;
     run.workspace.clean_up(settings.keep_dumps(), &*run.reporter).await;
@@ -104,6 +105,8 @@ struct Run<'a> {
     plan_totals: (usize, i64),
     /// Names the temporary database, and the previous target while the swap puts it aside.
     run_suffix: String,
+    /// `--jobs`, as the servers allow it.
+    jobs: Jobs,
 }
 
 impl Run<'_> {
@@ -136,13 +139,19 @@ impl Run<'_> {
                 0
             },
         );
-        let (target, target_exists) = preflight::check_target(settings, &source, &self.cancellation).await?;
+        let (target, target_exists, target_free) =
+            preflight::check_target(settings, &source, &self.cancellation).await?;
         self.workspace.target_server = Some(target);
+        let (jobs, lowered) = preflight::jobs_the_servers_allow(settings.jobs, source.free_slots, target_free)?;
+        self.jobs = jobs;
         let tools = preflight::locate_tools(settings, &source)?;
         if target_exists {
             preflight::obtain_consent(settings, &self.cancellation).await?;
         }
         let job = self.prepare(&source, &plan, tools, started_at).await?;
+        if let Some(warning) = lowered {
+            self.warn(warning);
+        }
         let plan = Arc::new(plan);
         let post_data = self.copy_schema_and_data(&job, &plan, &source).await?;
         let counts = self.restore_post_data(&job, &plan, &post_data, &source).await?;
@@ -160,7 +169,10 @@ impl Run<'_> {
     ) -> Result<Arc<Job>, SyncError> {
         let settings = self.settings;
         let timestamp = started_at.format("%Y%m%d_%H%M%S").to_string();
-        let dump_directory = self.workspace.create_dump_directory(&settings.dump_dir, &timestamp)?;
+        let dump_directory = self
+            .workspace
+            .create_dump_directory(&settings.dump_dir, &timestamp)
+            .map_err(|error| SyncError::Usage(format!("{error:#}\nhint: --dump-dir must name a writable directory")))?;
         let passfile = self.workspace.create_passfile(&[&settings.source, &settings.target])?;
         self.announce(plan, &tools, &dump_directory, started_at);
 
@@ -173,7 +185,37 @@ impl Run<'_> {
             catalog::export_snapshot(&source.client, &plan.lock_targets()),
         )
         .await?;
-        let temporary = bounded_name(&settings.target.dbname, &format!("_dbsync_{}", self.run_suffix));
+        let temporary = self.create_copy(source, started_at).await?;
+        Ok(Arc::new(Job {
+            source: settings.source.clone(),
+            work_target: settings.target.with_database(&temporary),
+            tools,
+            passfile,
+            snapshot,
+            dump_directory,
+            keep_dumps: settings.keep_dumps(),
+            dump_space: self.dump_space.clone(),
+            jobs: self.jobs,
+            analyze: settings.analyze,
+            retry_policy: RetryPolicy {
+                retries: settings.retries,
+                base_delay: Duration::from_secs(1),
+            },
+            no_owner: settings.no_owner,
+            no_privileges: settings.no_privileges,
+            session_options: settings.session_options.clone(),
+            cancellation: self.cancellation.clone(),
+        }))
+    }
+
+    /// The empty database the copy is built in, under a temporary name; returns the name.
+    async fn create_copy(
+        &mut self,
+        source: &Source,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> Result<String, SyncError> {
+        let settings = self.settings;
+        let temporary = temporary_name(&settings.target.dbname, &self.run_suffix);
         self.emit(Event::Notice(Notice::CreatingDatabase {
             temporary: temporary.clone(),
             target: settings.target.dbname.clone(),
@@ -190,26 +232,7 @@ impl Run<'_> {
         )
         .await?;
         self.workspace.temporary_database_created(&temporary);
-        Ok(Arc::new(Job {
-            source: settings.source.clone(),
-            work_target: settings.target.with_database(&temporary),
-            tools,
-            passfile,
-            snapshot,
-            dump_directory,
-            keep_dumps: settings.keep_dumps(),
-            dump_space: self.dump_space.clone(),
-            jobs: settings.jobs,
-            analyze: settings.analyze,
-            retry_policy: RetryPolicy {
-                retries: settings.retries,
-                base_delay: Duration::from_secs(1),
-            },
-            no_owner: settings.no_owner,
-            no_privileges: settings.no_privileges,
-            session_options: settings.session_options.clone(),
-            cancellation: self.cancellation.clone(),
-        }))
+        Ok(temporary)
     }
 
     /// The configuration banner, what is selected, and the foreign keys that leave the selection.
@@ -226,7 +249,7 @@ impl Run<'_> {
             target: settings.target.to_string(),
             start_time: started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
             dump_dir: dump_directory.display().to_string(),
-            jobs: settings.jobs.get(),
+            jobs: self.jobs.get(),
             batch_size: settings.batch_size,
             tables: plan.tables.len(),
             units: plan.units.len(),
@@ -241,6 +264,9 @@ impl Run<'_> {
             self.emit(Event::Notice(Notice::SelectedTables {
                 count: plan.tables.len(),
             }));
+        }
+        if plan.tables.is_empty() {
+            self.warn(Warning::NoTableData);
         }
         for key in &plan.dangling_foreign_keys {
             self.warn(Warning::ForeignKey {
@@ -339,7 +365,7 @@ impl Run<'_> {
             index_batches: AtomicUsize::new(0),
         });
         let budget = Budget {
-            sessions: settings.jobs.get(),
+            sessions: self.jobs.get(),
             tasks: settings.batch_size.unwrap_or(usize::MAX),
         };
         let target_major = self

@@ -10,9 +10,10 @@ use super::interruptible;
 use crate::catalog::{self, DatabaseInfo, DatabaseSetting, Inventory, ServerInfo};
 use crate::errors::SyncError;
 use crate::plan::{self, Plan, PlanRequest};
+use crate::report::Warning;
 use crate::report::prompt::{self, Answer, Question};
 use crate::scheduler::Cancellation;
-use crate::settings::Settings;
+use crate::settings::{Jobs, Settings};
 use crate::target::TargetServer;
 use crate::tools::{self, PgTools};
 use crate::usage_error;
@@ -26,6 +27,7 @@ pub struct Source {
     pub inventory: Inventory,
     /// The table of every index and constraint, by oid.
     pub index_owners: HashMap<u32, u32>,
+    pub free_slots: i64,
 }
 
 pub async fn inspect_source(settings: &Settings, cancellation: &Cancellation) -> Result<Source, SyncError> {
@@ -36,9 +38,11 @@ pub async fn inspect_source(settings: &Settings, cancellation: &Cancellation) ->
         let settings = catalog::database_settings(&client).await?;
         let inventory = catalog::inventory(&client).await?;
         let index_owners = catalog::index_and_constraint_tables(&client).await?;
-        anyhow::Ok((server, database, settings, inventory, index_owners))
+        let free_slots = catalog::free_connection_slots(&client).await?;
+        anyhow::Ok((server, database, settings, inventory, index_owners, free_slots))
     };
-    let (server, database, settings, inventory, index_owners) = interruptible(cancellation, inspect).await?;
+    let (server, database, settings, inventory, index_owners, free_slots) =
+        interruptible(cancellation, inspect).await?;
     Ok(Source {
         client,
         server,
@@ -46,6 +50,7 @@ pub async fn inspect_source(settings: &Settings, cancellation: &Cancellation) ->
         settings,
         inventory,
         index_owners,
+        free_slots,
     })
 }
 
@@ -62,19 +67,18 @@ pub fn plan(settings: &Settings, inventory: &Inventory) -> Result<Plan, SyncErro
 }
 
 /// Connects to the target server and refuses a target that is the source itself, or a server
-/// that lacks roles or extensions the copy needs. Returns the server and whether the target
-/// database exists.
+/// that lacks roles or extensions the copy needs. Returns the server, whether the target
+/// database exists, and the server's free connection slots.
 pub async fn check_target(
     settings: &Settings,
     source: &Source,
     cancellation: &Cancellation,
-) -> Result<(TargetServer, bool), SyncError> {
+) -> Result<(TargetServer, bool, i64), SyncError> {
     let target = interruptible(cancellation, TargetServer::connect(&settings.target)).await?;
     let exists = interruptible(cancellation, target.database_exists(&settings.target.dbname)).await?;
-    let same_cluster = match (source.server.system_identifier, target.server.system_identifier) {
-        (Some(source), Some(target)) => source == target,
-        _ => settings.source.host == settings.target.host && settings.source.port == settings.target.port,
-    };
+    let same_cluster = source.server.same_server_as(&target.server).unwrap_or_else(|| {
+        settings.source.host == settings.target.host && settings.source.port == settings.target.port
+    });
     if same_cluster && settings.source.dbname == settings.target.dbname {
         return Err(usage_error!(
             "the source and the target are the same database ({}); choose another target database name",
@@ -93,7 +97,8 @@ pub async fn check_target(
             unavailable.join(", ")
         )));
     }
-    Ok((target, exists))
+    let free_slots = interruptible(cancellation, catalog::free_connection_slots(&target.client)).await?;
+    Ok((target, exists, free_slots))
 }
 
 /// Roles the restore will name: owners and grantees unless left out, policy roles always.
@@ -127,6 +132,42 @@ async fn check_roles(
     ))
 }
 
+/// Sessions dbsync opens besides those of `--jobs`: on the source the progress monitor (the
+/// snapshot session is already open, so counted as taken); on the target the maintenance
+/// session (open too), the validation count and the progress monitor.
+const OWN_SOURCE_SESSIONS: i64 = 1;
+const OWN_TARGET_SESSIONS: i64 = 2;
+
+/// `--jobs`, lowered to what both servers can give so that dbsync never takes the connection
+/// slots other clients need; `None` when they cannot give even one.
+pub fn jobs_the_servers_allow(
+    wanted: Jobs,
+    source_free: i64,
+    target_free: i64,
+) -> Result<(Jobs, Option<Warning>), SyncError> {
+    let allowed = (source_free - OWN_SOURCE_SESSIONS).min(target_free - OWN_TARGET_SESSIONS);
+    if allowed < 1 {
+        return Err(SyncError::Failed(anyhow::anyhow!(
+            "the servers have no connection slots to spare (free: {source_free} on the source, {target_free} on the target, and dbsync needs {} and {} of its own plus one per job)\nhint: close idle sessions or raise max_connections",
+            OWN_SOURCE_SESSIONS + 1,
+            OWN_TARGET_SESSIONS + 1
+        )));
+    }
+    if wanted.get() as i64 <= allowed {
+        return Ok((wanted, None));
+    }
+    let lowered = Jobs::new(allowed as usize).expect("at least one");
+    Ok((
+        lowered,
+        Some(Warning::JobsLowered {
+            wanted: wanted.get(),
+            allowed: lowered.get(),
+            source_free,
+            target_free,
+        }),
+    ))
+}
+
 pub fn locate_tools(settings: &Settings, source: &Source) -> Result<PgTools, SyncError> {
     tools::locate(settings.pg_bin.as_deref(), source.server.major())
         .map_err(|error| SyncError::Usage(format!("{error:#}")))
@@ -157,5 +198,28 @@ pub async fn obtain_consent(settings: &Settings, cancellation: &Cancellation) ->
             "the target database {} exists; pass --yes to replace it (it is kept until the new copy is complete and validated)",
             settings.target
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_are_lowered_to_the_slots_both_servers_can_spare() {
+        let jobs = |count| Jobs::new(count).unwrap();
+        let (kept, warning) = jobs_the_servers_allow(jobs(4), 100, 100).unwrap();
+        assert_eq!((kept, warning), (jobs(4), None));
+        let (lowered, warning) = jobs_the_servers_allow(jobs(10_000), 97, 50).unwrap();
+        assert_eq!(lowered, jobs(48));
+        assert!(matches!(
+            warning,
+            Some(Warning::JobsLowered {
+                wanted: 10_000,
+                allowed: 48,
+                ..
+            })
+        ));
+        assert!(jobs_the_servers_allow(jobs(2), 1, 50).is_err());
     }
 }

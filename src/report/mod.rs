@@ -160,6 +160,15 @@ pub enum Warning {
         delay: Duration,
         error: String,
     },
+    /// The selection leaves no table whose data would be copied.
+    NoTableData,
+    /// `--jobs` asked for more sessions than the servers can spare.
+    JobsLowered {
+        wanted: usize,
+        allowed: usize,
+        source_free: i64,
+        target_free: i64,
+    },
     /// Something that did not stop the run, in the words of whoever reported it.
     Other(String),
 }

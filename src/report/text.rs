@@ -134,6 +134,18 @@ impl fmt::Display for Warning {
                 delay,
                 error,
             } => write!(formatter, "{step}: {}", retry_text(*attempt, *delay, error)),
+            Warning::NoTableData => formatter.write_str(
+                "the selection leaves no table whose data would be copied: only the schema (and sequences) will be",
+            ),
+            Warning::JobsLowered {
+                wanted,
+                allowed,
+                source_free,
+                target_free,
+            } => write!(
+                formatter,
+                "--jobs {wanted} lowered to {allowed}: the servers can spare {source_free} (source) and {target_free} (target) connection slots, and other clients need theirs too"
+            ),
             Warning::Other(text) => formatter.write_str(text),
         }
     }

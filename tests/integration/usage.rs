@@ -310,3 +310,140 @@ fn on_a_terminal_replacing_the_target_asks_first_and_shows_colour() {
         "t"
     );
 }
+
+/// Runs `dbsync sync` from `refuse_src` to `target_uri` with `extra`, expecting a refusal; returns
+/// its output.
+fn refused(target_uri: &str, extra: &[&str]) -> String {
+    let clusters = clusters();
+    let dumps = dump_dir();
+    let mut command = dbsync();
+    command
+        .args(["sync", "--yes", "--source"])
+        .arg(clusters.source.uri("refuse_src"))
+        .arg("--target")
+        .arg(target_uri)
+        .args(extra);
+    if !extra.contains(&"--dump-dir") {
+        command.arg("--dump-dir").arg(dumps.path());
+    }
+    let output = command.output().unwrap();
+    assert_exit(&output, 2);
+    assert!(is_empty_dir(dumps.path()), "something was written before the refusal");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(
+        stderr.starts_with("dbsync: "),
+        "the reason is on stderr too:\n{}",
+        text(&output)
+    );
+    text(&output)
+}
+
+#[test]
+fn targets_that_are_not_the_users_to_replace_are_refused_with_the_rule_and_nothing_changes() {
+    source_with_tables("refuse_src");
+    let clusters = clusters();
+    let template_tables = || {
+        clusters
+            .target
+            .psql("template1", "SELECT count(*) FROM pg_class WHERE relname = 'orders'")
+    };
+    for name in ["template1", "template0", "postgres"] {
+        let log = refused(&clusters.target.uri(name), &[]);
+        assert!(
+            log.contains(&format!("the target database {name} is never replaced")),
+            "{log}"
+        );
+    }
+    assert_eq!(template_tables(), "0", "template1 gained the source's tables");
+
+    let long = "n".repeat(44);
+    let log = refused(&clusters.target.uri(&long), &[]);
+    assert!(log.contains("use a name of at most 43 bytes"), "{log}");
+
+    let directory = dump_dir();
+    let config = directory.path().join("protect.toml");
+    std::fs::write(&config, "protect = [\"*prod*\", \"billing\"]\n").unwrap();
+    precious_target("shop_prod_copy");
+    let log = refused(
+        &clusters.target.uri("shop_prod_copy"),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert!(log.contains("matches the protect pattern \"*prod*\""), "{log}");
+    assert_previous_target_intact("shop_prod_copy");
+
+    let log = refused(&clusters.target.uri(""), &[]);
+    assert!(log.contains("names no database"), "{log}");
+    let log = refused(&clusters.target.uri("refuse_dst"), &["--include", ""]);
+    assert!(log.contains("an empty table pattern in --include"), "{log}");
+    let log = refused(&format!("{}?sslmode=require", clusters.target.uri("refuse_dst")), &[]);
+    assert!(log.contains("sslmode=require"), "{log}");
+    let log = refused(&clusters.target.uri("refuse_dst"), &["--dump-dir", "/proc/no-such-dir"]);
+    assert!(log.contains("--dump-dir must name a writable directory"), "{log}");
+    assert!(!clusters.target.database_exists("refuse_dst"));
+    assert!(
+        clusters.target.databases_like("refuse_dst_dbsync").is_empty(),
+        "a temporary copy was left"
+    );
+}
+
+#[test]
+fn the_source_without_a_database_name_is_refused() {
+    let clusters = clusters();
+    let dumps = dump_dir();
+    let source = clusters.source.uri("");
+    let output = sync_with_uris(&source, &clusters.target.uri("unnamed_dst"), dumps.path());
+    assert_exit(&output, 2);
+    assert!(text(&output).contains("names no database"), "{}", text(&output));
+    assert!(!clusters.target.database_exists("unnamed_dst"));
+}
+
+fn sync_with_uris(source: &str, target: &str, dump_dir: &std::path::Path) -> std::process::Output {
+    dbsync()
+        .args(["sync", "--yes", "--source", source, "--target", target, "--dump-dir"])
+        .arg(dump_dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn more_jobs_than_the_servers_can_spare_are_lowered_with_a_warning() {
+    source_with_tables("manyjobs_src");
+    clusters()
+        .source
+        .psql("manyjobs_src", "INSERT INTO orders SELECT generate_series(1, 100)");
+    let dumps = dump_dir();
+    let output = sync("manyjobs_src", "manyjobs_dst", &["--jobs", "10000"], dumps.path());
+    assert_exit(&output, 0);
+    let log = text(&output);
+    let lowered = regex::Regex::new(r"\[WARN\]    --jobs 10000 lowered to (\d+): the servers can spare").unwrap();
+    let allowed: usize = lowered
+        .captures(&log)
+        .unwrap_or_else(|| panic!("no warning about --jobs:\n{log}"))[1]
+        .parse()
+        .unwrap();
+    // The test servers allow 200 connections, some of them in use by other tests.
+    assert!((1..200).contains(&allowed), "{allowed}");
+    assert!(log.contains(&format!("MAX JOBS:           {allowed}")), "{log}");
+    assert_eq!(
+        clusters().target.psql("manyjobs_dst", "SELECT count(*) FROM orders"),
+        "100"
+    );
+}
+
+#[test]
+fn a_selection_without_table_data_is_a_warning() {
+    source_with_tables("nodata_src");
+    let dumps = dump_dir();
+    let output = sync(
+        "nodata_src",
+        "nodata_dst",
+        &["--include", "orders", "--exclude", "orders"],
+        dumps.path(),
+    );
+    assert_exit(&output, 0);
+    assert!(
+        text(&output).contains("[WARN]    the selection leaves no table whose data would be copied"),
+        "{}",
+        text(&output)
+    );
+}
