@@ -19,8 +19,8 @@ pub enum SyncError {
     /// Ctrl+C or SIGTERM arrived; everything started was stopped and cleaned up.
     #[error("interrupted by {}", signal_name(*.0))]
     Interrupted(Signal),
-    /// The copy completed but its row counts differ from the source.
-    #[error("validation found differences in {0} table(s); the previous target was kept")]
+    /// The copy completed but its rows or structure differ from the source.
+    #[error("validation found {0} difference(s) between the source and the copy; the previous target was kept")]
     ValidationFailed(usize),
     #[error(transparent)]
     Failed(#[from] anyhow::Error),

@@ -184,6 +184,8 @@ const TRANSIENT_MARKERS: &[&str] = &[
     "the database system is starting up",
     "the database system is shutting down",
     "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "reconnection failed",
     "SSL SYSCALL error",
     "Connection timed out",
     "timeout expired",

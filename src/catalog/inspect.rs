@@ -434,6 +434,81 @@ pub async fn unavailable_extensions(client: &Client, wanted: &[String]) -> Resul
         .collect())
 }
 
+/// What must be the same on the copy as on the source besides rows: the indexes, constraints
+/// and triggers of every table, and which indexes are valid and which constraints validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Structure {
+    /// (table, index), for every index of a user table or materialized view.
+    pub indexes: BTreeSet<(String, String)>,
+    /// (table, constraint, type letter), NOT NULL markers left out (newer servers list them).
+    pub constraints: BTreeSet<(String, String, String)>,
+    /// (table, trigger), the user's own triggers only.
+    pub triggers: BTreeSet<(String, String)>,
+    /// (table, index) of indexes that are not valid: not used, and a unique one not enforced.
+    pub invalid_indexes: BTreeSet<(String, String)>,
+    /// (table, constraint) of constraints not validated (`NOT VALID`, or never checked).
+    pub unvalidated_constraints: BTreeSet<(String, String)>,
+}
+
+/// Reads the structure; on the source, call it in the snapshot session, so that it describes
+/// what the dump holds.
+pub async fn structure(client: &Client) -> Result<Structure> {
+    let pairs = |rows: Vec<tokio_postgres::Row>| -> BTreeSet<(String, String)> {
+        rows.into_iter().map(|row| (row.get(0), row.get(1))).collect()
+    };
+    // Every query reads the user's tables: `c` with its schema `n`, joined to what it lists.
+    let query = |select: &str, from: &str, condition: &str| {
+        format!(
+            "SELECT format('%I.%I', n.nspname, c.relname), {select} FROM {from} \
+               JOIN pg_class c ON {condition} JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p', 'm') AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER}"
+        )
+    };
+    let index_query = query(
+        "format('%I', ic.relname), i.indisvalid",
+        "pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid",
+        "c.oid = i.indrelid",
+    );
+    let indexes = client.query(&index_query, &[]).await.context("cannot list indexes")?;
+    let constraints = client
+        .query(
+            &query(
+                "format('%I', k.conname), k.contype::text, k.convalidated",
+                "pg_constraint k",
+                "c.oid = k.conrelid AND k.contype <> 'n'",
+            ),
+            &[],
+        )
+        .await
+        .context("cannot list constraints")?;
+    let triggers = client
+        .query(
+            &query(
+                "format('%I', t.tgname)",
+                "pg_trigger t",
+                "c.oid = t.tgrelid AND NOT t.tgisinternal",
+            ),
+            &[],
+        )
+        .await
+        .context("cannot list triggers")?;
+    let invalid: Vec<tokio_postgres::Row> = indexes.iter().filter(|row| !row.get::<_, bool>(2)).cloned().collect();
+    Ok(Structure {
+        indexes: pairs(indexes),
+        invalid_indexes: pairs(invalid),
+        unvalidated_constraints: constraints
+            .iter()
+            .filter(|row| !row.get::<_, bool>(3))
+            .map(|row| (row.get(0), row.get(1)))
+            .collect(),
+        constraints: constraints
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect(),
+        triggers: pairs(triggers),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use preflight::Source;
 use progress::Progress;
 use steps::postdata::PostData;
-use steps::validate::TableCount;
 use steps::{DumpSpace, Job};
 use units::UnitContext;
 use workspace::Workspace;
@@ -154,8 +153,8 @@ impl Run<'_> {
         }
         let plan = Arc::new(plan);
         let post_data = self.copy_schema_and_data(&job, &plan, &source).await?;
-        let counts = self.restore_post_data(&job, &plan, &post_data, &source).await?;
-        self.validate(&plan, counts)?;
+        self.restore_post_data(&job, &plan, &post_data).await?;
+        self.validate(&job, &plan, &source).await?;
         self.swap(&job, &source).await
     }
 
@@ -388,27 +387,20 @@ impl Run<'_> {
         result.map_err(|error| step_error(&self.cancellation, error))
     }
 
-    /// PHASE 3: what needs every table loaded; the row counts run alongside, since nothing left
-    /// changes rows.
+    /// PHASE 3: what needs every table loaded.
     async fn restore_post_data(
         &mut self,
         job: &Arc<Job>,
         plan: &Arc<Plan>,
         post_data: &PostData,
-        source: &Source,
-    ) -> Result<Vec<TableCount>, SyncError> {
+    ) -> Result<(), SyncError> {
         self.emit(Event::Phase(Phase::PostData));
         self.emit(Event::Notice(Notice::BuildingPostData));
         let started = Instant::now();
-        let target_client = interruptible(&self.cancellation, catalog::connect(&job.work_target, "target")).await?;
-        let (post_data_result, counts) = tokio::join!(
-            post_data.restore_rest(job, plan),
-            interruptible(
-                &self.cancellation,
-                steps::validate::count_rows(&source.client, &target_client, plan)
-            )
-        );
-        let fates = post_data_result.map_err(|error| step_error(&self.cancellation, error))?;
+        let fates = post_data
+            .restore_rest(job, plan)
+            .await
+            .map_err(|error| step_error(&self.cancellation, error))?;
         for (index, fate) in fates {
             self.warn(Warning::ForeignKey {
                 key: outside_key(&plan.dangling_foreign_keys[index]),
@@ -418,12 +410,22 @@ impl Run<'_> {
         self.emit(Event::Notice(Notice::PostDataDone {
             elapsed: started.elapsed(),
         }));
-        counts
+        Ok(())
     }
 
-    /// PHASE 4: the counts on both sides, the source's inside the snapshot.
-    fn validate(&self, plan: &Plan, counts: Vec<TableCount>) -> Result<(), SyncError> {
+    /// PHASE 4: rows and structure on both sides, the source's inside the snapshot. Only once
+    /// post-data is done: a query on the copy while partition indexes are being attached can
+    /// deadlock with them.
+    async fn validate(&self, job: &Job, plan: &Plan, source: &Source) -> Result<(), SyncError> {
         self.emit(Event::Phase(Phase::Validation));
+        let target_client = interruptible(&self.cancellation, catalog::connect(&job.work_target, "target")).await?;
+        let reads = async {
+            tokio::try_join!(
+                steps::validate::count_rows(&source.client, &target_client, plan),
+                steps::validate::read_structures(&source.client, &target_client)
+            )
+        };
+        let (counts, (source_structure, copy_structure)) = interruptible(&self.cancellation, reads).await?;
         let mismatches: Vec<(String, i64, i64)> = plan
             .tables
             .iter()
@@ -433,10 +435,16 @@ impl Run<'_> {
             .collect();
         let tables = counts.len();
         self.progress.set_counts(counts);
+        let differences = steps::validate::compare_structures(&source_structure, &copy_structure, plan);
+        let found = mismatches.len() + differences.len();
         if !mismatches.is_empty() {
-            let differing = mismatches.len();
             self.emit(Event::Discrepancies(mismatches));
-            return Err(SyncError::ValidationFailed(differing));
+        }
+        if !differences.is_empty() {
+            self.emit(Event::StructureDifferences(differences));
+        }
+        if found > 0 {
+            return Err(SyncError::ValidationFailed(found));
         }
         self.emit(Event::Notice(Notice::ValidationPassed { tables }));
         Ok(())

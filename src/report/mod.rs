@@ -283,6 +283,43 @@ pub struct Summary {
     pub peak_dump_bytes: u64,
 }
 
+/// What kind of object a structure difference is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Index,
+    Constraint,
+    Trigger,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    MissingOnCopy,
+    OnlyOnCopy,
+    /// Valid on the source, not on the copy: a unique index or key that is not enforced.
+    InvalidOnCopy,
+    NotValidatedOnCopy,
+}
+
+/// An index, constraint or trigger that is not on the copy as it is on the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StructureDifference {
+    pub kind: ObjectKind,
+    pub table: String,
+    pub name: String,
+    pub problem: Problem,
+}
+
+impl StructureDifference {
+    pub fn new(kind: ObjectKind, table: &str, name: &str, problem: Problem) -> StructureDifference {
+        StructureDifference {
+            kind,
+            table: table.to_string(),
+            name: name.to_string(),
+            problem,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Event {
     Banner(Banner),
@@ -304,6 +341,8 @@ pub enum Event {
     },
     /// Tables whose counts differ: (table, source rows, target rows).
     Discrepancies(Vec<(String, i64, i64)>),
+    /// Indexes, constraints or triggers that differ between the source and the copy.
+    StructureDifferences(Vec<StructureDifference>),
     Progress(ProgressReport),
     /// For the overall progress bar: how many export and import steps there are in all.
     StepsPlanned(usize),

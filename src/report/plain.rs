@@ -143,6 +143,13 @@ pub fn render(event: &Event) -> Vec<String> {
             }
             prefixed("[ERROR]   ", &message)
         }
+        Event::StructureDifferences(differences) => {
+            let mut message = "Structure Differences Found:".to_string();
+            for difference in differences {
+                message.push_str(&format!("\n{difference}"));
+            }
+            prefixed("[ERROR]   ", &message)
+        }
         Event::Finished { success: true, line } => prefixed("[INFO]    ", line),
         Event::Finished { success: false, line } => prefixed("[ERROR]   ", line),
         Event::Table { activity, table, line } => {

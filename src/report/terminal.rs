@@ -46,9 +46,10 @@ fn colour(event: &Event, line: String) -> String {
         Event::Phase(_) | Event::Cleanup | Event::Banner(_) => style(line).magenta().bold().to_string(),
         Event::Notice(_) | Event::Finished { success: true, .. } => style(line).cyan().to_string(),
         Event::Warning(_) => style(line).yellow().to_string(),
-        Event::StepFailed { .. } | Event::Discrepancies(_) | Event::Finished { success: false, .. } => {
-            style(line).red().bold().to_string()
-        }
+        Event::StepFailed { .. }
+        | Event::Discrepancies(_)
+        | Event::StructureDifferences(_)
+        | Event::Finished { success: false, .. } => style(line).red().bold().to_string(),
         Event::Table { line: table_line, .. } => match table_line.state() {
             TableState::Started => style(line).yellow().to_string(),
             TableState::Done => style(line).green().to_string(),

@@ -90,7 +90,10 @@ impl fmt::Display for Notice {
             }
             Notice::PostDataDone { elapsed } => write!(formatter, "Post-data done in {}", human_duration(*elapsed)),
             Notice::ValidationPassed { tables } => {
-                write!(formatter, "✅ Validation Successful. All {tables} tables match.")
+                write!(
+                    formatter,
+                    "✅ Validation Successful. All {tables} tables match, with every index, constraint and trigger."
+                )
             }
             Notice::Swapping { temporary, target } => write!(formatter, "Swapping {temporary} into place as {target}"),
             Notice::DroppingUnfinished { database } => write!(formatter, "Dropping the unfinished copy {database}"),
@@ -148,6 +151,26 @@ impl fmt::Display for Warning {
             ),
             Warning::Other(text) => formatter.write_str(text),
         }
+    }
+}
+
+impl fmt::Display for super::StructureDifference {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use super::{ObjectKind, Problem};
+        let kind = match self.kind {
+            ObjectKind::Index => "index",
+            ObjectKind::Constraint => "constraint",
+            ObjectKind::Trigger => "trigger",
+        };
+        let problem = match self.problem {
+            Problem::MissingOnCopy => "is missing on the copy",
+            Problem::OnlyOnCopy => "exists on the copy but not on the source",
+            Problem::InvalidOnCopy => {
+                "is invalid on the copy (valid on the source): not used, and not enforced if unique"
+            }
+            Problem::NotValidatedOnCopy => "is not validated on the copy (validated on the source)",
+        };
+        write!(formatter, "{kind} {} on {} {problem}", self.name, self.table)
     }
 }
 

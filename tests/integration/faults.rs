@@ -537,3 +537,75 @@ fn jobs_caps_the_sessions_of_loads_and_index_builds_together() {
         "18"
     );
 }
+
+#[test]
+fn an_index_left_invalid_on_the_copy_fails_validation_and_keeps_the_previous_target() {
+    small_source_and_precious_target("invalid_src", "invalid_dst");
+    // After the last post-data restore, the copy's primary key of items is marked invalid, as a
+    // killed partition-index attachment would leave it: rows all there, the key not enforced.
+    let psql = clusters().source.bin_dir.join("psql");
+    let fakes = FakeTools::new(
+        "",
+        &format!(
+            "if [[ \" $* \" == *post-data.list* ]]; then \"$REAL\" \"$@\" || exit $?; \
+             for argument in \"$@\"; do previous=$current; current=$argument; \
+               if [ \"$previous\" = --dbname ]; then conninfo=$argument; fi; done; \
+             {} \"$conninfo\" -qc \"UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'public.items_pkey'::regclass\" || exit 9; \
+             exit 0; fi",
+            psql.display()
+        ),
+    );
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let output = sync_command("invalid_src", "invalid_dst", &fakes, dumps.path(), temp.path())
+        .output()
+        .unwrap();
+    assert_exit(&output, 3);
+    let log = text(&output);
+    assert!(
+        log.contains("index items_pkey on public.items is invalid on the copy (valid on the source)"),
+        "{log}"
+    );
+    assert!(log.contains("validation found 1 difference(s)"), "{log}");
+    assert_previous_target_intact("invalid_dst");
+}
+
+#[test]
+fn index_builds_and_post_data_are_retried_after_a_connection_loss() {
+    let clusters = clusters();
+    clusters.source.create_database("postretry_src");
+    clusters.source.psql(
+        "postretry_src",
+        "CREATE TABLE customers (id int PRIMARY KEY, name text UNIQUE); \
+         CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers, placed date); \
+         CREATE INDEX orders_placed ON orders (placed); \
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$; \
+         CREATE TRIGGER orders_touch BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION touch(); \
+         INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 300) g; \
+         INSERT INTO orders SELECT g, 1 + g % 300, date '2024-01-01' + g % 100 FROM generate_series(1, 3000) g;",
+    );
+    precious_target("postretry_dst");
+    // The first index build and the first final restore do their work, then lose the
+    // connection as a restarting server would make them: the retry meets what they created.
+    let lose_once = "for list in indexes post-data; do \
+           if [[ \" $* \" == *\"/$list\"* ]] && mkdir \"$STATE/lost-$list\" 2>/dev/null; then \
+             \"$REAL\" \"$@\"; echo 'pg_restore: error: server closed the connection unexpectedly' >&2; exit 1; fi; \
+         done";
+    let fakes = FakeTools::new("", lose_once);
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let output = sync_command("postretry_src", "postretry_dst", &fakes, dumps.path(), temp.path())
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    for list in ["indexes", "post-data"] {
+        assert!(fakes.state(&format!("lost-{list}")).exists(), "no {list} restore ran");
+    }
+    let source = clusters.source.schema_dump("postretry_src");
+    let target = clusters.target.schema_dump("postretry_dst");
+    assert_eq!(source, target, "the copy's schema differs after the retries");
+    assert_eq!(
+        clusters.target.psql("postretry_dst", "SELECT count(*) FROM pg_index WHERE NOT indisvalid"),
+        "0"
+    );
+}

@@ -340,3 +340,44 @@ fn sync_of_a_source_being_written_matches_its_snapshot() {
         "0"
     );
 }
+
+#[test]
+fn multi_level_partitioned_indexes_and_foreign_keys_sync_again_and_again_without_a_failure() {
+    let clusters = clusters();
+    clusters.source.create_database("levels_src");
+    clusters.source.psql(
+        "levels_src",
+        "CREATE TABLE accounts (id int PRIMARY KEY); INSERT INTO accounts SELECT generate_series(1, 50); \
+         CREATE TABLE entries (id int, account_id int REFERENCES accounts, region text, day date, amount numeric, \
+           PRIMARY KEY (id, region, day)) PARTITION BY LIST (region); \
+         CREATE INDEX entries_account ON entries (account_id); CREATE INDEX entries_day ON entries (day, amount); \
+         CREATE UNIQUE INDEX entries_unique ON entries (id, region, day, account_id); \
+         CREATE TABLE audits (id int, entry_id int, region text, day date, \
+           FOREIGN KEY (entry_id, region, day) REFERENCES entries) ; \
+         DO $$ DECLARE region text; half int; BEGIN \
+           FOREACH region IN ARRAY ARRAY['north', 'south', 'east', 'west'] LOOP \
+             EXECUTE format('CREATE TABLE entries_%s PARTITION OF entries FOR VALUES IN (%L) PARTITION BY RANGE (day)', region, region); \
+             FOR half IN 0..1 LOOP \
+               EXECUTE format('CREATE TABLE entries_%s_%s PARTITION OF entries_%s FOR VALUES FROM (%L) TO (%L)', \
+                 region, half, region, date '2024-01-01' + half * 183, date '2024-01-01' + (half + 1) * 183); \
+             END LOOP; \
+           END LOOP; END $$; \
+         INSERT INTO entries SELECT g, 1 + g % 50, (ARRAY['north', 'south', 'east', 'west'])[1 + g % 4], \
+           date '2024-01-01' + g % 366, g / 7.0 FROM generate_series(1, 4000) g; \
+         INSERT INTO audits SELECT g, g, (ARRAY['north', 'south', 'east', 'west'])[1 + g % 4], date '2024-01-01' + g % 366 \
+           FROM generate_series(1, 1000) g;",
+    );
+    let dumps = dump_dir();
+    for run in 1..=20 {
+        let output = sync("levels_src", "levels_dst", &["--yes", "--jobs", "8"], dumps.path());
+        assert_exit(&output, 0);
+        let invalid = clusters
+            .target
+            .psql("levels_dst", "SELECT count(*) FROM pg_index WHERE NOT indisvalid");
+        assert_eq!(invalid, "0", "run {run} left an invalid index:\n{}", text(&output));
+    }
+    assert_eq!(
+        clusters.target.psql("levels_dst", "SELECT count(*) FROM entries"),
+        "4000"
+    );
+}

@@ -1,8 +1,11 @@
 //! Post-data: indexes, constraints, foreign keys, triggers, policies and materialized-view
 //! refreshes. A table's indexes and key constraints are built as soon as all its rows are loaded,
-//! while other tables still load; the rest is restored in parallel at the end, after a VACUUM of
-//! the tables that foreign keys reference. Foreign keys that point out of a partial selection are
-//! held back and handled by the configured policy.
+//! while other tables still load; at the end, after a VACUUM of the tables that foreign keys
+//! reference, the partition index attachments one at a time (PostgreSQL can deadlock, or leave a
+//! parent index invalid, when two sessions attach partitions of one index at once), then the rest
+//! in parallel. Foreign keys that point out of a partial selection are held back and handled by
+//! the configured policy. Every restore survives transient failures: what failed is restored
+//! again.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -11,14 +14,19 @@ use super::Job;
 use crate::catalog::{self, Maintenance, QualifiedName};
 use crate::plan::{self, ForeignKeyPolicy, Plan};
 use crate::report::KeyFate;
-use crate::scheduler::StepError;
-use crate::tools::{TocEntry, TocKind, run_tool};
+use crate::scheduler::{AttemptError, StepError};
+use crate::tools::{TocEntry, TocKind};
 
 /// The post-data entries of the schema dump, split by when they can run.
 pub struct PostData {
     schema_dump: PathBuf,
     /// Per planned table: its INDEX and CONSTRAINT (primary key, unique, exclusion) entries.
     per_table: Vec<Vec<String>>,
+    /// Indexes and key constraints of tables no unit loads (their data is not copied): built at
+    /// the end, before the attachments that may need them.
+    late_indexes: Vec<String>,
+    /// Partition index attachments: restored one at a time once every index exists.
+    attaches: Vec<String>,
     /// Everything else, without held-back foreign keys: restored once every table is loaded.
     rest: Vec<String>,
 }
@@ -70,9 +78,17 @@ impl PostData {
         let mut planned_by_oid = plan.tables_by_tree_oid();
         planned_by_oid.retain(|_, index| loaded.contains(index));
         let (per_table, rest) = split_listing(&listing, owners, &planned_by_oid, plan.tables.len(), &held_back);
+        let kinds: HashMap<&str, TocKind> = listing.iter().map(|entry| (entry.line.as_str(), entry.kind)).collect();
+        let kind_of = |line: &String| kinds.get(line.as_str()).copied().unwrap_or(TocKind::Other);
+        let (late_indexes, rest): (Vec<String>, Vec<String>) = rest
+            .into_iter()
+            .partition(|line| matches!(kind_of(line), TocKind::Index | TocKind::Constraint));
+        let (attaches, rest) = rest.into_iter().partition(|line| kind_of(line) == TocKind::IndexAttach);
         Ok(PostData {
             schema_dump: schema_dump.to_path_buf(),
             per_table,
+            late_indexes,
+            attaches,
             rest,
         })
     }
@@ -126,22 +142,11 @@ impl PostData {
             return Ok(());
         }
         let list = job.dump_directory.join(format!("indexes-{batch:04}.list"));
-        std::fs::write(&list, lines.join("\n") + "\n")
-            .map_err(|error| StepError::Failed(anyhow::anyhow!("cannot write {}: {error}", list.display())))?;
         // In parallel too: a partitioned table brings many indexes, and a free core would otherwise
         // wait for them one by one.
-        let command = job
-            .pg_restore()
-            .argument("--section=post-data")
-            .argument(format!("--jobs={}", sessions.clamp(1, lines.len())))
-            .argument("--use-list")
-            .argument(&list)
-            .argument(&self.schema_dump);
-        // Not retried: a second run over half-built indexes would fail on "already exists".
-        let result = run_tool(&command, &job.cancellation, "build indexes and key constraints").await;
-        let _ = std::fs::remove_file(&list);
-        result?;
-        Ok(())
+        let sessions = sessions.clamp(1, lines.len());
+        self.restore_entries(job, &list, lines, sessions, "build indexes and key constraints")
+            .await
     }
 
     /// VACUUMs the tables that foreign keys reference, `jobs` connections at a time, then restores
@@ -151,24 +156,148 @@ impl PostData {
     /// hash-joins the whole referenced table instead of probing its index.
     pub async fn restore_rest(&self, job: &Job, plan: &Plan) -> Result<Vec<(usize, KeyFate)>, StepError> {
         vacuum_in_parallel(job, plan, &plan.referenced_tables).await?;
-        let list = job.dump_directory.join("post-data.list");
-        std::fs::write(&list, self.rest.join("\n") + "\n")
-            .map_err(|error| StepError::Failed(anyhow::anyhow!("cannot write {}: {error}", list.display())))?;
-        let command = job
-            .pg_restore()
-            .argument("--section=post-data")
-            .argument(format!("--jobs={}", job.jobs.get()))
-            .argument("--use-list")
-            .argument(&list)
-            .argument(&self.schema_dump);
-        // Not retried: a second run over half-built indexes would fail on "already exists".
-        run_tool(
-            &command,
-            &job.cancellation,
-            "build constraints, foreign keys and triggers",
-        )
-        .await?;
+        let jobs = job.jobs.get();
+        let steps = [
+            (
+                &self.late_indexes,
+                "late-indexes.list",
+                jobs,
+                "build indexes and key constraints",
+            ),
+            (&self.attaches, "attach.list", 1, "attach partition indexes"),
+            (
+                &self.rest,
+                "post-data.list",
+                jobs,
+                "build constraints, foreign keys and triggers",
+            ),
+        ];
+        for (lines, list, sessions, what) in steps {
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let list = job.dump_directory.join(list);
+            self.restore_entries(job, &list, lines, sessions, what).await?;
+        }
         add_dangling_foreign_keys(job, plan).await
+    }
+
+    /// Restores `lines` of the schema archive through the list file `list`, `sessions` at once.
+    /// A transient failure (a deadlock, the server restarting) is tried again after a pause:
+    /// only the entries pg_restore reports as failed when it could finish, else all of them, and
+    /// then an object the failed attempt did create counts as restored.
+    async fn restore_entries(
+        &self,
+        job: &Job,
+        list: &Path,
+        lines: Vec<&str>,
+        sessions: usize,
+        what: &str,
+    ) -> Result<(), StepError> {
+        let mut remaining: Vec<&str> = lines;
+        let mut tolerate_existing = false;
+        let mut attempt = 1;
+        while !remaining.is_empty() {
+            std::fs::write(list, remaining.join("\n") + "\n")
+                .map_err(|error| StepError::Failed(anyhow::anyhow!("cannot write {}: {error}", list.display())))?;
+            let command = job
+                .pg_restore()
+                .argument("--section=post-data")
+                .argument(format!("--jobs={}", sessions.clamp(1, remaining.len())))
+                .argument("--use-list")
+                .argument(list)
+                .argument(&self.schema_dump);
+            let outcome = run_restore(job, &command, what, tolerate_existing).await;
+            let _ = std::fs::remove_file(list);
+            let retry = match outcome {
+                Ok(()) => return Ok(()),
+                Err(RestoreFailure::Cancelled) => return Err(StepError::Cancelled),
+                Err(RestoreFailure::Permanent(error)) => return Err(StepError::Failed(error)),
+                Err(RestoreFailure::Transient { error, .. }) if attempt > job.retry_policy.retries => {
+                    return Err(StepError::Failed(
+                        error.context(format!("gave up after {attempt} attempts")),
+                    ));
+                }
+                Err(RestoreFailure::Transient { failed, .. }) => failed,
+            };
+            match retry {
+                Some(failed) => remaining.retain(|line| failed.contains(&dump_id(line))),
+                None => tolerate_existing = true,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(job.retry_policy.delay_before(attempt)) => {}
+                _ = job.cancellation.cancelled() => return Err(StepError::Cancelled),
+            }
+            attempt += 1;
+        }
+        Ok(())
+    }
+}
+
+/// How a restore of post-data entries failed.
+enum RestoreFailure {
+    Cancelled,
+    Permanent(anyhow::Error),
+    /// Worth another try; `failed` holds the dump ids of the entries that failed when pg_restore
+    /// went through its whole list, `None` when it stopped half-way.
+    Transient {
+        error: anyhow::Error,
+        failed: Option<HashSet<u32>>,
+    },
+}
+
+/// The dump id a `pg_restore --list` line starts with.
+fn dump_id(line: &str) -> u32 {
+    line.split(';')
+        .next()
+        .and_then(|id| id.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Errors a second attempt meets for objects the first attempt did create.
+const ALREADY_DONE: &[&str] = &["already exists", "multiple primary keys", "is already attached"];
+
+/// Runs one restore of post-data entries and tells what failed. With `tolerate_existing`, errors
+/// that only say an object exists already are not failures.
+async fn run_restore(
+    job: &Job,
+    command: &crate::process::ChildCommand,
+    what: &str,
+    tolerate_existing: bool,
+) -> Result<(), RestoreFailure> {
+    let output = match crate::process::run(command, &job.cancellation).await {
+        Ok(output) => output,
+        Err(error) => {
+            return Err(match crate::tools::process_attempt_error(error) {
+                AttemptError::Cancelled => RestoreFailure::Cancelled,
+                AttemptError::Transient(error) => RestoreFailure::Transient { error, failed: None },
+                AttemptError::Permanent(error) => RestoreFailure::Permanent(error),
+            });
+        }
+    };
+    let error_lines: Vec<&str> = output.stderr.lines().filter(|line| line.contains("ERROR:")).collect();
+    if tolerate_existing
+        && !error_lines.is_empty()
+        && error_lines
+            .iter()
+            .all(|line| ALREADY_DONE.iter().any(|done| line.contains(done)))
+        && !output.stderr.contains("worker process died")
+    {
+        return Ok(());
+    }
+    match crate::tools::judge(command, &output, what) {
+        Ok(()) => Ok(()),
+        Err(AttemptError::Transient(error)) => {
+            let finished = output.stderr.contains("errors ignored on restore");
+            let failed: HashSet<u32> = output
+                .stderr
+                .lines()
+                .filter_map(|line| line.split("from TOC entry ").nth(1))
+                .map(dump_id)
+                .collect();
+            let failed = (finished && !failed.is_empty()).then_some(failed);
+            Err(RestoreFailure::Transient { error, failed })
+        }
+        Err(AttemptError::Cancelled) => Err(RestoreFailure::Cancelled),
+        Err(AttemptError::Permanent(error)) => Err(RestoreFailure::Permanent(error)),
     }
 }
 
