@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -108,27 +108,24 @@ fn escape_pgpass_field(value: &str) -> String {
     value.replace('\\', "\\\\").replace(':', "\\:")
 }
 
-/// A private `0600` password file for child processes, removed when dropped. It lives in its own
-/// private temporary directory so that nothing else can be swapped in under its name.
+/// The password file child processes read: an anonymous file in memory (`memfd`), mode 0600,
+/// that children open as `/proc/<dbsync's pid>/fd/<n>`. It never exists on disk, so not even a
+/// `kill -9` of dbsync can leave a password behind; it is gone when dropped or when dbsync dies
+/// (and children die with dbsync).
 pub struct PassFile {
-    directory: tempfile::TempDir,
+    file: std::fs::File,
 }
 
 impl PassFile {
     /// One line per entry that has a password, for any database on that server and role.
     pub fn create(entries: &[(PasswordKey, Option<&Secret>)]) -> Result<PassFile> {
-        let directory = tempfile::Builder::new()
-            .prefix("dbsync-secrets-")
-            .tempdir()
-            .context("cannot create a private directory for the temporary password file")?;
-        std::fs::set_permissions(directory.path(), std::fs::Permissions::from_mode(0o700))?;
-        let path = directory.path().join("pgpass");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .context("cannot create the temporary password file")?;
+        use nix::sys::memfd::{MemFdCreateFlag, memfd_create};
+        let descriptor = memfd_create(c"dbsync-pgpass", MemFdCreateFlag::MFD_CLOEXEC)
+            .context("cannot create the in-memory password file")?;
+        let mut file = std::fs::File::from(descriptor);
+        // libpq ignores a password file that others could read.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .context("cannot make the password file private")?;
         for (endpoint, password) in entries {
             let Some(password) = password else { continue };
             let mut hosts = vec![endpoint.host];
@@ -147,12 +144,14 @@ impl PassFile {
                 )?;
             }
         }
-        file.sync_all()?;
-        Ok(PassFile { directory })
+        file.flush()?;
+        Ok(PassFile { file })
     }
 
+    /// The path children give libpq as `PGPASSFILE`.
     pub fn path(&self) -> PathBuf {
-        self.directory.path().join("pgpass")
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), self.file.as_raw_fd()))
     }
 }
 
@@ -183,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn passfile_is_private_escaped_and_removed_on_drop() {
+    fn passfile_is_private_escaped_in_memory_and_gone_on_drop() {
         let target = endpoint("/tmp/sock");
         let password = Secret::new("a:b\\c".into());
         let passfile = PassFile::create(&[(target, Some(&password))]).unwrap();
@@ -193,7 +192,14 @@ mod tests {
         let content = std::fs::read_to_string(&path).unwrap();
         assert_eq!(lookup_password(&content, target).unwrap().expose(), "a:b\\c");
         assert!(content.contains("localhost:5432:*:app:a\\:b\\\\c"));
+        let target_of_link = std::fs::read_link(&path).unwrap();
+        assert!(
+            target_of_link.to_string_lossy().starts_with("/memfd:"),
+            "on disk: {}",
+            target_of_link.display()
+        );
         drop(passfile);
-        assert!(!path.exists());
+        // The descriptor number may be reused at once by another test; the password may not.
+        assert!(std::fs::read_to_string(&path).map_or(true, |text| !text.contains("a\\:b")));
     }
 }

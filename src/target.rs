@@ -51,6 +51,48 @@ pub fn temporary_name(target: &str, run_id: &str) -> String {
     bounded_name(target, &format!("_dbsync_{run_id}"))
 }
 
+/// The name the previous target has between the two renames of the swap.
+pub fn previous_name(target: &str, run_id: &str) -> String {
+    bounded_name(target, &format!("_dbsync_old_{run_id}"))
+}
+
+/// The comment a temporary copy carries from its creation on.
+pub const COPY_COMMENT_PREFIX: &str = "dbsync: copy of ";
+
+/// What runs that died (a `kill -9`, a power cut) left on the target server.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Unfinished copies.
+    pub temporary: Vec<String>,
+    /// Previous targets a swap had renamed aside.
+    pub previous: Vec<String>,
+}
+
+/// Sorts databases whose names start with the target's into dbsync's leftovers, by the exact
+/// names dbsync gives (and, for copies, the comment it gives them).
+pub fn classify_leftovers(target: &str, databases: &[(String, Option<String>)]) -> Leftovers {
+    let run_id = |suffix: &str| suffix.len() == 8 && suffix.bytes().all(|byte| byte.is_ascii_hexdigit());
+    let mut leftovers = Leftovers::default();
+    for (name, comment) in databases {
+        let Some(rest) = name.strip_prefix(target) else {
+            continue;
+        };
+        if let Some(id) = rest.strip_prefix("_dbsync_old_")
+            && run_id(id)
+        {
+            leftovers.previous.push(name.clone());
+        } else if let Some(id) = rest.strip_prefix("_dbsync_")
+            && run_id(id)
+            && comment
+                .as_deref()
+                .is_none_or(|comment| comment.starts_with(COPY_COMMENT_PREFIX))
+        {
+            leftovers.temporary.push(name.clone());
+        }
+    }
+    leftovers
+}
+
 /// A connection to the target server's maintenance database, for creating, renaming and dropping.
 pub struct TargetServer {
     pub client: Client,
@@ -79,6 +121,27 @@ impl TargetServer {
             }
         }
         Err(last_error.expect("at least one attempt"))
+    }
+
+    /// Marks this run as the one copying into `target` on this server, for as long as this
+    /// session lives. `Err` names the run that holds the mark.
+    pub async fn lock_for_run(&self, target: &str) -> Result<std::result::Result<(), String>> {
+        if catalog::try_lock_target(&self.client, target).await? {
+            return Ok(Ok(()));
+        }
+        let holder = catalog::target_lock_holder(&self.client, target).await?;
+        Ok(Err(holder.unwrap_or_else(|| "a session that just ended".to_string())))
+    }
+
+    /// Leftovers of earlier runs into `target`; call it holding the run's lock, so none of them
+    /// belongs to a run still going.
+    pub async fn leftovers(&self, target: &str) -> Result<Leftovers> {
+        let databases = catalog::databases_named_like(&self.client, target).await?;
+        Ok(classify_leftovers(target, &databases))
+    }
+
+    pub async fn rename_database(&self, from: &str, to: &str) -> Result<()> {
+        catalog::rename_database(&self.client, from, to).await
     }
 
     pub async fn database_exists(&self, name: &str) -> Result<bool> {
@@ -114,8 +177,7 @@ impl TargetServer {
             catalog::rename_database(&self.client, temporary, target).await?;
             return Ok(None);
         }
-        let previous = bounded_name(target, &format!("_dbsync_old_{suffix}"));
-        debug_assert!(previous.len() <= MAX_IDENTIFIER_BYTES);
+        let previous = previous_name(target, suffix);
         catalog::rename_database(&self.client, target, &previous)
             .await
             .context("the previous target database is still in use or cannot be renamed")?;
@@ -169,6 +231,31 @@ mod tests {
                 .contains("\"*prod*\"")
         );
         assert!(refuse_unsafe_target("Archive_DB", &protect).is_ok());
+    }
+
+    #[test]
+    fn only_the_names_dbsync_gives_are_taken_for_leftovers() {
+        let database = |name: &str, comment: Option<&str>| (name.to_string(), comment.map(str::to_string));
+        let databases = [
+            database("Archive_DB", None),
+            database(
+                "Archive_DB_dbsync_0a1b2c3d",
+                Some("dbsync: copy of u@h:5432/Main_DB in progress since …"),
+            ),
+            database("Archive_DB_dbsync_deadbeef", None),
+            database("Archive_DB_dbsync_old_12345678", None),
+            database("Archive_DB_dbsync_notahex1", None),
+            database("Archive_DB_dbsync_0a1b2c3d4", None),
+            database("Archive_DB_dbsync_cafef00d", Some("the team's own database")),
+            database("Archive_DB_2024", None),
+        ];
+        assert_eq!(
+            classify_leftovers("Archive_DB", &databases),
+            Leftovers {
+                temporary: vec!["Archive_DB_dbsync_0a1b2c3d".into(), "Archive_DB_dbsync_deadbeef".into()],
+                previous: vec!["Archive_DB_dbsync_old_12345678".into()],
+            }
+        );
     }
 
     #[test]

@@ -158,6 +158,53 @@ pub async fn drop_database(client: &Client, server_major: u32, name: &str) -> Re
         .map_err(|error| sql_error(format!("cannot drop database {name}"), error))
 }
 
+/// The first key of dbsync's advisory locks ("dbsy"); the second is a hash of the target name.
+const ADVISORY_LOCK_CLASS: i32 = 0x6462_7379;
+
+/// Takes the session-level advisory lock that marks a run copying into `target` on this server;
+/// `false` when another session holds it. It is released when the session ends, however dbsync
+/// ends.
+pub async fn try_lock_target(client: &Client, target: &str) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1::int4, hashtext($2))",
+            &[&ADVISORY_LOCK_CLASS, &target],
+        )
+        .await
+        .map_err(|error| sql_error("cannot take the target's advisory lock", error))?;
+    Ok(row.get(0))
+}
+
+/// The session holding the advisory lock of `target`: "pid 1234 (dbsync from 10.0.0.5, since …)".
+pub async fn target_lock_holder(client: &Client, target: &str) -> Result<Option<String>> {
+    let row = client
+        .query_opt(
+            "SELECT format('pid %s (%s from %s, connected since %s)', a.pid, \
+                      coalesce(nullif(a.application_name, ''), 'unnamed'), coalesce(host(a.client_addr), 'a local socket'), \
+                      date_trunc('second', a.backend_start)) \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int4::oid \
+               AND l.objid = hashtext($2)::oid AND l.objsubid = 2",
+            &[&ADVISORY_LOCK_CLASS, &target],
+        )
+        .await
+        .map_err(|error| sql_error("cannot find the session holding the target's lock", error))?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// Databases on this server whose names start with `prefix`, with their comments.
+pub async fn databases_named_like(client: &Client, prefix: &str) -> Result<Vec<(String, Option<String>)>> {
+    let rows = client
+        .query(
+            "SELECT datname::text, shobj_description(oid, 'pg_database') FROM pg_database \
+             WHERE left(datname, length($1)) = $1 ORDER BY 1",
+            &[&prefix],
+        )
+        .await
+        .map_err(|error| sql_error("cannot list databases on the target server", error))?;
+    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
 /// A setting's value as SQL: list settings element by element (the stored text quotes names with
 /// double quotes), everything else as one literal.
 fn setting_value_sql(setting: &DatabaseSetting) -> String {

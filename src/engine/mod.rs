@@ -29,7 +29,7 @@ use crate::process::last_meaningful_line;
 use crate::report::{Activity, Banner, Event, KeyFate, Notice, Outcome, OutsideKey, Phase, Reporter, Summary, Warning};
 use crate::scheduler::{AttemptError, Budget, Cancellation, RetryPolicy, StepError, run_units, with_retries};
 use crate::settings::{Jobs, Settings, Transfer};
-use crate::target::temporary_name;
+use crate::target::{COPY_COMMENT_PREFIX, temporary_name};
 use crate::tools::PgTools;
 
 /// What `run` leaves behind for the caller: the result and the summary to report.
@@ -138,9 +138,23 @@ impl Run<'_> {
                 0
             },
         );
-        let (target, target_exists, target_free) =
-            preflight::check_target(settings, &source, &self.cancellation).await?;
+        let (target, target_free) = preflight::check_target(settings, &source, &self.cancellation).await?;
         self.workspace.target_server = Some(target);
+        // Holding the target's lock: whatever earlier runs left is theirs no more. Before the
+        // consent, since a previous target renamed back is what the consent is about.
+        let found = self
+            .workspace
+            .remove_leftovers(&settings.target, &settings.dump_dir, &*self.reporter)
+            .await?;
+        for warning in found {
+            self.warn(warning);
+        }
+        let target_server = self.workspace.target_server.as_ref().expect("just connected");
+        let target_exists = interruptible(
+            &self.cancellation,
+            target_server.database_exists(&settings.target.dbname),
+        )
+        .await?;
         let (jobs, lowered) = preflight::jobs_the_servers_allow(settings.jobs, source.free_slots, target_free)?;
         self.jobs = jobs;
         let tools = preflight::locate_tools(settings, &source)?;
@@ -170,7 +184,7 @@ impl Run<'_> {
         let timestamp = started_at.format("%Y%m%d_%H%M%S").to_string();
         let dump_directory = self
             .workspace
-            .create_dump_directory(&settings.dump_dir, &timestamp)
+            .create_dump_directory(&settings.dump_dir, &timestamp, &settings.target)
             .map_err(|error| SyncError::Usage(format!("{error:#}\nhint: --dump-dir must name a writable directory")))?;
         let passfile = self.workspace.create_passfile(&[&settings.source, &settings.target])?;
         self.announce(plan, &tools, &dump_directory, started_at);
@@ -220,7 +234,7 @@ impl Run<'_> {
             target: settings.target.dbname.clone(),
         }));
         let comment = format!(
-            "dbsync: copy of {} in progress since {}; safe to drop if no dbsync is running",
+            "{COPY_COMMENT_PREFIX}{} in progress since {}; safe to drop if no dbsync is running",
             settings.source,
             started_at.format("%Y-%m-%d %H:%M:%S")
         );

@@ -67,15 +67,14 @@ pub fn plan(settings: &Settings, inventory: &Inventory) -> Result<Plan, SyncErro
 }
 
 /// Connects to the target server and refuses a target that is the source itself, or a server
-/// that lacks roles or extensions the copy needs. Returns the server, whether the target
-/// database exists, and the server's free connection slots.
+/// that lacks roles or extensions the copy needs, or a target another run is copying into.
+/// Returns the server, with this run's lock on the target taken, and its free connection slots.
 pub async fn check_target(
     settings: &Settings,
     source: &Source,
     cancellation: &Cancellation,
-) -> Result<(TargetServer, bool, i64), SyncError> {
+) -> Result<(TargetServer, i64), SyncError> {
     let target = interruptible(cancellation, TargetServer::connect(&settings.target)).await?;
-    let exists = interruptible(cancellation, target.database_exists(&settings.target.dbname)).await?;
     let same_cluster = source.server.same_server_as(&target.server).unwrap_or_else(|| {
         settings.source.host == settings.target.host && settings.source.port == settings.target.port
     });
@@ -98,7 +97,13 @@ pub async fn check_target(
         )));
     }
     let free_slots = interruptible(cancellation, catalog::free_connection_slots(&target.client)).await?;
-    Ok((target, exists, free_slots))
+    if let Err(holder) = interruptible(cancellation, target.lock_for_run(&settings.target.dbname)).await? {
+        return Err(usage_error!(
+            "another dbsync run is copying into {}: the session {holder} holds its lock; wait for it to end",
+            settings.target
+        ));
+    }
+    Ok((target, free_slots))
 }
 
 /// Roles the restore will name: owners and grantees unless left out, policy roles always.

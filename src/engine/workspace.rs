@@ -1,5 +1,7 @@
 //! What a run creates and must remove on every way out (success, failure, Ctrl+C, SIGTERM): the
-//! dump directory, the password file and the temporary database the copy is built in.
+//! dump directory, the password file and the temporary database the copy is built in; and what
+//! runs that could not clean up (a `kill -9`, a power cut) left behind, found and removed by the
+//! next run into the same target.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::connection::Endpoint;
-use crate::report::{Event, Notice, Reporter, Warning};
+use crate::errors::SyncError;
+use crate::report::{Event, Leftover, Notice, Reporter, Warning};
 use crate::secrets::PassFile;
 use crate::target::TargetServer;
 
@@ -22,15 +25,59 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// A new `dbsync_dumps_<timestamp>_<random>` directory under `parent`.
-    pub fn create_dump_directory(&mut self, parent: &Path, timestamp: &str) -> Result<PathBuf> {
+    /// A new `dbsync_dumps_<timestamp>_<random>` directory under `parent`, marked with the
+    /// target it is for, so that a later run into the same target can remove it if this one dies.
+    pub fn create_dump_directory(&mut self, parent: &Path, timestamp: &str, target: &Endpoint) -> Result<PathBuf> {
         let directory = tempfile::Builder::new()
-            .prefix(&format!("dbsync_dumps_{timestamp}_"))
+            .prefix(&format!("{DUMP_DIRECTORY_PREFIX}{timestamp}_"))
             .tempdir_in(parent)
             .with_context(|| format!("cannot create a dump directory in {}", parent.display()))?;
         let path = directory.path().to_path_buf();
         self.dump_directory = Some(directory);
+        let marker = format!("target={target}\npid={}\nstarted={timestamp}\n", std::process::id());
+        std::fs::write(path.join(RUN_MARKER), marker).context("cannot mark the dump directory")?;
         Ok(path)
+    }
+
+    /// Removes what earlier runs into `target` left: unfinished copies, dump directories in
+    /// `dump_parent`, and a previous target a swap had renamed aside (renamed back when its name
+    /// is free, else reported). Call it holding the target's lock.
+    pub async fn remove_leftovers(
+        &self,
+        target: &Endpoint,
+        dump_parent: &Path,
+        reporter: &dyn Reporter,
+    ) -> Result<Vec<Warning>, SyncError> {
+        let server = self
+            .target_server
+            .as_ref()
+            .expect("connected before leftovers are sought");
+        let leftovers = server.leftovers(&target.dbname).await?;
+        let mut warnings = Vec::new();
+        for database in leftovers.temporary {
+            server.drop_database(&database).await?;
+            reporter.emit(Event::Notice(Notice::RemovedLeftover(Leftover::Copy(database))));
+        }
+        for previous in leftovers.previous {
+            if server.database_exists(&target.dbname).await? {
+                warnings.push(Warning::PreviousTargetKept { name: previous });
+            } else {
+                server.rename_database(&previous, &target.dbname).await?;
+                reporter.emit(Event::Notice(Notice::RemovedLeftover(
+                    Leftover::PreviousTargetRenamedBack {
+                        from: previous,
+                        to: target.dbname.clone(),
+                    },
+                )));
+            }
+        }
+        for directory in abandoned_dump_directories(dump_parent, target) {
+            std::fs::remove_dir_all(&directory).with_context(|| format!("cannot remove {}", directory.display()))?;
+            reporter.emit(Event::Notice(Notice::RemovedLeftover(Leftover::DumpDirectory(
+                directory.display().to_string(),
+            ))));
+        }
+        Ok(warnings)
     }
 
     /// The private password file the children read; see `secrets`.
@@ -78,6 +125,8 @@ impl Workspace {
         if let Some(directory) = self.dump_directory.take() {
             if keep_dumps {
                 let path = directory.keep();
+                // A kept archive is no leftover: without the mark, no later run removes it.
+                let _ = std::fs::remove_file(path.join(RUN_MARKER));
                 reporter.emit(Event::Notice(Notice::KeepingDumps {
                     path: path.display().to_string(),
                 }));
@@ -95,4 +144,26 @@ impl Workspace {
         // Dropping the password file removes it.
         self.passfile = None;
     }
+}
+
+const DUMP_DIRECTORY_PREFIX: &str = "dbsync_dumps_";
+/// Names the target a dump directory is for, while its run works.
+const RUN_MARKER: &str = ".dbsync-run";
+
+/// Dump directories under `parent` marked as working for `target`: their runs are gone (the
+/// caller holds the target's lock), and so they are leftovers.
+fn abandoned_dump_directories(parent: &Path, target: &Endpoint) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let wanted = format!("target={target}");
+    entries
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(DUMP_DIRECTORY_PREFIX))
+        .map(|entry| entry.path())
+        .filter(|path| {
+            std::fs::read_to_string(path.join(RUN_MARKER))
+                .is_ok_and(|marker| marker.lines().next() == Some(wanted.as_str()))
+        })
+        .collect()
 }

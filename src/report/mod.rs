@@ -126,6 +126,20 @@ pub enum Notice {
     DroppingUnfinished { database: String },
     KeepingDumps { path: String },
     RemovingDumps { path: String },
+    RemovedLeftover(Leftover),
+}
+
+/// Something a run that died had left, which this run removed or put back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leftover {
+    /// An unfinished copy (a temporary database).
+    Copy(String),
+    DumpDirectory(String),
+    /// A previous target that a swap had renamed aside, given its name back.
+    PreviousTargetRenamedBack {
+        from: String,
+        to: String,
+    },
 }
 
 /// A foreign key from a table whose data is copied to one whose data is not.
@@ -162,6 +176,10 @@ pub enum Warning {
     },
     /// The selection leaves no table whose data would be copied.
     NoTableData,
+    /// A previous target a swap had renamed aside, while the target name is taken again.
+    PreviousTargetKept {
+        name: String,
+    },
     /// `--jobs` asked for more sessions than the servers can spare.
     JobsLowered {
         wanted: usize,

@@ -99,6 +99,16 @@ impl fmt::Display for Notice {
             Notice::DroppingUnfinished { database } => write!(formatter, "Dropping the unfinished copy {database}"),
             Notice::KeepingDumps { path } => write!(formatter, "Keeping the dump directory: {path}"),
             Notice::RemovingDumps { path } => write!(formatter, "Removing temporary directory: {path}"),
+            Notice::RemovedLeftover(super::Leftover::Copy(name)) => {
+                write!(formatter, "Dropped {name}, an unfinished copy left by a run that died")
+            }
+            Notice::RemovedLeftover(super::Leftover::DumpDirectory(path)) => {
+                write!(formatter, "Removed {path}, a dump directory left by a run that died")
+            }
+            Notice::RemovedLeftover(super::Leftover::PreviousTargetRenamedBack { from, to }) => write!(
+                formatter,
+                "Renamed {from} back to {to}: a run that died during its swap had renamed it aside"
+            ),
         }
     }
 }
@@ -148,6 +158,10 @@ impl fmt::Display for Warning {
             } => write!(
                 formatter,
                 "--jobs {wanted} lowered to {allowed}: the servers can spare {source_free} (source) and {target_free} (target) connection slots, and other clients need theirs too"
+            ),
+            Warning::PreviousTargetKept { name } => write!(
+                formatter,
+                "{name} is a previous target that a run which died during its swap had renamed aside; the target name is taken again, so it is kept: drop it when it is no longer needed"
             ),
             Warning::Other(text) => formatter.write_str(text),
         }

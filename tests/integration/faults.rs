@@ -399,22 +399,106 @@ fn children_die_with_dbsync_even_when_it_is_killed_outright() {
         }
         assert!(!process_alive(pid), "child {pid} kept running after dbsync was killed");
     }
-    // The previous target is still there; the unfinished copy is marked for a person to drop.
+    // The previous target is still there; the unfinished copy and the dump directory are left,
+    // marked; no password was ever on disk.
     let clusters = clusters();
     assert_eq!(
         clusters.target.psql("sigkill_dst", "SELECT x FROM precious"),
         "still here"
     );
-    for leftover in clusters.target.databases_like("sigkill_dst_dbsync") {
-        let comment = clusters.target.psql(
-            "postgres",
-            &format!("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{leftover}'"),
-        );
-        assert!(comment.starts_with("dbsync: copy of"), "{comment}");
-        clusters
-            .target
-            .psql("postgres", &format!("DROP DATABASE \"{leftover}\" WITH (FORCE)"));
-    }
+    let left = clusters.target.databases_like("sigkill_dst_dbsync");
+    assert_eq!(left.len(), 1, "{left:?}");
+    let comment = clusters.target.psql(
+        "postgres",
+        &format!(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{}'",
+            left[0]
+        ),
+    );
+    assert!(comment.starts_with("dbsync: copy of"), "{comment}");
+    assert!(is_empty_dir(temp.path()), "files left in the temporary directory");
+    let left_directories: Vec<_> = std::fs::read_dir(dumps.path())
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
+    assert_eq!(left_directories.len(), 1);
+
+    // The next run into the same target removes both and says so.
+    let output = crate::sync("sigkill_src", "sigkill_dst", &["--yes"], dumps.path());
+    assert_exit(&output, 0);
+    let log = text(&output);
+    assert!(
+        log.contains(&format!(
+            "Dropped {}, an unfinished copy left by a run that died",
+            left[0]
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "Removed {}, a dump directory left by a run that died",
+            left_directories[0].display()
+        )),
+        "{log}"
+    );
+    assert!(clusters.target.databases_like("sigkill_dst_dbsync").is_empty());
+    assert!(is_empty_dir(dumps.path()), "dump directories left");
+    assert_eq!(
+        clusters.target.psql("sigkill_dst", "SELECT count(*) FROM items"),
+        "5000"
+    );
+}
+
+#[test]
+fn a_second_run_into_the_same_target_is_refused_naming_the_first() {
+    small_source_and_precious_target("twice_src", "twice_dst");
+    let fakes = FakeTools::new(
+        "",
+        "if [[ \" $* \" == *\" --data-only \"* ]]; then echo $$ >> \"$STATE/pids\"; exec sleep 300; fi",
+    );
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let first = sync_command("twice_src", "twice_dst", &fakes, dumps.path(), temp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&fakes.state("pids"), Duration::from_secs(60));
+    let second_dumps = dump_dir();
+    let second = crate::sync("twice_src", "twice_dst", &["--yes"], second_dumps.path());
+    assert_exit(&second, 2);
+    let log = text(&second);
+    assert!(log.contains("another dbsync run is copying into"), "{log}");
+    assert!(log.contains("(dbsync from"), "the holder is named: {log}");
+    assert!(is_empty_dir(second_dumps.path()));
+    // The first run is untouched by the second: its copy is still there, and it stops cleanly.
+    assert_eq!(clusters().target.databases_like("twice_dst_dbsync").len(), 1);
+    kill(Pid::from_raw(first.id() as i32), Signal::SIGINT).unwrap();
+    let output = first.wait_with_output().unwrap();
+    assert_exit(&output, 130);
+    assert_stopped_cleanly(&fakes, dumps.path(), temp.path(), "twice_dst");
+}
+
+#[test]
+fn a_previous_target_left_renamed_by_a_crashed_swap_is_renamed_back() {
+    small_source_and_precious_target("renamed_src", "renamed_dst_dbsync_old_0badcafe");
+    let clusters = clusters();
+    let dumps = dump_dir();
+    // Without --yes: once renamed back, the target exists, and replacing it needs consent.
+    let output = crate::sync("renamed_src", "renamed_dst", &[], dumps.path());
+    assert_exit(&output, 2);
+    let log = text(&output);
+    assert!(
+        log.contains("Renamed renamed_dst_dbsync_old_0badcafe back to renamed_dst"),
+        "{log}"
+    );
+    assert!(log.contains("pass --yes to replace it"), "{log}");
+    assert_eq!(
+        clusters.target.psql("renamed_dst", "SELECT x FROM precious"),
+        "still here"
+    );
+    assert!(!clusters.target.database_exists("renamed_dst_dbsync_old_0badcafe"));
 }
 
 #[test]
@@ -605,7 +689,9 @@ fn index_builds_and_post_data_are_retried_after_a_connection_loss() {
     let target = clusters.target.schema_dump("postretry_dst");
     assert_eq!(source, target, "the copy's schema differs after the retries");
     assert_eq!(
-        clusters.target.psql("postretry_dst", "SELECT count(*) FROM pg_index WHERE NOT indisvalid"),
+        clusters
+            .target
+            .psql("postretry_dst", "SELECT count(*) FROM pg_index WHERE NOT indisvalid"),
         "0"
     );
 }
