@@ -120,6 +120,10 @@ pub struct SyncArguments {
     #[arg(long)]
     pub plain: bool,
 
+    /// How long to wait for the locks on the source's tables before giving up [default: 600]
+    #[arg(long, value_name = "SECONDS")]
+    pub lock_timeout: Option<u64>,
+
     /// In plain output, how often a long-running table gets a progress line [default: 30]
     #[arg(long, value_name = "SECONDS")]
     pub progress_every: Option<u64>,

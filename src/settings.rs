@@ -83,6 +83,8 @@ pub struct Settings {
     pub display: Display,
     /// The user's own `PGOPTIONS`, which the restore sessions keep and add to.
     pub session_options: Option<String>,
+    /// How long to wait for the locks on the source's tables.
+    pub lock_timeout: Duration,
     pub config_file: Option<PathBuf>,
 }
 
@@ -129,6 +131,7 @@ struct ConfigOptions {
     no_privileges: Option<bool>,
     foreign_keys: Option<String>,
     pg_bin: Option<PathBuf>,
+    lock_timeout: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -431,6 +434,7 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
             progress_every,
         },
         session_options: environment("PGOPTIONS").filter(|options| !options.trim().is_empty()),
+        lock_timeout: Duration::from_secs(arguments.lock_timeout.or(options.lock_timeout).unwrap_or(600).max(1)),
         config_file: config_path,
     })
 }

@@ -10,14 +10,20 @@ use super::{QualifiedName, quote_identifier, sql_error};
 /// Opens the snapshot every export reads from: a repeatable-read transaction that first locks
 /// the tables (so a TRUNCATE or DROP cannot slip in after the snapshot) and then exports it.
 /// The transaction must stay open until the last `pg_dump` has started reading.
-pub async fn export_snapshot(client: &Client, tables_to_lock: &[QualifiedName]) -> Result<String> {
+/// Waiting for a lock longer than `lock_timeout` fails with SQLSTATE 55P03.
+pub async fn export_snapshot(
+    client: &Client,
+    tables_to_lock: &[QualifiedName],
+    lock_timeout: std::time::Duration,
+) -> Result<String> {
     client
-        .batch_execute(
+        .batch_execute(&format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
              SET LOCAL idle_in_transaction_session_timeout = 0; \
              SET LOCAL statement_timeout = 0; \
-             SET LOCAL lock_timeout = '10min';",
-        )
+             SET LOCAL lock_timeout = '{}ms';",
+            lock_timeout.as_millis().max(1)
+        ))
         .await
         .context("cannot open the snapshot transaction on the source")?;
     for chunk in tables_to_lock.chunks(500) {
@@ -32,6 +38,42 @@ pub async fn export_snapshot(client: &Client, tables_to_lock: &[QualifiedName]) 
         .await
         .map_err(|error| sql_error("cannot export a snapshot", error))?;
     Ok(row.get(0))
+}
+
+/// Gives the source session that inspects and then holds the snapshot its lock timeout (for the
+/// share locks that sizing tables takes, and the snapshot's own); returns its backend process
+/// id, to find what it waits for from another session.
+pub async fn prepare_snapshot_session(client: &Client, lock_timeout: std::time::Duration) -> Result<i32> {
+    client
+        .batch_execute(&format!("SET lock_timeout = '{}ms'", lock_timeout.as_millis().max(1)))
+        .await
+        .context("cannot set the lock timeout on the source")?;
+    Ok(client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .context("cannot read the session's process id")?
+        .get(0))
+}
+
+/// What the session `pid` waits for: the table whose lock it wants, and the sessions in its way
+/// ("pid 4242 (alice, psql, idle in transaction for 00:03:12)").
+pub async fn lock_wait(client: &Client, pid: i32) -> Result<Option<(String, Vec<String>)>> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT coalesce(l.relation::regclass::text, l.locktype), \
+               ARRAY(SELECT format('pid %s (%s, %s, %s%s)', a.pid, a.usename, \
+                                   coalesce(nullif(a.application_name, ''), 'unnamed'), a.state, \
+                                   coalesce(' for ' || date_trunc('second', now() - a.xact_start)::text, '')) \
+                     FROM pg_stat_activity a WHERE a.pid = ANY (pg_blocking_pids($1)) ORDER BY a.pid) \
+             FROM pg_locks l WHERE l.pid = $1 AND NOT l.granted LIMIT 1",
+            &[&pid],
+        )
+        .await
+        .context("cannot read what the snapshot session waits for")?
+    else {
+        return Ok(None);
+    };
+    Ok(Some((row.get(0), row.get(1))))
 }
 
 /// `count(*)` of each table including its partitions and inheritance children, in one round trip

@@ -127,7 +127,13 @@ impl Run<'_> {
 
     async fn sync(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
         let settings = self.settings;
-        let source = preflight::inspect_source(settings, &self.cancellation).await?;
+        let (client, source_pid) = preflight::connect_source(settings, &self.cancellation).await?;
+        let source = self
+            .reporting_lock_waits(
+                source_pid,
+                preflight::inspect_source(client, source_pid, &self.cancellation),
+            )
+            .await?;
         let plan = preflight::plan(settings, &source.inventory)?;
         self.progress.set_plan(&plan);
         self.plan_totals = (
@@ -193,11 +199,7 @@ impl Run<'_> {
         self.emit(Event::Notice(Notice::Locking {
             tables: plan.tables.len(),
         }));
-        let snapshot = interruptible(
-            &self.cancellation,
-            catalog::export_snapshot(&source.client, &plan.lock_targets()),
-        )
-        .await?;
+        let snapshot = self.take_snapshot(source, plan).await?;
         let temporary = self.create_copy(source, started_at).await?;
         Ok(Arc::new(Job {
             source: settings.source.clone(),
@@ -217,8 +219,66 @@ impl Run<'_> {
             no_owner: settings.no_owner,
             no_privileges: settings.no_privileges,
             session_options: settings.session_options.clone(),
+            lock_timeout: settings.lock_timeout,
             cancellation: self.cancellation.clone(),
         }))
+    }
+
+    /// Locks the copied tables on the source and exports the snapshot every dump reads.
+    async fn take_snapshot(&self, source: &Source, plan: &Plan) -> Result<String, SyncError> {
+        let tables = plan.lock_targets();
+        let export = catalog::export_snapshot(&source.client, &tables, self.settings.lock_timeout);
+        self.reporting_lock_waits(source.pid, interruptible(&self.cancellation, export))
+            .await
+    }
+
+    /// Runs `work` of the source session `pid`, saying which table and which sessions hold it up
+    /// while it waits for a lock, and naming `--lock-timeout` when the wait ends it.
+    async fn reporting_lock_waits<T>(
+        &self,
+        pid: i32,
+        work: impl Future<Output = Result<T, SyncError>>,
+    ) -> Result<T, SyncError> {
+        let timeout = self.settings.lock_timeout;
+        let result = tokio::select! {
+            result = work => result,
+            () = self.report_lock_waits(pid) => unreachable!("reports until dropped"),
+        };
+        result.map_err(|error| match error {
+            SyncError::Failed(error)
+                if catalog::database_error(&error)
+                    .is_some_and(|cause| cause.code == Some(tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)) =>
+            {
+                SyncError::Failed(error.context(format!(
+                    "the source's tables could not be locked within {} s (--lock-timeout); run again when the sessions named above are done, or wait longer",
+                    timeout.as_secs()
+                )))
+            }
+            other => other,
+        })
+    }
+
+    /// While the snapshot session waits for a lock: after 5 s, then every 30 s, which table and
+    /// which sessions hold it up. Runs until dropped.
+    async fn report_lock_waits(&self, pid: i32) {
+        let started = Instant::now();
+        let mut pause = Duration::from_secs(5);
+        let mut client = None;
+        loop {
+            tokio::time::sleep(pause).await;
+            pause = Duration::from_secs(30);
+            if client.is_none() {
+                client = catalog::connect(&self.settings.source, "source").await.ok();
+            }
+            let Some(client) = &client else { continue };
+            if let Ok(Some((table, holders))) = catalog::lock_wait(client, pid).await {
+                self.emit(Event::Warning(Warning::WaitingForLock {
+                    table,
+                    holders,
+                    waited: started.elapsed(),
+                }));
+            }
+        }
     }
 
     /// The empty database the copy is built in, under a temporary name; returns the name.

@@ -28,10 +28,25 @@ pub struct Source {
     /// The table of every index and constraint, by oid.
     pub index_owners: HashMap<u32, u32>,
     pub free_slots: i64,
+    /// The backend process of `client` on the source.
+    pub pid: i32,
 }
 
-pub async fn inspect_source(settings: &Settings, cancellation: &Cancellation) -> Result<Source, SyncError> {
+/// The session that inspects the source and then holds the snapshot, with the run's lock
+/// timeout, and its process id (to tell what it waits for).
+pub async fn connect_source(settings: &Settings, cancellation: &Cancellation) -> Result<(Client, i32), SyncError> {
     let client = interruptible(cancellation, catalog::connect(&settings.source, "source")).await?;
+    let pid = interruptible(
+        cancellation,
+        catalog::prepare_snapshot_session(&client, settings.lock_timeout),
+    )
+    .await?;
+    Ok((client, pid))
+}
+
+/// Reads the source's catalogs. Sizing tables takes a share lock on each, so a session holding
+/// an exclusive lock makes this wait (up to the lock timeout).
+pub async fn inspect_source(client: Client, pid: i32, cancellation: &Cancellation) -> Result<Source, SyncError> {
     let inspect = async {
         let server = catalog::server_info(&client).await?;
         let database = catalog::database_info(&client, server.major()).await?;
@@ -51,6 +66,7 @@ pub async fn inspect_source(settings: &Settings, cancellation: &Cancellation) ->
         inventory,
         index_owners,
         free_slots,
+        pid,
     })
 }
 

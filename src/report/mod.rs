@@ -176,6 +176,12 @@ pub enum Warning {
     },
     /// The selection leaves no table whose data would be copied.
     NoTableData,
+    /// The snapshot session waits for a lock on the source.
+    WaitingForLock {
+        table: String,
+        holders: Vec<String>,
+        waited: Duration,
+    },
     /// A previous target a swap had renamed aside, while the target name is taken again.
     PreviousTargetKept {
         name: String,

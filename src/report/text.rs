@@ -159,6 +159,16 @@ impl fmt::Display for Warning {
                 formatter,
                 "--jobs {wanted} lowered to {allowed}: the servers can spare {source_free} (source) and {target_free} (target) connection slots, and other clients need theirs too"
             ),
+            Warning::WaitingForLock { table, holders, waited } => write!(
+                formatter,
+                "waiting {} for a lock on {table} on the source, held by {} (dbsync gives up after --lock-timeout)",
+                human_duration(*waited),
+                if holders.is_empty() {
+                    "a session that is ending".to_string()
+                } else {
+                    holders.join(", ")
+                }
+            ),
             Warning::PreviousTargetKept { name } => write!(
                 formatter,
                 "{name} is a previous target that a run which died during its swap had renamed aside; the target name is taken again, so it is kept: drop it when it is no longer needed"

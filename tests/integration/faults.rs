@@ -695,3 +695,43 @@ fn index_builds_and_post_data_are_retried_after_a_connection_loss() {
         "0"
     );
 }
+
+#[test]
+fn a_lock_held_on_the_source_is_named_while_awaited_and_lock_timeout_ends_the_wait() {
+    small_source_and_precious_target("locked_src", "locked_dst");
+    let clusters = clusters();
+    let mut holder = clusters
+        .source
+        .psql_command("locked_src")
+        .args([
+            "-c",
+            "BEGIN; LOCK TABLE notes IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);",
+        ])
+        .env("PGAPPNAME", "nightly_report")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the lock to be taken", || {
+        clusters.source.psql(
+            "locked_src",
+            "SELECT count(*) FROM pg_locks WHERE relation = 'notes'::regclass AND mode = 'AccessExclusiveLock'",
+        ) == "1"
+    });
+    let dumps = dump_dir();
+    let output = crate::sync(
+        "locked_src",
+        "locked_dst",
+        &["--yes", "--lock-timeout", "8"],
+        dumps.path(),
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_exit(&output, 1);
+    let log = text(&output);
+    let waiting = regex::Regex::new(r"\[WARN\]    waiting \ds for a lock on notes on the source, held by pid \d+ \(postgres, nightly_report, active").unwrap();
+    assert!(waiting.is_match(&log), "{log}");
+    assert!(log.contains("could not be locked within 8 s (--lock-timeout)"), "{log}");
+    assert!(is_empty_dir(dumps.path()));
+    assert_previous_target_intact("locked_dst");
+}

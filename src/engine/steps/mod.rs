@@ -40,6 +40,8 @@ pub struct Job {
     pub no_privileges: bool,
     /// The user's own `PGOPTIONS`, kept for the restore sessions.
     pub session_options: Option<String>,
+    /// How long a `pg_dump` may wait for its share locks (`--lock-timeout`).
+    pub lock_timeout: std::time::Duration,
     pub cancellation: Cancellation,
 }
 
@@ -49,6 +51,7 @@ impl Job {
             .env("PGPASSFILE", &self.passfile)
             .arguments(["--dbname".to_string(), self.source.child_conninfo()])
             .argument(format!("--snapshot={}", self.snapshot))
+            .argument(format!("--lock-wait-timeout={}", self.lock_timeout.as_millis().max(1)))
     }
 
     pub fn pg_restore(&self) -> ChildCommand {
