@@ -82,6 +82,10 @@ pub struct SyncArguments {
     #[arg(long, overrides_with = "analyze")]
     pub no_analyze: bool,
 
+    /// Fail instead of ending the sessions connected to the previous target at the swap
+    #[arg(long)]
+    pub no_terminate: bool,
+
     /// Replace an existing target database without asking
     #[arg(long, short = 'y')]
     pub yes: bool,

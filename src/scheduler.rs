@@ -97,6 +97,12 @@ impl Cancellation {
         let mut watcher = self.watcher();
         let _ = watcher.wait_for(|state| *state != CancelState::Running).await;
     }
+
+    /// Resolves at a second signal: the user wants out now, cleanup or not.
+    pub async fn killing(&self) {
+        let mut watcher = self.watcher();
+        let _ = watcher.wait_for(|state| matches!(state, CancelState::Killing(_))).await;
+    }
 }
 
 /// Routes SIGINT and SIGTERM into the cancellation state for the rest of the process's life.

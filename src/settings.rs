@@ -75,6 +75,8 @@ pub struct Settings {
     /// ANALYZE each table once loaded, instead of leaving statistics to autovacuum.
     pub analyze: bool,
     pub assume_yes: bool,
+    /// End the sessions on the previous target at the swap (else fail while there are any).
+    pub terminate: bool,
     pub no_owner: bool,
     pub no_privileges: bool,
     pub foreign_keys: ForeignKeyPolicy,
@@ -423,6 +425,7 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
         transfer,
         analyze: chosen(arguments.analyze, arguments.no_analyze, options.analyze),
         assume_yes: arguments.yes,
+        terminate: !arguments.no_terminate,
         no_owner: chosen(arguments.no_owner, arguments.owner, options.no_owner),
         no_privileges: chosen(arguments.no_privileges, arguments.privileges, options.no_privileges),
         foreign_keys,

@@ -2,7 +2,7 @@
 //! encoding, locale and database-level settings, and swapping it into place only when it is
 //! complete, so the database the user had survives any failure.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
@@ -95,11 +95,34 @@ pub fn classify_leftovers(target: &str, databases: &[(String, Option<String>)]) 
 
 /// A connection to the target server's maintenance database, for creating, renaming and dropping.
 pub struct TargetServer {
-    pub client: Client,
+    client: std::sync::Mutex<std::sync::Arc<Client>>,
     pub server: catalog::ServerInfo,
+    /// The target as the user gave it, to connect again when the session is lost.
+    endpoint: Endpoint,
+    /// The target name whose run lock this session took, to take again on a new session.
+    locked: std::sync::Mutex<Option<String>>,
 }
 
 impl TargetServer {
+    /// The maintenance session; after a server restart ended it, a new one, which takes the
+    /// run's lock on the target again (refusing to go on if another run took it meanwhile).
+    pub async fn session(&self) -> Result<std::sync::Arc<Client>> {
+        let current = self.client.lock().expect("not poisoned").clone();
+        if !current.is_closed() {
+            return Ok(current);
+        }
+        let fresh = Self::connect(&self.endpoint).await?;
+        let client = fresh.client.into_inner().expect("not poisoned");
+        let locked = self.locked.lock().expect("not poisoned").clone();
+        if let Some(target) = locked
+            && !catalog::try_lock_target(&client, &target).await?
+        {
+            bail!("the target server restarted, and another run took the lock on {target} meanwhile");
+        }
+        *self.client.lock().expect("not poisoned") = client.clone();
+        Ok(client)
+    }
+
     /// Connects to `postgres` (or `template1`) on the target's server. The target database itself
     /// may not exist yet, and a session in it would block its rename.
     pub async fn connect(target: &Endpoint) -> Result<TargetServer> {
@@ -108,7 +131,12 @@ impl TargetServer {
             match catalog::connect(&target.with_database(maintenance), "target server's maintenance").await {
                 Ok(client) => {
                     let server = catalog::server_info(&client).await?;
-                    return Ok(TargetServer { client, server });
+                    return Ok(TargetServer {
+                        client: std::sync::Mutex::new(std::sync::Arc::new(client)),
+                        server,
+                        endpoint: target.clone(),
+                        locked: std::sync::Mutex::new(None),
+                    });
                 }
                 Err(error) => {
                     let maintenance_missing = catalog::database_error(&error)
@@ -126,30 +154,34 @@ impl TargetServer {
     /// Marks this run as the one copying into `target` on this server, for as long as this
     /// session lives. `Err` names the run that holds the mark.
     pub async fn lock_for_run(&self, target: &str) -> Result<std::result::Result<(), String>> {
-        if catalog::try_lock_target(&self.client, target).await? {
+        let client = self.session().await?;
+        if catalog::try_lock_target(&client, target).await? {
+            *self.locked.lock().expect("not poisoned") = Some(target.to_string());
             return Ok(Ok(()));
         }
-        let holder = catalog::target_lock_holder(&self.client, target).await?;
+        let holder = catalog::target_lock_holder(&client, target).await?;
         Ok(Err(holder.unwrap_or_else(|| "a session that just ended".to_string())))
     }
 
     /// Leftovers of earlier runs into `target`; call it holding the run's lock, so none of them
     /// belongs to a run still going.
     pub async fn leftovers(&self, target: &str) -> Result<Leftovers> {
-        let databases = catalog::databases_named_like(&self.client, target).await?;
+        let databases = catalog::databases_named_like(&*self.session().await?, target).await?;
         Ok(classify_leftovers(target, &databases))
     }
 
     pub async fn rename_database(&self, from: &str, to: &str) -> Result<()> {
-        catalog::rename_database(&self.client, from, to).await
+        catalog::rename_database(&*self.session().await?, from, to)
+            .await
+            .map(|_| ())
     }
 
     pub async fn database_exists(&self, name: &str) -> Result<bool> {
-        catalog::database_exists(&self.client, name).await
+        catalog::database_exists(&*self.session().await?, name).await
     }
 
     pub async fn create_database(&self, name: &str, source: &DatabaseInfo, comment: &str) -> Result<()> {
-        catalog::create_database(&self.client, self.server.major(), name, source, comment).await
+        catalog::create_database(&*self.session().await?, self.server.major(), name, source, comment).await
     }
 
     /// Gives the finished copy the source database's comment, owner and settings. Applied last:
@@ -162,38 +194,94 @@ impl TargetServer {
         settings: &[DatabaseSetting],
         restore_owner: bool,
     ) -> Vec<String> {
-        catalog::apply_database_properties(&self.client, name, source, settings, restore_owner).await
+        match self.session().await {
+            Ok(client) => catalog::apply_database_properties(&client, name, source, settings, restore_owner).await,
+            Err(error) => vec![format!(
+                "could not give {name} the source database's properties: {error:#}"
+            )],
+        }
     }
 
     pub async fn drop_database(&self, name: &str) -> Result<()> {
-        catalog::drop_database(&self.client, self.server.major(), name).await
+        catalog::drop_database(&*self.session().await?, self.server.major(), name).await
+    }
+
+    /// Drops a database, from a new session when this one was lost (the server restarted).
+    pub async fn drop_database_reconnecting(&self, name: &str) -> Result<()> {
+        match self.drop_database(name).await {
+            Err(_) if self.client.lock().expect("not poisoned").is_closed() => {
+                catalog::drop_database(&*self.session().await?, self.server.major(), name).await
+            }
+            result => result,
+        }
     }
 
     /// Puts the finished copy in place of `target`. The previous database is renamed aside first
-    /// and renamed back if the swap fails; it is dropped only once the copy has its name.
-    /// Returns a warning when the previous database could not be dropped.
-    pub async fn swap_into_place(&self, temporary: &str, target: &str, suffix: &str) -> Result<Option<String>> {
+    /// and renamed back at once if the copy cannot take its name; it is dropped only once the
+    /// copy has it, so the target name is missing only between two renames. The sessions on the
+    /// previous target are ended (and returned), or, with `terminate` off, the swap is refused
+    /// while there are any.
+    pub async fn swap_into_place(
+        &self,
+        temporary: &str,
+        target: &str,
+        suffix: &str,
+        terminate: bool,
+    ) -> Result<Swapped> {
         if !self.database_exists(target).await? {
-            catalog::rename_database(&self.client, temporary, target).await?;
-            return Ok(None);
+            catalog::rename_database(&*self.session().await?, temporary, target).await?;
+            return Ok(Swapped::default());
+        }
+        let client = self.session().await?;
+        if !terminate {
+            let sessions = catalog::sessions_on(&client, target).await?;
+            if !sessions.is_empty() {
+                bail!(
+                    "{} session(s) are connected to {target} ({}), and --no-terminate leaves them: the copy was not swapped in",
+                    sessions.len(),
+                    describe_sessions(&sessions)
+                );
+            }
         }
         let previous = previous_name(target, suffix);
-        catalog::rename_database(&self.client, target, &previous)
+        let ended = catalog::rename_database(&client, target, &previous)
             .await
             .context("the previous target database is still in use or cannot be renamed")?;
-        if let Err(error) = catalog::rename_database(&self.client, temporary, target).await {
-            catalog::rename_database(&self.client, &previous, target)
+        if let Err(error) = catalog::rename_database(&client, temporary, target).await {
+            catalog::rename_database(&client, &previous, target)
                 .await
                 .with_context(|| format!("could not put the previous target back; it is now named {previous}"))?;
             return Err(error);
         }
-        match self.drop_database(&previous).await {
-            Ok(()) => Ok(None),
-            Err(error) => Ok(Some(format!(
+        let kept = match self.drop_database(&previous).await {
+            Ok(()) => None,
+            Err(error) => Some(format!(
                 "the previous target database was kept as {previous}: {error:#}"
-            ))),
-        }
+            )),
+        };
+        Ok(Swapped { ended, kept })
     }
+}
+
+/// What a swap did besides the renames.
+#[derive(Debug, Default)]
+pub struct Swapped {
+    /// Sessions on the previous target that were ended.
+    pub ended: Vec<catalog::DatabaseSession>,
+    /// Why the previous target could not be dropped, if it could not.
+    pub kept: Option<String>,
+}
+
+/// "alice (psql), bob (app)": who is connected.
+pub fn describe_sessions(sessions: &[catalog::DatabaseSession]) -> String {
+    let names: Vec<String> = sessions
+        .iter()
+        .map(|session| match session.application.as_str() {
+            "" => session.user.clone(),
+            application => format!("{} ({application})", session.user),
+        })
+        .collect();
+    names.join(", ")
 }
 
 /// `base` + `suffix`, with `base` shortened so that the whole fits in an identifier.

@@ -117,28 +117,68 @@ pub async fn apply_database_properties(
     warnings
 }
 
-async fn terminate_sessions(client: &Client, name: &str) {
-    let _ = client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            &[&name],
-        )
-        .await;
+/// A session connected to a database: its user and application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSession {
+    pub user: String,
+    pub application: String,
 }
 
-/// Renames a database, ending its sessions first; retried briefly when someone reconnects
-/// between the termination and the rename.
-pub async fn rename_database(client: &Client, from: &str, to: &str) -> Result<()> {
+/// The client sessions connected to database `name`, other than this one.
+pub async fn sessions_on(client: &Client, name: &str) -> Result<Vec<DatabaseSession>> {
+    let rows = client
+        .query(
+            "SELECT coalesce(usename::text, '?'), coalesce(application_name, '') FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend' ORDER BY pid",
+            &[&name],
+        )
+        .await
+        .map_err(|error| sql_error(format!("cannot list the sessions on {name}"), error))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| DatabaseSession {
+            user: row.get(0),
+            application: row.get(1),
+        })
+        .collect())
+}
+
+/// Ends the sessions on database `name`, other than this one; returns whom it ended.
+pub async fn terminate_sessions(client: &Client, name: &str) -> Vec<DatabaseSession> {
+    client
+        .query(
+            "WITH victims AS MATERIALIZED (SELECT pid, usename, application_name FROM pg_stat_activity \
+                                           WHERE datname = $1 AND pid <> pg_backend_pid()) \
+             SELECT coalesce(usename::text, '?'), coalesce(application_name, '') FROM victims \
+             WHERE pg_terminate_backend(pid)",
+            &[&name],
+        )
+        .await
+        .map(|rows| {
+            rows.into_iter()
+                .map(|row| DatabaseSession {
+                    user: row.get(0),
+                    application: row.get(1),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Renames a database, ending its sessions first (returned); retried briefly when someone
+/// reconnects between the termination and the rename.
+pub async fn rename_database(client: &Client, from: &str, to: &str) -> Result<Vec<DatabaseSession>> {
     let statement = format!(
         "ALTER DATABASE {} RENAME TO {}",
         quote_identifier(from),
         quote_identifier(to)
     );
     let mut attempt = 0;
+    let mut ended = Vec::new();
     loop {
-        terminate_sessions(client, from).await;
+        ended.extend(terminate_sessions(client, from).await);
         match client.batch_execute(&statement).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(ended),
             Err(error) if attempt < 10 && error.code() == Some(&SqlState::OBJECT_IN_USE) => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -151,7 +191,7 @@ pub async fn rename_database(client: &Client, from: &str, to: &str) -> Result<()
 /// Drops a database if it exists, ending its sessions (`WITH (FORCE)` from PostgreSQL 13 on).
 pub async fn drop_database(client: &Client, server_major: u32, name: &str) -> Result<()> {
     let force = if server_major >= 13 { " WITH (FORCE)" } else { "" };
-    terminate_sessions(client, name).await;
+    let _ = terminate_sessions(client, name).await;
     client
         .batch_execute(&format!("DROP DATABASE IF EXISTS {}{force}", quote_identifier(name)))
         .await

@@ -29,7 +29,7 @@ use crate::process::last_meaningful_line;
 use crate::report::{Activity, Banner, Event, KeyFate, Notice, Outcome, OutsideKey, Phase, Reporter, Summary, Warning};
 use crate::scheduler::{AttemptError, Budget, Cancellation, RetryPolicy, StepError, run_units, with_retries};
 use crate::settings::{Jobs, Settings, Transfer};
-use crate::target::{COPY_COMMENT_PREFIX, temporary_name};
+use crate::target::{COPY_COMMENT_PREFIX, describe_sessions, temporary_name};
 use crate::tools::PgTools;
 
 /// What `run` leaves behind for the caller: the result and the summary to report.
@@ -54,7 +54,9 @@ pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation:
         jobs: settings.jobs,
     };
     let mut result = run.sync(started_at).await;
-    run.workspace.clean_up(settings.keep_dumps(), &*run.reporter).await;
+    run.workspace
+        .clean_up(settings.keep_dumps(), &*run.reporter, &run.cancellation)
+        .await;
     // Whatever failed while a signal was being handled, the signal is why the run ended.
     if let Some(signal) = run.cancellation.interrupting_signal()
         && !run.workspace.is_swapped()
@@ -207,6 +209,7 @@ impl Run<'_> {
             tools,
             passfile,
             snapshot,
+            snapshot_session: source.client.clone(),
             dump_directory,
             keep_dumps: settings.keep_dumps(),
             dump_space: self.dump_space.clone(),
@@ -492,14 +495,24 @@ impl Run<'_> {
     /// deadlock with them.
     async fn validate(&self, job: &Job, plan: &Plan, source: &Source) -> Result<(), SyncError> {
         self.emit(Event::Phase(Phase::Validation));
-        let target_client = interruptible(&self.cancellation, catalog::connect(&job.work_target, "target")).await?;
-        let reads = async {
-            tokio::try_join!(
-                steps::validate::count_rows(&source.client, &target_client, plan),
-                steps::validate::read_structures(&source.client, &target_client)
-            )
-        };
-        let (counts, (source_structure, copy_structure)) = interruptible(&self.cancellation, reads).await?;
+        // Retried like any step (the target server may be restarting), but not once the source's
+        // side, counted in the snapshot, is gone.
+        let reads = with_retries(
+            job.retry_policy,
+            &job.cancellation,
+            |_, _, _| {},
+            |_| async {
+                job.check_snapshot()?;
+                let target_client = job.connect_to_copy().await?;
+                tokio::try_join!(
+                    steps::validate::count_rows(&source.client, &target_client, plan),
+                    steps::validate::read_structures(&source.client, &target_client)
+                )
+                .map_err(steps::database_attempt_error)
+            },
+        );
+        let (counts, (source_structure, copy_structure)) =
+            reads.await.map_err(|error| step_error(&self.cancellation, error))?;
         let mismatches: Vec<(String, i64, i64)> = plan
             .tables
             .iter()
@@ -542,12 +555,24 @@ impl Run<'_> {
             target: settings.target.dbname.clone(),
         }));
         let target_server = self.workspace.target_server.as_ref().expect("connected in preflight");
-        let swap_warning = target_server
-            .swap_into_place(&temporary, &settings.target.dbname, &self.run_suffix)
+        let swapped = target_server
+            .swap_into_place(
+                &temporary,
+                &settings.target.dbname,
+                &self.run_suffix,
+                settings.terminate,
+            )
             .await
             .map_err(SyncError::Failed)?;
         self.workspace.swapped();
-        if let Some(warning) = swap_warning {
+        if !swapped.ended.is_empty() {
+            self.emit(Event::Notice(Notice::EndedSessions {
+                database: settings.target.dbname.clone(),
+                count: swapped.ended.len(),
+                who: describe_sessions(&swapped.ended),
+            }));
+        }
+        if let Some(warning) = swapped.kept {
             self.warn(Warning::Other(warning));
         }
         Ok(())

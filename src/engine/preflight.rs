@@ -20,7 +20,9 @@ use crate::usage_error;
 
 /// The source as inspected, with the session that will hold the snapshot.
 pub struct Source {
-    pub client: Client,
+    /// The session that inspected the source and holds the snapshot (shared with the steps,
+    /// which stop retrying once it is gone).
+    pub client: std::sync::Arc<Client>,
     pub server: ServerInfo,
     pub database: DatabaseInfo,
     pub settings: Vec<DatabaseSetting>,
@@ -59,7 +61,7 @@ pub async fn inspect_source(client: Client, pid: i32, cancellation: &Cancellatio
     let (server, database, settings, inventory, index_owners, free_slots) =
         interruptible(cancellation, inspect).await?;
     Ok(Source {
-        client,
+        client: std::sync::Arc::new(client),
         server,
         database,
         settings,
@@ -101,10 +103,10 @@ pub async fn check_target(
         ));
     }
     check_roles(settings, &source.inventory, &target, cancellation).await?;
-    let unavailable = interruptible(
-        cancellation,
-        catalog::unavailable_extensions(&target.client, &source.inventory.extensions),
-    )
+    let unavailable = interruptible(cancellation, async {
+        let client = target.session().await?;
+        catalog::unavailable_extensions(&client, &source.inventory.extensions).await
+    })
     .await?;
     if !unavailable.is_empty() {
         return Err(SyncError::Failed(anyhow::anyhow!(
@@ -112,7 +114,10 @@ pub async fn check_target(
             unavailable.join(", ")
         )));
     }
-    let free_slots = interruptible(cancellation, catalog::free_connection_slots(&target.client)).await?;
+    let free_slots = interruptible(cancellation, async {
+        catalog::free_connection_slots(&*target.session().await?).await
+    })
+    .await?;
     if let Err(holder) = interruptible(cancellation, target.lock_for_run(&settings.target.dbname)).await? {
         return Err(usage_error!(
             "another dbsync run is copying into {}: the session {holder} holds its lock; wait for it to end",
@@ -137,7 +142,10 @@ async fn check_roles(
     if !settings.no_privileges {
         wanted.extend(roles.grantees.iter().cloned());
     }
-    let missing = interruptible(cancellation, catalog::missing_roles(&target.client, &wanted)).await?;
+    let missing = interruptible(cancellation, async {
+        catalog::missing_roles(&*target.session().await?, &wanted).await
+    })
+    .await?;
     if missing.is_empty() {
         return Ok(());
     }

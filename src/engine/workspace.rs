@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use crate::connection::Endpoint;
 use crate::errors::SyncError;
 use crate::report::{Event, Leftover, Notice, Reporter, Warning};
+use crate::scheduler::Cancellation;
 use crate::secrets::PassFile;
 use crate::target::TargetServer;
 
@@ -107,16 +108,22 @@ impl Workspace {
     }
 
     /// Removes what the run created; keeps the dump directory when asked to.
-    pub async fn clean_up(&mut self, keep_dumps: bool, reporter: &dyn Reporter) {
+    /// A second signal gives up on dropping the unfinished copy: the next run drops it.
+    pub async fn clean_up(&mut self, keep_dumps: bool, reporter: &dyn Reporter, cancellation: &Cancellation) {
         reporter.emit(Event::Cleanup);
         if let (Some(server), Some(database)) = (&self.target_server, self.temporary_database.take()) {
             reporter.emit(Event::Notice(Notice::DroppingUnfinished {
                 database: database.clone(),
             }));
-            let warning = match tokio::time::timeout(Duration::from_secs(60), server.drop_database(&database)).await {
-                Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(format!("{error:#}; drop it by hand")),
-                Err(_) => Some(format!("dropping {database} timed out; drop it by hand")),
+            let drop = tokio::time::timeout(Duration::from_secs(60), server.drop_database_reconnecting(&database));
+            let later = "the next run into the same target drops it";
+            let warning = tokio::select! {
+                result = drop => match result {
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => Some(format!("{error:#}; {later}")),
+                    Err(_) => Some(format!("dropping {database} timed out; {later}")),
+                },
+                () = cancellation.killing() => Some(format!("left {database} at the second signal; {later}")),
             };
             if let Some(warning) = warning {
                 reporter.emit(Event::Warning(Warning::Other(warning)));

@@ -115,18 +115,44 @@ pub enum Phase {
 /// One-line news from the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
-    SelectedTables { count: usize },
-    Locking { tables: usize },
-    CreatingDatabase { temporary: String, target: String },
+    SelectedTables {
+        count: usize,
+    },
+    Locking {
+        tables: usize,
+    },
+    CreatingDatabase {
+        temporary: String,
+        target: String,
+    },
     SyncingSchema,
     BuildingPostData,
-    PostDataDone { elapsed: Duration },
-    ValidationPassed { tables: usize },
-    Swapping { temporary: String, target: String },
-    DroppingUnfinished { database: String },
-    KeepingDumps { path: String },
-    RemovingDumps { path: String },
+    PostDataDone {
+        elapsed: Duration,
+    },
+    ValidationPassed {
+        tables: usize,
+    },
+    Swapping {
+        temporary: String,
+        target: String,
+    },
+    DroppingUnfinished {
+        database: String,
+    },
+    KeepingDumps {
+        path: String,
+    },
+    RemovingDumps {
+        path: String,
+    },
     RemovedLeftover(Leftover),
+    /// Sessions on the previous target, ended by the swap.
+    EndedSessions {
+        database: String,
+        count: usize,
+        who: String,
+    },
 }
 
 /// Something a run that died had left, which this run removed or put back.

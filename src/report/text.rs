@@ -99,6 +99,10 @@ impl fmt::Display for Notice {
             Notice::DroppingUnfinished { database } => write!(formatter, "Dropping the unfinished copy {database}"),
             Notice::KeepingDumps { path } => write!(formatter, "Keeping the dump directory: {path}"),
             Notice::RemovingDumps { path } => write!(formatter, "Removing temporary directory: {path}"),
+            Notice::EndedSessions { database, count, who } => write!(
+                formatter,
+                "Ended {count} session(s) on the previous {database} to swap it out: {who}"
+            ),
             Notice::RemovedLeftover(super::Leftover::Copy(name)) => {
                 write!(formatter, "Dropped {name}, an unfinished copy left by a run that died")
             }

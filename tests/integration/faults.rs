@@ -735,3 +735,97 @@ fn a_lock_held_on_the_source_is_named_while_awaited_and_lock_timeout_ends_the_wa
     assert!(is_empty_dir(dumps.path()));
     assert_previous_target_intact("locked_dst");
 }
+
+#[test]
+fn sessions_on_the_previous_target_are_ended_and_named_or_with_no_terminate_kept() {
+    small_source_and_precious_target("sessions_src", "sessions_dst");
+    let clusters = clusters();
+    let mut viewer = clusters
+        .target
+        .psql_command("sessions_dst")
+        .args(["-c", "SELECT pg_sleep(60)"])
+        .env("PGAPPNAME", "report_viewer")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the viewer to connect", || {
+        clusters.target.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'sessions_dst' AND application_name = 'report_viewer'",
+        ) == "1"
+    });
+    let dumps = dump_dir();
+    let refused = crate::sync(
+        "sessions_src",
+        "sessions_dst",
+        &["--yes", "--no-terminate"],
+        dumps.path(),
+    );
+    assert_exit(&refused, 1);
+    let log = text(&refused);
+    assert!(
+        log.contains(
+            "1 session(s) are connected to sessions_dst (postgres (report_viewer)), and --no-terminate leaves them"
+        ),
+        "{log}"
+    );
+    assert_previous_target_intact("sessions_dst");
+    assert!(viewer.try_wait().unwrap().is_none(), "the viewer's session was ended");
+
+    let output = crate::sync("sessions_src", "sessions_dst", &["--yes"], dumps.path());
+    assert_exit(&output, 0);
+    let log = text(&output);
+    assert!(
+        log.contains("Ended 1 session(s) on the previous sessions_dst to swap it out: postgres (report_viewer)"),
+        "{log}"
+    );
+    let _ = viewer.kill();
+    let _ = viewer.wait();
+    assert_eq!(
+        clusters.target.psql("sessions_dst", "SELECT count(*) FROM items"),
+        "5000"
+    );
+}
+
+#[test]
+fn a_target_server_restart_during_the_load_is_survived() {
+    let restarting = crate::harness::dedicated_cluster("restarting");
+    crate::progress::paced_source("restart_src");
+    clusters().source.psql(
+        "restart_src",
+        "CREATE TABLE customers (id int PRIMARY KEY); INSERT INTO customers SELECT generate_series(1, 500); \
+         CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers); \
+         INSERT INTO orders SELECT g, 1 + g % 500 FROM generate_series(1, 2000) g;",
+    );
+    let dumps = dump_dir();
+    let mut command = crate::dbsync();
+    command
+        .args(["sync", "--yes", "--retries", "5", "--source"])
+        .arg(clusters().source.uri("restart_src"))
+        .arg("--target")
+        .arg(restarting.uri("restart_dst"))
+        .arg("--dump-dir")
+        .arg(dumps.path());
+    let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Once the slow table is being loaded, the target server restarts under it.
+    wait_until(Duration::from_secs(60), "the load of paced to start", || {
+        restarting.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_progress_copy p JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'dbsync'",
+        ) != "0"
+    });
+    restarting.restart();
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 0);
+    let log = text(&output);
+    assert!(log.contains("[RETRY    ]"), "nothing was retried:\n{log}");
+    for (table, rows) in [("paced", "4000"), ("customers", "500"), ("orders", "2000")] {
+        assert_eq!(
+            restarting.psql("restart_dst", &format!("SELECT count(*) FROM {table}")),
+            rows
+        );
+    }
+    assert!(restarting.databases_like("restart_dst_dbsync").is_empty());
+    assert!(is_empty_dir(dumps.path()));
+}

@@ -15,11 +15,27 @@ pub struct Cluster {
     pub socket_dir: PathBuf,
     pub port: u16,
     pub bin_dir: PathBuf,
+    data_dir: PathBuf,
+    run_as_postgres: bool,
 }
 
 pub struct Clusters {
     pub source: Cluster,
     pub target: Cluster,
+    base: PathBuf,
+}
+
+/// A server of its own for a test that stops or restarts it, so the shared ones stay up.
+pub fn dedicated_cluster(name: &'static str) -> Cluster {
+    let clusters = clusters();
+    let cluster = Cluster::start(
+        name,
+        &clusters.base,
+        &clusters.source.bin_dir,
+        clusters.source.run_as_postgres,
+    );
+    cluster.set_up_roles();
+    cluster
 }
 
 static CLUSTERS: OnceLock<Clusters> = OnceLock::new();
@@ -40,15 +56,9 @@ pub fn clusters() -> &'static Clusters {
         let target = Cluster::start("target", &base, &bin_dir, run_as_postgres);
         spawn_watchdog(&base, &bin_dir, run_as_postgres);
         for cluster in [&source, &target] {
-            cluster.psql(
-                "postgres",
-                &format!(
-                    "ALTER ROLE postgres PASSWORD '{}'; CREATE ROLE app_owner; CREATE ROLE app_reader;",
-                    PASSWORD.replace('\'', "''")
-                ),
-            );
+            cluster.set_up_roles();
         }
-        Clusters { source, target }
+        Clusters { source, target, base }
     })
 }
 
@@ -143,7 +153,32 @@ impl Cluster {
             socket_dir,
             port,
             bin_dir: bin_dir.to_path_buf(),
+            data_dir,
+            run_as_postgres,
         }
+    }
+
+    /// The password dbsync uses, and the roles the fixtures grant to.
+    fn set_up_roles(&self) {
+        self.psql(
+            "postgres",
+            &format!(
+                "ALTER ROLE postgres PASSWORD '{}'; CREATE ROLE app_owner; CREATE ROLE app_reader;",
+                PASSWORD.replace('\'', "''")
+            ),
+        );
+    }
+
+    /// Restarts the server as an administrator would (`pg_ctl restart -m fast`): every session
+    /// is ended, and for a moment no connection is accepted.
+    pub fn restart(&self) {
+        run_checked(
+            as_server_user(&self.bin_dir.join("pg_ctl"), self.run_as_postgres)
+                .arg("-D")
+                .arg(&self.data_dir)
+                .args(["-w", "-m", "fast", "restart"])
+                .stdout(Stdio::null()),
+        );
     }
 
     /// A URI for dbsync: TCP with the password, so the password path is really used.
@@ -240,7 +275,7 @@ impl Cluster {
     }
 }
 
-/// Stops both servers and removes their files once the test process is gone, however it ends.
+/// Stops every server and removes their files once the test process is gone, however it ends.
 // Never waited for on purpose: the watchdog must outlive this process.
 #[allow(clippy::zombie_processes)]
 fn spawn_watchdog(base: &Path, bin_dir: &Path, run_as_postgres: bool) {
@@ -248,7 +283,7 @@ fn spawn_watchdog(base: &Path, bin_dir: &Path, run_as_postgres: bool) {
     let pg_ctl = bin_dir.join("pg_ctl");
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
-         for name in source target; do {runner}{pg_ctl} -D {base}/$name-data stop -m immediate; done; rm -rf {base}",
+         for data in {base}/*-data; do {runner}{pg_ctl} -D $data stop -m immediate; done; rm -rf {base}",
         pid = std::process::id(),
         pg_ctl = pg_ctl.display(),
         base = base.display()

@@ -7,7 +7,7 @@ use crate::{assert_exit, dump_dir, sync, sync_on_a_terminal, text};
 /// A table whose load is slow on purpose: a CHECK constraint (created with the table, so it is
 /// checked during the load) sleeps a millisecond per row unless the session says otherwise, as
 /// the source's own insert does. 4,000 rows take about five seconds to load, whatever the machine.
-fn paced_source(database: &str) {
+pub fn paced_source(database: &str) {
     let source = &clusters().source;
     source.create_database(database);
     source.psql(

@@ -27,6 +27,7 @@ pub struct ExportedSizes {
 
 /// One attempt at exporting a unit.
 pub async fn export_unit(job: &Job, unit: &Unit) -> Result<ExportedSizes, AttemptError> {
+    job.check_snapshot()?;
     let directory = unit_directory(job, unit);
     if directory.exists() {
         job.dump_space.removed(directory_size(&directory));

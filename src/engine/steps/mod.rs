@@ -28,6 +28,9 @@ pub struct Job {
     pub tools: PgTools,
     pub passfile: PathBuf,
     pub snapshot: String,
+    /// The source session holding the snapshot: when it ends (the source server restarted),
+    /// the snapshot is gone and no dump can be consistent with the others.
+    pub snapshot_session: Arc<tokio_postgres::Client>,
     pub dump_directory: PathBuf,
     /// Keep each unit's dump after its import (`--keep-dumps`) instead of removing it at once.
     pub keep_dumps: bool,
@@ -66,6 +69,17 @@ impl Job {
             command = command.argument("--no-privileges");
         }
         command
+    }
+
+    /// Refuses another attempt at a dump once the snapshot it must read is gone.
+    pub fn check_snapshot(&self) -> Result<(), AttemptError> {
+        if self.snapshot_session.is_closed() {
+            return Err(AttemptError::Permanent(anyhow::anyhow!(
+                "the source session holding the snapshot ended (did the source server restart?): the snapshot is gone, \
+                 and data dumped from another one would not be consistent with what is already copied; run dbsync again"
+            )));
+        }
+        Ok(())
     }
 
     /// A new session on the copy.

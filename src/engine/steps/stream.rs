@@ -11,6 +11,7 @@ use crate::tools::{judge, process_attempt_error};
 
 /// One attempt at copying a unit; `attempt` counts from 1.
 pub async fn stream_unit(job: &Job, unit: &Unit, attempt: u32) -> Result<(), AttemptError> {
+    job.check_snapshot()?;
     if attempt > 1 {
         clean_up_partial_load(job, unit).await?;
     }
