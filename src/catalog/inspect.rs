@@ -387,6 +387,60 @@ pub async fn database_exists(client: &Client, name: &str) -> Result<bool> {
         .is_some())
 }
 
+/// Roles from `owners` this session's user cannot give objects to (`ALTER ... OWNER TO` needs
+/// membership, or superuser).
+pub async fn roles_not_assumable(client: &Client, owners: &BTreeSet<String>) -> Result<Vec<String>> {
+    let owners: Vec<String> = owners.iter().cloned().collect();
+    Ok(client
+        .query(
+            "SELECT name FROM unnest($1::text[]) AS owners(name) \
+             WHERE NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+               AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = name) \
+               AND NOT pg_has_role(current_user, name, 'MEMBER') ORDER BY 1",
+            &[&owners],
+        )
+        .await
+        .context("cannot check which roles the target user may give objects to")?
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+/// The relations of `relations` this session's user may not read.
+pub async fn unreadable(client: &Client, relations: &[QualifiedName]) -> Result<Vec<QualifiedName>> {
+    let names: Vec<String> = relations.iter().map(QualifiedName::quoted).collect();
+    let positions: Vec<i32> = client
+        .query(
+            "SELECT position::int4 - 1 FROM unnest($1::text[]) WITH ORDINALITY AS relations(name, position) \
+             WHERE NOT has_table_privilege(name::regclass, 'SELECT') ORDER BY position",
+            &[&names],
+        )
+        .await
+        .context("cannot check which tables the source user may read")?
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect();
+    Ok(positions
+        .into_iter()
+        .map(|position| relations[position as usize].clone())
+        .collect())
+}
+
+/// Lock slots the server has in all (`max_locks_per_transaction` × (`max_connections` +
+/// `max_prepared_transactions`)), and its `max_locks_per_transaction`.
+pub async fn lock_capacity(client: &Client) -> Result<(i64, i64)> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('max_locks_per_transaction')::int8 \
+                      * (current_setting('max_connections')::int8 + current_setting('max_prepared_transactions')::int8), \
+                    current_setting('max_locks_per_transaction')::int8",
+            &[],
+        )
+        .await
+        .context("cannot read the server's lock settings")?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// Names from `wanted` with no role on this server.
 pub async fn missing_roles(client: &Client, wanted: &BTreeSet<String>) -> Result<Vec<String>> {
     let wanted: Vec<String> = wanted.iter().cloned().collect();

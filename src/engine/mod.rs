@@ -22,7 +22,7 @@ use steps::{DumpSpace, Job};
 use units::UnitContext;
 use workspace::Workspace;
 
-use crate::catalog;
+use crate::catalog::{self, QualifiedName};
 use crate::errors::{EXIT_SUCCESS, SyncError};
 use crate::plan::Plan;
 use crate::process::last_meaningful_line;
@@ -52,6 +52,7 @@ pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation:
         plan_totals: (0, 0),
         run_suffix: format!("{:08x}", rand::random::<u32>()),
         jobs: settings.jobs,
+        deferred_warnings: Vec::new(),
     };
     let mut result = run.sync(started_at).await;
     run.workspace
@@ -108,6 +109,8 @@ struct Run<'a> {
     run_suffix: String,
     /// `--jobs`, as the servers allow it.
     jobs: Jobs,
+    /// Warnings found before the banner, shown just after it.
+    deferred_warnings: Vec<Warning>,
 }
 
 impl Run<'_> {
@@ -128,14 +131,23 @@ impl Run<'_> {
     }
 
     async fn sync(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
+        let (source, plan, unreadable) = self.inspect_source().await?;
+        let tools = self.check_target(&source, &plan).await?;
+        let job = self.prepare(&source, &plan, tools, unreadable, started_at).await?;
+        let plan = Arc::new(plan);
+        let post_data = self.copy_schema_and_data(&job, &plan, &source).await?;
+        self.restore_post_data(&job, &plan, &post_data).await?;
+        self.validate(&job, &plan, &source).await?;
+        self.swap(&job, &source).await
+    }
+
+    /// PREFLIGHT, source side: the catalogs, the plan, and what the source user may read.
+    /// Returns the tables to leave out of the schema dump.
+    async fn inspect_source(&mut self) -> Result<(Source, Plan, Vec<QualifiedName>), SyncError> {
         let settings = self.settings;
-        let (client, source_pid) = preflight::connect_source(settings, &self.cancellation).await?;
-        let source = self
-            .reporting_lock_waits(
-                source_pid,
-                preflight::inspect_source(client, source_pid, &self.cancellation),
-            )
-            .await?;
+        let (client, pid) = preflight::connect_source(settings, &self.cancellation).await?;
+        let inspect = preflight::inspect_source(client, pid, &settings.source.user, &self.cancellation);
+        let source = self.reporting_lock_waits(pid, inspect).await?;
         let plan = preflight::plan(settings, &source.inventory)?;
         self.progress.set_plan(&plan);
         self.plan_totals = (
@@ -146,7 +158,21 @@ impl Run<'_> {
                 0
             },
         );
-        let (target, target_free) = preflight::check_target(settings, &source, &self.cancellation).await?;
+        let unreadable = preflight::check_source_access(&source, &plan, &self.cancellation).await?;
+        if !unreadable.is_empty() {
+            self.deferred_warnings.push(Warning::DefinitionsNotCopied {
+                tables: unreadable.iter().map(QualifiedName::display_name).collect(),
+            });
+        }
+        Ok((source, plan, unreadable))
+    }
+
+    /// PREFLIGHT, target side: refusals, the run's lock, leftovers of dead runs, the sessions
+    /// the servers can spare, client tools, consent. Returns the tools.
+    async fn check_target(&mut self, source: &Source, plan: &Plan) -> Result<PgTools, SyncError> {
+        let settings = self.settings;
+        let (target, target_free) = preflight::check_target(settings, source, &self.cancellation).await?;
+        preflight::check_lock_capacity(source, &target, plan, &self.cancellation).await?;
         self.workspace.target_server = Some(target);
         // Holding the target's lock: whatever earlier runs left is theirs no more. Before the
         // consent, since a previous target renamed back is what the consent is about.
@@ -154,30 +180,18 @@ impl Run<'_> {
             .workspace
             .remove_leftovers(&settings.target, &settings.dump_dir, &*self.reporter)
             .await?;
-        for warning in found {
-            self.warn(warning);
-        }
+        self.deferred_warnings.extend(found);
         let target_server = self.workspace.target_server.as_ref().expect("just connected");
-        let target_exists = interruptible(
-            &self.cancellation,
-            target_server.database_exists(&settings.target.dbname),
-        )
-        .await?;
+        let exists = target_server.database_exists(&settings.target.dbname);
+        let target_exists = interruptible(&self.cancellation, exists).await?;
         let (jobs, lowered) = preflight::jobs_the_servers_allow(settings.jobs, source.free_slots, target_free)?;
         self.jobs = jobs;
-        let tools = preflight::locate_tools(settings, &source)?;
+        self.deferred_warnings.extend(lowered);
+        let tools = preflight::locate_tools(settings, source)?;
         if target_exists {
             preflight::obtain_consent(settings, &self.cancellation).await?;
         }
-        let job = self.prepare(&source, &plan, tools, started_at).await?;
-        if let Some(warning) = lowered {
-            self.warn(warning);
-        }
-        let plan = Arc::new(plan);
-        let post_data = self.copy_schema_and_data(&job, &plan, &source).await?;
-        self.restore_post_data(&job, &plan, &post_data).await?;
-        self.validate(&job, &plan, &source).await?;
-        self.swap(&job, &source).await
+        Ok(tools)
     }
 
     /// The workspace, the banner, the snapshot and the empty copy; returns what every step shares.
@@ -186,6 +200,7 @@ impl Run<'_> {
         source: &Source,
         plan: &Plan,
         tools: PgTools,
+        schema_exclusions: Vec<QualifiedName>,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<Arc<Job>, SyncError> {
         let settings = self.settings;
@@ -210,6 +225,7 @@ impl Run<'_> {
             passfile,
             snapshot,
             snapshot_session: source.client.clone(),
+            schema_exclusions,
             dump_directory,
             keep_dumps: settings.keep_dumps(),
             dump_space: self.dump_space.clone(),
@@ -343,6 +359,9 @@ impl Run<'_> {
         }
         if plan.tables.is_empty() {
             self.warn(Warning::NoTableData);
+        }
+        for warning in std::mem::take(&mut self.deferred_warnings) {
+            self.warn(warning);
         }
         for key in &plan.dangling_foreign_keys {
             self.warn(Warning::ForeignKey {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tokio_postgres::Client;
 
 use super::interruptible;
-use crate::catalog::{self, DatabaseInfo, DatabaseSetting, Inventory, ServerInfo};
+use crate::catalog::{self, DatabaseInfo, DatabaseSetting, Inventory, QualifiedName, ServerInfo};
 use crate::errors::SyncError;
 use crate::plan::{self, Plan, PlanRequest};
 use crate::report::Warning;
@@ -32,6 +32,8 @@ pub struct Source {
     pub free_slots: i64,
     /// The backend process of `client` on the source.
     pub pid: i32,
+    /// The role dbsync reads the source as.
+    pub user: String,
 }
 
 /// The session that inspects the source and then holds the snapshot, with the run's lock
@@ -48,7 +50,12 @@ pub async fn connect_source(settings: &Settings, cancellation: &Cancellation) ->
 
 /// Reads the source's catalogs. Sizing tables takes a share lock on each, so a session holding
 /// an exclusive lock makes this wait (up to the lock timeout).
-pub async fn inspect_source(client: Client, pid: i32, cancellation: &Cancellation) -> Result<Source, SyncError> {
+pub async fn inspect_source(
+    client: Client,
+    pid: i32,
+    user: &str,
+    cancellation: &Cancellation,
+) -> Result<Source, SyncError> {
     let inspect = async {
         let server = catalog::server_info(&client).await?;
         let database = catalog::database_info(&client, server.major()).await?;
@@ -69,6 +76,7 @@ pub async fn inspect_source(client: Client, pid: i32, cancellation: &Cancellatio
         index_owners,
         free_slots,
         pid,
+        user: user.to_string(),
     })
 }
 
@@ -147,7 +155,7 @@ async fn check_roles(
     })
     .await?;
     if missing.is_empty() {
-        return Ok(());
+        return check_ownership(settings, inventory, target, cancellation).await;
     }
     let policy_only = missing.iter().any(|role| roles.policy_roles.contains(role));
     let advice = if policy_only {
@@ -195,6 +203,113 @@ pub fn jobs_the_servers_allow(
             target_free,
         }),
     ))
+}
+
+/// Restoring owners needs the target user to be a superuser or a member of each owner role.
+async fn check_ownership(
+    settings: &Settings,
+    inventory: &Inventory,
+    target: &TargetServer,
+    cancellation: &Cancellation,
+) -> Result<(), SyncError> {
+    if settings.no_owner {
+        return Ok(());
+    }
+    let owners = &inventory.required_roles.owners;
+    let refused = interruptible(cancellation, async {
+        catalog::roles_not_assumable(&*target.session().await?, owners).await
+    })
+    .await?;
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let user = &settings.target.user;
+    Err(usage_error!(
+        "the target user {user} cannot give objects to the roles that own them in the source ({}): it is neither a superuser nor a member of them\nhint: pass --no-owner to give every object to {user}, or GRANT those roles to {user} on the target server",
+        refused.join(", ")
+    ))
+}
+
+/// The source user must be able to read every table and sequence whose data is copied. Tables
+/// it may not read and that are not copied are returned: `pg_dump` cannot lock them, so the
+/// schema dump leaves them out.
+pub async fn check_source_access(
+    source: &Source,
+    plan: &Plan,
+    cancellation: &Cancellation,
+) -> Result<Vec<QualifiedName>, SyncError> {
+    let copied: Vec<QualifiedName> = plan
+        .tables
+        .iter()
+        .flat_map(|table| table.members.iter())
+        .chain(&plan.sequences)
+        .cloned()
+        .collect();
+    let unreadable = interruptible(cancellation, catalog::unreadable(&source.client, &copied)).await?;
+    if !unreadable.is_empty() {
+        let names: Vec<String> = unreadable
+            .iter()
+            .map(|name| format!("{}.{}", name.schema, name.name))
+            .collect();
+        return Err(usage_error!(
+            "the source user {} may not read {} of the tables and sequences to copy: {}\nhint: grant it SELECT on them, or leave them out: --exclude {}",
+            source.user,
+            names.len(),
+            names.join(", "),
+            names.join(",")
+        ));
+    }
+    let selected: std::collections::HashSet<u32> = plan
+        .tables
+        .iter()
+        .flat_map(|table| table.tree_oids.iter().copied())
+        .collect();
+    let others: Vec<QualifiedName> = source
+        .inventory
+        .tables
+        .iter()
+        .filter(|table| !selected.contains(&table.oid))
+        .map(|table| table.name.clone())
+        .collect();
+    interruptible(cancellation, catalog::unreadable(&source.client, &others)).await
+}
+
+/// Lock slots each server needs: on the source, the snapshot session's lock on every copied
+/// table while `pg_dump` locks every table again; on the target, the schema restore's single
+/// transaction, which locks each table, its TOAST table and index, and each sequence it creates.
+pub fn lock_needs(source: &Source, plan: &Plan) -> (i64, i64) {
+    let all_tables = source.inventory.tables.len() as i64;
+    let locked: i64 = plan.tables.iter().map(|table| table.tree_oids.len() as i64).sum();
+    let sequences = source.inventory.sequences.len() as i64;
+    (locked + all_tables, 3 * all_tables + sequences)
+}
+
+/// Refuses a run that would exhaust a server's shared lock table ("out of shared memory"
+/// half-way), with the numbers and the setting to raise.
+pub async fn check_lock_capacity(
+    source: &Source,
+    target: &TargetServer,
+    plan: &Plan,
+    cancellation: &Cancellation,
+) -> Result<(), SyncError> {
+    let (source_need, target_need) = lock_needs(source, plan);
+    let source_capacity = interruptible(cancellation, catalog::lock_capacity(&source.client)).await?;
+    let target_capacity = interruptible(cancellation, async {
+        catalog::lock_capacity(&*target.session().await?).await
+    })
+    .await?;
+    for (side, need, (capacity, per_transaction)) in [
+        ("source", source_need, source_capacity),
+        ("target", target_need, target_capacity),
+    ] {
+        if need > capacity {
+            return Err(usage_error!(
+                "the {side} server has room for about {capacity} locks (max_locks_per_transaction {per_transaction} × (max_connections + max_prepared_transactions)), and this copy needs about {need}\nhint: raise max_locks_per_transaction on the {side} server to at least {} (it needs a restart), or copy fewer tables per run with --include",
+                need / (capacity / per_transaction).max(1) + 1
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn locate_tools(settings: &Settings, source: &Source) -> Result<PgTools, SyncError> {

@@ -202,6 +202,10 @@ pub enum Warning {
     },
     /// The selection leaves no table whose data would be copied.
     NoTableData,
+    /// Tables the source user may not read, left out of the copy, definitions included.
+    DefinitionsNotCopied {
+        tables: Vec<String>,
+    },
     /// The snapshot session waits for a lock on the source.
     WaitingForLock {
         table: String,

@@ -151,6 +151,11 @@ impl fmt::Display for Warning {
                 delay,
                 error,
             } => write!(formatter, "{step}: {}", retry_text(*attempt, *delay, error)),
+            Warning::DefinitionsNotCopied { tables } => write!(
+                formatter,
+                "the source user may not read {} (so pg_dump cannot lock them): they are left out of the copy, definitions included",
+                tables.join(", ")
+            ),
             Warning::NoTableData => formatter.write_str(
                 "the selection leaves no table whose data would be copied: only the schema (and sequences) will be",
             ),

@@ -790,7 +790,7 @@ fn sessions_on_the_previous_target_are_ended_and_named_or_with_no_terminate_kept
 
 #[test]
 fn a_target_server_restart_during_the_load_is_survived() {
-    let restarting = crate::harness::dedicated_cluster("restarting");
+    let restarting = crate::harness::dedicated_cluster("restarting", "");
     crate::progress::paced_source("restart_src");
     clusters().source.psql(
         "restart_src",

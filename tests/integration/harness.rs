@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 pub const PASSWORD: &str = "s3cr:et\\pw";
-const PASSWORD_IN_URI: &str = "s3cr%3Aet%5Cpw";
+pub const PASSWORD_IN_URI: &str = "s3cr%3Aet%5Cpw";
 
 pub struct Cluster {
     pub name: &'static str,
@@ -25,14 +25,16 @@ pub struct Clusters {
     base: PathBuf,
 }
 
-/// A server of its own for a test that stops or restarts it, so the shared ones stay up.
-pub fn dedicated_cluster(name: &'static str) -> Cluster {
+/// A server of its own for a test that stops or restarts it, or needs settings of its own
+/// (`extra_options`, e.g. "-c max_connections=20"), so the shared ones stay as they are.
+pub fn dedicated_cluster(name: &'static str, extra_options: &str) -> Cluster {
     let clusters = clusters();
-    let cluster = Cluster::start(
+    let cluster = Cluster::start_with(
         name,
         &clusters.base,
         &clusters.source.bin_dir,
         clusters.source.run_as_postgres,
+        extra_options,
     );
     cluster.set_up_roles();
     cluster
@@ -113,6 +115,16 @@ fn run_checked(command: &mut Command) -> Output {
 
 impl Cluster {
     fn start(name: &'static str, base: &Path, bin_dir: &Path, run_as_postgres: bool) -> Cluster {
+        Cluster::start_with(name, base, bin_dir, run_as_postgres, "")
+    }
+
+    fn start_with(
+        name: &'static str,
+        base: &Path,
+        bin_dir: &Path,
+        run_as_postgres: bool,
+        extra_options: &str,
+    ) -> Cluster {
         let data_dir = base.join(format!("{name}-data"));
         let socket_dir = base.join(format!("{name}-socket"));
         std::fs::create_dir_all(&socket_dir).expect("socket dir");
@@ -136,7 +148,7 @@ impl Cluster {
         );
         let port = free_port();
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c max_locks_per_transaction=256",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c max_locks_per_transaction=256 {extra_options}",
             socket_dir.display()
         );
         run_checked(
@@ -179,6 +191,11 @@ impl Cluster {
                 .args(["-w", "-m", "fast", "restart"])
                 .stdout(Stdio::null()),
         );
+    }
+
+    /// A URI for dbsync as another role (with the harness's password).
+    pub fn uri_as(&self, user: &str, database: &str) -> String {
+        format!("postgres://{user}:{PASSWORD_IN_URI}@127.0.0.1:{}/{database}", self.port)
     }
 
     /// A URI for dbsync: TCP with the password, so the password path is really used.

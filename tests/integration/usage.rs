@@ -447,3 +447,130 @@ fn a_selection_without_table_data_is_a_warning() {
         text(&output)
     );
 }
+
+#[test]
+fn a_copy_that_would_exhaust_the_lock_table_is_refused_with_the_setting_to_raise() {
+    let small = crate::harness::dedicated_cluster("fewlocks", "-c max_locks_per_transaction=10 -c max_connections=20");
+    small.create_database("manytables_src");
+    small.psql(
+        "manytables_src",
+        "DO $$ BEGIN FOR i IN 1..120 LOOP EXECUTE format('CREATE TABLE t%s (id int)', i); END LOOP; END $$;",
+    );
+    let dumps = dump_dir();
+    let output = dbsync()
+        .args(["sync", "--yes", "--source"])
+        .arg(small.uri("manytables_src"))
+        .arg("--target")
+        .arg(clusters().target.uri("manytables_dst"))
+        .arg("--dump-dir")
+        .arg(dumps.path())
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+    let log = text(&output);
+    assert!(
+        log.contains("the source server has room for about 200 locks (max_locks_per_transaction 10"),
+        "{log}"
+    );
+    assert!(
+        log.contains("raise max_locks_per_transaction on the source server to at least"),
+        "{log}"
+    );
+    assert!(!clusters().target.database_exists("manytables_dst"));
+}
+
+#[test]
+fn a_target_user_that_cannot_give_objects_to_their_owners_is_told_about_no_owner() {
+    let clusters = clusters();
+    clusters.source.create_database("owned_src");
+    clusters.source.psql(
+        "owned_src",
+        "CREATE TABLE ledger (id int); ALTER TABLE ledger OWNER TO app_owner; INSERT INTO ledger VALUES (1)",
+    );
+    clusters.target.psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE syncer LOGIN CREATEDB PASSWORD '{}'",
+            crate::harness::PASSWORD.replace('\'', "''")
+        ),
+    );
+    let dumps = dump_dir();
+    let run = |extra: &[&str]| {
+        dbsync()
+            .args(["sync", "--yes", "--source"])
+            .arg(clusters.source.uri("owned_src"))
+            .arg("--target")
+            .arg(clusters.target.uri_as("syncer", "owned_dst"))
+            .arg("--dump-dir")
+            .arg(dumps.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let output = run(&[]);
+    assert_exit(&output, 2);
+    let log = text(&output);
+    assert!(
+        log.contains("the target user syncer cannot give objects to the roles that own them in the source (app_owner)"),
+        "{log}"
+    );
+    assert!(log.contains("pass --no-owner"), "{log}");
+    let output = run(&["--no-owner"]);
+    assert_exit(&output, 0);
+    assert_eq!(clusters.target.psql("owned_dst", "SELECT count(*) FROM ledger"), "1");
+}
+
+#[test]
+fn tables_the_source_user_may_not_read_are_named_and_leaving_them_out_works() {
+    let clusters = clusters();
+    clusters.source.create_database("partial_src");
+    clusters.source.psql(
+        "partial_src",
+        &format!(
+            "CREATE TABLE open_data (id int); CREATE TABLE secret_data (id int); \
+             INSERT INTO open_data VALUES (1), (2); INSERT INTO secret_data VALUES (3); \
+             CREATE ROLE partial_reader LOGIN PASSWORD '{}'; GRANT SELECT ON open_data TO partial_reader;",
+            crate::harness::PASSWORD.replace('\'', "''")
+        ),
+    );
+    let dumps = dump_dir();
+    let run = |extra: &[&str]| {
+        dbsync()
+            .args(["sync", "--yes", "--no-owner", "--no-privileges", "--source"])
+            .arg(clusters.source.uri_as("partial_reader", "partial_src"))
+            .arg("--target")
+            .arg(clusters.target.uri("partial_dst"))
+            .arg("--dump-dir")
+            .arg(dumps.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let output = run(&[]);
+    assert_exit(&output, 2);
+    let log = text(&output);
+    assert!(
+        log.contains(
+            "the source user partial_reader may not read 1 of the tables and sequences to copy: public.secret_data"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("--exclude public.secret_data"), "{log}");
+    let output = run(&["--exclude", "public.secret_data"]);
+    assert_exit(&output, 0);
+    assert!(
+        text(&output).contains("the source user may not read secret_data (so pg_dump cannot lock them)"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(
+        clusters.target.psql("partial_dst", "SELECT count(*) FROM open_data"),
+        "2"
+    );
+    assert_eq!(
+        clusters
+            .target
+            .psql("partial_dst", "SELECT to_regclass('secret_data') IS NULL"),
+        "t"
+    );
+}

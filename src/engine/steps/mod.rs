@@ -31,6 +31,8 @@ pub struct Job {
     /// The source session holding the snapshot: when it ends (the source server restarted),
     /// the snapshot is gone and no dump can be consistent with the others.
     pub snapshot_session: Arc<tokio_postgres::Client>,
+    /// Tables left out of the schema dump: the source user may not read (so not lock) them.
+    pub schema_exclusions: Vec<crate::catalog::QualifiedName>,
     pub dump_directory: PathBuf,
     /// Keep each unit's dump after its import (`--keep-dumps`) instead of removing it at once.
     pub keep_dumps: bool,

@@ -27,6 +27,9 @@ pub async fn dump(job: &Job) -> Result<PathBuf, AttemptError> {
         ])
         .argument("--file")
         .argument(&path);
+    let command = job.schema_exclusions.iter().fold(command, |command, table| {
+        command.argument("--exclude-table").argument(table.quoted())
+    });
     run_tool(&command, &job.cancellation, "dump the schema").await?;
     job.dump_space
         .added(std::fs::metadata(&path).map(|metadata| metadata.len()).unwrap_or(0));
