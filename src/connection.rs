@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::secrets::{PasswordKey, Secret};
+use crate::tls::{self, SslMode, TlsFiles};
 
 /// One PostgreSQL database: server address, role, database name and (optionally) password.
 #[derive(Clone, PartialEq, Eq)]
@@ -18,8 +19,11 @@ pub struct Endpoint {
     pub user: String,
     pub dbname: String,
     pub password: Option<Secret>,
-    /// `sslmode` as libpq understands it; passed to children unchanged.
-    pub sslmode: Option<String>,
+    /// `sslmode` as libpq understands it (its default, `prefer`, when not given); passed to
+    /// children as it is.
+    pub sslmode: Option<SslMode>,
+    /// `sslrootcert`, `sslcert`, `sslkey`: given, or libpq's defaults that exist.
+    pub tls_files: TlsFiles,
 }
 
 impl fmt::Debug for Endpoint {
@@ -74,6 +78,7 @@ impl Endpoint {
             dbname: String::new(),
             password: None,
             sslmode: None,
+            tls_files: TlsFiles::default(),
         };
         if let Some(userinfo) = userinfo {
             let (user, password) = match userinfo.split_once(':') {
@@ -115,13 +120,13 @@ impl Endpoint {
                 "user" => endpoint.user = value,
                 "dbname" => endpoint.dbname = value,
                 "password" => endpoint.password = Some(Secret::new(value)),
-                "sslmode" => {
-                    check_sslmode(&value)?;
-                    endpoint.sslmode = Some(value)
-                }
+                "sslmode" => endpoint.sslmode = Some(SslMode::parse(&value)?),
+                "sslrootcert" => endpoint.tls_files.root_certificate = Some(value.into()),
+                "sslcert" => endpoint.tls_files.certificate = Some(value.into()),
+                "sslkey" => endpoint.tls_files.key = Some(value.into()),
                 "application_name" | "connect_timeout" => {}
                 other => bail!(
-                    "URI parameter \"{other}\" is not supported by dbsync (supported: host, port, user, dbname, password, sslmode)"
+                    "URI parameter \"{other}\" is not supported by dbsync (supported: host, port, user, dbname, password, sslmode, sslrootcert, sslcert, sslkey)"
                 ),
             }
         }
@@ -158,7 +163,13 @@ impl Endpoint {
         }
     }
 
-    /// Configuration for dbsync's own connections (plain: `parse_uri` refuses modes that demand TLS).
+    /// How dbsync's own connections reach this endpoint: plain or TLS, per `sslmode`.
+    pub fn connector(&self) -> Result<tls::Connector> {
+        tls::connector(self.sslmode.unwrap_or(SslMode::Prefer), &self.tls_files)
+            .with_context(|| format!("TLS for {self}"))
+    }
+
+    /// Configuration for dbsync's own connections (TLS comes from `connector`).
     pub fn client_config(&self) -> Result<tokio_postgres::Config> {
         let mut config = tokio_postgres::Config::new();
         config
@@ -184,22 +195,20 @@ impl Endpoint {
             format!("dbname={}", quote_conninfo_value(&self.dbname)),
             "application_name=dbsync".to_string(),
         ];
-        if let Some(mode) = &self.sslmode {
-            parts.push(format!("sslmode={}", quote_conninfo_value(mode)));
+        if let Some(mode) = self.sslmode {
+            parts.push(format!("sslmode={}", quote_conninfo_value(mode.as_str())));
+        }
+        let files = [
+            ("sslrootcert", &self.tls_files.root_certificate),
+            ("sslcert", &self.tls_files.certificate),
+            ("sslkey", &self.tls_files.key),
+        ];
+        for (keyword, path) in files {
+            if let Some(path) = path {
+                parts.push(format!("{keyword}={}", quote_conninfo_value(&path.to_string_lossy())));
+            }
         }
         parts.join(" ")
-    }
-}
-
-/// libpq's modes; those that demand TLS are refused until dbsync's own connections can use it,
-/// rather than silently downgraded.
-fn check_sslmode(mode: &str) -> Result<()> {
-    match mode {
-        "disable" | "allow" | "prefer" => Ok(()),
-        "require" | "verify-ca" | "verify-full" => {
-            bail!("sslmode={mode}: TLS connections are not supported by dbsync yet; use sslmode=prefer or disable")
-        }
-        other => bail!("sslmode={other} is not one of disable, allow, prefer, require, verify-ca, verify-full"),
     }
 }
 
@@ -332,6 +341,20 @@ mod tests {
     }
 
     #[test]
+    fn tls_parameters_reach_children_as_given() {
+        let endpoint = Endpoint::parse_uri(
+            "postgres://app@h/d?sslmode=verify-full&sslrootcert=/etc/ca.pem&sslcert=/c/me.crt&sslkey=/c/me.key",
+            &defaults(),
+        )
+        .unwrap();
+        assert_eq!(
+            endpoint.child_conninfo(),
+            "host='h' port=5432 user='app' dbname='d' application_name=dbsync sslmode='verify-full' \
+             sslrootcert='/etc/ca.pem' sslcert='/c/me.crt' sslkey='/c/me.key'"
+        );
+    }
+
+    #[test]
     fn a_uri_without_a_database_name_or_with_an_unusable_sslmode_is_refused() {
         for uri in [
             "postgres://postgres@host:5432/",
@@ -342,11 +365,7 @@ mod tests {
             assert!(format!("{error:#}").contains("names no database"), "{uri}: {error:#}");
         }
         assert!(Endpoint::parse_uri("postgres://h/?dbname=shop", &defaults()).is_ok());
-        let error = Endpoint::parse_uri("postgres://h/d?sslmode=require", &defaults()).unwrap_err();
-        assert!(
-            format!("{error:#}").contains("not supported by dbsync yet"),
-            "{error:#}"
-        );
+        assert!(Endpoint::parse_uri("postgres://h/d?sslmode=require", &defaults()).is_ok());
         let error = Endpoint::parse_uri("postgres://h/d?sslmode=sometimes", &defaults()).unwrap_err();
         assert!(format!("{error:#}").contains("is not one of"), "{error:#}");
     }

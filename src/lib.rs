@@ -15,6 +15,7 @@ pub mod scheduler;
 pub mod secrets;
 pub mod settings;
 pub mod target;
+pub mod tls;
 pub mod tools;
 
 use clap::Parser;

@@ -260,6 +260,7 @@ fn resolve_endpoint(
             }),
             password: None,
             sslmode: None,
+            tls_files: Default::default(),
         }
     } else if let Some(config) = config {
         Endpoint::parse_uri(&config.url, defaults).map_err(uri_error)?
@@ -271,6 +272,21 @@ fn resolve_endpoint(
             side.label()
         ));
     };
+    // libpq's default certificate files, where they exist, for dbsync's own connections as for
+    // the children's (which are given them explicitly).
+    if let Some(home) = environment("HOME") {
+        let directory = Path::new(&home).join(".postgresql");
+        let files = &mut endpoint.tls_files;
+        for (slot, name) in [
+            (&mut files.root_certificate, "root.crt"),
+            (&mut files.certificate, "postgresql.crt"),
+            (&mut files.key, "postgresql.key"),
+        ] {
+            if slot.is_none() && directory.join(name).is_file() {
+                *slot = Some(directory.join(name));
+            }
+        }
+    }
     if endpoint.password.is_none() {
         endpoint.password = variable("PASSWORD")
             .or_else(|| environment("PGPASSWORD"))

@@ -14,6 +14,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 use crate::connection::Endpoint;
+use crate::tls::Connector;
 
 pub use admin::*;
 pub use inspect::*;
@@ -21,16 +22,26 @@ pub use work::*;
 
 /// A connected client; the connection task ends when the client is dropped.
 pub async fn connect(endpoint: &Endpoint, role: &str) -> Result<Client> {
-    let config = endpoint.client_config()?;
-    let (client, connection) = config.connect(NoTls).await.map_err(|error| {
+    let mut config = endpoint.client_config()?;
+    let failed = |error: tokio_postgres::Error| {
         let mut cause = DatabaseError::from(&error);
         cause.message = format!("{}\nhint: {}", cause.message, connection_hint(&error));
         anyhow::Error::new(cause).context(format!("cannot connect to the {role} database {endpoint}"))
-    })?;
-    tokio::spawn(async move {
-        // Errors surface on the client's next query; nothing to report here.
-        let _ = connection.await;
-    });
+    };
+    // Errors of a connection surface on the client's next query; nothing to report here.
+    let client = match endpoint.connector()? {
+        Connector::Plain => {
+            let (client, connection) = config.connect(NoTls).await.map_err(failed)?;
+            tokio::spawn(async move { drop(connection.await) });
+            client
+        }
+        Connector::Tls { connector, mode } => {
+            config.ssl_mode(mode);
+            let (client, connection) = config.connect(connector).await.map_err(failed)?;
+            tokio::spawn(async move { drop(connection.await) });
+            client
+        }
+    };
     Ok(client)
 }
 
@@ -131,7 +142,9 @@ fn connection_hint(error: &tokio_postgres::Error) -> &'static str {
     } else if code == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION) && describe_error(error).contains("role") {
         "check the user name in the URI"
     } else if code == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION) {
-        "the server's pg_hba.conf does not allow this connection"
+        "the server's pg_hba.conf does not allow this connection (with or without TLS: see sslmode)"
+    } else if describe_error(error).contains("certificate") {
+        "the server's certificate was not accepted: check sslrootcert (the certificate authority that signed it) and, with verify-full, the host name"
     } else {
         "check the host and port, and that the server is running and accepts connections"
     }

@@ -181,6 +181,14 @@ impl Cluster {
         );
     }
 
+    /// Refuses TCP connections without TLS (`hostnossl ... reject` ahead of the other rules).
+    pub fn require_tls_over_tcp(&self) {
+        let path = self.data_dir.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&path).expect("read pg_hba.conf");
+        std::fs::write(&path, format!("hostnossl all all 127.0.0.1/32 reject\n{rules}")).expect("write pg_hba.conf");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+    }
+
     /// Restarts the server as an administrator would (`pg_ctl restart -m fast`): every session
     /// is ended, and for a moment no connection is accepted.
     pub fn restart(&self) {

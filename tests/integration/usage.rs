@@ -375,8 +375,8 @@ fn targets_that_are_not_the_users_to_replace_are_refused_with_the_rule_and_nothi
     assert!(log.contains("names no database"), "{log}");
     let log = refused(&clusters.target.uri("refuse_dst"), &["--include", ""]);
     assert!(log.contains("an empty table pattern in --include"), "{log}");
-    let log = refused(&format!("{}?sslmode=require", clusters.target.uri("refuse_dst")), &[]);
-    assert!(log.contains("sslmode=require"), "{log}");
+    let log = refused(&format!("{}?sslmode=sometimes", clusters.target.uri("refuse_dst")), &[]);
+    assert!(log.contains("sslmode=sometimes is not one of"), "{log}");
     let log = refused(&clusters.target.uri("refuse_dst"), &["--dump-dir", "/proc/no-such-dir"]);
     assert!(log.contains("--dump-dir must name a writable directory"), "{log}");
     assert!(!clusters.target.database_exists("refuse_dst"));
@@ -572,5 +572,105 @@ fn tables_the_source_user_may_not_read_are_named_and_leaving_them_out_works() {
             .target
             .psql("partial_dst", "SELECT to_regclass('secret_data') IS NULL"),
         "t"
+    );
+}
+
+/// A certificate authority, and a server certificate it signed for the name `db.example` only,
+/// made with the openssl command (PostgreSQL's packages bring it).
+fn certificates(directory: &std::path::Path) {
+    let run = |arguments: &str| {
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd '{}' && openssl {arguments}", directory.display()))
+            .output()
+            .expect("openssl");
+        assert!(
+            output.status.success(),
+            "openssl {arguments}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    for authority in ["ca", "other_ca"] {
+        run(&format!(
+            "req -x509 -newkey rsa:2048 -nodes -keyout {authority}.key -out {authority}.crt -days 2 -subj '/CN=dbsync test {authority}'"
+        ));
+    }
+    std::fs::write(directory.join("server.ext"), "subjectAltName=DNS:db.example\n").unwrap();
+    run("req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=db.example'");
+    run(
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile server.ext",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(directory.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        let status = std::process::Command::new("chown")
+            .arg("postgres")
+            .arg(directory.join("server.key"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+#[test]
+fn tls_targets_are_reached_with_libpq_s_sslmodes_and_certificates_checked() {
+    let files = dump_dir();
+    certificates(files.path());
+    let path = |name: &str| files.path().join(name).display().to_string();
+    let secured = crate::harness::dedicated_cluster(
+        "secured",
+        &format!(
+            "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            path("server.crt"),
+            path("server.key")
+        ),
+    );
+    secured.require_tls_over_tcp();
+    source_with_tables("tls_src");
+    clusters()
+        .source
+        .psql("tls_src", "INSERT INTO orders SELECT generate_series(1, 30)");
+    let dumps = dump_dir();
+    let run = |parameters: &str| {
+        dbsync()
+            .args(["sync", "--yes", "--source"])
+            .arg(clusters().source.uri("tls_src"))
+            .arg("--target")
+            .arg(format!("{}?{parameters}", secured.uri("tls_dst")))
+            .arg("--dump-dir")
+            .arg(dumps.path())
+            .env("HOME", files.path())
+            .output()
+            .unwrap()
+    };
+    // The chain is checked, not the name: the certificate names db.example, we connect to an IP.
+    let output = run(&format!("sslmode=verify-ca&sslrootcert={}", path("ca.crt")));
+    assert_exit(&output, 0);
+    assert_eq!(secured.psql("tls_dst", "SELECT count(*) FROM orders"), "30");
+    // Encrypted without checks, as libpq's require does without a root certificate.
+    assert_exit(&run("sslmode=require"), 0);
+
+    let output = run(&format!("sslmode=verify-full&sslrootcert={}", path("ca.crt")));
+    assert_exit(&output, 1);
+    let log = text(&output);
+    assert!(
+        log.contains("certificate") && log.contains("check sslrootcert"),
+        "{log}"
+    );
+    let output = run(&format!("sslmode=verify-ca&sslrootcert={}", path("other_ca.crt")));
+    assert_exit(&output, 1);
+    let log = text(&output);
+    assert!(log.contains("UnknownIssuer") || log.contains("unknown issuer"), "{log}");
+    let output = run("sslmode=disable");
+    assert_exit(&output, 1);
+    assert!(text(&output).contains("pg_hba.conf"), "{}", text(&output));
+    let output = run("sslmode=verify-full");
+    assert_exit(&output, 1);
+    assert!(text(&output).contains("needs a root certificate"), "{}", text(&output));
+    assert_eq!(
+        secured.psql("tls_dst", "SELECT count(*) FROM orders"),
+        "30",
+        "a refused run changed the target"
     );
 }
