@@ -287,6 +287,16 @@ fn resolve_endpoint(
             }
         }
     }
+    if let Some(mode) = endpoint.sslmode
+        && mode.needs_root_certificate()
+        && endpoint.tls_files.root_certificate.is_none()
+    {
+        return Err(usage_error!(
+            "{} URI: sslmode={} needs a root certificate to check the server's against: give sslrootcert=FILE, or put it in ~/.postgresql/root.crt",
+            side.label(),
+            mode.as_str()
+        ));
+    }
     if endpoint.password.is_none() {
         endpoint.password = variable("PASSWORD")
             .or_else(|| environment("PGPASSWORD"))

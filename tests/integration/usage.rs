@@ -666,7 +666,7 @@ fn tls_targets_are_reached_with_libpq_s_sslmodes_and_certificates_checked() {
     assert_exit(&output, 1);
     assert!(text(&output).contains("pg_hba.conf"), "{}", text(&output));
     let output = run("sslmode=verify-full");
-    assert_exit(&output, 1);
+    assert_exit(&output, 2);
     assert!(text(&output).contains("needs a root certificate"), "{}", text(&output));
     assert_eq!(
         secured.psql("tls_dst", "SELECT count(*) FROM orders"),
