@@ -98,6 +98,10 @@ pub struct SyncArguments {
     #[arg(long, overrides_with = "no_owner")]
     pub owner: bool,
 
+    /// Put every object in the target's default tablespace (for tablespaces it does not have)
+    #[arg(long)]
+    pub no_tablespaces: bool,
+
     /// Do not restore grants (GRANT/REVOKE)
     #[arg(long, overrides_with = "privileges")]
     pub no_privileges: bool,

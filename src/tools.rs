@@ -154,13 +154,28 @@ pub fn judge(command: &ChildCommand, output: &ChildOutput, what: &str) -> Result
         None => "killed by a signal".to_string(),
     };
     let details = process::relevant_stderr(&output.stderr, 12);
-    let error = anyhow::anyhow!("{} failed to {what} ({status}):\n{details}", command.name());
+    let hint = hint_for(&output.stderr)
+        .map(|hint| format!("\nhint: {hint}"))
+        .unwrap_or_default();
+    let error = anyhow::anyhow!("{} failed to {what} ({status}):\n{details}{hint}", command.name());
     // A tool reports the server's errors only as text, so its stderr is all there is to read.
     if is_transient_message(&output.stderr) {
         Err(AttemptError::Transient(error))
     } else {
         Err(AttemptError::Permanent(error))
     }
+}
+
+/// What to do about errors whose remedy is a dbsync option.
+fn hint_for(stderr: &str) -> Option<&'static str> {
+    let missing_tablespace = (stderr.contains("tablespace \"") && stderr.contains("does not exist"))
+        || stderr.contains("could not set default_tablespace");
+    if missing_tablespace {
+        return Some(
+            "a tablespace of the source does not exist on the target server: create it there, or pass --no-tablespaces to put everything in the default tablespace",
+        );
+    }
+    None
 }
 
 /// Messages of libpq, the server and the tools that mean "try again later", not "you are wrong".
@@ -327,6 +342,15 @@ mod tests {
             entries[1].line,
             "3275; 2606 100 CONSTRAINT public accounts accounts_pkey postgres"
         );
+    }
+
+    #[test]
+    fn a_missing_tablespace_gets_the_option_that_helps() {
+        let stderr =
+            "pg_restore: error: could not set default_tablespace to archive_space: ERROR:  invalid value for parameter";
+        assert!(hint_for(stderr).unwrap().contains("--no-tablespaces"));
+        assert!(hint_for("ERROR:  tablespace \"cold\" does not exist").is_some());
+        assert!(hint_for("ERROR:  permission denied for table t").is_none());
     }
 
     #[test]

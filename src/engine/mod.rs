@@ -210,6 +210,12 @@ impl Run<'_> {
             .create_dump_directory(&settings.dump_dir, &timestamp, &settings.target)
             .map_err(|error| SyncError::Usage(format!("{error:#}\nhint: --dump-dir must name a writable directory")))?;
         let passfile = self.workspace.create_passfile(&[&settings.source, &settings.target])?;
+        if let Transfer::Files { .. } = settings.transfer
+            && let Some(free) = preflight::free_space(&settings.dump_dir)
+        {
+            self.deferred_warnings
+                .extend(preflight::dump_space_warning(free, plan, &settings.dump_dir));
+        }
         self.announce(plan, &tools, &dump_directory, started_at);
 
         self.emit(Event::Phase(Phase::Schema));
@@ -237,6 +243,7 @@ impl Run<'_> {
             },
             no_owner: settings.no_owner,
             no_privileges: settings.no_privileges,
+            no_tablespaces: settings.no_tablespaces,
             session_options: settings.session_options.clone(),
             lock_timeout: settings.lock_timeout,
             cancellation: self.cancellation.clone(),

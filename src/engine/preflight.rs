@@ -312,6 +312,23 @@ pub async fn check_lock_capacity(
     Ok(())
 }
 
+/// Free bytes in the file system holding `directory` (for an unprivileged user).
+pub fn free_space(directory: &std::path::Path) -> Option<u64> {
+    let stats = nix::sys::statvfs::statvfs(directory).ok()?;
+    Some(stats.blocks_available() as u64 * stats.fragment_size() as u64)
+}
+
+/// A warning when the dump directory's free space is below what the copied tables take on the
+/// source: dumps are deleted as soon as loaded, but a slow target lets them pile up.
+pub fn dump_space_warning(free: u64, plan: &Plan, directory: &std::path::Path) -> Option<Warning> {
+    let needed: u64 = plan.tables.iter().map(|table| table.size_bytes.max(0) as u64).sum();
+    (free < needed).then(|| Warning::DumpSpaceShort {
+        directory: directory.display().to_string(),
+        free,
+        needed,
+    })
+}
+
 pub fn locate_tools(settings: &Settings, source: &Source) -> Result<PgTools, SyncError> {
     tools::locate(settings.pg_bin.as_deref(), source.server.major())
         .map_err(|error| SyncError::Usage(format!("{error:#}")))
@@ -365,5 +382,51 @@ mod tests {
             })
         ));
         assert!(jobs_the_servers_allow(jobs(2), 1, 50).is_err());
+    }
+}
+
+#[cfg(test)]
+mod space_tests {
+    use super::*;
+    use crate::plan::{ForeignKeyPolicy, Plan, PlannedTable};
+
+    #[test]
+    fn short_dump_space_is_warned_about() {
+        let table = |size: i64| PlannedTable {
+            name: QualifiedName {
+                schema: "public".into(),
+                name: "t".into(),
+            },
+            oid: 1,
+            description: String::new(),
+            members: Vec::new(),
+            member_oids: Vec::new(),
+            tree_oids: Vec::new(),
+            partitioned: false,
+            size_bytes: size,
+            estimated_rows: None,
+        };
+        let plan = Plan {
+            whole_database: true,
+            tables: vec![table(600), table(500)],
+            units: Vec::new(),
+            sequences: Vec::new(),
+            large_object_count: 0,
+            copy_large_objects: false,
+            dangling_foreign_keys: Vec::new(),
+            foreign_key_policy: ForeignKeyPolicy::NotValid,
+            referenced_tables: Vec::new(),
+        };
+        let directory = std::path::Path::new("/var/tmp");
+        assert!(dump_space_warning(2000, &plan, directory).is_none());
+        assert_eq!(
+            dump_space_warning(1000, &plan, directory),
+            Some(Warning::DumpSpaceShort {
+                directory: "/var/tmp".into(),
+                free: 1000,
+                needed: 1100
+            })
+        );
+        assert!(free_space(std::path::Path::new("/")).is_some_and(|free| free > 0));
     }
 }

@@ -202,6 +202,12 @@ pub enum Warning {
     },
     /// The selection leaves no table whose data would be copied.
     NoTableData,
+    /// The dump directory's file system has less room than the copied tables take.
+    DumpSpaceShort {
+        directory: String,
+        free: u64,
+        needed: u64,
+    },
     /// Tables the source user may not read, left out of the copy, definitions included.
     DefinitionsNotCopied {
         tables: Vec<String>,

@@ -156,6 +156,16 @@ impl fmt::Display for Warning {
                 "the source user may not read {} (so pg_dump cannot lock them): they are left out of the copy, definitions included",
                 tables.join(", ")
             ),
+            Warning::DumpSpaceShort {
+                directory,
+                free,
+                needed,
+            } => write!(
+                formatter,
+                "{directory} has {} free, and the tables to copy take {} on the source: dumps are removed as soon as they are loaded, but a slow target lets them pile up; --stream needs no room for dumps",
+                human_size(*free),
+                human_size(*needed)
+            ),
             Warning::NoTableData => formatter.write_str(
                 "the selection leaves no table whose data would be copied: only the schema (and sequences) will be",
             ),

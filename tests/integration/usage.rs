@@ -674,3 +674,44 @@ fn tls_targets_are_reached_with_libpq_s_sslmodes_and_certificates_checked() {
         "a refused run changed the target"
     );
 }
+
+#[test]
+fn a_tablespace_missing_on_the_target_is_explained_and_no_tablespaces_gets_past_it() {
+    let clusters = clusters();
+    let location = tempfile::Builder::new().prefix("dbsync-tablespace-").tempdir().unwrap();
+    if nix::unistd::geteuid().is_root() {
+        let status = std::process::Command::new("chown")
+            .arg("postgres")
+            .arg(location.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    clusters.source.psql(
+        "postgres",
+        &format!(
+            "CREATE TABLESPACE archive_space LOCATION '{}'",
+            location.path().display()
+        ),
+    );
+    clusters.source.create_database("spaced_src");
+    clusters.source.psql(
+        "spaced_src",
+        "CREATE TABLE cold (id int) TABLESPACE archive_space; INSERT INTO cold VALUES (1), (2)",
+    );
+    let dumps = dump_dir();
+    let output = sync("spaced_src", "spaced_dst", &[], dumps.path());
+    assert_exit(&output, 1);
+    let log = text(&output);
+    assert!(log.contains("archive_space"), "{log}");
+    assert!(
+        log.contains("hint: a tablespace of the source does not exist on the target server"),
+        "{log}"
+    );
+    assert!(log.contains("--no-tablespaces"), "{log}");
+    let output = sync("spaced_src", "spaced_dst", &["--no-tablespaces"], dumps.path());
+    assert_exit(&output, 0);
+    assert_eq!(clusters.target.psql("spaced_dst", "SELECT count(*) FROM cold"), "2");
+    clusters.source.psql("postgres", "DROP DATABASE spaced_src");
+    clusters.source.psql("postgres", "DROP TABLESPACE archive_space");
+}

@@ -43,6 +43,7 @@ pub struct Job {
     pub retry_policy: RetryPolicy,
     pub no_owner: bool,
     pub no_privileges: bool,
+    pub no_tablespaces: bool,
     /// The user's own `PGOPTIONS`, kept for the restore sessions.
     pub session_options: Option<String>,
     /// How long a `pg_dump` may wait for its share locks (`--lock-timeout`).
@@ -69,6 +70,9 @@ impl Job {
         }
         if self.no_privileges {
             command = command.argument("--no-privileges");
+        }
+        if self.no_tablespaces {
+            command = command.argument("--no-tablespaces");
         }
         command
     }
