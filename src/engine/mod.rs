@@ -1,8 +1,9 @@
-//! The sync pipeline, end to end: preflight (inspect, plan, check the target, consent), prepare
-//! (workspace, snapshot, the empty copy), schema and data (pre-data alongside the units, each
-//! table's indexes as soon as it is loaded), post-data with validation counts alongside, the
-//! verdict, and the swap; a cleanup runs on every way out. One short method per phase; the work
-//! itself is in `steps`, the unit pipeline in `units`, what users read in `report`.
+//! The sync pipeline, end to end: preflight (inspect, plan, check the target and take its lock,
+//! remove what dead runs left, consent), prepare (workspace, snapshot, the empty copy), schema
+//! and data (pre-data alongside the units, each table's indexes as soon as it is loaded),
+//! post-data, validation of rows and structure, and the swap; a cleanup runs on every way out.
+//! One short method per phase; the work itself is in `steps`, the unit pipeline in `units`, what
+//! users read in `report`.
 
 pub mod monitor;
 pub mod preflight;
