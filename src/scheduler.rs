@@ -81,6 +81,32 @@ impl Cancellation {
         });
     }
 
+    /// A cancellation for one attempt at the work: it hears every signal this one hears, but a
+    /// failure that stops it stays its own, so the work can be started again afresh.
+    pub fn child(&self) -> Cancellation {
+        let child = Cancellation::new();
+        let forwarded = child.clone();
+        let mut parent = self.watcher();
+        parent.mark_changed();
+        tokio::spawn(async move {
+            let mut signals_seen = 0;
+            while parent.changed().await.is_ok() {
+                let signals = match *parent.borrow_and_update() {
+                    CancelState::Stopping(CancelReason::Signal(signal)) => Some((signal, 1)),
+                    CancelState::Killing(CancelReason::Signal(signal)) => Some((signal, 2)),
+                    _ => None,
+                };
+                if let Some((signal, count)) = signals {
+                    while signals_seen < count {
+                        forwarded.signal_received(signal);
+                        signals_seen += 1;
+                    }
+                }
+            }
+        });
+        child
+    }
+
     pub fn abort_for_failure(&self) {
         self.sender.send_if_modified(|state| {
             if *state == CancelState::Running {
@@ -355,6 +381,26 @@ mod tests {
             cancellation.state(),
             CancelState::Killing(CancelReason::Signal(Signal::SIGTERM))
         );
+    }
+
+    #[tokio::test]
+    async fn a_child_hears_signals_but_keeps_its_failures_to_itself() {
+        let parent = Cancellation::new();
+        let first = parent.child();
+        first.abort_for_failure();
+        assert!(first.is_cancelled());
+        assert!(!parent.is_cancelled(), "a failure of one attempt stopped the run");
+        let second = parent.child();
+        assert!(!second.is_cancelled());
+        parent.signal_received(Signal::SIGINT);
+        tokio::time::timeout(Duration::from_secs(5), second.cancelled())
+            .await
+            .unwrap();
+        assert_eq!(second.interrupting_signal(), Some(Signal::SIGINT));
+        parent.signal_received(Signal::SIGINT);
+        tokio::time::timeout(Duration::from_secs(5), second.killing())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

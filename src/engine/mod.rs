@@ -33,6 +33,9 @@ use crate::settings::{Jobs, Settings, Transfer};
 use crate::target::{COPY_COMMENT_PREFIX, describe_sessions, temporary_name};
 use crate::tools::PgTools;
 
+/// How many copies a run makes at most when the source keeps losing its snapshot (restarts).
+const COPIES_AFTER_A_LOST_SNAPSHOT: u32 = 3;
+
 /// What `run` leaves behind for the caller: the result and the summary to report.
 pub struct RunOutcome {
     pub result: Result<(), SyncError>,
@@ -45,7 +48,8 @@ pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation:
     let mut run = Run {
         settings,
         reporter,
-        cancellation,
+        cancellation: cancellation.child(),
+        root_cancellation: cancellation,
         workspace: Workspace::default(),
         progress: Arc::new(Progress::default()),
         dump_space: Default::default(),
@@ -57,10 +61,10 @@ pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation:
     };
     let mut result = run.sync(started_at).await;
     run.workspace
-        .clean_up(settings.keep_dumps(), &*run.reporter, &run.cancellation)
+        .clean_up(settings.keep_dumps(), &*run.reporter, &run.root_cancellation)
         .await;
     // Whatever failed while a signal was being handled, the signal is why the run ended.
-    if let Some(signal) = run.cancellation.interrupting_signal()
+    if let Some(signal) = run.root_cancellation.interrupting_signal()
         && !run.workspace.is_swapped()
     {
         result = Err(SyncError::Interrupted(signal));
@@ -99,7 +103,11 @@ fn step_error(cancellation: &Cancellation, error: StepError) -> SyncError {
 struct Run<'a> {
     settings: &'a Settings,
     reporter: Arc<dyn Reporter>,
+    /// Stops the current copy: signals, or a failure of one of its steps.
     cancellation: Cancellation,
+    /// Signals only: a copy started again after the source lost its snapshot gets a fresh
+    /// `cancellation` under it.
+    root_cancellation: Cancellation,
     workspace: Workspace,
     progress: Arc<Progress>,
     dump_space: Arc<DumpSpace>,
@@ -132,14 +140,72 @@ impl Run<'_> {
     }
 
     async fn sync(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
-        let (source, plan, unreadable) = self.inspect_source().await?;
+        let (mut source, plan, unreadable) = self.inspect_source().await?;
         let tools = self.check_target(&source, &plan).await?;
-        let job = self.prepare(&source, &plan, tools, unreadable, started_at).await?;
-        let plan = Arc::new(plan);
-        let post_data = self.copy_schema_and_data(&job, &plan, &source).await?;
+        let mut copy = 1;
+        loop {
+            let result = self.copy(&source, &plan, &tools, &unreadable, started_at, copy).await;
+            // The source restarted: the snapshot is gone, and no part of this copy can be kept.
+            let snapshot_lost = result.is_err() && source.client.is_closed() && !self.workspace.is_swapped();
+            if !snapshot_lost || copy >= COPIES_AFTER_A_LOST_SNAPSHOT || self.root_cancellation.is_cancelled() {
+                return result;
+            }
+            copy += 1;
+            self.warn(Warning::SnapshotLost {
+                copy,
+                of: COPIES_AFTER_A_LOST_SNAPSHOT,
+            });
+            self.workspace.drop_unfinished_copy(&*self.reporter).await?;
+            self.cancellation = self.root_cancellation.child();
+            source = self.reconnect_source(source).await?;
+            self.progress.set_plan(&plan);
+        }
+    }
+
+    /// One copy from one snapshot: prepare, schema and data, post-data, validation, swap.
+    async fn copy(
+        &mut self,
+        source: &Source,
+        plan: &Plan,
+        tools: &PgTools,
+        unreadable: &[QualifiedName],
+        started_at: chrono::DateTime<chrono::Local>,
+        copy: u32,
+    ) -> Result<(), SyncError> {
+        let job = self
+            .prepare(source, plan, tools.clone(), unreadable.to_vec(), started_at, copy == 1)
+            .await?;
+        let plan = Arc::new(plan.clone());
+        let post_data = self.copy_schema_and_data(&job, &plan, source).await?;
         self.restore_post_data(&job, &plan, &post_data).await?;
-        self.validate(&job, &plan, &source).await?;
-        self.swap(&job, &source).await
+        self.validate(&job, &plan, source).await?;
+        self.swap(&job, source).await
+    }
+
+    /// A new session on the source once it accepts connections again, for a new snapshot.
+    async fn reconnect_source(&self, source: Source) -> Result<Source, SyncError> {
+        let settings = self.settings;
+        let policy = RetryPolicy {
+            retries: settings.retries.max(3),
+            base_delay: Duration::from_secs(1),
+        };
+        let connect = |_| async {
+            let (client, pid) = preflight::connect_source(settings, &self.cancellation)
+                .await
+                .map_err(|error| match error {
+                    SyncError::Failed(error) => steps::database_attempt_error(error),
+                    other => AttemptError::Permanent(anyhow::anyhow!("{other:#}")),
+                })?;
+            Ok((client, pid))
+        };
+        let (client, pid) = with_retries(policy, &self.cancellation, |_, _, _| {}, connect)
+            .await
+            .map_err(|error| step_error(&self.cancellation, error))?;
+        Ok(Source {
+            client: Arc::new(client),
+            pid,
+            ..source
+        })
     }
 
     /// PREFLIGHT, source side: the catalogs, the plan, and what the source user may read.
@@ -203,6 +269,7 @@ impl Run<'_> {
         tools: PgTools,
         schema_exclusions: Vec<QualifiedName>,
         started_at: chrono::DateTime<chrono::Local>,
+        first_copy: bool,
     ) -> Result<Arc<Job>, SyncError> {
         let settings = self.settings;
         let timestamp = started_at.format("%Y%m%d_%H%M%S").to_string();
@@ -217,7 +284,9 @@ impl Run<'_> {
             self.deferred_warnings
                 .extend(preflight::dump_space_warning(free, plan, &settings.dump_dir));
         }
-        self.announce(plan, &tools, &dump_directory, started_at);
+        if first_copy {
+            self.announce(plan, &tools, &dump_directory, started_at);
+        }
 
         self.emit(Event::Phase(Phase::Schema));
         self.emit(Event::Notice(Notice::Locking {

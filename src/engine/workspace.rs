@@ -108,6 +108,17 @@ impl Workspace {
     }
 
     /// Removes what the run created; keeps the dump directory when asked to.
+    /// Drops the unfinished copy now, to start another.
+    pub async fn drop_unfinished_copy(&mut self, reporter: &dyn Reporter) -> Result<(), SyncError> {
+        if let (Some(server), Some(database)) = (&self.target_server, self.temporary_database.take()) {
+            reporter.emit(Event::Notice(Notice::DroppingUnfinished {
+                database: database.clone(),
+            }));
+            server.drop_database_reconnecting(&database).await?;
+        }
+        Ok(())
+    }
+
     /// A second signal gives up on dropping the unfinished copy: the next run drops it.
     pub async fn clean_up(&mut self, keep_dumps: bool, reporter: &dyn Reporter, cancellation: &Cancellation) {
         reporter.emit(Event::Cleanup);

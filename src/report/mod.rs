@@ -202,6 +202,11 @@ pub enum Warning {
     },
     /// The selection leaves no table whose data would be copied.
     NoTableData,
+    /// The source's snapshot was lost (its server restarted): the copy starts again.
+    SnapshotLost {
+        copy: u32,
+        of: u32,
+    },
     /// The dump directory's file system has less room than the copied tables take.
     DumpSpaceShort {
         directory: String,

@@ -166,6 +166,10 @@ impl fmt::Display for Warning {
                 human_size(*free),
                 human_size(*needed)
             ),
+            Warning::SnapshotLost { copy, of } => write!(
+                formatter,
+                "the source session holding the snapshot ended (the source server restarted?): what was copied from it cannot be kept; starting the copy again from a new snapshot (copy {copy} of at most {of})"
+            ),
             Warning::NoTableData => formatter.write_str(
                 "the selection leaves no table whose data would be copied: only the schema (and sequences) will be",
             ),

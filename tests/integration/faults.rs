@@ -829,3 +829,52 @@ fn a_target_server_restart_during_the_load_is_survived() {
     assert!(restarting.databases_like("restart_dst_dbsync").is_empty());
     assert!(is_empty_dir(dumps.path()));
 }
+
+#[test]
+fn a_source_server_restart_starts_the_copy_again_from_a_new_snapshot() {
+    let flaky = crate::harness::dedicated_cluster("flaky_source", "");
+    crate::progress::paced_source_on(&flaky, "flaky_src");
+    flaky.psql(
+        "flaky_src",
+        "CREATE TABLE accounts (id int PRIMARY KEY, balance int); \
+         INSERT INTO accounts SELECT g, g FROM generate_series(1, 1000) g;",
+    );
+    precious_target("flaky_dst");
+    let clusters = clusters();
+    let dumps = dump_dir();
+    let child = crate::dbsync()
+        .args(["sync", "--yes", "--source"])
+        .arg(flaky.uri("flaky_src"))
+        .arg("--target")
+        .arg(clusters.target.uri("flaky_dst"))
+        .arg("--dump-dir")
+        .arg(dumps.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the slow table loads into the copy, the source restarts: the snapshot that the
+    // validation counts in, and any dump still to come, are gone.
+    wait_until(Duration::from_secs(60), "the load of paced to start", || {
+        clusters.target.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_progress_copy p JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'dbsync' AND a.datname LIKE 'flaky_dst_dbsync%'",
+        ) != "0"
+    });
+    flaky.restart();
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 0);
+    let log = text(&output);
+    assert!(
+        log.contains("starting the copy again from a new snapshot (copy 2 of at most 3)"),
+        "{log}"
+    );
+    assert_eq!(clusters.target.psql("flaky_dst", "SELECT count(*) FROM paced"), "4000");
+    assert_eq!(
+        clusters.target.psql("flaky_dst", "SELECT sum(balance) FROM accounts"),
+        "500500"
+    );
+    assert!(clusters.target.databases_like("flaky_dst_dbsync").is_empty());
+    assert!(is_empty_dir(dumps.path()));
+}

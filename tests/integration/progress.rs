@@ -8,7 +8,10 @@ use crate::{assert_exit, dump_dir, sync, sync_on_a_terminal, text};
 /// checked during the load) sleeps a millisecond per row unless the session says otherwise, as
 /// the source's own insert does. 4,000 rows take about five seconds to load, whatever the machine.
 pub fn paced_source(database: &str) {
-    let source = &clusters().source;
+    paced_source_on(&clusters().source, database);
+}
+
+pub fn paced_source_on(source: &crate::harness::Cluster, database: &str) {
     source.create_database(database);
     source.psql(
         database,
