@@ -600,11 +600,17 @@ impl Run<'_> {
             |_| async {
                 job.check_snapshot()?;
                 let target_client = job.connect_to_copy().await?;
-                tokio::try_join!(
-                    steps::validate::count_rows(&source.client, &target_client, plan),
-                    steps::validate::read_structures(&source.client, &target_client)
-                )
-                .map_err(steps::database_attempt_error)
+                let reads = async {
+                    tokio::try_join!(
+                        steps::validate::count_rows(&source.client, &target_client, plan),
+                        steps::validate::read_structures(&source.client, &target_client)
+                    )
+                };
+                // Counting a large table takes a while; Ctrl+C does not wait for it.
+                tokio::select! {
+                    result = reads => result.map_err(steps::database_attempt_error),
+                    () = job.cancellation.cancelled() => Err(AttemptError::Cancelled),
+                }
             },
         );
         let (counts, (source_structure, copy_structure)) =

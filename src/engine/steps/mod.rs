@@ -106,7 +106,11 @@ impl Job {
             |_, _, _| {},
             |_| async {
                 let client = Arc::new(self.connect_to_copy().await?);
-                work(client).await.map_err(database_attempt_error)
+                // A long VACUUM must not hold up Ctrl+C: dropping the session ends it.
+                tokio::select! {
+                    result = work(client) => result.map_err(database_attempt_error),
+                    () = self.cancellation.cancelled() => Err(AttemptError::Cancelled),
+                }
             },
         )
         .await
