@@ -181,6 +181,47 @@ impl Cluster {
         );
     }
 
+    /// A file-level copy of this server (`pg_basebackup`), started as a server of its own: the
+    /// same system identifier, another start time, another port.
+    pub fn file_level_clone(&self, name: &'static str) -> Cluster {
+        let base = self.data_dir.parent().expect("data directories live in the base");
+        let data_dir = base.join(format!("{name}-data"));
+        run_checked(
+            as_server_user(&self.bin_dir.join("pg_basebackup"), self.run_as_postgres)
+                .arg("-h")
+                .arg(&self.socket_dir)
+                .args(["-p", &self.port.to_string(), "-U", "postgres", "-D"])
+                .arg(&data_dir)
+                .args(["-X", "stream", "-c", "fast"]),
+        );
+        let port = free_port();
+        run_checked(
+            as_server_user(&self.bin_dir.join("pg_ctl"), self.run_as_postgres)
+                .arg("-D")
+                .arg(&data_dir)
+                .args([
+                    "-w",
+                    "-o",
+                    &format!(
+                        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                        self.socket_dir.display()
+                    ),
+                    "-l",
+                ])
+                .arg(base.join(format!("{name}.log")))
+                .arg("start")
+                .stdout(Stdio::null()),
+        );
+        Cluster {
+            name,
+            socket_dir: self.socket_dir.clone(),
+            port,
+            bin_dir: self.bin_dir.clone(),
+            data_dir,
+            run_as_postgres: self.run_as_postgres,
+        }
+    }
+
     /// Refuses TCP connections without TLS (`hostnossl ... reject` ahead of the other rules).
     pub fn require_tls_over_tcp(&self) {
         let path = self.data_dir.join("pg_hba.conf");

@@ -715,3 +715,37 @@ fn a_tablespace_missing_on_the_target_is_explained_and_no_tablespaces_gets_past_
     clusters.source.psql("postgres", "DROP DATABASE spaced_src");
     clusters.source.psql("postgres", "DROP TABLESPACE archive_space");
 }
+
+#[test]
+fn a_file_level_clone_of_the_source_is_a_valid_target_but_the_source_itself_is_not() {
+    let original = crate::harness::dedicated_cluster("original", "");
+    original.create_database("same_name");
+    original.psql(
+        "same_name",
+        "CREATE TABLE kept (id int); INSERT INTO kept VALUES (1), (2), (3)",
+    );
+    let clone = original.file_level_clone("clone");
+    clone.psql("same_name", "DELETE FROM kept");
+    let dumps = dump_dir();
+    let run = |source: String, target: String| {
+        dbsync()
+            .args(["sync", "--yes", "--source", &source, "--target", &target, "--dump-dir"])
+            .arg(dumps.path())
+            .output()
+            .unwrap()
+    };
+    // The same system identifier, but another server: the copy goes ahead.
+    let output = run(original.uri("same_name"), clone.uri("same_name"));
+    assert_exit(&output, 0);
+    assert_eq!(clone.psql("same_name", "SELECT count(*) FROM kept"), "3");
+    // The source itself, spelled another way, is refused.
+    let other_spelling = original.uri("same_name").replace("127.0.0.1", "localhost");
+    let output = run(original.uri("same_name"), other_spelling);
+    assert_exit(&output, 2);
+    assert!(
+        text(&output).contains("the source and the target are the same database"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(original.psql("same_name", "SELECT count(*) FROM kept"), "3");
+}
