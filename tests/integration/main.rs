@@ -59,6 +59,25 @@ pub fn sync_command(source: &str, target: &str, dump_dir: &Path) -> Command {
     command
 }
 
+/// `dbsync sync --yes` between two URIs (another server, another role, TLS parameters), with
+/// `extra` flags, to completion.
+pub fn sync_between(source_uri: &str, target_uri: &str, extra: &[&str], dump_dir: &Path) -> Output {
+    dbsync()
+        .args([
+            "sync",
+            "--yes",
+            "--source",
+            source_uri,
+            "--target",
+            target_uri,
+            "--dump-dir",
+        ])
+        .arg(dump_dir)
+        .args(extra)
+        .output()
+        .expect("run dbsync")
+}
+
 /// Runs `sync_command` with extra flags to completion.
 pub fn sync(source: &str, target: &str, extra: &[&str], dump_dir: &Path) -> Output {
     sync_command(source, target, dump_dir)

@@ -391,18 +391,10 @@ fn the_source_without_a_database_name_is_refused() {
     let clusters = clusters();
     let dumps = dump_dir();
     let source = clusters.source.uri("");
-    let output = sync_with_uris(&source, &clusters.target.uri("unnamed_dst"), dumps.path());
+    let output = crate::sync_between(&source, &clusters.target.uri("unnamed_dst"), &[], dumps.path());
     assert_exit(&output, 2);
     assert!(text(&output).contains("names no database"), "{}", text(&output));
     assert!(!clusters.target.database_exists("unnamed_dst"));
-}
-
-fn sync_with_uris(source: &str, target: &str, dump_dir: &std::path::Path) -> std::process::Output {
-    dbsync()
-        .args(["sync", "--yes", "--source", source, "--target", target, "--dump-dir"])
-        .arg(dump_dir)
-        .output()
-        .unwrap()
 }
 
 #[test]
@@ -457,15 +449,12 @@ fn a_copy_that_would_exhaust_the_lock_table_is_refused_with_the_setting_to_raise
         "DO $$ BEGIN FOR i IN 1..120 LOOP EXECUTE format('CREATE TABLE t%s (id int)', i); END LOOP; END $$;",
     );
     let dumps = dump_dir();
-    let output = dbsync()
-        .args(["sync", "--yes", "--source"])
-        .arg(small.uri("manytables_src"))
-        .arg("--target")
-        .arg(clusters().target.uri("manytables_dst"))
-        .arg("--dump-dir")
-        .arg(dumps.path())
-        .output()
-        .unwrap();
+    let output = crate::sync_between(
+        &small.uri("manytables_src"),
+        &clusters().target.uri("manytables_dst"),
+        &[],
+        dumps.path(),
+    );
     assert_exit(&output, 2);
     let log = text(&output);
     assert!(
@@ -495,18 +484,11 @@ fn a_target_user_that_cannot_give_objects_to_their_owners_is_told_about_no_owner
         ),
     );
     let dumps = dump_dir();
-    let run = |extra: &[&str]| {
-        dbsync()
-            .args(["sync", "--yes", "--source"])
-            .arg(clusters.source.uri("owned_src"))
-            .arg("--target")
-            .arg(clusters.target.uri_as("syncer", "owned_dst"))
-            .arg("--dump-dir")
-            .arg(dumps.path())
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let (source, target) = (
+        clusters.source.uri("owned_src"),
+        clusters.target.uri_as("syncer", "owned_dst"),
+    );
+    let run = |extra: &[&str]| crate::sync_between(&source, &target, extra, dumps.path());
     let output = run(&[]);
     assert_exit(&output, 2);
     let log = text(&output);
@@ -534,17 +516,14 @@ fn tables_the_source_user_may_not_read_are_named_and_leaving_them_out_works() {
         ),
     );
     let dumps = dump_dir();
+    let (source, target) = (
+        clusters.source.uri_as("partial_reader", "partial_src"),
+        clusters.target.uri("partial_dst"),
+    );
     let run = |extra: &[&str]| {
-        dbsync()
-            .args(["sync", "--yes", "--no-owner", "--no-privileges", "--source"])
-            .arg(clusters.source.uri_as("partial_reader", "partial_src"))
-            .arg("--target")
-            .arg(clusters.target.uri("partial_dst"))
-            .arg("--dump-dir")
-            .arg(dumps.path())
-            .args(extra)
-            .output()
-            .unwrap()
+        let mut flags = vec!["--no-owner", "--no-privileges"];
+        flags.extend_from_slice(extra);
+        crate::sync_between(&source, &target, &flags, dumps.path())
     };
     let output = run(&[]);
     assert_exit(&output, 2);
@@ -727,13 +706,7 @@ fn a_file_level_clone_of_the_source_is_a_valid_target_but_the_source_itself_is_n
     let clone = original.file_level_clone("clone");
     clone.psql("same_name", "DELETE FROM kept");
     let dumps = dump_dir();
-    let run = |source: String, target: String| {
-        dbsync()
-            .args(["sync", "--yes", "--source", &source, "--target", &target, "--dump-dir"])
-            .arg(dumps.path())
-            .output()
-            .unwrap()
-    };
+    let run = |source: String, target: String| crate::sync_between(&source, &target, &[], dumps.path());
     // The same system identifier, but another server: the copy goes ahead.
     let output = run(original.uri("same_name"), clone.uri("same_name"));
     assert_exit(&output, 0);
