@@ -878,3 +878,50 @@ fn a_source_server_restart_starts_the_copy_again_from_a_new_snapshot() {
     assert!(clusters.target.databases_like("flaky_dst_dbsync").is_empty());
     assert!(is_empty_dir(dumps.path()));
 }
+
+#[test]
+fn ctrl_c_while_waiting_for_a_lock_on_the_source_ends_the_run_at_once() {
+    small_source_and_precious_target("lockwait_src", "lockwait_dst");
+    let clusters = clusters();
+    let mut holder = clusters
+        .source
+        .psql_command("lockwait_src")
+        .args([
+            "-c",
+            "BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the lock to be taken", || {
+        clusters.source.psql(
+            "lockwait_src",
+            "SELECT count(*) FROM pg_locks WHERE relation = 'items'::regclass AND mode = 'AccessExclusiveLock'",
+        ) == "1"
+    });
+    let dumps = dump_dir();
+    let child = crate::sync_command("lockwait_src", "lockwait_dst", dumps.path())
+        .arg("--yes")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "dbsync to wait for the lock", || {
+        clusters.source.psql(
+            "lockwait_src",
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+             WHERE NOT l.granted AND a.application_name = 'dbsync'",
+        ) != "0"
+    });
+    let interrupted = Instant::now();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let took = interrupted.elapsed();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_exit(&output, 130);
+    assert!(took < Duration::from_secs(5), "Ctrl+C took {took:?} to end the run");
+    assert!(is_empty_dir(dumps.path()));
+    assert_previous_target_intact("lockwait_dst");
+}

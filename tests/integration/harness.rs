@@ -222,12 +222,17 @@ impl Cluster {
         }
     }
 
-    /// Refuses TCP connections without TLS (`hostnossl ... reject` ahead of the other rules).
-    pub fn require_tls_over_tcp(&self) {
+    /// Puts an authentication rule ahead of the others and reloads.
+    pub fn prepend_hba_rule(&self, rule: &str) {
         let path = self.data_dir.join("pg_hba.conf");
         let rules = std::fs::read_to_string(&path).expect("read pg_hba.conf");
-        std::fs::write(&path, format!("hostnossl all all 127.0.0.1/32 reject\n{rules}")).expect("write pg_hba.conf");
+        std::fs::write(&path, format!("{rule}\n{rules}")).expect("write pg_hba.conf");
         self.psql("postgres", "SELECT pg_reload_conf()");
+    }
+
+    /// Refuses TCP connections without TLS.
+    pub fn require_tls_over_tcp(&self) {
+        self.prepend_hba_rule("hostnossl all all 127.0.0.1/32 reject");
     }
 
     /// Restarts the server as an administrator would (`pg_ctl restart -m fast`): every session

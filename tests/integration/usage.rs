@@ -579,9 +579,14 @@ fn certificates(directory: &std::path::Path) {
     run(
         "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile server.ext",
     );
+    // A client certificate for the role postgres (certificate authentication maps its CN).
+    run("req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj '/CN=postgres'");
+    run("x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(directory.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    for key in ["server.key", "client.key"] {
+        std::fs::set_permissions(directory.join(key), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     if nix::unistd::geteuid().is_root() {
         let status = std::process::Command::new("chown")
             .arg("postgres")
