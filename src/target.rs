@@ -16,6 +16,10 @@ const MAX_IDENTIFIER_BYTES: usize = 63;
 /// maintenance database tools and people connect to first.
 const NEVER_REPLACED: &[&str] = &["template0", "template1", "postgres"];
 
+/// How long a create, rename or drop may wait for a lock (another session's transaction on the
+/// database's catalog row): the swap must finish or be undone within moments, never hang.
+const MAINTENANCE_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The longest suffix a run gives names derived from the target's (`_dbsync_old_<8 hex>`).
 const LONGEST_SUFFIX_BYTES: usize = "_dbsync_old_".len() + 8;
 
@@ -130,6 +134,7 @@ impl TargetServer {
         for maintenance in ["postgres", "template1"] {
             match catalog::connect(&target.with_database(maintenance), "target server's maintenance").await {
                 Ok(client) => {
+                    catalog::limit_lock_waits(&client, MAINTENANCE_LOCK_TIMEOUT).await?;
                     let server = catalog::server_info(&client).await?;
                     return Ok(TargetServer {
                         client: std::sync::Mutex::new(std::sync::Arc::new(client)),

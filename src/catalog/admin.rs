@@ -183,6 +183,14 @@ pub async fn rename_database(client: &Client, from: &str, to: &str) -> Result<Ve
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            Err(error) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                return Err(sql_error(
+                    format!(
+                        "cannot rename database {from} to {to}: another session's transaction holds a lock on it (an ALTER DATABASE, or a row lock on pg_database)"
+                    ),
+                    error,
+                ));
+            }
             Err(error) => return Err(sql_error(format!("cannot rename database {from} to {to}"), error)),
         }
     }
@@ -196,6 +204,14 @@ pub async fn drop_database(client: &Client, server_major: u32, name: &str) -> Re
         .batch_execute(&format!("DROP DATABASE IF EXISTS {}{force}", quote_identifier(name)))
         .await
         .map_err(|error| sql_error(format!("cannot drop database {name}"), error))
+}
+
+/// Makes every statement of this session give up on a lock after `timeout`.
+pub async fn limit_lock_waits(client: &Client, timeout: Duration) -> Result<()> {
+    client
+        .batch_execute(&format!("SET lock_timeout = '{}ms'", timeout.as_millis().max(1)))
+        .await
+        .map_err(|error| sql_error("cannot set the lock timeout on the target server", error))
 }
 
 /// The first key of dbsync's advisory locks ("dbsy"); the second is a hash of the target name.

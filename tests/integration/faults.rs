@@ -925,3 +925,46 @@ fn ctrl_c_while_waiting_for_a_lock_on_the_source_ends_the_run_at_once() {
     assert!(is_empty_dir(dumps.path()));
     assert_previous_target_intact("lockwait_dst");
 }
+
+#[test]
+fn a_swap_blocked_by_a_lock_on_the_target_gives_up_in_moments_and_keeps_the_previous_target() {
+    small_source_and_precious_target("blockedswap_src", "blockedswap_dst");
+    let clusters = clusters();
+    // A transaction in another database holds the row of the target in pg_database: renaming
+    // the target waits for it.
+    let mut holder = clusters
+        .target
+        .psql_command("postgres")
+        .args([
+            "-c",
+            "BEGIN; SELECT 1 FROM pg_database WHERE datname = 'blockedswap_dst' FOR UPDATE; SELECT pg_sleep(120);",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the row lock to be taken", || {
+        clusters.target.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%FOR UPDATE; SELECT pg_sleep(120)%' AND pid <> pg_backend_pid()",
+        ) == "1"
+    });
+    let dumps = dump_dir();
+    let output = crate::sync("blockedswap_src", "blockedswap_dst", &["--yes"], dumps.path());
+    clusters.target.psql(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE query LIKE '%FOR UPDATE; SELECT pg_sleep(120)%' AND pid <> pg_backend_pid()",
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    // Had the rename waited for the lock, the run would still be waiting for the holder's two
+    // minutes; it gave up instead.
+    assert_exit(&output, 1);
+    let log = text(&output);
+    assert!(
+        log.contains("another session's transaction holds a lock on it"),
+        "{log}"
+    );
+    assert_previous_target_intact("blockedswap_dst");
+}
