@@ -209,3 +209,45 @@ pub async fn running_copies(client: &Client) -> Result<Vec<CopyProgress>> {
 pub fn reports_copy_progress(server_major: u32) -> bool {
     server_major >= 14
 }
+
+/// One running index build as `pg_stat_progress_create_index` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexBuildProgress {
+    pub process_id: i32,
+    pub table: QualifiedName,
+    /// "building index: scanning table", "building index: loading tuples in tree", ...
+    pub phase: String,
+    pub bytes_done: i64,
+    pub bytes_total: i64,
+}
+
+/// The index builds dbsync's sessions are running in the connected database (PostgreSQL 12+).
+pub async fn running_index_builds(client: &Client) -> Result<Vec<IndexBuildProgress>> {
+    let rows = client
+        .query(
+            "SELECT p.pid, n.nspname::text, c.relname::text, p.phase, \
+                    p.blocks_done * current_setting('block_size')::int8, \
+                    p.blocks_total * current_setting('block_size')::int8 \
+             FROM pg_stat_progress_create_index p \
+               JOIN pg_stat_activity a ON a.pid = p.pid \
+               JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND a.application_name = 'dbsync'",
+            &[],
+        )
+        .await
+        .context("cannot read pg_stat_progress_create_index")?;
+    Ok(rows
+        .into_iter()
+        .map(|row| IndexBuildProgress {
+            process_id: row.get(0),
+            table: QualifiedName {
+                schema: row.get(1),
+                name: row.get(2),
+            },
+            phase: row.get(3),
+            bytes_done: row.get(4),
+            bytes_total: row.get(5),
+        })
+        .collect())
+}

@@ -1,6 +1,7 @@
 //! Watching the copy move: once a second while data is copied, ask both servers what their
-//! running `COPY` commands have done (`pg_stat_progress_copy`, PostgreSQL 14+) and report each
-//! table's bytes and rows against its estimate, with rate and ETA. One extra session per server,
+//! running `COPY` commands have done (`pg_stat_progress_copy`, PostgreSQL 14+), and the target
+//! what its index builds have (`pg_stat_progress_create_index`), and report each table's bytes
+//! and rows against its estimate, with rate and ETA. One extra session per server,
 //! outside the `--jobs` budget: it only reads a statistics view.
 
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 use super::progress::Progress;
-use crate::catalog::{self, CopyProgress};
+use crate::catalog::{self, CopyProgress, IndexBuildProgress};
 use crate::connection::Endpoint;
 use crate::report::{Activity, Event, Reporter};
 
@@ -31,17 +32,29 @@ impl Watched {
         }
     }
 
-    /// What the server reports now; nothing when it cannot be asked (progress is a nicety, and a
-    /// failure here must never fail the copy).
-    async fn copies(&mut self) -> Vec<CopyProgress> {
+    /// A live session, or none when the server cannot be asked.
+    async fn session(&mut self) -> Option<&Client> {
         if !self.enabled {
-            return Vec::new();
+            return None;
         }
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = catalog::connect(&self.endpoint, "progress").await.ok();
         }
-        match &self.client {
+        self.client.as_ref()
+    }
+
+    /// What the server reports now; nothing when it cannot be asked (progress is a nicety, and a
+    /// failure here must never fail the copy).
+    async fn copies(&mut self) -> Vec<CopyProgress> {
+        match self.session().await {
             Some(client) => catalog::running_copies(client).await.unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    async fn index_builds(&mut self) -> Vec<IndexBuildProgress> {
+        match self.session().await {
+            Some(client) => catalog::running_index_builds(client).await.unwrap_or_default(),
             None => Vec::new(),
         }
     }
@@ -62,7 +75,8 @@ pub async fn watch(
     loop {
         ticks.tick().await;
         let (source_copies, target_copies) = tokio::join!(source.copies(), target.copies());
-        let report = progress.observe(&source_copies, &target_copies, loading);
+        let index_builds = target.index_builds().await;
+        let report = progress.observe(&source_copies, &target_copies, &index_builds, loading);
         if !report.tables.is_empty() {
             reporter.emit(Event::Progress(report));
         }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::catalog::{CopyProgress, QualifiedName};
+use crate::catalog::{CopyProgress, IndexBuildProgress, QualifiedName};
 use crate::engine::steps::validate::TableCount;
 use crate::plan::{Plan, Unit};
 use crate::report::{Activity, ProgressReport, SummaryRow, TableProgress, TableResult};
@@ -91,6 +91,8 @@ struct State {
     by_oid: HashMap<u32, usize>,
     /// Running `COPY` commands as last seen: (side, backend, table) → (bytes, rows).
     live_copies: HashMap<(Side, i32, QualifiedName), (u64, u64)>,
+    /// When each running index build (backend, table) was first seen.
+    index_builds_seen: HashMap<(i32, QualifiedName), Instant>,
     data_started: Option<Instant>,
 }
 
@@ -235,7 +237,13 @@ impl Progress {
 
     /// Takes in what the servers report of running `COPY` commands and returns the progress of
     /// every table being copied, and of the whole copy.
-    pub fn observe(&self, source: &[CopyProgress], target: &[CopyProgress], loading: Activity) -> ProgressReport {
+    pub fn observe(
+        &self,
+        source: &[CopyProgress],
+        target: &[CopyProgress],
+        index_builds: &[IndexBuildProgress],
+        loading: Activity,
+    ) -> ProgressReport {
         let mut state = self.lock();
         let seen: HashMap<(Side, i32, QualifiedName), (u64, u64)> = [(Side::Source, source), (Side::Target, target)]
             .into_iter()
@@ -262,7 +270,9 @@ impl Progress {
             }
         }
         state.live_copies = seen;
-        report(&state, loading)
+        let mut report = report(&state, loading);
+        report.tables.extend(index_progress(&mut state, index_builds));
+        report
     }
 
     /// The summary rows: every planned table, with what became of it.
@@ -350,6 +360,46 @@ fn expected_bytes(table: &TableState, stage: Stage) -> u64 {
     }
 }
 
+/// Index builds, one line per table (its largest build running), against the pages to scan.
+fn index_progress(state: &mut State, builds: &[IndexBuildProgress]) -> Vec<TableProgress> {
+    let now = Instant::now();
+    state.index_builds_seen.retain(|key, _| {
+        builds
+            .iter()
+            .any(|build| (build.process_id, build.table.clone()) == *key)
+    });
+    let mut by_table: HashMap<usize, TableProgress> = HashMap::new();
+    for build in builds {
+        let Some(index) = state.by_member.get(&build.table).copied() else {
+            continue;
+        };
+        let started = *state
+            .index_builds_seen
+            .entry((build.process_id, build.table.clone()))
+            .or_insert(now);
+        let elapsed = now.duration_since(started);
+        let (done, total) = (build.bytes_done.max(0) as u64, build.bytes_total.max(0) as u64);
+        let line = TableProgress {
+            table: state.tables[index].name.clone(),
+            activity: Activity::Index,
+            bytes: done,
+            rows: 0,
+            estimated_bytes: total,
+            estimated_rows: None,
+            rate: done as f64 / elapsed.as_secs_f64().max(0.001),
+            eta: share(done, Some(total)).and_then(|share| estimate_remaining(elapsed, share)),
+            phase: Some(build.phase.clone()),
+        };
+        let larger = by_table
+            .get(&index)
+            .is_none_or(|seen| seen.estimated_bytes < line.estimated_bytes);
+        if larger {
+            by_table.insert(index, line);
+        }
+    }
+    by_table.into_values().collect()
+}
+
 fn report(state: &State, loading: Activity) -> ProgressReport {
     let streamed = loading == Activity::Stream;
     let mut tables = Vec::new();
@@ -375,6 +425,7 @@ fn report(state: &State, loading: Activity) -> ProgressReport {
                 estimated_rows: table.estimated_rows,
                 rate: bytes as f64 / elapsed.as_secs_f64().max(0.001),
                 eta: done_share.and_then(|done| estimate_remaining(elapsed, done)),
+                phase: None,
             });
         }
     }

@@ -252,6 +252,8 @@ pub struct TableProgress {
     /// Bytes per second since the table's work began.
     pub rate: f64,
     pub eta: Option<Duration>,
+    /// For an index build, what PostgreSQL says it is doing ("building index: scanning table").
+    pub phase: Option<String>,
 }
 
 /// Everything moving at one moment, and the whole copy against its estimate.

@@ -239,6 +239,7 @@ mod tests {
                 estimated_rows: Some(40),
                 rate: 1024.0,
                 eta: Some(Duration::from_secs(3)),
+                phase: None,
             }],
             loaded_bytes: 1024,
             estimated_bytes: 4096,

@@ -252,6 +252,18 @@ pub fn table_detail(line: &TableLine) -> String {
 
 /// `120.3M of ~480.0M, 1.2M of ~5.0M rows, 45.1M/s, ETA 8s`
 pub fn progress_detail(progress: &TableProgress) -> String {
+    if let Some(phase) = &progress.phase {
+        // An index build scans the table's pages: its rows are not counted until it sorts them.
+        let mut text = format!(
+            "{phase}: {} of {}",
+            human_size(progress.bytes),
+            human_size(progress.estimated_bytes)
+        );
+        if let Some(eta) = progress.eta {
+            text.push_str(&format!(", ETA {}", human_duration(eta)));
+        }
+        return text;
+    }
     let mut text = format!(
         "{} of ~{}, {} rows",
         human_size(progress.bytes),
@@ -381,6 +393,7 @@ mod tests {
             estimated_rows: Some(5_000_000),
             rate: 47_290_777.0,
             eta: Some(Duration::from_secs(8)),
+            phase: None,
         };
         assert_eq!(
             progress_detail(&progress),

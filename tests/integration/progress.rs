@@ -58,6 +58,17 @@ fn the_terminal_shows_bytes_rows_rate_and_eta_while_a_table_copies() {
 #[test]
 fn plain_output_repeats_a_progress_line_for_a_long_unit() {
     paced_source("eta_plain_src");
+    // An index whose every key takes a millisecond to compute on the copy, so its build is
+    // long enough to be watched too.
+    clusters().source.psql(
+        "eta_plain_src",
+        "CREATE FUNCTION public.paced_key(value int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$ \
+         BEGIN \
+           IF coalesce(current_setting('dbsync_test.fast', true), '') <> 'on' THEN PERFORM pg_sleep(0.001); END IF; \
+           RETURN value; \
+         END $$; \
+         SET dbsync_test.fast = 'on'; CREATE INDEX paced_key_index ON paced ((public.paced_key(id)));",
+    );
     let dumps = dump_dir();
     let output = sync(
         "eta_plain_src",
