@@ -86,6 +86,50 @@ fn wait_for_file(path: &Path, limit: Duration) {
     wait_until(limit, &format!("{} appearing", path.display()), || path.exists());
 }
 
+/// A psql session running `sql` in the background as application `application` (to hold a
+/// lock, or just be connected); dropped, its backend is ended and psql stopped.
+struct BackgroundSession<'a> {
+    child: std::process::Child,
+    cluster: &'a crate::harness::Cluster,
+    application: &'static str,
+}
+
+impl<'a> BackgroundSession<'a> {
+    fn start(cluster: &'a crate::harness::Cluster, database: &str, sql: &str, application: &'static str) -> Self {
+        let child = cluster
+            .psql_command(database)
+            .args(["-c", sql])
+            .env("PGAPPNAME", application)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        BackgroundSession {
+            child,
+            cluster,
+            application,
+        }
+    }
+
+    fn still_connected(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for BackgroundSession<'_> {
+    fn drop(&mut self) {
+        self.cluster.psql(
+            "postgres",
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{}'",
+                self.application
+            ),
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// After a stopped run: no recorded child is alive, no dump or password file is left, and the
 /// previous target is as it was.
 fn assert_stopped_cleanly(fakes: &FakeTools, dumps: &Path, temp: &Path, target: &str) {
@@ -700,18 +744,12 @@ fn index_builds_and_post_data_are_retried_after_a_connection_loss() {
 fn a_lock_held_on_the_source_is_named_while_awaited_and_lock_timeout_ends_the_wait() {
     small_source_and_precious_target("locked_src", "locked_dst");
     let clusters = clusters();
-    let mut holder = clusters
-        .source
-        .psql_command("locked_src")
-        .args([
-            "-c",
-            "BEGIN; LOCK TABLE notes IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);",
-        ])
-        .env("PGAPPNAME", "nightly_report")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let holder = BackgroundSession::start(
+        &clusters.source,
+        "locked_src",
+        "BEGIN; LOCK TABLE notes IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);",
+        "nightly_report",
+    );
     wait_until(Duration::from_secs(10), "the lock to be taken", || {
         clusters.source.psql(
             "locked_src",
@@ -725,8 +763,7 @@ fn a_lock_held_on_the_source_is_named_while_awaited_and_lock_timeout_ends_the_wa
         &["--yes", "--lock-timeout", "8"],
         dumps.path(),
     );
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
     assert_exit(&output, 1);
     let log = text(&output);
     let waiting = regex::Regex::new(r"\[WARN\]    waiting \ds for a lock on notes on the source, held by pid \d+ \(postgres, nightly_report, active").unwrap();
@@ -740,15 +777,7 @@ fn a_lock_held_on_the_source_is_named_while_awaited_and_lock_timeout_ends_the_wa
 fn sessions_on_the_previous_target_are_ended_and_named_or_with_no_terminate_kept() {
     small_source_and_precious_target("sessions_src", "sessions_dst");
     let clusters = clusters();
-    let mut viewer = clusters
-        .target
-        .psql_command("sessions_dst")
-        .args(["-c", "SELECT pg_sleep(60)"])
-        .env("PGAPPNAME", "report_viewer")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut viewer = BackgroundSession::start(&clusters.target, "sessions_dst", "SELECT pg_sleep(60)", "report_viewer");
     wait_until(Duration::from_secs(10), "the viewer to connect", || {
         clusters.target.psql(
             "postgres",
@@ -771,7 +800,7 @@ fn sessions_on_the_previous_target_are_ended_and_named_or_with_no_terminate_kept
         "{log}"
     );
     assert_previous_target_intact("sessions_dst");
-    assert!(viewer.try_wait().unwrap().is_none(), "the viewer's session was ended");
+    assert!(viewer.still_connected(), "the viewer's session was ended");
 
     let output = crate::sync("sessions_src", "sessions_dst", &["--yes"], dumps.path());
     assert_exit(&output, 0);
@@ -780,8 +809,7 @@ fn sessions_on_the_previous_target_are_ended_and_named_or_with_no_terminate_kept
         log.contains("Ended 1 session(s) on the previous sessions_dst to swap it out: postgres (report_viewer)"),
         "{log}"
     );
-    let _ = viewer.kill();
-    let _ = viewer.wait();
+    drop(viewer);
     assert_eq!(
         clusters.target.psql("sessions_dst", "SELECT count(*) FROM items"),
         "5000"
@@ -883,17 +911,12 @@ fn a_source_server_restart_starts_the_copy_again_from_a_new_snapshot() {
 fn ctrl_c_while_waiting_for_a_lock_on_the_source_ends_the_run_at_once() {
     small_source_and_precious_target("lockwait_src", "lockwait_dst");
     let clusters = clusters();
-    let mut holder = clusters
-        .source
-        .psql_command("lockwait_src")
-        .args([
-            "-c",
-            "BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let holder = BackgroundSession::start(
+        &clusters.source,
+        "lockwait_src",
+        "BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);",
+        "lockwait_holder",
+    );
     wait_until(Duration::from_secs(10), "the lock to be taken", || {
         clusters.source.psql(
             "lockwait_src",
@@ -918,8 +941,7 @@ fn ctrl_c_while_waiting_for_a_lock_on_the_source_ends_the_run_at_once() {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let output = child.wait_with_output().unwrap();
     let took = interrupted.elapsed();
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
     assert_exit(&output, 130);
     assert!(took < Duration::from_secs(5), "Ctrl+C took {took:?} to end the run");
     assert!(is_empty_dir(dumps.path()));
@@ -932,32 +954,21 @@ fn a_swap_blocked_by_a_lock_on_the_target_gives_up_in_moments_and_keeps_the_prev
     let clusters = clusters();
     // A transaction in another database holds the row of the target in pg_database: renaming
     // the target waits for it.
-    let mut holder = clusters
-        .target
-        .psql_command("postgres")
-        .args([
-            "-c",
-            "BEGIN; SELECT 1 FROM pg_database WHERE datname = 'blockedswap_dst' FOR UPDATE; SELECT pg_sleep(120);",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let holder = BackgroundSession::start(
+        &clusters.target,
+        "postgres",
+        "BEGIN; SELECT 1 FROM pg_database WHERE datname = 'blockedswap_dst' FOR UPDATE; SELECT pg_sleep(120);",
+        "swap_blocker",
+    );
     wait_until(Duration::from_secs(10), "the row lock to be taken", || {
         clusters.target.psql(
             "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%FOR UPDATE; SELECT pg_sleep(120)%' AND pid <> pg_backend_pid()",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'swap_blocker' AND state = 'active'",
         ) == "1"
     });
     let dumps = dump_dir();
     let output = crate::sync("blockedswap_src", "blockedswap_dst", &["--yes"], dumps.path());
-    clusters.target.psql(
-        "postgres",
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE query LIKE '%FOR UPDATE; SELECT pg_sleep(120)%' AND pid <> pg_backend_pid()",
-    );
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
     // Had the rename waited for the lock, the run would still be waiting for the holder's two
     // minutes; it gave up instead.
     assert_exit(&output, 1);
