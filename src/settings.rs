@@ -616,14 +616,16 @@ mod tests {
         std::fs::write(
             &path,
             "[source]\nurl = \"postgres://u@s/a\"\n[target]\nurl = \"postgres://u@t/b\"\n\
-             [options]\nkeep_dumps = true\nanalyze = true\nno_owner = true\nno_privileges = true\n",
+             [options]\nkeep_dumps = true\nanalyze = true\nno_owner = true\nno_privileges = true\n\
+             no_tablespaces = true\nlock_timeout = 45\n",
         )
         .unwrap();
         let environment = environment_of(&[]);
         let path_text = path.to_str().unwrap();
         let from_file = resolve(&arguments(&["--config", path_text]), &environment).unwrap();
         assert_eq!(from_file.transfer, Transfer::Files { keep: true });
-        assert!(from_file.analyze && from_file.no_owner && from_file.no_privileges);
+        assert!(from_file.analyze && from_file.no_owner && from_file.no_privileges && from_file.no_tablespaces);
+        assert_eq!(from_file.lock_timeout, Duration::from_secs(45));
         let switched_off = resolve(
             &arguments(&[
                 "--config",

@@ -166,6 +166,13 @@ pub async fn add_foreign_key_not_valid(
         .map_err(|error| sql_error(format!("cannot create foreign key {name} NOT VALID"), error))
 }
 
+/// Narrows a progress view `p` to dbsync's sessions in the connected database, naming the
+/// relation (`n`, `c`) each works on.
+const OUR_WORK_IN_THIS_DATABASE: &str = "JOIN pg_stat_activity a ON a.pid = p.pid \
+     JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+       AND a.application_name = 'dbsync'";
+
 /// One running `COPY` as `pg_stat_progress_copy` (PostgreSQL 14+) shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyProgress {
@@ -181,12 +188,10 @@ pub struct CopyProgress {
 pub async fn running_copies(client: &Client) -> Result<Vec<CopyProgress>> {
     let rows = client
         .query(
-            "SELECT p.pid, n.nspname::text, c.relname::text, p.bytes_processed, p.tuples_processed \
-             FROM pg_stat_progress_copy p \
-               JOIN pg_stat_activity a ON a.pid = p.pid \
-               JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-               AND a.application_name = 'dbsync'",
+            &format!(
+                "SELECT p.pid, n.nspname::text, c.relname::text, p.bytes_processed, p.tuples_processed \
+                 FROM pg_stat_progress_copy p {OUR_WORK_IN_THIS_DATABASE}"
+            ),
             &[],
         )
         .await
@@ -225,14 +230,12 @@ pub struct IndexBuildProgress {
 pub async fn running_index_builds(client: &Client) -> Result<Vec<IndexBuildProgress>> {
     let rows = client
         .query(
-            "SELECT p.pid, n.nspname::text, c.relname::text, p.phase, \
-                    p.blocks_done * current_setting('block_size')::int8, \
-                    p.blocks_total * current_setting('block_size')::int8 \
-             FROM pg_stat_progress_create_index p \
-               JOIN pg_stat_activity a ON a.pid = p.pid \
-               JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-               AND a.application_name = 'dbsync'",
+            &format!(
+                "SELECT p.pid, n.nspname::text, c.relname::text, p.phase, \
+                        p.blocks_done * current_setting('block_size')::int8, \
+                        p.blocks_total * current_setting('block_size')::int8 \
+                 FROM pg_stat_progress_create_index p {OUR_WORK_IN_THIS_DATABASE}"
+            ),
             &[],
         )
         .await

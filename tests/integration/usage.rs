@@ -234,6 +234,14 @@ fn keep_dumps_leaves_the_dump_directory() {
             "no data of {table} in the kept units:\n{listed}"
         );
     }
+    // A kept archive is no leftover: the next run into the same target leaves it alone.
+    let output = sync("keep_src", "keep_dst", &["--yes"], dumps.path());
+    assert_exit(&output, 0);
+    assert!(
+        directory.join("schema.dump").is_file(),
+        "the next run removed the kept dumps"
+    );
+    assert!(!text(&output).contains("left by a run that died"), "{}", text(&output));
 }
 
 #[test]

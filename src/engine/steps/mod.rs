@@ -184,3 +184,17 @@ pub fn database_attempt_error(error: anyhow::Error) -> AttemptError {
         AttemptError::Permanent(error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_sessions_keep_the_users_pgoptions_and_add_asynchronous_commit() {
+        assert_eq!(restore_session_options(None), "-c synchronous_commit=off");
+        assert_eq!(
+            restore_session_options(Some("-c work_mem=64MB")),
+            "-c work_mem=64MB -c synchronous_commit=off"
+        );
+    }
+}
