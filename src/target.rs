@@ -8,6 +8,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::catalog::{self, DatabaseInfo, DatabaseSetting};
 use crate::connection::Endpoint;
+use crate::scheduler::Cancellation;
 
 /// PostgreSQL silently truncates longer identifiers; names are built to fit.
 const MAX_IDENTIFIER_BYTES: usize = 63;
@@ -176,9 +177,29 @@ impl TargetServer {
     }
 
     pub async fn rename_database(&self, from: &str, to: &str) -> Result<()> {
-        catalog::rename_database(&*self.session().await?, from, to)
+        catalog::rename_database(&*self.session().await?, from, to, &|| true)
             .await
             .map(|_| ())
+    }
+
+    /// Awaits `work` on the maintenance session `client`. A stop (Ctrl+C) arriving first cancels
+    /// the running statement on the server, and its answer is still awaited: whether a rename
+    /// happened must be known, not guessed, before the run decides what to undo.
+    async fn unless_stopped<T>(
+        &self,
+        client: &Client,
+        stop: &Cancellation,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::pin!(work);
+        tokio::select! {
+            result = &mut work => return result,
+            _ = stop.cancelled() => {}
+        }
+        // Without the cancel request the statement would wait out its lock timeout; if the
+        // request cannot be sent, that timeout still bounds the wait.
+        let _ = catalog::cancel_statement(client, &self.endpoint).await;
+        work.await
     }
 
     pub async fn database_exists(&self, name: &str) -> Result<bool> {
@@ -198,9 +219,17 @@ impl TargetServer {
         source: &DatabaseInfo,
         settings: &[DatabaseSetting],
         restore_owner: bool,
+        stop: &Cancellation,
     ) -> Vec<String> {
         match self.session().await {
-            Ok(client) => catalog::apply_database_properties(&client, name, source, settings, restore_owner).await,
+            Ok(client) => {
+                let keep_going = || !stop.is_cancelled();
+                let work =
+                    catalog::apply_database_properties(&client, name, source, settings, restore_owner, &keep_going);
+                self.unless_stopped(&client, stop, async { Ok(work.await) })
+                    .await
+                    .unwrap_or_default()
+            }
             Err(error) => vec![format!(
                 "could not give {name} the source database's properties: {error:#}"
             )],
@@ -225,19 +254,27 @@ impl TargetServer {
     /// and renamed back at once if the copy cannot take its name; it is dropped only once the
     /// copy has it, so the target name is missing only between two renames. The sessions on the
     /// previous target are ended (and returned), or, with `terminate` off, the swap is refused
-    /// while there are any.
+    /// while there are any. A stop cancels whichever statement is running and undoes what is
+    /// half done, so Ctrl+C leaves either the previous target or the copy in place, never neither.
     pub async fn swap_into_place(
         &self,
         temporary: &str,
         target: &str,
         suffix: &str,
         terminate: bool,
+        stop: &Cancellation,
     ) -> Result<Swapped> {
+        let client = self.session().await?;
+        let keep_trying = || !stop.is_cancelled();
         if !self.database_exists(target).await? {
-            catalog::rename_database(&*self.session().await?, temporary, target).await?;
+            self.unless_stopped(
+                &client,
+                stop,
+                catalog::rename_database(&client, temporary, target, &keep_trying),
+            )
+            .await?;
             return Ok(Swapped::default());
         }
-        let client = self.session().await?;
         if !terminate {
             let sessions = catalog::sessions_on(&client, target).await?;
             if !sessions.is_empty() {
@@ -249,21 +286,32 @@ impl TargetServer {
             }
         }
         let previous = previous_name(target, suffix);
-        let ended = catalog::rename_database(&client, target, &previous)
+        let ended = self
+            .unless_stopped(
+                &client,
+                stop,
+                catalog::rename_database(&client, target, &previous, &keep_trying),
+            )
             .await
             .context("the previous target database is still in use or cannot be renamed")?;
-        if let Err(error) = catalog::rename_database(&client, temporary, target).await {
-            catalog::rename_database(&client, &previous, target)
+        if let Err(error) = self
+            .unless_stopped(
+                &client,
+                stop,
+                catalog::rename_database(&client, temporary, target, &keep_trying),
+            )
+            .await
+        {
+            // Not stoppable: this rename is what makes a stop safe.
+            catalog::rename_database(&client, &previous, target, &|| true)
                 .await
                 .with_context(|| format!("could not put the previous target back; it is now named {previous}"))?;
             return Err(error);
         }
-        let kept = match self.drop_database(&previous).await {
-            Ok(()) => None,
-            Err(error) => Some(format!(
-                "the previous target database was kept as {previous}: {error:#}"
-            )),
-        };
+        let dropped = self.unless_stopped(&client, stop, self.drop_database(&previous)).await;
+        let kept = dropped
+            .err()
+            .map(|error| format!("the previous target database was kept as {previous}: {error:#}"));
         Ok(Swapped { ended, kept })
     }
 }

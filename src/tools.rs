@@ -175,6 +175,14 @@ fn hint_for(stderr: &str) -> Option<&'static str> {
             "a tablespace of the source does not exist on the target server: create it there, or pass --no-tablespaces to put everything in the default tablespace",
         );
     }
+    if stderr.contains("could not write to output file: No space left on device") {
+        return Some(
+            "the file system of the dump directory is full: free space there, point --dump-dir at a larger one, or pass --stream, which needs no room for dumps",
+        );
+    }
+    if stderr.contains("could not extend file") || stderr.contains("No space left on device") {
+        return Some("a disk of the target server is full: free space there and run again");
+    }
     None
 }
 
@@ -351,6 +359,14 @@ mod tests {
         assert!(hint_for(stderr).unwrap().contains("--no-tablespaces"));
         assert!(hint_for("ERROR:  tablespace \"cold\" does not exist").is_some());
         assert!(hint_for("ERROR:  permission denied for table t").is_none());
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart_by_whose_disk_it_is() {
+        let dump = "pg_dump: error: could not write to output file: No space left on device";
+        assert!(hint_for(dump).unwrap().contains("--stream"));
+        let server = "pg_restore: error: COPY failed for table \"t\": ERROR:  could not extend file \"base/16384/16385\": No space left on device";
+        assert!(hint_for(server).unwrap().contains("target server is full"));
     }
 
     #[test]

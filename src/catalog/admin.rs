@@ -78,6 +78,7 @@ pub async fn apply_database_properties(
     source: &DatabaseInfo,
     settings: &[DatabaseSetting],
     restore_owner: bool,
+    keep_going: &dyn Fn() -> bool,
 ) -> Vec<String> {
     let database = quote_identifier(name);
     let mut statements = Vec::new();
@@ -107,6 +108,9 @@ pub async fn apply_database_properties(
     }
     let mut warnings = Vec::new();
     for statement in statements {
+        if !keep_going() {
+            break;
+        }
         if let Err(error) = client.batch_execute(&statement).await {
             warnings.push(format!(
                 "could not apply `{statement}`: {}",
@@ -166,8 +170,13 @@ pub async fn terminate_sessions(client: &Client, name: &str) -> Vec<DatabaseSess
 }
 
 /// Renames a database, ending its sessions first (returned); retried briefly when someone
-/// reconnects between the termination and the rename.
-pub async fn rename_database(client: &Client, from: &str, to: &str) -> Result<Vec<DatabaseSession>> {
+/// reconnects between the termination and the rename, while `keep_trying` says so.
+pub async fn rename_database(
+    client: &Client,
+    from: &str,
+    to: &str,
+    keep_trying: &dyn Fn() -> bool,
+) -> Result<Vec<DatabaseSession>> {
     let statement = format!(
         "ALTER DATABASE {} RENAME TO {}",
         quote_identifier(from),
@@ -179,7 +188,7 @@ pub async fn rename_database(client: &Client, from: &str, to: &str) -> Result<Ve
         ended.extend(terminate_sessions(client, from).await);
         match client.batch_execute(&statement).await {
             Ok(()) => return Ok(ended),
-            Err(error) if attempt < 10 && error.code() == Some(&SqlState::OBJECT_IN_USE) => {
+            Err(error) if attempt < 10 && keep_trying() && error.code() == Some(&SqlState::OBJECT_IN_USE) => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -45,6 +45,17 @@ pub async fn connect(endpoint: &Endpoint, role: &str) -> Result<Client> {
     Ok(client)
 }
 
+/// Asks the server to cancel the statement `client` is running; the client stays usable, and
+/// the statement answers with an error unless it had already finished.
+pub async fn cancel_statement(client: &Client, endpoint: &Endpoint) -> Result<()> {
+    let token = client.cancel_token();
+    match endpoint.connector()? {
+        Connector::Plain => token.cancel_query(NoTls).await?,
+        Connector::Tls { connector, .. } => token.cancel_query(connector).await?,
+    }
+    Ok(())
+}
+
 /// A database error as the server worded it, with its SQLSTATE kept for decisions.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]

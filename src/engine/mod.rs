@@ -448,6 +448,15 @@ impl Run<'_> {
         }
     }
 
+    fn announce_retry(&self, step: &'static str, attempt: u32, error: &anyhow::Error, delay: Duration) {
+        self.emit(Event::Warning(Warning::Retrying {
+            step,
+            attempt,
+            delay,
+            error: last_meaningful_line(&format!("{error:#}")),
+        }))
+    }
+
     /// A step of the schema, tried again after transient failures, each retry announced.
     async fn retried<T, Fut>(
         &self,
@@ -458,14 +467,7 @@ impl Run<'_> {
     where
         Fut: Future<Output = Result<T, AttemptError>>,
     {
-        let on_retry = |attempt, error: &anyhow::Error, delay| {
-            self.emit(Event::Warning(Warning::Retrying {
-                step,
-                attempt,
-                delay,
-                error: last_meaningful_line(&format!("{error:#}")),
-            }))
-        };
+        let on_retry = |attempt, error: &anyhow::Error, delay| self.announce_retry(step, attempt, error, delay);
         with_retries(job.retry_policy, &job.cancellation, on_retry, attempt)
             .await
             .map_err(|error| step_error(&self.cancellation, error))
@@ -570,8 +572,9 @@ impl Run<'_> {
         self.emit(Event::Phase(Phase::PostData));
         self.emit(Event::Notice(Notice::BuildingPostData));
         let started = Instant::now();
+        let on_retry = |step, attempt, error: &anyhow::Error, delay| self.announce_retry(step, attempt, error, delay);
         let fates = post_data
-            .restore_rest(job, plan)
+            .restore_rest(job, plan, &on_retry)
             .await
             .map_err(|error| step_error(&self.cancellation, error))?;
         for (index, fate) in fates {
@@ -646,7 +649,13 @@ impl Run<'_> {
         let temporary = job.work_target.dbname.clone();
         let target_server = self.workspace.target_server.as_ref().expect("connected in preflight");
         let warnings = target_server
-            .apply_database_properties(&temporary, &source.database, &source.settings, !settings.no_owner)
+            .apply_database_properties(
+                &temporary,
+                &source.database,
+                &source.settings,
+                !settings.no_owner,
+                &self.cancellation,
+            )
             .await;
         for warning in warnings {
             self.warn(Warning::Other(warning));
@@ -663,6 +672,7 @@ impl Run<'_> {
                 &settings.target.dbname,
                 &self.run_suffix,
                 settings.terminate,
+                &self.cancellation,
             )
             .await
             .map_err(SyncError::Failed)?;

@@ -200,9 +200,20 @@ impl UnitContext {
             );
         }
         let batch = self.index_batches.fetch_add(1, Ordering::SeqCst) + 1;
+        let on_retry = |_: &'static str, attempt, error: &anyhow::Error, delay| {
+            let error = last_meaningful_line(&format!("{error:#}"));
+            for index in &tables {
+                let line = TableLine::Retrying {
+                    attempt,
+                    delay,
+                    error: error.clone(),
+                };
+                self.emit(Activity::Index, self.progress.table_name(*index), line);
+            }
+        };
         let result = self
             .post_data
-            .build_tables(&self.job, &self.plan, &tables, batch, sessions)
+            .build_tables(&self.job, &self.plan, &tables, batch, sessions, &on_retry)
             .await;
         let line = match &result {
             Ok(()) => TableLine::Finished {

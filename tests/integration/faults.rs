@@ -74,7 +74,7 @@ fn sync_command(source: &str, target: &str, fakes: &FakeTools, dumps: &Path, tem
     command
 }
 
-fn wait_until(limit: Duration, what: &str, done: impl Fn() -> bool) {
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");
@@ -87,15 +87,16 @@ fn wait_for_file(path: &Path, limit: Duration) {
 }
 
 /// A psql session running `sql` in the background as application `application` (to hold a
-/// lock, or just be connected); dropped, its backend is ended and psql stopped.
+/// lock, or just be connected); dropped, its backend is ended and psql stopped. Tests run at
+/// once on shared servers, so each names its sessions apart.
 struct BackgroundSession<'a> {
     child: std::process::Child,
     cluster: &'a crate::harness::Cluster,
-    application: &'static str,
+    application: String,
 }
 
 impl<'a> BackgroundSession<'a> {
-    fn start(cluster: &'a crate::harness::Cluster, database: &str, sql: &str, application: &'static str) -> Self {
+    fn start(cluster: &'a crate::harness::Cluster, database: &str, sql: &str, application: &str) -> Self {
         let child = cluster
             .psql_command(database)
             .args(["-c", sql])
@@ -107,7 +108,7 @@ impl<'a> BackgroundSession<'a> {
         BackgroundSession {
             child,
             cluster,
-            application,
+            application: application.to_string(),
         }
     }
 
@@ -729,6 +730,13 @@ fn index_builds_and_post_data_are_retried_after_a_connection_loss() {
     for list in ["indexes", "post-data"] {
         assert!(fakes.state(&format!("lost-{list}")).exists(), "no {list} restore ran");
     }
+    let log = text(&output);
+    let index_retry = regex::Regex::new(r"\[INDEX \] \[RETRY    \] \w+ +\| attempt 1 failed, retrying in").unwrap();
+    assert!(index_retry.is_match(&log), "{log}");
+    assert!(
+        log.contains("build constraints, foreign keys and triggers: attempt 1 failed, retrying in"),
+        "{log}"
+    );
     let source = clusters.source.schema_dump("postretry_src");
     let target = clusters.target.schema_dump("postretry_dst");
     assert_eq!(source, target, "the copy's schema differs after the retries");
@@ -816,9 +824,49 @@ fn sessions_on_the_previous_target_are_ended_and_named_or_with_no_terminate_kept
     );
 }
 
+/// Syncs `source` (on the shared source server) into `target` on a server of its own, which
+/// restarts once `under_way` (a count query on its `postgres` database) is not 0. Asserts that
+/// the run survived it and that `tables` have their rows; returns the output and the server.
+fn sync_through_a_target_restart(
+    server: &'static str,
+    source: &str,
+    target: &str,
+    under_way: &str,
+    tables: &[(&str, &str)],
+) -> (std::process::Output, crate::harness::Cluster) {
+    let restarting = crate::harness::dedicated_cluster(server, "");
+    let dumps = dump_dir();
+    let mut command = crate::dbsync();
+    command
+        .args(["sync", "--yes", "--retries", "5", "--source"])
+        .arg(clusters().source.uri(source))
+        .arg("--target")
+        .arg(restarting.uri(target))
+        .arg("--dump-dir")
+        .arg(dumps.path());
+    let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_until(Duration::from_secs(60), under_way, || {
+        restarting.psql("postgres", under_way) != "0"
+    });
+    restarting.restart();
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 0);
+    let log = text(&output);
+    assert!(log.contains("failed, retrying in"), "no retry was reported:\n{log}");
+    for (table, rows) in tables {
+        assert_eq!(
+            restarting.psql(target, &format!("SELECT count(*) FROM {table}")),
+            *rows,
+            "{table}"
+        );
+    }
+    assert!(restarting.databases_like(&format!("{target}_dbsync")).is_empty());
+    assert!(is_empty_dir(dumps.path()));
+    (output, restarting)
+}
+
 #[test]
 fn a_target_server_restart_during_the_load_is_survived() {
-    let restarting = crate::harness::dedicated_cluster("restarting", "");
     crate::progress::paced_source("restart_src");
     clusters().source.psql(
         "restart_src",
@@ -826,36 +874,54 @@ fn a_target_server_restart_during_the_load_is_survived() {
          CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers); \
          INSERT INTO orders SELECT g, 1 + g % 500 FROM generate_series(1, 2000) g;",
     );
-    let dumps = dump_dir();
-    let mut command = crate::dbsync();
-    command
-        .args(["sync", "--yes", "--retries", "5", "--source"])
-        .arg(clusters().source.uri("restart_src"))
-        .arg("--target")
-        .arg(restarting.uri("restart_dst"))
-        .arg("--dump-dir")
-        .arg(dumps.path());
-    let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // Once the slow table is being loaded, the target server restarts under it.
-    wait_until(Duration::from_secs(60), "the load of paced to start", || {
-        restarting.psql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_progress_copy p JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'dbsync'",
-        ) != "0"
-    });
-    restarting.restart();
-    let output = child.wait_with_output().unwrap();
-    assert_exit(&output, 0);
+    sync_through_a_target_restart(
+        "restarting",
+        "restart_src",
+        "restart_dst",
+        "SELECT count(*) FROM pg_stat_progress_copy p JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'dbsync'",
+        &[("paced", "4000"), ("customers", "500"), ("orders", "2000")],
+    );
+}
+
+#[test]
+fn a_target_server_restart_during_post_data_is_survived() {
+    // Post-data of this schema takes seconds: the materialized view's refresh calls the slow
+    // function once per row (only the source's own creation of it is fast).
+    crate::progress::paced_source("postrestart_src");
+    clusters().source.psql(
+        "postrestart_src",
+        "CREATE TABLE customers (id int PRIMARY KEY); INSERT INTO customers SELECT generate_series(1, 500); \
+         CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers); \
+         INSERT INTO orders SELECT g, 1 + g % 500 FROM generate_series(1, 2000) g; \
+         SET dbsync_test.fast = 'on'; \
+         CREATE MATERIALIZED VIEW checked_orders AS SELECT id FROM orders WHERE public.paced(id);",
+    );
+    let (output, restarted) = sync_through_a_target_restart(
+        "restarting_post_data",
+        "postrestart_src",
+        "postrestart_dst",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbsync' \
+         AND query LIKE 'REFRESH MATERIALIZED VIEW%'",
+        &[("paced", "4000"), ("orders", "2000"), ("checked_orders", "2000")],
+    );
     let log = text(&output);
-    assert!(log.contains("[RETRY    ]"), "nothing was retried:\n{log}");
-    for (table, rows) in [("paced", "4000"), ("customers", "500"), ("orders", "2000")] {
-        assert_eq!(
-            restarting.psql("restart_dst", &format!("SELECT count(*) FROM {table}")),
-            rows
-        );
-    }
-    assert!(restarting.databases_like("restart_dst_dbsync").is_empty());
-    assert!(is_empty_dir(dumps.path()));
+    assert!(
+        log.contains("build constraints, foreign keys and triggers: attempt 1 failed, retrying in"),
+        "{log}"
+    );
+    assert_eq!(
+        clusters().source.schema_dump("postrestart_src"),
+        restarted.schema_dump("postrestart_dst"),
+        "the copy's schema differs after the restart"
+    );
+    assert_eq!(
+        restarted.psql(
+            "postrestart_dst",
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated"
+        ),
+        "1"
+    );
 }
 
 #[test]
@@ -978,4 +1044,173 @@ fn a_swap_blocked_by_a_lock_on_the_target_gives_up_in_moments_and_keeps_the_prev
         "{log}"
     );
     assert_previous_target_intact("blockedswap_dst");
+}
+
+/// Starts a sync into `target`, waits until its swap waits for the row lock `lock_holder_sql`
+/// takes (on the target's row when `on_copy` is false, on the copy's when true), presses Ctrl+C,
+/// and returns the output with how long the rename went on waiting after the signal.
+fn interrupt_a_blocked_swap(source: &str, target: &str, on_copy: bool) -> (std::process::Output, Duration) {
+    small_source_and_precious_target(source, target);
+    let clusters = clusters();
+    if on_copy {
+        // A load of a few seconds, so that the copy's row is locked long before the swap.
+        clusters.source.psql(
+            source,
+            "CREATE FUNCTION slow_check(integer) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS \
+             $$ BEGIN PERFORM pg_sleep(0.001); RETURN true; END $$; \
+             CREATE TABLE paced (id integer PRIMARY KEY CHECK (slow_check(id))); \
+             INSERT INTO paced SELECT generate_series(1, 2000);",
+        );
+    }
+    let dumps = dump_dir();
+    // The copy's row is only known once the run created the copy: lock it then. Its owner is
+    // left alone (--no-owner), so only the rename needs the row.
+    let child = crate::sync_command(source, target, dumps.path())
+        .args(["--yes", "--no-owner"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let locked = if on_copy {
+        let mut copy = Vec::new();
+        wait_until(Duration::from_secs(30), "the copy to be created", || {
+            copy = clusters.target.databases_like(&format!("{target}_dbsync"));
+            !copy.is_empty()
+        });
+        copy.remove(0)
+    } else {
+        target.to_string()
+    };
+    let holder = BackgroundSession::start(
+        &clusters.target,
+        "postgres",
+        &format!("BEGIN; SELECT 1 FROM pg_database WHERE datname = '{locked}' FOR UPDATE; SELECT pg_sleep(120);"),
+        // Its own name: dropping a holder ends every session of that name.
+        &format!("{target}_blocker"),
+    );
+    let renaming_waits = || {
+        clusters.target.psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbsync' \
+                 AND wait_event_type = 'Lock' AND query LIKE 'ALTER DATABASE \"{locked}\" RENAME%'"
+            ),
+        ) == "1"
+    };
+    let mut child = child;
+    wait_until(Duration::from_secs(60), "the swap to wait for the row lock", || {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut log = String::new();
+            for stream in [
+                child.stdout.as_mut().map(|out| out as &mut dyn std::io::Read),
+                child.stderr.as_mut().map(|err| err as &mut dyn std::io::Read),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let _ = stream.read_to_string(&mut log);
+            }
+            panic!("the run ended ({status}) before its swap waited for the lock:\n{log}");
+        }
+        renaming_waits()
+    });
+    let interrupted = Instant::now();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    wait_until(Duration::from_secs(10), "the rename to stop waiting", || {
+        !renaming_waits()
+    });
+    let took = interrupted.elapsed();
+    // Released only now, so that cleaning up does not wait for the holder; a rename still
+    // waiting would go through now, and the run would end with the copy in place.
+    drop(holder);
+    let output = child.wait_with_output().unwrap();
+    (output, took)
+}
+
+// The renames wait at most 5 s for a lock; a run that honours Ctrl+C only between statements
+// would wait that long here.
+const HONOURED_WITHIN: Duration = Duration::from_secs(2);
+
+#[test]
+fn ctrl_c_while_the_swap_waits_to_rename_the_previous_target_keeps_it_in_place() {
+    let (output, took) = interrupt_a_blocked_swap("swapstop1_src", "swapstop1_dst", false);
+    assert_exit(&output, 130);
+    assert!(took < HONOURED_WITHIN, "the rename went on for {took:?} after Ctrl+C");
+    assert_previous_target_intact("swapstop1_dst");
+}
+
+#[test]
+fn ctrl_c_between_the_two_renames_of_the_swap_puts_the_previous_target_back() {
+    // The previous target is renamed aside; the copy's rename into its place waits.
+    let (output, took) = interrupt_a_blocked_swap("swapstop2_src", "swapstop2_dst", true);
+    assert_exit(&output, 130);
+    assert!(took < HONOURED_WITHIN, "the rename went on for {took:?} after Ctrl+C");
+    assert_previous_target_intact("swapstop2_dst");
+}
+
+/// `command`, run where `directory` is a file system of `size` of its own: a tmpfs mounted in a
+/// mount namespace private to the command, so nothing outside it sees the mount (as root no
+/// more is needed; otherwise a user namespace maps the caller to root inside).
+fn on_a_small_file_system(command: &Command, directory: &Path, size: &str) -> Command {
+    let mut wrapped = Command::new("unshare");
+    wrapped.arg("--mount");
+    if !nix::unistd::geteuid().is_root() {
+        wrapped.arg("--map-root-user");
+    }
+    wrapped
+        .args([
+            "sh",
+            "-c",
+            "mount -t tmpfs -o size=\"$1\" tmpfs \"$2\" && shift 2 && exec \"$@\"",
+            "sh",
+            size,
+        ])
+        .arg(directory)
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(name, value),
+            None => wrapped.env_remove(name),
+        };
+    }
+    wrapped
+}
+
+#[test]
+fn a_dump_directory_too_small_is_warned_about_and_filling_it_keeps_the_previous_target() {
+    let clusters = clusters();
+    clusters.source.create_database("fullspace_src");
+    // About 6 MB of hex that compresses poorly, for a dump directory of 1 MB.
+    clusters.source.psql(
+        "fullspace_src",
+        "CREATE TABLE readings (id int PRIMARY KEY, payload text); \
+         INSERT INTO readings SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) || md5((g * 31)::text) \
+         FROM generate_series(1, 40000) g;",
+    );
+    precious_target("fullspace_dst");
+    let dumps = dump_dir();
+    let mut command = crate::sync_command("fullspace_src", "fullspace_dst", dumps.path());
+    command.args(["--yes", "--retries", "0"]);
+    let output = on_a_small_file_system(&command, dumps.path(), "1m").output().unwrap();
+    assert_exit(&output, 1);
+    let log = text(&output);
+    let warning = regex::Regex::new(r"has [\d.]+[KM] free, and the tables to copy take [\d.]+M on the source").unwrap();
+    assert!(warning.is_match(&log), "{log}");
+    assert!(log.contains("No space left on device"), "{log}");
+    assert!(
+        log.contains("hint: the file system of the dump directory is full"),
+        "{log}"
+    );
+    assert_previous_target_intact("fullspace_dst");
+
+    // Streaming needs no room for dumps: no warning, and the copy is made.
+    command.arg("--stream");
+    let output = on_a_small_file_system(&command, dumps.path(), "1m").output().unwrap();
+    assert_exit(&output, 0);
+    assert!(!text(&output).contains("free, and the tables to copy take"));
+    assert_eq!(
+        clusters.target.psql("fullspace_dst", "SELECT count(*) FROM readings"),
+        "40000"
+    );
 }

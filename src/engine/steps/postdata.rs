@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::Job;
 use crate::catalog::{self, Maintenance, QualifiedName};
@@ -16,6 +17,10 @@ use crate::plan::{self, ForeignKeyPolicy, Plan};
 use crate::report::KeyFate;
 use crate::scheduler::{AttemptError, StepError};
 use crate::tools::{TocEntry, TocKind};
+
+/// Told of each retry of a restore (steps do not report; the engine does): what was being
+/// done, the attempt that failed, why, and the pause before the next.
+pub type OnRetry<'a> = &'a (dyn Fn(&'static str, u32, &anyhow::Error, Duration) + Sync);
 
 /// The post-data entries of the schema dump, split by when they can run.
 pub struct PostData {
@@ -108,12 +113,14 @@ impl PostData {
         tables: &[usize],
         batch: usize,
         sessions: usize,
+        on_retry: OnRetry<'_>,
     ) -> Result<(), StepError> {
         let targets = maintenance_targets(plan, tables);
         if job.analyze && !targets.is_empty() {
             maintain(job, Maintenance::Analyze, &targets).await?;
         }
-        self.restore_table_entries(job, tables, batch, sessions).await?;
+        self.restore_table_entries(job, tables, batch, sessions, on_retry)
+            .await?;
         // Now rather than only before the foreign keys: the load that just ended may well be the
         // last one, and then nothing older holds back the VACUUM's view of what is all-visible.
         let referenced: Vec<usize> = tables
@@ -133,6 +140,7 @@ impl PostData {
         tables: &[usize],
         batch: usize,
         sessions: usize,
+        on_retry: OnRetry<'_>,
     ) -> Result<(), StepError> {
         let lines: Vec<&str> = tables
             .iter()
@@ -145,8 +153,8 @@ impl PostData {
         // In parallel too: a partitioned table brings many indexes, and a free core would otherwise
         // wait for them one by one.
         let sessions = sessions.clamp(1, lines.len());
-        self.restore_entries(job, &list, lines, sessions, "build indexes and key constraints")
-            .await
+        let what = "build indexes and key constraints";
+        self.restore_entries(job, &list, lines, sessions, what, on_retry).await
     }
 
     /// VACUUMs the tables that foreign keys reference, `jobs` connections at a time, then restores
@@ -154,7 +162,12 @@ impl PostData {
     /// of the selection (by its index in the plan). The VACUUM runs here, with no load in flight, because a concurrent transaction
     /// would keep it from marking pages all-visible; without that, each foreign-key check
     /// hash-joins the whole referenced table instead of probing its index.
-    pub async fn restore_rest(&self, job: &Job, plan: &Plan) -> Result<Vec<(usize, KeyFate)>, StepError> {
+    pub async fn restore_rest(
+        &self,
+        job: &Job,
+        plan: &Plan,
+        on_retry: OnRetry<'_>,
+    ) -> Result<Vec<(usize, KeyFate)>, StepError> {
         vacuum_in_parallel(job, plan, &plan.referenced_tables).await?;
         let jobs = job.jobs.get();
         let steps = [
@@ -175,7 +188,8 @@ impl PostData {
         for (lines, list, sessions, what) in steps {
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
             let list = job.dump_directory.join(list);
-            self.restore_entries(job, &list, lines, sessions, what).await?;
+            self.restore_entries(job, &list, lines, sessions, what, on_retry)
+                .await?;
         }
         add_dangling_foreign_keys(job, plan).await
     }
@@ -190,7 +204,8 @@ impl PostData {
         list: &Path,
         lines: Vec<&str>,
         sessions: usize,
-        what: &str,
+        what: &'static str,
+        on_retry: OnRetry<'_>,
     ) -> Result<(), StepError> {
         let mut remaining: Vec<&str> = lines;
         let mut tolerate_existing = false;
@@ -216,7 +231,10 @@ impl PostData {
                         error.context(format!("gave up after {attempt} attempts")),
                     ));
                 }
-                Err(RestoreFailure::Transient { failed, .. }) => failed,
+                Err(RestoreFailure::Transient { error, failed }) => {
+                    on_retry(what, attempt, &error, job.retry_policy.delay_before(attempt));
+                    failed
+                }
             };
             match retry {
                 Some(failed) => remaining.retain(|line| failed.contains(&dump_id(line))),
