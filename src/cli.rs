@@ -20,7 +20,20 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Copy the source database into the target database (replacing it once the copy is complete).
-    Sync(SyncArguments),
+    Sync(Box<SyncArguments>),
+    /// List the databases of a dated target (--target …/Archive_{date}) with their dates and sizes.
+    Archives(ArchivesArguments),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ArchivesArguments {
+    /// Target URI whose database name has a date template: postgres://user@host/Archive_{date}
+    #[arg(long, value_name = "URI")]
+    pub target: Option<String>,
+
+    /// Configuration file whose [target] url is used when --target is not given
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -135,6 +148,15 @@ pub struct SyncArguments {
     /// In plain output, how often a long-running table gets a progress line [default: 30]
     #[arg(long, value_name = "SECONDS")]
     pub progress_every: Option<u64>,
+
+    /// After a successful run, keep only the N newest databases of the target's date template
+    /// (e.g. --target …/Archive_{date}), tonight's included; drop the older ones
+    #[arg(long, value_name = "N")]
+    pub retain: Option<usize>,
+
+    /// Render the date template of the target name in UTC instead of local time
+    #[arg(long)]
+    pub utc: bool,
 }
 
 /// A `--flag` / `--no-flag` pair as clap leaves it: whichever came last is set.

@@ -3,9 +3,11 @@
 //! indexes and triggers exist, validation in the same snapshot, and a swap that keeps the previous
 //! target until the new copy is complete. See ARCHITECTURE.md for the map.
 
+pub mod archives;
 pub mod catalog;
 pub mod cli;
 pub mod connection;
+pub mod dated;
 pub mod engine;
 pub mod errors;
 pub mod plan;
@@ -38,11 +40,31 @@ pub fn main_entry() -> u8 {
     let code = runtime.block_on(async {
         match cli.command {
             Command::Sync(arguments) => run_sync(&arguments).await,
+            Command::Archives(arguments) => list_archives(&arguments).await,
         }
     });
     // A consent prompt may still be blocked on stdin; do not wait for it.
     runtime.shutdown_background();
     code
+}
+
+/// `dbsync archives`: the dated target's databases, newest first.
+async fn list_archives(arguments: &cli::ArchivesArguments) -> u8 {
+    let listing = async {
+        let (target, template) = settings::resolve_archives(arguments, &settings::process_environment)?;
+        let found = archives::list(&target, &template).await?;
+        Ok::<_, errors::SyncError>((target, template, found))
+    };
+    match listing.await {
+        Ok((target, template, found)) => {
+            report::print_archives(&target, &template, &found);
+            errors::EXIT_SUCCESS
+        }
+        Err(error) => {
+            report::print_error(&format!("{error:#}"));
+            error.exit_code()
+        }
+    }
 }
 
 /// parse → settings → reporter → engine → exit code.

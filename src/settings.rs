@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{SyncArguments, switch};
+use crate::cli::{ArchivesArguments, SyncArguments, switch};
 use crate::connection::{Endpoint, EndpointDefaults};
+use crate::dated::{self, DatedName};
 use crate::errors::SyncError;
 use crate::plan::ForeignKeyPolicy;
 use crate::secrets::{self, Secret};
@@ -90,6 +91,11 @@ pub struct Settings {
     /// How long to wait for the locks on the source's tables.
     pub lock_timeout: Duration,
     pub config_file: Option<PathBuf>,
+    /// The target name's date template, when it has one (`Archive_{date}`); `target.dbname`
+    /// holds it rendered for this run.
+    pub dated_target: Option<DatedName>,
+    /// After a successful swap, keep this many of the template's databases (the newest).
+    pub retain: Option<usize>,
 }
 
 impl Settings {
@@ -137,6 +143,8 @@ struct ConfigOptions {
     foreign_keys: Option<String>,
     pg_bin: Option<PathBuf>,
     lock_timeout: Option<u64>,
+    retain: Option<usize>,
+    utc: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,7 +209,7 @@ fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, Sync
 }
 
 /// Which side of the copy, with the old script's variable prefix.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     Source,
     Target,
@@ -236,12 +244,23 @@ fn resolve_endpoint(
     config: Option<&ConfigEndpoint>,
     environment: Environment,
     defaults: &EndpointDefaults,
-) -> Result<Endpoint, SyncError> {
+) -> Result<(Endpoint, Option<DatedName>), SyncError> {
     let prefix = side.prefix();
     let variable = |field: &str| environment(&format!("{prefix}_{field}"));
     let uri_error = |error: anyhow::Error| usage_error!("{} URI: {error:#}", side.label());
+    // Only a target name may hold a date template; it is hidden from URI parsing, whose
+    // percent-decoding would take `%Y` for an escape.
+    let mut date_format = None;
+    let mut parse = |uri: &str| {
+        if side != Side::Target {
+            return Endpoint::parse_uri(uri, defaults).map_err(uri_error);
+        }
+        let (hidden, format) = dated::hide_placeholder_in_uri(uri).map_err(uri_error)?;
+        date_format = format;
+        Endpoint::parse_uri(&hidden, defaults).map_err(uri_error)
+    };
     let mut endpoint = if let Some(uri) = flag {
-        Endpoint::parse_uri(uri, defaults).map_err(uri_error)?
+        parse(uri)?
     } else if ["HOST", "PORT", "USER", "NAME"]
         .iter()
         .any(|field| variable(field).is_some())
@@ -266,7 +285,7 @@ fn resolve_endpoint(
             tls_files: Default::default(),
         }
     } else if let Some(config) = config {
-        Endpoint::parse_uri(&config.url, defaults).map_err(uri_error)?
+        parse(&config.url)?
     } else {
         return Err(usage_error!(
             "no {} database given: pass {} postgres://user@host:5432/dbname, set {prefix}_HOST/PORT/USER/NAME, or set [{}] url in the config file",
@@ -309,35 +328,97 @@ fn resolve_endpoint(
                     .and_then(|path| secrets::password_from_file(&path, endpoint.password_key()))
             });
     }
-    Ok(endpoint)
+    let template = match date_format {
+        Some(format) => {
+            let elsewhere = [&endpoint.user, &endpoint.host]
+                .iter()
+                .any(|field| DatedName::hides_placeholder(field));
+            match DatedName::from_hidden(&endpoint.dbname, &format) {
+                Some(template) if !elsewhere => Some(template),
+                _ => return Err(usage_error!("target URI: a date template belongs in the database name")),
+            }
+        }
+        None if side == Side::Target => DatedName::parse(&endpoint.dbname).map_err(uri_error)?,
+        None => None,
+    };
+    Ok((endpoint, template))
 }
 
-pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Settings, SyncError> {
-    let config_path = arguments
-        .config
-        .clone()
+/// `--config`, else `DBSYNC_CONFIG`, loaded (an empty configuration without either).
+fn config_of(flag: Option<&PathBuf>, environment: Environment) -> Result<(Option<PathBuf>, ConfigFile), SyncError> {
+    let path = flag
+        .cloned()
         .or_else(|| environment("DBSYNC_CONFIG").map(PathBuf::from));
-    let config = match &config_path {
+    let config = match &path {
         Some(path) => load_config(path)?,
         None => ConfigFile::default(),
     };
+    Ok((path, config))
+}
+
+/// What `dbsync archives` needs: the target server and the template of the names to list.
+pub fn resolve_archives(
+    arguments: &ArchivesArguments,
+    environment: Environment,
+) -> Result<(Endpoint, DatedName), SyncError> {
+    let (_, config) = config_of(arguments.config.as_ref(), environment)?;
+    let (target, template) = resolve_endpoint(
+        Side::Target,
+        arguments.target.as_deref(),
+        config.target.as_ref(),
+        environment,
+        &endpoint_defaults(environment),
+    )?;
+    let template = template.ok_or_else(|| {
+        usage_error!(
+            "the target name {} has no date template: archives are listed by one, e.g. --target postgres://host/Archive_DB_{{date}}",
+            target.dbname
+        )
+    })?;
+    Ok((target, template))
+}
+
+pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Settings, SyncError> {
+    let (config_path, config) = config_of(arguments.config.as_ref(), environment)?;
     let defaults = endpoint_defaults(environment);
-    let source = resolve_endpoint(
+    // A flag, on or off, beats the file; the file beats the default.
+    let chosen = |on: bool, off: bool, file: Option<bool>| switch(on, off).or(file).unwrap_or(false);
+    let (source, _) = resolve_endpoint(
         Side::Source,
         arguments.source.as_deref(),
         config.source.as_ref(),
         environment,
         &defaults,
     )?;
-    let target = resolve_endpoint(
+    let (mut target, dated_target) = resolve_endpoint(
         Side::Target,
         arguments.target.as_deref(),
         config.target.as_ref(),
         environment,
         &defaults,
     )?;
-
     let options = &config.options;
+    let utc = chosen(arguments.utc, false, options.utc);
+    if let Some(template) = &dated_target {
+        // Once, at the start: a run that crosses midnight keeps the name it began with.
+        let now = if utc {
+            chrono::Utc::now().naive_utc()
+        } else {
+            chrono::Local::now().naive_local()
+        };
+        target.dbname = template.render(now);
+    }
+    let retain = arguments.retain.or(options.retain);
+    match (retain, &dated_target) {
+        (Some(_), None) => {
+            return Err(usage_error!(
+                "--retain keeps the newest databases of a date template, and the target name has none: write it as e.g. Archive_DB_{{date}}"
+            ));
+        }
+        (Some(0), _) => return Err(usage_error!("--retain must keep at least 1 database (tonight's)")),
+        _ => {}
+    }
+
     let jobs = match (arguments.jobs, environment("PG_JOBS"), options.jobs) {
         (Some(jobs), _, _) => jobs,
         (None, Some(value), _) => parse_number("PG_JOBS", &value)?,
@@ -401,8 +482,6 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
         });
     }
 
-    // A flag, on or off, beats the file; the file beats the default.
-    let chosen = |on: bool, off: bool, file: Option<bool>| switch(on, off).or(file).unwrap_or(false);
     if let Some(empty) = include
         .iter()
         .chain(&exclude)
@@ -469,6 +548,8 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
         session_options: environment("PGOPTIONS").filter(|options| !options.trim().is_empty()),
         lock_timeout: Duration::from_secs(arguments.lock_timeout.or(options.lock_timeout).unwrap_or(600).max(1)),
         config_file: config_path,
+        dated_target,
+        retain,
     })
 }
 
@@ -481,7 +562,8 @@ mod tests {
         let mut all = vec!["dbsync", "sync"];
         all.extend_from_slice(extra);
         match crate::cli::Cli::parse_from(all).command {
-            crate::cli::Command::Sync(arguments) => arguments,
+            crate::cli::Command::Sync(arguments) => *arguments,
+            command => panic!("not a sync: {command:?}"),
         }
     }
 
@@ -541,6 +623,57 @@ mod tests {
         let error = resolve(&arguments(&["--target", "postgres://u@t/x"]), &environment).unwrap_err();
         assert_eq!(error.exit_code(), crate::errors::EXIT_USAGE);
         assert!(error.to_string().contains("--source"), "{error}");
+    }
+
+    #[test]
+    fn a_dated_target_is_rendered_once_and_retain_needs_one() {
+        let environment = environment_of(&[]);
+        let source = "postgres://u@s/a";
+        let settings = resolve(
+            &arguments(&[
+                "--source",
+                source,
+                "--target",
+                "postgres://u:p%7B@t/Archive_{date:%Y_%m}_x?sslmode=disable",
+                "--retain",
+                "3",
+                "--utc",
+            ]),
+            &environment,
+        )
+        .unwrap();
+        let month = chrono::Utc::now().format("%Y_%m").to_string();
+        assert_eq!(settings.target.dbname, format!("Archive_{month}_x"));
+        assert_eq!(settings.target.password.as_ref().unwrap().expose(), "p{");
+        assert_eq!(settings.dated_target.unwrap().pattern(), "Archive_{date:%Y_%m}_x");
+        assert_eq!(settings.retain, Some(3));
+        let from_variable = environment_of(&[("ARCHIVE_DB_NAME", "Nightly_{date}")]);
+        let settings = resolve(&arguments(&["--source", source]), &from_variable).unwrap();
+        assert_eq!(settings.target.dbname.len(), "Nightly_20261122".len());
+
+        for (target, retain, expected) in [
+            ("postgres://u@t/Archive", Some("2"), "has none"),
+            ("postgres://u@t/Archive_{date}", Some("0"), "at least 1"),
+            (
+                "postgres://u@t/Archive?host=/run/{date}",
+                None,
+                "belongs in the database name",
+            ),
+            ("postgres://u@t/Archive_{date:%Q}", None, "not a valid date format"),
+            (
+                "postgres://u@t/a_very_long_archive_name_for_the_nightly_{date:%Y%m%d%H%M%S}",
+                None,
+                "63-byte limit",
+            ),
+        ] {
+            let mut flags = vec!["--source", source, "--target", target];
+            if let Some(retain) = retain {
+                flags.extend(["--retain", retain]);
+            }
+            let error = resolve(&arguments(&flags), &environment).unwrap_err();
+            assert_eq!(error.exit_code(), crate::errors::EXIT_USAGE, "{target}: {error}");
+            assert!(error.to_string().contains(expected), "{target}: {error}");
+        }
     }
 
     #[test]

@@ -202,6 +202,21 @@ impl TargetServer {
         work.await
     }
 
+    /// The names of the databases on this server that start with `prefix`.
+    pub async fn database_names(&self, prefix: &str) -> Result<Vec<String>> {
+        let databases = catalog::databases_named_like(&*self.session().await?, prefix).await?;
+        Ok(databases.into_iter().map(|(name, _)| name).collect())
+    }
+
+    /// The databases that start with `prefix`, with their sizes (see `catalog::database_sizes`).
+    pub async fn database_sizes(&self, prefix: &str) -> Result<Vec<(String, Option<i64>)>> {
+        catalog::database_sizes(&*self.session().await?, prefix).await
+    }
+
+    pub async fn sessions_on(&self, name: &str) -> Result<Vec<catalog::DatabaseSession>> {
+        catalog::sessions_on(&*self.session().await?, name).await
+    }
+
     pub async fn database_exists(&self, name: &str) -> Result<bool> {
         catalog::database_exists(&*self.session().await?, name).await
     }

@@ -270,6 +270,20 @@ pub async fn databases_named_like(client: &Client, prefix: &str) -> Result<Vec<(
     Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
+/// Databases on this server whose names start with `prefix`, with their sizes in bytes (`None`
+/// for those this role may not connect to, whose size it may not read).
+pub async fn database_sizes(client: &Client, prefix: &str) -> Result<Vec<(String, Option<i64>)>> {
+    let rows = client
+        .query(
+            "SELECT datname::text, CASE WHEN has_database_privilege(oid, 'CONNECT') THEN pg_database_size(oid) END \
+             FROM pg_database WHERE left(datname, length($1)) = $1 ORDER BY 1",
+            &[&prefix],
+        )
+        .await
+        .map_err(|error| sql_error("cannot list databases on the target server", error))?;
+    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
 /// A setting's value as SQL: list settings element by element (the stored text quotes names with
 /// double quotes), everything else as one literal.
 fn setting_value_sql(setting: &DatabaseSetting) -> String {

@@ -8,6 +8,7 @@
 pub mod monitor;
 pub mod preflight;
 pub mod progress;
+mod retention;
 pub mod steps;
 pub mod units;
 pub mod workspace;
@@ -60,6 +61,9 @@ pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation:
         deferred_warnings: Vec::new(),
     };
     let mut result = run.sync(started_at).await;
+    if result.is_ok() {
+        run.apply_retention().await;
+    }
     run.workspace
         .clean_up(settings.keep_dumps(), &*run.reporter, &run.root_cancellation)
         .await;

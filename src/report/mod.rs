@@ -153,6 +153,17 @@ pub enum Notice {
         count: usize,
         who: String,
     },
+    /// An archive older than what `--retain` keeps, dropped.
+    DroppedArchive {
+        name: String,
+        date: String,
+    },
+    /// What `--retain` kept, newest first.
+    KeptArchives {
+        retain: usize,
+        template: String,
+        kept: Vec<String>,
+    },
 }
 
 /// Something a run that died had left, which this run removed or put back.
@@ -434,6 +445,15 @@ pub fn pick(settings: &Settings) -> Arc<dyn Reporter> {
     } else {
         Arc::new(plain::PlainReporter::stdout(settings.display.progress_every))
     }
+}
+
+/// `dbsync archives`: a table of the template's databases, newest first, and their total.
+pub fn print_archives(
+    target: &crate::connection::Endpoint,
+    template: &crate::dated::DatedName,
+    archives: &[crate::archives::Archive],
+) {
+    print!("{}", text::archive_listing(target, template, archives));
 }
 
 /// A line on stderr, outside any run's output: errors that cron mails and CI logs must show even

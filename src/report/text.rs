@@ -103,6 +103,15 @@ impl fmt::Display for Notice {
                 formatter,
                 "Ended {count} session(s) on the previous {database} to swap it out: {who}"
             ),
+            Notice::DroppedArchive { name, date } => {
+                write!(formatter, "Dropped {name}, an archive of {date} beyond --retain")
+            }
+            Notice::KeptArchives { retain, template, kept } => write!(
+                formatter,
+                "--retain {retain}: keeping {} archive(s) of {template}: {}",
+                kept.len(),
+                kept.join(", ")
+            ),
             Notice::RemovedLeftover(super::Leftover::Copy(name)) => {
                 write!(formatter, "Dropped {name}, an unfinished copy left by a run that died")
             }
@@ -345,6 +354,44 @@ pub fn closing_line(result: &Result<(), SyncError>) -> String {
         ),
         Err(error) => format!("{error:#}"),
     }
+}
+
+/// The table `dbsync archives` prints.
+pub fn archive_listing(
+    target: &crate::connection::Endpoint,
+    template: &crate::dated::DatedName,
+    archives: &[crate::archives::Archive],
+) -> String {
+    let server = format!("{}@{}:{}", target.user, target.host, target.port);
+    let mut listing = format!("Archives of {} on {server}:\n", template.pattern());
+    if archives.is_empty() {
+        listing.push_str("none\n");
+        return listing;
+    }
+    let width = archives
+        .iter()
+        .map(|archive| archive.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    listing.push_str(&format!("{:<width$}  {:<19}  {:>9}\n", "NAME", "DATE", "SIZE"));
+    for archive in archives {
+        let size = archive
+            .bytes
+            .map_or("?".to_string(), |bytes| human_size(bytes.max(0) as u64));
+        listing.push_str(&format!(
+            "{:<width$}  {:<19}  {size:>9}\n",
+            archive.name,
+            archive.date.format("%Y-%m-%d %H:%M:%S")
+        ));
+    }
+    let total: i64 = archives.iter().filter_map(|archive| archive.bytes).sum();
+    listing.push_str(&format!(
+        "{} archive(s), {} in all\n",
+        archives.len(),
+        human_size(total.max(0) as u64)
+    ));
+    listing
 }
 
 #[cfg(test)]

@@ -15,12 +15,12 @@ use crate::{
 /// A directory with `pg_dump` and `pg_restore` scripts. Each script runs `body` (bash) with
 /// `$REAL` set to the real tool and `$STATE` to a directory for counters; the default body
 /// execs the real tool.
-struct FakeTools {
+pub(crate) struct FakeTools {
     directory: tempfile::TempDir,
 }
 
 impl FakeTools {
-    fn new(pg_dump_body: &str, pg_restore_body: &str) -> FakeTools {
+    pub(crate) fn new(pg_dump_body: &str, pg_restore_body: &str) -> FakeTools {
         let directory = tempfile::Builder::new().prefix("dbsync-fake-").tempdir().unwrap();
         std::fs::create_dir(directory.path().join("state")).unwrap();
         let bin_dir = &clusters().source.bin_dir;
@@ -38,7 +38,7 @@ impl FakeTools {
         FakeTools { directory }
     }
 
-    fn bin(&self) -> &Path {
+    pub(crate) fn bin(&self) -> &Path {
         self.directory.path()
     }
 

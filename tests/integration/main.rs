@@ -1,6 +1,7 @@
 //! Integration tests: dbsync against real PostgreSQL servers started by `harness`.
 
 mod architecture;
+mod archives;
 mod faults;
 mod fidelity;
 mod harness;
