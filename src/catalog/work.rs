@@ -76,6 +76,19 @@ pub async fn lock_wait(client: &Client, pid: i32) -> Result<Option<(String, Vec<
     Ok(Some((row.get(0), row.get(1))))
 }
 
+/// When the session's transaction started (RFC 3339, UTC): in the snapshot session, the moment
+/// every row of the copy is from.
+pub async fn transaction_started_at(client: &Client) -> Result<String> {
+    let row = client
+        .query_one(
+            "SELECT to_char(transaction_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+            &[],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the snapshot's time", error))?;
+    Ok(row.get(0))
+}
+
 /// `count(*)` of each table including its partitions and inheritance children, in one round trip
 /// per chunk. On the source, call it inside the snapshot transaction.
 pub async fn row_counts(client: &Client, tables: &[QualifiedName]) -> Result<Vec<i64>> {

@@ -5,6 +5,7 @@
 //! One short method per phase; the work itself is in `steps`, the unit pipeline in `units`, what
 //! users read in `report`.
 
+mod archive;
 pub mod monitor;
 pub mod preflight;
 pub mod progress;
@@ -182,7 +183,10 @@ impl Run<'_> {
         let plan = Arc::new(plan.clone());
         let post_data = self.copy_schema_and_data(&job, &plan, source).await?;
         self.restore_post_data(&job, &plan, &post_data).await?;
-        self.validate(&job, &plan, source).await?;
+        let source_counts = self.validate(&job, &plan, source).await?;
+        if self.settings.keep_dumps() {
+            self.write_manifest(&job, &plan, source, &source_counts).await;
+        }
         self.swap(&job, source).await
     }
 
@@ -596,7 +600,7 @@ impl Run<'_> {
     /// PHASE 4: rows and structure on both sides, the source's inside the snapshot. Only once
     /// post-data is done: a query on the copy while partition indexes are being attached can
     /// deadlock with them.
-    async fn validate(&self, job: &Job, plan: &Plan, source: &Source) -> Result<(), SyncError> {
+    async fn validate(&self, job: &Job, plan: &Plan, source: &Source) -> Result<Vec<i64>, SyncError> {
         self.emit(Event::Phase(Phase::Validation));
         // Retried like any step (the target server may be restarting), but not once the source's
         // side, counted in the snapshot, is gone.
@@ -630,6 +634,7 @@ impl Run<'_> {
             .map(|(table, count)| (table.name.display_name(), count.source, count.target))
             .collect();
         let tables = counts.len();
+        let source_counts = counts.iter().map(|count| count.source).collect();
         self.progress.set_counts(counts);
         let differences = steps::validate::compare_structures(&source_structure, &copy_structure, plan);
         let found = mismatches.len() + differences.len();
@@ -643,7 +648,7 @@ impl Run<'_> {
             return Err(SyncError::ValidationFailed(found));
         }
         self.emit(Event::Notice(Notice::ValidationPassed { tables }));
-        Ok(())
+        Ok(source_counts)
     }
 
     /// The database's own properties, then the copy in place of the target.

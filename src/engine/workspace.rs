@@ -166,7 +166,7 @@ impl Workspace {
 
 const DUMP_DIRECTORY_PREFIX: &str = "dbsync_dumps_";
 /// Names the target a dump directory is for, while its run works.
-const RUN_MARKER: &str = ".dbsync-run";
+pub const RUN_MARKER: &str = ".dbsync-run";
 
 /// Dump directories under `parent` marked as working for `target`: their runs are gone (the
 /// caller holds the target's lock), and so they are leftovers.

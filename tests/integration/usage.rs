@@ -234,6 +234,37 @@ fn keep_dumps_leaves_the_dump_directory() {
             "no data of {table} in the kept units:\n{listed}"
         );
     }
+    // The manifest describes the archive: rows counted in the snapshot, every file checked.
+    let manifest = dbsync::manifest::Manifest::verify(&directory, 2).unwrap();
+    let rows: Vec<(String, i64)> = manifest
+        .tables
+        .iter()
+        .map(|table| (table.name.clone(), table.rows))
+        .collect();
+    for (table, expected) in [("orders", 40), ("users", 2)] {
+        assert!(rows.contains(&(table.to_string(), expected)), "{rows:?}");
+    }
+    assert_eq!(manifest.source.database, "keep_src");
+    assert!(chrono::DateTime::parse_from_rfc3339(&manifest.source.snapshot_taken_at).is_ok());
+    let files: Vec<&str> = manifest.files.iter().map(|file| file.path.as_str()).collect();
+    assert!(files.contains(&"schema.dump"), "{files:?}");
+    assert_eq!(
+        files.iter().filter(|path| path.ends_with("/toc.dat")).count(),
+        units.len(),
+        "{files:?}"
+    );
+    assert!(!files.iter().any(|path| path.starts_with(".dbsync-run")), "{files:?}");
+    // A damaged file is named.
+    let damaged = units[0].join("toc.dat");
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&damaged, &bytes).unwrap();
+    let error = dbsync::manifest::Manifest::verify(&directory, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("toc.dat does not match its checksum"), "{error}");
+
     // A kept archive is no leftover: the next run into the same target leaves it alone.
     let output = sync("keep_src", "keep_dst", &["--yes"], dumps.path());
     assert_exit(&output, 0);

@@ -1,0 +1,89 @@
+//! A kept dump directory (`--keep-dumps`) as an archive: once the copy is validated, the
+//! manifest records the source, the snapshot's time, the selection, each table's rows counted in
+//! the snapshot, and every file with its checksum (see `manifest`).
+
+use super::Run;
+use super::preflight::Source;
+use super::steps::Job;
+use super::workspace::RUN_MARKER;
+use crate::catalog;
+use crate::manifest::{self, FileEntry, Manifest, Selection, SourceFacts, TableEntry};
+use crate::plan::Plan;
+use crate::report::Warning;
+
+impl Run<'_> {
+    /// Writes the manifest of the dump directory. A failure is a warning: the copy itself is
+    /// good, only the archive cannot be checked later.
+    pub(super) async fn write_manifest(&mut self, job: &Job, plan: &Plan, source: &Source, source_counts: &[i64]) {
+        let snapshot_taken_at = match catalog::transaction_started_at(&source.client).await {
+            Ok(time) => time,
+            Err(error) => {
+                self.warn(Warning::Other(format!("the kept dumps have no manifest: {error:#}")));
+                return;
+            }
+        };
+        let directory = job.dump_directory.clone();
+        let threads = job.jobs.get();
+        let files =
+            tokio::task::spawn_blocking(move || manifest::describe_files(&directory, threads, &[RUN_MARKER])).await;
+        let files: Vec<FileEntry> = match files.map_err(anyhow::Error::from).and_then(|files| files) {
+            Ok(files) => files,
+            Err(error) => {
+                self.warn(Warning::Other(format!("the kept dumps have no manifest: {error:#}")));
+                return;
+            }
+        };
+        let manifest = self.manifest(plan, source, source_counts, snapshot_taken_at, files);
+        if let Err(error) = manifest.write(&job.dump_directory) {
+            self.warn(Warning::Other(format!("the kept dumps have no manifest: {error:#}")));
+        }
+    }
+
+    fn manifest(
+        &self,
+        plan: &Plan,
+        source: &Source,
+        source_counts: &[i64],
+        snapshot_taken_at: String,
+        files: Vec<FileEntry>,
+    ) -> Manifest {
+        let settings = self.settings;
+        let patterns = |patterns: &[crate::settings::TablePattern]| {
+            patterns.iter().map(|pattern| pattern.pattern.clone()).collect()
+        };
+        Manifest {
+            format: manifest::FORMAT,
+            dbsync_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_at: chrono::Utc::now().to_rfc3339(),
+            source: SourceFacts {
+                endpoint: settings.source.to_string(),
+                database: settings.source.dbname.clone(),
+                server_version: source.server.version_number,
+                snapshot_taken_at,
+            },
+            selection: Selection {
+                whole_database: plan.whole_database,
+                include: patterns(&settings.include),
+                exclude: patterns(&settings.exclude),
+                foreign_keys: plan.foreign_key_policy.as_str().to_string(),
+            },
+            tables: plan
+                .tables
+                .iter()
+                .zip(source_counts)
+                .map(|(table, rows)| TableEntry {
+                    schema: table.name.schema.clone(),
+                    name: table.name.name.clone(),
+                    rows: *rows,
+                })
+                .collect(),
+            sequences: plan.sequences.len(),
+            large_objects: if plan.copy_large_objects {
+                plan.large_object_count
+            } else {
+                0
+            },
+            files,
+        }
+    }
+}
