@@ -59,6 +59,7 @@ pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation:
         plan_totals: (0, 0),
         run_suffix: format!("{:08x}", rand::random::<u32>()),
         jobs: settings.jobs,
+        archives_dropped: Vec::new(),
         deferred_warnings: Vec::new(),
     };
     let mut result = run.sync(started_at).await;
@@ -123,6 +124,8 @@ struct Run<'a> {
     run_suffix: String,
     /// `--jobs`, as the servers allow it.
     jobs: Jobs,
+    /// What `--retain` dropped.
+    archives_dropped: Vec<String>,
     /// Warnings found before the banner, shown just after it.
     deferred_warnings: Vec<Warning>,
 }
@@ -723,6 +726,7 @@ impl Run<'_> {
             warnings: self.warnings.clone(),
             peak_memory_bytes: peak_memory_bytes(),
             peak_dump_bytes: self.dump_space.peak(),
+            archives_dropped: self.archives_dropped.clone(),
         }
     }
 }

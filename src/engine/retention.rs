@@ -32,10 +32,13 @@ impl Run<'_> {
         }
         for (name, date, outcome) in outcomes {
             match outcome {
-                Ok(()) => self.emit(Event::Notice(Notice::DroppedArchive {
-                    name: name.clone(),
-                    date: date.to_string(),
-                })),
+                Ok(()) => {
+                    self.archives_dropped.push(name.clone());
+                    self.emit(Event::Notice(Notice::DroppedArchive {
+                        name: name.clone(),
+                        date: date.to_string(),
+                    }));
+                }
                 Err(error) => self.warn(Warning::Other(format!("--retain {retain}: {name} was kept: {error:#}"))),
             }
         }

@@ -359,6 +359,8 @@ pub struct Summary {
     pub peak_memory_bytes: u64,
     /// The most dump-file bytes on disk at once (0 with `--stream`).
     pub peak_dump_bytes: u64,
+    /// Databases `--retain` dropped after the run.
+    pub archives_dropped: Vec<String>,
 }
 
 /// What kind of object a structure difference is about.
