@@ -21,8 +21,107 @@ pub struct Cli {
 pub enum Command {
     /// Copy the source database into the target database (replacing it once the copy is complete).
     Sync(Box<SyncArguments>),
+    /// Write the source database to an archive directory (schema, data, manifest) from one snapshot.
+    Dump(Box<DumpArguments>),
     /// List the databases of a dated target (--target …/Archive_{date}) with their dates and sizes.
     Archives(ArchivesArguments),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DumpArguments {
+    /// Source database URI: postgres://user@host:5432/Main_DB
+    #[arg(long, value_name = "URI")]
+    pub source: Option<String>,
+
+    /// The archive directory to write; it must not exist. May end in a date template:
+    /// /backups/Main_DB_{date}
+    #[arg(long, value_name = "DIR")]
+    pub output: PathBuf,
+
+    /// Configuration file with table groups and settings (see core_tables.toml)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Dump data only for tables matching these comma-separated wildcard patterns
+    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    pub include: Vec<String>,
+
+    /// Dump no data for tables matching these comma-separated wildcard patterns
+    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+
+    /// How many sessions may dump at once [default: number of CPUs]
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// How many times a transient failure is retried [default: 3]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+
+    /// Directory holding pg_dump and pg_restore to use instead of searching for them
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+
+    /// Write a JSON report of the run to this file
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// One plain line per event even on a terminal (no progress bars, no colour)
+    #[arg(long)]
+    pub plain: bool,
+
+    /// How long to wait for the locks on the source's tables before giving up [default: 600]
+    #[arg(long, value_name = "SECONDS")]
+    pub lock_timeout: Option<u64>,
+
+    /// In plain output, how often a long-running table gets a progress line [default: 30]
+    #[arg(long, value_name = "SECONDS")]
+    pub progress_every: Option<u64>,
+
+    /// After a successful dump, keep only the N newest archives of the --output date template
+    #[arg(long, value_name = "N")]
+    pub retain: Option<usize>,
+
+    /// Render the date template of --output in UTC instead of local time
+    #[arg(long)]
+    pub utc: bool,
+}
+
+impl DumpArguments {
+    /// The same run seen as a sync without a target: what dumping shares with syncing.
+    pub fn as_sync(&self) -> SyncArguments {
+        SyncArguments {
+            source: self.source.clone(),
+            target: None,
+            config: self.config.clone(),
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            jobs: self.jobs,
+            retries: self.retries,
+            dump_dir: None,
+            keep_dumps: false,
+            no_keep_dumps: false,
+            stream: false,
+            no_stream: false,
+            analyze: false,
+            no_analyze: false,
+            no_terminate: false,
+            yes: false,
+            no_owner: false,
+            owner: false,
+            no_tablespaces: false,
+            no_privileges: false,
+            privileges: false,
+            foreign_keys: None,
+            pg_bin: self.pg_bin.clone(),
+            report: self.report.clone(),
+            plain: self.plain,
+            lock_timeout: self.lock_timeout,
+            progress_every: self.progress_every,
+            retain: self.retain,
+            utc: self.utc,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

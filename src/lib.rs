@@ -40,7 +40,14 @@ pub fn main_entry() -> u8 {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Sync(arguments) => run_sync(&arguments).await,
+            Command::Sync(arguments) => {
+                let settings = settings::resolve(&arguments, &settings::process_environment);
+                run_engine(settings, Engine::Sync).await
+            }
+            Command::Dump(arguments) => {
+                let settings = settings::resolve_dump(&arguments, &settings::process_environment);
+                run_engine(settings, Engine::Dump).await
+            }
             Command::Archives(arguments) => list_archives(&arguments).await,
         }
     });
@@ -68,9 +75,15 @@ async fn list_archives(arguments: &cli::ArchivesArguments) -> u8 {
     }
 }
 
-/// parse → settings → reporter → engine → exit code.
-async fn run_sync(arguments: &cli::SyncArguments) -> u8 {
-    let settings = match settings::resolve(arguments, &settings::process_environment) {
+/// Which run of the engine.
+enum Engine {
+    Sync,
+    Dump,
+}
+
+/// settings → reporter → engine → exit code.
+async fn run_engine(settings: Result<settings::Settings, errors::SyncError>, engine: Engine) -> u8 {
+    let settings = match settings {
         Ok(settings) => settings,
         Err(error) => {
             report::print_error(&error.to_string());
@@ -83,14 +96,23 @@ async fn run_sync(arguments: &cli::SyncArguments) -> u8 {
         report::print_error(&format!("cannot install signal handlers: {error}"));
         return EXIT_FAILURE;
     }
-    let outcome = engine::run(&settings, reporter.clone(), cancellation).await;
+    let (outcome, kind) = match engine {
+        Engine::Sync => (
+            engine::run(&settings, reporter.clone(), cancellation).await,
+            report::RunKind::Sync,
+        ),
+        Engine::Dump => (
+            engine::dump::dump(&settings, reporter.clone(), cancellation).await,
+            report::RunKind::Dump,
+        ),
+    };
     // A refusal changed nothing: its reason is the whole story, without a table of NOT DONE.
     if !outcome.summary.tables.is_empty() && outcome.summary.outcome != Outcome::Refused {
         reporter.emit(Event::Summary(outcome.summary.clone()));
     }
     reporter.emit(Event::Finished {
         success: outcome.result.is_ok(),
-        line: report::closing_line(&outcome.result),
+        line: report::closing_line(&outcome.result, kind),
     });
     if let Some(path) = &settings.report
         && let Err(error) = report::json::write(path, &outcome.summary)
@@ -101,7 +123,7 @@ async fn run_sync(arguments: &cli::SyncArguments) -> u8 {
         Ok(()) => errors::EXIT_SUCCESS,
         Err(error) => {
             // Also on stderr, so cron mails and CI logs show why even when stdout is discarded.
-            report::print_error(&report::closing_line(&outcome.result));
+            report::print_error(&report::closing_line(&outcome.result, kind));
             error.exit_code()
         }
     }

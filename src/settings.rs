@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{ArchivesArguments, SyncArguments, switch};
+use crate::cli::{ArchivesArguments, DumpArguments, SyncArguments, switch};
 use crate::connection::{Endpoint, EndpointDefaults};
 use crate::dated::{self, DatedName};
 use crate::errors::SyncError;
@@ -63,7 +63,8 @@ pub struct Display {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub source: Endpoint,
-    pub target: Endpoint,
+    /// Where a sync copies to; `None` for a dump, which writes an archive instead.
+    pub target: Option<Endpoint>,
     /// Empty: every table.
     pub include: Vec<TablePattern>,
     pub exclude: Vec<TablePattern>,
@@ -91,14 +92,21 @@ pub struct Settings {
     /// How long to wait for the locks on the source's tables.
     pub lock_timeout: Duration,
     pub config_file: Option<PathBuf>,
-    /// The target name's date template, when it has one (`Archive_{date}`); `target.dbname`
-    /// holds it rendered for this run.
-    pub dated_target: Option<DatedName>,
+    /// The archive directory a dump writes (rendered from its date template); `None` for a sync.
+    pub output: Option<PathBuf>,
+    /// The date template of the target name (`Archive_{date}`) or of the output directory's;
+    /// `target.dbname` or `output` holds it rendered for this run.
+    pub dated: Option<DatedName>,
     /// After a successful swap, keep this many of the template's databases (the newest).
     pub retain: Option<usize>,
 }
 
 impl Settings {
+    /// The target of a sync (`resolve` always gives one).
+    pub fn target(&self) -> &Endpoint {
+        self.target.as_ref().expect("a sync has a target")
+    }
+
     pub fn keep_dumps(&self) -> bool {
         self.transfer == Transfer::Files { keep: true }
     }
@@ -379,6 +387,50 @@ pub fn resolve_archives(
 }
 
 pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Settings, SyncError> {
+    resolve_run(arguments, None, environment)
+}
+
+/// `dbsync dump`: a sync's settings without a target, writing the archive `output`.
+pub fn resolve_dump(arguments: &DumpArguments, environment: Environment) -> Result<Settings, SyncError> {
+    resolve_run(&arguments.as_sync(), Some(&arguments.output), environment)
+}
+
+/// The clock a date template reads, once.
+fn now(utc: bool) -> chrono::NaiveDateTime {
+    if utc {
+        chrono::Utc::now().naive_utc()
+    } else {
+        chrono::Local::now().naive_local()
+    }
+}
+
+/// The archive directory of a dump, its date template rendered (in the last component only).
+fn resolve_output(output: &Path, utc: bool) -> Result<(PathBuf, Option<DatedName>), SyncError> {
+    let name = output
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .ok_or_else(|| usage_error!("--output {} names no directory", output.display()))?;
+    if output
+        .parent()
+        .is_some_and(|parent| parent.to_string_lossy().contains('{'))
+    {
+        return Err(usage_error!(
+            "--output: a date template belongs in the last component of the path"
+        ));
+    }
+    let template = DatedName::parse(&name).map_err(|error| usage_error!("--output: {error:#}"))?;
+    let rendered = match &template {
+        Some(template) => output.with_file_name(template.render(now(utc))),
+        None => output.to_path_buf(),
+    };
+    Ok((rendered, template))
+}
+
+fn resolve_run(
+    arguments: &SyncArguments,
+    output: Option<&Path>,
+    environment: Environment,
+) -> Result<Settings, SyncError> {
     let (config_path, config) = config_of(arguments.config.as_ref(), environment)?;
     let defaults = endpoint_defaults(environment);
     // A flag, on or off, beats the file; the file beats the default.
@@ -390,32 +442,41 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
         environment,
         &defaults,
     )?;
-    let (mut target, dated_target) = resolve_endpoint(
-        Side::Target,
-        arguments.target.as_deref(),
-        config.target.as_ref(),
-        environment,
-        &defaults,
-    )?;
     let options = &config.options;
     let utc = chosen(arguments.utc, false, options.utc);
-    if let Some(template) = &dated_target {
-        // Once, at the start: a run that crosses midnight keeps the name it began with.
-        let now = if utc {
-            chrono::Utc::now().naive_utc()
-        } else {
-            chrono::Local::now().naive_local()
-        };
-        target.dbname = template.render(now);
-    }
+    let (target, output, dated) = match output {
+        Some(output) => {
+            let (output, template) = resolve_output(output, utc)?;
+            (None, Some(output), template)
+        }
+        None => {
+            let (mut target, template) = resolve_endpoint(
+                Side::Target,
+                arguments.target.as_deref(),
+                config.target.as_ref(),
+                environment,
+                &defaults,
+            )?;
+            // Once, at the start: a run that crosses midnight keeps the name it began with.
+            if let Some(template) = &template {
+                target.dbname = template.render(now(utc));
+            }
+            (Some(target), None, template)
+        }
+    };
     let retain = arguments.retain.or(options.retain);
-    match (retain, &dated_target) {
+    match (retain, &dated) {
         (Some(_), None) => {
             return Err(usage_error!(
-                "--retain keeps the newest databases of a date template, and the target name has none: write it as e.g. Archive_DB_{{date}}"
+                "--retain keeps the newest of a date template, and the {} has none: write it as e.g. Archive_DB_{{date}}",
+                if output.is_some() {
+                    "--output directory"
+                } else {
+                    "target name"
+                }
             ));
         }
-        (Some(0), _) => return Err(usage_error!("--retain must keep at least 1 database (tonight's)")),
+        (Some(0), _) => return Err(usage_error!("--retain must keep at least 1 (tonight's)")),
         _ => {}
     }
 
@@ -492,8 +553,11 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
             empty.origin
         ));
     }
-    crate::target::refuse_unsafe_target(&target.dbname, &config.protect).map_err(SyncError::Usage)?;
-    for (side, endpoint) in [("source", &source), ("target", &target)] {
+    if let Some(target) = &target {
+        crate::target::refuse_unsafe_target(&target.dbname, &config.protect).map_err(SyncError::Usage)?;
+    }
+    for (side, endpoint) in [("source", Some(&source)), ("target", target.as_ref())] {
+        let Some(endpoint) = endpoint else { continue };
         if endpoint.dbname.len() > 63 {
             return Err(usage_error!(
                 "the {side} database name is {} bytes; PostgreSQL names are at most 63",
@@ -520,6 +584,7 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
     Ok(Settings {
         source,
         target,
+        output,
         include,
         exclude,
         jobs,
@@ -548,7 +613,7 @@ pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Se
         session_options: environment("PGOPTIONS").filter(|options| !options.trim().is_empty()),
         lock_timeout: Duration::from_secs(arguments.lock_timeout.or(options.lock_timeout).unwrap_or(600).max(1)),
         config_file: config_path,
-        dated_target,
+        dated,
         retain,
     })
 }
@@ -590,8 +655,8 @@ mod tests {
         assert_eq!(settings.source.host, "prod");
         assert_eq!(settings.source.dbname, "Main_DB");
         assert_eq!(settings.source.password.as_ref().unwrap().expose(), "s3cret");
-        assert_eq!(settings.target.dbname, "archive");
-        assert_eq!(settings.target.host, "localhost");
+        assert_eq!(settings.target().dbname, "archive");
+        assert_eq!(settings.target().host, "localhost");
         assert_eq!(
             (settings.jobs.get(), settings.retries, settings.batch_size),
             (6, 5, Some(2))
@@ -643,13 +708,13 @@ mod tests {
         )
         .unwrap();
         let month = chrono::Utc::now().format("%Y_%m").to_string();
-        assert_eq!(settings.target.dbname, format!("Archive_{month}_x"));
-        assert_eq!(settings.target.password.as_ref().unwrap().expose(), "p{");
-        assert_eq!(settings.dated_target.unwrap().pattern(), "Archive_{date:%Y_%m}_x");
+        assert_eq!(settings.target().dbname, format!("Archive_{month}_x"));
+        assert_eq!(settings.target().password.as_ref().unwrap().expose(), "p{");
+        assert_eq!(settings.dated.unwrap().pattern(), "Archive_{date:%Y_%m}_x");
         assert_eq!(settings.retain, Some(3));
         let from_variable = environment_of(&[("ARCHIVE_DB_NAME", "Nightly_{date}")]);
         let settings = resolve(&arguments(&["--source", source]), &from_variable).unwrap();
-        assert_eq!(settings.target.dbname.len(), "Nightly_20261122".len());
+        assert_eq!(settings.target().dbname.len(), "Nightly_20261122".len());
 
         for (target, retain, expected) in [
             ("postgres://u@t/Archive", Some("2"), "has none"),
@@ -828,6 +893,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(settings.source.password.as_ref().unwrap().expose(), "from-the-file");
-        assert!(settings.target.password.is_none());
+        assert!(settings.target().password.is_none());
     }
 }

@@ -12,31 +12,28 @@ use crate::plan::Plan;
 use crate::report::Warning;
 
 impl Run<'_> {
-    /// Writes the manifest of the dump directory. A failure is a warning: the copy itself is
-    /// good, only the archive cannot be checked later.
+    /// Writes the manifest of the dump directory. For a sync a failure is a warning: the copy
+    /// itself is good, only the archive cannot be checked later.
     pub(super) async fn write_manifest(&mut self, job: &Job, plan: &Plan, source: &Source, source_counts: &[i64]) {
-        let snapshot_taken_at = match catalog::transaction_started_at(&source.client).await {
-            Ok(time) => time,
-            Err(error) => {
-                self.warn(Warning::Other(format!("the kept dumps have no manifest: {error:#}")));
-                return;
-            }
-        };
+        if let Err(error) = self.try_write_manifest(job, plan, source, source_counts).await {
+            self.warn(Warning::Other(format!("the kept dumps have no manifest: {error:#}")));
+        }
+    }
+
+    pub(super) async fn try_write_manifest(
+        &self,
+        job: &Job,
+        plan: &Plan,
+        source: &Source,
+        source_counts: &[i64],
+    ) -> anyhow::Result<()> {
+        let snapshot_taken_at = catalog::transaction_started_at(&source.client).await?;
         let directory = job.dump_directory.clone();
         let threads = job.jobs.get();
         let files =
-            tokio::task::spawn_blocking(move || manifest::describe_files(&directory, threads, &[RUN_MARKER])).await;
-        let files: Vec<FileEntry> = match files.map_err(anyhow::Error::from).and_then(|files| files) {
-            Ok(files) => files,
-            Err(error) => {
-                self.warn(Warning::Other(format!("the kept dumps have no manifest: {error:#}")));
-                return;
-            }
-        };
+            tokio::task::spawn_blocking(move || manifest::describe_files(&directory, threads, &[RUN_MARKER])).await??;
         let manifest = self.manifest(plan, source, source_counts, snapshot_taken_at, files);
-        if let Err(error) = manifest.write(&job.dump_directory) {
-            self.warn(Warning::Other(format!("the kept dumps have no manifest: {error:#}")));
-        }
+        manifest.write(&job.dump_directory)
     }
 
     fn manifest(

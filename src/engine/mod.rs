@@ -6,6 +6,7 @@
 //! users read in `report`.
 
 mod archive;
+pub mod dump;
 pub mod monitor;
 pub mod preflight;
 pub mod progress;
@@ -29,7 +30,9 @@ use crate::catalog::{self, QualifiedName};
 use crate::errors::{EXIT_SUCCESS, SyncError};
 use crate::plan::Plan;
 use crate::process::last_meaningful_line;
-use crate::report::{Activity, Banner, Event, KeyFate, Notice, Outcome, OutsideKey, Phase, Reporter, Summary, Warning};
+use crate::report::{
+    Activity, Banner, Event, KeyFate, Notice, Outcome, OutsideKey, Phase, Reporter, RunKind, Summary, Warning,
+};
 use crate::scheduler::{AttemptError, Budget, Cancellation, RetryPolicy, StepError, run_units, with_retries};
 use crate::settings::{Jobs, Settings, Transfer};
 use crate::target::{COPY_COMMENT_PREFIX, describe_sessions, temporary_name};
@@ -47,39 +50,15 @@ pub struct RunOutcome {
 pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation: Cancellation) -> RunOutcome {
     let started = Instant::now();
     let started_at = chrono::Local::now();
-    let mut run = Run {
-        settings,
-        reporter,
-        cancellation: cancellation.child(),
-        root_cancellation: cancellation,
-        workspace: Workspace::default(),
-        progress: Arc::new(Progress::default()),
-        dump_space: Default::default(),
-        warnings: Vec::new(),
-        plan_totals: (0, 0),
-        run_suffix: format!("{:08x}", rand::random::<u32>()),
-        jobs: settings.jobs,
-        archives_dropped: Vec::new(),
-        deferred_warnings: Vec::new(),
-    };
-    let mut result = run.sync(started_at).await;
+    let mut run = Run::new(settings, reporter, cancellation);
+    let result = run.sync(started_at).await;
     if result.is_ok() {
         run.apply_retention().await;
     }
-    run.workspace
-        .clean_up(settings.keep_dumps(), &*run.reporter, &run.root_cancellation)
-        .await;
-    // Whatever failed while a signal was being handled, the signal is why the run ended.
-    if let Some(signal) = run.root_cancellation.interrupting_signal()
-        && !run.workspace.is_swapped()
-    {
-        result = Err(SyncError::Interrupted(signal));
-    }
-    let summary = run.summary(&result, started.elapsed(), started_at);
-    RunOutcome { result, summary }
+    run.finish(result, started, started_at).await
 }
 
-/// Awaits a database call unless a signal arrives first.
+/// Awaits a database call unless a signal arrives first./// Awaits a database call unless a signal arrives first.
 pub async fn interruptible<T>(
     cancellation: &Cancellation,
     future: impl Future<Output = anyhow::Result<T>>,
@@ -130,9 +109,58 @@ struct Run<'a> {
     deferred_warnings: Vec<Warning>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     fn emit(&self, event: Event) {
         self.reporter.emit(event);
+    }
+
+    fn new(settings: &'a Settings, reporter: Arc<dyn Reporter>, cancellation: Cancellation) -> Run<'a> {
+        Run {
+            settings,
+            reporter,
+            cancellation: cancellation.child(),
+            root_cancellation: cancellation,
+            workspace: Workspace::default(),
+            progress: Arc::new(Progress::default()),
+            dump_space: Default::default(),
+            warnings: Vec::new(),
+            plan_totals: (0, 0),
+            run_suffix: format!("{:08x}", rand::random::<u32>()),
+            jobs: settings.jobs,
+            archives_dropped: Vec::new(),
+            deferred_warnings: Vec::new(),
+        }
+    }
+
+    /// Cleanup on every way out, then the verdict and the summary.
+    async fn finish(
+        mut self,
+        mut result: Result<(), SyncError>,
+        started: Instant,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> RunOutcome {
+        self.workspace
+            .clean_up(self.settings.keep_dumps(), &*self.reporter, &self.root_cancellation)
+            .await;
+        // Whatever failed while a signal was being handled, the signal is why the run ended.
+        if let Some(signal) = self.root_cancellation.interrupting_signal()
+            && !self.workspace.is_swapped()
+        {
+            result = Err(SyncError::Interrupted(signal));
+        }
+        let summary = self.summary(&result, started.elapsed(), started_at);
+        RunOutcome { result, summary }
+    }
+
+    /// Where the run writes: the target (redacted), or a dump's archive directory.
+    fn destination(&self) -> String {
+        match (&self.settings.target, &self.settings.output) {
+            (Some(target), _) => target.to_string(),
+            (None, output) => output
+                .as_ref()
+                .map(|path| path.display().to_string())
+                .unwrap_or_default(),
+        }
     }
 
     fn warn(&mut self, warning: Warning) {
@@ -256,11 +284,11 @@ impl Run<'_> {
         // consent, since a previous target renamed back is what the consent is about.
         let found = self
             .workspace
-            .remove_leftovers(&settings.target, &settings.dump_dir, &*self.reporter)
+            .remove_leftovers(settings.target(), &settings.dump_dir, &*self.reporter)
             .await?;
         self.deferred_warnings.extend(found);
         let target_server = self.workspace.target_server.as_ref().expect("just connected");
-        let exists = target_server.database_exists(&settings.target.dbname);
+        let exists = target_server.database_exists(&settings.target().dbname);
         let target_exists = interruptible(&self.cancellation, exists).await?;
         let (jobs, lowered) = preflight::jobs_the_servers_allow(settings.jobs, source.free_slots, target_free)?;
         self.jobs = jobs;
@@ -286,9 +314,9 @@ impl Run<'_> {
         let timestamp = started_at.format("%Y%m%d_%H%M%S").to_string();
         let dump_directory = self
             .workspace
-            .create_dump_directory(&settings.dump_dir, &timestamp, &settings.target)
+            .create_dump_directory(&settings.dump_dir, &timestamp, settings.target())
             .map_err(|error| SyncError::Usage(format!("{error:#}\nhint: --dump-dir must name a writable directory")))?;
-        let passfile = self.workspace.create_passfile(&[&settings.source, &settings.target])?;
+        let passfile = self.workspace.create_passfile(&[&settings.source, settings.target()])?;
         if let Transfer::Files { .. } = settings.transfer
             && let Some(free) = preflight::free_space(&settings.dump_dir)
         {
@@ -307,7 +335,7 @@ impl Run<'_> {
         let temporary = self.create_copy(source, started_at).await?;
         Ok(Arc::new(Job {
             source: settings.source.clone(),
-            work_target: settings.target.with_database(&temporary),
+            work_target: Some(settings.target().with_database(&temporary)),
             tools,
             passfile,
             snapshot,
@@ -395,10 +423,10 @@ impl Run<'_> {
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<String, SyncError> {
         let settings = self.settings;
-        let temporary = temporary_name(&settings.target.dbname, &self.run_suffix);
+        let temporary = temporary_name(&settings.target().dbname, &self.run_suffix);
         self.emit(Event::Notice(Notice::CreatingDatabase {
             temporary: temporary.clone(),
-            target: settings.target.dbname.clone(),
+            target: settings.target().dbname.clone(),
         }));
         let comment = format!(
             "{COPY_COMMENT_PREFIX}{} in progress since {}; safe to drop if no dbsync is running",
@@ -425,8 +453,13 @@ impl Run<'_> {
     ) {
         let settings = self.settings;
         self.emit(Event::Banner(Banner {
+            kind: if settings.target.is_some() {
+                RunKind::Sync
+            } else {
+                RunKind::Dump
+            },
             source: settings.source.to_string(),
-            target: settings.target.to_string(),
+            target: self.destination(),
             start_time: started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
             dump_dir: dump_directory.display().to_string(),
             jobs: self.jobs.get(),
@@ -562,7 +595,7 @@ impl Run<'_> {
             self.progress.clone(),
             self.reporter.clone(),
             (job.source.clone(), source.server.major()),
-            (job.work_target.clone(), target_major),
+            (job.copy().clone(), target_major),
             loading,
         );
         let units = run_units(plan.units.clone(), budget, &self.cancellation, &context);
@@ -634,7 +667,7 @@ impl Run<'_> {
             .iter()
             .zip(&counts)
             .filter(|(_, count)| !count.matches())
-            .map(|(table, count)| (table.name.display_name(), count.source, count.target))
+            .map(|(table, count)| (table.name.display_name(), count.source, count.target.unwrap_or(0)))
             .collect();
         let tables = counts.len();
         let source_counts = counts.iter().map(|count| count.source).collect();
@@ -658,7 +691,7 @@ impl Run<'_> {
     async fn swap(&mut self, job: &Job, source: &Source) -> Result<(), SyncError> {
         self.check_cancelled()?;
         let settings = self.settings;
-        let temporary = job.work_target.dbname.clone();
+        let temporary = job.copy().dbname.clone();
         let target_server = self.workspace.target_server.as_ref().expect("connected in preflight");
         let warnings = target_server
             .apply_database_properties(
@@ -675,13 +708,13 @@ impl Run<'_> {
         self.check_cancelled()?;
         self.emit(Event::Notice(Notice::Swapping {
             temporary: temporary.clone(),
-            target: settings.target.dbname.clone(),
+            target: settings.target().dbname.clone(),
         }));
         let target_server = self.workspace.target_server.as_ref().expect("connected in preflight");
         let swapped = target_server
             .swap_into_place(
                 &temporary,
-                &settings.target.dbname,
+                &settings.target().dbname,
                 &self.run_suffix,
                 settings.terminate,
                 &self.cancellation,
@@ -691,7 +724,7 @@ impl Run<'_> {
         self.workspace.swapped();
         if !swapped.ended.is_empty() {
             self.emit(Event::Notice(Notice::EndedSessions {
-                database: settings.target.dbname.clone(),
+                database: settings.target().dbname.clone(),
                 count: swapped.ended.len(),
                 who: describe_sessions(&swapped.ended),
             }));
@@ -714,7 +747,7 @@ impl Run<'_> {
         };
         Summary {
             source: self.settings.source.to_string(),
-            target: self.settings.target.to_string(),
+            target: self.destination(),
             started_at: started_at.to_rfc3339(),
             total_seconds: elapsed.as_secs_f64(),
             outcome,

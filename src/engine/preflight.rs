@@ -100,14 +100,14 @@ pub async fn check_target(
     source: &Source,
     cancellation: &Cancellation,
 ) -> Result<(TargetServer, i64), SyncError> {
-    let target = interruptible(cancellation, TargetServer::connect(&settings.target)).await?;
+    let target = interruptible(cancellation, TargetServer::connect(settings.target())).await?;
     let same_cluster = source.server.same_server_as(&target.server).unwrap_or_else(|| {
-        settings.source.host == settings.target.host && settings.source.port == settings.target.port
+        settings.source.host == settings.target().host && settings.source.port == settings.target().port
     });
-    if same_cluster && settings.source.dbname == settings.target.dbname {
+    if same_cluster && settings.source.dbname == settings.target().dbname {
         return Err(usage_error!(
             "the source and the target are the same database ({}); choose another target database name",
-            settings.target
+            settings.target()
         ));
     }
     check_roles(settings, &source.inventory, &target, cancellation).await?;
@@ -126,10 +126,10 @@ pub async fn check_target(
         catalog::free_connection_slots(&*target.session().await?).await
     })
     .await?;
-    if let Err(holder) = interruptible(cancellation, target.lock_for_run(&settings.target.dbname)).await? {
+    if let Err(holder) = interruptible(cancellation, target.lock_for_run(&settings.target().dbname)).await? {
         return Err(usage_error!(
             "another dbsync run is copying into {}: the session {holder} holds its lock; wait for it to end",
-            settings.target
+            settings.target()
         ));
     }
     Ok((target, free_slots))
@@ -223,7 +223,7 @@ async fn check_ownership(
     if refused.is_empty() {
         return Ok(());
     }
-    let user = &settings.target.user;
+    let user = &settings.target().user;
     Err(usage_error!(
         "the target user {user} cannot give objects to the roles that own them in the source ({}): it is neither a superuser nor a member of them\nhint: pass --no-owner to give every object to {user}, or GRANT those roles to {user} on the target server",
         refused.join(", ")
@@ -340,7 +340,7 @@ pub async fn obtain_consent(settings: &Settings, cancellation: &Cancellation) ->
         return Ok(());
     }
     let question = Question::ReplaceTarget {
-        target: settings.target.to_string(),
+        target: settings.target().to_string(),
     };
     let answer = tokio::task::spawn_blocking(move || prompt::ask(&question));
     let answer = tokio::select! {
@@ -353,11 +353,11 @@ pub async fn obtain_consent(settings: &Settings, cancellation: &Cancellation) ->
         Answer::Yes => Ok(()),
         Answer::No => Err(usage_error!(
             "not replacing {}: the answer was not yes",
-            settings.target
+            settings.target()
         )),
         Answer::CannotAsk => Err(usage_error!(
             "the target database {} exists; pass --yes to replace it (it is kept until the new copy is complete and validated)",
-            settings.target
+            settings.target()
         )),
     }
 }

@@ -283,6 +283,7 @@ impl Progress {
             .iter()
             .map(|table| {
                 let result = match &table.count {
+                    Some(count) if count.target.is_none() => TableResult::Dumped,
                     Some(count) if count.matches() => TableResult::Ok,
                     Some(_) => TableResult::Mismatch,
                     None if table.failed => TableResult::Failed,
@@ -292,7 +293,7 @@ impl Progress {
                     table: table.name.clone(),
                     kind: table.description.clone(),
                     source_rows: table.count.as_ref().map(|count| count.source),
-                    target_rows: table.count.as_ref().map(|count| count.target),
+                    target_rows: table.count.as_ref().and_then(|count| count.target),
                     estimated_rows: table.estimated_rows,
                     estimated_bytes: table.estimated_bytes,
                     dump_bytes: table.dump_bytes,

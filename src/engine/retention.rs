@@ -1,21 +1,35 @@
-//! `--retain N`: once a run into a dated target (`Archive_{date}`) has swapped its copy in, the
-//! template's older databases beyond the N newest go. Only after success, only names the
-//! template renders (see `dated`), never tonight's copy and never the source's name.
+//! `--retain N`: once a run into a dated destination has succeeded — a target database
+//! (`Archive_{date}`) swapped in, or a dump's archive directory (`/backups/Main_{date}`) complete —
+//! the template's older ones beyond the N newest go. Only after success, only names the template
+//! renders (see `dated`), never tonight's, never the source database's name, and for directories
+//! only complete archives (with a manifest).
+
+use std::path::Path;
+
+use chrono::NaiveDateTime;
 
 use super::Run;
 use crate::dated::DatedName;
+use crate::manifest::MANIFEST_FILE;
 use crate::report::{Event, Notice, Warning};
 use crate::target::{TargetServer, describe_sessions};
 
 impl Run<'_> {
     pub(super) async fn apply_retention(&mut self) {
         let settings = self.settings;
-        let (Some(template), Some(retain)) = (&settings.dated_target, settings.retain) else {
+        let (Some(template), Some(retain)) = (&settings.dated, settings.retain) else {
             return;
         };
-        let server = self.workspace.target_server.as_ref().expect("connected in preflight");
-        let tonight = &settings.target.dbname;
-        let older = match older_archives(server, template, tonight, &settings.source.dbname).await {
+        let (tonight, older) = match (&settings.target, &settings.output) {
+            (Some(target), _) => {
+                let server = self.workspace.target_server.as_ref().expect("connected in preflight");
+                let older = older_databases(server, template, &target.dbname, &settings.source.dbname).await;
+                (target.dbname.clone(), older)
+            }
+            (None, Some(output)) => (output.display().to_string(), older_directories(output, template)),
+            (None, None) => return,
+        };
+        let older = match older {
             Ok(older) => older,
             Err(error) => {
                 self.warn(Warning::Other(format!(
@@ -28,7 +42,14 @@ impl Run<'_> {
         let (kept, beyond) = older.split_at(older.len().min(retain - 1));
         let mut outcomes = Vec::new();
         for (name, date) in beyond {
-            outcomes.push((name, date, drop_archive(server, name, settings.terminate).await));
+            let outcome = match &settings.target {
+                Some(_) => {
+                    let server = self.workspace.target_server.as_ref().expect("connected in preflight");
+                    drop_database(server, name, settings.terminate).await
+                }
+                None => std::fs::remove_dir_all(name).map_err(|error| anyhow::anyhow!("cannot remove it: {error}")),
+            };
+            outcomes.push((name, date, outcome));
         }
         for (name, date, outcome) in outcomes {
             match outcome {
@@ -42,7 +63,7 @@ impl Run<'_> {
                 Err(error) => self.warn(Warning::Other(format!("--retain {retain}: {name} was kept: {error:#}"))),
             }
         }
-        let kept = std::iter::once(tonight.clone())
+        let kept = std::iter::once(tonight)
             .chain(kept.iter().map(|(name, _)| name.clone()))
             .collect();
         self.emit(Event::Notice(Notice::KeptArchives {
@@ -54,12 +75,12 @@ impl Run<'_> {
 }
 
 /// The template's databases on the target server other than tonight's, newest first.
-async fn older_archives(
+async fn older_databases(
     server: &TargetServer,
     template: &DatedName,
     tonight: &str,
     source: &str,
-) -> anyhow::Result<Vec<(String, chrono::NaiveDateTime)>> {
+) -> anyhow::Result<Vec<(String, NaiveDateTime)>> {
     let names = server.database_names(template.prefix()).await?;
     // The source's name is never dropped, even when it fits the template on this same server.
     let others = names
@@ -69,7 +90,32 @@ async fn older_archives(
     Ok(template.archives(others))
 }
 
-async fn drop_archive(server: &TargetServer, name: &str, terminate: bool) -> anyhow::Result<()> {
+/// The template's complete archive directories beside `output` (tonight's), newest first, as
+/// paths.
+fn older_directories(output: &Path, template: &DatedName) -> anyhow::Result<Vec<(String, NaiveDateTime)>> {
+    let parent = output
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tonight = output.file_name().map(|name| name.to_string_lossy().into_owned());
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(parent)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // A directory without a manifest is not an archive of ours (or not a finished one).
+        if entry.file_type()?.is_dir() && Some(&name) != tonight.as_ref() && entry.path().join(MANIFEST_FILE).is_file()
+        {
+            names.push(name);
+        }
+    }
+    Ok(template
+        .archives(names.iter().map(String::as_str))
+        .into_iter()
+        .map(|(name, date)| (parent.join(name).display().to_string(), date))
+        .collect())
+}
+
+async fn drop_database(server: &TargetServer, name: &str, terminate: bool) -> anyhow::Result<()> {
     if !terminate {
         let sessions = server.sessions_on(name).await?;
         if !sessions.is_empty() {

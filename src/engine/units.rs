@@ -153,7 +153,7 @@ impl UnitContext {
         }
     }
 
-    async fn export_unit(&self, unit: Arc<Unit>) -> Result<(), StepError> {
+    pub(super) async fn export_unit(&self, unit: Arc<Unit>) -> Result<(), StepError> {
         let (sizes, started) = self
             .run_stage(&unit, Activity::Export, |_| {
                 steps::export::export_unit(&self.job, &unit)

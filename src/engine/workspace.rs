@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::connection::Endpoint;
+use crate::dated::DatedName;
 use crate::errors::SyncError;
 use crate::report::{Event, Leftover, Notice, Reporter, Warning};
 use crate::scheduler::Cancellation;
@@ -38,6 +39,92 @@ impl Workspace {
         let marker = format!("target={target}\npid={}\nstarted={timestamp}\n", std::process::id());
         std::fs::write(path.join(RUN_MARKER), marker).context("cannot mark the dump directory")?;
         Ok(path)
+    }
+
+    /// The directory a dump writes, beside `output` under a name of its own until it is
+    /// complete (`publish_archive`), so a half-written archive never has the archive's name.
+    pub fn create_archive_directory(&mut self, output: &Path) -> Result<PathBuf> {
+        let parent = output
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = output
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let directory = tempfile::Builder::new()
+            .prefix(&format!(".{name}.partial-"))
+            .tempdir_in(parent)
+            .with_context(|| format!("cannot create a directory in {}", parent.display()))?;
+        let path = directory.path().to_path_buf();
+        self.dump_directory = Some(directory);
+        let marker = format!(
+            "output={}\npid={}\nhost={}\n",
+            output.display(),
+            std::process::id(),
+            host_name()
+        );
+        std::fs::write(path.join(RUN_MARKER), marker).context("cannot mark the archive directory")?;
+        Ok(path)
+    }
+
+    /// Removes the partial directories that dumps into `output` (or into another name of its
+    /// date template, beside it) left when they died: marked with this host and a process that
+    /// no longer runs. A running dump's directory is never touched.
+    pub fn remove_abandoned_archives(&self, output: &Path, template: Option<&DatedName>, reporter: &dyn Reporter) {
+        let parent = output
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            return;
+        };
+        let ours = |marked: &Path| {
+            marked == output
+                || (marked.parent() == output.parent()
+                    && template
+                        .zip(marked.file_name())
+                        .is_some_and(|(template, name)| template.date_of(&name.to_string_lossy()).is_some()))
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(marker) = std::fs::read_to_string(path.join(RUN_MARKER)) else {
+                continue;
+            };
+            let field = |name: &str| {
+                marker
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+                    .map(str::to_string)
+            };
+            let (Some(marked), Some(pid), Some(host)) = (field("output"), field("pid"), field("host")) else {
+                continue;
+            };
+            let dead = pid.parse::<i32>().is_ok_and(|pid| !process_runs(pid));
+            if host == host_name() && dead && ours(Path::new(&marked)) && std::fs::remove_dir_all(&path).is_ok() {
+                reporter.emit(Event::Notice(Notice::RemovedLeftover(Leftover::DumpDirectory(
+                    path.display().to_string(),
+                ))));
+            }
+        }
+    }
+
+    /// Gives the complete archive its name. Refuses to replace anything that took the name
+    /// meanwhile.
+    pub fn publish_archive(&mut self, output: &Path) -> Result<()> {
+        let directory = self.dump_directory.take().expect("created before it is published");
+        if output.exists() {
+            let partial = directory.path().display().to_string();
+            self.dump_directory = Some(directory);
+            anyhow::bail!(
+                "{} appeared while the dump ran; the dump ({partial}) is removed",
+                output.display()
+            );
+        }
+        let path = directory.keep();
+        let _ = std::fs::remove_file(path.join(RUN_MARKER));
+        std::fs::rename(&path, output)
+            .with_context(|| format!("cannot rename {} to {}", path.display(), output.display()))
     }
 
     /// Removes what earlier runs into `target` left: unfinished copies, dump directories in
@@ -184,4 +271,21 @@ fn abandoned_dump_directories(parent: &Path, target: &Endpoint) -> Vec<PathBuf> 
                 .is_ok_and(|marker| marker.lines().next() == Some(wanted.as_str()))
         })
         .collect()
+}
+
+/// This machine's name, in the marks of archive directories: a process id means something only
+/// on the host that gave it.
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Whether a process with this id runs on this host.
+fn process_runs(pid: i32) -> bool {
+    use nix::errno::Errno;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(error) => error != Errno::ESRCH,
+    }
 }

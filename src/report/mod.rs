@@ -110,6 +110,18 @@ pub enum Phase {
     Data,
     PostData,
     Validation,
+    /// A dump's three phases.
+    DumpSchema,
+    DumpData,
+    DumpCounts,
+}
+
+/// What kind of run the output is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    Sync,
+    Dump,
 }
 
 /// One-line news from the engine.
@@ -126,6 +138,12 @@ pub enum Notice {
         target: String,
     },
     SyncingSchema,
+    DumpingSchema,
+    /// A dump's archive, complete under its own name.
+    ArchiveWritten {
+        path: String,
+        tables: usize,
+    },
     BuildingPostData,
     PostDataDone {
         elapsed: Duration,
@@ -279,6 +297,7 @@ pub struct ProgressReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Banner {
+    pub kind: RunKind,
     pub source: String,
     pub target: String,
     pub start_time: String,
@@ -324,6 +343,9 @@ pub enum TableResult {
     Failed,
     #[serde(rename = "NOT DONE")]
     NotDone,
+    /// A dump's table: exported and counted in the snapshot.
+    #[serde(rename = "DUMPED")]
+    Dumped,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -487,6 +509,7 @@ mod tests {
             TableResult::Mismatch,
             TableResult::Failed,
             TableResult::NotDone,
+            TableResult::Dumped,
         ] {
             let name = json_name(result);
             assert!(

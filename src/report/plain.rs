@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::text::{overall_detail, progress_detail, table_detail};
-use super::{Activity, Event, Phase, Reporter, TableState, summary_lines};
+use super::{Activity, Event, Reporter, RunKind, TableState, summary_lines};
 
 pub struct PlainReporter {
     output: Mutex<Box<dyn Write + Send>>,
@@ -105,14 +105,18 @@ fn phase_rule() -> String {
 pub fn render(event: &Event) -> Vec<String> {
     match event {
         Event::Banner(banner) => {
+            let (title, destination, working) = match banner.kind {
+                RunKind::Sync => ("SYNC CONFIGURATION", "TARGET DB (TO):     ", "TEMP DIR:           "),
+                RunKind::Dump => ("DUMP CONFIGURATION", "ARCHIVE (TO):       ", "WRITING IN:         "),
+            };
             let mut lines = vec![
                 phase_rule(),
-                "#  SYNC CONFIGURATION".to_string(),
+                format!("#  {title}"),
                 phase_rule(),
                 format!("SOURCE DB (FROM):   {}", banner.source),
-                format!("TARGET DB (TO):     {}", banner.target),
+                format!("{destination}{}", banner.target),
                 format!("START TIME:         {}", banner.start_time),
-                format!("TEMP DIR:           {}", banner.dump_dir),
+                format!("{working}{}", banner.dump_dir),
                 format!("MAX JOBS:           {}", banner.jobs),
             ];
             if let Some(batch_size) = banner.batch_size {
@@ -129,7 +133,12 @@ pub fn render(event: &Event) -> Vec<String> {
             lines.push(phase_rule());
             lines
         }
-        Event::Phase(phase) => header(&format!("PHASE {}/{}: {}", phase.number(), Phase::TOTAL, phase.title())),
+        Event::Phase(phase) => header(&format!(
+            "PHASE {}/{}: {}",
+            phase.number(),
+            phase.total(),
+            phase.title()
+        )),
         Event::Cleanup => header("FINAL CLEANUP"),
         Event::Notice(notice) => prefixed("[INFO]    ", &notice.to_string()),
         Event::Warning(warning) => prefixed("[WARN]    ", &warning.to_string()),
@@ -221,7 +230,7 @@ mod tests {
 
     #[test]
     fn phase_headers_match_the_old_script() {
-        let lines = render(&Event::Phase(Phase::Data));
+        let lines = render(&Event::Phase(super::super::Phase::Data));
         assert_eq!(lines[2], "#  PHASE 2/4: Data Export and Import");
         assert_eq!(lines[1], "=".repeat(88));
     }

@@ -50,10 +50,18 @@ impl Phase {
             Phase::Data => 2,
             Phase::PostData => 3,
             Phase::Validation => 4,
+            Phase::DumpSchema => 1,
+            Phase::DumpData => 2,
+            Phase::DumpCounts => 3,
         }
     }
 
-    pub const TOTAL: u8 = 4;
+    pub fn total(self) -> u8 {
+        match self {
+            Phase::Schema | Phase::Data | Phase::PostData | Phase::Validation => 4,
+            Phase::DumpSchema | Phase::DumpData | Phase::DumpCounts => 3,
+        }
+    }
 
     pub fn title(self) -> &'static str {
         match self {
@@ -61,6 +69,9 @@ impl Phase {
             Phase::Data => "Data Export and Import",
             Phase::PostData => "Constraints, Triggers and Views",
             Phase::Validation => "Validation",
+            Phase::DumpSchema => "Schema Dump",
+            Phase::DumpData => "Data Export",
+            Phase::DumpCounts => "Row Counts and Manifest",
         }
     }
 }
@@ -85,6 +96,11 @@ impl fmt::Display for Notice {
                 )
             }
             Notice::SyncingSchema => formatter.write_str("Syncing schema (types, tables, functions, sequences)..."),
+            Notice::DumpingSchema => formatter.write_str("Dumping schema (types, tables, functions, sequences)..."),
+            Notice::ArchiveWritten { path, tables } => write!(
+                formatter,
+                "Archive complete: {path} ({tables} table(s) counted in the snapshot, every file checksummed in manifest.json)"
+            ),
             Notice::BuildingPostData => {
                 formatter.write_str("Building foreign keys and triggers; refreshing materialized views...")
             }
@@ -345,14 +361,19 @@ pub fn summary_lines(summary: &Summary) -> Vec<String> {
 }
 
 /// Why the run ended, for its last line.
-pub fn closing_line(result: &Result<(), SyncError>) -> String {
-    match result {
-        Ok(()) => "✅ Sync finished successfully.".to_string(),
-        Err(SyncError::Interrupted(signal)) => format!(
+pub fn closing_line(result: &Result<(), SyncError>, kind: super::RunKind) -> String {
+    match (result, kind) {
+        (Ok(()), super::RunKind::Sync) => "✅ Sync finished successfully.".to_string(),
+        (Ok(()), super::RunKind::Dump) => "✅ Dump finished successfully.".to_string(),
+        (Err(SyncError::Interrupted(signal)), super::RunKind::Sync) => format!(
             "Interrupted by {}: every child process was stopped and temporary files removed; the previous target is unchanged.",
             signal_name(*signal)
         ),
-        Err(error) => format!("{error:#}"),
+        (Err(SyncError::Interrupted(signal)), super::RunKind::Dump) => format!(
+            "Interrupted by {}: every child process was stopped and the unfinished archive removed.",
+            signal_name(*signal)
+        ),
+        (Err(error), _) => format!("{error:#}"),
     }
 }
 

@@ -17,7 +17,7 @@ fn small_source(database: &str) {
 }
 
 /// Waits for the next second, so that runs a second apart get names a second apart.
-fn next_second() {
+pub fn next_second() {
     let now = chrono::Local::now();
     let wait = 1_000 - now.timestamp_subsec_millis().min(999);
     std::thread::sleep(Duration::from_millis(u64::from(wait) + 20));

@@ -42,7 +42,7 @@ impl FakeTools {
         self.directory.path()
     }
 
-    fn state(&self, name: &str) -> PathBuf {
+    pub(crate) fn state(&self, name: &str) -> PathBuf {
         self.directory.path().join("state").join(name)
     }
 

@@ -2,6 +2,7 @@
 
 mod architecture;
 mod archives;
+mod dump;
 mod faults;
 mod fidelity;
 mod harness;

@@ -23,8 +23,8 @@ use crate::tools::{self, PgTools, TocEntry};
 /// Everything the steps of one run share.
 pub struct Job {
     pub source: Endpoint,
-    /// The temporary database the copy is built in.
-    pub work_target: Endpoint,
+    /// The temporary database the copy is built in; `None` for a dump, which loads nothing.
+    pub work_target: Option<Endpoint>,
     pub tools: PgTools,
     pub passfile: PathBuf,
     pub snapshot: String,
@@ -52,6 +52,13 @@ pub struct Job {
 }
 
 impl Job {
+    /// The temporary database of a sync (a dump has none and never loads).
+    pub fn copy(&self) -> &Endpoint {
+        self.work_target
+            .as_ref()
+            .expect("only a sync loads, and a sync has a copy")
+    }
+
     pub fn pg_dump(&self) -> ChildCommand {
         ChildCommand::new(self.tools.pg_dump.clone())
             .env("PGPASSFILE", &self.passfile)
@@ -64,7 +71,7 @@ impl Job {
         let mut command = ChildCommand::new(self.tools.pg_restore.clone())
             .env("PGPASSFILE", &self.passfile)
             .env("PGOPTIONS", restore_session_options(self.session_options.as_deref()))
-            .arguments(["--dbname".to_string(), self.work_target.child_conninfo()]);
+            .arguments(["--dbname".to_string(), self.copy().child_conninfo()]);
         if self.no_owner {
             command = command.argument("--no-owner");
         }
@@ -90,7 +97,7 @@ impl Job {
 
     /// A new session on the copy.
     pub async fn connect_to_copy(&self) -> Result<tokio_postgres::Client, AttemptError> {
-        catalog::connect(&self.work_target, "target")
+        catalog::connect(self.copy(), "target")
             .await
             .map_err(database_attempt_error)
     }

@@ -13,12 +13,13 @@ use crate::report::{ObjectKind, Problem, StructureDifference};
 #[derive(Debug, Clone)]
 pub struct TableCount {
     pub source: i64,
-    pub target: i64,
+    /// `None` for a dump, which counts the source only.
+    pub target: Option<i64>,
 }
 
 impl TableCount {
     pub fn matches(&self) -> bool {
-        self.source == self.target
+        self.target == Some(self.source)
     }
 }
 
@@ -36,7 +37,10 @@ pub async fn count_rows(
     Ok(source
         .into_iter()
         .zip(target)
-        .map(|(source, target)| TableCount { source, target })
+        .map(|(source, target)| TableCount {
+            source,
+            target: Some(target),
+        })
         .collect())
 }
 

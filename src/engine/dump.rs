@@ -1,0 +1,168 @@
+//! `dbsync dump`: the export half of a sync, into an archive directory. One snapshot, the schema
+//! archive and every unit of data dumped in it, each table's rows counted in it, and the
+//! manifest; written beside `--output` under a name of its own and renamed when complete, so a
+//! half-written archive never looks like one.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use super::preflight::{self, Source};
+use super::steps::validate::TableCount;
+use super::steps::{self, Job};
+use super::units::UnitContext;
+use super::{Run, RunOutcome, interruptible, step_error};
+use crate::catalog::{self, QualifiedName};
+use crate::errors::SyncError;
+use crate::plan::{Plan, Unit};
+use crate::report::{Event, Notice, Phase, Reporter};
+use crate::scheduler::{Budget, Cancellation, FollowUp, RetryPolicy, StageFuture, UnitWork, run_units};
+use crate::settings::{Settings, Transfer};
+use crate::tools::PgTools;
+
+pub async fn dump(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation: Cancellation) -> RunOutcome {
+    let started = Instant::now();
+    let started_at = chrono::Local::now();
+    let mut run = Run::new(settings, reporter, cancellation);
+    let result = run.dump(started_at).await;
+    if result.is_ok() {
+        run.apply_retention().await;
+    }
+    run.finish(result, started, started_at).await
+}
+
+/// Units are dumped and stay dumped: nothing is loaded, so nothing follows.
+struct ExportOnly(Arc<UnitContext>);
+
+impl UnitWork<Unit> for ExportOnly {
+    fn export(&self, unit: Arc<Unit>) -> StageFuture {
+        let context = self.0.clone();
+        Box::pin(async move { context.export_unit(unit).await })
+    }
+
+    fn import(&self, _: Arc<Unit>) -> Option<StageFuture> {
+        None
+    }
+
+    fn loaded(&self, _: Arc<Unit>) -> Option<FollowUp> {
+        None
+    }
+}
+
+impl Run<'_> {
+    async fn dump(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
+        let settings = self.settings;
+        let output = settings.output.clone().expect("a dump has an output");
+        if output.exists() {
+            return Err(SyncError::Usage(format!(
+                "{} exists already: a dump never writes into or over an existing directory; choose another --output (a date template such as {{date}} gives each run its own)",
+                output.display()
+            )));
+        }
+        self.workspace
+            .remove_abandoned_archives(&output, settings.dated.as_ref(), &*self.reporter);
+        let (source, plan, unreadable) = self.inspect_source().await?;
+        let tools = preflight::locate_tools(settings, &source)?;
+        let job = self.prepare_dump(&source, &plan, tools, unreadable, started_at).await?;
+        let plan = Arc::new(plan);
+        self.dump_schema_and_data(&job, &plan, &source).await?;
+        self.emit(Event::Phase(Phase::DumpCounts));
+        let names: Vec<QualifiedName> = plan.tables.iter().map(|table| table.name.clone()).collect();
+        let counts = interruptible(&self.cancellation, catalog::row_counts(&source.client, &names)).await?;
+        self.progress.set_counts(
+            counts
+                .iter()
+                .map(|rows| TableCount {
+                    source: *rows,
+                    target: None,
+                })
+                .collect(),
+        );
+        self.try_write_manifest(&job, &plan, &source, &counts)
+            .await
+            .map_err(SyncError::Failed)?;
+        self.workspace.publish_archive(&output)?;
+        self.emit(Event::Notice(Notice::ArchiveWritten {
+            path: output.display().to_string(),
+            tables: plan.tables.len(),
+        }));
+        Ok(())
+    }
+
+    /// The archive directory, the banner and the snapshot; returns what every step shares.
+    async fn prepare_dump(
+        &mut self,
+        source: &Source,
+        plan: &Plan,
+        tools: PgTools,
+        schema_exclusions: Vec<QualifiedName>,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> Result<Arc<Job>, SyncError> {
+        let settings = self.settings;
+        let output = settings.output.as_ref().expect("a dump has an output");
+        let dump_directory = self
+            .workspace
+            .create_archive_directory(output)
+            .map_err(|error| SyncError::Usage(format!("{error:#}\nhint: --output must be in a writable directory")))?;
+        let passfile = self.workspace.create_passfile(&[&settings.source])?;
+        self.announce(plan, &tools, &dump_directory, started_at);
+        self.emit(Event::Phase(Phase::DumpSchema));
+        self.emit(Event::Notice(Notice::Locking {
+            tables: plan.tables.len(),
+        }));
+        let snapshot = self.take_snapshot(source, plan).await?;
+        Ok(Arc::new(Job {
+            source: settings.source.clone(),
+            work_target: None,
+            tools,
+            passfile,
+            snapshot,
+            snapshot_session: source.client.clone(),
+            schema_exclusions,
+            dump_directory,
+            keep_dumps: true,
+            dump_space: self.dump_space.clone(),
+            jobs: self.jobs,
+            analyze: false,
+            retry_policy: RetryPolicy {
+                retries: settings.retries,
+                base_delay: Duration::from_secs(1),
+            },
+            no_owner: false,
+            no_privileges: false,
+            no_tablespaces: false,
+            session_options: settings.session_options.clone(),
+            lock_timeout: settings.lock_timeout,
+            cancellation: self.cancellation.clone(),
+        }))
+    }
+
+    async fn dump_schema_and_data(&self, job: &Arc<Job>, plan: &Arc<Plan>, source: &Source) -> Result<(), SyncError> {
+        self.emit(Event::Notice(Notice::DumpingSchema));
+        let schema_dump = self.retried(job, "schema dump", |_| steps::schema::dump(job)).await?;
+        let post_data = steps::postdata::PostData::split(job, &schema_dump, plan, &source.index_owners)
+            .await
+            .map_err(|error| step_error(&self.cancellation, error))?;
+        self.emit(Event::Phase(Phase::DumpData));
+        self.emit(Event::StepsPlanned(plan.units.len()));
+        self.progress.data_started();
+        let (_, schema_ready) = tokio::sync::watch::channel(true);
+        let context = Arc::new(UnitContext {
+            job: job.clone(),
+            plan: plan.clone(),
+            post_data: Arc::new(post_data),
+            transfer: Transfer::Files { keep: true },
+            schema_ready,
+            progress: self.progress.clone(),
+            reporter: self.reporter.clone(),
+            index_batches: AtomicUsize::new(0),
+        });
+        let budget = Budget {
+            sessions: self.jobs.get(),
+            tasks: self.settings.batch_size.unwrap_or(usize::MAX),
+        };
+        run_units(plan.units.clone(), budget, &self.cancellation, &ExportOnly(context))
+            .await
+            .map_err(|error| step_error(&self.cancellation, error))
+    }
+}

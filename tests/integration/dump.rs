@@ -1,0 +1,236 @@
+//! `dbsync dump`: an archive directory from one snapshot, complete or absent.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::faults::FakeTools;
+use crate::harness::{Cluster, clusters};
+use crate::{assert_exit, dbsync, dump_dir, fingerprint, is_empty_dir, rich_source, text};
+
+fn dump_command(source: &str, output: &Path) -> Command {
+    let mut command = dbsync();
+    command
+        .args(["dump", "--plain", "--source"])
+        .arg(clusters().source.uri(source))
+        .arg("--output")
+        .arg(output);
+    command
+}
+
+/// Restores an archive by hand with pg_restore, in the order the README gives.
+fn restore_by_hand(cluster: &Cluster, archive: &Path, database: &str) {
+    cluster.create_database(database);
+    let pg_restore = |arguments: &[&str], file: &Path| {
+        let output = Command::new(cluster.bin_dir.join("pg_restore"))
+            .arg("-h")
+            .arg(&cluster.socket_dir)
+            .args(["-p", &cluster.port.to_string(), "-U", "postgres", "-d", database])
+            .args(arguments)
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    pg_restore(&["--section=pre-data"], &archive.join("schema.dump"));
+    let mut units: Vec<_> = std::fs::read_dir(archive)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with("unit-"))
+        .collect();
+    units.sort();
+    for unit in units {
+        pg_restore(&["--data-only"], &unit);
+    }
+    pg_restore(&["--section=post-data"], &archive.join("schema.dump"));
+}
+
+#[test]
+fn a_dump_is_a_complete_checked_archive_that_pg_restore_turns_back_into_the_source() {
+    let clusters = clusters();
+    rich_source("dumped_src");
+    let parent = dump_dir();
+    let output = parent.path().join("nightly");
+    let run = dump_command("dumped_src", &output)
+        .args(["--jobs", "2"])
+        .output()
+        .unwrap();
+    assert_exit(&run, 0);
+    let log = text(&run);
+    assert!(log.contains("Archive complete:"), "{log}");
+    assert!(log.contains("✅ Dump finished successfully."), "{log}");
+    // Only the archive, under its own name: no partial directory beside it.
+    let entries: Vec<String> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, ["nightly"]);
+    assert!(!output.join(".dbsync-run").exists());
+
+    let manifest = dbsync::manifest::Manifest::verify(&output, 2).unwrap();
+    assert_eq!(manifest.source.database, "dumped_src");
+    assert!(manifest.large_objects > 0);
+    // Each table's rows (with its partitions or children), as counted in the snapshot; the
+    // source is not written meanwhile, so a count now is the same.
+    assert!(manifest.tables.len() >= 15, "{:?}", manifest.tables);
+    for table in &manifest.tables {
+        let quoted = |identifier: &str| format!("\"{}\"", identifier.replace('"', "\"\""));
+        let rows = clusters.source.psql(
+            "dumped_src",
+            &format!("SELECT count(*) FROM {}.{}", quoted(&table.schema), quoted(&table.name)),
+        );
+        assert_eq!(rows, table.rows.to_string(), "{}.{}", table.schema, table.name);
+    }
+    let source = fingerprint(&clusters.source, "dumped_src");
+    restore_by_hand(&clusters.target, &output, "dumped_by_hand");
+    let restored = fingerprint(&clusters.target, "dumped_by_hand");
+    assert_eq!(source.tables, restored.tables, "table contents differ");
+    assert_eq!(source.sequences, restored.sequences, "sequence values differ");
+    assert_eq!(source.large_objects, restored.large_objects, "large objects differ");
+    assert_eq!(
+        clusters.source.schema_dump("dumped_src"),
+        clusters.target.schema_dump("dumped_by_hand"),
+        "the schema differs"
+    );
+
+    // An existing directory is never written into.
+    let again = dump_command("dumped_src", &output).output().unwrap();
+    assert_exit(&again, 2);
+    assert!(text(&again).contains("exists already"), "{}", text(&again));
+    dbsync::manifest::Manifest::verify(&output, 2).unwrap();
+}
+
+#[test]
+fn a_failed_dump_leaves_no_archive_and_no_partial_directory() {
+    let clusters = clusters();
+    clusters.source.create_database("dumpfail_src");
+    clusters.source.psql(
+        "dumpfail_src",
+        "CREATE TABLE a (id int PRIMARY KEY); INSERT INTO a SELECT generate_series(1, 100); \
+         CREATE TABLE b (id int PRIMARY KEY); INSERT INTO b SELECT generate_series(1, 100);",
+    );
+    // Data dumps fail; the schema dump works.
+    let fakes = FakeTools::new(
+        "if [[ \" $* \" == *\" --data-only \"* ]]; then echo 'pg_dump: error: permission denied for table b' >&2; exit 1; fi",
+        "",
+    );
+    let parent = dump_dir();
+    let output = parent.path().join("archive");
+    let run = dump_command("dumpfail_src", &output)
+        .arg("--pg-bin")
+        .arg(fakes.bin())
+        .output()
+        .unwrap();
+    assert_exit(&run, 1);
+    assert!(text(&run).contains("permission denied for table b"), "{}", text(&run));
+    assert!(
+        is_empty_dir(parent.path()),
+        "something was left in {}",
+        parent.path().display()
+    );
+}
+
+#[test]
+fn dated_dumps_with_retain_keep_the_newest_complete_archives() {
+    let clusters = clusters();
+    clusters.source.create_database("dumpdated_src");
+    clusters
+        .source
+        .psql("dumpdated_src", "CREATE TABLE a (id int); INSERT INTO a VALUES (1)");
+    let parent = dump_dir();
+    // An old archive of the template, a look-alike without a manifest, and another name.
+    let old = parent.path().join("main_20200101_000000");
+    let unfinished = parent.path().join("main_20200102_000000");
+    let other = parent.path().join("main_latest");
+    for directory in [&old, &unfinished, &other] {
+        std::fs::create_dir(directory).unwrap();
+    }
+    std::fs::write(old.join("manifest.json"), "{}").unwrap();
+    let template = parent.path().join("main_{date:%Y%m%d_%H%M%S}");
+    let mut made = Vec::new();
+    let complete = regex::Regex::new(r"Archive complete: (\S+main_\d{8}_\d{6}) ").unwrap();
+    for _ in 0..3 {
+        crate::archives::next_second();
+        let run = dump_command("dumpdated_src", &template)
+            .args(["--retain", "2"])
+            .output()
+            .unwrap();
+        assert_exit(&run, 0);
+        let log = text(&run);
+        let name = complete.captures(&log).unwrap_or_else(|| panic!("{log}"))[1].to_string();
+        made.push(name);
+    }
+    let mut left: Vec<String> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path().display().to_string())
+        .collect();
+    left.sort();
+    let mut expected = vec![
+        made[1].clone(),
+        made[2].clone(),
+        unfinished.display().to_string(),
+        other.display().to_string(),
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
+}
+
+#[test]
+fn a_killed_dump_leaves_a_partial_directory_that_the_next_dump_removes() {
+    let clusters = clusters();
+    clusters.source.create_database("dumpkill_src");
+    clusters
+        .source
+        .psql("dumpkill_src", "CREATE TABLE a (id int); INSERT INTO a VALUES (1)");
+    let fakes = FakeTools::new(
+        "if [[ \" $* \" == *\" --data-only \"* ]]; then touch \"$STATE/dumping\"; sleep 60; fi",
+        "",
+    );
+    let parent = dump_dir();
+    let output = parent.path().join("archive");
+    let mut child = dump_command("dumpkill_src", &output)
+        .arg("--pg-bin")
+        .arg(fakes.bin())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !fakes.state("dumping").exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the data dump never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial: Vec<_> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
+    assert_eq!(partial.len(), 1, "{partial:?}");
+    assert!(
+        partial[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".archive.partial-")
+    );
+    assert!(!output.exists(), "a killed dump has the archive's name");
+
+    let run = dump_command("dumpkill_src", &output).output().unwrap();
+    assert_exit(&run, 0);
+    assert!(
+        text(&run).contains(&format!(
+            "Removed {}, a dump directory left by a run that died",
+            partial[0].display()
+        )),
+        "{}",
+        text(&run)
+    );
+    assert!(!partial[0].exists());
+    dbsync::manifest::Manifest::verify(&output, 1).unwrap();
+}
