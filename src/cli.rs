@@ -23,148 +23,23 @@ pub enum Command {
     Sync(Box<SyncArguments>),
     /// Write the source database to an archive directory (schema, data, manifest) from one snapshot.
     Dump(Box<DumpArguments>),
+    /// Load an archive (from `dbsync dump` or --keep-dumps) into the target database, replacing it
+    /// once the copy is complete and validated against the archive's manifest.
+    Restore(Box<RestoreArguments>),
     /// List the databases of a dated target (--target …/Archive_{date}) with their dates and sizes.
     Archives(ArchivesArguments),
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct DumpArguments {
-    /// Source database URI: postgres://user@host:5432/Main_DB
-    #[arg(long, value_name = "URI")]
-    pub source: Option<String>,
-
-    /// The archive directory to write; it must not exist. May end in a date template:
-    /// /backups/Main_DB_{date}
-    #[arg(long, value_name = "DIR")]
-    pub output: PathBuf,
-
-    /// Configuration file with table groups and settings (see core_tables.toml)
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// Dump data only for tables matching these comma-separated wildcard patterns
-    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
-    pub include: Vec<String>,
-
-    /// Dump no data for tables matching these comma-separated wildcard patterns
-    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
-    pub exclude: Vec<String>,
-
-    /// How many sessions may dump at once [default: number of CPUs]
-    #[arg(long, short = 'j', value_name = "N")]
-    pub jobs: Option<usize>,
-
-    /// How many times a transient failure is retried [default: 3]
-    #[arg(long, value_name = "N")]
-    pub retries: Option<u32>,
-
-    /// Directory holding pg_dump and pg_restore to use instead of searching for them
-    #[arg(long, value_name = "DIR")]
-    pub pg_bin: Option<PathBuf>,
-
-    /// Write a JSON report of the run to this file
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-
-    /// One plain line per event even on a terminal (no progress bars, no colour)
-    #[arg(long)]
-    pub plain: bool,
-
-    /// How long to wait for the locks on the source's tables before giving up [default: 600]
-    #[arg(long, value_name = "SECONDS")]
-    pub lock_timeout: Option<u64>,
-
-    /// In plain output, how often a long-running table gets a progress line [default: 30]
-    #[arg(long, value_name = "SECONDS")]
-    pub progress_every: Option<u64>,
-
-    /// After a successful dump, keep only the N newest archives of the --output date template
-    #[arg(long, value_name = "N")]
-    pub retain: Option<usize>,
-
-    /// Render the date template of --output in UTC instead of local time
-    #[arg(long)]
-    pub utc: bool,
-}
-
-impl DumpArguments {
-    /// The same run seen as a sync without a target: what dumping shares with syncing.
-    pub fn as_sync(&self) -> SyncArguments {
-        SyncArguments {
-            source: self.source.clone(),
-            target: None,
-            config: self.config.clone(),
-            include: self.include.clone(),
-            exclude: self.exclude.clone(),
-            jobs: self.jobs,
-            retries: self.retries,
-            dump_dir: None,
-            keep_dumps: false,
-            no_keep_dumps: false,
-            stream: false,
-            no_stream: false,
-            analyze: false,
-            no_analyze: false,
-            no_terminate: false,
-            yes: false,
-            no_owner: false,
-            owner: false,
-            no_tablespaces: false,
-            no_privileges: false,
-            privileges: false,
-            foreign_keys: None,
-            pg_bin: self.pg_bin.clone(),
-            report: self.report.clone(),
-            plain: self.plain,
-            lock_timeout: self.lock_timeout,
-            progress_every: self.progress_every,
-            retain: self.retain,
-            utc: self.utc,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct ArchivesArguments {
-    /// Target URI whose database name has a date template: postgres://user@host/Archive_{date}
-    #[arg(long, value_name = "URI")]
-    pub target: Option<String>,
-
-    /// Configuration file whose [target] url is used when --target is not given
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Args)]
 pub struct SyncArguments {
-    /// Source database URI: postgres://user@host:5432/Main_DB
-    #[arg(long, value_name = "URI")]
-    pub source: Option<String>,
+    #[command(flatten)]
+    pub source: SourceArguments,
 
-    /// Target database URI: postgres://user@host2:5432/Archive_DB
-    #[arg(long, value_name = "URI")]
-    pub target: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArguments,
 
-    /// Configuration file with table groups and settings (see core_tables.toml)
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// Copy data only for tables matching these comma-separated wildcard patterns (user_*,billing.*)
-    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
-    pub include: Vec<String>,
-
-    /// Copy no data for tables matching these comma-separated wildcard patterns
-    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
-    pub exclude: Vec<String>,
-
-    /// How many server sessions may do copy work at once: dumps, loads, index builds, vacuums
-    /// [default: number of CPUs]
-    #[arg(long, short = 'j', value_name = "N")]
-    pub jobs: Option<usize>,
-
-    /// How many times a transient failure is retried [default: 3]
-    #[arg(long, value_name = "N")]
-    pub retries: Option<u32>,
+    #[command(flatten)]
+    pub run: RunArguments,
 
     /// Directory in which the temporary dump directory is created [default: .]
     #[arg(long, value_name = "DIR")]
@@ -185,6 +60,106 @@ pub struct SyncArguments {
     /// Write dump files (overrides stream in a config file)
     #[arg(long, overrides_with = "stream")]
     pub no_stream: bool,
+
+    /// What to do with a foreign key from a copied table to a table whose data is not copied:
+    /// not-valid (create it NOT VALID), skip (leave it out), include-parent (copy the referenced
+    /// tables' data too)
+    #[arg(long, value_name = "POLICY", value_parser = PossibleValuesParser::new(["not-valid", "skip", "include-parent"]))]
+    pub foreign_keys: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DumpArguments {
+    #[command(flatten)]
+    pub source: SourceArguments,
+
+    /// The archive directory to write; it must not exist. May end in a date template:
+    /// /backups/Main_DB_{date}
+    #[arg(long, value_name = "DIR")]
+    pub output: PathBuf,
+
+    #[command(flatten)]
+    pub run: RunArguments,
+}
+
+impl DumpArguments {
+    /// The same run seen as a sync without a target: what dumping shares with syncing.
+    pub fn as_sync(&self) -> SyncArguments {
+        SyncArguments {
+            source: self.source.clone(),
+            target: TargetArguments::default(),
+            run: self.run.clone(),
+            dump_dir: None,
+            keep_dumps: false,
+            no_keep_dumps: false,
+            stream: false,
+            no_stream: false,
+            foreign_keys: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArguments {
+    /// The archive directory: a `dbsync dump --output`, or a sync's kept dump directory
+    #[arg(value_name = "DIR")]
+    pub archive: PathBuf,
+
+    #[command(flatten)]
+    pub target: TargetArguments,
+
+    #[command(flatten)]
+    pub run: RunArguments,
+
+    /// Directory in which a small working directory is created [default: .]
+    #[arg(long, value_name = "DIR")]
+    pub dump_dir: Option<PathBuf>,
+}
+
+impl RestoreArguments {
+    /// The same run seen as a sync without a source: what restoring shares with syncing.
+    pub fn as_sync(&self) -> SyncArguments {
+        SyncArguments {
+            source: SourceArguments::default(),
+            target: self.target.clone(),
+            run: self.run.clone(),
+            dump_dir: self.dump_dir.clone(),
+            keep_dumps: false,
+            no_keep_dumps: true,
+            stream: false,
+            no_stream: true,
+            foreign_keys: None,
+        }
+    }
+}
+
+/// Where a sync or a dump reads, and what.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SourceArguments {
+    /// Source database URI: postgres://user@host:5432/Main_DB
+    #[arg(long, value_name = "URI")]
+    pub source: Option<String>,
+
+    /// Copy data only for tables matching these comma-separated wildcard patterns (user_*,billing.*)
+    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    pub include: Vec<String>,
+
+    /// Copy no data for tables matching these comma-separated wildcard patterns
+    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+
+    /// How long to wait for the locks on the source's tables before giving up [default: 600]
+    #[arg(long, value_name = "SECONDS")]
+    pub lock_timeout: Option<u64>,
+}
+
+/// Where a sync or a restore writes, and how it treats what is there.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TargetArguments {
+    /// Target database URI: postgres://user@host2:5432/Archive_DB (may hold a date template:
+    /// Archive_DB_{date})
+    #[arg(long, value_name = "URI")]
+    pub target: Option<String>,
 
     /// ANALYZE each table once it is loaded, so the copy has planner statistics at once
     #[arg(long, overrides_with = "no_analyze")]
@@ -221,12 +196,23 @@ pub struct SyncArguments {
     /// Restore grants (the default; overrides no_privileges in a config file)
     #[arg(long, overrides_with = "no_privileges")]
     pub privileges: bool,
+}
 
-    /// What to do with a foreign key from a copied table to a table whose data is not copied:
-    /// not-valid (create it NOT VALID), skip (leave it out), include-parent (copy the referenced
-    /// tables' data too)
-    #[arg(long, value_name = "POLICY", value_parser = PossibleValuesParser::new(["not-valid", "skip", "include-parent"]))]
-    pub foreign_keys: Option<String>,
+/// What every run takes: configuration, parallelism, tools, output, retention.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArguments {
+    /// Configuration file with table groups and settings (see core_tables.toml)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// How many server sessions may do copy work at once: dumps, loads, index builds, vacuums
+    /// [default: number of CPUs]
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// How many times a transient failure is retried [default: 3]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
 
     /// Directory holding pg_dump and pg_restore to use instead of searching for them
     #[arg(long, value_name = "DIR")]
@@ -240,22 +226,29 @@ pub struct SyncArguments {
     #[arg(long)]
     pub plain: bool,
 
-    /// How long to wait for the locks on the source's tables before giving up [default: 600]
-    #[arg(long, value_name = "SECONDS")]
-    pub lock_timeout: Option<u64>,
-
     /// In plain output, how often a long-running table gets a progress line [default: 30]
     #[arg(long, value_name = "SECONDS")]
     pub progress_every: Option<u64>,
 
-    /// After a successful run, keep only the N newest databases of the target's date template
-    /// (e.g. --target …/Archive_{date}), tonight's included; drop the older ones
+    /// After a successful run, keep only the N newest of the date template of the target name
+    /// (or of --output), tonight's included; remove the older ones
     #[arg(long, value_name = "N")]
     pub retain: Option<usize>,
 
-    /// Render the date template of the target name in UTC instead of local time
+    /// Render a date template in UTC instead of local time
     #[arg(long)]
     pub utc: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ArchivesArguments {
+    /// Target URI whose database name has a date template: postgres://user@host/Archive_{date}
+    #[arg(long, value_name = "URI")]
+    pub target: Option<String>,
+
+    /// Configuration file whose [target] url is used when --target is not given
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// A `--flag` / `--no-flag` pair as clap leaves it: whichever came last is set.

@@ -42,11 +42,15 @@ pub fn main_entry() -> u8 {
         match cli.command {
             Command::Sync(arguments) => {
                 let settings = settings::resolve(&arguments, &settings::process_environment);
-                run_engine(settings, Engine::Sync).await
+                run_engine(settings, report::RunKind::Sync).await
             }
             Command::Dump(arguments) => {
                 let settings = settings::resolve_dump(&arguments, &settings::process_environment);
-                run_engine(settings, Engine::Dump).await
+                run_engine(settings, report::RunKind::Dump).await
+            }
+            Command::Restore(arguments) => {
+                let settings = settings::resolve_restore(&arguments, &settings::process_environment);
+                run_engine(settings, report::RunKind::Restore).await
             }
             Command::Archives(arguments) => list_archives(&arguments).await,
         }
@@ -75,14 +79,8 @@ async fn list_archives(arguments: &cli::ArchivesArguments) -> u8 {
     }
 }
 
-/// Which run of the engine.
-enum Engine {
-    Sync,
-    Dump,
-}
-
 /// settings → reporter → engine → exit code.
-async fn run_engine(settings: Result<settings::Settings, errors::SyncError>, engine: Engine) -> u8 {
+async fn run_engine(settings: Result<settings::Settings, errors::SyncError>, kind: report::RunKind) -> u8 {
     let settings = match settings {
         Ok(settings) => settings,
         Err(error) => {
@@ -96,16 +94,7 @@ async fn run_engine(settings: Result<settings::Settings, errors::SyncError>, eng
         report::print_error(&format!("cannot install signal handlers: {error}"));
         return EXIT_FAILURE;
     }
-    let (outcome, kind) = match engine {
-        Engine::Sync => (
-            engine::run(&settings, reporter.clone(), cancellation).await,
-            report::RunKind::Sync,
-        ),
-        Engine::Dump => (
-            engine::dump::dump(&settings, reporter.clone(), cancellation).await,
-            report::RunKind::Dump,
-        ),
-    };
+    let outcome = engine::run(&settings, kind, reporter.clone(), cancellation).await;
     // A refusal changed nothing: its reason is the whole story, without a table of NOT DONE.
     if !outcome.summary.tables.is_empty() && outcome.summary.outcome != Outcome::Refused {
         reporter.emit(Event::Summary(outcome.summary.clone()));

@@ -12,12 +12,15 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::catalog::{DatabaseInfo, DatabaseSetting, Structure, TargetNeeds};
+use crate::plan::Plan;
+
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// What this version writes; a reader refuses formats it does not know.
 pub const FORMAT: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
     pub dbsync_version: String,
@@ -31,6 +34,24 @@ pub struct Manifest {
     pub large_objects: i64,
     /// Every file of the archive but the manifest, by path relative to the archive.
     pub files: Vec<FileEntry>,
+    pub restore: RestoreFacts,
+}
+
+/// What a restore needs besides the files: the plan the dump followed (tables, units, foreign
+/// keys), the source database's own properties, the table of each index and constraint, and the
+/// structure the copy is validated against, all read in the dump's snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreFacts {
+    /// The source server's major version: `pg_restore` must be at least as new.
+    pub server_major: u32,
+    pub database: DatabaseInfo,
+    pub settings: Vec<DatabaseSetting>,
+    pub plan: Plan,
+    /// Roles, extensions and lock slots the target server must have.
+    pub target_needs: TargetNeeds,
+    /// (index or constraint oid, table oid), for building each table's indexes once it is loaded.
+    pub index_owners: Vec<(u32, u32)>,
+    pub structure: Structure,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,6 +249,37 @@ mod tests {
             sequences: 0,
             large_objects: 0,
             files,
+            restore: RestoreFacts {
+                server_major: 15,
+                database: DatabaseInfo {
+                    encoding: "UTF8".into(),
+                    collate: "C.UTF-8".into(),
+                    ctype: "C.UTF-8".into(),
+                    locale_provider: crate::catalog::LocaleProvider::Libc,
+                    provider_locale: None,
+                    owner: "app".into(),
+                    comment: None,
+                },
+                settings: vec![],
+                plan: Plan {
+                    whole_database: true,
+                    tables: vec![],
+                    units: vec![],
+                    sequences: vec![],
+                    large_object_count: 0,
+                    copy_large_objects: true,
+                    dangling_foreign_keys: vec![],
+                    foreign_key_policy: crate::plan::ForeignKeyPolicy::NotValid,
+                    referenced_tables: vec![],
+                },
+                target_needs: TargetNeeds {
+                    required_roles: Default::default(),
+                    extensions: vec![],
+                    schema_locks: 0,
+                },
+                index_owners: vec![],
+                structure: Structure::default(),
+            },
         }
     }
 

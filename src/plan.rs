@@ -5,13 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::catalog::{Inventory, QualifiedName, Table, TableKind};
 use crate::errors::SyncError;
 use crate::settings::TablePattern;
 use crate::usage_error;
 
 /// What to do with a foreign key from a table whose data is copied to one whose data is not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ForeignKeyPolicy {
     /// Create the key NOT VALID: enforced for new rows, existing rows not checked.
     NotValid,
@@ -47,7 +50,7 @@ pub const LARGE_TABLE_BYTES: i64 = 64 * 1024 * 1024;
 
 /// A table as users see it: an ordinary table, or the root of a partition or inheritance tree
 /// with all its members.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlannedTable {
     pub name: QualifiedName,
     pub oid: u32,
@@ -67,14 +70,15 @@ pub struct PlannedTable {
     pub estimated_rows: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum UnitKind {
     Tables,
     LargeObjects,
 }
 
 /// Data dumped by one `pg_dump` and loaded by one `pg_restore`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Unit {
     pub index: usize,
     pub kind: UnitKind,
@@ -109,7 +113,7 @@ impl Unit {
 }
 
 /// A foreign key from a table whose data is copied to one whose data is not.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DanglingForeignKey {
     pub oid: u32,
     pub name: String,
@@ -120,7 +124,9 @@ pub struct DanglingForeignKey {
     pub on_partitioned_table: bool,
 }
 
-#[derive(Debug, Clone)]
+/// What a run copies, and how: also kept in an archive's manifest, so that a restore loads and
+/// checks exactly what the dump held.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub whole_database: bool,
     pub tables: Vec<PlannedTable>,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{ArchivesArguments, DumpArguments, SyncArguments, switch};
+use crate::cli::{ArchivesArguments, DumpArguments, RestoreArguments, SyncArguments, switch};
 use crate::connection::{Endpoint, EndpointDefaults};
 use crate::dated::{self, DatedName};
 use crate::errors::SyncError;
@@ -62,7 +62,8 @@ pub struct Display {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub source: Endpoint,
+    /// Where a sync or a dump reads from; `None` for a restore, which reads an archive.
+    pub source: Option<Endpoint>,
     /// Where a sync copies to; `None` for a dump, which writes an archive instead.
     pub target: Option<Endpoint>,
     /// Empty: every table.
@@ -92,8 +93,10 @@ pub struct Settings {
     /// How long to wait for the locks on the source's tables.
     pub lock_timeout: Duration,
     pub config_file: Option<PathBuf>,
-    /// The archive directory a dump writes (rendered from its date template); `None` for a sync.
+    /// The archive directory a dump writes (rendered from its date template).
     pub output: Option<PathBuf>,
+    /// The archive directory a restore reads.
+    pub archive: Option<PathBuf>,
     /// The date template of the target name (`Archive_{date}`) or of the output directory's;
     /// `target.dbname` or `output` holds it rendered for this run.
     pub dated: Option<DatedName>,
@@ -102,6 +105,11 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The source of a sync or a dump (`resolve` and `resolve_dump` always give one).
+    pub fn source(&self) -> &Endpoint {
+        self.source.as_ref().expect("a sync or a dump has a source")
+    }
+
     /// The target of a sync (`resolve` always gives one).
     pub fn target(&self) -> &Endpoint {
         self.target.as_ref().expect("a sync has a target")
@@ -386,13 +394,37 @@ pub fn resolve_archives(
     Ok((target, template))
 }
 
+/// Which run the settings are for: what it reads and writes besides the databases.
+enum Mode<'a> {
+    Sync,
+    Dump { output: &'a Path },
+    Restore { archive: &'a Path },
+}
+
 pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Settings, SyncError> {
-    resolve_run(arguments, None, environment)
+    resolve_run(arguments, Mode::Sync, environment)
 }
 
 /// `dbsync dump`: a sync's settings without a target, writing the archive `output`.
 pub fn resolve_dump(arguments: &DumpArguments, environment: Environment) -> Result<Settings, SyncError> {
-    resolve_run(&arguments.as_sync(), Some(&arguments.output), environment)
+    resolve_run(
+        &arguments.as_sync(),
+        Mode::Dump {
+            output: &arguments.output,
+        },
+        environment,
+    )
+}
+
+/// `dbsync restore`: a sync's settings without a source, reading the archive.
+pub fn resolve_restore(arguments: &RestoreArguments, environment: Environment) -> Result<Settings, SyncError> {
+    resolve_run(
+        &arguments.as_sync(),
+        Mode::Restore {
+            archive: &arguments.archive,
+        },
+        environment,
+    )
 }
 
 /// The clock a date template reads, once.
@@ -426,33 +458,39 @@ fn resolve_output(output: &Path, utc: bool) -> Result<(PathBuf, Option<DatedName
     Ok((rendered, template))
 }
 
-fn resolve_run(
-    arguments: &SyncArguments,
-    output: Option<&Path>,
-    environment: Environment,
-) -> Result<Settings, SyncError> {
-    let (config_path, config) = config_of(arguments.config.as_ref(), environment)?;
+fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) -> Result<Settings, SyncError> {
+    let (config_path, config) = config_of(arguments.run.config.as_ref(), environment)?;
     let defaults = endpoint_defaults(environment);
     // A flag, on or off, beats the file; the file beats the default.
     let chosen = |on: bool, off: bool, file: Option<bool>| switch(on, off).or(file).unwrap_or(false);
-    let (source, _) = resolve_endpoint(
-        Side::Source,
-        arguments.source.as_deref(),
-        config.source.as_ref(),
-        environment,
-        &defaults,
-    )?;
+    let source = match mode {
+        Mode::Restore { .. } => None,
+        Mode::Sync | Mode::Dump { .. } => Some(
+            resolve_endpoint(
+                Side::Source,
+                arguments.source.source.as_deref(),
+                config.source.as_ref(),
+                environment,
+                &defaults,
+            )?
+            .0,
+        ),
+    };
     let options = &config.options;
-    let utc = chosen(arguments.utc, false, options.utc);
-    let (target, output, dated) = match output {
-        Some(output) => {
+    let utc = chosen(arguments.run.utc, false, options.utc);
+    let archive = match mode {
+        Mode::Restore { archive } => Some(archive.to_path_buf()),
+        Mode::Sync | Mode::Dump { .. } => None,
+    };
+    let (target, output, dated) = match mode {
+        Mode::Dump { output } => {
             let (output, template) = resolve_output(output, utc)?;
             (None, Some(output), template)
         }
-        None => {
+        Mode::Sync | Mode::Restore { .. } => {
             let (mut target, template) = resolve_endpoint(
                 Side::Target,
-                arguments.target.as_deref(),
+                arguments.target.target.as_deref(),
                 config.target.as_ref(),
                 environment,
                 &defaults,
@@ -464,7 +502,7 @@ fn resolve_run(
             (Some(target), None, template)
         }
     };
-    let retain = arguments.retain.or(options.retain);
+    let retain = arguments.run.retain.or(options.retain);
     match (retain, &dated) {
         (Some(_), None) => {
             return Err(usage_error!(
@@ -480,7 +518,7 @@ fn resolve_run(
         _ => {}
     }
 
-    let jobs = match (arguments.jobs, environment("PG_JOBS"), options.jobs) {
+    let jobs = match (arguments.run.jobs, environment("PG_JOBS"), options.jobs) {
         (Some(jobs), _, _) => jobs,
         (None, Some(value), _) => parse_number("PG_JOBS", &value)?,
         (None, None, Some(jobs)) => jobs,
@@ -489,7 +527,7 @@ fn resolve_run(
             .unwrap_or(2),
     };
     let jobs = Jobs::new(jobs).ok_or_else(|| usage_error!("jobs must be at least 1"))?;
-    let retries = match (arguments.retries, environment("RETRY_COUNT"), options.retries) {
+    let retries = match (arguments.run.retries, environment("RETRY_COUNT"), options.retries) {
         (Some(retries), _, _) => retries,
         (None, Some(value), _) => parse_number("RETRY_COUNT", &value)?,
         (None, None, Some(retries)) => retries,
@@ -521,7 +559,7 @@ fn resolve_run(
             });
         }
     }
-    for pattern in &arguments.include {
+    for pattern in &arguments.source.include {
         include.push(TablePattern {
             pattern: pattern.trim().to_string(),
             origin: "--include".into(),
@@ -536,7 +574,7 @@ fn resolve_run(
             origin: "[exclude] tables".into(),
         })
         .collect();
-    for pattern in &arguments.exclude {
+    for pattern in &arguments.source.exclude {
         exclude.push(TablePattern {
             pattern: pattern.trim().to_string(),
             origin: "--exclude".into(),
@@ -556,7 +594,7 @@ fn resolve_run(
     if let Some(target) = &target {
         crate::target::refuse_unsafe_target(&target.dbname, &config.protect).map_err(SyncError::Usage)?;
     }
-    for (side, endpoint) in [("source", Some(&source)), ("target", target.as_ref())] {
+    for (side, endpoint) in [("source", source.as_ref()), ("target", target.as_ref())] {
         let Some(endpoint) = endpoint else { continue };
         if endpoint.dbname.len() > 63 {
             return Err(usage_error!(
@@ -576,13 +614,14 @@ fn resolve_run(
         (true, false) => Transfer::Stream,
         (false, keep) => Transfer::Files { keep },
     };
-    let progress_every = match arguments.progress_every {
+    let progress_every = match arguments.run.progress_every {
         Some(0) => return Err(usage_error!("--progress-every must be at least 1 second")),
         Some(seconds) => Duration::from_secs(seconds),
         None => Duration::from_secs(30),
     };
     Ok(Settings {
         source,
+        archive,
         target,
         output,
         include,
@@ -596,22 +635,33 @@ fn resolve_run(
             .or_else(|| options.dump_dir.clone())
             .unwrap_or_else(|| PathBuf::from(".")),
         transfer,
-        analyze: chosen(arguments.analyze, arguments.no_analyze, options.analyze),
-        assume_yes: arguments.yes,
-        terminate: !arguments.no_terminate,
-        no_owner: chosen(arguments.no_owner, arguments.owner, options.no_owner),
-        no_privileges: chosen(arguments.no_privileges, arguments.privileges, options.no_privileges),
-        no_tablespaces: arguments.no_tablespaces || options.no_tablespaces.unwrap_or(false),
+        analyze: chosen(arguments.target.analyze, arguments.target.no_analyze, options.analyze),
+        assume_yes: arguments.target.yes,
+        terminate: !arguments.target.no_terminate,
+        no_owner: chosen(arguments.target.no_owner, arguments.target.owner, options.no_owner),
+        no_privileges: chosen(
+            arguments.target.no_privileges,
+            arguments.target.privileges,
+            options.no_privileges,
+        ),
+        no_tablespaces: arguments.target.no_tablespaces || options.no_tablespaces.unwrap_or(false),
         foreign_keys,
-        pg_bin: arguments.pg_bin.clone().or_else(|| options.pg_bin.clone()),
-        report: arguments.report.clone(),
+        pg_bin: arguments.run.pg_bin.clone().or_else(|| options.pg_bin.clone()),
+        report: arguments.run.report.clone(),
         display: Display {
-            terminal_allowed: !arguments.plain && environment("TERM").is_some_and(|term| term != "dumb"),
+            terminal_allowed: !arguments.run.plain && environment("TERM").is_some_and(|term| term != "dumb"),
             colour: environment("NO_COLOR").is_none(),
             progress_every,
         },
         session_options: environment("PGOPTIONS").filter(|options| !options.trim().is_empty()),
-        lock_timeout: Duration::from_secs(arguments.lock_timeout.or(options.lock_timeout).unwrap_or(600).max(1)),
+        lock_timeout: Duration::from_secs(
+            arguments
+                .source
+                .lock_timeout
+                .or(options.lock_timeout)
+                .unwrap_or(600)
+                .max(1),
+        ),
         config_file: config_path,
         dated,
         retain,
@@ -652,9 +702,9 @@ mod tests {
             ("BATCH_SIZE", "2"),
         ]);
         let settings = resolve(&arguments(&[]), &environment).unwrap();
-        assert_eq!(settings.source.host, "prod");
-        assert_eq!(settings.source.dbname, "Main_DB");
-        assert_eq!(settings.source.password.as_ref().unwrap().expose(), "s3cret");
+        assert_eq!(settings.source().host, "prod");
+        assert_eq!(settings.source().dbname, "Main_DB");
+        assert_eq!(settings.source().password.as_ref().unwrap().expose(), "s3cret");
         assert_eq!(settings.target().dbname, "archive");
         assert_eq!(settings.target().host, "localhost");
         assert_eq!(
@@ -678,7 +728,7 @@ mod tests {
             &environment,
         )
         .unwrap();
-        assert_eq!(settings.source.host, "flag");
+        assert_eq!(settings.source().host, "flag");
         assert_eq!(settings.jobs.get(), 3);
     }
 
@@ -870,9 +920,9 @@ mod tests {
             &environment,
         )
         .unwrap();
-        assert_eq!(settings.source.host, "/var/run/sockets");
-        assert_eq!(settings.source.port, 6543);
-        assert_eq!(settings.source.user, "carol");
+        assert_eq!(settings.source().host, "/var/run/sockets");
+        assert_eq!(settings.source().port, 6543);
+        assert_eq!(settings.source().user, "carol");
         assert_eq!(settings.session_options.as_deref(), Some("-c work_mem=64MB"));
         assert!(!settings.display.terminal_allowed, "TERM=dumb allows no progress bars");
         assert!(!settings.display.colour, "NO_COLOR turns colour off");
@@ -892,7 +942,7 @@ mod tests {
             &environment_of(pairs),
         )
         .unwrap();
-        assert_eq!(settings.source.password.as_ref().unwrap().expose(), "from-the-file");
+        assert_eq!(settings.source().password.as_ref().unwrap().expose(), "from-the-file");
         assert!(settings.target().password.is_none());
     }
 }

@@ -257,7 +257,7 @@ impl TargetServer {
 
     /// Drops a database, from a new session when this one was lost (the server restarted).
     pub async fn drop_database_reconnecting(&self, name: &str) -> Result<()> {
-        match self.drop_database(name).await {
+        match despite_a_late_cancel(|| self.drop_database(name)).await {
             Err(_) if self.client.lock().expect("not poisoned").is_closed() => {
                 catalog::drop_database(&*self.session().await?, self.server.major(), name).await
             }
@@ -318,7 +318,7 @@ impl TargetServer {
             .await
         {
             // Not stoppable: this rename is what makes a stop safe.
-            catalog::rename_database(&client, &previous, target, &|| true)
+            despite_a_late_cancel(|| catalog::rename_database(&client, &previous, target, &|| true))
                 .await
                 .with_context(|| format!("could not put the previous target back; it is now named {previous}"))?;
             return Err(error);
@@ -328,6 +328,31 @@ impl TargetServer {
             .err()
             .map(|error| format!("the previous target database was kept as {previous}: {error:#}"));
         Ok(Swapped { ended, kept })
+    }
+}
+
+/// Runs a statement that must not be stopped, again if a cancel request that a stop sent for
+/// the statement before it arrived late and cancelled this one instead: the server signals the
+/// backend after the request's connection is accepted, which can be after the next statement
+/// has started.
+async fn despite_a_late_cancel<T, F, Fut>(mut statement: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match statement().await {
+            Err(error)
+                if attempts < 3
+                    && catalog::database_error(&error)
+                        .is_some_and(|cause| cause.code == Some(SqlState::QUERY_CANCELED)) =>
+            {
+                continue;
+            }
+            result => return result,
+        }
     }
 }
 

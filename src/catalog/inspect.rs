@@ -110,12 +110,34 @@ pub struct ForeignKey {
     pub definition: String,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RequiredRoles {
     pub owners: BTreeSet<String>,
     pub grantees: BTreeSet<String>,
     /// Named in row-level-security policies: needed even without owners and privileges.
     pub policy_roles: BTreeSet<String>,
+}
+
+/// What the target server must have for the schema to be restored, and how many locks the
+/// schema restore takes there: from the source's inventory for a sync, from the manifest for a
+/// restore.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TargetNeeds {
+    pub required_roles: RequiredRoles,
+    pub extensions: Vec<String>,
+    /// Lock slots the schema restore's single transaction takes: each table, its TOAST table
+    /// and index, and each sequence it creates.
+    pub schema_locks: i64,
+}
+
+impl TargetNeeds {
+    pub fn of(inventory: &Inventory) -> TargetNeeds {
+        TargetNeeds {
+            required_roles: inventory.required_roles.clone(),
+            extensions: inventory.extensions.clone(),
+            schema_locks: 3 * inventory.tables.len() as i64 + inventory.sequences.len() as i64,
+        }
+    }
 }
 
 /// What the source database holds, as far as planning a copy needs to know.
@@ -285,7 +307,7 @@ async fn required_roles(client: &Client) -> Result<RequiredRoles> {
     Ok(roles)
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DatabaseInfo {
     pub encoding: String,
     pub collate: String,
@@ -297,7 +319,8 @@ pub struct DatabaseInfo {
 }
 
 /// Who provides the database's collations (`pg_database.datlocprovider`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum LocaleProvider {
     Libc,
     Icu,
@@ -347,7 +370,7 @@ pub async fn database_info(client: &Client, major: u32) -> Result<DatabaseInfo> 
 }
 
 /// One `ALTER DATABASE ... SET` (role `None`) or `ALTER ROLE ... IN DATABASE ... SET`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DatabaseSetting {
     pub role: Option<String>,
     pub name: String,
@@ -490,7 +513,7 @@ pub async fn unavailable_extensions(client: &Client, wanted: &[String]) -> Resul
 
 /// What must be the same on the copy as on the source besides rows: the indexes, constraints
 /// and triggers of every table, and which indexes are valid and which constraints validated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Structure {
     /// (table, index), for every index of a user table or materialized view.
     pub indexes: BTreeSet<(String, String)>,

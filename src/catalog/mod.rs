@@ -162,7 +162,7 @@ fn connection_hint(error: &tokio_postgres::Error) -> &'static str {
 }
 
 /// `"schema"."name"`, quoted for SQL.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct QualifiedName {
     pub schema: String,
     pub name: String,

@@ -7,7 +7,7 @@ use super::preflight::Source;
 use super::steps::Job;
 use super::workspace::RUN_MARKER;
 use crate::catalog;
-use crate::manifest::{self, FileEntry, Manifest, Selection, SourceFacts, TableEntry};
+use crate::manifest::{self, FileEntry, Manifest, RestoreFacts, Selection, SourceFacts, TableEntry};
 use crate::plan::Plan;
 use crate::report::Warning;
 
@@ -28,11 +28,14 @@ impl Run<'_> {
         source_counts: &[i64],
     ) -> anyhow::Result<()> {
         let snapshot_taken_at = catalog::transaction_started_at(&source.client).await?;
+        // In the snapshot, like the data: what a restore validates the copy against.
+        let structure = catalog::structure(&source.client).await?;
         let directory = job.dump_directory.clone();
         let threads = job.jobs.get();
         let files =
             tokio::task::spawn_blocking(move || manifest::describe_files(&directory, threads, &[RUN_MARKER])).await??;
-        let manifest = self.manifest(plan, source, source_counts, snapshot_taken_at, files);
+        let mut manifest = self.manifest(plan, source, source_counts, snapshot_taken_at, files);
+        manifest.restore.structure = structure;
         manifest.write(&job.dump_directory)
     }
 
@@ -53,8 +56,8 @@ impl Run<'_> {
             dbsync_version: env!("CARGO_PKG_VERSION").to_string(),
             created_at: chrono::Utc::now().to_rfc3339(),
             source: SourceFacts {
-                endpoint: settings.source.to_string(),
-                database: settings.source.dbname.clone(),
+                endpoint: settings.source().to_string(),
+                database: settings.source().dbname.clone(),
                 server_version: source.server.version_number,
                 snapshot_taken_at,
             },
@@ -81,6 +84,19 @@ impl Run<'_> {
                 0
             },
             files,
+            restore: RestoreFacts {
+                server_major: source.server.major(),
+                database: source.database.clone(),
+                settings: source.settings.clone(),
+                plan: plan.clone(),
+                target_needs: catalog::TargetNeeds::of(&source.inventory),
+                index_owners: source
+                    .index_owners
+                    .iter()
+                    .map(|(index, table)| (*index, *table))
+                    .collect(),
+                structure: Default::default(),
+            },
         }
     }
 }

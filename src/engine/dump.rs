@@ -5,52 +5,22 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::{Duration, Instant};
 
 use super::preflight::{self, Source};
 use super::steps::validate::TableCount;
 use super::steps::{self, Job};
-use super::units::UnitContext;
-use super::{Run, RunOutcome, interruptible, step_error};
+use super::units::{ExportOnly, UnitContext};
+use super::{JobPlaces, Run, interruptible, step_error};
 use crate::catalog::{self, QualifiedName};
 use crate::errors::SyncError;
-use crate::plan::{Plan, Unit};
-use crate::report::{Event, Notice, Phase, Reporter};
-use crate::scheduler::{Budget, Cancellation, FollowUp, RetryPolicy, StageFuture, UnitWork, run_units};
-use crate::settings::{Settings, Transfer};
+use crate::plan::Plan;
+use crate::report::{Event, Notice, Phase};
+use crate::scheduler::{Budget, run_units};
+use crate::settings::Transfer;
 use crate::tools::PgTools;
 
-pub async fn dump(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation: Cancellation) -> RunOutcome {
-    let started = Instant::now();
-    let started_at = chrono::Local::now();
-    let mut run = Run::new(settings, reporter, cancellation);
-    let result = run.dump(started_at).await;
-    if result.is_ok() {
-        run.apply_retention().await;
-    }
-    run.finish(result, started, started_at).await
-}
-
-/// Units are dumped and stay dumped: nothing is loaded, so nothing follows.
-struct ExportOnly(Arc<UnitContext>);
-
-impl UnitWork<Unit> for ExportOnly {
-    fn export(&self, unit: Arc<Unit>) -> StageFuture {
-        let context = self.0.clone();
-        Box::pin(async move { context.export_unit(unit).await })
-    }
-
-    fn import(&self, _: Arc<Unit>) -> Option<StageFuture> {
-        None
-    }
-
-    fn loaded(&self, _: Arc<Unit>) -> Option<FollowUp> {
-        None
-    }
-}
-
 impl Run<'_> {
-    async fn dump(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
+    pub(super) async fn dump(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
         let settings = self.settings;
         let output = settings.output.clone().expect("a dump has an output");
         if output.exists() {
@@ -104,36 +74,26 @@ impl Run<'_> {
             .workspace
             .create_archive_directory(output)
             .map_err(|error| SyncError::Usage(format!("{error:#}\nhint: --output must be in a writable directory")))?;
-        let passfile = self.workspace.create_passfile(&[&settings.source])?;
+        let passfile = self.workspace.create_passfile(&[settings.source()])?;
         self.announce(plan, &tools, &dump_directory, started_at);
         self.emit(Event::Phase(Phase::DumpSchema));
         self.emit(Event::Notice(Notice::Locking {
             tables: plan.tables.len(),
         }));
         let snapshot = self.take_snapshot(source, plan).await?;
-        Ok(Arc::new(Job {
-            source: settings.source.clone(),
+        Ok(self.job(JobPlaces {
+            snapshot: Some(steps::Snapshot {
+                source: settings.source().clone(),
+                id: snapshot,
+                session: source.client.clone(),
+            }),
             work_target: None,
             tools,
             passfile,
-            snapshot,
-            snapshot_session: source.client.clone(),
             schema_exclusions,
+            scratch_directory: dump_directory.clone(),
             dump_directory,
             keep_dumps: true,
-            dump_space: self.dump_space.clone(),
-            jobs: self.jobs,
-            analyze: false,
-            retry_policy: RetryPolicy {
-                retries: settings.retries,
-                base_delay: Duration::from_secs(1),
-            },
-            no_owner: false,
-            no_privileges: false,
-            no_tablespaces: false,
-            session_options: settings.session_options.clone(),
-            lock_timeout: settings.lock_timeout,
-            cancellation: self.cancellation.clone(),
         }))
     }
 

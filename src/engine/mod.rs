@@ -10,6 +10,7 @@ pub mod dump;
 pub mod monitor;
 pub mod preflight;
 pub mod progress;
+pub mod restore;
 mod retention;
 pub mod steps;
 pub mod units;
@@ -47,15 +48,39 @@ pub struct RunOutcome {
     pub summary: Summary,
 }
 
-pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation: Cancellation) -> RunOutcome {
+/// Runs a sync, a dump or a restore (`kind`) to its end: the mode's phases, retention after a
+/// success, then on every way out the same cleanup, verdict and summary.
+pub async fn run(
+    settings: &Settings,
+    kind: RunKind,
+    reporter: Arc<dyn Reporter>,
+    cancellation: Cancellation,
+) -> RunOutcome {
     let started = Instant::now();
     let started_at = chrono::Local::now();
     let mut run = Run::new(settings, reporter, cancellation);
-    let result = run.sync(started_at).await;
+    let result = match kind {
+        RunKind::Sync => run.sync(started_at).await,
+        RunKind::Dump => run.dump(started_at).await,
+        RunKind::Restore => run.restore(started_at).await,
+    };
     if result.is_ok() {
         run.apply_retention().await;
     }
     run.finish(result, started, started_at).await
+}
+
+/// What a run's job reads and writes: the parts of a `Job` that differ between a sync, a dump
+/// and a restore.
+struct JobPlaces {
+    snapshot: Option<steps::Snapshot>,
+    work_target: Option<crate::connection::Endpoint>,
+    tools: PgTools,
+    passfile: std::path::PathBuf,
+    schema_exclusions: Vec<QualifiedName>,
+    dump_directory: std::path::PathBuf,
+    scratch_directory: std::path::PathBuf,
+    keep_dumps: bool,
 }
 
 /// Awaits a database call unless a signal arrives first./// Awaits a database call unless a signal arrives first.
@@ -152,6 +177,17 @@ impl<'a> Run<'a> {
         RunOutcome { result, summary }
     }
 
+    /// Where the run reads: the source (redacted), or a restore's archive directory.
+    fn origin(&self) -> String {
+        match (&self.settings.source, &self.settings.archive) {
+            (Some(source), _) => source.to_string(),
+            (None, archive) => archive
+                .as_ref()
+                .map(|path| path.display().to_string())
+                .unwrap_or_default(),
+        }
+    }
+
     /// Where the run writes: the target (redacted), or a dump's archive directory.
     fn destination(&self) -> String {
         match (&self.settings.target, &self.settings.output) {
@@ -177,7 +213,10 @@ impl<'a> Run<'a> {
 
     async fn sync(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
         let (mut source, plan, unreadable) = self.inspect_source().await?;
-        let tools = self.check_target(&source, &plan).await?;
+        let needs = catalog::TargetNeeds::of(&source.inventory);
+        self.check_target(&needs, Some((&source, &plan)), source.free_slots)
+            .await?;
+        let tools = preflight::locate_tools(self.settings, &source)?;
         let mut copy = 1;
         loop {
             let result = self.copy(&source, &plan, &tools, &unreadable, started_at, copy).await;
@@ -218,7 +257,7 @@ impl<'a> Run<'a> {
         if self.settings.keep_dumps() {
             self.write_manifest(&job, &plan, source, &source_counts).await;
         }
-        self.swap(&job, source).await
+        self.swap(&job, &source.database, &source.settings).await
     }
 
     /// A new session on the source once it accepts connections again, for a new snapshot.
@@ -252,7 +291,7 @@ impl<'a> Run<'a> {
     async fn inspect_source(&mut self) -> Result<(Source, Plan, Vec<QualifiedName>), SyncError> {
         let settings = self.settings;
         let (client, pid) = preflight::connect_source(settings, &self.cancellation).await?;
-        let inspect = preflight::inspect_source(client, pid, &settings.source.user, &self.cancellation);
+        let inspect = preflight::inspect_source(client, pid, &settings.source().user, &self.cancellation);
         let source = self.reporting_lock_waits(pid, inspect).await?;
         let plan = preflight::plan(settings, &source.inventory)?;
         self.progress.set_plan(&plan);
@@ -275,10 +314,16 @@ impl<'a> Run<'a> {
 
     /// PREFLIGHT, target side: refusals, the run's lock, leftovers of dead runs, the sessions
     /// the servers can spare, client tools, consent. Returns the tools.
-    async fn check_target(&mut self, source: &Source, plan: &Plan) -> Result<PgTools, SyncError> {
+    async fn check_target(
+        &mut self,
+        needs: &catalog::TargetNeeds,
+        source: Option<(&Source, &Plan)>,
+        source_free: i64,
+    ) -> Result<(), SyncError> {
         let settings = self.settings;
-        let (target, target_free) = preflight::check_target(settings, source, &self.cancellation).await?;
-        preflight::check_lock_capacity(source, &target, plan, &self.cancellation).await?;
+        let source_server = source.map(|(source, _)| &source.server);
+        let (target, target_free) = preflight::check_target(settings, needs, source_server, &self.cancellation).await?;
+        preflight::check_lock_capacity(source, &target, needs, &self.cancellation).await?;
         self.workspace.target_server = Some(target);
         // Holding the target's lock: whatever earlier runs left is theirs no more. Before the
         // consent, since a previous target renamed back is what the consent is about.
@@ -290,14 +335,13 @@ impl<'a> Run<'a> {
         let target_server = self.workspace.target_server.as_ref().expect("just connected");
         let exists = target_server.database_exists(&settings.target().dbname);
         let target_exists = interruptible(&self.cancellation, exists).await?;
-        let (jobs, lowered) = preflight::jobs_the_servers_allow(settings.jobs, source.free_slots, target_free)?;
+        let (jobs, lowered) = preflight::jobs_the_servers_allow(settings.jobs, source_free, target_free)?;
         self.jobs = jobs;
         self.deferred_warnings.extend(lowered);
-        let tools = preflight::locate_tools(settings, source)?;
         if target_exists {
             preflight::obtain_consent(settings, &self.cancellation).await?;
         }
-        Ok(tools)
+        Ok(())
     }
 
     /// The workspace, the banner, the snapshot and the empty copy; returns what every step shares.
@@ -311,12 +355,10 @@ impl<'a> Run<'a> {
         first_copy: bool,
     ) -> Result<Arc<Job>, SyncError> {
         let settings = self.settings;
-        let timestamp = started_at.format("%Y%m%d_%H%M%S").to_string();
-        let dump_directory = self
+        let dump_directory = self.create_dump_directory(started_at)?;
+        let passfile = self
             .workspace
-            .create_dump_directory(&settings.dump_dir, &timestamp, settings.target())
-            .map_err(|error| SyncError::Usage(format!("{error:#}\nhint: --dump-dir must name a writable directory")))?;
-        let passfile = self.workspace.create_passfile(&[&settings.source, settings.target()])?;
+            .create_passfile(&[settings.source(), settings.target()])?;
         if let Transfer::Files { .. } = settings.transfer
             && let Some(free) = preflight::free_space(&settings.dump_dir)
         {
@@ -332,17 +374,47 @@ impl<'a> Run<'a> {
             tables: plan.tables.len(),
         }));
         let snapshot = self.take_snapshot(source, plan).await?;
-        let temporary = self.create_copy(source, started_at).await?;
-        Ok(Arc::new(Job {
-            source: settings.source.clone(),
+        let temporary = self.create_copy(&source.database, started_at).await?;
+        Ok(self.job(JobPlaces {
+            snapshot: Some(steps::Snapshot {
+                source: settings.source().clone(),
+                id: snapshot,
+                session: source.client.clone(),
+            }),
             work_target: Some(settings.target().with_database(&temporary)),
             tools,
             passfile,
-            snapshot,
-            snapshot_session: source.client.clone(),
             schema_exclusions,
+            scratch_directory: dump_directory.clone(),
             dump_directory,
             keep_dumps: settings.keep_dumps(),
+        }))
+    }
+
+    /// The run's directory in `--dump-dir`, marked as working for the target.
+    fn create_dump_directory(
+        &mut self,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> Result<std::path::PathBuf, SyncError> {
+        let settings = self.settings;
+        let timestamp = started_at.format("%Y%m%d_%H%M%S").to_string();
+        self.workspace
+            .create_dump_directory(&settings.dump_dir, &timestamp, settings.target())
+            .map_err(|error| SyncError::Usage(format!("{error:#}\nhint: --dump-dir must name a writable directory")))
+    }
+
+    /// The job of this run: `places` says what it reads and writes, the settings the rest.
+    fn job(&self, places: JobPlaces) -> Arc<Job> {
+        let settings = self.settings;
+        Arc::new(Job {
+            snapshot: places.snapshot,
+            work_target: places.work_target,
+            tools: places.tools,
+            passfile: places.passfile,
+            schema_exclusions: places.schema_exclusions,
+            dump_directory: places.dump_directory,
+            scratch_directory: places.scratch_directory,
+            keep_dumps: places.keep_dumps,
             dump_space: self.dump_space.clone(),
             jobs: self.jobs,
             analyze: settings.analyze,
@@ -356,7 +428,7 @@ impl<'a> Run<'a> {
             session_options: settings.session_options.clone(),
             lock_timeout: settings.lock_timeout,
             cancellation: self.cancellation.clone(),
-        }))
+        })
     }
 
     /// Locks the copied tables on the source and exports the snapshot every dump reads.
@@ -403,7 +475,7 @@ impl<'a> Run<'a> {
             tokio::time::sleep(pause).await;
             pause = Duration::from_secs(30);
             if client.is_none() {
-                client = catalog::connect(&self.settings.source, "source").await.ok();
+                client = catalog::connect(self.settings.source(), "source").await.ok();
             }
             let Some(client) = &client else { continue };
             if let Ok(Some((table, holders))) = catalog::lock_wait(client, pid).await {
@@ -419,7 +491,7 @@ impl<'a> Run<'a> {
     /// The empty database the copy is built in, under a temporary name; returns the name.
     async fn create_copy(
         &mut self,
-        source: &Source,
+        database: &catalog::DatabaseInfo,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<String, SyncError> {
         let settings = self.settings;
@@ -430,13 +502,13 @@ impl<'a> Run<'a> {
         }));
         let comment = format!(
             "{COPY_COMMENT_PREFIX}{} in progress since {}; safe to drop if no dbsync is running",
-            settings.source,
+            self.origin(),
             started_at.format("%Y-%m-%d %H:%M:%S")
         );
         let target_server = self.workspace.target_server.as_ref().expect("connected in preflight");
         interruptible(
             &self.cancellation,
-            target_server.create_database(&temporary, &source.database, &comment),
+            target_server.create_database(&temporary, database, &comment),
         )
         .await?;
         self.workspace.temporary_database_created(&temporary);
@@ -453,12 +525,12 @@ impl<'a> Run<'a> {
     ) {
         let settings = self.settings;
         self.emit(Event::Banner(Banner {
-            kind: if settings.target.is_some() {
-                RunKind::Sync
-            } else {
-                RunKind::Dump
+            kind: match (&settings.source, &settings.target) {
+                (Some(_), Some(_)) => RunKind::Sync,
+                (Some(_), None) => RunKind::Dump,
+                (None, _) => RunKind::Restore,
             },
-            source: settings.source.to_string(),
+            source: self.origin(),
             target: self.destination(),
             start_time: started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
             dump_dir: dump_directory.display().to_string(),
@@ -527,7 +599,23 @@ impl<'a> Run<'a> {
     ) -> Result<Arc<PostData>, SyncError> {
         self.emit(Event::Notice(Notice::SyncingSchema));
         let schema_dump = self.retried(job, "schema dump", |_| steps::schema::dump(job)).await?;
-        let post_data = PostData::split(job, &schema_dump, plan, &source.index_owners)
+        let watched_source = Some((self.settings.source().clone(), source.server.major()));
+        self.load_schema_and_data(job, plan, &schema_dump, &source.index_owners, watched_source)
+            .await
+    }
+
+    /// Pre-data from `schema_dump` alongside the units of data (loads wait for it); returns the
+    /// post-data still to restore. `watched_source` is the source whose progress is shown, if
+    /// the rows come from one (a restore's come from its archive, already dumped).
+    async fn load_schema_and_data(
+        &self,
+        job: &Arc<Job>,
+        plan: &Arc<Plan>,
+        schema_dump: &std::path::Path,
+        index_owners: &std::collections::HashMap<u32, u32>,
+        watched_source: Option<(crate::connection::Endpoint, u32)>,
+    ) -> Result<Arc<PostData>, SyncError> {
+        let post_data = PostData::split(job, schema_dump, plan, index_owners)
             .await
             .map_err(|error| step_error(&self.cancellation, error))?;
         let post_data = Arc::new(post_data);
@@ -536,7 +624,7 @@ impl<'a> Run<'a> {
         let pre_data = async {
             let result = self
                 .retried(job, "schema restore", |_| {
-                    steps::schema::restore_pre_data(job, &schema_dump)
+                    steps::schema::restore_pre_data(job, schema_dump)
                 })
                 .await;
             match result {
@@ -548,26 +636,29 @@ impl<'a> Run<'a> {
         };
         let (pre_data_result, transfer_result) = tokio::join!(
             pre_data,
-            self.transfer_data(job, plan, &post_data, source, schema_ready)
+            self.transfer_data(job, plan, &post_data, watched_source, schema_ready)
         );
         pre_data_result?;
         transfer_result?;
         Ok(post_data)
     }
 
-    /// Every unit through export and import (or a streamed copy), each table's indexes as soon as
-    /// its rows are in, with progress watched alongside.
+    /// Every unit through export and import (or a streamed copy; or, restoring an archive,
+    /// import only), each table's indexes as soon as its rows are in, with progress watched
+    /// alongside.
     async fn transfer_data(
         &self,
         job: &Arc<Job>,
         plan: &Arc<Plan>,
         post_data: &Arc<PostData>,
-        source: &Source,
+        watched_source: Option<(crate::connection::Endpoint, u32)>,
         schema_ready: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), SyncError> {
         let settings = self.settings;
+        let restoring = job.snapshot.is_none();
         let (stages_per_unit, loading) = match settings.transfer {
             Transfer::Stream => (1, Activity::Stream),
+            Transfer::Files { .. } if restoring => (1, Activity::Import),
             Transfer::Files { .. } => (2, Activity::Import),
         };
         self.emit(Event::StepsPlanned(plan.units.len() * stages_per_unit));
@@ -594,11 +685,13 @@ impl<'a> Run<'a> {
         let watch = monitor::watch(
             self.progress.clone(),
             self.reporter.clone(),
-            (job.source.clone(), source.server.major()),
+            watched_source,
             (job.copy().clone(), target_major),
             loading,
         );
-        let units = run_units(plan.units.clone(), budget, &self.cancellation, &context);
+        let import_only = units::ImportOnly(context.clone());
+        let work: &dyn crate::scheduler::UnitWork<crate::plan::Unit> = if restoring { &import_only } else { &context };
+        let units = run_units(plan.units.clone(), budget, &self.cancellation, work);
         let result = tokio::select! {
             result = units => result,
             () = watch => unreachable!("the progress watch runs until dropped"),
@@ -662,6 +755,18 @@ impl<'a> Run<'a> {
         );
         let (counts, (source_structure, copy_structure)) =
             reads.await.map_err(|error| step_error(&self.cancellation, error))?;
+        self.judge_copy(plan, counts, &source_structure, &copy_structure)
+    }
+
+    /// The verdict on a copy from its counts and structure against the source's (read in the
+    /// snapshot, or kept in an archive's manifest): the source's counts when all is equal.
+    fn judge_copy(
+        &self,
+        plan: &Plan,
+        counts: Vec<steps::validate::TableCount>,
+        source_structure: &catalog::Structure,
+        copy_structure: &catalog::Structure,
+    ) -> Result<Vec<i64>, SyncError> {
         let mismatches: Vec<(String, i64, i64)> = plan
             .tables
             .iter()
@@ -672,7 +777,7 @@ impl<'a> Run<'a> {
         let tables = counts.len();
         let source_counts = counts.iter().map(|count| count.source).collect();
         self.progress.set_counts(counts);
-        let differences = steps::validate::compare_structures(&source_structure, &copy_structure, plan);
+        let differences = steps::validate::compare_structures(source_structure, copy_structure, plan);
         let found = mismatches.len() + differences.len();
         if !mismatches.is_empty() {
             self.emit(Event::Discrepancies(mismatches));
@@ -688,7 +793,12 @@ impl<'a> Run<'a> {
     }
 
     /// The database's own properties, then the copy in place of the target.
-    async fn swap(&mut self, job: &Job, source: &Source) -> Result<(), SyncError> {
+    async fn swap(
+        &mut self,
+        job: &Job,
+        database: &catalog::DatabaseInfo,
+        database_settings: &[catalog::DatabaseSetting],
+    ) -> Result<(), SyncError> {
         self.check_cancelled()?;
         let settings = self.settings;
         let temporary = job.copy().dbname.clone();
@@ -696,8 +806,8 @@ impl<'a> Run<'a> {
         let warnings = target_server
             .apply_database_properties(
                 &temporary,
-                &source.database,
-                &source.settings,
+                database,
+                database_settings,
                 !settings.no_owner,
                 &self.cancellation,
             )
@@ -746,7 +856,7 @@ impl<'a> Run<'a> {
             Err(error) => (error.outcome(), error.exit_code(), Some(format!("{error:#}"))),
         };
         Summary {
-            source: self.settings.source.to_string(),
+            source: self.origin(),
             target: self.destination(),
             started_at: started_at.to_rfc3339(),
             total_seconds: elapsed.as_secs_f64(),

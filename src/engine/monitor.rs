@@ -64,17 +64,24 @@ impl Watched {
 pub async fn watch(
     progress: Arc<Progress>,
     reporter: Arc<dyn Reporter>,
-    (source, source_major): (Endpoint, u32),
+    source: Option<(Endpoint, u32)>,
     (target, target_major): (Endpoint, u32),
     loading: Activity,
 ) {
-    let mut source = Watched::new(source, source_major);
+    // A restore has no source to watch: its rows come from an archive.
+    let mut source = source.map(|(endpoint, major)| Watched::new(endpoint, major));
     let mut target = Watched::new(target, target_major);
     let mut ticks = tokio::time::interval(POLL_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let (source_copies, target_copies) = tokio::join!(source.copies(), target.copies());
+        let source_copies = async {
+            match &mut source {
+                Some(source) => source.copies().await,
+                None => Vec::new(),
+            }
+        };
+        let (source_copies, target_copies) = tokio::join!(source_copies, target.copies());
         let index_builds = target.index_builds().await;
         let report = progress.observe(&source_copies, &target_copies, &index_builds, loading);
         if !report.tables.is_empty() {

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use tokio_postgres::Client;
 
 use super::interruptible;
-use crate::catalog::{self, DatabaseInfo, DatabaseSetting, Inventory, QualifiedName, ServerInfo};
+use crate::catalog::{
+    self, DatabaseInfo, DatabaseSetting, Inventory, QualifiedName, RequiredRoles, ServerInfo, TargetNeeds,
+};
 use crate::errors::SyncError;
 use crate::plan::{self, Plan, PlanRequest};
 use crate::report::Warning;
@@ -39,7 +41,7 @@ pub struct Source {
 /// The session that inspects the source and then holds the snapshot, with the run's lock
 /// timeout, and its process id (to tell what it waits for).
 pub async fn connect_source(settings: &Settings, cancellation: &Cancellation) -> Result<(Client, i32), SyncError> {
-    let client = interruptible(cancellation, catalog::connect(&settings.source, "source")).await?;
+    let client = interruptible(cancellation, catalog::connect(settings.source(), "source")).await?;
     let pid = interruptible(
         cancellation,
         catalog::prepare_snapshot_session(&client, settings.lock_timeout),
@@ -92,28 +94,32 @@ pub fn plan(settings: &Settings, inventory: &Inventory) -> Result<Plan, SyncErro
     )
 }
 
-/// Connects to the target server and refuses a target that is the source itself, or a server
-/// that lacks roles or extensions the copy needs, or a target another run is copying into.
-/// Returns the server, with this run's lock on the target taken, and its free connection slots.
+/// Connects to the target server and refuses a target that is the source itself (when there
+/// is a source server), or a server that lacks roles or extensions the copy needs, or a target
+/// another run is copying into. Returns the server, with this run's lock on the target taken,
+/// and its free connection slots.
 pub async fn check_target(
     settings: &Settings,
-    source: &Source,
+    needs: &TargetNeeds,
+    source_server: Option<&ServerInfo>,
     cancellation: &Cancellation,
 ) -> Result<(TargetServer, i64), SyncError> {
     let target = interruptible(cancellation, TargetServer::connect(settings.target())).await?;
-    let same_cluster = source.server.same_server_as(&target.server).unwrap_or_else(|| {
-        settings.source.host == settings.target().host && settings.source.port == settings.target().port
-    });
-    if same_cluster && settings.source.dbname == settings.target().dbname {
-        return Err(usage_error!(
-            "the source and the target are the same database ({}); choose another target database name",
-            settings.target()
-        ));
+    if let (Some(source_server), Some(source)) = (source_server, &settings.source) {
+        let same_cluster = source_server
+            .same_server_as(&target.server)
+            .unwrap_or_else(|| source.host == settings.target().host && source.port == settings.target().port);
+        if same_cluster && source.dbname == settings.target().dbname {
+            return Err(usage_error!(
+                "the source and the target are the same database ({}); choose another target database name",
+                settings.target()
+            ));
+        }
     }
-    check_roles(settings, &source.inventory, &target, cancellation).await?;
+    check_roles(settings, &needs.required_roles, &target, cancellation).await?;
     let unavailable = interruptible(cancellation, async {
         let client = target.session().await?;
-        catalog::unavailable_extensions(&client, &source.inventory.extensions).await
+        catalog::unavailable_extensions(&client, &needs.extensions).await
     })
     .await?;
     if !unavailable.is_empty() {
@@ -138,11 +144,10 @@ pub async fn check_target(
 /// Roles the restore will name: owners and grantees unless left out, policy roles always.
 async fn check_roles(
     settings: &Settings,
-    inventory: &Inventory,
+    roles: &RequiredRoles,
     target: &TargetServer,
     cancellation: &Cancellation,
 ) -> Result<(), SyncError> {
-    let roles = &inventory.required_roles;
     let mut wanted = roles.policy_roles.clone();
     if !settings.no_owner {
         wanted.extend(roles.owners.iter().cloned());
@@ -155,7 +160,7 @@ async fn check_roles(
     })
     .await?;
     if missing.is_empty() {
-        return check_ownership(settings, inventory, target, cancellation).await;
+        return check_ownership(settings, roles, target, cancellation).await;
     }
     let policy_only = missing.iter().any(|role| roles.policy_roles.contains(role));
     let advice = if policy_only {
@@ -208,14 +213,14 @@ pub fn jobs_the_servers_allow(
 /// Restoring owners needs the target user to be a superuser or a member of each owner role.
 async fn check_ownership(
     settings: &Settings,
-    inventory: &Inventory,
+    roles: &RequiredRoles,
     target: &TargetServer,
     cancellation: &Cancellation,
 ) -> Result<(), SyncError> {
     if settings.no_owner {
         return Ok(());
     }
-    let owners = &inventory.required_roles.owners;
+    let owners = &roles.owners;
     let refused = interruptible(cancellation, async {
         catalog::roles_not_assumable(&*target.session().await?, owners).await
     })
@@ -274,34 +279,33 @@ pub async fn check_source_access(
     interruptible(cancellation, catalog::unreadable(&source.client, &others)).await
 }
 
-/// Lock slots each server needs: on the source, the snapshot session's lock on every copied
-/// table while `pg_dump` locks every table again; on the target, the schema restore's single
-/// transaction, which locks each table, its TOAST table and index, and each sequence it creates.
-pub fn lock_needs(source: &Source, plan: &Plan) -> (i64, i64) {
+/// Lock slots the source needs: the snapshot session's lock on every copied table while
+/// `pg_dump` locks every table again.
+pub fn source_lock_need(source: &Source, plan: &Plan) -> i64 {
     let all_tables = source.inventory.tables.len() as i64;
     let locked: i64 = plan.tables.iter().map(|table| table.tree_oids.len() as i64).sum();
-    let sequences = source.inventory.sequences.len() as i64;
-    (locked + all_tables, 3 * all_tables + sequences)
+    locked + all_tables
 }
 
 /// Refuses a run that would exhaust a server's shared lock table ("out of shared memory"
-/// half-way), with the numbers and the setting to raise.
+/// half-way), with the numbers and the setting to raise. `source` is `None` for a restore.
 pub async fn check_lock_capacity(
-    source: &Source,
+    source: Option<(&Source, &Plan)>,
     target: &TargetServer,
-    plan: &Plan,
+    needs: &TargetNeeds,
     cancellation: &Cancellation,
 ) -> Result<(), SyncError> {
-    let (source_need, target_need) = lock_needs(source, plan);
-    let source_capacity = interruptible(cancellation, catalog::lock_capacity(&source.client)).await?;
+    let mut checks = Vec::new();
+    if let Some((source, plan)) = source {
+        let capacity = interruptible(cancellation, catalog::lock_capacity(&source.client)).await?;
+        checks.push(("source", source_lock_need(source, plan), capacity));
+    }
     let target_capacity = interruptible(cancellation, async {
         catalog::lock_capacity(&*target.session().await?).await
     })
     .await?;
-    for (side, need, (capacity, per_transaction)) in [
-        ("source", source_need, source_capacity),
-        ("target", target_need, target_capacity),
-    ] {
+    checks.push(("target", needs.schema_locks, target_capacity));
+    for (side, need, (capacity, per_transaction)) in checks {
         if need > capacity {
             return Err(usage_error!(
                 "the {side} server has room for about {capacity} locks (max_locks_per_transaction {per_transaction} × (max_connections + max_prepared_transactions)), and this copy needs about {need}\nhint: raise max_locks_per_transaction on the {side} server to at least {} (it needs a restart), or copy fewer tables per run with --include",

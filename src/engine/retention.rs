@@ -23,7 +23,8 @@ impl Run<'_> {
         let (tonight, older) = match (&settings.target, &settings.output) {
             (Some(target), _) => {
                 let server = self.workspace.target_server.as_ref().expect("connected in preflight");
-                let older = older_databases(server, template, &target.dbname, &settings.source.dbname).await;
+                let source = settings.source.as_ref().map_or("", |source| source.dbname.as_str());
+                let older = older_databases(server, template, &target.dbname, source).await;
                 (target.dbname.clone(), older)
             }
             (None, Some(output)) => (output.display().to_string(), older_directories(output, template)),

@@ -280,6 +280,43 @@ impl UnitWork<Unit> for Arc<UnitContext> {
     }
 }
 
+/// A restore's units: already dumped (in the archive), so each is only loaded, and its tables'
+/// indexes follow as in a sync.
+pub struct ImportOnly(pub Arc<UnitContext>);
+
+impl UnitWork<Unit> for ImportOnly {
+    fn export(&self, _: Arc<Unit>) -> StageFuture {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn import(&self, unit: Arc<Unit>) -> Option<StageFuture> {
+        let context = self.0.clone();
+        Some(Box::pin(async move { context.load_unit(unit, Activity::Import).await }))
+    }
+
+    fn loaded(&self, unit: Arc<Unit>) -> Option<FollowUp> {
+        self.0.loaded(unit)
+    }
+}
+
+/// A dump's units: dumped and kept, never loaded, so nothing follows.
+pub struct ExportOnly(pub Arc<UnitContext>);
+
+impl UnitWork<Unit> for ExportOnly {
+    fn export(&self, unit: Arc<Unit>) -> StageFuture {
+        let context = self.0.clone();
+        Box::pin(async move { context.export_unit(unit).await })
+    }
+
+    fn import(&self, _: Arc<Unit>) -> Option<StageFuture> {
+        None
+    }
+
+    fn loaded(&self, _: Arc<Unit>) -> Option<FollowUp> {
+        None
+    }
+}
+
 /// Up to five names, then how many more.
 fn list_names(names: Vec<String>) -> String {
     if names.len() <= 5 {

@@ -122,6 +122,7 @@ pub enum Phase {
 pub enum RunKind {
     Sync,
     Dump,
+    Restore,
 }
 
 /// One-line news from the engine.
@@ -139,6 +140,7 @@ pub enum Notice {
     },
     SyncingSchema,
     DumpingSchema,
+    RestoringSchema,
     /// A dump's archive, complete under its own name.
     ArchiveWritten {
         path: String,

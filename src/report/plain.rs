@@ -105,15 +105,31 @@ fn phase_rule() -> String {
 pub fn render(event: &Event) -> Vec<String> {
     match event {
         Event::Banner(banner) => {
-            let (title, destination, working) = match banner.kind {
-                RunKind::Sync => ("SYNC CONFIGURATION", "TARGET DB (TO):     ", "TEMP DIR:           "),
-                RunKind::Dump => ("DUMP CONFIGURATION", "ARCHIVE (TO):       ", "WRITING IN:         "),
+            let (title, origin, destination, working) = match banner.kind {
+                RunKind::Sync => (
+                    "SYNC CONFIGURATION",
+                    "SOURCE DB (FROM):   ",
+                    "TARGET DB (TO):     ",
+                    "TEMP DIR:           ",
+                ),
+                RunKind::Dump => (
+                    "DUMP CONFIGURATION",
+                    "SOURCE DB (FROM):   ",
+                    "ARCHIVE (TO):       ",
+                    "WRITING IN:         ",
+                ),
+                RunKind::Restore => (
+                    "RESTORE CONFIGURATION",
+                    "ARCHIVE (FROM):     ",
+                    "TARGET DB (TO):     ",
+                    "TEMP DIR:           ",
+                ),
             };
             let mut lines = vec![
                 phase_rule(),
                 format!("#  {title}"),
                 phase_rule(),
-                format!("SOURCE DB (FROM):   {}", banner.source),
+                format!("{origin}{}", banner.source),
                 format!("{destination}{}", banner.target),
                 format!("START TIME:         {}", banner.start_time),
                 format!("{working}{}", banner.dump_dir),

@@ -97,6 +97,9 @@ impl fmt::Display for Notice {
             }
             Notice::SyncingSchema => formatter.write_str("Syncing schema (types, tables, functions, sequences)..."),
             Notice::DumpingSchema => formatter.write_str("Dumping schema (types, tables, functions, sequences)..."),
+            Notice::RestoringSchema => {
+                formatter.write_str("Restoring schema from the archive (types, tables, functions, sequences)...")
+            }
             Notice::ArchiveWritten { path, tables } => write!(
                 formatter,
                 "Archive complete: {path} ({tables} table(s) counted in the snapshot, every file checksummed in manifest.json)"
@@ -365,7 +368,8 @@ pub fn closing_line(result: &Result<(), SyncError>, kind: super::RunKind) -> Str
     match (result, kind) {
         (Ok(()), super::RunKind::Sync) => "✅ Sync finished successfully.".to_string(),
         (Ok(()), super::RunKind::Dump) => "✅ Dump finished successfully.".to_string(),
-        (Err(SyncError::Interrupted(signal)), super::RunKind::Sync) => format!(
+        (Ok(()), super::RunKind::Restore) => "✅ Restore finished successfully.".to_string(),
+        (Err(SyncError::Interrupted(signal)), super::RunKind::Sync | super::RunKind::Restore) => format!(
             "Interrupted by {}: every child process was stopped and temporary files removed; the previous target is unchanged.",
             signal_name(*signal)
         ),

@@ -1,11 +1,15 @@
-//! `dbsync dump`: an archive directory from one snapshot, complete or absent.
+//! `dbsync dump`: an archive directory from one snapshot, complete or absent; `dbsync restore`:
+//! an archive back into a database, checked first and validated after.
 
 use std::path::Path;
 use std::process::Command;
 
 use crate::faults::FakeTools;
 use crate::harness::{Cluster, clusters};
-use crate::{assert_exit, dbsync, dump_dir, fingerprint, is_empty_dir, rich_source, text};
+use crate::{
+    assert_exit, assert_previous_target_intact, dbsync, dump_dir, fingerprint, is_empty_dir, precious_target,
+    rich_source, text,
+};
 
 fn dump_command(source: &str, output: &Path) -> Command {
     let mut command = dbsync();
@@ -233,4 +237,136 @@ fn a_killed_dump_leaves_a_partial_directory_that_the_next_dump_removes() {
     );
     assert!(!partial[0].exists());
     dbsync::manifest::Manifest::verify(&output, 1).unwrap();
+}
+
+fn restore_command(archive: &Path, target: &str) -> Command {
+    let mut command = dbsync();
+    command
+        .args(["restore", "--plain", "--yes"])
+        .arg(archive)
+        .arg("--target")
+        .arg(clusters().target.uri(target));
+    command
+}
+
+#[test]
+fn dump_then_restore_equals_a_direct_sync() {
+    let clusters = clusters();
+    rich_source("roundtrip_src");
+    let parent = dump_dir();
+    let archive = parent.path().join("archive");
+    assert_exit(&dump_command("roundtrip_src", &archive).output().unwrap(), 0);
+    let work = dump_dir();
+    let restored = restore_command(&archive, "roundtrip_restored")
+        .arg("--dump-dir")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert_exit(&restored, 0);
+    let log = text(&restored);
+    assert!(log.contains("✅ Validation Successful."), "{log}");
+    assert!(log.contains("✅ Restore finished successfully."), "{log}");
+    let direct = crate::sync("roundtrip_src", "roundtrip_direct", &["--yes"], work.path());
+    assert_exit(&direct, 0);
+
+    let restored = fingerprint(&clusters.target, "roundtrip_restored");
+    let direct = fingerprint(&clusters.target, "roundtrip_direct");
+    assert_eq!(restored, direct, "the restored copy differs from a direct sync");
+    assert_eq!(
+        clusters.target.schema_dump("roundtrip_restored"),
+        clusters.target.schema_dump("roundtrip_direct"),
+        "the schema differs"
+    );
+    // The archive is as it was (nothing loaded was removed, nothing written into it), and the
+    // restore's working directory is gone.
+    dbsync::manifest::Manifest::verify(&archive, 2).unwrap();
+    assert!(
+        is_empty_dir(work.path()),
+        "working files left in {}",
+        work.path().display()
+    );
+}
+
+#[test]
+fn an_altered_or_unfinished_archive_is_refused_by_file_and_the_target_kept() {
+    clusters().source.create_database("altered_src");
+    clusters().source.psql(
+        "altered_src",
+        "CREATE TABLE a (id int PRIMARY KEY); INSERT INTO a SELECT generate_series(1, 500)",
+    );
+    precious_target("altered_dst");
+    let parent = dump_dir();
+    let archive = parent.path().join("archive");
+    assert_exit(&dump_command("altered_src", &archive).output().unwrap(), 0);
+
+    // One byte of a data file changed.
+    let data_file = std::fs::read_dir(archive.join("unit-0001"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.extension().is_some_and(|extension| extension == "dat") && path.file_name().unwrap() != "toc.dat"
+        })
+        .expect("a data file");
+    let original = std::fs::read(&data_file).unwrap();
+    let mut altered = original.clone();
+    altered[0] ^= 1;
+    std::fs::write(&data_file, &altered).unwrap();
+    let refused = restore_command(&archive, "altered_dst").output().unwrap();
+    assert_exit(&refused, 2);
+    let name = data_file.strip_prefix(&archive).unwrap().display().to_string();
+    assert!(
+        text(&refused).contains(&format!("{name} does not match its checksum")),
+        "{}",
+        text(&refused)
+    );
+    assert_previous_target_intact("altered_dst");
+
+    // Truncated.
+    std::fs::write(&data_file, &original[..original.len() / 2]).unwrap();
+    let refused = restore_command(&archive, "altered_dst").output().unwrap();
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("the archive is truncated or altered"),
+        "{}",
+        text(&refused)
+    );
+    std::fs::write(&data_file, &original).unwrap();
+
+    // Without its manifest: not a finished archive.
+    std::fs::rename(archive.join("manifest.json"), parent.path().join("manifest.json")).unwrap();
+    let refused = restore_command(&archive, "altered_dst").output().unwrap();
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("is not a complete dbsync archive"),
+        "{}",
+        text(&refused)
+    );
+    assert_previous_target_intact("altered_dst");
+
+    // Put back as written, it restores.
+    std::fs::rename(parent.path().join("manifest.json"), archive.join("manifest.json")).unwrap();
+    let restored = restore_command(&archive, "altered_dst").output().unwrap();
+    assert_exit(&restored, 0);
+    assert_eq!(clusters().target.psql("altered_dst", "SELECT count(*) FROM a"), "500");
+}
+
+#[test]
+fn a_syncs_kept_dumps_restore_like_an_archive() {
+    rich_source("keptarchive_src");
+    let kept = dump_dir();
+    let output = crate::sync(
+        "keptarchive_src",
+        "keptarchive_direct",
+        &["--yes", "--keep-dumps"],
+        kept.path(),
+    );
+    assert_exit(&output, 0);
+    let archive = std::fs::read_dir(kept.path()).unwrap().flatten().next().unwrap().path();
+    let restored = restore_command(&archive, "keptarchive_restored").output().unwrap();
+    assert_exit(&restored, 0);
+    assert_eq!(
+        fingerprint(&clusters().target, "keptarchive_restored"),
+        fingerprint(&clusters().target, "keptarchive_direct")
+    );
 }

@@ -1145,6 +1145,8 @@ fn ctrl_c_between_the_two_renames_of_the_swap_puts_the_previous_target_back() {
     let (output, took) = interrupt_a_blocked_swap("swapstop2_src", "swapstop2_dst", true);
     assert_exit(&output, 130);
     assert!(took < HONOURED_WITHIN, "the rename went on for {took:?} after Ctrl+C");
+    let left = clusters().target.databases_like("swapstop2_dst_dbsync");
+    assert!(left.is_empty(), "left behind: {left:?}\n{}", text(&output));
     assert_previous_target_intact("swapstop2_dst");
 }
 

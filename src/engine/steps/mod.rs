@@ -22,18 +22,20 @@ use crate::tools::{self, PgTools, TocEntry};
 
 /// Everything the steps of one run share.
 pub struct Job {
-    pub source: Endpoint,
+    /// The source and its snapshot; `None` for a restore, which reads an archive.
+    pub snapshot: Option<Snapshot>,
     /// The temporary database the copy is built in; `None` for a dump, which loads nothing.
     pub work_target: Option<Endpoint>,
     pub tools: PgTools,
     pub passfile: PathBuf,
-    pub snapshot: String,
-    /// The source session holding the snapshot: when it ends (the source server restarted),
-    /// the snapshot is gone and no dump can be consistent with the others.
-    pub snapshot_session: Arc<tokio_postgres::Client>,
     /// Tables left out of the schema dump: the source user may not read (so not lock) them.
     pub schema_exclusions: Vec<crate::catalog::QualifiedName>,
+    /// Where the schema archive and the units' dumps are: the run's dump directory, or the
+    /// archive a restore reads.
     pub dump_directory: PathBuf,
+    /// Where the run's own working files go (pg_restore list files): the dump directory, except
+    /// for a restore, which leaves its archive as it found it.
+    pub scratch_directory: PathBuf,
     /// Keep each unit's dump after its import (`--keep-dumps`) instead of removing it at once.
     pub keep_dumps: bool,
     pub dump_space: Arc<DumpSpace>,
@@ -51,6 +53,15 @@ pub struct Job {
     pub cancellation: Cancellation,
 }
 
+/// The source as every dump reads it: one exported snapshot, held by one session.
+pub struct Snapshot {
+    pub source: Endpoint,
+    pub id: String,
+    /// The source session holding the snapshot: when it ends (the source server restarted),
+    /// the snapshot is gone and no dump can be consistent with the others.
+    pub session: Arc<tokio_postgres::Client>,
+}
+
 impl Job {
     /// The temporary database of a sync (a dump has none and never loads).
     pub fn copy(&self) -> &Endpoint {
@@ -59,11 +70,18 @@ impl Job {
             .expect("only a sync loads, and a sync has a copy")
     }
 
+    fn snapshot(&self) -> &Snapshot {
+        self.snapshot
+            .as_ref()
+            .expect("only a sync or a dump dumps, and both have a snapshot")
+    }
+
     pub fn pg_dump(&self) -> ChildCommand {
+        let snapshot = self.snapshot();
         ChildCommand::new(self.tools.pg_dump.clone())
             .env("PGPASSFILE", &self.passfile)
-            .arguments(["--dbname".to_string(), self.source.child_conninfo()])
-            .argument(format!("--snapshot={}", self.snapshot))
+            .arguments(["--dbname".to_string(), snapshot.source.child_conninfo()])
+            .argument(format!("--snapshot={}", snapshot.id))
             .argument(format!("--lock-wait-timeout={}", self.lock_timeout.as_millis().max(1)))
     }
 
@@ -86,7 +104,7 @@ impl Job {
 
     /// Refuses another attempt at a dump once the snapshot it must read is gone.
     pub fn check_snapshot(&self) -> Result<(), AttemptError> {
-        if self.snapshot_session.is_closed() {
+        if self.snapshot().session.is_closed() {
             return Err(AttemptError::Permanent(anyhow::anyhow!(
                 "the source session holding the snapshot ended (did the source server restart?): the snapshot is gone, \
                  and data dumped from another one would not be consistent with what is already copied; run dbsync again"

@@ -149,7 +149,7 @@ impl PostData {
         if lines.is_empty() {
             return Ok(());
         }
-        let list = job.dump_directory.join(format!("indexes-{batch:04}.list"));
+        let list = job.scratch_directory.join(format!("indexes-{batch:04}.list"));
         // In parallel too: a partitioned table brings many indexes, and a free core would otherwise
         // wait for them one by one.
         let sessions = sessions.clamp(1, lines.len());
@@ -187,7 +187,7 @@ impl PostData {
         ];
         for (lines, list, sessions, what) in steps {
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-            let list = job.dump_directory.join(list);
+            let list = job.scratch_directory.join(list);
             self.restore_entries(job, &list, lines, sessions, what, on_retry)
                 .await?;
         }
