@@ -61,6 +61,11 @@ pub struct SyncArguments {
     #[arg(long, overrides_with = "stream")]
     pub no_stream: bool,
 
+    /// Continue a run that failed with --keep-dumps, from its dump directory (its failure
+    /// message gives the command)
+    #[arg(long, value_name = "DIR", conflicts_with = "stream")]
+    pub resume: Option<PathBuf>,
+
     /// What to do with a foreign key from a copied table to a table whose data is not copied:
     /// not-valid (create it NOT VALID), skip (leave it out), include-parent (copy the referenced
     /// tables' data too)
@@ -94,6 +99,7 @@ impl DumpArguments {
             no_keep_dumps: false,
             stream: false,
             no_stream: false,
+            resume: None,
             foreign_keys: None,
         }
     }
@@ -128,6 +134,7 @@ impl RestoreArguments {
             no_keep_dumps: true,
             stream: false,
             no_stream: true,
+            resume: None,
             foreign_keys: None,
         }
     }

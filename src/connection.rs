@@ -163,6 +163,36 @@ impl Endpoint {
         }
     }
 
+    /// A URI that reaches this endpoint, without the password (for a command line to give a
+    /// user: the password comes from where it came from before).
+    pub fn uri_without_password(&self) -> String {
+        let mut query = Vec::new();
+        let authority = if self.host.starts_with('/') {
+            query.push(format!("host={}", percent_encode(&self.host)));
+            format!("{}@:{}", percent_encode(&self.user), self.port)
+        } else {
+            format!("{}@{}:{}", percent_encode(&self.user), self.host, self.port)
+        };
+        if let Some(mode) = self.sslmode {
+            query.push(format!("sslmode={}", mode.as_str()));
+        }
+        for (key, file) in [
+            ("sslrootcert", &self.tls_files.root_certificate),
+            ("sslcert", &self.tls_files.certificate),
+            ("sslkey", &self.tls_files.key),
+        ] {
+            if let Some(file) = file {
+                query.push(format!("{key}={}", percent_encode(&file.display().to_string())));
+            }
+        }
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
+        };
+        format!("postgresql://{authority}/{}{query}", percent_encode(&self.dbname))
+    }
+
     /// How dbsync's own connections reach this endpoint: plain or TLS, per `sslmode`.
     pub fn connector(&self) -> Result<tls::Connector> {
         tls::connector(self.sslmode.unwrap_or(SslMode::Prefer), &self.tls_files)
@@ -251,6 +281,16 @@ fn percent_decode(text: &str) -> Result<String> {
 }
 
 /// A URI with any password replaced by `****`, for error messages about the URI itself.
+/// Percent-encodes all but the characters a URI component may hold as they are.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => (byte as char).to_string(),
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
 pub fn redact_uri(uri: &str) -> String {
     let Some(scheme_end) = uri.find("://") else {
         return uri.to_string();
@@ -375,5 +415,34 @@ mod tests {
         assert!(Endpoint::parse_uri("host=x", &defaults()).is_err());
         let error = Endpoint::parse_uri("postgres://u:pw@h:port/d", &defaults()).unwrap_err();
         assert!(!format!("{error:#}").contains("pw@"));
+    }
+
+    #[test]
+    fn a_uri_without_password_reaches_the_same_endpoint() {
+        let defaults = EndpointDefaults {
+            host: "localhost".into(),
+            port: 5432,
+            user: "me".into(),
+        };
+        for uri in [
+            "postgres://app:secret@db.example:6432/Main DB%2Fx?sslmode=require",
+            "postgres://app@/main?host=/run/postgresql&port=5433",
+        ] {
+            let endpoint = Endpoint::parse_uri(uri, &defaults).unwrap();
+            let written = endpoint.uri_without_password();
+            assert!(!written.contains("secret"), "{written}");
+            let again = Endpoint::parse_uri(&written, &defaults).unwrap();
+            assert_eq!(
+                (again.host, again.port, again.user, again.dbname, again.sslmode),
+                (
+                    endpoint.host,
+                    endpoint.port,
+                    endpoint.user,
+                    endpoint.dbname,
+                    endpoint.sslmode
+                ),
+                "{written}"
+            );
+        }
     }
 }

@@ -100,6 +100,8 @@ pub struct Settings {
     /// The date template of the target name (`Archive_{date}`) or of the output directory's;
     /// `target.dbname` or `output` holds it rendered for this run.
     pub dated: Option<DatedName>,
+    /// The dump directory of a failed run to continue (`--resume`).
+    pub resume: Option<PathBuf>,
     /// After a successful swap, keep this many of the template's databases (the newest).
     pub retain: Option<usize>,
 }
@@ -603,7 +605,9 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
             ));
         }
     }
-    let keep_dumps = chosen(arguments.keep_dumps, arguments.no_keep_dumps, options.keep_dumps);
+    // A resumed run keeps its dumps too: it may fail again, and its directory is an archive.
+    let keep_dumps =
+        arguments.resume.is_some() || chosen(arguments.keep_dumps, arguments.no_keep_dumps, options.keep_dumps);
     let stream = chosen(arguments.stream, arguments.no_stream, options.stream);
     let transfer = match (stream, keep_dumps) {
         (true, true) => {
@@ -665,6 +669,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         config_file: config_path,
         dated,
         retain,
+        resume: arguments.resume.clone(),
     })
 }
 

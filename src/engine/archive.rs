@@ -27,6 +27,9 @@ impl Run<'_> {
         source: &Source,
         source_counts: &[i64],
     ) -> anyhow::Result<()> {
+        // What only a resume needs goes: the archive is finished.
+        super::steps::marks::clear(&job.dump_directory);
+        let _ = std::fs::remove_file(job.dump_directory.join(super::resume::RESUME_FILE));
         let snapshot_taken_at = catalog::transaction_started_at(&source.client).await?;
         // In the snapshot, like the data: what a restore validates the copy against.
         let structure = catalog::structure(&source.client).await?;
@@ -39,7 +42,7 @@ impl Run<'_> {
         manifest.write(&job.dump_directory)
     }
 
-    fn manifest(
+    pub(super) fn manifest(
         &self,
         plan: &Plan,
         source: &Source,

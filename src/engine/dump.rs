@@ -94,6 +94,8 @@ impl Run<'_> {
             scratch_directory: dump_directory.clone(),
             dump_directory,
             keep_dumps: true,
+            record_progress: false,
+            resuming: false,
         }))
     }
 

@@ -11,6 +11,7 @@ pub mod monitor;
 pub mod preflight;
 pub mod progress;
 pub mod restore;
+pub mod resume;
 mod retention;
 pub mod steps;
 pub mod units;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use preflight::Source;
 use progress::Progress;
 use steps::postdata::PostData;
-use steps::{DumpSpace, Job};
+use steps::{DumpSpace, Job, marks};
 use units::UnitContext;
 use workspace::Workspace;
 
@@ -81,6 +82,8 @@ struct JobPlaces {
     dump_directory: std::path::PathBuf,
     scratch_directory: std::path::PathBuf,
     keep_dumps: bool,
+    record_progress: bool,
+    resuming: bool,
 }
 
 /// Awaits a database call unless a signal arrives first./// Awaits a database call unless a signal arrives first.
@@ -164,9 +167,20 @@ impl<'a> Run<'a> {
         started: Instant,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> RunOutcome {
-        self.workspace
+        let kept = self
+            .workspace
             .clean_up(self.settings.keep_dumps(), &*self.reporter, &self.root_cancellation)
             .await;
+        let dumps = kept.dumps.as_ref().or(self.settings.resume.as_ref());
+        if result.is_err()
+            && self.settings.target.is_some()
+            && let Some(directory) = resume::resumable(dumps)
+        {
+            self.emit(Event::Notice(Notice::ResumeWith {
+                copy: kept.copy,
+                command: resume::resume_command(self.settings, directory),
+            }));
+        }
         // Whatever failed while a signal was being handled, the signal is why the run ended.
         if let Some(signal) = self.root_cancellation.interrupting_signal()
             && !self.workspace.is_swapped()
@@ -212,6 +226,11 @@ impl<'a> Run<'a> {
     }
 
     async fn sync(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
+        if let Some(directory) = self.settings.resume.clone()
+            && self.resume(&directory, started_at).await?
+        {
+            return Ok(());
+        }
         let (mut source, plan, unreadable) = self.inspect_source().await?;
         let needs = catalog::TargetNeeds::of(&source.inventory);
         self.check_target(&needs, Some((&source, &plan)), source.free_slots)
@@ -251,7 +270,13 @@ impl<'a> Run<'a> {
             .prepare(source, plan, tools.clone(), unreadable.to_vec(), started_at, copy == 1)
             .await?;
         let plan = Arc::new(plan.clone());
-        let post_data = self.copy_schema_and_data(&job, &plan, source).await?;
+        let counting = async {
+            if job.record_progress {
+                self.record_source_counts(&job, &plan, source).await;
+            }
+        };
+        let (post_data, ()) = tokio::join!(self.copy_schema_and_data(&job, &plan, source), counting);
+        let post_data = post_data?;
         self.restore_post_data(&job, &plan, &post_data).await?;
         let source_counts = self.validate(&job, &plan, source).await?;
         if self.settings.keep_dumps() {
@@ -375,7 +400,7 @@ impl<'a> Run<'a> {
         }));
         let snapshot = self.take_snapshot(source, plan).await?;
         let temporary = self.create_copy(&source.database, started_at).await?;
-        Ok(self.job(JobPlaces {
+        let job = self.job(JobPlaces {
             snapshot: Some(steps::Snapshot {
                 source: settings.source().clone(),
                 id: snapshot,
@@ -388,7 +413,15 @@ impl<'a> Run<'a> {
             scratch_directory: dump_directory.clone(),
             dump_directory,
             keep_dumps: settings.keep_dumps(),
-        }))
+            record_progress: settings.keep_dumps(),
+            resuming: false,
+        });
+        if job.record_progress {
+            let snapshot_taken_at =
+                interruptible(&self.cancellation, catalog::transaction_started_at(&source.client)).await?;
+            self.start_resume_state(&job, plan, source, snapshot_taken_at);
+        }
+        Ok(job)
     }
 
     /// The run's directory in `--dump-dir`, marked as working for the target.
@@ -415,6 +448,8 @@ impl<'a> Run<'a> {
             dump_directory: places.dump_directory,
             scratch_directory: places.scratch_directory,
             keep_dumps: places.keep_dumps,
+            record_progress: places.record_progress,
+            resuming: places.resuming,
             dump_space: self.dump_space.clone(),
             jobs: self.jobs,
             analyze: settings.analyze,
@@ -622,11 +657,19 @@ impl<'a> Run<'a> {
         self.emit(Event::Phase(Phase::Data));
         let (schema_sender, schema_ready) = tokio::sync::watch::channel(false);
         let pre_data = async {
-            let result = self
-                .retried(job, "schema restore", |_| {
-                    steps::schema::restore_pre_data(job, schema_dump)
-                })
-                .await;
+            let done_before = job.resuming && marks::is_set(&job.dump_directory, marks::PRE_DATA_DONE);
+            let result = match done_before {
+                true => Ok(()),
+                false => {
+                    self.retried(job, "schema restore", |_| {
+                        steps::schema::restore_pre_data(job, schema_dump)
+                    })
+                    .await
+                }
+            };
+            if result.is_ok() && job.record_progress {
+                marks::set(&job.dump_directory, marks::PRE_DATA_DONE);
+            }
             match result {
                 Ok(()) => drop(schema_sender.send(true)),
                 Err(_) => job.cancellation.abort_for_failure(),
@@ -663,6 +706,10 @@ impl<'a> Run<'a> {
         };
         self.emit(Event::StepsPlanned(plan.units.len() * stages_per_unit));
         self.progress.data_started();
+        if job.resuming {
+            self.progress
+                .indexes_built_before(&marks::built_tables(&job.dump_directory));
+        }
         let context = Arc::new(UnitContext {
             job: job.clone(),
             plan: plan.clone(),
@@ -707,6 +754,9 @@ impl<'a> Run<'a> {
         post_data: &PostData,
     ) -> Result<(), SyncError> {
         self.emit(Event::Phase(Phase::PostData));
+        if job.resuming && marks::is_set(&job.dump_directory, marks::POST_DATA_DONE) {
+            return Ok(());
+        }
         self.emit(Event::Notice(Notice::BuildingPostData));
         let started = Instant::now();
         let on_retry = |step, attempt, error: &anyhow::Error, delay| self.announce_retry(step, attempt, error, delay);
@@ -719,6 +769,9 @@ impl<'a> Run<'a> {
                 key: outside_key(&plan.dangling_foreign_keys[index]),
                 fate,
             });
+        }
+        if job.record_progress {
+            marks::set(&job.dump_directory, marks::POST_DATA_DONE);
         }
         self.emit(Event::Notice(Notice::PostDataDone {
             elapsed: started.elapsed(),

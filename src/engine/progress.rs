@@ -208,6 +208,16 @@ impl Progress {
         }
     }
 
+    /// Tables whose indexes a resumed run built already: never built again.
+    pub fn indexes_built_before(&self, tables: &[usize]) {
+        let mut state = self.lock();
+        for index in tables {
+            if let Some(table) = state.tables.get_mut(*index) {
+                table.indexes_started = true;
+            }
+        }
+    }
+
     /// The unit's tables whose rows are now all loaded and whose indexes nobody has started yet;
     /// they are marked started.
     pub fn take_tables_ready_for_indexes(&self, unit: &Unit) -> Vec<usize> {

@@ -90,12 +90,19 @@ impl Run<'_> {
             scratch_directory,
             // Never remove what was loaded: the archive stays as it was.
             keep_dumps: true,
+            record_progress: false,
+            resuming: false,
         }))
     }
 
     /// PHASE 4: the copy's rows and structure against what the manifest recorded in the dump's
-    /// snapshot.
-    async fn validate_against_manifest(&self, job: &Job, plan: &Plan, manifest: &Manifest) -> Result<(), SyncError> {
+    /// snapshot (a restore's, or a resumed run's).
+    pub(super) async fn validate_against_manifest(
+        &self,
+        job: &Job,
+        plan: &Plan,
+        manifest: &Manifest,
+    ) -> Result<(), SyncError> {
         self.emit(Event::Phase(Phase::Validation));
         let names: Vec<QualifiedName> = plan.tables.iter().map(|table| table.name.clone()).collect();
         let reads = with_retries(

@@ -215,6 +215,9 @@ impl UnitContext {
             .post_data
             .build_tables(&self.job, &self.plan, &tables, batch, sessions, &on_retry)
             .await;
+        if result.is_ok() && self.job.record_progress {
+            steps::marks::add_built_tables(&self.job.dump_directory, &tables);
+        }
         let line = match &result {
             Ok(()) => TableLine::Finished {
                 elapsed: started.elapsed(),
@@ -291,6 +294,14 @@ impl UnitWork<Unit> for ImportOnly {
 
     fn import(&self, unit: Arc<Unit>) -> Option<StageFuture> {
         let context = self.0.clone();
+        let directory = steps::export::unit_directory(&context.job, &unit);
+        if context.job.resuming && steps::marks::is_set(&directory, steps::marks::UNIT_LOADED) {
+            // Loaded by the run being resumed: only its tables' progress moves on.
+            return Some(Box::pin(async move {
+                context.progress.unit_finished(&unit, Stage::Load, &HashMap::new());
+                Ok(())
+            }));
+        }
         Some(Box::pin(async move { context.load_unit(unit, Activity::Import).await }))
     }
 

@@ -16,12 +16,22 @@ use crate::scheduler::Cancellation;
 use crate::secrets::PassFile;
 use crate::target::TargetServer;
 
+/// What a run that keeps its dumps left for a resume: the copy (when the run failed) and the
+/// dump directory.
+#[derive(Debug, Default)]
+pub struct Kept {
+    pub copy: Option<String>,
+    pub dumps: Option<PathBuf>,
+}
+
 #[derive(Default)]
 pub struct Workspace {
     pub target_server: Option<TargetServer>,
     /// The database the copy is being built in, until it is swapped into place.
     temporary_database: Option<String>,
     swapped: bool,
+    /// The copy a resume continues in, spared by the search for leftovers.
+    spared_copy: Option<String>,
     dump_directory: Option<tempfile::TempDir>,
     passfile: Option<PassFile>,
 }
@@ -143,6 +153,9 @@ impl Workspace {
         let leftovers = server.leftovers(&target.dbname).await?;
         let mut warnings = Vec::new();
         for database in leftovers.temporary {
+            if self.spared_copy.as_deref() == Some(database.as_str()) {
+                continue;
+            }
             server.drop_database(&database).await?;
             reporter.emit(Event::Notice(Notice::RemovedLeftover(Leftover::Copy(database))));
         }
@@ -207,8 +220,13 @@ impl Workspace {
     }
 
     /// A second signal gives up on dropping the unfinished copy: the next run drops it.
-    pub async fn clean_up(&mut self, keep_dumps: bool, reporter: &dyn Reporter, cancellation: &Cancellation) {
+    pub async fn clean_up(&mut self, keep_dumps: bool, reporter: &dyn Reporter, cancellation: &Cancellation) -> Kept {
         reporter.emit(Event::Cleanup);
+        let mut kept = Kept::default();
+        // Kept with the dumps, a failed run's copy is what a resume continues in.
+        if keep_dumps && let Some(database) = self.temporary_database.take() {
+            kept.copy = Some(database);
+        }
         if let (Some(server), Some(database)) = (&self.target_server, self.temporary_database.take()) {
             reporter.emit(Event::Notice(Notice::DroppingUnfinished {
                 database: database.clone(),
@@ -230,6 +248,7 @@ impl Workspace {
         if let Some(directory) = self.dump_directory.take() {
             if keep_dumps {
                 let path = directory.keep();
+                kept.dumps = Some(path.clone());
                 // A kept archive is no leftover: without the mark, no later run removes it.
                 let _ = std::fs::remove_file(path.join(RUN_MARKER));
                 reporter.emit(Event::Notice(Notice::KeepingDumps {
@@ -248,6 +267,12 @@ impl Workspace {
         }
         // Dropping the password file removes it.
         self.passfile = None;
+        kept
+    }
+
+    /// The unfinished copy a resume continues in: no leftover to remove.
+    pub fn spare_copy(&mut self, name: &str) {
+        self.spared_copy = Some(name.to_string());
     }
 }
 

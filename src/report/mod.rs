@@ -173,6 +173,15 @@ pub enum Notice {
         count: usize,
         who: String,
     },
+    /// A resume continues in the copy the failed run kept.
+    ResumingCopy {
+        database: String,
+    },
+    /// A failed run that kept its dumps: how to continue it.
+    ResumeWith {
+        copy: Option<String>,
+        command: String,
+    },
     /// An archive older than what `--retain` keeps, dropped.
     DroppedArchive {
         name: String,

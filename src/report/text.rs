@@ -122,6 +122,20 @@ impl fmt::Display for Notice {
                 formatter,
                 "Ended {count} session(s) on the previous {database} to swap it out: {who}"
             ),
+            Notice::ResumingCopy { database } => write!(
+                formatter,
+                "Resuming in {database}, the unfinished copy the failed run kept"
+            ),
+            Notice::ResumeWith { copy, command } => match copy {
+                Some(copy) => write!(
+                    formatter,
+                    "Kept the unfinished copy {copy} and the dumps; to continue where this run stopped: {command}"
+                ),
+                None => write!(
+                    formatter,
+                    "Kept the dumps; to continue where this run stopped: {command}"
+                ),
+            },
             Notice::DroppedArchive { name, date } => {
                 write!(formatter, "Dropped {name}, an archive of {date} beyond --retain")
             }

@@ -7,6 +7,7 @@ mod faults;
 mod fidelity;
 mod harness;
 mod progress;
+mod resume;
 mod usage;
 
 use std::collections::BTreeMap;

@@ -20,11 +20,15 @@ pub async fn import_unit(job: &Job, unit: &Unit, attempt: u32) -> Result<(), Att
             directory.display()
         )));
     }
-    if attempt > 1 {
+    // A resumed run does not know how far the failed one got with this unit.
+    if attempt > 1 || job.resuming {
         clean_up_partial_load(job, unit).await?;
     }
     let command = job.pg_restore().argument("--data-only").argument(&directory);
     run_tool(&command, &job.cancellation, &format!("import {}", unit.label())).await?;
+    if job.record_progress {
+        super::marks::set(&directory, super::marks::UNIT_LOADED);
+    }
     if !job.keep_dumps {
         // Loaded for good: its disk space goes back now, not at the end of the run.
         let size = directory_size(&directory);

@@ -38,6 +38,12 @@ pub struct Job {
     pub scratch_directory: PathBuf,
     /// Keep each unit's dump after its import (`--keep-dumps`) instead of removing it at once.
     pub keep_dumps: bool,
+    /// Mark in the dump directory what is done (loads, index builds, pre- and post-data), so
+    /// that a failed run can be resumed (`--keep-dumps`).
+    pub record_progress: bool,
+    /// Resuming a failed run into its kept copy: what the markers say is done is skipped, and
+    /// what may be half done (a unit's load, post-data) is redone from a clean state.
+    pub resuming: bool,
     pub dump_space: Arc<DumpSpace>,
     pub jobs: Jobs,
     /// ANALYZE each table once it is loaded.
@@ -60,6 +66,65 @@ pub struct Snapshot {
     /// The source session holding the snapshot: when it ends (the source server restarted),
     /// the snapshot is gone and no dump can be consistent with the others.
     pub session: Arc<tokio_postgres::Client>,
+}
+
+/// Marks, in the dump directory, of what a run has finished (see `Job::record_progress`).
+pub mod marks {
+    use std::path::{Path, PathBuf};
+
+    /// In a unit's directory: its rows are loaded.
+    pub const UNIT_LOADED: &str = ".dbsync-loaded";
+    pub const PRE_DATA_DONE: &str = "pre-data.done";
+    pub const POST_DATA_DONE: &str = "post-data.done";
+    /// One planned table's index per line: its indexes and key constraints are built.
+    pub const INDEXES_DONE: &str = "indexes.done";
+
+    pub fn path(directory: &Path, mark: &str) -> PathBuf {
+        directory.join(mark)
+    }
+
+    /// Records a mark; a mark that cannot be written only makes a resume redo that work.
+    pub fn set(directory: &Path, mark: &str) {
+        let _ = std::fs::write(directory.join(mark), b"");
+    }
+
+    pub fn is_set(directory: &Path, mark: &str) -> bool {
+        directory.join(mark).exists()
+    }
+
+    pub fn add_built_tables(directory: &Path, tables: &[usize]) {
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(directory.join(INDEXES_DONE))
+        {
+            for table in tables {
+                let _ = writeln!(file, "{table}");
+            }
+        }
+    }
+
+    pub fn built_tables(directory: &Path) -> Vec<usize> {
+        std::fs::read_to_string(directory.join(INDEXES_DONE))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    }
+
+    /// Every mark under `directory`: what a resume that starts over from an empty copy forgets,
+    /// and what a finished archive does not carry.
+    pub fn clear(directory: &Path) {
+        for mark in [PRE_DATA_DONE, POST_DATA_DONE, INDEXES_DONE] {
+            let _ = std::fs::remove_file(directory.join(mark));
+        }
+        if let Ok(entries) = std::fs::read_dir(directory) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path().join(UNIT_LOADED));
+            }
+        }
+    }
 }
 
 impl Job {

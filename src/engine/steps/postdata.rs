@@ -208,7 +208,8 @@ impl PostData {
         on_retry: OnRetry<'_>,
     ) -> Result<(), StepError> {
         let mut remaining: Vec<&str> = lines;
-        let mut tolerate_existing = false;
+        // A resumed run may meet what the failed one created.
+        let mut tolerate_existing = job.resuming;
         let mut attempt = 1;
         while !remaining.is_empty() {
             std::fs::write(list, remaining.join("\n") + "\n")
