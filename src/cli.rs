@@ -21,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Copy the source database into the target database (replacing it once the copy is complete).
     Sync(Box<SyncArguments>),
+    /// Show what a sync would do (servers, tables, foreign-key order, units, warnings), changing
+    /// nothing; the same as `sync --dry-run`.
+    Plan(Box<PlanArguments>),
     /// Write the source database to an archive directory (schema, data, manifest) from one snapshot.
     Dump(Box<DumpArguments>),
     /// Load an archive (from `dbsync dump` or --keep-dumps) into the target database, replacing it
@@ -61,6 +64,10 @@ pub struct SyncArguments {
     #[arg(long, overrides_with = "stream")]
     pub no_stream: bool,
 
+    /// Show what the sync would do and stop (see `dbsync plan`)
+    #[arg(long)]
+    pub dry_run: bool,
+
     /// Continue a run that failed with --keep-dumps, from its dump directory (its failure
     /// message gives the command)
     #[arg(long, value_name = "DIR", conflicts_with = "stream")]
@@ -71,6 +78,16 @@ pub struct SyncArguments {
     /// tables' data too)
     #[arg(long, value_name = "POLICY", value_parser = PossibleValuesParser::new(["not-valid", "skip", "include-parent"]))]
     pub foreign_keys: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlanArguments {
+    #[command(flatten)]
+    pub sync: SyncArguments,
+
+    /// text (default) or json
+    #[arg(long, value_name = "FORMAT", value_parser = PossibleValuesParser::new(["text", "json"]))]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -99,6 +116,7 @@ impl DumpArguments {
             no_keep_dumps: false,
             stream: false,
             no_stream: false,
+            dry_run: false,
             resume: None,
             foreign_keys: None,
         }
@@ -134,6 +152,7 @@ impl RestoreArguments {
             no_keep_dumps: true,
             stream: false,
             no_stream: true,
+            dry_run: false,
             resume: None,
             foreign_keys: None,
         }

@@ -40,9 +40,17 @@ pub fn main_entry() -> u8 {
     };
     let code = runtime.block_on(async {
         match cli.command {
+            Command::Sync(arguments) if arguments.dry_run => {
+                let settings = settings::resolve(&arguments, &settings::process_environment);
+                show_plan(settings, false).await
+            }
             Command::Sync(arguments) => {
                 let settings = settings::resolve(&arguments, &settings::process_environment);
                 run_engine(settings, report::RunKind::Sync).await
+            }
+            Command::Plan(arguments) => {
+                let settings = settings::resolve(&arguments.sync, &settings::process_environment);
+                show_plan(settings, arguments.format.as_deref() == Some("json")).await
             }
             Command::Dump(arguments) => {
                 let settings = settings::resolve_dump(&arguments, &settings::process_environment);
@@ -70,6 +78,28 @@ async fn list_archives(arguments: &cli::ArchivesArguments) -> u8 {
     match listing.await {
         Ok((target, template, found)) => {
             report::print_archives(&target, &template, &found);
+            errors::EXIT_SUCCESS
+        }
+        Err(error) => {
+            report::print_error(&format!("{error:#}"));
+            error.exit_code()
+        }
+    }
+}
+
+/// `dbsync plan`: what a sync would do, as text or JSON; nothing is changed.
+async fn show_plan(settings: Result<settings::Settings, errors::SyncError>, json: bool) -> u8 {
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(error) => {
+            report::print_error(&error.to_string());
+            return error.exit_code();
+        }
+    };
+    let reporter = report::pick(&settings);
+    match engine::preview::preview(&settings, reporter, Cancellation::new()).await {
+        Ok(plan) => {
+            report::print_plan(&plan, json);
             errors::EXIT_SUCCESS
         }
         Err(error) => {

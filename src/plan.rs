@@ -557,6 +557,116 @@ fn split_into_units(
 }
 
 /// Groups planned-table indexes by the units that carry them, for progress accounting.
+/// The order foreign keys impose on the planned tables (a referenced table before the tables
+/// that reference it), and every cycle among them (tables that reference each other, directly or
+/// around a loop; a table that references itself is a cycle of one). Tables of a cycle come in
+/// the order of their names, where the cycle would otherwise have to be broken.
+pub fn foreign_key_order(plan: &Plan, inventory: &Inventory) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let by_oid = plan.tables_by_tree_oid();
+    let count = plan.tables.len();
+    let mut references: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); count];
+    for key in &inventory.foreign_keys {
+        if let (Some(table), Some(referenced)) = (by_oid.get(&key.table), by_oid.get(&key.referenced_table)) {
+            references[*table].insert(*referenced);
+        }
+    }
+    let components = strongly_connected(&references);
+    let cycles: Vec<Vec<usize>> = components
+        .iter()
+        .filter(|component| component.len() > 1 || references[component[0]].contains(&component[0]))
+        .cloned()
+        .collect();
+    // Components come out of Tarjan's algorithm with every referenced component first.
+    let order = components.into_iter().flatten().collect();
+    (order, cycles)
+}
+
+/// Tarjan's strongly connected components of the graph `edges` (node → nodes it points to), each
+/// sorted, in an order where a component comes after every component it points to.
+fn strongly_connected(edges: &[BTreeSet<usize>]) -> Vec<Vec<usize>> {
+    struct State<'a> {
+        edges: &'a [BTreeSet<usize>],
+        index: Vec<Option<usize>>,
+        low: Vec<usize>,
+        on_stack: Vec<bool>,
+        stack: Vec<usize>,
+        next: usize,
+        components: Vec<Vec<usize>>,
+    }
+    fn visit(state: &mut State, node: usize) {
+        state.index[node] = Some(state.next);
+        state.low[node] = state.next;
+        state.next += 1;
+        state.stack.push(node);
+        state.on_stack[node] = true;
+        for &target in state.edges[node].iter() {
+            match state.index[target] {
+                None => {
+                    visit(state, target);
+                    state.low[node] = state.low[node].min(state.low[target]);
+                }
+                Some(index) if state.on_stack[target] => state.low[node] = state.low[node].min(index),
+                Some(_) => {}
+            }
+        }
+        if Some(state.low[node]) == state.index[node] {
+            let mut component = Vec::new();
+            while let Some(member) = state.stack.pop() {
+                state.on_stack[member] = false;
+                component.push(member);
+                if member == node {
+                    break;
+                }
+            }
+            component.sort_unstable();
+            state.components.push(component);
+        }
+    }
+    let count = edges.len();
+    let mut state = State {
+        edges,
+        index: vec![None; count],
+        low: vec![0; count],
+        on_stack: vec![false; count],
+        stack: Vec::new(),
+        next: 0,
+        components: Vec::new(),
+    };
+    for node in 0..count {
+        if state.index[node].is_none() {
+            visit(&mut state, node);
+        }
+    }
+    state.components
+}
+
+/// How many levels a planned table's tree has: 1 for a plain table, 2 for a table with
+/// partitions or children, more for partitions that are partitioned in turn.
+pub fn tree_levels(table: &PlannedTable, inventory: &Inventory) -> usize {
+    let in_tree: HashSet<u32> = table.tree_oids.iter().copied().collect();
+    let parents: HashMap<u32, &Vec<u32>> = inventory
+        .tables
+        .iter()
+        .filter(|candidate| in_tree.contains(&candidate.oid))
+        .map(|candidate| (candidate.oid, &candidate.parents))
+        .collect();
+    let depth = |mut oid: u32| {
+        let mut levels = 1;
+        while let Some(parent) = parents
+            .get(&oid)
+            .and_then(|parents| parents.iter().find(|parent| in_tree.contains(parent)))
+        {
+            levels += 1;
+            oid = *parent;
+            if levels > in_tree.len() {
+                break;
+            }
+        }
+        levels
+    };
+    table.tree_oids.iter().map(|oid| depth(*oid)).max().unwrap_or(1)
+}
+
 pub fn units_per_table(plan: &Plan) -> BTreeMap<usize, usize> {
     let mut counts = BTreeMap::new();
     for unit in &plan.units {
@@ -586,6 +696,8 @@ mod tests {
             size_bytes: size,
             hash_partitioned: false,
             estimated_rows: -1.0,
+            has_primary_key: true,
+            row_security: false,
         }
     }
 
@@ -726,5 +838,91 @@ mod tests {
         // Partitions are not matched on their own: their tree comes with its root.
         let include = patterns(&["audit_logs_default"]);
         assert!(build(&inventory(), &request(&include, &[], ForeignKeyPolicy::NotValid)).is_err());
+    }
+
+    #[test]
+    fn foreign_keys_order_referenced_tables_first_and_name_every_cycle() {
+        let mut inventory = Inventory {
+            tables: vec![
+                table(1, "a", TableKind::Ordinary, &[], 10),
+                table(2, "b", TableKind::Ordinary, &[], 10),
+                table(3, "c", TableKind::Ordinary, &[], 10),
+                table(4, "d", TableKind::Ordinary, &[], 10),
+                table(5, "e", TableKind::Ordinary, &[], 10),
+            ],
+            ..Default::default()
+        };
+        let key = |oid: u32, table: u32, referenced_table: u32| ForeignKey {
+            oid,
+            name: format!("k{oid}"),
+            table,
+            referenced_table,
+            definition: String::new(),
+        };
+        // c → b → a; d ↔ e; e → e.
+        inventory.foreign_keys = vec![
+            key(10, 3, 2),
+            key(11, 2, 1),
+            key(12, 4, 5),
+            key(13, 5, 4),
+            key(14, 5, 5),
+        ];
+        let plan = build(
+            &inventory,
+            &PlanRequest {
+                include: &[],
+                exclude: &[],
+                jobs: 2,
+                foreign_key_policy: ForeignKeyPolicy::NotValid,
+            },
+        )
+        .unwrap();
+        let name = |index: usize| plan.tables[index].name.name.clone();
+        let (order, cycles) = foreign_key_order(&plan, &inventory);
+        let order: Vec<String> = order.into_iter().map(name).collect();
+        let position = |table: &str| order.iter().position(|name| name == table).unwrap();
+        assert!(
+            position("a") < position("b") && position("b") < position("c"),
+            "{order:?}"
+        );
+        assert_eq!(order.len(), 5);
+        let cycles: Vec<Vec<String>> = cycles
+            .into_iter()
+            .map(|cycle| cycle.into_iter().map(name).collect())
+            .collect();
+        assert_eq!(cycles.len(), 1, "{cycles:?}");
+        let mut cycle = cycles[0].clone();
+        cycle.sort();
+        assert_eq!(cycle, ["d", "e"]);
+    }
+
+    #[test]
+    fn partition_trees_count_their_levels() {
+        let inventory = Inventory {
+            tables: vec![
+                table(1, "events", TableKind::Partitioned, &[], 0),
+                table(2, "events_2025", TableKind::Partitioned, &[1], 0),
+                table(3, "events_2025_01", TableKind::Ordinary, &[2], 10),
+                table(4, "plain", TableKind::Ordinary, &[], 10),
+            ],
+            ..Default::default()
+        };
+        let plan = build(
+            &inventory,
+            &PlanRequest {
+                include: &[],
+                exclude: &[],
+                jobs: 2,
+                foreign_key_policy: ForeignKeyPolicy::NotValid,
+            },
+        )
+        .unwrap();
+        let levels: BTreeMap<String, usize> = plan
+            .tables
+            .iter()
+            .map(|table| (table.name.name.clone(), tree_levels(table, &inventory)))
+            .collect();
+        assert_eq!(levels["events"], 3);
+        assert_eq!(levels["plain"], 1);
     }
 }

@@ -90,6 +90,9 @@ pub struct Table {
     pub hash_partitioned: bool,
     /// The planner's row estimate (`reltuples`); negative when never vacuumed or analyzed.
     pub estimated_rows: f64,
+    pub has_primary_key: bool,
+    /// Row-level security is enabled on it.
+    pub row_security: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -170,7 +173,9 @@ pub async fn inventory(client: &Client) -> Result<Inventory> {
                    ARRAY(SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid ORDER BY i.inhseqno), \
                    pg_table_size(c.oid), \
                    COALESCE((SELECT p.partstrat = 'h' FROM pg_partitioned_table p WHERE p.partrelid = c.oid), false), \
-                   c.reltuples::float8 \
+                   c.reltuples::float8, \
+                   EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p'), \
+                   c.relrowsecurity \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relkind IN ('r', 'p') AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER} \
                  ORDER BY n.nspname, c.relname"
@@ -196,6 +201,8 @@ pub async fn inventory(client: &Client) -> Result<Inventory> {
             size_bytes: row.get(6),
             hash_partitioned: row.get(7),
             estimated_rows: row.get(8),
+            has_primary_key: row.get(9),
+            row_security: row.get(10),
         })
         .collect();
 

@@ -9,6 +9,7 @@ mod archive;
 pub mod dump;
 pub mod monitor;
 pub mod preflight;
+pub mod preview;
 pub mod progress;
 pub mod restore;
 pub mod resume;

@@ -491,6 +491,68 @@ pub fn print_archives(
     print!("{}", text::archive_listing(target, template, archives));
 }
 
+/// What `dbsync plan` (or `sync --dry-run`) found: what a sync would do, changing nothing.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    pub source: PlanServer,
+    pub target: PlanServer,
+    /// The target database exists and would be replaced.
+    pub target_exists: bool,
+    pub pg_dump: String,
+    pub pg_restore: String,
+    /// Why these tools: the lowest installed version at least the source server's.
+    pub tools_reason: String,
+    pub whole_database: bool,
+    pub tables: Vec<PlanTable>,
+    /// Table names, each after every table it references.
+    pub foreign_key_order: Vec<String>,
+    pub foreign_key_cycles: Vec<Vec<String>>,
+    pub units: Vec<PlanUnit>,
+    pub sequences: usize,
+    pub large_objects: i64,
+    /// Bytes the dumps would take (the copied tables' size on the source); 0 with `--stream`.
+    pub estimated_dump_bytes: u64,
+    pub dump_directory: String,
+    pub dump_directory_free_bytes: Option<u64>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PlanServer {
+    pub endpoint: String,
+    /// `server_version_num`, e.g. 150018.
+    pub version: i32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanTable {
+    pub name: String,
+    /// `standard`, `partitioned` or `inheritance`.
+    pub kind: String,
+    /// Tables holding rows of the tree besides the root (partitions, children).
+    pub members: usize,
+    /// Levels of the tree (1 for a plain table).
+    pub levels: usize,
+    pub estimated_rows: Option<u64>,
+    pub size_bytes: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanUnit {
+    pub label: String,
+    pub tables: Vec<String>,
+    pub size_bytes: i64,
+}
+
+/// `dbsync plan`: the plan as text, or as JSON with `json`.
+pub fn print_plan(plan: &PlanReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default());
+    } else {
+        print!("{}", text::plan_text(plan));
+    }
+}
+
 /// A line on stderr, outside any run's output: errors that cron mails and CI logs must show even
 /// when stdout is discarded.
 pub fn print_error(message: &str) {

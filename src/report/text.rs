@@ -395,6 +395,113 @@ pub fn closing_line(result: &Result<(), SyncError>, kind: super::RunKind) -> Str
     }
 }
 
+/// "15.18" from 150018.
+fn version_text(number: i32) -> String {
+    format!("{}.{}", number / 10000, number % 10000)
+}
+
+/// What `dbsync plan` prints.
+pub fn plan_text(plan: &super::PlanReport) -> String {
+    let mut text = String::new();
+    let mut line = |content: String| {
+        text.push_str(&content);
+        text.push('\n');
+    };
+    line(format!(
+        "SOURCE   {} (PostgreSQL {})",
+        plan.source.endpoint,
+        version_text(plan.source.version)
+    ));
+    line(format!(
+        "TARGET   {} (PostgreSQL {}){}",
+        plan.target.endpoint,
+        version_text(plan.target.version),
+        if plan.target_exists {
+            ": exists, and would be replaced"
+        } else {
+            ": would be created"
+        }
+    ));
+    line(format!(
+        "TOOLS    {} and {}: {}",
+        plan.pg_dump, plan.pg_restore, plan.tools_reason
+    ));
+    line(String::new());
+    let selection = if plan.whole_database {
+        "every table"
+    } else {
+        "the selected tables"
+    };
+    line(format!(
+        "TABLES ({}, {selection}; the schema is copied whole)",
+        plan.tables.len()
+    ));
+    let kinds: Vec<String> = plan
+        .tables
+        .iter()
+        .map(|table| match table.kind.as_str() {
+            "partitioned" => format!("partitioned, {} parts, {} levels", table.members, table.levels),
+            "inheritance" => format!("inheritance, {} children", table.members),
+            other => other.to_string(),
+        })
+        .collect();
+    let width = plan
+        .tables
+        .iter()
+        .map(|table| table.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let kind_width = kinds.iter().map(String::len).max().unwrap_or(4).max(4);
+    line(format!(
+        "  {:<width$}  {:<kind_width$}  {:>12}  {:>9}",
+        "TABLE", "KIND", "EST. ROWS", "SIZE"
+    ));
+    for (table, kind) in plan.tables.iter().zip(&kinds) {
+        let rows = table.estimated_rows.map_or("?".to_string(), |rows| rows.to_string());
+        line(format!(
+            "  {:<width$}  {kind:<kind_width$}  {rows:>12}  {:>9}",
+            table.name,
+            human_size(table.size_bytes.max(0) as u64)
+        ));
+    }
+    line(format!(
+        "  {} sequence(s), {} large object(s)",
+        plan.sequences, plan.large_objects
+    ));
+    line(String::new());
+    line("ORDER (foreign keys: each table after the tables it references)".to_string());
+    line(format!("  {}", plan.foreign_key_order.join(", ")));
+    for cycle in &plan.foreign_key_cycles {
+        line(format!("  cycle: {}", cycle.join(" ↔ ")));
+    }
+    line(String::new());
+    line(format!("UNITS ({})", plan.units.len()));
+    for unit in &plan.units {
+        line(format!(
+            "  {:<12} {:>9}  {}",
+            unit.label,
+            human_size(unit.size_bytes.max(0) as u64),
+            unit.tables.join(", ")
+        ));
+    }
+    line(String::new());
+    let free = plan.dump_directory_free_bytes.map_or("unknown".to_string(), human_size);
+    line(format!(
+        "DUMPS    about {} in {} ({free} free)",
+        human_size(plan.estimated_dump_bytes),
+        plan.dump_directory
+    ));
+    if !plan.warnings.is_empty() {
+        line(String::new());
+        line(format!("WARNINGS ({})", plan.warnings.len()));
+        for warning in &plan.warnings {
+            line(format!("  - {warning}"));
+        }
+    }
+    text
+}
+
 /// The table `dbsync archives` prints.
 pub fn archive_listing(
     target: &crate::connection::Endpoint,

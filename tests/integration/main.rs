@@ -6,6 +6,7 @@ mod dump;
 mod faults;
 mod fidelity;
 mod harness;
+mod plan;
 mod progress;
 mod resume;
 mod usage;

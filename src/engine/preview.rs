@@ -1,0 +1,247 @@
+//! `dbsync plan` (and `sync --dry-run`): what a sync would do, changing nothing. The source is
+//! inspected and planned as for a sync; the target server is asked only what would stop or
+//! change the run (its version, whether the target exists, missing roles and extensions, free
+//! connection slots); no lock is taken, nothing is created.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::preflight::{self, Source};
+use super::{Run, interruptible};
+use crate::catalog::{self, Inventory};
+use crate::errors::SyncError;
+use crate::plan::{self, Plan};
+use crate::report::{KeyFate, PlanReport, PlanServer, PlanTable, PlanUnit, Reporter, Warning};
+use crate::scheduler::Cancellation;
+use crate::settings::{Settings, Transfer};
+use crate::target::TargetServer;
+
+pub async fn preview(
+    settings: &Settings,
+    reporter: Arc<dyn Reporter>,
+    cancellation: Cancellation,
+) -> Result<PlanReport, SyncError> {
+    let mut run = Run::new(settings, reporter, cancellation);
+    run.preview().await
+}
+
+impl Run<'_> {
+    async fn preview(&mut self) -> Result<PlanReport, SyncError> {
+        let settings = self.settings;
+        let (source, plan, _) = self.inspect_source().await?;
+        let tools = preflight::locate_tools(settings, &source)?;
+        let target = interruptible(&self.cancellation, TargetServer::connect(settings.target())).await?;
+        let mut warnings: Vec<String> = std::mem::take(&mut self.deferred_warnings)
+            .into_iter()
+            .map(|warning| warning.to_string())
+            .collect();
+        let target_exists =
+            interruptible(&self.cancellation, target.database_exists(&settings.target().dbname)).await?;
+        warnings.extend(self.target_warnings(&source, &target, target_exists).await?);
+        warnings.extend(source_warnings(&plan, &source.inventory));
+        let estimated_dump_bytes = match settings.transfer {
+            Transfer::Stream => 0,
+            Transfer::Files { .. } => plan.tables.iter().map(|table| table.size_bytes.max(0) as u64).sum(),
+        };
+        let free = preflight::free_space(&settings.dump_dir);
+        if let (Some(free), Transfer::Files { .. }) = (free, settings.transfer) {
+            warnings.extend(
+                preflight::dump_space_warning(free, &plan, &settings.dump_dir).map(|warning| warning.to_string()),
+            );
+        }
+        let report = PlanReport {
+            source: PlanServer {
+                endpoint: settings.source().to_string(),
+                version: source.server.version_number,
+            },
+            target: PlanServer {
+                endpoint: settings.target().to_string(),
+                version: target.server.version_number,
+            },
+            target_exists,
+            pg_dump: tools.pg_dump.display().to_string(),
+            pg_restore: tools.pg_restore.display().to_string(),
+            tools_reason: format!(
+                "{}: the lowest installed version at least the source server's ({})",
+                tools.version_text,
+                source.server.major()
+            ),
+            estimated_dump_bytes,
+            dump_directory: settings.dump_dir.display().to_string(),
+            dump_directory_free_bytes: free,
+            warnings,
+            ..describe_plan(&plan, &source.inventory)
+        };
+        Ok(report)
+    }
+
+    /// What the target server lacks or would lose: roles, extensions, connection slots, the
+    /// database a sync would replace.
+    async fn target_warnings(
+        &self,
+        source: &Source,
+        target: &TargetServer,
+        target_exists: bool,
+    ) -> Result<Vec<String>, SyncError> {
+        let settings = self.settings;
+        let needs = catalog::TargetNeeds::of(&source.inventory);
+        let mut wanted: BTreeSet<String> = needs.required_roles.policy_roles.clone();
+        if !settings.no_owner {
+            wanted.extend(needs.required_roles.owners.iter().cloned());
+        }
+        if !settings.no_privileges {
+            wanted.extend(needs.required_roles.grantees.iter().cloned());
+        }
+        let checks = async {
+            let client = target.session().await?;
+            let missing = catalog::missing_roles(&client, &wanted).await?;
+            let unavailable = catalog::unavailable_extensions(&client, &needs.extensions).await?;
+            let free = catalog::free_connection_slots(&client).await?;
+            anyhow::Ok((missing, unavailable, free))
+        };
+        let (missing, unavailable, target_free) = interruptible(&self.cancellation, checks).await?;
+        let mut warnings = Vec::new();
+        if target_exists {
+            warnings.push(format!(
+                "the target database {} exists and would be replaced (a sync asks first, or takes --yes)",
+                settings.target().dbname
+            ));
+        }
+        if !missing.is_empty() {
+            warnings.push(format!(
+                "roles missing on the target server (a sync would refuse): {} — create them, or use --no-owner --no-privileges",
+                missing.join(", ")
+            ));
+        }
+        if !unavailable.is_empty() {
+            warnings.push(format!(
+                "extensions the target server cannot create (a sync would refuse): {}",
+                unavailable.join(", ")
+            ));
+        }
+        match preflight::jobs_the_servers_allow(settings.jobs, source.free_slots, target_free) {
+            Ok((_, lowered)) => warnings.extend(lowered.map(|warning| warning.to_string())),
+            Err(error) => warnings.push(format!("{error:#}")),
+        }
+        Ok(warnings)
+    }
+}
+
+/// What the plan itself says: tables, order, cycles, units; the caller fills in the servers.
+fn describe_plan(plan: &Plan, inventory: &Inventory) -> PlanReport {
+    let name = |index: usize| plan.tables[index].name.display_name();
+    let (order, cycles) = plan::foreign_key_order(plan, inventory);
+    PlanReport {
+        source: PlanServer::default(),
+        target: PlanServer::default(),
+        target_exists: false,
+        pg_dump: String::new(),
+        pg_restore: String::new(),
+        tools_reason: String::new(),
+        whole_database: plan.whole_database,
+        tables: plan_tables(plan, inventory),
+        foreign_key_order: order.into_iter().map(name).collect(),
+        foreign_key_cycles: cycles
+            .into_iter()
+            .map(|cycle| cycle.into_iter().map(name).collect())
+            .collect(),
+        units: plan
+            .units
+            .iter()
+            .map(|unit| PlanUnit {
+                label: unit.label(),
+                tables: unit.tables.iter().map(|table| table.display_name()).collect(),
+                size_bytes: unit.size_bytes,
+            })
+            .collect(),
+        sequences: plan.sequences.len(),
+        large_objects: if plan.copy_large_objects {
+            plan.large_object_count
+        } else {
+            0
+        },
+        estimated_dump_bytes: 0,
+        dump_directory: String::new(),
+        dump_directory_free_bytes: None,
+        warnings: Vec::new(),
+    }
+}
+
+/// Each planned table as the plan shows it.
+fn plan_tables(plan: &Plan, inventory: &Inventory) -> Vec<PlanTable> {
+    plan.tables
+        .iter()
+        .map(|table| PlanTable {
+            name: table.name.display_name(),
+            kind: match (table.partitioned, table.tree_oids.len()) {
+                (true, _) => "partitioned",
+                (false, 1) => "standard",
+                (false, _) => "inheritance",
+            }
+            .to_string(),
+            members: table.tree_oids.len() - 1,
+            levels: plan::tree_levels(table, inventory),
+            estimated_rows: table.estimated_rows,
+            size_bytes: table.size_bytes,
+        })
+        .collect()
+}
+
+/// What in the source deserves a look before copying it.
+fn source_warnings(plan: &Plan, inventory: &Inventory) -> Vec<String> {
+    let mut warnings: Vec<String> = plan
+        .dangling_foreign_keys
+        .iter()
+        .map(|key| {
+            Warning::ForeignKey {
+                key: super::outside_key(key),
+                fate: KeyFate::WillFollow(plan.foreign_key_policy.as_str()),
+            }
+            .to_string()
+        })
+        .collect();
+    let roots = plan
+        .tables
+        .iter()
+        .filter_map(|planned| inventory.tables.iter().find(|table| table.oid == planned.oid));
+    let mut without_key = Vec::new();
+    let mut unlogged = Vec::new();
+    let mut row_security = Vec::new();
+    for table in roots {
+        let name = table.name.display_name();
+        if !table.has_primary_key {
+            without_key.push(name.clone());
+        }
+        if table.unlogged {
+            unlogged.push(name.clone());
+        }
+        if table.row_security {
+            row_security.push(name);
+        }
+    }
+    if !without_key.is_empty() {
+        warnings.push(format!(
+            "tables without a primary key (copied whole; nothing on the copy tells duplicate rows apart): {}",
+            without_key.join(", ")
+        ));
+    }
+    if !unlogged.is_empty() {
+        warnings.push(format!(
+            "unlogged tables (copied, and unlogged on the copy too: emptied by a crash of the target server): {}",
+            unlogged.join(", ")
+        ));
+    }
+    if !row_security.is_empty() {
+        warnings.push(format!(
+            "tables with row-level security (pg_dump reads them with row_security off: the source user must own them, be a superuser or have BYPASSRLS): {}",
+            row_security.join(", ")
+        ));
+    }
+    if plan.copy_large_objects && plan.large_object_count > 0 {
+        warnings.push(format!(
+            "{} large object(s): copied as one unit of their own, one at a time",
+            plan.large_object_count
+        ));
+    }
+    warnings
+}
