@@ -24,6 +24,8 @@ pub enum Command {
     /// Show what a sync would do (servers, tables, foreign-key order, units, warnings), changing
     /// nothing; the same as `sync --dry-run`.
     Plan(Box<PlanArguments>),
+    /// Compare the schemas of the source and target databases (exit 0 equal, 3 different)
+    Diff(DiffArguments),
     /// Write the source database to an archive directory (schema, data, manifest) from one snapshot.
     Dump(Box<DumpArguments>),
     /// Load an archive (from `dbsync dump` or --keep-dumps) into the target database, replacing it
@@ -264,6 +266,25 @@ pub struct RunArguments {
     /// Render a date template in UTC instead of local time
     #[arg(long)]
     pub utc: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DiffArguments {
+    /// Source database URI: postgres://user@host:5432/Main_DB
+    #[arg(long, value_name = "URI")]
+    pub source: Option<String>,
+
+    /// Target database URI: postgres://user@host2:5432/Archive_DB
+    #[arg(long, value_name = "URI")]
+    pub target: Option<String>,
+
+    /// Configuration file whose [source] and [target] urls are used when the flags are not given
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// text (default) or json
+    #[arg(long, value_name = "FORMAT", value_parser = PossibleValuesParser::new(["text", "json"]))]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -48,6 +48,7 @@ pub fn main_entry() -> u8 {
                 let settings = settings::resolve(&arguments, &settings::process_environment);
                 run_engine(settings, report::RunKind::Sync).await
             }
+            Command::Diff(arguments) => show_diff(&arguments).await,
             Command::Plan(arguments) => {
                 let settings = settings::resolve(&arguments.sync, &settings::process_environment);
                 show_plan(settings, arguments.format.as_deref() == Some("json")).await
@@ -79,6 +80,27 @@ async fn list_archives(arguments: &cli::ArchivesArguments) -> u8 {
         Ok((target, template, found)) => {
             report::print_archives(&target, &template, &found);
             errors::EXIT_SUCCESS
+        }
+        Err(error) => {
+            report::print_error(&format!("{error:#}"));
+            error.exit_code()
+        }
+    }
+}
+
+/// `dbsync diff`: exit 0 when the schemas are equal, 3 when they differ.
+async fn show_diff(arguments: &cli::DiffArguments) -> u8 {
+    let compared = async {
+        let (source, target) = settings::resolve_diff(arguments, &settings::process_environment)?;
+        engine::diff::diff(&source, &target).await
+    };
+    match compared.await {
+        Ok(diff) => {
+            report::print_diff(&diff, arguments.format.as_deref() == Some("json"));
+            match diff.differences.is_empty() {
+                true => errors::EXIT_SUCCESS,
+                false => errors::EXIT_VALIDATION,
+            }
         }
         Err(error) => {
             report::print_error(&format!("{error:#}"));

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{ArchivesArguments, DumpArguments, RestoreArguments, SyncArguments, switch};
+use crate::cli::{ArchivesArguments, DiffArguments, DumpArguments, RestoreArguments, SyncArguments, switch};
 use crate::connection::{Endpoint, EndpointDefaults};
 use crate::dated::{self, DatedName};
 use crate::errors::SyncError;
@@ -372,6 +372,33 @@ fn config_of(flag: Option<&PathBuf>, environment: Environment) -> Result<(Option
         None => ConfigFile::default(),
     };
     Ok((path, config))
+}
+
+/// What `dbsync diff` compares: the source and the target database, as given (only read, so
+/// no name is refused).
+pub fn resolve_diff(arguments: &DiffArguments, environment: Environment) -> Result<(Endpoint, Endpoint), SyncError> {
+    let (_, config) = config_of(arguments.config.as_ref(), environment)?;
+    let defaults = endpoint_defaults(environment);
+    let (source, _) = resolve_endpoint(
+        Side::Source,
+        arguments.source.as_deref(),
+        config.source.as_ref(),
+        environment,
+        &defaults,
+    )?;
+    let (target, template) = resolve_endpoint(
+        Side::Target,
+        arguments.target.as_deref(),
+        config.target.as_ref(),
+        environment,
+        &defaults,
+    )?;
+    if template.is_some() {
+        return Err(usage_error!(
+            "diff compares one target database: give its name, not a date template"
+        ));
+    }
+    Ok((source, target))
 }
 
 /// What `dbsync archives` needs: the target server and the template of the names to list.

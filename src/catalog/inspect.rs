@@ -2,7 +2,7 @@
 //! extensions, encoding and settings) and what the target server has (databases, roles,
 //! extensions).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{Context, Result};
 use tokio_postgres::Client;
@@ -591,6 +591,121 @@ pub async fn structure(client: &Client) -> Result<Structure> {
             .collect(),
         triggers: pairs(triggers),
     })
+}
+
+/// Every user object's definition, by kind and qualified name, for `dbsync diff`: tables,
+/// columns (type, NOT NULL, default), constraints, indexes, sequences, views, functions and
+/// triggers, as PostgreSQL itself prints them (names qualified, so two databases compare).
+pub async fn schema_definitions(client: &Client) -> Result<BTreeMap<(String, String), String>> {
+    client
+        .batch_execute("SET search_path = pg_catalog")
+        .await
+        .context("cannot set the search path")?;
+    let relation = |select: &str, from: &str, kinds: &str| {
+        format!(
+            "SELECT {select} FROM {from} pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ({kinds}) AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER}"
+        )
+    };
+    let queries = [
+        (
+            "table",
+            relation(
+                "format('%I.%I', n.nspname, c.relname), CASE c.relkind WHEN 'p' THEN 'partitioned table' ELSE 'table' END",
+                "",
+                "'r', 'p'",
+            ),
+        ),
+        (
+            "column",
+            relation(
+                "format('%I.%I.%I', n.nspname, c.relname, a.attname), \
+                 format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END \
+                   || COALESCE(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')",
+                "pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum,",
+                "'r', 'p'",
+            )
+            .replace(
+                "WHERE c.relkind",
+                "WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind",
+            ),
+        ),
+        (
+            "constraint",
+            relation(
+                "format('%I.%I.%I', n.nspname, c.relname, k.conname), pg_get_constraintdef(k.oid)",
+                "pg_constraint k,",
+                "'r', 'p'",
+            )
+            .replace(
+                "WHERE c.relkind",
+                "WHERE k.conrelid = c.oid AND k.contype <> 'n' AND c.relkind",
+            ),
+        ),
+        (
+            "index",
+            relation(
+                "format('%I.%I', n.nspname, ic.relname), pg_get_indexdef(i.indexrelid)",
+                "pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid,",
+                "'r', 'p', 'm'",
+            )
+            .replace("WHERE c.relkind", "WHERE i.indrelid = c.oid AND c.relkind"),
+        ),
+        (
+            "sequence",
+            relation(
+                "format('%I.%I', n.nspname, c.relname), format_type(s.seqtypid, NULL) || ' start ' || s.seqstart \
+                   || ' increment ' || s.seqincrement || ' min ' || s.seqmin || ' max ' || s.seqmax \
+                   || CASE WHEN s.seqcycle THEN ' cycle' ELSE '' END",
+                "pg_sequence s,",
+                "'S'",
+            )
+            .replace("WHERE c.relkind", "WHERE s.seqrelid = c.oid AND c.relkind"),
+        ),
+        (
+            "view",
+            relation(
+                "format('%I.%I', n.nspname, c.relname), \
+                 CASE c.relkind WHEN 'm' THEN 'materialized ' ELSE '' END || pg_get_viewdef(c.oid)",
+                "",
+                "'v', 'm'",
+            ),
+        ),
+        (
+            "trigger",
+            relation(
+                "format('%I.%I.%I', n.nspname, c.relname, t.tgname), pg_get_triggerdef(t.oid)",
+                "pg_trigger t,",
+                "'r', 'p'",
+            )
+            .replace(
+                "WHERE c.relkind",
+                "WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND c.relkind",
+            ),
+        ),
+        (
+            "function",
+            format!(
+                "SELECT format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), \
+                   pg_get_functiondef(p.oid) \
+                 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE p.prokind IN ('f', 'p') AND {USER_SCHEMA} \
+                   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass \
+                     AND d.objid = p.oid AND d.deptype = 'e')"
+            ),
+        ),
+    ];
+    let mut definitions = BTreeMap::new();
+    for (kind, query) in queries {
+        let rows = client
+            .query(&query, &[])
+            .await
+            .with_context(|| format!("cannot read the {kind} definitions"))?;
+        for row in rows {
+            definitions.insert((kind.to_string(), row.get::<_, String>(0)), row.get::<_, String>(1));
+        }
+    }
+    Ok(definitions)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! users read in `report`.
 
 mod archive;
+pub mod diff;
 pub mod dump;
 pub mod monitor;
 pub mod preflight;

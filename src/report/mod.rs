@@ -544,6 +544,35 @@ pub struct PlanUnit {
     pub size_bytes: i64,
 }
 
+/// What `dbsync diff` found between the two schemas.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiffReport {
+    pub source: String,
+    pub target: String,
+    /// Objects compared (on either side).
+    pub compared: usize,
+    pub differences: Vec<SchemaDifference>,
+}
+
+/// One object that exists on one side only (`None` on the other) or differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SchemaDifference {
+    /// table, column, constraint, index, sequence, view, function, trigger
+    pub kind: String,
+    pub name: String,
+    pub source: Option<String>,
+    pub target: Option<String>,
+}
+
+/// `dbsync diff`: the differences as text, or as JSON with `json`.
+pub fn print_diff(diff: &DiffReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(diff).unwrap_or_default());
+    } else {
+        print!("{}", text::diff_text(diff));
+    }
+}
+
 /// `dbsync plan`: the plan as text, or as JSON with `json`.
 pub fn print_plan(plan: &PlanReport, json: bool) {
     if json {

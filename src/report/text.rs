@@ -502,6 +502,47 @@ pub fn plan_text(plan: &super::PlanReport) -> String {
     text
 }
 
+/// What `dbsync diff` prints.
+pub fn diff_text(diff: &super::DiffReport) -> String {
+    let mut text = format!("SOURCE   {}\nTARGET   {}\n", diff.source, diff.target);
+    if diff.differences.is_empty() {
+        text.push_str(&format!(
+            "The schemas are equal ({} objects compared).\n",
+            diff.compared
+        ));
+        return text;
+    }
+    text.push_str(&format!(
+        "{} difference(s) in {} objects compared:\n",
+        diff.differences.len(),
+        diff.compared
+    ));
+    let width = diff
+        .differences
+        .iter()
+        .map(|difference| difference.name.len())
+        .max()
+        .unwrap_or(0);
+    // A function's definition spans lines: its first line tells which.
+    let shown = |definition: &str| definition.lines().next().unwrap_or("").trim().to_string();
+    for difference in &diff.differences {
+        let what = match (&difference.source, &difference.target) {
+            (Some(source), None) => format!("only on the source: {}", shown(source)),
+            (None, Some(target)) => format!("only on the target: {}", shown(target)),
+            (Some(source), Some(target)) if source.lines().count() > 1 || target.lines().count() > 1 => {
+                "differs (definitions not shown: see --format json)".to_string()
+            }
+            (Some(source), Some(target)) => format!("differs: {source} (source) / {target} (target)"),
+            (None, None) => String::new(),
+        };
+        text.push_str(&format!(
+            "  {:<10} {:<width$}  {what}\n",
+            difference.kind, difference.name
+        ));
+    }
+    text
+}
+
 /// The table `dbsync archives` prints.
 pub fn archive_listing(
     target: &crate::connection::Endpoint,

@@ -2,6 +2,7 @@
 
 mod architecture;
 mod archives;
+mod diff;
 mod dump;
 mod faults;
 mod fidelity;
