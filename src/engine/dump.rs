@@ -4,19 +4,17 @@
 //! half-written archive never looks like one.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 use super::preflight::{self, Source};
 use super::steps::validate::TableCount;
 use super::steps::{self, Job};
-use super::units::{ExportOnly, UnitContext};
+use super::units::ExportOnly;
 use super::{JobPlaces, Run, interruptible, step_error};
 use crate::catalog::{self, QualifiedName};
 use crate::errors::SyncError;
 use crate::plan::Plan;
 use crate::report::{Event, Notice, Phase};
-use crate::scheduler::{Budget, run_units};
-use crate::settings::Transfer;
+use crate::scheduler::run_units;
 use crate::tools::PgTools;
 
 impl Run<'_> {
@@ -109,20 +107,7 @@ impl Run<'_> {
         self.emit(Event::StepsPlanned(plan.units.len()));
         self.progress.data_started();
         let (_, schema_ready) = tokio::sync::watch::channel(true);
-        let context = Arc::new(UnitContext {
-            job: job.clone(),
-            plan: plan.clone(),
-            post_data: Arc::new(post_data),
-            transfer: Transfer::Files { keep: true },
-            schema_ready,
-            progress: self.progress.clone(),
-            reporter: self.reporter.clone(),
-            index_batches: AtomicUsize::new(0),
-        });
-        let budget = Budget {
-            sessions: self.jobs.get(),
-            tasks: self.settings.batch_size.unwrap_or(usize::MAX),
-        };
+        let (context, budget) = self.unit_context(job, plan, Arc::new(post_data), schema_ready);
         run_units(plan.units.clone(), budget, &self.cancellation, &ExportOnly(context))
             .await
             .map_err(|error| step_error(&self.cancellation, error))

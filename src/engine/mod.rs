@@ -193,6 +193,42 @@ impl<'a> Run<'a> {
         RunOutcome { result, summary }
     }
 
+    /// What the progress and the summary follow from now on.
+    fn adopt_plan(&mut self, plan: &Plan) {
+        self.progress.set_plan(plan);
+        let large_objects = if plan.copy_large_objects {
+            plan.large_object_count
+        } else {
+            0
+        };
+        self.plan_totals = (plan.sequences.len(), large_objects);
+    }
+
+    /// What the units of this run share, and the budget they run under.
+    fn unit_context(
+        &self,
+        job: &Arc<Job>,
+        plan: &Arc<Plan>,
+        post_data: Arc<PostData>,
+        schema_ready: tokio::sync::watch::Receiver<bool>,
+    ) -> (Arc<UnitContext>, Budget) {
+        let context = Arc::new(UnitContext {
+            job: job.clone(),
+            plan: plan.clone(),
+            post_data,
+            transfer: self.settings.transfer,
+            schema_ready,
+            progress: self.progress.clone(),
+            reporter: self.reporter.clone(),
+            index_batches: AtomicUsize::new(0),
+        });
+        let budget = Budget {
+            sessions: self.jobs.get(),
+            tasks: self.settings.batch_size.unwrap_or(usize::MAX),
+        };
+        (context, budget)
+    }
+
     /// Where the run reads: the source (redacted), or a restore's archive directory.
     fn origin(&self) -> String {
         match (&self.settings.source, &self.settings.archive) {
@@ -321,15 +357,7 @@ impl<'a> Run<'a> {
         let inspect = preflight::inspect_source(client, pid, &settings.source().user, &self.cancellation);
         let source = self.reporting_lock_waits(pid, inspect).await?;
         let plan = preflight::plan(settings, &source.inventory)?;
-        self.progress.set_plan(&plan);
-        self.plan_totals = (
-            plan.sequences.len(),
-            if plan.copy_large_objects {
-                plan.large_object_count
-            } else {
-                0
-            },
-        );
+        self.adopt_plan(&plan);
         let unreadable = preflight::check_source_access(&source, &plan, &self.cancellation).await?;
         if !unreadable.is_empty() {
             self.deferred_warnings.push(Warning::DefinitionsNotCopied {
@@ -712,20 +740,7 @@ impl<'a> Run<'a> {
             self.progress
                 .indexes_built_before(&marks::built_tables(&job.dump_directory));
         }
-        let context = Arc::new(UnitContext {
-            job: job.clone(),
-            plan: plan.clone(),
-            post_data: post_data.clone(),
-            transfer: settings.transfer,
-            schema_ready,
-            progress: self.progress.clone(),
-            reporter: self.reporter.clone(),
-            index_batches: AtomicUsize::new(0),
-        });
-        let budget = Budget {
-            sessions: self.jobs.get(),
-            tasks: settings.batch_size.unwrap_or(usize::MAX),
-        };
+        let (context, budget) = self.unit_context(job, plan, post_data.clone(), schema_ready);
         let target_major = self
             .workspace
             .target_server

@@ -26,15 +26,7 @@ impl Run<'_> {
         let manifest = self.check_archive(&archive).await?;
         let facts = &manifest.restore;
         let plan = Arc::new(facts.plan.clone());
-        self.progress.set_plan(&plan);
-        self.plan_totals = (
-            plan.sequences.len(),
-            if plan.copy_large_objects {
-                plan.large_object_count
-            } else {
-                0
-            },
-        );
+        self.adopt_plan(&plan);
         // No source server: only the target's free slots bound --jobs.
         self.check_target(&facts.target_needs, None, i64::MAX).await?;
         let tools = tools::locate(self.settings.pg_bin.as_deref(), facts.server_major)

@@ -151,7 +151,7 @@ impl Run<'_> {
         }
         let facts = &state.manifest.restore;
         let plan = Arc::new(facts.plan.clone());
-        self.progress.set_plan(&plan);
+        self.adopt_plan(&plan);
         self.workspace.spare_copy(&state.temporary);
         self.check_target(&facts.target_needs, None, i64::MAX).await?;
         let tools = crate::tools::locate(self.settings.pg_bin.as_deref(), facts.server_major)

@@ -1,18 +1,10 @@
 //! `dbsync diff`: the schemas of two databases compared, exit 0 when equal, 3 when not.
 
 use crate::harness::clusters;
-use crate::{assert_exit, dbsync, dump_dir, rich_source, text};
+use crate::{assert_exit, dump_dir, rich_source, text};
 
 fn diff_command(source: &str, target: &str, extra: &[&str]) -> std::process::Output {
-    let clusters = clusters();
-    dbsync()
-        .args(["diff", "--source"])
-        .arg(clusters.source.uri(source))
-        .arg("--target")
-        .arg(clusters.target.uri(target))
-        .args(extra)
-        .output()
-        .unwrap()
+    crate::between("diff", source, target, extra)
 }
 
 #[test]

@@ -64,6 +64,19 @@ pub fn sync_command(source: &str, target: &str, dump_dir: &Path) -> Command {
     command
 }
 
+/// `dbsync SUBCOMMAND --source … --target …` between two databases of the shared servers.
+pub fn between(subcommand: &str, source: &str, target: &str, extra: &[&str]) -> Output {
+    let clusters = harness::clusters();
+    dbsync()
+        .args([subcommand, "--source"])
+        .arg(clusters.source.uri(source))
+        .arg("--target")
+        .arg(clusters.target.uri(target))
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 /// `dbsync sync --yes` between two URIs (another server, another role, TLS parameters), with
 /// `extra` flags, to completion.
 pub fn sync_between(source_uri: &str, target_uri: &str, extra: &[&str], dump_dir: &Path) -> Output {

@@ -1,18 +1,10 @@
 //! `dbsync plan` and `sync --dry-run`: what a sync would do, changing nothing.
 
 use crate::harness::clusters;
-use crate::{assert_exit, dbsync, dump_dir, is_empty_dir, precious_target, rich_source, text};
+use crate::{assert_exit, dump_dir, is_empty_dir, precious_target, rich_source, text};
 
 fn plan_command(source: &str, target: &str, extra: &[&str]) -> std::process::Output {
-    let clusters = clusters();
-    dbsync()
-        .args(["plan", "--source"])
-        .arg(clusters.source.uri(source))
-        .arg("--target")
-        .arg(clusters.target.uri(target))
-        .args(extra)
-        .output()
-        .unwrap()
+    crate::between("plan", source, target, extra)
 }
 
 #[test]
