@@ -24,6 +24,9 @@ pub enum Command {
     /// Show what a sync would do (servers, tables, foreign-key order, units, warnings), changing
     /// nothing; the same as `sync --dry-run`.
     Plan(Box<PlanArguments>),
+    /// Compare the source and target without copying: rows of each selected table, sequences,
+    /// large objects (exit 0 equal, 3 different)
+    Verify(Box<VerifyArguments>),
     /// Compare the schemas of the source and target databases (exit 0 equal, 3 different)
     Diff(DiffArguments),
     /// Write the source database to an archive directory (schema, data, manifest) from one snapshot.
@@ -266,6 +269,45 @@ pub struct RunArguments {
     /// Render a date template in UTC instead of local time
     #[arg(long)]
     pub utc: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArguments {
+    #[command(flatten)]
+    pub source: SourceArguments,
+
+    /// Target database URI: postgres://user@host2:5432/Archive_DB
+    #[arg(long, value_name = "URI")]
+    pub target: Option<String>,
+
+    #[command(flatten)]
+    pub run: RunArguments,
+
+    /// text (default) or json
+    #[arg(long, value_name = "FORMAT", value_parser = PossibleValuesParser::new(["text", "json"]))]
+    pub format: Option<String>,
+}
+
+impl VerifyArguments {
+    /// The same comparison seen as a sync: the selection and the servers it would copy between.
+    pub fn as_sync(&self) -> SyncArguments {
+        SyncArguments {
+            source: self.source.clone(),
+            target: TargetArguments {
+                target: self.target.clone(),
+                ..TargetArguments::default()
+            },
+            run: self.run.clone(),
+            dump_dir: None,
+            keep_dumps: false,
+            no_keep_dumps: false,
+            stream: false,
+            no_stream: false,
+            dry_run: false,
+            resume: None,
+            foreign_keys: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -49,6 +49,10 @@ pub fn main_entry() -> u8 {
                 run_engine(settings, report::RunKind::Sync).await
             }
             Command::Diff(arguments) => show_diff(&arguments).await,
+            Command::Verify(arguments) => {
+                let settings = settings::resolve_verify(&arguments, &settings::process_environment);
+                show_verify(settings, arguments.format.as_deref() == Some("json")).await
+            }
             Command::Plan(arguments) => {
                 let settings = settings::resolve(&arguments.sync, &settings::process_environment);
                 show_plan(settings, arguments.format.as_deref() == Some("json")).await
@@ -80,6 +84,31 @@ async fn list_archives(arguments: &cli::ArchivesArguments) -> u8 {
         Ok((target, template, found)) => {
             report::print_archives(&target, &template, &found);
             errors::EXIT_SUCCESS
+        }
+        Err(error) => {
+            report::print_error(&format!("{error:#}"));
+            error.exit_code()
+        }
+    }
+}
+
+/// `dbsync verify`: exit 0 when both sides hold the same, 3 when not.
+async fn show_verify(settings: Result<settings::Settings, errors::SyncError>, json: bool) -> u8 {
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(error) => {
+            report::print_error(&error.to_string());
+            return error.exit_code();
+        }
+    };
+    let reporter = report::pick(&settings);
+    match engine::verify::verify(&settings, reporter, Cancellation::new()).await {
+        Ok(verify) => {
+            report::print_verify(&verify, json);
+            match verify.differences.is_empty() {
+                true => errors::EXIT_SUCCESS,
+                false => errors::EXIT_VALIDATION,
+            }
         }
         Err(error) => {
             report::print_error(&format!("{error:#}"));

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{ArchivesArguments, DiffArguments, DumpArguments, RestoreArguments, SyncArguments, switch};
+use crate::cli::{
+    ArchivesArguments, DiffArguments, DumpArguments, RestoreArguments, SyncArguments, VerifyArguments, switch,
+};
 use crate::connection::{Endpoint, EndpointDefaults};
 use crate::dated::{self, DatedName};
 use crate::errors::SyncError;
@@ -426,8 +428,14 @@ pub fn resolve_archives(
 /// Which run the settings are for: what it reads and writes besides the databases.
 enum Mode<'a> {
     Sync,
-    Dump { output: &'a Path },
-    Restore { archive: &'a Path },
+    /// Reads both sides only: no target name is refused.
+    Verify,
+    Dump {
+        output: &'a Path,
+    },
+    Restore {
+        archive: &'a Path,
+    },
 }
 
 pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Settings, SyncError> {
@@ -443,6 +451,11 @@ pub fn resolve_dump(arguments: &DumpArguments, environment: Environment) -> Resu
         },
         environment,
     )
+}
+
+/// `dbsync verify`: a sync's selection and servers, only read.
+pub fn resolve_verify(arguments: &VerifyArguments, environment: Environment) -> Result<Settings, SyncError> {
+    resolve_run(&arguments.as_sync(), Mode::Verify, environment)
 }
 
 /// `dbsync restore`: a sync's settings without a source, reading the archive.
@@ -494,7 +507,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
     let chosen = |on: bool, off: bool, file: Option<bool>| switch(on, off).or(file).unwrap_or(false);
     let source = match mode {
         Mode::Restore { .. } => None,
-        Mode::Sync | Mode::Dump { .. } => Some(
+        Mode::Sync | Mode::Verify | Mode::Dump { .. } => Some(
             resolve_endpoint(
                 Side::Source,
                 arguments.source.source.as_deref(),
@@ -509,14 +522,14 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
     let utc = chosen(arguments.run.utc, false, options.utc);
     let archive = match mode {
         Mode::Restore { archive } => Some(archive.to_path_buf()),
-        Mode::Sync | Mode::Dump { .. } => None,
+        Mode::Sync | Mode::Verify | Mode::Dump { .. } => None,
     };
     let (target, output, dated) = match mode {
         Mode::Dump { output } => {
             let (output, template) = resolve_output(output, utc)?;
             (None, Some(output), template)
         }
-        Mode::Sync | Mode::Restore { .. } => {
+        Mode::Sync | Mode::Verify | Mode::Restore { .. } => {
             let (mut target, template) = resolve_endpoint(
                 Side::Target,
                 arguments.target.target.as_deref(),
@@ -620,7 +633,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
             empty.origin
         ));
     }
-    if let Some(target) = &target {
+    if let Some(target) = target.as_ref().filter(|_| !matches!(mode, Mode::Verify)) {
         crate::target::refuse_unsafe_target(&target.dbname, &config.protect).map_err(SyncError::Usage)?;
     }
     for (side, endpoint) in [("source", source.as_ref()), ("target", target.as_ref())] {

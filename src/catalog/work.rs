@@ -267,3 +267,76 @@ pub async fn running_index_builds(client: &Client) -> Result<Vec<IndexBuildProgr
         })
         .collect())
 }
+
+/// Starts a repeatable-read, read-only transaction: every later read of the session sees one
+/// snapshot (for `dbsync verify`, which reads both servers without copying).
+pub async fn begin_consistent_read(client: &Client) -> Result<()> {
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .context("cannot start a consistent read")
+}
+
+/// Each sequence's state as `nextval` would continue from it ("42 called", "1 not called");
+/// `None` for a sequence that does not exist in this database.
+pub async fn sequence_states(client: &Client, sequences: &[QualifiedName]) -> Result<Vec<Option<String>>> {
+    let mut states = Vec::with_capacity(sequences.len());
+    for sequence in sequences {
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&sequence.quoted()])
+            .await
+            .map_err(|error| sql_error("cannot look up a sequence", error))?
+            .get(0);
+        if !exists {
+            states.push(None);
+            continue;
+        }
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT last_value::text || CASE WHEN is_called THEN ' called' ELSE ' not called' END FROM {}",
+                    sequence.quoted()
+                ),
+                &[],
+            )
+            .await
+            .map_err(|error| sql_error(format!("cannot read the sequence {}", sequence.display_name()), error))?;
+        states.push(Some(row.get(0)));
+    }
+    Ok(states)
+}
+
+/// The large objects: how many, and one digest of their ids, owners and contents.
+pub async fn large_objects_digest(client: &Client) -> Result<(i64, String)> {
+    let row = client
+        .query_one(
+            "SELECT count(*), coalesce(md5(string_agg(oid::text || ':' || pg_get_userbyid(lomowner) || ':' || md5(lo_get(oid)), ',' ORDER BY oid)), '') \
+             FROM pg_largeobject_metadata",
+            &[],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the large objects", error))?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// `row_counts` of the tables that exist here; `None` for the others.
+pub async fn row_counts_where_present(client: &Client, tables: &[QualifiedName]) -> Result<Vec<Option<i64>>> {
+    let names: Vec<String> = tables.iter().map(QualifiedName::quoted).collect();
+    let present: Vec<bool> = client
+        .query_one("SELECT array_agg(to_regclass(name) IS NOT NULL ORDER BY position) FROM unnest($1::text[]) WITH ORDINALITY AS t(name, position)", &[&names])
+        .await
+        .map_err(|error| sql_error("cannot look up the tables", error))?
+        .get::<_, Option<Vec<bool>>>(0)
+        .unwrap_or_default();
+    let existing: Vec<QualifiedName> = tables
+        .iter()
+        .zip(&present)
+        .filter(|(_, present)| **present)
+        .map(|(table, _)| table.clone())
+        .collect();
+    let mut counts = row_counts(client, &existing).await?.into_iter();
+    Ok(present
+        .into_iter()
+        .map(|present| if present { counts.next() } else { None })
+        .collect())
+}

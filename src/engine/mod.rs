@@ -17,6 +17,7 @@ pub mod resume;
 mod retention;
 pub mod steps;
 pub mod units;
+pub mod verify;
 pub mod workspace;
 
 use std::sync::Arc;

@@ -564,6 +564,34 @@ pub struct SchemaDifference {
     pub target: Option<String>,
 }
 
+/// What `dbsync verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub source: String,
+    pub target: String,
+    pub tables: usize,
+    pub sequences: usize,
+    pub differences: Vec<VerifyDifference>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyDifference {
+    /// table, sequence, large objects
+    pub kind: String,
+    pub name: String,
+    pub source: String,
+    pub target: String,
+}
+
+/// `dbsync verify`: the differences as text, or as JSON with `json`.
+pub fn print_verify(verify: &VerifyReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(verify).unwrap_or_default());
+    } else {
+        print!("{}", text::verify_text(verify));
+    }
+}
+
 /// `dbsync diff`: the differences as text, or as JSON with `json`.
 pub fn print_diff(diff: &DiffReport, json: bool) {
     if json {

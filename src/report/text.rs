@@ -502,6 +502,32 @@ pub fn plan_text(plan: &super::PlanReport) -> String {
     text
 }
 
+/// What `dbsync verify` prints.
+pub fn verify_text(verify: &super::VerifyReport) -> String {
+    let mut text = format!("SOURCE   {}\nTARGET   {}\n", verify.source, verify.target);
+    if verify.differences.is_empty() {
+        text.push_str(&format!(
+            "Equal: {} table(s) by their rows, {} sequence(s), the large objects.\n",
+            verify.tables, verify.sequences
+        ));
+        return text;
+    }
+    text.push_str(&format!("{} difference(s):\n", verify.differences.len()));
+    let width = verify
+        .differences
+        .iter()
+        .map(|difference| difference.name.len())
+        .max()
+        .unwrap_or(0);
+    for difference in &verify.differences {
+        text.push_str(&format!(
+            "  {:<13} {:<width$}  {} (source) / {} (target)\n",
+            difference.kind, difference.name, difference.source, difference.target
+        ));
+    }
+    text
+}
+
 /// What `dbsync diff` prints.
 pub fn diff_text(diff: &super::DiffReport) -> String {
     let mut text = format!("SOURCE   {}\nTARGET   {}\n", diff.source, diff.target);

@@ -11,6 +11,7 @@ mod plan;
 mod progress;
 mod resume;
 mod usage;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::path::Path;
