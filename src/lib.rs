@@ -94,26 +94,31 @@ async fn list_archives(arguments: &cli::ArchivesArguments) -> u8 {
 
 /// `dbsync verify`: exit 0 when both sides hold the same, 3 when not.
 async fn show_verify(settings: Result<settings::Settings, errors::SyncError>, json: bool) -> u8 {
-    let settings = match settings {
-        Ok(settings) => settings,
-        Err(error) => {
-            report::print_error(&error.to_string());
-            return error.exit_code();
-        }
+    let verified = match settings {
+        Ok(settings) => engine::verify::verify(&settings, report::pick(&settings), Cancellation::new()).await,
+        Err(error) => Err(error),
     };
-    let reporter = report::pick(&settings);
-    match engine::verify::verify(&settings, reporter, Cancellation::new()).await {
-        Ok(verify) => {
-            report::print_verify(&verify, json);
-            match verify.differences.is_empty() {
-                true => errors::EXIT_SUCCESS,
-                false => errors::EXIT_VALIDATION,
-            }
-        }
+    show(verified, |verify| {
+        report::print_verify(verify, json);
+        equal_or_not(verify.differences.is_empty())
+    })
+}
+
+/// Prints a read-only command's report (and says its exit code), or its error.
+fn show<T>(result: Result<T, errors::SyncError>, print: impl FnOnce(&T) -> u8) -> u8 {
+    match result {
+        Ok(found) => print(&found),
         Err(error) => {
             report::print_error(&format!("{error:#}"));
             error.exit_code()
         }
+    }
+}
+
+fn equal_or_not(equal: bool) -> u8 {
+    match equal {
+        true => errors::EXIT_SUCCESS,
+        false => errors::EXIT_VALIDATION,
     }
 }
 
@@ -123,41 +128,22 @@ async fn show_diff(arguments: &cli::DiffArguments) -> u8 {
         let (source, target) = settings::resolve_diff(arguments, &settings::process_environment)?;
         engine::diff::diff(&source, &target).await
     };
-    match compared.await {
-        Ok(diff) => {
-            report::print_diff(&diff, arguments.format.as_deref() == Some("json"));
-            match diff.differences.is_empty() {
-                true => errors::EXIT_SUCCESS,
-                false => errors::EXIT_VALIDATION,
-            }
-        }
-        Err(error) => {
-            report::print_error(&format!("{error:#}"));
-            error.exit_code()
-        }
-    }
+    show(compared.await, |diff| {
+        report::print_diff(diff, arguments.format.as_deref() == Some("json"));
+        equal_or_not(diff.differences.is_empty())
+    })
 }
 
 /// `dbsync plan`: what a sync would do, as text or JSON; nothing is changed.
 async fn show_plan(settings: Result<settings::Settings, errors::SyncError>, json: bool) -> u8 {
-    let settings = match settings {
-        Ok(settings) => settings,
-        Err(error) => {
-            report::print_error(&error.to_string());
-            return error.exit_code();
-        }
+    let planned = match settings {
+        Ok(settings) => engine::preview::preview(&settings, report::pick(&settings), Cancellation::new()).await,
+        Err(error) => Err(error),
     };
-    let reporter = report::pick(&settings);
-    match engine::preview::preview(&settings, reporter, Cancellation::new()).await {
-        Ok(plan) => {
-            report::print_plan(&plan, json);
-            errors::EXIT_SUCCESS
-        }
-        Err(error) => {
-            report::print_error(&format!("{error:#}"));
-            error.exit_code()
-        }
-    }
+    show(planned, |plan| {
+        report::print_plan(plan, json);
+        errors::EXIT_SUCCESS
+    })
 }
 
 /// settings → reporter → engine → exit code.

@@ -24,12 +24,7 @@ fn diff_finds_a_missing_column_a_type_change_and_a_missing_index_and_a_synced_co
     let output = diff_command("diff_src", "diff_dst", &[]);
     assert_exit(&output, 3);
     let log = text(&output);
-    let line = |name: &str| {
-        log.lines()
-            .find(|line| line.contains(name))
-            .unwrap_or_else(|| panic!("no {name} in:\n{log}"))
-            .to_string()
-    };
+    let line = |name: &str| crate::line_with(&log, name);
     assert!(line("public.orders.note").contains("only on the source: text"), "{log}");
     assert!(
         line("public.orders.customer_id").contains("differs: integer NOT NULL (source) / bigint NOT NULL (target)"),

@@ -65,6 +65,14 @@ pub fn sync_command(source: &str, target: &str, dump_dir: &Path) -> Command {
     command
 }
 
+/// The first line of `log` that contains `text` (the test fails, showing the log, if none does).
+pub fn line_with(log: &str, text: &str) -> String {
+    log.lines()
+        .find(|line| line.contains(text))
+        .unwrap_or_else(|| panic!("no line with {text} in:\n{log}"))
+        .to_string()
+}
+
 /// `dbsync SUBCOMMAND --source … --target …` between two databases of the shared servers.
 pub fn between(subcommand: &str, source: &str, target: &str, extra: &[&str]) -> Output {
     let clusters = harness::clusters();

@@ -22,12 +22,7 @@ fn verify_finds_a_synced_copy_equal_and_names_rows_and_sequences_that_differ() {
     let differ = crate::between("verify", "verify_src", "verify_dst", &[]);
     assert_exit(&differ, 3);
     let log = text(&differ);
-    let line = |name: &str| {
-        log.lines()
-            .find(|line| line.contains(name))
-            .unwrap_or_else(|| panic!("no {name} in:\n{log}"))
-            .to_string()
-    };
+    let line = |name: &str| crate::line_with(&log, name);
     assert!(line(" invoices ").contains("rows (source) /"), "{log}");
     assert!(line("invoice_numbers").contains("5 called (target)"), "{log}");
     // The same number of large objects, one byte changed.
