@@ -133,7 +133,13 @@ fn a_resume_whose_exports_were_not_complete_exports_again_from_a_new_snapshot() 
     assert_exit(&failed, 1);
     let log = text(&failed);
 
-    let resumed = run_printed_resume_command(&log, &["--plain", "--yes"]);
+    // The copy made again keeps its dumps too (a resumed run always does): in a directory of the
+    // test's, not the working directory.
+    let again = dump_dir();
+    let resumed = run_printed_resume_command(
+        &log,
+        &["--plain", "--yes", "--dump-dir", again.path().to_str().unwrap()],
+    );
     assert_exit(&resumed, 0);
     let resumed_log = text(&resumed);
     assert!(
