@@ -38,7 +38,7 @@ pub enum Command {
     Archives(ArchivesArguments),
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct SyncArguments {
     #[command(flatten)]
     pub source: SourceArguments,
@@ -114,16 +114,8 @@ impl DumpArguments {
     pub fn as_sync(&self) -> SyncArguments {
         SyncArguments {
             source: self.source.clone(),
-            target: TargetArguments::default(),
             run: self.run.clone(),
-            dump_dir: None,
-            keep_dumps: false,
-            no_keep_dumps: false,
-            stream: false,
-            no_stream: false,
-            dry_run: false,
-            resume: None,
-            foreign_keys: None,
+            ..SyncArguments::default()
         }
     }
 }
@@ -149,17 +141,12 @@ impl RestoreArguments {
     /// The same run seen as a sync without a source: what restoring shares with syncing.
     pub fn as_sync(&self) -> SyncArguments {
         SyncArguments {
-            source: SourceArguments::default(),
             target: self.target.clone(),
             run: self.run.clone(),
             dump_dir: self.dump_dir.clone(),
-            keep_dumps: false,
             no_keep_dumps: true,
-            stream: false,
             no_stream: true,
-            dry_run: false,
-            resume: None,
-            foreign_keys: None,
+            ..SyncArguments::default()
         }
     }
 }
@@ -298,14 +285,7 @@ impl VerifyArguments {
                 ..TargetArguments::default()
             },
             run: self.run.clone(),
-            dump_dir: None,
-            keep_dumps: false,
-            no_keep_dumps: false,
-            stream: false,
-            no_stream: false,
-            dry_run: false,
-            resume: None,
-            foreign_keys: None,
+            ..SyncArguments::default()
         }
     }
 }

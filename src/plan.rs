@@ -867,16 +867,7 @@ mod tests {
             key(13, 5, 4),
             key(14, 5, 5),
         ];
-        let plan = build(
-            &inventory,
-            &PlanRequest {
-                include: &[],
-                exclude: &[],
-                jobs: 2,
-                foreign_key_policy: ForeignKeyPolicy::NotValid,
-            },
-        )
-        .unwrap();
+        let plan = build(&inventory, &request(&[], &[], ForeignKeyPolicy::NotValid)).unwrap();
         let name = |index: usize| plan.tables[index].name.name.clone();
         let (order, cycles) = foreign_key_order(&plan, &inventory);
         let order: Vec<String> = order.into_iter().map(name).collect();
@@ -907,16 +898,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let plan = build(
-            &inventory,
-            &PlanRequest {
-                include: &[],
-                exclude: &[],
-                jobs: 2,
-                foreign_key_policy: ForeignKeyPolicy::NotValid,
-            },
-        )
-        .unwrap();
+        let plan = build(&inventory, &request(&[], &[], ForeignKeyPolicy::NotValid)).unwrap();
         let levels: BTreeMap<String, usize> = plan
             .tables
             .iter()

@@ -38,14 +38,7 @@ fn diff_finds_a_missing_column_a_type_change_and_a_missing_index_and_a_synced_co
 
     let json = diff_command("diff_src", "diff_dst", &["--format", "json"]);
     assert_exit(&json, 3);
-    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    let kinds: Vec<&str> = report["differences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|difference| difference["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, ["column", "column", "index"]);
+    assert_eq!(crate::difference_kinds(&json), ["column", "column", "index"]);
 
     // A copy made by a sync has the same schema as its source, the fixture's every kind of
     // object included.

@@ -73,6 +73,17 @@ pub fn line_with(log: &str, text: &str) -> String {
         .to_string()
 }
 
+/// The `kind` of each difference in a JSON report of `diff` or `verify`.
+pub fn difference_kinds(output: &Output) -> Vec<String> {
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    report["differences"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no differences in {report}"))
+        .iter()
+        .map(|difference| difference["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// `dbsync SUBCOMMAND --source … --target …` between two databases of the shared servers.
 pub fn between(subcommand: &str, source: &str, target: &str, extra: &[&str]) -> Output {
     let clusters = harness::clusters();

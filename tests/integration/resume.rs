@@ -133,6 +133,17 @@ fn a_resume_whose_exports_were_not_complete_exports_again_from_a_new_snapshot() 
     assert_exit(&failed, 1);
     let log = text(&failed);
 
+    // A resume is into the target the failed run was for, and no other.
+    let kept = kept_directory(dumps.path());
+    let elsewhere = crate::sync_command("resume_export_src", "resume_export_other", dumps.path())
+        .args(["--yes", "--resume"])
+        .arg(&kept)
+        .output()
+        .unwrap();
+    assert_exit(&elsewhere, 2);
+    assert!(text(&elsewhere).contains("not into"), "{}", text(&elsewhere));
+    assert!(!clusters.target.database_exists("resume_export_other"));
+
     // The copy made again keeps its dumps too (a resumed run always does): in a directory of the
     // test's, not the working directory.
     let again = dump_dir();
