@@ -11,7 +11,9 @@
 #   --jobs N         parallelism given to every contender (default: the number of cores)
 #   --runs N         rounds per dataset (default 3)
 #   --datasets LIST  comma-separated, from: large, many (default both)
-#   --contenders L   comma-separated, from: dbsync, dbsync-stream, pg_dump, pgcopydb (default all)
+#   --contenders L   comma-separated, from: dbsync, dbsync-stream, pg_dump, pgcopydb, verify-checksum
+#                    (default all; verify-checksum times `dbsync verify --checksum` against a copy
+#                    that an untimed dbsync sync made just before)
 #   --baseline BIN   also time another dbsync binary (contender "baseline", default mode), e.g. a
 #                    build of the previous commit, to show what a change did to the speed
 #   --no-scaling     skip the extra *large* at twice the scale (dbsync and pg_dump), which checks that
@@ -28,7 +30,7 @@ scale=20
 jobs=$(nproc)
 runs=3
 datasets=large,many
-contenders=dbsync,dbsync-stream,pg_dump,pgcopydb
+contenders=dbsync,dbsync-stream,pg_dump,pgcopydb,verify-checksum
 scaling=yes
 keep=no
 baseline=
@@ -187,6 +189,16 @@ PY
             finished=$(now)
             echo "$(python3 -c "print($finished - $started)") - -"
             ;;
+        verify-checksum)
+            "$dbsync" sync --source "$source" --target "$target" --jobs "$jobs" --yes --plain \
+                --dump-dir "$base/work" >"$log" 2>&1 || { echo "dbsync failed, see $log" >&2; exit 1; }
+            psql_on "$target_port" -d postgres -c "CHECKPOINT"
+            started=$(now)
+            "$dbsync" verify --checksum --source "$source" --target "$target" --jobs "$jobs" >>"$log" 2>&1 ||
+                { echo "dbsync verify --checksum failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
+            finished=$(now)
+            echo "$(python3 -c "print($finished - $started)") - -"
+            ;;
         pgcopydb)
             psql_on "$target_port" -d postgres -c "CREATE DATABASE bench_copy"
             started=$(now)
@@ -277,6 +289,12 @@ for dataset in datasets:
               f"{mib(str(rss)) if rss is not None else '-'} | {mib(str(dump)) if dump is not None else '-'} |")
 print()
 print("ratio to dbsync = dbsync's median / the contender's median (below 1: dbsync is faster).")
+sync, verify = by_key.get(("large", "dbsync")), by_key.get(("large", "verify-checksum"))
+if sync and verify:
+    sync_median = statistics.median(s for s, _, _ in sync)
+    verify_median = statistics.median(s for s, _, _ in verify)
+    print(f"verify --checksum on large: {verify_median:.2f} s, {verify_median / sync_median:.2f} of the sync's "
+          f"{sync_median:.2f} s (goal: below 0.50).")
 small = by_key.get(("large", "dbsync"))
 double = by_key.get(("large x2", "dbsync"))
 if small and double:

@@ -83,6 +83,25 @@ pub struct SyncArguments {
     /// tables' data too)
     #[arg(long, value_name = "POLICY", value_parser = PossibleValuesParser::new(["not-valid", "skip", "include-parent"]))]
     pub foreign_keys: Option<String>,
+
+    /// What the last phase compares before the swap: count (rows per table, the default),
+    /// checksum (counts and a hash of every table's rows), none (structure only)
+    #[arg(long, value_name = "WHAT", value_parser = PossibleValuesParser::new(["count", "checksum", "none"]))]
+    pub verify: Option<String>,
+
+    /// Copy the schema only: the target gets every object and no rows
+    #[arg(long, conflicts_with = "data_only")]
+    pub schema_only: bool,
+
+    /// Refresh: keep the target database and its schema, and replace the selected tables' rows
+    /// with the source's, each table in one transaction
+    #[arg(long)]
+    pub data_only: bool,
+
+    /// With --data-only: first add what the target lacks (tables, columns, sequences, indexes),
+    /// printing each statement; never drops or alters what holds data
+    #[arg(long, requires = "data_only")]
+    pub fix_schema: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -270,6 +289,11 @@ pub struct VerifyArguments {
     #[command(flatten)]
     pub run: RunArguments,
 
+    /// Compare a checksum of every table's rows too, not only the counts (reads every row on
+    /// both servers)
+    #[arg(long)]
+    pub checksum: bool,
+
     /// text (default) or json
     #[arg(long, value_name = "FORMAT", value_parser = PossibleValuesParser::new(["text", "json"]))]
     pub format: Option<String>,
@@ -285,6 +309,7 @@ impl VerifyArguments {
                 ..TargetArguments::default()
             },
             run: self.run.clone(),
+            verify: Some(if self.checksum { "checksum" } else { "count" }.to_string()),
             ..SyncArguments::default()
         }
     }

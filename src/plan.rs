@@ -158,6 +158,8 @@ pub struct PlanRequest<'a> {
     pub exclude: &'a [TablePattern],
     pub jobs: usize,
     pub foreign_key_policy: ForeignKeyPolicy,
+    /// No table's rows are copied (`--schema-only`): every key and index is restored whole.
+    pub schema_only: bool,
 }
 
 /// Shell-style wildcard match: `*` any run of characters, `?` one character.
@@ -272,7 +274,7 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
         Ok(matched)
     };
 
-    let whole_database = request.include.is_empty() && request.exclude.is_empty();
+    let whole_database = request.include.is_empty() && request.exclude.is_empty() && !request.schema_only;
     let mut roots: BTreeSet<u32> = if request.include.is_empty() {
         candidates.iter().map(|table| table.oid).collect()
     } else {
@@ -280,6 +282,9 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
     };
     for excluded in match_patterns(request.exclude)? {
         roots.remove(&excluded);
+    }
+    if request.schema_only {
+        roots.clear();
     }
 
     let subtree = |root: u32| -> Vec<u32> {
@@ -760,6 +765,7 @@ mod tests {
             exclude,
             jobs: 2,
             foreign_key_policy: policy,
+            schema_only: false,
         }
     }
 
@@ -817,6 +823,16 @@ mod tests {
         let plan = build(&inventory(), &request(&include, &[], ForeignKeyPolicy::IncludeParent)).unwrap();
         assert!(plan.tables.iter().any(|table| table.name.name == "users"));
         assert!(plan.dangling_foreign_keys.is_empty());
+    }
+
+    #[test]
+    fn a_schema_only_plan_copies_no_rows_and_holds_back_no_key() {
+        let mut schema_only = request(&[], &[], ForeignKeyPolicy::NotValid);
+        schema_only.schema_only = true;
+        let plan = build(&inventory(), &schema_only).unwrap();
+        assert!(plan.tables.is_empty() && plan.units.is_empty() && plan.sequences.is_empty());
+        assert!(!plan.copy_large_objects && !plan.whole_database);
+        assert!(plan.dangling_foreign_keys.is_empty(), "every key is restored as it is");
     }
 
     #[test]

@@ -41,6 +41,42 @@ impl Jobs {
     }
 }
 
+/// How a copy's rows are compared with the source's in the last phase (and by `dbsync verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// Row counts per table.
+    Count,
+    /// Row counts and a checksum of every table's rows, in key ranges.
+    Checksum,
+    /// No row comparison (the structure is still checked).
+    Skip,
+}
+
+impl Verification {
+    pub const NAMES: [&'static str; 3] = ["count", "checksum", "none"];
+
+    pub fn from_name(name: &str) -> Option<Verification> {
+        match name {
+            "count" => Some(Verification::Count),
+            "checksum" => Some(Verification::Checksum),
+            "none" => Some(Verification::Skip),
+            _ => None,
+        }
+    }
+}
+
+/// What a sync copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// Schema and rows, into a new copy swapped in for the target.
+    Everything,
+    /// The schema, no rows (`--schema-only`).
+    SchemaOnly,
+    /// The selected tables' rows into the existing target, each table in one transaction
+    /// (`--data-only`); `fix_schema` first adds what the target lacks.
+    DataOnly { fix_schema: bool },
+}
+
 /// How data travels from `pg_dump` to `pg_restore`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transfer {
@@ -87,6 +123,9 @@ pub struct Settings {
     /// Leave tablespace assignments out of the restore.
     pub no_tablespaces: bool,
     pub foreign_keys: ForeignKeyPolicy,
+    /// What the last phase compares (`--verify`), and what `dbsync verify` does (`--checksum`).
+    pub verification: Verification,
+    pub content: Content,
     pub pg_bin: Option<PathBuf>,
     pub report: Option<PathBuf>,
     pub display: Display,
@@ -161,6 +200,7 @@ struct ConfigOptions {
     no_privileges: Option<bool>,
     no_tablespaces: Option<bool>,
     foreign_keys: Option<String>,
+    verify: Option<String>,
     pg_bin: Option<PathBuf>,
     lock_timeout: Option<u64>,
     retain: Option<usize>,
@@ -438,6 +478,42 @@ enum Mode<'a> {
     },
 }
 
+/// `--schema-only` / `--data-only [--fix-schema]`, refused with what they cannot go with.
+fn content_of(
+    arguments: &SyncArguments,
+    include: &[TablePattern],
+    exclude: &[TablePattern],
+    transfer: Transfer,
+    dated: &Option<DatedName>,
+) -> Result<Content, SyncError> {
+    if arguments.schema_only {
+        if !include.is_empty() || !exclude.is_empty() {
+            return Err(usage_error!(
+                "--schema-only copies no rows, and table patterns (--include, --exclude, [tables], [exclude]) choose whose rows are copied: leave them out"
+            ));
+        }
+        return Ok(Content::SchemaOnly);
+    }
+    if !arguments.data_only {
+        return Ok(Content::Everything);
+    }
+    let refused = if transfer != (Transfer::Files { keep: false }) {
+        Some("--stream, --keep-dumps and --resume (a refresh moves rows itself, table by table)")
+    } else if dated.is_some() {
+        Some("a date template in the target name (a refresh keeps one existing database)")
+    } else if arguments.run.retain.is_some() {
+        Some("--retain")
+    } else {
+        None
+    };
+    if let Some(refused) = refused {
+        return Err(usage_error!("--data-only cannot be used with {refused}"));
+    }
+    Ok(Content::DataOnly {
+        fix_schema: arguments.fix_schema,
+    })
+}
+
 pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Settings, SyncError> {
     resolve_run(arguments, Mode::Sync, environment)
 }
@@ -591,6 +667,15 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         })?,
         None => ForeignKeyPolicy::NotValid,
     };
+    let verification = match arguments.verify.as_ref().or(options.verify.as_ref()) {
+        Some(text) => Verification::from_name(text).ok_or_else(|| {
+            usage_error!(
+                "config file: verify = {text:?} is not one of {}",
+                Verification::NAMES.map(|name| format!("\"{name}\"")).join(", ")
+            )
+        })?,
+        None => Verification::Count,
+    };
 
     let mut include = Vec::new();
     for (group, patterns) in &config.tables {
@@ -658,6 +743,12 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         (true, false) => Transfer::Stream,
         (false, keep) => Transfer::Files { keep },
     };
+    if verification == Verification::Skip && transfer == (Transfer::Files { keep: true }) {
+        return Err(usage_error!(
+            "--verify none cannot be used with --keep-dumps or --resume: a kept copy's manifest records the rows counted in its snapshot"
+        ));
+    }
+    let content = content_of(arguments, &include, &exclude, transfer, &dated)?;
     let progress_every = match arguments.run.progress_every {
         Some(0) => return Err(usage_error!("--progress-every must be at least 1 second")),
         Some(seconds) => Duration::from_secs(seconds),
@@ -673,6 +764,8 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         jobs,
         retries,
         batch_size,
+        verification,
+        content,
         dump_dir: arguments
             .dump_dir
             .clone()

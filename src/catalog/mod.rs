@@ -4,6 +4,7 @@
 //! maintenance, progress). Errors keep their SQLSTATE so callers branch on codes, not on text.
 
 mod admin;
+mod checksum;
 mod inspect;
 mod work;
 
@@ -17,6 +18,7 @@ use crate::connection::Endpoint;
 use crate::tls::Connector;
 
 pub use admin::*;
+pub use checksum::*;
 pub use inspect::*;
 pub use work::*;
 

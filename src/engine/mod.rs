@@ -36,10 +36,10 @@ use crate::errors::{EXIT_SUCCESS, SyncError};
 use crate::plan::Plan;
 use crate::process::last_meaningful_line;
 use crate::report::{
-    Activity, Banner, Event, KeyFate, Notice, Outcome, OutsideKey, Phase, Reporter, RunKind, Summary, Warning,
+    Activity, Banner, Event, KeyFate, Notice, Outcome, OutsideKey, Phase, Reporter, RowCheck, RunKind, Summary, Warning,
 };
 use crate::scheduler::{AttemptError, Budget, Cancellation, RetryPolicy, StepError, run_units, with_retries};
-use crate::settings::{Jobs, Settings, Transfer};
+use crate::settings::{Content, Jobs, Settings, Transfer, Verification};
 use crate::target::{COPY_COMMENT_PREFIX, describe_sessions, temporary_name};
 use crate::tools::PgTools;
 
@@ -611,12 +611,14 @@ impl<'a> Run<'a> {
                 .map(|path| path.display().to_string())
                 .unwrap_or_default(),
         }));
-        if !plan.whole_database {
+        if settings.content == Content::SchemaOnly {
+            self.emit(Event::Notice(Notice::SchemaOnly));
+        } else if !plan.whole_database {
             self.emit(Event::Notice(Notice::SelectedTables {
                 count: plan.tables.len(),
             }));
         }
-        if plan.tables.is_empty() {
+        if plan.tables.is_empty() && settings.content != Content::SchemaOnly {
             self.warn(Warning::NoTableData);
         }
         for warning in std::mem::take(&mut self.deferred_warnings) {
@@ -802,6 +804,8 @@ impl<'a> Run<'a> {
     /// deadlock with them.
     async fn validate(&self, job: &Job, plan: &Plan, source: &Source) -> Result<Vec<i64>, SyncError> {
         self.emit(Event::Phase(Phase::Validation));
+        let verification = self.settings.verification;
+        let jobs = self.settings.jobs.get();
         // Retried like any step (the target server may be restarting), but not once the source's
         // side, counted in the snapshot, is gone.
         let reads = with_retries(
@@ -811,22 +815,41 @@ impl<'a> Run<'a> {
             |_| async {
                 job.check_snapshot()?;
                 let target_client = job.connect_to_copy().await?;
-                let reads = async {
-                    tokio::try_join!(
-                        steps::validate::count_rows(&source.client, &target_client, plan),
-                        steps::validate::read_structures(&source.client, &target_client)
-                    )
+                let counts = async {
+                    match verification {
+                        Verification::Skip => Ok(Vec::new()),
+                        _ => steps::validate::count_rows(&source.client, &target_client, plan).await,
+                    }
                 };
+                let checksums = async {
+                    match verification {
+                        Verification::Checksum => verify::checksum_copy(job, plan, jobs).await,
+                        _ => Ok(Vec::new()),
+                    }
+                };
+                let structures = steps::validate::read_structures(&source.client, &target_client);
                 // Counting a large table takes a while; Ctrl+C does not wait for it.
                 tokio::select! {
-                    result = reads => result.map_err(steps::database_attempt_error),
+                    result = async { tokio::try_join!(counts, structures, checksums) } => result.map_err(steps::database_attempt_error),
                     () = job.cancellation.cancelled() => Err(AttemptError::Cancelled),
                 }
             },
         );
-        let (counts, (source_structure, copy_structure)) =
+        let (counts, (source_structure, copy_structure), checksum_differences) =
             reads.await.map_err(|error| step_error(&self.cancellation, error))?;
-        self.judge_copy(plan, counts, &source_structure, &copy_structure)
+        if !checksum_differences.is_empty() {
+            self.emit(Event::ChecksumDifferences(checksum_differences.clone()));
+        }
+        let rows = match verification {
+            Verification::Count => RowCheck::Counts,
+            Verification::Checksum => RowCheck::Checksums,
+            Verification::Skip => RowCheck::NotCompared,
+        };
+        self.judge_copy(plan, counts, &source_structure, &copy_structure, rows)
+            .and_then(|counts| match checksum_differences.len() {
+                0 => Ok(counts),
+                found => Err(SyncError::ValidationFailed(found)),
+            })
     }
 
     /// The verdict on a copy from its counts and structure against the source's (read in the
@@ -837,6 +860,7 @@ impl<'a> Run<'a> {
         counts: Vec<steps::validate::TableCount>,
         source_structure: &catalog::Structure,
         copy_structure: &catalog::Structure,
+        rows: RowCheck,
     ) -> Result<Vec<i64>, SyncError> {
         let mismatches: Vec<(String, i64, i64)> = plan
             .tables
@@ -859,7 +883,7 @@ impl<'a> Run<'a> {
         if found > 0 {
             return Err(SyncError::ValidationFailed(found));
         }
-        self.emit(Event::Notice(Notice::ValidationPassed { tables }));
+        self.emit(Event::Notice(Notice::ValidationPassed { tables, rows }));
         Ok(source_counts)
     }
 

@@ -15,7 +15,7 @@ use crate::plan::{self, Plan, PlanRequest};
 use crate::report::Warning;
 use crate::report::prompt::{self, Answer, Question};
 use crate::scheduler::Cancellation;
-use crate::settings::{Jobs, Settings};
+use crate::settings::{Content, Jobs, Settings};
 use crate::target::TargetServer;
 use crate::tools::{self, PgTools};
 use crate::usage_error;
@@ -90,6 +90,7 @@ pub fn plan(settings: &Settings, inventory: &Inventory) -> Result<Plan, SyncErro
             exclude: &settings.exclude,
             jobs: settings.jobs.get(),
             foreign_key_policy: settings.foreign_keys,
+            schema_only: settings.content == Content::SchemaOnly,
         },
     )
 }

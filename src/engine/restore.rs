@@ -16,7 +16,7 @@ use crate::catalog::{self, QualifiedName};
 use crate::errors::SyncError;
 use crate::manifest::{Manifest, RestoreFacts};
 use crate::plan::Plan;
-use crate::report::{Event, Phase};
+use crate::report::{Event, Phase, RowCheck, Warning};
 use crate::scheduler::{AttemptError, with_retries};
 use crate::tools;
 
@@ -96,6 +96,11 @@ impl Run<'_> {
         manifest: &Manifest,
     ) -> Result<(), SyncError> {
         self.emit(Event::Phase(Phase::Validation));
+        if self.settings.verification == crate::settings::Verification::Checksum {
+            self.emit(Event::Warning(Warning::Other(
+                "rows are compared with the counts recorded in the dump's snapshot: checksums need that snapshot, which is gone".into(),
+            )));
+        }
         let names: Vec<QualifiedName> = plan.tables.iter().map(|table| table.name.clone()).collect();
         let reads = with_retries(
             job.retry_policy,
@@ -121,7 +126,13 @@ impl Run<'_> {
                 target: Some(rows),
             })
             .collect();
-        self.judge_copy(plan, counts, &manifest.restore.structure, &copy_structure)
-            .map(|_| ())
+        self.judge_copy(
+            plan,
+            counts,
+            &manifest.restore.structure,
+            &copy_structure,
+            RowCheck::Counts,
+        )
+        .map(|_| ())
     }
 }

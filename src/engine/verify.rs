@@ -1,15 +1,18 @@
 //! `dbsync verify`: the source and the target compared without copying — each selected table's
-//! rows, each sequence's state, the large objects — each side read in one consistent snapshot.
-//! Exit 0 when equal, 3 when not.
+//! rows (counted, or with `--checksum` hashed), each sequence's state, the large objects — each
+//! side read in one consistent snapshot. Exit 0 when equal, 3 when not.
 
 use std::sync::Arc;
 
+use super::steps::Job;
+use super::steps::checksum::{self, Comparison, Sessions};
 use super::{Run, interruptible};
-use crate::catalog;
+use crate::catalog::{self, QualifiedName};
 use crate::errors::SyncError;
+use crate::plan::Plan;
 use crate::report::{Reporter, VerifyDifference, VerifyReport};
 use crate::scheduler::Cancellation;
-use crate::settings::Settings;
+use crate::settings::{Settings, Verification};
 
 pub async fn verify(
     settings: &Settings,
@@ -20,65 +23,179 @@ pub async fn verify(
     run.verify().await
 }
 
+type SideReading = (Vec<Option<i64>>, Vec<Option<String>>, (i64, String));
+
 impl Run<'_> {
     async fn verify(&mut self) -> Result<VerifyReport, SyncError> {
         let settings = self.settings;
         let (source, plan, _) = self.inspect_source().await?;
-        let target = interruptible(&self.cancellation, catalog::connect(settings.target(), "target")).await?;
-        let names: Vec<_> = plan.tables.iter().map(|table| table.name.clone()).collect();
+        let target = Arc::new(interruptible(&self.cancellation, catalog::connect(settings.target(), "target")).await?);
+        let sessions = interruptible(&self.cancellation, self.consistent_reads(&source.client, &target)).await?;
         let read = |client: Arc<tokio_postgres::Client>| {
-            let names = names.clone();
+            let names: Vec<_> = plan.tables.iter().map(|table| table.name.clone()).collect();
             let sequences = plan.sequences.clone();
             async move {
-                catalog::begin_consistent_read(&client).await?;
                 let rows = catalog::row_counts_where_present(&client, &names).await?;
                 let sequences = catalog::sequence_states(&client, &sequences).await?;
                 let large_objects = catalog::large_objects_digest(&client).await?;
                 anyhow::Ok((rows, sequences, large_objects))
             }
         };
-        let both = async { tokio::try_join!(read(source.client.clone()), read(Arc::new(target))) };
-        let ((source_rows, source_sequences, source_objects), (target_rows, target_sequences, target_objects)) =
-            interruptible(&self.cancellation, both).await?;
-        let mut differences = Vec::new();
-        let show = |value: Option<String>| value.unwrap_or_else(|| "missing".to_string());
-        for ((table, source), target) in plan.tables.iter().zip(source_rows).zip(target_rows) {
-            if source != target {
-                differences.push(VerifyDifference {
-                    kind: "table".into(),
-                    name: table.name.display_name(),
-                    source: show(source.map(|rows| format!("{rows} rows"))),
-                    target: show(target.map(|rows| format!("{rows} rows"))),
-                });
-            }
-        }
-        for ((sequence, source), target) in plan.sequences.iter().zip(source_sequences).zip(target_sequences) {
-            if source != target {
-                differences.push(VerifyDifference {
-                    kind: "sequence".into(),
-                    name: sequence.display_name(),
-                    source: show(source),
-                    target: show(target),
-                });
-            }
-        }
-        if plan.copy_large_objects && source_objects != target_objects {
-            // Ids, owners and contents in one digest: equal counts can still differ.
-            let describe =
-                |(count, digest): &(i64, String)| format!("{count}, digest {}", &digest[..digest.len().min(8)]);
-            differences.push(VerifyDifference {
-                kind: "large objects".into(),
-                name: "(all)".into(),
-                source: describe(&source_objects),
-                target: describe(&target_objects),
-            });
+        let both = async { tokio::try_join!(read(source.client.clone()), read(target.clone())) };
+        let (source_side, target_side) = interruptible(&self.cancellation, both).await?;
+        let mut differences = read_differences(&plan, &source_side, &target_side);
+        if let Some((source_sessions, target_sessions)) = &sessions {
+            let counted: Vec<String> = differences.iter().map(|difference| difference.name.clone()).collect();
+            let members = checksummed_tables(&plan);
+            let comparisons = interruptible(
+                &self.cancellation,
+                checksum::compare(source_sessions, target_sessions, &members),
+            )
+            .await?;
+            let found = checksum_differences(&members, &comparisons);
+            // A table already found by its count is named once.
+            let position = differences
+                .iter()
+                .filter(|difference| difference.kind == "table")
+                .count();
+            differences.splice(
+                position..position,
+                found
+                    .into_iter()
+                    .filter(|difference| !counted.contains(&difference.name)),
+            );
         }
         Ok(VerifyReport {
             source: settings.source().to_string(),
             target: settings.target().to_string(),
             tables: plan.tables.len(),
             sequences: plan.sequences.len(),
+            checksums: sessions.is_some(),
             differences,
         })
     }
+
+    /// Opens a repeatable-read transaction on both sides; with `--checksum`, the sessions that
+    /// hash the rows, sharing each side's snapshot.
+    async fn consistent_reads(
+        &self,
+        source: &tokio_postgres::Client,
+        target: &tokio_postgres::Client,
+    ) -> anyhow::Result<Option<(Sessions, Sessions)>> {
+        let settings = self.settings;
+        catalog::begin_consistent_read(source).await?;
+        catalog::begin_consistent_read(target).await?;
+        if settings.verification != Verification::Checksum {
+            return Ok(None);
+        }
+        let snapshots = (
+            catalog::export_current_snapshot(source).await?,
+            catalog::export_current_snapshot(target).await?,
+        );
+        let jobs = settings.jobs.get();
+        let sessions = tokio::try_join!(
+            Sessions::open(settings.source(), "source", jobs, Some(&snapshots.0)),
+            Sessions::open(settings.target(), "target", jobs, Some(&snapshots.1))
+        )?;
+        Ok(Some(sessions))
+    }
+}
+
+/// Counts, sequences and large objects that differ.
+fn read_differences(plan: &Plan, source: &SideReading, target: &SideReading) -> Vec<VerifyDifference> {
+    let mut differences = Vec::new();
+    let show = |value: &Option<String>| value.clone().unwrap_or_else(|| "missing".to_string());
+    let rows = |value: &Option<i64>| show(&value.map(|rows| format!("{rows} rows")));
+    for ((table, source), target) in plan.tables.iter().zip(&source.0).zip(&target.0) {
+        if source != target {
+            differences.push(VerifyDifference::new(
+                "table",
+                table.name.display_name(),
+                rows(source),
+                rows(target),
+            ));
+        }
+    }
+    for ((sequence, source), target) in plan.sequences.iter().zip(&source.1).zip(&target.1) {
+        if source != target {
+            differences.push(VerifyDifference::new(
+                "sequence",
+                sequence.display_name(),
+                show(source),
+                show(target),
+            ));
+        }
+    }
+    if plan.copy_large_objects && source.2 != target.2 {
+        // Ids, owners and contents in one digest: equal counts can still differ.
+        let describe = |(count, digest): &(i64, String)| format!("{count}, digest {}", &digest[..digest.len().min(8)]);
+        differences.push(VerifyDifference::new(
+            "large objects",
+            "(all)".into(),
+            describe(&source.2),
+            describe(&target.2),
+        ));
+    }
+    differences
+}
+
+/// The tables whose own rows are hashed: every member of the selected trees (leaf partitions,
+/// inheritance parents and children), so a difference names the partition it is in.
+pub(super) fn checksummed_tables(plan: &Plan) -> Vec<QualifiedName> {
+    plan.tables
+        .iter()
+        .flat_map(|table| table.members.iter().cloned())
+        .collect()
+}
+
+/// The tables whose checksums differ, as the report shows them.
+pub(super) fn checksum_differences(tables: &[QualifiedName], comparisons: &[Comparison]) -> Vec<VerifyDifference> {
+    tables
+        .iter()
+        .zip(comparisons)
+        .filter_map(|(table, comparison)| {
+            let name = table.display_name();
+            match comparison {
+                Comparison::Equal => None,
+                Comparison::MissingOnTarget => {
+                    Some(VerifyDifference::new("table", name, "present".into(), "missing".into()))
+                }
+                Comparison::ColumnsDiffer { source, target } => Some(VerifyDifference::new(
+                    "columns",
+                    name,
+                    source.join(", "),
+                    target.join(", "),
+                )),
+                Comparison::RowsDiffer {
+                    source_rows,
+                    target_rows,
+                    first_range,
+                } => {
+                    let mut difference = VerifyDifference::new(
+                        "rows",
+                        name,
+                        format!("{source_rows} rows"),
+                        format!("{target_rows} rows"),
+                    );
+                    difference.detail = Some(match first_range {
+                        Some(range) => format!("checksums differ, first in {range}"),
+                        None => "checksums differ".into(),
+                    });
+                    Some(difference)
+                }
+            }
+        })
+        .collect()
+}
+
+/// `sync --verify checksum`: the copy's rows against the source's in the export snapshot.
+pub(super) async fn checksum_copy(job: &Job, plan: &Plan, jobs: usize) -> anyhow::Result<Vec<VerifyDifference>> {
+    let snapshot = job.snapshot.as_ref().expect("a sync validates in its snapshot");
+    let (source, target) = tokio::try_join!(
+        Sessions::open(&snapshot.source, "source", jobs, Some(&snapshot.id)),
+        Sessions::open(job.copy(), "target", jobs, None)
+    )?;
+    let tables = checksummed_tables(plan);
+    let comparisons = checksum::compare(&source, &target, &tables).await?;
+    Ok(checksum_differences(&tables, &comparisons))
 }

@@ -131,6 +131,8 @@ pub enum Notice {
     SelectedTables {
         count: usize,
     },
+    /// `--schema-only`: every object, no rows.
+    SchemaOnly,
     Locking {
         tables: usize,
     },
@@ -152,6 +154,7 @@ pub enum Notice {
     },
     ValidationPassed {
         tables: usize,
+        rows: RowCheck,
     },
     Swapping {
         temporary: String,
@@ -456,6 +459,8 @@ pub enum Event {
     Discrepancies(Vec<(String, i64, i64)>),
     /// Indexes, constraints or triggers that differ between the source and the copy.
     StructureDifferences(Vec<StructureDifference>),
+    /// Tables whose rows' checksums differ between the source and the copy (`--verify checksum`).
+    ChecksumDifferences(Vec<VerifyDifference>),
     Progress(ProgressReport),
     /// For the overall progress bar: how many export and import steps there are in all.
     StepsPlanned(usize),
@@ -571,16 +576,41 @@ pub struct VerifyReport {
     pub target: String,
     pub tables: usize,
     pub sequences: usize,
+    /// Rows were compared by checksums too, not only counted.
+    pub checksums: bool,
     pub differences: Vec<VerifyDifference>,
+}
+
+/// How the rows of a copy were compared with the source's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowCheck {
+    Counts,
+    Checksums,
+    NotCompared,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyDifference {
-    /// table, sequence, large objects
+    /// table, rows, columns, sequence, large objects
     pub kind: String,
     pub name: String,
     pub source: String,
     pub target: String,
+    /// Where the difference is, when known ("checksums differ, first in id 1 to 63").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl VerifyDifference {
+    pub fn new(kind: &str, name: String, source: String, target: String) -> VerifyDifference {
+        VerifyDifference {
+            kind: kind.to_string(),
+            name,
+            source,
+            target,
+            detail: None,
+        }
+    }
 }
 
 /// `dbsync verify`: the differences as text, or as JSON with `json`.

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::text::{overall_detail, progress_detail, table_detail};
+use super::text::{overall_detail, progress_detail, table_detail, verify_difference_text};
 use super::{Activity, Event, Reporter, RunKind, TableState, summary_lines};
 
 pub struct PlainReporter {
@@ -172,6 +172,17 @@ pub fn render(event: &Event) -> Vec<String> {
             let mut message = "Structure Differences Found:".to_string();
             for difference in differences {
                 message.push_str(&format!("\n{difference}"));
+            }
+            prefixed("[ERROR]   ", &message)
+        }
+        Event::ChecksumDifferences(differences) => {
+            let mut message = "Checksum Differences Found:".to_string();
+            for difference in differences {
+                message.push_str(&format!(
+                    "\n{}: {}",
+                    difference.name,
+                    verify_difference_text(difference)
+                ));
             }
             prefixed("[ERROR]   ", &message)
         }

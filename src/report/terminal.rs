@@ -49,6 +49,7 @@ fn colour(event: &Event, line: String) -> String {
         Event::StepFailed { .. }
         | Event::Discrepancies(_)
         | Event::StructureDifferences(_)
+        | Event::ChecksumDifferences(_)
         | Event::Finished { success: false, .. } => style(line).red().bold().to_string(),
         Event::Table { line: table_line, .. } => match table_line.state() {
             TableState::Started => style(line).yellow().to_string(),

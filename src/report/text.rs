@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{KeyFate, Notice, Phase, ProgressReport, Summary, TableLine, TableProgress, Warning};
+use super::{KeyFate, Notice, Phase, ProgressReport, RowCheck, Summary, TableLine, TableProgress, Warning};
 use crate::errors::{SyncError, signal_name};
 
 /// `du -h`-like sizes: 512B, 8.0K, 2.4M, 15.2G.
@@ -79,6 +79,7 @@ impl Phase {
 impl fmt::Display for Notice {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Notice::SchemaOnly => formatter.write_str("Copying the schema only: every object, no rows"),
             Notice::SelectedTables { count } => {
                 write!(
                     formatter,
@@ -108,11 +109,22 @@ impl fmt::Display for Notice {
                 formatter.write_str("Building foreign keys and triggers; refreshing materialized views...")
             }
             Notice::PostDataDone { elapsed } => write!(formatter, "Post-data done in {}", human_duration(*elapsed)),
-            Notice::ValidationPassed { tables } => {
-                write!(
-                    formatter,
-                    "✅ Validation Successful. All {tables} tables match, with every index, constraint and trigger."
-                )
+            Notice::ValidationPassed { tables, rows } => {
+                let how = match rows {
+                    RowCheck::Counts => "match by row counts",
+                    RowCheck::Checksums => "match by row counts and checksums",
+                    RowCheck::NotCompared => {
+                        "have every index, constraint and trigger (rows not compared: --verify none)"
+                    }
+                };
+                if *rows == RowCheck::NotCompared {
+                    write!(formatter, "✅ Validation Successful. All {tables} tables {how}.")
+                } else {
+                    write!(
+                        formatter,
+                        "✅ Validation Successful. All {tables} tables {how}, with every index, constraint and trigger."
+                    )
+                }
             }
             Notice::Swapping { temporary, target } => write!(formatter, "Swapping {temporary} into place as {target}"),
             Notice::DroppingUnfinished { database } => write!(formatter, "Dropping the unfinished copy {database}"),
@@ -507,8 +519,14 @@ pub fn verify_text(verify: &super::VerifyReport) -> String {
     let mut text = format!("SOURCE   {}\nTARGET   {}\n", verify.source, verify.target);
     if verify.differences.is_empty() {
         text.push_str(&format!(
-            "Equal: {} table(s) by their rows, {} sequence(s), the large objects.\n",
-            verify.tables, verify.sequences
+            "Equal: {} table(s) by their rows{}, {} sequence(s), the large objects.\n",
+            verify.tables,
+            if verify.checksums {
+                " (counts and checksums)"
+            } else {
+                " (counts)"
+            },
+            verify.sequences
         ));
         return text;
     }
@@ -521,9 +539,20 @@ pub fn verify_text(verify: &super::VerifyReport) -> String {
         .unwrap_or(0);
     for difference in &verify.differences {
         text.push_str(&format!(
-            "  {:<13} {:<width$}  {} (source) / {} (target)\n",
-            difference.kind, difference.name, difference.source, difference.target
+            "  {:<13} {:<width$}  {}\n",
+            difference.kind,
+            difference.name,
+            verify_difference_text(difference)
         ));
+    }
+    text
+}
+
+/// "100 rows (source) / 100 rows (target); checksums differ, first in id 1 to 63"
+pub fn verify_difference_text(difference: &super::VerifyDifference) -> String {
+    let mut text = format!("{} (source) / {} (target)", difference.source, difference.target);
+    if let Some(detail) = &difference.detail {
+        text.push_str(&format!("; {detail}"));
     }
     text
 }

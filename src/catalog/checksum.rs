@@ -1,0 +1,240 @@
+//! Checksums of tables' rows that come out the same on any two servers holding the same rows:
+//! each row's text is hashed under fixed output settings (so `DateStyle`, `TimeZone` or
+//! `extra_float_digits` of either server change nothing), floats are hashed by their binary
+//! form (their text changed between major versions), and the hashes are summed, which needs no
+//! sort and no memory that grows with the table.
+
+use anyhow::{Context, Result};
+use tokio_postgres::Client;
+
+use super::{QualifiedName, quote_identifier, sql_error};
+
+/// How a table is hashed: its columns (in the order hashed), and a single-column integer key
+/// (primary key, or a unique key over a NOT NULL column) to cut it into ranges by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecksumLayout {
+    pub columns: Vec<ChecksumColumn>,
+    pub integer_key: Option<String>,
+    /// Heap plus TOAST, what a scan reads.
+    pub size_bytes: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecksumColumn {
+    pub name: String,
+    /// float4 or float8: hashed by its binary form.
+    pub float: bool,
+}
+
+/// Which hash turns a row's text into 64 bits: PostgreSQL's own (fast) where both servers give
+/// it the same value, else the first 64 bits of MD5 over the UTF-8 text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowHash {
+    Builtin,
+    Md5,
+}
+
+/// A range of an integer key, cut into equal buckets that are summed separately (to name where
+/// two tables differ). Rows outside `lowest..=highest` fall in bucket -1 (below) or `buckets`
+/// (above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyBuckets {
+    pub lowest: i64,
+    pub highest: i64,
+    pub step: i64,
+    pub buckets: i64,
+}
+
+/// The rows of one bucket: how many, and the sum of their hashes (as numeric text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketSum {
+    pub bucket: i64,
+    pub rows: i64,
+    pub sum: String,
+}
+
+/// Output settings under which a row's text is the same on every server version; and a plan
+/// that sums a range's few buckets in a small hash table, reading the heap in block order
+/// (the planner would otherwise sort the rows by bucket, spilling to disk).
+pub async fn prepare_checksum_session(client: &Client) -> Result<()> {
+    client
+        .batch_execute(
+            "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC'; \
+             SET extra_float_digits = 3; SET bytea_output = 'hex'; SET lc_monetary = 'C'; \
+             SET enable_sort = off; SET enable_indexscan = off",
+        )
+        .await
+        .context("cannot set the output settings for checksums")
+}
+
+/// What the built-in hash gives here for a probe text with non-ASCII characters: servers whose
+/// byte order or encoding differ give different values, and then MD5 is used on both.
+pub async fn builtin_hash_probe(client: &Client) -> Result<Option<i64>> {
+    let probe = "dbsync checksum probe: Zürich, 東京, ✓";
+    let row = client
+        .query_one(
+            "SELECT CASE WHEN current_setting('server_version_num')::int >= 110000 \
+             THEN hashtextextended($1::text, 0) END",
+            &[&probe],
+        )
+        .await
+        .map_err(|error| sql_error("cannot probe the hash function", error))?;
+    Ok(row.get(0))
+}
+
+/// Each table's layout as this server has it; `None` for a table it does not have.
+pub async fn checksum_layouts(client: &Client, tables: &[QualifiedName]) -> Result<Vec<Option<ChecksumLayout>>> {
+    let names: Vec<String> = tables.iter().map(QualifiedName::quoted).collect();
+    let rows = client
+        .query(
+            "SELECT t.position, c.oid IS NOT NULL, \
+                    coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}'), \
+                    coalesce(array_agg(a.atttypid IN ('float4'::regtype, 'float8'::regtype) ORDER BY a.attnum) \
+                             FILTER (WHERE a.attnum IS NOT NULL), '{}'), \
+                    (SELECT key.attname::text FROM pg_index i \
+                       JOIN pg_attribute key ON key.attrelid = i.indrelid AND key.attnum = i.indkey[0] \
+                      WHERE i.indrelid = c.oid AND i.indnatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL \
+                        AND (i.indisprimary OR (i.indisunique AND key.attnotnull)) \
+                        AND key.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype) \
+                      ORDER BY i.indisprimary DESC LIMIT 1), \
+                    coalesce(pg_table_size(c.oid), 0) \
+             FROM unnest($1::text[]) WITH ORDINALITY AS t(name, position) \
+             LEFT JOIN pg_class c ON c.oid = to_regclass(t.name) \
+             LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             GROUP BY t.position, c.oid ORDER BY t.position",
+            &[&names],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the tables' columns", error))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let exists: bool = row.get(1);
+            let names: Vec<String> = row.get(2);
+            let floats: Vec<bool> = row.get(3);
+            exists.then(|| ChecksumLayout {
+                columns: names
+                    .into_iter()
+                    .zip(floats)
+                    .map(|(name, float)| ChecksumColumn { name, float })
+                    .collect(),
+                integer_key: row.get(4),
+                size_bytes: row.get(5),
+            })
+        })
+        .collect())
+}
+
+/// The lowest and highest value of an integer key; `None` for an empty table.
+pub async fn key_bounds(client: &Client, table: &QualifiedName, key: &str) -> Result<Option<(i64, i64)>> {
+    let key = quote_identifier(key);
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT min({key})::bigint, max({key})::bigint FROM ONLY {}",
+                table.quoted()
+            ),
+            &[],
+        )
+        .await
+        .map_err(|error| sql_error(format!("cannot read the key range of {}", table.display_name()), error))?;
+    Ok(row.get::<_, Option<i64>>(0).zip(row.get::<_, Option<i64>>(1)))
+}
+
+/// The per-bucket sums of the table's own rows (not its partitions' or children's) whose key is
+/// in `lower..upper` (an open end takes everything beyond); without `buckets`, the whole table in
+/// bucket 0.
+pub async fn bucket_sums(
+    client: &Client,
+    table: &QualifiedName,
+    columns: &[ChecksumColumn],
+    hash: RowHash,
+    range: Option<(&str, KeyBuckets, Option<i64>, Option<i64>)>,
+) -> Result<Vec<BucketSum>> {
+    let values: Vec<String> = columns
+        .iter()
+        .map(|column| {
+            let name = quote_identifier(&column.name);
+            if column.float {
+                format!("float8send({name}::float8)")
+            } else {
+                name
+            }
+        })
+        .collect();
+    let text = format!("ROW({})::text", values.join(", "));
+    let hashed = match hash {
+        RowHash::Builtin => format!("hashtextextended({text}, 0)"),
+        RowHash::Md5 => format!("('x' || substr(md5(convert_to({text}, 'UTF8')), 1, 16))::bit(64)::bigint"),
+    };
+    let (bucket, condition) = match range {
+        None => ("0".to_string(), String::new()),
+        Some((key, buckets, lower, upper)) => {
+            let key = quote_identifier(key);
+            let bounds: Vec<String> = [
+                lower.map(|lower| format!("{key} >= {lower}")),
+                upper.map(|upper| format!("{key} < {upper}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let condition = if bounds.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", bounds.join(" AND "))
+            };
+            let KeyBuckets {
+                lowest,
+                highest,
+                step,
+                buckets,
+            } = buckets;
+            (
+                format!(
+                    "CASE WHEN {key} < {lowest} THEN -1 WHEN {key} > {highest} THEN {buckets} \
+                     ELSE ({key}::bigint - {lowest}) / {step} END"
+                ),
+                condition,
+            )
+        }
+    };
+    let query = format!(
+        "SELECT {bucket}::bigint, count(*), coalesce(sum({hashed}), 0)::text FROM ONLY {} AS t{condition} GROUP BY 1",
+        table.quoted()
+    );
+    let rows = client.query(&query, &[]).await.map_err(|error| {
+        sql_error(
+            format!("cannot compute the checksum of {}", table.display_name()),
+            error,
+        )
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|row| BucketSum {
+            bucket: row.get(0),
+            rows: row.get(1),
+            sum: row.get(2),
+        })
+        .collect())
+}
+
+/// Joins a snapshot exported by another session of the same server: a repeatable-read
+/// transaction that sees exactly what that session sees.
+pub async fn join_snapshot(client: &Client, snapshot: &str) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            super::quote_literal(snapshot)
+        ))
+        .await
+        .context("cannot join the snapshot")
+}
+
+/// Exports the snapshot of the session's open transaction, for `join_snapshot`.
+pub async fn export_current_snapshot(client: &Client) -> Result<String> {
+    Ok(client
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(|error| sql_error("cannot export a snapshot", error))?
+        .get(0))
+}

@@ -1,0 +1,321 @@
+//! Row checksums compared between two servers: every table's rows hashed on both sides at once,
+//! each side over its own sessions sharing one snapshot, a large table in key ranges so that
+//! several sessions scan it together and a difference is located to a range of keys.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use tokio_postgres::Client;
+
+use crate::catalog::{self, BucketSum, ChecksumColumn, ChecksumLayout, KeyBuckets, QualifiedName, RowHash};
+use crate::connection::Endpoint;
+
+/// A table larger than this is scanned in parts of about this size, by several sessions.
+const PART_BYTES: i64 = 32 * 1024 * 1024;
+const MOST_PARTS: i64 = 64;
+/// Buckets of each part, summed apart, to locate a difference.
+const BUCKETS_PER_PART: i64 = 16;
+
+/// Sessions of one server in one snapshot, with the output settings checksums need.
+pub struct Sessions(Vec<Arc<Client>>);
+
+impl Sessions {
+    /// `count` sessions on `endpoint` reading the snapshot `snapshot` (exported by another
+    /// session of that server), or one the first session opens for all.
+    pub async fn open(endpoint: &Endpoint, role: &str, count: usize, snapshot: Option<&str>) -> Result<Sessions> {
+        let first = catalog::connect(endpoint, role).await?;
+        let snapshot = match snapshot {
+            Some(snapshot) => {
+                catalog::join_snapshot(&first, snapshot).await?;
+                snapshot.to_string()
+            }
+            None => {
+                catalog::begin_consistent_read(&first).await?;
+                catalog::export_current_snapshot(&first).await?
+            }
+        };
+        let mut clients = vec![Arc::new(first)];
+        for _ in 1..count.max(1) {
+            let client = catalog::connect(endpoint, role).await?;
+            catalog::join_snapshot(&client, &snapshot).await?;
+            clients.push(Arc::new(client));
+        }
+        for client in &clients {
+            catalog::prepare_checksum_session(client).await?;
+        }
+        Ok(Sessions(clients))
+    }
+
+    fn first(&self) -> &Client {
+        &self.0[0]
+    }
+}
+
+/// How one table compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Comparison {
+    Equal,
+    MissingOnTarget,
+    ColumnsDiffer {
+        source: Vec<String>,
+        target: Vec<String>,
+    },
+    RowsDiffer {
+        source_rows: i64,
+        target_rows: i64,
+        /// For a table with an integer key: the first range of keys whose rows differ.
+        first_range: Option<String>,
+    },
+}
+
+struct TablePlan {
+    table: QualifiedName,
+    columns: Vec<ChecksumColumn>,
+    key: Option<(String, KeyBuckets)>,
+    /// Key ranges `lower..upper` scanned apart; one open range without a key.
+    parts: Vec<(Option<i64>, Option<i64>)>,
+    size_bytes: i64,
+}
+
+/// Compares every table's rows; the source side in `source`'s snapshot.
+pub async fn compare(source: &Sessions, target: &Sessions, tables: &[QualifiedName]) -> Result<Vec<Comparison>> {
+    let hash = agreed_hash(source, target).await?;
+    let (mut comparisons, plans) = plan_tables(source, target, tables).await?;
+    let tasks: Vec<(usize, usize)> = {
+        let mut tasks: Vec<(usize, usize)> = plans
+            .iter()
+            .enumerate()
+            .flat_map(|(plan, (_, table))| (0..table.parts.len()).map(move |part| (plan, part)))
+            .collect();
+        // The largest tables first, so the sessions finish together.
+        tasks.sort_by_key(|(plan, _)| std::cmp::Reverse(plans[*plan].1.size_bytes));
+        tasks
+    };
+    let table_plans: Vec<&TablePlan> = plans.iter().map(|(_, plan)| plan).collect();
+    let (source_sums, target_sums) = tokio::try_join!(
+        sums_of(source, &table_plans, &tasks, hash),
+        sums_of(target, &table_plans, &tasks, hash)
+    )?;
+    for (plan_index, (index, plan)) in plans.iter().enumerate() {
+        let gather = |sums: &[Vec<BucketSum>]| -> BTreeMap<i64, (i64, String)> {
+            tasks
+                .iter()
+                .zip(sums)
+                .filter(|((task_plan, _), _)| *task_plan == plan_index)
+                .flat_map(|(_, sums)| sums.iter().map(|sum| (sum.bucket, (sum.rows, sum.sum.clone()))))
+                .collect()
+        };
+        comparisons[*index] = judge(plan, &gather(&source_sums), &gather(&target_sums));
+    }
+    Ok(comparisons)
+}
+
+/// PostgreSQL's own hash when both servers give the probe the same value, else MD5.
+async fn agreed_hash(source: &Sessions, target: &Sessions) -> Result<RowHash> {
+    let probes = tokio::try_join!(
+        catalog::builtin_hash_probe(source.first()),
+        catalog::builtin_hash_probe(target.first())
+    )?;
+    Ok(match probes {
+        (Some(source), Some(target)) if source == target => RowHash::Builtin,
+        _ => RowHash::Md5,
+    })
+}
+
+/// The tables that can be hashed (present on both sides with the same columns), each with its
+/// parts; the others' comparisons already decided.
+async fn plan_tables(
+    source: &Sessions,
+    target: &Sessions,
+    tables: &[QualifiedName],
+) -> Result<(Vec<Comparison>, Vec<(usize, TablePlan)>)> {
+    let (source_layouts, target_layouts) = tokio::try_join!(
+        catalog::checksum_layouts(source.first(), tables),
+        catalog::checksum_layouts(target.first(), tables)
+    )?;
+    let mut comparisons = vec![Comparison::Equal; tables.len()];
+    let mut plans = Vec::new();
+    for (index, (table, (source_layout, target_layout))) in tables
+        .iter()
+        .zip(source_layouts.into_iter().zip(target_layouts))
+        .enumerate()
+    {
+        let Some(source_layout) = source_layout else { continue };
+        let Some(target_layout) = target_layout else {
+            comparisons[index] = Comparison::MissingOnTarget;
+            continue;
+        };
+        let (source_columns, target_columns) = (column_names(&source_layout), column_names(&target_layout));
+        let mut sorted = (source_columns.clone(), target_columns.clone());
+        sorted.0.sort();
+        sorted.1.sort();
+        if sorted.0 != sorted.1 {
+            comparisons[index] = Comparison::ColumnsDiffer {
+                source: source_columns,
+                target: target_columns,
+            };
+            continue;
+        }
+        plans.push((index, plan_table(source.first(), table, source_layout).await?));
+    }
+    Ok((comparisons, plans))
+}
+
+/// Equal when every bucket has the same rows and sum on both sides.
+fn judge(plan: &TablePlan, source: &BTreeMap<i64, (i64, String)>, target: &BTreeMap<i64, (i64, String)>) -> Comparison {
+    if source == target {
+        return Comparison::Equal;
+    }
+    let rows = |sums: &BTreeMap<i64, (i64, String)>| sums.values().map(|(rows, _)| rows).sum();
+    let first = source
+        .keys()
+        .chain(target.keys())
+        .filter(|bucket| source.get(bucket) != target.get(bucket))
+        .min()
+        .copied();
+    Comparison::RowsDiffer {
+        source_rows: rows(source),
+        target_rows: rows(target),
+        first_range: plan
+            .key
+            .as_ref()
+            .zip(first)
+            .map(|((key, buckets), bucket)| describe_bucket(key, buckets, bucket)),
+    }
+}
+
+fn column_names(layout: &ChecksumLayout) -> Vec<String> {
+    layout.columns.iter().map(|column| column.name.clone()).collect()
+}
+
+/// The parts a table is scanned in: by its integer key's range (read on the source) when it
+/// has one and is not empty, else whole.
+async fn plan_table(source: &Client, table: &QualifiedName, layout: ChecksumLayout) -> Result<TablePlan> {
+    let bounds = match &layout.integer_key {
+        Some(key) => catalog::key_bounds(source, table, key).await?,
+        None => None,
+    };
+    let parts_wanted = (layout.size_bytes / PART_BYTES + 1).clamp(1, MOST_PARTS);
+    let key_plan = layout
+        .integer_key
+        .clone()
+        .zip(bounds)
+        .and_then(|(key, (lowest, highest))| key_buckets(lowest, highest, parts_wanted).map(|buckets| (key, buckets)));
+    let parts = match &key_plan {
+        None => vec![(None, None)],
+        Some((_, buckets)) => part_ranges(buckets),
+    };
+    Ok(TablePlan {
+        table: table.clone(),
+        columns: layout.columns,
+        key: key_plan,
+        parts,
+        size_bytes: layout.size_bytes,
+    })
+}
+
+/// Buckets of equal width over `lowest..=highest`, `BUCKETS_PER_PART` per part; `None` when the
+/// span does not fit the arithmetic in 64 bits.
+fn key_buckets(lowest: i64, highest: i64, parts: i64) -> Option<KeyBuckets> {
+    let span = i128::from(highest) - i128::from(lowest) + 1;
+    i64::try_from(span).ok()?;
+    let wanted = i128::from(parts * BUCKETS_PER_PART);
+    let step = ((span + wanted - 1) / wanted).max(1);
+    Some(KeyBuckets {
+        lowest,
+        highest,
+        step: i64::try_from(step).ok()?,
+        buckets: i64::try_from((span + step - 1) / step).ok()?,
+    })
+}
+
+/// The key ranges of the parts: `BUCKETS_PER_PART` buckets each, the first open below and the
+/// last open above (so a target's rows outside the source's range are counted too).
+fn part_ranges(buckets: &KeyBuckets) -> Vec<(Option<i64>, Option<i64>)> {
+    let parts = (buckets.buckets + BUCKETS_PER_PART - 1) / BUCKETS_PER_PART;
+    let boundary = |part: i64| buckets.lowest + part * BUCKETS_PER_PART * buckets.step;
+    (0..parts)
+        .map(|part| {
+            let lower = (part > 0).then(|| boundary(part));
+            let upper = (part + 1 < parts).then(|| boundary(part + 1));
+            (lower, upper)
+        })
+        .collect()
+}
+
+fn describe_bucket(key: &str, buckets: &KeyBuckets, bucket: i64) -> String {
+    if bucket < 0 {
+        format!("{key} below {}", buckets.lowest)
+    } else if bucket >= buckets.buckets {
+        format!("{key} above {}", buckets.highest)
+    } else {
+        let from = buckets.lowest + bucket * buckets.step;
+        let to = (from + (buckets.step - 1)).min(buckets.highest);
+        format!("{key} {from} to {to}")
+    }
+}
+
+/// Runs the tasks over the side's sessions, each session taking the next task when done.
+async fn sums_of(
+    sessions: &Sessions,
+    plans: &[&TablePlan],
+    tasks: &[(usize, usize)],
+    hash: RowHash,
+) -> Result<Vec<Vec<BucketSum>>> {
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(vec![Vec::new(); tasks.len()]);
+    let workers = sessions.0.iter().map(|client| async {
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(plan, part)) = tasks.get(index) else {
+                return anyhow::Ok(());
+            };
+            let plan = plans[plan];
+            let (lower, upper) = plan.parts[part];
+            let range = plan
+                .key
+                .as_ref()
+                .map(|(key, buckets)| (key.as_str(), *buckets, lower, upper));
+            let sums = catalog::bucket_sums(client, &plan.table, &plan.columns, hash, range).await?;
+            results.lock().expect("no panics while held")[index] = sums;
+        }
+    });
+    futures_util::future::try_join_all(workers).await?;
+    Ok(results.into_inner().expect("no panics while held"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cover_the_key_range_without_gaps() {
+        let buckets = key_buckets(1, 2_000_000, 8).unwrap();
+        let parts = part_ranges(&buckets);
+        assert_eq!(parts.len(), 8);
+        assert_eq!(parts[0].0, None);
+        assert_eq!(parts[7].1, None);
+        for pair in parts.windows(2) {
+            assert_eq!(pair[0].1, pair[1].0, "each part starts where the previous one ends");
+        }
+        assert_eq!(describe_bucket("id", &buckets, 0), format!("id 1 to {}", buckets.step));
+        assert_eq!(describe_bucket("id", &buckets, -1), "id below 1");
+        assert_eq!(describe_bucket("id", &buckets, buckets.buckets), "id above 2000000");
+        let last = describe_bucket("id", &buckets, buckets.buckets - 1);
+        assert!(last.ends_with("to 2000000"), "{last}");
+    }
+
+    #[test]
+    fn small_and_extreme_ranges() {
+        let single = key_buckets(5, 5, 1).unwrap();
+        assert_eq!((single.step, single.buckets), (1, 1));
+        assert_eq!(part_ranges(&single), vec![(None, None)]);
+        assert!(key_buckets(i64::MIN, i64::MAX, 1).is_none());
+        assert!(key_buckets(-10, i64::MAX - 1, 4).is_none());
+        let wide = key_buckets(-10, i64::MAX - 20, 4).unwrap();
+        assert!(wide.step > 0 && wide.buckets <= 4 * BUCKETS_PER_PART);
+        assert!(part_ranges(&wide).len() <= 4);
+    }
+}
