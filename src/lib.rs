@@ -40,7 +40,7 @@ pub fn main_entry() -> u8 {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Sync(arguments) if arguments.dry_run => {
+            Command::Sync(arguments) if arguments.dry_run && !arguments.data_only => {
                 let settings = settings::resolve(&arguments, &settings::process_environment);
                 show_plan(settings, false).await
             }
@@ -154,6 +154,10 @@ async fn run_engine(settings: Result<settings::Settings, errors::SyncError>, kin
             report::print_error(&error.to_string());
             return error.exit_code();
         }
+    };
+    let kind = match settings.content {
+        settings::Content::DataOnly { .. } => report::RunKind::Refresh,
+        _ => kind,
     };
     let reporter = report::pick(&settings);
     let cancellation = Cancellation::new();

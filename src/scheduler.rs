@@ -274,6 +274,38 @@ pub trait UnitWork<U>: Send + Sync {
     fn loaded(&self, unit: Arc<U>) -> Option<FollowUp>;
 }
 
+/// Runs `work` on every task, each of `sessions` taking the next task as soon as it is done with
+/// one (so one large task does not hold up the others); the results in the tasks' order. The
+/// first failure ends it, dropping the work in flight.
+pub async fn share_out<'a, S: Clone, T, R, Fut>(
+    sessions: &[S],
+    tasks: &'a [T],
+    work: impl Fn(S, &'a T) -> Fut,
+) -> anyhow::Result<Vec<R>>
+where
+    Fut: Future<Output = anyhow::Result<R>>,
+{
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<R>>> = std::sync::Mutex::new(tasks.iter().map(|_| None).collect());
+    let workers = sessions.iter().map(|session| async {
+        loop {
+            let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(task) = tasks.get(index) else {
+                return anyhow::Ok(());
+            };
+            let result = work(session.clone(), task).await?;
+            results.lock().expect("no panics while held")[index] = Some(result);
+        }
+    });
+    futures_util::future::try_join_all(workers).await?;
+    Ok(results
+        .into_inner()
+        .expect("no panics while held")
+        .into_iter()
+        .map(|result| result.expect("every task ran"))
+        .collect())
+}
+
 /// Runs every unit through export, import and the follow-up work its load makes possible, within
 /// `budget`. A unit is imported as soon as its export ends. When sessions free up, follow-ups go
 /// first, then imports, then exports: work that is ready finishes before new work starts, so

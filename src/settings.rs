@@ -126,6 +126,9 @@ pub struct Settings {
     /// What the last phase compares (`--verify`), and what `dbsync verify` does (`--checksum`).
     pub verification: Verification,
     pub content: Content,
+    /// `--dry-run` of a data-only refresh: check the target, show `--fix-schema`'s statements,
+    /// change nothing. (A full sync's dry run is `dbsync plan`.)
+    pub dry_run: bool,
     pub pg_bin: Option<PathBuf>,
     pub report: Option<PathBuf>,
     pub display: Display,
@@ -766,6 +769,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         batch_size,
         verification,
         content,
+        dry_run: arguments.dry_run,
         dump_dir: arguments
             .dump_dir
             .clone()

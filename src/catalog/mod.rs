@@ -6,6 +6,7 @@
 mod admin;
 mod checksum;
 mod inspect;
+mod rows;
 mod work;
 
 use std::fmt;
@@ -20,6 +21,7 @@ use crate::tls::Connector;
 pub use admin::*;
 pub use checksum::*;
 pub use inspect::*;
+pub use rows::*;
 pub use work::*;
 
 /// A connected client; the connection task ends when the client is dropped.

@@ -12,6 +12,7 @@ pub mod monitor;
 pub mod preflight;
 pub mod preview;
 pub mod progress;
+pub mod refresh;
 pub mod restore;
 pub mod resume;
 mod retention;
@@ -67,6 +68,7 @@ pub async fn run(
         RunKind::Sync => run.sync(started_at).await,
         RunKind::Dump => run.dump(started_at).await,
         RunKind::Restore => run.restore(started_at).await,
+        RunKind::Refresh => run.refresh(started_at).await,
     };
     if result.is_ok() {
         run.apply_retention().await;

@@ -367,6 +367,39 @@ pub async fn obtain_consent(settings: &Settings, cancellation: &Cancellation) ->
     }
 }
 
+/// A data-only refresh replaces rows in the existing target: asked like a replace, unless `--yes`.
+pub async fn obtain_refresh_consent(
+    settings: &Settings,
+    tables: usize,
+    cancellation: &Cancellation,
+) -> Result<(), SyncError> {
+    if settings.assume_yes {
+        return Ok(());
+    }
+    let question = Question::RefreshTarget {
+        target: settings.target().to_string(),
+        tables,
+    };
+    let answer = tokio::task::spawn_blocking(move || prompt::ask(&question));
+    let answer = tokio::select! {
+        answer = answer => answer
+            .map_err(|error| anyhow::anyhow!("{error}"))?
+            .map_err(|error| anyhow::anyhow!("cannot read the answer: {error}"))?,
+        _ = cancellation.cancelled() => return Err(super::cancelled(cancellation)),
+    };
+    match answer {
+        Answer::Yes => Ok(()),
+        Answer::No => Err(usage_error!(
+            "not refreshing {}: the answer was not yes",
+            settings.target()
+        )),
+        Answer::CannotAsk => Err(usage_error!(
+            "a data-only refresh replaces the rows of {tables} table(s) in {}; pass --yes to do it (each table is replaced in one transaction)",
+            settings.target()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

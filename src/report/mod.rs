@@ -110,6 +110,10 @@ pub enum Phase {
     Data,
     PostData,
     Validation,
+    /// A data-only refresh's three phases.
+    RefreshSchema,
+    RefreshData,
+    RefreshValidation,
     /// A dump's three phases.
     DumpSchema,
     DumpData,
@@ -121,6 +125,8 @@ pub enum Phase {
 #[serde(rename_all = "kebab-case")]
 pub enum RunKind {
     Sync,
+    /// `sync --data-only`: the selected tables' rows replaced in the existing target.
+    Refresh,
     Dump,
     Restore,
 }
@@ -133,6 +139,24 @@ pub enum Notice {
     },
     /// `--schema-only`: every object, no rows.
     SchemaOnly,
+    /// `--fix-schema`: a statement that adds what the target lacks (run, or only shown).
+    SchemaFix {
+        statement: String,
+        run: bool,
+    },
+    /// A refresh's target schema fits the selected tables.
+    SchemaFits {
+        tables: usize,
+    },
+    /// `--dry-run` of a refresh: it stops before changing anything.
+    DryRunDone,
+    RefreshValidated {
+        tables: usize,
+        rows: RowCheck,
+    },
+    SequencesSet {
+        count: usize,
+    },
     Locking {
         tables: usize,
     },

@@ -118,6 +118,12 @@ pub fn render(event: &Event) -> Vec<String> {
                     "ARCHIVE (TO):       ",
                     "WRITING IN:         ",
                 ),
+                RunKind::Refresh => (
+                    "REFRESH CONFIGURATION (data only)",
+                    "SOURCE DB (FROM):   ",
+                    "TARGET DB (KEPT):   ",
+                    "TEMP DIR:           ",
+                ),
                 RunKind::Restore => (
                     "RESTORE CONFIGURATION",
                     "ARCHIVE (FROM):     ",

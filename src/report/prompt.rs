@@ -7,6 +7,8 @@ use std::io::IsTerminal;
 pub enum Question {
     /// The target database exists and a sync would replace it.
     ReplaceTarget { target: String },
+    /// A data-only refresh would replace the rows of tables in the existing target.
+    RefreshTarget { target: String, tables: usize },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,9 @@ pub fn ask(question: &Question) -> std::io::Result<Answer> {
         Question::ReplaceTarget { target } => format!(
             "The target database {target} exists and will be replaced once the copy is complete. Continue? [y/N] "
         ),
+        Question::RefreshTarget { target, tables } => {
+            format!("The rows of {tables} table(s) in {target} will be replaced by the source's. Continue? [y/N] ")
+        }
     };
     eprint!("{text}");
     let mut line = String::new();

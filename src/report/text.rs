@@ -50,6 +50,9 @@ impl Phase {
             Phase::Data => 2,
             Phase::PostData => 3,
             Phase::Validation => 4,
+            Phase::RefreshSchema => 1,
+            Phase::RefreshData => 2,
+            Phase::RefreshValidation => 3,
             Phase::DumpSchema => 1,
             Phase::DumpData => 2,
             Phase::DumpCounts => 3,
@@ -60,6 +63,7 @@ impl Phase {
         match self {
             Phase::Schema | Phase::Data | Phase::PostData | Phase::Validation => 4,
             Phase::DumpSchema | Phase::DumpData | Phase::DumpCounts => 3,
+            Phase::RefreshSchema | Phase::RefreshData | Phase::RefreshValidation => 3,
         }
     }
 
@@ -69,6 +73,9 @@ impl Phase {
             Phase::Data => "Data Export and Import",
             Phase::PostData => "Constraints, Triggers and Views",
             Phase::Validation => "Validation",
+            Phase::RefreshSchema => "Target Schema",
+            Phase::RefreshData => "Rows, One Transaction per Table",
+            Phase::RefreshValidation => "Validation",
             Phase::DumpSchema => "Schema Dump",
             Phase::DumpData => "Data Export",
             Phase::DumpCounts => "Row Counts and Manifest",
@@ -80,6 +87,22 @@ impl fmt::Display for Notice {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Notice::SchemaOnly => formatter.write_str("Copying the schema only: every object, no rows"),
+            Notice::SchemaFix { statement, run: true } => write!(formatter, "Fixing the schema: {statement}"),
+            Notice::SchemaFix { statement, run: false } => write!(formatter, "Would run: {statement}"),
+            Notice::SchemaFits { tables } => {
+                write!(formatter, "The target's schema fits the {tables} table(s) to refresh")
+            }
+            Notice::DryRunDone => formatter.write_str("Dry run: nothing was changed"),
+            Notice::RefreshValidated { tables, rows } => write!(
+                formatter,
+                "✅ Validation Successful. All {tables} refreshed tables match the source's snapshot by {}.",
+                if *rows == RowCheck::Checksums {
+                    "row counts and checksums"
+                } else {
+                    "row counts"
+                }
+            ),
+            Notice::SequencesSet { count } => write!(formatter, "Set {count} sequence(s) to the source's values"),
             Notice::SelectedTables { count } => {
                 write!(
                     formatter,
@@ -395,6 +418,11 @@ pub fn closing_line(result: &Result<(), SyncError>, kind: super::RunKind) -> Str
         (Ok(()), super::RunKind::Sync) => "✅ Sync finished successfully.".to_string(),
         (Ok(()), super::RunKind::Dump) => "✅ Dump finished successfully.".to_string(),
         (Ok(()), super::RunKind::Restore) => "✅ Restore finished successfully.".to_string(),
+        (Ok(()), super::RunKind::Refresh) => "✅ Refresh finished successfully.".to_string(),
+        (Err(SyncError::Interrupted(signal)), super::RunKind::Refresh) => format!(
+            "Interrupted by {}: every table is as it was or fully refreshed (each in its own transaction).",
+            signal_name(*signal)
+        ),
         (Err(SyncError::Interrupted(signal)), super::RunKind::Sync | super::RunKind::Restore) => format!(
             "Interrupted by {}: every child process was stopped and temporary files removed; the previous target is unchanged.",
             signal_name(*signal)

@@ -74,7 +74,7 @@ fn sync_command(source: &str, target: &str, fakes: &FakeTools, dumps: &Path, tem
     command
 }
 
-fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");

@@ -49,3 +49,301 @@ fn schema_only_gives_every_object_and_no_rows() {
         text(&refused)
     );
 }
+
+/// A source of accounts and their orders, a sequence each.
+fn shop_source(database: &str) {
+    let source = &clusters().source;
+    source.create_database(database);
+    source.psql(
+        database,
+        "CREATE TABLE accounts (id serial PRIMARY KEY, name text NOT NULL, balance numeric(12, 2)); \
+         CREATE TABLE orders (id serial PRIMARY KEY, account_id int NOT NULL REFERENCES accounts, note text, \
+                              total numeric GENERATED ALWAYS AS (length(note) * 1.5) STORED); \
+         INSERT INTO accounts (name, balance) SELECT 'account ' || g, g * 10.5 FROM generate_series(1, 300) AS g; \
+         INSERT INTO orders (account_id, note) SELECT 1 + g % 300, 'order ' || g FROM generate_series(1, 900) AS g;",
+    );
+}
+
+fn database_oid(database: &str) -> String {
+    clusters().target.psql(
+        "postgres",
+        &format!("SELECT oid FROM pg_database WHERE datname = '{database}'"),
+    )
+}
+
+#[test]
+fn a_data_only_refresh_replaces_rows_and_keeps_the_targets_own_schema() {
+    let clusters = clusters();
+    shop_source("refresh_src");
+    let dumps = dump_dir();
+    assert_exit(&crate::sync("refresh_src", "refresh_dst", &["--yes"], dumps.path()), 0);
+    // The dev database's own changes: a column, an index, a trigger that refuses inserts, and
+    // rows that differ from the source's.
+    clusters.target.psql(
+        "refresh_dst",
+        "ALTER TABLE accounts ADD COLUMN local_note text; \
+         CREATE INDEX accounts_name_idx ON accounts (name); \
+         CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'no inserts here'; END$$; \
+         CREATE TRIGGER refuse_inserts BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION refuse(); \
+         DELETE FROM orders WHERE id > 800 OR account_id > 290; DELETE FROM accounts WHERE id > 290; \
+         UPDATE accounts SET name = 'changed', local_note = 'mine' WHERE id < 10; \
+         SELECT setval('accounts_id_seq', 5);",
+    );
+    clusters.source.psql(
+        "refresh_src",
+        "INSERT INTO accounts (name) VALUES ('newer'); INSERT INTO orders (account_id, note) VALUES (301, 'newest');",
+    );
+    let oid = database_oid("refresh_dst");
+
+    let refused = crate::sync("refresh_src", "refresh_dst", &["--data-only"], dumps.path());
+    assert_exit(&refused, 2);
+    assert!(text(&refused).contains("pass --yes"), "{}", text(&refused));
+
+    let refreshed = crate::sync("refresh_src", "refresh_dst", &["--data-only", "--yes"], dumps.path());
+    assert_exit(&refreshed, 0);
+    let log = text(&refreshed);
+    assert!(log.contains("Refresh finished successfully"), "{log}");
+    assert!(
+        log.contains("refreshed tables match the source's snapshot by row counts"),
+        "{log}"
+    );
+    assert_eq!(database_oid("refresh_dst"), oid, "the database was kept, not replaced");
+
+    let rows = "SELECT string_agg(format('%s|%s|%s', id, name, balance), ',' ORDER BY id) FROM accounts";
+    assert_eq!(
+        clusters.target.psql("refresh_dst", rows),
+        clusters.source.psql("refresh_src", rows)
+    );
+    let orders = "SELECT count(*), sum(total), max(id) FROM orders";
+    assert_eq!(
+        clusters.target.psql("refresh_dst", orders),
+        clusters.source.psql("refresh_src", orders)
+    );
+    let sequence = "SELECT last_value FROM accounts_id_seq";
+    assert_eq!(
+        clusters.target.psql("refresh_dst", sequence),
+        clusters.source.psql("refresh_src", sequence)
+    );
+    // The target's own schema is still there.
+    let own = clusters.target.psql(
+        "refresh_dst",
+        "SELECT count(*) FILTER (WHERE local_note IS NULL), to_regclass('accounts_name_idx') IS NOT NULL, \
+                (SELECT count(*) FROM pg_trigger WHERE tgname = 'refuse_inserts') FROM accounts",
+    );
+    assert_eq!(own.trim(), "301|t|1");
+    assert_exit(&crate::between("verify", "refresh_src", "refresh_dst", &[]), 0);
+}
+
+#[test]
+fn a_refresh_into_an_incompatible_schema_is_refused_and_changes_nothing() {
+    let clusters = clusters();
+    shop_source("misfit_src");
+    let dumps = dump_dir();
+    assert_exit(&crate::sync("misfit_src", "misfit_dst", &["--yes"], dumps.path()), 0);
+    clusters.target.psql(
+        "misfit_dst",
+        "ALTER TABLE accounts ALTER COLUMN balance TYPE text; ALTER TABLE orders ADD COLUMN required int NOT NULL DEFAULT 0; \
+         ALTER TABLE orders ALTER COLUMN required DROP DEFAULT; DELETE FROM orders WHERE id > 10;",
+    );
+    let refused = crate::sync(
+        "misfit_src",
+        "misfit_dst",
+        &["--data-only", "--yes", "--fix-schema"],
+        dumps.path(),
+    );
+    assert_exit(&refused, 2);
+    let log = text(&refused);
+    assert!(
+        log.contains("accounts.balance is numeric(12,2) on the source and text on the target"),
+        "{log}"
+    );
+    assert!(
+        log.contains("orders.required is only on the target, NOT NULL without a default"),
+        "{log}"
+    );
+    assert_eq!(
+        clusters.target.psql("misfit_dst", "SELECT count(*) FROM orders").trim(),
+        "10"
+    );
+
+    let missing = crate::sync("misfit_src", "refresh_nowhere", &["--data-only", "--yes"], dumps.path());
+    assert_exit(&missing, 2);
+    assert!(text(&missing).contains("does not exist"), "{}", text(&missing));
+    assert!(!clusters.target.database_exists("refresh_nowhere"));
+}
+
+#[test]
+fn fix_schema_adds_a_column_to_a_table_that_holds_rows_and_shows_it_first() {
+    let clusters = clusters();
+    shop_source("fix_src");
+    let dumps = dump_dir();
+    assert_exit(&crate::sync("fix_src", "fix_dst", &["--yes"], dumps.path()), 0);
+    clusters.source.psql(
+        "fix_src",
+        "ALTER TABLE accounts ADD COLUMN email text NOT NULL DEFAULT 'none'; UPDATE accounts SET email = 'a' || id || '@example.com'; \
+         CREATE INDEX accounts_email_idx ON accounts (email); \
+         CREATE TABLE regions (code text PRIMARY KEY, label text); INSERT INTO regions VALUES ('eu', 'Europe'), ('us', 'Americas');",
+    );
+    clusters.target.psql(
+        "fix_dst",
+        "CREATE TABLE local_only (x int); INSERT INTO local_only VALUES (1), (2);",
+    );
+    let table_oid = |database: &str| clusters.target.psql(database, "SELECT 'accounts'::regclass::oid");
+    let before = table_oid("fix_dst");
+
+    let shown = crate::sync(
+        "fix_src",
+        "fix_dst",
+        &["--data-only", "--fix-schema", "--dry-run"],
+        dumps.path(),
+    );
+    assert_exit(&shown, 0);
+    let log = text(&shown);
+    assert!(
+        log.contains(
+            "Would run: ALTER TABLE \"public\".\"accounts\" ADD COLUMN \"email\" text DEFAULT 'none'::text NOT NULL"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("Would run: CREATE INDEX accounts_email_idx ON public.accounts"),
+        "{log}"
+    );
+    assert!(log.contains("CREATE TABLE \"public\".\"regions\""), "{log}");
+    assert!(log.contains("Dry run: nothing was changed"), "{log}");
+    let columns =
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'accounts' AND column_name = 'email'";
+    assert_eq!(
+        clusters.target.psql("fix_dst", columns).trim(),
+        "0",
+        "a dry run changed the schema"
+    );
+
+    let fixed = crate::sync(
+        "fix_src",
+        "fix_dst",
+        &["--data-only", "--fix-schema", "--yes"],
+        dumps.path(),
+    );
+    assert_exit(&fixed, 0);
+    assert!(
+        text(&fixed).contains("Fixing the schema: ALTER TABLE \"public\".\"accounts\" ADD COLUMN"),
+        "{}",
+        text(&fixed)
+    );
+    assert_eq!(table_oid("fix_dst"), before, "the table was altered, not replaced");
+    let rows = "SELECT string_agg(format('%s|%s', id, email), ',' ORDER BY id) FROM accounts";
+    assert_eq!(
+        clusters.target.psql("fix_dst", rows),
+        clusters.source.psql("fix_src", rows)
+    );
+    let regions = "SELECT string_agg(code || label, ',' ORDER BY code) FROM regions";
+    assert_eq!(
+        clusters.target.psql("fix_dst", regions),
+        clusters.source.psql("fix_src", regions)
+    );
+    assert_eq!(
+        clusters
+            .target
+            .psql("fix_dst", "SELECT count(*) FROM local_only")
+            .trim(),
+        "2"
+    );
+    assert!(
+        clusters
+            .target
+            .psql("fix_dst", "SELECT to_regclass('accounts_email_idx') IS NOT NULL")
+            .trim()
+            == "t"
+    );
+    assert_exit(&crate::between("verify", "fix_src", "fix_dst", &["--checksum"]), 0);
+}
+
+#[test]
+fn ctrl_c_during_a_refresh_leaves_every_table_old_or_new() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let clusters = clusters();
+    let tables = ["ledger_a", "ledger_b", "ledger_c", "ledger_d"];
+    clusters.source.create_database("interrupted_src");
+    for table in tables {
+        clusters.source.psql(
+            "interrupted_src",
+            &format!(
+                "CREATE TABLE {table} (id int PRIMARY KEY, state text); \
+                 INSERT INTO {table} SELECT g, 'new' FROM generate_series(1, 1500) AS g;"
+            ),
+        );
+    }
+    let dumps = dump_dir();
+    assert_exit(
+        &crate::sync("interrupted_src", "interrupted_dst", &["--yes"], dumps.path()),
+        0,
+    );
+    // Old rows on the target, and a check that makes every loaded row take a millisecond.
+    clusters.target.psql(
+        "interrupted_dst",
+        "CREATE FUNCTION slow_down(int) RETURNS boolean LANGUAGE sql AS 'SELECT pg_sleep(0.001) IS NOT NULL';",
+    );
+    for table in tables {
+        clusters.target.psql(
+            "interrupted_dst",
+            &format!(
+                "DELETE FROM {table} WHERE id > 1400; UPDATE {table} SET state = 'old'; \
+                 ALTER TABLE {table} ADD CONSTRAINT {table}_slow CHECK (slow_down(id)) NOT VALID;"
+            ),
+        );
+    }
+    let mut child = crate::sync_command("interrupted_src", "interrupted_dst", dumps.path())
+        .args(["--data-only", "--yes", "--jobs", "1", "--plain"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    crate::faults::wait_until(Duration::from_secs(60), "a table refreshed", || {
+        log.lock().unwrap().contains("[DONE     ]")
+    });
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(130), "{log}");
+    let mut refreshed = 0;
+    for table in tables {
+        let state = clusters.target.psql(
+            "interrupted_dst",
+            &format!("SELECT count(*), string_agg(DISTINCT state, ',') FROM {table}"),
+        );
+        let done = log
+            .lines()
+            .any(|line| line.contains("[DONE     ]") && line.contains(&format!(" {table} ")));
+        let expected = if done { "1500|new" } else { "1400|old" };
+        assert_eq!(
+            state.trim(),
+            expected,
+            "{table} is neither old nor new as the log says:\n{log}"
+        );
+        refreshed += usize::from(done);
+    }
+    assert!(
+        refreshed < tables.len(),
+        "the interrupt came too late to stop anything:\n{log}"
+    );
+}

@@ -3,14 +3,14 @@
 //! several sessions scan it together and a difference is located to a range of keys.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Result;
 use tokio_postgres::Client;
 
 use crate::catalog::{self, BucketSum, ChecksumColumn, ChecksumLayout, KeyBuckets, QualifiedName, RowHash};
 use crate::connection::Endpoint;
+use crate::scheduler::share_out;
 
 /// A table larger than this is scanned in parts of about this size, by several sessions.
 const PART_BYTES: i64 = 32 * 1024 * 1024;
@@ -50,6 +50,10 @@ impl Sessions {
 
     fn first(&self) -> &Client {
         &self.0[0]
+    }
+
+    pub fn clients(&self) -> &[Arc<Client>] {
+        &self.0
     }
 }
 
@@ -264,26 +268,16 @@ async fn sums_of(
     tasks: &[(usize, usize)],
     hash: RowHash,
 ) -> Result<Vec<Vec<BucketSum>>> {
-    let next = AtomicUsize::new(0);
-    let results = Mutex::new(vec![Vec::new(); tasks.len()]);
-    let workers = sessions.0.iter().map(|client| async {
-        loop {
-            let index = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&(plan, part)) = tasks.get(index) else {
-                return anyhow::Ok(());
-            };
-            let plan = plans[plan];
-            let (lower, upper) = plan.parts[part];
-            let range = plan
-                .key
-                .as_ref()
-                .map(|(key, buckets)| (key.as_str(), *buckets, lower, upper));
-            let sums = catalog::bucket_sums(client, &plan.table, &plan.columns, hash, range).await?;
-            results.lock().expect("no panics while held")[index] = sums;
-        }
-    });
-    futures_util::future::try_join_all(workers).await?;
-    Ok(results.into_inner().expect("no panics while held"))
+    share_out(&sessions.0, tasks, |client, &(plan, part)| {
+        let plan = plans[plan];
+        let (lower, upper) = plan.parts[part];
+        let range = plan
+            .key
+            .as_ref()
+            .map(|(key, buckets)| (key.as_str(), *buckets, lower, upper));
+        async move { catalog::bucket_sums(&client, &plan.table, &plan.columns, hash, range).await }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -1,0 +1,274 @@
+//! Rows moved by dbsync itself rather than by `pg_dump`/`pg_restore` (a data-only refresh): the
+//! tables' columns, a table's rows relayed from `COPY … TO STDOUT` on the source into `COPY …
+//! FROM STDIN` on the target, one transaction per table, sequences set; and the statements that
+//! add what a target's schema lacks (`--fix-schema`).
+
+use anyhow::{Context, Result};
+use futures_util::{SinkExt, TryStreamExt};
+use tokio_postgres::Client;
+
+use super::{QualifiedName, quote_identifier, sql_error};
+
+/// A column as the catalog describes it, types and expressions printed schema-qualified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableColumn {
+    pub name: String,
+    pub type_name: String,
+    pub not_null: bool,
+    pub default: Option<String>,
+    /// `GENERATED ALWAYS AS (…) STORED`: computed, never copied.
+    pub generated: Option<String>,
+    /// `a` (always) or `d` (by default) for an identity column.
+    pub identity: Option<String>,
+}
+
+/// A table's columns in order; `None` for a table this database does not have.
+pub async fn table_columns(client: &Client, tables: &[QualifiedName]) -> Result<Vec<Option<Vec<TableColumn>>>> {
+    qualified_names_everywhere(client).await?;
+    let names: Vec<String> = tables.iter().map(QualifiedName::quoted).collect();
+    let rows = client
+        .query(
+            "SELECT t.position, c.oid IS NOT NULL, a.attname::text, format_type(a.atttypid, a.atttypmod), \
+                    coalesce(a.attnotnull, false), \
+                    CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END, \
+                    CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END, \
+                    nullif(a.attidentity, '')::text \
+             FROM unnest($1::text[]) WITH ORDINALITY AS t(name, position) \
+             LEFT JOIN pg_class c ON c.oid = to_regclass(t.name) \
+             LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             ORDER BY t.position, a.attnum",
+            &[&names],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the tables' columns", error))?;
+    let mut tables: Vec<Option<Vec<TableColumn>>> = vec![None; names.len()];
+    for row in rows {
+        let position: i64 = row.get(0);
+        let slot = &mut tables[position as usize - 1];
+        if !row.get::<_, bool>(1) {
+            continue;
+        }
+        let columns = slot.get_or_insert_with(Vec::new);
+        if let Some(name) = row.get::<_, Option<String>>(2) {
+            columns.push(TableColumn {
+                name,
+                type_name: row.get(3),
+                not_null: row.get(4),
+                default: row.get(5),
+                generated: row.get(6),
+                identity: row.get(7),
+            });
+        }
+    }
+    Ok(tables)
+}
+
+/// Types, defaults and index definitions come out schema-qualified.
+async fn qualified_names_everywhere(client: &Client) -> Result<()> {
+    client
+        .batch_execute("SET search_path = pg_catalog")
+        .await
+        .context("cannot set the search path")
+}
+
+/// Opens the table's transaction on the target: foreign keys and triggers do not fire for this
+/// session's writes (`session_replication_role = replica`), and the table's own rows (not its
+/// partitions' or children's) are deleted, unseen by others until the commit.
+pub async fn begin_table_refresh(client: &Client, table: &QualifiedName) -> Result<()> {
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|error| sql_error("cannot begin a transaction", error))?;
+    client
+        .batch_execute("SET LOCAL session_replication_role = replica")
+        .await
+        .map_err(|error| {
+            sql_error(
+                "cannot turn foreign keys and triggers off for the refresh (session_replication_role needs a superuser, \
+                 or on PostgreSQL 15+ the SET privilege on it: GRANT SET ON PARAMETER session_replication_role TO …)",
+                error,
+            )
+        })?;
+    client
+        .batch_execute(&format!("DELETE FROM ONLY {}", table.quoted()))
+        .await
+        .map_err(|error| sql_error(format!("cannot empty {}", table.display_name()), error))?;
+    Ok(())
+}
+
+pub async fn commit(client: &Client) -> Result<()> {
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|error| sql_error("cannot commit", error))
+}
+
+/// Moves the table's own rows from `source` (in its snapshot) into `target`, chunk by chunk
+/// (the sink waits while the target is behind, so memory stays flat); returns the rows loaded.
+pub async fn relay_rows(source: &Client, target: &Client, table: &QualifiedName, columns: &[String]) -> Result<u64> {
+    let columns: Vec<String> = columns.iter().map(|column| quote_identifier(column)).collect();
+    let columns = columns.join(", ");
+    let name = table.quoted();
+    let what = || format!("cannot copy the rows of {}", table.display_name());
+    let rows = source
+        .copy_out(&format!("COPY (SELECT {columns} FROM ONLY {name}) TO STDOUT"))
+        .await
+        .map_err(|error| sql_error(what(), error))?;
+    let sink = target
+        .copy_in(&format!("COPY {name} ({columns}) FROM STDIN"))
+        .await
+        .map_err(|error| sql_error(what(), error))?;
+    futures_util::pin_mut!(rows);
+    futures_util::pin_mut!(sink);
+    while let Some(chunk) = rows.try_next().await.map_err(|error| sql_error(what(), error))? {
+        sink.send(chunk).await.map_err(|error| sql_error(what(), error))?;
+    }
+    sink.as_mut().finish().await.map_err(|error| sql_error(what(), error))
+}
+
+/// Each sequence's `last_value` and `is_called`; `None` where it does not exist.
+pub async fn sequence_values(client: &Client, sequences: &[QualifiedName]) -> Result<Vec<Option<(i64, bool)>>> {
+    let mut values = Vec::with_capacity(sequences.len());
+    for sequence in sequences {
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&sequence.quoted()])
+            .await
+            .map_err(|error| sql_error("cannot look up a sequence", error))?
+            .get(0);
+        if !exists {
+            values.push(None);
+            continue;
+        }
+        let row = client
+            .query_one(&format!("SELECT last_value, is_called FROM {}", sequence.quoted()), &[])
+            .await
+            .map_err(|error| sql_error(format!("cannot read the sequence {}", sequence.display_name()), error))?;
+        values.push(Some((row.get(0), row.get(1))));
+    }
+    Ok(values)
+}
+
+pub async fn set_sequence(client: &Client, sequence: &QualifiedName, value: i64, called: bool) -> Result<()> {
+    client
+        .execute(
+            "SELECT setval($1::text::regclass, $2, $3)",
+            &[&sequence.quoted(), &value, &called],
+        )
+        .await
+        .map_err(|error| sql_error(format!("cannot set the sequence {}", sequence.display_name()), error))?;
+    Ok(())
+}
+
+/// `CREATE SEQUENCE` for each of `sequences` as the source defines it (schema created too).
+pub async fn sequence_statements(client: &Client, sequences: &[QualifiedName]) -> Result<Vec<String>> {
+    let names: Vec<String> = sequences.iter().map(QualifiedName::quoted).collect();
+    let rows = client
+        .query(
+            "SELECT format('CREATE SCHEMA IF NOT EXISTS %I; CREATE SEQUENCE %s AS %s INCREMENT BY %s MINVALUE %s MAXVALUE %s START WITH %s CACHE %s%s', \
+                    n.nspname, s.seqrelid::regclass, format_type(s.seqtypid, NULL), s.seqincrement, s.seqmin, s.seqmax, \
+                    s.seqstart, s.seqcache, CASE WHEN s.seqcycle THEN ' CYCLE' ELSE '' END) \
+             FROM unnest($1::text[]) WITH ORDINALITY AS t(name, position) \
+             JOIN pg_sequence s ON s.seqrelid = to_regclass(t.name) \
+             JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             ORDER BY t.position",
+            &[&names],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the sequences' definitions", error))?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}
+
+/// A column's definition in `CREATE TABLE` or `ADD COLUMN`; `keep_not_null` false leaves the
+/// constraint out (for a column added to a table that already has rows).
+fn column_definition(column: &TableColumn, keep_not_null: bool) -> String {
+    let mut definition = format!("{} {}", quote_identifier(&column.name), column.type_name);
+    if let Some(expression) = &column.generated {
+        definition.push_str(&format!(" GENERATED ALWAYS AS ({expression}) STORED"));
+    } else if let Some(identity) = &column.identity {
+        definition.push_str(if identity == "a" {
+            " GENERATED ALWAYS AS IDENTITY"
+        } else {
+            " GENERATED BY DEFAULT AS IDENTITY"
+        });
+    } else if let Some(default) = &column.default {
+        definition.push_str(&format!(" DEFAULT {default}"));
+    }
+    if column.not_null && (keep_not_null || column.identity.is_some()) {
+        definition.push_str(" NOT NULL");
+    }
+    definition
+}
+
+pub fn create_table_statement(table: &QualifiedName, columns: &[TableColumn]) -> String {
+    let columns: Vec<String> = columns.iter().map(|column| column_definition(column, true)).collect();
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {} ({})",
+        quote_identifier(&table.schema),
+        table.quoted(),
+        columns.join(", ")
+    )
+}
+
+/// `ALTER TABLE … ADD COLUMN`; NOT NULL only when the target table is empty or the column has
+/// a default, since the rows already there would have no value.
+pub fn add_column_statement(table: &QualifiedName, column: &TableColumn, table_is_empty: bool) -> String {
+    let keep_not_null = table_is_empty || column.default.is_some() || column.generated.is_some();
+    format!(
+        "ALTER TABLE {} ADD COLUMN {}",
+        table.quoted(),
+        column_definition(column, keep_not_null)
+    )
+}
+
+/// The table's primary key, unique and exclusion constraints and its other indexes, by name,
+/// as statements that create them.
+pub async fn index_statements(client: &Client, table: &QualifiedName) -> Result<Vec<(String, String)>> {
+    qualified_names_everywhere(client).await?;
+    let rows = client
+        .query(
+            "SELECT k.conname::text, format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid)) \
+             FROM pg_constraint k WHERE k.conrelid = to_regclass($1) AND k.contype IN ('p', 'u', 'x') \
+             UNION ALL \
+             SELECT ic.relname::text, pg_get_indexdef(i.indexrelid) \
+             FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
+             WHERE i.indrelid = to_regclass($1) \
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x'))",
+            &[&table.quoted()],
+        )
+        .await
+        .map_err(|error| sql_error(format!("cannot read the indexes of {}", table.display_name()), error))?;
+    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// Names of the table's indexes (constraint indexes included) in this database.
+pub async fn index_names(client: &Client, table: &QualifiedName) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT ic.relname::text FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = to_regclass($1)",
+            &[&table.quoted()],
+        )
+        .await
+        .map_err(|error| sql_error(format!("cannot read the indexes of {}", table.display_name()), error))?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}
+
+/// Whether the table has no row at all.
+pub async fn table_is_empty(client: &Client, table: &QualifiedName) -> Result<bool> {
+    let row = client
+        .query_one(
+            &format!("SELECT NOT EXISTS (SELECT 1 FROM ONLY {})", table.quoted()),
+            &[],
+        )
+        .await
+        .map_err(|error| sql_error(format!("cannot read {}", table.display_name()), error))?;
+    Ok(row.get(0))
+}
+
+/// Runs one statement that `--fix-schema` printed.
+pub async fn run_statement(client: &Client, statement: &str) -> Result<()> {
+    client
+        .batch_execute(statement)
+        .await
+        .map_err(|error| sql_error(format!("cannot run: {statement}"), error))
+}

@@ -1,0 +1,469 @@
+//! `dbsync sync --data-only`: the target database and its schema are kept; each selected table's
+//! rows are replaced by the source's (read in one snapshot) inside one transaction per table, so
+//! an interrupted refresh leaves every table either as it was or fully refreshed. Foreign keys
+//! and triggers do not fire for these writes; sequences are set; the rows are validated like a
+//! sync's. `--fix-schema` first adds what the target lacks.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_postgres::Client;
+
+use super::steps::checksum::{self, Sessions};
+use super::steps::validate::TableCount;
+use super::verify::{checksum_differences, checksummed_tables};
+use super::{Run, interruptible, preflight};
+use crate::catalog::{self, QualifiedName, TableColumn};
+use crate::errors::SyncError;
+use crate::plan::Plan;
+use crate::report::{Activity, Event, Notice, Phase, RowCheck, TableLine, Warning};
+use crate::scheduler::share_out;
+use crate::settings::{Content, Verification};
+use crate::usage_error;
+
+/// A table whose own rows are replaced, and the columns copied (the source's, generated ones
+/// left out: the target computes them).
+struct RefreshedTable {
+    name: QualifiedName,
+    columns: Vec<String>,
+}
+
+impl Run<'_> {
+    pub(super) async fn refresh(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
+        let (source, plan, _) = self.inspect_source().await?;
+        let target = self.connect_to_kept_target(&source).await?;
+        self.emit(Event::Phase(Phase::RefreshSchema));
+        let tables = self.fit_target_schema(&source.client, &target, &plan).await?;
+        if self.settings.dry_run {
+            self.emit(Event::Notice(Notice::DryRunDone));
+            return Ok(());
+        }
+        self.announce_refresh(&plan, started_at);
+        let snapshot = self.take_snapshot(&source, &plan).await?;
+        self.emit(Event::Phase(Phase::RefreshData));
+        let jobs = self.jobs.get();
+        let settings = self.settings;
+        let open = async {
+            tokio::try_join!(
+                Sessions::open(settings.source(), "source", jobs, Some(&snapshot)),
+                connect_many(settings.target(), jobs)
+            )
+        };
+        let (source_sessions, target_sessions) = interruptible(&self.cancellation, open).await?;
+        self.refresh_tables(&source_sessions, &target_sessions, &tables).await?;
+        let sequences = async {
+            let values = catalog::sequence_values(&source.client, &plan.sequences).await?;
+            for (sequence, value) in plan.sequences.iter().zip(values) {
+                if let Some((value, called)) = value {
+                    catalog::set_sequence(&target, sequence, value, called).await?;
+                }
+            }
+            anyhow::Ok(())
+        };
+        interruptible(&self.cancellation, sequences).await?;
+        self.emit(Event::Notice(Notice::SequencesSet {
+            count: plan.sequences.len(),
+        }));
+        self.emit(Event::Phase(Phase::RefreshValidation));
+        self.validate_refresh(&source.client, &target, &plan, &source_sessions)
+            .await
+    }
+
+    /// Refusals as for a sync (the source as its own target, another run on it), the run's lock
+    /// on the target, then a session on the target database, which must exist.
+    async fn connect_to_kept_target(&mut self, source: &preflight::Source) -> Result<Client, SyncError> {
+        let settings = self.settings;
+        let needs = catalog::TargetNeeds {
+            required_roles: catalog::RequiredRoles::default(),
+            extensions: Vec::new(),
+            schema_locks: 0,
+        };
+        let (server, target_free) =
+            preflight::check_target(settings, &needs, Some(&source.server), &self.cancellation).await?;
+        let exists = interruptible(&self.cancellation, server.database_exists(&settings.target().dbname)).await?;
+        self.workspace.target_server = Some(server);
+        if !exists {
+            return Err(usage_error!(
+                "the target database {} does not exist: a data-only refresh fills an existing database (run without --data-only to create it)",
+                settings.target()
+            ));
+        }
+        let (jobs, lowered) = preflight::jobs_the_servers_allow(settings.jobs, source.free_slots, target_free)?;
+        self.jobs = jobs;
+        if let Some(warning) = lowered {
+            self.warn(warning);
+        }
+        interruptible(&self.cancellation, catalog::connect(settings.target(), "target")).await
+    }
+
+    /// What is refreshed, and the consent to it.
+    fn announce_refresh(&mut self, plan: &Plan, started_at: chrono::DateTime<chrono::Local>) {
+        self.emit(Event::Banner(crate::report::Banner {
+            kind: crate::report::RunKind::Refresh,
+            source: self.origin(),
+            target: self.destination(),
+            start_time: started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            dump_dir: "(none: rows go from server to server)".into(),
+            jobs: self.jobs.get(),
+            batch_size: None,
+            tables: plan.tables.len(),
+            units: checksummed_tables(plan).len(),
+            tools_version: "none (dbsync moves the rows itself)".into(),
+            tools_directory: "-".into(),
+        }));
+        for warning in std::mem::take(&mut self.deferred_warnings) {
+            self.warn(warning);
+        }
+        self.warn(Warning::Other(
+            "foreign keys are not checked while the rows load: rows of tables left out of the refresh may now reference rows that are gone".into(),
+        ));
+    }
+
+    /// Each table in its own transaction on its own pair of sessions, `--jobs` at once.
+    async fn refresh_tables(
+        &self,
+        source: &Sessions,
+        target: &[Arc<Client>],
+        tables: &[RefreshedTable],
+    ) -> Result<(), SyncError> {
+        let pairs: Vec<(Arc<Client>, Arc<Client>)> =
+            source.clients().iter().cloned().zip(target.iter().cloned()).collect();
+        let work = share_out(&pairs, tables, |(source, target), table| async move {
+            let started = Instant::now();
+            let name = table.name.display_name();
+            self.emit(Event::Table {
+                activity: Activity::Stream,
+                table: name.clone(),
+                line: TableLine::Started {
+                    description: "Table Refresh".into(),
+                },
+            });
+            let refreshed = async {
+                catalog::begin_table_refresh(&target, &table.name).await?;
+                catalog::relay_rows(&source, &target, &table.name, &table.columns).await?;
+                catalog::commit(&target).await
+            };
+            let line = match refreshed.await {
+                Ok(()) => TableLine::Finished {
+                    elapsed: started.elapsed(),
+                },
+                Err(error) => {
+                    let line = TableLine::Failed {
+                        error: format!("{error:#}"),
+                    };
+                    self.emit(Event::Table {
+                        activity: Activity::Stream,
+                        table: name,
+                        line,
+                    });
+                    return Err(error);
+                }
+            };
+            self.emit(Event::Table {
+                activity: Activity::Stream,
+                table: name,
+                line,
+            });
+            anyhow::Ok(())
+        });
+        interruptible(&self.cancellation, work).await.map(|_| ())
+    }
+}
+
+/// `count` plain sessions on the target database.
+async fn connect_many(target: &crate::connection::Endpoint, count: usize) -> anyhow::Result<Vec<Arc<Client>>> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        clients.push(Arc::new(catalog::connect(target, "target").await?));
+    }
+    Ok(clients)
+}
+
+impl Run<'_> {
+    /// Compares the selected tables' columns on both sides. A table or column the target lacks
+    /// is added with `--fix-schema` (its statements shown, and run unless `--dry-run`), else
+    /// refused; a type that differs, or a NOT NULL column without default only the target has,
+    /// is refused either way (nothing that holds data is altered).
+    async fn fit_target_schema(
+        &mut self,
+        source: &Client,
+        target: &Client,
+        plan: &Plan,
+    ) -> Result<Vec<RefreshedTable>, SyncError> {
+        let fix = matches!(self.settings.content, Content::DataOnly { fix_schema: true });
+        let members = checksummed_tables(plan);
+        let read = async {
+            let columns = tokio::try_join!(
+                catalog::table_columns(source, &members),
+                catalog::table_columns(target, &members)
+            )?;
+            let sequences = catalog::sequence_values(target, &plan.sequences).await?;
+            anyhow::Ok((columns, sequences))
+        };
+        let ((source_columns, target_columns), target_sequences) = interruptible(&self.cancellation, read).await?;
+        let trees: Vec<bool> = plan
+            .tables
+            .iter()
+            .flat_map(|table| {
+                table
+                    .members
+                    .iter()
+                    .map(move |_| table.members.len() > 1 || table.partitioned)
+            })
+            .collect();
+        let mut fitting = SchemaFit {
+            fix,
+            ..SchemaFit::default()
+        };
+        let missing_sequences: Vec<QualifiedName> = plan
+            .sequences
+            .iter()
+            .zip(&target_sequences)
+            .filter(|(_, value)| value.is_none())
+            .map(|(sequence, _)| sequence.clone())
+            .collect();
+        fitting.sequences(self, source, &missing_sequences).await?;
+        let mut tables = Vec::new();
+        for (((table, source_columns), target_columns), in_tree) in
+            members.iter().zip(source_columns).zip(target_columns).zip(trees)
+        {
+            let source_columns = source_columns.unwrap_or_default();
+            fitting
+                .table(self, (source, target), table, &source_columns, target_columns, in_tree)
+                .await?;
+            tables.push(RefreshedTable {
+                name: table.clone(),
+                columns: source_columns
+                    .iter()
+                    .filter(|column| column.generated.is_none())
+                    .map(|column| column.name.clone())
+                    .collect(),
+            });
+        }
+        self.apply_schema_fit(target, fitting, tables.len()).await?;
+        Ok(tables)
+    }
+
+    /// Refuses with every problem named, or shows (and runs) the statements that fix them.
+    async fn apply_schema_fit(&mut self, target: &Client, fitting: SchemaFit, tables: usize) -> Result<(), SyncError> {
+        if !fitting.problems.is_empty() {
+            let hint = if matches!(self.settings.content, Content::DataOnly { fix_schema: true }) {
+                "--fix-schema adds tables, columns, sequences and indexes but never alters or drops what holds data; a sync without --data-only replaces the schema"
+            } else {
+                "--fix-schema adds missing tables, columns, sequences and indexes; `dbsync diff` shows every difference; a sync without --data-only replaces the schema"
+            };
+            return Err(usage_error!(
+                "the target's schema does not fit the tables to refresh:\n  - {}\nhint: {hint}",
+                fitting.problems.join("\n  - ")
+            ));
+        }
+        let run = !self.settings.dry_run;
+        if run {
+            preflight::obtain_refresh_consent(self.settings, tables, &self.cancellation).await?;
+        }
+        for statement in fitting.statements {
+            self.emit(Event::Notice(Notice::SchemaFix {
+                statement: statement.clone(),
+                run,
+            }));
+            if run {
+                interruptible(&self.cancellation, catalog::run_statement(target, &statement)).await?;
+            }
+        }
+        self.emit(Event::Notice(Notice::SchemaFits { tables }));
+        Ok(())
+    }
+
+    /// Counts (and with `--verify checksum`, checksums) of the refreshed tables on both sides,
+    /// the source's in the snapshot.
+    async fn validate_refresh(
+        &mut self,
+        source: &Client,
+        target: &Client,
+        plan: &Plan,
+        source_sessions: &Sessions,
+    ) -> Result<(), SyncError> {
+        let verification = self.settings.verification;
+        if verification == Verification::Skip {
+            return Ok(());
+        }
+        let names: Vec<QualifiedName> = plan.tables.iter().map(|table| table.name.clone()).collect();
+        let counts =
+            async { tokio::try_join!(catalog::row_counts(source, &names), catalog::row_counts(target, &names)) };
+        let (source_counts, target_counts) = interruptible(&self.cancellation, counts).await?;
+        let counts: Vec<TableCount> = source_counts
+            .into_iter()
+            .zip(target_counts)
+            .map(|(source, target)| TableCount {
+                source,
+                target: Some(target),
+            })
+            .collect();
+        let mut differences = Vec::new();
+        if verification == Verification::Checksum {
+            let members = checksummed_tables(plan);
+            let compare = async {
+                let target_sessions = Sessions::open(self.settings.target(), "target", self.jobs.get(), None).await?;
+                checksum::compare(source_sessions, &target_sessions, &members).await
+            };
+            let comparisons = interruptible(&self.cancellation, compare).await?;
+            differences = checksum_differences(&members, &comparisons);
+        }
+        self.judge_refresh(plan, counts, differences)
+    }
+}
+
+impl Run<'_> {
+    /// The verdict on a refresh from its counts and checksum differences.
+    fn judge_refresh(
+        &mut self,
+        plan: &Plan,
+        counts: Vec<TableCount>,
+        differences: Vec<crate::report::VerifyDifference>,
+    ) -> Result<(), SyncError> {
+        let mismatches: Vec<(String, i64, i64)> = plan
+            .tables
+            .iter()
+            .zip(&counts)
+            .filter(|(_, count)| !count.matches())
+            .map(|(table, count)| (table.name.display_name(), count.source, count.target.unwrap_or(0)))
+            .collect();
+        self.progress.set_counts(counts);
+        let found = mismatches.len() + differences.len();
+        if !mismatches.is_empty() {
+            self.emit(Event::Discrepancies(mismatches));
+        }
+        if !differences.is_empty() {
+            self.emit(Event::ChecksumDifferences(differences));
+        }
+        if found > 0 {
+            return Err(SyncError::ValidationFailed(found));
+        }
+        let rows = match self.settings.verification {
+            Verification::Checksum => RowCheck::Checksums,
+            _ => RowCheck::Counts,
+        };
+        self.emit(Event::Notice(Notice::RefreshValidated {
+            tables: plan.tables.len(),
+            rows,
+        }));
+        Ok(())
+    }
+}
+
+/// What `fit_target_schema` found: problems that refuse the refresh, statements that fix the rest.
+#[derive(Default)]
+struct SchemaFit {
+    /// `--fix-schema`: what is missing becomes a statement instead of a problem.
+    fix: bool,
+    problems: Vec<String>,
+    statements: Vec<String>,
+}
+
+impl SchemaFit {
+    async fn sequences(&mut self, run: &Run<'_>, source: &Client, missing: &[QualifiedName]) -> Result<(), SyncError> {
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if self.fix {
+            let statements = catalog::sequence_statements(source, missing);
+            self.statements
+                .extend(interruptible(&run.cancellation, statements).await?);
+        } else {
+            self.problems.extend(
+                missing
+                    .iter()
+                    .map(|sequence| format!("the sequence {} is missing", sequence.display_name())),
+            );
+        }
+        Ok(())
+    }
+
+    async fn table(
+        &mut self,
+        run: &Run<'_>,
+        (source, target): (&Client, &Client),
+        table: &QualifiedName,
+        source_columns: &[TableColumn],
+        target_columns: Option<Vec<TableColumn>>,
+        in_tree: bool,
+    ) -> Result<(), SyncError> {
+        let name = table.display_name();
+        let Some(target_columns) = target_columns else {
+            if !self.fix || in_tree {
+                self.problems.push(match in_tree {
+                    true => format!("the table {name} is missing (a partition or inheritance member: --fix-schema does not create those)"),
+                    false => format!("the table {name} is missing"),
+                });
+                return Ok(());
+            }
+            self.statements
+                .push(catalog::create_table_statement(table, source_columns));
+            let indexes = interruptible(&run.cancellation, catalog::index_statements(source, table)).await?;
+            self.statements
+                .extend(indexes.into_iter().map(|(_, statement)| statement));
+            return Ok(());
+        };
+        let missing = self.compare_columns(&name, source_columns, &target_columns);
+        if !self.fix {
+            return Ok(());
+        }
+        if !missing.is_empty() {
+            let empty = interruptible(&run.cancellation, catalog::table_is_empty(target, table)).await?;
+            self.statements.extend(
+                missing
+                    .into_iter()
+                    .map(|column| catalog::add_column_statement(table, column, empty)),
+            );
+        }
+        let read = async {
+            tokio::try_join!(
+                catalog::index_statements(source, table),
+                catalog::index_names(target, table)
+            )
+        };
+        let (indexes, existing) = interruptible(&run.cancellation, read).await?;
+        self.statements.extend(
+            indexes
+                .into_iter()
+                .filter(|(index, _)| !existing.contains(index))
+                .map(|(_, statement)| statement),
+        );
+        Ok(())
+    }
+
+    /// Records the problems of a table both sides have; returns the source's columns the target
+    /// lacks (a problem too, unless fixing).
+    fn compare_columns<'a>(
+        &mut self,
+        name: &str,
+        source_columns: &'a [TableColumn],
+        target_columns: &[TableColumn],
+    ) -> Vec<&'a TableColumn> {
+        let mut missing = Vec::new();
+        for column in source_columns {
+            match target_columns.iter().find(|candidate| candidate.name == column.name) {
+                Some(existing) if existing.type_name != column.type_name => self.problems.push(format!(
+                    "the column {name}.{} is {} on the source and {} on the target",
+                    column.name, column.type_name, existing.type_name
+                )),
+                Some(_) => {}
+                None if self.fix => missing.push(column),
+                None => self
+                    .problems
+                    .push(format!("the column {name}.{} is missing", column.name)),
+            }
+        }
+        for column in target_columns {
+            let fillable =
+                !column.not_null || column.default.is_some() || column.identity.is_some() || column.generated.is_some();
+            if !fillable && !source_columns.iter().any(|candidate| candidate.name == column.name) {
+                self.problems.push(format!(
+                    "the column {name}.{} is only on the target, NOT NULL without a default: the source's rows have no value for it",
+                    column.name
+                ));
+            }
+        }
+        missing
+    }
+}
