@@ -10,6 +10,7 @@ pub mod connection;
 pub mod dated;
 pub mod engine;
 pub mod errors;
+pub mod hooks;
 pub mod manifest;
 pub mod plan;
 pub mod process;

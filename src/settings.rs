@@ -126,6 +126,8 @@ pub struct Settings {
     /// What the last phase compares (`--verify`), and what `dbsync verify` does (`--checksum`).
     pub verification: Verification,
     pub content: Content,
+    /// `[hooks]` of the config file, SQL paths made absolute.
+    pub hooks: crate::hooks::Hooks,
     /// `--dry-run` of a data-only refresh: check the target, show `--fix-schema`'s statements,
     /// change nothing. (A full sync's dry run is `dbsync plan`.)
     pub dry_run: bool,
@@ -181,6 +183,8 @@ struct ConfigFile {
     /// Target database names (wildcards) dbsync must never replace.
     #[serde(default)]
     protect: Vec<String>,
+    #[serde(default)]
+    hooks: crate::hooks::Hooks,
 }
 
 #[derive(Debug, Deserialize)]
@@ -752,6 +756,16 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         ));
     }
     let content = content_of(arguments, &include, &exclude, transfer, &dated)?;
+    let config_directory = config_path
+        .as_deref()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| Path::new("."));
+    let hooks = config.hooks.clone().resolved(config_directory).map_err(|error| {
+        usage_error!(
+            "config file {}: {error}",
+            config_path.as_deref().unwrap_or(Path::new("?")).display()
+        )
+    })?;
     let progress_every = match arguments.run.progress_every {
         Some(0) => return Err(usage_error!("--progress-every must be at least 1 second")),
         Some(seconds) => Duration::from_secs(seconds),
@@ -770,6 +784,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         verification,
         content,
         dry_run: arguments.dry_run,
+        hooks,
         dump_dir: arguments
             .dump_dir
             .clone()

@@ -272,3 +272,12 @@ pub async fn run_statement(client: &Client, statement: &str) -> Result<()> {
         .await
         .map_err(|error| sql_error(format!("cannot run: {statement}"), error))
 }
+
+/// Runs an SQL file's statements (a `[hooks]` entry), as one implicit transaction unless it
+/// says otherwise.
+pub async fn run_script(client: &Client, script: &str, name: &str) -> Result<()> {
+    client
+        .batch_execute(script)
+        .await
+        .map_err(|error| sql_error(format!("{name} failed"), error))
+}

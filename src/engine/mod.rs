@@ -8,6 +8,7 @@
 mod archive;
 pub mod diff;
 pub mod dump;
+mod hooks;
 pub mod monitor;
 pub mod preflight;
 pub mod preview;
@@ -34,6 +35,7 @@ use workspace::Workspace;
 
 use crate::catalog::{self, QualifiedName};
 use crate::errors::{EXIT_SUCCESS, SyncError};
+use crate::hooks::HookStage;
 use crate::plan::Plan;
 use crate::process::last_meaningful_line;
 use crate::report::{
@@ -73,6 +75,12 @@ pub async fn run(
     if result.is_ok() {
         run.apply_retention().await;
     }
+    let result = match (result, kind) {
+        (Ok(()), RunKind::Sync | RunKind::Restore | RunKind::Refresh) => {
+            run.run_hooks(HookStage::AfterSync, settings.target()).await
+        }
+        (result, _) => result,
+    };
     run.finish(result, started, started_at).await
 }
 
@@ -399,7 +407,7 @@ impl<'a> Run<'a> {
         if target_exists {
             preflight::obtain_consent(settings, &self.cancellation).await?;
         }
-        Ok(())
+        self.run_hooks(HookStage::BeforeSync, settings.target()).await
     }
 
     /// The workspace, the banner, the snapshot and the empty copy; returns what every step shares.
@@ -695,12 +703,15 @@ impl<'a> Run<'a> {
             let done_before = job.resuming && marks::is_set(&job.dump_directory, marks::PRE_DATA_DONE);
             let result = match done_before {
                 true => Ok(()),
-                false => {
-                    self.retried(job, "schema restore", |_| {
+                false => match self
+                    .retried(job, "schema restore", |_| {
                         steps::schema::restore_pre_data(job, schema_dump)
                     })
                     .await
-                }
+                {
+                    Ok(()) => self.run_hooks(HookStage::AfterSchema, job.copy()).await,
+                    failed => failed,
+                },
             };
             if result.is_ok() && job.record_progress {
                 marks::set(&job.dump_directory, marks::PRE_DATA_DONE);
@@ -897,6 +908,7 @@ impl<'a> Run<'a> {
         database_settings: &[catalog::DatabaseSetting],
     ) -> Result<(), SyncError> {
         self.check_cancelled()?;
+        self.run_hooks(HookStage::AfterImport, job.copy()).await?;
         let settings = self.settings;
         let temporary = job.copy().dbname.clone();
         let target_server = self.workspace.target_server.as_ref().expect("connected in preflight");

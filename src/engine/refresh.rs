@@ -15,6 +15,7 @@ use super::verify::{checksum_differences, checksummed_tables};
 use super::{Run, interruptible, preflight};
 use crate::catalog::{self, QualifiedName, TableColumn};
 use crate::errors::SyncError;
+use crate::hooks::HookStage;
 use crate::plan::Plan;
 use crate::report::{Activity, Event, Notice, Phase, RowCheck, TableLine, Warning};
 use crate::scheduler::share_out;
@@ -39,6 +40,8 @@ impl Run<'_> {
             return Ok(());
         }
         self.announce_refresh(&plan, started_at);
+        self.run_hooks(HookStage::BeforeSync, self.settings.target()).await?;
+        self.run_hooks(HookStage::AfterSchema, self.settings.target()).await?;
         let snapshot = self.take_snapshot(&source, &plan).await?;
         self.emit(Event::Phase(Phase::RefreshData));
         let jobs = self.jobs.get();

@@ -150,6 +150,13 @@ pub enum Notice {
     },
     /// `--dry-run` of a refresh: it stops before changing anything.
     DryRunDone,
+    /// A `[hooks]` entry finished; `output` is a command's stdout and stderr.
+    HookDone {
+        stage: &'static str,
+        hook: String,
+        elapsed: Duration,
+        output: String,
+    },
     RefreshValidated {
         tables: usize,
         rows: RowCheck,

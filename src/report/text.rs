@@ -93,6 +93,18 @@ impl fmt::Display for Notice {
                 write!(formatter, "The target's schema fits the {tables} table(s) to refresh")
             }
             Notice::DryRunDone => formatter.write_str("Dry run: nothing was changed"),
+            Notice::HookDone {
+                stage,
+                hook,
+                elapsed,
+                output,
+            } => {
+                write!(formatter, "Hook {stage}: {hook} done in {}", human_duration(*elapsed))?;
+                for line in output.lines() {
+                    write!(formatter, "\n  {line}")?;
+                }
+                Ok(())
+            }
             Notice::RefreshValidated { tables, rows } => write!(
                 formatter,
                 "✅ Validation Successful. All {tables} refreshed tables match the source's snapshot by {}.",

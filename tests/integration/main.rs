@@ -7,6 +7,7 @@ mod dump;
 mod faults;
 mod fidelity;
 mod harness;
+mod hooks;
 mod modes;
 mod plan;
 mod progress;

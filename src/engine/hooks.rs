@@ -1,0 +1,112 @@
+//! `[hooks]`: each stage's SQL files run in the database the run writes (or, before and after the
+//! sync, the target), and its commands run by `sh -c` with the databases in their environment.
+//! A hook that fails stops the run with its output.
+
+use std::time::Instant;
+
+use super::{Run, interruptible};
+use crate::catalog;
+use crate::connection::Endpoint;
+use crate::errors::SyncError;
+use crate::hooks::{Hook, HookStage};
+use crate::process::{self, ChildCommand, ProcessError};
+use crate::report::{Event, Notice};
+
+/// How much of a failed command's output the error shows.
+const OUTPUT_LINES: usize = 20;
+
+impl Run<'_> {
+    /// Runs the stage's hooks in order; `work` is the database being written (the copy under
+    /// its temporary name, or the target itself).
+    pub(super) async fn run_hooks(&self, stage: HookStage, work: &Endpoint) -> Result<(), SyncError> {
+        for hook in self.settings.hooks.at(stage) {
+            let started = Instant::now();
+            let output = match (&hook.sql, &hook.command) {
+                (Some(path), _) => self.run_sql_hook(stage, hook, path, work).await?,
+                (_, Some(command)) => self.run_command_hook(stage, hook, command, work).await?,
+                _ => String::new(),
+            };
+            self.emit(Event::Notice(Notice::HookDone {
+                stage: stage.name(),
+                hook: hook.to_string(),
+                elapsed: started.elapsed(),
+                output,
+            }));
+        }
+        Ok(())
+    }
+
+    async fn run_sql_hook(
+        &self,
+        stage: HookStage,
+        hook: &Hook,
+        path: &std::path::Path,
+        work: &Endpoint,
+    ) -> Result<String, SyncError> {
+        let script = std::fs::read_to_string(path).map_err(|error| {
+            SyncError::Failed(anyhow::anyhow!(
+                "the {} hook cannot read {}: {error}",
+                stage.name(),
+                path.display()
+            ))
+        })?;
+        let name = format!("the {} hook {hook}", stage.name());
+        let run = async {
+            let client = catalog::connect(work, "hook's").await?;
+            catalog::run_script(&client, &script, &name).await
+        };
+        interruptible(&self.cancellation, run).await?;
+        Ok(String::new())
+    }
+
+    async fn run_command_hook(
+        &self,
+        stage: HookStage,
+        hook: &Hook,
+        command: &str,
+        work: &Endpoint,
+    ) -> Result<String, SyncError> {
+        let settings = self.settings;
+        let mut child = ChildCommand::new("/bin/sh".into())
+            .argument("-c")
+            .argument(command)
+            .capturing_stdout()
+            .env("DBSYNC_HOOK", stage.name())
+            .env("DBSYNC_WORK_DATABASE", &work.dbname)
+            .env("DBSYNC_WORK_URI", work.uri_without_password());
+        if let Some(target) = &settings.target {
+            child = child
+                .env("DBSYNC_TARGET_DATABASE", &target.dbname)
+                .env("DBSYNC_TARGET_URI", target.uri_without_password());
+        }
+        if let Some(source) = &settings.source {
+            child = child.env("DBSYNC_SOURCE_URI", source.uri_without_password());
+        }
+        let output = match process::run(&child, &self.cancellation).await {
+            Ok(output) => output,
+            Err(ProcessError::Cancelled) => return Err(super::cancelled(&self.cancellation)),
+            Err(error) => {
+                return Err(SyncError::Failed(anyhow::anyhow!(
+                    "the {} hook {hook}: {error}",
+                    stage.name()
+                )));
+            }
+        };
+        let text = format!("{}{}", output.stdout, output.stderr);
+        if output.status.success() {
+            return Ok(text.trim_end().to_string());
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(OUTPUT_LINES)..].join("\n");
+        Err(SyncError::Failed(anyhow::anyhow!(
+            "the {} hook {hook} failed ({}){}",
+            stage.name(),
+            output.status,
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(":\n{tail}")
+            }
+        )))
+    }
+}
