@@ -98,6 +98,11 @@ pub struct SyncArguments {
     #[arg(long)]
     pub data_only: bool,
 
+    /// Create on the target server the roles the source database's objects need and it lacks
+    /// (attributes and memberships, never passwords), each printed
+    #[arg(long)]
+    pub copy_roles: bool,
+
     /// With --data-only: first add what the target lacks (tables, columns, sequences, indexes),
     /// printing each statement; never drops or alters what holds data
     #[arg(long, requires = "data_only")]

@@ -126,6 +126,8 @@ pub struct Settings {
     /// What the last phase compares (`--verify`), and what `dbsync verify` does (`--checksum`).
     pub verification: Verification,
     pub content: Content,
+    /// `--copy-roles`: create the roles the target server lacks instead of refusing.
+    pub copy_roles: bool,
     /// `[hooks]` of the config file, SQL paths made absolute.
     pub hooks: crate::hooks::Hooks,
     /// `--dry-run` of a data-only refresh: check the target, show `--fix-schema`'s statements,
@@ -208,6 +210,7 @@ struct ConfigOptions {
     no_tablespaces: Option<bool>,
     foreign_keys: Option<String>,
     verify: Option<String>,
+    copy_roles: Option<bool>,
     pg_bin: Option<PathBuf>,
     lock_timeout: Option<u64>,
     retain: Option<usize>,
@@ -784,6 +787,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         verification,
         content,
         dry_run: arguments.dry_run,
+        copy_roles: chosen(arguments.copy_roles, false, options.copy_roles),
         hooks,
         dump_dir: arguments
             .dump_dir

@@ -6,6 +6,7 @@
 mod admin;
 mod checksum;
 mod inspect;
+mod roles;
 mod rows;
 mod work;
 
@@ -21,6 +22,7 @@ use crate::tls::Connector;
 pub use admin::*;
 pub use checksum::*;
 pub use inspect::*;
+pub use roles::*;
 pub use rows::*;
 pub use work::*;
 

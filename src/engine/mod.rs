@@ -17,6 +17,7 @@ pub mod refresh;
 pub mod restore;
 pub mod resume;
 mod retention;
+mod roles;
 pub mod steps;
 pub mod units;
 pub mod verify;
@@ -388,7 +389,8 @@ impl<'a> Run<'a> {
     ) -> Result<(), SyncError> {
         let settings = self.settings;
         let source_server = source.map(|(source, _)| &source.server);
-        let (target, target_free) = preflight::check_target(settings, needs, source_server, &self.cancellation).await?;
+        let (target, target_free, roles_to_copy) =
+            preflight::check_target(settings, needs, source_server, &self.cancellation).await?;
         preflight::check_lock_capacity(source, &target, needs, &self.cancellation).await?;
         self.workspace.target_server = Some(target);
         // Holding the target's lock: whatever earlier runs left is theirs no more. Before the
@@ -406,6 +408,9 @@ impl<'a> Run<'a> {
         self.deferred_warnings.extend(lowered);
         if target_exists {
             preflight::obtain_consent(settings, &self.cancellation).await?;
+        }
+        if let Some((source, _)) = source.filter(|_| !roles_to_copy.is_empty()) {
+            self.copy_roles(&source.client, roles_to_copy, needs).await?;
         }
         self.run_hooks(HookStage::BeforeSync, settings.target()).await
     }

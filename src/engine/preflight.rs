@@ -96,15 +96,15 @@ pub fn plan(settings: &Settings, inventory: &Inventory) -> Result<Plan, SyncErro
 }
 
 /// Connects to the target server and refuses a target that is the source itself (when there
-/// is a source server), or a server that lacks roles or extensions the copy needs, or a target
-/// another run is copying into. Returns the server, with this run's lock on the target taken,
-/// and its free connection slots.
+/// is a source server), or a server that lacks roles (unless `--copy-roles`) or extensions the
+/// copy needs, or a target another run is copying into. Returns the server, with this run's lock
+/// on the target taken, its free connection slots, and the roles `--copy-roles` must create.
 pub async fn check_target(
     settings: &Settings,
     needs: &TargetNeeds,
     source_server: Option<&ServerInfo>,
     cancellation: &Cancellation,
-) -> Result<(TargetServer, i64), SyncError> {
+) -> Result<(TargetServer, i64, Vec<String>), SyncError> {
     let target = interruptible(cancellation, TargetServer::connect(settings.target())).await?;
     if let (Some(source_server), Some(source)) = (source_server, &settings.source) {
         let same_cluster = source_server
@@ -117,7 +117,14 @@ pub async fn check_target(
             ));
         }
     }
-    check_roles(settings, &needs.required_roles, &target, cancellation).await?;
+    let roles_to_copy = check_roles(
+        settings,
+        &needs.required_roles,
+        &target,
+        source_server.is_some(),
+        cancellation,
+    )
+    .await?;
     let unavailable = interruptible(cancellation, async {
         let client = target.session().await?;
         catalog::unavailable_extensions(&client, &needs.extensions).await
@@ -139,16 +146,18 @@ pub async fn check_target(
             settings.target()
         ));
     }
-    Ok((target, free_slots))
+    Ok((target, free_slots, roles_to_copy))
 }
 
-/// Roles the restore will name: owners and grantees unless left out, policy roles always.
+/// Roles the restore will name: owners and grantees unless left out, policy roles always. The
+/// missing ones are returned for `--copy-roles` (when there is a source to copy them from).
 async fn check_roles(
     settings: &Settings,
     roles: &RequiredRoles,
     target: &TargetServer,
+    from_a_source: bool,
     cancellation: &Cancellation,
-) -> Result<(), SyncError> {
+) -> Result<Vec<String>, SyncError> {
     let mut wanted = roles.policy_roles.clone();
     if !settings.no_owner {
         wanted.extend(roles.owners.iter().cloned());
@@ -161,13 +170,17 @@ async fn check_roles(
     })
     .await?;
     if missing.is_empty() {
-        return check_ownership(settings, roles, target, cancellation).await;
+        check_ownership(settings, roles, target, cancellation).await?;
+        return Ok(missing);
+    }
+    if settings.copy_roles && from_a_source {
+        return Ok(missing);
     }
     let policy_only = missing.iter().any(|role| roles.policy_roles.contains(role));
     let advice = if policy_only {
-        "create them on the target server (row-level-security policies name them, so --no-owner/--no-privileges do not help)"
+        "create them on the target server or pass --copy-roles (row-level-security policies name them, so --no-owner/--no-privileges do not help)"
     } else {
-        "create them on the target server, or pass --no-owner --no-privileges to give every object to the target user"
+        "create them on the target server (--copy-roles does it), or pass --no-owner --no-privileges to give every object to the target user"
     };
     Err(usage_error!(
         "roles that own or are granted objects in the source database do not exist on the target server: {}\nhint: {advice}",
@@ -212,7 +225,7 @@ pub fn jobs_the_servers_allow(
 }
 
 /// Restoring owners needs the target user to be a superuser or a member of each owner role.
-async fn check_ownership(
+pub async fn check_ownership(
     settings: &Settings,
     roles: &RequiredRoles,
     target: &TargetServer,

@@ -81,7 +81,7 @@ impl Run<'_> {
             extensions: Vec::new(),
             schema_locks: 0,
         };
-        let (server, target_free) =
+        let (server, target_free, _) =
             preflight::check_target(settings, &needs, Some(&source.server), &self.cancellation).await?;
         let exists = interruptible(&self.cancellation, server.database_exists(&settings.target().dbname)).await?;
         self.workspace.target_server = Some(server);

@@ -150,6 +150,10 @@ pub enum Notice {
     },
     /// `--dry-run` of a refresh: it stops before changing anything.
     DryRunDone,
+    /// `--copy-roles`: a statement that creates a role or a membership on the target server.
+    CopyingRole {
+        statement: String,
+    },
     /// A `[hooks]` entry finished; `output` is a command's stdout and stderr.
     HookDone {
         stage: &'static str,

@@ -93,6 +93,7 @@ impl fmt::Display for Notice {
                 write!(formatter, "The target's schema fits the {tables} table(s) to refresh")
             }
             Notice::DryRunDone => formatter.write_str("Dry run: nothing was changed"),
+            Notice::CopyingRole { statement } => write!(formatter, "Copying a role: {statement}"),
             Notice::HookDone {
                 stage,
                 hook,

@@ -12,6 +12,7 @@ mod modes;
 mod plan;
 mod progress;
 mod resume;
+mod roles;
 mod usage;
 mod verify;
 
