@@ -61,7 +61,7 @@ pub async fn prepare_checksum_session(client: &Client) -> Result<()> {
         .batch_execute(
             "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC'; \
              SET extra_float_digits = 3; SET bytea_output = 'hex'; SET lc_monetary = 'C'; \
-             SET enable_sort = off; SET enable_indexscan = off",
+             SET enable_sort = off; SET enable_indexscan = off; SET max_parallel_workers_per_gather = 0",
         )
         .await
         .context("cannot set the output settings for checksums")

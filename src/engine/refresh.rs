@@ -69,7 +69,8 @@ impl Run<'_> {
         }));
         self.emit(Event::Phase(Phase::RefreshValidation));
         self.validate_refresh(&source.client, &target, &plan, &source_sessions)
-            .await
+            .await?;
+        self.run_hooks(HookStage::AfterImport, self.settings.target()).await
     }
 
     /// Refusals as for a sync (the source as its own target, another run on it), the run's lock

@@ -153,7 +153,12 @@ impl fmt::Display for Notice {
                         "have every index, constraint and trigger (rows not compared: --verify none)"
                     }
                 };
-                if *rows == RowCheck::NotCompared {
+                if *tables == 0 {
+                    write!(
+                        formatter,
+                        "✅ Validation Successful. Every index, constraint and trigger of the source is on the copy (no rows copied)."
+                    )
+                } else if *rows == RowCheck::NotCompared {
                     write!(formatter, "✅ Validation Successful. All {tables} tables {how}.")
                 } else {
                     write!(

@@ -99,8 +99,35 @@ fn a_data_only_refresh_replaces_rows_and_keeps_the_targets_own_schema() {
     assert_exit(&refused, 2);
     assert!(text(&refused).contains("pass --yes"), "{}", text(&refused));
 
-    let refreshed = crate::sync("refresh_src", "refresh_dst", &["--data-only", "--yes"], dumps.path());
+    // Hooks of a refresh run in the target itself, in order.
+    let hooks = dumps.path().join("core_tables.toml");
+    std::fs::write(
+        dumps.path().join("note.sql"),
+        "UPDATE accounts SET local_note = 'refreshed ' || id WHERE id = 1;",
+    )
+    .unwrap();
+    let stages = ["before_sync", "after_schema", "after_import", "after_sync"].map(|stage| {
+        format!(
+            "{stage} = [{{ command = \"echo {stage} $DBSYNC_WORK_DATABASE >> '{}'\" }}]",
+            dumps.path().join("hooks.log").display()
+        )
+    });
+    let config = format!("[hooks]\n{}\n", stages.join("\n"))
+        .replace("after_import = [", "after_import = [{ sql = \"note.sql\" }, ");
+    std::fs::write(&hooks, config).unwrap();
+    let refreshed = crate::sync(
+        "refresh_src",
+        "refresh_dst",
+        &["--data-only", "--yes", "--config", hooks.to_str().unwrap()],
+        dumps.path(),
+    );
     assert_exit(&refreshed, 0);
+    assert_eq!(
+        std::fs::read_to_string(dumps.path().join("hooks.log")).unwrap(),
+        "before_sync refresh_dst\nafter_schema refresh_dst\nafter_import refresh_dst\nafter_sync refresh_dst\n"
+    );
+    let noted = "SELECT local_note FROM accounts WHERE id = 1";
+    assert_eq!(clusters.target.psql("refresh_dst", noted).trim(), "refreshed 1");
     let log = text(&refreshed);
     assert!(log.contains("Refresh finished successfully"), "{log}");
     assert!(
@@ -127,7 +154,7 @@ fn a_data_only_refresh_replaces_rows_and_keeps_the_targets_own_schema() {
     // The target's own schema is still there.
     let own = clusters.target.psql(
         "refresh_dst",
-        "SELECT count(*) FILTER (WHERE local_note IS NULL), to_regclass('accounts_name_idx') IS NOT NULL, \
+        "SELECT count(*) FILTER (WHERE local_note IS NULL OR id = 1), to_regclass('accounts_name_idx') IS NOT NULL, \
                 (SELECT count(*) FROM pg_trigger WHERE tgname = 'refuse_inserts') FROM accounts",
     );
     assert_eq!(own.trim(), "301|t|1");
@@ -222,10 +249,11 @@ fn fix_schema_adds_a_column_to_a_table_that_holds_rows_and_shows_it_first() {
     let fixed = crate::sync(
         "fix_src",
         "fix_dst",
-        &["--data-only", "--fix-schema", "--yes"],
+        &["--data-only", "--fix-schema", "--yes", "--verify", "checksum"],
         dumps.path(),
     );
     assert_exit(&fixed, 0);
+    assert!(text(&fixed).contains("by row counts and checksums"), "{}", text(&fixed));
     assert!(
         text(&fixed).contains("Fixing the schema: ALTER TABLE \"public\".\"accounts\" ADD COLUMN"),
         "{}",
