@@ -280,30 +280,11 @@ pub async fn begin_consistent_read(client: &Client) -> Result<()> {
 /// Each sequence's state as `nextval` would continue from it ("42 called", "1 not called");
 /// `None` for a sequence that does not exist in this database.
 pub async fn sequence_states(client: &Client, sequences: &[QualifiedName]) -> Result<Vec<Option<String>>> {
-    let mut states = Vec::with_capacity(sequences.len());
-    for sequence in sequences {
-        let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&sequence.quoted()])
-            .await
-            .map_err(|error| sql_error("cannot look up a sequence", error))?
-            .get(0);
-        if !exists {
-            states.push(None);
-            continue;
-        }
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT last_value::text || CASE WHEN is_called THEN ' called' ELSE ' not called' END FROM {}",
-                    sequence.quoted()
-                ),
-                &[],
-            )
-            .await
-            .map_err(|error| sql_error(format!("cannot read the sequence {}", sequence.display_name()), error))?;
-        states.push(Some(row.get(0)));
-    }
-    Ok(states)
+    Ok(super::sequence_values(client, sequences)
+        .await?
+        .into_iter()
+        .map(|value| value.map(|(last, called)| format!("{last} {}", if called { "called" } else { "not called" })))
+        .collect())
 }
 
 /// The large objects: how many, and one digest of their ids, owners and contents.

@@ -880,14 +880,8 @@ impl<'a> Run<'a> {
         copy_structure: &catalog::Structure,
         rows: RowCheck,
     ) -> Result<Vec<i64>, SyncError> {
-        let mismatches: Vec<(String, i64, i64)> = plan
-            .tables
-            .iter()
-            .zip(&counts)
-            .filter(|(_, count)| !count.matches())
-            .map(|(table, count)| (table.name.display_name(), count.source, count.target.unwrap_or(0)))
-            .collect();
-        let tables = counts.len();
+        let mismatches = steps::validate::count_mismatches(plan, &counts);
+        let tables = plan.tables.len();
         let source_counts = counts.iter().map(|count| count.source).collect();
         self.progress.set_counts(counts);
         let differences = steps::validate::compare_structures(source_structure, copy_structure, plan);

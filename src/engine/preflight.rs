@@ -354,30 +354,17 @@ pub fn locate_tools(settings: &Settings, source: &Source) -> Result<PgTools, Syn
 
 /// Replacing an existing database needs `--yes`, or a "yes" typed at a terminal.
 pub async fn obtain_consent(settings: &Settings, cancellation: &Cancellation) -> Result<(), SyncError> {
-    if settings.assume_yes {
-        return Ok(());
-    }
+    let target = settings.target();
     let question = Question::ReplaceTarget {
-        target: settings.target().to_string(),
+        target: target.to_string(),
     };
-    let answer = tokio::task::spawn_blocking(move || prompt::ask(&question));
-    let answer = tokio::select! {
-        answer = answer => answer
-            .map_err(|error| anyhow::anyhow!("{error}"))?
-            .map_err(|error| anyhow::anyhow!("cannot read the answer: {error}"))?,
-        _ = cancellation.cancelled() => return Err(super::cancelled(cancellation)),
-    };
-    match answer {
-        Answer::Yes => Ok(()),
-        Answer::No => Err(usage_error!(
-            "not replacing {}: the answer was not yes",
-            settings.target()
-        )),
-        Answer::CannotAsk => Err(usage_error!(
-            "the target database {} exists; pass --yes to replace it (it is kept until the new copy is complete and validated)",
-            settings.target()
-        )),
-    }
+    let refusals = (
+        format!("not replacing {target}: the answer was not yes"),
+        format!(
+            "the target database {target} exists; pass --yes to replace it (it is kept until the new copy is complete and validated)"
+        ),
+    );
+    ask_unless_yes(settings, question, refusals, cancellation).await
 }
 
 /// A data-only refresh replaces rows in the existing target: asked like a replace, unless `--yes`.
@@ -386,13 +373,31 @@ pub async fn obtain_refresh_consent(
     tables: usize,
     cancellation: &Cancellation,
 ) -> Result<(), SyncError> {
+    let target = settings.target();
+    let question = Question::RefreshTarget {
+        target: target.to_string(),
+        tables,
+    };
+    let refusals = (
+        format!("not refreshing {target}: the answer was not yes"),
+        format!(
+            "a data-only refresh replaces the rows of {tables} table(s) in {target}; pass --yes to do it (each table is replaced in one transaction)"
+        ),
+    );
+    ask_unless_yes(settings, question, refusals, cancellation).await
+}
+
+/// Asks `question` at a terminal unless `--yes`; `refusals` say why not when the answer is no,
+/// and when there is nobody to ask.
+async fn ask_unless_yes(
+    settings: &Settings,
+    question: Question,
+    (answered_no, cannot_ask): (String, String),
+    cancellation: &Cancellation,
+) -> Result<(), SyncError> {
     if settings.assume_yes {
         return Ok(());
     }
-    let question = Question::RefreshTarget {
-        target: settings.target().to_string(),
-        tables,
-    };
     let answer = tokio::task::spawn_blocking(move || prompt::ask(&question));
     let answer = tokio::select! {
         answer = answer => answer
@@ -402,14 +407,8 @@ pub async fn obtain_refresh_consent(
     };
     match answer {
         Answer::Yes => Ok(()),
-        Answer::No => Err(usage_error!(
-            "not refreshing {}: the answer was not yes",
-            settings.target()
-        )),
-        Answer::CannotAsk => Err(usage_error!(
-            "a data-only refresh replaces the rows of {tables} table(s) in {}; pass --yes to do it (each table is replaced in one transaction)",
-            settings.target()
-        )),
+        Answer::No => Err(SyncError::Usage(answered_no)),
+        Answer::CannotAsk => Err(SyncError::Usage(cannot_ask)),
     }
 }
 

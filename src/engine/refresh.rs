@@ -325,13 +325,7 @@ impl Run<'_> {
         counts: Vec<TableCount>,
         differences: Vec<crate::report::VerifyDifference>,
     ) -> Result<(), SyncError> {
-        let mismatches: Vec<(String, i64, i64)> = plan
-            .tables
-            .iter()
-            .zip(&counts)
-            .filter(|(_, count)| !count.matches())
-            .map(|(table, count)| (table.name.display_name(), count.source, count.target.unwrap_or(0)))
-            .collect();
+        let mismatches = super::steps::validate::count_mismatches(plan, &counts);
         self.progress.set_counts(counts);
         let found = mismatches.len() + differences.len();
         if !mismatches.is_empty() {

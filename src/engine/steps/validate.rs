@@ -23,6 +23,16 @@ impl TableCount {
     }
 }
 
+/// The planned tables whose counts differ: (table, source rows, target rows).
+pub fn count_mismatches(plan: &Plan, counts: &[TableCount]) -> Vec<(String, i64, i64)> {
+    plan.tables
+        .iter()
+        .zip(counts)
+        .filter(|(_, count)| !count.matches())
+        .map(|(table, count)| (table.name.display_name(), count.source, count.target.unwrap_or(0)))
+        .collect()
+}
+
 /// Counts every planned table on both sides; `snapshot_client` is the session holding the snapshot.
 pub async fn count_rows(
     snapshot_client: &Client,
