@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
 # The benchmark: dbsync against `pg_dump -Fd -j N` + `pg_restore -j N` and `pgcopydb clone`, on
 # two throwaway PostgreSQL servers, on the datasets *large* (pgbench plus a 12-partition table with
-# a foreign key and two secondary indexes) and *many* (1,000 small tables plus a 500-partition
-# table). Contenders alternate within each round; the table shows the median of the rounds.
+# a foreign key and two secondary indexes), *many* (1,000 small tables plus a 500-partition
+# table), *huge* (one table of about 1 GB with a secondary index) and *small* (a 20-table
+# application schema of about 15 MB with views, triggers and a partitioned table). Contenders
+# alternate within each round; the table shows the median of the rounds.
 #
-#   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many] [--contenders LIST]
-#                    [--baseline BINARY] [--no-scaling] [--keep]
+#   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many,huge,small]
+#                    [--contenders LIST] [--server-config durable|tuned|fast] [--baseline BINARY]
+#                    [--no-scaling] [--keep]
 #
 #   --scale N        pgbench scale of *large* (default 20, about 500 MB in all)
 #   --jobs N         parallelism given to every contender (default: the number of cores)
 #   --runs N         rounds per dataset (default 3)
-#   --datasets LIST  comma-separated, from: large, many (default both)
-#   --contenders L   comma-separated, from: dbsync, dbsync-stream, pg_dump, pgcopydb, verify-checksum
-#                    (default all; verify-checksum times `dbsync verify --checksum` against a copy
-#                    that an untimed dbsync sync made just before)
+#   --datasets LIST  comma-separated, from: large, many, huge, small (default all)
+#   --contenders L   comma-separated, from: dbsync, dbsync-stream, dbsync-j1, dbsync-j4, pg_dump,
+#                    pg_dump-pipe, pgcopydb, pgcopydb-split, verify-checksum (default: dbsync,
+#                    dbsync-stream, pg_dump, pgcopydb, verify-checksum; and on huge pgcopydb-split,
+#                    dbsync-j1, dbsync-j4; on small pg_dump-pipe). verify-checksum times `dbsync
+#                    verify --checksum` against a copy that an untimed dbsync sync made just before;
+#                    pg_dump-pipe is `pg_dump -Fc | pg_restore`; pgcopydb-split splits tables
+#                    larger than 128 MB (about 8 parts of huge)
+#   --server-config  durable: PostgreSQL's defaults (fsync on); tuned (default): shared_buffers
+#                    512MB, max_wal_size 8GB, checkpoint_timeout 30min, maintenance_work_mem 256MB;
+#                    fast: the defaults with fsync and full_page_writes off
 #   --baseline BIN   also time another dbsync binary (contender "baseline", default mode), e.g. a
 #                    build of the previous commit, to show what a change did to the speed
 #   --no-scaling     skip the extra *large* at twice the scale (dbsync and pg_dump), which checks that
@@ -29,8 +39,9 @@ source scripts/lib/postgres.sh
 scale=20
 jobs=$(nproc)
 runs=3
-datasets=large,many
-contenders=dbsync,dbsync-stream,pg_dump,pgcopydb,verify-checksum
+datasets=large,many,huge,small
+contenders=
+server_config=tuned
 scaling=yes
 keep=no
 baseline=
@@ -41,10 +52,11 @@ while [ $# -gt 0 ]; do
         --runs) runs=$2; shift 2 ;;
         --datasets) datasets=$2; shift 2 ;;
         --contenders) contenders=$2; shift 2 ;;
+        --server-config) server_config=$2; shift 2 ;;
         --baseline) baseline=$(realpath "$2"); shift 2 ;;
         --no-scaling) scaling=no; shift ;;
         --keep) keep=yes; shift ;;
-        -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -70,9 +82,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The same settings on both servers, for every contender: room for a bulk load without a
+# The same settings on both servers, for every contender. tuned: room for a bulk load without a
 # checkpoint in the middle, and enough memory for index builds to sort in memory.
-server_options="-c shared_buffers=512MB -c max_wal_size=8GB -c checkpoint_timeout=30min -c maintenance_work_mem=256MB"
+case $server_config in
+    durable) server_options="-c fsync=on" ;;
+    tuned) server_options="-c shared_buffers=512MB -c max_wal_size=8GB -c checkpoint_timeout=30min -c maintenance_work_mem=256MB" ;;
+    fast) server_options="-c fsync=off -c full_page_writes=off" ;;
+    *) echo "bench.sh: --server-config is durable, tuned or fast" >&2; exit 2 ;;
+esac
 echo "Starting two throwaway PostgreSQL servers in $base ..."
 start_cluster "$base" source "$source_port" "$server_options"
 start_cluster "$base" target "$target_port" "$server_options"
@@ -101,6 +118,55 @@ SELECT g, 1 + (g::bigint * 7919) % ($scale * 100000), timestamptz '2024-01-01' +
 FROM generate_series(1, $scale * 60000) AS g;
 CREATE INDEX measurements_account_idx ON measurements (account_id);
 CREATE INDEX measurements_reading_idx ON measurements (recorded_at, reading);
+VACUUM ANALYZE;
+SQL
+}
+
+# One table of about 1 GB (pgbench_accounts at scale 80) with a secondary index, nothing else large.
+build_huge() {
+    local database=$1
+    psql_on "$source_port" -d postgres -c "CREATE DATABASE $database"
+    pgbench -i -q -s 80 -h "$base" -p "$source_port" -U postgres "$database" 2>/dev/null
+    psql_on "$source_port" -d "$database" -c "CREATE INDEX pgbench_accounts_bid_balance ON pgbench_accounts (bid, abalance)" \
+        -c "VACUUM ANALYZE"
+}
+
+# An application's database of about 15 MB: 20 tables with keys, foreign keys and indexes, views,
+# a trigger, a sequence per table and a partitioned table.
+build_small() {
+    local database=$1
+    psql_on "$source_port" -d postgres -c "CREATE DATABASE $database"
+    psql_on "$source_port" -d "$database" <<'SQL'
+CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text UNIQUE, created_at timestamptz DEFAULT now());
+CREATE TABLE products (id serial PRIMARY KEY, sku text UNIQUE NOT NULL, title text, price numeric(10, 2), stock int);
+CREATE TABLE orders (id serial PRIMARY KEY, customer_id int REFERENCES customers, placed_at timestamptz, total numeric(12, 2));
+CREATE TABLE order_items (order_id int REFERENCES orders, product_id int REFERENCES products, quantity int, PRIMARY KEY (order_id, product_id));
+CREATE TABLE events (id bigserial, happened_at timestamptz NOT NULL, kind text, payload jsonb, PRIMARY KEY (id, happened_at))
+    PARTITION BY RANGE (happened_at);
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE audit_log (id bigserial PRIMARY KEY, table_name text, changed_at timestamptz DEFAULT now(), row_data jsonb);
+CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO audit_log (table_name, row_data) VALUES (TG_TABLE_NAME, to_jsonb(NEW)); RETURN NEW; END $$;
+CREATE TRIGGER products_audit AFTER UPDATE ON products FOR EACH ROW EXECUTE FUNCTION audit();
+DO $$
+BEGIN
+    FOR i IN 1..14 LOOP
+        EXECUTE format('CREATE TABLE lookup_%s (id serial PRIMARY KEY, code text UNIQUE, label text, customer_id int REFERENCES customers)', i);
+        EXECUTE format('INSERT INTO lookup_%s (code, label, customer_id) SELECT ''c'' || g, repeat(''x'', 40), 1 + g %% 5000 FROM generate_series(1, 1500) g', i);
+    END LOOP;
+END $$;
+INSERT INTO customers (name, email) SELECT 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, 5000) g;
+INSERT INTO products (sku, title, price, stock) SELECT 'sku-' || g, 'product ' || g, g % 500 + 0.99, g % 40 FROM generate_series(1, 2000) g;
+INSERT INTO orders (customer_id, placed_at, total) SELECT 1 + g % 5000, timestamptz '2024-01-01' + g * interval '7 minutes', g % 900 FROM generate_series(1, 40000) g;
+INSERT INTO order_items SELECT o, 1 + (o * 7 + k) % 2000, 1 + k FROM generate_series(1, 40000) o, generate_series(0, 1) k;
+INSERT INTO events (happened_at, kind, payload) SELECT timestamptz '2024-01-01' + g * interval '9 minutes', 'kind' || g % 7,
+    jsonb_build_object('n', g, 'note', repeat('y', 30)) FROM generate_series(1, 60000) g;
+UPDATE products SET stock = stock + 1 WHERE id <= 3000;
+CREATE VIEW customer_totals AS SELECT c.id, c.name, sum(o.total) AS total FROM customers c JOIN orders o ON o.customer_id = c.id GROUP BY c.id, c.name;
+CREATE MATERIALIZED VIEW product_sales AS SELECT product_id, sum(quantity) AS sold FROM order_items GROUP BY product_id;
+CREATE INDEX orders_placed_at ON orders (placed_at);
+CREATE INDEX events_kind ON events (kind);
 VACUUM ANALYZE;
 SQL
 }
@@ -164,12 +230,14 @@ run_contender() {
     log=$base/logs/$database-$name-$(date +%s%N).log
     reset_target
     case $name in
-        dbsync | dbsync-stream | baseline)
-            local extra=() binary=$dbsync
+        dbsync | dbsync-stream | dbsync-j1 | dbsync-j4 | baseline)
+            local extra=() binary=$dbsync run_jobs=$jobs
             [ "$name" = dbsync-stream ] && extra=(--stream)
+            [ "$name" = dbsync-j1 ] && run_jobs=1
+            [ "$name" = dbsync-j4 ] && run_jobs=4
             [ "$name" = baseline ] && binary=$baseline
             started=$(now)
-            "$binary" sync --source "$source" --target "$target" --jobs "$jobs" --yes --plain \
+            "$binary" sync --source "$source" --target "$target" --jobs "$run_jobs" --yes --plain \
                 --dump-dir "$base/work" --report "$base/work/report.json" "${extra[@]}" >"$log" 2>&1 ||
                 { echo "dbsync failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
             finished=$(now)
@@ -199,11 +267,21 @@ PY
             finished=$(now)
             echo "$(python3 -c "print($finished - $started)") - -"
             ;;
-        pgcopydb)
+        pg_dump-pipe)
+            psql_on "$target_port" -d postgres -c "CREATE DATABASE bench_copy"
+            started=$(now)
+            { pg_dump -Fc "$source" | pg_restore -d "$target"; } >"$log" 2>&1 ||
+                { echo "pg_dump | pg_restore failed, see $log" >&2; exit 1; }
+            finished=$(now)
+            echo "$(python3 -c "print($finished - $started)") - -"
+            ;;
+        pgcopydb | pgcopydb-split)
+            local split=()
+            [ "$name" = pgcopydb-split ] && split=(--split-tables-larger-than 128MB)
             psql_on "$target_port" -d postgres -c "CREATE DATABASE bench_copy"
             started=$(now)
             pgcopydb clone --source "$source" --target "$target" --table-jobs "$jobs" --index-jobs "$jobs" \
-                --dir "$base/work/pgcopydb" >"$log" 2>&1 || { echo "pgcopydb failed, see $log" >&2; exit 1; }
+                "${split[@]}" --dir "$base/work/pgcopydb" >"$log" 2>&1 || { echo "pgcopydb failed, see $log" >&2; exit 1; }
             finished=$(now)
             echo "$(python3 -c "print($finished - $started)") - -"
             ;;
@@ -214,8 +292,17 @@ mkdir -p "$base/logs" target/bench
 results=$base/results.tsv
 : >"$results"
 IFS=, read -r -a dataset_list <<<"$datasets"
-IFS=, read -r -a contender_list <<<"$contenders"
-[ -n "$baseline" ] && contender_list+=(baseline)
+# The contenders of a dataset: --contenders, or the defaults with the dataset's own additions.
+contenders_for() {
+    local list=$contenders
+    if [ -z "$list" ]; then
+        list=dbsync,dbsync-stream,pg_dump,pgcopydb,verify-checksum
+        [ "$1" = huge ] && list=$list,pgcopydb-split,dbsync-j1,dbsync-j4
+        [ "$1" = small ] && list=$list,pg_dump-pipe
+    fi
+    [ -n "$baseline" ] && list=$list,baseline
+    echo "$list"
+}
 
 measure_dataset() {
     local label=$1 database=$2 names=("${@:3}")
@@ -235,6 +322,7 @@ for dataset in "${dataset_list[@]}"; do
             echo "Building large (pgbench scale $scale + 12-partition table) ..."
             build_large bench_large "$scale"
             echo "large: $(database_size bench_large)"
+            IFS=, read -r -a contender_list <<<"$(contenders_for large)"
             measure_dataset "large" bench_large "${contender_list[@]}"
             drop_dataset bench_large
             if [ "$scaling" = yes ]; then
@@ -249,24 +337,41 @@ for dataset in "${dataset_list[@]}"; do
             echo "Building many (1,000 tables + 500-partition table) ..."
             build_many bench_many
             echo "many: $(database_size bench_many)"
+            IFS=, read -r -a contender_list <<<"$(contenders_for many)"
             measure_dataset "many" bench_many "${contender_list[@]}"
             drop_dataset bench_many
+            ;;
+        huge)
+            echo "Building huge (pgbench_accounts at scale 80 with a secondary index) ..."
+            build_huge bench_huge
+            echo "huge: $(database_size bench_huge)"
+            IFS=, read -r -a contender_list <<<"$(contenders_for huge)"
+            measure_dataset "huge" bench_huge "${contender_list[@]}"
+            drop_dataset bench_huge
+            ;;
+        small)
+            echo "Building small (20 tables, views, a trigger, a partitioned table) ..."
+            build_small bench_small
+            echo "small: $(database_size bench_small)"
+            IFS=, read -r -a contender_list <<<"$(contenders_for small)"
+            measure_dataset "small" bench_small "${contender_list[@]}"
+            drop_dataset bench_small
             ;;
         *) echo "bench.sh: unknown dataset $dataset" >&2; exit 2 ;;
     esac
 done
 
-python3 - "$results" "$jobs" "$scale" <<'PY' | tee target/bench/results.md
+python3 - "$results" "$jobs" "$scale" "$server_config" <<'PY' | tee target/bench/results.md
 import statistics, sys, platform, os
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
-jobs, scale = sys.argv[2], sys.argv[3]
+jobs, scale, server_config = sys.argv[2], sys.argv[3], sys.argv[4]
 by_key = {}
 for dataset, name, measured in rows:
     seconds, rss, dump = measured.split()
     by_key.setdefault((dataset, name), []).append((float(seconds), rss, dump))
 cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
 memory = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))) // 1024 // 1024
-print(f"Machine: {os.cpu_count()} cores ({cpu}), {memory} GiB; jobs {jobs}; pgbench scale {scale}; "
+print(f"Machine: {os.cpu_count()} cores ({cpu}), {memory} GiB; server config {server_config}; jobs {jobs}; pgbench scale {scale}; "
       f"median of {len(next(iter(by_key.values())))} runs")
 print()
 print("| dataset | contender | median s | runs (s) | ratio to dbsync | dbsync peak RSS | dbsync peak dump dir |")

@@ -238,6 +238,11 @@ pub struct TargetArguments {
     /// Restore grants (the default; overrides no_privileges in a config file)
     #[arg(long, overrides_with = "no_privileges")]
     pub privileges: bool,
+
+    /// Memory the copy's index builds may use in all, shared by the --jobs loading sessions
+    /// (their maintenance_work_mem); 0 leaves the server's setting [default: 512MB]
+    #[arg(long, value_name = "SIZE")]
+    pub maintenance_memory: Option<String>,
 }
 
 /// What every run takes: configuration, parallelism, tools, output, retention.

@@ -126,6 +126,9 @@ pub struct Settings {
     /// What the last phase compares (`--verify`), and what `dbsync verify` does (`--checksum`).
     pub verification: Verification,
     pub content: Content,
+    /// `--maintenance-memory`: what the copy's index builds may use in all (`maintenance_work_mem`
+    /// of each loading session = this / --jobs); 0 leaves the server's setting.
+    pub maintenance_memory: u64,
     /// `--copy-roles`: create the roles the target server lacks instead of refusing.
     pub copy_roles: bool,
     /// `[hooks]` of the config file, SQL paths made absolute.
@@ -211,6 +214,7 @@ struct ConfigOptions {
     foreign_keys: Option<String>,
     verify: Option<String>,
     copy_roles: Option<bool>,
+    maintenance_memory: Option<String>,
     pg_bin: Option<PathBuf>,
     lock_timeout: Option<u64>,
     retain: Option<usize>,
@@ -270,6 +274,30 @@ fn load_config(path: &Path) -> Result<ConfigFile, SyncError> {
         )
     })
 }
+
+/// A size as PostgreSQL writes memory settings: `512MB`, `1GB`, `64kB`, `2TB` (units of 1024),
+/// or a plain number of bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1 << 10,
+        "mb" => 1 << 20,
+        "gb" => 1 << 30,
+        "tb" => 1 << 40,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+/// What index builds and other maintenance of the copy may use in all, when neither flag nor
+/// config file says: what a small server can spare (--jobs sessions share it).
+const DEFAULT_MAINTENANCE_MEMORY: u64 = 512 << 20;
 
 fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, SyncError> {
     value
@@ -759,6 +787,19 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         ));
     }
     let content = content_of(arguments, &include, &exclude, transfer, &dated)?;
+    let maintenance_memory = match arguments
+        .target
+        .maintenance_memory
+        .as_ref()
+        .or(options.maintenance_memory.as_ref())
+    {
+        Some(text) => parse_size(text).ok_or_else(|| {
+            usage_error!(
+                "maintenance memory {text:?} is not a size: write it like 512MB or 1GB (0 leaves the server's setting)"
+            )
+        })?,
+        None => DEFAULT_MAINTENANCE_MEMORY,
+    };
     let config_directory = config_path
         .as_deref()
         .and_then(Path::parent)
@@ -788,6 +829,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         content,
         dry_run: arguments.dry_run,
         copy_roles: chosen(arguments.copy_roles, false, options.copy_roles),
+        maintenance_memory,
         hooks,
         dump_dir: arguments
             .dump_dir
@@ -831,6 +873,18 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sizes_are_read_as_postgresql_writes_them() {
+        assert_eq!(parse_size("512MB"), Some(512 << 20));
+        assert_eq!(parse_size("1gb"), Some(1 << 30));
+        assert_eq!(parse_size("64kB"), Some(64 << 10));
+        assert_eq!(parse_size("0"), Some(0));
+        assert_eq!(parse_size(" 2 GB "), Some(2 << 30));
+        assert_eq!(parse_size("1.5GB"), None);
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("99999999999TB"), None);
+    }
+
     use super::*;
     use clap::Parser;
 

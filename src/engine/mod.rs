@@ -507,6 +507,7 @@ impl<'a> Run<'a> {
             no_privileges: settings.no_privileges,
             no_tablespaces: settings.no_tablespaces,
             session_options: settings.session_options.clone(),
+            maintenance_work_mem_kb: steps::maintenance_share(settings.maintenance_memory, self.jobs.get()),
             lock_timeout: settings.lock_timeout,
             cancellation: self.cancellation.clone(),
         })

@@ -360,6 +360,54 @@ fn passwords_never_reach_child_command_lines_environments_or_output() {
 }
 
 #[test]
+fn loading_sessions_share_the_maintenance_memory_budget() {
+    small_source_and_precious_target("maintenance_src", "maintenance_dst");
+    let record = "env | grep '^PGOPTIONS=' >> \"$STATE/options\" || true";
+    let dumps = dump_dir();
+    let temp = dump_dir();
+    let run = |extra: &[&str]| {
+        let fakes = FakeTools::new("", record);
+        let output = sync_command("maintenance_src", "maintenance_dst", &fakes, dumps.path(), temp.path())
+            .args(["--jobs", "2"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (output, fakes.read_state("options"))
+    };
+    let (output, options) = run(&[]);
+    assert_exit(&output, 0);
+    // 512 MB by default, over two sessions.
+    assert!(options.lines().count() > 1, "{options}");
+    assert!(
+        options
+            .lines()
+            .all(|line| line.contains("-c maintenance_work_mem=262144kB")),
+        "{options}"
+    );
+    let (output, options) = run(&["--maintenance-memory", "2GB"]);
+    assert_exit(&output, 0);
+    assert!(
+        options
+            .lines()
+            .all(|line| line.contains("maintenance_work_mem=1048576kB")),
+        "{options}"
+    );
+    let (output, options) = run(&["--maintenance-memory", "0"]);
+    assert_exit(&output, 0);
+    assert!(!options.contains("maintenance_work_mem"), "{options}");
+    let (output, _) = run(&["--maintenance-memory", "lots"]);
+    assert_exit(&output, 2);
+    assert!(text(&output).contains("is not a size"), "{}", text(&output));
+    assert_eq!(
+        clusters()
+            .target
+            .psql("maintenance_dst", "SELECT count(*) FROM items")
+            .trim(),
+        "5000"
+    );
+}
+
+#[test]
 fn wrong_password_is_a_clear_error_and_loses_nothing() {
     small_source_and_precious_target("badpw_src", "badpw_dst");
     let clusters = clusters();

@@ -55,6 +55,8 @@ pub struct Job {
     pub no_tablespaces: bool,
     /// The user's own `PGOPTIONS`, kept for the restore sessions.
     pub session_options: Option<String>,
+    /// `maintenance_work_mem` of each loading session, in kB (`None`: the server's own).
+    pub maintenance_work_mem_kb: Option<u64>,
     /// How long a `pg_dump` may wait for its share locks (`--lock-timeout`).
     pub lock_timeout: std::time::Duration,
     pub cancellation: Cancellation,
@@ -154,7 +156,10 @@ impl Job {
     pub fn pg_restore(&self) -> ChildCommand {
         let mut command = ChildCommand::new(self.tools.pg_restore.clone())
             .env("PGPASSFILE", &self.passfile)
-            .env("PGOPTIONS", restore_session_options(self.session_options.as_deref()))
+            .env(
+                "PGOPTIONS",
+                restore_session_options(self.session_options.as_deref(), self.maintenance_work_mem_kb),
+            )
             .arguments(["--dbname".to_string(), self.copy().child_conninfo()]);
         if self.no_owner {
             command = command.argument("--no-owner");
@@ -259,12 +264,26 @@ pub fn directory_size(directory: &Path) -> u64 {
 
 /// Settings for the sessions that load the copy. Asynchronous commit is safe here: the copy is
 /// private until the swap, whose own commit is synchronous and so flushes every earlier one.
-fn restore_session_options(theirs: Option<&str>) -> String {
-    let ours = "-c synchronous_commit=off";
+/// `maintenance_work_mem` lets index builds sort in memory; the user's own PGOPTIONS win.
+fn restore_session_options(theirs: Option<&str>, maintenance_work_mem_kb: Option<u64>) -> String {
+    let mut ours = "-c synchronous_commit=off".to_string();
+    if let Some(kilobytes) = maintenance_work_mem_kb
+        && !theirs.is_some_and(|theirs| theirs.contains("maintenance_work_mem"))
+    {
+        ours.push_str(&format!(" -c maintenance_work_mem={kilobytes}kB"));
+    }
     match theirs {
         Some(theirs) => format!("{theirs} {ours}"),
-        None => ours.to_string(),
+        None => ours,
     }
+}
+
+/// The `maintenance_work_mem` of each of `sessions` loading sessions sharing `budget` bytes:
+/// `None` (the server's own) when the budget is 0 or its share would be below PostgreSQL's
+/// default of 64 MB, so dbsync never gives a session less than a server would.
+pub fn maintenance_share(budget: u64, sessions: usize) -> Option<u64> {
+    let share = budget / (sessions.max(1) as u64) / 1024;
+    (share >= 64 * 1024).then_some(share)
 }
 
 /// Turns a database error during a step into an attempt outcome, by its SQLSTATE.
@@ -282,9 +301,20 @@ mod tests {
 
     #[test]
     fn restore_sessions_keep_the_users_pgoptions_and_add_asynchronous_commit() {
-        assert_eq!(restore_session_options(None), "-c synchronous_commit=off");
+        assert_eq!(restore_session_options(None, None), "-c synchronous_commit=off");
         assert_eq!(
-            restore_session_options(Some("-c work_mem=64MB")),
+            restore_session_options(None, Some(262144)),
+            "-c synchronous_commit=off -c maintenance_work_mem=262144kB"
+        );
+        assert_eq!(
+            restore_session_options(Some("-c maintenance_work_mem=1GB"), Some(262144)),
+            "-c maintenance_work_mem=1GB -c synchronous_commit=off"
+        );
+        assert_eq!(maintenance_share(512 << 20, 2), Some(262144));
+        assert_eq!(maintenance_share(512 << 20, 16), None, "below the server's default");
+        assert_eq!(maintenance_share(0, 1), None);
+        assert_eq!(
+            restore_session_options(Some("-c work_mem=64MB"), None),
             "-c work_mem=64MB -c synchronous_commit=off"
         );
     }
