@@ -98,6 +98,11 @@ pub struct SyncArguments {
     #[arg(long)]
     pub data_only: bool,
 
+    /// Copy a table larger than this (with a single-column integer key) in parts at once, each
+    /// over its own pair of sessions; 0 never splits [default: 128MB]
+    #[arg(long, value_name = "SIZE")]
+    pub split_larger_than: Option<String>,
+
     /// Create on the target server the roles the source database's objects need and it lacks
     /// (attributes and memberships, never passwords), each printed
     #[arg(long)]

@@ -93,6 +93,44 @@ pub struct Unit {
     pub truncate_before_retry: Vec<QualifiedName>,
     /// Truncate `truncate_before_retry` with its partitions (a hash-partitioned root), not ONLY.
     pub truncate_whole_tree: bool,
+    /// A range of one large table's rows, copied by dbsync itself (COPY to COPY) beside the
+    /// table's other parts, instead of by `pg_dump`/`pg_restore`.
+    #[serde(default)]
+    pub part: Option<RowRange>,
+}
+
+/// Rows of one table whose integer `key` is in `lower..upper` (an open end takes the rest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowRange {
+    pub key: String,
+    pub lower: Option<i64>,
+    pub upper: Option<i64>,
+    /// The table's columns to copy (generated ones left out: the target computes them).
+    pub columns: Vec<String>,
+    /// Sequences the table owns, set to the source's values by the first part: `pg_dump` sets
+    /// an identity column's sequence only with its table's rows, which no `pg_dump` copies now.
+    #[serde(default)]
+    pub sequences: Vec<QualifiedName>,
+    /// 1-based number of this part, and how many the table has.
+    pub number: usize,
+    pub of: usize,
+}
+
+/// One range per part between `boundaries` (ascending, distinct): the first open below, the
+/// last open above.
+pub fn row_ranges(key: &str, boundaries: &[i64], columns: &[String], sequences: &[QualifiedName]) -> Vec<RowRange> {
+    let of = boundaries.len() + 1;
+    (0..of)
+        .map(|number| RowRange {
+            key: key.to_string(),
+            lower: number.checked_sub(1).map(|previous| boundaries[previous]),
+            upper: boundaries.get(number).copied(),
+            columns: columns.to_vec(),
+            sequences: if number == 0 { sequences.to_vec() } else { Vec::new() },
+            number: number + 1,
+            of,
+        })
+        .collect()
 }
 
 impl Unit {
@@ -107,7 +145,10 @@ impl Unit {
     pub fn label(&self) -> String {
         match self.kind {
             UnitKind::LargeObjects => "large objects".to_string(),
-            UnitKind::Tables => format!("unit {}", self.index + 1),
+            UnitKind::Tables => match &self.part {
+                Some(part) => format!("unit {} (part {} of {})", self.index + 1, part.number, part.of),
+                None => format!("unit {}", self.index + 1),
+            },
         }
     }
 }
@@ -522,6 +563,7 @@ fn split_into_units(
             size_bytes: draft.size_bytes,
             truncate_before_retry: draft.truncate_before_retry,
             truncate_whole_tree: draft.truncate_whole_tree,
+            part: None,
         })
         .collect();
     // Sequences ride with the smallest unit: setting a sequence is idempotent, so a retry is safe.
@@ -537,6 +579,7 @@ fn split_into_units(
                 size_bytes: 0,
                 truncate_before_retry: Vec::new(),
                 truncate_whole_tree: false,
+                part: None,
             }),
         }
     }
@@ -550,6 +593,7 @@ fn split_into_units(
             size_bytes: 0,
             truncate_before_retry: Vec::new(),
             truncate_whole_tree: false,
+            part: None,
         });
     }
     // Largest first, so the longest unit does not start last.
@@ -823,6 +867,22 @@ mod tests {
         let plan = build(&inventory(), &request(&include, &[], ForeignKeyPolicy::IncludeParent)).unwrap();
         assert!(plan.tables.iter().any(|table| table.name.name == "users"));
         assert!(plan.dangling_foreign_keys.is_empty());
+    }
+
+    #[test]
+    fn row_ranges_cover_the_key_range_in_order() {
+        let ranges: Vec<(Option<i64>, Option<i64>, usize, usize)> = row_ranges("id", &[100, 250], &["id".into()], &[])
+            .into_iter()
+            .map(|part| (part.lower, part.upper, part.number, part.of))
+            .collect();
+        assert_eq!(
+            ranges,
+            [
+                (None, Some(100), 1, 3),
+                (Some(100), Some(250), 2, 3),
+                (Some(250), None, 3, 3)
+            ]
+        );
     }
 
     #[test]

@@ -129,6 +129,9 @@ pub struct Settings {
     /// `--maintenance-memory`: what the copy's index builds may use in all (`maintenance_work_mem`
     /// of each loading session = this / --jobs); 0 leaves the server's setting.
     pub maintenance_memory: u64,
+    /// `--split-larger-than`: a table larger than this with an integer key is copied in parts at
+    /// once; 0 never splits.
+    pub split_larger_than: u64,
     /// `--copy-roles`: create the roles the target server lacks instead of refusing.
     pub copy_roles: bool,
     /// `[hooks]` of the config file, SQL paths made absolute.
@@ -215,6 +218,7 @@ struct ConfigOptions {
     verify: Option<String>,
     copy_roles: Option<bool>,
     maintenance_memory: Option<String>,
+    split_larger_than: Option<String>,
     pg_bin: Option<PathBuf>,
     lock_timeout: Option<u64>,
     retain: Option<usize>,
@@ -298,6 +302,10 @@ pub fn parse_size(text: &str) -> Option<u64> {
 /// What index builds and other maintenance of the copy may use in all, when neither flag nor
 /// config file says: what a small server can spare (--jobs sessions share it).
 const DEFAULT_MAINTENANCE_MEMORY: u64 = 512 << 20;
+
+/// Tables larger than this (heap and TOAST) are copied in parts at once, when they have an
+/// integer key.
+const DEFAULT_SPLIT_LARGER_THAN: u64 = 128 << 20;
 
 fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, SyncError> {
     value
@@ -800,6 +808,16 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         })?,
         None => DEFAULT_MAINTENANCE_MEMORY,
     };
+    let split_larger_than = match arguments
+        .split_larger_than
+        .as_ref()
+        .or(options.split_larger_than.as_ref())
+    {
+        Some(text) => parse_size(text).ok_or_else(|| {
+            usage_error!("--split-larger-than {text:?} is not a size: write it like 128MB or 1GB (0 never splits)")
+        })?,
+        None => DEFAULT_SPLIT_LARGER_THAN,
+    };
     let config_directory = config_path
         .as_deref()
         .and_then(Path::parent)
@@ -830,6 +848,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         dry_run: arguments.dry_run,
         copy_roles: chosen(arguments.copy_roles, false, options.copy_roles),
         maintenance_memory,
+        split_larger_than,
         hooks,
         dump_dir: arguments
             .dump_dir

@@ -53,7 +53,8 @@ pub struct BucketSum {
     pub sum: String,
 }
 
-/// Output settings under which a row's text is the same on every server version; and a plan
+/// Output settings under which a row's text is the same on every server version (`pg_dump`'s,
+/// and every row read, or an error where row-level security would hide some); and a plan
 /// that sums a range's few buckets in a small hash table, reading the heap in block order
 /// (the planner would otherwise sort the rows by bucket, spilling to disk).
 pub async fn prepare_checksum_session(client: &Client) -> Result<()> {
@@ -61,7 +62,8 @@ pub async fn prepare_checksum_session(client: &Client) -> Result<()> {
         .batch_execute(
             "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC'; \
              SET extra_float_digits = 3; SET bytea_output = 'hex'; SET lc_monetary = 'C'; \
-             SET enable_sort = off; SET enable_indexscan = off; SET max_parallel_workers_per_gather = 0",
+             SET enable_sort = off; SET enable_indexscan = off; SET max_parallel_workers_per_gather = 0; \
+             SET row_security = off",
         )
         .await
         .context("cannot set the output settings for checksums")

@@ -104,15 +104,47 @@ pub async fn commit(client: &Client) -> Result<()> {
         .map_err(|error| sql_error("cannot commit", error))
 }
 
-/// Moves the table's own rows from `source` (in its snapshot) into `target`, chunk by chunk
-/// (the sink waits while the target is behind, so memory stays flat); returns the rows loaded.
-pub async fn relay_rows(source: &Client, target: &Client, table: &QualifiedName, columns: &[String]) -> Result<u64> {
+/// Rows of a table whose integer key is in `lower..upper` (an open end takes the rest).
+pub type KeyRange<'a> = (&'a str, Option<i64>, Option<i64>);
+
+fn range_condition(range: Option<KeyRange>) -> String {
+    let Some((key, lower, upper)) = range else {
+        return String::new();
+    };
+    let key = quote_identifier(key);
+    let bounds: Vec<String> = [
+        lower.map(|lower| format!("{key} >= {lower}")),
+        upper.map(|upper| format!("{key} < {upper}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if bounds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", bounds.join(" AND "))
+    }
+}
+
+/// Moves the table's own rows (those in `range`, if given) from `source` (in its snapshot) into
+/// `target`, chunk by chunk (the sink waits while the target is behind, so memory stays flat);
+/// returns the rows loaded. One `COPY`, so a failure loads nothing.
+pub async fn relay_rows(
+    source: &Client,
+    target: &Client,
+    table: &QualifiedName,
+    columns: &[String],
+    range: Option<KeyRange<'_>>,
+) -> Result<u64> {
     let columns: Vec<String> = columns.iter().map(|column| quote_identifier(column)).collect();
     let columns = columns.join(", ");
     let name = table.quoted();
     let what = || format!("cannot copy the rows of {}", table.display_name());
+    let condition = range_condition(range);
     let rows = source
-        .copy_out(&format!("COPY (SELECT {columns} FROM ONLY {name}) TO STDOUT"))
+        .copy_out(&format!(
+            "COPY (SELECT {columns} FROM ONLY {name}{condition}) TO STDOUT"
+        ))
         .await
         .map_err(|error| sql_error(what(), error))?;
     let sink = target
@@ -125,6 +157,60 @@ pub async fn relay_rows(source: &Client, target: &Client, table: &QualifiedName,
         sink.send(chunk).await.map_err(|error| sql_error(what(), error))?;
     }
     sink.as_mut().finish().await.map_err(|error| sql_error(what(), error))
+}
+
+/// A session that loads the copy: asynchronous commit, as for `pg_restore`'s sessions (the copy
+/// is private until the swap, whose commit is synchronous).
+pub async fn prepare_load_session(client: &Client) -> Result<()> {
+    client
+        .batch_execute("SET synchronous_commit = off")
+        .await
+        .context("cannot prepare the loading session")
+}
+
+/// Deletes the rows of `range` from the table's own rows: what an interrupted attempt at a part
+/// may have loaded, before it is copied again.
+pub async fn delete_range(client: &Client, table: &QualifiedName, range: KeyRange<'_>) -> Result<u64> {
+    client
+        .execute(
+            &format!("DELETE FROM ONLY {}{}", table.quoted(), range_condition(Some(range))),
+            &[],
+        )
+        .await
+        .map_err(|error| sql_error(format!("cannot empty a range of {}", table.display_name()), error))
+}
+
+/// Values of the integer `key` that cut the table into `parts` parts of about equal rows, from
+/// a sample of about `sample_rows` rows (so skewed keys give equal parts); ascending, distinct,
+/// empty when the sample is.
+pub async fn key_quantiles(
+    client: &Client,
+    table: &QualifiedName,
+    key: &str,
+    parts: usize,
+    sample_percent: f64,
+) -> Result<Vec<i64>> {
+    let fractions: Vec<f64> = (1..parts).map(|part| part as f64 / parts as f64).collect();
+    let key = quote_identifier(key);
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY {key})::bigint[] \
+                 FROM ONLY {} TABLESAMPLE SYSTEM ({sample_percent})",
+                table.quoted()
+            ),
+            &[&fractions],
+        )
+        .await
+        .map_err(|error| sql_error(format!("cannot sample the keys of {}", table.display_name()), error))?;
+    let mut boundaries: Vec<i64> = row
+        .get::<_, Option<Vec<Option<i64>>>>(0)
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect();
+    boundaries.dedup();
+    Ok(boundaries)
 }
 
 /// Each sequence's `last_value` and `is_called`; `None` where it does not exist.

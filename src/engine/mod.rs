@@ -18,6 +18,7 @@ pub mod restore;
 pub mod resume;
 mod retention;
 mod roles;
+mod split;
 pub mod steps;
 pub mod units;
 pub mod verify;
@@ -319,7 +320,9 @@ impl<'a> Run<'a> {
         let job = self
             .prepare(source, plan, tools.clone(), unreadable.to_vec(), started_at, copy == 1)
             .await?;
-        let plan = Arc::new(plan.clone());
+        let plan = self.split_large_tables(&job, plan, &source.inventory).await?;
+        self.progress.set_plan(&plan);
+        let plan = Arc::new(plan);
         let counting = async {
             if job.record_progress {
                 self.record_source_counts(&job, &plan, source).await;
@@ -756,7 +759,12 @@ impl<'a> Run<'a> {
             Transfer::Files { .. } if restoring => (1, Activity::Import),
             Transfer::Files { .. } => (2, Activity::Import),
         };
-        self.emit(Event::StepsPlanned(plan.units.len() * stages_per_unit));
+        let steps = plan
+            .units
+            .iter()
+            .map(|unit| if unit.part.is_some() { 1 } else { stages_per_unit })
+            .sum();
+        self.emit(Event::StepsPlanned(steps));
         self.progress.data_started();
         if job.resuming {
             self.progress

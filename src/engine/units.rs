@@ -187,6 +187,19 @@ impl UnitContext {
         Ok(())
     }
 
+    /// A part of a large table, copied from the source into the copy by dbsync itself.
+    async fn relay_part(&self, unit: Arc<Unit>) -> Result<(), StepError> {
+        self.wait_for_schema().await?;
+        let unit_ref = &unit;
+        let ((), started) = self
+            .run_stage(&unit, Activity::Stream, |attempt| async move {
+                steps::relay::relay_part(&self.job, unit_ref, attempt).await.map(|_| ())
+            })
+            .await?;
+        self.finished(&unit, Activity::Stream, started, None);
+        Ok(())
+    }
+
     /// The indexes and key constraints of tables whose rows are all loaded (ANALYZE first with
     /// `--analyze`), over `sessions` sessions.
     async fn build_indexes(&self, tables: Vec<usize>, sessions: usize) -> Result<(), StepError> {
@@ -256,13 +269,14 @@ impl UnitWork<Unit> for Arc<UnitContext> {
     fn export(&self, unit: Arc<Unit>) -> StageFuture {
         let context = self.clone();
         match self.transfer {
+            _ if unit.part.is_some() => Box::pin(async move { context.relay_part(unit).await }),
             Transfer::Stream => Box::pin(async move { context.load_unit(unit, Activity::Stream).await }),
             Transfer::Files { .. } => Box::pin(async move { context.export_unit(unit).await }),
         }
     }
 
     fn import(&self, unit: Arc<Unit>) -> Option<StageFuture> {
-        if self.transfer == Transfer::Stream {
+        if self.transfer == Transfer::Stream || unit.part.is_some() {
             return None;
         }
         let context = self.clone();

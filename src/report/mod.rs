@@ -150,6 +150,13 @@ pub enum Notice {
     },
     /// `--dry-run` of a refresh: it stops before changing anything.
     DryRunDone,
+    /// A large table is copied in parts at once, cut at quantiles of its key.
+    TableSplit {
+        table: String,
+        parts: usize,
+        key: String,
+        boundaries: Vec<i64>,
+    },
     /// `--copy-roles`: a statement that creates a role or a membership on the target server.
     CopyingRole {
         statement: String,

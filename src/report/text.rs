@@ -93,6 +93,19 @@ impl fmt::Display for Notice {
                 write!(formatter, "The target's schema fits the {tables} table(s) to refresh")
             }
             Notice::DryRunDone => formatter.write_str("Dry run: nothing was changed"),
+            Notice::TableSplit {
+                table,
+                parts,
+                key,
+                boundaries,
+            } => {
+                let at: Vec<String> = boundaries.iter().map(i64::to_string).collect();
+                write!(
+                    formatter,
+                    "Copying {table} in {parts} parts at once, split by {key} at {}",
+                    at.join(", ")
+                )
+            }
             Notice::CopyingRole { statement } => write!(formatter, "Copying a role: {statement}"),
             Notice::HookDone {
                 stage,

@@ -13,6 +13,7 @@ mod plan;
 mod progress;
 mod resume;
 mod roles;
+mod split;
 mod usage;
 mod verify;
 

@@ -6,6 +6,7 @@ pub mod checksum;
 pub mod export;
 pub mod import;
 pub mod postdata;
+pub mod relay;
 pub mod schema;
 pub mod stream;
 pub mod validate;

@@ -1,0 +1,170 @@
+//! Large tables cut into parts that load at once (`--split-larger-than`): a table whose unit is
+//! larger than the threshold and that has a single-column integer key is split at quantiles of
+//! its key, sampled (so skewed keys give parts of about equal rows). Each part is then copied
+//! by dbsync itself in the export snapshot (`steps::relay`), beside the others.
+
+use std::sync::Arc;
+
+use super::steps::Job;
+use super::{Run, interruptible};
+use crate::catalog::{self, QualifiedName};
+use crate::errors::SyncError;
+use crate::plan::{self, Plan, RowRange, Unit, UnitKind};
+use crate::report::{Event, Notice};
+
+/// About how many rows the key sample reads.
+const SAMPLE_ROWS: f64 = 100_000.0;
+
+/// A table to split: its unit, its planned table and its size.
+struct Candidate {
+    unit: usize,
+    table: QualifiedName,
+    planned: usize,
+    size_bytes: i64,
+}
+
+impl Run<'_> {
+    /// The plan with each large keyed table taken out of its unit and copied in parts. Only for
+    /// a copy from a snapshot whose dumps are not kept (an archive keeps whole `pg_dump` units).
+    pub(super) async fn split_large_tables(
+        &self,
+        job: &Job,
+        plan: &Plan,
+        inventory: &catalog::Inventory,
+    ) -> Result<Plan, SyncError> {
+        let candidates = candidates(plan, self.settings.split_larger_than);
+        if candidates.is_empty() || self.settings.keep_dumps() || job.snapshot.is_none() {
+            return Ok(plan.clone());
+        }
+        let names: Vec<QualifiedName> = candidates.iter().map(|candidate| candidate.table.clone()).collect();
+        // A session of its own: reading columns changes a session's search_path, and the
+        // snapshot session must print definitions as it always does.
+        let read = async {
+            let client = catalog::connect(self.settings.source(), "source").await?;
+            let layouts = catalog::checksum_layouts(&client, &names).await?;
+            let columns = catalog::table_columns(&client, &names).await?;
+            anyhow::Ok((client, layouts, columns))
+        };
+        let (client, layouts, columns) = interruptible(&self.cancellation, read).await?;
+        let mut split: Vec<(Candidate, Vec<RowRange>)> = Vec::new();
+        for ((candidate, layout), columns) in candidates.into_iter().zip(layouts).zip(columns) {
+            let (Some(layout), Some(columns)) = (layout, columns) else {
+                continue;
+            };
+            let Some(key) = layout.integer_key else { continue };
+            let boundaries = self.boundaries(&client, plan, &candidate, &key).await?;
+            if boundaries.is_empty() {
+                continue;
+            }
+            let columns: Vec<String> = columns
+                .into_iter()
+                .filter(|column| column.generated.is_none())
+                .map(|column| column.name)
+                .collect();
+            let owned: Vec<QualifiedName> = inventory
+                .sequences
+                .iter()
+                .filter(|sequence| sequence.owned_by == Some(plan.tables[candidate.planned].oid))
+                .map(|sequence| sequence.name.clone())
+                .collect();
+            let ranges = plan::row_ranges(&key, &boundaries, &columns, &owned);
+            self.emit(Event::Notice(Notice::TableSplit {
+                table: candidate.table.display_name(),
+                parts: ranges.len(),
+                key,
+                boundaries,
+            }));
+            split.push((candidate, ranges));
+        }
+        Ok(with_parts(plan, split))
+    }
+
+    /// Where to cut the candidate: parts of about the threshold, at least two and no more than
+    /// two per session, cut at sampled quantiles of `key`.
+    async fn boundaries(
+        &self,
+        client: &tokio_postgres::Client,
+        plan: &Plan,
+        candidate: &Candidate,
+        key: &str,
+    ) -> Result<Vec<i64>, SyncError> {
+        let most = (2 * self.jobs.get()).max(2) as u64;
+        let parts = (candidate.size_bytes.max(0) as u64)
+            .div_ceil(self.settings.split_larger_than)
+            .clamp(2, most);
+        let rows = plan.tables[candidate.planned].estimated_rows.unwrap_or(0) as f64;
+        let sample_percent = if rows > 0.0 {
+            (100.0 * SAMPLE_ROWS / rows).clamp(0.01, 100.0)
+        } else {
+            100.0
+        };
+        let quantiles = catalog::key_quantiles(client, &candidate.table, key, parts as usize, sample_percent);
+        interruptible(&self.cancellation, quantiles).await
+    }
+}
+
+/// Standard tables larger than `threshold` in units of table data that a retry empties table by
+/// table (not hash-partitioned trees), with no sequences riding along.
+fn candidates(plan: &Plan, threshold: u64) -> Vec<Candidate> {
+    if threshold == 0 {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    for unit in plan
+        .units
+        .iter()
+        .filter(|unit| unit.kind == UnitKind::Tables && !unit.truncate_whole_tree)
+    {
+        for planned in &unit.planned_tables {
+            let table = &plan.tables[*planned];
+            let standard = table.members.len() == 1 && !table.partitioned && unit.tables.contains(&table.members[0]);
+            if standard && table.size_bytes.max(0) as u64 > threshold {
+                found.push(Candidate {
+                    unit: unit.index,
+                    table: table.members[0].clone(),
+                    planned: *planned,
+                    size_bytes: table.size_bytes,
+                });
+            }
+        }
+    }
+    found
+}
+
+/// The plan with each split table taken out of its unit (a unit left with nothing to carry is
+/// dropped) and given one unit per part; every unit numbered again.
+fn with_parts(plan: &Plan, split: Vec<(Candidate, Vec<RowRange>)>) -> Plan {
+    let mut units: Vec<Unit> = Vec::new();
+    for unit in &plan.units {
+        let mut rest = (**unit).clone();
+        for (candidate, ranges) in split.iter().filter(|(candidate, _)| candidate.unit == unit.index) {
+            rest.tables.retain(|table| table != &candidate.table);
+            rest.truncate_before_retry.retain(|table| table != &candidate.table);
+            rest.planned_tables.retain(|planned| *planned != candidate.planned);
+            rest.size_bytes -= candidate.size_bytes;
+            let share = candidate.size_bytes / ranges.len() as i64;
+            units.extend(ranges.iter().map(|range| Unit {
+                tables: vec![candidate.table.clone()],
+                truncate_before_retry: vec![candidate.table.clone()],
+                planned_tables: vec![candidate.planned],
+                sequences: Vec::new(),
+                size_bytes: share,
+                part: Some(range.clone()),
+                ..(**unit).clone()
+            }));
+        }
+        if !rest.tables.is_empty() || !rest.sequences.is_empty() || rest.kind != UnitKind::Tables {
+            units.push(rest);
+        }
+    }
+    // Largest first, as the plan orders them.
+    units.sort_by_key(|unit| std::cmp::Reverse(unit.size_bytes));
+    Plan {
+        units: units
+            .into_iter()
+            .enumerate()
+            .map(|(index, unit)| Arc::new(Unit { index, ..unit }))
+            .collect(),
+        ..plan.clone()
+    }
+}
