@@ -99,7 +99,7 @@ pub struct SyncArguments {
     pub data_only: bool,
 
     /// Copy a table larger than this (with a single-column integer key) in parts at once, each
-    /// over its own pair of sessions; 0 never splits [default: 128MB]
+    /// over its own pair of sessions, e.g. 128MB; 0 never splits [default: 0]
     #[arg(long, value_name = "SIZE")]
     pub split_larger_than: Option<String>,
 

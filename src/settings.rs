@@ -304,8 +304,9 @@ pub fn parse_size(text: &str) -> Option<u64> {
 const DEFAULT_MAINTENANCE_MEMORY: u64 = 512 << 20;
 
 /// Tables larger than this (heap and TOAST) are copied in parts at once, when they have an
-/// integer key.
-const DEFAULT_SPLIT_LARGER_THAN: u64 = 128 << 20;
+/// integer key. Off until splitting is measured faster: on 2 cores it was level on *huge* and
+/// slower on *large* (README, Benchmarks).
+const DEFAULT_SPLIT_LARGER_THAN: u64 = 0;
 
 fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, SyncError> {
     value

@@ -4,10 +4,15 @@
 //! add what a target's schema lacks (`--fix-schema`).
 
 use anyhow::{Context, Result};
+use bytes::BytesMut;
 use futures_util::{SinkExt, TryStreamExt};
 use tokio_postgres::Client;
 
 use super::{QualifiedName, quote_identifier, sql_error};
+
+/// Rows are relayed in batches of about this many bytes: few enough messages to keep the
+/// relay's own work small, and memory bounded (one batch per relay, whatever the table).
+const RELAY_BATCH_BYTES: usize = 256 * 1024;
 
 /// A column as the catalog describes it, types and expressions printed schema-qualified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,8 +158,19 @@ pub async fn relay_rows(
         .map_err(|error| sql_error(what(), error))?;
     futures_util::pin_mut!(rows);
     futures_util::pin_mut!(sink);
+    // The server sends a message per row; sending each on its own would cost more than the row.
+    let mut batch = BytesMut::with_capacity(RELAY_BATCH_BYTES);
     while let Some(chunk) = rows.try_next().await.map_err(|error| sql_error(what(), error))? {
-        sink.send(chunk).await.map_err(|error| sql_error(what(), error))?;
+        batch.extend_from_slice(&chunk);
+        if batch.len() >= RELAY_BATCH_BYTES {
+            let full = batch.split().freeze();
+            sink.send(full).await.map_err(|error| sql_error(what(), error))?;
+        }
+    }
+    if !batch.is_empty() {
+        sink.send(batch.freeze())
+            .await
+            .map_err(|error| sql_error(what(), error))?;
     }
     sink.as_mut().finish().await.map_err(|error| sql_error(what(), error))
 }
