@@ -171,20 +171,9 @@ pub async fn bucket_sums(
     };
     let (bucket, condition) = match range {
         None => ("0".to_string(), String::new()),
-        Some((key, buckets, lower, upper)) => {
-            let key = quote_identifier(key);
-            let bounds: Vec<String> = [
-                lower.map(|lower| format!("{key} >= {lower}")),
-                upper.map(|upper| format!("{key} < {upper}")),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            let condition = if bounds.is_empty() {
-                String::new()
-            } else {
-                format!(" WHERE {}", bounds.join(" AND "))
-            };
+        Some((key_name, buckets, lower, upper)) => {
+            let condition = super::rows::range_condition(Some((key_name, lower, upper)));
+            let key = quote_identifier(key_name);
             let KeyBuckets {
                 lowest,
                 highest,

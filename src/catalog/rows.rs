@@ -112,7 +112,8 @@ pub async fn commit(client: &Client) -> Result<()> {
 /// Rows of a table whose integer key is in `lower..upper` (an open end takes the rest).
 pub type KeyRange<'a> = (&'a str, Option<i64>, Option<i64>);
 
-fn range_condition(range: Option<KeyRange>) -> String {
+/// ` WHERE key >= a AND key < b` for a range (nothing for an open one, or none).
+pub(super) fn range_condition(range: Option<KeyRange>) -> String {
     let Some((key, lower, upper)) = range else {
         return String::new();
     };

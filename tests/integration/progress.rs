@@ -12,18 +12,25 @@ pub fn paced_source(database: &str) {
 }
 
 pub fn paced_source_on(source: &crate::harness::Cluster, database: &str) {
+    paced_table_on(source, database, "id int");
+}
+
+/// `paced_source_on` with the table's `id` column declared as `id_column` (`id int PRIMARY KEY`).
+pub fn paced_table_on(source: &crate::harness::Cluster, database: &str, id_column: &str) {
     source.create_database(database);
     source.psql(
         database,
-        "CREATE FUNCTION public.paced(value int) RETURNS boolean LANGUAGE plpgsql AS $$ \
+        &format!(
+            "CREATE FUNCTION public.paced(value int) RETURNS boolean LANGUAGE plpgsql AS $$ \
          BEGIN \
            IF coalesce(current_setting('dbsync_test.fast', true), '') <> 'on' THEN PERFORM pg_sleep(0.001); END IF; \
            RETURN true; \
          END $$; \
-         CREATE TABLE paced (id int, payload text, CONSTRAINT paced_slowly CHECK (public.paced(id))); \
+         CREATE TABLE paced ({id_column}, payload text, CONSTRAINT paced_slowly CHECK (public.paced(id))); \
          SET dbsync_test.fast = 'on'; \
          INSERT INTO paced SELECT g, repeat('x', 200) FROM generate_series(1, 4000) g; \
-         ANALYZE paced;",
+         ANALYZE paced;"
+        ),
     );
 }
 

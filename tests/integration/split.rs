@@ -87,23 +87,10 @@ fn skewed_keys_give_parts_of_about_equal_rows() {
     assert_exit(&crate::between("verify", "skew_src", "skew_dst", &["--checksum"]), 0);
 }
 
-/// A keyed table whose load is slow on purpose (a CHECK that sleeps a millisecond per row, as in
-/// the progress tests): 4,000 rows, about a second per part.
+/// The progress tests' slow table (a CHECK that sleeps a millisecond per row), keyed: 4,000
+/// rows, about a second per part.
 fn slow_keyed_source(database: &str) {
-    let source = &clusters().source;
-    source.create_database(database);
-    source.psql(
-        database,
-        "CREATE FUNCTION public.paced(value int) RETURNS boolean LANGUAGE plpgsql AS $$ \
-         BEGIN \
-           IF coalesce(current_setting('dbsync_test.fast', true), '') <> 'on' THEN PERFORM pg_sleep(0.001); END IF; \
-           RETURN true; \
-         END $$; \
-         CREATE TABLE paced (id int PRIMARY KEY, payload text, CONSTRAINT paced_slowly CHECK (public.paced(id))); \
-         SET dbsync_test.fast = 'on'; \
-         INSERT INTO paced SELECT g, repeat('x', 200) FROM generate_series(1, 4000) g; \
-         ANALYZE paced;",
-    );
+    crate::progress::paced_table_on(&clusters().source, database, "id int PRIMARY KEY");
 }
 
 /// Ends, once, a part's `COPY` on the copy (`temporary` names it) while it loads.
