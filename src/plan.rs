@@ -188,6 +188,15 @@ impl Plan {
         tables_by_tree_oid(&self.tables)
     }
 
+    /// Every table of the selected trees that holds rows of its own (leaf partitions, inheritance
+    /// parents and children): what is hashed, refreshed or split table by table.
+    pub fn members(&self) -> Vec<QualifiedName> {
+        self.tables
+            .iter()
+            .flat_map(|table| table.members.iter().cloned())
+            .collect()
+    }
+
     /// Roots of the selected trees: locking these (without ONLY) locks every member.
     pub fn lock_targets(&self) -> Vec<QualifiedName> {
         self.tables.iter().map(|table| table.name.clone()).collect()

@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 
 use super::steps::checksum::{self, Sessions};
 use super::steps::validate::TableCount;
-use super::verify::{checksum_differences, checksummed_tables};
+use super::verify::checksum_differences;
 use super::{Run, interruptible, preflight};
 use crate::catalog::{self, QualifiedName, TableColumn};
 use crate::errors::SyncError;
@@ -111,7 +111,7 @@ impl Run<'_> {
             jobs: self.jobs.get(),
             batch_size: None,
             tables: plan.tables.len(),
-            units: checksummed_tables(plan).len(),
+            units: plan.members().len(),
             tools_version: "none (dbsync moves the rows itself)".into(),
             tools_directory: "-".into(),
         }));
@@ -195,7 +195,7 @@ impl Run<'_> {
         plan: &Plan,
     ) -> Result<Vec<RefreshedTable>, SyncError> {
         let fix = matches!(self.settings.content, Content::DataOnly { fix_schema: true });
-        let members = checksummed_tables(plan);
+        let members = plan.members();
         let read = async {
             let columns = tokio::try_join!(
                 catalog::table_columns(source, &members),
@@ -305,7 +305,7 @@ impl Run<'_> {
             .collect();
         let mut differences = Vec::new();
         if verification == Verification::Checksum {
-            let members = checksummed_tables(plan);
+            let members = plan.members();
             let compare = async {
                 let target_sessions = Sessions::open(self.settings.target(), "target", self.jobs.get(), None).await?;
                 checksum::compare(source_sessions, &target_sessions, &members).await

@@ -46,7 +46,7 @@ impl Run<'_> {
         let mut differences = read_differences(&plan, &source_side, &target_side);
         if let Some((source_sessions, target_sessions)) = &sessions {
             let counted: Vec<String> = differences.iter().map(|difference| difference.name.clone()).collect();
-            let members = checksummed_tables(&plan);
+            let members = plan.members();
             let comparisons = interruptible(
                 &self.cancellation,
                 checksum::compare(source_sessions, target_sessions, &members),
@@ -139,15 +139,6 @@ fn read_differences(plan: &Plan, source: &SideReading, target: &SideReading) -> 
     differences
 }
 
-/// The tables whose own rows are hashed: every member of the selected trees (leaf partitions,
-/// inheritance parents and children), so a difference names the partition it is in.
-pub(super) fn checksummed_tables(plan: &Plan) -> Vec<QualifiedName> {
-    plan.tables
-        .iter()
-        .flat_map(|table| table.members.iter().cloned())
-        .collect()
-}
-
 /// The tables whose checksums differ, as the report shows them.
 pub(super) fn checksum_differences(tables: &[QualifiedName], comparisons: &[Comparison]) -> Vec<VerifyDifference> {
     tables
@@ -195,7 +186,7 @@ pub(super) async fn checksum_copy(job: &Job, plan: &Plan, jobs: usize) -> anyhow
         Sessions::open(&snapshot.source, "source", jobs, Some(&snapshot.id)),
         Sessions::open(job.copy(), "target", jobs, None)
     )?;
-    let tables = checksummed_tables(plan);
+    let tables = plan.members();
     let comparisons = checksum::compare(&source, &target, &tables).await?;
     Ok(checksum_differences(&tables, &comparisons))
 }
