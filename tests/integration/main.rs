@@ -265,6 +265,37 @@ pub fn fingerprint(cluster: &Cluster, database: &str) -> Fingerprint {
 }
 
 /// A fresh directory for dumps, to check nothing is left behind.
+/// The copy `target` on the target server holds what `source` on the source server does: every
+/// table's rows, every sequence, the large objects and `pg_dump --schema-only`.
+pub fn assert_same_copy(source: &str, target: &str) {
+    let clusters = harness::clusters();
+    let (source_print, target_print) = (
+        fingerprint(&clusters.source, source),
+        fingerprint(&clusters.target, target),
+    );
+    assert_eq!(source_print.tables, target_print.tables, "table contents differ");
+    assert_eq!(source_print.sequences, target_print.sequences, "sequence values differ");
+    assert_eq!(
+        source_print.large_objects, target_print.large_objects,
+        "large objects differ"
+    );
+    assert_eq!(
+        clusters.source.schema_dump(source),
+        clusters.target.schema_dump(target),
+        "pg_dump --schema-only differs"
+    );
+}
+
+/// `query` gives the same answer on `source` (source server) and `target` (target server).
+pub fn assert_same_answer(source: &str, target: &str, query: &str) {
+    let clusters = harness::clusters();
+    assert_eq!(
+        clusters.target.psql(target, query),
+        clusters.source.psql(source, query),
+        "{query}"
+    );
+}
+
 pub fn dump_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("dbsync-dumps-")

@@ -137,20 +137,11 @@ fn a_data_only_refresh_replaces_rows_and_keeps_the_targets_own_schema() {
     assert_eq!(database_oid("refresh_dst"), oid, "the database was kept, not replaced");
 
     let rows = "SELECT string_agg(format('%s|%s|%s', id, name, balance), ',' ORDER BY id) FROM accounts";
-    assert_eq!(
-        clusters.target.psql("refresh_dst", rows),
-        clusters.source.psql("refresh_src", rows)
-    );
+    crate::assert_same_answer("refresh_src", "refresh_dst", rows);
     let orders = "SELECT count(*), sum(total), max(id) FROM orders";
-    assert_eq!(
-        clusters.target.psql("refresh_dst", orders),
-        clusters.source.psql("refresh_src", orders)
-    );
+    crate::assert_same_answer("refresh_src", "refresh_dst", orders);
     let sequence = "SELECT last_value FROM accounts_id_seq";
-    assert_eq!(
-        clusters.target.psql("refresh_dst", sequence),
-        clusters.source.psql("refresh_src", sequence)
-    );
+    crate::assert_same_answer("refresh_src", "refresh_dst", sequence);
     // The target's own schema is still there.
     let own = clusters.target.psql(
         "refresh_dst",
@@ -261,15 +252,9 @@ fn fix_schema_adds_a_column_to_a_table_that_holds_rows_and_shows_it_first() {
     );
     assert_eq!(table_oid("fix_dst"), before, "the table was altered, not replaced");
     let rows = "SELECT string_agg(format('%s|%s', id, email), ',' ORDER BY id) FROM accounts";
-    assert_eq!(
-        clusters.target.psql("fix_dst", rows),
-        clusters.source.psql("fix_src", rows)
-    );
+    crate::assert_same_answer("fix_src", "fix_dst", rows);
     let regions = "SELECT string_agg(code || label, ',' ORDER BY code) FROM regions";
-    assert_eq!(
-        clusters.target.psql("fix_dst", regions),
-        clusters.source.psql("fix_src", regions)
-    );
+    crate::assert_same_answer("fix_src", "fix_dst", regions);
     assert_eq!(
         clusters
             .target

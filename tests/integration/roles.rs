@@ -48,16 +48,10 @@ fn copy_roles_gives_an_owner_exact_copy_on_a_server_without_the_roles() {
     // superuser role stays one.
     let roles = "SELECT string_agg(format('%s %s %s %s %s %s', rolname, rolsuper, rolcreatedb, rolcanlogin, rolinherit, rolconnlimit), ', ' ORDER BY rolname) \
                  FROM pg_roles WHERE rolname LIKE 'cr\\_%'";
-    assert_eq!(
-        clusters.target.psql("postgres", roles),
-        clusters.source.psql("postgres", roles)
-    );
+    crate::assert_same_answer("postgres", "postgres", roles);
     let members = "SELECT string_agg(format('%s in %s admin %s', pg_get_userbyid(member), pg_get_userbyid(roleid), admin_option), ', ') \
                    FROM pg_auth_members WHERE pg_get_userbyid(member) LIKE 'cr\\_%'";
-    assert_eq!(
-        clusters.target.psql("postgres", members),
-        clusters.source.psql("postgres", members)
-    );
+    crate::assert_same_answer("postgres", "postgres", members);
     let password = "SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'cr_owner'";
     assert_eq!(clusters.source.psql("postgres", password).trim(), "f");
     assert_eq!(
@@ -72,8 +66,5 @@ fn copy_roles_gives_an_owner_exact_copy_on_a_server_without_the_roles() {
     );
     let owners = "SELECT string_agg(format('%s %s %s', relname, pg_get_userbyid(relowner), relacl), ', ' ORDER BY relname) \
                   FROM pg_class WHERE relname IN ('ledger', 'totals')";
-    assert_eq!(
-        clusters.target.psql("roles_dst", owners),
-        clusters.source.psql("roles_src", owners)
-    );
+    crate::assert_same_answer("roles_src", "roles_dst", owners);
 }
