@@ -164,4 +164,30 @@ fn a_failing_hook_stops_the_run_with_its_output_and_keeps_the_previous_target() 
         text(&refused)
     );
     assert_previous_target_intact("hook_fail_dst");
+
+    // A failing after_sync hook fails the run, though the target was replaced.
+    let late = directory.path().join("late.toml");
+    std::fs::write(
+        &late,
+        "[hooks]\nafter_sync = [{ command = \"echo notify failed >&2; exit 4\" }]\n",
+    )
+    .unwrap();
+    let replaced = crate::sync(
+        "hook_fail_src",
+        "hook_fail_dst",
+        &["--yes", "--config", late.to_str().unwrap()],
+        directory.path(),
+    );
+    assert_exit(&replaced, 1);
+    assert!(
+        text(&replaced).contains("the after_sync hook command echo notify failed"),
+        "{}",
+        text(&replaced)
+    );
+    let people = clusters().target.psql("hook_fail_dst", "SELECT count(*) FROM people");
+    assert_eq!(
+        people.trim(),
+        "50",
+        "the sync before the hook did not replace the target"
+    );
 }

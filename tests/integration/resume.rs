@@ -78,9 +78,24 @@ fn a_sync_that_failed_during_the_load_resumes_without_exporting_again() {
     );
 
     std::fs::write(fakes.state("healed"), "").unwrap();
-    let resumed = run_printed_resume_command(&log, &["--plain", "--yes", "--pg-bin", fakes.bin().to_str().unwrap()]);
+    let resumed = run_printed_resume_command(
+        &log,
+        &[
+            "--plain",
+            "--yes",
+            "--verify",
+            "checksum",
+            "--pg-bin",
+            fakes.bin().to_str().unwrap(),
+        ],
+    );
     assert_exit(&resumed, 0);
     let resumed_log = text(&resumed);
+    // The exports were complete: the rows are compared with the counts their snapshot recorded.
+    assert!(
+        resumed_log.contains("checksums need that snapshot, which is gone"),
+        "{resumed_log}"
+    );
     assert!(
         resumed_log.contains(&format!("Resuming in {}", copies[0])),
         "{resumed_log}"

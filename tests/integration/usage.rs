@@ -378,6 +378,45 @@ fn refused(target_uri: &str, extra: &[&str]) -> String {
 }
 
 #[test]
+fn modes_are_refused_with_what_they_cannot_go_with() {
+    let clusters = clusters();
+    let target = clusters.target.uri("modes_dst");
+    for (extra, expected) in [
+        (
+            &["--data-only", "--stream"][..],
+            "--data-only cannot be used with --stream",
+        ),
+        (
+            &["--data-only", "--keep-dumps"][..],
+            "--data-only cannot be used with --stream",
+        ),
+        (
+            &["--data-only", "--retain", "2"][..],
+            "--retain keeps the newest of a date template",
+        ),
+        (
+            &["--schema-only", "--exclude", "orders"][..],
+            "--schema-only copies no rows",
+        ),
+        (
+            &["--verify", "none", "--keep-dumps"][..],
+            "--verify none cannot be used with --keep-dumps",
+        ),
+        (&["--split-larger-than", "lots"][..], "is not a size"),
+        (&["--maintenance-memory", "1.5GB"][..], "is not a size"),
+    ] {
+        let log = refused(&target, extra);
+        assert!(log.contains(expected), "{extra:?}: {log}");
+    }
+    let dated = refused(&clusters.target.uri("modes_{date}"), &["--data-only"]);
+    assert!(
+        dated.contains("--data-only cannot be used with a date template"),
+        "{dated}"
+    );
+    assert!(!clusters.target.database_exists("modes_dst"));
+}
+
+#[test]
 fn targets_that_are_not_the_users_to_replace_are_refused_with_the_rule_and_nothing_changes() {
     source_with_tables("refuse_src");
     let clusters = clusters();
