@@ -149,6 +149,7 @@ CREATE TABLE audit_log (id bigserial PRIMARY KEY, table_name text, changed_at ti
 CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN INSERT INTO audit_log (table_name, row_data) VALUES (TG_TABLE_NAME, to_jsonb(NEW)); RETURN NEW; END $$;
 CREATE TRIGGER products_audit AFTER UPDATE ON products FOR EACH ROW EXECUTE FUNCTION audit();
+INSERT INTO customers (name, email) SELECT 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, 5000) g;
 DO $$
 BEGIN
     FOR i IN 1..14 LOOP
@@ -156,7 +157,6 @@ BEGIN
         EXECUTE format('INSERT INTO lookup_%s (code, label, customer_id) SELECT ''c'' || g, repeat(''x'', 40), 1 + g %% 5000 FROM generate_series(1, 1500) g', i);
     END LOOP;
 END $$;
-INSERT INTO customers (name, email) SELECT 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, 5000) g;
 INSERT INTO products (sku, title, price, stock) SELECT 'sku-' || g, 'product ' || g, g % 500 + 0.99, g % 40 FROM generate_series(1, 2000) g;
 INSERT INTO orders (customer_id, placed_at, total) SELECT 1 + g % 5000, timestamptz '2024-01-01' + g * interval '7 minutes', g % 900 FROM generate_series(1, 40000) g;
 INSERT INTO order_items SELECT o, 1 + (o * 7 + k) % 2000, 1 + k FROM generate_series(1, 40000) o, generate_series(0, 1) k;
@@ -222,9 +222,53 @@ drop_dataset() {
     [ "$keep" = yes ] || psql_on "$source_port" -d postgres -c "DROP DATABASE $1"
 }
 
-# run_contender NAME DATABASE: times one run; prints "seconds rss_bytes dump_bytes".
+# CPU seconds a server has used so far: its postmaster, the backends it has reaped, and the
+# processes still running under it (backends, checkpointer, WAL writer).
+server_cpu() {
+    python3 - "$(head -n 1 "$base/$1/postmaster.pid")" <<'PY'
+import os, sys
+postmaster = sys.argv[1]
+def fields(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+ticks = os.sysconf("SC_CLK_TCK")
+own = fields(postmaster)
+total = sum(int(value) for value in own[11:15])
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            child = fields(pid)
+        except OSError:
+            continue
+        if child[1] == postmaster:
+            total += int(child[11]) + int(child[12])
+print(total / ticks)
+PY
+}
+
+# timed LOG COMMAND...: runs COMMAND (output to LOG); prints "seconds source_cpu target_cpu
+# client_cpu", the CPU seconds each server and the client processes used meanwhile.
+timed() {
+    local log=$1 source_before target_before started finished
+    source_before=$(server_cpu source)
+    target_before=$(server_cpu target)
+    started=$(now)
+    python3 - "${@:2}" >"$log" 2>&1 3>"$base/client_cpu" <<'PY' || return 1
+import os, resource, subprocess, sys
+status = subprocess.call(sys.argv[1:])
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+os.write(3, f"{usage.ru_utime + usage.ru_stime:.2f}\n".encode())
+sys.exit(status)
+PY
+    finished=$(now)
+    python3 -c "print(f'{$finished - $started:.3f}', f'{$(server_cpu source) - $source_before:.2f}', f'{$(server_cpu target) - $target_before:.2f}', '$(cat "$base/client_cpu")')"
+}
+
+# run_contender NAME DATABASE: times one run; prints "seconds rss_bytes dump_bytes source_cpu
+# target_cpu client_cpu". A contender that needs an empty target database creates it inside its
+# time, as a user of that tool would.
 run_contender() {
-    local name=$1 database=$2 source target log started finished
+    local name=$1 database=$2 source target log measured
     source=$(uri "$source_port" "$database")
     target=$(uri "$target_port" bench_copy)
     log=$base/logs/$database-$name-$(date +%s%N).log
@@ -236,54 +280,46 @@ run_contender() {
             [ "$name" = dbsync-j1 ] && run_jobs=1
             [ "$name" = dbsync-j4 ] && run_jobs=4
             [ "$name" = baseline ] && binary=$baseline
-            started=$(now)
-            "$binary" sync --source "$source" --target "$target" --jobs "$run_jobs" --yes --plain \
-                --dump-dir "$base/work" --report "$base/work/report.json" "${extra[@]}" >"$log" 2>&1 ||
+            measured=$(timed "$log" "$binary" sync --source "$source" --target "$target" --jobs "$run_jobs" --yes --plain \
+                --dump-dir "$base/work" --report "$base/work/report.json" "${extra[@]}") ||
                 { echo "dbsync failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
-            finished=$(now)
-            python3 - "$base/work/report.json" "$started" "$finished" <<'PY'
+            python3 - "$base/work/report.json" "$measured" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
-print(float(sys.argv[3]) - float(sys.argv[2]), report["peak_memory_bytes"], report["peak_dump_bytes"])
+seconds, *cpu = sys.argv[2].split()
+phases = ",".join(f"{phase['phase']}={phase['seconds']:.2f}" for phase in report.get("phases", []))
+print(seconds, report["peak_memory_bytes"], report["peak_dump_bytes"], *cpu, phases or "-")
 PY
             ;;
         pg_dump)
-            psql_on "$target_port" -d postgres -c "CREATE DATABASE bench_copy"
-            started=$(now)
-            {
-                pg_dump -Fd -j "$jobs" -f "$base/work/dump" "$source" &&
-                    pg_restore -j "$jobs" -d "$target" "$base/work/dump"
-            } >"$log" 2>&1 || { echo "pg_dump/pg_restore failed, see $log" >&2; exit 1; }
-            finished=$(now)
-            echo "$(python3 -c "print($finished - $started)") - -"
+            measured=$(timed "$log" bash -c 'createdb -h "$1" -p "$2" -U postgres bench_copy &&
+                pg_dump -Fd -j "$3" -f "$4" "$5" && pg_restore -j "$3" -d "$6" "$4"' - \
+                "$base" "$target_port" "$jobs" "$base/work/dump" "$source" "$target") ||
+                { echo "pg_dump/pg_restore failed, see $log" >&2; exit 1; }
+            echo "${measured%% *} - - ${measured#* } -"
             ;;
         verify-checksum)
             "$dbsync" sync --source "$source" --target "$target" --jobs "$jobs" --yes --plain \
                 --dump-dir "$base/work" >"$log" 2>&1 || { echo "dbsync failed, see $log" >&2; exit 1; }
             psql_on "$target_port" -d postgres -c "CHECKPOINT"
-            started=$(now)
-            "$dbsync" verify --checksum --source "$source" --target "$target" --jobs "$jobs" >>"$log" 2>&1 ||
-                { echo "dbsync verify --checksum failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
-            finished=$(now)
-            echo "$(python3 -c "print($finished - $started)") - -"
+            measured=$(timed "$log.verify" "$dbsync" verify --checksum --source "$source" --target "$target" --jobs "$jobs") ||
+                { echo "dbsync verify --checksum failed, see $log.verify" >&2; tail -n 20 "$log.verify" >&2; exit 1; }
+            echo "${measured%% *} - - ${measured#* } -"
             ;;
         pg_dump-pipe)
-            psql_on "$target_port" -d postgres -c "CREATE DATABASE bench_copy"
-            started=$(now)
-            { pg_dump -Fc "$source" | pg_restore -d "$target"; } >"$log" 2>&1 ||
+            measured=$(timed "$log" bash -c 'createdb -h "$1" -p "$2" -U postgres bench_copy &&
+                pg_dump -Fc "$3" | pg_restore -d "$4"' - "$base" "$target_port" "$source" "$target") ||
                 { echo "pg_dump | pg_restore failed, see $log" >&2; exit 1; }
-            finished=$(now)
-            echo "$(python3 -c "print($finished - $started)") - -"
+            echo "${measured%% *} - - ${measured#* } -"
             ;;
         pgcopydb | pgcopydb-split)
             local split=()
             [ "$name" = pgcopydb-split ] && split=(--split-tables-larger-than 128MB)
-            psql_on "$target_port" -d postgres -c "CREATE DATABASE bench_copy"
-            started=$(now)
-            pgcopydb clone --source "$source" --target "$target" --table-jobs "$jobs" --index-jobs "$jobs" \
-                "${split[@]}" --dir "$base/work/pgcopydb" >"$log" 2>&1 || { echo "pgcopydb failed, see $log" >&2; exit 1; }
-            finished=$(now)
-            echo "$(python3 -c "print($finished - $started)") - -"
+            measured=$(timed "$log" bash -c 'createdb -h "$1" -p "$2" -U postgres bench_copy &&
+                pgcopydb clone --source "$3" --target "$4" --table-jobs "$5" --index-jobs "$5" --dir "$6" "${@:7}"' - \
+                "$base" "$target_port" "$source" "$target" "$jobs" "$base/work/pgcopydb" "${split[@]}") ||
+                { echo "pgcopydb failed, see $log" >&2; exit 1; }
+            echo "${measured%% *} - - ${measured#* } -"
             ;;
     esac
 }
@@ -366,9 +402,15 @@ import statistics, sys, platform, os
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
 jobs, scale, server_config = sys.argv[2], sys.argv[3], sys.argv[4]
 by_key = {}
+cpu_by_key, phases_by_key = {}, {}
 for dataset, name, measured in rows:
-    seconds, rss, dump = measured.split()
+    seconds, rss, dump, source_cpu, target_cpu, client_cpu, phases = measured.split()
     by_key.setdefault((dataset, name), []).append((float(seconds), rss, dump))
+    cpu_by_key.setdefault((dataset, name), []).append((float(source_cpu), float(target_cpu), float(client_cpu)))
+    if phases != "-":
+        for phase in phases.split(","):
+            key, value = phase.split("=")
+            phases_by_key.setdefault((dataset, name), {}).setdefault(key, []).append(float(value))
 cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
 memory = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))) // 1024 // 1024
 print(f"Machine: {os.cpu_count()} cores ({cpu}), {memory} GiB; server config {server_config}; jobs {jobs}; pgbench scale {scale}; "
@@ -394,6 +436,18 @@ for dataset in datasets:
               f"{mib(str(rss)) if rss is not None else '-'} | {mib(str(dump)) if dump is not None else '-'} |")
 print()
 print("ratio to dbsync = dbsync's median / the contender's median (below 1: dbsync is faster).")
+print()
+print("Where the time goes: CPU seconds of the source server, the target server and the client")
+print("processes (dbsync with its pg_dump/pg_restore, or the contender's tools), medians; dbsync's")
+print("time by phase from its report.")
+print()
+print("| dataset | contender | source CPU s | target CPU s | client CPU s | phases (s) |")
+print("|---|---|---|---|---|---|")
+for (dataset, name), measured in cpu_by_key.items():
+    medians = [statistics.median(values) for values in zip(*measured)]
+    phases = phases_by_key.get((dataset, name), {})
+    phase_text = ", ".join(f"{key} {statistics.median(values):.2f}" for key, values in phases.items()) or "-"
+    print(f"| {dataset} | {name} | {medians[0]:.2f} | {medians[1]:.2f} | {medians[2]:.2f} | {phase_text} |")
 sync, verify = by_key.get(("large", "dbsync")), by_key.get(("large", "verify-checksum"))
 if sync and verify:
     sync_median = statistics.median(s for s, _, _ in sync)

@@ -114,11 +114,22 @@ pub struct RowRange {
     /// 1-based number of this part, and how many the table has.
     pub number: usize,
     pub of: usize,
+    /// Relayed in `COPY`'s binary format: every column's type is built in (the binary form of an
+    /// array or a row of a user type carries its object id, which differs between servers) and
+    /// both servers are the same major version. Otherwise in text, exactly as `pg_dump` writes it.
+    #[serde(default)]
+    pub binary: bool,
 }
 
 /// One range per part between `boundaries` (ascending, distinct): the first open below, the
 /// last open above.
-pub fn row_ranges(key: &str, boundaries: &[i64], columns: &[String], sequences: &[QualifiedName]) -> Vec<RowRange> {
+pub fn row_ranges(
+    key: &str,
+    boundaries: &[i64],
+    columns: &[String],
+    sequences: &[QualifiedName],
+    binary: bool,
+) -> Vec<RowRange> {
     let of = boundaries.len() + 1;
     (0..of)
         .map(|number| RowRange {
@@ -129,6 +140,7 @@ pub fn row_ranges(key: &str, boundaries: &[i64], columns: &[String], sequences: 
             sequences: if number == 0 { sequences.to_vec() } else { Vec::new() },
             number: number + 1,
             of,
+            binary,
         })
         .collect()
 }
@@ -880,10 +892,11 @@ mod tests {
 
     #[test]
     fn row_ranges_cover_the_key_range_in_order() {
-        let ranges: Vec<(Option<i64>, Option<i64>, usize, usize)> = row_ranges("id", &[100, 250], &["id".into()], &[])
-            .into_iter()
-            .map(|part| (part.lower, part.upper, part.number, part.of))
-            .collect();
+        let ranges: Vec<(Option<i64>, Option<i64>, usize, usize)> =
+            row_ranges("id", &[100, 250], &["id".into()], &[], false)
+                .into_iter()
+                .map(|part| (part.lower, part.upper, part.number, part.of))
+                .collect();
         assert_eq!(
             ranges,
             [

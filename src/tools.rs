@@ -63,6 +63,13 @@ fn candidate_directories() -> Vec<PathBuf> {
     directories
 }
 
+/// A `pg_dump` that is a link to a program of another name: a version-choosing wrapper.
+fn is_wrapper(pg_dump: &Path) -> bool {
+    pg_dump
+        .canonicalize()
+        .is_ok_and(|resolved| resolved.file_name().is_some_and(|name| name != "pg_dump"))
+}
+
 /// Finds tools for a source server of major version `source_major`. With `override_directory`,
 /// only that directory is considered.
 pub fn locate(override_directory: Option<&Path>, source_major: u32) -> Result<PgTools> {
@@ -70,9 +77,17 @@ pub fn locate(override_directory: Option<&Path>, source_major: u32) -> Result<Pg
         Some(directory) => vec![directory.to_path_buf()],
         None => candidate_directories(),
     };
+    let (tools, wrappers): (Vec<PathBuf>, Vec<PathBuf>) = directories
+        .into_iter()
+        .partition(|directory| !is_wrapper(&directory.join("pg_dump")));
     let mut found = Vec::new();
     let mut rejected = Vec::new();
-    for directory in &directories {
+    // A wrapper (Debian's /usr/bin/pg_dump is a Perl script choosing a version) costs a tenth of
+    // a second to start: asked only when no real tools are installed.
+    for directory in tools.iter().chain(wrappers.iter()) {
+        if !found.is_empty() && wrappers.contains(directory) {
+            break;
+        }
         let pg_dump = directory.join("pg_dump");
         let pg_restore = directory.join("pg_restore");
         if !pg_dump.is_file() || !pg_restore.is_file() {
@@ -306,6 +321,22 @@ pub async fn archive_listing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_to_a_program_of_another_name_is_a_wrapper() {
+        let directory = tempfile::tempdir().unwrap();
+        let wrapper = directory.path().join("pg_wrapper");
+        std::fs::write(&wrapper, "#!/bin/sh\n").unwrap();
+        let linked = directory.path().join("linked");
+        std::fs::create_dir(&linked).unwrap();
+        std::os::unix::fs::symlink(&wrapper, linked.join("pg_dump")).unwrap();
+        let real = directory.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("pg_dump"), "").unwrap();
+        assert!(is_wrapper(&linked.join("pg_dump")));
+        assert!(!is_wrapper(&real.join("pg_dump")));
+        assert!(!is_wrapper(&directory.path().join("missing/pg_dump")));
+    }
 
     #[test]
     fn parses_major_versions() {

@@ -25,6 +25,8 @@ pub struct TableColumn {
     pub generated: Option<String>,
     /// `a` (always) or `d` (by default) for an identity column.
     pub identity: Option<String>,
+    /// Its type is one of PostgreSQL's own (object id below `FirstNormalObjectId`).
+    pub builtin_type: bool,
 }
 
 /// A table's columns in order; `None` for a table this database does not have.
@@ -37,7 +39,7 @@ pub async fn table_columns(client: &Client, tables: &[QualifiedName]) -> Result<
                     coalesce(a.attnotnull, false), \
                     CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END, \
                     CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END, \
-                    nullif(a.attidentity, '')::text \
+                    nullif(a.attidentity, '')::text, coalesce(a.atttypid < 16384, false) \
              FROM unnest($1::text[]) WITH ORDINALITY AS t(name, position) \
              LEFT JOIN pg_class c ON c.oid = to_regclass(t.name) \
              LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -63,6 +65,7 @@ pub async fn table_columns(client: &Client, tables: &[QualifiedName]) -> Result<
                 default: row.get(5),
                 generated: row.get(6),
                 identity: row.get(7),
+                builtin_type: row.get(8),
             });
         }
     }
@@ -134,27 +137,30 @@ pub(super) fn range_condition(range: Option<KeyRange>) -> String {
 
 /// Moves the table's own rows (those in `range`, if given) from `source` (in its snapshot) into
 /// `target`, chunk by chunk (the sink waits while the target is behind, so memory stays flat);
-/// returns the rows loaded. One `COPY`, so a failure loads nothing.
+/// returns the rows loaded. One `COPY`, so a failure loads nothing. `binary` only where every
+/// column's type is built in and both servers are the same major version (`plan::RowRange`).
 pub async fn relay_rows(
     source: &Client,
     target: &Client,
     table: &QualifiedName,
     columns: &[String],
     range: Option<KeyRange<'_>>,
+    binary: bool,
 ) -> Result<u64> {
     let columns: Vec<String> = columns.iter().map(|column| quote_identifier(column)).collect();
     let columns = columns.join(", ");
     let name = table.quoted();
     let what = || format!("cannot copy the rows of {}", table.display_name());
     let condition = range_condition(range);
+    let format = if binary { "binary" } else { "text" };
     let rows = source
         .copy_out(&format!(
-            "COPY (SELECT {columns} FROM ONLY {name}{condition}) TO STDOUT"
+            "COPY (SELECT {columns} FROM ONLY {name}{condition}) TO STDOUT (FORMAT {format})"
         ))
         .await
         .map_err(|error| sql_error(what(), error))?;
     let sink = target
-        .copy_in(&format!("COPY {name} ({columns}) FROM STDIN"))
+        .copy_in(&format!("COPY {name} ({columns}) FROM STDIN (FORMAT {format})"))
         .await
         .map_err(|error| sql_error(what(), error))?;
     futures_util::pin_mut!(rows);

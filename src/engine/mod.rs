@@ -29,7 +29,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use preflight::Source;
-use progress::Progress;
+use progress::{PhaseClock, Progress};
 use steps::postdata::PostData;
 use steps::{DumpSpace, Job, marks};
 use units::UnitContext;
@@ -150,10 +150,14 @@ struct Run<'a> {
     archives_dropped: Vec<String>,
     /// Warnings found before the banner, shown just after it.
     deferred_warnings: Vec<Warning>,
+    phase_clock: PhaseClock,
 }
 
 impl<'a> Run<'a> {
     fn emit(&self, event: Event) {
+        if let Event::Phase(phase) = &event {
+            self.phase_clock.enter(phase.key());
+        }
         self.reporter.emit(event);
     }
 
@@ -169,6 +173,7 @@ impl<'a> Run<'a> {
             warnings: Vec::new(),
             plan_totals: (0, 0),
             run_suffix: format!("{:08x}", rand::random::<u32>()),
+            phase_clock: PhaseClock::default(),
             jobs: settings.jobs,
             archives_dropped: Vec::new(),
             deferred_warnings: Vec::new(),
@@ -182,6 +187,7 @@ impl<'a> Run<'a> {
         started: Instant,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> RunOutcome {
+        self.phase_clock.enter("cleanup");
         let kept = self
             .workspace
             .clean_up(self.settings.keep_dumps(), &*self.reporter, &self.root_cancellation)
@@ -320,7 +326,7 @@ impl<'a> Run<'a> {
         let job = self
             .prepare(source, plan, tools.clone(), unreadable.to_vec(), started_at, copy == 1)
             .await?;
-        let plan = self.split_large_tables(&job, plan, &source.inventory).await?;
+        let plan = self.split_large_tables(&job, plan, source).await?;
         self.progress.set_plan(&plan);
         let plan = Arc::new(plan);
         let counting = async {
@@ -987,6 +993,7 @@ impl<'a> Run<'a> {
             peak_memory_bytes: peak_memory_bytes(),
             peak_dump_bytes: self.dump_space.peak(),
             archives_dropped: self.archives_dropped.clone(),
+            phases: self.phase_clock.times(),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::catalog::{CopyProgress, IndexBuildProgress, QualifiedName};
 use crate::engine::steps::validate::TableCount;
 use crate::plan::{Plan, Unit};
-use crate::report::{Activity, ProgressReport, SummaryRow, TableProgress, TableResult};
+use crate::report::{Activity, PhaseTime, ProgressReport, SummaryRow, TableProgress, TableResult};
 
 /// The two halves of moving a table's rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -509,5 +509,43 @@ mod tests {
         assert!(estimate_remaining(Duration::from_secs(3600), 1e-18).is_none_or(|eta| eta > Duration::from_secs(3600)));
         // An estimate that was too low never promises a finished copy.
         assert!(estimate_remaining(Duration::from_secs(10), 1.5).unwrap() > Duration::ZERO);
+    }
+}
+
+/// When the run entered each stretch (`preparation` from its start, then each phase), for the
+/// summary's time by phase.
+#[derive(Debug)]
+pub struct PhaseClock {
+    marks: Mutex<Vec<(&'static str, Instant)>>,
+}
+
+impl Default for PhaseClock {
+    fn default() -> Self {
+        PhaseClock {
+            marks: Mutex::new(vec![("preparation", Instant::now())]),
+        }
+    }
+}
+
+impl PhaseClock {
+    pub fn enter(&self, phase: &'static str) {
+        self.marks.lock().expect("phase marks").push((phase, Instant::now()));
+    }
+
+    /// Seconds per stretch, the last until now; a phase entered twice (a copy started again)
+    /// adds up under its first place.
+    pub fn times(&self) -> Vec<PhaseTime> {
+        let marks = self.marks.lock().expect("phase marks");
+        let now = Instant::now();
+        let mut times: Vec<PhaseTime> = Vec::new();
+        for (index, (phase, entered)) in marks.iter().enumerate() {
+            let left = marks.get(index + 1).map_or(now, |(_, next)| *next);
+            let seconds = left.duration_since(*entered).as_secs_f64();
+            match times.iter_mut().find(|time| time.phase == *phase) {
+                Some(time) => time.seconds += seconds,
+                None => times.push(PhaseTime { phase, seconds }),
+            }
+        }
+        times
     }
 }

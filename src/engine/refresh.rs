@@ -144,7 +144,7 @@ impl Run<'_> {
             });
             let refreshed = async {
                 catalog::begin_table_refresh(&target, &table.name).await?;
-                catalog::relay_rows(&source, &target, &table.name, &table.columns, None).await?;
+                catalog::relay_rows(&source, &target, &table.name, &table.columns, None, false).await?;
                 catalog::commit(&target).await
             };
             let line = match refreshed.await {

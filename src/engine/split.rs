@@ -30,8 +30,9 @@ impl Run<'_> {
         &self,
         job: &Job,
         plan: &Plan,
-        inventory: &catalog::Inventory,
+        source: &super::preflight::Source,
     ) -> Result<Plan, SyncError> {
+        let (inventory, source_major) = (&source.inventory, source.server.major());
         let candidates = candidates(plan, self.settings.split_larger_than);
         if candidates.is_empty() || self.settings.keep_dumps() || job.snapshot.is_none() {
             return Ok(plan.clone());
@@ -46,6 +47,11 @@ impl Run<'_> {
             anyhow::Ok((client, layouts, columns))
         };
         let (client, layouts, columns) = interruptible(&self.cancellation, read).await?;
+        let same_major = self
+            .workspace
+            .target_server
+            .as_ref()
+            .is_some_and(|target| target.server.major() == source_major);
         let mut split: Vec<(Candidate, Vec<RowRange>)> = Vec::new();
         for ((candidate, layout), columns) in candidates.into_iter().zip(layouts).zip(columns) {
             let (Some(layout), Some(columns)) = (layout, columns) else {
@@ -56,23 +62,25 @@ impl Run<'_> {
             if boundaries.is_empty() {
                 continue;
             }
-            let columns: Vec<String> = columns
+            let columns: Vec<_> = columns
                 .into_iter()
                 .filter(|column| column.generated.is_none())
-                .map(|column| column.name)
                 .collect();
+            let binary = same_major && columns.iter().all(|column| column.builtin_type);
+            let columns: Vec<String> = columns.into_iter().map(|column| column.name).collect();
             let owned: Vec<QualifiedName> = inventory
                 .sequences
                 .iter()
                 .filter(|sequence| sequence.owned_by == Some(plan.tables[candidate.planned].oid))
                 .map(|sequence| sequence.name.clone())
                 .collect();
-            let ranges = plan::row_ranges(&key, &boundaries, &columns, &owned);
+            let ranges = plan::row_ranges(&key, &boundaries, &columns, &owned, binary);
             self.emit(Event::Notice(Notice::TableSplit {
                 table: candidate.table.display_name(),
                 parts: ranges.len(),
                 key,
                 boundaries,
+                binary,
             }));
             split.push((candidate, ranges));
         }

@@ -120,6 +120,24 @@ pub enum Phase {
     DumpCounts,
 }
 
+impl Phase {
+    /// The phase's name in the report's `phases`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Phase::Schema => "schema",
+            Phase::Data => "data",
+            Phase::PostData => "post-data",
+            Phase::Validation => "validation",
+            Phase::RefreshSchema => "refresh-schema",
+            Phase::RefreshData => "refresh-data",
+            Phase::RefreshValidation => "refresh-validation",
+            Phase::DumpSchema => "dump-schema",
+            Phase::DumpData => "dump-data",
+            Phase::DumpCounts => "dump-counts",
+        }
+    }
+}
+
 /// What kind of run the output is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -156,6 +174,8 @@ pub enum Notice {
         parts: usize,
         key: String,
         boundaries: Vec<i64>,
+        /// Relayed in `COPY`'s binary format (otherwise text).
+        binary: bool,
     },
     /// `--copy-roles`: a statement that creates a role or a membership on the target server.
     CopyingRole {
@@ -439,6 +459,17 @@ pub struct Summary {
     pub peak_dump_bytes: u64,
     /// Databases `--retain` dropped after the run.
     pub archives_dropped: Vec<String>,
+    /// Where the time went: each phase's seconds, in the order the run went through them.
+    pub phases: Vec<PhaseTime>,
+}
+
+/// Seconds spent in one stretch of a run: `preparation` (connecting, reading catalogs, checks)
+/// before the first phase, a phase (`schema`, `data`, `post-data`, `validation` with the swap,
+/// …), `cleanup` after the last.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseTime {
+    pub phase: &'static str,
+    pub seconds: f64,
 }
 
 /// What kind of object a structure difference is about.

@@ -98,11 +98,13 @@ impl fmt::Display for Notice {
                 parts,
                 key,
                 boundaries,
+                binary,
             } => {
                 let at: Vec<String> = boundaries.iter().map(i64::to_string).collect();
+                let format = if *binary { "binary" } else { "text" };
                 write!(
                     formatter,
-                    "Copying {table} in {parts} parts at once, split by {key} at {}",
+                    "Copying {table} in {parts} parts at once, split by {key} at {} ({format} format)",
                     at.join(", ")
                 )
             }
@@ -440,6 +442,14 @@ pub fn summary_lines(summary: &Summary) -> Vec<String> {
         human_size(summary.peak_dump_bytes),
         human_size(summary.peak_memory_bytes)
     ));
+    let phases: Vec<String> = summary
+        .phases
+        .iter()
+        .map(|time| format!("{} {:.1}s", time.phase, time.seconds))
+        .collect();
+    if !phases.is_empty() {
+        lines.push(format!("time by phase: {}", phases.join(", ")));
+    }
     lines
 }
 

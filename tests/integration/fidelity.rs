@@ -116,6 +116,24 @@ fn whole_database_sync_makes_the_target_equal_to_the_source() {
         peak_memory > 1 << 20 && peak_memory < 50 << 20,
         "peak memory {peak_memory}"
     );
+    // Where the time went: every stretch in the order run, adding up to the run's time.
+    let phases = report["phases"].as_array().unwrap();
+    let names: Vec<&str> = phases.iter().map(|phase| phase["phase"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["preparation", "schema", "data", "post-data", "validation", "cleanup"],
+        "{report:#}"
+    );
+    let stretches: f64 = phases.iter().map(|phase| phase["seconds"].as_f64().unwrap()).sum();
+    let total = report["total_seconds"].as_f64().unwrap();
+    assert!(
+        stretches <= total && stretches > total * 0.9,
+        "phases add up to {stretches} s of {total} s"
+    );
+    assert!(
+        log.contains("time by phase: preparation "),
+        "no time by phase in:\n{log}"
+    );
 }
 
 #[test]

@@ -28,7 +28,7 @@ pub async fn relay_part(job: &Job, unit: &Unit, attempt: u32) -> Result<u64, Att
         if attempt > 1 {
             catalog::delete_range(&target, table, range).await?;
         }
-        let rows = catalog::relay_rows(&source, &target, table, &part.columns, Some(range)).await?;
+        let rows = catalog::relay_rows(&source, &target, table, &part.columns, Some(range), part.binary).await?;
         let values = catalog::sequence_values(&source, &part.sequences).await?;
         for (sequence, value) in part.sequences.iter().zip(values) {
             if let Some((value, called)) = value {
