@@ -99,7 +99,8 @@ pub struct Unit {
     pub part: Option<RowRange>,
 }
 
-/// Rows of one table whose integer `key` is in `lower..upper` (an open end takes the rest).
+/// Rows of one table whose integer `key` is in `lower..upper` (an open end takes the rest), or
+/// with the key `ctid` (a table without an integer key), the rows stored in blocks `lower..upper`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowRange {
     pub key: String,

@@ -112,7 +112,9 @@ pub async fn commit(client: &Client) -> Result<()> {
         .map_err(|error| sql_error("cannot commit", error))
 }
 
-/// Rows of a table whose integer key is in `lower..upper` (an open end takes the rest).
+/// Rows of a table whose integer key is in `lower..upper` (an open end takes the rest); with
+/// the key `ctid` (a system column: no user column has that name), the rows stored in blocks
+/// `lower..upper`, which PostgreSQL 14 and newer read with a TID range scan.
 pub type KeyRange<'a> = (&'a str, Option<i64>, Option<i64>);
 
 /// ` WHERE key >= a AND key < b` for a range (nothing for an open one, or none).
@@ -120,10 +122,14 @@ pub(super) fn range_condition(range: Option<KeyRange>) -> String {
     let Some((key, lower, upper)) = range else {
         return String::new();
     };
+    let bound = |value: i64| match key {
+        "ctid" => format!("'({value},0)'::tid"),
+        _ => value.to_string(),
+    };
     let key = quote_identifier(key);
     let bounds: Vec<String> = [
-        lower.map(|lower| format!("{key} >= {lower}")),
-        upper.map(|upper| format!("{key} < {upper}")),
+        lower.map(|lower| format!("{key} >= {}", bound(lower))),
+        upper.map(|upper| format!("{key} < {}", bound(upper))),
     ]
     .into_iter()
     .flatten()
@@ -191,16 +197,51 @@ pub async fn prepare_load_session(client: &Client) -> Result<()> {
         .context("cannot prepare the loading session")
 }
 
-/// Deletes the rows of `range` from the table's own rows: what an interrupted attempt at a part
-/// may have loaded, before it is copied again.
-pub async fn delete_range(client: &Client, table: &QualifiedName, range: KeyRange<'_>) -> Result<u64> {
+/// Opens the transaction that loads a part; returns its id, by which a later attempt can tell
+/// whether this one committed after all (`transaction_outcome`).
+pub async fn begin_part_load(client: &Client) -> Result<i64> {
     client
-        .execute(
-            &format!("DELETE FROM ONLY {}{}", table.quoted(), range_condition(Some(range))),
-            &[],
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|error| sql_error("cannot begin a transaction", error))?;
+    let row = client
+        .query_one("SELECT txid_current()", &[])
+        .await
+        .map_err(|error| sql_error("cannot read the transaction id", error))?;
+    Ok(row.get(0))
+}
+
+/// What became of a transaction (`txid_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionOutcome {
+    Committed,
+    Aborted,
+    InProgress,
+}
+
+pub async fn transaction_outcome(client: &Client, transaction: i64) -> Result<TransactionOutcome> {
+    let row = client
+        .query_one("SELECT txid_status($1)", &[&transaction])
+        .await
+        .map_err(|error| sql_error("cannot read a transaction's status", error))?;
+    match row.get::<_, Option<String>>(0).as_deref() {
+        Some("committed") => Ok(TransactionOutcome::Committed),
+        Some("aborted") => Ok(TransactionOutcome::Aborted),
+        Some("in progress") => Ok(TransactionOutcome::InProgress),
+        other => anyhow::bail!("the server no longer knows what became of transaction {transaction} ({other:?})"),
+    }
+}
+
+/// The number of blocks the table's main fork has now.
+pub async fn table_blocks(client: &Client, table: &QualifiedName) -> Result<i64> {
+    let row = client
+        .query_one(
+            "SELECT pg_relation_size($1::text::regclass) / current_setting('block_size')::bigint",
+            &[&table.quoted()],
         )
         .await
-        .map_err(|error| sql_error(format!("cannot empty a range of {}", table.display_name()), error))
+        .map_err(|error| sql_error(format!("cannot read the size of {}", table.display_name()), error))?;
+    Ok(row.get(0))
 }
 
 /// Values of the integer `key` that cut the table into `parts` parts of about equal rows, from

@@ -519,6 +519,7 @@ impl<'a> Run<'a> {
             maintenance_work_mem_kb: steps::maintenance_share(settings.maintenance_memory, self.jobs.get()),
             lock_timeout: settings.lock_timeout,
             cancellation: self.cancellation.clone(),
+            part_transactions: Default::default(),
         })
     }
 

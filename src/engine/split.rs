@@ -57,23 +57,19 @@ impl Run<'_> {
             let (Some(layout), Some(columns)) = (layout, columns) else {
                 continue;
             };
-            let Some(key) = layout.integer_key else { continue };
-            let boundaries = self.boundaries(&client, plan, &candidate, &key).await?;
-            if boundaries.is_empty() {
+            let Some((key, boundaries)) = self
+                .cut(&client, plan, &candidate, layout.integer_key, source_major)
+                .await?
+            else {
                 continue;
-            }
+            };
             let columns: Vec<_> = columns
                 .into_iter()
                 .filter(|column| column.generated.is_none())
                 .collect();
             let binary = same_major && columns.iter().all(|column| column.builtin_type);
             let columns: Vec<String> = columns.into_iter().map(|column| column.name).collect();
-            let owned: Vec<QualifiedName> = inventory
-                .sequences
-                .iter()
-                .filter(|sequence| sequence.owned_by == Some(plan.tables[candidate.planned].oid))
-                .map(|sequence| sequence.name.clone())
-                .collect();
+            let owned = owned_sequences(inventory, plan.tables[candidate.planned].oid);
             let ranges = plan::row_ranges(&key, &boundaries, &columns, &owned, binary);
             self.emit(Event::Notice(Notice::TableSplit {
                 table: candidate.table.display_name(),
@@ -87,28 +83,73 @@ impl Run<'_> {
         Ok(with_parts(plan, split))
     }
 
-    /// Where to cut the candidate: parts of about the threshold, at least two and no more than
-    /// two per session, cut at sampled quantiles of `key`.
-    async fn boundaries(
+    /// The key to split the candidate on and where: its integer key, cut at sampled quantiles,
+    /// or without one (PostgreSQL 14 and newer) `ctid`, cut into equal block ranges. `None`
+    /// when it cannot be split.
+    async fn cut(
+        &self,
+        client: &tokio_postgres::Client,
+        plan: &Plan,
+        candidate: &Candidate,
+        integer_key: Option<String>,
+        source_major: u32,
+    ) -> Result<Option<(String, Vec<i64>)>, SyncError> {
+        let most = (2 * self.jobs.get()).max(2) as u64;
+        let parts = (candidate.size_bytes.max(0) as u64)
+            .div_ceil(self.settings.split_larger_than)
+            .clamp(2, most) as usize;
+        let (key, boundaries) = match integer_key {
+            Some(key) => {
+                let boundaries = self.key_boundaries(client, plan, candidate, &key, parts).await?;
+                (key, boundaries)
+            }
+            None if source_major >= 14 => {
+                let blocks = catalog::table_blocks(client, &candidate.table);
+                let blocks = interruptible(&self.cancellation, blocks).await?;
+                ("ctid".to_string(), block_boundaries(blocks, parts))
+            }
+            None => return Ok(None),
+        };
+        Ok((!boundaries.is_empty()).then_some((key, boundaries)))
+    }
+
+    /// `parts` parts of about equal rows, cut at quantiles of `key` in a sample.
+    async fn key_boundaries(
         &self,
         client: &tokio_postgres::Client,
         plan: &Plan,
         candidate: &Candidate,
         key: &str,
+        parts: usize,
     ) -> Result<Vec<i64>, SyncError> {
-        let most = (2 * self.jobs.get()).max(2) as u64;
-        let parts = (candidate.size_bytes.max(0) as u64)
-            .div_ceil(self.settings.split_larger_than)
-            .clamp(2, most);
         let rows = plan.tables[candidate.planned].estimated_rows.unwrap_or(0) as f64;
         let sample_percent = if rows > 0.0 {
             (100.0 * SAMPLE_ROWS / rows).clamp(0.01, 100.0)
         } else {
             100.0
         };
-        let quantiles = catalog::key_quantiles(client, &candidate.table, key, parts as usize, sample_percent);
+        let quantiles = catalog::key_quantiles(client, &candidate.table, key, parts, sample_percent);
         interruptible(&self.cancellation, quantiles).await
     }
+}
+
+/// The sequences a table owns (serial and identity columns').
+fn owned_sequences(inventory: &catalog::Inventory, table: u32) -> Vec<QualifiedName> {
+    inventory
+        .sequences
+        .iter()
+        .filter(|sequence| sequence.owned_by == Some(table))
+        .map(|sequence| sequence.name.clone())
+        .collect()
+}
+
+/// Block numbers that cut `blocks` blocks into `parts` ranges of about equal blocks (the last
+/// open above, for rows stored in blocks added since); ascending, distinct, above 0.
+fn block_boundaries(blocks: i64, parts: usize) -> Vec<i64> {
+    let mut boundaries: Vec<i64> = (1..parts as i64).map(|part| blocks * part / parts as i64).collect();
+    boundaries.retain(|boundary| *boundary > 0);
+    boundaries.dedup();
+    boundaries
 }
 
 /// Standard tables larger than `threshold` in units of table data that a retry empties table by
@@ -174,5 +215,18 @@ fn with_parts(plan: &Plan, split: Vec<(Candidate, Vec<RowRange>)>) -> Plan {
             .map(|(index, unit)| Arc::new(Unit { index, ..unit }))
             .collect(),
         ..plan.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::block_boundaries;
+
+    #[test]
+    fn block_ranges_are_about_equal_and_never_empty_at_the_start() {
+        assert_eq!(block_boundaries(1000, 4), vec![250, 500, 750]);
+        assert_eq!(block_boundaries(10, 3), vec![3, 6]);
+        assert_eq!(block_boundaries(1, 4), Vec::<i64>::new());
+        assert_eq!(block_boundaries(2, 4), vec![1]);
     }
 }

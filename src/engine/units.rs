@@ -192,8 +192,8 @@ impl UnitContext {
         self.wait_for_schema().await?;
         let unit_ref = &unit;
         let ((), started) = self
-            .run_stage(&unit, Activity::Stream, |attempt| async move {
-                steps::relay::relay_part(&self.job, unit_ref, attempt).await.map(|_| ())
+            .run_stage(&unit, Activity::Stream, |_| async move {
+                steps::relay::relay_part(&self.job, unit_ref).await.map(|_| ())
             })
             .await?;
         self.finished(&unit, Activity::Stream, started, None);

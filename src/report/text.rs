@@ -102,9 +102,13 @@ impl fmt::Display for Notice {
             } => {
                 let at: Vec<String> = boundaries.iter().map(i64::to_string).collect();
                 let format = if *binary { "binary" } else { "text" };
+                let by = match key.as_str() {
+                    "ctid" => "block (ctid)".to_string(),
+                    key => key.to_string(),
+                };
                 write!(
                     formatter,
-                    "Copying {table} in {parts} parts at once, split by {key} at {} ({format} format)",
+                    "Copying {table} in {parts} parts at once, split by {by} at {} ({format} format)",
                     at.join(", ")
                 )
             }

@@ -106,17 +106,17 @@ fn end_one_copy_while_it_loads(temporary_prefix: &str) {
     }
 }
 
-#[test]
-fn a_part_that_fails_is_copied_again_without_losing_or_doubling_rows() {
-    slow_keyed_source("part_retry_src");
+/// Ends one part's `COPY` on the copy while it loads and checks the run retries that part alone:
+/// the copy has every row once.
+fn a_part_ended_mid_load_is_copied_again(source: &str, target: &str) {
     let dumps = dump_dir();
-    let child = crate::sync_command("part_retry_src", "part_retry_dst", dumps.path())
+    let child = crate::sync_command(source, target, dumps.path())
         .args(["--yes", "--jobs", "2", "--split-larger-than", "1kB", "--plain"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    end_one_copy_while_it_loads("part_retry_dst_dbsync");
+    end_one_copy_while_it_loads(&format!("{target}_dbsync"));
     let output = child.wait_with_output().unwrap();
     assert_exit(&output, 0);
     let log = text(&output);
@@ -125,10 +125,52 @@ fn a_part_that_fails_is_copied_again_without_losing_or_doubling_rows() {
         "the failed part was not retried: {log}"
     );
     crate::assert_same_answer(
-        "part_retry_src",
-        "part_retry_dst",
+        source,
+        target,
         "SELECT count(*), count(DISTINCT id), sum(id) FROM paced",
     );
+}
+
+#[test]
+fn a_part_that_fails_is_copied_again_without_losing_or_doubling_rows() {
+    slow_keyed_source("part_retry_src");
+    a_part_ended_mid_load_is_copied_again("part_retry_src", "part_retry_dst");
+}
+
+#[test]
+fn a_block_range_part_that_fails_is_copied_again_without_losing_or_doubling_rows() {
+    crate::progress::paced_table_on(&clusters().source, "block_retry_src", "id int");
+    a_part_ended_mid_load_is_copied_again("block_retry_src", "block_retry_dst");
+}
+
+#[test]
+fn a_table_without_a_key_is_split_by_block_ranges() {
+    let clusters = clusters();
+    clusters.source.create_database("blocks_src");
+    // No key at all, duplicate rows, and a few pages left empty by a delete in the middle.
+    clusters.source.psql(
+        "blocks_src",
+        "CREATE TABLE events (happened_at timestamptz, kind text, detail text); \
+         INSERT INTO events SELECT timestamptz '2024-01-01' + g * interval '1 minute', 'kind' || g % 5, repeat('d', 150) \
+         FROM generate_series(1, 20000) g; \
+         INSERT INTO events SELECT * FROM events WHERE kind = 'kind1'; \
+         DELETE FROM events WHERE happened_at BETWEEN '2024-01-05' AND '2024-01-06'; ANALYZE events;",
+    );
+    let dumps = dump_dir();
+    let output = crate::sync(
+        "blocks_src",
+        "blocks_dst",
+        &["--yes", "--jobs", "2", "--split-larger-than", "1MB"],
+        dumps.path(),
+    );
+    assert_exit(&output, 0);
+    let log = text(&output);
+    assert!(
+        log.contains("Copying events in 4 parts at once, split by block (ctid) at "),
+        "{log}"
+    );
+    assert_eq!(boundaries(&log, "events").len(), 3, "{log}");
+    crate::assert_same_copy("blocks_src", "blocks_dst");
 }
 
 #[test]

@@ -61,6 +61,9 @@ pub struct Job {
     /// How long a `pg_dump` may wait for its share locks (`--lock-timeout`).
     pub lock_timeout: std::time::Duration,
     pub cancellation: Cancellation,
+    /// The target transaction of each part's latest attempt (by unit index): a retry asks the
+    /// server whether that one committed before copying the part again.
+    pub part_transactions: std::sync::Mutex<std::collections::HashMap<usize, i64>>,
 }
 
 /// The source as every dump reads it: one exported snapshot, held by one session.
