@@ -120,28 +120,28 @@ pub struct RowRange {
     /// both servers are the same major version. Otherwise in text, exactly as `pg_dump` writes it.
     #[serde(default)]
     pub binary: bool,
+    /// The table's object id on the source (what dump sizes are counted under).
+    #[serde(default)]
+    pub table_oid: u32,
 }
 
 /// One range per part between `boundaries` (ascending, distinct): the first open below, the
-/// last open above.
-pub fn row_ranges(
-    key: &str,
-    boundaries: &[i64],
-    columns: &[String],
-    sequences: &[QualifiedName],
-    binary: bool,
-) -> Vec<RowRange> {
+/// last open above. Each is `table`'s (whose range, number and count are ignored), and only the
+/// first carries its sequences.
+pub fn row_ranges(table: &RowRange, boundaries: &[i64]) -> Vec<RowRange> {
     let of = boundaries.len() + 1;
     (0..of)
         .map(|number| RowRange {
-            key: key.to_string(),
             lower: number.checked_sub(1).map(|previous| boundaries[previous]),
             upper: boundaries.get(number).copied(),
-            columns: columns.to_vec(),
-            sequences: if number == 0 { sequences.to_vec() } else { Vec::new() },
+            sequences: if number == 0 {
+                table.sequences.clone()
+            } else {
+                Vec::new()
+            },
             number: number + 1,
             of,
-            binary,
+            ..table.clone()
         })
         .collect()
 }
@@ -893,11 +893,23 @@ mod tests {
 
     #[test]
     fn row_ranges_cover_the_key_range_in_order() {
-        let ranges: Vec<(Option<i64>, Option<i64>, usize, usize)> =
-            row_ranges("id", &[100, 250], &["id".into()], &[], false)
-                .into_iter()
-                .map(|part| (part.lower, part.upper, part.number, part.of))
-                .collect();
+        let ranges: Vec<(Option<i64>, Option<i64>, usize, usize)> = row_ranges(
+            &RowRange {
+                key: "id".into(),
+                lower: None,
+                upper: None,
+                columns: vec!["id".into()],
+                sequences: Vec::new(),
+                number: 0,
+                of: 0,
+                binary: false,
+                table_oid: 1,
+            },
+            &[100, 250],
+        )
+        .into_iter()
+        .map(|part| (part.lower, part.upper, part.number, part.of))
+        .collect();
         assert_eq!(
             ranges,
             [

@@ -141,51 +141,130 @@ pub(super) fn range_condition(range: Option<KeyRange>) -> String {
     }
 }
 
-/// Moves the table's own rows (those in `range`, if given) from `source` (in its snapshot) into
-/// `target`, chunk by chunk (the sink waits while the target is behind, so memory stays flat);
-/// returns the rows loaded. One `COPY`, so a failure loads nothing. `binary` only where every
-/// column's type is built in and both servers are the same major version (`plan::RowRange`).
-pub async fn relay_rows(
-    source: &Client,
-    target: &Client,
-    table: &QualifiedName,
-    columns: &[String],
-    range: Option<KeyRange<'_>>,
-    binary: bool,
-) -> Result<u64> {
-    let columns: Vec<String> = columns.iter().map(|column| quote_identifier(column)).collect();
-    let columns = columns.join(", ");
-    let name = table.quoted();
-    let what = || format!("cannot copy the rows of {}", table.display_name());
-    let condition = range_condition(range);
-    let format = if binary { "binary" } else { "text" };
-    let rows = source
-        .copy_out(&format!(
-            "COPY (SELECT {columns} FROM ONLY {name}{condition}) TO STDOUT (FORMAT {format})"
-        ))
+/// Which rows of a table move, in which `COPY` format.
+#[derive(Debug, Clone, Copy)]
+pub struct RowSelection<'a> {
+    pub table: &'a QualifiedName,
+    /// The columns copied, in this order on both sides (generated ones left out).
+    pub columns: &'a [String],
+    /// The table's own rows in this range, or all of them.
+    pub range: Option<KeyRange<'a>>,
+    /// `COPY`'s binary format: only where every column's type is built in and both servers are
+    /// the same major version (`plan::RowRange`).
+    pub binary: bool,
+}
+
+impl RowSelection<'_> {
+    fn column_list(&self) -> String {
+        let columns: Vec<String> = self.columns.iter().map(|column| quote_identifier(column)).collect();
+        columns.join(", ")
+    }
+
+    fn format(&self) -> &'static str {
+        if self.binary { "binary" } else { "text" }
+    }
+
+    fn copy_out_statement(&self) -> String {
+        format!(
+            "COPY (SELECT {} FROM ONLY {}{}) TO STDOUT (FORMAT {})",
+            self.column_list(),
+            self.table.quoted(),
+            range_condition(self.range),
+            self.format()
+        )
+    }
+
+    fn copy_in_statement(&self) -> String {
+        format!(
+            "COPY {} ({}) FROM STDIN (FORMAT {})",
+            self.table.quoted(),
+            self.column_list(),
+            self.format()
+        )
+    }
+
+    fn error(&self, error: tokio_postgres::Error) -> anyhow::Error {
+        sql_error(format!("cannot copy the rows of {}", self.table.display_name()), error)
+    }
+}
+
+/// Moves the selected rows from `source` (in its snapshot) into `target`, chunk by chunk (the
+/// sink waits while the target is behind, so memory stays flat); returns the rows loaded. One
+/// `COPY`, so a failure loads nothing.
+pub async fn relay_rows(source: &Client, target: &Client, rows: &RowSelection<'_>) -> Result<u64> {
+    let stream = source
+        .copy_out(&rows.copy_out_statement())
         .await
-        .map_err(|error| sql_error(what(), error))?;
+        .map_err(|error| rows.error(error))?;
     let sink = target
-        .copy_in(&format!("COPY {name} ({columns}) FROM STDIN (FORMAT {format})"))
+        .copy_in(&rows.copy_in_statement())
         .await
-        .map_err(|error| sql_error(what(), error))?;
-    futures_util::pin_mut!(rows);
+        .map_err(|error| rows.error(error))?;
+    futures_util::pin_mut!(stream);
     futures_util::pin_mut!(sink);
     // The server sends a message per row; sending each on its own would cost more than the row.
     let mut batch = BytesMut::with_capacity(RELAY_BATCH_BYTES);
-    while let Some(chunk) = rows.try_next().await.map_err(|error| sql_error(what(), error))? {
+    while let Some(chunk) = stream.try_next().await.map_err(|error| rows.error(error))? {
         batch.extend_from_slice(&chunk);
         if batch.len() >= RELAY_BATCH_BYTES {
             let full = batch.split().freeze();
-            sink.send(full).await.map_err(|error| sql_error(what(), error))?;
+            sink.send(full).await.map_err(|error| rows.error(error))?;
         }
     }
     if !batch.is_empty() {
-        sink.send(batch.freeze())
-            .await
-            .map_err(|error| sql_error(what(), error))?;
+        sink.send(batch.freeze()).await.map_err(|error| rows.error(error))?;
     }
-    sink.as_mut().finish().await.map_err(|error| sql_error(what(), error))
+    sink.as_mut().finish().await.map_err(|error| rows.error(error))
+}
+
+/// Writes the selected rows from `source` (in its snapshot) to `file`, as `COPY … TO STDOUT`
+/// gives them; returns the bytes written.
+pub async fn rows_to_file(
+    source: &Client,
+    rows: &RowSelection<'_>,
+    file: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> Result<u64> {
+    use tokio::io::AsyncWriteExt;
+    let stream = source
+        .copy_out(&rows.copy_out_statement())
+        .await
+        .map_err(|error| rows.error(error))?;
+    futures_util::pin_mut!(stream);
+    let mut written = 0;
+    while let Some(chunk) = stream.try_next().await.map_err(|error| rows.error(error))? {
+        file.write_all(&chunk).await.context("cannot write the rows file")?;
+        written += chunk.len() as u64;
+    }
+    file.flush().await.context("cannot write the rows file")?;
+    Ok(written)
+}
+
+/// Loads `file` (written by `rows_to_file` with the same selection) into `target` in batches;
+/// returns the rows loaded.
+pub async fn rows_from_file(
+    target: &Client,
+    rows: &RowSelection<'_>,
+    file: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> Result<u64> {
+    use tokio::io::AsyncReadExt;
+    let sink = target
+        .copy_in(&rows.copy_in_statement())
+        .await
+        .map_err(|error| rows.error(error))?;
+    futures_util::pin_mut!(sink);
+    loop {
+        let mut batch = BytesMut::with_capacity(RELAY_BATCH_BYTES);
+        while batch.len() < RELAY_BATCH_BYTES {
+            if file.read_buf(&mut batch).await.context("cannot read the rows file")? == 0 {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        sink.send(batch.freeze()).await.map_err(|error| rows.error(error))?;
+    }
+    sink.as_mut().finish().await.map_err(|error| rows.error(error))
 }
 
 /// A session that loads the copy: asynchronous commit, as for `pg_restore`'s sessions (the copy

@@ -766,11 +766,7 @@ impl<'a> Run<'a> {
             Transfer::Files { .. } if restoring => (1, Activity::Import),
             Transfer::Files { .. } => (2, Activity::Import),
         };
-        let steps = plan
-            .units
-            .iter()
-            .map(|unit| if unit.part.is_some() { 1 } else { stages_per_unit })
-            .sum();
+        let steps = plan.units.iter().map(|_| stages_per_unit).sum();
         self.emit(Event::StepsPlanned(steps));
         self.progress.data_started();
         if job.resuming {

@@ -144,7 +144,17 @@ impl Run<'_> {
             });
             let refreshed = async {
                 catalog::begin_table_refresh(&target, &table.name).await?;
-                catalog::relay_rows(&source, &target, &table.name, &table.columns, None, false).await?;
+                catalog::relay_rows(
+                    &source,
+                    &target,
+                    &catalog::RowSelection {
+                        table: &table.name,
+                        columns: &table.columns,
+                        range: None,
+                        binary: false,
+                    },
+                )
+                .await?;
                 catalog::commit(&target).await
             };
             let line = match refreshed.await {

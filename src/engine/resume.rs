@@ -104,7 +104,8 @@ impl Run<'_> {
     }
 
     /// Counts the source's rows and reads its structure in the snapshot (while the exports run:
-    /// the snapshot session is idle meanwhile), for a resume to validate against.
+    /// the snapshot session is idle meanwhile), for a resume to validate against; records the
+    /// plan the units are exported by.
     pub(super) async fn record_source_counts(&self, job: &Job, plan: &Plan, source: &Source) {
         let names: Vec<_> = plan.tables.iter().map(|table| table.name.clone()).collect();
         let read = async {
@@ -122,6 +123,8 @@ impl Run<'_> {
             table.rows = count;
         }
         state.manifest.restore.structure = structure;
+        // The units as exported: with `--split-larger-than`, parts the first state did not know.
+        state.manifest.restore.plan = plan.clone();
         state.counted = true;
         let _ = state.write(&job.dump_directory);
     }

@@ -1,7 +1,8 @@
-//! Large tables cut into parts that load at once (`--split-larger-than`): a table whose unit is
-//! larger than the threshold and that has a single-column integer key is split at quantiles of
-//! its key, sampled (so skewed keys give parts of about equal rows). Each part is then copied
-//! by dbsync itself in the export snapshot (`steps::relay`), beside the others.
+//! Large tables cut into parts that load at once (`--split-larger-than`): a table larger than the
+//! threshold is split at quantiles of its single-column integer key, sampled (so skewed keys give
+//! parts of about equal rows), or without one (PostgreSQL 14+) into equal ranges of its blocks.
+//! Each part is then copied by dbsync itself from the export snapshot (`steps::relay`), beside
+//! the others: through a file in its unit's directory, or relayed with `--stream`.
 
 use std::sync::Arc;
 
@@ -24,8 +25,8 @@ struct Candidate {
 }
 
 impl Run<'_> {
-    /// The plan with each large keyed table taken out of its unit and copied in parts. Only for
-    /// a copy from a snapshot whose dumps are not kept (an archive keeps whole `pg_dump` units).
+    /// The plan with each large table taken out of its unit and copied in parts. Only for a copy
+    /// from a snapshot (a restore or a resume keeps the units of the run that dumped).
     pub(super) async fn split_large_tables(
         &self,
         job: &Job,
@@ -34,7 +35,7 @@ impl Run<'_> {
     ) -> Result<Plan, SyncError> {
         let (inventory, source_major) = (&source.inventory, source.server.major());
         let candidates = candidates(plan, self.settings.split_larger_than);
-        if candidates.is_empty() || self.settings.keep_dumps() || job.snapshot.is_none() {
+        if candidates.is_empty() || job.snapshot.is_none() {
             return Ok(plan.clone());
         }
         let names: Vec<QualifiedName> = candidates.iter().map(|candidate| candidate.table.clone()).collect();
@@ -63,20 +64,14 @@ impl Run<'_> {
             else {
                 continue;
             };
-            let columns: Vec<_> = columns
-                .into_iter()
-                .filter(|column| column.generated.is_none())
-                .collect();
-            let binary = same_major && columns.iter().all(|column| column.builtin_type);
-            let columns: Vec<String> = columns.into_iter().map(|column| column.name).collect();
-            let owned = owned_sequences(inventory, plan.tables[candidate.planned].oid);
-            let ranges = plan::row_ranges(&key, &boundaries, &columns, &owned, binary);
+            let table = whole_table(plan, inventory, &candidate, key, columns, same_major);
+            let ranges = plan::row_ranges(&table, &boundaries);
             self.emit(Event::Notice(Notice::TableSplit {
                 table: candidate.table.display_name(),
                 parts: ranges.len(),
-                key,
+                key: table.key.clone(),
                 boundaries,
-                binary,
+                binary: table.binary,
             }));
             split.push((candidate, ranges));
         }
@@ -130,6 +125,35 @@ impl Run<'_> {
         };
         let quantiles = catalog::key_quantiles(client, &candidate.table, key, parts, sample_percent);
         interruptible(&self.cancellation, quantiles).await
+    }
+}
+
+/// What every part of the candidate shares: the key, the columns copied (generated ones left to
+/// the target), the format, the owned sequences (which `row_ranges` gives the first part).
+fn whole_table(
+    plan: &Plan,
+    inventory: &catalog::Inventory,
+    candidate: &Candidate,
+    key: String,
+    columns: Vec<catalog::TableColumn>,
+    same_major: bool,
+) -> RowRange {
+    let columns: Vec<_> = columns
+        .into_iter()
+        .filter(|column| column.generated.is_none())
+        .collect();
+    let binary = same_major && columns.iter().all(|column| column.builtin_type);
+    let oid = plan.tables[candidate.planned].oid;
+    RowRange {
+        key,
+        lower: None,
+        upper: None,
+        columns: columns.into_iter().map(|column| column.name).collect(),
+        sequences: owned_sequences(inventory, oid),
+        number: 0,
+        of: 0,
+        binary,
+        table_oid: oid,
     }
 }
 

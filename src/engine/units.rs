@@ -154,9 +154,13 @@ impl UnitContext {
     }
 
     pub(super) async fn export_unit(&self, unit: Arc<Unit>) -> Result<(), StepError> {
+        let unit_ref = &unit;
         let (sizes, started) = self
-            .run_stage(&unit, Activity::Export, |_| {
-                steps::export::export_unit(&self.job, &unit)
+            .run_stage(&unit, Activity::Export, |_| async move {
+                match unit_ref.part {
+                    Some(_) => steps::relay::dump_part(&self.job, unit_ref).await,
+                    None => steps::export::export_unit(&self.job, unit_ref).await,
+                }
             })
             .await?;
         self.finished(&unit, Activity::Export, started, Some(&sizes));
@@ -177,26 +181,15 @@ impl UnitContext {
         let unit_ref = &unit;
         let ((), started) = self
             .run_stage(&unit, activity, |attempt| async move {
-                match activity {
-                    Activity::Stream => steps::stream::stream_unit(&self.job, unit_ref, attempt).await,
-                    _ => steps::import::import_unit(&self.job, unit_ref, attempt).await,
+                match (activity, &unit_ref.part) {
+                    (Activity::Stream, Some(_)) => steps::relay::relay_part(&self.job, unit_ref).await,
+                    (Activity::Stream, None) => steps::stream::stream_unit(&self.job, unit_ref, attempt).await,
+                    (_, Some(_)) => steps::relay::load_part(&self.job, unit_ref).await,
+                    (_, None) => steps::import::import_unit(&self.job, unit_ref, attempt).await,
                 }
             })
             .await?;
         self.finished(&unit, activity, started, None);
-        Ok(())
-    }
-
-    /// A part of a large table, copied from the source into the copy by dbsync itself.
-    async fn relay_part(&self, unit: Arc<Unit>) -> Result<(), StepError> {
-        self.wait_for_schema().await?;
-        let unit_ref = &unit;
-        let ((), started) = self
-            .run_stage(&unit, Activity::Stream, |_| async move {
-                steps::relay::relay_part(&self.job, unit_ref).await.map(|_| ())
-            })
-            .await?;
-        self.finished(&unit, Activity::Stream, started, None);
         Ok(())
     }
 
@@ -269,14 +262,13 @@ impl UnitWork<Unit> for Arc<UnitContext> {
     fn export(&self, unit: Arc<Unit>) -> StageFuture {
         let context = self.clone();
         match self.transfer {
-            _ if unit.part.is_some() => Box::pin(async move { context.relay_part(unit).await }),
             Transfer::Stream => Box::pin(async move { context.load_unit(unit, Activity::Stream).await }),
             Transfer::Files { .. } => Box::pin(async move { context.export_unit(unit).await }),
         }
     }
 
     fn import(&self, unit: Arc<Unit>) -> Option<StageFuture> {
-        if self.transfer == Transfer::Stream || unit.part.is_some() {
+        if self.transfer == Transfer::Stream {
             return None;
         }
         let context = self.clone();

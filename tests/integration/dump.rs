@@ -230,7 +230,7 @@ fn a_killed_dump_leaves_a_partial_directory_that_the_next_dump_removes() {
     dbsync::manifest::Manifest::verify(&output, 1).unwrap();
 }
 
-fn restore_command(archive: &Path, target: &str) -> Command {
+pub fn restore_command(archive: &Path, target: &str) -> Command {
     let mut command = dbsync();
     command
         .args(["restore", "--plain", "--yes"])

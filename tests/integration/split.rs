@@ -19,22 +19,121 @@ fn boundaries(log: &str, table: &str) -> Vec<i64> {
 }
 
 #[test]
-fn a_split_copy_of_the_fixture_equals_the_source() {
+fn a_split_copy_of_the_fixture_equals_the_source_through_files_and_streamed() {
     rich_source("split_src");
     let dumps = dump_dir();
+    for (target, mode) in [("split_dst", "--no-stream"), ("split_streamed_dst", "--stream")] {
+        let output = crate::sync(
+            "split_src",
+            target,
+            &["--yes", "--jobs", "2", "--split-larger-than", "1kB", mode],
+            dumps.path(),
+        );
+        assert_exit(&output, 0);
+        let log = text(&output);
+        assert!(
+            log.contains("Copying customers in 4 parts at once, split by id at "),
+            "{log}"
+        );
+        let activity = if mode == "--stream" { "[STREAM]" } else { "[IMPORT]" };
+        assert!(log.contains(&format!("{activity} [DONE     ] customers")), "{log}");
+        crate::assert_same_copy("split_src", target);
+    }
+    assert!(crate::is_empty_dir(dumps.path()), "parts left behind");
+}
+
+#[test]
+fn kept_dumps_hold_every_part_and_restore_to_an_equal_copy() {
+    rich_source("split_kept_src");
+    let dumps = dump_dir();
     let output = crate::sync(
-        "split_src",
-        "split_dst",
-        &["--yes", "--jobs", "2", "--split-larger-than", "1kB"],
+        "split_kept_src",
+        "split_kept_dst",
+        &["--yes", "--jobs", "2", "--split-larger-than", "1kB", "--keep-dumps"],
         dumps.path(),
     );
     assert_exit(&output, 0);
+    let archive = std::fs::read_dir(dumps.path()).unwrap().next().unwrap().unwrap().path();
+    let parts: Vec<_> = std::fs::read_dir(&archive)
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.path().join("rows.copy").is_file())
+        .collect();
     let log = text(&output);
-    assert!(
-        log.contains("Copying customers in 4 parts at once, split by id at "),
-        "{log}"
+    let announced: usize = log
+        .lines()
+        .filter_map(|line| {
+            line.split(" in ")
+                .nth(1)?
+                .split(" parts at once")
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    assert!(announced >= 4, "{log}");
+    assert_eq!(parts.len(), announced, "{archive:?}");
+    dbsync::manifest::Manifest::verify(&archive, 2).unwrap();
+    let work = dump_dir();
+    let restored = crate::dump::restore_command(&archive, "split_kept_restored")
+        .arg("--dump-dir")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert_exit(&restored, 0);
+    crate::assert_same_copy("split_kept_src", "split_kept_restored");
+}
+
+#[test]
+fn a_split_sync_that_failed_mid_load_resumes_loading_only_the_parts_not_loaded() {
+    slow_keyed_source("part_resume_src");
+    let dumps = dump_dir();
+    let child = crate::sync_command("part_resume_src", "part_resume_dst", dumps.path())
+        .args(["--yes", "--jobs", "2", "--split-larger-than", "1kB", "--plain"])
+        .args(["--keep-dumps", "--retries", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once every part is written (so the resume can reuse them all), one part's load is ended.
+    let started = std::time::Instant::now();
+    while std::fs::read_dir(dumps.path())
+        .unwrap()
+        .flatten()
+        .flat_map(|run| std::fs::read_dir(run.path()).into_iter().flatten().flatten())
+        .filter(|unit| unit.path().join(".dbsync-complete").exists())
+        .count()
+        < 4
+    {
+        assert!(started.elapsed().as_secs() < 60, "the parts were not written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    end_one_copy_while_it_loads("part_resume_dst_dbsync");
+    let failed = child.wait_with_output().unwrap();
+    assert_exit(&failed, 1);
+    let log = text(&failed);
+    let command = crate::line_with(&log, "to continue where this run stopped: ");
+    let directory = command.rsplit(" --resume '").next().unwrap().trim_end_matches('\'');
+    let resumed = crate::dbsync()
+        .args(["sync", "--yes", "--plain", "--resume", directory])
+        .arg("--source")
+        .arg(clusters().source.uri("part_resume_src"))
+        .arg("--target")
+        .arg(clusters().target.uri("part_resume_dst"))
+        .output()
+        .unwrap();
+    assert_exit(&resumed, 0);
+    let resumed_log = text(&resumed);
+    assert!(!resumed_log.contains("[EXPORT]"), "exported again:\n{resumed_log}");
+    // The parts loaded before the failure are not loaded again (a second load of any of them
+    // would break the primary key).
+    let loads = resumed_log.matches("[IMPORT] [STARTED  ] paced").count();
+    assert!((1..4).contains(&loads), "{loads} parts loaded again:\n{resumed_log}");
+    crate::assert_same_answer(
+        "part_resume_src",
+        "part_resume_dst",
+        "SELECT count(*), count(DISTINCT id), sum(id) FROM paced",
     );
-    crate::assert_same_copy("split_src", "split_dst");
 }
 
 #[test]

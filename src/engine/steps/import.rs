@@ -26,17 +26,22 @@ pub async fn import_unit(job: &Job, unit: &Unit, attempt: u32) -> Result<(), Att
     }
     let command = job.pg_restore().argument("--data-only").argument(&directory);
     run_tool(&command, &job.cancellation, &format!("import {}", unit.label())).await?;
+    finish_import(job, &directory);
+    Ok(())
+}
+
+/// A unit's rows are in the copy: marked loaded (for a resume), and without `--keep-dumps` its
+/// disk space goes back now, not at the end of the run.
+pub fn finish_import(job: &Job, directory: &std::path::Path) {
     if job.record_progress {
-        super::marks::set(&directory, super::marks::UNIT_LOADED);
+        super::marks::set(directory, super::marks::UNIT_LOADED);
     }
     if !job.keep_dumps {
-        // Loaded for good: its disk space goes back now, not at the end of the run.
-        let size = directory_size(&directory);
-        if std::fs::remove_dir_all(&directory).is_ok() {
+        let size = directory_size(directory);
+        if std::fs::remove_dir_all(directory).is_ok() {
             job.dump_space.removed(size);
         }
     }
-    Ok(())
 }
 
 /// Returns the unit's tables on the target to empty, so the retry loads each row once.

@@ -81,6 +81,9 @@ pub mod marks {
 
     /// In a unit's directory: its rows are loaded.
     pub const UNIT_LOADED: &str = ".dbsync-loaded";
+    /// In a part's directory: the id of the copy's transaction that loads it, which a resume
+    /// asks the same server about.
+    pub const PART_TRANSACTION: &str = ".dbsync-transaction";
     pub const PRE_DATA_DONE: &str = "pre-data.done";
     pub const POST_DATA_DONE: &str = "post-data.done";
     /// One planned table's index per line: its indexes and key constraints are built.
@@ -129,6 +132,7 @@ pub mod marks {
         if let Ok(entries) = std::fs::read_dir(directory) {
             for entry in entries.flatten() {
                 let _ = std::fs::remove_file(entry.path().join(UNIT_LOADED));
+                let _ = std::fs::remove_file(entry.path().join(PART_TRANSACTION));
             }
         }
     }
