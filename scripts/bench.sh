@@ -14,10 +14,12 @@
 #   --jobs N         parallelism given to every contender (default: the number of cores)
 #   --runs N         rounds per dataset (default 3)
 #   --datasets LIST  comma-separated, from: large, many, huge, small (default all)
-#   --contenders L   comma-separated, from: dbsync, dbsync-stream, dbsync-j1, dbsync-j4, pg_dump,
+#   --contenders L   comma-separated, from: dbsync, dbsync-stream, dbsync-j1, dbsync-j4,
+#                    dbsync-split (tables over 128 MB copied in parts), pg_dump,
 #                    pg_dump-pipe, pgcopydb, pgcopydb-split, verify-checksum (default: dbsync,
 #                    dbsync-stream, pg_dump, pgcopydb, verify-checksum; and on huge pgcopydb-split,
-#                    dbsync-j1, dbsync-j4; on small pg_dump-pipe). verify-checksum times `dbsync
+#                    dbsync-split, dbsync-j1, dbsync-j4; on large dbsync-split; on small
+#                    pg_dump-pipe). verify-checksum times `dbsync
 #                    verify --checksum` against a copy that an untimed dbsync sync made just before;
 #                    pg_dump-pipe is `pg_dump -Fc | pg_restore`; pgcopydb-split splits tables
 #                    larger than 128 MB (about 8 parts of huge)
@@ -56,7 +58,7 @@ while [ $# -gt 0 ]; do
         --baseline) baseline=$(realpath "$2"); shift 2 ;;
         --no-scaling) scaling=no; shift ;;
         --keep) keep=yes; shift ;;
-        -h | --help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -64,11 +66,13 @@ done
 ensure_postgres
 ensure_package pgcopydb pgcopydb
 cargo build --release --quiet
-dbsync=$PWD/target/release/dbsync
 bin=$(postgres_bin_dir)
 export PATH="$bin:$PATH"
 
 base=$(throwaway_base bench)
+# A copy of the binary: a rebuild while the benchmark runs does not change what it measures.
+cp target/release/dbsync "$base/dbsync"
+dbsync=$base/dbsync
 source_port=$(free_port)
 target_port=$(free_port)
 cleanup() {
@@ -274,11 +278,12 @@ run_contender() {
     log=$base/logs/$database-$name-$(date +%s%N).log
     reset_target
     case $name in
-        dbsync | dbsync-stream | dbsync-j1 | dbsync-j4 | baseline)
+        dbsync | dbsync-stream | dbsync-j1 | dbsync-j4 | dbsync-split | baseline)
             local extra=() binary=$dbsync run_jobs=$jobs
             [ "$name" = dbsync-stream ] && extra=(--stream)
             [ "$name" = dbsync-j1 ] && run_jobs=1
             [ "$name" = dbsync-j4 ] && run_jobs=4
+            [ "$name" = dbsync-split ] && extra=(--split-larger-than 128MB)
             [ "$name" = baseline ] && binary=$baseline
             measured=$(timed "$log" "$binary" sync --source "$source" --target "$target" --jobs "$run_jobs" --yes --plain \
                 --dump-dir "$base/work" --report "$base/work/report.json" "${extra[@]}") ||
@@ -333,7 +338,8 @@ contenders_for() {
     local list=$contenders
     if [ -z "$list" ]; then
         list=dbsync,dbsync-stream,pg_dump,pgcopydb,verify-checksum
-        [ "$1" = huge ] && list=$list,pgcopydb-split,dbsync-j1,dbsync-j4
+        [ "$1" = huge ] && list=$list,pgcopydb-split,dbsync-split,dbsync-j1,dbsync-j4
+        [ "$1" = large ] && list=$list,dbsync-split
         [ "$1" = small ] && list=$list,pg_dump-pipe
     fi
     [ -n "$baseline" ] && list=$list,baseline
