@@ -67,6 +67,10 @@ struct TableState {
     estimated_bytes: u64,
     /// Units still to export, and still to load.
     units_left: Stages<usize>,
+    /// The parts it is copied in (`--split-larger-than`), and how many are done per stage; 0
+    /// for a table copied whole.
+    parts: usize,
+    parts_done: Stages<usize>,
     started: Stages<Option<Instant>>,
     elapsed: Stages<Duration>,
     dump_bytes: u64,
@@ -145,6 +149,11 @@ impl Progress {
                 load: units,
             };
         }
+        for unit in plan.units.iter().filter(|unit| unit.part.is_some()) {
+            for table in &unit.planned_tables {
+                state.tables[*table].parts += 1;
+            }
+        }
     }
 
     pub fn data_started(&self) {
@@ -187,6 +196,9 @@ impl Progress {
             .iter()
             .map(|index| {
                 let table = &mut state.tables[*index];
+                if unit.part.is_some() {
+                    *table.parts_done.get(stage) += 1;
+                }
                 let left = table.units_left.get(stage);
                 *left = left.saturating_sub(1);
                 let done = *left == 0;
@@ -400,6 +412,7 @@ fn index_progress(state: &mut State, builds: &[IndexBuildProgress]) -> Vec<Table
             rate: done as f64 / elapsed.as_secs_f64().max(0.001),
             eta: share(done, Some(total)).and_then(|share| estimate_remaining(elapsed, share)),
             phase: Some(build.phase.clone()),
+            parts: None,
         };
         let larger = by_table
             .get(&index)
@@ -437,6 +450,7 @@ fn report(state: &State, loading: Activity) -> ProgressReport {
                 rate: bytes as f64 / elapsed.as_secs_f64().max(0.001),
                 eta: done_share.and_then(|done| estimate_remaining(elapsed, done)),
                 phase: None,
+                parts: (table.parts > 0).then(|| (table.parts_done.at(stage), table.parts)),
             });
         }
     }

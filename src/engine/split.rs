@@ -19,9 +19,14 @@ const SAMPLE_ROWS: f64 = 100_000.0;
 /// A table to split: its unit, its planned table and its size.
 struct Candidate {
     unit: usize,
+    /// The table whose own rows are split: a standard table, or one member of a tree (a leaf
+    /// partition, an inheritance child).
     table: QualifiedName,
+    oid: u32,
     planned: usize,
     size_bytes: i64,
+    /// The planner's estimate of its rows (negative when never analyzed).
+    estimated_rows: f64,
 }
 
 impl Run<'_> {
@@ -34,7 +39,7 @@ impl Run<'_> {
         source: &super::preflight::Source,
     ) -> Result<Plan, SyncError> {
         let (inventory, source_major) = (&source.inventory, source.server.major());
-        let candidates = candidates(plan, self.settings.split_larger_than);
+        let candidates = candidates(plan, inventory, self.settings.split_larger_than);
         if candidates.is_empty() || job.snapshot.is_none() {
             return Ok(plan.clone());
         }
@@ -58,13 +63,10 @@ impl Run<'_> {
             let (Some(layout), Some(columns)) = (layout, columns) else {
                 continue;
             };
-            let Some((key, boundaries)) = self
-                .cut(&client, plan, &candidate, layout.integer_key, source_major)
-                .await?
-            else {
+            let Some((key, boundaries)) = self.cut(&client, &candidate, layout.integer_key, source_major).await? else {
                 continue;
             };
-            let table = whole_table(plan, inventory, &candidate, key, columns, same_major);
+            let table = whole_table(inventory, &candidate, key, columns, same_major);
             let ranges = plan::row_ranges(&table, &boundaries);
             self.emit(Event::Notice(Notice::TableSplit {
                 table: candidate.table.display_name(),
@@ -84,7 +86,6 @@ impl Run<'_> {
     async fn cut(
         &self,
         client: &tokio_postgres::Client,
-        plan: &Plan,
         candidate: &Candidate,
         integer_key: Option<String>,
         source_major: u32,
@@ -95,7 +96,7 @@ impl Run<'_> {
             .clamp(2, most) as usize;
         let (key, boundaries) = match integer_key {
             Some(key) => {
-                let boundaries = self.key_boundaries(client, plan, candidate, &key, parts).await?;
+                let boundaries = self.key_boundaries(client, candidate, &key, parts).await?;
                 (key, boundaries)
             }
             None if source_major >= 14 => {
@@ -112,12 +113,11 @@ impl Run<'_> {
     async fn key_boundaries(
         &self,
         client: &tokio_postgres::Client,
-        plan: &Plan,
         candidate: &Candidate,
         key: &str,
         parts: usize,
     ) -> Result<Vec<i64>, SyncError> {
-        let rows = plan.tables[candidate.planned].estimated_rows.unwrap_or(0) as f64;
+        let rows = candidate.estimated_rows.max(0.0);
         let sample_percent = if rows > 0.0 {
             (100.0 * SAMPLE_ROWS / rows).clamp(0.01, 100.0)
         } else {
@@ -131,7 +131,6 @@ impl Run<'_> {
 /// What every part of the candidate shares: the key, the columns copied (generated ones left to
 /// the target), the format, the owned sequences (which `row_ranges` gives the first part).
 fn whole_table(
-    plan: &Plan,
     inventory: &catalog::Inventory,
     candidate: &Candidate,
     key: String,
@@ -143,7 +142,7 @@ fn whole_table(
         .filter(|column| column.generated.is_none())
         .collect();
     let binary = same_major && columns.iter().all(|column| column.builtin_type);
-    let oid = plan.tables[candidate.planned].oid;
+    let oid = candidate.oid;
     RowRange {
         key,
         lower: None,
@@ -176,12 +175,18 @@ fn block_boundaries(blocks: i64, parts: usize) -> Vec<i64> {
     boundaries
 }
 
-/// Standard tables larger than `threshold` in units of table data that a retry empties table by
-/// table (not hash-partitioned trees), with no sequences riding along.
-fn candidates(plan: &Plan, threshold: u64) -> Vec<Candidate> {
+/// Tables larger than `threshold` (standard tables, and single members of trees: a huge
+/// partition is split, its siblings stay in their unit) in units of table data that a retry
+/// empties table by table (not hash-partitioned trees).
+fn candidates(plan: &Plan, inventory: &catalog::Inventory, threshold: u64) -> Vec<Candidate> {
     if threshold == 0 {
         return Vec::new();
     }
+    let sizes: std::collections::HashMap<u32, (i64, f64)> = inventory
+        .tables
+        .iter()
+        .map(|table| (table.oid, (table.size_bytes, table.estimated_rows)))
+        .collect();
     let mut found = Vec::new();
     for unit in plan
         .units
@@ -190,14 +195,18 @@ fn candidates(plan: &Plan, threshold: u64) -> Vec<Candidate> {
     {
         for planned in &unit.planned_tables {
             let table = &plan.tables[*planned];
-            let standard = table.members.len() == 1 && !table.partitioned && unit.tables.contains(&table.members[0]);
-            if standard && table.size_bytes.max(0) as u64 > threshold {
-                found.push(Candidate {
-                    unit: unit.index,
-                    table: table.members[0].clone(),
-                    planned: *planned,
-                    size_bytes: table.size_bytes,
-                });
+            for (member, oid) in table.members.iter().zip(&table.member_oids) {
+                let (size_bytes, estimated_rows) = sizes.get(oid).copied().unwrap_or((0, -1.0));
+                if unit.tables.contains(member) && size_bytes.max(0) as u64 > threshold {
+                    found.push(Candidate {
+                        unit: unit.index,
+                        table: member.clone(),
+                        oid: *oid,
+                        planned: *planned,
+                        size_bytes,
+                        estimated_rows,
+                    });
+                }
             }
         }
     }
@@ -213,7 +222,13 @@ fn with_parts(plan: &Plan, split: Vec<(Candidate, Vec<RowRange>)>) -> Plan {
         for (candidate, ranges) in split.iter().filter(|(candidate, _)| candidate.unit == unit.index) {
             rest.tables.retain(|table| table != &candidate.table);
             rest.truncate_before_retry.retain(|table| table != &candidate.table);
-            rest.planned_tables.retain(|planned| *planned != candidate.planned);
+            let rest_tables = &rest.tables;
+            rest.planned_tables.retain(|planned| {
+                plan.tables[*planned]
+                    .members
+                    .iter()
+                    .any(|member| rest_tables.contains(member))
+            });
             rest.size_bytes -= candidate.size_bytes;
             let share = candidate.size_bytes / ranges.len() as i64;
             units.extend(ranges.iter().map(|range| Unit {

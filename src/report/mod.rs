@@ -359,6 +359,8 @@ pub struct TableProgress {
     pub eta: Option<Duration>,
     /// For an index build, what PostgreSQL says it is doing ("building index: scanning table").
     pub phase: Option<String>,
+    /// For a table copied in parts (`--split-larger-than`): parts done, and how many it has.
+    pub parts: Option<(usize, usize)>,
 }
 
 /// Everything moving at one moment, and the whole copy against its estimate.

@@ -282,6 +282,7 @@ mod tests {
                 rate: 1024.0,
                 eta: Some(Duration::from_secs(3)),
                 phase: None,
+                parts: None,
             }],
             loaded_bytes: 1024,
             estimated_bytes: 4096,

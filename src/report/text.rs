@@ -364,7 +364,7 @@ pub fn table_detail(line: &TableLine) -> String {
     }
 }
 
-/// `120.3M of ~480.0M, 1.2M of ~5.0M rows, 45.1M/s, ETA 8s`
+/// `120.3M of ~480.0M, 1.2M of ~5.0M rows, 45.1M/s, 1 of 4 parts done, ETA 8s`
 pub fn progress_detail(progress: &TableProgress) -> String {
     if let Some(phase) = &progress.phase {
         // An index build scans the table's pages: its rows are not counted until it sorts them.
@@ -388,6 +388,9 @@ pub fn progress_detail(progress: &TableProgress) -> String {
         text.push_str(&format!(" of ~{}", human_count(rows)));
     }
     text.push_str(&format!(", {}/s", human_size(progress.rate as u64)));
+    if let Some((done, parts)) = progress.parts {
+        text.push_str(&format!(", {done} of {parts} parts done"));
+    }
     if let Some(eta) = progress.eta {
         text.push_str(&format!(", ETA {}", human_duration(eta)));
     }
@@ -756,10 +759,19 @@ mod tests {
             rate: 47_290_777.0,
             eta: Some(Duration::from_secs(8)),
             phase: None,
+            parts: None,
         };
         assert_eq!(
             progress_detail(&progress),
             "120.3M of ~480.0M, 1.2M rows of ~5.0M, 45.1M/s, ETA 8s"
+        );
+        let split = TableProgress {
+            parts: Some((1, 4)),
+            ..progress
+        };
+        assert_eq!(
+            progress_detail(&split),
+            "120.3M of ~480.0M, 1.2M rows of ~5.0M, 45.1M/s, 1 of 4 parts done, ETA 8s"
         );
     }
 }

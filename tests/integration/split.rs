@@ -411,3 +411,60 @@ fn a_table_mostly_in_toast_is_split_by_its_whole_size() {
     assert_eq!(boundaries(&log, "documents").len(), 3, "{log}");
     crate::assert_same_copy("toast_src", "toast_dst");
 }
+
+#[test]
+fn the_progress_of_a_split_table_counts_its_parts() {
+    slow_keyed_source("part_progress_src");
+    let dumps = dump_dir();
+    let output = crate::sync(
+        "part_progress_src",
+        "part_progress_dst",
+        &[
+            "--yes",
+            "--jobs",
+            "2",
+            "--split-larger-than",
+            "1kB",
+            "--plain",
+            "--progress-every",
+            "1",
+        ],
+        dumps.path(),
+    );
+    assert_exit(&output, 0);
+    let log = text(&output);
+    let line = crate::line_with(&log, "[PROGRESS ] paced");
+    let parts = regex::Regex::new(r", ([0-3]) of 4 parts done").unwrap();
+    assert!(parts.is_match(&line), "{line}");
+}
+
+#[test]
+fn a_partitioned_tree_splits_only_its_huge_partition() {
+    let clusters = clusters();
+    clusters.source.create_database("tree_split_src");
+    clusters.source.psql(
+        "tree_split_src",
+        "CREATE TABLE measurements (id bigint, taken date, reading float8, PRIMARY KEY (id, taken)) \
+           PARTITION BY RANGE (taken); \
+         CREATE TABLE measurements_2023 PARTITION OF measurements FOR VALUES FROM ('2023-01-01') TO ('2024-01-01'); \
+         CREATE TABLE measurements_2024 PARTITION OF measurements FOR VALUES FROM ('2024-01-01') TO ('2025-01-01'); \
+         INSERT INTO measurements SELECT g, date '2023-06-01', g / 7.0 FROM generate_series(1, 200) g; \
+         INSERT INTO measurements SELECT g, date '2024-01-01' + g % 300, g / 3.0 FROM generate_series(201, 40200) g; \
+         ANALYZE measurements;",
+    );
+    let dumps = dump_dir();
+    let output = crate::sync(
+        "tree_split_src",
+        "tree_split_dst",
+        &["--yes", "--jobs", "2", "--split-larger-than", "200kB"],
+        dumps.path(),
+    );
+    assert_exit(&output, 0);
+    let log = text(&output);
+    assert!(
+        log.contains("Copying measurements_2024 in 4 parts at once, split by block (ctid) at "),
+        "{log}"
+    );
+    assert!(!log.contains("Copying measurements_2023 in "), "{log}");
+    crate::assert_same_copy("tree_split_src", "tree_split_dst");
+}
