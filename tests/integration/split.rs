@@ -18,6 +18,23 @@ fn boundaries(log: &str, table: &str) -> Vec<i64> {
         .collect()
 }
 
+/// Creates `source` on the source server from `sql`, copies it into `target` with tables over
+/// `threshold` in parts (`--jobs 2`), and returns the successful run's log.
+fn split_copy(source: &str, sql: &str, target: &str, threshold: &str) -> String {
+    let clusters = clusters();
+    clusters.source.create_database(source);
+    clusters.source.psql(source, sql);
+    let dumps = dump_dir();
+    let output = crate::sync(
+        source,
+        target,
+        &["--yes", "--jobs", "2", "--split-larger-than", threshold],
+        dumps.path(),
+    );
+    assert_exit(&output, 0);
+    text(&output)
+}
+
 #[test]
 fn a_split_copy_of_the_fixture_equals_the_source_through_files_and_streamed() {
     rich_source("split_src");
@@ -139,23 +156,15 @@ fn a_split_sync_that_failed_mid_load_resumes_loading_only_the_parts_not_loaded()
 #[test]
 fn skewed_keys_give_parts_of_about_equal_rows() {
     let clusters = clusters();
-    clusters.source.create_database("skew_src");
     // Nine rows in ten have keys below 10,000; the rest are spread up to ten billion.
-    clusters.source.psql(
+    let log = split_copy(
         "skew_src",
         "CREATE TABLE readings (id bigint PRIMARY KEY, payload text); \
          INSERT INTO readings SELECT CASE WHEN g % 10 = 0 THEN g::bigint * 250000 ELSE g END, repeat('x', 200) \
          FROM generate_series(1, 40000) AS g ON CONFLICT DO NOTHING; ANALYZE readings;",
-    );
-    let dumps = dump_dir();
-    let output = crate::sync(
-        "skew_src",
         "skew_dst",
-        &["--yes", "--jobs", "2", "--split-larger-than", "1MB"],
-        dumps.path(),
+        "1MB",
     );
-    assert_exit(&output, 0);
-    let log = text(&output);
     let cuts = boundaries(&log, "readings");
     assert_eq!(cuts.len(), 3, "{log}");
     let mut counts = Vec::new();
@@ -244,26 +253,17 @@ fn a_block_range_part_that_fails_is_copied_again_without_losing_or_doubling_rows
 
 #[test]
 fn a_table_without_a_key_is_split_by_block_ranges() {
-    let clusters = clusters();
-    clusters.source.create_database("blocks_src");
     // No key at all, duplicate rows, and a few pages left empty by a delete in the middle.
-    clusters.source.psql(
+    let log = split_copy(
         "blocks_src",
         "CREATE TABLE events (happened_at timestamptz, kind text, detail text); \
          INSERT INTO events SELECT timestamptz '2024-01-01' + g * interval '1 minute', 'kind' || g % 5, repeat('d', 150) \
          FROM generate_series(1, 20000) g; \
          INSERT INTO events SELECT * FROM events WHERE kind = 'kind1'; \
          DELETE FROM events WHERE happened_at BETWEEN '2024-01-05' AND '2024-01-06'; ANALYZE events;",
-    );
-    let dumps = dump_dir();
-    let output = crate::sync(
-        "blocks_src",
         "blocks_dst",
-        &["--yes", "--jobs", "2", "--split-larger-than", "1MB"],
-        dumps.path(),
+        "1MB",
     );
-    assert_exit(&output, 0);
-    let log = text(&output);
     assert!(
         log.contains("Copying events in 4 parts at once, split by block (ctid) at "),
         "{log}"
@@ -352,18 +352,7 @@ ANALYZE;";
 
 #[test]
 fn every_common_column_type_is_copied_exactly_in_binary_and_in_text() {
-    let clusters = clusters();
-    clusters.source.create_database("types_src");
-    clusters.source.psql("types_src", EVERY_TYPE);
-    let dumps = dump_dir();
-    let output = crate::sync(
-        "types_src",
-        "types_dst",
-        &["--yes", "--jobs", "2", "--split-larger-than", "8kB"],
-        dumps.path(),
-    );
-    assert_exit(&output, 0);
-    let log = text(&output);
+    let log = split_copy("types_src", EVERY_TYPE, "types_dst", "8kB");
     // Built-in types only: binary; an enum and a domain (object ids that differ between
     // servers in binary form): text.
     assert!(
@@ -376,6 +365,7 @@ fn every_common_column_type_is_copied_exactly_in_binary_and_in_text() {
     );
     crate::assert_same_copy("types_src", "types_dst");
     // The same rows through the text path (a data-only refresh relays text) are equal too.
+    let dumps = dump_dir();
     let refreshed = crate::sync("types_src", "types_dst", &["--yes", "--data-only"], dumps.path());
     assert_exit(&refreshed, 0);
     crate::assert_same_copy("types_src", "types_dst");
@@ -384,30 +374,21 @@ fn every_common_column_type_is_copied_exactly_in_binary_and_in_text() {
 
 #[test]
 fn a_table_mostly_in_toast_is_split_by_its_whole_size() {
-    let clusters = clusters();
-    clusters.source.create_database("toast_src");
     // 40 rows of 100 kB each, stored out of line (uncompressible): the heap holds a few pages,
     // the TOAST table about 4 MB.
-    clusters.source.psql(
+    let log = split_copy(
         "toast_src",
         "CREATE TABLE documents (id int PRIMARY KEY, body text); \
          ALTER TABLE documents ALTER body SET STORAGE EXTERNAL; \
          INSERT INTO documents SELECT g, (SELECT string_agg(md5(g::text || k::text), '') FROM generate_series(1, 3200) k) \
          FROM generate_series(1, 40) g; ANALYZE documents;",
+        "toast_dst",
+        "1MB",
     );
-    let heap = clusters
+    let heap = clusters()
         .source
         .psql("toast_src", "SELECT pg_relation_size('documents')");
     assert!(heap.trim().parse::<i64>().unwrap() < 64 * 1024, "heap of {heap} bytes");
-    let dumps = dump_dir();
-    let output = crate::sync(
-        "toast_src",
-        "toast_dst",
-        &["--yes", "--jobs", "2", "--split-larger-than", "1MB"],
-        dumps.path(),
-    );
-    assert_exit(&output, 0);
-    let log = text(&output);
     assert_eq!(boundaries(&log, "documents").len(), 3, "{log}");
     crate::assert_same_copy("toast_src", "toast_dst");
 }
@@ -440,9 +421,7 @@ fn the_progress_of_a_split_table_counts_its_parts() {
 
 #[test]
 fn a_partitioned_tree_splits_only_its_huge_partition() {
-    let clusters = clusters();
-    clusters.source.create_database("tree_split_src");
-    clusters.source.psql(
+    let log = split_copy(
         "tree_split_src",
         "CREATE TABLE measurements (id bigint, taken date, reading float8, PRIMARY KEY (id, taken)) \
            PARTITION BY RANGE (taken); \
@@ -451,16 +430,9 @@ fn a_partitioned_tree_splits_only_its_huge_partition() {
          INSERT INTO measurements SELECT g, date '2023-06-01', g / 7.0 FROM generate_series(1, 200) g; \
          INSERT INTO measurements SELECT g, date '2024-01-01' + g % 300, g / 3.0 FROM generate_series(201, 40200) g; \
          ANALYZE measurements;",
-    );
-    let dumps = dump_dir();
-    let output = crate::sync(
-        "tree_split_src",
         "tree_split_dst",
-        &["--yes", "--jobs", "2", "--split-larger-than", "200kB"],
-        dumps.path(),
+        "200kB",
     );
-    assert_exit(&output, 0);
-    let log = text(&output);
     assert!(
         log.contains("Copying measurements_2024 in 4 parts at once, split by block (ctid) at "),
         "{log}"

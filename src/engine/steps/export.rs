@@ -18,6 +18,19 @@ pub fn unit_directory(job: &Job, unit: &Unit) -> PathBuf {
     job.dump_directory.join(format!("unit-{:04}", unit.index + 1))
 }
 
+/// The unit's dump directory, once its export has finished; a permanent failure otherwise.
+pub fn completed_dump(job: &Job, unit: &Unit) -> Result<PathBuf, AttemptError> {
+    let directory = unit_directory(job, unit);
+    if !directory.join(COMPLETION_MARKER).exists() {
+        return Err(AttemptError::Permanent(anyhow::anyhow!(
+            "the dump of {} in {} is incomplete",
+            unit.label(),
+            directory.display()
+        )));
+    }
+    Ok(directory)
+}
+
 /// Dump bytes per table oid, as found in the dump's table of contents.
 #[derive(Debug, Default, Clone)]
 pub struct ExportedSizes {

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use super::export::{COMPLETION_MARKER, unit_directory};
+use super::export::completed_dump;
 use super::{Job, database_attempt_error, directory_size};
 use crate::catalog::{self, Emptying};
 use crate::plan::{Unit, UnitKind};
@@ -12,14 +12,7 @@ use crate::tools::run_tool;
 
 /// One attempt at importing a unit; `attempt` counts from 1.
 pub async fn import_unit(job: &Job, unit: &Unit, attempt: u32) -> Result<(), AttemptError> {
-    let directory = unit_directory(job, unit);
-    if !directory.join(COMPLETION_MARKER).exists() {
-        return Err(AttemptError::Permanent(anyhow::anyhow!(
-            "the dump of {} in {} is incomplete",
-            unit.label(),
-            directory.display()
-        )));
-    }
+    let directory = completed_dump(job, unit)?;
     // A resumed run does not know how far the failed one got with this unit.
     if attempt > 1 || job.resuming {
         clean_up_partial_load(job, unit).await?;

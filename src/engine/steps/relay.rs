@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::export::{COMPLETION_MARKER, ExportedSizes, unit_directory};
+use super::export::{COMPLETION_MARKER, ExportedSizes, completed_dump, unit_directory};
 use super::{Job, database_attempt_error, directory_size};
 use crate::catalog::{self, QualifiedName, RowSelection, TransactionOutcome};
 use crate::plan::{RowRange, Unit};
@@ -103,14 +103,7 @@ pub async fn dump_part(job: &Job, unit: &Unit) -> Result<ExportedSizes, AttemptE
 /// One attempt at loading a part from its directory into the copy.
 pub async fn load_part(job: &Job, unit: &Unit) -> Result<(), AttemptError> {
     let (part, table) = part_of(unit);
-    let directory = unit_directory(job, unit);
-    if !directory.join(COMPLETION_MARKER).exists() {
-        return Err(AttemptError::Permanent(anyhow::anyhow!(
-            "the dump of {} in {} is incomplete",
-            unit.label(),
-            directory.display()
-        )));
-    }
+    let directory = completed_dump(job, unit)?;
     let work = async {
         let target = catalog::connect(job.copy(), "target").await?;
         if begin_load(job, unit, &target, Some(&directory)).await? {
