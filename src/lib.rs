@@ -12,6 +12,7 @@ pub mod engine;
 pub mod errors;
 pub mod hooks;
 pub mod manifest;
+pub mod masking;
 pub mod plan;
 pub mod process;
 pub mod report;

@@ -100,7 +100,8 @@ pub struct Unit {
 }
 
 /// Rows of one table whose integer `key` is in `lower..upper` (an open end takes the rest), or
-/// with the key `ctid` (a table without an integer key), the rows stored in blocks `lower..upper`.
+/// with the key `ctid` (a table without an integer key), the rows stored in blocks `lower..upper`;
+/// with both ends open (a masked table copied whole), every row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowRange {
     pub key: String,
@@ -123,6 +124,9 @@ pub struct RowRange {
     /// The table's object id on the source (what dump sizes are counted under).
     #[serde(default)]
     pub table_oid: u32,
+    /// Masked columns (`[transform]`) and the expression each is read through on the source.
+    #[serde(default)]
+    pub masked: Vec<(String, String)>,
 }
 
 /// One range per part between `boundaries` (ascending, distinct): the first open below, the
@@ -904,6 +908,7 @@ mod tests {
                 of: 0,
                 binary: false,
                 table_oid: 1,
+                masked: Vec::new(),
             },
             &[100, 250],
         )

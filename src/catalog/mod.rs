@@ -6,6 +6,7 @@
 mod admin;
 mod checksum;
 mod inspect;
+mod masking;
 mod roles;
 mod rows;
 mod work;
@@ -22,6 +23,7 @@ use crate::tls::Connector;
 pub use admin::*;
 pub use checksum::*;
 pub use inspect::*;
+pub use masking::*;
 pub use roles::*;
 pub use rows::*;
 pub use work::*;

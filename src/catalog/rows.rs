@@ -27,6 +27,10 @@ pub struct TableColumn {
     pub identity: Option<String>,
     /// Its type is one of PostgreSQL's own (object id below `FirstNormalObjectId`).
     pub builtin_type: bool,
+    /// Its type (or a domain's base type) is a string type (`typcategory` `S`).
+    pub text: bool,
+    /// The length limit of a `varchar(n)` or `char(n)`.
+    pub max_length: Option<i32>,
 }
 
 /// A table's columns in order; `None` for a table this database does not have.
@@ -39,7 +43,12 @@ pub async fn table_columns(client: &Client, tables: &[QualifiedName]) -> Result<
                     coalesce(a.attnotnull, false), \
                     CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END, \
                     CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END, \
-                    nullif(a.attidentity, '')::text, coalesce(a.atttypid < 16384, false) \
+                    nullif(a.attidentity, '')::text, coalesce(a.atttypid < 16384, false), \
+                    coalesce((SELECT b.typcategory = 'S' FROM pg_type t \
+                              JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
+                              WHERE t.oid = a.atttypid), false), \
+                    CASE WHEN a.atttypid IN ('varchar'::regtype, 'bpchar'::regtype) AND a.atttypmod > 4 \
+                         THEN a.atttypmod - 4 END \
              FROM unnest($1::text[]) WITH ORDINALITY AS t(name, position) \
              LEFT JOIN pg_class c ON c.oid = to_regclass(t.name) \
              LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -66,6 +75,8 @@ pub async fn table_columns(client: &Client, tables: &[QualifiedName]) -> Result<
                 generated: row.get(6),
                 identity: row.get(7),
                 builtin_type: row.get(8),
+                text: row.get(9),
+                max_length: row.get(10),
             });
         }
     }
@@ -152,6 +163,8 @@ pub struct RowSelection<'a> {
     /// `COPY`'s binary format: only where every column's type is built in and both servers are
     /// the same major version (`plan::RowRange`).
     pub binary: bool,
+    /// Columns read through an expression on the source (`[transform]`).
+    pub masked: &'a [(String, String)],
 }
 
 impl RowSelection<'_> {
@@ -164,10 +177,26 @@ impl RowSelection<'_> {
         if self.binary { "binary" } else { "text" }
     }
 
+    /// The `SELECT` list: each column, or the expression that masks it.
+    fn select_list(&self) -> String {
+        let items: Vec<String> = self
+            .columns
+            .iter()
+            .map(|column| {
+                let name = quote_identifier(column);
+                match self.masked.iter().find(|(masked, _)| masked == column) {
+                    Some((_, expression)) => format!("{expression} AS {name}"),
+                    None => name,
+                }
+            })
+            .collect();
+        items.join(", ")
+    }
+
     fn copy_out_statement(&self) -> String {
         format!(
             "COPY (SELECT {} FROM ONLY {}{}) TO STDOUT (FORMAT {})",
-            self.column_list(),
+            self.select_list(),
             self.table.quoted(),
             range_condition(self.range),
             self.format()

@@ -152,6 +152,7 @@ impl Run<'_> {
                         columns: &table.columns,
                         range: None,
                         binary: false,
+                        masked: &[],
                     },
                 )
                 .await?;

@@ -153,6 +153,7 @@ fn whole_table(
         of: 0,
         binary,
         table_oid: oid,
+        masked: Vec::new(),
     }
 }
 

@@ -35,6 +35,7 @@ fn selection<'a>(part: &'a RowRange, table: &'a QualifiedName) -> RowSelection<'
         columns: &part.columns,
         range: Some((part.key.as_str(), part.lower, part.upper)),
         binary: part.binary,
+        masked: &part.masked,
     }
 }
 
