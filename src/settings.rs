@@ -136,6 +136,8 @@ pub struct Settings {
     pub copy_roles: bool,
     /// `[hooks]` of the config file, SQL paths made absolute.
     pub hooks: crate::hooks::Hooks,
+    /// `[transform]` of the config file, with the salt from `DBSYNC_MASK_SALT`.
+    pub masking: crate::masking::Masking,
     /// `--dry-run` of a data-only refresh: check the target, show `--fix-schema`'s statements,
     /// change nothing. (A full sync's dry run is `dbsync plan`.)
     pub dry_run: bool,
@@ -193,6 +195,9 @@ struct ConfigFile {
     protect: Vec<String>,
     #[serde(default)]
     hooks: crate::hooks::Hooks,
+    /// Table → column → transform (`[transform]`).
+    #[serde(default)]
+    transform: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -592,6 +597,32 @@ pub fn resolve_restore(arguments: &RestoreArguments, environment: Environment) -
     )
 }
 
+/// Masked copies are made by full syncs (files or `--stream`); the modes that would copy or
+/// compare clear values without the transforms are refused until they apply them.
+fn refuse_unsupported_masking(
+    masking: &crate::masking::Masking,
+    mode: Mode,
+    content: &Content,
+    verification: Verification,
+) -> Result<(), SyncError> {
+    if masking.is_empty() {
+        return Ok(());
+    }
+    let unsupported = match (mode, content, verification) {
+        (Mode::Dump { .. }, _, _) => Some("dbsync dump"),
+        (Mode::Verify, _, _) => Some("dbsync verify"),
+        (_, Content::DataOnly { .. }, _) => Some("--data-only"),
+        (_, _, Verification::Checksum) => Some("--verify checksum"),
+        _ => None,
+    };
+    match unsupported {
+        Some(what) => Err(usage_error!(
+            "the config file masks columns ([transform]), which {what} does not apply yet: it would copy or compare clear values; use a full sync, or a config without [transform]"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The clock a date template reads, once.
 fn now(utc: bool) -> chrono::NaiveDateTime {
     if utc {
@@ -829,6 +860,9 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
             config_path.as_deref().unwrap_or(Path::new("?")).display()
         )
     })?;
+    let masking = crate::masking::Masking::from_config(&config.transform, environment(crate::masking::SALT_VARIABLE))
+        .map_err(|error| usage_error!("config file: {error}"))?;
+    refuse_unsupported_masking(&masking, mode, &content, verification)?;
     let progress_every = match arguments.run.progress_every {
         Some(0) => return Err(usage_error!("--progress-every must be at least 1 second")),
         Some(seconds) => Duration::from_secs(seconds),
@@ -851,6 +885,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         maintenance_memory,
         split_larger_than,
         hooks,
+        masking,
         dump_dir: arguments
             .dump_dir
             .clone()

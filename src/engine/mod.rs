@@ -151,6 +151,8 @@ struct Run<'a> {
     /// Warnings found before the banner, shown just after it.
     deferred_warnings: Vec<Warning>,
     phase_clock: PhaseClock,
+    /// Masked columns and their expressions, by planned table (`[transform]`).
+    masks: std::collections::HashMap<usize, Vec<(String, String)>>,
 }
 
 impl<'a> Run<'a> {
@@ -174,6 +176,7 @@ impl<'a> Run<'a> {
             plan_totals: (0, 0),
             run_suffix: format!("{:08x}", rand::random::<u32>()),
             phase_clock: PhaseClock::default(),
+            masks: Default::default(),
             jobs: settings.jobs,
             archives_dropped: Vec::new(),
             deferred_warnings: Vec::new(),
@@ -380,6 +383,7 @@ impl<'a> Run<'a> {
         let plan = preflight::plan(settings, &source.inventory)?;
         self.adopt_plan(&plan);
         let unreadable = preflight::check_source_access(&source, &plan, &self.cancellation).await?;
+        self.masks = preflight::resolve_masks(settings, &plan, &self.cancellation).await?;
         if !unreadable.is_empty() {
             self.deferred_warnings.push(Warning::DefinitionsNotCopied {
                 tables: unreadable.iter().map(QualifiedName::display_name).collect(),
@@ -520,6 +524,7 @@ impl<'a> Run<'a> {
             lock_timeout: settings.lock_timeout,
             cancellation: self.cancellation.clone(),
             part_transactions: Default::default(),
+            mask_salt: settings.masking.salt.clone(),
         })
     }
 

@@ -480,3 +480,84 @@ mod space_tests {
         assert!(free_space(std::path::Path::new("/")).is_some_and(|free| free > 0));
     }
 }
+
+/// Masked columns by planned table: each `[transform]` table found in the plan (a standard
+/// table: a partitioned tree or inheritance parent is refused for now), each column found, each
+/// transform's expression built for the column's type. Every problem is refused here, before
+/// anything is created.
+pub async fn resolve_masks(
+    settings: &Settings,
+    plan: &Plan,
+    cancellation: &Cancellation,
+) -> Result<HashMap<usize, Vec<(String, String)>>, SyncError> {
+    let mut masks = HashMap::new();
+    if settings.masking.is_empty() {
+        return Ok(masks);
+    }
+    let mut planned = Vec::new();
+    for transforms in &settings.masking.tables {
+        planned.push((masked_table(plan, &transforms.table)?, transforms));
+    }
+    let names: Vec<QualifiedName> = planned
+        .iter()
+        .map(|(index, _)| plan.tables[*index].name.clone())
+        .collect();
+    // A session of its own: reading columns changes a session's search_path.
+    let read = async {
+        let client = catalog::connect(settings.source(), "source").await?;
+        catalog::table_columns(&client, &names).await
+    };
+    let columns = interruptible(cancellation, read).await?;
+    for ((index, transforms), columns) in planned.into_iter().zip(columns) {
+        let columns = columns.unwrap_or_default();
+        let mut expressions = Vec::new();
+        for (name, transform) in &transforms.columns {
+            let column = columns.iter().find(|column| &column.name == name).ok_or_else(|| {
+                usage_error!(
+                    "[transform.{}] names column {name}, which the table does not have",
+                    transforms.table
+                )
+            })?;
+            let expression = catalog::transform_expression(column, transform)
+                .map_err(|error| usage_error!("[transform.{}] {name}: {error}", transforms.table))?;
+            expressions.push((name.clone(), expression));
+        }
+        masks.insert(index, expressions);
+    }
+    Ok(masks)
+}
+
+/// The planned table `[transform.<written>]` names: exactly one, and a standard table.
+fn masked_table(plan: &Plan, written: &str) -> Result<usize, SyncError> {
+    let found: Vec<usize> = (0..plan.tables.len())
+        .filter(|index| names_table(written, &plan.tables[*index].name))
+        .collect();
+    let index = match found.as_slice() {
+        [index] => *index,
+        [] => {
+            return Err(usage_error!(
+                "[transform.{written}] names a table this run does not copy\nhint: check the name (schema.table) and the selection"
+            ));
+        }
+        _ => {
+            return Err(usage_error!(
+                "[transform.{written}] names tables in several schemas; write it as [transform.\"schema.{written}\"]"
+            ));
+        }
+    };
+    let table = &plan.tables[index];
+    if table.members.len() != 1 || table.members[0] != table.name {
+        return Err(usage_error!(
+            "[transform.{written}]: masking a partitioned table or an inheritance tree is not supported yet; mask a standard table"
+        ));
+    }
+    Ok(index)
+}
+
+/// `users` names a table of that name in any schema; `app.users` only the one in `app`.
+fn names_table(written: &str, table: &QualifiedName) -> bool {
+    match written.split_once('.') {
+        Some((schema, name)) => schema == table.schema && name == table.name,
+        None => written == table.name,
+    }
+}

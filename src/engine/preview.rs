@@ -70,7 +70,7 @@ impl Run<'_> {
             dump_directory: settings.dump_dir.display().to_string(),
             dump_directory_free_bytes: free,
             warnings,
-            ..describe_plan(&plan, &source.inventory)
+            ..describe_plan(&plan, &source.inventory, &self.masks)
         };
         Ok(report)
     }
@@ -128,7 +128,11 @@ impl Run<'_> {
 }
 
 /// What the plan itself says: tables, order, cycles, units; the caller fills in the servers.
-fn describe_plan(plan: &Plan, inventory: &Inventory) -> PlanReport {
+fn describe_plan(
+    plan: &Plan,
+    inventory: &Inventory,
+    masks: &std::collections::HashMap<usize, Vec<(String, String)>>,
+) -> PlanReport {
     let name = |index: usize| plan.tables[index].name.display_name();
     let (order, cycles) = plan::foreign_key_order(plan, inventory);
     PlanReport {
@@ -139,7 +143,7 @@ fn describe_plan(plan: &Plan, inventory: &Inventory) -> PlanReport {
         pg_restore: String::new(),
         tools_reason: String::new(),
         whole_database: plan.whole_database,
-        tables: plan_tables(plan, inventory),
+        tables: plan_tables(plan, inventory, masks),
         foreign_key_order: order.into_iter().map(name).collect(),
         foreign_key_cycles: cycles
             .into_iter()
@@ -168,10 +172,15 @@ fn describe_plan(plan: &Plan, inventory: &Inventory) -> PlanReport {
 }
 
 /// Each planned table as the plan shows it.
-fn plan_tables(plan: &Plan, inventory: &Inventory) -> Vec<PlanTable> {
+fn plan_tables(
+    plan: &Plan,
+    inventory: &Inventory,
+    masks: &std::collections::HashMap<usize, Vec<(String, String)>>,
+) -> Vec<PlanTable> {
     plan.tables
         .iter()
-        .map(|table| PlanTable {
+        .enumerate()
+        .map(|(index, table)| PlanTable {
             name: table.name.display_name(),
             kind: match (table.partitioned, table.tree_oids.len()) {
                 (true, _) => "partitioned",
@@ -183,6 +192,10 @@ fn plan_tables(plan: &Plan, inventory: &Inventory) -> Vec<PlanTable> {
             levels: plan::tree_levels(table, inventory),
             estimated_rows: table.estimated_rows,
             size_bytes: table.size_bytes,
+            masked_columns: masks
+                .get(&index)
+                .map(|columns| columns.iter().map(|(column, _)| column.clone()).collect())
+                .unwrap_or_default(),
         })
         .collect()
 }

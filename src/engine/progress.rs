@@ -149,7 +149,12 @@ impl Progress {
                 load: units,
             };
         }
-        for unit in plan.units.iter().filter(|unit| unit.part.is_some()) {
+        // A masked table copied whole is one part: nothing to count.
+        for unit in plan
+            .units
+            .iter()
+            .filter(|unit| unit.part.as_ref().is_some_and(|part| part.of > 1))
+        {
             for table in &unit.planned_tables {
                 state.tables[*table].parts += 1;
             }
@@ -196,7 +201,7 @@ impl Progress {
             .iter()
             .map(|index| {
                 let table = &mut state.tables[*index];
-                if unit.part.is_some() {
+                if table.parts > 0 && unit.part.is_some() {
                     *table.parts_done.get(stage) += 1;
                 }
                 let left = table.units_left.get(stage);

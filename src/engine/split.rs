@@ -39,7 +39,7 @@ impl Run<'_> {
         source: &super::preflight::Source,
     ) -> Result<Plan, SyncError> {
         let (inventory, source_major) = (&source.inventory, source.server.major());
-        let candidates = candidates(plan, inventory, self.settings.split_larger_than);
+        let candidates = candidates(plan, inventory, self.settings.split_larger_than, &self.masks);
         if candidates.is_empty() || job.snapshot.is_none() {
             return Ok(plan.clone());
         }
@@ -63,21 +63,44 @@ impl Run<'_> {
             let (Some(layout), Some(columns)) = (layout, columns) else {
                 continue;
             };
-            let Some((key, boundaries)) = self.cut(&client, &candidate, layout.integer_key, source_major).await? else {
-                continue;
+            let masked = self.masks.get(&candidate.planned).cloned().unwrap_or_default();
+            let large = self.settings.split_larger_than > 0
+                && candidate.size_bytes.max(0) as u64 > self.settings.split_larger_than;
+            let cut = match large {
+                true => self.cut(&client, &candidate, layout.integer_key, source_major).await?,
+                false => None,
             };
-            let table = whole_table(inventory, &candidate, key, columns, same_major);
+            let (key, boundaries) = match cut {
+                Some(cut) => cut,
+                // A masked table not split is copied whole, through its transforms.
+                None if !masked.is_empty() => (String::new(), Vec::new()),
+                None => continue,
+            };
+            let table = whole_table(inventory, &candidate, key, columns, same_major, masked);
             let ranges = plan::row_ranges(&table, &boundaries);
+            self.announce_parts(&candidate, &table, boundaries);
+            split.push((candidate, ranges));
+        }
+        Ok(with_parts(plan, split))
+    }
+
+    /// Says which columns of the table are masked, and where it is cut.
+    fn announce_parts(&self, candidate: &Candidate, table: &RowRange, boundaries: Vec<i64>) {
+        if !table.masked.is_empty() {
+            self.emit(Event::Notice(Notice::TableMasked {
+                table: candidate.table.display_name(),
+                columns: table.masked.iter().map(|(column, _)| column.clone()).collect(),
+            }));
+        }
+        if !boundaries.is_empty() {
             self.emit(Event::Notice(Notice::TableSplit {
                 table: candidate.table.display_name(),
-                parts: ranges.len(),
+                parts: boundaries.len() + 1,
                 key: table.key.clone(),
                 boundaries,
                 binary: table.binary,
             }));
-            split.push((candidate, ranges));
         }
-        Ok(with_parts(plan, split))
     }
 
     /// The key to split the candidate on and where: its integer key, cut at sampled quantiles,
@@ -136,12 +159,14 @@ fn whole_table(
     key: String,
     columns: Vec<catalog::TableColumn>,
     same_major: bool,
+    masked: Vec<(String, String)>,
 ) -> RowRange {
     let columns: Vec<_> = columns
         .into_iter()
         .filter(|column| column.generated.is_none())
         .collect();
-    let binary = same_major && columns.iter().all(|column| column.builtin_type);
+    // A transform's expression may have another type than its column: text it is.
+    let binary = same_major && masked.is_empty() && columns.iter().all(|column| column.builtin_type);
     let oid = candidate.oid;
     RowRange {
         key,
@@ -153,7 +178,7 @@ fn whole_table(
         of: 0,
         binary,
         table_oid: oid,
-        masked: Vec::new(),
+        masked,
     }
 }
 
@@ -179,8 +204,13 @@ fn block_boundaries(blocks: i64, parts: usize) -> Vec<i64> {
 /// Tables larger than `threshold` (standard tables, and single members of trees: a huge
 /// partition is split, its siblings stay in their unit) in units of table data that a retry
 /// empties table by table (not hash-partitioned trees).
-fn candidates(plan: &Plan, inventory: &catalog::Inventory, threshold: u64) -> Vec<Candidate> {
-    if threshold == 0 {
+fn candidates(
+    plan: &Plan,
+    inventory: &catalog::Inventory,
+    threshold: u64,
+    masks: &std::collections::HashMap<usize, Vec<(String, String)>>,
+) -> Vec<Candidate> {
+    if threshold == 0 && masks.is_empty() {
         return Vec::new();
     }
     let sizes: std::collections::HashMap<u32, (i64, f64)> = inventory
@@ -198,7 +228,8 @@ fn candidates(plan: &Plan, inventory: &catalog::Inventory, threshold: u64) -> Ve
             let table = &plan.tables[*planned];
             for (member, oid) in table.members.iter().zip(&table.member_oids) {
                 let (size_bytes, estimated_rows) = sizes.get(oid).copied().unwrap_or((0, -1.0));
-                if unit.tables.contains(member) && size_bytes.max(0) as u64 > threshold {
+                let large = threshold > 0 && size_bytes.max(0) as u64 > threshold;
+                if unit.tables.contains(member) && (large || masks.contains_key(planned)) {
                     found.push(Candidate {
                         unit: unit.index,
                         table: member.clone(),

@@ -169,6 +169,11 @@ pub enum Notice {
     /// `--dry-run` of a refresh: it stops before changing anything.
     DryRunDone,
     /// A large table is copied in parts at once, cut at quantiles of its key.
+    /// `[transform]`: the table's rows are read through its columns' transforms on the source.
+    TableMasked {
+        table: String,
+        columns: Vec<String>,
+    },
     TableSplit {
         table: String,
         parts: usize,
@@ -615,6 +620,8 @@ pub struct PlanTable {
     pub levels: usize,
     pub estimated_rows: Option<u64>,
     pub size_bytes: i64,
+    /// Columns read through a transform (`[transform]`).
+    pub masked_columns: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

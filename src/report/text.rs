@@ -93,6 +93,11 @@ impl fmt::Display for Notice {
                 write!(formatter, "The target's schema fits the {tables} table(s) to refresh")
             }
             Notice::DryRunDone => formatter.write_str("Dry run: nothing was changed"),
+            Notice::TableMasked { table, columns } => write!(
+                formatter,
+                "Masking {table}: {} read through their transforms on the source",
+                columns.join(", ")
+            ),
             Notice::TableSplit {
                 table,
                 parts,
@@ -552,6 +557,9 @@ pub fn plan_text(plan: &super::PlanReport) -> String {
             table.name,
             human_size(table.size_bytes.max(0) as u64)
         ));
+        if !table.masked_columns.is_empty() {
+            line(format!("    masked: {}", table.masked_columns.join(", ")));
+        }
     }
     line(format!(
         "  {} sequence(s), {} large object(s)",

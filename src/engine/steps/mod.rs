@@ -64,6 +64,8 @@ pub struct Job {
     /// The target transaction of each part's latest attempt (by unit index): a retry asks the
     /// server whether that one committed before copying the part again.
     pub part_transactions: std::sync::Mutex<std::collections::HashMap<usize, i64>>,
+    /// The secret keyed transforms read on the source (`[transform]`).
+    pub mask_salt: Option<String>,
 }
 
 /// The source as every dump reads it: one exported snapshot, held by one session.

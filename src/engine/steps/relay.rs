@@ -45,6 +45,7 @@ async fn source_in_snapshot(job: &Job) -> anyhow::Result<tokio_postgres::Client>
     let source = catalog::connect(&snapshot.source, "source").await?;
     catalog::join_snapshot(&source, &snapshot.id).await?;
     catalog::prepare_checksum_session(&source).await?;
+    catalog::set_mask_salt(&source, job.mask_salt.as_deref()).await?;
     Ok(source)
 }
 

@@ -1,0 +1,196 @@
+//! `[transform]` in the config file: columns masked on the source, inside the row copy's
+//! `SELECT`, so clear values reach neither the target nor a dump file.
+
+use std::path::Path;
+
+use crate::harness::clusters;
+use crate::{assert_exit, dump_dir, text};
+
+const SALT: &str = "a-test-salt-of-enough-length";
+
+/// Users with clear e-mail addresses, names, phones and notes, and orders that reference them
+/// by e-mail (a foreign key on a masked column).
+fn people_source(database: &str) {
+    let source = &clusters().source;
+    source.create_database(database);
+    source.psql(
+        database,
+        "CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE NOT NULL, name text, phone text, \
+           notes text, country text); \
+         INSERT INTO users (email, name, phone, notes, country) \
+           SELECT 'person' || g || '@clear.example.com', 'Name ' || g, '+1 (555) 010-' || lpad(g::text, 4, '0'), \
+                  'private note ' || g, 'DE' FROM generate_series(1, 300) g; \
+         INSERT INTO users (email, name, phone, notes, country) VALUES ('', NULL, NULL, NULL, 'FR'); \
+         CREATE TABLE orders (id int PRIMARY KEY, user_email text NOT NULL REFERENCES users (email), total numeric); \
+         INSERT INTO orders SELECT g, 'person' || (1 + g % 300) || '@clear.example.com', g FROM generate_series(1, 900) g;",
+    );
+}
+
+fn masking_config(directory: &Path, users: &str) -> std::path::PathBuf {
+    let config = directory.join("masking.toml");
+    std::fs::write(
+        &config,
+        format!("[transform.users]\n{users}\n[transform.orders]\nuser_email = \"email\"\n"),
+    )
+    .unwrap();
+    config
+}
+
+const USERS: &str =
+    "email = \"email\"\nname = \"hash\"\nphone = \"digits\"\nnotes = \"null\"\ncountry = \"fixed('XX')\"";
+
+#[test]
+fn masked_columns_never_reach_the_target_or_the_dumps_and_keep_their_joins() {
+    let clusters = clusters();
+    people_source("mask_src");
+    let work = dump_dir();
+    let config = masking_config(work.path(), USERS);
+    // The plan names the masked columns.
+    let plan = crate::dbsync()
+        .args(["plan", "--source"])
+        .arg(clusters.source.uri("mask_src"))
+        .arg("--target")
+        .arg(clusters.target.uri("mask_dst"))
+        .arg("--config")
+        .arg(&config)
+        .env("DBSYNC_MASK_SALT", SALT)
+        .output()
+        .unwrap();
+    assert_exit(&plan, 0);
+    assert!(
+        text(&plan).contains("masked: country, email, name, notes, phone"),
+        "{}",
+        text(&plan)
+    );
+    let dumps = dump_dir();
+    let output = crate::sync_command("mask_src", "mask_dst", dumps.path())
+        .args(["--yes", "--jobs", "2", "--keep-dumps", "--config"])
+        .arg(&config)
+        .env("DBSYNC_MASK_SALT", SALT)
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    let log = text(&output);
+    assert!(
+        log.contains("Masking users: country, email, name, notes, phone read through their transforms on the source"),
+        "{log}"
+    );
+    let target = |query: &str| clusters.target.psql("mask_dst", query).trim().to_string();
+    // No clear value is left, and the rows are all there.
+    assert_eq!(target("SELECT count(*) FROM users"), "301");
+    assert_eq!(
+        target("SELECT count(*) FROM users WHERE email LIKE '%clear.example.com'"),
+        "0"
+    );
+    assert_eq!(
+        target("SELECT count(*) FROM users WHERE email ~ '^user_[0-9a-f]{16}@example\\.invalid$'"),
+        "301"
+    );
+    assert_eq!(target("SELECT count(DISTINCT email) FROM users"), "301");
+    assert_eq!(target("SELECT count(*) FROM users WHERE name LIKE 'Name %'"), "0");
+    assert_eq!(target("SELECT count(*) FROM users WHERE name IS NULL"), "1");
+    assert_eq!(target("SELECT count(*) FROM users WHERE notes IS NOT NULL"), "0");
+    assert_eq!(target("SELECT string_agg(DISTINCT country, ',') FROM users"), "XX");
+    // Digits keep the phone's length and everything but its digits.
+    assert_eq!(
+        target("SELECT count(*) FROM users WHERE phone ~ '^\\+[0-9] \\([0-9]{3}\\) [0-9]{3}-[0-9]{4}$'"),
+        "300"
+    );
+    assert_eq!(target("SELECT count(*) FROM users WHERE phone IS NULL"), "1");
+    assert_eq!(
+        target("SELECT count(*) FROM users WHERE phone LIKE '+1 (555) 010-%'"),
+        "0"
+    );
+    // The same clear address masks to the same value in both tables: every order still joins.
+    assert_eq!(
+        target("SELECT count(*) FROM orders o JOIN users u ON u.email = o.user_email"),
+        "900"
+    );
+    // And again in a second run: deterministic.
+    let first = target("SELECT email FROM users WHERE id = 7");
+    let again = crate::sync_command("mask_src", "mask_dst", dumps.path())
+        .args(["--yes", "--stream", "--config"])
+        .arg(&config)
+        .env("DBSYNC_MASK_SALT", SALT)
+        .output()
+        .unwrap();
+    assert_exit(&again, 0);
+    assert_eq!(target("SELECT email FROM users WHERE id = 7"), first);
+    // No dump file holds a clear value.
+    let found = std::process::Command::new("grep")
+        .args(["-r", "-l", "-a", "clear.example.com"])
+        .arg(dumps.path())
+        .output()
+        .unwrap();
+    assert!(
+        found.stdout.is_empty(),
+        "clear values in {}",
+        String::from_utf8_lossy(&found.stdout)
+    );
+    let grepped = std::process::Command::new("grep")
+        .args(["-r", "-l", "-a", "private note"])
+        .arg(dumps.path())
+        .output()
+        .unwrap();
+    assert!(grepped.stdout.is_empty(), "clear notes in the dumps");
+}
+
+#[test]
+fn a_transform_that_cannot_apply_is_refused_before_anything_changes() {
+    people_source("mask_bad_src");
+    crate::precious_target("mask_bad_dst");
+    let work = dump_dir();
+    let dumps = dump_dir();
+    let cases: [(&str, Option<&str>, &str); 4] = [
+        (
+            "shoe_size = \"hash\"",
+            Some(SALT),
+            "names column shoe_size, which the table does not have",
+        ),
+        (
+            "email = \"null\"",
+            Some(SALT),
+            "null cannot apply to email, which is NOT NULL",
+        ),
+        (
+            "id = \"email\"",
+            Some(SALT),
+            "email applies to text columns, and id is integer",
+        ),
+        ("email = \"email\"", None, "DBSYNC_MASK_SALT"),
+    ];
+    for (users, salt, message) in cases {
+        let config = masking_config(work.path(), users);
+        let mut command = crate::sync_command("mask_bad_src", "mask_bad_dst", dumps.path());
+        command.args(["--yes", "--config"]).arg(&config);
+        match salt {
+            Some(salt) => command.env("DBSYNC_MASK_SALT", salt),
+            None => command.env_remove("DBSYNC_MASK_SALT"),
+        };
+        let output = command.output().unwrap();
+        assert_exit(&output, 2);
+        assert!(text(&output).contains(message), "{users}: {}", text(&output));
+        crate::assert_previous_target_intact("mask_bad_dst");
+    }
+    // Modes that would copy or compare clear values are refused while they do not mask.
+    let config = masking_config(work.path(), "email = \"email\"");
+    for (extra, what) in [
+        (&["--verify", "checksum"][..], "--verify checksum"),
+        (&["--data-only"][..], "--data-only"),
+    ] {
+        let output = crate::sync_command("mask_bad_src", "mask_bad_dst", dumps.path())
+            .args(["--yes", "--config"])
+            .arg(&config)
+            .args(extra)
+            .env("DBSYNC_MASK_SALT", SALT)
+            .output()
+            .unwrap();
+        assert_exit(&output, 2);
+        assert!(
+            text(&output).contains(&format!("which {what} does not apply yet")),
+            "{}",
+            text(&output)
+        );
+        crate::assert_previous_target_intact("mask_bad_dst");
+    }
+}
