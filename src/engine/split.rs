@@ -27,6 +27,8 @@ struct Candidate {
     size_bytes: i64,
     /// The planner's estimate of its rows (negative when never analyzed).
     estimated_rows: f64,
+    /// Larger than the threshold: cut into parts (otherwise a masked table, copied whole).
+    large: bool,
 }
 
 impl Run<'_> {
@@ -64,9 +66,7 @@ impl Run<'_> {
                 continue;
             };
             let masked = self.masks.get(&candidate.planned).cloned().unwrap_or_default();
-            let large = self.settings.split_larger_than > 0
-                && candidate.size_bytes.max(0) as u64 > self.settings.split_larger_than;
-            let cut = match large {
+            let cut = match candidate.large {
                 true => self.cut(&client, &candidate, layout.integer_key, source_major).await?,
                 false => None,
             };
@@ -237,6 +237,7 @@ fn candidates(
                         planned: *planned,
                         size_bytes,
                         estimated_rows,
+                        large,
                     });
                 }
             }

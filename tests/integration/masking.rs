@@ -16,10 +16,10 @@ fn people_source(database: &str) {
     source.psql(
         database,
         "CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE NOT NULL, name text, phone text, \
-           notes text, country text); \
-         INSERT INTO users (email, name, phone, notes, country) \
+           notes text, country text, born date, account bigint UNIQUE); \
+         INSERT INTO users (email, name, phone, notes, country, born, account) \
            SELECT 'person' || g || '@clear.example.com', 'Name ' || g, '+1 (555) 010-' || lpad(g::text, 4, '0'), \
-                  'private note ' || g, 'DE' FROM generate_series(1, 300) g; \
+                  'private note ' || g, 'DE', date '1980-03-17' + g, 7000000000 + g FROM generate_series(1, 300) g; \
          INSERT INTO users (email, name, phone, notes, country) VALUES ('', NULL, NULL, NULL, 'FR'); \
          CREATE TABLE orders (id int PRIMARY KEY, user_email text NOT NULL REFERENCES users (email), total numeric); \
          INSERT INTO orders SELECT g, 'person' || (1 + g % 300) || '@clear.example.com', g FROM generate_series(1, 900) g;",
@@ -36,8 +36,8 @@ fn masking_config(directory: &Path, users: &str) -> std::path::PathBuf {
     config
 }
 
-const USERS: &str =
-    "email = \"email\"\nname = \"hash\"\nphone = \"digits\"\nnotes = \"null\"\ncountry = \"fixed('XX')\"";
+const USERS: &str = "email = \"email\"\nname = \"hash\"\nphone = \"digits\"\nnotes = \"null\"\ncountry = \"fixed('XX')\"\n\
+     born = \"sql('date_trunc(''year'', born)::date')\"\naccount = \"hash\"";
 
 #[test]
 fn masked_columns_never_reach_the_target_or_the_dumps_and_keep_their_joins() {
@@ -58,13 +58,21 @@ fn masked_columns_never_reach_the_target_or_the_dumps_and_keep_their_joins() {
         .unwrap();
     assert_exit(&plan, 0);
     assert!(
-        text(&plan).contains("masked: country, email, name, notes, phone"),
+        text(&plan).contains("masked: account, born, country, email, name, notes, phone"),
         "{}",
         text(&plan)
     );
     let dumps = dump_dir();
     let output = crate::sync_command("mask_src", "mask_dst", dumps.path())
-        .args(["--yes", "--jobs", "2", "--keep-dumps", "--config"])
+        .args([
+            "--yes",
+            "--jobs",
+            "2",
+            "--keep-dumps",
+            "--split-larger-than",
+            "16kB",
+            "--config",
+        ])
         .arg(&config)
         .env("DBSYNC_MASK_SALT", SALT)
         .output()
@@ -72,9 +80,13 @@ fn masked_columns_never_reach_the_target_or_the_dumps_and_keep_their_joins() {
     assert_exit(&output, 0);
     let log = text(&output);
     assert!(
-        log.contains("Masking users: country, email, name, notes, phone read through their transforms on the source"),
+        log.contains(
+            "Masking users: account, born, country, email, name, notes, phone read through their transforms on the source"
+        ),
         "{log}"
     );
+    // Large enough to be split too: its parts are read through the same transforms.
+    assert!(log.contains("Copying users in "), "{log}");
     let target = |query: &str| clusters.target.psql("mask_dst", query).trim().to_string();
     // No clear value is left, and the rows are all there.
     assert_eq!(target("SELECT count(*) FROM users"), "301");
@@ -91,6 +103,24 @@ fn masked_columns_never_reach_the_target_or_the_dumps_and_keep_their_joins() {
     assert_eq!(target("SELECT count(*) FROM users WHERE name IS NULL"), "1");
     assert_eq!(target("SELECT count(*) FROM users WHERE notes IS NOT NULL"), "0");
     assert_eq!(target("SELECT string_agg(DISTINCT country, ',') FROM users"), "XX");
+    // sql('…') runs the expression; hash of a bigint keeps it unique and hides it.
+    assert_eq!(
+        target("SELECT count(*) FROM users WHERE born IS NOT NULL AND born <> date_trunc('year', born)::date"),
+        "0"
+    );
+    // Birthdays from 1980-03-18 to 1981-01-12 keep only their year.
+    assert_eq!(
+        target("SELECT string_agg(DISTINCT born::text, ',' ORDER BY born::text) FROM users"),
+        "1980-01-01,1981-01-01"
+    );
+    assert_eq!(
+        target("SELECT count(DISTINCT account) FROM users WHERE account IS NOT NULL"),
+        "300"
+    );
+    assert_eq!(
+        target("SELECT count(*) FROM users WHERE account BETWEEN 7000000001 AND 7000000300"),
+        "0"
+    );
     // Digits keep the phone's length and everything but its digits.
     assert_eq!(
         target("SELECT count(*) FROM users WHERE phone ~ '^\\+[0-9] \\([0-9]{3}\\) [0-9]{3}-[0-9]{4}$'"),
@@ -133,6 +163,18 @@ fn masked_columns_never_reach_the_target_or_the_dumps_and_keep_their_joins() {
         .output()
         .unwrap();
     assert!(grepped.stdout.is_empty(), "clear notes in the dumps");
+    // The salt is in no kept file (the manifest's plan holds the expressions, which read it from
+    // the session).
+    let salted = std::process::Command::new("grep")
+        .args(["-r", "-l", "-a", SALT])
+        .arg(dumps.path())
+        .output()
+        .unwrap();
+    assert!(
+        salted.stdout.is_empty(),
+        "the salt in {}",
+        String::from_utf8_lossy(&salted.stdout)
+    );
 }
 
 #[test]
