@@ -98,6 +98,25 @@ pub struct SyncArguments {
     #[arg(long)]
     pub data_only: bool,
 
+    /// Incremental: keep the target and its schema, and move only the rows that differ (changed
+    /// since the last run by a change column, else found by comparing key ranges), each table in
+    /// one transaction
+    #[arg(long, conflicts_with_all = ["data_only", "schema_only"])]
+    pub incremental: bool,
+
+    /// With --incremental: compare every table by key ranges (hashes on both servers), even
+    /// those with a change column
+    #[arg(long, requires = "incremental")]
+    pub deep: bool,
+
+    /// With --incremental: keep the target's rows whose keys the source no longer has
+    #[arg(long, requires = "incremental")]
+    pub no_delete: bool,
+
+    /// With --incremental: the most rows one statement writes [default: 10000]
+    #[arg(long, value_name = "N", requires = "incremental")]
+    pub batch_rows: Option<u64>,
+
     /// Copy a table larger than this (with a single-column integer key) in parts at once, each
     /// over its own pair of sessions, e.g. 128MB; 0 never splits [default: 0]
     #[arg(long, value_name = "SIZE")]

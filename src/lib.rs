@@ -42,7 +42,7 @@ pub fn main_entry() -> u8 {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Sync(arguments) if arguments.dry_run && !arguments.data_only => {
+            Command::Sync(arguments) if arguments.dry_run && !arguments.data_only && !arguments.incremental => {
                 let settings = settings::resolve(&arguments, &settings::process_environment);
                 show_plan(settings, false).await
             }
@@ -159,6 +159,7 @@ async fn run_engine(settings: Result<settings::Settings, errors::SyncError>, kin
     };
     let kind = match settings.content {
         settings::Content::DataOnly { .. } => report::RunKind::Refresh,
+        settings::Content::Incremental { .. } => report::RunKind::Incremental,
         _ => kind,
     };
     let reporter = report::pick(&settings);

@@ -656,6 +656,39 @@ pub fn foreign_key_order(plan: &Plan, inventory: &Inventory) -> (Vec<usize>, Vec
     (order, cycles)
 }
 
+/// The planned tables in waves: a table comes in a later wave than every table it references
+/// by a foreign key, and tables of a cycle come in the same wave. Writes wave by wave never
+/// commit a row before the row it references (outside a cycle).
+pub fn foreign_key_waves(plan: &Plan, inventory: &Inventory) -> Vec<Vec<usize>> {
+    let by_oid = plan.tables_by_tree_oid();
+    let mut references: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); plan.tables.len()];
+    for key in &inventory.foreign_keys {
+        if let (Some(table), Some(referenced)) = (by_oid.get(&key.table), by_oid.get(&key.referenced_table)) {
+            references[*table].insert(*referenced);
+        }
+    }
+    let mut wave_of: Vec<usize> = vec![0; plan.tables.len()];
+    let mut waves: Vec<Vec<usize>> = Vec::new();
+    // Every component comes after the components it references.
+    for component in strongly_connected(&references) {
+        let wave = component
+            .iter()
+            .flat_map(|table| references[*table].iter())
+            .filter(|referenced| !component.contains(referenced))
+            .map(|referenced| wave_of[*referenced] + 1)
+            .max()
+            .unwrap_or(0);
+        for table in &component {
+            wave_of[*table] = wave;
+        }
+        if waves.len() <= wave {
+            waves.resize(wave + 1, Vec::new());
+        }
+        waves[wave].extend(component);
+    }
+    waves
+}
+
 /// Tarjan's strongly connected components of the graph `edges` (node → nodes it points to), each
 /// sorted, in an order where a component comes after every component it points to.
 fn strongly_connected(edges: &[BTreeSet<usize>]) -> Vec<Vec<usize>> {
@@ -1001,6 +1034,15 @@ mod tests {
         let mut cycle = cycles[0].clone();
         cycle.sort();
         assert_eq!(cycle, ["d", "e"]);
+        let waves: Vec<Vec<String>> = foreign_key_waves(&plan, &inventory)
+            .into_iter()
+            .map(|wave| {
+                let mut names: Vec<String> = wave.into_iter().map(name).collect();
+                names.sort();
+                names
+            })
+            .collect();
+        assert_eq!(waves, [vec!["a", "d", "e"], vec!["b"], vec!["c"]]);
     }
 
     #[test]

@@ -75,6 +75,45 @@ pub enum Content {
     /// The selected tables' rows into the existing target, each table in one transaction
     /// (`--data-only`); `fix_schema` first adds what the target lacks.
     DataOnly { fix_schema: bool },
+    /// Only the rows that differ, into the existing target, each table in one transaction
+    /// (`--incremental`): `deep` compares every table by key ranges, `delete` removes the rows
+    /// the source no longer has.
+    Incremental { deep: bool, delete: bool },
+}
+
+/// `[incremental]` of the config file and `--batch-rows`: how `--incremental` finds changed rows.
+///
+/// ```toml
+/// [incremental]
+/// change_column = "updated_at"     # every table's, unless named below
+/// lookback_seconds = 0             # re-read this much before the watermark (clock skew)
+/// fire_triggers = ["audit_log"]    # tables whose triggers and foreign keys fire
+/// [incremental.tables]
+/// events = "version"               # an integer version column
+/// tags = ""                        # no change column: compared by key ranges
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncrementalSettings {
+    pub batch_rows: u64,
+    pub change_column: String,
+    /// Table (as written: `name` or `schema.name`) → its change column (empty: none).
+    pub tables: BTreeMap<String, String>,
+    pub fire_triggers: Vec<String>,
+    pub lookback: Duration,
+}
+
+pub const DEFAULT_BATCH_ROWS: u64 = 10_000;
+
+impl Default for IncrementalSettings {
+    fn default() -> IncrementalSettings {
+        IncrementalSettings {
+            batch_rows: DEFAULT_BATCH_ROWS,
+            change_column: "updated_at".into(),
+            tables: BTreeMap::new(),
+            fire_triggers: Vec::new(),
+            lookback: Duration::ZERO,
+        }
+    }
 }
 
 /// How data travels from `pg_dump` to `pg_restore`.
@@ -138,6 +177,8 @@ pub struct Settings {
     pub hooks: crate::hooks::Hooks,
     /// `[transform]` of the config file, with the salt from `DBSYNC_MASK_SALT`.
     pub masking: crate::masking::Masking,
+    /// `[incremental]` and `--batch-rows`.
+    pub incremental: IncrementalSettings,
     /// `--dry-run` of a data-only refresh: check the target, show `--fix-schema`'s statements,
     /// change nothing. (A full sync's dry run is `dbsync plan`.)
     pub dry_run: bool,
@@ -198,6 +239,20 @@ struct ConfigFile {
     /// Table → column → transform (`[transform]`).
     #[serde(default)]
     transform: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    incremental: ConfigIncremental,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigIncremental {
+    change_column: Option<String>,
+    lookback_seconds: Option<u64>,
+    #[serde(default)]
+    fire_triggers: Vec<String>,
+    #[serde(default)]
+    tables: BTreeMap<String, String>,
+    batch_rows: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -546,20 +601,31 @@ fn content_of(
         }
         return Ok(Content::SchemaOnly);
     }
-    if !arguments.data_only {
+    if !arguments.data_only && !arguments.incremental {
         return Ok(Content::Everything);
     }
+    let flag = if arguments.incremental {
+        "--incremental"
+    } else {
+        "--data-only"
+    };
     let refused = if transfer != (Transfer::Files { keep: false }) {
-        Some("--stream, --keep-dumps and --resume (a refresh moves rows itself, table by table)")
+        Some("--stream, --keep-dumps and --resume (it moves rows itself, table by table)")
     } else if dated.is_some() {
-        Some("a date template in the target name (a refresh keeps one existing database)")
+        Some("a date template in the target name (it keeps one existing database)")
     } else if arguments.run.retain.is_some() {
         Some("--retain")
     } else {
         None
     };
     if let Some(refused) = refused {
-        return Err(usage_error!("--data-only cannot be used with {refused}"));
+        return Err(usage_error!("{flag} cannot be used with {refused}"));
+    }
+    if arguments.incremental {
+        return Ok(Content::Incremental {
+            deep: arguments.deep,
+            delete: !arguments.no_delete,
+        });
     }
     Ok(Content::DataOnly {
         fix_schema: arguments.fix_schema,
@@ -621,6 +687,32 @@ fn refuse_unsupported_masking(
         )),
         None => Ok(()),
     }
+}
+
+/// `[incremental]` and `--batch-rows` (the flag first), each value checked.
+fn incremental_settings(config: &ConfigIncremental, batch_rows: Option<u64>) -> Result<IncrementalSettings, SyncError> {
+    let defaults = IncrementalSettings::default();
+    let batch_rows = batch_rows.or(config.batch_rows).unwrap_or(defaults.batch_rows);
+    if batch_rows == 0 {
+        return Err(usage_error!("--batch-rows must be at least 1"));
+    }
+    let change_column = config.change_column.clone().unwrap_or(defaults.change_column);
+    for (place, column) in std::iter::once(("change_column", &change_column))
+        .chain(config.tables.iter().map(|(table, column)| (table.as_str(), column)))
+    {
+        if column.trim() != column {
+            return Err(usage_error!(
+                "config file: [incremental] {place} = {column:?}: a column name without spaces around it"
+            ));
+        }
+    }
+    Ok(IncrementalSettings {
+        batch_rows,
+        change_column,
+        tables: config.tables.clone(),
+        fire_triggers: config.fire_triggers.clone(),
+        lookback: Duration::from_secs(config.lookback_seconds.unwrap_or(0)),
+    })
 }
 
 /// The clock a date template reads, once.
@@ -863,6 +955,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
     let masking = crate::masking::Masking::from_config(&config.transform, environment(crate::masking::SALT_VARIABLE))
         .map_err(|error| usage_error!("config file: {error}"))?;
     refuse_unsupported_masking(&masking, mode, &content, verification)?;
+    let incremental = incremental_settings(&config.incremental, arguments.batch_rows)?;
     let progress_every = match arguments.run.progress_every {
         Some(0) => return Err(usage_error!("--progress-every must be at least 1 second")),
         Some(seconds) => Duration::from_secs(seconds),
@@ -886,6 +979,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         split_larger_than,
         hooks,
         masking,
+        incremental,
         dump_dir: arguments
             .dump_dir
             .clone()

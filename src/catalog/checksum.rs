@@ -24,6 +24,32 @@ pub struct ChecksumColumn {
     pub name: String,
     /// float4 or float8: hashed by its binary form.
     pub float: bool,
+    /// What is hashed instead of the column's value (a `[transform]`'s expression on the source).
+    pub expression: Option<String>,
+}
+
+/// A 64-bit hash of the row's `columns` (as `bigint`), the same on any server holding the same
+/// values under `prepare_checksum_session`'s settings.
+pub fn row_hash_expression(columns: &[ChecksumColumn], hash: RowHash) -> String {
+    let values: Vec<String> = columns
+        .iter()
+        .map(|column| {
+            let value = match &column.expression {
+                Some(expression) => format!("({expression})"),
+                None => quote_identifier(&column.name),
+            };
+            if column.float {
+                format!("float8send({value}::float8)")
+            } else {
+                value
+            }
+        })
+        .collect();
+    let text = format!("ROW({})::text", values.join(", "));
+    match hash {
+        RowHash::Builtin => format!("hashtextextended({text}, 0)"),
+        RowHash::Md5 => format!("('x' || substr(md5(convert_to({text}, 'UTF8')), 1, 16))::bit(64)::bigint"),
+    }
 }
 
 /// Which hash turns a row's text into 64 bits: PostgreSQL's own (fast) where both servers give
@@ -58,15 +84,26 @@ pub struct BucketSum {
 /// that sums a range's few buckets in a small hash table, reading the heap in block order
 /// (the planner would otherwise sort the rows by bucket, spilling to disk).
 pub async fn prepare_checksum_session(client: &Client) -> Result<()> {
+    prepare_compare_session(client).await?;
     client
         .batch_execute(
-            "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC'; \
-             SET extra_float_digits = 3; SET bytea_output = 'hex'; SET lc_monetary = 'C'; \
-             SET enable_sort = off; SET enable_indexscan = off; SET max_parallel_workers_per_gather = 0; \
+            "SET enable_sort = off; SET enable_indexscan = off; SET max_parallel_workers_per_gather = 0; \
              SET row_security = off",
         )
         .await
         .context("cannot set the output settings for checksums")
+}
+
+/// The output settings alone: both servers write the same text for the same values (what row
+/// hashes and `COPY` text between them need), and the planner is left as it is.
+pub async fn prepare_compare_session(client: &Client) -> Result<()> {
+    client
+        .batch_execute(
+            "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC'; \
+             SET extra_float_digits = 3; SET bytea_output = 'hex'; SET lc_monetary = 'C'",
+        )
+        .await
+        .context("cannot set the output settings for comparing rows")
 }
 
 /// What the built-in hash gives here for a probe text with non-ASCII characters: servers whose
@@ -118,7 +155,11 @@ pub async fn checksum_layouts(client: &Client, tables: &[QualifiedName]) -> Resu
                 columns: names
                     .into_iter()
                     .zip(floats)
-                    .map(|(name, float)| ChecksumColumn { name, float })
+                    .map(|(name, float)| ChecksumColumn {
+                        name,
+                        float,
+                        expression: None,
+                    })
                     .collect(),
                 integer_key: row.get(4),
                 size_bytes: row.get(5),
@@ -153,22 +194,7 @@ pub async fn bucket_sums(
     hash: RowHash,
     range: Option<(&str, KeyBuckets, Option<i64>, Option<i64>)>,
 ) -> Result<Vec<BucketSum>> {
-    let values: Vec<String> = columns
-        .iter()
-        .map(|column| {
-            let name = quote_identifier(&column.name);
-            if column.float {
-                format!("float8send({name}::float8)")
-            } else {
-                name
-            }
-        })
-        .collect();
-    let text = format!("ROW({})::text", values.join(", "));
-    let hashed = match hash {
-        RowHash::Builtin => format!("hashtextextended({text}, 0)"),
-        RowHash::Md5 => format!("('x' || substr(md5(convert_to({text}, 'UTF8')), 1, 16))::bit(64)::bigint"),
-    };
+    let hashed = row_hash_expression(columns, hash);
     let (bucket, condition) = match range {
         None => ("0".to_string(), String::new()),
         Some((key_name, buckets, lower, upper)) => {

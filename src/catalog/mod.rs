@@ -5,6 +5,7 @@
 
 mod admin;
 mod checksum;
+mod incremental;
 mod inspect;
 mod masking;
 mod roles;
@@ -22,6 +23,7 @@ use crate::tls::Connector;
 
 pub use admin::*;
 pub use checksum::*;
+pub use incremental::*;
 pub use inspect::*;
 pub use masking::*;
 pub use roles::*;

@@ -116,6 +116,13 @@ pub async fn begin_table_refresh(client: &Client, table: &QualifiedName) -> Resu
     Ok(())
 }
 
+pub async fn rollback(client: &Client) -> Result<()> {
+    client
+        .batch_execute("ROLLBACK")
+        .await
+        .map_err(|error| sql_error("cannot roll back", error))
+}
+
 pub async fn commit(client: &Client) -> Result<()> {
     client
         .batch_execute("COMMIT")
@@ -165,20 +172,55 @@ pub struct RowSelection<'a> {
     pub binary: bool,
     /// Columns read through an expression on the source (`[transform]`).
     pub masked: &'a [(String, String)],
+    /// Only the rows that pass this too (`--incremental`).
+    pub filter: Option<RowFilter<'a>>,
+}
+
+/// Rows an incremental run reads.
+#[derive(Debug, Clone, Copy)]
+pub enum RowFilter<'a> {
+    /// `column >= value`, the value written as the column's type (`type_name`) reads it.
+    ChangedSince {
+        column: &'a str,
+        value: &'a str,
+        type_name: &'a str,
+    },
+    /// The rows whose integer key is one of these.
+    Keys { key: &'a str, values: &'a [i64] },
+}
+
+impl RowFilter<'_> {
+    fn condition(&self) -> String {
+        match self {
+            RowFilter::ChangedSince {
+                column,
+                value,
+                type_name,
+            } => format!(
+                "{} >= {}::{type_name}",
+                quote_identifier(column),
+                super::quote_literal(value)
+            ),
+            RowFilter::Keys { key, values } => {
+                let values: Vec<String> = values.iter().map(i64::to_string).collect();
+                format!("{} = ANY('{{{}}}'::bigint[])", quote_identifier(key), values.join(","))
+            }
+        }
+    }
 }
 
 impl RowSelection<'_> {
-    fn column_list(&self) -> String {
+    pub(super) fn column_list(&self) -> String {
         let columns: Vec<String> = self.columns.iter().map(|column| quote_identifier(column)).collect();
         columns.join(", ")
     }
 
-    fn format(&self) -> &'static str {
+    pub(super) fn format(&self) -> &'static str {
         if self.binary { "binary" } else { "text" }
     }
 
     /// The `SELECT` list: each column, or the expression that masks it.
-    fn select_list(&self) -> String {
+    pub(super) fn select_list(&self) -> String {
         let items: Vec<String> = self
             .columns
             .iter()
@@ -193,17 +235,27 @@ impl RowSelection<'_> {
         items.join(", ")
     }
 
-    fn copy_out_statement(&self) -> String {
+    /// ` WHERE …` of the range and the filter (nothing for all rows).
+    pub(super) fn condition(&self) -> String {
+        let range = range_condition(self.range);
+        match (self.filter, range.is_empty()) {
+            (None, _) => range,
+            (Some(filter), true) => format!(" WHERE {}", filter.condition()),
+            (Some(filter), false) => format!("{range} AND {}", filter.condition()),
+        }
+    }
+
+    pub(super) fn copy_out_statement(&self) -> String {
         format!(
             "COPY (SELECT {} FROM ONLY {}{}) TO STDOUT (FORMAT {})",
             self.select_list(),
             self.table.quoted(),
-            range_condition(self.range),
+            self.condition(),
             self.format()
         )
     }
 
-    fn copy_in_statement(&self) -> String {
+    pub(super) fn copy_in_statement(&self) -> String {
         format!(
             "COPY {} ({}) FROM STDIN (FORMAT {})",
             self.table.quoted(),
@@ -212,7 +264,7 @@ impl RowSelection<'_> {
         )
     }
 
-    fn error(&self, error: tokio_postgres::Error) -> anyhow::Error {
+    pub(super) fn error(&self, error: tokio_postgres::Error) -> anyhow::Error {
         sql_error(format!("cannot copy the rows of {}", self.table.display_name()), error)
     }
 }
@@ -221,19 +273,35 @@ impl RowSelection<'_> {
 /// sink waits while the target is behind, so memory stays flat); returns the rows loaded. One
 /// `COPY`, so a failure loads nothing.
 pub async fn relay_rows(source: &Client, target: &Client, rows: &RowSelection<'_>) -> Result<u64> {
-    let stream = source
-        .copy_out(&rows.copy_out_statement())
-        .await
-        .map_err(|error| rows.error(error))?;
-    let sink = target
-        .copy_in(&rows.copy_in_statement())
-        .await
-        .map_err(|error| rows.error(error))?;
+    let (loaded, _) = relay(
+        source,
+        target,
+        rows,
+        &rows.copy_in_statement(),
+        &rows.copy_out_statement(),
+    )
+    .await?;
+    Ok(loaded)
+}
+
+/// `copy_out` on `source` relayed into `copy_in` on `target`; returns the rows loaded and the
+/// bytes read.
+pub(super) async fn relay(
+    source: &Client,
+    target: &Client,
+    rows: &RowSelection<'_>,
+    copy_in: &str,
+    copy_out: &str,
+) -> Result<(u64, u64)> {
+    let stream = source.copy_out(copy_out).await.map_err(|error| rows.error(error))?;
+    let sink = target.copy_in(copy_in).await.map_err(|error| rows.error(error))?;
+    let mut bytes = 0u64;
     futures_util::pin_mut!(stream);
     futures_util::pin_mut!(sink);
     // The server sends a message per row; sending each on its own would cost more than the row.
     let mut batch = BytesMut::with_capacity(RELAY_BATCH_BYTES);
     while let Some(chunk) = stream.try_next().await.map_err(|error| rows.error(error))? {
+        bytes += chunk.len() as u64;
         batch.extend_from_slice(&chunk);
         if batch.len() >= RELAY_BATCH_BYTES {
             let full = batch.split().freeze();
@@ -243,7 +311,8 @@ pub async fn relay_rows(source: &Client, target: &Client, rows: &RowSelection<'_
     if !batch.is_empty() {
         sink.send(batch.freeze()).await.map_err(|error| rows.error(error))?;
     }
-    sink.as_mut().finish().await.map_err(|error| rows.error(error))
+    let loaded = sink.as_mut().finish().await.map_err(|error| rows.error(error))?;
+    Ok((loaded, bytes))
 }
 
 /// Writes the selected rows from `source` (in its snapshot) to `file`, as `COPY … TO STDOUT`

@@ -9,6 +9,7 @@ mod archive;
 pub mod diff;
 pub mod dump;
 mod hooks;
+mod incremental;
 pub mod monitor;
 pub mod preflight;
 pub mod preview;
@@ -73,12 +74,13 @@ pub async fn run(
         RunKind::Dump => run.dump(started_at).await,
         RunKind::Restore => run.restore(started_at).await,
         RunKind::Refresh => run.refresh(started_at).await,
+        RunKind::Incremental => run.incremental(started_at).await,
     };
     if result.is_ok() {
         run.apply_retention().await;
     }
     let result = match (result, kind) {
-        (Ok(()), RunKind::Sync | RunKind::Restore | RunKind::Refresh) => {
+        (Ok(()), RunKind::Sync | RunKind::Restore | RunKind::Refresh | RunKind::Incremental) => {
             run.run_hooks(HookStage::AfterSync, settings.target()).await
         }
         (result, _) => result,

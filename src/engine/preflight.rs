@@ -378,11 +378,13 @@ pub async fn obtain_refresh_consent(
         target: target.to_string(),
         tables,
     };
+    let what = match settings.content {
+        crate::settings::Content::Incremental { .. } => "an incremental sync writes the rows that differ into",
+        _ => "a data-only refresh replaces the rows of",
+    };
     let refusals = (
         format!("not refreshing {target}: the answer was not yes"),
-        format!(
-            "a data-only refresh replaces the rows of {tables} table(s) in {target}; pass --yes to do it (each table is replaced in one transaction)"
-        ),
+        format!("{what} {tables} table(s) in {target}; pass --yes to do it (each table changes in one transaction)"),
     );
     ask_unless_yes(settings, question, refusals, cancellation).await
 }
@@ -555,7 +557,7 @@ fn masked_table(plan: &Plan, written: &str) -> Result<usize, SyncError> {
 }
 
 /// `users` names a table of that name in any schema; `app.users` only the one in `app`.
-fn names_table(written: &str, table: &QualifiedName) -> bool {
+pub fn names_table(written: &str, table: &QualifiedName) -> bool {
     match written.split_once('.') {
         Some((schema, name)) => schema == table.schema && name == table.name,
         None => written == table.name,

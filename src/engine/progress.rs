@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::catalog::{CopyProgress, IndexBuildProgress, QualifiedName};
 use crate::engine::steps::validate::TableCount;
 use crate::plan::{Plan, Unit};
-use crate::report::{Activity, PhaseTime, ProgressReport, SummaryRow, TableProgress, TableResult};
+use crate::report::{Activity, PhaseTime, ProgressReport, RowChanges, SummaryRow, TableProgress, TableResult};
 
 /// The two halves of moving a table's rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,9 +80,21 @@ struct TableState {
     /// Bytes and rows of `COPY` commands that have ended, per stage.
     finished_copies: Stages<(u64, u64)>,
     count: Option<TableCount>,
+    /// `--incremental`: what its members' transactions wrote.
+    changes: Option<RowChanges>,
 }
 
 impl TableState {
+    /// Its changes, with the source's rows that needed no write once the source is counted.
+    fn counted_changes(&self) -> Option<RowChanges> {
+        let mut changes = self.changes.clone()?;
+        changes.unchanged = self
+            .count
+            .as_ref()
+            .map(|count| (count.source.max(0) as u64).saturating_sub(changes.inserted + changes.updated));
+        Some(changes)
+    }
+
     fn running(&self, stage: Stage) -> bool {
         self.started.at(stage).is_some() && self.units_left.at(stage) > 0 && !self.failed
     }
@@ -255,6 +267,35 @@ impl Progress {
         self.lock().tables[index].name.clone()
     }
 
+    /// Adds what an incremental transaction wrote to a planned table (a tree's members add up).
+    pub fn add_changes(&self, table: usize, changes: &RowChanges) {
+        let mut state = self.lock();
+        let Some(table) = state.tables.get_mut(table) else {
+            return;
+        };
+        let total = table.changes.get_or_insert_with(|| RowChanges {
+            method: changes.method,
+            ..RowChanges::default()
+        });
+        total.inserted += changes.inserted;
+        total.updated += changes.updated;
+        total.deleted += changes.deleted;
+        total.bytes_read += changes.bytes_read;
+        if total.method != changes.method {
+            total.method = "key-ranges";
+        }
+    }
+
+    /// Each planned table's changes, with the rows left unchanged once the source is counted.
+    pub fn changes(&self) -> Vec<(String, RowChanges)> {
+        let state = self.lock();
+        state
+            .tables
+            .iter()
+            .filter_map(|table| Some((table.name.clone(), table.counted_changes()?)))
+            .collect()
+    }
+
     pub fn set_counts(&self, counts: Vec<TableCount>) {
         let mut state = self.lock();
         for (table, count) in state.tables.iter_mut().zip(counts) {
@@ -327,6 +368,7 @@ impl Progress {
                     export_seconds: table.elapsed.export.as_secs_f64(),
                     import_seconds: table.elapsed.load.as_secs_f64(),
                     result,
+                    changes: table.counted_changes(),
                 }
             })
             .collect()

@@ -24,9 +24,11 @@ use crate::usage_error;
 
 /// A table whose own rows are replaced, and the columns copied (the source's, generated ones
 /// left out: the target computes them).
-struct RefreshedTable {
-    name: QualifiedName,
-    columns: Vec<String>,
+pub(super) struct RefreshedTable {
+    pub(super) name: QualifiedName,
+    pub(super) columns: Vec<String>,
+    /// The source's definitions of `columns`.
+    pub(super) source_columns: Vec<TableColumn>,
 }
 
 impl Run<'_> {
@@ -54,11 +56,20 @@ impl Run<'_> {
         };
         let (source_sessions, target_sessions) = interruptible(&self.cancellation, open).await?;
         self.refresh_tables(&source_sessions, &target_sessions, &tables).await?;
+        self.set_sequences(&source.client, &target, &plan).await?;
+        self.emit(Event::Phase(Phase::RefreshValidation));
+        self.validate_refresh(&source.client, &target, &plan, &source_sessions)
+            .await?;
+        self.run_hooks(HookStage::AfterImport, self.settings.target()).await
+    }
+
+    /// The plan's sequences set to the source's values (read in the snapshot).
+    pub(super) async fn set_sequences(&self, source: &Client, target: &Client, plan: &Plan) -> Result<(), SyncError> {
         let sequences = async {
-            let values = catalog::sequence_values(&source.client, &plan.sequences).await?;
+            let values = catalog::sequence_values(source, &plan.sequences).await?;
             for (sequence, value) in plan.sequences.iter().zip(values) {
                 if let Some((value, called)) = value {
-                    catalog::set_sequence(&target, sequence, value, called).await?;
+                    catalog::set_sequence(target, sequence, value, called).await?;
                 }
             }
             anyhow::Ok(())
@@ -67,15 +78,12 @@ impl Run<'_> {
         self.emit(Event::Notice(Notice::SequencesSet {
             count: plan.sequences.len(),
         }));
-        self.emit(Event::Phase(Phase::RefreshValidation));
-        self.validate_refresh(&source.client, &target, &plan, &source_sessions)
-            .await?;
-        self.run_hooks(HookStage::AfterImport, self.settings.target()).await
+        Ok(())
     }
 
     /// Refusals as for a sync (the source as its own target, another run on it), the run's lock
     /// on the target, then a session on the target database, which must exist.
-    async fn connect_to_kept_target(&mut self, source: &preflight::Source) -> Result<Client, SyncError> {
+    pub(super) async fn connect_to_kept_target(&mut self, source: &preflight::Source) -> Result<Client, SyncError> {
         let settings = self.settings;
         let needs = catalog::TargetNeeds {
             required_roles: catalog::RequiredRoles::default(),
@@ -153,6 +161,7 @@ impl Run<'_> {
                         range: None,
                         binary: false,
                         masked: &[],
+                        filter: None,
                     },
                 )
                 .await?;
@@ -186,7 +195,10 @@ impl Run<'_> {
 }
 
 /// `count` plain sessions on the target database.
-async fn connect_many(target: &crate::connection::Endpoint, count: usize) -> anyhow::Result<Vec<Arc<Client>>> {
+pub(super) async fn connect_many(
+    target: &crate::connection::Endpoint,
+    count: usize,
+) -> anyhow::Result<Vec<Arc<Client>>> {
     let mut clients = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
         clients.push(Arc::new(catalog::connect(target, "target").await?));
@@ -199,7 +211,7 @@ impl Run<'_> {
     /// is added with `--fix-schema` (its statements shown, and run unless `--dry-run`), else
     /// refused; a type that differs, or a NOT NULL column without default only the target has,
     /// is refused either way (nothing that holds data is altered).
-    async fn fit_target_schema(
+    pub(super) async fn fit_target_schema(
         &mut self,
         source: &Client,
         target: &Client,
@@ -246,13 +258,14 @@ impl Run<'_> {
             fitting
                 .table(self, (source, target), table, &source_columns, target_columns, in_tree)
                 .await?;
+            let copied: Vec<TableColumn> = source_columns
+                .into_iter()
+                .filter(|column| column.generated.is_none())
+                .collect();
             tables.push(RefreshedTable {
                 name: table.clone(),
-                columns: source_columns
-                    .iter()
-                    .filter(|column| column.generated.is_none())
-                    .map(|column| column.name.clone())
-                    .collect(),
+                columns: copied.iter().map(|column| column.name.clone()).collect(),
+                source_columns: copied,
             });
         }
         self.apply_schema_fit(target, fitting, tables.len()).await?;
@@ -291,7 +304,7 @@ impl Run<'_> {
 
     /// Counts (and with `--verify checksum`, checksums) of the refreshed tables on both sides,
     /// the source's in the snapshot.
-    async fn validate_refresh(
+    pub(super) async fn validate_refresh(
         &mut self,
         source: &Client,
         target: &Client,
@@ -336,7 +349,12 @@ impl Run<'_> {
         counts: Vec<TableCount>,
         differences: Vec<crate::report::VerifyDifference>,
     ) -> Result<(), SyncError> {
-        let mismatches = super::steps::validate::count_mismatches(plan, &counts);
+        // `--incremental --no-delete` keeps the target's rows the source no longer has.
+        let keeps_rows = matches!(self.settings.content, Content::Incremental { delete: false, .. });
+        let mismatches: Vec<(String, i64, i64)> = super::steps::validate::count_mismatches(plan, &counts)
+            .into_iter()
+            .filter(|(_, source, target)| !(keeps_rows && target > source))
+            .collect();
         self.progress.set_counts(counts);
         let found = mismatches.len() + differences.len();
         if !mismatches.is_empty() {

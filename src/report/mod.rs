@@ -145,6 +145,8 @@ pub enum RunKind {
     Sync,
     /// `sync --data-only`: the selected tables' rows replaced in the existing target.
     Refresh,
+    /// `sync --incremental`: only the rows that differ, written into the existing target.
+    Incremental,
     Dump,
     Restore,
 }
@@ -196,6 +198,11 @@ pub enum Notice {
     RefreshValidated {
         tables: usize,
         rows: RowCheck,
+    },
+    /// `--incremental`: what one table's transaction wrote.
+    TableChanged {
+        table: String,
+        changes: RowChanges,
     },
     SequencesSet {
         count: usize,
@@ -445,6 +452,24 @@ pub struct SummaryRow {
     pub export_seconds: f64,
     pub import_seconds: f64,
     pub result: TableResult,
+    /// `--incremental`: what the table's transaction wrote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<RowChanges>,
+}
+
+/// What `--incremental` did to one table, and how it found it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RowChanges {
+    /// `change-column` (rows changed since the watermark), `key-ranges` (range hashes compared),
+    /// `replaced` (no primary key: every row replaced).
+    pub method: &'static str,
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    /// Rows the source has that needed no write (known once the source's rows are counted).
+    pub unchanged: Option<u64>,
+    /// Bytes read from the source: rows, keys and row hashes.
+    pub bytes_read: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

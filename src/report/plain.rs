@@ -124,6 +124,12 @@ pub fn render(event: &Event) -> Vec<String> {
                     "TARGET DB (KEPT):   ",
                     "TEMP DIR:           ",
                 ),
+                RunKind::Incremental => (
+                    "INCREMENTAL SYNC CONFIGURATION (changed rows only)",
+                    "SOURCE DB (FROM):   ",
+                    "TARGET DB (KEPT):   ",
+                    "TEMP DIR:           ",
+                ),
                 RunKind::Restore => (
                     "RESTORE CONFIGURATION",
                     "ARCHIVE (FROM):     ",

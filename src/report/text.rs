@@ -139,6 +139,22 @@ impl fmt::Display for Notice {
                     "row counts"
                 }
             ),
+            Notice::TableChanged { table, changes } => {
+                write!(
+                    formatter,
+                    "{table}: {} inserted, {} updated, {} deleted",
+                    changes.inserted, changes.updated, changes.deleted
+                )?;
+                if let Some(unchanged) = changes.unchanged {
+                    write!(formatter, ", {unchanged} unchanged")?;
+                }
+                let method = match changes.method {
+                    "change-column" => "rows changed since the last run",
+                    "key-ranges" => "key ranges compared",
+                    _ => "no primary key: replaced whole",
+                };
+                write!(formatter, "; {} read ({method})", human_size(changes.bytes_read))
+            }
             Notice::SequencesSet { count } => write!(formatter, "Set {count} sequence(s) to the source's values"),
             Notice::SelectedTables { count } => {
                 write!(
@@ -472,6 +488,11 @@ pub fn closing_line(result: &Result<(), SyncError>, kind: super::RunKind) -> Str
         (Ok(()), super::RunKind::Dump) => "✅ Dump finished successfully.".to_string(),
         (Ok(()), super::RunKind::Restore) => "✅ Restore finished successfully.".to_string(),
         (Ok(()), super::RunKind::Refresh) => "✅ Refresh finished successfully.".to_string(),
+        (Ok(()), super::RunKind::Incremental) => "✅ Incremental sync finished successfully.".to_string(),
+        (Err(SyncError::Interrupted(signal)), super::RunKind::Incremental) => format!(
+            "Interrupted by {}: every table is at its old or its new state (each in its own transaction); the next run goes on from there.",
+            signal_name(*signal)
+        ),
         (Err(SyncError::Interrupted(signal)), super::RunKind::Refresh) => format!(
             "Interrupted by {}: every table is as it was or fully refreshed (each in its own transaction).",
             signal_name(*signal)

@@ -8,6 +8,7 @@ mod faults;
 mod fidelity;
 mod harness;
 mod hooks;
+mod incremental;
 mod masking;
 mod modes;
 mod plan;

@@ -85,7 +85,7 @@ struct TablePlan {
 
 /// Compares every table's rows; the source side in `source`'s snapshot.
 pub async fn compare(source: &Sessions, target: &Sessions, tables: &[QualifiedName]) -> Result<Vec<Comparison>> {
-    let hash = agreed_hash(source, target).await?;
+    let hash = agreed_hash(source.first(), target.first()).await?;
     let (mut comparisons, plans) = plan_tables(source, target, tables).await?;
     let tasks: Vec<(usize, usize)> = {
         let mut tasks: Vec<(usize, usize)> = plans
@@ -117,11 +117,8 @@ pub async fn compare(source: &Sessions, target: &Sessions, tables: &[QualifiedNa
 }
 
 /// PostgreSQL's own hash when both servers give the probe the same value, else MD5.
-async fn agreed_hash(source: &Sessions, target: &Sessions) -> Result<RowHash> {
-    let probes = tokio::try_join!(
-        catalog::builtin_hash_probe(source.first()),
-        catalog::builtin_hash_probe(target.first())
-    )?;
+pub async fn agreed_hash(source: &Client, target: &Client) -> Result<RowHash> {
+    let probes = tokio::try_join!(catalog::builtin_hash_probe(source), catalog::builtin_hash_probe(target))?;
     Ok(match probes {
         (Some(source), Some(target)) if source == target => RowHash::Builtin,
         _ => RowHash::Md5,
@@ -222,7 +219,7 @@ async fn plan_table(source: &Client, table: &QualifiedName, layout: ChecksumLayo
 
 /// Buckets of equal width over `lowest..=highest`, `BUCKETS_PER_PART` per part; `None` when the
 /// span does not fit the arithmetic in 64 bits.
-fn key_buckets(lowest: i64, highest: i64, parts: i64) -> Option<KeyBuckets> {
+pub(crate) fn key_buckets(lowest: i64, highest: i64, parts: i64) -> Option<KeyBuckets> {
     let span = i128::from(highest) - i128::from(lowest) + 1;
     i64::try_from(span).ok()?;
     let wanted = i128::from(parts * BUCKETS_PER_PART);

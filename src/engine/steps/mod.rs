@@ -2,6 +2,7 @@
 //! way every step runs a PostgreSQL tool. Steps do one attempt of one thing and return values;
 //! retries, progress and every line a user reads are the engine's and the reporter's.
 
+pub mod change;
 pub mod checksum;
 pub mod export;
 pub mod import;

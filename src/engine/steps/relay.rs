@@ -36,6 +36,7 @@ fn selection<'a>(part: &'a RowRange, table: &'a QualifiedName) -> RowSelection<'
         range: Some((part.key.as_str(), part.lower, part.upper)),
         binary: part.binary,
         masked: &part.masked,
+        filter: None,
     }
 }
 

@@ -1,0 +1,463 @@
+//! The SQL of `sync --incremental`: the watermarks kept in the target's `dbsync` schema, the
+//! source's transaction horizon, and one table's transaction on the target — rows staged in
+//! temporary tables by `COPY`, then upserted, compared by row hash, or deleted in batches.
+
+use anyhow::Result;
+use tokio_postgres::Client;
+
+use super::checksum::{ChecksumColumn, RowHash, row_hash_expression};
+use super::rows::{KeyRange, RowSelection, range_condition, relay};
+use super::{QualifiedName, quote_identifier, sql_error};
+
+/// Where a table's next incremental run reads from: the table in the target that keeps it.
+pub const WATERMARK_TABLE: &str = "dbsync.incremental_state";
+
+/// The temporary tables of one table's transaction (dropped at its commit or rollback).
+const ROW_STAGE: &str = "pg_temp.\"dbsync rows\"";
+const ROW_NUMBER: &str = "\"dbsync row\"";
+const HASH_STAGE: &str = "pg_temp.\"dbsync hashes\"";
+const HASH_COLUMN: &str = "\"dbsync hash\"";
+const CHANGED_KEYS: &str = "pg_temp.\"dbsync changed\"";
+
+/// Creates the `dbsync` schema and its watermark table in the target if they are missing.
+pub async fn ensure_watermark_table(client: &Client) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS dbsync; \
+             CREATE TABLE IF NOT EXISTS {WATERMARK_TABLE} (\
+                source text NOT NULL, table_name text NOT NULL, change_column text NOT NULL, \
+                read_from text, pending text, synced_at timestamptz NOT NULL DEFAULT now(), \
+                PRIMARY KEY (source, table_name)); \
+             COMMENT ON TABLE {WATERMARK_TABLE} IS \
+                'dbsync --incremental: per source and table, the change-column value the next run reads from'"
+        ))
+        .await
+        .map_err(|error| {
+            sql_error(
+                "cannot create the schema dbsync and its watermark table in the target (the target user needs CREATE on the database)",
+                error,
+            )
+        })
+}
+
+/// A table's watermark: its next run reads rows whose change column is at least `read_from`
+/// (`None`: compare by key ranges); `pending` becomes `read_from` one run later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    pub change_column: String,
+    pub read_from: Option<String>,
+    pub pending: Option<String>,
+}
+
+pub async fn read_watermark(client: &Client, source: &str, table: &QualifiedName) -> Result<Option<Watermark>> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT change_column, read_from, pending FROM {WATERMARK_TABLE} WHERE source = $1 AND table_name = $2"
+            ),
+            &[&source, &stored_name(table)],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the incremental watermark", error))?;
+    Ok(row.map(|row| Watermark {
+        change_column: row.get(0),
+        read_from: row.get(1),
+        pending: row.get(2),
+    }))
+}
+
+pub async fn write_watermark(
+    client: &Client,
+    source: &str,
+    table: &QualifiedName,
+    watermark: &Watermark,
+) -> Result<()> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {WATERMARK_TABLE} (source, table_name, change_column, read_from, pending) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source, table_name) DO UPDATE SET \
+                 change_column = EXCLUDED.change_column, read_from = EXCLUDED.read_from, \
+                 pending = EXCLUDED.pending, synced_at = now()"
+            ),
+            &[
+                &source,
+                &stored_name(table),
+                &watermark.change_column,
+                &watermark.read_from,
+                &watermark.pending,
+            ],
+        )
+        .await
+        .map_err(|error| sql_error("cannot record the incremental watermark", error))?;
+    Ok(())
+}
+
+/// The earliest time a transaction not yet visible to a snapshot taken after this call can have
+/// started: now, or the start of the oldest transaction open in the database, less `lookback`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Horizon {
+    /// As `timestamptz` text.
+    pub zoned: String,
+    /// As `timestamp` text in the server's default time zone.
+    pub local: String,
+    /// Sessions of other roles whose transactions this user may not see (without
+    /// `pg_read_all_stats`): the horizon does not cover them.
+    pub hidden_sessions: i64,
+}
+
+pub async fn transaction_horizon(client: &Client, lookback: std::time::Duration) -> Result<Horizon> {
+    let row = client
+        .query_one(
+            "SELECT to_json(horizon) #>> '{}', to_json(horizon AT TIME ZONE current_setting('TimeZone')) #>> '{}', hidden \
+             FROM (SELECT least(clock_timestamp(), min(xact_start)) - make_interval(secs => $1) AS horizon, \
+                          count(*) FILTER (WHERE state IS NULL) AS hidden \
+                   FROM pg_stat_activity \
+                   WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                     AND backend_type = 'client backend') AS open",
+            &[&lookback.as_secs_f64()],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the source's open transactions", error))?;
+    Ok(Horizon {
+        zoned: row.get(0),
+        local: row.get(1),
+        hidden_sessions: row.get(2),
+    })
+}
+
+/// The highest value of an integer change column, as text (`None`: no rows).
+pub async fn highest_value(client: &Client, table: &QualifiedName, column: &str) -> Result<Option<String>> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT max({})::text FROM ONLY {}",
+                quote_identifier(column),
+                table.quoted()
+            ),
+            &[],
+        )
+        .await
+        .map_err(|error| {
+            sql_error(
+                format!("cannot read the highest {column} of {}", table.display_name()),
+                error,
+            )
+        })?;
+    Ok(row.get(0))
+}
+
+/// Each table's primary key columns in key order (`None`: no primary key, or no table).
+pub async fn primary_keys(client: &Client, tables: &[QualifiedName]) -> Result<Vec<Option<Vec<String>>>> {
+    let names: Vec<String> = tables.iter().map(QualifiedName::quoted).collect();
+    let rows = client
+        .query(
+            "SELECT (SELECT array_agg(a.attname::text ORDER BY k.position) \
+                       FROM pg_index i \
+                       CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, position) \
+                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                      WHERE i.indrelid = to_regclass(t.name) AND i.indisprimary) \
+             FROM unnest($1::text[]) WITH ORDINALITY AS t(name, position) ORDER BY t.position",
+            &[&names],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the tables' primary keys", error))?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}
+
+/// Opens the table's transaction: triggers and foreign keys off (unless `fire_triggers`), the
+/// table locked against other writers (readers go on), and empty staging tables.
+pub async fn begin_table_change(
+    client: &Client,
+    table: &QualifiedName,
+    columns: &[String],
+    key: &[String],
+    fire_triggers: bool,
+) -> Result<()> {
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|error| sql_error("cannot begin a transaction", error))?;
+    if !fire_triggers {
+        client
+            .batch_execute("SET LOCAL session_replication_role = replica")
+            .await
+            .map_err(|error| {
+                sql_error(
+                    "cannot turn foreign keys and triggers off for the incremental writes (session_replication_role needs a superuser, \
+                     or on PostgreSQL 15+ the SET privilege on it: GRANT SET ON PARAMETER session_replication_role TO …)",
+                    error,
+                )
+            })?;
+    }
+    let quoted = table.quoted();
+    let column_list = quoted_list(columns);
+    let mut statements = format!(
+        "LOCK TABLE ONLY {quoted} IN EXCLUSIVE MODE; \
+         CREATE TEMP TABLE \"dbsync rows\" ON COMMIT DROP AS SELECT {column_list} FROM ONLY {quoted} WITH NO DATA; \
+         ALTER TABLE {ROW_STAGE} ADD COLUMN {ROW_NUMBER} bigint GENERATED ALWAYS AS IDENTITY"
+    );
+    if !key.is_empty() {
+        statements += &format!(
+            "; CREATE TEMP TABLE \"dbsync hashes\" ON COMMIT DROP AS SELECT {} FROM ONLY {quoted} WITH NO DATA; \
+             ALTER TABLE {HASH_STAGE} ADD COLUMN {HASH_COLUMN} bigint",
+            quoted_list(key)
+        );
+    }
+    client
+        .batch_execute(&statements)
+        .await
+        .map_err(|error| sql_error(format!("cannot prepare the change of {}", table.display_name()), error))
+}
+
+/// Relays the selected source rows into the row stage; returns the rows and bytes read.
+pub async fn stage_rows(source: &Client, target: &Client, rows: &RowSelection<'_>) -> Result<(u64, u64)> {
+    let copy_in = format!(
+        "COPY {ROW_STAGE} ({}) FROM STDIN (FORMAT {})",
+        rows.column_list(),
+        rows.format()
+    );
+    relay(source, target, rows, &copy_in, &rows.copy_out_statement()).await
+}
+
+/// Relays each selected source row's key and row hash (over the selection's columns, masked as
+/// they would be copied) into the hash stage; returns the rows and bytes read.
+pub async fn stage_row_hashes(
+    source: &Client,
+    target: &Client,
+    rows: &RowSelection<'_>,
+    key: &[String],
+    columns: &[ChecksumColumn],
+    hash: RowHash,
+) -> Result<(u64, u64)> {
+    let copy_out = format!(
+        "COPY (SELECT {}, {} FROM ONLY {}{}) TO STDOUT",
+        quoted_list(key),
+        row_hash_expression(columns, hash),
+        rows.table.quoted(),
+        rows.condition()
+    );
+    let copy_in = format!("COPY {HASH_STAGE} ({}, {HASH_COLUMN}) FROM STDIN", quoted_list(key));
+    empty_hash_stage(target).await?;
+    relay(source, target, rows, &copy_in, &copy_out).await
+}
+
+/// From the hash stage, the keys whose row the target lacks or holds with another hash, kept in
+/// a temporary table for `changed_keys`; returns how many.
+pub async fn find_changed_keys(
+    client: &Client,
+    table: &QualifiedName,
+    key: &str,
+    columns: &[ChecksumColumn],
+    hash: RowHash,
+    range: Option<KeyRange<'_>>,
+) -> Result<u64> {
+    let key = quote_identifier(key);
+    let target_hash = row_hash_expression(columns, hash);
+    let condition = range_condition(range);
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {CHANGED_KEYS}; \
+             CREATE TEMP TABLE \"dbsync changed\" ON COMMIT DROP AS \
+             SELECT staged.{key}::bigint AS key FROM {HASH_STAGE} AS staged \
+             LEFT JOIN (SELECT {key}, {target_hash} AS hash FROM ONLY {} AS t{condition}) AS held \
+               ON held.{key} = staged.{key} \
+             WHERE held.hash IS DISTINCT FROM staged.{HASH_COLUMN}; \
+             CREATE INDEX ON {CHANGED_KEYS} (key)",
+            table.quoted()
+        ))
+        .await
+        .map_err(|error| sql_error(format!("cannot compare the rows of {}", table.display_name()), error))?;
+    let row = client
+        .query_one(&format!("SELECT count(*) FROM {CHANGED_KEYS}"), &[])
+        .await
+        .map_err(|error| sql_error("cannot count the changed keys", error))?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// The next `limit` changed keys above `after`, in order.
+pub async fn changed_keys(client: &Client, after: Option<i64>, limit: u64) -> Result<Vec<i64>> {
+    let rows = client
+        .query(
+            &format!("SELECT key FROM {CHANGED_KEYS} WHERE $1::bigint IS NULL OR key > $1 ORDER BY key LIMIT $2"),
+            &[&after, &(limit as i64)],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the changed keys", error))?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}
+
+/// Upserts the row stage into the table, `batch_rows` rows per statement: a new key is
+/// inserted, a row whose text differs is updated, an equal row is left alone. Returns the rows
+/// inserted and updated.
+pub async fn upsert_staged(
+    client: &Client,
+    table: &QualifiedName,
+    columns: &[String],
+    key: &[String],
+    batch_rows: u64,
+) -> Result<(u64, u64)> {
+    let last: Option<i64> = client
+        .query_one(&format!("SELECT max({ROW_NUMBER}) FROM {ROW_STAGE}"), &[])
+        .await
+        .map_err(|error| sql_error("cannot read the staged rows", error))?
+        .get(0);
+    let Some(last) = last else { return Ok((0, 0)) };
+    let column_list = quoted_list(columns);
+    let values: Vec<&String> = columns.iter().filter(|column| !key.contains(column)).collect();
+    let on_conflict = if values.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        let assignments: Vec<String> = values
+            .iter()
+            .map(|column| format!("{0} = EXCLUDED.{0}", quote_identifier(column)))
+            .collect();
+        let held: Vec<String> = values
+            .iter()
+            .map(|column| format!("held.{}", quote_identifier(column)))
+            .collect();
+        let incoming: Vec<String> = values
+            .iter()
+            .map(|column| format!("EXCLUDED.{}", quote_identifier(column)))
+            .collect();
+        // Compared as text: every type has one, not every type has an equality operator.
+        format!(
+            "DO UPDATE SET {} WHERE ROW({})::text IS DISTINCT FROM ROW({})::text",
+            assignments.join(", "),
+            held.join(", "),
+            incoming.join(", ")
+        )
+    };
+    let statement = format!(
+        "WITH written AS (INSERT INTO {} AS held ({column_list}) OVERRIDING SYSTEM VALUE \
+           SELECT {column_list} FROM {ROW_STAGE} WHERE {ROW_NUMBER} BETWEEN $1 AND $2 \
+           ON CONFLICT ({}) {on_conflict} RETURNING (xmax = 0) AS inserted) \
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written",
+        table.quoted(),
+        quoted_list(key)
+    );
+    let (mut inserted, mut updated) = (0, 0);
+    let mut first = 1i64;
+    while first <= last {
+        let end = first.saturating_add(batch_rows as i64 - 1);
+        let row = client.query_one(&statement, &[&first, &end]).await.map_err(|error| {
+            sql_error(
+                format!("cannot write the changed rows of {}", table.display_name()),
+                error,
+            )
+        })?;
+        inserted += row.get::<_, i64>(0) as u64;
+        updated += row.get::<_, i64>(1) as u64;
+        first = end.saturating_add(1);
+    }
+    client
+        .batch_execute(&format!("TRUNCATE {ROW_STAGE}"))
+        .await
+        .map_err(|error| sql_error("cannot empty the row stage", error))?;
+    Ok((inserted, updated))
+}
+
+/// Deletes the table's rows in `range` whose key is not in the hash stage (the source's keys of
+/// that range), `batch_rows` per statement; returns how many.
+pub async fn delete_missing(
+    client: &Client,
+    table: &QualifiedName,
+    key: &[String],
+    range: Option<KeyRange<'_>>,
+    batch_rows: u64,
+) -> Result<u64> {
+    let condition = match range_condition(range) {
+        condition if condition.is_empty() => " WHERE true".to_string(),
+        condition => condition,
+    };
+    // The range's key names are unqualified: inside the subquery they are `held`'s.
+    let matches: Vec<String> = key
+        .iter()
+        .map(|column| {
+            let column = quote_identifier(column);
+            format!("staged.{column} = held.{column}")
+        })
+        .collect();
+    let statement = format!(
+        "DELETE FROM ONLY {0} WHERE ctid = ANY(ARRAY(SELECT held.ctid FROM ONLY {0} AS held{1} \
+           AND NOT EXISTS (SELECT 1 FROM {HASH_STAGE} AS staged WHERE {2}) LIMIT $1))",
+        table.quoted(),
+        condition,
+        matches.join(" AND ")
+    );
+    let mut deleted = 0;
+    loop {
+        let count = client
+            .execute(&statement, &[&(batch_rows as i64)])
+            .await
+            .map_err(|error| {
+                sql_error(
+                    format!(
+                        "cannot delete the rows of {} the source no longer has",
+                        table.display_name()
+                    ),
+                    error,
+                )
+            })?;
+        deleted += count;
+        if count < batch_rows {
+            break;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Relays the selected source rows' keys into the hash stage (no hashes: for `delete_missing`).
+pub async fn stage_keys(
+    source: &Client,
+    target: &Client,
+    rows: &RowSelection<'_>,
+    key: &[String],
+) -> Result<(u64, u64)> {
+    let copy_out = format!(
+        "COPY (SELECT {} FROM ONLY {}{}) TO STDOUT",
+        quoted_list(key),
+        rows.table.quoted(),
+        rows.condition()
+    );
+    let copy_in = format!("COPY {HASH_STAGE} ({}) FROM STDIN", quoted_list(key));
+    empty_hash_stage(target).await?;
+    relay(source, target, rows, &copy_in, &copy_out).await
+}
+
+async fn empty_hash_stage(client: &Client) -> Result<()> {
+    client
+        .batch_execute(&format!("TRUNCATE {HASH_STAGE}"))
+        .await
+        .map_err(|error| sql_error("cannot empty the hash stage", error))
+}
+
+/// A table without a primary key: every row deleted, in the open transaction; returns how many.
+pub async fn delete_every_row(client: &Client, table: &QualifiedName) -> Result<u64> {
+    client
+        .execute(&format!("DELETE FROM ONLY {}", table.quoted()), &[])
+        .await
+        .map_err(|error| sql_error(format!("cannot empty {}", table.display_name()), error))
+}
+
+/// Relays the selected source rows straight into the table; returns the rows and bytes read.
+pub async fn load_rows(source: &Client, target: &Client, rows: &RowSelection<'_>) -> Result<(u64, u64)> {
+    relay(
+        source,
+        target,
+        rows,
+        &rows.copy_in_statement(),
+        &rows.copy_out_statement(),
+    )
+    .await
+}
+
+/// `schema.table` as the watermark table shows it.
+fn stored_name(table: &QualifiedName) -> String {
+    format!("{}.{}", table.schema, table.name)
+}
+
+fn quoted_list(columns: &[String]) -> String {
+    let quoted: Vec<String> = columns.iter().map(|column| quote_identifier(column)).collect();
+    quoted.join(", ")
+}

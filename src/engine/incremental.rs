@@ -1,0 +1,335 @@
+//! `dbsync sync --incremental`: the target database and its schema are kept (checked like a
+//! data-only refresh's), and each selected table is brought to the source's snapshot by moving
+//! only the rows that differ, in one transaction per table: rows changed since the table's
+//! watermark (by its change column), or the rows of the key ranges whose hashes differ. Tables
+//! go in waves of foreign-key order (referenced tables first); sequences are set and the rows
+//! validated as after a refresh.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_postgres::Client;
+
+use super::refresh::{RefreshedTable, connect_many};
+use super::steps::change::{self, ChangeColumn, ChangeContext, ChangeKind, TableChange};
+use super::steps::checksum::{Sessions, agreed_hash};
+use super::{Run, interruptible, preflight};
+use crate::catalog::{self, ChecksumColumn, QualifiedName, TableColumn};
+use crate::errors::SyncError;
+use crate::hooks::HookStage;
+use crate::plan::Plan;
+use crate::report::{Activity, Event, Notice, Phase, TableLine, Warning};
+use crate::scheduler::share_out;
+use crate::settings::Content;
+use crate::usage_error;
+
+/// A table to change and the planned table it belongs to (a tree's members share one).
+type Planned = (usize, TableChange);
+
+impl Run<'_> {
+    pub(super) async fn incremental(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
+        let (source, plan, _) = self.inspect_source().await?;
+        let target = self.connect_to_kept_target(&source).await?;
+        self.emit(Event::Phase(Phase::RefreshSchema));
+        let fitted = self.fit_target_schema(&source.client, &target, &plan).await?;
+        let tables = self.changing_tables(&target, &plan, fitted).await?;
+        if self.settings.dry_run {
+            self.emit(Event::Notice(Notice::DryRunDone));
+            return Ok(());
+        }
+        self.announce_incremental(&plan, &tables, started_at);
+        self.run_hooks(HookStage::BeforeSync, self.settings.target()).await?;
+        self.run_hooks(HookStage::AfterSchema, self.settings.target()).await?;
+        interruptible(&self.cancellation, catalog::ensure_watermark_table(&target)).await?;
+        let horizon = self.source_horizon(&source.client, &tables).await?;
+        let snapshot = self.take_snapshot(&source, &plan).await?;
+        self.emit(Event::Phase(Phase::RefreshData));
+        let (source_sessions, target_sessions) = self.incremental_sessions(&snapshot).await?;
+        let waves = crate::plan::foreign_key_waves(&plan, &source.inventory);
+        self.change_in_waves(&source_sessions, &target_sessions, &tables, waves, &horizon)
+            .await?;
+        self.set_sequences(&source.client, &target, &plan).await?;
+        self.emit(Event::Phase(Phase::RefreshValidation));
+        self.validate_refresh(&source.client, &target, &plan, &source_sessions)
+            .await?;
+        for (table, changes) in self.progress.changes() {
+            self.emit(Event::Notice(Notice::TableChanged { table, changes }));
+        }
+        self.run_hooks(HookStage::AfterImport, self.settings.target()).await
+    }
+
+    /// Read before the snapshot: a transaction the snapshot cannot see started after this.
+    async fn source_horizon(&mut self, source: &Client, tables: &[Planned]) -> Result<catalog::Horizon, SyncError> {
+        let lookback = self.settings.incremental.lookback;
+        let horizon = interruptible(&self.cancellation, catalog::transaction_horizon(source, lookback)).await?;
+        if horizon.hidden_sessions > 0 && tables.iter().any(|(_, table)| table.change.is_some()) {
+            self.warn(Warning::Other(format!(
+                "{} session(s) of other roles on the source are hidden from {} (pg_read_all_stats would show them): their open transactions are covered one run late (each table's watermark stays one run behind)",
+                horizon.hidden_sessions,
+                self.settings.source().user
+            )));
+        }
+        Ok(horizon)
+    }
+
+    /// The tables changed wave by wave (a wave's tables at once, `--jobs` at a time).
+    async fn change_in_waves(
+        &self,
+        source: &Sessions,
+        target: &[Arc<Client>],
+        tables: &[Planned],
+        waves: Vec<Vec<usize>>,
+        horizon: &catalog::Horizon,
+    ) -> Result<(), SyncError> {
+        let hash = interruptible(&self.cancellation, agreed_hash(&source.clients()[0], &target[0])).await?;
+        let (deep, delete) = match self.settings.content {
+            Content::Incremental { deep, delete } => (deep, delete),
+            _ => (false, true),
+        };
+        let source_identity = source_identity(self.settings.source());
+        let context = ChangeContext {
+            source_identity: &source_identity,
+            horizon,
+            hash,
+            deep,
+            delete,
+            batch_rows: self.settings.incremental.batch_rows,
+        };
+        for wave in waves {
+            let members: Vec<&Planned> = tables.iter().filter(|(planned, _)| wave.contains(planned)).collect();
+            self.change_tables(source, target, &members, &context).await?;
+        }
+        Ok(())
+    }
+
+    /// `--jobs` source sessions in the snapshot (with the masking salt) and as many on the
+    /// target, all writing values as text the same way.
+    async fn incremental_sessions(&self, snapshot: &str) -> Result<(Sessions, Vec<Arc<Client>>), SyncError> {
+        let jobs = self.jobs.get();
+        let settings = self.settings;
+        let open = async {
+            let (source, target) = tokio::try_join!(
+                Sessions::open(settings.source(), "source", jobs, Some(snapshot)),
+                connect_many(settings.target(), jobs)
+            )?;
+            for client in source.clients() {
+                catalog::set_mask_salt(client, settings.masking.salt.as_deref()).await?;
+            }
+            for client in &target {
+                catalog::prepare_compare_session(client).await?;
+            }
+            anyhow::Ok((source, target))
+        };
+        interruptible(&self.cancellation, open).await
+    }
+
+    /// Each table of a wave in its own transaction on its own pair of sessions, `--jobs` at once.
+    async fn change_tables(
+        &self,
+        source: &Sessions,
+        target: &[Arc<Client>],
+        tables: &[&Planned],
+        context: &ChangeContext<'_>,
+    ) -> Result<(), SyncError> {
+        let pairs: Vec<(Arc<Client>, Arc<Client>)> =
+            source.clients().iter().cloned().zip(target.iter().cloned()).collect();
+        let work = share_out(&pairs, tables, |(source, target), (planned, table)| async move {
+            let started = Instant::now();
+            let name = table.name.display_name();
+            let event = |line| Event::Table {
+                activity: Activity::Stream,
+                table: name.clone(),
+                line,
+            };
+            self.emit(event(TableLine::Started {
+                description: "Incremental Change".into(),
+            }));
+            match change::change_table(&source, &target, table, context).await {
+                Ok(changes) => {
+                    self.progress.add_changes(*planned, &changes);
+                    self.emit(event(TableLine::Finished {
+                        elapsed: started.elapsed(),
+                    }));
+                    anyhow::Ok(())
+                }
+                Err(error) => {
+                    self.emit(event(TableLine::Failed {
+                        error: format!("{error:#}"),
+                    }));
+                    Err(error)
+                }
+            }
+        });
+        interruptible(&self.cancellation, work).await.map(|_| ())
+    }
+
+    /// What is changed, the consent already given, and the tables replaced whole.
+    fn announce_incremental(&mut self, plan: &Plan, tables: &[Planned], started_at: chrono::DateTime<chrono::Local>) {
+        self.emit(Event::Banner(crate::report::Banner {
+            kind: crate::report::RunKind::Incremental,
+            source: self.origin(),
+            target: self.destination(),
+            start_time: started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            dump_dir: "(none: rows go from server to server)".into(),
+            jobs: self.jobs.get(),
+            batch_size: None,
+            tables: plan.tables.len(),
+            units: tables.len(),
+            tools_version: "none (dbsync moves the rows itself)".into(),
+            tools_directory: "-".into(),
+        }));
+        for warning in std::mem::take(&mut self.deferred_warnings) {
+            self.warn(warning);
+        }
+        let keyless: Vec<String> = tables
+            .iter()
+            .filter(|(_, table)| table.key.is_none())
+            .map(|(_, table)| table.name.display_name())
+            .collect();
+        if !keyless.is_empty() {
+            self.warn(Warning::Other(format!(
+                "no primary key on the target, so every row is replaced (in one transaction): {}",
+                keyless.join(", ")
+            )));
+        }
+    }
+
+    /// Each table's key, change column, masks and trigger choice; every `[incremental]` name
+    /// checked against the plan, refused before anything is written.
+    async fn changing_tables(
+        &self,
+        target: &Client,
+        plan: &Plan,
+        fitted: Vec<RefreshedTable>,
+    ) -> Result<Vec<Planned>, SyncError> {
+        let config = &self.settings.incremental;
+        for written in config.tables.keys().chain(&config.fire_triggers) {
+            if !plan
+                .tables
+                .iter()
+                .any(|table| preflight::names_table(written, &table.name))
+            {
+                return Err(usage_error!(
+                    "[incremental] names the table {written}, which this run does not copy\nhint: check the name (schema.table) and the selection"
+                ));
+            }
+        }
+        let names: Vec<QualifiedName> = fitted.iter().map(|table| table.name.clone()).collect();
+        let keys = interruptible(&self.cancellation, catalog::primary_keys(target, &names)).await?;
+        let mut tables = Vec::new();
+        for (fitted, key) in fitted.into_iter().zip(keys) {
+            let planned = plan
+                .tables
+                .iter()
+                .position(|table| table.members.contains(&fitted.name))
+                .expect("every refreshed table is a member of a planned table");
+            tables.push((
+                planned,
+                self.table_change(&plan.tables[planned].name, planned, fitted, key)?,
+            ));
+        }
+        Ok(tables)
+    }
+
+    fn table_change(
+        &self,
+        planned_name: &QualifiedName,
+        planned: usize,
+        fitted: RefreshedTable,
+        key: Option<Vec<String>>,
+    ) -> Result<TableChange, SyncError> {
+        let config = &self.settings.incremental;
+        let masked = self.masks.get(&planned).cloned().unwrap_or_default();
+        if let Some((column, _)) = masked
+            .iter()
+            .find(|(column, _)| key.as_ref().is_some_and(|key| key.contains(column)))
+        {
+            return Err(usage_error!(
+                "[transform] masks {}.{column}, part of its primary key: an incremental sync finds rows by their key; mask another column, or use a full sync",
+                planned_name.display_name()
+            ));
+        }
+        let change = change_column_of(config, planned_name, &fitted.source_columns)?;
+        let integer_key = match key.as_deref() {
+            Some([column]) => fitted
+                .source_columns
+                .iter()
+                .find(|candidate| &candidate.name == column)
+                .filter(|candidate| ChangeKind::of(&candidate.type_name) == Some(ChangeKind::Integer))
+                .map(|candidate| candidate.name.clone()),
+            _ => None,
+        };
+        let hashed = |masked: &[(String, String)]| -> Vec<ChecksumColumn> {
+            fitted
+                .source_columns
+                .iter()
+                .map(|column| ChecksumColumn {
+                    name: column.name.clone(),
+                    float: matches!(column.type_name.as_str(), "real" | "double precision"),
+                    expression: masked
+                        .iter()
+                        .find(|(name, _)| name == &column.name)
+                        .map(|(_, expression)| expression.clone()),
+                })
+                .collect()
+        };
+        Ok(TableChange {
+            source_hashed: hashed(&masked),
+            target_hashed: hashed(&[]),
+            fire_triggers: config
+                .fire_triggers
+                .iter()
+                .any(|written| preflight::names_table(written, planned_name)),
+            name: fitted.name,
+            columns: fitted.columns,
+            key,
+            integer_key,
+            masked,
+            change,
+        })
+    }
+}
+
+/// The table's change column: `[incremental.tables]`'s (an empty name: none), else the default
+/// when the table has it with a type that can be one.
+fn change_column_of(
+    config: &crate::settings::IncrementalSettings,
+    table: &QualifiedName,
+    columns: &[TableColumn],
+) -> Result<Option<ChangeColumn>, SyncError> {
+    let configured = config
+        .tables
+        .iter()
+        .find(|(written, _)| preflight::names_table(written, table))
+        .map(|(_, column)| column);
+    let name = configured.unwrap_or(&config.change_column);
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let column = columns.iter().find(|column| &column.name == name);
+    match (column, configured.is_some()) {
+        (Some(column), explicit) => match ChangeKind::of(&column.type_name) {
+            Some(kind) => Ok(Some(ChangeColumn {
+                name: column.name.clone(),
+                type_name: column.type_name.clone(),
+                kind,
+            })),
+            None if explicit => Err(usage_error!(
+                "[incremental.tables] {} = {name:?}: the column is {}; a change column is a timestamp, timestamptz or integer that grows with every change",
+                table.display_name(),
+                column.type_name
+            )),
+            None => Ok(None),
+        },
+        (None, true) => Err(usage_error!(
+            "[incremental.tables] {} = {name:?}: the table has no such column",
+            table.display_name()
+        )),
+        (None, false) => Ok(None),
+    }
+}
+
+/// The source as the watermark table names it: host, port and database (no user, no password).
+fn source_identity(source: &crate::connection::Endpoint) -> String {
+    format!("{}:{}/{}", source.host, source.port, source.dbname)
+}

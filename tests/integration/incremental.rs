@@ -1,0 +1,425 @@
+//! `dbsync sync --incremental`: only the rows that differ move, each table in one transaction,
+//! by change column (with the late commits a plain "newer than last time" would miss) or by key
+//! ranges compared by hash; deletions, foreign keys with a cycle, tables without a key, masks.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use crate::harness::clusters;
+use crate::{assert_exit, dump_dir, text};
+
+/// Authors and posts (timestamptz and timestamp change columns, a foreign key), events (an
+/// integer version), tags (a text key, no change column), a log without a primary key, and
+/// teams and members that reference each other.
+fn blog_source(database: &str) {
+    let source = &clusters().source;
+    source.create_database(database);
+    source.psql(
+        database,
+        "CREATE TABLE authors (id serial PRIMARY KEY, name text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now()); \
+         CREATE TABLE posts (id bigserial PRIMARY KEY, author_id int NOT NULL REFERENCES authors, title text, \
+           body text, score float8, tags text[], meta jsonb, at_point point, \
+           updated_at timestamp NOT NULL DEFAULT localtimestamp); \
+         CREATE TABLE events (id int PRIMARY KEY, kind text, version bigint NOT NULL); \
+         CREATE TABLE tags (name text PRIMARY KEY, colour text); \
+         CREATE TABLE plain_log (message text, at timestamptz); \
+         CREATE TABLE teams (id int PRIMARY KEY, name text, captain_id int); \
+         CREATE TABLE members (id int PRIMARY KEY, team_id int REFERENCES teams, name text); \
+         ALTER TABLE teams ADD FOREIGN KEY (captain_id) REFERENCES members DEFERRABLE INITIALLY DEFERRED; \
+         INSERT INTO authors (name) SELECT 'author ' || g FROM generate_series(1, 50) g; \
+         INSERT INTO posts (author_id, title, body, score, tags, meta, at_point) \
+           SELECT 1 + g % 50, 'title ' || g, repeat('body ' || g || ' ', 20), g / 7.0, ARRAY['a' || g, 'b'], \
+                  jsonb_build_object('n', g), point(g, -g) FROM generate_series(1, 3000) g; \
+         INSERT INTO events SELECT g, 'kind ' || g % 5, g FROM generate_series(1, 500) g; \
+         CREATE SEQUENCE event_versions START 501; \
+         INSERT INTO tags SELECT 'tag' || g, 'red' FROM generate_series(1, 40) g; \
+         INSERT INTO plain_log SELECT 'line ' || g, now() FROM generate_series(1, 20) g; \
+         BEGIN; INSERT INTO teams VALUES (1, 'one', 1), (2, 'two', 3); \
+           INSERT INTO members VALUES (1, 1, 'ann'), (2, 1, 'bob'), (3, 2, 'cy'), (4, 2, 'di'); COMMIT;",
+    );
+}
+
+/// Every table's rows compared on both sides (the target's `dbsync` schema left out).
+fn assert_same_rows(source: &str, target: &str) {
+    let clusters = clusters();
+    let rows = |print: crate::Fingerprint| -> std::collections::BTreeMap<String, String> {
+        print
+            .tables
+            .into_iter()
+            .filter(|(table, _)| !table.starts_with("dbsync."))
+            .collect()
+    };
+    assert_eq!(
+        rows(crate::fingerprint(&clusters.source, source)),
+        rows(crate::fingerprint(&clusters.target, target)),
+        "table contents differ"
+    );
+}
+
+fn incremental(source: &str, target: &str, extra: &[&str], work: &Path) -> (Output, serde_json::Value) {
+    let report = work.join("report.json");
+    let _ = std::fs::remove_file(&report);
+    let mut arguments = vec!["--incremental", "--yes", "--report", report.to_str().unwrap()];
+    arguments.extend_from_slice(extra);
+    let output = crate::sync(source, target, &arguments, work);
+    let report = std::fs::read_to_string(&report)
+        .map(|text| serde_json::from_str(&text).unwrap())
+        .unwrap_or(serde_json::Value::Null);
+    (output, report)
+}
+
+/// The changes the report gives for `table`: method, inserted, updated, deleted, unchanged.
+fn changes(report: &serde_json::Value, table: &str) -> (String, u64, u64, u64, u64) {
+    let row = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["table"] == table)
+        .unwrap_or_else(|| panic!("{table} not in {report}"));
+    let changes = &row["changes"];
+    let number = |field: &str| {
+        changes[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field} of {table}: {row}"))
+    };
+    (
+        changes["method"].as_str().unwrap().to_string(),
+        number("inserted"),
+        number("updated"),
+        number("deleted"),
+        number("unchanged"),
+    )
+}
+
+fn config(work: &Path, text: &str) -> String {
+    let path = work.join("incremental.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+const EVENTS_BY_VERSION: &str = "[incremental.tables]\nevents = \"version\"\n";
+
+#[test]
+fn inserts_updates_and_deletes_since_the_last_run_arrive_exactly() {
+    let clusters = clusters();
+    blog_source("inc_src");
+    let work = dump_dir();
+    assert_exit(&crate::sync("inc_src", "inc_dst", &["--yes"], work.path()), 0);
+    let settings = config(work.path(), EVENTS_BY_VERSION);
+
+    // The first run has no watermarks: every table is compared by key ranges, and nothing differs.
+    let (first, report) = incremental("inc_src", "inc_dst", &["--config", &settings], work.path());
+    assert_exit(&first, 0);
+    let log = text(&first);
+    assert!(log.contains("Incremental sync finished successfully"), "{log}");
+    assert!(
+        log.contains("no primary key on the target, so every row is replaced"),
+        "{log}"
+    );
+    assert_eq!(changes(&report, "posts"), ("key-ranges".into(), 0, 0, 0, 3000));
+    assert_eq!(changes(&report, "plain_log").0, "replaced");
+    let watermarks = "SELECT table_name, change_column, read_from IS NOT NULL, pending IS NOT NULL \
+                      FROM dbsync.incremental_state ORDER BY 1";
+    assert_eq!(
+        clusters.target.psql("inc_dst", watermarks),
+        "public.authors|updated_at|t|f\npublic.events|version|f|t\npublic.posts|updated_at|t|f"
+    );
+
+    // Changes at the source in every table, foreign keys both ways around the cycle.
+    clusters.source.psql(
+        "inc_src",
+        "INSERT INTO authors (name) VALUES ('new author'); \
+         UPDATE authors SET name = 'renamed', updated_at = now() WHERE id = 7; \
+         INSERT INTO posts (author_id, title, score, meta) SELECT 51, 'new ' || g, 'NaN', '{\"x\": [1, 2]}' FROM generate_series(1, 25) g; \
+         UPDATE posts SET title = title || ' (edited)', score = -0.0, tags = '{}', updated_at = localtimestamp WHERE id % 100 = 0; \
+         DELETE FROM posts WHERE id BETWEEN 1001 AND 1010; DELETE FROM posts WHERE id = 3000; \
+         UPDATE events SET kind = 'changed', version = nextval('event_versions') WHERE id IN (3, 4); \
+         INSERT INTO events VALUES (501, 'new', nextval('event_versions')); DELETE FROM events WHERE id = 9; \
+         UPDATE tags SET colour = 'blue' WHERE name = 'tag7'; DELETE FROM tags WHERE name = 'tag8'; \
+         INSERT INTO tags VALUES ('tag99', 'green'); \
+         DELETE FROM plain_log WHERE message = 'line 3'; \
+         BEGIN; INSERT INTO teams VALUES (3, 'three', 5); INSERT INTO members VALUES (5, 3, 'ed'); \
+           UPDATE teams SET captain_id = NULL WHERE id = 2; DELETE FROM members WHERE team_id = 2; \
+           DELETE FROM teams WHERE id = 2; COMMIT;",
+    );
+    let (second, report) = incremental("inc_src", "inc_dst", &["--config", &settings], work.path());
+    assert_exit(&second, 0);
+    assert_same_rows("inc_src", "inc_dst");
+    assert_eq!(changes(&report, "authors"), ("change-column".into(), 1, 1, 0, 49));
+    assert_eq!(changes(&report, "posts"), ("change-column".into(), 25, 29, 11, 2960));
+    assert_eq!(changes(&report, "tags"), ("key-ranges".into(), 1, 1, 1, 38));
+    assert_eq!(changes(&report, "teams"), ("key-ranges".into(), 1, 0, 1, 1));
+    assert_eq!(changes(&report, "members"), ("key-ranges".into(), 1, 0, 2, 2));
+    // An integer version is one run behind: still compared by key ranges this time.
+    assert_eq!(changes(&report, "events"), ("key-ranges".into(), 1, 2, 1, 497));
+    let log = text(&second);
+    assert!(
+        log.contains("posts: 25 inserted, 29 updated, 11 deleted, 2960 unchanged"),
+        "{log}"
+    );
+    let sequence = "SELECT last_value FROM posts_id_seq";
+    crate::assert_same_answer("inc_src", "inc_dst", sequence);
+
+    // Third run: events by their version now, and only what changed since moves.
+    clusters.source.psql(
+        "inc_src",
+        "UPDATE events SET kind = 'again', version = nextval('event_versions') WHERE id = 10;",
+    );
+    let (third, report) = incremental("inc_src", "inc_dst", &["--config", &settings], work.path());
+    assert_exit(&third, 0);
+    assert_same_rows("inc_src", "inc_dst");
+    let (method, inserted, updated, deleted, _) = changes(&report, "events");
+    assert_eq!(
+        (method.as_str(), inserted, updated, deleted),
+        ("change-column", 0, 1, 0)
+    );
+    assert_eq!(changes(&report, "posts"), ("change-column".into(), 0, 0, 0, 3014));
+}
+
+#[test]
+fn a_transaction_that_commits_after_the_snapshot_with_an_older_timestamp_is_not_missed() {
+    let clusters = clusters();
+    let source = &clusters.source;
+    source.create_database("late_src");
+    source.psql(
+        "late_src",
+        "CREATE TABLE orders (id int PRIMARY KEY, status text, updated_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO orders SELECT g, 'new', now() - interval '1 day' FROM generate_series(1, 100) g;",
+    );
+    let work = dump_dir();
+    assert_exit(&crate::sync("late_src", "late_dst", &["--yes"], work.path()), 0);
+    assert_exit(&incremental("late_src", "late_dst", &[], work.path()).0, 0);
+
+    // A transaction starts (its now() is fixed here), writes, and is still open during the next
+    // run; it commits after that run's snapshot, with updated_at older than the run.
+    let mut late = source
+        .psql_command("late_src")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = late.stdin.take().unwrap();
+    writeln!(
+        input,
+        "BEGIN; UPDATE orders SET status = 'late', updated_at = now() WHERE id = 5;"
+    )
+    .unwrap();
+    input.flush().unwrap();
+    let open = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'late_src' AND state = 'idle in transaction'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while source.psql("postgres", open) != "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late transaction did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    source.psql(
+        "late_src",
+        "UPDATE orders SET status = 'on time', updated_at = now() WHERE id = 6;",
+    );
+    let (during, report) = incremental("late_src", "late_dst", &[], work.path());
+    assert_exit(&during, 0);
+    assert_eq!(changes(&report, "orders").2, 1, "the committed update arrives");
+    writeln!(input, "COMMIT;").unwrap();
+    drop(input);
+    assert!(late.wait().unwrap().success());
+
+    let (after, report) = incremental("late_src", "late_dst", &[], work.path());
+    assert_exit(&after, 0);
+    assert_eq!(changes(&report, "orders").0, "change-column");
+    assert_eq!(
+        clusters
+            .target
+            .psql("late_dst", "SELECT status FROM orders WHERE id = 5"),
+        "late",
+        "the late commit arrives in the next run"
+    );
+    assert_same_rows("late_src", "late_dst");
+}
+
+#[test]
+fn a_failing_table_rolls_back_alone_and_the_next_run_goes_on() {
+    let clusters = clusters();
+    blog_source("inc_fail_src");
+    let work = dump_dir();
+    assert_exit(&crate::sync("inc_fail_src", "inc_fail_dst", &["--yes"], work.path()), 0);
+    assert_exit(&incremental("inc_fail_src", "inc_fail_dst", &[], work.path()).0, 0);
+    // posts' triggers fire (configured), and one refuses a title; authors is changed first.
+    clusters.target.psql(
+        "inc_fail_dst",
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+           $$BEGIN IF NEW.title = 'refused' THEN RAISE EXCEPTION 'refused by a trigger'; END IF; RETURN NEW; END$$; \
+         CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON posts FOR EACH ROW EXECUTE FUNCTION refuse();",
+    );
+    clusters.source.psql(
+        "inc_fail_src",
+        "UPDATE authors SET name = 'kept', updated_at = now() WHERE id = 1; \
+         UPDATE posts SET title = 'fine', updated_at = localtimestamp WHERE id = 1; \
+         UPDATE posts SET title = 'refused', updated_at = localtimestamp WHERE id = 2;",
+    );
+    let settings = config(work.path(), "[incremental]\nfire_triggers = [\"posts\"]\n");
+    let before = "SELECT string_agg(id || title, ',' ORDER BY id) FROM posts WHERE id < 3";
+    let posts_before = clusters.target.psql("inc_fail_dst", before);
+    let marks = "SELECT read_from FROM dbsync.incremental_state WHERE table_name = 'public.posts'";
+    let mark_before = clusters.target.psql("inc_fail_dst", marks);
+    let (failed, _) = incremental("inc_fail_src", "inc_fail_dst", &["--config", &settings], work.path());
+    assert_exit(&failed, 1);
+    assert!(text(&failed).contains("refused by a trigger"), "{}", text(&failed));
+    assert_eq!(
+        clusters.target.psql("inc_fail_dst", before),
+        posts_before,
+        "posts is as it was"
+    );
+    assert_eq!(
+        clusters.target.psql("inc_fail_dst", marks),
+        mark_before,
+        "its watermark too"
+    );
+    assert_eq!(
+        clusters
+            .target
+            .psql("inc_fail_dst", "SELECT name FROM authors WHERE id = 1"),
+        "kept",
+        "a table referenced by posts was changed in its own transaction before"
+    );
+    clusters.target.psql("inc_fail_dst", "DROP TRIGGER refuse ON posts");
+    assert_exit(
+        &incremental("inc_fail_src", "inc_fail_dst", &["--config", &settings], work.path()).0,
+        0,
+    );
+    assert_same_rows("inc_fail_src", "inc_fail_dst");
+}
+
+#[test]
+fn deep_finds_changes_the_change_column_does_not_show_and_no_delete_keeps_rows() {
+    let clusters = clusters();
+    blog_source("inc_deep_src");
+    let work = dump_dir();
+    assert_exit(&crate::sync("inc_deep_src", "inc_deep_dst", &["--yes"], work.path()), 0);
+    assert_exit(&incremental("inc_deep_src", "inc_deep_dst", &[], work.path()).0, 0);
+    // A change that leaves updated_at alone, and a deletion.
+    clusters.source.psql(
+        "inc_deep_src",
+        "UPDATE posts SET body = 'quietly changed' WHERE id = 1234; DELETE FROM posts WHERE id = 77;",
+    );
+    let (kept, report) = incremental("inc_deep_src", "inc_deep_dst", &["--no-delete"], work.path());
+    assert_exit(&kept, 0);
+    assert_eq!(changes(&report, "posts"), ("change-column".into(), 0, 0, 0, 2999));
+    assert_eq!(
+        clusters
+            .target
+            .psql("inc_deep_dst", "SELECT count(*) FROM posts WHERE id = 77"),
+        "1",
+        "--no-delete keeps the row"
+    );
+    let quiet = "SELECT body FROM posts WHERE id = 1234";
+    assert_ne!(clusters.target.psql("inc_deep_dst", quiet), "quietly changed");
+
+    let (deep, report) = incremental("inc_deep_src", "inc_deep_dst", &["--deep"], work.path());
+    assert_exit(&deep, 0);
+    assert_eq!(changes(&report, "posts"), ("key-ranges".into(), 0, 1, 1, 2998));
+    assert_same_rows("inc_deep_src", "inc_deep_dst");
+}
+
+#[test]
+fn masked_columns_stay_masked_and_unchanged_rows_are_not_rewritten() {
+    let clusters = clusters();
+    let source = &clusters.source;
+    source.create_database("inc_mask_src");
+    source.psql(
+        "inc_mask_src",
+        "CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL UNIQUE, name text); \
+         INSERT INTO users SELECT g, 'person' || g || '@clear.example.com', 'Name ' || g FROM generate_series(1, 200) g;",
+    );
+    let work = dump_dir();
+    let settings = config(work.path(), "[transform.users]\nemail = \"email\"\nname = \"hash\"\n");
+    let salted = |mut command: std::process::Command| {
+        command.env("DBSYNC_MASK_SALT", "a-test-salt-of-enough-length");
+        command.output().unwrap()
+    };
+    let full = salted({
+        let mut command = crate::sync_command("inc_mask_src", "inc_mask_dst", work.path());
+        command.args(["--yes", "--config", &settings]);
+        command
+    });
+    assert_exit(&full, 0);
+    source.psql(
+        "inc_mask_src",
+        "UPDATE users SET email = 'changed7@clear.example.com' WHERE id = 7; \
+         INSERT INTO users VALUES (201, 'newcomer@clear.example.com', 'Newcomer');",
+    );
+    let report = work.path().join("masked.json");
+    let run = salted({
+        let mut command = crate::sync_command("inc_mask_src", "inc_mask_dst", work.path());
+        command.args(["--incremental", "--yes", "--config", &settings, "--report"]);
+        command.arg(&report);
+        command
+    });
+    assert_exit(&run, 0);
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(changes(&report, "users"), ("key-ranges".into(), 1, 1, 0, 199));
+    let clear =
+        "SELECT count(*) FROM users WHERE email LIKE '%clear.example.com' OR name LIKE 'Name%' OR name = 'Newcomer'";
+    assert_eq!(clusters.target.psql("inc_mask_dst", clear), "0");
+    assert_eq!(
+        clusters
+            .target
+            .psql("inc_mask_dst", "SELECT count(DISTINCT email) FROM users"),
+        "201"
+    );
+
+    // A masked primary key cannot be matched: refused before anything is written.
+    let keyed = config(work.path(), "[transform.users]\nid = \"sql('id + 1000')\"\n");
+    let refused = salted({
+        let mut command = crate::sync_command("inc_mask_src", "inc_mask_dst", work.path());
+        command.args(["--incremental", "--yes", "--config", &keyed]);
+        command
+    });
+    assert_exit(&refused, 2);
+    assert!(text(&refused).contains("part of its primary key"), "{}", text(&refused));
+}
+
+#[test]
+fn a_wrong_change_column_is_refused_before_anything_is_written() {
+    let clusters = clusters();
+    blog_source("inc_bad_src");
+    let work = dump_dir();
+    assert_exit(&crate::sync("inc_bad_src", "inc_bad_dst", &["--yes"], work.path()), 0);
+    clusters.source.psql("inc_bad_src", "DELETE FROM plain_log");
+    for (settings, expected) in [
+        (
+            "[incremental.tables]\nposts = \"nope\"\n",
+            "the table has no such column",
+        ),
+        ("[incremental.tables]\nposts = \"title\"\n", "the column is text"),
+        (
+            "[incremental.tables]\nnowhere = \"updated_at\"\n",
+            "which this run does not copy",
+        ),
+    ] {
+        let settings = config(work.path(), settings);
+        let (refused, _) = incremental("inc_bad_src", "inc_bad_dst", &["--config", &settings], work.path());
+        assert_exit(&refused, 2);
+        assert!(text(&refused).contains(expected), "{}", text(&refused));
+    }
+    assert_eq!(
+        clusters.target.psql("inc_bad_dst", "SELECT count(*) FROM plain_log"),
+        "20"
+    );
+    assert_eq!(
+        clusters
+            .target
+            .psql("inc_bad_dst", "SELECT to_regclass('dbsync.incremental_state') IS NULL"),
+        "t"
+    );
+    let batch = crate::sync(
+        "inc_bad_src",
+        "inc_bad_dst",
+        &["--incremental", "--batch-rows", "0"],
+        work.path(),
+    );
+    assert_exit(&batch, 2);
+}
