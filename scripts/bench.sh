@@ -6,14 +6,17 @@
 # application schema of about 15 MB with views, triggers and a partitioned table). Contenders
 # alternate within each round; the table shows the median of the rounds.
 #
-#   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many,huge,small]
+#   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many,huge,small,incremental]
 #                    [--contenders LIST] [--server-config durable|tuned|fast] [--baseline BINARY]
 #                    [--no-scaling] [--keep]
 #
 #   --scale N        pgbench scale of *large* (default 20, about 500 MB in all)
 #   --jobs N         parallelism given to every contender (default: the number of cores)
 #   --runs N         rounds per dataset (default 3)
-#   --datasets LIST  comma-separated, from: large, many, huge, small (default all)
+#   --datasets LIST  comma-separated, from: large, many, huge, small, incremental (default all):
+#                    incremental is large after 1 % of pgbench_accounts updated and 0.1 % deleted,
+#                    brought up to date by --incremental (by updated_at), --incremental --deep and
+#                    a full dbsync sync
 #   --contenders L   comma-separated, from: dbsync, dbsync-stream, dbsync-j1, dbsync-j4,
 #                    dbsync-split (tables over 128 MB copied in parts), pg_dump,
 #                    pg_dump-pipe, pgcopydb, pgcopydb-split, verify-checksum (default: dbsync,
@@ -41,7 +44,7 @@ source scripts/lib/postgres.sh
 scale=20
 jobs=$(nproc)
 runs=3
-datasets=large,many,huge,small
+datasets=large,many,huge,small,incremental
 contenders=
 server_config=tuned
 scaling=yes
@@ -58,7 +61,7 @@ while [ $# -gt 0 ]; do
         --baseline) baseline=$(realpath "$2"); shift 2 ;;
         --no-scaling) scaling=no; shift ;;
         --keep) keep=yes; shift ;;
-        -h | --help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -204,6 +207,45 @@ VACUUM ANALYZE;
 SQL
 }
 
+# *incremental*: *large* with an indexed updated_at on pgbench_accounts and measurements (the
+# small pgbench tables have none: compared by key ranges every time), copied once and brought
+# up to date by one untimed incremental run (its watermarks set). Every round starts the source
+# and that copy afresh from their templates, then updates 1 % of the accounts and deletes 0.1 %
+# (accounts no measurement references), untimed; a contender then brings bench_copy up to date.
+build_incremental() {
+    build_large bench_incremental_base "$scale"
+    mkdir -p "$base/work"
+    psql_on "$source_port" -d bench_incremental_base \
+        -c "ALTER TABLE pgbench_accounts ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now()" \
+        -c "CREATE INDEX ON pgbench_accounts (updated_at)" \
+        -c "ALTER TABLE measurements ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now()" \
+        -c "CREATE INDEX ON measurements (updated_at)" -c "VACUUM ANALYZE"
+    psql_on "$source_port" -d postgres -c "CREATE DATABASE bench_incremental TEMPLATE bench_incremental_base"
+    local source target
+    source=$(uri "$source_port" bench_incremental)
+    target=$(uri "$target_port" incremental_base)
+    "$dbsync" sync --source "$source" --target "$target" --yes --plain --dump-dir "$base/work" \
+        >"$base/logs/incremental-base.log" 2>&1 &&
+        "$dbsync" sync --incremental --source "$source" --target "$target" --yes --plain \
+            >>"$base/logs/incremental-base.log" 2>&1 ||
+        { echo "the incremental base copy failed:" >&2; tail -n 20 "$base/logs/incremental-base.log" >&2; exit 1; }
+}
+
+prepare_incremental_round() {
+    psql_on "$source_port" -d postgres -c "DROP DATABASE IF EXISTS bench_incremental WITH (FORCE)" \
+        -c "CREATE DATABASE bench_incremental TEMPLATE bench_incremental_base"
+    psql_on "$source_port" -d bench_incremental <<'SQL'
+UPDATE pgbench_accounts SET abalance = abalance + 1, updated_at = now() WHERE aid % 100 = 7;
+DELETE FROM pgbench_accounts WHERE aid IN (
+    SELECT aid FROM pgbench_accounts AS a
+    WHERE NOT EXISTS (SELECT 1 FROM measurements AS m WHERE m.account_id = a.aid)
+    ORDER BY (aid::bigint * 7919) % 100003 LIMIT (SELECT count(*) / 1000 FROM pgbench_accounts));
+VACUUM ANALYZE pgbench_accounts;
+SQL
+    psql_on "$target_port" -d postgres -c "DROP DATABASE IF EXISTS bench_copy WITH (FORCE)" \
+        -c "CREATE DATABASE bench_copy TEMPLATE incremental_base"
+}
+
 database_size() {
     psql_on "$source_port" -d postgres -Atc "SELECT pg_size_pretty(pg_database_size('$1'))"
 }
@@ -276,8 +318,29 @@ run_contender() {
     source=$(uri "$source_port" "$database")
     target=$(uri "$target_port" bench_copy)
     log=$base/logs/$database-$name-$(date +%s%N).log
-    reset_target
+    [ "$database" = bench_incremental ] && prepare_incremental_round
     case $name in
+        incremental | incremental-deep) ;;
+        *) reset_target ;;
+    esac
+    case $name in
+        incremental | incremental-deep)
+            local extra=()
+            [ "$name" = incremental-deep ] && extra=(--deep)
+            psql_on "$target_port" -d postgres -c "CHECKPOINT"
+            psql_on "$source_port" -d postgres -c "CHECKPOINT"
+            sync
+            measured=$(timed "$log" "$dbsync" sync --incremental --source "$source" --target "$target" --jobs "$jobs" \
+                --yes --plain --report "$base/work/report.json" "${extra[@]}") ||
+                { echo "dbsync --incremental failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
+            python3 - "$base/work/report.json" "$measured" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+seconds, *cpu = sys.argv[2].split()
+phases = ",".join(f"{phase['phase']}={phase['seconds']:.2f}" for phase in report.get("phases", []))
+print(seconds, report["peak_memory_bytes"], 0, *cpu, phases or "-")
+PY
+            ;;
         dbsync | dbsync-stream | dbsync-j1 | dbsync-j4 | dbsync-split | baseline)
             local extra=() binary=$dbsync run_jobs=$jobs
             [ "$name" = dbsync-stream ] && extra=(--stream)
@@ -341,6 +404,7 @@ contenders_for() {
         [ "$1" = huge ] && list=$list,pgcopydb-split,dbsync-split,dbsync-j1,dbsync-j4
         [ "$1" = large ] && list=$list,dbsync-split
         [ "$1" = small ] && list=$list,pg_dump-pipe
+        [ "$1" = incremental ] && list=dbsync,incremental,incremental-deep
     fi
     [ -n "$baseline" ] && list=$list,baseline
     echo "$list"
@@ -398,6 +462,15 @@ for dataset in "${dataset_list[@]}"; do
             IFS=, read -r -a contender_list <<<"$(contenders_for small)"
             measure_dataset "small" bench_small "${contender_list[@]}"
             drop_dataset bench_small
+            ;;
+        incremental)
+            echo "Building incremental (large with updated_at, copied and brought up to date once) ..."
+            build_incremental
+            echo "incremental: $(database_size bench_incremental_base)"
+            IFS=, read -r -a contender_list <<<"$(contenders_for incremental)"
+            measure_dataset "incremental" bench_incremental "${contender_list[@]}"
+            drop_dataset bench_incremental
+            drop_dataset bench_incremental_base
             ;;
         *) echo "bench.sh: unknown dataset $dataset" >&2; exit 2 ;;
     esac
@@ -460,6 +533,14 @@ if sync and verify:
     verify_median = statistics.median(s for s, _, _ in verify)
     print(f"verify --checksum on large: {verify_median:.2f} s, {verify_median / sync_median:.2f} of the sync's "
           f"{sync_median:.2f} s (goal: below 0.50).")
+full = by_key.get(("incremental", "dbsync"))
+for name, goal in (("incremental", 0.10), ("incremental-deep", 0.50)):
+    measured = by_key.get(("incremental", name))
+    if full and measured:
+        full_median = statistics.median(s for s, _, _ in full)
+        median = statistics.median(s for s, _, _ in measured)
+        print(f"{name} after 1 % of the accounts updated and 0.1 % deleted: {median:.2f} s, "
+              f"{median / full_median:.2f} of a full sync's {full_median:.2f} s (goal: below {goal:.2f}).")
 small = by_key.get(("large", "dbsync"))
 double = by_key.get(("large x2", "dbsync"))
 if small and double:

@@ -4,7 +4,10 @@
 //! form (their text changed between major versions), and the hashes are summed, which needs no
 //! sort and no memory that grows with the table.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result};
+use futures_util::TryStreamExt;
 use tokio_postgres::Client;
 
 use super::{QualifiedName, quote_identifier, sql_error};
@@ -106,14 +109,15 @@ pub async fn prepare_compare_session(client: &Client) -> Result<()> {
         .context("cannot set the output settings for comparing rows")
 }
 
-/// What the built-in hash gives here for a probe text with non-ASCII characters: servers whose
-/// byte order or encoding differ give different values, and then MD5 is used on both.
+/// What the built-in hashes give here for a probe text with non-ASCII characters and a probe
+/// integer: servers whose byte order or encoding differ give different values, and then MD5 is
+/// used on both.
 pub async fn builtin_hash_probe(client: &Client) -> Result<Option<i64>> {
     let probe = "dbsync checksum probe: Zürich, 東京, ✓";
     let row = client
         .query_one(
             "SELECT CASE WHEN current_setting('server_version_num')::int >= 110000 \
-             THEN hashtextextended($1::text, 0) END",
+             THEN hashtextextended($1::text, 0) # hashint8extended(1234567890123, 0) END",
             &[&probe],
         )
         .await
@@ -197,23 +201,10 @@ pub async fn bucket_sums(
     let hashed = row_hash_expression(columns, hash);
     let (bucket, condition) = match range {
         None => ("0".to_string(), String::new()),
-        Some((key_name, buckets, lower, upper)) => {
-            let condition = super::rows::range_condition(Some((key_name, lower, upper)));
-            let key = quote_identifier(key_name);
-            let KeyBuckets {
-                lowest,
-                highest,
-                step,
-                buckets,
-            } = buckets;
-            (
-                format!(
-                    "CASE WHEN {key} < {lowest} THEN -1 WHEN {key} > {highest} THEN {buckets} \
-                     ELSE ({key}::bigint - {lowest}) / {step} END"
-                ),
-                condition,
-            )
-        }
+        Some((key_name, buckets, lower, upper)) => (
+            bucket_expression(key_name, &buckets),
+            super::rows::range_condition(Some((key_name, lower, upper))),
+        ),
     };
     let query = format!(
         "SELECT {bucket}::bigint, count(*), coalesce(sum({hashed}), 0)::text FROM ONLY {} AS t{condition} GROUP BY 1",
@@ -233,6 +224,63 @@ pub async fn bucket_sums(
             sum: row.get(2),
         })
         .collect())
+}
+
+/// The bucket of a row by its integer key: -1 below the range, `buckets` above it.
+pub(super) fn bucket_expression(key: &str, buckets: &KeyBuckets) -> String {
+    let key = quote_identifier(key);
+    let KeyBuckets {
+        lowest,
+        highest,
+        step,
+        buckets,
+    } = buckets;
+    format!(
+        "CASE WHEN {key} < {lowest} THEN -1 WHEN {key} > {highest} THEN {buckets} \
+         ELSE ({key}::bigint - {lowest}) / {step} END"
+    )
+}
+
+/// Per bucket of the table's own rows: how many, and 62 bits of the sum of their hashes over
+/// `columns` (two 31-bit halves summed as `bigint`, cheap to aggregate); with no columns, how
+/// many only. Each row is hashed once (`OFFSET 0` keeps the planner from copying the hash into
+/// both sums); the session's `work_mem` must hold the buckets, or the aggregate spills to disk
+/// (the planner cannot estimate how many there are).
+pub async fn bucket_digests(
+    client: &Client,
+    table: &QualifiedName,
+    key: &str,
+    buckets: &KeyBuckets,
+    columns: &[ChecksumColumn],
+    hash: RowHash,
+) -> Result<BTreeMap<i64, [i64; 3]>> {
+    let hashed = match columns {
+        [] => "0::bigint".to_string(),
+        columns => row_hash_expression(columns, hash),
+    };
+    let query = format!(
+        "SELECT bucket, count(*), sum((hash >> 33)::int4), sum((hash & 2147483647)::int4) \
+         FROM (SELECT {} AS bucket, {hashed} AS hash FROM ONLY {} AS t OFFSET 0) AS rows GROUP BY 1",
+        bucket_expression(key, buckets),
+        table.quoted()
+    );
+    let failed = |error| {
+        sql_error(
+            format!("cannot compare the rows of {} by key ranges", table.display_name()),
+            error,
+        )
+    };
+    // Streamed: a hundred thousand buckets held as rows would take several times their room.
+    let rows = client
+        .query_raw(&query, std::iter::empty::<i32>())
+        .await
+        .map_err(failed)?;
+    futures_util::pin_mut!(rows);
+    let mut digests = BTreeMap::new();
+    while let Some(row) = rows.try_next().await.map_err(failed)? {
+        digests.insert(row.get(0), [row.get(1), row.get(2), row.get(3)]);
+    }
+    Ok(digests)
 }
 
 /// Joins a snapshot exported by another session of the same server: a repeatable-read

@@ -6,7 +6,7 @@ use anyhow::Result;
 use tokio_postgres::Client;
 
 use super::checksum::{ChecksumColumn, RowHash, row_hash_expression};
-use super::rows::{KeyRange, RowSelection, range_condition, relay};
+use super::rows::{RowFilter, RowSelection, relay};
 use super::{QualifiedName, quote_identifier, sql_error};
 
 /// Where a table's next incremental run reads from: the table in the target that keeps it.
@@ -242,19 +242,21 @@ pub async fn stage_row_hashes(
     relay(source, target, rows, &copy_in, &copy_out).await
 }
 
-/// From the hash stage, the keys whose row the target lacks or holds with another hash, kept in
-/// a temporary table for `changed_keys`; returns how many.
+/// From the hash stage, the keys whose row the target lacks or holds with another hash (among
+/// its rows that pass `filter`), kept in a temporary table for `changed_keys`; returns how many.
 pub async fn find_changed_keys(
     client: &Client,
     table: &QualifiedName,
     key: &str,
     columns: &[ChecksumColumn],
     hash: RowHash,
-    range: Option<KeyRange<'_>>,
+    filter: Option<RowFilter<'_>>,
 ) -> Result<u64> {
+    let condition = filter
+        .map(|filter| format!(" WHERE {}", filter.condition()))
+        .unwrap_or_default();
     let key = quote_identifier(key);
     let target_hash = row_hash_expression(columns, hash);
-    let condition = range_condition(range);
     client
         .batch_execute(&format!(
             "DROP TABLE IF EXISTS {CHANGED_KEYS}; \
@@ -357,20 +359,20 @@ pub async fn upsert_staged(
     Ok((inserted, updated))
 }
 
-/// Deletes the table's rows in `range` whose key is not in the hash stage (the source's keys of
-/// that range), `batch_rows` per statement; returns how many.
+/// Deletes the table's rows that pass `filter` whose key is not in the hash stage (the source's
+/// keys of those rows), `batch_rows` per statement; returns how many.
 pub async fn delete_missing(
     client: &Client,
     table: &QualifiedName,
     key: &[String],
-    range: Option<KeyRange<'_>>,
+    filter: Option<RowFilter<'_>>,
     batch_rows: u64,
 ) -> Result<u64> {
-    let condition = match range_condition(range) {
-        condition if condition.is_empty() => " WHERE true".to_string(),
-        condition => condition,
-    };
-    // The range's key names are unqualified: inside the subquery they are `held`'s.
+    // The filter's column names are unqualified: inside the subquery they are `held`'s.
+    let condition = format!(
+        " WHERE {}",
+        filter.map(|filter| filter.condition()).unwrap_or_else(|| "true".into())
+    );
     let matches: Vec<String> = key
         .iter()
         .map(|column| {
@@ -430,6 +432,26 @@ async fn empty_hash_stage(client: &Client) -> Result<()> {
         .batch_execute(&format!("TRUNCATE {HASH_STAGE}"))
         .await
         .map_err(|error| sql_error("cannot empty the hash stage", error))
+}
+
+/// The table's own rows (not its partitions' or children's).
+pub async fn own_row_count(client: &Client, table: &QualifiedName) -> Result<i64> {
+    Ok(client
+        .query_one(&format!("SELECT count(*) FROM ONLY {}", table.quoted()), &[])
+        .await
+        .map_err(|error| sql_error(format!("cannot count the rows of {}", table.display_name()), error))?
+        .get(0))
+}
+
+/// The incremental sessions' planner: index scans (a key's bounds, rows by key or change
+/// column) even on the checksum sessions of the source, no JIT compilation (it costs more than
+/// it saves on these statements), and `work_mem` for the bucket sums' hash table (at most
+/// 2^17 buckets: about 25 MB).
+pub async fn prepare_incremental_session(client: &Client) -> Result<()> {
+    client
+        .batch_execute("SET jit = off; SET enable_indexscan = on; SET work_mem = '32MB'")
+        .await
+        .map_err(|error| sql_error("cannot set the planner settings of an incremental session", error))
 }
 
 /// A table without a primary key: every row deleted, in the open transaction; returns how many.

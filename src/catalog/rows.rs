@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use futures_util::{SinkExt, TryStreamExt};
 use tokio_postgres::Client;
 
-use super::{QualifiedName, quote_identifier, sql_error};
+use super::{KeyBuckets, QualifiedName, quote_identifier, sql_error};
 
 /// Rows are relayed in batches of about this many bytes: few enough messages to keep the
 /// relay's own work small, and memory bounded (one batch per relay, whatever the table).
@@ -159,6 +159,12 @@ pub(super) fn range_condition(range: Option<KeyRange>) -> String {
     }
 }
 
+/// `'{1,2,3}'::bigint[]`.
+fn bigint_array(values: &[i64]) -> String {
+    let values: Vec<String> = values.iter().map(i64::to_string).collect();
+    format!("'{{{}}}'::bigint[]", values.join(","))
+}
+
 /// Which rows of a table move, in which `COPY` format.
 #[derive(Debug, Clone, Copy)]
 pub struct RowSelection<'a> {
@@ -187,10 +193,16 @@ pub enum RowFilter<'a> {
     },
     /// The rows whose integer key is one of these.
     Keys { key: &'a str, values: &'a [i64] },
+    /// The rows whose integer key falls in one of these buckets.
+    Buckets {
+        key: &'a str,
+        buckets: KeyBuckets,
+        values: &'a [i64],
+    },
 }
 
 impl RowFilter<'_> {
-    fn condition(&self) -> String {
+    pub(super) fn condition(&self) -> String {
         match self {
             RowFilter::ChangedSince {
                 column,
@@ -201,9 +213,13 @@ impl RowFilter<'_> {
                 quote_identifier(column),
                 super::quote_literal(value)
             ),
-            RowFilter::Keys { key, values } => {
-                let values: Vec<String> = values.iter().map(i64::to_string).collect();
-                format!("{} = ANY('{{{}}}'::bigint[])", quote_identifier(key), values.join(","))
+            RowFilter::Keys { key, values } => format!("{} = ANY({})", quote_identifier(key), bigint_array(values)),
+            RowFilter::Buckets { key, buckets, values } => {
+                format!(
+                    "{} = ANY({})",
+                    super::checksum::bucket_expression(key, buckets),
+                    bigint_array(values)
+                )
             }
         }
     }

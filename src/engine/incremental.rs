@@ -118,6 +118,9 @@ impl Run<'_> {
             for client in &target {
                 catalog::prepare_compare_session(client).await?;
             }
+            for client in source.clients().iter().chain(&target) {
+                catalog::prepare_incremental_session(client).await?;
+            }
             anyhow::Ok((source, target))
         };
         interruptible(&self.cancellation, open).await

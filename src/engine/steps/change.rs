@@ -3,6 +3,8 @@
 //! are staged by `COPY`, upserted, and the rows the source no longer has deleted; the new
 //! watermark is written in the same transaction, so it moves only when the rows do.
 
+use std::collections::BTreeSet;
+
 use anyhow::Result;
 use tokio_postgres::Client;
 
@@ -11,8 +13,12 @@ use crate::catalog::{
 };
 use crate::report::RowChanges;
 
-/// Buckets a key's range is cut into to find where two tables differ.
-const RANGE_PARTS: i64 = 64;
+/// Keys per bucket when the keys alone are compared (to find deletions), and rows per bucket
+/// when whole rows are: small buckets, so that changes spread over a table leave most buckets
+/// equal; at most `MOST_BUCKETS` (the bucket sums' hash table stays within `work_mem`).
+const KEYS_PER_BUCKET: i64 = 64;
+const ROWS_PER_BUCKET: i64 = 16;
+const MOST_BUCKETS: i64 = 1 << 17;
 
 /// What is known of a table before its transaction.
 #[derive(Debug, Clone)]
@@ -150,22 +156,19 @@ async fn next_watermark(
     })
 }
 
-fn selection<'a>(
-    table: &'a TableChange,
-    range: Option<catalog::KeyRange<'a>>,
-    filter: Option<RowFilter<'a>>,
-) -> RowSelection<'a> {
+fn selection<'a>(table: &'a TableChange, filter: Option<RowFilter<'a>>) -> RowSelection<'a> {
     RowSelection {
         table: &table.name,
         columns: &table.columns,
-        range,
+        range: None,
         binary: false,
         masked: &table.masked,
         filter,
     }
 }
 
-/// Rows whose change column is at least `read_from`, upserted; deletions found by key ranges.
+/// Rows whose change column is at least `read_from`, upserted; then the rows the source no
+/// longer has deleted.
 async fn changed_since(
     source: &Client,
     target: &Client,
@@ -180,19 +183,14 @@ async fn changed_since(
         value: read_from,
         type_name: &change.type_name,
     };
-    let (_, mut bytes_read) = catalog::stage_rows(source, target, &selection(table, None, Some(filter))).await?;
+    let (_, mut bytes_read) = catalog::stage_rows(source, target, &selection(table, Some(filter))).await?;
     let (inserted, updated) =
         catalog::upsert_staged(target, &table.name, &table.columns, key, context.batch_rows).await?;
     let mut deleted = 0;
     if context.delete {
-        let key_columns = key_hash_columns(key);
-        for range in differing_ranges(source, target, table, (&key_columns, &key_columns), context.hash).await? {
-            let range = range.as_key_range(table);
-            bytes_read += catalog::stage_keys(source, target, &selection(table, range, None), key)
-                .await?
-                .1;
-            deleted += catalog::delete_missing(target, &table.name, key, range, context.batch_rows).await?;
-        }
+        let (count, bytes) = delete_vanished(source, target, table, context).await?;
+        deleted = count;
+        bytes_read += bytes;
     }
     Ok(RowChanges {
         method: "change-column",
@@ -204,9 +202,49 @@ async fn changed_since(
     })
 }
 
-/// The key ranges whose row hashes differ; in each, with an integer key, the keys whose rows
-/// differ (by row hash) fetched and upserted, else every row of the range upserted (only the
-/// rows that differ are written); the rows the source no longer has deleted.
+/// After the upserts the target holds every row of the source, so equal counts mean nothing to
+/// delete, and in buckets of an integer key equal counts mean the same keys. Otherwise (or
+/// without an integer key) the source's keys of the buckets whose counts differ decide what
+/// goes; returns the rows deleted and the bytes read.
+async fn delete_vanished(
+    source: &Client,
+    target: &Client,
+    table: &TableChange,
+    context: &ChangeContext<'_>,
+) -> Result<(u64, u64)> {
+    let key = table.key.as_deref().unwrap_or_default();
+    let counts = tokio::try_join!(
+        catalog::own_row_count(source, &table.name),
+        catalog::own_row_count(target, &table.name)
+    )?;
+    if counts.0 == counts.1 {
+        return Ok((0, 0));
+    }
+    let Some((integer_key, buckets)) = buckets_of(source, table, KEYS_PER_BUCKET).await? else {
+        let bytes = catalog::stage_keys(source, target, &selection(table, None), key)
+            .await?
+            .1;
+        let deleted = catalog::delete_missing(target, &table.name, key, None, context.batch_rows).await?;
+        return Ok((deleted, bytes));
+    };
+    let differing = differing_buckets(source, target, table, (integer_key, &buckets), (&[], &[]), context.hash).await?;
+    let filter = RowFilter::Buckets {
+        key: integer_key,
+        buckets,
+        values: &differing,
+    };
+    let bytes = catalog::stage_keys(source, target, &selection(table, Some(filter)), key)
+        .await?
+        .1;
+    let deleted = catalog::delete_missing(target, &table.name, key, Some(filter), context.batch_rows).await?;
+    Ok((deleted, bytes))
+}
+
+/// With an integer key: both sides' rows hashed in small buckets of the key, and in the buckets
+/// that differ the rows compared by hash, key by key; only the rows that differ are fetched and
+/// upserted, and the keys the source lacks deleted. Without one (or with an empty source): the
+/// whole table's hashes compared, and if they differ every row staged and upserted (only those
+/// that differ are written).
 async fn key_ranges(
     source: &Client,
     target: &Client,
@@ -219,43 +257,73 @@ async fn key_ranges(
         ..RowChanges::default()
     };
     let hashed = (table.source_hashed.as_slice(), table.target_hashed.as_slice());
-    for range in differing_ranges(source, target, table, hashed, context.hash).await? {
-        let range = range.as_key_range(table);
-        let staged = match &table.integer_key {
-            Some(integer_key) => {
-                let rows = selection(table, range, None);
-                let hashes = catalog::stage_row_hashes(source, target, &rows, key, &table.source_hashed, context.hash);
-                changes.bytes_read += hashes.await?.1;
-                catalog::find_changed_keys(
-                    target,
-                    &table.name,
-                    integer_key,
-                    &table.target_hashed,
-                    context.hash,
-                    range,
-                )
-                .await?;
-                fetch_changed_rows(source, target, table, integer_key, context.batch_rows).await?
+    let filter;
+    let differing;
+    match buckets_of(source, table, ROWS_PER_BUCKET).await? {
+        Some((integer_key, buckets)) => {
+            differing = differing_buckets(source, target, table, (integer_key, &buckets), hashed, context.hash).await?;
+            if differing.is_empty() {
+                return Ok(changes);
             }
-            None => {
-                changes.bytes_read += catalog::stage_keys(source, target, &selection(table, range, None), key)
-                    .await?
-                    .1;
-                catalog::stage_rows(source, target, &selection(table, range, None))
-                    .await?
-                    .1
-            }
-        };
-        changes.bytes_read += staged;
-        let (inserted, updated) =
-            catalog::upsert_staged(target, &table.name, &table.columns, key, context.batch_rows).await?;
-        changes.inserted += inserted;
-        changes.updated += updated;
-        if context.delete {
-            changes.deleted += catalog::delete_missing(target, &table.name, key, range, context.batch_rows).await?;
+            filter = Some(RowFilter::Buckets {
+                key: integer_key,
+                buckets,
+                values: &differing,
+            });
+            let rows = selection(table, filter);
+            let hashes = catalog::stage_row_hashes(source, target, &rows, key, &table.source_hashed, context.hash);
+            changes.bytes_read += hashes.await?.1;
+            catalog::find_changed_keys(
+                target,
+                &table.name,
+                integer_key,
+                &table.target_hashed,
+                context.hash,
+                filter,
+            )
+            .await?;
+            changes.bytes_read += fetch_changed_rows(source, target, table, integer_key, context.batch_rows).await?;
+        }
+        None => {
+            filter = None;
+            let Some(bytes_read) = stage_whole_table(source, target, table, hashed, context.hash).await? else {
+                return Ok(changes);
+            };
+            changes.bytes_read += bytes_read;
         }
     }
+    let (inserted, updated) =
+        catalog::upsert_staged(target, &table.name, &table.columns, key, context.batch_rows).await?;
+    changes.inserted = inserted;
+    changes.updated = updated;
+    if context.delete {
+        changes.deleted = catalog::delete_missing(target, &table.name, key, filter, context.batch_rows).await?;
+    }
     Ok(changes)
+}
+
+/// The whole table's hashes compared; if they differ, every source row staged (and its key, for
+/// deletions). Returns the bytes read, `None` when the two sides are equal.
+async fn stage_whole_table(
+    source: &Client,
+    target: &Client,
+    table: &TableChange,
+    hashed: (&[ChecksumColumn], &[ChecksumColumn]),
+    hash: RowHash,
+) -> Result<Option<u64>> {
+    let key = table.key.as_deref().unwrap_or_default();
+    let (source_sums, target_sums) = tokio::try_join!(
+        catalog::bucket_sums(source, &table.name, hashed.0, hash, None),
+        catalog::bucket_sums(target, &table.name, hashed.1, hash, None)
+    )?;
+    if source_sums == target_sums {
+        return Ok(None);
+    }
+    let keys = catalog::stage_keys(source, target, &selection(table, None), key)
+        .await?
+        .1;
+    let rows = catalog::stage_rows(source, target, &selection(table, None)).await?.1;
+    Ok(Some(keys + rows))
 }
 
 /// The changed keys' rows, `batch_rows` keys per read, into the row stage; returns bytes read.
@@ -272,7 +340,7 @@ async fn fetch_changed_rows(
         let keys = catalog::changed_keys(target, after, batch_rows).await?;
         let Some(last) = keys.last().copied() else { break };
         let filter = RowFilter::Keys { key, values: &keys };
-        bytes_read += catalog::stage_rows(source, target, &selection(table, None, Some(filter)))
+        bytes_read += catalog::stage_rows(source, target, &selection(table, Some(filter)))
             .await?
             .1;
         after = Some(last);
@@ -283,7 +351,7 @@ async fn fetch_changed_rows(
 /// A table without a primary key: every row deleted and the source's loaded.
 async fn replace_whole(source: &Client, target: &Client, table: &TableChange) -> Result<RowChanges> {
     let deleted = catalog::delete_every_row(target, &table.name).await?;
-    let (inserted, bytes_read) = catalog::load_rows(source, target, &selection(table, None, None)).await?;
+    let (inserted, bytes_read) = catalog::load_rows(source, target, &selection(table, None)).await?;
     Ok(RowChanges {
         method: "replaced",
         inserted,
@@ -294,148 +362,53 @@ async fn replace_whole(source: &Client, target: &Client, table: &TableChange) ->
     })
 }
 
-fn key_hash_columns(key: &[String]) -> Vec<ChecksumColumn> {
-    key.iter()
-        .map(|name| ChecksumColumn {
-            name: name.clone(),
-            float: false,
-            expression: None,
-        })
-        .collect()
+/// The table's integer key cut into buckets of about `per_bucket` of the source's key range
+/// (at most `MOST_BUCKETS`); `None` without an integer key, or when the source has no rows.
+async fn buckets_of<'a>(
+    source: &Client,
+    table: &'a TableChange,
+    per_bucket: i64,
+) -> Result<Option<(&'a str, KeyBuckets)>> {
+    let Some(key) = table.integer_key.as_deref() else {
+        return Ok(None);
+    };
+    let Some((lowest, highest)) = catalog::key_bounds(source, &table.name, key).await? else {
+        return Ok(None);
+    };
+    let span = (i128::from(highest) - i128::from(lowest) + 1).max(1);
+    let wanted = (span / i128::from(per_bucket)).clamp(1, i128::from(MOST_BUCKETS)) as i64;
+    Ok(
+        super::checksum::key_buckets(lowest, highest, (wanted / super::checksum::BUCKETS_PER_PART).max(1))
+            .map(|buckets| (key, buckets)),
+    )
 }
 
-/// A range of an integer key (`lower..upper`, open ends), or the whole table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Range {
-    lower: Option<i64>,
-    upper: Option<i64>,
-}
-
-impl Range {
-    fn as_key_range<'a>(&self, table: &'a TableChange) -> Option<catalog::KeyRange<'a>> {
-        let key = table.integer_key.as_deref()?;
-        (self.lower.is_some() || self.upper.is_some()).then_some((key, self.lower, self.upper))
-    }
-}
-
-/// The ranges whose rows (hashed over `hashed`: the source's columns, the target's) differ
-/// between the two sides: buckets of an integer key merged where adjacent, or the whole table.
-async fn differing_ranges(
+/// The buckets whose rows (hashed over `hashed`: the source's columns and the target's; none:
+/// counted only) differ between the two sides.
+async fn differing_buckets(
     source: &Client,
     target: &Client,
     table: &TableChange,
+    (key, buckets): (&str, &KeyBuckets),
     hashed: (&[ChecksumColumn], &[ChecksumColumn]),
     hash: RowHash,
-) -> Result<Vec<Range>> {
-    let buckets = match &table.integer_key {
-        Some(key) => catalog::key_bounds(source, &table.name, key)
-            .await?
-            .and_then(|(lowest, highest)| super::checksum::key_buckets(lowest, highest, RANGE_PARTS))
-            .map(|buckets| (key.as_str(), buckets)),
-        None => None,
-    };
-    let range = buckets.map(|(key, buckets)| (key, buckets, None, None));
+) -> Result<Vec<i64>> {
     let (source_sums, target_sums) = tokio::try_join!(
-        catalog::bucket_sums(source, &table.name, hashed.0, hash, range),
-        catalog::bucket_sums(target, &table.name, hashed.1, hash, range)
+        catalog::bucket_digests(source, &table.name, key, buckets, hashed.0, hash),
+        catalog::bucket_digests(target, &table.name, key, buckets, hashed.1, hash)
     )?;
-    let by_bucket = |sums: Vec<catalog::BucketSum>| -> std::collections::BTreeMap<i64, (i64, String)> {
-        sums.into_iter().map(|sum| (sum.bucket, (sum.rows, sum.sum))).collect()
-    };
-    let (source_sums, target_sums) = (by_bucket(source_sums), by_bucket(target_sums));
-    let mut differing: Vec<i64> = source_sums
+    let differing: BTreeSet<i64> = source_sums
         .keys()
         .chain(target_sums.keys())
         .filter(|bucket| source_sums.get(bucket) != target_sums.get(bucket))
         .copied()
         .collect();
-    differing.sort_unstable();
-    differing.dedup();
-    Ok(match buckets {
-        None if differing.is_empty() => Vec::new(),
-        None => vec![Range {
-            lower: None,
-            upper: None,
-        }],
-        Some((_, buckets)) => merge(differing.into_iter().map(|bucket| bucket_range(&buckets, bucket))),
-    })
-}
-
-/// The keys bucket `bucket` holds: below `lowest` (-1), above `highest` (`buckets`), or a step.
-fn bucket_range(buckets: &KeyBuckets, bucket: i64) -> Range {
-    let start =
-        |bucket: i64| i64::try_from(i128::from(buckets.lowest) + i128::from(bucket) * i128::from(buckets.step)).ok();
-    let past_highest = buckets.highest.checked_add(1);
-    match bucket {
-        -1 => Range {
-            lower: None,
-            upper: Some(buckets.lowest),
-        },
-        bucket if bucket >= buckets.buckets => Range {
-            lower: past_highest,
-            upper: None,
-        },
-        bucket if bucket == buckets.buckets - 1 => Range {
-            lower: start(bucket),
-            upper: past_highest,
-        },
-        bucket => Range {
-            lower: start(bucket),
-            upper: start(bucket + 1),
-        },
-    }
-}
-
-/// Adjacent ranges joined.
-fn merge(ranges: impl Iterator<Item = Range>) -> Vec<Range> {
-    let mut merged: Vec<Range> = Vec::new();
-    for range in ranges {
-        match merged.last_mut() {
-            Some(last) if last.upper.is_some() && last.upper == range.lower => last.upper = range.upper,
-            _ => merged.push(range),
-        }
-    }
-    merged
+    Ok(differing.into_iter().collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn differing_buckets_become_ranges_that_cover_them_exactly() {
-        let buckets = super::super::checksum::key_buckets(1, 1000, 4).unwrap();
-        let all: Vec<Range> = (-1..=buckets.buckets)
-            .map(|bucket| bucket_range(&buckets, bucket))
-            .collect();
-        assert_eq!(
-            all[0],
-            Range {
-                lower: None,
-                upper: Some(1)
-            }
-        );
-        assert_eq!(
-            all.last().unwrap(),
-            &Range {
-                lower: Some(1001),
-                upper: None
-            }
-        );
-        for pair in all.windows(2) {
-            assert_eq!(pair[0].upper, pair[1].lower, "no gap and no overlap: {pair:?}");
-        }
-        assert_eq!(
-            merge(all.into_iter()),
-            vec![Range {
-                lower: None,
-                upper: None
-            }]
-        );
-        let apart = merge([bucket_range(&buckets, 0), bucket_range(&buckets, 2)].into_iter());
-        assert_eq!(apart.len(), 2);
-        assert_eq!(apart[0].lower, Some(1));
-    }
 
     #[test]
     fn change_columns_are_timestamps_or_integers() {

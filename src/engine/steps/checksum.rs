@@ -16,7 +16,7 @@ use crate::scheduler::share_out;
 const PART_BYTES: i64 = 32 * 1024 * 1024;
 const MOST_PARTS: i64 = 64;
 /// Buckets of each part, summed apart, to locate a difference.
-const BUCKETS_PER_PART: i64 = 16;
+pub(crate) const BUCKETS_PER_PART: i64 = 16;
 
 /// Sessions of one server in one snapshot, with the output settings checksums need.
 pub struct Sessions(Vec<Arc<Client>>);
