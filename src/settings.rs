@@ -663,27 +663,25 @@ pub fn resolve_restore(arguments: &RestoreArguments, environment: Environment) -
     )
 }
 
-/// Masked copies are made by full syncs (files or `--stream`); the modes that would copy or
-/// compare clear values without the transforms are refused until they apply them.
+/// Masked copies are made by full syncs (files or `--stream`), dumps, refreshes and incremental
+/// syncs; the modes that would compare clear values with masked ones are refused until they
+/// apply the transforms.
 fn refuse_unsupported_masking(
     masking: &crate::masking::Masking,
     mode: Mode,
-    content: &Content,
     verification: Verification,
 ) -> Result<(), SyncError> {
     if masking.is_empty() {
         return Ok(());
     }
-    let unsupported = match (mode, content, verification) {
-        (Mode::Dump { .. }, _, _) => Some("dbsync dump"),
-        (Mode::Verify, _, _) => Some("dbsync verify"),
-        (_, Content::DataOnly { .. }, _) => Some("--data-only"),
-        (_, _, Verification::Checksum) => Some("--verify checksum"),
+    let unsupported = match (mode, verification) {
+        (Mode::Verify, _) => Some("dbsync verify"),
+        (_, Verification::Checksum) => Some("--verify checksum"),
         _ => None,
     };
     match unsupported {
         Some(what) => Err(usage_error!(
-            "the config file masks columns ([transform]), which {what} does not apply yet: it would copy or compare clear values; use a full sync, or a config without [transform]"
+            "the config file masks columns ([transform]), which {what} does not apply yet: it would compare clear values with masked ones; use --verify count, or a config without [transform]"
         )),
         None => Ok(()),
     }
@@ -954,7 +952,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
     })?;
     let masking = crate::masking::Masking::from_config(&config.transform, environment(crate::masking::SALT_VARIABLE))
         .map_err(|error| usage_error!("config file: {error}"))?;
-    refuse_unsupported_masking(&masking, mode, &content, verification)?;
+    refuse_unsupported_masking(&masking, mode, verification)?;
     let incremental = incremental_settings(&config.incremental, arguments.batch_rows)?;
     let progress_every = match arguments.run.progress_every {
         Some(0) => return Err(usage_error!("--progress-every must be at least 1 second")),

@@ -32,6 +32,9 @@ impl Run<'_> {
         let (source, plan, unreadable) = self.inspect_source().await?;
         let tools = preflight::locate_tools(settings, &source)?;
         let job = self.prepare_dump(&source, &plan, tools, unreadable, started_at).await?;
+        // Masked tables (and large ones with --split-larger-than) go through the row-copy path.
+        let plan = self.split_large_tables(&job, &plan, &source).await?;
+        self.progress.set_plan(&plan);
         let plan = Arc::new(plan);
         self.dump_schema_and_data(&job, &plan, &source).await?;
         self.emit(Event::Phase(Phase::DumpCounts));

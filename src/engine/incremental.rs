@@ -226,10 +226,7 @@ impl Run<'_> {
                 .iter()
                 .position(|table| table.members.contains(&fitted.name))
                 .expect("every refreshed table is a member of a planned table");
-            tables.push((
-                planned,
-                self.table_change(&plan.tables[planned].name, planned, fitted, key)?,
-            ));
+            tables.push((planned, self.table_change(&plan.tables[planned].name, fitted, key)?));
         }
         Ok(tables)
     }
@@ -237,12 +234,11 @@ impl Run<'_> {
     fn table_change(
         &self,
         planned_name: &QualifiedName,
-        planned: usize,
         fitted: RefreshedTable,
         key: Option<Vec<String>>,
     ) -> Result<TableChange, SyncError> {
         let config = &self.settings.incremental;
-        let masked = self.masks.get(&planned).cloned().unwrap_or_default();
+        let masked = fitted.masked.clone();
         if let Some((column, _)) = masked
             .iter()
             .find(|(column, _)| key.as_ref().is_some_and(|key| key.contains(column)))

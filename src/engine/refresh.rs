@@ -29,6 +29,8 @@ pub(super) struct RefreshedTable {
     pub(super) columns: Vec<String>,
     /// The source's definitions of `columns`.
     pub(super) source_columns: Vec<TableColumn>,
+    /// Columns read through their `[transform]` on the source.
+    pub(super) masked: Vec<(String, String)>,
 }
 
 impl Run<'_> {
@@ -49,10 +51,14 @@ impl Run<'_> {
         let jobs = self.jobs.get();
         let settings = self.settings;
         let open = async {
-            tokio::try_join!(
+            let (source, target) = tokio::try_join!(
                 Sessions::open(settings.source(), "source", jobs, Some(&snapshot)),
                 connect_many(settings.target(), jobs)
-            )
+            )?;
+            for client in source.clients() {
+                catalog::set_mask_salt(client, settings.masking.salt.as_deref()).await?;
+            }
+            anyhow::Ok((source, target))
         };
         let (source_sessions, target_sessions) = interruptible(&self.cancellation, open).await?;
         self.refresh_tables(&source_sessions, &target_sessions, &tables).await?;
@@ -160,7 +166,7 @@ impl Run<'_> {
                         columns: &table.columns,
                         range: None,
                         binary: false,
-                        masked: &[],
+                        masked: &table.masked,
                         filter: None,
                     },
                 )
@@ -262,10 +268,17 @@ impl Run<'_> {
                 .into_iter()
                 .filter(|column| column.generated.is_none())
                 .collect();
+            let masked = plan
+                .tables
+                .iter()
+                .position(|planned| planned.members.contains(table))
+                .and_then(|planned| self.masks.get(&planned).cloned())
+                .unwrap_or_default();
             tables.push(RefreshedTable {
                 name: table.clone(),
                 columns: copied.iter().map(|column| column.name.clone()).collect(),
                 source_columns: copied,
+                masked,
             });
         }
         self.apply_schema_fit(target, fitting, tables.len()).await?;

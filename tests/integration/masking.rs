@@ -216,23 +216,94 @@ fn a_transform_that_cannot_apply_is_refused_before_anything_changes() {
     }
     // Modes that would copy or compare clear values are refused while they do not mask.
     let config = masking_config(work.path(), "email = \"email\"");
-    for (extra, what) in [
-        (&["--verify", "checksum"][..], "--verify checksum"),
-        (&["--data-only"][..], "--data-only"),
-    ] {
-        let output = crate::sync_command("mask_bad_src", "mask_bad_dst", dumps.path())
-            .args(["--yes", "--config"])
-            .arg(&config)
-            .args(extra)
-            .env("DBSYNC_MASK_SALT", SALT)
-            .output()
-            .unwrap();
-        assert_exit(&output, 2);
-        assert!(
-            text(&output).contains(&format!("which {what} does not apply yet")),
-            "{}",
-            text(&output)
-        );
-        crate::assert_previous_target_intact("mask_bad_dst");
-    }
+    let output = crate::sync_command("mask_bad_src", "mask_bad_dst", dumps.path())
+        .args(["--yes", "--verify", "checksum", "--config"])
+        .arg(&config)
+        .env("DBSYNC_MASK_SALT", SALT)
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+    assert!(
+        text(&output).contains("which --verify checksum does not apply yet"),
+        "{}",
+        text(&output)
+    );
+    crate::assert_previous_target_intact("mask_bad_dst");
+}
+
+/// No file under `directory` holds `text`.
+fn assert_nowhere_in(directory: &Path, text: &str) {
+    let found = std::process::Command::new("grep")
+        .args(["-r", "-l", "-a", text])
+        .arg(directory)
+        .output()
+        .unwrap();
+    assert!(
+        found.stdout.is_empty(),
+        "{text} in {}",
+        String::from_utf8_lossy(&found.stdout)
+    );
+}
+
+#[test]
+fn dumps_and_refreshes_mask_too() {
+    let clusters = clusters();
+    people_source("mask_dump_src");
+    let work = dump_dir();
+    let config = masking_config(work.path(), "email = \"email\"\nnotes = \"null\"");
+    let archive = work.path().join("archive");
+    let dumped = crate::dbsync()
+        .args(["dump", "--source"])
+        .arg(clusters.source.uri("mask_dump_src"))
+        .arg("--output")
+        .arg(&archive)
+        .arg("--config")
+        .arg(&config)
+        .env("DBSYNC_MASK_SALT", SALT)
+        .output()
+        .unwrap();
+    assert_exit(&dumped, 0);
+    assert_nowhere_in(&archive, "clear.example.com");
+    assert_nowhere_in(&archive, "private note");
+    assert_nowhere_in(&archive, SALT);
+    let restored = crate::dbsync()
+        .args(["restore"])
+        .arg(&archive)
+        .arg("--target")
+        .arg(clusters.target.uri("mask_dump_dst"))
+        .args(["--yes", "--dump-dir"])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert_exit(&restored, 0);
+    let target = |query: &str| clusters.target.psql("mask_dump_dst", query).trim().to_string();
+    assert_eq!(
+        target("SELECT count(*) FROM users WHERE email LIKE '%@example.invalid'"),
+        "301"
+    );
+    assert_eq!(
+        target("SELECT count(*) FROM orders o JOIN users u ON u.email = o.user_email"),
+        "900"
+    );
+
+    // A data-only refresh of the restored copy reads through the same transforms.
+    clusters.source.psql(
+        "mask_dump_src",
+        "UPDATE users SET notes = 'fresh private note' WHERE id = 3",
+    );
+    let refreshed = crate::sync_command("mask_dump_src", "mask_dump_dst", work.path())
+        .args(["--data-only", "--yes", "--config"])
+        .arg(&config)
+        .env("DBSYNC_MASK_SALT", SALT)
+        .output()
+        .unwrap();
+    assert_exit(&refreshed, 0);
+    assert_eq!(
+        target("SELECT count(*) FROM users WHERE email LIKE '%clear.example.com' OR notes IS NOT NULL"),
+        "0"
+    );
+    assert_eq!(
+        target("SELECT count(*) FROM orders o JOIN users u ON u.email = o.user_email"),
+        "900"
+    );
 }
