@@ -112,9 +112,7 @@ impl Run<'_> {
                 Sessions::open(settings.source(), "source", jobs, Some(snapshot)),
                 connect_many(settings.target(), jobs)
             )?;
-            for client in source.clients() {
-                catalog::set_mask_salt(client, settings.masking.salt.as_deref()).await?;
-            }
+            source.set_mask_salt(settings.masking.salt.as_deref()).await?;
             for client in &target {
                 catalog::prepare_compare_session(client).await?;
             }

@@ -158,6 +158,27 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
+    /// Each member of the plan's tables (in `Plan::members` order) with its masked columns.
+    fn member_masks(&self, plan: &Plan) -> Vec<Vec<(String, String)>> {
+        plan.tables
+            .iter()
+            .enumerate()
+            .flat_map(|(index, table)| {
+                let masked = self.masks.get(&index).cloned().unwrap_or_default();
+                table.members.iter().map(move |_| masked.clone())
+            })
+            .collect()
+    }
+
+    /// The masked columns of the planned table `member` belongs to.
+    fn masks_of_member(&self, plan: &Plan, member: &QualifiedName) -> Vec<(String, String)> {
+        plan.tables
+            .iter()
+            .position(|table| table.members.contains(member))
+            .and_then(|table| self.masks.get(&table).cloned())
+            .unwrap_or_default()
+    }
+
     fn emit(&self, event: Event) {
         if let Event::Phase(phase) = &event {
             self.phase_clock.enter(phase.key());
@@ -840,6 +861,7 @@ impl<'a> Run<'a> {
     /// post-data is done: a query on the copy while partition indexes are being attached can
     /// deadlock with them.
     async fn validate(&self, job: &Job, plan: &Plan, source: &Source) -> Result<Vec<i64>, SyncError> {
+        let masks = self.member_masks(plan);
         self.emit(Event::Phase(Phase::Validation));
         let verification = self.settings.verification;
         let jobs = self.settings.jobs.get();
@@ -860,7 +882,7 @@ impl<'a> Run<'a> {
                 };
                 let checksums = async {
                     match verification {
-                        Verification::Checksum => verify::checksum_copy(job, plan, jobs).await,
+                        Verification::Checksum => verify::checksum_copy(job, plan, jobs, &masks).await,
                         _ => Ok(Vec::new()),
                     }
                 };

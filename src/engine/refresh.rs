@@ -55,9 +55,7 @@ impl Run<'_> {
                 Sessions::open(settings.source(), "source", jobs, Some(&snapshot)),
                 connect_many(settings.target(), jobs)
             )?;
-            for client in source.clients() {
-                catalog::set_mask_salt(client, settings.masking.salt.as_deref()).await?;
-            }
+            source.set_mask_salt(settings.masking.salt.as_deref()).await?;
             anyhow::Ok((source, target))
         };
         let (source_sessions, target_sessions) = interruptible(&self.cancellation, open).await?;
@@ -200,6 +198,20 @@ impl Run<'_> {
     }
 }
 
+/// For each member of the plan (in `Plan::members` order): whether it belongs to a partitioned
+/// tree or an inheritance tree.
+fn members_in_trees(plan: &Plan) -> Vec<bool> {
+    plan.tables
+        .iter()
+        .flat_map(|table| {
+            table
+                .members
+                .iter()
+                .map(move |_| table.members.len() > 1 || table.partitioned)
+        })
+        .collect()
+}
+
 /// `count` plain sessions on the target database.
 pub(super) async fn connect_many(
     target: &crate::connection::Endpoint,
@@ -234,16 +246,7 @@ impl Run<'_> {
             anyhow::Ok((columns, sequences))
         };
         let ((source_columns, target_columns), target_sequences) = interruptible(&self.cancellation, read).await?;
-        let trees: Vec<bool> = plan
-            .tables
-            .iter()
-            .flat_map(|table| {
-                table
-                    .members
-                    .iter()
-                    .map(move |_| table.members.len() > 1 || table.partitioned)
-            })
-            .collect();
+        let trees = members_in_trees(plan);
         let mut fitting = SchemaFit {
             fix,
             ..SchemaFit::default()
@@ -268,17 +271,11 @@ impl Run<'_> {
                 .into_iter()
                 .filter(|column| column.generated.is_none())
                 .collect();
-            let masked = plan
-                .tables
-                .iter()
-                .position(|planned| planned.members.contains(table))
-                .and_then(|planned| self.masks.get(&planned).cloned())
-                .unwrap_or_default();
             tables.push(RefreshedTable {
                 name: table.clone(),
                 columns: copied.iter().map(|column| column.name.clone()).collect(),
                 source_columns: copied,
-                masked,
+                masked: self.masks_of_member(plan, table),
             });
         }
         self.apply_schema_fit(target, fitting, tables.len()).await?;
@@ -345,7 +342,7 @@ impl Run<'_> {
             let members = plan.members();
             let compare = async {
                 let target_sessions = Sessions::open(self.settings.target(), "target", self.jobs.get(), None).await?;
-                checksum::compare(source_sessions, &target_sessions, &members).await
+                checksum::compare(source_sessions, &target_sessions, &members, &self.member_masks(plan)).await
             };
             let comparisons = interruptible(&self.cancellation, compare).await?;
             differences = checksum_differences(&members, &comparisons);

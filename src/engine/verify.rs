@@ -47,9 +47,10 @@ impl Run<'_> {
         if let Some((source_sessions, target_sessions)) = &sessions {
             let counted: Vec<String> = differences.iter().map(|difference| difference.name.clone()).collect();
             let members = plan.members();
+            let masks = self.member_masks(&plan);
             let comparisons = interruptible(
                 &self.cancellation,
-                checksum::compare(source_sessions, target_sessions, &members),
+                checksum::compare(source_sessions, target_sessions, &members, &masks),
             )
             .await?;
             let found = checksum_differences(&members, &comparisons);
@@ -97,6 +98,7 @@ impl Run<'_> {
             Sessions::open(settings.source(), "source", jobs, Some(&snapshots.0)),
             Sessions::open(settings.target(), "target", jobs, Some(&snapshots.1))
         )?;
+        sessions.0.set_mask_salt(settings.masking.salt.as_deref()).await?;
         Ok(Some(sessions))
     }
 }
@@ -180,13 +182,19 @@ pub(super) fn checksum_differences(tables: &[QualifiedName], comparisons: &[Comp
 }
 
 /// `sync --verify checksum`: the copy's rows against the source's in the export snapshot.
-pub(super) async fn checksum_copy(job: &Job, plan: &Plan, jobs: usize) -> anyhow::Result<Vec<VerifyDifference>> {
+pub(super) async fn checksum_copy(
+    job: &Job,
+    plan: &Plan,
+    jobs: usize,
+    masks: &[Vec<(String, String)>],
+) -> anyhow::Result<Vec<VerifyDifference>> {
     let snapshot = job.snapshot.as_ref().expect("a sync validates in its snapshot");
     let (source, target) = tokio::try_join!(
         Sessions::open(&snapshot.source, "source", jobs, Some(&snapshot.id)),
         Sessions::open(job.copy(), "target", jobs, None)
     )?;
+    source.set_mask_salt(job.mask_salt.as_deref()).await?;
     let tables = plan.members();
-    let comparisons = checksum::compare(&source, &target, &tables).await?;
+    let comparisons = checksum::compare(&source, &target, &tables, masks).await?;
     Ok(checksum_differences(&tables, &comparisons))
 }

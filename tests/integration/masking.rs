@@ -214,21 +214,6 @@ fn a_transform_that_cannot_apply_is_refused_before_anything_changes() {
         assert!(text(&output).contains(message), "{users}: {}", text(&output));
         crate::assert_previous_target_intact("mask_bad_dst");
     }
-    // Modes that would copy or compare clear values are refused while they do not mask.
-    let config = masking_config(work.path(), "email = \"email\"");
-    let output = crate::sync_command("mask_bad_src", "mask_bad_dst", dumps.path())
-        .args(["--yes", "--verify", "checksum", "--config"])
-        .arg(&config)
-        .env("DBSYNC_MASK_SALT", SALT)
-        .output()
-        .unwrap();
-    assert_exit(&output, 2);
-    assert!(
-        text(&output).contains("which --verify checksum does not apply yet"),
-        "{}",
-        text(&output)
-    );
-    crate::assert_previous_target_intact("mask_bad_dst");
 }
 
 /// No file under `directory` holds `text`.
@@ -306,4 +291,40 @@ fn dumps_and_refreshes_mask_too() {
         target("SELECT count(*) FROM orders o JOIN users u ON u.email = o.user_email"),
         "900"
     );
+}
+
+#[test]
+fn checksums_compare_the_copy_with_the_masked_source() {
+    let clusters = clusters();
+    people_source("mask_sum_src");
+    let work = dump_dir();
+    let config = masking_config(work.path(), "email = \"email\"\nname = \"hash\"");
+    let synced = crate::sync_command("mask_sum_src", "mask_sum_dst", work.path())
+        .args(["--yes", "--verify", "checksum", "--config"])
+        .arg(&config)
+        .env("DBSYNC_MASK_SALT", SALT)
+        .output()
+        .unwrap();
+    assert_exit(&synced, 0);
+    assert!(text(&synced).contains("row counts and checksums"), "{}", text(&synced));
+    let verify = || {
+        crate::dbsync()
+            .args(["verify", "--checksum", "--source"])
+            .arg(clusters.source.uri("mask_sum_src"))
+            .arg("--target")
+            .arg(clusters.target.uri("mask_sum_dst"))
+            .arg("--config")
+            .arg(&config)
+            .env("DBSYNC_MASK_SALT", SALT)
+            .output()
+            .unwrap()
+    };
+    assert_exit(&verify(), 0);
+    // A masked value changed on the copy is a difference, found by the checksums alone.
+    clusters
+        .target
+        .psql("mask_sum_dst", "UPDATE users SET name = md5('other') WHERE id = 5");
+    let changed = verify();
+    assert_exit(&changed, 3);
+    assert!(text(&changed).contains("checksums differ"), "{}", text(&changed));
 }

@@ -48,6 +48,14 @@ impl Sessions {
         Ok(Sessions(clients))
     }
 
+    /// Gives every session the masking salt its transforms read (`None`: none is used).
+    pub async fn set_mask_salt(&self, salt: Option<&str>) -> Result<()> {
+        for client in &self.0 {
+            catalog::set_mask_salt(client, salt).await?;
+        }
+        Ok(())
+    }
+
     fn first(&self) -> &Client {
         &self.0[0]
     }
@@ -76,17 +84,25 @@ pub enum Comparison {
 
 struct TablePlan {
     table: QualifiedName,
+    /// Hashed on the target; on the source the masked ones through their transforms.
     columns: Vec<ChecksumColumn>,
+    source_columns: Vec<ChecksumColumn>,
     key: Option<(String, KeyBuckets)>,
     /// Key ranges `lower..upper` scanned apart; one open range without a key.
     parts: Vec<(Option<i64>, Option<i64>)>,
     size_bytes: i64,
 }
 
-/// Compares every table's rows; the source side in `source`'s snapshot.
-pub async fn compare(source: &Sessions, target: &Sessions, tables: &[QualifiedName]) -> Result<Vec<Comparison>> {
+/// Compares every table's rows; the source side in `source`'s snapshot, each table's masked
+/// columns (`masks`, by table; empty for none) hashed as the copy holds them.
+pub async fn compare(
+    source: &Sessions,
+    target: &Sessions,
+    tables: &[QualifiedName],
+    masks: &[Vec<(String, String)>],
+) -> Result<Vec<Comparison>> {
     let hash = agreed_hash(source.first(), target.first()).await?;
-    let (mut comparisons, plans) = plan_tables(source, target, tables).await?;
+    let (mut comparisons, plans) = plan_tables(source, target, tables, masks).await?;
     let tasks: Vec<(usize, usize)> = {
         let mut tasks: Vec<(usize, usize)> = plans
             .iter()
@@ -99,8 +115,8 @@ pub async fn compare(source: &Sessions, target: &Sessions, tables: &[QualifiedNa
     };
     let table_plans: Vec<&TablePlan> = plans.iter().map(|(_, plan)| plan).collect();
     let (source_sums, target_sums) = tokio::try_join!(
-        sums_of(source, &table_plans, &tasks, hash),
-        sums_of(target, &table_plans, &tasks, hash)
+        sums_of(source, &table_plans, &tasks, hash, true),
+        sums_of(target, &table_plans, &tasks, hash, false)
     )?;
     for (plan_index, (index, plan)) in plans.iter().enumerate() {
         let gather = |sums: &[Vec<BucketSum>]| -> BTreeMap<i64, (i64, String)> {
@@ -131,6 +147,7 @@ async fn plan_tables(
     source: &Sessions,
     target: &Sessions,
     tables: &[QualifiedName],
+    masks: &[Vec<(String, String)>],
 ) -> Result<(Vec<Comparison>, Vec<(usize, TablePlan)>)> {
     let (source_layouts, target_layouts) = tokio::try_join!(
         catalog::checksum_layouts(source.first(), tables),
@@ -159,7 +176,8 @@ async fn plan_tables(
             };
             continue;
         }
-        plans.push((index, plan_table(source.first(), table, source_layout).await?));
+        let masked = masks.get(index).map(Vec::as_slice).unwrap_or_default();
+        plans.push((index, plan_table(source.first(), table, source_layout, masked).await?));
     }
     Ok((comparisons, plans))
 }
@@ -193,7 +211,12 @@ fn column_names(layout: &ChecksumLayout) -> Vec<String> {
 
 /// The parts a table is scanned in: by its integer key's range (read on the source) when it
 /// has one and is not empty, else whole.
-async fn plan_table(source: &Client, table: &QualifiedName, layout: ChecksumLayout) -> Result<TablePlan> {
+async fn plan_table(
+    source: &Client,
+    table: &QualifiedName,
+    layout: ChecksumLayout,
+    masked: &[(String, String)],
+) -> Result<TablePlan> {
     let bounds = match &layout.integer_key {
         Some(key) => catalog::key_bounds(source, table, key).await?,
         None => None,
@@ -208,8 +231,20 @@ async fn plan_table(source: &Client, table: &QualifiedName, layout: ChecksumLayo
         None => vec![(None, None)],
         Some((_, buckets)) => part_ranges(buckets),
     };
+    let source_columns = layout
+        .columns
+        .iter()
+        .map(|column| ChecksumColumn {
+            expression: masked
+                .iter()
+                .find(|(name, _)| name == &column.name)
+                .map(|(_, expression)| expression.clone()),
+            ..column.clone()
+        })
+        .collect();
     Ok(TablePlan {
         table: table.clone(),
+        source_columns,
         columns: layout.columns,
         key: key_plan,
         parts,
@@ -264,6 +299,7 @@ async fn sums_of(
     plans: &[&TablePlan],
     tasks: &[(usize, usize)],
     hash: RowHash,
+    on_source: bool,
 ) -> Result<Vec<Vec<BucketSum>>> {
     share_out(&sessions.0, tasks, |client, &(plan, part)| {
         let plan = plans[plan];
@@ -272,7 +308,8 @@ async fn sums_of(
             .key
             .as_ref()
             .map(|(key, buckets)| (key.as_str(), *buckets, lower, upper));
-        async move { catalog::bucket_sums(&client, &plan.table, &plan.columns, hash, range).await }
+        let columns = if on_source { &plan.source_columns } else { &plan.columns };
+        async move { catalog::bucket_sums(&client, &plan.table, columns, hash, range).await }
     })
     .await
 }
