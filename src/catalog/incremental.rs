@@ -102,7 +102,7 @@ pub struct Horizon {
     /// As `timestamp` text in the server's default time zone.
     pub local: String,
     /// Sessions of other roles whose transactions this user may not see (without
-    /// `pg_read_all_stats`): the horizon does not cover them.
+    /// `pg_read_all_stats`, their state and type read as NULL): the horizon does not cover them.
     pub hidden_sessions: i64,
 }
 
@@ -114,7 +114,7 @@ pub async fn transaction_horizon(client: &Client, lookback: std::time::Duration)
                           count(*) FILTER (WHERE state IS NULL) AS hidden \
                    FROM pg_stat_activity \
                    WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                     AND backend_type = 'client backend') AS open",
+                     AND (backend_type = 'client backend' OR backend_type IS NULL)) AS open",
             &[&lookback.as_secs_f64()],
         )
         .await

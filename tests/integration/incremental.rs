@@ -423,3 +423,182 @@ fn a_wrong_change_column_is_refused_before_anything_is_written() {
     );
     assert_exit(&batch, 2);
 }
+
+#[test]
+fn ctrl_c_leaves_every_table_and_its_watermark_old_or_new() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let clusters = clusters();
+    let tables = ["journal_a", "journal_b", "journal_c", "journal_d"];
+    clusters.source.create_database("inc_stop_src");
+    for table in tables {
+        clusters.source.psql(
+            "inc_stop_src",
+            &format!(
+                "CREATE TABLE {table} (id int PRIMARY KEY, state text, updated_at timestamptz NOT NULL DEFAULT now()); \
+                 INSERT INTO {table} SELECT g, 'old' FROM generate_series(1, 1500) AS g;"
+            ),
+        );
+    }
+    let work = dump_dir();
+    assert_exit(&crate::sync("inc_stop_src", "inc_stop_dst", &["--yes"], work.path()), 0);
+    assert_exit(&incremental("inc_stop_src", "inc_stop_dst", &[], work.path()).0, 0);
+    let marks =
+        "SELECT string_agg(table_name || '=' || read_from, ',' ORDER BY table_name) FROM dbsync.incremental_state";
+    let marks_before = clusters.target.psql("inc_stop_dst", marks);
+    // Every row changes; on the target, a check that makes every written row take a millisecond.
+    clusters.target.psql(
+        "inc_stop_dst",
+        "CREATE FUNCTION slow_down(int) RETURNS boolean LANGUAGE sql AS 'SELECT pg_sleep(0.001) IS NOT NULL';",
+    );
+    for table in tables {
+        clusters.source.psql(
+            "inc_stop_src",
+            &format!("UPDATE {table} SET state = 'new', updated_at = now()"),
+        );
+        clusters.target.psql(
+            "inc_stop_dst",
+            &format!("ALTER TABLE {table} ADD CONSTRAINT {table}_slow CHECK (slow_down(id)) NOT VALID"),
+        );
+    }
+    let mut child = crate::sync_command("inc_stop_src", "inc_stop_dst", work.path())
+        .args(["--incremental", "--yes", "--jobs", "1", "--plain"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    crate::faults::wait_until(Duration::from_secs(60), "a table changed", || {
+        log.lock().unwrap().contains("[DONE     ]")
+    });
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(130), "{log}");
+    let marks_after = clusters.target.psql("inc_stop_dst", marks);
+    let mark = |marks: &str, table: &str| {
+        marks
+            .split(',')
+            .find(|mark| mark.starts_with(&format!("public.{table}=")))
+            .unwrap_or_else(|| panic!("no watermark of {table} in {marks}"))
+            .to_string()
+    };
+    let mut changed = 0;
+    for table in tables {
+        let state = clusters.target.psql(
+            "inc_stop_dst",
+            &format!("SELECT count(*), string_agg(DISTINCT state, ',') FROM {table}"),
+        );
+        let done = log
+            .lines()
+            .any(|line| line.contains("[DONE     ]") && line.contains(&format!(" {table} ")));
+        let expected = if done { "1500|new" } else { "1500|old" };
+        assert_eq!(
+            state.trim(),
+            expected,
+            "{table} is neither old nor new as the log says:\n{log}"
+        );
+        assert_eq!(
+            mark(&marks_after, table) == mark(&marks_before, table),
+            !done,
+            "{table}'s watermark moved {} its rows:\n{log}",
+            if done { "without" } else { "with" }
+        );
+        changed += usize::from(done);
+    }
+    assert!(
+        changed < tables.len(),
+        "the interrupt came too late to stop anything:\n{log}"
+    );
+    // The next run finishes what was left.
+    assert_exit(&incremental("inc_stop_src", "inc_stop_dst", &[], work.path()).0, 0);
+    assert_same_rows("inc_stop_src", "inc_stop_dst");
+}
+
+#[test]
+fn without_sight_of_other_roles_sessions_the_watermark_stays_one_run_behind() {
+    let clusters = clusters();
+    let source = &clusters.source;
+    source.create_database("hidden_src");
+    source.psql(
+        "hidden_src",
+        &format!(
+            "CREATE TABLE orders (id int PRIMARY KEY, status text, updated_at timestamptz NOT NULL DEFAULT now()); \
+             INSERT INTO orders SELECT g, 'new', now() - interval '1 day' FROM generate_series(1, 100) g; \
+             DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'inc_reader') THEN \
+               CREATE ROLE inc_reader LOGIN PASSWORD '{}'; END IF; END $$;",
+            crate::harness::PASSWORD.replace('\'', "''")
+        ),
+    );
+    let work = dump_dir();
+    assert_exit(&crate::sync("hidden_src", "hidden_dst", &["--yes"], work.path()), 0);
+    source.psql("hidden_src", "GRANT SELECT ON ALL TABLES IN SCHEMA public TO inc_reader");
+    // A session of another role stays open in the source database: inc_reader cannot see it.
+    let mut other = source
+        .psql_command("hidden_src")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = other.stdin.take().unwrap();
+    writeln!(input, "SELECT 1;").unwrap();
+    input.flush().unwrap();
+    let report = work.path().join("hidden.json");
+    let run = || {
+        let output = crate::sync_between(
+            &source.uri_as("inc_reader", "hidden_src"),
+            &clusters.target.uri("hidden_dst"),
+            &["--incremental", "--report", report.to_str().unwrap()],
+            work.path(),
+        );
+        assert_exit(&output, 0);
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        (text(&output), changes(&report, "orders").0)
+    };
+    let (first, method) = run();
+    assert!(first.contains("hidden from inc_reader"), "{first}");
+    assert_eq!(method, "key-ranges");
+    assert_eq!(run().1, "key-ranges", "no watermark one run behind yet");
+    // The other role's transaction writes a row stamped with its start and stays open over a run.
+    writeln!(
+        input,
+        "BEGIN; UPDATE orders SET status = 'late', updated_at = now() WHERE id = 5;"
+    )
+    .unwrap();
+    input.flush().unwrap();
+    let open = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'hidden_src' AND state = 'idle in transaction'";
+    crate::faults::wait_until(std::time::Duration::from_secs(20), "the late transaction", || {
+        source.psql("postgres", open) == "1"
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(run().1, "change-column");
+    writeln!(input, "COMMIT;").unwrap();
+    drop(input);
+    assert!(other.wait().unwrap().success());
+    assert_eq!(run().1, "change-column");
+    assert_eq!(
+        clusters
+            .target
+            .psql("hidden_dst", "SELECT status FROM orders WHERE id = 5"),
+        "late",
+        "the late commit arrives in the next run"
+    );
+    assert_same_rows("hidden_src", "hidden_dst");
+}
