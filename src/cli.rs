@@ -117,6 +117,11 @@ pub struct SyncArguments {
     #[arg(long, value_name = "N", requires = "incremental")]
     pub batch_rows: Option<u64>,
 
+    /// Without --stream or --keep-dumps: pipe a unit of data larger than this straight from
+    /// pg_dump into pg_restore instead of through a dump file; 0 never does [default: 512MB]
+    #[arg(long, value_name = "SIZE")]
+    pub stream_larger_than: Option<String>,
+
     /// Copy a table larger than this (with a single-column integer key) in parts at once, each
     /// over its own pair of sessions, e.g. 128MB; 0 never splits [default: 0]
     #[arg(long, value_name = "SIZE")]

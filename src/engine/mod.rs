@@ -262,6 +262,15 @@ impl<'a> Run<'a> {
             plan: plan.clone(),
             post_data,
             transfer: self.settings.transfer,
+            // A restore only loads, and kept dumps must hold every unit.
+            stream_larger_than: match (
+                self.settings.transfer,
+                job.snapshot.is_some(),
+                self.settings.stream_larger_than,
+            ) {
+                (Transfer::Files { keep: false }, true, limit) if limit > 0 => Some(limit),
+                _ => None,
+            },
             schema_ready,
             progress: self.progress.clone(),
             reporter: self.reporter.clone(),
@@ -794,14 +803,17 @@ impl<'a> Run<'a> {
             Transfer::Files { .. } if restoring => (1, Activity::Import),
             Transfer::Files { .. } => (2, Activity::Import),
         };
-        let steps = plan.units.iter().map(|_| stages_per_unit).sum();
+        let (context, budget) = self.unit_context(job, plan, post_data.clone(), schema_ready);
+        let streamed: Vec<&Arc<crate::plan::Unit>> = plan.units.iter().filter(|unit| context.streams(unit)).collect();
+        let steps = plan.units.len() * stages_per_unit - streamed.len() * (stages_per_unit - 1);
+        self.progress
+            .streamed(streamed.iter().flat_map(|unit| unit.planned_tables.iter().copied()));
         self.emit(Event::StepsPlanned(steps));
         self.progress.data_started();
         if job.resuming {
             self.progress
                 .indexes_built_before(&marks::built_tables(&job.dump_directory));
         }
-        let (context, budget) = self.unit_context(job, plan, post_data.clone(), schema_ready);
         let target_major = self
             .workspace
             .target_server

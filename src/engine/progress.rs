@@ -82,6 +82,8 @@ struct TableState {
     count: Option<TableCount>,
     /// `--incremental`: what its members' transactions wrote.
     changes: Option<RowChanges>,
+    /// Its rows go straight from `pg_dump` to `pg_restore` (a unit streamed in the default mode).
+    streamed: bool,
 }
 
 impl TableState {
@@ -265,6 +267,16 @@ impl Progress {
 
     pub fn table_name(&self, index: usize) -> String {
         self.lock().tables[index].name.clone()
+    }
+
+    /// These planned tables' units are streamed though the run writes dump files.
+    pub fn streamed(&self, tables: impl Iterator<Item = usize>) {
+        let mut state = self.lock();
+        for table in tables {
+            if let Some(table) = state.tables.get_mut(table) {
+                table.streamed = true;
+            }
+        }
     }
 
     /// Adds what an incremental transaction wrote to a planned table (a tree's members add up).
@@ -475,8 +487,9 @@ fn report(state: &State, loading: Activity) -> ProgressReport {
     let streamed = loading == Activity::Stream;
     let mut tables = Vec::new();
     for (index, table) in state.tables.iter().enumerate() {
+        let loading = if table.streamed { Activity::Stream } else { loading };
         for (stage, activity) in [(Stage::Export, Activity::Export), (Stage::Load, loading)] {
-            if !table.running(stage) || (stage == Stage::Export && streamed) {
+            if !table.running(stage) || (stage == Stage::Export && (streamed || table.streamed)) {
                 continue;
             }
             let (bytes, rows) = moved(state, index, stage);
@@ -527,11 +540,6 @@ struct WholeCopy {
 /// Each stage's bytes, done or moving, against what it has to move. Without `--stream` every
 /// byte moves twice (dumped, then loaded), and both count.
 fn whole_copy(state: &State, streamed: bool) -> WholeCopy {
-    let stages: &[Stage] = if streamed {
-        &[Stage::Load]
-    } else {
-        &[Stage::Export, Stage::Load]
-    };
     let mut whole = WholeCopy {
         done: 0,
         expected: 0,
@@ -539,6 +547,11 @@ fn whole_copy(state: &State, streamed: bool) -> WholeCopy {
         to_load: 0,
     };
     for (index, table) in state.tables.iter().enumerate() {
+        let stages: &[Stage] = if streamed || table.streamed {
+            &[Stage::Load]
+        } else {
+            &[Stage::Export, Stage::Load]
+        };
         for stage in stages {
             let expected = expected_bytes(table, *stage);
             let done = if table.units_left.at(*stage) == 0 {

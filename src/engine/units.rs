@@ -21,6 +21,9 @@ pub struct UnitContext {
     pub plan: Arc<Plan>,
     pub post_data: Arc<PostData>,
     pub transfer: Transfer,
+    /// Without `--stream` and without kept dumps: units larger than this are streamed anyway
+    /// (`--stream-larger-than`).
+    pub stream_larger_than: Option<u64>,
     /// Becomes true once pre-data is restored: loads wait for it, dumps do not.
     pub schema_ready: tokio::sync::watch::Receiver<bool>,
     pub progress: Arc<Progress>,
@@ -30,6 +33,14 @@ pub struct UnitContext {
 }
 
 impl UnitContext {
+    /// Whether the unit is streamed (`--stream`, or large and its dump not kept).
+    pub fn streams(&self, unit: &Unit) -> bool {
+        self.transfer == Transfer::Stream
+            || self
+                .stream_larger_than
+                .is_some_and(|limit| unit.size_bytes.max(0) as u64 > limit)
+    }
+
     fn emit(&self, activity: Activity, table: String, line: TableLine) {
         self.reporter.emit(Event::Table { activity, table, line });
     }
@@ -261,14 +272,14 @@ impl UnitContext {
 impl UnitWork<Unit> for Arc<UnitContext> {
     fn export(&self, unit: Arc<Unit>) -> StageFuture {
         let context = self.clone();
-        match self.transfer {
-            Transfer::Stream => Box::pin(async move { context.load_unit(unit, Activity::Stream).await }),
-            Transfer::Files { .. } => Box::pin(async move { context.export_unit(unit).await }),
+        match self.streams(&unit) {
+            true => Box::pin(async move { context.load_unit(unit, Activity::Stream).await }),
+            false => Box::pin(async move { context.export_unit(unit).await }),
         }
     }
 
     fn import(&self, unit: Arc<Unit>) -> Option<StageFuture> {
-        if self.transfer == Transfer::Stream {
+        if self.streams(&unit) {
             return None;
         }
         let context = self.clone();

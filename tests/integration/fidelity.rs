@@ -390,3 +390,34 @@ fn multi_level_partitioned_indexes_and_foreign_keys_sync_again_and_again_without
         "4000"
     );
 }
+
+#[test]
+fn units_larger_than_the_stream_threshold_are_streamed_unless_dumps_are_kept() {
+    rich_source("autostream_src");
+    let dumps = dump_dir();
+    let output = sync(
+        "autostream_src",
+        "autostream_dst",
+        &["--yes", "--jobs", "2", "--stream-larger-than", "256kB"],
+        dumps.path(),
+    );
+    assert_exit(&output, 0);
+    crate::assert_same_copy("autostream_src", "autostream_dst");
+    let log = text(&output);
+    assert!(log.contains("[STREAM] [DONE     ]"), "a large unit streamed:\n{log}");
+    assert!(
+        log.contains("[EXPORT] [DONE     ]"),
+        "the small units through files:\n{log}"
+    );
+    assert!(is_empty_dir(dumps.path()), "dump files left behind");
+    // Kept dumps hold every unit: nothing is streamed.
+    let kept = sync(
+        "autostream_src",
+        "autostream_kept_dst",
+        &["--yes", "--keep-dumps", "--stream-larger-than", "256kB"],
+        dumps.path(),
+    );
+    assert_exit(&kept, 0);
+    assert!(!text(&kept).contains("[STREAM]"), "{}", text(&kept));
+    crate::assert_same_copy("autostream_src", "autostream_kept_dst");
+}

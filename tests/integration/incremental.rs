@@ -549,7 +549,10 @@ fn without_sight_of_other_roles_sessions_the_watermark_stays_one_run_behind() {
     );
     let work = dump_dir();
     assert_exit(&crate::sync("hidden_src", "hidden_dst", &["--yes"], work.path()), 0);
-    source.psql("hidden_src", "GRANT SELECT ON ALL TABLES IN SCHEMA public TO inc_reader");
+    source.psql(
+        "hidden_src",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO inc_reader",
+    );
     // A session of another role stays open in the source database: inc_reader cannot see it.
     let mut other = source
         .psql_command("hidden_src")
