@@ -204,6 +204,16 @@ impl Run<'_> {
         fitted: Vec<RefreshedTable>,
     ) -> Result<Vec<Planned>, SyncError> {
         let config = &self.settings.incremental;
+        // A source that is itself the target of incremental syncs: its watermarks are not ours.
+        if let Some(own) = fitted
+            .iter()
+            .find(|table| format!("{}.{}", table.name.schema, table.name.name) == catalog::WATERMARK_TABLE)
+        {
+            return Err(usage_error!(
+                "the source has dbsync's own watermark table {}: it is the target of other incremental syncs, and its watermarks would overwrite this target's\nhint: leave it out with --exclude 'dbsync.*'",
+                own.name.display_name()
+            ));
+        }
         for written in config.tables.keys().chain(&config.fire_triggers) {
             if !plan
                 .tables

@@ -422,6 +422,24 @@ fn a_wrong_change_column_is_refused_before_anything_is_written() {
         work.path(),
     );
     assert_exit(&batch, 2);
+    // A source that is itself an incremental target: its watermark table is not copied over ours.
+    let state = "CREATE SCHEMA dbsync; CREATE TABLE dbsync.incremental_state (source text, table_name text, \
+                 change_column text, read_from text, pending text, synced_at timestamptz, PRIMARY KEY (source, table_name));";
+    clusters.source.psql("inc_bad_src", state);
+    clusters.target.psql("inc_bad_dst", state);
+    let (chained, _) = incremental("inc_bad_src", "inc_bad_dst", &[], work.path());
+    assert_exit(&chained, 2);
+    assert!(text(&chained).contains("--exclude 'dbsync.*'"), "{}", text(&chained));
+    assert_eq!(
+        clusters.target.psql("inc_bad_dst", "SELECT count(*) FROM plain_log"),
+        "20"
+    );
+    let (excluded, _) = incremental("inc_bad_src", "inc_bad_dst", &["--exclude", "dbsync.*"], work.path());
+    assert_exit(&excluded, 0);
+    assert_eq!(
+        clusters.target.psql("inc_bad_dst", "SELECT count(*) FROM plain_log"),
+        "0"
+    );
 }
 
 #[test]
