@@ -66,6 +66,27 @@ pub async fn read_watermark(client: &Client, source: &str, table: &QualifiedName
     }))
 }
 
+/// Each table's watermark, without creating anything (`None` for all when the table is missing).
+pub async fn existing_watermarks(
+    client: &Client,
+    source: &str,
+    tables: &[QualifiedName],
+) -> Result<Vec<Option<Watermark>>> {
+    let exists: bool = client
+        .query_one(&format!("SELECT to_regclass('{WATERMARK_TABLE}') IS NOT NULL"), &[])
+        .await
+        .map_err(|error| sql_error("cannot look for the incremental watermarks", error))?
+        .get(0);
+    let mut watermarks = Vec::with_capacity(tables.len());
+    for table in tables {
+        watermarks.push(match exists {
+            true => read_watermark(client, source, table).await?,
+            false => None,
+        });
+    }
+    Ok(watermarks)
+}
+
 pub async fn write_watermark(
     client: &Client,
     source: &str,

@@ -18,7 +18,7 @@ use crate::catalog::{self, ChecksumColumn, QualifiedName, TableColumn};
 use crate::errors::SyncError;
 use crate::hooks::HookStage;
 use crate::plan::Plan;
-use crate::report::{Activity, Event, Notice, Phase, TableLine, Warning};
+use crate::report::{Activity, Event, IncrementalHow, KeyRangeReason, Notice, Phase, TableLine, Warning};
 use crate::scheduler::share_out;
 use crate::settings::Content;
 use crate::usage_error;
@@ -34,6 +34,7 @@ impl Run<'_> {
         let fitted = self.fit_target_schema(&source.client, &target, &plan).await?;
         let tables = self.changing_tables(&target, &plan, fitted).await?;
         if self.settings.dry_run {
+            self.preview_changes(&target, &tables).await?;
             self.emit(Event::Notice(Notice::DryRunDone));
             return Ok(());
         }
@@ -56,6 +57,44 @@ impl Run<'_> {
             self.emit(Event::Notice(Notice::TableChanged { table, changes }));
         }
         self.run_hooks(HookStage::AfterImport, self.settings.target()).await
+    }
+
+    /// `--dry-run`: how each table's rows would be found, from its key, its change column and
+    /// the watermark the target holds.
+    async fn preview_changes(&self, target: &Client, tables: &[Planned]) -> Result<(), SyncError> {
+        let source_identity = source_identity(self.settings.source());
+        let names: Vec<QualifiedName> = tables.iter().map(|(_, table)| table.name.clone()).collect();
+        let read = catalog::existing_watermarks(target, &source_identity, &names);
+        let watermarks = interruptible(&self.cancellation, read).await?;
+        let deep = matches!(self.settings.content, Content::Incremental { deep: true, .. });
+        for ((_, table), held) in tables.iter().zip(watermarks) {
+            let how = match (&table.key, &table.change) {
+                (None, _) => IncrementalHow::Replaced,
+                (Some(_), None) => IncrementalHow::KeyRanges {
+                    reason: KeyRangeReason::NoChangeColumn,
+                },
+                (Some(_), Some(_)) if deep => IncrementalHow::KeyRanges {
+                    reason: KeyRangeReason::Deep,
+                },
+                (Some(_), Some(change)) => match held
+                    .filter(|held| held.change_column == change.name)
+                    .and_then(|held| held.read_from)
+                {
+                    Some(since) => IncrementalHow::ChangedSince {
+                        column: change.name.clone(),
+                        since,
+                    },
+                    None => IncrementalHow::KeyRanges {
+                        reason: KeyRangeReason::NoWatermark,
+                    },
+                },
+            };
+            self.emit(Event::Notice(Notice::WouldChange {
+                table: table.name.display_name(),
+                how,
+            }));
+        }
+        Ok(())
     }
 
     /// Read before the snapshot: a transaction the snapshot cannot see started after this.

@@ -199,6 +199,11 @@ pub enum Notice {
         tables: usize,
         rows: RowCheck,
     },
+    /// `--incremental --dry-run`: how a table's rows would be found.
+    WouldChange {
+        table: String,
+        how: IncrementalHow,
+    },
     /// `--incremental`: what one table's transaction wrote.
     TableChanged {
         table: String,
@@ -455,6 +460,25 @@ pub struct SummaryRow {
     /// `--incremental`: what the table's transaction wrote.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changes: Option<RowChanges>,
+}
+
+/// How `--incremental` would find a table's changed rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncrementalHow {
+    /// Rows whose change column is at least the watermark.
+    ChangedSince { column: String, since: String },
+    /// Key ranges compared, because of `reason`.
+    KeyRanges { reason: KeyRangeReason },
+    /// No primary key: every row replaced.
+    Replaced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRangeReason {
+    NoChangeColumn,
+    Deep,
+    /// The table's change column has no usable watermark yet (a first run, or one run behind).
+    NoWatermark,
 }
 
 /// What `--incremental` did to one table, and how it found it.

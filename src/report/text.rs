@@ -139,6 +139,26 @@ impl fmt::Display for Notice {
                     "row counts"
                 }
             ),
+            Notice::WouldChange { table, how } => match how {
+                super::IncrementalHow::ChangedSince { column, since } => {
+                    write!(
+                        formatter,
+                        "{table}: would read the rows whose {column} is at least {since}"
+                    )
+                }
+                super::IncrementalHow::KeyRanges { reason } => write!(
+                    formatter,
+                    "{table}: would compare key ranges ({})",
+                    match reason {
+                        super::KeyRangeReason::NoChangeColumn => "no change column",
+                        super::KeyRangeReason::Deep => "--deep",
+                        super::KeyRangeReason::NoWatermark => "no watermark yet",
+                    }
+                ),
+                super::IncrementalHow::Replaced => {
+                    write!(formatter, "{table}: would replace every row (no primary key)")
+                }
+            },
             Notice::TableChanged { table, changes } => {
                 write!(
                     formatter,

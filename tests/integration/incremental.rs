@@ -143,6 +143,26 @@ fn inserts_updates_and_deletes_since_the_last_run_arrive_exactly() {
            UPDATE teams SET captain_id = NULL WHERE id = 2; DELETE FROM members WHERE team_id = 2; \
            DELETE FROM teams WHERE id = 2; COMMIT;",
     );
+    // A dry run says how each table's rows would be found, and changes nothing.
+    let (preview, _) = incremental("inc_src", "inc_dst", &["--config", &settings, "--dry-run"], work.path());
+    assert_exit(&preview, 0);
+    let log = text(&preview);
+    for expected in [
+        "posts: would read the rows whose updated_at is at least 20",
+        "tags: would compare key ranges (no change column)",
+        "events: would compare key ranges (no watermark yet)",
+        "plain_log: would replace every row (no primary key)",
+        "Dry run: nothing was changed",
+    ] {
+        assert!(log.contains(expected), "{expected}:\n{log}");
+    }
+    assert_eq!(clusters.target.psql("inc_dst", "SELECT count(*) FROM authors"), "50");
+    let (deep_preview, _) = incremental("inc_src", "inc_dst", &["--dry-run", "--deep"], work.path());
+    assert!(
+        text(&deep_preview).contains("authors: would compare key ranges (--deep)"),
+        "{}",
+        text(&deep_preview)
+    );
     let (second, report) = incremental("inc_src", "inc_dst", &["--config", &settings], work.path());
     assert_exit(&second, 0);
     assert_same_rows("inc_src", "inc_dst");
