@@ -125,17 +125,31 @@ pub enum Emptying<'a> {
 }
 
 pub async fn empty(client: &Client, what: Emptying<'_>) -> Result<()> {
-    let quoted = |names: &[QualifiedName]| names.iter().map(QualifiedName::quoted).collect::<Vec<_>>().join(", ");
-    let statement = match what {
-        Emptying::Tables([]) | Emptying::Trees([]) => return Ok(()),
-        Emptying::Tables(names) => format!("TRUNCATE ONLY {}", quoted(names)),
-        Emptying::Trees(names) => format!("TRUNCATE {}", quoted(names)),
-        Emptying::LargeObjects => "SELECT lo_unlink(oid) FROM pg_largeobject_metadata".to_string(),
+    let Some(statement) = emptying_statement(what) else {
+        return Ok(());
     };
     client
         .batch_execute(&statement)
         .await
         .map_err(|error| sql_error("cannot empty what the failed attempt loaded", error))
+}
+
+/// `ONLY` binds to one name in `TRUNCATE`: each table gets its own, or the children of an
+/// inheritance parent listed after the first would be emptied too (rows another unit loaded).
+fn emptying_statement(what: Emptying<'_>) -> Option<String> {
+    let listed = |names: &[QualifiedName], only: &str| {
+        names
+            .iter()
+            .map(|name| format!("{only}{}", name.quoted()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match what {
+        Emptying::Tables([]) | Emptying::Trees([]) => None,
+        Emptying::Tables(names) => Some(format!("TRUNCATE {}", listed(names, "ONLY "))),
+        Emptying::Trees(names) => Some(format!("TRUNCATE {}", listed(names, ""))),
+        Emptying::LargeObjects => Some("SELECT lo_unlink(oid) FROM pg_largeobject_metadata".to_string()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,4 +334,32 @@ pub async fn row_counts_where_present(client: &Client, tables: &[QualifiedName])
         .into_iter()
         .map(|present| if present { counts.next() } else { None })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_empties_each_tables_own_rows_only() {
+        let names = [
+            QualifiedName {
+                schema: "public".into(),
+                name: "customers".into(),
+            },
+            QualifiedName {
+                schema: "public".into(),
+                name: "vehicles".into(),
+            },
+        ];
+        assert_eq!(
+            emptying_statement(Emptying::Tables(&names)).unwrap(),
+            "TRUNCATE ONLY \"public\".\"customers\", ONLY \"public\".\"vehicles\""
+        );
+        assert_eq!(
+            emptying_statement(Emptying::Trees(&names)).unwrap(),
+            "TRUNCATE \"public\".\"customers\", \"public\".\"vehicles\""
+        );
+        assert!(emptying_statement(Emptying::Tables(&[])).is_none());
+    }
 }
