@@ -205,22 +205,7 @@ impl Run<'_> {
 
     /// What is changed, the consent already given, and the tables replaced whole.
     fn announce_incremental(&mut self, plan: &Plan, tables: &[Planned], started_at: chrono::DateTime<chrono::Local>) {
-        self.emit(Event::Banner(crate::report::Banner {
-            kind: crate::report::RunKind::Incremental,
-            source: self.origin(),
-            target: self.destination(),
-            start_time: started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-            dump_dir: "(none: rows go from server to server)".into(),
-            jobs: self.jobs.get(),
-            batch_size: None,
-            tables: plan.tables.len(),
-            units: tables.len(),
-            tools_version: "none (dbsync moves the rows itself)".into(),
-            tools_directory: "-".into(),
-        }));
-        for warning in std::mem::take(&mut self.deferred_warnings) {
-            self.warn(warning);
-        }
+        self.announce_row_copy(crate::report::RunKind::Incremental, plan, started_at);
         let keyless: Vec<String> = tables
             .iter()
             .filter(|(_, table)| table.key.is_none())

@@ -112,10 +112,15 @@ impl Run<'_> {
         interruptible(&self.cancellation, catalog::connect(settings.target(), "target")).await
     }
 
-    /// What is refreshed, and the consent to it.
-    fn announce_refresh(&mut self, plan: &Plan, started_at: chrono::DateTime<chrono::Local>) {
+    /// The banner of a run whose rows dbsync moves itself, then the warnings kept for after it.
+    pub(super) fn announce_row_copy(
+        &mut self,
+        kind: crate::report::RunKind,
+        plan: &Plan,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) {
         self.emit(Event::Banner(crate::report::Banner {
-            kind: crate::report::RunKind::Refresh,
+            kind,
             source: self.origin(),
             target: self.destination(),
             start_time: started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -130,6 +135,11 @@ impl Run<'_> {
         for warning in std::mem::take(&mut self.deferred_warnings) {
             self.warn(warning);
         }
+    }
+
+    /// What is refreshed, and the consent to it.
+    fn announce_refresh(&mut self, plan: &Plan, started_at: chrono::DateTime<chrono::Local>) {
+        self.announce_row_copy(crate::report::RunKind::Refresh, plan, started_at);
         self.warn(Warning::Other(
             "foreign keys are not checked while the rows load: rows of tables left out of the refresh may now reference rows that are gone".into(),
         ));
