@@ -163,7 +163,13 @@ fn inserts_updates_and_deletes_since_the_last_run_arrive_exactly() {
         "{}",
         text(&deep_preview)
     );
-    let (second, report) = incremental("inc_src", "inc_dst", &["--config", &settings], work.path());
+    // Small batches: several upserts, key reads and deletes per table, the same result.
+    let (second, report) = incremental(
+        "inc_src",
+        "inc_dst",
+        &["--config", &settings, "--batch-rows", "7"],
+        work.path(),
+    );
     assert_exit(&second, 0);
     assert_same_rows("inc_src", "inc_dst");
     assert_eq!(changes(&report, "authors"), ("change-column".into(), 1, 1, 0, 49));
