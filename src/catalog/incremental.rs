@@ -115,7 +115,7 @@ pub async fn write_watermark(
 }
 
 /// The earliest time a transaction not yet visible to a snapshot taken after this call can have
-/// started: now, or the start of the oldest transaction open in the database, less `lookback`.
+/// started: now, or the start of the oldest transaction open in the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Horizon {
     /// As `timestamptz` text.
@@ -127,16 +127,16 @@ pub struct Horizon {
     pub hidden_sessions: i64,
 }
 
-pub async fn transaction_horizon(client: &Client, lookback: std::time::Duration) -> Result<Horizon> {
+pub async fn transaction_horizon(client: &Client) -> Result<Horizon> {
     let row = client
         .query_one(
             "SELECT to_json(horizon) #>> '{}', to_json(horizon AT TIME ZONE current_setting('TimeZone')) #>> '{}', hidden \
-             FROM (SELECT least(clock_timestamp(), min(xact_start)) - make_interval(secs => $1) AS horizon, \
+             FROM (SELECT least(clock_timestamp(), min(xact_start)) AS horizon, \
                           count(*) FILTER (WHERE state IS NULL) AS hidden \
                    FROM pg_stat_activity \
                    WHERE datname = current_database() AND pid <> pg_backend_pid() \
                      AND (backend_type = 'client backend' OR backend_type IS NULL)) AS open",
-            &[&lookback.as_secs_f64()],
+            &[],
         )
         .await
         .map_err(|error| sql_error("cannot read the source's open transactions", error))?;

@@ -185,11 +185,13 @@ pub struct RowSelection<'a> {
 /// Rows an incremental run reads.
 #[derive(Debug, Clone, Copy)]
 pub enum RowFilter<'a> {
-    /// `column >= value`, the value written as the column's type (`type_name`) reads it.
+    /// `column >= value`, the value written as the column's type (`type_name`) reads it, less
+    /// `lookback_seconds` (a timestamp's).
     ChangedSince {
         column: &'a str,
         value: &'a str,
         type_name: &'a str,
+        lookback_seconds: u64,
     },
     /// The rows whose integer key is one of these.
     Keys { key: &'a str, values: &'a [i64] },
@@ -208,11 +210,14 @@ impl RowFilter<'_> {
                 column,
                 value,
                 type_name,
-            } => format!(
-                "{} >= {}::{type_name}",
-                quote_identifier(column),
-                super::quote_literal(value)
-            ),
+                lookback_seconds,
+            } => {
+                let since = format!("{}::{type_name}", super::quote_literal(value));
+                match lookback_seconds {
+                    0 => format!("{} >= {since}", quote_identifier(column)),
+                    seconds => format!("{} >= {since} - interval '{seconds} seconds'", quote_identifier(column)),
+                }
+            }
             RowFilter::Keys { key, values } => format!("{} = ANY({})", quote_identifier(key), bigint_array(values)),
             RowFilter::Buckets { key, buckets, values } => {
                 format!(

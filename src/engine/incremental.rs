@@ -99,8 +99,7 @@ impl Run<'_> {
 
     /// Read before the snapshot: a transaction the snapshot cannot see started after this.
     async fn source_horizon(&mut self, source: &Client, tables: &[Planned]) -> Result<catalog::Horizon, SyncError> {
-        let lookback = self.settings.incremental.lookback;
-        let horizon = interruptible(&self.cancellation, catalog::transaction_horizon(source, lookback)).await?;
+        let horizon = interruptible(&self.cancellation, catalog::transaction_horizon(source)).await?;
         if horizon.hidden_sessions > 0 && tables.iter().any(|(_, table)| table.change.is_some()) {
             self.warn(Warning::Other(format!(
                 "{} session(s) of other roles on the source are hidden from {} (pg_read_all_stats would show them): their open transactions are covered one run late (each table's watermark stays one run behind)",
@@ -133,6 +132,7 @@ impl Run<'_> {
             deep,
             delete,
             batch_rows: self.settings.incremental.batch_rows,
+            lookback_seconds: self.settings.incremental.lookback.as_secs(),
         };
         for wave in waves {
             let members: Vec<&Planned> = tables.iter().filter(|(planned, _)| wave.contains(planned)).collect();

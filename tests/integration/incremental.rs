@@ -649,3 +649,35 @@ fn without_sight_of_other_roles_sessions_the_watermark_stays_one_run_behind() {
     );
     assert_same_rows("hidden_src", "hidden_dst");
 }
+
+#[test]
+fn a_lookback_rereads_rows_without_rewriting_the_unchanged_ones() {
+    let clusters = clusters();
+    let source = &clusters.source;
+    source.create_database("lookback_src");
+    source.psql(
+        "lookback_src",
+        "CREATE TABLE notes (id int PRIMARY KEY, body text, updated_at timestamptz NOT NULL); \
+         INSERT INTO notes SELECT g, 'note ' || g, now() - interval '1 hour' FROM generate_series(1, 200) g;",
+    );
+    let work = dump_dir();
+    assert_exit(&crate::sync("lookback_src", "lookback_dst", &["--yes"], work.path()), 0);
+    assert_exit(&incremental("lookback_src", "lookback_dst", &[], work.path()).0, 0);
+    let versions = "SELECT string_agg(xmin::text, ',' ORDER BY id) FROM notes";
+    let before = clusters.target.psql("lookback_dst", versions);
+    // Without a lookback nothing is read; with two hours, every row is read again and none written.
+    let (plain, report) = incremental("lookback_src", "lookback_dst", &[], work.path());
+    assert_exit(&plain, 0);
+    assert_eq!(changes(&report, "notes"), ("change-column".into(), 0, 0, 0, 200));
+    let settings = config(work.path(), "[incremental]\nlookback_seconds = 7200\n");
+    let (reread, report) = incremental("lookback_src", "lookback_dst", &["--config", &settings], work.path());
+    assert_exit(&reread, 0);
+    assert_eq!(changes(&report, "notes"), ("change-column".into(), 0, 0, 0, 200));
+    let read = |report: &serde_json::Value| report["tables"][0]["changes"]["bytes_read"].as_u64().unwrap();
+    assert!(read(&report) > 2000, "every row read again: {report}");
+    assert_eq!(
+        clusters.target.psql("lookback_dst", versions),
+        before,
+        "no row was rewritten"
+    );
+}

@@ -76,6 +76,8 @@ pub struct ChangeContext<'a> {
     pub deep: bool,
     pub delete: bool,
     pub batch_rows: u64,
+    /// `[incremental] lookback_seconds`: timestamps read this much before the watermark.
+    pub lookback_seconds: u64,
 }
 
 /// Changes one table in one transaction on `target`, reading `source` in the snapshot.
@@ -182,6 +184,10 @@ async fn changed_since(
         column: &change.name,
         value: read_from,
         type_name: &change.type_name,
+        lookback_seconds: match change.kind {
+            ChangeKind::Integer => 0,
+            _ => context.lookback_seconds,
+        },
     };
     let (_, mut bytes_read) = catalog::stage_rows(source, target, &selection(table, Some(filter))).await?;
     let (inserted, updated) =
