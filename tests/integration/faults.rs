@@ -82,6 +82,43 @@ pub(crate) fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> 
     }
 }
 
+/// Runs `command` with `--plain` output read line by line, sends SIGINT once the first table is
+/// done, and returns the exit code and the whole log.
+pub(crate) fn interrupt_after_first_table(mut command: std::process::Command) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let mut child = command
+        .arg("--plain")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    wait_until(Duration::from_secs(60), "a table done", || {
+        log.lock().unwrap().contains("[DONE     ]")
+    });
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    (status.code(), log)
+}
+
 fn wait_for_file(path: &Path, limit: Duration) {
     wait_until(limit, &format!("{} appearing", path.display()), || path.exists());
 }

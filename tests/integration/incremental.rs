@@ -470,13 +470,6 @@ fn a_wrong_change_column_is_refused_before_anything_is_written() {
 
 #[test]
 fn ctrl_c_leaves_every_table_and_its_watermark_old_or_new() {
-    use std::io::{BufRead, BufReader};
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
-
     let clusters = clusters();
     let tables = ["journal_a", "journal_b", "journal_c", "journal_d"];
     clusters.source.create_database("inc_stop_src");
@@ -510,32 +503,10 @@ fn ctrl_c_leaves_every_table_and_its_watermark_old_or_new() {
             &format!("ALTER TABLE {table} ADD CONSTRAINT {table}_slow CHECK (slow_down(id)) NOT VALID"),
         );
     }
-    let mut child = crate::sync_command("inc_stop_src", "inc_stop_dst", work.path())
-        .args(["--incremental", "--yes", "--jobs", "1", "--plain"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let log = log.clone();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        })
-    };
-    crate::faults::wait_until(Duration::from_secs(60), "a table changed", || {
-        log.lock().unwrap().contains("[DONE     ]")
-    });
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    let log = log.lock().unwrap().clone();
-    assert_eq!(status.code(), Some(130), "{log}");
+    let mut command = crate::sync_command("inc_stop_src", "inc_stop_dst", work.path());
+    command.args(["--incremental", "--yes", "--jobs", "1"]);
+    let (code, log) = crate::faults::interrupt_after_first_table(command);
+    assert_eq!(code, Some(130), "{log}");
     let marks_after = clusters.target.psql("inc_stop_dst", marks);
     let mark = |marks: &str, table: &str| {
         marks

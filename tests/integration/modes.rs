@@ -274,13 +274,6 @@ fn fix_schema_adds_a_column_to_a_table_that_holds_rows_and_shows_it_first() {
 
 #[test]
 fn ctrl_c_during_a_refresh_leaves_every_table_old_or_new() {
-    use std::io::{BufRead, BufReader};
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
-
     let clusters = clusters();
     let tables = ["ledger_a", "ledger_b", "ledger_c", "ledger_d"];
     clusters.source.create_database("interrupted_src");
@@ -312,32 +305,10 @@ fn ctrl_c_during_a_refresh_leaves_every_table_old_or_new() {
             ),
         );
     }
-    let mut child = crate::sync_command("interrupted_src", "interrupted_dst", dumps.path())
-        .args(["--data-only", "--yes", "--jobs", "1", "--plain"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let log = log.clone();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        })
-    };
-    crate::faults::wait_until(Duration::from_secs(60), "a table refreshed", || {
-        log.lock().unwrap().contains("[DONE     ]")
-    });
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    let log = log.lock().unwrap().clone();
-    assert_eq!(status.code(), Some(130), "{log}");
+    let mut command = crate::sync_command("interrupted_src", "interrupted_dst", dumps.path());
+    command.args(["--data-only", "--yes", "--jobs", "1"]);
+    let (code, log) = crate::faults::interrupt_after_first_table(command);
+    assert_eq!(code, Some(130), "{log}");
     let mut refreshed = 0;
     for table in tables {
         let state = clusters.target.psql(
