@@ -656,37 +656,33 @@ pub fn foreign_key_order(plan: &Plan, inventory: &Inventory) -> (Vec<usize>, Vec
     (order, cycles)
 }
 
-/// The planned tables in waves: a table comes in a later wave than every table it references
-/// by a foreign key, and tables of a cycle come in the same wave. Writes wave by wave never
-/// commit a row before the row it references (outside a cycle).
-pub fn foreign_key_waves(plan: &Plan, inventory: &Inventory) -> Vec<Vec<usize>> {
+/// The planned tables linked by foreign keys (in either direction, through any chain), each
+/// group in foreign-key order (referenced tables first); unlinked tables are groups of one.
+/// Writes that share one transaction per group can insert forward and delete backward, so no
+/// committed row ever references a missing one.
+pub fn foreign_key_groups(plan: &Plan, inventory: &Inventory) -> Vec<Vec<usize>> {
     let by_oid = plan.tables_by_tree_oid();
-    let mut references: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); plan.tables.len()];
+    let mut leader: Vec<usize> = (0..plan.tables.len()).collect();
+    fn leader_of(leader: &mut [usize], mut table: usize) -> usize {
+        while leader[table] != table {
+            leader[table] = leader[leader[table]];
+            table = leader[table];
+        }
+        table
+    }
     for key in &inventory.foreign_keys {
         if let (Some(table), Some(referenced)) = (by_oid.get(&key.table), by_oid.get(&key.referenced_table)) {
-            references[*table].insert(*referenced);
+            let (first, second) = (leader_of(&mut leader, *table), leader_of(&mut leader, *referenced));
+            leader[first.max(second)] = first.min(second);
         }
     }
-    let mut wave_of: Vec<usize> = vec![0; plan.tables.len()];
-    let mut waves: Vec<Vec<usize>> = Vec::new();
-    // Every component comes after the components it references.
-    for component in strongly_connected(&references) {
-        let wave = component
-            .iter()
-            .flat_map(|table| references[*table].iter())
-            .filter(|referenced| !component.contains(referenced))
-            .map(|referenced| wave_of[*referenced] + 1)
-            .max()
-            .unwrap_or(0);
-        for table in &component {
-            wave_of[*table] = wave;
-        }
-        if waves.len() <= wave {
-            waves.resize(wave + 1, Vec::new());
-        }
-        waves[wave].extend(component);
+    let (order, _) = foreign_key_order(plan, inventory);
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for table in order {
+        let group = leader_of(&mut leader, table);
+        groups.entry(group).or_default().push(table);
     }
-    waves
+    groups.into_values().collect()
 }
 
 /// Tarjan's strongly connected components of the graph `edges` (node → nodes it points to), each
@@ -1034,15 +1030,15 @@ mod tests {
         let mut cycle = cycles[0].clone();
         cycle.sort();
         assert_eq!(cycle, ["d", "e"]);
-        let waves: Vec<Vec<String>> = foreign_key_waves(&plan, &inventory)
+        let groups: Vec<Vec<String>> = foreign_key_groups(&plan, &inventory)
             .into_iter()
-            .map(|wave| {
-                let mut names: Vec<String> = wave.into_iter().map(name).collect();
-                names.sort();
-                names
-            })
+            .map(|group| group.into_iter().map(name).collect())
             .collect();
-        assert_eq!(waves, [vec!["a", "d", "e"], vec!["b"], vec!["c"]]);
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert_eq!(groups[0], ["a", "b", "c"], "referenced tables first");
+        let mut cycle = groups[1].clone();
+        cycle.sort();
+        assert_eq!(cycle, ["d", "e"]);
     }
 
     #[test]

@@ -12,12 +12,31 @@ use super::{QualifiedName, quote_identifier, sql_error};
 /// Where a table's next incremental run reads from: the table in the target that keeps it.
 pub const WATERMARK_TABLE: &str = "dbsync.incremental_state";
 
-/// The temporary tables of one table's transaction (dropped at its commit or rollback).
-const ROW_STAGE: &str = "pg_temp.\"dbsync rows\"";
 const ROW_NUMBER: &str = "\"dbsync row\"";
-const HASH_STAGE: &str = "pg_temp.\"dbsync hashes\"";
 const HASH_COLUMN: &str = "\"dbsync hash\"";
-const CHANGED_KEYS: &str = "pg_temp.\"dbsync changed\"";
+
+/// One table's temporary tables in the open transaction (dropped at its commit or rollback):
+/// numbered, so that the tables sharing a transaction keep theirs until their deletions.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// Rows to upsert.
+    rows: String,
+    /// Source keys (and row hashes): the keys to keep.
+    hashes: String,
+    /// Keys whose rows differ.
+    changed: String,
+}
+
+impl Stage {
+    pub fn numbered(number: usize) -> Stage {
+        let name = |what: &str| quote_identifier(&format!("dbsync {what} {number}"));
+        Stage {
+            rows: name("rows"),
+            hashes: name("hashes"),
+            changed: name("changed"),
+        }
+    }
+}
 
 /// Creates the `dbsync` schema and its watermark table in the target if they are missing.
 pub async fn ensure_watermark_table(client: &Client) -> Result<()> {
@@ -186,42 +205,53 @@ pub async fn primary_keys(client: &Client, tables: &[QualifiedName]) -> Result<V
     Ok(rows.into_iter().map(|row| row.get(0)).collect())
 }
 
-/// Opens the table's transaction: triggers and foreign keys off (unless `fire_triggers`), the
-/// table locked against other writers (readers go on), and empty staging tables.
+/// Opens the transaction of a group of tables; constraints that can wait are checked at its
+/// commit (where triggers fire, a cycle's rows may reference each other).
+pub async fn begin_change(client: &Client) -> Result<()> {
+    client
+        .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
+        .await
+        .map_err(|error| sql_error("cannot begin a transaction", error))
+}
+
+/// Turns triggers and foreign keys on the target on or off for the next writes of the open
+/// transaction (off: `session_replication_role = replica`).
+pub async fn fire_triggers(client: &Client, fire: bool) -> Result<()> {
+    let role = if fire { "origin" } else { "replica" };
+    client
+        .batch_execute(&format!("SET LOCAL session_replication_role = {role}"))
+        .await
+        .map_err(|error| {
+            sql_error(
+                "cannot turn foreign keys and triggers off for the incremental writes (session_replication_role needs a superuser, \
+                 or on PostgreSQL 15+ the SET privilege on it: GRANT SET ON PARAMETER session_replication_role TO …)",
+                error,
+            )
+        })
+}
+
+/// Prepares one table's change in the open transaction: the table locked against other
+/// writers (readers go on), and its empty staging tables.
 pub async fn begin_table_change(
     client: &Client,
     table: &QualifiedName,
     columns: &[String],
     key: &[String],
-    fire_triggers: bool,
+    stage: &Stage,
 ) -> Result<()> {
-    client
-        .batch_execute("BEGIN")
-        .await
-        .map_err(|error| sql_error("cannot begin a transaction", error))?;
-    if !fire_triggers {
-        client
-            .batch_execute("SET LOCAL session_replication_role = replica")
-            .await
-            .map_err(|error| {
-                sql_error(
-                    "cannot turn foreign keys and triggers off for the incremental writes (session_replication_role needs a superuser, \
-                     or on PostgreSQL 15+ the SET privilege on it: GRANT SET ON PARAMETER session_replication_role TO …)",
-                    error,
-                )
-            })?;
-    }
     let quoted = table.quoted();
     let column_list = quoted_list(columns);
     let mut statements = format!(
         "LOCK TABLE ONLY {quoted} IN EXCLUSIVE MODE; \
-         CREATE TEMP TABLE \"dbsync rows\" ON COMMIT DROP AS SELECT {column_list} FROM ONLY {quoted} WITH NO DATA; \
-         ALTER TABLE {ROW_STAGE} ADD COLUMN {ROW_NUMBER} bigint GENERATED ALWAYS AS IDENTITY"
+         CREATE TEMP TABLE {0} ON COMMIT DROP AS SELECT {column_list} FROM ONLY {quoted} WITH NO DATA; \
+         ALTER TABLE pg_temp.{0} ADD COLUMN {ROW_NUMBER} bigint GENERATED ALWAYS AS IDENTITY",
+        stage.rows
     );
     if !key.is_empty() {
         statements += &format!(
-            "; CREATE TEMP TABLE \"dbsync hashes\" ON COMMIT DROP AS SELECT {} FROM ONLY {quoted} WITH NO DATA; \
-             ALTER TABLE {HASH_STAGE} ADD COLUMN {HASH_COLUMN} bigint",
+            "; CREATE TEMP TABLE {0} ON COMMIT DROP AS SELECT {1} FROM ONLY {quoted} WITH NO DATA; \
+             ALTER TABLE pg_temp.{0} ADD COLUMN {HASH_COLUMN} bigint",
+            stage.hashes,
             quoted_list(key)
         );
     }
@@ -232,9 +262,15 @@ pub async fn begin_table_change(
 }
 
 /// Relays the selected source rows into the row stage; returns the rows and bytes read.
-pub async fn stage_rows(source: &Client, target: &Client, rows: &RowSelection<'_>) -> Result<(u64, u64)> {
+pub async fn stage_rows(
+    source: &Client,
+    target: &Client,
+    rows: &RowSelection<'_>,
+    stage: &Stage,
+) -> Result<(u64, u64)> {
     let copy_in = format!(
-        "COPY {ROW_STAGE} ({}) FROM STDIN (FORMAT {})",
+        "COPY pg_temp.{} ({}) FROM STDIN (FORMAT {})",
+        stage.rows,
         rows.column_list(),
         rows.format()
     );
@@ -250,6 +286,7 @@ pub async fn stage_row_hashes(
     key: &[String],
     columns: &[ChecksumColumn],
     hash: RowHash,
+    stage: &Stage,
 ) -> Result<(u64, u64)> {
     let copy_out = format!(
         "COPY (SELECT {}, {} FROM ONLY {}{}) TO STDOUT",
@@ -258,8 +295,12 @@ pub async fn stage_row_hashes(
         rows.table.quoted(),
         rows.condition()
     );
-    let copy_in = format!("COPY {HASH_STAGE} ({}, {HASH_COLUMN}) FROM STDIN", quoted_list(key));
-    empty_hash_stage(target).await?;
+    let copy_in = format!(
+        "COPY pg_temp.{} ({}, {HASH_COLUMN}) FROM STDIN",
+        stage.hashes,
+        quoted_list(key)
+    );
+    empty_hash_stage(target, stage).await?;
     relay(source, target, rows, &copy_in, &copy_out).await
 }
 
@@ -272,6 +313,7 @@ pub async fn find_changed_keys(
     columns: &[ChecksumColumn],
     hash: RowHash,
     filter: Option<RowFilter<'_>>,
+    stage: &Stage,
 ) -> Result<()> {
     let condition = filter
         .map(|filter| format!(" WHERE {}", filter.condition()))
@@ -280,14 +322,16 @@ pub async fn find_changed_keys(
     let target_hash = row_hash_expression(columns, hash);
     client
         .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {CHANGED_KEYS}; \
-             CREATE TEMP TABLE \"dbsync changed\" ON COMMIT DROP AS \
-             SELECT staged.{key}::bigint AS key FROM {HASH_STAGE} AS staged \
-             LEFT JOIN (SELECT {key}, {target_hash} AS hash FROM ONLY {} AS t{condition}) AS held \
+            "DROP TABLE IF EXISTS pg_temp.{changed}; \
+             CREATE TEMP TABLE {changed} ON COMMIT DROP AS \
+             SELECT staged.{key}::bigint AS key FROM pg_temp.{hashes} AS staged \
+             LEFT JOIN (SELECT {key}, {target_hash} AS hash FROM ONLY {table} AS t{condition}) AS held \
                ON held.{key} = staged.{key} \
              WHERE held.hash IS DISTINCT FROM staged.{HASH_COLUMN}; \
-             CREATE INDEX ON {CHANGED_KEYS} (key)",
-            table.quoted()
+             CREATE INDEX ON pg_temp.{changed} (key)",
+            changed = stage.changed,
+            hashes = stage.hashes,
+            table = table.quoted()
         ))
         .await
         .map_err(|error| sql_error(format!("cannot compare the rows of {}", table.display_name()), error))?;
@@ -295,10 +339,13 @@ pub async fn find_changed_keys(
 }
 
 /// The next `limit` changed keys above `after`, in order.
-pub async fn changed_keys(client: &Client, after: Option<i64>, limit: u64) -> Result<Vec<i64>> {
+pub async fn changed_keys(client: &Client, stage: &Stage, after: Option<i64>, limit: u64) -> Result<Vec<i64>> {
     let rows = client
         .query(
-            &format!("SELECT key FROM {CHANGED_KEYS} WHERE $1::bigint IS NULL OR key > $1 ORDER BY key LIMIT $2"),
+            &format!(
+                "SELECT key FROM pg_temp.{} WHERE $1::bigint IS NULL OR key > $1 ORDER BY key LIMIT $2",
+                stage.changed
+            ),
             &[&after, &(limit as i64)],
         )
         .await
@@ -311,13 +358,14 @@ pub async fn changed_keys(client: &Client, after: Option<i64>, limit: u64) -> Re
 /// inserted and updated.
 pub async fn upsert_staged(
     client: &Client,
+    stage: &Stage,
     table: &QualifiedName,
     columns: &[String],
     key: &[String],
     batch_rows: u64,
 ) -> Result<(u64, u64)> {
     let last: Option<i64> = client
-        .query_one(&format!("SELECT max({ROW_NUMBER}) FROM {ROW_STAGE}"), &[])
+        .query_one(&format!("SELECT max({ROW_NUMBER}) FROM pg_temp.{}", stage.rows), &[])
         .await
         .map_err(|error| sql_error("cannot read the staged rows", error))?
         .get(0);
@@ -349,10 +397,11 @@ pub async fn upsert_staged(
     };
     let statement = format!(
         "WITH written AS (INSERT INTO {} AS held ({column_list}) OVERRIDING SYSTEM VALUE \
-           SELECT {column_list} FROM {ROW_STAGE} WHERE {ROW_NUMBER} BETWEEN $1 AND $2 \
+           SELECT {column_list} FROM pg_temp.{} WHERE {ROW_NUMBER} BETWEEN $1 AND $2 \
            ON CONFLICT ({}) {on_conflict} RETURNING (xmax = 0) AS inserted) \
          SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written",
         table.quoted(),
+        stage.rows,
         quoted_list(key)
     );
     let (mut inserted, mut updated) = (0, 0);
@@ -370,7 +419,7 @@ pub async fn upsert_staged(
         first = end.saturating_add(1);
     }
     client
-        .batch_execute(&format!("TRUNCATE {ROW_STAGE}"))
+        .batch_execute(&format!("TRUNCATE pg_temp.{}", stage.rows))
         .await
         .map_err(|error| sql_error("cannot empty the row stage", error))?;
     Ok((inserted, updated))
@@ -380,6 +429,7 @@ pub async fn upsert_staged(
 /// keys of those rows), `batch_rows` per statement; returns how many.
 pub async fn delete_missing(
     client: &Client,
+    stage: &Stage,
     table: &QualifiedName,
     key: &[String],
     filter: Option<RowFilter<'_>>,
@@ -399,10 +449,11 @@ pub async fn delete_missing(
         .collect();
     let statement = format!(
         "DELETE FROM ONLY {0} WHERE ctid = ANY(ARRAY(SELECT held.ctid FROM ONLY {0} AS held{1} \
-           AND NOT EXISTS (SELECT 1 FROM {HASH_STAGE} AS staged WHERE {2}) LIMIT $1))",
+           AND NOT EXISTS (SELECT 1 FROM pg_temp.{3} AS staged WHERE {2}) LIMIT $1))",
         table.quoted(),
         condition,
-        matches.join(" AND ")
+        matches.join(" AND "),
+        stage.hashes
     );
     let mut deleted = 0;
     loop {
@@ -432,6 +483,7 @@ pub async fn stage_keys(
     target: &Client,
     rows: &RowSelection<'_>,
     key: &[String],
+    stage: &Stage,
 ) -> Result<(u64, u64)> {
     let copy_out = format!(
         "COPY (SELECT {} FROM ONLY {}{}) TO STDOUT",
@@ -439,14 +491,14 @@ pub async fn stage_keys(
         rows.table.quoted(),
         rows.condition()
     );
-    let copy_in = format!("COPY {HASH_STAGE} ({}) FROM STDIN", quoted_list(key));
-    empty_hash_stage(target).await?;
+    let copy_in = format!("COPY pg_temp.{} ({}) FROM STDIN", stage.hashes, quoted_list(key));
+    empty_hash_stage(target, stage).await?;
     relay(source, target, rows, &copy_in, &copy_out).await
 }
 
-async fn empty_hash_stage(client: &Client) -> Result<()> {
+async fn empty_hash_stage(client: &Client, stage: &Stage) -> Result<()> {
     client
-        .batch_execute(&format!("TRUNCATE {HASH_STAGE}"))
+        .batch_execute(&format!("TRUNCATE pg_temp.{}", stage.hashes))
         .await
         .map_err(|error| sql_error("cannot empty the hash stage", error))
 }

@@ -1,9 +1,9 @@
 //! `dbsync sync --incremental`: the target database and its schema are kept (checked like a
 //! data-only refresh's), and each selected table is brought to the source's snapshot by moving
-//! only the rows that differ, in one transaction per table: rows changed since the table's
-//! watermark (by its change column), or the rows of the key ranges whose hashes differ. Tables
-//! go in waves of foreign-key order (referenced tables first); sequences are set and the rows
-//! validated as after a refresh.
+//! only the rows that differ: rows changed since the table's watermark (by its change column),
+//! or the rows of the key ranges whose hashes differ. Tables linked by foreign keys share one
+//! transaction (rows written referenced tables first, deleted referencing tables first), other
+//! tables each have their own; sequences are set and the rows validated as after a refresh.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,8 +46,8 @@ impl Run<'_> {
         let snapshot = self.take_snapshot(&source, &plan).await?;
         self.emit(Event::Phase(Phase::RefreshData));
         let (source_sessions, target_sessions) = self.incremental_sessions(&snapshot).await?;
-        let waves = crate::plan::foreign_key_waves(&plan, &source.inventory);
-        self.change_in_waves(&source_sessions, &target_sessions, &tables, waves, &horizon)
+        let groups = crate::plan::foreign_key_groups(&plan, &source.inventory);
+        self.change_in_groups(&source_sessions, &target_sessions, &tables, groups, &horizon)
             .await?;
         self.set_sequences(&source.client, &target, &plan).await?;
         self.emit(Event::Phase(Phase::RefreshValidation));
@@ -110,13 +110,14 @@ impl Run<'_> {
         Ok(horizon)
     }
 
-    /// The tables changed wave by wave (a wave's tables at once, `--jobs` at a time).
-    async fn change_in_waves(
+    /// The tables changed group by group (tables linked by foreign keys share a transaction),
+    /// `--jobs` groups at a time.
+    async fn change_in_groups(
         &self,
         source: &Sessions,
         target: &[Arc<Client>],
         tables: &[Planned],
-        waves: Vec<Vec<usize>>,
+        groups: Vec<Vec<usize>>,
         horizon: &catalog::Horizon,
     ) -> Result<(), SyncError> {
         let hash = interruptible(&self.cancellation, agreed_hash(&source.clients()[0], &target[0])).await?;
@@ -134,11 +135,15 @@ impl Run<'_> {
             batch_rows: self.settings.incremental.batch_rows,
             lookback_seconds: self.settings.incremental.lookback.as_secs(),
         };
-        for wave in waves {
-            let members: Vec<&Planned> = tables.iter().filter(|(planned, _)| wave.contains(planned)).collect();
-            self.change_tables(source, target, &members, &context).await?;
-        }
-        Ok(())
+        let groups: Vec<Vec<&Planned>> = groups
+            .iter()
+            .map(|group| {
+                let member_of = |planned: usize| tables.iter().filter(move |(member, _)| *member == planned);
+                group.iter().copied().flat_map(member_of).collect()
+            })
+            .filter(|members: &Vec<&Planned>| !members.is_empty())
+            .collect();
+        self.change_groups(source, target, &groups, &context).await
     }
 
     /// `--jobs` source sessions in the snapshot (with the masking salt) and as many on the
@@ -163,40 +168,48 @@ impl Run<'_> {
         interruptible(&self.cancellation, open).await
     }
 
-    /// Each table of a wave in its own transaction on its own pair of sessions, `--jobs` at once.
-    async fn change_tables(
+    /// Each group of tables linked by foreign keys in its own transaction on its own pair of
+    /// sessions, `--jobs` groups at once.
+    async fn change_groups(
         &self,
         source: &Sessions,
         target: &[Arc<Client>],
-        tables: &[&Planned],
+        groups: &[Vec<&Planned>],
         context: &ChangeContext<'_>,
     ) -> Result<(), SyncError> {
         let pairs: Vec<(Arc<Client>, Arc<Client>)> =
             source.clients().iter().cloned().zip(target.iter().cloned()).collect();
-        let work = share_out(&pairs, tables, |(source, target), (planned, table)| async move {
+        let work = share_out(&pairs, groups, |(source, target), group| async move {
             let started = Instant::now();
-            let name = table.name.display_name();
-            let event = |line| Event::Table {
-                activity: Activity::Stream,
-                table: name.clone(),
-                line,
-            };
-            self.emit(event(TableLine::Started {
-                description: "Incremental Change".into(),
-            }));
-            match change::change_table(&source, &target, table, context).await {
+            for (_, table) in group {
+                self.emit(table_event(
+                    table,
+                    TableLine::Started {
+                        description: "Incremental Change".into(),
+                    },
+                ));
+            }
+            let tables: Vec<&TableChange> = group.iter().map(|(_, table)| table).collect();
+            match change::change_group(&source, &target, &tables, context).await {
                 Ok(changes) => {
-                    self.progress.add_changes(*planned, &changes);
-                    self.emit(event(TableLine::Finished {
-                        elapsed: started.elapsed(),
-                    }));
+                    for ((planned, table), changes) in group.iter().zip(&changes) {
+                        self.progress.add_changes(*planned, changes);
+                        let elapsed = started.elapsed();
+                        self.emit(table_event(table, TableLine::Finished { elapsed }));
+                    }
                     anyhow::Ok(())
                 }
-                Err(error) => {
-                    self.emit(event(TableLine::Failed {
-                        error: format!("{error:#}"),
-                    }));
-                    Err(error)
+                Err(failure) => {
+                    self.progress.tables_failed(&[group[failure.table].0]);
+                    let failed = tables[failure.table].name.display_name();
+                    for (index, table) in tables.iter().enumerate() {
+                        let error = match index == failure.table {
+                            true => format!("{:#}", failure.error),
+                            false => format!("rolled back with {failed}, which it is linked to by foreign keys"),
+                        };
+                        self.emit(table_event(table, TableLine::Failed { error }));
+                    }
+                    Err(failure.error)
                 }
             }
         });
@@ -361,6 +374,14 @@ fn change_column_of(
 }
 
 /// The source as the watermark table names it: host, port and database (no user, no password).
+fn table_event(table: &TableChange, line: TableLine) -> Event {
+    Event::Table {
+        activity: Activity::Stream,
+        table: table.name.display_name(),
+        line,
+    }
+}
+
 fn source_identity(source: &crate::connection::Endpoint) -> String {
     format!("{}:{}/{}", source.host, source.port, source.dbname)
 }

@@ -233,8 +233,12 @@ impl Progress {
     }
 
     pub fn unit_failed(&self, unit: &Unit) {
+        self.tables_failed(&unit.planned_tables);
+    }
+
+    pub fn tables_failed(&self, tables: &[usize]) {
         let mut state = self.lock();
-        for index in &unit.planned_tables {
+        for index in tables {
             state.tables[*index].failed = true;
         }
     }
@@ -367,6 +371,7 @@ impl Progress {
                     Some(count) if count.matches() => TableResult::Ok,
                     Some(_) => TableResult::Mismatch,
                     None if table.failed => TableResult::Failed,
+                    None if table.changes.is_some() => TableResult::Changed,
                     None => TableResult::NotDone,
                 };
                 SummaryRow {

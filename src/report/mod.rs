@@ -441,6 +441,10 @@ pub enum TableResult {
     /// A dump's table: exported and counted in the snapshot.
     #[serde(rename = "DUMPED")]
     Dumped,
+    /// An incremental run's table whose changes committed before another table failed (not
+    /// validated: the run stopped).
+    #[serde(rename = "CHANGED")]
+    Changed,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -801,6 +805,7 @@ mod tests {
             TableResult::Failed,
             TableResult::NotDone,
             TableResult::Dumped,
+            TableResult::Changed,
         ] {
             let name = json_name(result);
             assert!(

@@ -267,7 +267,7 @@ fn a_transaction_that_commits_after_the_snapshot_with_an_older_timestamp_is_not_
 }
 
 #[test]
-fn a_failing_table_rolls_back_alone_and_the_next_run_goes_on() {
+fn a_failing_table_rolls_back_with_the_tables_linked_to_it_and_the_next_run_goes_on() {
     let clusters = clusters();
     blog_source("inc_fail_src");
     let work = dump_dir();
@@ -291,8 +291,17 @@ fn a_failing_table_rolls_back_alone_and_the_next_run_goes_on() {
     let posts_before = clusters.target.psql("inc_fail_dst", before);
     let marks = "SELECT read_from FROM dbsync.incremental_state WHERE table_name = 'public.posts'";
     let mark_before = clusters.target.psql("inc_fail_dst", marks);
-    let (failed, _) = incremental("inc_fail_src", "inc_fail_dst", &["--config", &settings], work.path());
+    let (failed, report) = incremental("inc_fail_src", "inc_fail_dst", &["--config", &settings], work.path());
     assert_exit(&failed, 1);
+    let result = |table: &str| {
+        let rows = report["tables"].as_array().unwrap();
+        let row = rows.iter().find(|row| row["table"] == table).unwrap();
+        row["result"].as_str().unwrap().to_string()
+    };
+    assert_eq!(
+        (result("posts"), result("authors")),
+        ("FAILED".into(), "NOT DONE".into())
+    );
     assert!(text(&failed).contains("refused by a trigger"), "{}", text(&failed));
     assert_eq!(
         clusters.target.psql("inc_fail_dst", before),
@@ -304,19 +313,57 @@ fn a_failing_table_rolls_back_alone_and_the_next_run_goes_on() {
         mark_before,
         "its watermark too"
     );
-    assert_eq!(
+    assert_ne!(
         clusters
             .target
             .psql("inc_fail_dst", "SELECT name FROM authors WHERE id = 1"),
         "kept",
-        "a table referenced by posts was changed in its own transaction before"
+        "authors, which posts references, shares its transaction and rolled back with it"
     );
+    assert!(text(&failed).contains("rolled back with posts"), "{}", text(&failed));
     clusters.target.psql("inc_fail_dst", "DROP TRIGGER refuse ON posts");
     assert_exit(
         &incremental("inc_fail_src", "inc_fail_dst", &["--config", &settings], work.path()).0,
         0,
     );
     assert_same_rows("inc_fail_src", "inc_fail_dst");
+}
+
+/// With foreign keys firing on the target, an author deleted with their posts at the source
+/// can only go after the posts (and a new author before theirs): linked tables share one
+/// transaction, rows written referenced tables first, deletions referencing tables first.
+#[test]
+fn where_foreign_keys_fire_deletions_go_referencing_tables_first() {
+    let clusters = clusters();
+    blog_source("inc_order_src");
+    let work = dump_dir();
+    assert_exit(
+        &crate::sync("inc_order_src", "inc_order_dst", &["--yes"], work.path()),
+        0,
+    );
+    assert_exit(&incremental("inc_order_src", "inc_order_dst", &[], work.path()).0, 0);
+    clusters.source.psql(
+        "inc_order_src",
+        "DELETE FROM posts WHERE author_id = 7; DELETE FROM authors WHERE id = 7; \
+         INSERT INTO authors (id, name) VALUES (51, 'new author'); \
+         INSERT INTO posts (author_id, title) SELECT 51, 'new ' || g FROM generate_series(1, 5) g; \
+         UPDATE posts SET author_id = 51, updated_at = localtimestamp WHERE id = 8;",
+    );
+    let settings = config(work.path(), "[incremental]\nfire_triggers = [\"authors\", \"posts\"]\n");
+    let (output, report) = incremental("inc_order_src", "inc_order_dst", &["--config", &settings], work.path());
+    assert_exit(&output, 0);
+    assert_same_rows("inc_order_src", "inc_order_dst");
+    let (_, inserted, _, deleted, _) = changes(&report, "authors");
+    assert_eq!((inserted, deleted), (1, 1), "{report}");
+    let (_, inserted, updated, deleted, _) = changes(&report, "posts");
+    assert_eq!((inserted, updated, deleted), (5, 1, 60), "{report}");
+    assert_eq!(
+        clusters.target.psql(
+            "inc_order_dst",
+            "SELECT count(*) FROM posts p LEFT JOIN authors a ON a.id = p.author_id WHERE a.id IS NULL"
+        ),
+        "0"
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
-//! One table's incremental change, in one transaction on the target: the rows changed since the
-//! table's watermark (by its change column) or the rows of the key ranges whose hashes differ
-//! are staged by `COPY`, upserted, and the rows the source no longer has deleted; the new
-//! watermark is written in the same transaction, so it moves only when the rows do.
+//! The incremental change of a group of tables linked by foreign keys, in one transaction on
+//! the target: each table's rows changed since its watermark (by its change column) or the rows
+//! of the key ranges whose hashes differ are staged by `COPY` and upserted, referenced tables
+//! first; then the rows the source no longer has are deleted, referencing tables first. Each
+//! new watermark is written in the same transaction, so it moves only when the rows do.
 
 use std::collections::BTreeSet;
 
@@ -9,7 +10,7 @@ use anyhow::Result;
 use tokio_postgres::Client;
 
 use crate::catalog::{
-    self, ChecksumColumn, Horizon, KeyBuckets, QualifiedName, RowFilter, RowHash, RowSelection, Watermark,
+    self, ChecksumColumn, Horizon, KeyBuckets, QualifiedName, RowFilter, RowHash, RowSelection, Stage, Watermark,
 };
 use crate::report::RowChanges;
 
@@ -80,45 +81,135 @@ pub struct ChangeContext<'a> {
     pub lookback_seconds: u64,
 }
 
-/// Changes one table in one transaction on `target`, reading `source` in the snapshot.
-pub async fn change_table(
+/// A table of a group that failed, and why (the group's transaction is rolled back).
+#[derive(Debug)]
+pub struct GroupFailure {
+    pub table: usize,
+    pub error: anyhow::Error,
+}
+
+/// What a table still has to delete once its rows are written: deletions go in reverse
+/// foreign-key order, after every table of the group has its new rows.
+enum Deletion {
+    Nothing,
+    /// The rows whose keys the source lacks, found by `delete_vanished`.
+    Vanished,
+    /// The rows (of these buckets of an integer key) whose keys are not in the hash stage.
+    Staged(Option<(KeyBuckets, Vec<i64>)>),
+}
+
+/// Changes a group of tables linked by foreign keys (in foreign-key order, referenced tables
+/// first) in one transaction on `target`, reading `source` in the snapshot: every table's rows
+/// written first, then the deletions from the last table back to the first, then one commit.
+/// So no committed state has a row referencing a missing one, and triggers or foreign keys
+/// that fire see parents before children are written and after they are deleted.
+pub async fn change_group(
     source: &Client,
     target: &Client,
-    table: &TableChange,
+    tables: &[&TableChange],
     context: &ChangeContext<'_>,
-) -> Result<RowChanges> {
-    let key = table.key.clone().unwrap_or_default();
-    catalog::begin_table_change(target, &table.name, &table.columns, &key, table.fire_triggers).await?;
+) -> Result<Vec<RowChanges>, GroupFailure> {
+    let failure = |table| move |error| GroupFailure { table, error };
+    catalog::begin_change(target).await.map_err(failure(0))?;
     let changed = async {
-        if table.key.is_none() {
-            return replace_whole(source, target, table).await;
-        }
-        let held = catalog::read_watermark(target, context.source_identity, &table.name).await?;
-        let read_from = held
-            .as_ref()
-            .zip(table.change.as_ref())
-            .filter(|(held, change)| held.change_column == change.name && !context.deep)
-            .and_then(|(held, _)| held.read_from.clone());
-        let changes = match (&table.change, read_from) {
-            (Some(change), Some(read_from)) => {
-                changed_since(source, target, table, context, change, &read_from).await?
+        let mut firing = true;
+        let mut written = Vec::new();
+        for (number, table) in tables.iter().enumerate() {
+            let stage = Stage::numbered(number);
+            let outcome = async {
+                if table.fire_triggers != firing {
+                    catalog::fire_triggers(target, table.fire_triggers).await?;
+                    firing = table.fire_triggers;
+                }
+                write_rows(source, target, table, &stage, context).await
             }
-            _ => key_ranges(source, target, table, context).await?,
-        };
-        if let Some(change) = &table.change {
-            let next = next_watermark(source, table, change, held.as_ref(), context).await?;
-            catalog::write_watermark(target, context.source_identity, &table.name, &next).await?;
+            .await;
+            written.push((stage, outcome.map_err(failure(number))?));
         }
-        Ok(changes)
+        for (number, (table, (stage, (changes, deletion)))) in tables.iter().zip(&mut written).enumerate().rev() {
+            let delete = async {
+                if table.fire_triggers != firing && !matches!(deletion, Deletion::Nothing) {
+                    catalog::fire_triggers(target, table.fire_triggers).await?;
+                    firing = table.fire_triggers;
+                }
+                delete_rows(source, target, table, stage, deletion, context).await
+            };
+            let (deleted, bytes_read) = delete.await.map_err(failure(number))?;
+            changes.deleted += deleted;
+            changes.bytes_read += bytes_read;
+        }
+        Ok(written.into_iter().map(|(_, (changes, _))| changes).collect())
     };
     match changed.await {
         Ok(changes) => {
-            catalog::commit(target).await?;
+            catalog::commit(target).await.map_err(failure(0))?;
             Ok(changes)
         }
-        Err(error) => {
+        Err(failed) => {
             let _ = catalog::rollback(target).await;
-            Err(error)
+            Err(failed)
+        }
+    }
+}
+
+/// One table's new and changed rows written (and its watermark), its deletions left for later.
+async fn write_rows(
+    source: &Client,
+    target: &Client,
+    table: &TableChange,
+    stage: &Stage,
+    context: &ChangeContext<'_>,
+) -> Result<(RowChanges, Deletion)> {
+    let key = table.key.clone().unwrap_or_default();
+    catalog::begin_table_change(target, &table.name, &table.columns, &key, stage).await?;
+    if table.key.is_none() {
+        return Ok((replace_whole(source, target, table).await?, Deletion::Nothing));
+    }
+    let held = catalog::read_watermark(target, context.source_identity, &table.name).await?;
+    let read_from = held
+        .as_ref()
+        .zip(table.change.as_ref())
+        .filter(|(held, change)| held.change_column == change.name && !context.deep)
+        .and_then(|(held, _)| held.read_from.clone());
+    let (changes, deletion) = match (&table.change, read_from) {
+        (Some(change), Some(read_from)) => {
+            let changes = changed_since(source, target, table, stage, context, change, &read_from).await?;
+            (changes, Deletion::Vanished)
+        }
+        _ => key_ranges(source, target, table, stage, context).await?,
+    };
+    if let Some(change) = &table.change {
+        let next = next_watermark(source, table, change, held.as_ref(), context).await?;
+        catalog::write_watermark(target, context.source_identity, &table.name, &next).await?;
+    }
+    let deletion = if context.delete { deletion } else { Deletion::Nothing };
+    Ok((changes, deletion))
+}
+
+/// The deletions `write_rows` left; returns the rows deleted and the bytes read.
+async fn delete_rows(
+    source: &Client,
+    target: &Client,
+    table: &TableChange,
+    stage: &Stage,
+    deletion: &Deletion,
+    context: &ChangeContext<'_>,
+) -> Result<(u64, u64)> {
+    let key = table.key.as_deref().unwrap_or_default();
+    match deletion {
+        Deletion::Nothing => Ok((0, 0)),
+        Deletion::Vanished => delete_vanished(source, target, table, stage, context).await,
+        Deletion::Staged(buckets) => {
+            let filter = buckets
+                .as_ref()
+                .zip(table.integer_key.as_deref())
+                .map(|((buckets, values), key)| RowFilter::Buckets {
+                    key,
+                    buckets: *buckets,
+                    values,
+                });
+            let deleted = catalog::delete_missing(target, stage, &table.name, key, filter, context.batch_rows).await?;
+            Ok((deleted, 0))
         }
     }
 }
@@ -169,12 +260,12 @@ fn selection<'a>(table: &'a TableChange, filter: Option<RowFilter<'a>>) -> RowSe
     }
 }
 
-/// Rows whose change column is at least `read_from`, upserted; then the rows the source no
-/// longer has deleted.
+/// Rows whose change column is at least `read_from`, upserted.
 async fn changed_since(
     source: &Client,
     target: &Client,
     table: &TableChange,
+    stage: &Stage,
     context: &ChangeContext<'_>,
     change: &ChangeColumn,
     read_from: &str,
@@ -189,20 +280,14 @@ async fn changed_since(
             _ => context.lookback_seconds,
         },
     };
-    let (_, mut bytes_read) = catalog::stage_rows(source, target, &selection(table, Some(filter))).await?;
+    let (_, bytes_read) = catalog::stage_rows(source, target, &selection(table, Some(filter)), stage).await?;
     let (inserted, updated) =
-        catalog::upsert_staged(target, &table.name, &table.columns, key, context.batch_rows).await?;
-    let mut deleted = 0;
-    if context.delete {
-        let (count, bytes) = delete_vanished(source, target, table, context).await?;
-        deleted = count;
-        bytes_read += bytes;
-    }
+        catalog::upsert_staged(target, stage, &table.name, &table.columns, key, context.batch_rows).await?;
     Ok(RowChanges {
         method: "change-column",
         inserted,
         updated,
-        deleted,
+        deleted: 0,
         unchanged: None,
         bytes_read,
     })
@@ -216,6 +301,7 @@ async fn delete_vanished(
     source: &Client,
     target: &Client,
     table: &TableChange,
+    stage: &Stage,
     context: &ChangeContext<'_>,
 ) -> Result<(u64, u64)> {
     let key = table.key.as_deref().unwrap_or_default();
@@ -227,10 +313,10 @@ async fn delete_vanished(
         return Ok((0, 0));
     }
     let Some((integer_key, buckets)) = buckets_of(source, table, KEYS_PER_BUCKET).await? else {
-        let bytes = catalog::stage_keys(source, target, &selection(table, None), key)
+        let bytes = catalog::stage_keys(source, target, &selection(table, None), key, stage)
             .await?
             .1;
-        let deleted = catalog::delete_missing(target, &table.name, key, None, context.batch_rows).await?;
+        let deleted = catalog::delete_missing(target, stage, &table.name, key, None, context.batch_rows).await?;
         return Ok((deleted, bytes));
     };
     let differing = differing_buckets(source, target, table, (integer_key, &buckets), (&[], &[]), context.hash).await?;
@@ -239,73 +325,74 @@ async fn delete_vanished(
         buckets,
         values: &differing,
     };
-    let bytes = catalog::stage_keys(source, target, &selection(table, Some(filter)), key)
+    let bytes = catalog::stage_keys(source, target, &selection(table, Some(filter)), key, stage)
         .await?
         .1;
-    let deleted = catalog::delete_missing(target, &table.name, key, Some(filter), context.batch_rows).await?;
+    let deleted = catalog::delete_missing(target, stage, &table.name, key, Some(filter), context.batch_rows).await?;
     Ok((deleted, bytes))
 }
 
 /// With an integer key: both sides' rows hashed in small buckets of the key, and in the buckets
 /// that differ the rows compared by hash, key by key; only the rows that differ are fetched and
-/// upserted, and the keys the source lacks deleted. Without one (or with an empty source): the
-/// whole table's hashes compared, and if they differ every row staged and upserted (only those
-/// that differ are written).
+/// upserted, the source's keys of those buckets staged for the deletions. Without one (or with
+/// an empty source): the whole table's hashes compared, and if they differ every row staged
+/// and upserted (only those that differ are written).
 async fn key_ranges(
     source: &Client,
     target: &Client,
     table: &TableChange,
+    stage: &Stage,
     context: &ChangeContext<'_>,
-) -> Result<RowChanges> {
+) -> Result<(RowChanges, Deletion)> {
     let key = table.key.as_deref().unwrap_or_default();
     let mut changes = RowChanges {
         method: "key-ranges",
         ..RowChanges::default()
     };
     let hashed = (table.source_hashed.as_slice(), table.target_hashed.as_slice());
-    let filter;
-    let differing;
-    match buckets_of(source, table, ROWS_PER_BUCKET).await? {
+    let deletion = match buckets_of(source, table, ROWS_PER_BUCKET).await? {
         Some((integer_key, buckets)) => {
-            differing = differing_buckets(source, target, table, (integer_key, &buckets), hashed, context.hash).await?;
+            let differing =
+                differing_buckets(source, target, table, (integer_key, &buckets), hashed, context.hash).await?;
             if differing.is_empty() {
-                return Ok(changes);
+                return Ok((changes, Deletion::Nothing));
             }
-            filter = Some(RowFilter::Buckets {
+            let filter = Some(RowFilter::Buckets {
                 key: integer_key,
                 buckets,
                 values: &differing,
             });
             let rows = selection(table, filter);
-            let hashes = catalog::stage_row_hashes(source, target, &rows, key, &table.source_hashed, context.hash);
+            let hashes =
+                catalog::stage_row_hashes(source, target, &rows, key, &table.source_hashed, context.hash, stage);
             changes.bytes_read += hashes.await?.1;
+            let target_hashed = &table.target_hashed;
             catalog::find_changed_keys(
                 target,
                 &table.name,
                 integer_key,
-                &table.target_hashed,
+                target_hashed,
                 context.hash,
                 filter,
+                stage,
             )
             .await?;
-            changes.bytes_read += fetch_changed_rows(source, target, table, integer_key, context.batch_rows).await?;
+            changes.bytes_read += fetch_changed_rows(source, target, table, stage, context.batch_rows).await?;
+            Deletion::Staged(Some((buckets, differing)))
         }
         None => {
-            filter = None;
-            let Some(bytes_read) = stage_whole_table(source, target, table, hashed, context.hash).await? else {
-                return Ok(changes);
+            let Some(bytes_read) = stage_whole_table(source, target, table, stage, hashed, context.hash).await? else {
+                return Ok((changes, Deletion::Nothing));
             };
             changes.bytes_read += bytes_read;
+            Deletion::Staged(None)
         }
-    }
+    };
     let (inserted, updated) =
-        catalog::upsert_staged(target, &table.name, &table.columns, key, context.batch_rows).await?;
+        catalog::upsert_staged(target, stage, &table.name, &table.columns, key, context.batch_rows).await?;
     changes.inserted = inserted;
     changes.updated = updated;
-    if context.delete {
-        changes.deleted = catalog::delete_missing(target, &table.name, key, filter, context.batch_rows).await?;
-    }
-    Ok(changes)
+    Ok((changes, deletion))
 }
 
 /// The whole table's hashes compared; if they differ, every source row staged (and its key, for
@@ -314,6 +401,7 @@ async fn stage_whole_table(
     source: &Client,
     target: &Client,
     table: &TableChange,
+    stage: &Stage,
     hashed: (&[ChecksumColumn], &[ChecksumColumn]),
     hash: RowHash,
 ) -> Result<Option<u64>> {
@@ -325,10 +413,12 @@ async fn stage_whole_table(
     if source_sums == target_sums {
         return Ok(None);
     }
-    let keys = catalog::stage_keys(source, target, &selection(table, None), key)
+    let keys = catalog::stage_keys(source, target, &selection(table, None), key, stage)
         .await?
         .1;
-    let rows = catalog::stage_rows(source, target, &selection(table, None)).await?.1;
+    let rows = catalog::stage_rows(source, target, &selection(table, None), stage)
+        .await?
+        .1;
     Ok(Some(keys + rows))
 }
 
@@ -337,16 +427,17 @@ async fn fetch_changed_rows(
     source: &Client,
     target: &Client,
     table: &TableChange,
-    key: &str,
+    stage: &Stage,
     batch_rows: u64,
 ) -> Result<u64> {
+    let key = table.integer_key.as_deref().unwrap_or_default();
     let mut bytes_read = 0;
     let mut after = None;
     loop {
-        let keys = catalog::changed_keys(target, after, batch_rows).await?;
+        let keys = catalog::changed_keys(target, stage, after, batch_rows).await?;
         let Some(last) = keys.last().copied() else { break };
         let filter = RowFilter::Keys { key, values: &keys };
-        bytes_read += catalog::stage_rows(source, target, &selection(table, Some(filter)))
+        bytes_read += catalog::stage_rows(source, target, &selection(table, Some(filter)), stage)
             .await?
             .1;
         after = Some(last);
