@@ -36,6 +36,10 @@ pub enum Command {
     Restore(Box<RestoreArguments>),
     /// List the databases of a dated target (--target …/Archive_{date}) with their dates and sizes.
     Archives(ArchivesArguments),
+    /// Fold the source database's rows into the target's: new IDs from the target's sequences,
+    /// foreign keys rewritten, rows matched by natural keys ([merge] in the config), an ID map
+    /// kept in the target so a second run inserts nothing new.
+    Merge(Box<MergeArguments>),
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -349,6 +353,48 @@ impl VerifyArguments {
             },
             run: self.run.clone(),
             verify: Some(if self.checksum { "checksum" } else { "count" }.to_string()),
+            ..SyncArguments::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MergeArguments {
+    #[command(flatten)]
+    pub source: SourceArguments,
+
+    /// Target database URI: postgres://user@host2:5432/Central_DB (it must exist)
+    #[arg(long, value_name = "URI")]
+    pub target: Option<String>,
+
+    /// Write into the target without asking
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    #[command(flatten)]
+    pub run: RunArguments,
+
+    /// Show the merge's plan (order, keys remapped, natural keys) and stop
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Write the ID mapping of the merged tables as JSON: {"table": {"old": new, …}}
+    #[arg(long, value_name = "FILE")]
+    pub id_map: Option<PathBuf>,
+}
+
+impl MergeArguments {
+    /// The same run seen as a sync: the selection, the servers and the settings it shares.
+    pub fn as_sync(&self) -> SyncArguments {
+        SyncArguments {
+            source: self.source.clone(),
+            target: TargetArguments {
+                target: self.target.clone(),
+                yes: self.yes,
+                ..TargetArguments::default()
+            },
+            run: self.run.clone(),
+            dry_run: self.dry_run,
             ..SyncArguments::default()
         }
     }

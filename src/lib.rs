@@ -68,6 +68,10 @@ pub fn main_entry() -> u8 {
                 run_engine(settings, report::RunKind::Restore).await
             }
             Command::Archives(arguments) => list_archives(&arguments).await,
+            Command::Merge(arguments) => {
+                let settings = settings::resolve_merge(&arguments, &settings::process_environment);
+                run_engine(settings, report::RunKind::Merge).await
+            }
         }
     });
     // A consent prompt may still be blocked on stdin; do not wait for it.
@@ -160,6 +164,7 @@ async fn run_engine(settings: Result<settings::Settings, errors::SyncError>, kin
     let kind = match settings.content {
         settings::Content::DataOnly { .. } => report::RunKind::Refresh,
         settings::Content::Incremental { .. } => report::RunKind::Incremental,
+        settings::Content::Merge => report::RunKind::Merge,
         _ => kind,
     };
     let reporter = report::pick(&settings);

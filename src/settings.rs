@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::{
-    ArchivesArguments, DiffArguments, DumpArguments, RestoreArguments, SyncArguments, VerifyArguments, switch,
+    ArchivesArguments, DiffArguments, DumpArguments, MergeArguments, RestoreArguments, SyncArguments, VerifyArguments,
+    switch,
 };
 use crate::connection::{Endpoint, EndpointDefaults};
 use crate::dated::{self, DatedName};
@@ -79,6 +80,47 @@ pub enum Content {
     /// (`--incremental`): `deep` compares every table by key ranges, `delete` removes the rows
     /// the source no longer has.
     Incremental { deep: bool, delete: bool },
+    /// `dbsync merge`: the source's rows folded into the existing target with new keys
+    /// (`[merge]`), each table (or cycle of tables) in one transaction.
+    Merge,
+}
+
+/// What to do with a source row whose natural key the target already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExisting {
+    /// Map it to the existing row and leave that row alone.
+    #[default]
+    Skip,
+    /// Map it to the existing row and write the source's values into it.
+    Update,
+}
+
+/// One table's `[merge.tables.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeTableSettings {
+    #[serde(default)]
+    pub natural_key: Vec<String>,
+    #[serde(default)]
+    pub on_existing: OnExisting,
+}
+
+/// `[merge]` of the config file and `--id-map`.
+///
+/// ```toml
+/// [merge]
+/// fire_triggers = ["audit_log"]
+/// [merge.tables.repositories]
+/// natural_key = ["slug"]
+/// on_existing = "update"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MergeSettings {
+    /// Table (as written: `name` or `schema.name`) → its natural key and what a match does.
+    pub tables: BTreeMap<String, MergeTableSettings>,
+    pub fire_triggers: Vec<String>,
+    pub id_map: Option<PathBuf>,
 }
 
 /// `[incremental]` of the config file and `--batch-rows`: how `--incremental` finds changed rows.
@@ -182,6 +224,8 @@ pub struct Settings {
     pub masking: crate::masking::Masking,
     /// `[incremental]` and `--batch-rows`.
     pub incremental: IncrementalSettings,
+    /// `[merge]` and `--id-map`.
+    pub merge: MergeSettings,
     /// `--dry-run` of a data-only refresh: check the target, show `--fix-schema`'s statements,
     /// change nothing. (A full sync's dry run is `dbsync plan`.)
     pub dry_run: bool,
@@ -244,6 +288,17 @@ struct ConfigFile {
     transform: BTreeMap<String, BTreeMap<String, String>>,
     #[serde(default)]
     incremental: ConfigIncremental,
+    #[serde(default)]
+    merge: ConfigMerge,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigMerge {
+    #[serde(default)]
+    fire_triggers: Vec<String>,
+    #[serde(default)]
+    tables: BTreeMap<String, MergeTableSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -672,6 +727,19 @@ pub fn resolve_restore(arguments: &RestoreArguments, environment: Environment) -
     )
 }
 
+/// `dbsync merge`: a sync's selection and servers, writing into the existing target.
+pub fn resolve_merge(arguments: &MergeArguments, environment: Environment) -> Result<Settings, SyncError> {
+    let mut settings = resolve_run(&arguments.as_sync(), Mode::Sync, environment)?;
+    if settings.dated.is_some() || settings.retain.is_some() {
+        return Err(usage_error!(
+            "dbsync merge writes into one existing database: a date template in the target name and --retain do not apply"
+        ));
+    }
+    settings.content = Content::Merge;
+    settings.merge.id_map = arguments.id_map.clone();
+    Ok(settings)
+}
+
 /// `[incremental]` and `--batch-rows` (the flag first), each value checked.
 fn incremental_settings(config: &ConfigIncremental, batch_rows: Option<u64>) -> Result<IncrementalSettings, SyncError> {
     let defaults = IncrementalSettings::default();
@@ -973,6 +1041,11 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         hooks,
         masking,
         incremental,
+        merge: MergeSettings {
+            tables: config.merge.tables.clone(),
+            fire_triggers: config.merge.fire_triggers.clone(),
+            id_map: None,
+        },
         dump_dir: arguments
             .dump_dir
             .clone()

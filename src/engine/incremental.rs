@@ -382,6 +382,6 @@ fn table_event(table: &TableChange, line: TableLine) -> Event {
     }
 }
 
-fn source_identity(source: &crate::connection::Endpoint) -> String {
+pub(super) fn source_identity(source: &crate::connection::Endpoint) -> String {
     format!("{}:{}/{}", source.host, source.port, source.dbname)
 }

@@ -10,6 +10,7 @@ pub mod diff;
 pub mod dump;
 mod hooks;
 mod incremental;
+mod merge;
 pub mod monitor;
 pub mod preflight;
 pub mod preview;
@@ -75,12 +76,13 @@ pub async fn run(
         RunKind::Restore => run.restore(started_at).await,
         RunKind::Refresh => run.refresh(started_at).await,
         RunKind::Incremental => run.incremental(started_at).await,
+        RunKind::Merge => run.merge(started_at).await,
     };
     if result.is_ok() {
         run.apply_retention().await;
     }
     let result = match (result, kind) {
-        (Ok(()), RunKind::Sync | RunKind::Restore | RunKind::Refresh | RunKind::Incremental) => {
+        (Ok(()), RunKind::Sync | RunKind::Restore | RunKind::Refresh | RunKind::Incremental | RunKind::Merge) => {
             run.run_hooks(HookStage::AfterSync, settings.target()).await
         }
         (result, _) => result,

@@ -380,6 +380,7 @@ pub async fn obtain_refresh_consent(
     };
     let what = match settings.content {
         crate::settings::Content::Incremental { .. } => "an incremental sync writes the rows that differ into",
+        crate::settings::Content::Merge => "a merge adds the source's rows to",
         _ => "a data-only refresh replaces the rows of",
     };
     let refusals = (

@@ -82,6 +82,7 @@ struct TableState {
     count: Option<TableCount>,
     /// `--incremental`: what its members' transactions wrote.
     changes: Option<RowChanges>,
+    merged: Option<crate::report::MergeCounts>,
     /// Its rows go straight from `pg_dump` to `pg_restore` (a unit streamed in the default mode).
     streamed: bool,
 }
@@ -112,6 +113,8 @@ struct State {
     /// When each running index build (backend, table) was first seen.
     index_builds_seen: HashMap<(i32, QualifiedName), Instant>,
     data_started: Option<Instant>,
+    /// `dbsync merge`: every merged table's references were checked.
+    merge_validated: bool,
 }
 
 /// Per-table progress, shared by the unit tasks, the progress monitor and the summary.
@@ -284,6 +287,29 @@ impl Progress {
     }
 
     /// Adds what an incremental transaction wrote to a planned table (a tree's members add up).
+    /// Every merged table's references checked; `held` is each planned table's rows in the
+    /// target after the merge (its source rows are the ones the merge resolved).
+    pub fn merge_validated(&self, held: Vec<(usize, i64)>) {
+        let mut state = self.lock();
+        state.merge_validated = true;
+        for (index, target) in held {
+            let table = &mut state.tables[index];
+            if let Some(merged) = table.merged {
+                let source = merged.inserted + merged.matched + merged.merged_before;
+                table.count = Some(TableCount {
+                    source: source as i64,
+                    target: Some(target),
+                });
+            }
+        }
+    }
+
+    pub fn add_merged(&self, table: usize, counts: crate::report::MergeCounts) {
+        if let Some(table) = self.lock().tables.get_mut(table) {
+            table.merged = Some(counts);
+        }
+    }
+
     pub fn add_changes(&self, table: usize, changes: &RowChanges) {
         let mut state = self.lock();
         let Some(table) = state.tables.get_mut(table) else {
@@ -367,11 +393,13 @@ impl Progress {
             .iter()
             .map(|table| {
                 let result = match &table.count {
+                    // A merge's target holds rows of its own: its counts are told, not compared.
+                    _ if table.merged.is_some() && state.merge_validated => TableResult::Ok,
                     Some(count) if count.target.is_none() => TableResult::Dumped,
                     Some(count) if count.matches() => TableResult::Ok,
                     Some(_) => TableResult::Mismatch,
                     None if table.failed => TableResult::Failed,
-                    None if table.changes.is_some() => TableResult::Changed,
+                    None if table.changes.is_some() || table.merged.is_some() => TableResult::Changed,
                     None => TableResult::NotDone,
                 };
                 SummaryRow {
@@ -386,6 +414,7 @@ impl Progress {
                     import_seconds: table.elapsed.load.as_secs_f64(),
                     result,
                     changes: table.counted_changes(),
+                    merged: table.merged,
                 }
             })
             .collect()

@@ -147,6 +147,8 @@ pub enum RunKind {
     Refresh,
     /// `sync --incremental`: only the rows that differ, written into the existing target.
     Incremental,
+    /// `dbsync merge`: the source's rows folded into the existing target with new keys.
+    Merge,
     Dump,
     Restore,
 }
@@ -208,6 +210,23 @@ pub enum Notice {
     TableChanged {
         table: String,
         changes: RowChanges,
+    },
+    /// `dbsync merge --dry-run`: one table's place in the merge, in order.
+    WouldMerge(MergePreview),
+    /// `dbsync merge`: what one table's transaction did.
+    TableMerged {
+        table: String,
+        counts: MergeCounts,
+    },
+    /// `dbsync merge`: every merged table's foreign keys point at existing rows.
+    MergeValidated {
+        tables: usize,
+        references: usize,
+    },
+    /// `dbsync merge --id-map`: the map written.
+    IdMapWritten {
+        path: String,
+        keys: u64,
     },
     SequencesSet {
         count: usize,
@@ -464,6 +483,37 @@ pub struct SummaryRow {
     /// `--incremental`: what the table's transaction wrote.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changes: Option<RowChanges>,
+    /// `dbsync merge`: what the table's transaction did with the source's rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged: Option<MergeCounts>,
+}
+
+/// What `dbsync merge` did with one table's source rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MergeCounts {
+    /// New rows, with new keys.
+    pub inserted: u64,
+    /// Rows whose natural key the target had (mapped to the existing row).
+    pub matched: u64,
+    /// Matched rows given the source's values (`on_existing = "update"`).
+    pub updated: u64,
+    /// Rows an earlier merge of the same source mapped already.
+    pub merged_before: u64,
+    pub bytes_read: u64,
+}
+
+/// `dbsync merge --dry-run`: how one table would be merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergePreview {
+    pub table: String,
+    /// `id ← public.authors_id_seq`, or `None` when the table's keys are kept.
+    pub new_keys: Option<String>,
+    /// `author_id → authors` (a second pass: `(second pass)`).
+    pub remapped: Vec<String>,
+    pub natural_key: Vec<String>,
+    pub update: bool,
+    /// The tables it shares a transaction with (a cycle of foreign keys).
+    pub cycle: Vec<String>,
 }
 
 /// How `--incremental` would find a table's changed rows.

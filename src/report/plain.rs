@@ -130,6 +130,12 @@ pub fn render(event: &Event) -> Vec<String> {
                     "TARGET DB (KEPT):   ",
                     "TEMP DIR:           ",
                 ),
+                RunKind::Merge => (
+                    "MERGE CONFIGURATION (rows added with new keys)",
+                    "SOURCE DB (FROM):   ",
+                    "TARGET DB (INTO):   ",
+                    "TEMP DIR:           ",
+                ),
                 RunKind::Restore => (
                     "RESTORE CONFIGURATION",
                     "ARCHIVE (FROM):     ",

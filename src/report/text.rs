@@ -175,6 +175,47 @@ impl fmt::Display for Notice {
                 };
                 write!(formatter, "; {} read ({method})", human_size(changes.bytes_read))
             }
+            Notice::WouldMerge(preview) => {
+                write!(formatter, "{}: ", preview.table)?;
+                match &preview.new_keys {
+                    Some(keys) => write!(formatter, "new keys {keys}")?,
+                    None => write!(formatter, "keys kept")?,
+                }
+                if !preview.remapped.is_empty() {
+                    write!(formatter, "; remapped {}", preview.remapped.join(", "))?;
+                }
+                match preview.natural_key.is_empty() {
+                    true => write!(formatter, "; no natural key: every row new")?,
+                    false => write!(
+                        formatter,
+                        "; natural key ({}), a match is {}",
+                        preview.natural_key.join(", "),
+                        if preview.update { "updated" } else { "skipped" }
+                    )?,
+                }
+                if !preview.cycle.is_empty() {
+                    write!(
+                        formatter,
+                        "; one transaction with {} (a cycle)",
+                        preview.cycle.join(", ")
+                    )?;
+                }
+                Ok(())
+            }
+            Notice::TableMerged { table, counts } => write!(
+                formatter,
+                "{table}: {} inserted, {} matched by natural key, {} updated, {} merged before; {} read",
+                counts.inserted,
+                counts.matched,
+                counts.updated,
+                counts.merged_before,
+                human_size(counts.bytes_read)
+            ),
+            Notice::MergeValidated { tables, references } => write!(
+                formatter,
+                "✅ Validation Successful. Every source row of the {tables} merged tables is in the target, and their {references} foreign-key column(s) point at existing rows."
+            ),
+            Notice::IdMapWritten { path, keys } => write!(formatter, "Wrote the ID map ({keys} key(s)) to {path}"),
             Notice::SequencesSet { count } => write!(formatter, "Set {count} sequence(s) to the source's values"),
             Notice::SelectedTables { count } => {
                 write!(
@@ -509,6 +550,11 @@ pub fn closing_line(result: &Result<(), SyncError>, kind: super::RunKind) -> Str
         (Ok(()), super::RunKind::Restore) => "✅ Restore finished successfully.".to_string(),
         (Ok(()), super::RunKind::Refresh) => "✅ Refresh finished successfully.".to_string(),
         (Ok(()), super::RunKind::Incremental) => "✅ Incremental sync finished successfully.".to_string(),
+        (Ok(()), super::RunKind::Merge) => "✅ Merge finished successfully.".to_string(),
+        (Err(SyncError::Interrupted(signal)), super::RunKind::Merge) => format!(
+            "Interrupted by {}: every table is merged or as it was (each in its own transaction); run the merge again to go on.",
+            signal_name(*signal)
+        ),
         (Err(SyncError::Interrupted(signal)), super::RunKind::Incremental) => format!(
             "Interrupted by {}: every table is at its old or its new state (each in its own transaction); the next run goes on from there.",
             signal_name(*signal)

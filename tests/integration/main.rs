@@ -10,6 +10,7 @@ mod harness;
 mod hooks;
 mod incremental;
 mod masking;
+mod merge;
 mod modes;
 mod plan;
 mod progress;

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use anyhow::Result;
 use tokio_postgres::Client;
 
+use super::GroupFailure;
 use crate::catalog::{
     self, ChecksumColumn, Horizon, KeyBuckets, QualifiedName, RowFilter, RowHash, RowSelection, Stage, Watermark,
 };
@@ -79,13 +80,6 @@ pub struct ChangeContext<'a> {
     pub batch_rows: u64,
     /// `[incremental] lookback_seconds`: timestamps read this much before the watermark.
     pub lookback_seconds: u64,
-}
-
-/// A table of a group that failed, and why (the group's transaction is rolled back).
-#[derive(Debug)]
-pub struct GroupFailure {
-    pub table: usize,
-    pub error: anyhow::Error,
 }
 
 /// What a table still has to delete once its rows are written: deletions go in reverse

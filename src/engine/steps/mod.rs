@@ -6,6 +6,7 @@ pub mod change;
 pub mod checksum;
 pub mod export;
 pub mod import;
+pub mod merge;
 pub mod postdata;
 pub mod relay;
 pub mod schema;
@@ -22,6 +23,15 @@ use crate::process::ChildCommand;
 use crate::scheduler::{AttemptError, Cancellation, RetryPolicy, StepError, with_retries};
 use crate::settings::Jobs;
 use crate::tools::{self, PgTools, TocEntry};
+
+/// A table of a group sharing one transaction that failed, and why (the group's transaction is
+/// rolled back).
+#[derive(Debug)]
+pub struct GroupFailure {
+    /// Its place in the group.
+    pub table: usize,
+    pub error: anyhow::Error,
+}
 
 /// Everything the steps of one run share.
 pub struct Job {

@@ -1,0 +1,565 @@
+//! `dbsync merge`: the source's rows folded into an existing target that holds rows of its own.
+//! Surrogate keys (a single integer primary key drawn from a sequence or identity) get new
+//! values from the target's sequence, foreign keys follow their rows through the ID map kept in
+//! the target (`dbsync.merge_map`, per source database), and rows whose natural key the target
+//! has map to the existing row. Tables go in foreign-key order, each in one transaction (the
+//! tables of a cycle share one); a second run finds every row in the map and inserts nothing.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+
+use tokio_postgres::Client;
+
+use super::refresh::RefreshedTable;
+use super::steps::checksum::Sessions;
+use super::steps::merge::{self, MergeTable};
+use super::{Run, interruptible, preflight};
+use crate::catalog::{self, ForeignKeyColumn, MergeShape, QualifiedName, Remap, Surrogate};
+use crate::errors::SyncError;
+use crate::hooks::HookStage;
+use crate::plan::Plan;
+use crate::report::{Activity, Event, MergePreview, Notice, Phase, RunKind, TableLine, Warning};
+use crate::settings::{MergeTableSettings, OnExisting};
+use crate::usage_error;
+
+/// A table to merge and the planned table it is.
+type Planned = (usize, MergeTable);
+
+/// What the tables' merge is planned from, read before anything is written.
+struct Keys<'a> {
+    foreign: &'a [ForeignKeyColumn],
+    /// Position of each planned table in foreign-key order.
+    order: Vec<usize>,
+}
+
+impl Run<'_> {
+    pub(super) async fn merge(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
+        let (source, mut plan, _) = self.inspect_source().await?;
+        // dbsync's own state (ID maps, watermarks) in the source is not the source's data.
+        plan.tables.retain(|table| table.name.schema != "dbsync");
+        let target = self.connect_to_kept_target(&source).await?;
+        self.emit(Event::Phase(Phase::RefreshSchema));
+        let fitted = self.fit_target_schema(&source.client, &target, &plan).await?;
+        let foreign = interruptible(&self.cancellation, catalog::foreign_key_columns(&source.client)).await?;
+        let groups = self
+            .merge_groups(&target, &plan, &source.inventory, fitted, &foreign)
+            .await?;
+        if self.settings.dry_run {
+            self.preview_merge(&groups);
+            self.emit(Event::Notice(Notice::DryRunDone));
+            return Ok(());
+        }
+        self.announce_row_copy(RunKind::Merge, &plan, started_at);
+        self.run_hooks(HookStage::BeforeSync, self.settings.target()).await?;
+        interruptible(&self.cancellation, catalog::ensure_map_table(&target)).await?;
+        let snapshot = self.take_snapshot(&source, &plan).await?;
+        self.emit(Event::Phase(Phase::RefreshData));
+        let open = async {
+            let sessions = Sessions::open(self.settings.source(), "source", 1, Some(&snapshot)).await?;
+            sessions.set_mask_salt(self.settings.masking.salt.as_deref()).await?;
+            anyhow::Ok(sessions)
+        };
+        let sessions = interruptible(&self.cancellation, open).await?;
+        let merged = self.merge_in_order(&sessions.clients()[0], &target, &groups).await;
+        // After a failure the failed group is rolled back: the map holds the groups merged.
+        // After a signal the session may still be inside the interrupted group's transaction.
+        if !self.cancellation.is_cancelled() {
+            self.write_id_map(&target, &groups).await?;
+        }
+        merged?;
+        self.emit(Event::Phase(Phase::RefreshValidation));
+        self.validate_merge(&target, &groups, &foreign).await?;
+        self.run_hooks(HookStage::AfterImport, self.settings.target()).await
+    }
+
+    /// The tables to merge, grouped (a cycle of foreign keys shares one transaction) in
+    /// foreign-key order; every `[merge]` name and natural key checked, refused before anything
+    /// is written.
+    async fn merge_groups(
+        &mut self,
+        target: &Client,
+        plan: &Plan,
+        inventory: &catalog::Inventory,
+        fitted: Vec<RefreshedTable>,
+        foreign: &[ForeignKeyColumn],
+    ) -> Result<Vec<Vec<Planned>>, SyncError> {
+        self.refuse_unknown_merge_names(plan)?;
+        let names: Vec<QualifiedName> = fitted.iter().map(|table| table.name.clone()).collect();
+        let read = async {
+            let keys = catalog::primary_keys(target, &names).await?;
+            let candidates: Vec<(QualifiedName, String)> = names
+                .iter()
+                .zip(&keys)
+                .map(|(name, key)| (name.clone(), key.as_deref().map(single_column).unwrap_or_default()))
+                .collect();
+            let sequences = catalog::serial_sequences(target, &candidates).await?;
+            anyhow::Ok((keys, sequences))
+        };
+        let (primary_keys, sequences) = interruptible(&self.cancellation, read).await?;
+        let (order, cycles) = crate::plan::foreign_key_order(plan, inventory);
+        let mut position = vec![0; plan.tables.len()];
+        for (place, table) in order.iter().enumerate() {
+            position[*table] = place;
+        }
+        let keys = Keys {
+            foreign,
+            order: position,
+        };
+        let mut surrogates = Vec::new();
+        for ((table, key), sequence) in fitted.iter().zip(&primary_keys).zip(sequences) {
+            surrogates.push(surrogate_of(table, key.as_deref(), sequence));
+        }
+        let mut planned = Vec::new();
+        for ((table, key), index) in fitted.into_iter().zip(primary_keys).zip(0..) {
+            let merged = self.merge_table(plan, &keys, (&names, &surrogates), table, key, index)?;
+            planned.push(merged);
+        }
+        Ok(group_by_cycles(planned, &order, &cycles))
+    }
+
+    /// `[merge]` names only tables this run merges.
+    fn refuse_unknown_merge_names(&self, plan: &Plan) -> Result<(), SyncError> {
+        let config = &self.settings.merge;
+        for written in config.tables.keys().chain(&config.fire_triggers) {
+            if !plan
+                .tables
+                .iter()
+                .any(|table| preflight::names_table(written, &table.name))
+            {
+                return Err(usage_error!(
+                    "[merge] names the table {written}, which this merge does not take\nhint: check the name (schema.table) and the selection"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One table's shape: its new keys, the foreign keys remapped, its natural key.
+    fn merge_table(
+        &mut self,
+        plan: &Plan,
+        keys: &Keys<'_>,
+        (names, surrogates): (&[QualifiedName], &[Option<Surrogate>]),
+        table: RefreshedTable,
+        primary_key: Option<Vec<String>>,
+        index: usize,
+    ) -> Result<Planned, SyncError> {
+        let planned = plan
+            .tables
+            .iter()
+            .position(|planned| planned.members.contains(&table.name))
+            .expect("every fitted table is a member of a planned table");
+        if plan.tables[planned].members != [plan.tables[planned].name.clone()] {
+            return Err(usage_error!(
+                "{} is a partitioned table or an inheritance tree: dbsync merge takes plain tables only\nhint: leave it out with --exclude",
+                plan.tables[planned].name.display_name()
+            ));
+        }
+        let config = self
+            .settings
+            .merge
+            .tables
+            .iter()
+            .find(|(written, _)| preflight::names_table(written, &table.name));
+        let surrogate = surrogates[index].clone();
+        let remapped = self.remapped_columns(plan, keys, names, surrogates, &table.name);
+        let natural_key = natural_key_of(&table, config.map(|(_, config)| config), &surrogate, primary_key)?;
+        let shape = MergeShape {
+            update: config.is_some_and(|(_, config)| config.on_existing == OnExisting::Update),
+            table: table.name.clone(),
+            columns: table.columns.clone(),
+            surrogate,
+            remapped,
+            natural_key,
+            masked: table.masked.clone(),
+        };
+        refuse_unsafe_shape(&shape, &table)?;
+        let fire_triggers = self
+            .settings
+            .merge
+            .fire_triggers
+            .iter()
+            .any(|written| preflight::names_table(written, &table.name));
+        Ok((planned, MergeTable { shape, fire_triggers }))
+    }
+
+    /// The table's single-column foreign keys to the surrogate key of a merged table, deferred
+    /// to the second pass where the referenced table comes later (a cycle, or itself). Keys to
+    /// tables left out keep their values, with a warning.
+    fn remapped_columns(
+        &mut self,
+        plan: &Plan,
+        keys: &Keys<'_>,
+        names: &[QualifiedName],
+        surrogates: &[Option<Surrogate>],
+        table: &QualifiedName,
+    ) -> Vec<Remap> {
+        let place_of = |name: &QualifiedName| {
+            plan.tables
+                .iter()
+                .position(|planned| &planned.name == name)
+                .map(|planned| keys.order[planned])
+        };
+        let mut remapped = Vec::new();
+        for key in keys.foreign.iter().filter(|key| &key.table == table) {
+            let Some(referenced) = names.iter().position(|name| name == &key.referenced) else {
+                self.warn(Warning::Other(format!(
+                    "{}.{} references {}, which this merge does not take: its values are kept as they are",
+                    table.display_name(),
+                    key.column,
+                    key.referenced.display_name()
+                )));
+                continue;
+            };
+            if surrogates[referenced]
+                .as_ref()
+                .is_some_and(|surrogate| surrogate.column == key.referenced_column)
+            {
+                remapped.push(Remap {
+                    column: key.column.clone(),
+                    referenced: key.referenced.clone(),
+                    deferred: place_of(&key.referenced) >= place_of(table),
+                });
+            }
+        }
+        remapped
+    }
+
+    /// `--dry-run`: each table in order, what becomes of its keys, and its natural key.
+    fn preview_merge(&self, groups: &[Vec<Planned>]) {
+        for group in groups {
+            let names: Vec<String> = group
+                .iter()
+                .map(|(_, table)| table.shape.table.display_name())
+                .collect();
+            for (_, table) in group {
+                let shape = &table.shape;
+                let own = shape.table.display_name();
+                self.emit(Event::Notice(Notice::WouldMerge(MergePreview {
+                    table: own.clone(),
+                    new_keys: shape
+                        .surrogate
+                        .as_ref()
+                        .map(|surrogate| format!("{} ← {}", surrogate.column, surrogate.sequence)),
+                    remapped: shape
+                        .remapped
+                        .iter()
+                        .map(|remap| {
+                            let pass = if remap.deferred { " (second pass)" } else { "" };
+                            format!("{} → {}{pass}", remap.column, remap.referenced.display_name())
+                        })
+                        .collect(),
+                    natural_key: shape.natural_key.clone(),
+                    update: shape.update,
+                    cycle: names.iter().filter(|name| **name != own).cloned().collect(),
+                })));
+            }
+        }
+    }
+
+    /// Group after group on one pair of sessions; the first failure stops the run (the groups
+    /// before it stay merged: a second run goes on from there).
+    async fn merge_in_order(&self, source: &Client, target: &Client, groups: &[Vec<Planned>]) -> Result<(), SyncError> {
+        let identity = super::incremental::source_identity(self.settings.source());
+        for group in groups {
+            let started = std::time::Instant::now();
+            for (_, table) in group {
+                self.emit(table_event(
+                    &table.shape.table,
+                    TableLine::Started {
+                        description: "Merge".into(),
+                    },
+                ));
+            }
+            let tables: Vec<&MergeTable> = group.iter().map(|(_, table)| table).collect();
+            let merged = merge::merge_group(source, target, &tables, &identity);
+            let outcome = tokio::select! {
+                outcome = merged => outcome,
+                _ = self.cancellation.cancelled() => return Err(super::cancelled(&self.cancellation)),
+            };
+            match outcome {
+                Ok(counts) => {
+                    for ((planned, table), counts) in group.iter().zip(counts) {
+                        self.progress.add_merged(*planned, counts);
+                        let elapsed = started.elapsed();
+                        self.emit(table_event(&table.shape.table, TableLine::Finished { elapsed }));
+                        let name = table.shape.table.display_name();
+                        self.emit(Event::Notice(Notice::TableMerged { table: name, counts }));
+                    }
+                }
+                Err(failure) => return Err(self.merge_failed(group, failure)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every table of the failed group marked, the one that failed with its error.
+    fn merge_failed(&self, group: &[Planned], failure: super::steps::GroupFailure) -> SyncError {
+        self.progress.tables_failed(&[group[failure.table].0]);
+        let failed = group[failure.table].1.shape.table.display_name();
+        for (index, (_, table)) in group.iter().enumerate() {
+            let error = match index == failure.table {
+                true => format!("{:#}", failure.error),
+                false => format!("rolled back with {failed}, which it shares a cycle of foreign keys with"),
+            };
+            self.emit(table_event(&table.shape.table, TableLine::Failed { error }));
+        }
+        SyncError::Failed(failure.error)
+    }
+
+    /// Every merged table's foreign keys point at rows that exist (the writes ran with foreign
+    /// keys off unless `fire_triggers`): a reference the map got wrong would show here.
+    async fn validate_merge(
+        &mut self,
+        target: &Client,
+        groups: &[Vec<Planned>],
+        foreign: &[ForeignKeyColumn],
+    ) -> Result<(), SyncError> {
+        let merged: BTreeSet<&QualifiedName> = groups.iter().flatten().map(|(_, table)| &table.shape.table).collect();
+        let checked: Vec<&ForeignKeyColumn> = foreign.iter().filter(|key| merged.contains(&key.table)).collect();
+        let mut dangling = Vec::new();
+        for key in &checked {
+            let count = interruptible(&self.cancellation, catalog::dangling_references(target, key)).await?;
+            if count > 0 {
+                dangling.push(format!(
+                    "{}.{}: {count} row(s) reference rows {} does not have",
+                    key.table.display_name(),
+                    key.column,
+                    key.referenced.display_name()
+                ));
+            }
+        }
+        if !dangling.is_empty() {
+            for problem in &dangling {
+                self.warn(Warning::Other(problem.clone()));
+            }
+            return Err(SyncError::ValidationFailed(dangling.len()));
+        }
+        let tables: Vec<&Planned> = groups.iter().flatten().collect();
+        let names: Vec<QualifiedName> = tables.iter().map(|(_, table)| table.shape.table.clone()).collect();
+        let held = interruptible(&self.cancellation, catalog::row_counts(target, &names)).await?;
+        let counts = tables
+            .iter()
+            .zip(held)
+            .map(|((planned, _), target)| (*planned, target))
+            .collect();
+        self.progress.merge_validated(counts);
+        self.emit(Event::Notice(Notice::MergeValidated {
+            tables: names.len(),
+            references: checked.len(),
+        }));
+        Ok(())
+    }
+
+    /// `--id-map FILE`: the merged tables' maps as JSON, `{"table": {"old": new, …}}`, written
+    /// row by row from the target (also after a failure: the tables merged so far).
+    async fn write_id_map(&self, target: &Client, groups: &[Vec<Planned>]) -> Result<(), SyncError> {
+        let Some(path) = &self.settings.merge.id_map else {
+            return Ok(());
+        };
+        let tables: Vec<QualifiedName> = groups
+            .iter()
+            .flatten()
+            .map(|(_, table)| table.shape.table.clone())
+            .collect();
+        let identity = super::incremental::source_identity(self.settings.source());
+        let file = std::fs::File::create(path)
+            .map_err(|error| usage_error!("cannot write the ID map {}: {error}", path.display()))?;
+        let mut writer = IdMapWriter::new(std::io::BufWriter::new(file));
+        let each = |table: &str, old: i64, new: i64| writer.key(table, old, new);
+        let read = catalog::each_mapped_key(target, &identity, &tables, each);
+        interruptible(&self.cancellation, read).await?;
+        let keys = writer
+            .finish()
+            .map_err(|error| usage_error!("cannot write the ID map {}: {error}", path.display()))?;
+        self.emit(Event::Notice(Notice::IdMapWritten {
+            path: path.display().to_string(),
+            keys,
+        }));
+        Ok(())
+    }
+}
+
+/// The JSON of the ID map, written as the rows come (ordered by table).
+struct IdMapWriter<W: Write> {
+    out: W,
+    table: Option<String>,
+    keys: u64,
+}
+
+impl<W: Write> IdMapWriter<W> {
+    fn new(out: W) -> Self {
+        IdMapWriter {
+            out,
+            table: None,
+            keys: 0,
+        }
+    }
+
+    fn key(&mut self, table: &str, old: i64, new: i64) -> anyhow::Result<()> {
+        let name = display_name_of_stored(table);
+        match &self.table {
+            Some(current) if *current == name => write!(self.out, ", ")?,
+            Some(_) => write!(self.out, "}},\n  {}: {{", serde_json::to_string(&name)?)?,
+            None => write!(self.out, "{{\n  {}: {{", serde_json::to_string(&name)?)?,
+        }
+        write!(self.out, "\"{old}\": {new}")?;
+        self.table = Some(name);
+        self.keys += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<u64> {
+        match self.table {
+            Some(_) => writeln!(self.out, "}}\n}}")?,
+            None => writeln!(self.out, "{{}}")?,
+        }
+        self.out.flush()?;
+        Ok(self.keys)
+    }
+}
+
+/// `public.authors` → `authors`, as users write table names.
+fn display_name_of_stored(stored: &str) -> String {
+    stored.strip_prefix("public.").unwrap_or(stored).to_string()
+}
+
+fn single_column(key: &[String]) -> String {
+    match key {
+        [column] => column.clone(),
+        _ => String::new(),
+    }
+}
+
+/// A single integer primary key with a sequence behind it gets new values; other keys are kept.
+fn surrogate_of(table: &RefreshedTable, key: Option<&[String]>, sequence: Option<String>) -> Option<Surrogate> {
+    let [column] = key? else { return None };
+    let integer = table.source_columns.iter().any(|candidate| {
+        &candidate.name == column && matches!(candidate.type_name.as_str(), "smallint" | "integer" | "bigint")
+    });
+    integer.then_some(Surrogate {
+        column: column.clone(),
+        sequence: sequence?,
+    })
+}
+
+/// The configured natural key, every column checked; a table whose keys are kept is matched by
+/// its primary key unless configured; a table with neither is refused (a second run would
+/// insert its rows again).
+fn natural_key_of(
+    table: &RefreshedTable,
+    config: Option<&MergeTableSettings>,
+    surrogate: &Option<Surrogate>,
+    primary_key: Option<Vec<String>>,
+) -> Result<Vec<String>, SyncError> {
+    let name = table.name.display_name();
+    let configured = config.map(|config| config.natural_key.clone()).unwrap_or_default();
+    for column in &configured {
+        if !table.columns.contains(column) {
+            return Err(usage_error!(
+                "[merge.tables.{name}] natural_key names the column {column}, which {name} does not have"
+            ));
+        }
+    }
+    match (configured.is_empty(), surrogate, primary_key) {
+        (false, _, _) => Ok(configured),
+        (true, Some(_), _) => Ok(Vec::new()),
+        (true, None, Some(key)) => Ok(key),
+        (true, None, None) => Err(usage_error!(
+            "{name} has no primary key and no natural key: a second merge would insert its rows again\nhint: give it natural_key = [\"…\"] under [merge.tables.{name}], or leave it out with --exclude"
+        )),
+    }
+}
+
+/// Refuses what the statements cannot do safely: a natural key on the new key or on a key
+/// set in the second pass, masks on keys, and a NOT NULL key that must wait for the second pass.
+fn refuse_unsafe_shape(shape: &MergeShape, table: &RefreshedTable) -> Result<(), SyncError> {
+    let name = shape.table.display_name();
+    let deferred: Vec<&String> = shape
+        .remapped
+        .iter()
+        .filter(|remap| remap.deferred)
+        .map(|remap| &remap.column)
+        .collect();
+    for column in &shape.natural_key {
+        if shape
+            .surrogate
+            .as_ref()
+            .is_some_and(|surrogate| &surrogate.column == column)
+            || deferred.contains(&column)
+        {
+            return Err(usage_error!(
+                "[merge.tables.{name}] natural_key includes {column}, whose values the merge replaces (a new key, or a key set in a second pass): name columns whose values mean the same on both sides"
+            ));
+        }
+    }
+    let keys: Vec<&String> = shape
+        .surrogate
+        .iter()
+        .map(|surrogate| &surrogate.column)
+        .chain(shape.remapped.iter().map(|remap| &remap.column))
+        .chain(&shape.natural_key)
+        .collect();
+    if let Some((column, _)) = shape.masked.iter().find(|(column, _)| keys.contains(&column)) {
+        return Err(usage_error!(
+            "[transform] masks {name}.{column}, a key the merge matches or rewrites: mask another column"
+        ));
+    }
+    let later: Vec<&String> = shape
+        .remapped
+        .iter()
+        .filter(|remap| remap.deferred && remap.referenced != shape.table)
+        .map(|remap| &remap.column)
+        .collect();
+    if let Some(column) = table
+        .source_columns
+        .iter()
+        .find(|column| column.not_null && later.contains(&&column.name))
+    {
+        return Err(usage_error!(
+            "{name}.{} closes a cycle of foreign keys and is NOT NULL: the merge writes it in a second pass, once the table it references is merged\nhint: make the column nullable in the target, or leave one of the tables out",
+            column.name
+        ));
+    }
+    Ok(())
+}
+
+/// Tables in foreign-key order, those of a cycle together.
+fn group_by_cycles(planned: Vec<Planned>, order: &[usize], cycles: &[Vec<usize>]) -> Vec<Vec<Planned>> {
+    let mut left: Vec<Option<Planned>> = planned.into_iter().map(Some).collect();
+    let mut grouped = BTreeSet::new();
+    let mut groups = Vec::new();
+    for table in order {
+        if !grouped.insert(*table) {
+            continue;
+        }
+        let cycle = cycles.iter().find(|cycle| cycle.contains(table));
+        let mut members = vec![*table];
+        for member in order
+            .iter()
+            .filter(|member| *member != table && cycle.is_some_and(|cycle| cycle.contains(member)))
+        {
+            grouped.insert(*member);
+            members.push(*member);
+        }
+        let mut group = Vec::new();
+        for member in members {
+            let found = left
+                .iter_mut()
+                .filter(|table| table.as_ref().is_some_and(|(planned, _)| *planned == member));
+            group.extend(found.filter_map(Option::take));
+        }
+        if !group.is_empty() {
+            groups.push(group);
+        }
+    }
+    groups
+}
+
+fn table_event(table: &QualifiedName, line: TableLine) -> Event {
+    Event::Table {
+        activity: Activity::Stream,
+        table: table.display_name(),
+        line,
+    }
+}
