@@ -54,17 +54,19 @@ impl Run<'_> {
         interruptible(&self.cancellation, catalog::ensure_map_table(&target)).await?;
         let snapshot = self.take_snapshot(&source, &plan).await?;
         self.emit(Event::Phase(Phase::RefreshData));
+        // A fresh target session for the writes: the one that read the catalogs has the search
+        // path cut to pg_catalog, and triggers that fire must see the database's own.
         let open = async {
             let sessions = Sessions::open(self.settings.source(), "source", 1, Some(&snapshot)).await?;
             sessions.set_mask_salt(self.settings.masking.salt.as_deref()).await?;
-            anyhow::Ok(sessions)
+            anyhow::Ok((sessions, catalog::connect(self.settings.target(), "target").await?))
         };
-        let sessions = interruptible(&self.cancellation, open).await?;
-        let merged = self.merge_in_order(&sessions.clients()[0], &target, &groups).await;
+        let (sessions, writer) = interruptible(&self.cancellation, open).await?;
+        let merged = self.merge_in_order(&sessions.clients()[0], &writer, &groups).await;
         // After a failure the failed group is rolled back: the map holds the groups merged.
         // After a signal the session may still be inside the interrupted group's transaction.
         if !self.cancellation.is_cancelled() {
-            self.write_id_map(&target, &groups).await?;
+            self.write_id_map(&writer, &groups).await?;
         }
         merged?;
         self.emit(Event::Phase(Phase::RefreshValidation));

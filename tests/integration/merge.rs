@@ -20,7 +20,8 @@ const SCHEMA: &str = "CREATE TABLE authors (id serial PRIMARY KEY, email text UN
      CREATE TABLE repository_labels (repository_id bigint REFERENCES repositories, label text REFERENCES labels, \
        PRIMARY KEY (repository_id, label)); \
      CREATE TABLE teams (id serial PRIMARY KEY, name text UNIQUE NOT NULL, lead_id int); \
-     CREATE TABLE members (id serial PRIMARY KEY, team_id int REFERENCES teams, login text UNIQUE NOT NULL); \
+     CREATE TABLE members (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, team_id int REFERENCES teams, \
+       login text UNIQUE NOT NULL); \
      ALTER TABLE teams ADD FOREIGN KEY (lead_id) REFERENCES members;";
 
 /// The central database: IDs from 1, like the regional one's.
@@ -47,10 +48,11 @@ const REGIONAL_ROWS: &str = "INSERT INTO authors (email, name) VALUES ('bob@exam
        UPDATE teams SET lead_id = CASE name WHEN 'alpha' THEN 2 ELSE 3 END; COMMIT;";
 
 const CONFIG: &str = "[merge.tables.authors]\nnatural_key = [\"email\"]\n\
-     [merge.tables.repositories]\nnatural_key = [\"slug\"]\n\
+     [merge.tables.repositories]\nnatural_key = [\"slug\"]\non_existing = \"update\"\n\
      [merge.tables.commits]\nnatural_key = [\"hash\", \"repository_id\"]\n\
      [merge.tables.labels]\non_existing = \"update\"\n\
-     [merge.tables.teams]\nnatural_key = [\"name\"]\n";
+     [merge.tables.teams]\nnatural_key = [\"name\"]\n\
+     [merge]\nfire_triggers = [\"authors\"]\n";
 
 fn databases(source: &str, target: &str) {
     let clusters = clusters();
@@ -151,6 +153,20 @@ fn contents(database: &str) -> String {
 fn a_regional_database_merges_into_a_central_one_with_every_reference_following_its_row() {
     let clusters = clusters();
     databases("merge_src", "merge_dst");
+    // dbsync's own state in the source (a keyless table a merge would refuse) is left out.
+    clusters.source.psql(
+        "merge_src",
+        "CREATE SCHEMA dbsync; CREATE TABLE dbsync.notes (note text)",
+    );
+    // Triggers fire for the tables in fire_triggers only.
+    clusters.target.psql(
+        "merge_dst",
+        "CREATE TABLE audit (what text); \
+         CREATE FUNCTION audited() RETURNS trigger LANGUAGE plpgsql AS \
+           $$BEGIN INSERT INTO audit VALUES (TG_TABLE_NAME || ' ' || NEW.id); RETURN NEW; END$$; \
+         CREATE TRIGGER audited AFTER INSERT ON authors FOR EACH ROW EXECUTE FUNCTION audited(); \
+         CREATE TRIGGER audited AFTER INSERT ON commits FOR EACH ROW EXECUTE FUNCTION audited();",
+    );
     let work = dump_dir();
     let central_before = records(&clusters.target, "merge_dst");
     let regional = records(&clusters.source, "merge_src");
@@ -191,7 +207,11 @@ fn a_regional_database_merges_into_a_central_one_with_every_reference_following_
     );
     assert_exit(&merged, 0);
     assert_eq!(counts(&report, "authors"), (2, 1, 0, 0), "bob matched by e-mail");
-    assert_eq!(counts(&report, "repositories"), (1, 1, 0, 0), "web matched by slug");
+    assert_eq!(
+        counts(&report, "repositories"),
+        (1, 1, 1, 0),
+        "web matched by slug and updated"
+    );
     assert_eq!(
         counts(&report, "commits"),
         (4, 1, 0, 0),
@@ -221,6 +241,19 @@ fn a_regional_database_merges_into_a_central_one_with_every_reference_following_
             .target
             .psql("merge_dst", "SELECT colour FROM labels WHERE name = 'bug'"),
         "orange"
+    );
+    assert_eq!(
+        clusters
+            .target
+            .psql("merge_dst", "SELECT description FROM repositories WHERE slug = 'web'"),
+        "regional web"
+    );
+    assert_eq!(
+        clusters
+            .target
+            .psql("merge_dst", "SELECT string_agg(what, ',' ORDER BY what) FROM audit"),
+        "authors 3,authors 4",
+        "the authors' trigger fired (fire_triggers), the commits' did not"
     );
 
     // The ID map matches the target: each old ID's row carries the source row's natural key.
