@@ -150,6 +150,25 @@ pub struct PlanArguments {
     /// text (default) or json
     #[arg(long, value_name = "FORMAT", value_parser = PossibleValuesParser::new(["text", "json"]))]
     pub format: Option<String>,
+
+    /// The plan of `dbsync merge` (order, keys remapped, natural keys, cycles): the same as
+    /// `dbsync merge --dry-run`
+    #[arg(long, conflicts_with = "format")]
+    pub merge: bool,
+}
+
+impl PlanArguments {
+    /// `--merge`: the same servers and configuration seen as a merge's dry run.
+    pub fn as_merge(&self) -> MergeArguments {
+        MergeArguments {
+            source: self.sync.source.clone(),
+            target: self.sync.target.target.clone(),
+            yes: false,
+            run: self.sync.run.clone(),
+            dry_run: true,
+            id_map: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

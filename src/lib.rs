@@ -55,6 +55,10 @@ pub fn main_entry() -> u8 {
                 let settings = settings::resolve_verify(&arguments, &settings::process_environment);
                 show_verify(settings, arguments.format.as_deref() == Some("json")).await
             }
+            Command::Plan(arguments) if arguments.merge => {
+                let settings = settings::resolve_merge(&arguments.as_merge(), &settings::process_environment);
+                run_engine(settings, report::RunKind::Merge).await
+            }
             Command::Plan(arguments) => {
                 let settings = settings::resolve(&arguments.sync, &settings::process_environment);
                 show_plan(settings, arguments.format.as_deref() == Some("json")).await

@@ -176,14 +176,24 @@ fn a_regional_database_merges_into_a_central_one_with_every_reference_following_
     let (plan, _) = merge("merge_src", "merge_dst", &["--dry-run"], work.path());
     assert_exit(&plan, 0);
     let log = text(&plan);
+    let expected_commits = "commits: new keys id ← public.commits_id_seq; remapped author_id → authors, parent_id → commits (second pass), repository_id → repositories; natural key (hash, repository_id), a match is skipped";
     for expected in [
-        "commits: new keys id ← public.commits_id_seq; remapped author_id → authors, parent_id → commits (second pass), repository_id → repositories; natural key (hash, repository_id), a match is skipped",
+        expected_commits,
         "labels: keys kept; natural key (name), a match is updated",
         "repository_labels: keys kept; remapped repository_id → repositories; natural key (repository_id, label)",
         "one transaction with",
     ] {
         assert!(log.contains(expected), "{expected:?} not in:\n{log}");
     }
+    let config = work.path().join("merge.toml");
+    let plan = between(
+        "plan",
+        "merge_src",
+        "merge_dst",
+        &["--merge", "--config", config.to_str().unwrap()],
+    );
+    assert_exit(&plan, 0);
+    assert!(text(&plan).contains(expected_commits), "{}", text(&plan));
     let position = |table: &str| log.find(&format!("{table}: new keys")).unwrap();
     assert!(
         position("authors") < position("repositories") && position("repositories") < position("commits"),
