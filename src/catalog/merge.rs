@@ -81,13 +81,15 @@ pub struct Resolved {
     pub unmapped: u64,
 }
 
-/// A single-column foreign key of the database.
+/// One column of a foreign key of the database and the column it references.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForeignKeyColumn {
     pub table: QualifiedName,
     pub column: String,
     pub referenced: QualifiedName,
     pub referenced_column: String,
+    /// The foreign key has this column only.
+    pub single: bool,
 }
 
 /// Creates the `dbsync` schema and its map table in the target if they are missing.
@@ -109,18 +111,20 @@ pub async fn ensure_map_table(client: &Client) -> Result<()> {
         })
 }
 
-/// Every single-column foreign key (not the copies PostgreSQL keeps on partitions).
+/// Every column of every foreign key, paired with the column it references (not the copies
+/// PostgreSQL keeps on partitions).
 pub async fn foreign_key_columns(client: &Client) -> Result<Vec<ForeignKeyColumn>> {
     let rows = client
         .query(
-            "SELECT tn.nspname, t.relname, a.attname, rn.nspname, r.relname, ra.attname \
+            "SELECT tn.nspname, t.relname, a.attname, rn.nspname, r.relname, ra.attname, cardinality(k.conkey) = 1 \
              FROM pg_constraint AS k \
+             CROSS JOIN LATERAL unnest(k.conkey, k.confkey) AS pair (key, referenced_key) \
              JOIN pg_class AS t ON t.oid = k.conrelid JOIN pg_namespace AS tn ON tn.oid = t.relnamespace \
              JOIN pg_class AS r ON r.oid = k.confrelid JOIN pg_namespace AS rn ON rn.oid = r.relnamespace \
-             JOIN pg_attribute AS a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1] \
-             JOIN pg_attribute AS ra ON ra.attrelid = k.confrelid AND ra.attnum = k.confkey[1] \
-             WHERE k.contype = 'f' AND cardinality(k.conkey) = 1 AND k.conparentid = 0 \
-             ORDER BY 1, 2, 3",
+             JOIN pg_attribute AS a ON a.attrelid = k.conrelid AND a.attnum = pair.key \
+             JOIN pg_attribute AS ra ON ra.attrelid = k.confrelid AND ra.attnum = pair.referenced_key \
+             WHERE k.contype = 'f' AND k.conparentid = 0 \
+             ORDER BY 1, 2, 3, k.conname",
             &[],
         )
         .await
@@ -138,6 +142,7 @@ pub async fn foreign_key_columns(client: &Client) -> Result<Vec<ForeignKeyColumn
                 name: row.get(4),
             },
             referenced_column: row.get(5),
+            single: row.get(6),
         })
         .collect())
 }

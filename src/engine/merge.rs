@@ -185,8 +185,9 @@ impl Run<'_> {
         Ok((planned, MergeTable { shape, fire_triggers }))
     }
 
-    /// The table's single-column foreign keys to the surrogate key of a merged table, deferred
-    /// to the second pass where the referenced table comes later (a cycle, or itself). Keys to
+    /// The table's foreign-key columns whose values are keys a merged table draws anew: a
+    /// reference to its new key, or (in a key of several columns) to a column that is itself
+    /// such a reference. Deferred where that table comes later (a cycle, or itself). Keys to
     /// tables left out keep their values, with a warning.
     fn remapped_columns(
         &mut self,
@@ -202,9 +203,12 @@ impl Run<'_> {
                 .position(|planned| &planned.name == name)
                 .map(|planned| keys.order[planned])
         };
-        let mut remapped = Vec::new();
+        let mut remapped: Vec<Remap> = Vec::new();
         for key in keys.foreign.iter().filter(|key| &key.table == table) {
-            let Some(referenced) = names.iter().position(|name| name == &key.referenced) else {
+            if remapped.iter().any(|remap| remap.column == key.column) {
+                continue;
+            }
+            if !names.contains(&key.referenced) {
                 self.warn(Warning::Other(format!(
                     "{}.{} references {}, which this merge does not take: its values are kept as they are",
                     table.display_name(),
@@ -212,15 +216,13 @@ impl Run<'_> {
                     key.referenced.display_name()
                 )));
                 continue;
-            };
-            if surrogates[referenced]
-                .as_ref()
-                .is_some_and(|surrogate| surrogate.column == key.referenced_column)
-            {
+            }
+            let column = (&key.referenced, key.referenced_column.as_str());
+            if let Some(map) = map_of_column(keys.foreign, (names, surrogates), column, 0) {
                 remapped.push(Remap {
                     column: key.column.clone(),
-                    referenced: key.referenced.clone(),
-                    deferred: place_of(&key.referenced) >= place_of(table),
+                    deferred: place_of(&map) >= place_of(table),
+                    referenced: map,
                 });
             }
         }
@@ -318,7 +320,10 @@ impl Run<'_> {
         foreign: &[ForeignKeyColumn],
     ) -> Result<(), SyncError> {
         let merged: BTreeSet<&QualifiedName> = groups.iter().flatten().map(|(_, table)| &table.shape.table).collect();
-        let checked: Vec<&ForeignKeyColumn> = foreign.iter().filter(|key| merged.contains(&key.table)).collect();
+        let checked: Vec<&ForeignKeyColumn> = foreign
+            .iter()
+            .filter(|key| key.single && merged.contains(&key.table))
+            .collect();
         let mut dangling = Vec::new();
         for key in &checked {
             let count = interruptible(&self.cancellation, catalog::dangling_references(target, key)).await?;
@@ -424,6 +429,34 @@ impl<W: Write> IdMapWriter<W> {
 /// `public.authors` → `authors`, as users write table names.
 fn display_name_of_stored(stored: &str) -> String {
     stored.strip_prefix("public.").unwrap_or(stored).to_string()
+}
+
+/// The merged table whose ID map translates the values of `table.column`: the table itself
+/// when the column is its new key, else the map its foreign key leads to.
+fn map_of_column(
+    foreign: &[ForeignKeyColumn],
+    (names, surrogates): (&[QualifiedName], &[Option<Surrogate>]),
+    (table, column): (&QualifiedName, &str),
+    depth: usize,
+) -> Option<QualifiedName> {
+    let index = names.iter().position(|name| name == table)?;
+    if surrogates[index]
+        .as_ref()
+        .is_some_and(|surrogate| surrogate.column == column)
+    {
+        return Some(table.clone());
+    }
+    // A chain of keys longer than this is a loop of keys referencing keys.
+    if depth > 8 {
+        return None;
+    }
+    foreign
+        .iter()
+        .filter(|key| &key.table == table && key.column == column)
+        .find_map(|key| {
+            let next = (&key.referenced, key.referenced_column.as_str());
+            map_of_column(foreign, (names, surrogates), next, depth + 1)
+        })
 }
 
 fn single_column(key: &[String]) -> String {

@@ -19,6 +19,8 @@ const SCHEMA: &str = "CREATE TABLE authors (id serial PRIMARY KEY, email text UN
      CREATE TABLE labels (name text PRIMARY KEY, colour text); \
      CREATE TABLE repository_labels (repository_id bigint REFERENCES repositories, label text REFERENCES labels, \
        PRIMARY KEY (repository_id, label)); \
+     CREATE TABLE label_notes (id serial PRIMARY KEY, repository_id bigint, label text, note text, \
+       FOREIGN KEY (repository_id, label) REFERENCES repository_labels); \
      CREATE TABLE teams (id serial PRIMARY KEY, name text UNIQUE NOT NULL, lead_id int); \
      CREATE TABLE members (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, team_id int REFERENCES teams, \
        login text UNIQUE NOT NULL); \
@@ -43,6 +45,7 @@ const REGIONAL_ROWS: &str = "INSERT INTO authors (email, name) VALUES ('bob@exam
        (2, 2, 'h3', 3, 'tools next'), (2, 3, 'h4', 4, 'tools last'); \
      INSERT INTO labels VALUES ('bug', 'orange'), ('feature', 'green'); \
      INSERT INTO repository_labels VALUES (1, 'bug'), (2, 'feature'), (1, 'feature'); \
+     INSERT INTO label_notes (repository_id, label, note) VALUES (1, 'bug', 'seen on web'); \
      BEGIN; INSERT INTO teams (name) VALUES ('alpha'), ('gamma'); \
        INSERT INTO members (team_id, login) VALUES (1, 'al'), (1, 'bo'), (2, 'gu'); \
        UPDATE teams SET lead_id = CASE name WHEN 'alpha' THEN 2 ELSE 3 END; COMMIT;";
@@ -115,6 +118,7 @@ const BY_NATURAL_KEYS: &str = "SELECT 'commit ' || c.hash || ' in ' || r.slug ||
        LEFT JOIN commits p ON p.id = c.parent_id LEFT JOIN repositories pr ON pr.id = p.repository_id \
      UNION ALL SELECT 'repository ' || r.slug || ' owned by ' || coalesce(a.email, '-') FROM repositories r LEFT JOIN authors a ON a.id = r.owner_id \
      UNION ALL SELECT 'label ' || r.slug || ' ' || l.label FROM repository_labels l JOIN repositories r ON r.id = l.repository_id \
+     UNION ALL SELECT 'note ' || r.slug || ' ' || n.label || ': ' || n.note FROM label_notes n JOIN repositories r ON r.id = n.repository_id \
      UNION ALL SELECT 'member ' || m.login || ' of ' || coalesce(t.name, '-') FROM members m LEFT JOIN teams t ON t.id = m.team_id \
      UNION ALL SELECT 'team ' || t.name || ' led by ' || coalesce(m.login, '-') FROM teams t LEFT JOIN members m ON m.id = t.lead_id";
 
@@ -181,6 +185,8 @@ fn a_regional_database_merges_into_a_central_one_with_every_reference_following_
         expected_commits,
         "labels: keys kept; natural key (name), a match is updated",
         "repository_labels: keys kept; remapped repository_id → repositories; natural key (repository_id, label)",
+        // A key of two columns whose first is itself a remapped key.
+        "label_notes: new keys id ← public.label_notes_id_seq; remapped repository_id → repositories; no natural key",
         "one transaction with",
     ] {
         assert!(log.contains(expected), "{expected:?} not in:\n{log}");
