@@ -99,8 +99,14 @@ impl Run<'_> {
         let exists = interruptible(&self.cancellation, server.database_exists(&settings.target().dbname)).await?;
         self.workspace.target_server = Some(server);
         if !exists {
+            let hint = match settings.content {
+                Content::Merge => {
+                    "dbsync merge adds rows to an existing database (`dbsync sync --schema-only` creates one with the source's schema)"
+                }
+                _ => "a data-only refresh fills an existing database (run without --data-only to create it)",
+            };
             return Err(usage_error!(
-                "the target database {} does not exist: a data-only refresh fills an existing database (run without --data-only to create it)",
+                "the target database {} does not exist: {hint}",
                 settings.target()
             ));
         }

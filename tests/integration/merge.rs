@@ -412,6 +412,20 @@ fn bad_merge_configurations_are_refused_before_anything_is_written() {
             text(&refused)
         );
     }
+    let work = dump_dir();
+    let (missing, _) = merge(
+        "merge_bad_src",
+        "merge_bad_missing",
+        &["--exclude", "notes"],
+        work.path(),
+    );
+    assert_exit(&missing, 2);
+    assert!(
+        text(&missing).contains("does not exist: dbsync merge adds rows to an existing database"),
+        "{}",
+        text(&missing)
+    );
+    assert!(!clusters.target.database_exists("merge_bad_missing"));
     assert_eq!(contents("merge_bad_dst"), before);
     assert_eq!(clusters.target.psql("merge_bad_dst", "SELECT count(*) FROM notes"), "1");
     assert_eq!(
