@@ -19,6 +19,7 @@ pub const MAP_NAMES: &str = "dbsync.merge_sources";
 const KEY_COLUMN: &str = "\"dbsync key\"";
 const HOW_COLUMN: &str = "\"dbsync how\"";
 const UNMAPPED_COLUMN: &str = "\"dbsync unmapped\"";
+const STALE_COLUMN: &str = "\"dbsync stale\"";
 
 /// How a staged row was resolved (`"dbsync how"`).
 const INSERTED: &str = "'inserted'";
@@ -37,7 +38,9 @@ pub struct Surrogate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remap {
     pub column: String,
+    /// The table whose ID map translates the column, and that table's new key.
     pub referenced: QualifiedName,
+    pub referenced_key: String,
     /// Written empty first and set by a second pass once the referenced table (later in a
     /// cycle, or the table itself) has its map.
     pub deferred: bool,
@@ -79,6 +82,8 @@ pub struct Resolved {
     pub merged_before: u64,
     /// Rows whose foreign key points at a row the map does not know.
     pub unmapped: u64,
+    /// Rows an earlier merge mapped to a row the target no longer has: merged again.
+    pub stale: u64,
 }
 
 /// One column of a foreign key of the database and the column it references.
@@ -237,7 +242,8 @@ pub async fn resolve_merge_rows(client: &Client, shape: &MergeShape, source: &st
         .query_one(
             &format!(
                 "SELECT count(*) FILTER (WHERE {HOW_COLUMN} = {INSERTED}), count(*) FILTER (WHERE {HOW_COLUMN} = {MATCHED}), \
-                   count(*) FILTER (WHERE {HOW_COLUMN} = {BEFORE}), count(*) FILTER (WHERE {UNMAPPED_COLUMN}) FROM pg_temp.{}",
+                   count(*) FILTER (WHERE {HOW_COLUMN} = {BEFORE}), count(*) FILTER (WHERE {UNMAPPED_COLUMN}), \
+                   count(*) FILTER (WHERE {STALE_COLUMN}) FROM pg_temp.{}",
                 row_stage(number)
             ),
             &[],
@@ -266,6 +272,7 @@ pub async fn resolve_merge_rows(client: &Client, shape: &MergeShape, source: &st
         matched: count(1),
         merged_before: count(2),
         unmapped,
+        stale: count(4),
     })
 }
 
@@ -299,7 +306,14 @@ fn resolve_statement(shape: &MergeShape, source: &str, number: usize) -> String 
     };
     let mut joins = String::new();
     if let Some(surrogate) = &shape.surrogate {
-        joins += &map_join("m0", &shape.table, &surrogate.column);
+        // The table's own map, each entry with whether its row is still there.
+        let key = quote_identifier(&surrogate.column);
+        joins += &format!(
+            " LEFT JOIN (SELECT m.old_id, m.new_id, held.{key} IS NOT NULL AS present FROM {MAP_TABLE} AS m \
+               LEFT JOIN ONLY {} AS held ON held.{key} = m.new_id WHERE m.map = {}) AS m0 ON m0.old_id = s.{key}",
+            shape.table.quoted(),
+            map_of(source, &shape.table)
+        );
     }
     for (index, remap) in shape.remapped.iter().enumerate().filter(|(_, remap)| !remap.deferred) {
         joins += &map_join(&format!("m{}", index + 1), &remap.referenced, &remap.column);
@@ -331,19 +345,19 @@ fn resolve_statement(shape: &MergeShape, source: &str, number: usize) -> String 
         );
         found = "existing.found".into();
     }
-    let (key, how) = match &shape.surrogate {
+    let (key, how, stale) = match &shape.surrogate {
         Some(surrogate) => (
             format!(
-                "COALESCE(m0.new_id, {found}, nextval({}::regclass))",
+                "COALESCE(CASE WHEN m0.present THEN m0.new_id END, {found}, nextval({}::regclass))",
                 quote_literal(&surrogate.sequence)
             ),
-            format!(
-                "CASE WHEN m0.new_id IS NOT NULL THEN {BEFORE} WHEN {found} IS NOT NULL THEN {MATCHED} ELSE {INSERTED} END"
-            ),
+            format!("CASE WHEN m0.present THEN {BEFORE} WHEN {found} IS NOT NULL THEN {MATCHED} ELSE {INSERTED} END"),
+            "COALESCE(NOT m0.present, false)",
         ),
         None => (
             "NULL::bigint".into(),
             format!("CASE WHEN {found} IS NOT NULL THEN {MATCHED} ELSE {INSERTED} END"),
+            "false",
         ),
     };
     let mut unmapped: Vec<String> = shape
@@ -376,7 +390,7 @@ fn resolve_statement(shape: &MergeShape, source: &str, number: usize) -> String 
     }
     format!(
         "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {}, {key} AS {KEY_COLUMN}, {how} AS {HOW_COLUMN}, \
-           {} AS {UNMAPPED_COLUMN} FROM pg_temp.{} AS s{joins}",
+           {} AS {UNMAPPED_COLUMN}, {stale} AS {STALE_COLUMN} FROM pg_temp.{} AS s{joins}",
         row_stage(number),
         selected.join(", "),
         unmapped.join(" OR "),
@@ -409,7 +423,13 @@ fn held_row(shape: &MergeShape) -> String {
 /// Inserts the resolved rows that are new, updates the matched ones (`on_existing = "update"`)
 /// whose values differ, and maps every row that was not mapped before; returns the rows
 /// inserted and updated.
-pub async fn write_merged_rows(client: &Client, shape: &MergeShape, source: &str, number: usize) -> Result<(u64, u64)> {
+pub async fn write_merged_rows(
+    client: &Client,
+    shape: &MergeShape,
+    source: &str,
+    number: usize,
+    resolved: &Resolved,
+) -> Result<(u64, u64)> {
     let failed = |error| {
         sql_error(
             format!("cannot merge the rows of {}", shape.table.display_name()),
@@ -437,19 +457,20 @@ pub async fn write_merged_rows(client: &Client, shape: &MergeShape, source: &str
         false => 0,
     };
     if let Some(surrogate) = &shape.surrogate {
-        // Rows mapped before were found in the map: the others have no entry to conflict with.
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO {MAP_TABLE} (map, old_id, new_id) \
-                     SELECT {}, {}, {KEY_COLUMN} FROM pg_temp.{rows} WHERE {HOW_COLUMN} <> {BEFORE}",
-                    map_of(source, &shape.table),
-                    quote_identifier(&surrogate.column)
-                ),
-                &[],
-            )
-            .await
-            .map_err(failed)?;
+        let map = map_of(source, &shape.table);
+        let old = quote_identifier(&surrogate.column);
+        // Rows mapped before were found in the map, stale entries go: the rest cannot conflict.
+        let mut statements = String::new();
+        if resolved.stale > 0 {
+            statements += &format!(
+                "DELETE FROM {MAP_TABLE} WHERE map = {map} AND old_id IN (SELECT {old} FROM pg_temp.{rows} WHERE {STALE_COLUMN}); "
+            );
+        }
+        statements += &format!(
+            "INSERT INTO {MAP_TABLE} (map, old_id, new_id) SELECT {map}, {old}, {KEY_COLUMN} FROM pg_temp.{rows} \
+             WHERE {HOW_COLUMN} <> {BEFORE}"
+        );
+        client.batch_execute(&statements).await.map_err(failed)?;
     }
     Ok((inserted, updated))
 }
@@ -480,6 +501,45 @@ fn written_values(shape: &MergeShape, rows: &str) -> (String, Vec<(String, Strin
         })
         .collect();
     (joins, values)
+}
+
+/// The rows this table's merge inserted whose remapped key names no row of the table it
+/// references (a row deleted there since the map was made): counted before the commit, so such
+/// a table fails instead of committing a dangling reference.
+pub async fn missing_references(client: &Client, shape: &MergeShape, number: usize) -> Result<u64> {
+    let missing: Vec<String> = shape
+        .remapped
+        .iter()
+        .filter(|remap| !remap.deferred)
+        .map(|remap| {
+            let column = quote_identifier(&remap.column);
+            format!(
+                "(r.{column} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE p.{} = r.{column}))",
+                remap.referenced.quoted(),
+                quote_identifier(&remap.referenced_key)
+            )
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM pg_temp.{} AS r WHERE r.{HOW_COLUMN} = {INSERTED} AND ({})",
+                row_stage(number),
+                missing.join(" OR ")
+            ),
+            &[],
+        )
+        .await
+        .map_err(|error| {
+            sql_error(
+                format!("cannot check the references of {}", shape.table.display_name()),
+                error,
+            )
+        })?;
+    Ok(row.get::<_, i64>(0) as u64)
 }
 
 /// The matched rows (by natural key, or mapped by an earlier run) given the source's values
@@ -663,6 +723,7 @@ mod tests {
                         schema: "public".into(),
                         name: "repositories".into(),
                     },
+                    referenced_key: "id".into(),
                     deferred: false,
                 },
                 Remap {
@@ -671,6 +732,7 @@ mod tests {
                         schema: "public".into(),
                         name: "commits".into(),
                     },
+                    referenced_key: "id".into(),
                     deferred: true,
                 },
             ],
@@ -685,7 +747,7 @@ mod tests {
             r#"s."parent_id" AS "dbsync old 1""#,
             // A natural key with a remapped column matches on its new value.
             r#"existing."hash" = s."hash" AND existing."repository_id" = m1.new_id"#,
-            "COALESCE(m0.new_id, existing.found, nextval('public.commits_id_seq'::regclass))",
+            "COALESCE(CASE WHEN m0.present THEN m0.new_id END, existing.found, nextval('public.commits_id_seq'::regclass))",
             r#"(s."repository_id" IS NOT NULL AND m1.new_id IS NULL) AS "dbsync unmapped""#,
             r#"FROM pg_temp."dbsync merge source 3" AS s"#,
         ];

@@ -85,8 +85,16 @@ impl Run<'_> {
         fitted: Vec<RefreshedTable>,
         foreign: &[ForeignKeyColumn],
     ) -> Result<Vec<Vec<Planned>>, SyncError> {
-        self.refuse_unknown_merge_names(plan)?;
-        let names: Vec<QualifiedName> = fitted.iter().map(|table| table.name.clone()).collect();
+        self.refuse_unknown_merge_names(inventory)?;
+        // The merged tables, then the tables outside the merge their foreign keys reference:
+        // keys drawn there by an earlier merge follow that merge's map.
+        let mut names: Vec<QualifiedName> = fitted.iter().map(|table| table.name.clone()).collect();
+        let merged = names.len();
+        for key in foreign {
+            if names[..merged].contains(&key.table) && !names.contains(&key.referenced) {
+                names.push(key.referenced.clone());
+            }
+        }
         let read = async {
             let keys = catalog::primary_keys(target, &names).await?;
             let candidates: Vec<(QualifiedName, String)> = names
@@ -97,7 +105,7 @@ impl Run<'_> {
             let sequences = catalog::serial_sequences(target, &candidates).await?;
             anyhow::Ok((keys, sequences))
         };
-        let (primary_keys, sequences) = interruptible(&self.cancellation, read).await?;
+        let (mut primary_keys, sequences) = interruptible(&self.cancellation, read).await?;
         let (order, cycles) = crate::plan::foreign_key_order(plan, inventory);
         let mut position = vec![0; plan.tables.len()];
         for (place, table) in order.iter().enumerate() {
@@ -107,29 +115,40 @@ impl Run<'_> {
             foreign,
             order: position,
         };
-        let mut surrogates = Vec::new();
-        for ((table, key), sequence) in fitted.iter().zip(&primary_keys).zip(sequences) {
-            surrogates.push(surrogate_of(table, key.as_deref(), sequence));
+        let mut surrogates: Vec<Option<Surrogate>> = Vec::new();
+        for (index, sequence) in sequences.into_iter().enumerate() {
+            let surrogate = match fitted.get(index) {
+                Some(table) => surrogate_of(table, primary_keys[index].as_deref(), sequence),
+                None => primary_keys[index]
+                    .as_deref()
+                    .map(single_column)
+                    .filter(|column| !column.is_empty())
+                    .zip(sequence)
+                    .map(|(column, sequence)| Surrogate { column, sequence }),
+            };
+            surrogates.push(surrogate);
         }
+        primary_keys.truncate(merged);
         let mut planned = Vec::new();
         for ((table, key), index) in fitted.into_iter().zip(primary_keys).zip(0..) {
-            let merged = self.merge_table(plan, &keys, (&names, &surrogates), table, key, index)?;
-            planned.push(merged);
+            let shaped = self.merge_table(plan, &keys, (&names, &surrogates, merged), table, key, index)?;
+            planned.push(shaped);
         }
         Ok(group_by_cycles(planned, &order, &cycles))
     }
 
-    /// `[merge]` names only tables this run merges.
-    fn refuse_unknown_merge_names(&self, plan: &Plan) -> Result<(), SyncError> {
+    /// `[merge]` names only tables of the source (a table the selection leaves out is fine: one
+    /// config serves runs with different `--include`/`--exclude`).
+    fn refuse_unknown_merge_names(&self, inventory: &catalog::Inventory) -> Result<(), SyncError> {
         let config = &self.settings.merge;
         for written in config.tables.keys().chain(&config.fire_triggers) {
-            if !plan
+            if !inventory
                 .tables
                 .iter()
                 .any(|table| preflight::names_table(written, &table.name))
             {
                 return Err(usage_error!(
-                    "[merge] names the table {written}, which this merge does not take\nhint: check the name (schema.table) and the selection"
+                    "[merge] names the table {written}, which the source does not have\nhint: check the name (schema.table)"
                 ));
             }
         }
@@ -141,7 +160,7 @@ impl Run<'_> {
         &mut self,
         plan: &Plan,
         keys: &Keys<'_>,
-        (names, surrogates): (&[QualifiedName], &[Option<Surrogate>]),
+        (names, surrogates, merged): (&[QualifiedName], &[Option<Surrogate>], usize),
         table: RefreshedTable,
         primary_key: Option<Vec<String>>,
         index: usize,
@@ -164,7 +183,7 @@ impl Run<'_> {
             .iter()
             .find(|(written, _)| preflight::names_table(written, &table.name));
         let surrogate = surrogates[index].clone();
-        let remapped = self.remapped_columns(plan, keys, names, surrogates, &table.name);
+        let remapped = self.remapped_columns(plan, keys, (names, surrogates, merged), &table.name);
         let natural_key = natural_key_of(&table, config.map(|(_, config)| config), &surrogate, primary_key)?;
         let shape = MergeShape {
             update: config.is_some_and(|(_, config)| config.on_existing == OnExisting::Update),
@@ -187,14 +206,14 @@ impl Run<'_> {
 
     /// The table's foreign-key columns whose values are keys a merged table draws anew: a
     /// reference to its new key, or (in a key of several columns) to a column that is itself
-    /// such a reference. Deferred where that table comes later (a cycle, or itself). Keys to
-    /// tables left out keep their values, with a warning.
+    /// such a reference. Deferred where that table comes later (a cycle, or itself). A key to
+    /// a table left out follows the map of an earlier merge of it when its keys are drawn anew,
+    /// else keeps its values; either way with a warning.
     fn remapped_columns(
         &mut self,
         plan: &Plan,
         keys: &Keys<'_>,
-        names: &[QualifiedName],
-        surrogates: &[Option<Surrogate>],
+        (names, surrogates, merged): (&[QualifiedName], &[Option<Surrogate>], usize),
         table: &QualifiedName,
     ) -> Vec<Remap> {
         let place_of = |name: &QualifiedName| {
@@ -208,23 +227,33 @@ impl Run<'_> {
             if remapped.iter().any(|remap| remap.column == key.column) {
                 continue;
             }
-            if !names.contains(&key.referenced) {
+            let column = (&key.referenced, key.referenced_column.as_str());
+            let map = map_of_column(keys.foreign, (names, surrogates), column, 0);
+            if !names[..merged].contains(&key.referenced) {
+                let fate = match &map {
+                    Some(map) => format!("follow the ID map of an earlier merge of {}", map.display_name()),
+                    None => "are kept as they are".into(),
+                };
                 self.warn(Warning::Other(format!(
-                    "{}.{} references {}, which this merge does not take: its values are kept as they are",
+                    "{}.{} references {}, which this merge does not take: its values {fate}",
                     table.display_name(),
                     key.column,
                     key.referenced.display_name()
                 )));
+            }
+            let Some(map) = map else {
                 continue;
-            }
-            let column = (&key.referenced, key.referenced_column.as_str());
-            if let Some(map) = map_of_column(keys.foreign, (names, surrogates), column, 0) {
-                remapped.push(Remap {
-                    column: key.column.clone(),
-                    deferred: place_of(&map) >= place_of(table),
-                    referenced: map,
-                });
-            }
+            };
+            let surrogate = names
+                .iter()
+                .position(|name| *name == map)
+                .and_then(|index| surrogates[index].as_ref());
+            remapped.push(Remap {
+                column: key.column.clone(),
+                deferred: place_of(&map) >= place_of(table),
+                referenced_key: surrogate.map(|surrogate| surrogate.column.clone()).unwrap_or_default(),
+                referenced: map,
+            });
         }
         remapped
     }

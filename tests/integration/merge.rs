@@ -397,7 +397,7 @@ fn bad_merge_configurations_are_refused_before_anything_is_written() {
         (
             "[merge.tables.authorz]\nnatural_key = [\"email\"]\n",
             &["--exclude", "notes"],
-            "[merge] names the table authorz",
+            "[merge] names the table authorz, which the source does not have",
         ),
         (CONFIG, &[], "notes has no primary key and no natural key"),
     ];
@@ -519,4 +519,66 @@ fn ctrl_c_leaves_every_table_merged_or_as_it_was() {
         merged * 1500,
         "the tables merged before the signal are found in the map"
     );
+}
+
+/// A row deleted from the target after a merge mapped it is merged again; a table merged
+/// without the table it references follows that table's earlier map, and a key whose mapped
+/// row is gone fails its table instead of committing a dangling reference.
+#[test]
+fn rows_deleted_from_the_target_after_a_merge_are_merged_again_and_never_referenced_dangling() {
+    let clusters = clusters();
+    let schema = "CREATE TABLE owners (id serial PRIMARY KEY, email text UNIQUE NOT NULL); \
+         CREATE TABLE pets (id serial PRIMARY KEY, owner_id int REFERENCES owners, name text NOT NULL)";
+    clusters.source.create_database("merge_stale_src");
+    clusters.source.psql("merge_stale_src", schema);
+    clusters.source.psql(
+        "merge_stale_src",
+        "INSERT INTO owners (email) VALUES ('o1@x'), ('o2@x'); INSERT INTO pets (owner_id, name) VALUES (1, 'rex')",
+    );
+    clusters.target.create_database("merge_stale_dst");
+    clusters.target.psql("merge_stale_dst", schema);
+    clusters
+        .target
+        .psql("merge_stale_dst", "INSERT INTO owners (email) VALUES ('central@x')");
+    let work = dump_dir();
+    std::fs::write(
+        work.path().join("merge.toml"),
+        "[merge.tables.owners]\nnatural_key = [\"email\"]\n",
+    )
+    .unwrap();
+    let pets = "SELECT string_agg(p.name || ' of ' || o.email, ',' ORDER BY p.name) FROM pets p JOIN owners o ON o.id = p.owner_id";
+    assert_exit(&merge("merge_stale_src", "merge_stale_dst", &[], work.path()).0, 0);
+    assert_eq!(clusters.target.psql("merge_stale_dst", pets), "rex of o1@x");
+
+    // o2 is deleted centrally; the regional database gives o2 a pet.
+    clusters
+        .target
+        .psql("merge_stale_dst", "DELETE FROM owners WHERE email = 'o2@x'");
+    clusters
+        .source
+        .psql("merge_stale_src", "INSERT INTO pets (owner_id, name) VALUES (2, 'tom')");
+    let (refused, _) = merge(
+        "merge_stale_src",
+        "merge_stale_dst",
+        &["--exclude", "owners"],
+        work.path(),
+    );
+    assert_exit(&refused, 1);
+    let log = text(&refused);
+    assert!(
+        log.contains("pets.owner_id references owners, which this merge does not take: its values follow the ID map of an earlier merge of owners"),
+        "{log}"
+    );
+    assert!(log.contains("would reference rows the target no longer has"), "{log}");
+    assert_eq!(
+        clusters.target.psql("merge_stale_dst", pets),
+        "rex of o1@x",
+        "pets is as it was"
+    );
+
+    let (merged, report) = merge("merge_stale_src", "merge_stale_dst", &[], work.path());
+    assert_exit(&merged, 0);
+    assert_eq!(counts(&report, "owners"), (1, 0, 0, 1), "o2 merged again");
+    assert_eq!(counts(&report, "pets"), (1, 0, 0, 1));
+    assert_eq!(clusters.target.psql("merge_stale_dst", pets), "rex of o1@x,tom of o2@x");
 }

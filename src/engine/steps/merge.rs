@@ -88,7 +88,14 @@ async fn merge_table(
     let (_, bytes_read) = catalog::stage_merge_rows(source, target, &rows, number).await?;
     let resolved = catalog::resolve_merge_rows(target, shape, source_identity, number).await?;
     refuse_unmapped(shape, resolved.unmapped)?;
-    let (inserted, updated) = catalog::write_merged_rows(target, shape, source_identity, number).await?;
+    let (inserted, updated) = catalog::write_merged_rows(target, shape, source_identity, number, &resolved).await?;
+    let missing = catalog::missing_references(target, shape, number).await?;
+    if missing > 0 {
+        bail!(
+            "{missing} new row(s) of {} would reference rows the target no longer has (deleted since an earlier merge mapped them): nothing of this table was written",
+            shape.table.display_name()
+        );
+    }
     Ok(MergeCounts {
         inserted,
         matched: resolved.matched,
