@@ -36,7 +36,10 @@ impl Run<'_> {
     pub(super) async fn merge(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
         let (source, mut plan, _) = self.inspect_source().await?;
         // dbsync's own state (ID maps, watermarks) in the source is not the source's data.
+        // The plan's units (and their table indexes) are a sync's: a merge moves rows itself.
         plan.tables.retain(|table| table.name.schema != "dbsync");
+        plan.units.clear();
+        self.adopt_plan(&plan);
         let target = self.connect_to_kept_target(&source).await?;
         self.emit(Event::Phase(Phase::RefreshSchema));
         let fitted = self.fit_target_schema(&source.client, &target, &plan).await?;

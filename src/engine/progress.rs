@@ -141,6 +141,8 @@ impl Progress {
     /// Learns the planned tables, so that even a run that fails at once reports every one.
     pub fn set_plan(&self, plan: &Plan) {
         let mut state = self.lock();
+        state.by_member.clear();
+        state.by_oid.clear();
         state.tables = plan
             .tables
             .iter()

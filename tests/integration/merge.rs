@@ -241,6 +241,13 @@ fn a_regional_database_merges_into_a_central_one_with_every_reference_following_
         (3, 0, 0, 0),
         "no natural key: every row new"
     );
+    let listed: Vec<&str> = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["table"].as_str().unwrap())
+        .collect();
+    assert!(!listed.iter().any(|table| table.starts_with("dbsync.")), "{listed:?}");
 
     let central_after = records(&clusters.target, "merge_dst");
     let missing: Vec<&String> = regional.difference(&central_after).collect();
