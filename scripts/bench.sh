@@ -6,17 +6,18 @@
 # application schema of about 15 MB with views, triggers and a partitioned table). Contenders
 # alternate within each round; the table shows the median of the rounds.
 #
-#   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many,huge,small,incremental]
+#   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many,huge,small,incremental,merge]
 #                    [--contenders LIST] [--server-config durable|tuned|fast] [--baseline BINARY]
 #                    [--no-scaling] [--keep]
 #
 #   --scale N        pgbench scale of *large* (default 20, about 500 MB in all)
 #   --jobs N         parallelism given to every contender (default: the number of cores)
 #   --runs N         rounds per dataset (default 3)
-#   --datasets LIST  comma-separated, from: large, many, huge, small, incremental (default all):
-#                    incremental is large after 1 % of pgbench_accounts updated and 0.1 % deleted,
-#                    brought up to date by --incremental (by updated_at), --incremental --deep and
-#                    a full dbsync sync
+#   --datasets LIST  comma-separated, from: large, many, huge, small, incremental, merge (default
+#                    all): incremental is large after 1 % of pgbench_accounts updated and 0.1 %
+#                    deleted, brought up to date by --incremental (by updated_at), --incremental
+#                    --deep and a full dbsync sync; merge is `dbsync merge` of a million rows into
+#                    a database holding 100,000 of its own, the first time and again
 #   --contenders L   comma-separated, from: dbsync, dbsync-stream, dbsync-j1, dbsync-j4,
 #                    dbsync-split (tables over 128 MB copied in parts), pg_dump,
 #                    pg_dump-pipe, pgcopydb, pgcopydb-split, verify-checksum (default: dbsync,
@@ -44,7 +45,7 @@ source scripts/lib/postgres.sh
 scale=20
 jobs=$(nproc)
 runs=3
-datasets=large,many,huge,small,incremental
+datasets=large,many,huge,small,incremental,merge
 contenders=
 server_config=tuned
 scaling=yes
@@ -246,6 +247,39 @@ SQL
         -c "CREATE DATABASE bench_copy TEMPLATE incremental_base"
 }
 
+# *merge*: a regional database of 10,000 owners and 1,000,000 items (a unique code, a key to
+# its owner and one to the item before it) folded into a central one holding 5,000 owners and
+# 100,000 items, half and a tenth of them the same records by natural key. merge_base is the
+# central database; merge_again_base the same after one merge (every row in the ID map).
+build_merge() {
+    local schema="CREATE TABLE owners (id serial PRIMARY KEY, email text UNIQUE NOT NULL, name text);
+CREATE TABLE items (id serial PRIMARY KEY, code text UNIQUE NOT NULL, owner_id int NOT NULL REFERENCES owners,
+  parent_id int REFERENCES items, payload text, amount numeric, created_at timestamptz);"
+    psql_on "$source_port" -d postgres -c "CREATE DATABASE bench_merge"
+    psql_on "$target_port" -d postgres -c "CREATE DATABASE merge_base"
+    psql_on "$source_port" -d bench_merge -c "$schema"
+    psql_on "$target_port" -d merge_base -c "$schema"
+    psql_on "$source_port" -d bench_merge <<'SQL'
+INSERT INTO owners (email, name) SELECT 'o' || g || '@example.org', 'owner ' || g FROM generate_series(1, 10000) g;
+INSERT INTO items (code, owner_id, parent_id, payload, amount, created_at)
+  SELECT 'c' || g, 1 + g % 10000, CASE WHEN g > 1 THEN g - 1 END, repeat('p', 60), g / 3.0, now()
+  FROM generate_series(1, 1000000) g;
+VACUUM ANALYZE;
+SQL
+    psql_on "$target_port" -d merge_base <<'SQL'
+INSERT INTO owners (email, name) SELECT 'o' || (g * 2) || '@example.org', 'central ' || g FROM generate_series(1, 5000) g;
+INSERT INTO items (code, owner_id, payload, amount, created_at)
+  SELECT 'c' || (g * 10), 1 + g % 5000, 'central', g, now() FROM generate_series(1, 100000) g;
+VACUUM ANALYZE;
+SQL
+    printf '[merge.tables.owners]\nnatural_key = ["email"]\n[merge.tables.items]\nnatural_key = ["code"]\n' \
+        >"$base/merge.toml"
+    psql_on "$target_port" -d postgres -c "CREATE DATABASE merge_again_base TEMPLATE merge_base"
+    "$dbsync" merge --source "$(uri "$source_port" bench_merge)" --target "$(uri "$target_port" merge_again_base)" \
+        --config "$base/merge.toml" --yes --plain >"$base/logs/merge-base.log" 2>&1 ||
+        { echo "the first merge failed:" >&2; tail -n 20 "$base/logs/merge-base.log" >&2; exit 1; }
+}
+
 database_size() {
     psql_on "$source_port" -d postgres -Atc "SELECT pg_size_pretty(pg_database_size('$1'))"
 }
@@ -321,6 +355,12 @@ run_contender() {
     [ "$database" = bench_incremental ] && prepare_incremental_round
     case $name in
         incremental | incremental-deep) ;;
+        merge | merge-again)
+            local template=merge_base
+            [ "$name" = merge-again ] && template=merge_again_base
+            psql_on "$target_port" -d postgres -c "DROP DATABASE IF EXISTS bench_copy WITH (FORCE)" \
+                -c "CREATE DATABASE bench_copy TEMPLATE $template"
+            ;;
         *) reset_target ;;
     esac
     case $name in
@@ -333,6 +373,21 @@ run_contender() {
             measured=$(timed "$log" "$dbsync" sync --incremental --source "$source" --target "$target" --jobs "$jobs" \
                 --yes --plain --report "$base/work/report.json" "${extra[@]}") ||
                 { echo "dbsync --incremental failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
+            python3 - "$base/work/report.json" "$measured" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+seconds, *cpu = sys.argv[2].split()
+phases = ",".join(f"{phase['phase']}={phase['seconds']:.2f}" for phase in report.get("phases", []))
+print(seconds, report["peak_memory_bytes"], 0, *cpu, phases or "-")
+PY
+            ;;
+        merge | merge-again)
+            psql_on "$target_port" -d postgres -c "CHECKPOINT"
+            psql_on "$source_port" -d postgres -c "CHECKPOINT"
+            mkdir -p "$base/work"
+            measured=$(timed "$log" "$dbsync" merge --source "$source" --target "$target" --config "$base/merge.toml" \
+                --yes --plain --report "$base/work/report.json") ||
+                { echo "dbsync merge failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
             python3 - "$base/work/report.json" "$measured" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
@@ -405,6 +460,7 @@ contenders_for() {
         [ "$1" = large ] && list=$list,dbsync-split
         [ "$1" = small ] && list=$list,pg_dump-pipe
         [ "$1" = incremental ] && list=dbsync,incremental,incremental-deep
+        [ "$1" = merge ] && list=merge,merge-again
     fi
     [ -n "$baseline" ] && list=$list,baseline
     echo "$list"
@@ -471,6 +527,16 @@ for dataset in "${dataset_list[@]}"; do
             measure_dataset "incremental" bench_incremental "${contender_list[@]}"
             drop_dataset bench_incremental
             drop_dataset bench_incremental_base
+            ;;
+        merge)
+            echo "Building merge (a million rows into a database holding 100,000) ..."
+            build_merge
+            echo "merge: $(database_size bench_merge)"
+            IFS=, read -r -a contender_list <<<"$(contenders_for merge)"
+            measure_dataset "merge" bench_merge "${contender_list[@]}"
+            drop_dataset bench_merge
+            [ "$keep" = yes ] || psql_on "$target_port" -d postgres -c "DROP DATABASE IF EXISTS merge_base" \
+                -c "DROP DATABASE IF EXISTS merge_again_base"
             ;;
         *) echo "bench.sh: unknown dataset $dataset" >&2; exit 2 ;;
     esac
@@ -541,6 +607,11 @@ for name, goal in (("incremental", 0.10), ("incremental-deep", 0.50)):
         median = statistics.median(s for s, _, _ in measured)
         print(f"{name} after 1 % of the accounts updated and 0.1 % deleted: {median:.2f} s, "
               f"{median / full_median:.2f} of a full sync's {full_median:.2f} s (goal: below {goal:.2f}).")
+for name, what in (("merge", "the first time"), ("merge-again", "again (every row in the ID map)")):
+    measured = by_key.get(("merge", name))
+    if measured:
+        median = statistics.median(s for s, _, _ in measured)
+        print(f"dbsync merge of 1,000,000 rows into a database of 100,000, {what}: {median:.2f} s.")
 small = by_key.get(("large", "dbsync"))
 double = by_key.get(("large x2", "dbsync"))
 if small and double:
