@@ -55,7 +55,8 @@ const CONFIG: &str = "[merge.tables.authors]\nnatural_key = [\"email\"]\n\
      [merge.tables.commits]\nnatural_key = [\"hash\", \"repository_id\"]\n\
      [merge.tables.labels]\non_existing = \"update\"\n\
      [merge.tables.teams]\nnatural_key = [\"name\"]\n\
-     [merge]\nfire_triggers = [\"authors\"]\n";
+     [merge]\nfire_triggers = [\"authors\"]\n\
+     [transform.authors]\nname = \"fixed('hidden')\"\n";
 
 fn databases(source: &str, target: &str) {
     let clusters = clusters();
@@ -272,6 +273,14 @@ fn a_regional_database_merges_into_a_central_one_with_every_reference_following_
         "regional web"
     );
     assert_eq!(
+        clusters.target.psql(
+            "merge_dst",
+            "SELECT string_agg(email || ' ' || name, ',' ORDER BY email) FROM authors"
+        ),
+        "ann@example.org Ann,bob@example.org Bob,cy@example.org hidden,di@example.org hidden",
+        "the merged authors' names are masked on the source; the matched one is left alone"
+    );
+    assert_eq!(
         clusters
             .target
             .psql("merge_dst", "SELECT string_agg(what, ',' ORDER BY what) FROM audit"),
@@ -395,7 +404,7 @@ fn bad_merge_configurations_are_refused_before_anything_is_written() {
         );
     }
     let before = contents("merge_bad_dst");
-    let cases: [(&str, &[&str], &str); 3] = [
+    let cases: [(&str, &[&str], &str); 4] = [
         (
             "[merge.tables.authors]\nnatural_key = [\"mail\"]\n",
             &["--exclude", "notes"],
@@ -407,6 +416,11 @@ fn bad_merge_configurations_are_refused_before_anything_is_written() {
             "[merge] names the table authorz, which the source does not have",
         ),
         (CONFIG, &[], "notes has no primary key and no natural key"),
+        (
+            "[merge.tables.authors]\nnatural_key = [\"email\"]\n[transform.authors]\nemail = \"fixed('x')\"\n",
+            &["--exclude", "notes"],
+            "[transform] masks authors.email, a key the merge matches or rewrites",
+        ),
     ];
     for (config, extra, expected) in cases {
         let work = dump_dir();
