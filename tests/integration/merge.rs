@@ -562,14 +562,31 @@ fn rows_deleted_from_the_target_after_a_merge_are_merged_again_and_never_referen
         .target
         .psql("merge_stale_dst", "INSERT INTO owners (email) VALUES ('central@x')");
     let work = dump_dir();
+    let hooks = work.path().join("hooks.log");
+    let hook = |stage: &str| {
+        format!(
+            "{stage} = [{{ command = \"echo $DBSYNC_HOOK >> {}\" }}]\n",
+            hooks.display()
+        )
+    };
     std::fs::write(
         work.path().join("merge.toml"),
-        "[merge.tables.owners]\nnatural_key = [\"email\"]\n",
+        format!(
+            "[merge.tables.owners]\nnatural_key = [\"email\"]\n[hooks]\n{}{}{}",
+            hook("before_sync"),
+            hook("after_import"),
+            hook("after_sync")
+        ),
     )
     .unwrap();
     let pets = "SELECT string_agg(p.name || ' of ' || o.email, ',' ORDER BY p.name) FROM pets p JOIN owners o ON o.id = p.owner_id";
     assert_exit(&merge("merge_stale_src", "merge_stale_dst", &[], work.path()).0, 0);
     assert_eq!(clusters.target.psql("merge_stale_dst", pets), "rex of o1@x");
+    assert_eq!(
+        std::fs::read_to_string(&hooks).unwrap(),
+        "before_sync\nafter_import\nafter_sync\n",
+        "a merge runs the hooks of a refresh but after_schema"
+    );
 
     // o2 is deleted centrally; the regional database gives o2 a pet.
     clusters
