@@ -110,6 +110,7 @@ pub struct MergeTableSettings {
 ///
 /// ```toml
 /// [merge]
+/// source = "eu-regional"           # the name the ID maps know this source by
 /// fire_triggers = ["audit_log"]
 /// [merge.tables.repositories]
 /// natural_key = ["slug"]
@@ -120,6 +121,8 @@ pub struct MergeSettings {
     /// Table (as written: `name` or `schema.name`) → its natural key and what a match does.
     pub tables: BTreeMap<String, MergeTableSettings>,
     pub fire_triggers: Vec<String>,
+    /// `[merge] source`: the name the ID maps know the source by (default `host:port/database`).
+    pub source: Option<String>,
     pub id_map: Option<PathBuf>,
 }
 
@@ -295,6 +298,7 @@ struct ConfigFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigMerge {
+    source: Option<String>,
     #[serde(default)]
     fire_triggers: Vec<String>,
     #[serde(default)]
@@ -1044,6 +1048,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         merge: MergeSettings {
             tables: config.merge.tables.clone(),
             fire_triggers: config.merge.fire_triggers.clone(),
+            source: config.merge.source.clone().filter(|name| !name.trim().is_empty()),
             id_map: None,
         },
         dump_dir: arguments

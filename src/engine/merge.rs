@@ -47,12 +47,15 @@ impl Run<'_> {
         let groups = self
             .merge_groups(&target, &plan, &source.inventory, fitted, &foreign)
             .await?;
+        let name = self.merge_source_identity();
         if self.settings.dry_run {
+            self.emit(Event::Notice(Notice::MergeSource { name }));
             self.preview_merge(&groups);
             self.emit(Event::Notice(Notice::DryRunDone));
             return Ok(());
         }
         self.announce_row_copy(RunKind::Merge, &plan, started_at);
+        self.emit(Event::Notice(Notice::MergeSource { name }));
         self.run_hooks(HookStage::BeforeSync, self.settings.target()).await?;
         interruptible(&self.cancellation, catalog::ensure_map_table(&target)).await?;
         let snapshot = self.take_snapshot(&source, &plan).await?;
@@ -261,6 +264,15 @@ impl Run<'_> {
         remapped
     }
 
+    /// Names the source in the ID maps: `[merge] source`, else its server and database as the
+    /// URI gives them.
+    fn merge_source_identity(&self) -> String {
+        match &self.settings.merge.source {
+            Some(name) => name.clone(),
+            None => super::incremental::source_identity(self.settings.source()),
+        }
+    }
+
     /// `--dry-run`: each table in order, what becomes of its keys, and its natural key.
     fn preview_merge(&self, groups: &[Vec<Planned>]) {
         for group in groups {
@@ -296,7 +308,7 @@ impl Run<'_> {
     /// Group after group on one pair of sessions; the first failure stops the run (the groups
     /// before it stay merged: a second run goes on from there).
     async fn merge_in_order(&self, source: &Client, target: &Client, groups: &[Vec<Planned>]) -> Result<(), SyncError> {
-        let identity = super::incremental::source_identity(self.settings.source());
+        let identity = self.merge_source_identity();
         for group in groups {
             let started = std::time::Instant::now();
             for (_, table) in group {
@@ -401,7 +413,7 @@ impl Run<'_> {
             .flatten()
             .map(|(_, table)| table.shape.table.clone())
             .collect();
-        let identity = super::incremental::source_identity(self.settings.source());
+        let identity = self.merge_source_identity();
         let file = std::fs::File::create(path)
             .map_err(|error| usage_error!("cannot write the ID map {}: {error}", path.display()))?;
         let mut writer = IdMapWriter::new(std::io::BufWriter::new(file));

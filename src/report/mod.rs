@@ -211,6 +211,10 @@ pub enum Notice {
         table: String,
         changes: RowChanges,
     },
+    /// `dbsync merge`: the name the ID maps know the source by.
+    MergeSource {
+        name: String,
+    },
     /// `dbsync merge --dry-run`: one table's place in the merge, in order.
     WouldMerge(MergePreview),
     /// `dbsync merge`: what one table's transaction did.

@@ -175,6 +175,10 @@ impl fmt::Display for Notice {
                 };
                 write!(formatter, "; {} read ({method})", human_size(changes.bytes_read))
             }
+            Notice::MergeSource { name } => write!(
+                formatter,
+                "The ID maps know this source as {name}: a merge finds its earlier rows only under the same name ([merge] source sets one)"
+            ),
             Notice::WouldMerge(preview) => {
                 write!(formatter, "{}: ", preview.table)?;
                 match &preview.new_keys {

@@ -572,7 +572,7 @@ fn rows_deleted_from_the_target_after_a_merge_are_merged_again_and_never_referen
     std::fs::write(
         work.path().join("merge.toml"),
         format!(
-            "[merge.tables.owners]\nnatural_key = [\"email\"]\n[hooks]\n{}{}{}",
+            "[merge]\nsource = \"regional-1\"\n[merge.tables.owners]\nnatural_key = [\"email\"]\n[hooks]\n{}{}{}",
             hook("before_sync"),
             hook("after_import"),
             hook("after_sync")
@@ -586,6 +586,14 @@ fn rows_deleted_from_the_target_after_a_merge_are_merged_again_and_never_referen
         std::fs::read_to_string(&hooks).unwrap(),
         "before_sync\nafter_import\nafter_sync\n",
         "a merge runs the hooks of a refresh but after_schema"
+    );
+    assert_eq!(
+        clusters.target.psql(
+            "merge_stale_dst",
+            "SELECT string_agg(DISTINCT source, ',') FROM dbsync.merge_sources"
+        ),
+        "regional-1",
+        "[merge] source names the source in the ID maps"
     );
 
     // o2 is deleted centrally; the regional database gives o2 a pet.
