@@ -25,11 +25,47 @@ use crate::usage_error;
 /// A table to merge and the planned table it is.
 type Planned = (usize, MergeTable);
 
-/// What the tables' merge is planned from, read before anything is written.
-struct Keys<'a> {
+/// What the merge's keys are planned from, read before anything is written: the tables the
+/// merge takes, then the tables outside it their foreign keys reference, each with its new key
+/// (when the target draws its keys from a sequence).
+struct KeyPlan<'a> {
     foreign: &'a [ForeignKeyColumn],
-    /// Position of each planned table in foreign-key order.
+    /// Each planned table's place in foreign-key order.
     order: Vec<usize>,
+    tables: Vec<QualifiedName>,
+    surrogates: Vec<Option<Surrogate>>,
+    /// How many of `tables` the merge takes.
+    merged: usize,
+}
+
+impl KeyPlan<'_> {
+    fn surrogate(&self, table: &QualifiedName) -> Option<&Surrogate> {
+        let index = self.tables.iter().position(|name| name == table)?;
+        self.surrogates[index].as_ref()
+    }
+
+    fn takes(&self, table: &QualifiedName) -> bool {
+        self.tables[..self.merged].contains(table)
+    }
+
+    /// The table whose ID map translates the values of `table.column`: the table itself when
+    /// the column is its new key, else the map its foreign key leads to.
+    fn map_of_column(&self, table: &QualifiedName, column: &str, depth: usize) -> Option<QualifiedName> {
+        if self
+            .surrogate(table)
+            .is_some_and(|surrogate| surrogate.column == column)
+        {
+            return Some(table.clone());
+        }
+        // A chain of keys longer than this is a loop of keys referencing keys.
+        if depth > 8 {
+            return None;
+        }
+        self.foreign
+            .iter()
+            .filter(|key| &key.table == table && key.column == column)
+            .find_map(|key| self.map_of_column(&key.referenced, &key.referenced_column, depth + 1))
+    }
 }
 
 impl Run<'_> {
@@ -117,28 +153,18 @@ impl Run<'_> {
         for (place, table) in order.iter().enumerate() {
             position[*table] = place;
         }
-        let keys = Keys {
+        let surrogates = surrogates_of(&fitted, &primary_keys, sequences);
+        let keys = KeyPlan {
             foreign,
             order: position,
+            tables: names,
+            surrogates,
+            merged,
         };
-        let mut surrogates: Vec<Option<Surrogate>> = Vec::new();
-        for (index, sequence) in sequences.into_iter().enumerate() {
-            let surrogate = match fitted.get(index) {
-                Some(table) => surrogate_of(table, primary_keys[index].as_deref(), sequence),
-                None => primary_keys[index]
-                    .as_deref()
-                    .map(single_column)
-                    .filter(|column| !column.is_empty())
-                    .zip(sequence)
-                    .map(|(column, sequence)| Surrogate { column, sequence }),
-            };
-            surrogates.push(surrogate);
-        }
         primary_keys.truncate(merged);
         let mut planned = Vec::new();
-        for ((table, key), index) in fitted.into_iter().zip(primary_keys).zip(0..) {
-            let shaped = self.merge_table(plan, &keys, (&names, &surrogates, merged), table, key, index)?;
-            planned.push(shaped);
+        for (table, key) in fitted.into_iter().zip(primary_keys) {
+            planned.push(self.merge_table(plan, &keys, table, key)?);
         }
         Ok(group_by_cycles(planned, &order, &cycles))
     }
@@ -165,11 +191,9 @@ impl Run<'_> {
     fn merge_table(
         &mut self,
         plan: &Plan,
-        keys: &Keys<'_>,
-        (names, surrogates, merged): (&[QualifiedName], &[Option<Surrogate>], usize),
+        keys: &KeyPlan<'_>,
         table: RefreshedTable,
         primary_key: Option<Vec<String>>,
-        index: usize,
     ) -> Result<Planned, SyncError> {
         let planned = plan
             .tables
@@ -188,8 +212,8 @@ impl Run<'_> {
             .tables
             .iter()
             .find(|(written, _)| preflight::names_table(written, &table.name));
-        let surrogate = surrogates[index].clone();
-        let remapped = self.remapped_columns(plan, keys, (names, surrogates, merged), &table.name);
+        let surrogate = keys.surrogate(&table.name).cloned();
+        let remapped = self.remapped_columns(plan, keys, &table.name);
         let natural_key = natural_key_of(&table, config.map(|(_, config)| config), &surrogate, primary_key)?;
         let shape = MergeShape {
             update: config.is_some_and(|(_, config)| config.on_existing == OnExisting::Update),
@@ -215,13 +239,7 @@ impl Run<'_> {
     /// such a reference. Deferred where that table comes later (a cycle, or itself). A key to
     /// a table left out follows the map of an earlier merge of it when its keys are drawn anew,
     /// else keeps its values; either way with a warning.
-    fn remapped_columns(
-        &mut self,
-        plan: &Plan,
-        keys: &Keys<'_>,
-        (names, surrogates, merged): (&[QualifiedName], &[Option<Surrogate>], usize),
-        table: &QualifiedName,
-    ) -> Vec<Remap> {
+    fn remapped_columns(&mut self, plan: &Plan, keys: &KeyPlan<'_>, table: &QualifiedName) -> Vec<Remap> {
         let place_of = |name: &QualifiedName| {
             plan.tables
                 .iter()
@@ -233,9 +251,8 @@ impl Run<'_> {
             if remapped.iter().any(|remap| remap.column == key.column) {
                 continue;
             }
-            let column = (&key.referenced, key.referenced_column.as_str());
-            let map = map_of_column(keys.foreign, (names, surrogates), column, 0);
-            if !names[..merged].contains(&key.referenced) {
+            let map = keys.map_of_column(&key.referenced, &key.referenced_column, 0);
+            if !keys.takes(&key.referenced) {
                 let fate = match &map {
                     Some(map) => format!("follow the ID map of an earlier merge of {}", map.display_name()),
                     None => "are kept as they are".into(),
@@ -250,10 +267,7 @@ impl Run<'_> {
             let Some(map) = map else {
                 continue;
             };
-            let surrogate = names
-                .iter()
-                .position(|name| *name == map)
-                .and_then(|index| surrogates[index].as_ref());
+            let surrogate = keys.surrogate(&map);
             remapped.push(Remap {
                 column: key.column.clone(),
                 deferred: place_of(&map) >= place_of(table),
@@ -475,39 +489,33 @@ fn display_name_of_stored(stored: &str) -> String {
     stored.strip_prefix("public.").unwrap_or(stored).to_string()
 }
 
-/// The merged table whose ID map translates the values of `table.column`: the table itself
-/// when the column is its new key, else the map its foreign key leads to.
-fn map_of_column(
-    foreign: &[ForeignKeyColumn],
-    (names, surrogates): (&[QualifiedName], &[Option<Surrogate>]),
-    (table, column): (&QualifiedName, &str),
-    depth: usize,
-) -> Option<QualifiedName> {
-    let index = names.iter().position(|name| name == table)?;
-    if surrogates[index]
-        .as_ref()
-        .is_some_and(|surrogate| surrogate.column == column)
-    {
-        return Some(table.clone());
-    }
-    // A chain of keys longer than this is a loop of keys referencing keys.
-    if depth > 8 {
-        return None;
-    }
-    foreign
-        .iter()
-        .filter(|key| &key.table == table && key.column == column)
-        .find_map(|key| {
-            let next = (&key.referenced, key.referenced_column.as_str());
-            map_of_column(foreign, (names, surrogates), next, depth + 1)
-        })
-}
-
 fn single_column(key: &[String]) -> String {
     match key {
         [column] => column.clone(),
         _ => String::new(),
     }
+}
+
+/// Each table's new key: a merged table's when `surrogate_of` says so, a table outside the merge's
+/// when its single-column primary key has a sequence behind it.
+fn surrogates_of(
+    fitted: &[RefreshedTable],
+    primary_keys: &[Option<Vec<String>>],
+    sequences: Vec<Option<String>>,
+) -> Vec<Option<Surrogate>> {
+    sequences
+        .into_iter()
+        .enumerate()
+        .map(|(index, sequence)| match fitted.get(index) {
+            Some(table) => surrogate_of(table, primary_keys[index].as_deref(), sequence),
+            None => primary_keys[index]
+                .as_deref()
+                .map(single_column)
+                .filter(|column| !column.is_empty())
+                .zip(sequence)
+                .map(|(column, sequence)| Surrogate { column, sequence }),
+        })
+        .collect()
 }
 
 /// A single integer primary key with a sequence behind it gets new values; other keys are kept.
