@@ -344,6 +344,18 @@ PY
     python3 -c "print(f'{$finished - $started:.3f}', f'{$(server_cpu source) - $source_before:.2f}', f'{$(server_cpu target) - $target_before:.2f}', '$(cat "$base/client_cpu")')"
 }
 
+# with_report MEASURED: a dbsync run's result line, MEASURED ("seconds source_cpu target_cpu
+# client_cpu") with its report's peak memory, peak dump bytes and phases.
+with_report() {
+    python3 - "$base/work/report.json" "$1" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+seconds, *cpu = sys.argv[2].split()
+phases = ",".join(f"{phase['phase']}={phase['seconds']:.2f}" for phase in report.get("phases", []))
+print(seconds, report["peak_memory_bytes"], report["peak_dump_bytes"], *cpu, phases or "-")
+PY
+}
+
 # run_contender NAME DATABASE: times one run; prints "seconds rss_bytes dump_bytes source_cpu
 # target_cpu client_cpu". A contender that needs an empty target database creates it inside its
 # time, as a user of that tool would.
@@ -373,13 +385,7 @@ run_contender() {
             measured=$(timed "$log" "$dbsync" sync --incremental --source "$source" --target "$target" --jobs "$jobs" \
                 --yes --plain --report "$base/work/report.json" "${extra[@]}") ||
                 { echo "dbsync --incremental failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
-            python3 - "$base/work/report.json" "$measured" <<'PY'
-import json, sys
-report = json.load(open(sys.argv[1]))
-seconds, *cpu = sys.argv[2].split()
-phases = ",".join(f"{phase['phase']}={phase['seconds']:.2f}" for phase in report.get("phases", []))
-print(seconds, report["peak_memory_bytes"], 0, *cpu, phases or "-")
-PY
+            with_report "$measured"
             ;;
         merge | merge-again)
             psql_on "$target_port" -d postgres -c "CHECKPOINT"
@@ -388,13 +394,7 @@ PY
             measured=$(timed "$log" "$dbsync" merge --source "$source" --target "$target" --config "$base/merge.toml" \
                 --yes --plain --report "$base/work/report.json") ||
                 { echo "dbsync merge failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
-            python3 - "$base/work/report.json" "$measured" <<'PY'
-import json, sys
-report = json.load(open(sys.argv[1]))
-seconds, *cpu = sys.argv[2].split()
-phases = ",".join(f"{phase['phase']}={phase['seconds']:.2f}" for phase in report.get("phases", []))
-print(seconds, report["peak_memory_bytes"], 0, *cpu, phases or "-")
-PY
+            with_report "$measured"
             ;;
         dbsync | dbsync-stream | dbsync-j1 | dbsync-j4 | dbsync-split | baseline)
             local extra=() binary=$dbsync run_jobs=$jobs
@@ -406,13 +406,7 @@ PY
             measured=$(timed "$log" "$binary" sync --source "$source" --target "$target" --jobs "$run_jobs" --yes --plain \
                 --dump-dir "$base/work" --report "$base/work/report.json" "${extra[@]}") ||
                 { echo "dbsync failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
-            python3 - "$base/work/report.json" "$measured" <<'PY'
-import json, sys
-report = json.load(open(sys.argv[1]))
-seconds, *cpu = sys.argv[2].split()
-phases = ",".join(f"{phase['phase']}={phase['seconds']:.2f}" for phase in report.get("phases", []))
-print(seconds, report["peak_memory_bytes"], report["peak_dump_bytes"], *cpu, phases or "-")
-PY
+            with_report "$measured"
             ;;
         pg_dump)
             measured=$(timed "$log" bash -c 'createdb -h "$1" -p "$2" -U postgres bench_copy &&

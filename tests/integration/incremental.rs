@@ -71,25 +71,13 @@ fn incremental(source: &str, target: &str, extra: &[&str], work: &Path) -> (Outp
 
 /// The changes the report gives for `table`: method, inserted, updated, deleted, unchanged.
 fn changes(report: &serde_json::Value, table: &str) -> (String, u64, u64, u64, u64) {
-    let row = report["tables"]
-        .as_array()
+    let method = crate::report_row(report, table)["changes"]["method"]
+        .as_str()
         .unwrap()
-        .iter()
-        .find(|row| row["table"] == table)
-        .unwrap_or_else(|| panic!("{table} not in {report}"));
-    let changes = &row["changes"];
-    let number = |field: &str| {
-        changes[field]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{field} of {table}: {row}"))
-    };
-    (
-        changes["method"].as_str().unwrap().to_string(),
-        number("inserted"),
-        number("updated"),
-        number("deleted"),
-        number("unchanged"),
-    )
+        .to_string();
+    let fields = ["inserted", "updated", "deleted", "unchanged"];
+    let [inserted, updated, deleted, unchanged] = crate::report_numbers(report, table, "changes", fields);
+    (method, inserted, updated, deleted, unchanged)
 }
 
 fn config(work: &Path, text: &str) -> String {
@@ -294,9 +282,10 @@ fn a_failing_table_rolls_back_with_the_tables_linked_to_it_and_the_next_run_goes
     let (failed, report) = incremental("inc_fail_src", "inc_fail_dst", &["--config", &settings], work.path());
     assert_exit(&failed, 1);
     let result = |table: &str| {
-        let rows = report["tables"].as_array().unwrap();
-        let row = rows.iter().find(|row| row["table"] == table).unwrap();
-        row["result"].as_str().unwrap().to_string()
+        crate::report_row(&report, table)["result"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     assert_eq!(
         (result("posts"), result("authors")),

@@ -157,6 +157,31 @@ pub fn sync_on_a_terminal(source: &str, target: &str, extra: &[&str], input: &st
     child.wait_with_output().unwrap()
 }
 
+/// The row of `table` among a JSON report's `tables`.
+pub fn report_row<'a>(report: &'a serde_json::Value, table: &str) -> &'a serde_json::Value {
+    report["tables"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tables in {report}"))
+        .iter()
+        .find(|row| row["table"] == table)
+        .unwrap_or_else(|| panic!("{table} not in {report}"))
+}
+
+/// The numbers `fields` of `section` (`changes`, `merged`) in the report's row of `table`.
+pub fn report_numbers<const N: usize>(
+    report: &serde_json::Value,
+    table: &str,
+    section: &str,
+    fields: [&str; N],
+) -> [u64; N] {
+    let row = report_row(report, table);
+    fields.map(|field| {
+        row[section][field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{section}.{field} of {table}: {row}"))
+    })
+}
+
 pub fn text(output: &Output) -> String {
     format!(
         "{}{}",

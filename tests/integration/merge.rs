@@ -92,24 +92,9 @@ fn merge(source: &str, target: &str, extra: &[&str], work: &Path) -> (Output, se
 
 /// The report's merge counts of `table`: inserted, matched, updated, merged before.
 fn counts(report: &serde_json::Value, table: &str) -> (u64, u64, u64, u64) {
-    let row = report["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|row| row["table"] == table)
-        .unwrap_or_else(|| panic!("{table} not in {report}"));
-    let merged = &row["merged"];
-    let number = |field: &str| {
-        merged[field]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{field} of {table}: {row}"))
-    };
-    (
-        number("inserted"),
-        number("matched"),
-        number("updated"),
-        number("merged_before"),
-    )
+    let fields = ["inserted", "matched", "updated", "merged_before"];
+    let [inserted, matched, updated, before] = crate::report_numbers(report, table, "merged", fields);
+    (inserted, matched, updated, before)
 }
 
 /// Every record with its references written as natural keys: what must survive a merge.
@@ -337,9 +322,7 @@ fn a_regional_database_merges_into_a_central_one_with_every_reference_following_
 
 /// The result the report gives `table`.
 fn result(report: &serde_json::Value, table: &str) -> String {
-    let rows = report["tables"].as_array().unwrap();
-    let row = rows.iter().find(|row| row["table"] == table).unwrap();
-    row["result"].as_str().unwrap().to_string()
+    crate::report_row(report, table)["result"].as_str().unwrap().to_string()
 }
 
 #[test]

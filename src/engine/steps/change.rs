@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use anyhow::Result;
 use tokio_postgres::Client;
 
-use super::GroupFailure;
+use super::{GroupFailure, Triggers, in_one_transaction};
 use crate::catalog::{
     self, ChecksumColumn, Horizon, KeyBuckets, QualifiedName, RowFilter, RowHash, RowSelection, Stage, Watermark,
 };
@@ -104,17 +104,13 @@ pub async fn change_group(
     context: &ChangeContext<'_>,
 ) -> Result<Vec<RowChanges>, GroupFailure> {
     let failure = |table| move |error| GroupFailure { table, error };
-    catalog::begin_change(target).await.map_err(failure(0))?;
     let changed = async {
-        let mut firing = true;
+        let mut triggers = Triggers::default();
         let mut written = Vec::new();
         for (number, table) in tables.iter().enumerate() {
             let stage = Stage::numbered(number);
             let outcome = async {
-                if table.fire_triggers != firing {
-                    catalog::fire_triggers(target, table.fire_triggers).await?;
-                    firing = table.fire_triggers;
-                }
+                triggers.set(target, table.fire_triggers).await?;
                 write_rows(source, target, table, &stage, context).await
             }
             .await;
@@ -122,9 +118,8 @@ pub async fn change_group(
         }
         for (number, (table, (stage, (changes, deletion)))) in tables.iter().zip(&mut written).enumerate().rev() {
             let delete = async {
-                if table.fire_triggers != firing && !matches!(deletion, Deletion::Nothing) {
-                    catalog::fire_triggers(target, table.fire_triggers).await?;
-                    firing = table.fire_triggers;
+                if !matches!(deletion, Deletion::Nothing) {
+                    triggers.set(target, table.fire_triggers).await?;
                 }
                 delete_rows(source, target, table, stage, deletion, context).await
             };
@@ -134,16 +129,7 @@ pub async fn change_group(
         }
         Ok(written.into_iter().map(|(_, (changes, _))| changes).collect())
     };
-    match changed.await {
-        Ok(changes) => {
-            catalog::commit(target).await.map_err(failure(0))?;
-            Ok(changes)
-        }
-        Err(failed) => {
-            let _ = catalog::rollback(target).await;
-            Err(failed)
-        }
-    }
+    in_one_transaction(target, changed).await
 }
 
 /// One table's new and changed rows written (and its watermark), its deletions left for later.

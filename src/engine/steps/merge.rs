@@ -7,7 +7,7 @@
 use anyhow::{Result, bail};
 use tokio_postgres::Client;
 
-use super::GroupFailure;
+use super::{GroupFailure, Triggers, in_one_transaction};
 use crate::catalog::{self, MergeShape, RowSelection};
 use crate::report::MergeCounts;
 
@@ -27,16 +27,12 @@ pub async fn merge_group(
     source_identity: &str,
 ) -> Result<Vec<MergeCounts>, GroupFailure> {
     let failure = |table| move |error| GroupFailure { table, error };
-    catalog::begin_change(target).await.map_err(failure(0))?;
     let merged = async {
-        let mut firing = true;
+        let mut triggers = Triggers::default();
         let mut counts = Vec::new();
         for (number, table) in tables.iter().enumerate() {
             let outcome = async {
-                if table.fire_triggers != firing {
-                    catalog::fire_triggers(target, table.fire_triggers).await?;
-                    firing = table.fire_triggers;
-                }
+                triggers.set(target, table.fire_triggers).await?;
                 merge_table(source, target, &table.shape, source_identity, number).await
             }
             .await;
@@ -44,10 +40,7 @@ pub async fn merge_group(
         }
         for (number, table) in tables.iter().enumerate() {
             let outcome = async {
-                if table.fire_triggers != firing {
-                    catalog::fire_triggers(target, table.fire_triggers).await?;
-                    firing = table.fire_triggers;
-                }
+                triggers.set(target, table.fire_triggers).await?;
                 let unmapped = catalog::fill_deferred_keys(target, &table.shape, source_identity, number).await?;
                 refuse_unmapped(&table.shape, unmapped)
             }
@@ -56,16 +49,7 @@ pub async fn merge_group(
         }
         Ok(counts)
     };
-    match merged.await {
-        Ok(counts) => {
-            catalog::commit(target).await.map_err(failure(0))?;
-            Ok(counts)
-        }
-        Err(failed) => {
-            let _ = catalog::rollback(target).await;
-            Err(failed)
-        }
-    }
+    in_one_transaction(target, merged).await
 }
 
 /// One table's rows staged, resolved, written and mapped in the open transaction.

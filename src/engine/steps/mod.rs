@@ -33,6 +33,50 @@ pub struct GroupFailure {
     pub error: anyhow::Error,
 }
 
+/// Runs `work` (the writes of a group of tables) in one transaction on `target`: committed when
+/// it succeeds, rolled back when it fails.
+pub async fn in_one_transaction<T>(
+    target: &tokio_postgres::Client,
+    work: impl std::future::Future<Output = Result<T, GroupFailure>>,
+) -> Result<T, GroupFailure> {
+    let failure = |error| GroupFailure { table: 0, error };
+    catalog::begin_change(target).await.map_err(failure)?;
+    match work.await {
+        Ok(done) => {
+            catalog::commit(target).await.map_err(failure)?;
+            Ok(done)
+        }
+        Err(failed) => {
+            let _ = catalog::rollback(target).await;
+            Err(failed)
+        }
+    }
+}
+
+/// Whether the open transaction's writes fire triggers and foreign keys: set only when a table
+/// wants otherwise, so a session without the privilege to turn them off can still write the
+/// tables that fire.
+pub struct Triggers {
+    firing: bool,
+}
+
+/// A new transaction's writes fire, as the session's default.
+impl Default for Triggers {
+    fn default() -> Triggers {
+        Triggers { firing: true }
+    }
+}
+
+impl Triggers {
+    pub async fn set(&mut self, target: &tokio_postgres::Client, fire: bool) -> anyhow::Result<()> {
+        if fire != self.firing {
+            catalog::fire_triggers(target, fire).await?;
+            self.firing = fire;
+        }
+        Ok(())
+    }
+}
+
 /// Everything the steps of one run share.
 pub struct Job {
     /// The source and its snapshot; `None` for a restore, which reads an archive.
