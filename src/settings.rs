@@ -132,6 +132,7 @@ pub struct MergeSettings {
 /// [incremental]
 /// change_column = "updated_at"     # every table's, unless named below
 /// lookback_seconds = 0             # re-read this much before the watermark (clock skew)
+/// source = "prod"                  # the name the watermarks know the source by
 /// fire_triggers = ["audit_log"]    # tables whose triggers and foreign keys fire
 /// [incremental.tables]
 /// events = "version"               # an integer version column
@@ -145,6 +146,9 @@ pub struct IncrementalSettings {
     pub tables: BTreeMap<String, String>,
     pub fire_triggers: Vec<String>,
     pub lookback: Duration,
+    /// `[incremental] source`: the name the watermarks know the source by (default
+    /// `host:port/database`).
+    pub source: Option<String>,
 }
 
 pub const DEFAULT_BATCH_ROWS: u64 = 10_000;
@@ -157,6 +161,7 @@ impl Default for IncrementalSettings {
             tables: BTreeMap::new(),
             fire_triggers: Vec::new(),
             lookback: Duration::ZERO,
+            source: None,
         }
     }
 }
@@ -309,6 +314,7 @@ struct ConfigMerge {
 #[serde(deny_unknown_fields)]
 struct ConfigIncremental {
     change_column: Option<String>,
+    source: Option<String>,
     lookback_seconds: Option<u64>,
     #[serde(default)]
     fire_triggers: Vec<String>,
@@ -767,6 +773,7 @@ fn incremental_settings(config: &ConfigIncremental, batch_rows: Option<u64>) -> 
         tables: config.tables.clone(),
         fire_triggers: config.fire_triggers.clone(),
         lookback: Duration::from_secs(config.lookback_seconds.unwrap_or(0)),
+        source: config.source.clone().filter(|name| !name.trim().is_empty()),
     })
 }
 

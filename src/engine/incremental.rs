@@ -33,12 +33,19 @@ impl Run<'_> {
         self.emit(Event::Phase(Phase::RefreshSchema));
         let fitted = self.fit_target_schema(&source.client, &target, &plan).await?;
         let tables = self.changing_tables(&target, &plan, fitted).await?;
+        let source_name = Notice::SourceName {
+            name: self.named_source(self.settings.incremental.source.as_deref()),
+            state: "watermarks",
+            section: "incremental",
+        };
         if self.settings.dry_run {
+            self.emit(Event::Notice(source_name));
             self.preview_changes(&target, &tables).await?;
             self.emit(Event::Notice(Notice::DryRunDone));
             return Ok(());
         }
         self.announce_incremental(&plan, &tables, started_at);
+        self.emit(Event::Notice(source_name));
         self.run_hooks(HookStage::BeforeSync, self.settings.target()).await?;
         self.run_hooks(HookStage::AfterSchema, self.settings.target()).await?;
         interruptible(&self.cancellation, catalog::ensure_watermark_table(&target)).await?;
@@ -62,7 +69,7 @@ impl Run<'_> {
     /// `--dry-run`: how each table's rows would be found, from its key, its change column and
     /// the watermark the target holds.
     async fn preview_changes(&self, target: &Client, tables: &[Planned]) -> Result<(), SyncError> {
-        let source_identity = source_identity(self.settings.source());
+        let source_identity = self.named_source(self.settings.incremental.source.as_deref());
         let names: Vec<QualifiedName> = tables.iter().map(|(_, table)| table.name.clone()).collect();
         let read = catalog::existing_watermarks(target, &source_identity, &names);
         let watermarks = interruptible(&self.cancellation, read).await?;
@@ -125,7 +132,7 @@ impl Run<'_> {
             Content::Incremental { deep, delete } => (deep, delete),
             _ => (false, true),
         };
-        let source_identity = source_identity(self.settings.source());
+        let source_identity = self.named_source(self.settings.incremental.source.as_deref());
         let context = ChangeContext {
             source_identity: &source_identity,
             horizon,
@@ -382,6 +389,13 @@ fn table_event(table: &TableChange, line: TableLine) -> Event {
     }
 }
 
-pub(super) fn source_identity(source: &crate::connection::Endpoint) -> String {
-    format!("{}:{}/{}", source.host, source.port, source.dbname)
+impl Run<'_> {
+    /// Names the source in the target's `dbsync` state (watermarks, ID maps): the configured
+    /// name, else its server and database as the URI gives them.
+    pub(super) fn named_source(&self, configured: Option<&str>) -> String {
+        let source = self.settings.source();
+        configured
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}:{}/{}", source.host, source.port, source.dbname))
+    }
 }

@@ -85,13 +85,21 @@ impl Run<'_> {
             .await?;
         let name = self.merge_source_identity();
         if self.settings.dry_run {
-            self.emit(Event::Notice(Notice::MergeSource { name }));
+            self.emit(Event::Notice(Notice::SourceName {
+                name: name.clone(),
+                state: "ID maps",
+                section: "merge",
+            }));
             self.preview_merge(&groups);
             self.emit(Event::Notice(Notice::DryRunDone));
             return Ok(());
         }
         self.announce_row_copy(RunKind::Merge, &plan, started_at);
-        self.emit(Event::Notice(Notice::MergeSource { name }));
+        self.emit(Event::Notice(Notice::SourceName {
+            name: name.clone(),
+            state: "ID maps",
+            section: "merge",
+        }));
         self.run_hooks(HookStage::BeforeSync, self.settings.target()).await?;
         interruptible(&self.cancellation, catalog::ensure_map_table(&target)).await?;
         let snapshot = self.take_snapshot(&source, &plan).await?;
@@ -278,13 +286,8 @@ impl Run<'_> {
         remapped
     }
 
-    /// Names the source in the ID maps: `[merge] source`, else its server and database as the
-    /// URI gives them.
     fn merge_source_identity(&self) -> String {
-        match &self.settings.merge.source {
-            Some(name) => name.clone(),
-            None => super::incremental::source_identity(self.settings.source()),
-        }
+        self.named_source(self.settings.merge.source.as_deref())
     }
 
     /// `--dry-run`: each table in order, what becomes of its keys, and its natural key.

@@ -211,9 +211,12 @@ pub enum Notice {
         table: String,
         changes: RowChanges,
     },
-    /// `dbsync merge`: the name the ID maps know the source by.
-    MergeSource {
+    /// `dbsync merge` and `--incremental`: the name the target's state (ID maps, watermarks)
+    /// knows the source by, and the config section that can set it.
+    SourceName {
         name: String,
+        state: &'static str,
+        section: &'static str,
     },
     /// `dbsync merge --dry-run`: one table's place in the merge, in order.
     WouldMerge(MergePreview),

@@ -175,9 +175,9 @@ impl fmt::Display for Notice {
                 };
                 write!(formatter, "; {} read ({method})", human_size(changes.bytes_read))
             }
-            Notice::MergeSource { name } => write!(
+            Notice::SourceName { name, state, section } => write!(
                 formatter,
-                "The ID maps know this source as {name}: a merge finds its earlier rows only under the same name ([merge] source sets one)"
+                "The {state} know this source as {name}: a later run finds them only under the same name ([{section}] source sets one)"
             ),
             Notice::WouldMerge(preview) => {
                 write!(formatter, "{}: ", preview.table)?;

@@ -688,3 +688,44 @@ fn a_lookback_rereads_rows_without_rewriting_the_unchanged_ones() {
         "no row was rewritten"
     );
 }
+
+/// `[incremental] source` names the source in the watermark table, whatever the URI: runs
+/// under that name find the watermarks, a run under the default name (host:port/database) does
+/// not.
+#[test]
+fn a_named_source_finds_its_watermarks_under_that_name_only() {
+    let clusters = clusters();
+    clusters.source.create_database("named_src");
+    clusters.source.psql(
+        "named_src",
+        "CREATE TABLE notes (id int PRIMARY KEY, body text, updated_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO notes (id, body) SELECT g, 'note ' || g FROM generate_series(1, 50) g;",
+    );
+    let work = dump_dir();
+    assert_exit(&crate::sync("named_src", "named_dst", &["--yes"], work.path()), 0);
+    let settings = config(work.path(), "[incremental]\nsource = \"prod\"\n");
+    let (first, _) = incremental("named_src", "named_dst", &["--config", &settings], work.path());
+    assert_exit(&first, 0);
+    assert!(
+        text(&first).contains("The watermarks know this source as prod"),
+        "{}",
+        text(&first)
+    );
+    assert_eq!(
+        clusters.target.psql(
+            "named_dst",
+            "SELECT string_agg(DISTINCT source, ',') FROM dbsync.incremental_state"
+        ),
+        "prod"
+    );
+    let (named, report) = incremental("named_src", "named_dst", &["--config", &settings], work.path());
+    assert_exit(&named, 0);
+    assert_eq!(changes(&report, "notes").0, "change-column", "found under its name");
+    let (unnamed, report) = incremental("named_src", "named_dst", &[], work.path());
+    assert_exit(&unnamed, 0);
+    assert_eq!(
+        changes(&report, "notes").0,
+        "key-ranges",
+        "not found under host:port/database"
+    );
+}
