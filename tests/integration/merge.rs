@@ -416,6 +416,18 @@ fn bad_merge_configurations_are_refused_before_anything_is_written() {
             text(&refused)
         );
     }
+    // A key closing a cycle is written in a second pass: NOT NULL there is refused up front.
+    for (cluster, database) in [(&clusters.source, "merge_bad_src"), (&clusters.target, "merge_bad_dst")] {
+        cluster.psql(database, "ALTER TABLE teams ALTER COLUMN lead_id SET NOT NULL");
+    }
+    let work = dump_dir();
+    let (cycle, _) = merge("merge_bad_src", "merge_bad_dst", &["--exclude", "notes"], work.path());
+    assert_exit(&cycle, 2);
+    assert!(
+        text(&cycle).contains("teams.lead_id closes a cycle of foreign keys and is NOT NULL"),
+        "{}",
+        text(&cycle)
+    );
     let work = dump_dir();
     let (missing, _) = merge(
         "merge_bad_src",
@@ -610,4 +622,17 @@ fn rows_deleted_from_the_target_after_a_merge_are_merged_again_and_never_referen
     assert_eq!(counts(&report, "owners"), (1, 0, 0, 1), "o2 merged again");
     assert_eq!(counts(&report, "pets"), (1, 0, 0, 1));
     assert_eq!(clusters.target.psql("merge_stale_dst", pets), "rex of o1@x,tom of o2@x");
+
+    // The check after the merge: a reference to a missing row fails the run (exit 3).
+    clusters.target.psql(
+        "merge_stale_dst",
+        "ALTER TABLE pets DROP CONSTRAINT pets_owner_id_fkey; INSERT INTO pets (owner_id, name) VALUES (999, 'stray')",
+    );
+    let (dangling, _) = merge("merge_stale_src", "merge_stale_dst", &[], work.path());
+    assert_exit(&dangling, 3);
+    assert!(
+        text(&dangling).contains("pets.owner_id: 1 row(s) reference rows owners does not have"),
+        "{}",
+        text(&dangling)
+    );
 }
