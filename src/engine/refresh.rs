@@ -307,7 +307,7 @@ impl Run<'_> {
                 "--fix-schema adds missing tables, columns, sequences and indexes; `dbsync diff` shows every difference; a sync without --data-only replaces the schema"
             };
             return Err(usage_error!(
-                "the target's schema does not fit the tables to refresh:\n  - {}\nhint: {hint}",
+                "the target's schema does not fit the tables to write:\n  - {}\nhint: {hint}",
                 fitting.problems.join("\n  - ")
             ));
         }

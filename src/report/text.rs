@@ -90,7 +90,7 @@ impl fmt::Display for Notice {
             Notice::SchemaFix { statement, run: true } => write!(formatter, "Fixing the schema: {statement}"),
             Notice::SchemaFix { statement, run: false } => write!(formatter, "Would run: {statement}"),
             Notice::SchemaFits { tables } => {
-                write!(formatter, "The target's schema fits the {tables} table(s) to refresh")
+                write!(formatter, "The target's schema fits the {tables} table(s) to write")
             }
             Notice::DryRunDone => formatter.write_str("Dry run: nothing was changed"),
             Notice::TableMasked { table, columns } => write!(
