@@ -374,17 +374,27 @@ pub async fn obtain_refresh_consent(
     cancellation: &Cancellation,
 ) -> Result<(), SyncError> {
     let target = settings.target();
+    let (what, writes) = match settings.content {
+        crate::settings::Content::Incremental { .. } => (
+            "an incremental sync writes the rows that differ into",
+            "get the rows that changed in the source",
+        ),
+        crate::settings::Content::Merge => (
+            "a merge adds the source's rows to",
+            "get the source's rows, with new keys",
+        ),
+        _ => (
+            "a data-only refresh replaces the rows of",
+            "have their rows replaced by the source's",
+        ),
+    };
     let question = Question::RefreshTarget {
         target: target.to_string(),
         tables,
-    };
-    let what = match settings.content {
-        crate::settings::Content::Incremental { .. } => "an incremental sync writes the rows that differ into",
-        crate::settings::Content::Merge => "a merge adds the source's rows to",
-        _ => "a data-only refresh replaces the rows of",
+        writes,
     };
     let refusals = (
-        format!("not refreshing {target}: the answer was not yes"),
+        format!("not writing into {target}: the answer was not yes"),
         format!("{what} {tables} table(s) in {target}; pass --yes to do it (each table changes in one transaction)"),
     );
     ask_unless_yes(settings, question, refusals, cancellation).await

@@ -7,8 +7,13 @@ use std::io::IsTerminal;
 pub enum Question {
     /// The target database exists and a sync would replace it.
     ReplaceTarget { target: String },
-    /// A data-only refresh would replace the rows of tables in the existing target.
-    RefreshTarget { target: String, tables: usize },
+    /// A data-only refresh, an incremental sync or a merge would write into tables of the
+    /// existing target; `writes` says what it would do to them.
+    RefreshTarget {
+        target: String,
+        tables: usize,
+        writes: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +33,8 @@ pub fn ask(question: &Question) -> std::io::Result<Answer> {
         Question::ReplaceTarget { target } => format!(
             "The target database {target} exists and will be replaced once the copy is complete. Continue? [y/N] "
         ),
-        Question::RefreshTarget { target, tables } => {
-            format!("The rows of {tables} table(s) in {target} will be replaced by the source's. Continue? [y/N] ")
+        Question::RefreshTarget { target, tables, writes } => {
+            format!("{tables} table(s) in {target} will {writes}. Continue? [y/N] ")
         }
     };
     eprint!("{text}");
