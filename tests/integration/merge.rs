@@ -416,6 +416,22 @@ fn bad_merge_configurations_are_refused_before_anything_is_written() {
             text(&refused)
         );
     }
+    // Without --yes and nobody at a terminal to ask: refused, saying what a merge would do.
+    let work = dump_dir();
+    let config = work.path().join("merge.toml");
+    std::fs::write(&config, "[merge.tables.authors]\nnatural_key = [\"email\"]\n").unwrap();
+    let unasked = between(
+        "merge",
+        "merge_bad_src",
+        "merge_bad_dst",
+        &["--exclude", "notes", "--config", config.to_str().unwrap()],
+    );
+    assert_exit(&unasked, 2);
+    assert!(
+        text(&unasked).contains("a merge adds the source's rows to 8 table(s) in"),
+        "{}",
+        text(&unasked)
+    );
     // A key closing a cycle is written in a second pass: NOT NULL there is refused up front.
     for (cluster, database) in [(&clusters.source, "merge_bad_src"), (&clusters.target, "merge_bad_dst")] {
         cluster.psql(database, "ALTER TABLE teams ALTER COLUMN lead_id SET NOT NULL");
