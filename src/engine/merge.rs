@@ -36,6 +36,8 @@ struct KeyPlan<'a> {
     surrogates: Vec<Option<Surrogate>>,
     /// How many of `tables` the merge takes.
     merged: usize,
+    /// Columns of a merged table's primary key of several columns that a sequence draws.
+    drawn_in_composite: Vec<(QualifiedName, String)>,
 }
 
 impl KeyPlan<'_> {
@@ -145,17 +147,8 @@ impl Run<'_> {
                 names.push(key.referenced.clone());
             }
         }
-        let read = async {
-            let keys = catalog::primary_keys(target, &names).await?;
-            let candidates: Vec<(QualifiedName, String)> = names
-                .iter()
-                .zip(&keys)
-                .map(|(name, key)| (name.clone(), key.as_deref().map(single_column).unwrap_or_default()))
-                .collect();
-            let sequences = catalog::serial_sequences(target, &candidates).await?;
-            anyhow::Ok((keys, sequences))
-        };
-        let (mut primary_keys, sequences) = interruptible(&self.cancellation, read).await?;
+        let read = read_keys(target, &names, merged);
+        let (mut primary_keys, sequences, drawn_in_composite) = interruptible(&self.cancellation, read).await?;
         let (order, cycles) = crate::plan::foreign_key_order(plan, inventory);
         let mut position = vec![0; plan.tables.len()];
         for (place, table) in order.iter().enumerate() {
@@ -168,6 +161,7 @@ impl Run<'_> {
             tables: names,
             surrogates,
             merged,
+            drawn_in_composite,
         };
         primary_keys.truncate(merged);
         let mut planned = Vec::new();
@@ -212,6 +206,12 @@ impl Run<'_> {
             return Err(usage_error!(
                 "{} is a partitioned table or an inheritance tree: dbsync merge takes plain tables only\nhint: leave it out with --exclude",
                 plan.tables[planned].name.display_name()
+            ));
+        }
+        if let Some((_, column)) = keys.drawn_in_composite.iter().find(|(name, _)| *name == table.name) {
+            return Err(usage_error!(
+                "{}'s primary key has several columns, and a sequence draws {column}: a merge gives new values to single-column keys only, and keeping the source's would collide with the target's\nhint: leave it out with --exclude",
+                table.name.display_name()
             ));
         }
         let config = self
@@ -490,6 +490,40 @@ impl<W: Write> IdMapWriter<W> {
 /// `public.authors` → `authors`, as users write table names.
 fn display_name_of_stored(stored: &str) -> String {
     stored.strip_prefix("public.").unwrap_or(stored).to_string()
+}
+
+/// Each table's primary key, the sequence behind a single-column one, and the columns of a
+/// merged table's key of several columns that a sequence draws.
+async fn read_keys(
+    target: &Client,
+    names: &[QualifiedName],
+    merged: usize,
+) -> anyhow::Result<(
+    Vec<Option<Vec<String>>>,
+    Vec<Option<String>>,
+    Vec<(QualifiedName, String)>,
+)> {
+    let keys = catalog::primary_keys(target, names).await?;
+    let candidates: Vec<(QualifiedName, String)> = names
+        .iter()
+        .zip(&keys)
+        .map(|(name, key)| (name.clone(), key.as_deref().map(single_column).unwrap_or_default()))
+        .collect();
+    let sequences = catalog::serial_sequences(target, &candidates).await?;
+    let composite: Vec<(QualifiedName, String)> = names[..merged]
+        .iter()
+        .zip(&keys)
+        .filter_map(|(name, key)| key.as_ref().filter(|key| key.len() > 1).map(|key| (name, key)))
+        .flat_map(|(name, key)| key.iter().map(move |column| (name.clone(), column.clone())))
+        .collect();
+    let drawn = catalog::serial_sequences(target, &composite).await?;
+    let drawn = composite
+        .into_iter()
+        .zip(drawn)
+        .filter(|(_, sequence)| sequence.is_some())
+        .map(|(column, _)| column)
+        .collect();
+    Ok((keys, sequences, drawn))
 }
 
 fn single_column(key: &[String]) -> String {

@@ -458,6 +458,34 @@ fn bad_merge_configurations_are_refused_before_anything_is_written() {
         text(&missing)
     );
     assert!(!clusters.target.database_exists("merge_bad_missing"));
+    // A sequence-drawn column in a key of several columns would keep the source's values.
+    for (cluster, database) in [(&clusters.source, "merge_bad_src"), (&clusters.target, "merge_bad_dst")] {
+        cluster.psql(
+            database,
+            "CREATE TABLE tenant_rows (id serial, tenant int, note text, PRIMARY KEY (id, tenant)); \
+             INSERT INTO tenant_rows (tenant, note) VALUES (1, 'first')",
+        );
+    }
+    let work = dump_dir();
+    std::fs::write(work.path().join("merge.toml"), "").unwrap();
+    let (composite, _) = merge(
+        "merge_bad_src",
+        "merge_bad_dst",
+        &["--include", "tenant_rows"],
+        work.path(),
+    );
+    assert_exit(&composite, 2);
+    assert!(
+        text(&composite).contains("tenant_rows's primary key has several columns, and a sequence draws id"),
+        "{}",
+        text(&composite)
+    );
+    assert_eq!(
+        clusters
+            .target
+            .psql("merge_bad_dst", "SELECT count(*) FROM tenant_rows"),
+        "1"
+    );
     assert_eq!(contents("merge_bad_dst"), before);
     assert_eq!(clusters.target.psql("merge_bad_dst", "SELECT count(*) FROM notes"), "1");
     assert_eq!(
