@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::sync::Arc;
 
 use tokio_postgres::Client;
 
@@ -19,6 +20,7 @@ use crate::errors::SyncError;
 use crate::hooks::HookStage;
 use crate::plan::Plan;
 use crate::report::{Activity, Event, MergePreview, Notice, Phase, RunKind, TableLine, Warning};
+use crate::scheduler::share_out;
 use crate::settings::{MergeTableSettings, OnExisting};
 use crate::usage_error;
 
@@ -106,19 +108,21 @@ impl Run<'_> {
         interruptible(&self.cancellation, catalog::ensure_map_table(&target)).await?;
         let snapshot = self.take_snapshot(&source, &plan).await?;
         self.emit(Event::Phase(Phase::RefreshData));
-        // A fresh target session for the writes: the one that read the catalogs has the search
+        // Fresh target sessions for the writes: the one that read the catalogs has the search
         // path cut to pg_catalog, and triggers that fire must see the database's own.
+        let jobs = self.jobs.get();
         let open = async {
-            let sessions = Sessions::open(self.settings.source(), "source", 1, Some(&snapshot)).await?;
+            let sessions = Sessions::open(self.settings.source(), "source", jobs, Some(&snapshot)).await?;
             sessions.set_mask_salt(self.settings.masking.salt.as_deref()).await?;
-            anyhow::Ok((sessions, catalog::connect(self.settings.target(), "target").await?))
+            let writers = super::refresh::connect_many(self.settings.target(), jobs).await?;
+            anyhow::Ok(sessions.clients().iter().cloned().zip(writers).collect::<Vec<_>>())
         };
-        let (sessions, writer) = interruptible(&self.cancellation, open).await?;
-        let merged = self.merge_in_order(&sessions.clients()[0], &writer, &groups).await;
-        // After a failure the failed group is rolled back: the map holds the groups merged.
-        // After a signal the session may still be inside the interrupted group's transaction.
+        let pairs = interruptible(&self.cancellation, open).await?;
+        let merged = self.merge_in_levels(&pairs, &groups, &foreign).await;
+        // The map is read on the session that wrote nothing: after a failure, the writers of
+        // groups stopped on the way may still be inside their (never committed) transactions.
         if !self.cancellation.is_cancelled() {
-            self.write_id_map(&writer, &groups).await?;
+            self.write_id_map(&target, &groups).await?;
         }
         merged?;
         self.emit(Event::Phase(Phase::RefreshValidation));
@@ -322,44 +326,59 @@ impl Run<'_> {
         }
     }
 
-    /// Group after group on one pair of sessions; the first failure stops the run (the groups
-    /// before it stay merged: a second run goes on from there).
-    async fn merge_in_order(&self, source: &Client, target: &Client, groups: &[Vec<Planned>]) -> Result<(), SyncError> {
+    /// Groups level by level: a group waits for the groups holding the tables its foreign keys
+    /// reference, and the groups of a level run `--jobs` at once, each on a pair of sessions.
+    /// The first failure stops the run (the groups merged before it stay: a second run goes on
+    /// from there).
+    async fn merge_in_levels(
+        &self,
+        pairs: &[(Arc<Client>, Arc<Client>)],
+        groups: &[Vec<Planned>],
+        foreign: &[ForeignKeyColumn],
+    ) -> Result<(), SyncError> {
         let identity = self.merge_source_identity();
-        for group in groups {
-            let started = std::time::Instant::now();
-            for (_, table) in group {
-                self.emit(table_event(
-                    &table.shape.table,
-                    TableLine::Started {
-                        description: "Merge".into(),
-                    },
-                ));
-            }
-            let tables: Vec<&MergeTable> = group.iter().map(|(_, table)| table).collect();
-            let merged = merge::merge_group(source, target, &tables, &identity);
-            let outcome = tokio::select! {
-                outcome = merged => outcome,
-                _ = self.cancellation.cancelled() => return Err(super::cancelled(&self.cancellation)),
-            };
-            match outcome {
-                Ok(counts) => {
-                    for ((planned, table), counts) in group.iter().zip(counts) {
-                        self.progress.add_merged(*planned, counts);
-                        let elapsed = started.elapsed();
-                        self.emit(table_event(&table.shape.table, TableLine::Finished { elapsed }));
-                        let name = table.shape.table.display_name();
-                        self.emit(Event::Notice(Notice::TableMerged { table: name, counts }));
-                    }
-                }
-                Err(failure) => return Err(self.merge_failed(group, failure)),
-            }
+        for level in levels_of(groups, foreign) {
+            let members: Vec<&Vec<Planned>> = level.iter().map(|index| &groups[*index]).collect();
+            let identity = identity.as_str();
+            let work = share_out(pairs, &members, |(source, target), group| async move {
+                self.merge_one_group(&source, &target, group, identity).await
+            });
+            interruptible(&self.cancellation, work).await?;
         }
         Ok(())
     }
 
+    /// One group's transaction, its tables' lines and counts.
+    async fn merge_one_group(
+        &self,
+        source: &Client,
+        target: &Client,
+        group: &[Planned],
+        identity: &str,
+    ) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        for (_, table) in group {
+            let description = "Merge".into();
+            self.emit(table_event(&table.shape.table, TableLine::Started { description }));
+        }
+        let tables: Vec<&MergeTable> = group.iter().map(|(_, table)| table).collect();
+        match merge::merge_group(source, target, &tables, identity).await {
+            Ok(counts) => {
+                for ((planned, table), counts) in group.iter().zip(counts) {
+                    self.progress.add_merged(*planned, counts);
+                    let elapsed = started.elapsed();
+                    self.emit(table_event(&table.shape.table, TableLine::Finished { elapsed }));
+                    let name = table.shape.table.display_name();
+                    self.emit(Event::Notice(Notice::TableMerged { table: name, counts }));
+                }
+                Ok(())
+            }
+            Err(failure) => Err(self.merge_failed(group, failure)),
+        }
+    }
+
     /// Every table of the failed group marked, the one that failed with its error.
-    fn merge_failed(&self, group: &[Planned], failure: super::steps::GroupFailure) -> SyncError {
+    fn merge_failed(&self, group: &[Planned], failure: super::steps::GroupFailure) -> anyhow::Error {
         self.progress.tables_failed(&[group[failure.table].0]);
         let failed = group[failure.table].1.shape.table.display_name();
         for (index, (_, table)) in group.iter().enumerate() {
@@ -369,7 +388,7 @@ impl Run<'_> {
             };
             self.emit(table_event(&table.shape.table, TableLine::Failed { error }));
         }
-        SyncError::Failed(failure.error)
+        failure.error
     }
 
     /// Every merged table's foreign keys point at rows that exist (the writes ran with foreign
@@ -648,6 +667,34 @@ fn refuse_unsafe_shape(shape: &MergeShape, table: &RefreshedTable) -> Result<(),
     Ok(())
 }
 
+/// The groups (in foreign-key order) in levels: each group one level after the latest group
+/// holding a table its foreign keys reference.
+fn levels_of(groups: &[Vec<Planned>], foreign: &[ForeignKeyColumn]) -> Vec<Vec<usize>> {
+    let group_of = |table: &QualifiedName| {
+        groups
+            .iter()
+            .position(|group| group.iter().any(|(_, member)| &member.shape.table == table))
+    };
+    let mut level_of: Vec<usize> = Vec::with_capacity(groups.len());
+    let mut levels: Vec<Vec<usize>> = Vec::new();
+    for (index, group) in groups.iter().enumerate() {
+        let level = foreign
+            .iter()
+            .filter(|key| group.iter().any(|(_, member)| member.shape.table == key.table))
+            .filter_map(|key| group_of(&key.referenced))
+            .filter(|referenced| *referenced < index)
+            .map(|referenced| level_of[referenced] + 1)
+            .max()
+            .unwrap_or(0);
+        level_of.push(level);
+        if levels.len() <= level {
+            levels.resize(level + 1, Vec::new());
+        }
+        levels[level].push(index);
+    }
+    levels
+}
+
 /// Tables in foreign-key order, those of a cycle together.
 fn group_by_cycles(planned: Vec<Planned>, order: &[usize], cycles: &[Vec<usize>]) -> Vec<Vec<Planned>> {
     let mut left: Vec<Option<Planned>> = planned.into_iter().map(Some).collect();
@@ -685,5 +732,72 @@ fn table_event(table: &QualifiedName, line: TableLine) -> Event {
         activity: Activity::Stream,
         table: table.display_name(),
         line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(table: &str) -> QualifiedName {
+        QualifiedName {
+            schema: "public".into(),
+            name: table.into(),
+        }
+    }
+
+    fn group(tables: &[&str]) -> Vec<Planned> {
+        tables
+            .iter()
+            .map(|table| {
+                let shape = MergeShape {
+                    table: name(table),
+                    columns: Vec::new(),
+                    surrogate: None,
+                    remapped: Vec::new(),
+                    natural_key: Vec::new(),
+                    update: false,
+                    masked: Vec::new(),
+                };
+                (
+                    0,
+                    MergeTable {
+                        shape,
+                        fire_triggers: false,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn key(table: &str, referenced: &str) -> ForeignKeyColumn {
+        ForeignKeyColumn {
+            table: name(table),
+            column: format!("{referenced}_id"),
+            referenced: name(referenced),
+            referenced_column: "id".into(),
+            single: true,
+        }
+    }
+
+    #[test]
+    fn groups_wait_only_for_the_groups_they_reference() {
+        let groups = vec![
+            group(&["authors"]),
+            group(&["labels"]),
+            group(&["repositories"]),
+            group(&["commits"]),
+            group(&["teams", "members"]),
+            group(&["notes"]),
+        ];
+        let foreign = [
+            key("repositories", "authors"),
+            key("commits", "repositories"),
+            key("commits", "authors"),
+            key("members", "teams"),
+            key("teams", "members"),
+            key("notes", "elsewhere"),
+        ];
+        assert_eq!(levels_of(&groups, &foreign), [vec![0, 1, 4, 5], vec![2], vec![3]]);
     }
 }
