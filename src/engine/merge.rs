@@ -314,7 +314,11 @@ impl Run<'_> {
                         .remapped
                         .iter()
                         .map(|remap| {
-                            let pass = if remap.deferred { " (second pass)" } else { "" };
+                            let pass = match (remap.deferred, remap.referenced == shape.table) {
+                                (true, true) => " (from the rows it merges)",
+                                (true, false) => " (second pass)",
+                                (false, _) => "",
+                            };
                             format!("{} → {}{pass}", remap.column, remap.referenced.display_name())
                         })
                         .collect(),
@@ -632,7 +636,7 @@ fn refuse_unsafe_shape(shape: &MergeShape, table: &RefreshedTable) -> Result<(),
             || deferred.contains(&column)
         {
             return Err(usage_error!(
-                "[merge.tables.{name}] natural_key includes {column}, whose values the merge replaces (a new key, or a key set in a second pass): name columns whose values mean the same on both sides"
+                "[merge.tables.{name}] natural_key includes {column}, whose values the merge replaces (a new key, or a key set after the rows are resolved): name columns whose values mean the same on both sides"
             ));
         }
     }

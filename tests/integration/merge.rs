@@ -162,11 +162,11 @@ fn a_regional_database_merges_into_a_central_one_with_every_reference_following_
     let regional = records(&clusters.source, "merge_src");
     let central_contents = contents("merge_dst");
 
-    // The plan: order, keys remapped (the self-reference and the cycle in a second pass), natural keys.
+    // The plan: order, keys remapped (the cycle's in a second pass), natural keys.
     let (plan, _) = merge("merge_src", "merge_dst", &["--dry-run"], work.path());
     assert_exit(&plan, 0);
     let log = text(&plan);
-    let expected_commits = "commits: new keys id ← public.commits_id_seq; remapped author_id → authors, parent_id → commits (second pass), repository_id → repositories; natural key (hash, repository_id), a match is skipped";
+    let expected_commits = "commits: new keys id ← public.commits_id_seq; remapped author_id → authors, parent_id → commits (from the rows it merges), repository_id → repositories; natural key (hash, repository_id), a match is skipped";
     for expected in [
         expected_commits,
         "labels: keys kept; natural key (name), a match is updated",
