@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tokio_postgres::Client;
 
-use super::refresh::{RefreshedTable, connect_many};
+use super::refresh::{RefreshedTable, connect_many, row_copy_event};
 use super::steps::change::{self, ChangeColumn, ChangeContext, ChangeKind, TableChange};
 use super::steps::checksum::{Sessions, agreed_hash};
 use super::{Run, interruptible, preflight};
@@ -18,7 +18,7 @@ use crate::catalog::{self, ChecksumColumn, QualifiedName, TableColumn};
 use crate::errors::SyncError;
 use crate::hooks::HookStage;
 use crate::plan::Plan;
-use crate::report::{Activity, Event, IncrementalHow, KeyRangeReason, Notice, Phase, TableLine, Warning};
+use crate::report::{Event, IncrementalHow, KeyRangeReason, Notice, Phase, TableLine, Warning};
 use crate::scheduler::share_out;
 use crate::settings::Content;
 use crate::usage_error;
@@ -189,12 +189,8 @@ impl Run<'_> {
         let work = share_out(&pairs, groups, |(source, target), group| async move {
             let started = Instant::now();
             for (_, table) in group {
-                self.emit(table_event(
-                    table,
-                    TableLine::Started {
-                        description: "Incremental Change".into(),
-                    },
-                ));
+                let description = "Incremental Change".into();
+                self.emit(row_copy_event(&table.name, TableLine::Started { description }));
             }
             let tables: Vec<&TableChange> = group.iter().map(|(_, table)| table).collect();
             match change::change_group(&source, &target, &tables, context).await {
@@ -202,7 +198,7 @@ impl Run<'_> {
                     for ((planned, table), changes) in group.iter().zip(&changes) {
                         self.progress.add_changes(*planned, changes);
                         let elapsed = started.elapsed();
-                        self.emit(table_event(table, TableLine::Finished { elapsed }));
+                        self.emit(row_copy_event(&table.name, TableLine::Finished { elapsed }));
                     }
                     anyhow::Ok(())
                 }
@@ -214,7 +210,7 @@ impl Run<'_> {
                             true => format!("{:#}", failure.error),
                             false => format!("rolled back with {failed}, which it is linked to by foreign keys"),
                         };
-                        self.emit(table_event(table, TableLine::Failed { error }));
+                        self.emit(row_copy_event(&table.name, TableLine::Failed { error }));
                     }
                     Err(failure.error)
                 }
@@ -381,14 +377,6 @@ fn change_column_of(
 }
 
 /// The source as the watermark table names it: host, port and database (no user, no password).
-fn table_event(table: &TableChange, line: TableLine) -> Event {
-    Event::Table {
-        activity: Activity::Stream,
-        table: table.name.display_name(),
-        line,
-    }
-}
-
 impl Run<'_> {
     /// Names the source in the target's `dbsync` state (watermarks, ID maps): the configured
     /// name, else its server and database as the URI gives them.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio_postgres::Client;
 
-use super::refresh::RefreshedTable;
+use super::refresh::{RefreshedTable, row_copy_event};
 use super::steps::checksum::Sessions;
 use super::steps::merge::{self, MergeTable};
 use super::{Run, interruptible, preflight};
@@ -19,7 +19,7 @@ use crate::catalog::{self, ForeignKeyColumn, MergeShape, QualifiedName, Remap, S
 use crate::errors::SyncError;
 use crate::hooks::HookStage;
 use crate::plan::Plan;
-use crate::report::{Activity, Event, MergePreview, Notice, Phase, RunKind, TableLine, Warning};
+use crate::report::{Event, MergePreview, Notice, Phase, RunKind, TableLine, Warning};
 use crate::scheduler::share_out;
 use crate::settings::{MergeTableSettings, OnExisting};
 use crate::usage_error;
@@ -363,7 +363,7 @@ impl Run<'_> {
         let started = std::time::Instant::now();
         for (_, table) in group {
             let description = "Merge".into();
-            self.emit(table_event(&table.shape.table, TableLine::Started { description }));
+            self.emit(row_copy_event(&table.shape.table, TableLine::Started { description }));
         }
         let tables: Vec<&MergeTable> = group.iter().map(|(_, table)| table).collect();
         match merge::merge_group(source, target, &tables, identity).await {
@@ -371,7 +371,7 @@ impl Run<'_> {
                 for ((planned, table), counts) in group.iter().zip(counts) {
                     self.progress.add_merged(*planned, counts);
                     let elapsed = started.elapsed();
-                    self.emit(table_event(&table.shape.table, TableLine::Finished { elapsed }));
+                    self.emit(row_copy_event(&table.shape.table, TableLine::Finished { elapsed }));
                     let name = table.shape.table.display_name();
                     self.emit(Event::Notice(Notice::TableMerged { table: name, counts }));
                 }
@@ -390,7 +390,7 @@ impl Run<'_> {
                 true => format!("{:#}", failure.error),
                 false => format!("rolled back with {failed}, which it shares a cycle of foreign keys with"),
             };
-            self.emit(table_event(&table.shape.table, TableLine::Failed { error }));
+            self.emit(row_copy_event(&table.shape.table, TableLine::Failed { error }));
         }
         failure.error
     }
@@ -729,14 +729,6 @@ fn group_by_cycles(planned: Vec<Planned>, order: &[usize], cycles: &[Vec<usize>]
         }
     }
     groups
-}
-
-fn table_event(table: &QualifiedName, line: TableLine) -> Event {
-    Event::Table {
-        activity: Activity::Stream,
-        table: table.display_name(),
-        line,
-    }
 }
 
 #[cfg(test)]

@@ -162,14 +162,8 @@ impl Run<'_> {
             source.clients().iter().cloned().zip(target.iter().cloned()).collect();
         let work = share_out(&pairs, tables, |(source, target), table| async move {
             let started = Instant::now();
-            let name = table.name.display_name();
-            self.emit(Event::Table {
-                activity: Activity::Stream,
-                table: name.clone(),
-                line: TableLine::Started {
-                    description: "Table Refresh".into(),
-                },
-            });
+            let description = "Table Refresh".into();
+            self.emit(row_copy_event(&table.name, TableLine::Started { description }));
             let refreshed = async {
                 catalog::begin_table_refresh(&target, &table.name).await?;
                 catalog::relay_rows(
@@ -195,19 +189,11 @@ impl Run<'_> {
                     let line = TableLine::Failed {
                         error: format!("{error:#}"),
                     };
-                    self.emit(Event::Table {
-                        activity: Activity::Stream,
-                        table: name,
-                        line,
-                    });
+                    self.emit(row_copy_event(&table.name, line));
                     return Err(error);
                 }
             };
-            self.emit(Event::Table {
-                activity: Activity::Stream,
-                table: name,
-                line,
-            });
+            self.emit(row_copy_event(&table.name, line));
             anyhow::Ok(())
         });
         interruptible(&self.cancellation, work).await.map(|_| ())
@@ -226,6 +212,15 @@ fn members_in_trees(plan: &Plan) -> Vec<bool> {
                 .map(move |_| table.members.len() > 1 || table.partitioned)
         })
         .collect()
+}
+
+/// A table's line in a run whose rows dbsync moves itself (refresh, incremental, merge).
+pub(super) fn row_copy_event(table: &QualifiedName, line: TableLine) -> Event {
+    Event::Table {
+        activity: Activity::Stream,
+        table: table.display_name(),
+        line,
+    }
 }
 
 /// `count` plain sessions on the target database.

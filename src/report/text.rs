@@ -217,7 +217,7 @@ impl fmt::Display for Notice {
             ),
             Notice::MergeValidated { tables, references } => write!(
                 formatter,
-                "✅ Validation Successful. Every source row of the {tables} merged tables is in the target, and their {references} foreign-key column(s) point at existing rows."
+                "✅ Validation Successful. The {references} foreign-key column(s) of the {tables} merged tables point at existing rows."
             ),
             Notice::IdMapWritten { path, keys } => write!(formatter, "Wrote the ID map ({keys} key(s)) to {path}"),
             Notice::SequencesSet { count } => write!(formatter, "Set {count} sequence(s) to the source's values"),

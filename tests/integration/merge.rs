@@ -208,6 +208,11 @@ fn a_regional_database_merges_into_a_central_one_with_every_reference_following_
         work.path(),
     );
     assert_exit(&merged, 0);
+    assert!(
+        text(&merged).contains("The 8 foreign-key column(s) of the 8 merged tables point at existing rows"),
+        "{}",
+        text(&merged)
+    );
     assert_eq!(counts(&report, "authors"), (2, 1, 0, 0), "bob matched by e-mail");
     assert_eq!(
         counts(&report, "repositories"),
