@@ -19,11 +19,11 @@
 #                    --deep and a full dbsync sync; merge is `dbsync merge` of a million rows into
 #                    a database holding 100,000 of its own, the first time and again
 #   --contenders L   comma-separated, from: dbsync, dbsync-stream, dbsync-j1, dbsync-j4,
-#                    dbsync-split (tables over 128 MB copied in parts), pg_dump,
-#                    pg_dump-pipe, pgcopydb, pgcopydb-split, verify-checksum (default: dbsync,
-#                    dbsync-stream, pg_dump, pgcopydb, verify-checksum; and on huge pgcopydb-split,
-#                    dbsync-split, dbsync-j1, dbsync-j4; on large dbsync-split; on small
-#                    pg_dump-pipe). verify-checksum times `dbsync
+#                    dbsync-split (tables over 128 MB copied in parts), dbsync-whole (no table
+#                    split), pg_dump, pg_dump-pipe, pgcopydb, pgcopydb-split, verify-checksum
+#                    (default: dbsync, dbsync-stream, pg_dump, pgcopydb, verify-checksum; and on
+#                    huge pgcopydb-split, dbsync-split, dbsync-whole, dbsync-j1, dbsync-j4; on
+#                    large dbsync-split; on small pg_dump-pipe). verify-checksum times `dbsync
 #                    verify --checksum` against a copy that an untimed dbsync sync made just before;
 #                    pg_dump-pipe is `pg_dump -Fc | pg_restore`; pgcopydb-split splits tables
 #                    larger than 128 MB (about 8 parts of huge)
@@ -396,12 +396,13 @@ run_contender() {
                 { echo "dbsync merge failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
             with_report "$measured"
             ;;
-        dbsync | dbsync-stream | dbsync-j1 | dbsync-j4 | dbsync-split | baseline)
+        dbsync | dbsync-stream | dbsync-j1 | dbsync-j4 | dbsync-split | dbsync-whole | baseline)
             local extra=() binary=$dbsync run_jobs=$jobs
             [ "$name" = dbsync-stream ] && extra=(--stream)
             [ "$name" = dbsync-j1 ] && run_jobs=1
             [ "$name" = dbsync-j4 ] && run_jobs=4
             [ "$name" = dbsync-split ] && extra=(--split-larger-than 128MB)
+            [ "$name" = dbsync-whole ] && extra=(--split-larger-than 0)
             [ "$name" = baseline ] && binary=$baseline
             measured=$(timed "$log" "$binary" sync --source "$source" --target "$target" --jobs "$run_jobs" --yes --plain \
                 --dump-dir "$base/work" --report "$base/work/report.json" "${extra[@]}") ||
@@ -450,7 +451,7 @@ contenders_for() {
     local list=$contenders
     if [ -z "$list" ]; then
         list=dbsync,dbsync-stream,pg_dump,pgcopydb,verify-checksum
-        [ "$1" = huge ] && list=$list,pgcopydb-split,dbsync-split,dbsync-j1,dbsync-j4
+        [ "$1" = huge ] && list=$list,pgcopydb-split,dbsync-split,dbsync-whole,dbsync-j1,dbsync-j4
         [ "$1" = large ] && list=$list,dbsync-split
         [ "$1" = small ] && list=$list,pg_dump-pipe
         [ "$1" = incremental ] && list=dbsync,incremental,incremental-deep

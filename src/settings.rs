@@ -218,9 +218,8 @@ pub struct Settings {
     /// `--maintenance-memory`: what the copy's index builds may use in all (`maintenance_work_mem`
     /// of each loading session = this / --jobs); 0 leaves the server's setting.
     pub maintenance_memory: u64,
-    /// `--split-larger-than`: a table larger than this with an integer key is copied in parts at
-    /// once; 0 never splits.
-    pub split_larger_than: u64,
+    /// `--split-larger-than`: which tables are copied in parts at once.
+    pub splitting: Splitting,
     /// `--stream-larger-than`: without `--stream` and kept dumps, a unit larger than this is
     /// streamed anyway; 0 never.
     pub stream_larger_than: u64,
@@ -432,10 +431,23 @@ pub fn parse_size(text: &str) -> Option<u64> {
 /// config file says: what a small server can spare (--jobs sessions share it).
 const DEFAULT_MAINTENANCE_MEMORY: u64 = 512 << 20;
 
-/// Tables larger than this (heap and TOAST) are copied in parts at once, when they have an
-/// integer key. Off until splitting is measured faster: on 2 cores it was level on *huge* and
-/// slower on *large* (README, Benchmarks).
-const DEFAULT_SPLIT_LARGER_THAN: u64 = 0;
+/// Which tables are copied in parts at once, each part over its own pair of sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Splitting {
+    /// `auto`, the default: a table larger than `AUTOMATIC_SPLIT_FLOOR` that holds more than its
+    /// share of the data (all the tables' bytes over `--jobs`), the one that would keep a session
+    /// copying while the others wait. Its parts are about one share each, at most `--jobs`.
+    Automatic,
+    /// Tables larger than this many bytes (heap and TOAST), in parts of about this size.
+    LargerThan(u64),
+    /// `0`.
+    Never,
+}
+
+/// The smallest table `--split-larger-than auto` cuts. On 2 cores, splitting a 1 GB table in two
+/// streamed parts measured level with copying it whole, and a 260 MB one in two parts through
+/// dump files 17 % slower (README, Benchmarks); from this size on parts are streamed.
+pub const AUTOMATIC_SPLIT_FLOOR: u64 = 512 << 20;
 
 /// A unit this large goes from `pg_dump` straight into `pg_restore` even in the default mode when
 /// its dump is not kept: writing it to disk and reading it back cost more than the overlap of
@@ -994,15 +1006,22 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         })?,
         None => DEFAULT_MAINTENANCE_MEMORY,
     };
-    let split_larger_than = match arguments
+    let splitting = match arguments
         .split_larger_than
         .as_ref()
         .or(options.split_larger_than.as_ref())
     {
-        Some(text) => parse_size(text).ok_or_else(|| {
-            usage_error!("--split-larger-than {text:?} is not a size: write it like 128MB or 1GB (0 never splits)")
-        })?,
-        None => DEFAULT_SPLIT_LARGER_THAN,
+        Some(text) if text.trim().eq_ignore_ascii_case("auto") => Splitting::Automatic,
+        Some(text) => match parse_size(text) {
+            Some(0) => Splitting::Never,
+            Some(size) => Splitting::LargerThan(size),
+            None => {
+                return Err(usage_error!(
+                    "--split-larger-than {text:?} is not a size: write it like 128MB or 1GB, auto (the default), or 0 (never split)"
+                ));
+            }
+        },
+        None => Splitting::Automatic,
     };
     let stream_larger_than = match arguments
         .stream_larger_than
@@ -1047,7 +1066,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         dry_run: arguments.dry_run,
         copy_roles: chosen(arguments.copy_roles, false, options.copy_roles),
         maintenance_memory,
-        split_larger_than,
+        splitting,
         stream_larger_than,
         hooks,
         masking,
@@ -1153,6 +1172,28 @@ mod tests {
             (settings.jobs.get(), settings.retries, settings.batch_size),
             (6, 5, Some(2))
         );
+    }
+
+    #[test]
+    fn split_larger_than_is_auto_by_default_a_size_or_never() {
+        let environment = environment_of(&[]);
+        let splitting = |extra: &[&str]| {
+            let mut flags = vec!["--source", "postgres://u@s/db", "--target", "postgres://u@t/x"];
+            flags.extend_from_slice(extra);
+            resolve(&arguments(&flags), &environment).map(|settings| settings.splitting)
+        };
+        assert_eq!(splitting(&[]).unwrap(), Splitting::Automatic);
+        assert_eq!(
+            splitting(&["--split-larger-than", "AUTO"]).unwrap(),
+            Splitting::Automatic
+        );
+        assert_eq!(splitting(&["--split-larger-than", "0"]).unwrap(), Splitting::Never);
+        assert_eq!(
+            splitting(&["--split-larger-than", "1GB"]).unwrap(),
+            Splitting::LargerThan(1 << 30)
+        );
+        let error = splitting(&["--split-larger-than", "big"]).unwrap_err();
+        assert!(error.to_string().contains("auto (the default)"), "{error}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! Large tables cut into parts that load at once (`--split-larger-than`): a table larger than the
-//! threshold is split at quantiles of its single-column integer key, sampled (so skewed keys give
-//! parts of about equal rows), or without one (PostgreSQL 14+) into equal ranges of its blocks.
-//! Each part is then copied by dbsync itself from the export snapshot (`steps::relay`), beside
-//! the others: through a file in its unit's directory, or relayed with `--stream`.
+//! Large tables cut into parts that load at once (`--split-larger-than`; by default a table
+//! larger than 512 MB that holds more than its share of the data over `--jobs`): a table is
+//! split at quantiles of its single-column integer key, sampled (so skewed keys give parts of
+//! about equal rows), or without one (PostgreSQL 14+) into equal ranges of its blocks. Each part
+//! is then copied by dbsync itself from the export snapshot (`steps::relay`), beside the others:
+//! through a file in its unit's directory, or relayed (`--stream`, or a table larger than
+//! `--stream-larger-than` whose dumps are not kept).
 
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use crate::catalog::{self, QualifiedName};
 use crate::errors::SyncError;
 use crate::plan::{self, Plan, RowRange, Unit, UnitKind};
 use crate::report::{Event, Notice};
+use crate::settings::{AUTOMATIC_SPLIT_FLOOR, Splitting};
 
 /// About how many rows the key sample reads.
 const SAMPLE_ROWS: f64 = 100_000.0;
@@ -41,7 +44,14 @@ impl Run<'_> {
         source: &super::preflight::Source,
     ) -> Result<Plan, SyncError> {
         let (inventory, source_major) = (&source.inventory, source.server.major());
-        let candidates = candidates(plan, inventory, self.settings.split_larger_than, &self.masks);
+        let data_bytes = plan
+            .units
+            .iter()
+            .filter(|unit| unit.kind == UnitKind::Tables)
+            .map(|unit| unit.size_bytes.max(0) as u64)
+            .sum();
+        let sizing = PartSizing::of(self.settings.splitting, data_bytes, self.jobs.get());
+        let candidates = candidates(plan, inventory, sizing.threshold, &self.masks);
         if candidates.is_empty() || job.snapshot.is_none() {
             return Ok(plan.clone());
         }
@@ -67,7 +77,11 @@ impl Run<'_> {
             };
             let masked = self.masks.get(&candidate.planned).cloned().unwrap_or_default();
             let cut = match candidate.large {
-                true => self.cut(&client, &candidate, layout.integer_key, source_major).await?,
+                true => {
+                    let parts = sizing.parts(candidate.size_bytes);
+                    self.cut(&client, &candidate, layout.integer_key, source_major, parts)
+                        .await?
+                }
                 false => None,
             };
             let (key, boundaries) = match cut {
@@ -103,20 +117,17 @@ impl Run<'_> {
         }
     }
 
-    /// The key to split the candidate on and where: its integer key, cut at sampled quantiles,
-    /// or without one (PostgreSQL 14 and newer) `ctid`, cut into equal block ranges. `None`
-    /// when it cannot be split.
+    /// The key to split the candidate into `parts` on and where: its integer key, cut at sampled
+    /// quantiles, or without one (PostgreSQL 14 and newer) `ctid`, cut into equal block ranges.
+    /// `None` when it cannot be split.
     async fn cut(
         &self,
         client: &tokio_postgres::Client,
         candidate: &Candidate,
         integer_key: Option<String>,
         source_major: u32,
+        parts: usize,
     ) -> Result<Option<(String, Vec<i64>)>, SyncError> {
-        let most = (2 * self.jobs.get()).max(2) as u64;
-        let parts = (candidate.size_bytes.max(0) as u64)
-            .div_ceil(self.settings.split_larger_than)
-            .clamp(2, most) as usize;
         let (key, boundaries) = match integer_key {
             Some(key) => {
                 let boundaries = self.key_boundaries(client, candidate, &key, parts).await?;
@@ -148,6 +159,55 @@ impl Run<'_> {
         };
         let quantiles = catalog::key_quantiles(client, &candidate.table, key, parts, sample_percent);
         interruptible(&self.cancellation, quantiles).await
+    }
+}
+
+/// Which tables are cut, and into how many parts.
+#[derive(Debug, PartialEq, Eq)]
+struct PartSizing {
+    /// Tables larger than this are cut (0: none).
+    threshold: u64,
+    /// About what one part holds.
+    part_bytes: u64,
+    /// The most parts of one table.
+    most: u64,
+}
+
+impl PartSizing {
+    /// `--split-larger-than` for a copy of `data_bytes` in all: a size gives parts of about that
+    /// size, at most two per `--jobs` session; `auto` cuts only a table holding more than its
+    /// share of the data (over `--jobs`: the other sessions would be done before it), larger
+    /// than the floor, into parts of about one share, at most one per session. With `--jobs 1`
+    /// no table is more than its share.
+    fn of(splitting: Splitting, data_bytes: u64, jobs: usize) -> PartSizing {
+        let jobs = jobs.max(1) as u64;
+        match splitting {
+            Splitting::Never => PartSizing {
+                threshold: 0,
+                part_bytes: 1,
+                most: 2,
+            },
+            Splitting::LargerThan(size) => PartSizing {
+                threshold: size,
+                part_bytes: size,
+                most: 2 * jobs,
+            },
+            Splitting::Automatic => {
+                let share = (data_bytes / jobs).max(1);
+                PartSizing {
+                    threshold: if jobs > 1 { share.max(AUTOMATIC_SPLIT_FLOOR) } else { 0 },
+                    part_bytes: share,
+                    most: jobs,
+                }
+            }
+        }
+    }
+
+    /// How many parts a table of `size_bytes` is cut into: at least two.
+    fn parts(&self, size_bytes: i64) -> usize {
+        (size_bytes.max(0) as u64)
+            .div_ceil(self.part_bytes)
+            .clamp(2, self.most.max(2)) as usize
     }
 }
 
@@ -292,7 +352,40 @@ fn with_parts(plan: &Plan, split: Vec<(Candidate, Vec<RowRange>)>) -> Plan {
 
 #[cfg(test)]
 mod tests {
-    use super::block_boundaries;
+    use super::{PartSizing, block_boundaries};
+    use crate::settings::Splitting;
+
+    const MB: u64 = 1 << 20;
+
+    /// Whether a table of `table` MB is cut in a copy of `data` MB with `jobs` sessions, and into
+    /// how many parts.
+    fn cut(splitting: Splitting, data: u64, jobs: usize, table: u64) -> Option<usize> {
+        let sizing = PartSizing::of(splitting, data * MB, jobs);
+        (sizing.threshold > 0 && table * MB > sizing.threshold).then(|| sizing.parts((table * MB) as i64))
+    }
+
+    #[test]
+    fn automatic_splitting_cuts_only_a_large_table_that_would_hold_up_the_others() {
+        // One table of 1 GB and little else (the benchmark's huge): one part per session.
+        assert_eq!(cut(Splitting::Automatic, 1100, 2, 1024), Some(2));
+        assert_eq!(cut(Splitting::Automatic, 1100, 8, 1024), Some(8));
+        // Not with one session, nor below the floor (large's 260 MB accounts table).
+        assert_eq!(cut(Splitting::Automatic, 1100, 1, 1024), None);
+        assert_eq!(cut(Splitting::Automatic, 400, 2, 260), None);
+        // Not a table no larger than its share: the other sessions are busy as long.
+        assert_eq!(cut(Splitting::Automatic, 8000, 4, 1500), None);
+        assert_eq!(cut(Splitting::Automatic, 8000, 4, 3000), Some(2));
+        assert_eq!(cut(Splitting::Automatic, 8000, 4, 7000), Some(4));
+    }
+
+    #[test]
+    fn a_given_size_cuts_parts_of_about_that_size_at_most_two_per_session() {
+        assert_eq!(cut(Splitting::LargerThan(128 * MB), 1100, 2, 1024), Some(4));
+        assert_eq!(cut(Splitting::LargerThan(128 * MB), 1100, 1, 1024), Some(2));
+        assert_eq!(cut(Splitting::LargerThan(128 * MB), 1100, 2, 100), None);
+        assert_eq!(cut(Splitting::LargerThan(128 * MB), 1100, 2, 130), Some(2));
+        assert_eq!(cut(Splitting::Never, 1100, 2, 1024), None);
+    }
 
     #[test]
     fn block_ranges_are_about_equal_and_never_empty_at_the_start() {

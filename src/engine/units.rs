@@ -33,12 +33,14 @@ pub struct UnitContext {
 }
 
 impl UnitContext {
-    /// Whether the unit is streamed (`--stream`, or large and its dump not kept).
+    /// Whether the unit is streamed (`--stream`, or large and its dump not kept). A part is as
+    /// large as its whole table: all of a table's parts go the same way.
     pub fn streams(&self, unit: &Unit) -> bool {
-        self.transfer == Transfer::Stream
-            || self
-                .stream_larger_than
-                .is_some_and(|limit| unit.size_bytes.max(0) as u64 > limit)
+        let size = match &unit.part {
+            Some(part) => unit.size_bytes.max(0) as u64 * part.of.max(1) as u64,
+            None => unit.size_bytes.max(0) as u64,
+        };
+        self.transfer == Transfer::Stream || self.stream_larger_than.is_some_and(|limit| size > limit)
     }
 
     fn emit(&self, activity: Activity, table: String, line: TableLine) {

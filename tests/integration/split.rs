@@ -440,3 +440,63 @@ fn a_partitioned_tree_splits_only_its_huge_partition() {
     assert!(!log.contains("Copying measurements_2023 in "), "{log}");
     crate::assert_same_copy("tree_split_src", "tree_split_dst");
 }
+
+#[test]
+fn the_parts_of_a_table_larger_than_the_stream_threshold_are_streamed_though_each_is_smaller() {
+    let clusters = clusters();
+    clusters.source.create_database("split_whole_src");
+    clusters.source.psql(
+        "split_whole_src",
+        "CREATE TABLE readings (id bigint PRIMARY KEY, note text); \
+         INSERT INTO readings SELECT g, md5(g::text) FROM generate_series(1, 30000) g; ANALYZE readings;",
+    );
+    let size: i64 = clusters
+        .source
+        .psql("split_whole_src", "SELECT pg_table_size('readings')")
+        .parse()
+        .unwrap();
+    assert!((1_500_000..4_000_000).contains(&size), "the table is {size} bytes");
+    let dumps = dump_dir();
+    // Four parts of under 1 MB each, of a table over 1 MB: streamed, as the whole table would be.
+    let output = crate::sync(
+        "split_whole_src",
+        "split_whole_dst",
+        &[
+            "--yes",
+            "--jobs",
+            "2",
+            "--split-larger-than",
+            "256kB",
+            "--stream-larger-than",
+            "1MB",
+        ],
+        dumps.path(),
+    );
+    assert_exit(&output, 0);
+    let log = text(&output);
+    assert!(log.contains("Copying readings in 4 parts at once"), "{log}");
+    assert!(log.contains("[STREAM] [DONE     ] readings"), "{log}");
+    assert!(!log.contains("[IMPORT] [DONE     ] readings"), "{log}");
+    crate::assert_same_copy("split_whole_src", "split_whole_dst");
+    // A table below the threshold: its parts go through files.
+    let output = crate::sync(
+        "split_whole_src",
+        "split_whole_dst",
+        &[
+            "--yes",
+            "--jobs",
+            "2",
+            "--split-larger-than",
+            "256kB",
+            "--stream-larger-than",
+            "8MB",
+        ],
+        dumps.path(),
+    );
+    assert_exit(&output, 0);
+    let log = text(&output);
+    assert!(log.contains("[IMPORT] [DONE     ] readings"), "{log}");
+    assert!(!log.contains("[STREAM]"), "{log}");
+    crate::assert_same_copy("split_whole_src", "split_whole_dst");
+    assert!(crate::is_empty_dir(dumps.path()), "parts left behind");
+}
