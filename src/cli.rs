@@ -127,8 +127,8 @@ pub struct SyncArguments {
     pub stream_larger_than: Option<String>,
 
     /// Copy a table larger than this in parts at once, each over its own pair of sessions, e.g.
-    /// 128MB; auto: a table over 512MB holding more than its share (1/--jobs) of the data; 0 never
-    /// splits [default: auto]
+    /// 128MB; auto: a table over 512MB holding more than twice its share (1/--jobs) of the data;
+    /// 0 never splits [default: auto]
     #[arg(long, value_name = "SIZE")]
     pub split_larger_than: Option<String>,
 

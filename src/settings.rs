@@ -434,9 +434,10 @@ const DEFAULT_MAINTENANCE_MEMORY: u64 = 512 << 20;
 /// Which tables are copied in parts at once, each part over its own pair of sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Splitting {
-    /// `auto`, the default: a table larger than `AUTOMATIC_SPLIT_FLOOR` that holds more than its
-    /// share of the data (all the tables' bytes over `--jobs`), the one that would keep a session
-    /// copying while the others wait. Its parts are about one share each, at most `--jobs`.
+    /// `auto`, the default: a table larger than `AUTOMATIC_SPLIT_FLOOR` that holds more than
+    /// twice its share of the data (all the tables' bytes over `--jobs`), one that would keep a
+    /// session copying long after the others are done. Its parts are about one share each, at
+    /// most `--jobs`.
     Automatic,
     /// Tables larger than this many bytes (heap and TOAST), in parts of about this size.
     LargerThan(u64),
@@ -444,9 +445,9 @@ pub enum Splitting {
     Never,
 }
 
-/// The smallest table `--split-larger-than auto` cuts. On 2 cores, splitting a 1 GB table in two
-/// streamed parts measured level with copying it whole, and a 260 MB one in two parts through
-/// dump files 17 % slower (README, Benchmarks); from this size on parts are streamed.
+/// The smallest table `--split-larger-than auto` cuts: a 260 MB table in two parts through dump
+/// files measured 17 % slower than whole on 2 cores (README, Benchmarks); from this size on
+/// parts are streamed (`--stream-larger-than`).
 pub const AUTOMATIC_SPLIT_FLOOR: u64 = 512 << 20;
 
 /// A unit this large goes from `pg_dump` straight into `pg_restore` even in the default mode when

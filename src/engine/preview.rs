@@ -70,6 +70,7 @@ impl Run<'_> {
             dump_directory: settings.dump_dir.display().to_string(),
             dump_directory_free_bytes: free,
             warnings,
+            split_tables: self.planned_splits(&plan, &source).await?,
             ..describe_plan(&plan, &source.inventory, &self.masks)
         };
         Ok(report)
@@ -158,6 +159,7 @@ fn describe_plan(
                 size_bytes: unit.size_bytes,
             })
             .collect(),
+        split_tables: Vec::new(),
         sequences: plan.sequences.len(),
         large_objects: if plan.copy_large_objects {
             plan.large_object_count

@@ -1,5 +1,5 @@
 //! Large tables cut into parts that load at once (`--split-larger-than`; by default a table
-//! larger than 512 MB that holds more than its share of the data over `--jobs`): a table is
+//! larger than 512 MB that holds more than twice its share of the data over `--jobs`): a table is
 //! split at quantiles of its single-column integer key, sampled (so skewed keys give parts of
 //! about equal rows), or without one (PostgreSQL 14+) into equal ranges of its blocks. Each part
 //! is then copied by dbsync itself from the export snapshot (`steps::relay`), beside the others:
@@ -13,7 +13,7 @@ use super::{Run, interruptible};
 use crate::catalog::{self, QualifiedName};
 use crate::errors::SyncError;
 use crate::plan::{self, Plan, RowRange, Unit, UnitKind};
-use crate::report::{Event, Notice};
+use crate::report::{Event, Notice, PlanSplit};
 use crate::settings::{AUTOMATIC_SPLIT_FLOOR, Splitting};
 
 /// About how many rows the key sample reads.
@@ -44,13 +44,7 @@ impl Run<'_> {
         source: &super::preflight::Source,
     ) -> Result<Plan, SyncError> {
         let (inventory, source_major) = (&source.inventory, source.server.major());
-        let data_bytes = plan
-            .units
-            .iter()
-            .filter(|unit| unit.kind == UnitKind::Tables)
-            .map(|unit| unit.size_bytes.max(0) as u64)
-            .sum();
-        let sizing = PartSizing::of(self.settings.splitting, data_bytes, self.jobs.get());
+        let sizing = self.part_sizing(plan);
         let candidates = candidates(plan, inventory, sizing.threshold, &self.masks);
         if candidates.is_empty() || job.snapshot.is_none() {
             return Ok(plan.clone());
@@ -96,6 +90,48 @@ impl Run<'_> {
             split.push((candidate, ranges));
         }
         Ok(with_parts(plan, split))
+    }
+
+    /// `--split-larger-than` for this plan's data and `--jobs`.
+    fn part_sizing(&self, plan: &Plan) -> PartSizing {
+        let data_bytes = plan
+            .units
+            .iter()
+            .filter(|unit| unit.kind == UnitKind::Tables)
+            .map(|unit| unit.size_bytes.max(0) as u64)
+            .sum();
+        PartSizing::of(self.settings.splitting, data_bytes, self.jobs.get())
+    }
+
+    /// What `dbsync plan` shows of the split: each table a sync would cut, into about how many
+    /// parts and on which key (where it is cut needs the snapshot a sync takes).
+    pub(super) async fn planned_splits(
+        &self,
+        plan: &Plan,
+        source: &super::preflight::Source,
+    ) -> Result<Vec<PlanSplit>, SyncError> {
+        let sizing = self.part_sizing(plan);
+        let mut candidates = candidates(plan, &source.inventory, sizing.threshold, &self.masks);
+        candidates.retain(|candidate| candidate.large);
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<QualifiedName> = candidates.iter().map(|candidate| candidate.table.clone()).collect();
+        let layouts = interruptible(&self.cancellation, catalog::checksum_layouts(&source.client, &names)).await?;
+        let splits = candidates.into_iter().zip(layouts).filter_map(|(candidate, layout)| {
+            let key = match layout?.integer_key {
+                Some(key) => key,
+                None if source.server.major() >= 14 => "ctid".to_string(),
+                None => return None,
+            };
+            Some(PlanSplit {
+                table: candidate.table.display_name(),
+                size_bytes: candidate.size_bytes,
+                parts: sizing.parts(candidate.size_bytes),
+                key,
+            })
+        });
+        Ok(splits.collect())
     }
 
     /// Says which columns of the table are masked, and where it is cut.
@@ -175,10 +211,11 @@ struct PartSizing {
 
 impl PartSizing {
     /// `--split-larger-than` for a copy of `data_bytes` in all: a size gives parts of about that
-    /// size, at most two per `--jobs` session; `auto` cuts only a table holding more than its
-    /// share of the data (over `--jobs`: the other sessions would be done before it), larger
-    /// than the floor, into parts of about one share, at most one per session. With `--jobs 1`
-    /// no table is more than its share.
+    /// size, at most two per `--jobs` session; `auto` cuts only a table larger than the floor
+    /// holding more than twice its share of the data (over `--jobs`: the other sessions would be
+    /// done long before it), into parts of about one share, at most one per session. On 2 cores
+    /// two shares was where splitting stopped losing (README, Benchmarks); with `--jobs` 1 or 2
+    /// no table is more than twice its share.
     fn of(splitting: Splitting, data_bytes: u64, jobs: usize) -> PartSizing {
         let jobs = jobs.max(1) as u64;
         match splitting {
@@ -195,7 +232,11 @@ impl PartSizing {
             Splitting::Automatic => {
                 let share = (data_bytes / jobs).max(1);
                 PartSizing {
-                    threshold: if jobs > 1 { share.max(AUTOMATIC_SPLIT_FLOOR) } else { 0 },
+                    threshold: if jobs > 2 {
+                        (2 * share).max(AUTOMATIC_SPLIT_FLOOR)
+                    } else {
+                        0
+                    },
                     part_bytes: share,
                     most: jobs,
                 }
@@ -367,14 +408,17 @@ mod tests {
     #[test]
     fn automatic_splitting_cuts_only_a_large_table_that_would_hold_up_the_others() {
         // One table of 1 GB and little else (the benchmark's huge): one part per session.
-        assert_eq!(cut(Splitting::Automatic, 1100, 2, 1024), Some(2));
         assert_eq!(cut(Splitting::Automatic, 1100, 8, 1024), Some(8));
-        // Not with one session, nor below the floor (large's 260 MB accounts table).
+        assert_eq!(cut(Splitting::Automatic, 1100, 4, 1024), Some(4));
+        // Not with one or two sessions: no table holds more than twice its share.
         assert_eq!(cut(Splitting::Automatic, 1100, 1, 1024), None);
-        assert_eq!(cut(Splitting::Automatic, 400, 2, 260), None);
-        // Not a table no larger than its share: the other sessions are busy as long.
-        assert_eq!(cut(Splitting::Automatic, 8000, 4, 1500), None);
-        assert_eq!(cut(Splitting::Automatic, 8000, 4, 3000), Some(2));
+        assert_eq!(cut(Splitting::Automatic, 1100, 2, 1024), None);
+        // Not below the floor, however much of the data it holds.
+        assert_eq!(cut(Splitting::Automatic, 600, 8, 500), None);
+        // Not a table up to twice its share (large at twice the scale: 520 MB of 1 GB).
+        assert_eq!(cut(Splitting::Automatic, 1050, 4, 520), None);
+        assert_eq!(cut(Splitting::Automatic, 8000, 4, 4000), None);
+        assert_eq!(cut(Splitting::Automatic, 8000, 4, 4500), Some(3));
         assert_eq!(cut(Splitting::Automatic, 8000, 4, 7000), Some(4));
     }
 

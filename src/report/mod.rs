@@ -703,6 +703,8 @@ pub struct PlanReport {
     pub foreign_key_order: Vec<String>,
     pub foreign_key_cycles: Vec<Vec<String>>,
     pub units: Vec<PlanUnit>,
+    /// Tables taken out of the units and copied in parts at once (`--split-larger-than`).
+    pub split_tables: Vec<PlanSplit>,
     pub sequences: usize,
     pub large_objects: i64,
     /// Bytes the dumps would take (the copied tables' size on the source); 0 with `--stream`.
@@ -732,6 +734,16 @@ pub struct PlanTable {
     pub size_bytes: i64,
     /// Columns read through a transform (`[transform]`).
     pub masked_columns: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanSplit {
+    pub table: String,
+    pub size_bytes: i64,
+    /// About how many parts: fewer when its key has fewer distinct values.
+    pub parts: usize,
+    /// The integer key it is cut on, or `ctid` (ranges of blocks).
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -672,6 +672,19 @@ pub fn plan_text(plan: &super::PlanReport) -> String {
             unit.tables.join(", ")
         ));
     }
+    for split in &plan.split_tables {
+        let by = match split.key.as_str() {
+            "ctid" => "block ranges (ctid)".to_string(),
+            key => format!("ranges of {key}"),
+        };
+        line(format!(
+            "  {:<12} {:>9}  {} out of its unit: about {} parts at once, by {by}",
+            "in parts",
+            human_size(split.size_bytes.max(0) as u64),
+            split.table,
+            split.parts
+        ));
+    }
     line(String::new());
     let free = plan.dump_directory_free_bytes.map_or("unknown".to_string(), human_size);
     line(format!(

@@ -97,3 +97,39 @@ fn plan_shows_trees_order_cycles_units_and_warnings_and_changes_nothing() {
     assert!(text(&dry).contains("UNITS ("), "{}", text(&dry));
     crate::assert_previous_target_intact("plan_dst");
 }
+
+#[test]
+fn plan_shows_the_tables_a_sync_would_copy_in_parts() {
+    rich_source("plan_split_src");
+    let split = plan_command(
+        "plan_split_src",
+        "plan_split_dst",
+        &["--jobs", "2", "--split-larger-than", "1kB"],
+    );
+    assert_exit(&split, 0);
+    let log = text(&split);
+    let customers = crate::line_with(&log, "customers out of its unit");
+    assert!(customers.contains("about 4 parts at once, by ranges of id"), "{log}");
+    // By default (auto) none of the fixture's small tables is split.
+    let default = plan_command("plan_split_src", "plan_split_dst", &["--jobs", "2"]);
+    assert_exit(&default, 0);
+    assert!(!text(&default).contains("out of its unit"), "{}", text(&default));
+    let json = plan_command(
+        "plan_split_src",
+        "plan_split_dst",
+        &["--jobs", "2", "--split-larger-than", "1kB", "--format", "json"],
+    );
+    assert_exit(&json, 0);
+    let plan: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let customers = plan["split_tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|split| split["table"] == "customers")
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert_eq!(
+        (customers["key"].as_str(), customers["parts"].as_u64()),
+        (Some("id"), Some(4))
+    );
+    assert!(!clusters().target.database_exists("plan_split_dst"));
+}
