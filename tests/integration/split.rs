@@ -457,46 +457,30 @@ fn the_parts_of_a_table_larger_than_the_stream_threshold_are_streamed_though_eac
         .unwrap();
     assert!((1_500_000..4_000_000).contains(&size), "the table is {size} bytes");
     let dumps = dump_dir();
-    // Four parts of under 1 MB each, of a table over 1 MB: streamed, as the whole table would be.
-    let output = crate::sync(
-        "split_whole_src",
-        "split_whole_dst",
-        &[
+    // The table in four parts, with the stream threshold at `stream_at`: the run's log.
+    let copy = |stream_at: &str| {
+        let flags = [
             "--yes",
             "--jobs",
             "2",
             "--split-larger-than",
             "256kB",
             "--stream-larger-than",
-            "1MB",
-        ],
-        dumps.path(),
-    );
-    assert_exit(&output, 0);
-    let log = text(&output);
+            stream_at,
+        ];
+        let output = crate::sync("split_whole_src", "split_whole_dst", &flags, dumps.path());
+        assert_exit(&output, 0);
+        crate::assert_same_copy("split_whole_src", "split_whole_dst");
+        text(&output)
+    };
+    // Parts under 1 MB each of a table over 1 MB: streamed, as the whole table would be.
+    let log = copy("1MB");
     assert!(log.contains("Copying readings in 4 parts at once"), "{log}");
     assert!(log.contains("[STREAM] [DONE     ] readings"), "{log}");
     assert!(!log.contains("[IMPORT] [DONE     ] readings"), "{log}");
-    crate::assert_same_copy("split_whole_src", "split_whole_dst");
     // A table below the threshold: its parts go through files.
-    let output = crate::sync(
-        "split_whole_src",
-        "split_whole_dst",
-        &[
-            "--yes",
-            "--jobs",
-            "2",
-            "--split-larger-than",
-            "256kB",
-            "--stream-larger-than",
-            "8MB",
-        ],
-        dumps.path(),
-    );
-    assert_exit(&output, 0);
-    let log = text(&output);
+    let log = copy("8MB");
     assert!(log.contains("[IMPORT] [DONE     ] readings"), "{log}");
     assert!(!log.contains("[STREAM]"), "{log}");
-    crate::assert_same_copy("split_whole_src", "split_whole_dst");
     assert!(crate::is_empty_dir(dumps.path()), "parts left behind");
 }
