@@ -119,10 +119,9 @@ impl Run<'_> {
         let names: Vec<QualifiedName> = candidates.iter().map(|candidate| candidate.table.clone()).collect();
         let layouts = interruptible(&self.cancellation, catalog::checksum_layouts(&source.client, &names)).await?;
         let splits = candidates.into_iter().zip(layouts).filter_map(|(candidate, layout)| {
-            let key = match layout?.integer_key {
-                Some(key) => key,
-                None if source.server.major() >= 14 => "ctid".to_string(),
-                None => return None,
+            let key = match split_key(layout?.integer_key, source.server.major())? {
+                SplitKey::Column(key) => key,
+                SplitKey::Blocks => "ctid".to_string(),
             };
             Some(PlanSplit {
                 table: candidate.table.display_name(),
@@ -153,9 +152,8 @@ impl Run<'_> {
         }
     }
 
-    /// The key to split the candidate into `parts` on and where: its integer key, cut at sampled
-    /// quantiles, or without one (PostgreSQL 14 and newer) `ctid`, cut into equal block ranges.
-    /// `None` when it cannot be split.
+    /// The key to split the candidate into `parts` on (`split_key`) and where: an integer key at
+    /// sampled quantiles, `ctid` into equal block ranges. `None` when it cannot be split.
     async fn cut(
         &self,
         client: &tokio_postgres::Client,
@@ -164,12 +162,12 @@ impl Run<'_> {
         source_major: u32,
         parts: usize,
     ) -> Result<Option<(String, Vec<i64>)>, SyncError> {
-        let (key, boundaries) = match integer_key {
-            Some(key) => {
+        let (key, boundaries) = match split_key(integer_key, source_major) {
+            Some(SplitKey::Column(key)) => {
                 let boundaries = self.key_boundaries(client, candidate, &key, parts).await?;
                 (key, boundaries)
             }
-            None if source_major >= 14 => {
+            Some(SplitKey::Blocks) => {
                 let blocks = catalog::table_blocks(client, &candidate.table);
                 let blocks = interruptible(&self.cancellation, blocks).await?;
                 ("ctid".to_string(), block_boundaries(blocks, parts))
@@ -195,6 +193,24 @@ impl Run<'_> {
         };
         let quantiles = catalog::key_quantiles(client, &candidate.table, key, parts, sample_percent);
         interruptible(&self.cancellation, quantiles).await
+    }
+}
+
+/// What a table is cut on.
+enum SplitKey {
+    /// Its single-column integer key, at sampled quantiles.
+    Column(String),
+    /// Ranges of its blocks (`ctid`), read with a TID range scan.
+    Blocks,
+}
+
+/// What a table with `integer_key` (or none) is cut on: the key, or without one ranges of blocks
+/// on PostgreSQL 14 and newer (TID range scans); `None`: it is copied whole.
+fn split_key(integer_key: Option<String>, source_major: u32) -> Option<SplitKey> {
+    match integer_key {
+        Some(key) => Some(SplitKey::Column(key)),
+        None if source_major >= 14 => Some(SplitKey::Blocks),
+        None => None,
     }
 }
 
