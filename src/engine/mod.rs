@@ -236,7 +236,10 @@ impl<'a> Run<'a> {
         {
             result = Err(SyncError::Interrupted(signal));
         }
-        let summary = self.summary(&result, started.elapsed(), started_at);
+        // One instant ends both the run's time and its last stretch, so the stretches never add
+        // up to more than the whole.
+        let finished = Instant::now();
+        let summary = self.summary(&result, finished.duration_since(started), finished, started_at);
         RunOutcome { result, summary }
     }
 
@@ -1012,6 +1015,7 @@ impl<'a> Run<'a> {
         &self,
         result: &Result<(), SyncError>,
         elapsed: Duration,
+        finished: Instant,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Summary {
         let (outcome, exit_code, error) = match result {
@@ -1033,7 +1037,7 @@ impl<'a> Run<'a> {
             peak_memory_bytes: peak_memory_bytes(),
             peak_dump_bytes: self.dump_space.peak(),
             archives_dropped: self.archives_dropped.clone(),
-            phases: self.phase_clock.times(),
+            phases: self.phase_clock.times(finished),
         }
     }
 }

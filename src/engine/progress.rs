@@ -642,15 +642,14 @@ impl PhaseClock {
         self.marks.lock().expect("phase marks").push((phase, Instant::now()));
     }
 
-    /// Seconds per stretch, the last until now; a phase entered twice (a copy started again)
+    /// Seconds per stretch, the last until `now`; a phase entered twice (a copy started again)
     /// adds up under its first place.
-    pub fn times(&self) -> Vec<PhaseTime> {
+    pub fn times(&self, now: Instant) -> Vec<PhaseTime> {
         let marks = self.marks.lock().expect("phase marks");
-        let now = Instant::now();
         let mut times: Vec<PhaseTime> = Vec::new();
         for (index, (phase, entered)) in marks.iter().enumerate() {
             let left = marks.get(index + 1).map_or(now, |(_, next)| *next);
-            let seconds = left.duration_since(*entered).as_secs_f64();
+            let seconds = left.saturating_duration_since(*entered).as_secs_f64();
             match times.iter_mut().find(|time| time.phase == *phase) {
                 Some(time) => time.seconds += seconds,
                 None => times.push(PhaseTime { phase, seconds }),
