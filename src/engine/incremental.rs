@@ -187,13 +187,16 @@ impl Run<'_> {
         let pairs: Vec<(Arc<Client>, Arc<Client>)> =
             source.clients().iter().cloned().zip(target.iter().cloned()).collect();
         let work = share_out(&pairs, groups, |(source, target), group| async move {
+            if self.cancellation.is_cancelled() {
+                return Ok(());
+            }
             let started = Instant::now();
             for (_, table) in group {
                 let description = "Incremental Change".into();
                 self.emit(row_copy_event(&table.name, TableLine::Started { description }));
             }
             let tables: Vec<&TableChange> = group.iter().map(|(_, table)| table).collect();
-            match change::change_group(&source, &target, &tables, context).await {
+            match change::change_group(&source, &target, &tables, context, &self.cancellation).await {
                 Ok(changes) => {
                     for ((planned, table), changes) in group.iter().zip(&changes) {
                         self.progress.add_changes(*planned, changes);
@@ -202,6 +205,9 @@ impl Run<'_> {
                     }
                     anyhow::Ok(())
                 }
+                // Stopped before its commit: as it was (NOT DONE). Not an error here, so that
+                // another group on its way through its commit is not dropped half-way.
+                Err(_) if self.cancellation.is_cancelled() => Ok(()),
                 Err(failure) => {
                     self.progress.tables_failed(&[group[failure.table].0]);
                     let failed = tables[failure.table].name.display_name();
@@ -216,7 +222,12 @@ impl Run<'_> {
                 }
             }
         });
-        interruptible(&self.cancellation, work).await.map(|_| ())
+        // Not dropped on Ctrl+C: each group stops before its commit or reports it.
+        let changed = work.await;
+        if self.cancellation.is_cancelled() {
+            return Err(super::cancelled(&self.cancellation));
+        }
+        changed.map(|_| ()).map_err(SyncError::Failed)
     }
 
     /// What is changed, the consent already given, and the tables replaced whole.

@@ -347,7 +347,12 @@ impl Run<'_> {
             let work = share_out(pairs, &members, |(source, target), group| async move {
                 self.merge_one_group(&source, &target, group, identity).await
             });
-            interruptible(&self.cancellation, work).await?;
+            // Not dropped on Ctrl+C: each group stops before its commit or reports it.
+            let merged = work.await;
+            if self.cancellation.is_cancelled() {
+                return Err(super::cancelled(&self.cancellation));
+            }
+            merged.map_err(SyncError::Failed)?;
         }
         Ok(())
     }
@@ -360,13 +365,16 @@ impl Run<'_> {
         group: &[Planned],
         identity: &str,
     ) -> anyhow::Result<()> {
+        if self.cancellation.is_cancelled() {
+            return Ok(());
+        }
         let started = std::time::Instant::now();
         for (_, table) in group {
             let description = "Merge".into();
             self.emit(row_copy_event(&table.shape.table, TableLine::Started { description }));
         }
         let tables: Vec<&MergeTable> = group.iter().map(|(_, table)| table).collect();
-        match merge::merge_group(source, target, &tables, identity).await {
+        match merge::merge_group(source, target, &tables, identity, &self.cancellation).await {
             Ok(counts) => {
                 for ((planned, table), counts) in group.iter().zip(counts) {
                     self.progress.add_merged(*planned, counts);
@@ -377,6 +385,9 @@ impl Run<'_> {
                 }
                 Ok(())
             }
+            // Stopped before its commit: as it was (NOT DONE). Not an error here, so that
+            // another group on its way through its commit is not dropped half-way.
+            Err(_) if self.cancellation.is_cancelled() => Ok(()),
             Err(failure) => Err(self.merge_failed(group, failure)),
         }
     }

@@ -14,6 +14,7 @@ use crate::catalog::{
     self, ChecksumColumn, Horizon, KeyBuckets, QualifiedName, RowFilter, RowHash, RowSelection, Stage, Watermark,
 };
 use crate::report::RowChanges;
+use crate::scheduler::Cancellation;
 
 /// Keys per bucket when the keys alone are compared (to find deletions), and rows per bucket
 /// when whole rows are: small buckets, so that changes spread over a table leave most buckets
@@ -102,6 +103,7 @@ pub async fn change_group(
     target: &Client,
     tables: &[&TableChange],
     context: &ChangeContext<'_>,
+    stop: &Cancellation,
 ) -> Result<Vec<RowChanges>, GroupFailure> {
     let failure = |table| move |error| GroupFailure { table, error };
     let changed = async {
@@ -129,7 +131,7 @@ pub async fn change_group(
         }
         Ok(written.into_iter().map(|(_, (changes, _))| changes).collect())
     };
-    in_one_transaction(target, changed).await
+    in_one_transaction(target, stop, changed).await
 }
 
 /// One table's new and changed rows written (and its watermark), its deletions left for later.

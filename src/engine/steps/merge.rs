@@ -10,6 +10,7 @@ use tokio_postgres::Client;
 use super::{GroupFailure, Triggers, in_one_transaction};
 use crate::catalog::{self, MergeShape, RowSelection};
 use crate::report::MergeCounts;
+use crate::scheduler::Cancellation;
 
 /// One table to merge.
 #[derive(Debug, Clone)]
@@ -25,6 +26,7 @@ pub async fn merge_group(
     target: &Client,
     tables: &[&MergeTable],
     source_identity: &str,
+    stop: &Cancellation,
 ) -> Result<Vec<MergeCounts>, GroupFailure> {
     let failure = |table| move |error| GroupFailure { table, error };
     let merged = async {
@@ -49,7 +51,7 @@ pub async fn merge_group(
         }
         Ok(counts)
     };
-    in_one_transaction(target, merged).await
+    in_one_transaction(target, stop, merged).await
 }
 
 /// One table's rows staged, resolved, written and mapped in the open transaction.

@@ -34,14 +34,21 @@ pub struct GroupFailure {
 }
 
 /// Runs `work` (the writes of a group of tables) in one transaction on `target`: committed when
-/// it succeeds, rolled back when it fails.
+/// it succeeds, rolled back when it fails or `stop` is cancelled first. Once the work is done
+/// the commit is awaited whatever happens, so a group is never committed unbeknownst to the
+/// run (dropping the future while COMMIT is on its way would leave that unknown).
 pub async fn in_one_transaction<T>(
     target: &tokio_postgres::Client,
+    stop: &Cancellation,
     work: impl std::future::Future<Output = Result<T, GroupFailure>>,
 ) -> Result<T, GroupFailure> {
     let failure = |error| GroupFailure { table: 0, error };
     catalog::begin_change(target).await.map_err(failure)?;
-    match work.await {
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        _ = stop.cancelled() => Err(failure(anyhow::anyhow!("stopped before its commit"))),
+    };
+    match outcome {
         Ok(done) => {
             catalog::commit(target).await.map_err(failure)?;
             Ok(done)
