@@ -74,6 +74,40 @@ pub struct KeyBuckets {
     pub buckets: i64,
 }
 
+impl KeyBuckets {
+    /// The key ranges (inclusive, in order) of these buckets as `bucket_expression` numbers
+    /// them, neighbours merged: -1 is every key below `lowest`, `buckets` every key above
+    /// `highest`.
+    pub fn ranges(&self, buckets: &[i64]) -> Vec<(i64, i64)> {
+        let mut sorted = buckets.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut ranges: Vec<(i64, i64)> = Vec::new();
+        for bucket in sorted {
+            let (low, high) = if bucket < 0 {
+                (i64::MIN, self.lowest.checked_sub(1))
+            } else if bucket >= self.buckets {
+                (
+                    self.highest.saturating_add(1),
+                    (self.highest < i64::MAX).then_some(i64::MAX),
+                )
+            } else {
+                let low = i128::from(self.lowest) + i128::from(bucket) * i128::from(self.step);
+                let high = (low + i128::from(self.step) - 1).min(i128::from(self.highest));
+                (low as i64, Some(high as i64))
+            };
+            let Some(high) = high.filter(|high| *high >= low) else {
+                continue;
+            };
+            match ranges.last_mut() {
+                Some(last) if i128::from(last.1) + 1 >= i128::from(low) => last.1 = last.1.max(high),
+                _ => ranges.push((low, high)),
+            }
+        }
+        ranges
+    }
+}
+
 /// The rows of one bucket: how many, and the sum of their hashes (as numeric text).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketSum {
@@ -302,4 +336,39 @@ pub async fn export_current_snapshot(client: &Client) -> Result<String> {
         .await
         .map_err(|error| sql_error("cannot export a snapshot", error))?
         .get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_become_key_ranges_with_neighbours_merged() {
+        // Keys 1 to 100 in buckets of 16: bucket 6 is 97 to 100 (the last, cut at highest).
+        let buckets = KeyBuckets {
+            lowest: 1,
+            highest: 100,
+            step: 16,
+            buckets: 7,
+        };
+        assert_eq!(buckets.ranges(&[3, 0, 1, 6]), vec![(1, 32), (49, 64), (97, 100)]);
+        assert_eq!(buckets.ranges(&[-1, 0]), vec![(i64::MIN, 16)]);
+        assert_eq!(buckets.ranges(&[6, 7]), vec![(97, i64::MAX)]);
+        assert_eq!(buckets.ranges(&[]), Vec::<(i64, i64)>::new());
+    }
+
+    #[test]
+    fn key_ranges_at_the_ends_of_bigint_stay_in_range() {
+        let buckets = KeyBuckets {
+            lowest: i64::MIN,
+            highest: i64::MAX,
+            step: 1 << 62,
+            buckets: 4,
+        };
+        // Nothing lies below i64::MIN or above i64::MAX.
+        assert_eq!(buckets.ranges(&[-1]), Vec::<(i64, i64)>::new());
+        assert_eq!(buckets.ranges(&[4]), Vec::<(i64, i64)>::new());
+        assert_eq!(buckets.ranges(&[3]), vec![(i64::MAX - (1 << 62) + 1, i64::MAX)]);
+        assert_eq!(buckets.ranges(&[0, 1, 2, 3]), vec![(i64::MIN, i64::MAX)]);
+    }
 }

@@ -13,7 +13,6 @@ use super::{QualifiedName, quote_identifier, sql_error};
 pub const WATERMARK_TABLE: &str = "dbsync.incremental_state";
 
 const ROW_NUMBER: &str = "\"dbsync row\"";
-const HASH_COLUMN: &str = "\"dbsync hash\"";
 
 /// One table's temporary tables in the open transaction (dropped at its commit or rollback):
 /// numbered, so that the tables sharing a transaction keep theirs until their deletions.
@@ -21,8 +20,8 @@ const HASH_COLUMN: &str = "\"dbsync hash\"";
 pub struct Stage {
     /// Rows to upsert.
     rows: String,
-    /// Source keys (and row hashes): the keys to keep.
-    hashes: String,
+    /// Source keys: the keys to keep.
+    keys: String,
     /// Keys whose rows differ.
     changed: String,
 }
@@ -32,7 +31,7 @@ impl Stage {
         let name = |what: &str| quote_identifier(&format!("dbsync {what} {number}"));
         Stage {
             rows: name("rows"),
-            hashes: name("hashes"),
+            keys: name("keys"),
             changed: name("changed"),
         }
     }
@@ -249,9 +248,8 @@ pub async fn begin_table_change(
     );
     if !key.is_empty() {
         statements += &format!(
-            "; CREATE TEMP TABLE {0} ON COMMIT DROP AS SELECT {1} FROM ONLY {quoted} WITH NO DATA; \
-             ALTER TABLE pg_temp.{0} ADD COLUMN {HASH_COLUMN} bigint",
-            stage.hashes,
+            "; CREATE TEMP TABLE {0} ON COMMIT DROP AS SELECT {1} FROM ONLY {quoted} WITH NO DATA",
+            stage.keys,
             quoted_list(key)
         );
     }
@@ -277,76 +275,56 @@ pub async fn stage_rows(
     relay(source, target, rows, &copy_in, &rows.copy_out_statement()).await
 }
 
-/// Relays each selected source row's key and row hash (over the selection's columns, masked as
-/// they would be copied) into the hash stage; returns the rows and bytes read.
-pub async fn stage_row_hashes(
-    source: &Client,
-    target: &Client,
-    rows: &RowSelection<'_>,
-    key: &[String],
-    columns: &[ChecksumColumn],
-    hash: RowHash,
-    stage: &Stage,
-) -> Result<(u64, u64)> {
-    let copy_out = format!(
-        "COPY (SELECT {}, {} FROM ONLY {}{}) TO STDOUT",
-        quoted_list(key),
-        row_hash_expression(columns, hash),
-        rows.table.quoted(),
-        rows.condition()
-    );
-    let copy_in = format!(
-        "COPY pg_temp.{} ({}, {HASH_COLUMN}) FROM STDIN",
-        stage.hashes,
-        quoted_list(key)
-    );
-    empty_hash_stage(target, stage).await?;
-    relay(source, target, rows, &copy_in, &copy_out).await
-}
-
-/// From the hash stage, the keys whose row the target lacks or holds with another hash (among
-/// its rows that pass `filter`), kept in a temporary table for `changed_keys`.
-pub async fn find_changed_keys(
-    client: &Client,
-    table: &QualifiedName,
-    key: &str,
-    columns: &[ChecksumColumn],
-    hash: RowHash,
-    filter: Option<RowFilter<'_>>,
-    stage: &Stage,
-) -> Result<()> {
-    let condition = filter
-        .map(|filter| format!(" WHERE {}", filter.condition()))
-        .unwrap_or_default();
-    let key = quote_identifier(key);
-    let target_hash = row_hash_expression(columns, hash);
+/// Starts the table's list of changed keys (empty): the keys whose rows the source has and the
+/// target lacks or holds otherwise, and the keys only the target has (`vanished`).
+pub async fn begin_changed_keys(client: &Client, stage: &Stage) -> Result<()> {
     client
         .batch_execute(&format!(
-            "DROP TABLE IF EXISTS pg_temp.{changed}; \
-             CREATE TEMP TABLE {changed} ON COMMIT DROP AS \
-             SELECT staged.{key}::bigint AS key FROM pg_temp.{hashes} AS staged \
-             LEFT JOIN (SELECT {key}, {target_hash} AS hash FROM ONLY {table} AS t{condition}) AS held \
-               ON held.{key} = staged.{key} \
-             WHERE held.hash IS DISTINCT FROM staged.{HASH_COLUMN}; \
-             CREATE INDEX ON pg_temp.{changed} (key)",
-            changed = stage.changed,
-            hashes = stage.hashes,
-            table = table.quoted()
+            "DROP TABLE IF EXISTS pg_temp.{0}; \
+             CREATE TEMP TABLE {0} (key bigint NOT NULL, vanished boolean NOT NULL) ON COMMIT DROP",
+            stage.changed
         ))
         .await
-        .map_err(|error| sql_error(format!("cannot compare the rows of {}", table.display_name()), error))?;
+        .map_err(|error| sql_error("cannot prepare the list of changed keys", error))
+}
+
+/// Adds keys to the list `begin_changed_keys` started.
+pub async fn note_changed_keys(client: &Client, stage: &Stage, keys: &[i64], vanished: bool) -> Result<()> {
+    client
+        .execute(
+            &format!("INSERT INTO pg_temp.{} SELECT unnest($1::bigint[]), $2", stage.changed),
+            &[&keys, &vanished],
+        )
+        .await
+        .map_err(|error| sql_error("cannot note the changed keys", error))?;
     Ok(())
 }
 
-/// The next `limit` changed keys above `after`, in order.
-pub async fn changed_keys(client: &Client, stage: &Stage, after: Option<i64>, limit: u64) -> Result<Vec<i64>> {
+/// Indexes the list of changed keys once it is complete, for `changed_keys`.
+pub async fn index_changed_keys(client: &Client, stage: &Stage) -> Result<()> {
+    client
+        .batch_execute(&format!("CREATE INDEX ON pg_temp.{} (vanished, key)", stage.changed))
+        .await
+        .map_err(|error| sql_error("cannot index the changed keys", error))
+}
+
+/// The next `limit` keys above `after`, in order, that were noted changed (or,
+/// with `vanished`, found only on the target).
+pub async fn changed_keys(
+    client: &Client,
+    stage: &Stage,
+    vanished: bool,
+    after: Option<i64>,
+    limit: u64,
+) -> Result<Vec<i64>> {
     let rows = client
         .query(
             &format!(
-                "SELECT key FROM pg_temp.{} WHERE $1::bigint IS NULL OR key > $1 ORDER BY key LIMIT $2",
+                "SELECT key FROM pg_temp.{} WHERE vanished = $1 AND ($2::bigint IS NULL OR key > $2) \
+                 ORDER BY key LIMIT $3",
                 stage.changed
             ),
-            &[&after, &(limit as i64)],
+            &[&vanished, &after, &(limit as i64)],
         )
         .await
         .map_err(|error| sql_error("cannot read the changed keys", error))?;
@@ -425,21 +403,15 @@ pub async fn upsert_staged(
     Ok((inserted, updated))
 }
 
-/// Deletes the table's rows that pass `filter` whose key is not in the hash stage (the source's
-/// keys of those rows), `batch_rows` per statement; returns how many.
+/// Deletes the table's rows whose key is not in the key stage (the source's keys),
+/// `batch_rows` per statement; returns how many.
 pub async fn delete_missing(
     client: &Client,
     stage: &Stage,
     table: &QualifiedName,
     key: &[String],
-    filter: Option<RowFilter<'_>>,
     batch_rows: u64,
 ) -> Result<u64> {
-    // The filter's column names are unqualified: inside the subquery they are `held`'s.
-    let condition = format!(
-        " WHERE {}",
-        filter.map(|filter| filter.condition()).unwrap_or_else(|| "true".into())
-    );
     let matches: Vec<String> = key
         .iter()
         .map(|column| {
@@ -448,12 +420,11 @@ pub async fn delete_missing(
         })
         .collect();
     let statement = format!(
-        "DELETE FROM ONLY {0} WHERE ctid = ANY(ARRAY(SELECT held.ctid FROM ONLY {0} AS held{1} \
-           AND NOT EXISTS (SELECT 1 FROM pg_temp.{3} AS staged WHERE {2}) LIMIT $1))",
+        "DELETE FROM ONLY {0} WHERE ctid = ANY(ARRAY(SELECT held.ctid FROM ONLY {0} AS held \
+           WHERE NOT EXISTS (SELECT 1 FROM pg_temp.{2} AS staged WHERE {1}) LIMIT $1))",
         table.quoted(),
-        condition,
         matches.join(" AND "),
-        stage.hashes
+        stage.keys
     );
     let mut deleted = 0;
     loop {
@@ -477,7 +448,82 @@ pub async fn delete_missing(
     Ok(deleted)
 }
 
-/// Relays the selected source rows' keys into the hash stage (no hashes: for `delete_missing`).
+/// One page of a walk along a table's own integer key: up to `limit` keys above `after` (from
+/// the lowest without it), in order, each with its row's hash over `hashed` (0 without it).
+/// With `ranges`, only the keys in them: one range is read along the index like the whole
+/// table; several are read whole, without `limit` (the caller bounds their rows), as the
+/// planner would otherwise walk the whole index in order to stop at `limit`, testing every
+/// key against every range.
+pub async fn key_page(
+    client: &Client,
+    table: &QualifiedName,
+    key: &str,
+    ranges: Option<&[(i64, i64)]>,
+    hashed: Option<(&[ChecksumColumn], RowHash)>,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<(i64, i64)>> {
+    let lower = match after {
+        Some(i64::MAX) => return Ok(Vec::new()),
+        Some(after) => Some((key, Some(after + 1), None)),
+        None => None,
+    };
+    let filter = ranges.map(|ranges| RowFilter::KeyRanges { key, ranges });
+    // Ordered by the column, not by its bigint cast, so that the key's index gives the order.
+    let order = match ranges {
+        Some(ranges) if ranges.len() > 1 => " ORDER BY k".to_string(),
+        _ => format!(" ORDER BY {} LIMIT {limit}", quote_identifier(key)),
+    };
+    let rows = super::rows::joined_rows(table, lower, filter);
+    let page = format!(
+        "SELECT {}::bigint AS k{} FROM {rows}{order}",
+        quote_identifier(key),
+        match hashed {
+            Some((columns, hash)) => format!(", {} AS h", row_hash_expression(columns, hash)),
+            None => String::new(),
+        }
+    );
+    // With hashes the page is kept in its order and read twice, once for each array (an
+    // aggregate with ORDER BY would sort each array again).
+    let statement = match hashed {
+        Some(_) => {
+            format!("WITH page AS MATERIALIZED ({page}) SELECT ARRAY(SELECT k FROM page), ARRAY(SELECT h FROM page)")
+        }
+        None => format!("SELECT ARRAY({page}), NULL::bigint[]"),
+    };
+    let row = client
+        .query_one(&statement, &[])
+        .await
+        .map_err(|error| sql_error(format!("cannot read the keys of {}", table.display_name()), error))?;
+    let (keys, hashes): (Vec<i64>, Option<Vec<i64>>) = (row.get(0), row.get(1));
+    let hashes = hashes.unwrap_or_else(|| vec![0; keys.len()]);
+    let mut page: Vec<(i64, i64)> = keys.into_iter().zip(hashes).collect();
+    // In order as read; checked, since the walk depends on it (sorting only if not).
+    if !page.is_sorted_by_key(|(key, _)| *key) {
+        page.sort_unstable_by_key(|(key, _)| *key);
+    }
+    Ok(page)
+}
+
+/// Deletes the table's own rows with these values of its integer key; returns how many.
+pub async fn delete_keys(client: &Client, table: &QualifiedName, key: &str, keys: &[i64]) -> Result<u64> {
+    let statement = format!(
+        "DELETE FROM ONLY {} WHERE {} = ANY($1::bigint[])",
+        table.quoted(),
+        quote_identifier(key)
+    );
+    client.execute(&statement, &[&keys]).await.map_err(|error| {
+        sql_error(
+            format!(
+                "cannot delete the rows of {} the source no longer has",
+                table.display_name()
+            ),
+            error,
+        )
+    })
+}
+
+/// Relays the selected source rows' keys into the key stage (for `delete_missing`).
 pub async fn stage_keys(
     source: &Client,
     target: &Client,
@@ -485,22 +531,17 @@ pub async fn stage_keys(
     key: &[String],
     stage: &Stage,
 ) -> Result<(u64, u64)> {
-    let copy_out = format!(
-        "COPY (SELECT {} FROM ONLY {}{}) TO STDOUT",
-        quoted_list(key),
-        rows.table.quoted(),
-        rows.condition()
-    );
-    let copy_in = format!("COPY pg_temp.{} ({}) FROM STDIN", stage.hashes, quoted_list(key));
-    empty_hash_stage(target, stage).await?;
+    let copy_out = format!("COPY (SELECT {} FROM {}) TO STDOUT", quoted_list(key), rows.rows());
+    let copy_in = format!("COPY pg_temp.{} ({}) FROM STDIN", stage.keys, quoted_list(key));
+    empty_key_stage(target, stage).await?;
     relay(source, target, rows, &copy_in, &copy_out).await
 }
 
-async fn empty_hash_stage(client: &Client, stage: &Stage) -> Result<()> {
+async fn empty_key_stage(client: &Client, stage: &Stage) -> Result<()> {
     client
-        .batch_execute(&format!("TRUNCATE pg_temp.{}", stage.hashes))
+        .batch_execute(&format!("TRUNCATE pg_temp.{}", stage.keys))
         .await
-        .map_err(|error| sql_error("cannot empty the hash stage", error))
+        .map_err(|error| sql_error("cannot empty the key stage", error))
 }
 
 /// The table's own rows (not its partitions' or children's).

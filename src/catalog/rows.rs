@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use futures_util::{SinkExt, TryStreamExt};
 use tokio_postgres::Client;
 
-use super::{KeyBuckets, QualifiedName, quote_identifier, sql_error};
+use super::{QualifiedName, quote_identifier, sql_error};
 
 /// Rows are relayed in batches of about this many bytes: few enough messages to keep the
 /// relay's own work small, and memory bounded (one batch per relay, whatever the table).
@@ -195,17 +195,15 @@ pub enum RowFilter<'a> {
     },
     /// The rows whose integer key is one of these.
     Keys { key: &'a str, values: &'a [i64] },
-    /// The rows whose integer key falls in one of these buckets.
-    Buckets {
-        key: &'a str,
-        buckets: KeyBuckets,
-        values: &'a [i64],
-    },
+    /// The rows whose integer key falls in one of these ranges (inclusive, in order, apart:
+    /// `KeyBuckets::ranges`), found through the key's index range by range.
+    KeyRanges { key: &'a str, ranges: &'a [(i64, i64)] },
 }
 
 impl RowFilter<'_> {
-    pub(super) fn condition(&self) -> String {
-        match self {
+    /// The condition on the table's columns (`None`: the filter is a join, `joined_rows`).
+    fn condition(&self) -> Option<String> {
+        Some(match self {
             RowFilter::ChangedSince {
                 column,
                 value,
@@ -219,14 +217,39 @@ impl RowFilter<'_> {
                 }
             }
             RowFilter::Keys { key, values } => format!("{} = ANY({})", quote_identifier(key), bigint_array(values)),
-            RowFilter::Buckets { key, buckets, values } => {
-                format!(
-                    "{} = ANY({})",
-                    super::checksum::bucket_expression(key, buckets),
-                    bigint_array(values)
-                )
+            // One range is read along the index in key order; more are a join (`joined_rows`).
+            RowFilter::KeyRanges {
+                key,
+                ranges: [(low, high)],
+            } => {
+                format!("{} BETWEEN {low} AND {high}", quote_identifier(key))
             }
-        }
+            RowFilter::KeyRanges { .. } => return None,
+        })
+    }
+}
+
+/// What follows `FROM` to read the table's own rows in `range` that pass `filter`: key ranges
+/// are a join (the ranges, each read by an index range scan: a condition on the key would read
+/// the whole table), anything else a condition. The ranges' columns are named so as not to
+/// hide a column of the table.
+pub(super) fn joined_rows(table: &QualifiedName, range: Option<KeyRange>, filter: Option<RowFilter>) -> String {
+    let mut rows = format!("ONLY {}", table.quoted());
+    if let Some(RowFilter::KeyRanges { key, ranges }) = filter.filter(|filter| filter.condition().is_none()) {
+        let (lows, highs): (Vec<i64>, Vec<i64>) = ranges.iter().copied().unzip();
+        rows = format!(
+            "unnest({}, {}) AS \"dbsync range\"(\"dbsync low\", \"dbsync high\") JOIN {rows} \
+             ON {} BETWEEN \"dbsync low\" AND \"dbsync high\"",
+            bigint_array(&lows),
+            bigint_array(&highs),
+            quote_identifier(key)
+        );
+    }
+    let range = range_condition(range);
+    match (filter.and_then(|filter| filter.condition()), range.is_empty()) {
+        (None, _) => rows + &range,
+        (Some(condition), true) => format!("{rows} WHERE {condition}"),
+        (Some(condition), false) => format!("{rows}{range} AND {condition}"),
     }
 }
 
@@ -256,22 +279,16 @@ impl RowSelection<'_> {
         items.join(", ")
     }
 
-    /// ` WHERE …` of the range and the filter (nothing for all rows).
-    pub(super) fn condition(&self) -> String {
-        let range = range_condition(self.range);
-        match (self.filter, range.is_empty()) {
-            (None, _) => range,
-            (Some(filter), true) => format!(" WHERE {}", filter.condition()),
-            (Some(filter), false) => format!("{range} AND {}", filter.condition()),
-        }
+    /// What follows `FROM`: the table's selected rows (`joined_rows`).
+    pub(super) fn rows(&self) -> String {
+        joined_rows(self.table, self.range, self.filter)
     }
 
     pub(super) fn copy_out_statement(&self) -> String {
         format!(
-            "COPY (SELECT {} FROM ONLY {}{}) TO STDOUT (FORMAT {})",
+            "COPY (SELECT {} FROM {}) TO STDOUT (FORMAT {})",
             self.select_list(),
-            self.table.quoted(),
-            self.condition(),
+            self.rows(),
             self.format()
         )
     }

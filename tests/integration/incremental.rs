@@ -386,6 +386,55 @@ fn deep_finds_changes_the_change_column_does_not_show_and_no_delete_keeps_rows()
     assert_same_rows("inc_deep_src", "inc_deep_dst");
 }
 
+/// More keys than one read of keys holds (100,000): deletions at the start, at the end and
+/// across the reads' edges are found exactly, in small delete batches, by change column and
+/// by `--deep`; and with `--deep`, a key range holding more rows than one read (sparse keys:
+/// all but one in the first range) is read in pages too.
+#[test]
+fn deletions_among_more_keys_than_one_read_holds_are_found_exactly() {
+    let clusters = clusters();
+    let source = &clusters.source;
+    source.create_database("inc_pages_src");
+    source.psql(
+        "inc_pages_src",
+        "CREATE TABLE ledger (id int PRIMARY KEY, amount int NOT NULL, updated_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO ledger (id, amount) SELECT g, g % 1000 FROM generate_series(1, 250000) g; \
+         CREATE TABLE sparse (id bigint PRIMARY KEY, amount int NOT NULL); \
+         INSERT INTO sparse SELECT g, g % 1000 FROM generate_series(1, 150000) g; \
+         INSERT INTO sparse VALUES (1000000000000, 1);",
+    );
+    let work = dump_dir();
+    assert_exit(
+        &crate::sync("inc_pages_src", "inc_pages_dst", &["--yes"], work.path()),
+        0,
+    );
+    assert_exit(&incremental("inc_pages_src", "inc_pages_dst", &[], work.path()).0, 0);
+    source.psql(
+        "inc_pages_src",
+        "DELETE FROM ledger WHERE id IN (1, 2, 99999, 100000, 100001, 100002, 200001, 249999, 250000) \
+           OR id BETWEEN 150000 AND 150499; \
+         UPDATE ledger SET amount = -amount, updated_at = now() WHERE id % 5000 = 0; \
+         INSERT INTO ledger VALUES (300000, 1, now());",
+    );
+    let small_batches = ["--batch-rows", "100"];
+    let (by_column, report) = incremental("inc_pages_src", "inc_pages_dst", &small_batches, work.path());
+    assert_exit(&by_column, 0);
+    assert_eq!(changes(&report, "ledger"), ("change-column".into(), 1, 47, 509, 249444));
+    assert_same_rows("inc_pages_src", "inc_pages_dst");
+
+    source.psql(
+        "inc_pages_src",
+        "DELETE FROM ledger WHERE id IN (3, 100003, 300000); UPDATE ledger SET amount = 7 WHERE id = 123456; \
+         DELETE FROM sparse WHERE id = 5; UPDATE sparse SET amount = -1 WHERE id = 140000;",
+    );
+    let deep = ["--deep", "--batch-rows", "100"];
+    let (by_hash, report) = incremental("inc_pages_src", "inc_pages_dst", &deep, work.path());
+    assert_exit(&by_hash, 0);
+    assert_eq!(changes(&report, "ledger"), ("key-ranges".into(), 0, 1, 3, 249488));
+    assert_eq!(changes(&report, "sparse"), ("key-ranges".into(), 0, 1, 1, 149999));
+    assert_same_rows("inc_pages_src", "inc_pages_dst");
+}
+
 #[test]
 fn masked_columns_stay_masked_and_unchanged_rows_are_not_rewritten() {
     let clusters = clusters();

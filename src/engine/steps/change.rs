@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use anyhow::Result;
 use tokio_postgres::Client;
 
+use super::key_walk::{self, Compared, KeyWalk, WalkedRows};
 use super::{GroupFailure, Triggers, in_one_transaction};
 use crate::catalog::{
     self, ChecksumColumn, Horizon, KeyBuckets, QualifiedName, RowFilter, RowHash, RowSelection, Stage, Watermark,
@@ -16,10 +17,9 @@ use crate::catalog::{
 use crate::report::RowChanges;
 use crate::scheduler::Cancellation;
 
-/// Keys per bucket when the keys alone are compared (to find deletions), and rows per bucket
-/// when whole rows are: small buckets, so that changes spread over a table leave most buckets
-/// equal; at most `MOST_BUCKETS` (the bucket sums' hash table stays within `work_mem`).
-const KEYS_PER_BUCKET: i64 = 64;
+/// Rows per bucket when whole rows are compared by key ranges: small buckets, so that changes
+/// spread over a table leave most buckets equal; at most `MOST_BUCKETS` (the bucket sums' hash
+/// table stays within `work_mem`).
 const ROWS_PER_BUCKET: i64 = 16;
 const MOST_BUCKETS: i64 = 1 << 17;
 
@@ -89,8 +89,10 @@ enum Deletion {
     Nothing,
     /// The rows whose keys the source lacks, found by `delete_vanished`.
     Vanished,
-    /// The rows (of these buckets of an integer key) whose keys are not in the hash stage.
-    Staged(Option<(KeyBuckets, Vec<i64>)>),
+    /// The rows whose keys `find_changed_keys` found only on the target.
+    Found,
+    /// The rows whose keys are not in the key stage (every source key is).
+    Staged,
 }
 
 /// Changes a group of tables linked by foreign keys (in foreign-key order, referenced tables
@@ -181,19 +183,26 @@ async fn delete_rows(
     match deletion {
         Deletion::Nothing => Ok((0, 0)),
         Deletion::Vanished => delete_vanished(source, target, table, stage, context).await,
-        Deletion::Staged(buckets) => {
-            let filter = buckets
-                .as_ref()
-                .zip(table.integer_key.as_deref())
-                .map(|((buckets, values), key)| RowFilter::Buckets {
-                    key,
-                    buckets: *buckets,
-                    values,
-                });
-            let deleted = catalog::delete_missing(target, stage, &table.name, key, filter, context.batch_rows).await?;
+        Deletion::Found => Ok((delete_found(target, table, stage, context.batch_rows).await?, 0)),
+        Deletion::Staged => {
+            let deleted = catalog::delete_missing(target, stage, &table.name, key, context.batch_rows).await?;
             Ok((deleted, 0))
         }
     }
+}
+
+/// The keys `find_changed_keys` found only on the target, deleted `batch_rows` at a time.
+async fn delete_found(target: &Client, table: &TableChange, stage: &Stage, batch_rows: u64) -> Result<u64> {
+    let key = table.integer_key.as_deref().unwrap_or_default();
+    let mut deleted = 0;
+    let mut after = None;
+    loop {
+        let keys = catalog::changed_keys(target, stage, true, after, batch_rows).await?;
+        let Some(last) = keys.last().copied() else { break };
+        deleted += catalog::delete_keys(target, &table.name, key, &keys).await?;
+        after = Some(last);
+    }
+    Ok(deleted)
 }
 
 /// Where the next run reads from. With the open transactions all visible, the horizon taken
@@ -276,9 +285,9 @@ async fn changed_since(
 }
 
 /// After the upserts the target holds every row of the source, so equal counts mean nothing to
-/// delete, and in buckets of an integer key equal counts mean the same keys. Otherwise (or
-/// without an integer key) the source's keys of the buckets whose counts differ decide what
-/// goes; returns the rows deleted and the bytes read.
+/// delete. Otherwise, with an integer key, both sides' keys are walked in order and the keys
+/// only the target holds deleted; without one, the source's keys are staged and the target's
+/// rows without a staged key deleted. Returns the rows deleted and the bytes read.
 async fn delete_vanished(
     source: &Client,
     target: &Client,
@@ -294,25 +303,52 @@ async fn delete_vanished(
     if counts.0 == counts.1 {
         return Ok((0, 0));
     }
-    let Some((integer_key, buckets)) = buckets_of(source, table, KEYS_PER_BUCKET).await? else {
-        let bytes = catalog::stage_keys(source, target, &selection(table, None), key, stage)
-            .await?
-            .1;
-        let deleted = catalog::delete_missing(target, stage, &table.name, key, None, context.batch_rows).await?;
-        return Ok((deleted, bytes));
-    };
-    let differing = differing_buckets(source, target, table, (integer_key, &buckets), (&[], &[]), context.hash).await?;
-    let filter = RowFilter::Buckets {
-        key: integer_key,
-        buckets,
-        values: &differing,
-    };
-    let bytes = catalog::stage_keys(source, target, &selection(table, Some(filter)), key, stage)
+    if let Some(integer_key) = table.integer_key.as_deref() {
+        return delete_unmatched_keys(source, target, table, integer_key, context.batch_rows).await;
+    }
+    let bytes = catalog::stage_keys(source, target, &selection(table, None), key, stage)
         .await?
         .1;
-    let deleted = catalog::delete_missing(target, stage, &table.name, key, Some(filter), context.batch_rows).await?;
+    let deleted = catalog::delete_missing(target, stage, &table.name, key, context.batch_rows).await?;
     Ok((deleted, bytes))
 }
+
+/// Both sides' integer keys walked in order (`KeyWalk`), and the target's keys the source lacks
+/// deleted `batch_rows` at a time: each side reads its key's index once and the delete finds
+/// its rows by key. Returns the rows deleted and the bytes read from the source.
+async fn delete_unmatched_keys(
+    source: &Client,
+    target: &Client,
+    table: &TableChange,
+    key: &str,
+    batch_rows: u64,
+) -> Result<(u64, u64)> {
+    let rows = WalkedRows {
+        table: &table.name,
+        key,
+        ranges: None,
+        hashed: None,
+    };
+    let mut walk = KeyWalk::new(source, target, rows);
+    let mut doomed = Vec::new();
+    let mut deleted = 0;
+    while let Some(compared) = walk.next().await? {
+        if let Compared::TargetOnly(held) = compared {
+            doomed.push(held);
+        }
+        if doomed.len() as u64 >= batch_rows {
+            deleted += catalog::delete_keys(target, &table.name, key, &doomed).await?;
+            doomed.clear();
+        }
+    }
+    if !doomed.is_empty() {
+        deleted += catalog::delete_keys(target, &table.name, key, &doomed).await?;
+    }
+    Ok((deleted, walk.source_rows_read() * KEY_BYTES))
+}
+
+/// Bytes of a key (or a row hash) read from the source.
+const KEY_BYTES: u64 = std::mem::size_of::<i64>() as u64;
 
 /// With an integer key: both sides' rows hashed in small buckets of the key, and in the buckets
 /// that differ the rows compared by hash, key by key; only the rows that differ are fetched and
@@ -339,35 +375,25 @@ async fn key_ranges(
             if differing.is_empty() {
                 return Ok((changes, Deletion::Nothing));
             }
-            let filter = Some(RowFilter::Buckets {
-                key: integer_key,
-                buckets,
-                values: &differing,
-            });
-            let rows = selection(table, filter);
-            let hashes =
-                catalog::stage_row_hashes(source, target, &rows, key, &table.source_hashed, context.hash, stage);
-            changes.bytes_read += hashes.await?.1;
-            let target_hashed = &table.target_hashed;
-            catalog::find_changed_keys(
+            changes.bytes_read += note_differing_rows(
+                source,
                 target,
-                &table.name,
-                integer_key,
-                target_hashed,
-                context.hash,
-                filter,
+                table,
                 stage,
+                (integer_key, &buckets),
+                &differing,
+                context,
             )
             .await?;
             changes.bytes_read += fetch_changed_rows(source, target, table, stage, context.batch_rows).await?;
-            Deletion::Staged(Some((buckets, differing)))
+            Deletion::Found
         }
         None => {
             let Some(bytes_read) = stage_whole_table(source, target, table, stage, hashed, context.hash).await? else {
                 return Ok((changes, Deletion::Nothing));
             };
             changes.bytes_read += bytes_read;
-            Deletion::Staged(None)
+            Deletion::Staged
         }
     };
     let (inserted, updated) =
@@ -375,6 +401,51 @@ async fn key_ranges(
     changes.inserted = inserted;
     changes.updated = updated;
     Ok((changes, deletion))
+}
+
+/// The rows of the buckets that differ walked on both sides (`KeyWalk`, run by run) and
+/// compared by hash: the keys the source holds otherwise or alone noted as changed, those only
+/// the target holds as vanished, `batch_rows` at a time. Returns the bytes read.
+async fn note_differing_rows(
+    source: &Client,
+    target: &Client,
+    table: &TableChange,
+    stage: &Stage,
+    (key, buckets): (&str, &KeyBuckets),
+    differing: &[(i64, i64)],
+    context: &ChangeContext<'_>,
+) -> Result<u64> {
+    catalog::begin_changed_keys(target, stage).await?;
+    let (mut changed, mut vanished) = (Vec::new(), Vec::new());
+    let mut rows_read = 0;
+    for run in key_walk::runs_of_buckets(differing, key_walk::ROWS_PER_PAGE as i64) {
+        let ranges = buckets.ranges(&run);
+        let rows = WalkedRows {
+            table: &table.name,
+            key,
+            ranges: Some(&ranges),
+            hashed: Some((&table.source_hashed, &table.target_hashed, context.hash)),
+        };
+        let mut walk = KeyWalk::new(source, target, rows);
+        while let Some(compared) = walk.next().await? {
+            match compared {
+                Compared::SourceOnly(found) | Compared::Differs(found) => changed.push(found),
+                Compared::TargetOnly(found) => vanished.push(found),
+                Compared::Same(_) => {}
+            }
+            for (keys, gone) in [(&mut changed, false), (&mut vanished, true)] {
+                if keys.len() as u64 >= context.batch_rows {
+                    catalog::note_changed_keys(target, stage, keys, gone).await?;
+                    keys.clear();
+                }
+            }
+        }
+        rows_read += walk.source_rows_read();
+    }
+    catalog::note_changed_keys(target, stage, &changed, false).await?;
+    catalog::note_changed_keys(target, stage, &vanished, true).await?;
+    catalog::index_changed_keys(target, stage).await?;
+    Ok(rows_read * 2 * KEY_BYTES)
 }
 
 /// The whole table's hashes compared; if they differ, every source row staged (and its key, for
@@ -416,7 +487,7 @@ async fn fetch_changed_rows(
     let mut bytes_read = 0;
     let mut after = None;
     loop {
-        let keys = catalog::changed_keys(target, stage, after, batch_rows).await?;
+        let keys = catalog::changed_keys(target, stage, false, after, batch_rows).await?;
         let Some(last) = keys.last().copied() else { break };
         let filter = RowFilter::Keys { key, values: &keys };
         bytes_read += catalog::stage_rows(source, target, &selection(table, Some(filter)), stage)
@@ -462,8 +533,8 @@ async fn buckets_of<'a>(
     )
 }
 
-/// The buckets whose rows (hashed over `hashed`: the source's columns and the target's; none:
-/// counted only) differ between the two sides.
+/// The buckets whose rows (hashed over `hashed`: the source's columns and the target's) differ
+/// between the two sides, each with the most rows either side holds in it.
 async fn differing_buckets(
     source: &Client,
     target: &Client,
@@ -471,7 +542,7 @@ async fn differing_buckets(
     (key, buckets): (&str, &KeyBuckets),
     hashed: (&[ChecksumColumn], &[ChecksumColumn]),
     hash: RowHash,
-) -> Result<Vec<i64>> {
+) -> Result<Vec<(i64, i64)>> {
     let (source_sums, target_sums) = tokio::try_join!(
         catalog::bucket_digests(source, &table.name, key, buckets, hashed.0, hash),
         catalog::bucket_digests(target, &table.name, key, buckets, hashed.1, hash)
@@ -482,7 +553,11 @@ async fn differing_buckets(
         .filter(|bucket| source_sums.get(bucket) != target_sums.get(bucket))
         .copied()
         .collect();
-    Ok(differing.into_iter().collect())
+    let rows = |sums: &std::collections::BTreeMap<i64, [i64; 3]>, bucket| sums.get(bucket).map_or(0, |sum| sum[0]);
+    Ok(differing
+        .iter()
+        .map(|bucket| (*bucket, rows(&source_sums, bucket).max(rows(&target_sums, bucket))))
+        .collect())
 }
 
 #[cfg(test)]

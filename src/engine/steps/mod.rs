@@ -6,6 +6,7 @@ pub mod change;
 pub mod checksum;
 pub mod export;
 pub mod import;
+pub mod key_walk;
 pub mod merge;
 pub mod postdata;
 pub mod relay;
