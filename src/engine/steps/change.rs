@@ -89,7 +89,7 @@ enum Deletion {
     Nothing,
     /// The rows whose keys the source lacks, found by `delete_vanished`.
     Vanished,
-    /// The rows whose keys `find_changed_keys` found only on the target.
+    /// The rows whose keys were noted as only on the target (`note_differing_rows`).
     Found,
     /// The rows whose keys are not in the key stage (every source key is).
     Staged,
@@ -191,18 +191,33 @@ async fn delete_rows(
     }
 }
 
-/// The keys `find_changed_keys` found only on the target, deleted `batch_rows` at a time.
+/// The keys noted as vanished (only on the target), deleted `batch_rows` at a time.
 async fn delete_found(target: &Client, table: &TableChange, stage: &Stage, batch_rows: u64) -> Result<u64> {
     let key = table.integer_key.as_deref().unwrap_or_default();
-    let mut deleted = 0;
+    each_batch_of_noted_keys(target, stage, true, batch_rows, async |keys: &[i64]| {
+        catalog::delete_keys(target, &table.name, key, keys).await
+    })
+    .await
+}
+
+/// The noted keys (changed, or with `vanished` those only on the target) in order, `batch_rows`
+/// at a time, each batch given to `act`; returns the sum of what it returns.
+async fn each_batch_of_noted_keys(
+    target: &Client,
+    stage: &Stage,
+    vanished: bool,
+    batch_rows: u64,
+    mut act: impl AsyncFnMut(&[i64]) -> Result<u64>,
+) -> Result<u64> {
+    let mut total = 0;
     let mut after = None;
     loop {
-        let keys = catalog::changed_keys(target, stage, true, after, batch_rows).await?;
+        let keys = catalog::changed_keys(target, stage, vanished, after, batch_rows).await?;
         let Some(last) = keys.last().copied() else { break };
-        deleted += catalog::delete_keys(target, &table.name, key, &keys).await?;
+        total += act(&keys).await?;
         after = Some(last);
     }
-    Ok(deleted)
+    Ok(total)
 }
 
 /// Where the next run reads from. With the open transactions all visible, the horizon taken
@@ -484,18 +499,12 @@ async fn fetch_changed_rows(
     batch_rows: u64,
 ) -> Result<u64> {
     let key = table.integer_key.as_deref().unwrap_or_default();
-    let mut bytes_read = 0;
-    let mut after = None;
-    loop {
-        let keys = catalog::changed_keys(target, stage, false, after, batch_rows).await?;
-        let Some(last) = keys.last().copied() else { break };
-        let filter = RowFilter::Keys { key, values: &keys };
-        bytes_read += catalog::stage_rows(source, target, &selection(table, Some(filter)), stage)
-            .await?
-            .1;
-        after = Some(last);
-    }
-    Ok(bytes_read)
+    each_batch_of_noted_keys(target, stage, false, batch_rows, async |keys: &[i64]| {
+        let filter = RowFilter::Keys { key, values: keys };
+        let (_, bytes_read) = catalog::stage_rows(source, target, &selection(table, Some(filter)), stage).await?;
+        Ok(bytes_read)
+    })
+    .await
 }
 
 /// A table without a primary key: every row deleted and the source's loaded.
