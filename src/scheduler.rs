@@ -276,7 +276,9 @@ pub trait UnitWork<U>: Send + Sync {
 
 /// Runs `work` on every task, each of `sessions` taking the next task as soon as it is done with
 /// one (so one large task does not hold up the others); the results in the tasks' order. The
-/// first failure ends it, dropping the work in flight.
+/// first failure stops the sessions from taking new tasks, but the tasks already running
+/// finish: a transaction on its way through its commit elsewhere is seen through and reported,
+/// not dropped with its outcome unknown. Then the first failure is returned.
 pub async fn share_out<'a, S: Clone, T, R, Fut>(
     sessions: &[S],
     tasks: &'a [T],
@@ -286,18 +288,28 @@ where
     Fut: Future<Output = anyhow::Result<R>>,
 {
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let first_failure: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
     let results: std::sync::Mutex<Vec<Option<R>>> = std::sync::Mutex::new(tasks.iter().map(|_| None).collect());
     let workers = sessions.iter().map(|session| async {
         loop {
+            if first_failure.lock().expect("no panics while held").is_some() {
+                return;
+            }
             let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(task) = tasks.get(index) else {
-                return anyhow::Ok(());
-            };
-            let result = work(session.clone(), task).await?;
-            results.lock().expect("no panics while held")[index] = Some(result);
+            let Some(task) = tasks.get(index) else { return };
+            match work(session.clone(), task).await {
+                Ok(result) => results.lock().expect("no panics while held")[index] = Some(result),
+                Err(error) => {
+                    first_failure.lock().expect("no panics while held").get_or_insert(error);
+                    return;
+                }
+            }
         }
     });
-    futures_util::future::try_join_all(workers).await?;
+    futures_util::future::join_all(workers).await;
+    if let Some(error) = first_failure.into_inner().expect("no panics while held") {
+        return Err(error);
+    }
     Ok(results
         .into_inner()
         .expect("no panics while held")
@@ -623,6 +635,34 @@ mod tests {
         let log = work.log.lock().unwrap().clone();
         // With one slot, a ready follow-up goes before the next export.
         assert_eq!(log, ["export 0", "export 1", "index 1", "export 2"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_task_lets_the_running_ones_finish_and_starts_no_more() {
+        let finished = std::sync::Mutex::new(Vec::new());
+        let tasks = [0, 1, 2];
+        let outcome = share_out(&["first session", "second session"], &tasks, |_, &task| {
+            let finished = &finished;
+            async move {
+                // Task 0 fails once task 1 is under way; task 1 must then end, not be dropped.
+                let turns = if task == 0 { 2 } else { 20 };
+                for _ in 0..turns {
+                    tokio::task::yield_now().await;
+                }
+                if task == 0 {
+                    anyhow::bail!("task 0 failed");
+                }
+                finished.lock().unwrap().push(task);
+                Ok(task)
+            }
+        })
+        .await;
+        assert_eq!(outcome.unwrap_err().to_string(), "task 0 failed");
+        assert_eq!(
+            *finished.lock().unwrap(),
+            vec![1],
+            "task 1 finished, task 2 never started"
+        );
     }
 
     #[tokio::test]
