@@ -161,30 +161,18 @@ impl Run<'_> {
         let pairs: Vec<(Arc<Client>, Arc<Client>)> =
             source.clients().iter().cloned().zip(target.iter().cloned()).collect();
         let work = share_out(&pairs, tables, |(source, target), table| async move {
+            if self.cancellation.is_cancelled() {
+                return Ok(());
+            }
             let started = Instant::now();
             let description = "Table Refresh".into();
             self.emit(row_copy_event(&table.name, TableLine::Started { description }));
-            let refreshed = async {
-                catalog::begin_table_refresh(&target, &table.name).await?;
-                catalog::relay_rows(
-                    &source,
-                    &target,
-                    &catalog::RowSelection {
-                        table: &table.name,
-                        columns: &table.columns,
-                        range: None,
-                        binary: false,
-                        masked: &table.masked,
-                        filter: None,
-                    },
-                )
-                .await?;
-                catalog::commit(&target).await
-            };
-            let line = match refreshed.await {
+            let line = match self.refresh_one_table(&source, &target, table).await {
                 Ok(()) => TableLine::Finished {
                     elapsed: started.elapsed(),
                 },
+                // Stopped before its commit: as it was (NOT DONE).
+                Err(_) if self.cancellation.is_cancelled() => return Ok(()),
                 Err(error) => {
                     let line = TableLine::Failed {
                         error: format!("{error:#}"),
@@ -196,7 +184,41 @@ impl Run<'_> {
             self.emit(row_copy_event(&table.name, line));
             anyhow::Ok(())
         });
-        interruptible(&self.cancellation, work).await.map(|_| ())
+        // Not dropped on Ctrl+C: each table stops before its commit or reports it.
+        let refreshed = work.await;
+        if self.cancellation.is_cancelled() {
+            return Err(super::cancelled(&self.cancellation));
+        }
+        refreshed.map(|_| ()).map_err(SyncError::Failed)
+    }
+
+    /// One table's rows replaced in its own transaction. A stop ends it before its commit
+    /// (rolled back); once the rows are in, the commit is always awaited, so a table is never
+    /// committed unbeknownst to the run.
+    async fn refresh_one_table(&self, source: &Client, target: &Client, table: &RefreshedTable) -> anyhow::Result<()> {
+        let loaded = async {
+            catalog::begin_table_refresh(target, &table.name).await?;
+            let rows = catalog::RowSelection {
+                table: &table.name,
+                columns: &table.columns,
+                range: None,
+                binary: false,
+                masked: &table.masked,
+                filter: None,
+            };
+            catalog::relay_rows(source, target, &rows).await
+        };
+        let loaded = tokio::select! {
+            loaded = loaded => loaded,
+            _ = self.cancellation.cancelled() => Err(anyhow::anyhow!("stopped before its commit")),
+        };
+        match loaded {
+            Ok(_) => catalog::commit(target).await,
+            Err(error) => {
+                let _ = catalog::rollback(target).await;
+                Err(error)
+            }
+        }
     }
 }
 
