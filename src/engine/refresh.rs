@@ -10,6 +10,7 @@ use std::time::Instant;
 use tokio_postgres::Client;
 
 use super::steps::checksum::{self, Sessions};
+use super::steps::committed_unless_stopped;
 use super::steps::validate::TableCount;
 use super::verify::checksum_differences;
 use super::{Run, interruptible, preflight};
@@ -192,9 +193,8 @@ impl Run<'_> {
         refreshed.map(|_| ()).map_err(SyncError::Failed)
     }
 
-    /// One table's rows replaced in its own transaction. A stop ends it before its commit
-    /// (rolled back); once the rows are in, the commit is always awaited, so a table is never
-    /// committed unbeknownst to the run.
+    /// One table's rows replaced in its own transaction (`committed_unless_stopped`: a stop
+    /// ends it before its commit, a commit on its way is awaited).
     async fn refresh_one_table(&self, source: &Client, target: &Client, table: &RefreshedTable) -> anyhow::Result<()> {
         let loaded = async {
             catalog::begin_table_refresh(target, &table.name).await?;
@@ -206,19 +206,9 @@ impl Run<'_> {
                 masked: &table.masked,
                 filter: None,
             };
-            catalog::relay_rows(source, target, &rows).await
+            catalog::relay_rows(source, target, &rows).await.map(|_| ())
         };
-        let loaded = tokio::select! {
-            loaded = loaded => loaded,
-            _ = self.cancellation.cancelled() => Err(anyhow::anyhow!("stopped before its commit")),
-        };
-        match loaded {
-            Ok(_) => catalog::commit(target).await,
-            Err(error) => {
-                let _ = catalog::rollback(target).await;
-                Err(error)
-            }
-        }
+        committed_unless_stopped(target, &self.cancellation, loaded, |error| error).await
     }
 }
 

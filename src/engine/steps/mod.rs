@@ -35,16 +35,31 @@ pub struct GroupFailure {
 }
 
 /// Runs `work` (the writes of a group of tables) in one transaction on `target`: committed when
-/// it succeeds, rolled back when it fails or `stop` is cancelled first. Once the work is done
-/// the commit is awaited whatever happens, so a group is never committed unbeknownst to the
-/// run (dropping the future while COMMIT is on its way would leave that unknown).
+/// it succeeds, rolled back when it fails or `stop` is cancelled first (`committed_unless_stopped`).
 pub async fn in_one_transaction<T>(
     target: &tokio_postgres::Client,
     stop: &Cancellation,
     work: impl std::future::Future<Output = Result<T, GroupFailure>>,
 ) -> Result<T, GroupFailure> {
     let failure = |error| GroupFailure { table: 0, error };
-    catalog::begin_change(target).await.map_err(failure)?;
+    let opened = async {
+        catalog::begin_change(target).await.map_err(failure)?;
+        work.await
+    };
+    committed_unless_stopped(target, stop, opened, failure).await
+}
+
+/// Runs `work`, which opens a transaction on `target` and writes in it: committed when it
+/// succeeds, rolled back when it fails or `stop` is cancelled first. Once the work is done the
+/// commit is awaited whatever happens, so nothing is committed unbeknownst to the run
+/// (dropping the future while COMMIT is on its way would leave that unknown). `failure` makes
+/// the caller's error of a stop or a failed commit.
+pub async fn committed_unless_stopped<T, E>(
+    target: &tokio_postgres::Client,
+    stop: &Cancellation,
+    work: impl std::future::Future<Output = Result<T, E>>,
+    failure: impl Fn(anyhow::Error) -> E,
+) -> Result<T, E> {
     let outcome = tokio::select! {
         outcome = work => outcome,
         _ = stop.cancelled() => Err(failure(anyhow::anyhow!("stopped before its commit"))),
