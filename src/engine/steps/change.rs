@@ -448,19 +448,31 @@ async fn note_differing_rows(
                 Compared::TargetOnly(found) => vanished.push(found),
                 Compared::Same(_) => {}
             }
-            for (keys, gone) in [(&mut changed, false), (&mut vanished, true)] {
-                if keys.len() as u64 >= context.batch_rows {
-                    catalog::note_changed_keys(target, stage, keys, gone).await?;
-                    keys.clear();
-                }
-            }
+            note_when_full(target, stage, &mut changed, false, context.batch_rows).await?;
+            note_when_full(target, stage, &mut vanished, true, context.batch_rows).await?;
         }
         rows_read += walk.source_rows_read();
     }
-    catalog::note_changed_keys(target, stage, &changed, false).await?;
-    catalog::note_changed_keys(target, stage, &vanished, true).await?;
+    note_when_full(target, stage, &mut changed, false, 1).await?;
+    note_when_full(target, stage, &mut vanished, true, 1).await?;
     catalog::index_changed_keys(target, stage).await?;
     Ok(rows_read * 2 * KEY_BYTES)
+}
+
+/// Notes `keys` in the target's list (as changed, or vanished) once there are at least
+/// `at_least` of them, and empties them.
+async fn note_when_full(
+    target: &Client,
+    stage: &Stage,
+    keys: &mut Vec<i64>,
+    vanished: bool,
+    at_least: u64,
+) -> Result<()> {
+    if !keys.is_empty() && keys.len() as u64 >= at_least {
+        catalog::note_changed_keys(target, stage, keys, vanished).await?;
+        keys.clear();
+    }
+    Ok(())
 }
 
 /// The whole table's hashes compared; if they differ, every source row staged (and its key, for
