@@ -2,7 +2,29 @@
 
 use nix::sys::signal::Signal;
 
-use crate::report::Outcome;
+use serde::Serialize;
+
+/// How a run ended, as the report and the summary name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Success,
+    /// Nothing was changed: bad input, missing consent, a target that must not be replaced.
+    Refused,
+    Failed,
+    Interrupted,
+    ValidationFailed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Success,
+        Outcome::Refused,
+        Outcome::Failed,
+        Outcome::Interrupted,
+        Outcome::ValidationFailed,
+    ];
+}
 
 pub const EXIT_SUCCESS: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;

@@ -27,7 +27,8 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 use crate::errors::EXIT_FAILURE;
-use crate::report::{Event, Outcome};
+use crate::errors::Outcome;
+use crate::report::Event;
 use crate::scheduler::Cancellation;
 
 /// Parses the command line, runs it, and returns the process exit code.
@@ -105,7 +106,7 @@ async fn list_archives(arguments: &cli::ArchivesArguments) -> u8 {
 /// `dbsync verify`: exit 0 when both sides hold the same, 3 when not.
 async fn show_verify(settings: Result<settings::Settings, errors::SyncError>, json: bool) -> u8 {
     let verified = match settings {
-        Ok(settings) => engine::verify::verify(&settings, report::pick(&settings), Cancellation::new()).await,
+        Ok(settings) => engine::verify::verify(&settings, report::pick(&settings.display), Cancellation::new()).await,
         Err(error) => Err(error),
     };
     show(verified, |verify| {
@@ -147,7 +148,7 @@ async fn show_diff(arguments: &cli::DiffArguments) -> u8 {
 /// `dbsync plan`: what a sync would do, as text or JSON; nothing is changed.
 async fn show_plan(settings: Result<settings::Settings, errors::SyncError>, json: bool) -> u8 {
     let planned = match settings {
-        Ok(settings) => engine::preview::preview(&settings, report::pick(&settings), Cancellation::new()).await,
+        Ok(settings) => engine::preview::preview(&settings, report::pick(&settings.display), Cancellation::new()).await,
         Err(error) => Err(error),
     };
     show(planned, |plan| {
@@ -171,7 +172,7 @@ async fn run_engine(settings: Result<settings::Settings, errors::SyncError>, kin
         settings::Content::Merge => report::RunKind::Merge,
         _ => kind,
     };
-    let reporter = report::pick(&settings);
+    let reporter = report::pick(&settings.display);
     let cancellation = Cancellation::new();
     if let Err(error) = scheduler::listen_for_signals(cancellation.clone()) {
         report::print_error(&format!("cannot install signal handlers: {error}"));

@@ -9,8 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Inventory, QualifiedName, Table, TableKind};
 use crate::errors::SyncError;
-use crate::settings::TablePattern;
 use crate::usage_error;
+
+/// A table pattern and where it came from, so errors can say which group or flag named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePattern {
+    pub pattern: String,
+    pub origin: String,
+}
 
 /// What to do with a foreign key from a table whose data is copied to one whose data is not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,16 +16,10 @@ use crate::cli::{
 use crate::connection::{Endpoint, EndpointDefaults};
 use crate::dated::{self, DatedName};
 use crate::errors::SyncError;
-use crate::plan::ForeignKeyPolicy;
+use crate::plan::{ForeignKeyPolicy, TablePattern};
+use crate::report::Display;
 use crate::secrets::{self, Secret};
 use crate::usage_error;
-
-/// A table pattern and where it came from, so errors can say which group or flag named it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TablePattern {
-    pub pattern: String,
-    pub origin: String,
-}
 
 /// `--jobs`: how many server sessions may do copy work at once (dumps, loads, index builds,
 /// vacuums). Never zero.
@@ -173,18 +167,6 @@ pub enum Transfer {
     Files { keep: bool },
     /// Through a pipe between the two children (`--stream`): no data dump files.
     Stream,
-}
-
-/// How the run may show itself, decided from the environment once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Display {
-    /// Progress bars and colour are allowed when stdout is a terminal (not `--plain`, and `TERM`
-    /// is set and not `dumb`).
-    pub terminal_allowed: bool,
-    /// `NO_COLOR` is not set.
-    pub colour: bool,
-    /// How often plain output repeats a progress line for a table still copying.
-    pub progress_every: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -51,9 +51,8 @@ impl Run<'_> {
         files: Vec<FileEntry>,
     ) -> Manifest {
         let settings = self.settings;
-        let patterns = |patterns: &[crate::settings::TablePattern]| {
-            patterns.iter().map(|pattern| pattern.pattern.clone()).collect()
-        };
+        let patterns =
+            |patterns: &[crate::plan::TablePattern]| patterns.iter().map(|pattern| pattern.pattern.clone()).collect();
         Manifest {
             format: manifest::FORMAT,
             dbsync_version: env!("CARGO_PKG_VERSION").to_string(),

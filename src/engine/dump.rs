@@ -30,6 +30,13 @@ impl Run<'_> {
         self.workspace
             .remove_abandoned_archives(&output, settings.dated.as_ref(), &*self.reporter);
         let (source, plan, unreadable) = self.inspect_source().await?;
+        // No target server: only the source's free slots bound --jobs.
+        let free = super::context::FreeSlots {
+            source: Some(source.free_slots),
+            target: None,
+        };
+        let lowered = self.grant_jobs(free)?;
+        self.deferred_warnings.extend(lowered);
         let tools = preflight::locate_tools(settings, &source)?;
         let job = self.prepare_dump(&source, &plan, tools, unreadable, started_at).await?;
         // Masked tables (and large ones with --split-larger-than) go through the row-copy path.

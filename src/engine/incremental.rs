@@ -156,7 +156,7 @@ impl Run<'_> {
     /// `--jobs` source sessions in the snapshot (with the masking salt) and as many on the
     /// target, all writing values as text the same way.
     async fn incremental_sessions(&self, snapshot: &str) -> Result<(Sessions, Vec<Arc<Client>>), SyncError> {
-        let jobs = self.jobs.get();
+        let jobs = self.granted_jobs();
         let settings = self.settings;
         let open = async {
             let (source, target) = tokio::try_join!(

@@ -110,7 +110,7 @@ impl Run<'_> {
         self.emit(Event::Phase(Phase::RefreshData));
         // Fresh target sessions for the writes: the one that read the catalogs has the search
         // path cut to pg_catalog, and triggers that fire must see the database's own.
-        let jobs = self.jobs.get();
+        let jobs = self.granted_jobs();
         let open = async {
             let sessions = Sessions::open(self.settings.source(), "source", jobs, Some(&snapshot)).await?;
             sessions.set_mask_salt(self.settings.masking.salt.as_deref()).await?;

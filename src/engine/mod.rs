@@ -6,6 +6,7 @@
 //! users read in `report`.
 
 mod archive;
+pub mod context;
 pub mod diff;
 pub mod dump;
 mod hooks;
@@ -38,17 +39,18 @@ use units::UnitContext;
 use workspace::Workspace;
 
 use crate::catalog::{self, QualifiedName};
-use crate::errors::{EXIT_SUCCESS, SyncError};
+use crate::errors::{EXIT_SUCCESS, Outcome, SyncError};
 use crate::hooks::HookStage;
 use crate::plan::Plan;
 use crate::process::last_meaningful_line;
 use crate::report::{
-    Activity, Banner, Event, KeyFate, Notice, Outcome, OutsideKey, Phase, Reporter, RowCheck, RunKind, Summary, Warning,
+    Activity, Banner, Event, KeyFate, Notice, OutsideKey, Phase, Reporter, RowCheck, RunKind, Summary, Warning,
 };
 use crate::scheduler::{AttemptError, Budget, Cancellation, RetryPolicy, StepError, run_units, with_retries};
-use crate::settings::{Content, Jobs, Settings, Transfer, Verification};
+use crate::settings::{Content, Settings, Transfer, Verification};
 use crate::target::{COPY_COMMENT_PREFIX, describe_sessions, temporary_name};
 use crate::tools::PgTools;
+use context::{FreeSlots, GrantedJobs};
 
 /// How many copies a run makes at most when the source keeps losing its snapshot (restarts).
 const COPIES_AFTER_A_LOST_SNAPSHOT: u32 = 3;
@@ -148,8 +150,8 @@ struct Run<'a> {
     plan_totals: (usize, i64),
     /// Names the temporary database, and the previous target while the swap puts it aside.
     run_suffix: String,
-    /// `--jobs`, as the servers allow it.
-    jobs: Jobs,
+    /// `--jobs`, as the servers granted it in preflight (`None` until then).
+    granted: Option<GrantedJobs>,
     /// What `--retain` dropped.
     archives_dropped: Vec<String>,
     /// Warnings found before the banner, shown just after it.
@@ -202,7 +204,7 @@ impl<'a> Run<'a> {
             run_suffix: format!("{:08x}", rand::random::<u32>()),
             phase_clock: PhaseClock::default(),
             masks: Default::default(),
-            jobs: settings.jobs,
+            granted: None,
             archives_dropped: Vec::new(),
             deferred_warnings: Vec::new(),
         }
@@ -282,7 +284,7 @@ impl<'a> Run<'a> {
             index_batches: AtomicUsize::new(0),
         });
         let budget = Budget {
-            sessions: self.jobs.get(),
+            sessions: self.granted_jobs().get(),
             tasks: self.settings.batch_size.unwrap_or(usize::MAX),
         };
         (context, budget)
@@ -310,6 +312,20 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Lowers `--jobs` to what the servers can spare (`free`), once, before this run opens any
+    /// session of its jobs; returns the warning when it was lowered.
+    fn grant_jobs(&mut self, free: FreeSlots) -> Result<Option<Warning>, SyncError> {
+        let (granted, lowered) = GrantedJobs::grant(self.settings.jobs, free)?;
+        self.granted = Some(granted);
+        Ok(lowered)
+    }
+
+    /// The sessions per server this run may use: only ever what the servers granted.
+    fn granted_jobs(&self) -> GrantedJobs {
+        self.granted
+            .expect("every mode grants its jobs in preflight, before it opens their sessions")
+    }
+
     fn warn(&mut self, warning: Warning) {
         self.warnings.push(warning.to_string());
         self.emit(Event::Warning(warning));
@@ -330,7 +346,7 @@ impl<'a> Run<'a> {
         }
         let (mut source, plan, unreadable) = self.inspect_source().await?;
         let needs = catalog::TargetNeeds::of(&source.inventory);
-        self.check_target(&needs, Some((&source, &plan)), source.free_slots)
+        self.check_target(&needs, Some((&source, &plan)), Some(source.free_slots))
             .await?;
         let tools = preflight::locate_tools(self.settings, &source)?;
         let mut copy = 1;
@@ -435,7 +451,7 @@ impl<'a> Run<'a> {
         &mut self,
         needs: &catalog::TargetNeeds,
         source: Option<(&Source, &Plan)>,
-        source_free: i64,
+        source_free: Option<i64>,
     ) -> Result<(), SyncError> {
         let settings = self.settings;
         let source_server = source.map(|(source, _)| &source.server);
@@ -453,8 +469,11 @@ impl<'a> Run<'a> {
         let target_server = self.workspace.target_server.as_ref().expect("just connected");
         let exists = target_server.database_exists(&settings.target().dbname);
         let target_exists = interruptible(&self.cancellation, exists).await?;
-        let (jobs, lowered) = preflight::jobs_the_servers_allow(settings.jobs, source_free, target_free)?;
-        self.jobs = jobs;
+        let free = FreeSlots {
+            source: source_free,
+            target: Some(target_free),
+        };
+        let lowered = self.grant_jobs(free)?;
         self.deferred_warnings.extend(lowered);
         if target_exists {
             preflight::obtain_consent(settings, &self.cancellation).await?;
@@ -547,7 +566,7 @@ impl<'a> Run<'a> {
             record_progress: places.record_progress,
             resuming: places.resuming,
             dump_space: self.dump_space.clone(),
-            jobs: self.jobs,
+            jobs: self.granted_jobs(),
             analyze: settings.analyze,
             retry_policy: RetryPolicy {
                 retries: settings.retries,
@@ -557,7 +576,7 @@ impl<'a> Run<'a> {
             no_privileges: settings.no_privileges,
             no_tablespaces: settings.no_tablespaces,
             session_options: settings.session_options.clone(),
-            maintenance_work_mem_kb: steps::maintenance_share(settings.maintenance_memory, self.jobs.get()),
+            maintenance_work_mem_kb: steps::maintenance_share(settings.maintenance_memory, self.granted_jobs().get()),
             lock_timeout: settings.lock_timeout,
             cancellation: self.cancellation.clone(),
             part_transactions: Default::default(),
@@ -668,7 +687,7 @@ impl<'a> Run<'a> {
             target: self.destination(),
             start_time: started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
             dump_dir: dump_directory.display().to_string(),
-            jobs: self.jobs.get(),
+            jobs: self.granted_jobs().get(),
             batch_size: settings.batch_size,
             tables: plan.tables.len(),
             units: plan.units.len(),
@@ -881,7 +900,7 @@ impl<'a> Run<'a> {
         let masks = self.member_masks(plan);
         self.emit(Event::Phase(Phase::Validation));
         let verification = self.settings.verification;
-        let jobs = self.settings.jobs.get();
+        let jobs = self.granted_jobs();
         // Retried like any step (the target server may be restarting), but not once the source's
         // side, counted in the snapshot, is gone.
         let reads = with_retries(

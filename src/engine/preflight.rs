@@ -15,7 +15,7 @@ use crate::plan::{self, Plan, PlanRequest};
 use crate::report::Warning;
 use crate::report::prompt::{self, Answer, Question};
 use crate::scheduler::Cancellation;
-use crate::settings::{Content, Jobs, Settings};
+use crate::settings::{Content, Settings};
 use crate::target::TargetServer;
 use crate::tools::{self, PgTools};
 use crate::usage_error;
@@ -185,42 +185,6 @@ async fn check_roles(
     Err(usage_error!(
         "roles that own or are granted objects in the source database do not exist on the target server: {}\nhint: {advice}",
         missing.join(", ")
-    ))
-}
-
-/// Sessions dbsync opens besides those of `--jobs`: on the source the progress monitor (the
-/// snapshot session is already open, so counted as taken); on the target the maintenance
-/// session (open too), the validation count and the progress monitor.
-const OWN_SOURCE_SESSIONS: i64 = 1;
-const OWN_TARGET_SESSIONS: i64 = 2;
-
-/// `--jobs`, lowered to what both servers can give so that dbsync never takes the connection
-/// slots other clients need; `None` when they cannot give even one.
-pub fn jobs_the_servers_allow(
-    wanted: Jobs,
-    source_free: i64,
-    target_free: i64,
-) -> Result<(Jobs, Option<Warning>), SyncError> {
-    let allowed = (source_free - OWN_SOURCE_SESSIONS).min(target_free - OWN_TARGET_SESSIONS);
-    if allowed < 1 {
-        return Err(SyncError::Failed(anyhow::anyhow!(
-            "the servers have no connection slots to spare (free: {source_free} on the source, {target_free} on the target, and dbsync needs {} and {} of its own plus one per job)\nhint: close idle sessions or raise max_connections",
-            OWN_SOURCE_SESSIONS + 1,
-            OWN_TARGET_SESSIONS + 1
-        )));
-    }
-    if wanted.get() as i64 <= allowed {
-        return Ok((wanted, None));
-    }
-    let lowered = Jobs::new(allowed as usize).expect("at least one");
-    Ok((
-        lowered,
-        Some(Warning::JobsLowered {
-            wanted: wanted.get(),
-            allowed: lowered.get(),
-            source_free,
-            target_free,
-        }),
     ))
 }
 
@@ -425,75 +389,6 @@ async fn ask_unless_yes(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jobs_are_lowered_to_the_slots_both_servers_can_spare() {
-        let jobs = |count| Jobs::new(count).unwrap();
-        let (kept, warning) = jobs_the_servers_allow(jobs(4), 100, 100).unwrap();
-        assert_eq!((kept, warning), (jobs(4), None));
-        let (lowered, warning) = jobs_the_servers_allow(jobs(10_000), 97, 50).unwrap();
-        assert_eq!(lowered, jobs(48));
-        assert!(matches!(
-            warning,
-            Some(Warning::JobsLowered {
-                wanted: 10_000,
-                allowed: 48,
-                ..
-            })
-        ));
-        assert!(jobs_the_servers_allow(jobs(2), 1, 50).is_err());
-    }
-}
-
-#[cfg(test)]
-mod space_tests {
-    use super::*;
-    use crate::plan::{ForeignKeyPolicy, Plan, PlannedTable};
-
-    #[test]
-    fn short_dump_space_is_warned_about() {
-        let table = |size: i64| PlannedTable {
-            name: QualifiedName {
-                schema: "public".into(),
-                name: "t".into(),
-            },
-            oid: 1,
-            description: String::new(),
-            members: Vec::new(),
-            member_oids: Vec::new(),
-            tree_oids: Vec::new(),
-            partitioned: false,
-            size_bytes: size,
-            estimated_rows: None,
-        };
-        let plan = Plan {
-            whole_database: true,
-            tables: vec![table(600), table(500)],
-            units: Vec::new(),
-            sequences: Vec::new(),
-            large_object_count: 0,
-            copy_large_objects: false,
-            dangling_foreign_keys: Vec::new(),
-            foreign_key_policy: ForeignKeyPolicy::NotValid,
-            referenced_tables: Vec::new(),
-        };
-        let directory = std::path::Path::new("/var/tmp");
-        assert!(dump_space_warning(2000, &plan, directory).is_none());
-        assert_eq!(
-            dump_space_warning(1000, &plan, directory),
-            Some(Warning::DumpSpaceShort {
-                directory: "/var/tmp".into(),
-                free: 1000,
-                needed: 1100
-            })
-        );
-        assert!(free_space(std::path::Path::new("/")).is_some_and(|free| free > 0));
-    }
-}
-
 /// Masked columns by planned table: each `[transform]` table found in the plan (a standard
 /// table, an inheritance tree or a tree partitioned by range or list), each column found, each
 /// transform's expression built for the column's type. Every problem is refused here, before
@@ -576,5 +471,51 @@ pub fn names_table(written: &str, table: &QualifiedName) -> bool {
     match written.split_once('.') {
         Some((schema, name)) => schema == table.schema && name == table.name,
         None => written == table.name,
+    }
+}
+
+#[cfg(test)]
+mod space_tests {
+    use super::*;
+    use crate::plan::{ForeignKeyPolicy, Plan, PlannedTable};
+
+    #[test]
+    fn short_dump_space_is_warned_about() {
+        let table = |size: i64| PlannedTable {
+            name: QualifiedName {
+                schema: "public".into(),
+                name: "t".into(),
+            },
+            oid: 1,
+            description: String::new(),
+            members: Vec::new(),
+            member_oids: Vec::new(),
+            tree_oids: Vec::new(),
+            partitioned: false,
+            size_bytes: size,
+            estimated_rows: None,
+        };
+        let plan = Plan {
+            whole_database: true,
+            tables: vec![table(600), table(500)],
+            units: Vec::new(),
+            sequences: Vec::new(),
+            large_object_count: 0,
+            copy_large_objects: false,
+            dangling_foreign_keys: Vec::new(),
+            foreign_key_policy: ForeignKeyPolicy::NotValid,
+            referenced_tables: Vec::new(),
+        };
+        let directory = std::path::Path::new("/var/tmp");
+        assert!(dump_space_warning(2000, &plan, directory).is_none());
+        assert_eq!(
+            dump_space_warning(1000, &plan, directory),
+            Some(Warning::DumpSpaceShort {
+                directory: "/var/tmp".into(),
+                free: 1000,
+                needed: 1100
+            })
+        );
+        assert!(free_space(std::path::Path::new("/")).is_some_and(|free| free > 0));
     }
 }

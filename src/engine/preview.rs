@@ -70,7 +70,11 @@ impl Run<'_> {
             dump_directory: settings.dump_dir.display().to_string(),
             dump_directory_free_bytes: free,
             warnings,
-            split_tables: self.planned_splits(&plan, &source).await?,
+            // Without a session to spare the sync would stop before cutting anything.
+            split_tables: match self.granted {
+                Some(_) => self.planned_splits(&plan, &source).await?,
+                None => Vec::new(),
+            },
             ..describe_plan(&plan, &source.inventory, &self.masks)
         };
         Ok(report)
@@ -79,7 +83,7 @@ impl Run<'_> {
     /// What the target server lacks or would lose: roles, extensions, connection slots, the
     /// database a sync would replace.
     async fn target_warnings(
-        &self,
+        &mut self,
         source: &Source,
         target: &TargetServer,
         target_exists: bool,
@@ -120,8 +124,15 @@ impl Run<'_> {
                 unavailable.join(", ")
             ));
         }
-        match preflight::jobs_the_servers_allow(settings.jobs, source.free_slots, target_free) {
-            Ok((_, lowered)) => warnings.extend(lowered.map(|warning| warning.to_string())),
+        let free = super::context::FreeSlots {
+            source: Some(source.free_slots),
+            target: Some(target_free),
+        };
+        match super::context::GrantedJobs::grant(settings.jobs, free) {
+            Ok((granted, lowered)) => {
+                self.granted = Some(granted);
+                warnings.extend(lowered.map(|warning| warning.to_string()));
+            }
             Err(error) => warnings.push(format!("{error:#}")),
         }
         Ok(warnings)

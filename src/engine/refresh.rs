@@ -49,7 +49,7 @@ impl Run<'_> {
         self.run_hooks(HookStage::AfterSchema, self.settings.target()).await?;
         let snapshot = self.take_snapshot(&source, &plan).await?;
         self.emit(Event::Phase(Phase::RefreshData));
-        let jobs = self.jobs.get();
+        let jobs = self.granted_jobs();
         let settings = self.settings;
         let open = async {
             let (source, target) = tokio::try_join!(
@@ -111,9 +111,11 @@ impl Run<'_> {
                 settings.target()
             ));
         }
-        let (jobs, lowered) = preflight::jobs_the_servers_allow(settings.jobs, source.free_slots, target_free)?;
-        self.jobs = jobs;
-        if let Some(warning) = lowered {
+        let free = super::FreeSlots {
+            source: Some(source.free_slots),
+            target: Some(target_free),
+        };
+        if let Some(warning) = self.grant_jobs(free)? {
             self.warn(warning);
         }
         interruptible(&self.cancellation, catalog::connect(settings.target(), "target")).await
@@ -132,7 +134,7 @@ impl Run<'_> {
             target: self.destination(),
             start_time: started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
             dump_dir: "(none: rows go from server to server)".into(),
-            jobs: self.jobs.get(),
+            jobs: self.granted_jobs().get(),
             batch_size: None,
             tables: plan.tables.len(),
             units: plan.members().len(),
@@ -238,10 +240,10 @@ pub(super) fn row_copy_event(table: &QualifiedName, line: TableLine) -> Event {
 /// `count` plain sessions on the target database.
 pub(super) async fn connect_many(
     target: &crate::connection::Endpoint,
-    count: usize,
+    jobs: super::GrantedJobs,
 ) -> anyhow::Result<Vec<Arc<Client>>> {
-    let mut clients = Vec::with_capacity(count);
-    for _ in 0..count.max(1) {
+    let mut clients = Vec::with_capacity(jobs.get());
+    for _ in 0..jobs.get() {
         clients.push(Arc::new(catalog::connect(target, "target").await?));
     }
     Ok(clients)
@@ -364,7 +366,8 @@ impl Run<'_> {
         if verification == Verification::Checksum {
             let members = plan.members();
             let compare = async {
-                let target_sessions = Sessions::open(self.settings.target(), "target", self.jobs.get(), None).await?;
+                let target_sessions =
+                    Sessions::open(self.settings.target(), "target", self.granted_jobs(), None).await?;
                 checksum::compare(source_sessions, &target_sessions, &members, &self.member_masks(plan)).await
             };
             let comparisons = interruptible(&self.cancellation, compare).await?;

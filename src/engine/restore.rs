@@ -28,7 +28,7 @@ impl Run<'_> {
         let plan = Arc::new(facts.plan.clone());
         self.adopt_plan(&plan);
         // No source server: only the target's free slots bound --jobs.
-        self.check_target(&facts.target_needs, None, i64::MAX).await?;
+        self.check_target(&facts.target_needs, None, None).await?;
         let tools = tools::locate(self.settings.pg_bin.as_deref(), facts.server_major)
             .map_err(|error| SyncError::Usage(format!("{error:#}")))?;
         let job = self.prepare_restore(&archive, facts, &plan, tools, started_at).await?;

@@ -156,7 +156,7 @@ impl Run<'_> {
         let plan = Arc::new(facts.plan.clone());
         self.adopt_plan(&plan);
         self.workspace.spare_copy(&state.temporary);
-        self.check_target(&facts.target_needs, None, i64::MAX).await?;
+        self.check_target(&facts.target_needs, None, None).await?;
         let tools = crate::tools::locate(self.settings.pg_bin.as_deref(), facts.server_major)
             .map_err(|error| SyncError::Usage(format!("{error:#}")))?;
         let job = self.prepare_resume(directory, &state, &plan, tools, started_at).await?;
@@ -223,7 +223,7 @@ impl Run<'_> {
     fn finish_archive(&mut self, directory: &Path, mut manifest: Manifest) {
         marks::clear(directory);
         let _ = std::fs::remove_file(directory.join(RESUME_FILE));
-        let written = manifest::describe_files(directory, self.jobs.get(), &[]).and_then(|files| {
+        let written = manifest::describe_files(directory, self.granted_jobs().get(), &[]).and_then(|files| {
             manifest.files = files;
             manifest.created_at = chrono::Utc::now().to_rfc3339();
             manifest.write(directory)

@@ -100,7 +100,7 @@ impl Run<'_> {
             .filter(|unit| unit.kind == UnitKind::Tables)
             .map(|unit| unit.size_bytes.max(0) as u64)
             .sum();
-        PartSizing::of(self.settings.splitting, data_bytes, self.jobs.get())
+        PartSizing::of(self.settings.splitting, data_bytes, self.granted_jobs().get())
     }
 
     /// What `dbsync plan` shows of the split: each table a sync would cut, into about how many

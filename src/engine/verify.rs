@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::context::{FreeSlots, GrantedJobs};
 use super::steps::Job;
 use super::steps::checksum::{self, Comparison, Sessions};
 use super::{Run, interruptible};
@@ -30,6 +31,12 @@ impl Run<'_> {
         let settings = self.settings;
         let (source, plan, _) = self.inspect_source().await?;
         let target = Arc::new(interruptible(&self.cancellation, catalog::connect(settings.target(), "target")).await?);
+        let target_free = interruptible(&self.cancellation, catalog::free_connection_slots(&target)).await?;
+        let free = FreeSlots {
+            source: Some(source.free_slots),
+            target: Some(target_free),
+        };
+        let warnings: Vec<String> = self.grant_jobs(free)?.iter().map(ToString::to_string).collect();
         let sessions = interruptible(&self.cancellation, self.consistent_reads(&source.client, &target)).await?;
         let read = |client: Arc<tokio_postgres::Client>| {
             let names: Vec<_> = plan.tables.iter().map(|table| table.name.clone()).collect();
@@ -73,6 +80,7 @@ impl Run<'_> {
             sequences: plan.sequences.len(),
             checksums: sessions.is_some(),
             differences,
+            warnings,
         })
     }
 
@@ -93,7 +101,7 @@ impl Run<'_> {
             catalog::export_current_snapshot(source).await?,
             catalog::export_current_snapshot(target).await?,
         );
-        let jobs = settings.jobs.get();
+        let jobs = self.granted_jobs();
         let sessions = tokio::try_join!(
             Sessions::open(settings.source(), "source", jobs, Some(&snapshots.0)),
             Sessions::open(settings.target(), "target", jobs, Some(&snapshots.1))
@@ -185,7 +193,7 @@ pub(super) fn checksum_differences(tables: &[QualifiedName], comparisons: &[Comp
 pub(super) async fn checksum_copy(
     job: &Job,
     plan: &Plan,
-    jobs: usize,
+    jobs: GrantedJobs,
     masks: &[Vec<(String, String)>],
 ) -> anyhow::Result<Vec<VerifyDifference>> {
     let snapshot = job.snapshot.as_ref().expect("a sync validates in its snapshot");

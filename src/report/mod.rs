@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::settings::Settings;
+use crate::errors::Outcome;
 
 pub use text::{closing_line, human_duration, human_size, summary_lines};
 
@@ -379,8 +379,8 @@ pub enum Warning {
     JobsLowered {
         wanted: usize,
         allowed: usize,
-        source_free: i64,
-        target_free: i64,
+        /// The free slots of each server the run connects to, as words.
+        free: String,
     },
     /// Something that did not stop the run, in the words of whoever reported it.
     Other(String),
@@ -429,28 +429,6 @@ pub struct Banner {
     pub units: usize,
     pub tools_version: String,
     pub tools_directory: String,
-}
-
-/// How a run ended, as the report and the summary name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    Success,
-    /// Nothing was changed: bad input, missing consent, a target that must not be replaced.
-    Refused,
-    Failed,
-    Interrupted,
-    ValidationFailed,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 5] = [
-        Outcome::Success,
-        Outcome::Refused,
-        Outcome::Failed,
-        Outcome::Interrupted,
-        Outcome::ValidationFailed,
-    ];
 }
 
 /// A table's result in the summary.
@@ -668,13 +646,25 @@ pub trait Reporter: Send + Sync {
 }
 
 /// The terminal reporter when stdout is a terminal that may show progress bars, else plain lines.
-pub fn pick(settings: &Settings) -> Arc<dyn Reporter> {
+pub fn pick(display: &Display) -> Arc<dyn Reporter> {
     use std::io::IsTerminal;
-    if settings.display.terminal_allowed && std::io::stdout().is_terminal() {
-        Arc::new(terminal::TerminalReporter::new(settings.display.colour))
+    if display.terminal_allowed && std::io::stdout().is_terminal() {
+        Arc::new(terminal::TerminalReporter::new(display.colour))
     } else {
-        Arc::new(plain::PlainReporter::stdout(settings.display.progress_every))
+        Arc::new(plain::PlainReporter::stdout(display.progress_every))
     }
+}
+
+/// How the run may show itself, decided from the environment once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Display {
+    /// Progress bars and colour are allowed when stdout is a terminal (not `--plain`, and `TERM`
+    /// is set and not `dumb`).
+    pub terminal_allowed: bool,
+    /// `NO_COLOR` is not set.
+    pub colour: bool,
+    /// How often plain output repeats a progress line for a table still copying.
+    pub progress_every: Duration,
 }
 
 /// `dbsync archives`: a table of the template's databases, newest first, and their total.
@@ -783,6 +773,8 @@ pub struct VerifyReport {
     /// Rows were compared by checksums too, not only counted.
     pub checksums: bool,
     pub differences: Vec<VerifyDifference>,
+    /// What did not stop the comparison but changed how it ran (`--jobs` lowered).
+    pub warnings: Vec<String>,
 }
 
 /// How the rows of a copy were compared with the source's.

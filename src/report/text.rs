@@ -373,14 +373,9 @@ impl fmt::Display for Warning {
             Warning::NoTableData => formatter.write_str(
                 "the selection leaves no table whose data would be copied: only the schema (and sequences) will be",
             ),
-            Warning::JobsLowered {
-                wanted,
-                allowed,
-                source_free,
-                target_free,
-            } => write!(
+            Warning::JobsLowered { wanted, allowed, free } => write!(
                 formatter,
-                "--jobs {wanted} lowered to {allowed}: the servers can spare {source_free} (source) and {target_free} (target) connection slots, and other clients need theirs too"
+                "--jobs {wanted} lowered to {allowed}: the servers can spare {free} connection slots, and other clients need theirs too"
             ),
             Warning::WaitingForLock { table, holders, waited } => write!(
                 formatter,
@@ -705,6 +700,9 @@ pub fn plan_text(plan: &super::PlanReport) -> String {
 /// What `dbsync verify` prints.
 pub fn verify_text(verify: &super::VerifyReport) -> String {
     let mut text = format!("SOURCE   {}\nTARGET   {}\n", verify.source, verify.target);
+    for warning in &verify.warnings {
+        text.push_str(&format!("WARNING  {warning}\n"));
+    }
     if verify.differences.is_empty() {
         text.push_str(&format!(
             "Equal: {} table(s) by their rows{}, {} sequence(s), the large objects.\n",

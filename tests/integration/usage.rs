@@ -485,12 +485,8 @@ fn more_jobs_than_the_servers_can_spare_are_lowered_with_a_warning() {
     let output = sync("manyjobs_src", "manyjobs_dst", &["--jobs", "10000"], dumps.path());
     assert_exit(&output, 0);
     let log = text(&output);
-    let lowered = regex::Regex::new(r"\[WARN\]    --jobs 10000 lowered to (\d+): the servers can spare").unwrap();
-    let allowed: usize = lowered
-        .captures(&log)
-        .unwrap_or_else(|| panic!("no warning about --jobs:\n{log}"))[1]
-        .parse()
-        .unwrap();
+    assert!(log.contains("[WARN]    --jobs 10000 lowered to"), "{log}");
+    let allowed = jobs_lowered_to(&log, "10000");
     // The test servers allow 200 connections, some of them in use by other tests.
     assert!((1..200).contains(&allowed), "{allowed}");
     assert!(log.contains(&format!("MAX JOBS:           {allowed}")), "{log}");
@@ -498,6 +494,86 @@ fn more_jobs_than_the_servers_can_spare_are_lowered_with_a_warning() {
         clusters().target.psql("manyjobs_dst", "SELECT count(*) FROM orders"),
         "100"
     );
+}
+
+/// The number in a `--jobs WANTED lowered to N` warning of `log` (the test fails without one).
+fn jobs_lowered_to(log: &str, wanted: &str) -> usize {
+    let pattern = format!(r"--jobs {wanted} lowered to (\d+): the servers can spare");
+    regex::Regex::new(&pattern)
+        .unwrap()
+        .captures(log)
+        .unwrap_or_else(|| panic!("no warning about --jobs {wanted}:\n{log}"))[1]
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn checksums_and_verify_open_only_the_sessions_the_servers_granted() {
+    // A source server of its own with 17 slots for clients: checksum validation and `verify`
+    // open a session per job on it, so opening as many as were asked for would be refused.
+    let small = crate::harness::dedicated_cluster("fewslots", "-c max_connections=20");
+    small.create_database("fewslots_src");
+    small.psql(
+        "fewslots_src",
+        "CREATE TABLE orders (id int PRIMARY KEY, note text); \
+         INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, 3000) g; \
+         CREATE TABLE tags (name text); INSERT INTO tags SELECT 'tag ' || g FROM generate_series(1, 200) g;",
+    );
+    let source = small.uri("fewslots_src");
+    let target = clusters().target.uri("fewslots_dst");
+    let dumps = dump_dir();
+    // No retries: a session refused for too many clients fails the run at once.
+    let flags = ["--jobs", "10000", "--verify", "checksum", "--retries", "0"];
+    let output = crate::sync_between(&source, &target, &flags, dumps.path());
+    let log = text(&output);
+    assert_exit(&output, 0);
+    let granted = jobs_lowered_to(&log, "10000");
+    assert!((1..17).contains(&granted), "{granted}");
+    assert!(log.contains("counts and checksums"), "{log}");
+    assert!(!log.contains("too many clients"), "{log}");
+
+    let output = dbsync()
+        .args([
+            "verify",
+            "--checksum",
+            "--jobs",
+            "100000",
+            "--retries",
+            "0",
+            "--source",
+            &source,
+        ])
+        .args(["--target", &target])
+        .output()
+        .unwrap();
+    let log = text(&output);
+    assert_exit(&output, 0);
+    assert!(log.contains("WARNING  --jobs 100000 lowered to"), "{log}");
+    assert!((1..17).contains(&jobs_lowered_to(&log, "100000")), "{log}");
+    assert!(
+        log.contains("Equal: 2 table(s) by their rows (counts and checksums)"),
+        "{log}"
+    );
+
+    // A dump has no target: the source alone bounds it.
+    let output = dbsync()
+        .args([
+            "dump",
+            "--jobs",
+            "100000",
+            "--retries",
+            "0",
+            "--source",
+            &source,
+            "--output",
+        ])
+        .arg(dumps.path().join("fewslots_archive"))
+        .output()
+        .unwrap();
+    let log = text(&output);
+    assert_exit(&output, 0);
+    assert!(log.contains("can spare 16 (source) connection slots"), "{log}");
+    assert!((1..17).contains(&jobs_lowered_to(&log, "100000")), "{log}");
 }
 
 #[test]

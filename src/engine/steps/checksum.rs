@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use tokio_postgres::Client;
 
+use super::super::context::GrantedJobs;
 use crate::catalog::{self, BucketSum, ChecksumColumn, ChecksumLayout, KeyBuckets, QualifiedName, RowHash};
 use crate::connection::Endpoint;
 use crate::scheduler::share_out;
@@ -24,7 +25,7 @@ pub struct Sessions(Vec<Arc<Client>>);
 impl Sessions {
     /// `count` sessions on `endpoint` reading the snapshot `snapshot` (exported by another
     /// session of that server), or one the first session opens for all.
-    pub async fn open(endpoint: &Endpoint, role: &str, count: usize, snapshot: Option<&str>) -> Result<Sessions> {
+    pub async fn open(endpoint: &Endpoint, role: &str, count: GrantedJobs, snapshot: Option<&str>) -> Result<Sessions> {
         let first = catalog::connect(endpoint, role).await?;
         let snapshot = match snapshot {
             Some(snapshot) => {
@@ -37,7 +38,7 @@ impl Sessions {
             }
         };
         let mut clients = vec![Arc::new(first)];
-        for _ in 1..count.max(1) {
+        for _ in 1..count.get() {
             let client = catalog::connect(endpoint, role).await?;
             catalog::join_snapshot(&client, &snapshot).await?;
             clients.push(Arc::new(client));

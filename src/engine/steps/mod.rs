@@ -18,11 +18,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::context::GrantedJobs;
 use crate::catalog;
 use crate::connection::Endpoint;
 use crate::process::ChildCommand;
 use crate::scheduler::{AttemptError, Cancellation, RetryPolicy, StepError, with_retries};
-use crate::settings::Jobs;
 use crate::tools::{self, PgTools, TocEntry};
 
 /// A table of a group sharing one transaction that failed, and why (the group's transaction is
@@ -125,7 +125,7 @@ pub struct Job {
     /// what may be half done (a unit's load, post-data) is redone from a clean state.
     pub resuming: bool,
     pub dump_space: Arc<DumpSpace>,
-    pub jobs: Jobs,
+    pub jobs: GrantedJobs,
     /// ANALYZE each table once it is loaded.
     pub analyze: bool,
     pub retry_policy: RetryPolicy,
