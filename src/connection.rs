@@ -81,54 +81,15 @@ impl Endpoint {
             tls_files: TlsFiles::default(),
         };
         if let Some(userinfo) = userinfo {
-            let (user, password) = match userinfo.split_once(':') {
-                Some((user, password)) => (user, Some(password)),
-                None => (userinfo, None),
-            };
-            if !user.is_empty() {
-                endpoint.user = percent_decode(user)?;
-            }
-            if let Some(password) = password {
-                endpoint.password = Some(Secret::new(percent_decode(password)?));
-            }
+            endpoint.set_user_info(userinfo)?;
         }
         if !hostport.is_empty() {
-            let (host, port) = split_host_port(hostport);
-            if host.contains(',') {
-                bail!("multiple hosts in one URI are not supported: {}", redact_uri(uri));
-            }
-            if !host.is_empty() {
-                endpoint.host = percent_decode(host)?;
-            }
-            if let Some(port) = port {
-                endpoint.port = port
-                    .parse()
-                    .with_context(|| format!("port \"{port}\" in {} is not a number", redact_uri(uri)))?;
-            }
+            endpoint.set_host_and_port(hostport, uri)?;
         }
         endpoint.dbname = percent_decode(path)?;
         for pair in query.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value)?;
-            match key {
-                "host" => endpoint.host = value,
-                "port" => {
-                    endpoint.port = value
-                        .parse()
-                        .with_context(|| format!("port \"{value}\" is not a number"))?
-                }
-                "user" => endpoint.user = value,
-                "dbname" => endpoint.dbname = value,
-                "password" => endpoint.password = Some(Secret::new(value)),
-                "sslmode" => endpoint.sslmode = Some(SslMode::parse(&value)?),
-                "sslrootcert" => endpoint.tls_files.root_certificate = Some(value.into()),
-                "sslcert" => endpoint.tls_files.certificate = Some(value.into()),
-                "sslkey" => endpoint.tls_files.key = Some(value.into()),
-                "application_name" | "connect_timeout" => {}
-                other => bail!(
-                    "URI parameter \"{other}\" is not supported by dbsync (supported: host, port, user, dbname, password, sslmode, sslrootcert, sslcert, sslkey)"
-                ),
-            }
+            endpoint.set_parameter(key, percent_decode(value)?)?;
         }
         // libpq would take the user name; for a tool that replaces databases, an unnamed one is a
         // mistake to point out, not a default to guess.
@@ -139,6 +100,62 @@ impl Endpoint {
             );
         }
         Ok(endpoint)
+    }
+
+    /// `user:password` of a URI, each part percent-decoded; an empty user keeps the default.
+    fn set_user_info(&mut self, userinfo: &str) -> Result<()> {
+        let (user, password) = match userinfo.split_once(':') {
+            Some((user, password)) => (user, Some(password)),
+            None => (userinfo, None),
+        };
+        if !user.is_empty() {
+            self.user = percent_decode(user)?;
+        }
+        if let Some(password) = password {
+            self.password = Some(Secret::new(percent_decode(password)?));
+        }
+        Ok(())
+    }
+
+    /// `host:port` of a URI (`uri`, for errors, redacted): one host only.
+    fn set_host_and_port(&mut self, hostport: &str, uri: &str) -> Result<()> {
+        let (host, port) = split_host_port(hostport);
+        if host.contains(',') {
+            bail!("multiple hosts in one URI are not supported: {}", redact_uri(uri));
+        }
+        if !host.is_empty() {
+            self.host = percent_decode(host)?;
+        }
+        if let Some(port) = port {
+            self.port = port
+                .parse()
+                .with_context(|| format!("port \"{port}\" in {} is not a number", redact_uri(uri)))?;
+        }
+        Ok(())
+    }
+
+    /// One `key=value` of a URI's query; a key libpq knows but dbsync does not use is refused.
+    fn set_parameter(&mut self, key: &str, value: String) -> Result<()> {
+        match key {
+            "host" => self.host = value,
+            "port" => {
+                self.port = value
+                    .parse()
+                    .with_context(|| format!("port \"{value}\" is not a number"))?
+            }
+            "user" => self.user = value,
+            "dbname" => self.dbname = value,
+            "password" => self.password = Some(Secret::new(value)),
+            "sslmode" => self.sslmode = Some(SslMode::parse(&value)?),
+            "sslrootcert" => self.tls_files.root_certificate = Some(value.into()),
+            "sslcert" => self.tls_files.certificate = Some(value.into()),
+            "sslkey" => self.tls_files.key = Some(value.into()),
+            "application_name" | "connect_timeout" => {}
+            other => bail!(
+                "URI parameter \"{other}\" is not supported by dbsync (supported: host, port, user, dbname, password, sslmode, sslrootcert, sslcert, sslkey)"
+            ),
+        }
+        Ok(())
     }
 
     /// What password files are matched against for this endpoint.

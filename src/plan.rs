@@ -306,66 +306,33 @@ fn closest_names(pattern: &str, candidates: &[&Table]) -> Vec<String> {
     scored.into_iter().take(3).map(|(_, name)| name).collect()
 }
 
-pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncError> {
-    let by_oid: HashMap<u32, &Table> = inventory.tables.iter().map(|table| (table.oid, table)).collect();
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for table in &inventory.tables {
-        for parent in &table.parents {
-            children.entry(*parent).or_default().push(table.oid);
-        }
-    }
-    // Patterns name top-level tables; partitions and inheritance children follow their root.
-    let candidates: Vec<&Table> = inventory
-        .tables
-        .iter()
-        .filter(|table| table.parents.is_empty())
-        .collect();
+/// The source's tables by oid, and each one's partitions or inheritance children.
+struct Trees<'a> {
+    by_oid: HashMap<u32, &'a Table>,
+    children: HashMap<u32, Vec<u32>>,
+}
 
-    let match_patterns = |patterns: &[TablePattern]| -> Result<BTreeSet<u32>, SyncError> {
-        let mut matched = BTreeSet::new();
-        for pattern in patterns {
-            let hits: Vec<u32> = candidates
-                .iter()
-                .filter(|table| pattern_matches(&pattern.pattern, &table.name))
-                .map(|table| table.oid)
-                .collect();
-            if hits.is_empty() {
-                let closest = closest_names(&pattern.pattern, &candidates);
-                let suggestion = if closest.is_empty() {
-                    "the source database has no tables".to_string()
-                } else {
-                    format!("closest table names: {}", closest.join(", "))
-                };
-                return Err(usage_error!(
-                    "table pattern \"{}\" (from {}) matches no table in the source database; {suggestion}",
-                    pattern.pattern,
-                    pattern.origin
-                ));
+impl<'a> Trees<'a> {
+    fn of(inventory: &'a Inventory) -> Trees<'a> {
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for table in &inventory.tables {
+            for parent in &table.parents {
+                children.entry(*parent).or_default().push(table.oid);
             }
-            matched.extend(hits);
         }
-        Ok(matched)
-    };
-
-    let whole_database = request.include.is_empty() && request.exclude.is_empty() && !request.schema_only;
-    let mut roots: BTreeSet<u32> = if request.include.is_empty() {
-        candidates.iter().map(|table| table.oid).collect()
-    } else {
-        match_patterns(request.include)?
-    };
-    for excluded in match_patterns(request.exclude)? {
-        roots.remove(&excluded);
-    }
-    if request.schema_only {
-        roots.clear();
+        Trees {
+            by_oid: inventory.tables.iter().map(|table| (table.oid, table)).collect(),
+            children,
+        }
     }
 
-    let subtree = |root: u32| -> Vec<u32> {
+    /// `root` and everything below it, breadth first.
+    fn subtree(&self, root: u32) -> Vec<u32> {
         let mut order = vec![root];
         let mut index = 0;
         let mut seen: HashSet<u32> = HashSet::from([root]);
         while index < order.len() {
-            for child in children.get(&order[index]).into_iter().flatten() {
+            for child in self.children.get(&order[index]).into_iter().flatten() {
                 if seen.insert(*child) {
                     order.push(*child);
                 }
@@ -373,10 +340,12 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
             index += 1;
         }
         order
-    };
-    let root_of = |mut oid: u32| -> u32 {
+    }
+
+    /// The top of the tree `oid` belongs to.
+    fn root_of(&self, mut oid: u32) -> u32 {
         let mut steps = 0;
-        while let Some(parent) = by_oid.get(&oid).and_then(|table| table.parents.first()) {
+        while let Some(parent) = self.by_oid.get(&oid).and_then(|table| table.parents.first()) {
             oid = *parent;
             steps += 1;
             if steps > 1000 {
@@ -384,17 +353,70 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
             }
         }
         oid
-    };
+    }
 
+    fn selected(&self, roots: &BTreeSet<u32>) -> HashSet<u32> {
+        roots.iter().flat_map(|root| self.subtree(*root)).collect()
+    }
+}
+
+/// The tables `patterns` name among the top-level `candidates`; a pattern that names none is
+/// refused with the closest names.
+fn match_patterns(patterns: &[TablePattern], candidates: &[&Table]) -> Result<BTreeSet<u32>, SyncError> {
+    let mut matched = BTreeSet::new();
+    for pattern in patterns {
+        let hits: Vec<u32> = candidates
+            .iter()
+            .filter(|table| pattern_matches(&pattern.pattern, &table.name))
+            .map(|table| table.oid)
+            .collect();
+        if hits.is_empty() {
+            let closest = closest_names(&pattern.pattern, candidates);
+            let suggestion = if closest.is_empty() {
+                "the source database has no tables".to_string()
+            } else {
+                format!("closest table names: {}", closest.join(", "))
+            };
+            return Err(usage_error!(
+                "table pattern \"{}\" (from {}) matches no table in the source database; {suggestion}",
+                pattern.pattern,
+                pattern.origin
+            ));
+        }
+        matched.extend(hits);
+    }
+    Ok(matched)
+}
+
+/// The top-level tables whose data is copied: the included (or all), less the excluded, plus,
+/// with `include-parent`, every table a selected one references, to a fixed point.
+fn selected_roots(inventory: &Inventory, trees: &Trees, request: &PlanRequest) -> Result<BTreeSet<u32>, SyncError> {
+    // Patterns name top-level tables; partitions and inheritance children follow their root.
+    let candidates: Vec<&Table> = inventory
+        .tables
+        .iter()
+        .filter(|table| table.parents.is_empty())
+        .collect();
+    let mut roots: BTreeSet<u32> = if request.include.is_empty() {
+        candidates.iter().map(|table| table.oid).collect()
+    } else {
+        match_patterns(request.include, &candidates)?
+    };
+    for excluded in match_patterns(request.exclude, &candidates)? {
+        roots.remove(&excluded);
+    }
+    if request.schema_only {
+        roots.clear();
+    }
     if request.foreign_key_policy == ForeignKeyPolicy::IncludeParent {
         loop {
-            let selected: HashSet<u32> = roots.iter().flat_map(|root| subtree(*root)).collect();
+            let selected = trees.selected(&roots);
             let missing: Vec<u32> = inventory
                 .foreign_keys
                 .iter()
                 .filter(|key| selected.contains(&key.table) && !selected.contains(&key.referenced_table))
-                .map(|key| root_of(key.referenced_table))
-                .filter(|root| by_oid.contains_key(root))
+                .map(|key| trees.root_of(key.referenced_table))
+                .filter(|root| trees.by_oid.contains_key(root))
                 .collect();
             if missing.is_empty() {
                 break;
@@ -402,56 +424,93 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
             roots.extend(missing);
         }
     }
+    Ok(roots)
+}
 
+/// Per planned table: its members as (name, size), and whether it is hash partitioned.
+type MemberSizes = (Vec<(QualifiedName, i64)>, bool);
+
+/// The planned table of the tree under `root`: its members are the ordinary tables of the tree
+/// that no earlier tree took (`assigned`).
+fn planned_table(trees: &Trees, root: u32, assigned: &mut HashSet<u32>) -> (PlannedTable, MemberSizes) {
+    let by_oid = &trees.by_oid;
+    let root_table = by_oid[&root];
+    let tree = trees.subtree(root);
+    let mut members = Vec::new();
+    let mut hash_partitioned = false;
+    for oid in &tree {
+        let table = by_oid[oid];
+        hash_partitioned |= table.hash_partitioned;
+        if table.kind == TableKind::Ordinary && assigned.insert(*oid) {
+            members.push((table.name.clone(), table.size_bytes));
+        }
+    }
+    let descendants = tree.len() - 1;
+    let description = if root_table.kind == TableKind::Partitioned {
+        format!("Partitioned ({} parts)", members.len())
+    } else if descendants > 0 {
+        format!("Inheritance ({descendants} children)")
+    } else if root_table.unlogged {
+        "Unlogged Table".to_string()
+    } else {
+        "Standard Table".to_string()
+    };
+    let ordinary: Vec<u32> = tree
+        .iter()
+        .filter(|oid| by_oid[oid].kind == TableKind::Ordinary)
+        .copied()
+        .collect();
+    let table = PlannedTable {
+        name: root_table.name.clone(),
+        oid: root,
+        description,
+        members: members.iter().map(|(name, _)| name.clone()).collect(),
+        estimated_rows: ordinary
+            .iter()
+            .map(|oid| (by_oid[oid].estimated_rows >= 0.0).then_some(by_oid[oid].estimated_rows as u64))
+            .sum(),
+        member_oids: ordinary,
+        tree_oids: tree,
+        partitioned: root_table.kind == TableKind::Partitioned,
+        size_bytes: members.iter().map(|(_, size)| size).sum(),
+    };
+    (table, (members, hash_partitioned))
+}
+
+/// Foreign keys from a selected table to one whose data is not copied.
+fn dangling_foreign_keys(inventory: &Inventory, trees: &Trees, selected: &HashSet<u32>) -> Vec<DanglingForeignKey> {
+    inventory
+        .foreign_keys
+        .iter()
+        .filter(|key| selected.contains(&key.table) && !selected.contains(&key.referenced_table))
+        .filter_map(|key| {
+            let table = trees.by_oid.get(&key.table)?;
+            let referenced = trees.by_oid.get(&key.referenced_table)?;
+            Some(DanglingForeignKey {
+                oid: key.oid,
+                name: key.name.clone(),
+                table: table.name.clone(),
+                referenced_table: referenced.name.clone(),
+                definition: key.definition.clone(),
+                on_partitioned_table: table.kind == TableKind::Partitioned,
+            })
+        })
+        .collect()
+}
+
+pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncError> {
+    let trees = Trees::of(inventory);
+    let whole_database = request.include.is_empty() && request.exclude.is_empty() && !request.schema_only;
+    let roots = selected_roots(inventory, &trees, request)?;
     let mut tables = Vec::new();
     let mut assigned: HashSet<u32> = HashSet::new();
-    // Per planned table: its members as (name, size), and whether it is hash partitioned.
-    let mut member_sizes: Vec<(Vec<(QualifiedName, i64)>, bool)> = Vec::new();
+    let mut member_sizes: Vec<MemberSizes> = Vec::new();
     for root in &roots {
-        let root_table = by_oid[root];
-        let tree = subtree(*root);
-        let mut members = Vec::new();
-        let mut hash_partitioned = false;
-        for oid in &tree {
-            let table = by_oid[oid];
-            hash_partitioned |= table.hash_partitioned;
-            if table.kind == TableKind::Ordinary && assigned.insert(*oid) {
-                members.push((table.name.clone(), table.size_bytes));
-            }
-        }
-        let descendants = tree.len() - 1;
-        let description = if root_table.kind == TableKind::Partitioned {
-            format!("Partitioned ({} parts)", members.len())
-        } else if descendants > 0 {
-            format!("Inheritance ({descendants} children)")
-        } else if root_table.unlogged {
-            "Unlogged Table".to_string()
-        } else {
-            "Standard Table".to_string()
-        };
-        tables.push(PlannedTable {
-            name: root_table.name.clone(),
-            oid: *root,
-            description,
-            members: members.iter().map(|(name, _)| name.clone()).collect(),
-            member_oids: tree
-                .iter()
-                .filter(|oid| by_oid[oid].kind == TableKind::Ordinary)
-                .copied()
-                .collect(),
-            tree_oids: tree.clone(),
-            partitioned: root_table.kind == TableKind::Partitioned,
-            size_bytes: members.iter().map(|(_, size)| size).sum(),
-            estimated_rows: tree
-                .iter()
-                .filter(|oid| by_oid[oid].kind == TableKind::Ordinary)
-                .map(|oid| (by_oid[oid].estimated_rows >= 0.0).then_some(by_oid[oid].estimated_rows as u64))
-                .sum(),
-        });
-        member_sizes.push((members, hash_partitioned));
+        let (table, sizes) = planned_table(&trees, *root, &mut assigned);
+        tables.push(table);
+        member_sizes.push(sizes);
     }
-
-    let selected_oids: HashSet<u32> = roots.iter().flat_map(|root| subtree(*root)).collect();
+    let selected_oids = trees.selected(&roots);
     let sequences: Vec<QualifiedName> = inventory
         .sequences
         .iter()
@@ -462,25 +521,6 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
         })
         .map(|sequence| sequence.name.clone())
         .collect();
-
-    let dangling_foreign_keys = inventory
-        .foreign_keys
-        .iter()
-        .filter(|key| selected_oids.contains(&key.table) && !selected_oids.contains(&key.referenced_table))
-        .filter_map(|key| {
-            let table = by_oid.get(&key.table)?;
-            let referenced = by_oid.get(&key.referenced_table)?;
-            Some(DanglingForeignKey {
-                oid: key.oid,
-                name: key.name.clone(),
-                table: table.name.clone(),
-                referenced_table: referenced.name.clone(),
-                definition: key.definition.clone(),
-                on_partitioned_table: table.kind == TableKind::Partitioned,
-            })
-        })
-        .collect();
-
     let planned_by_oid = tables_by_tree_oid(&tables);
     let referenced_tables: Vec<usize> = inventory
         .foreign_keys
@@ -490,7 +530,6 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
         .collect::<BTreeSet<usize>>()
         .into_iter()
         .collect();
-
     let copy_large_objects = whole_database && inventory.large_object_count > 0;
     let units = split_into_units(&tables, &member_sizes, &sequences, copy_large_objects, request.jobs);
     Ok(Plan {
@@ -500,7 +539,7 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
         sequences,
         large_object_count: inventory.large_object_count,
         copy_large_objects,
-        dangling_foreign_keys,
+        dangling_foreign_keys: dangling_foreign_keys(inventory, &trees, &selected_oids),
         foreign_key_policy: request.foreign_key_policy,
         referenced_tables,
     })
@@ -514,22 +553,76 @@ fn tables_by_tree_oid(tables: &[PlannedTable]) -> HashMap<u32, usize> {
         .collect()
 }
 
+/// A unit of tables while they are being gathered.
+#[derive(Default)]
+struct Draft {
+    tables: Vec<QualifiedName>,
+    planned_tables: BTreeSet<usize>,
+    size_bytes: i64,
+    truncate_before_retry: Vec<QualifiedName>,
+    truncate_whole_tree: bool,
+}
+
+impl Draft {
+    fn into_unit(self) -> Unit {
+        Unit {
+            tables: self.tables,
+            planned_tables: self.planned_tables.into_iter().collect(),
+            size_bytes: self.size_bytes,
+            truncate_before_retry: self.truncate_before_retry,
+            truncate_whole_tree: self.truncate_whole_tree,
+            ..Unit::empty(UnitKind::Tables)
+        }
+    }
+}
+
+impl Unit {
+    /// A unit of `kind` with nothing in it yet.
+    fn empty(kind: UnitKind) -> Unit {
+        Unit {
+            index: 0,
+            kind,
+            tables: Vec::new(),
+            sequences: Vec::new(),
+            planned_tables: Vec::new(),
+            size_bytes: 0,
+            truncate_before_retry: Vec::new(),
+            truncate_whole_tree: false,
+            part: None,
+        }
+    }
+}
+
+/// Spreads the small tables (planned table, name, size) over at most `jobs` more drafts, each
+/// going to the lightest so far, largest first.
+fn batch_small_tables(drafts: &mut Vec<Draft>, mut small: Vec<(usize, QualifiedName, i64)>, jobs: usize) {
+    if small.is_empty() {
+        return;
+    }
+    small.sort_by(|left, right| right.2.cmp(&left.2).then_with(|| left.1.cmp(&right.1)));
+    let first_bucket = drafts.len();
+    drafts.extend((0..jobs.max(1).min(small.len())).map(|_| Draft::default()));
+    for (table_index, name, size) in small {
+        let lightest = (first_bucket..drafts.len())
+            .min_by_key(|index| (drafts[*index].size_bytes, drafts[*index].tables.len()))
+            .expect("at least one bucket");
+        let draft = &mut drafts[lightest];
+        draft.tables.push(name.clone());
+        draft.truncate_before_retry.push(name);
+        draft.planned_tables.insert(table_index);
+        draft.size_bytes += size;
+    }
+}
+
 /// Large tables get a unit each; the rest are spread over at most `jobs` batches, so the number of
 /// `pg_dump` runs (each of which reads the whole catalog) does not grow with the number of tables.
 fn split_into_units(
     tables: &[PlannedTable],
-    member_sizes: &[(Vec<(QualifiedName, i64)>, bool)],
+    member_sizes: &[MemberSizes],
     sequences: &[QualifiedName],
     copy_large_objects: bool,
     jobs: usize,
 ) -> Vec<Arc<Unit>> {
-    struct Draft {
-        tables: Vec<QualifiedName>,
-        planned_tables: BTreeSet<usize>,
-        size_bytes: i64,
-        truncate_before_retry: Vec<QualifiedName>,
-        truncate_whole_tree: bool,
-    }
     let mut drafts: Vec<Draft> = Vec::new();
     let mut small: Vec<(usize, QualifiedName, i64)> = Vec::new();
     for (table_index, (members, hash_partitioned)) in member_sizes.iter().enumerate() {
@@ -547,86 +640,33 @@ fn split_into_units(
             continue;
         }
         for (name, size) in members {
-            if *size >= LARGE_TABLE_BYTES {
-                drafts.push(Draft {
-                    tables: vec![name.clone()],
-                    planned_tables: BTreeSet::from([table_index]),
-                    size_bytes: *size,
-                    truncate_before_retry: vec![name.clone()],
-                    truncate_whole_tree: false,
-                });
-            } else {
+            if *size < LARGE_TABLE_BYTES {
                 small.push((table_index, name.clone(), *size));
+                continue;
             }
-        }
-    }
-    if !small.is_empty() {
-        small.sort_by(|left, right| right.2.cmp(&left.2).then_with(|| left.1.cmp(&right.1)));
-        let bucket_count = jobs.max(1).min(small.len());
-        let first_bucket = drafts.len();
-        for _ in 0..bucket_count {
             drafts.push(Draft {
-                tables: Vec::new(),
-                planned_tables: BTreeSet::new(),
-                size_bytes: 0,
-                truncate_before_retry: Vec::new(),
+                tables: vec![name.clone()],
+                planned_tables: BTreeSet::from([table_index]),
+                size_bytes: *size,
+                truncate_before_retry: vec![name.clone()],
                 truncate_whole_tree: false,
             });
         }
-        for (table_index, name, size) in small {
-            let lightest = (first_bucket..drafts.len())
-                .min_by_key(|index| (drafts[*index].size_bytes, drafts[*index].tables.len()))
-                .expect("at least one bucket");
-            let draft = &mut drafts[lightest];
-            draft.tables.push(name.clone());
-            draft.truncate_before_retry.push(name);
-            draft.planned_tables.insert(table_index);
-            draft.size_bytes += size;
-        }
     }
-    let mut units: Vec<Unit> = drafts
-        .into_iter()
-        .map(|draft| Unit {
-            index: 0,
-            kind: UnitKind::Tables,
-            tables: draft.tables,
-            sequences: Vec::new(),
-            planned_tables: draft.planned_tables.into_iter().collect(),
-            size_bytes: draft.size_bytes,
-            truncate_before_retry: draft.truncate_before_retry,
-            truncate_whole_tree: draft.truncate_whole_tree,
-            part: None,
-        })
-        .collect();
+    batch_small_tables(&mut drafts, small, jobs);
+    let mut units: Vec<Unit> = drafts.into_iter().map(Draft::into_unit).collect();
     // Sequences ride with the smallest unit: setting a sequence is idempotent, so a retry is safe.
     if !sequences.is_empty() {
         match units.iter_mut().min_by_key(|unit| unit.size_bytes) {
             Some(unit) => unit.sequences = sequences.to_vec(),
             None => units.push(Unit {
-                index: 0,
-                kind: UnitKind::Tables,
-                tables: Vec::new(),
                 sequences: sequences.to_vec(),
-                planned_tables: Vec::new(),
-                size_bytes: 0,
-                truncate_before_retry: Vec::new(),
-                truncate_whole_tree: false,
-                part: None,
+                ..Unit::empty(UnitKind::Tables)
             }),
         }
     }
     if copy_large_objects {
-        units.push(Unit {
-            index: 0,
-            kind: UnitKind::LargeObjects,
-            tables: Vec::new(),
-            sequences: Vec::new(),
-            planned_tables: Vec::new(),
-            size_bytes: 0,
-            truncate_before_retry: Vec::new(),
-            truncate_whole_tree: false,
-            part: None,
-        });
+        units.push(Unit::empty(UnitKind::LargeObjects));
     }
     // Largest first, so the longest unit does not start last.
     units.sort_by_key(|unit| std::cmp::Reverse(unit.size_bytes));

@@ -217,6 +217,37 @@ fn start(command: &ChildCommand, stdin: Stdio, stdout: Stdio) -> Result<Started,
     })
 }
 
+/// How far stopping a child's process group has gone: the stop policy applied as the run's
+/// cancellation escalates.
+struct Stop {
+    process_group: Option<Pid>,
+    /// The cancellation can still change (it stops changing once killing).
+    watching: bool,
+    terminated: bool,
+    /// When the group gets SIGKILL if it is still running.
+    kill_deadline: Option<tokio::time::Instant>,
+}
+
+impl Stop {
+    fn follow(&mut self, state: CancelState) {
+        match state {
+            CancelState::Running => {}
+            CancelState::Stopping(_) if self.terminated => {}
+            CancelState::Stopping(_) => {
+                signal_group(self.process_group, STOP_POLICY.signal);
+                self.terminated = true;
+                self.kill_deadline = Some(tokio::time::Instant::now() + STOP_POLICY.grace);
+            }
+            CancelState::Killing(_) => {
+                signal_group(self.process_group, Signal::SIGKILL);
+                self.terminated = true;
+                self.kill_deadline = None;
+                self.watching = false;
+            }
+        }
+    }
+}
+
 /// Waits for a started child, stopping its group when the run is cancelled.
 async fn supervise(started: Started, cancellation: &Cancellation) -> Result<ChildOutput, ProcessError> {
     let Started {
@@ -229,41 +260,26 @@ async fn supervise(started: Started, cancellation: &Cancellation) -> Result<Chil
     let mut watcher = cancellation.watcher();
     // Look at the current state once, so that a cancellation racing the spawn is not missed.
     watcher.mark_changed();
-    let mut watching = true;
-    let mut terminated = false;
-    let mut kill_deadline: Option<tokio::time::Instant> = None;
+    let mut stop = Stop {
+        process_group,
+        watching: true,
+        terminated: false,
+        kill_deadline: None,
+    };
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
-            changed = watcher.changed(), if watching => {
-                if changed.is_err() {
-                    watching = false;
-                    continue;
-                }
-                let state = *watcher.borrow_and_update();
-                match state {
-                    CancelState::Running => {}
-                    CancelState::Stopping(_) => {
-                        if !terminated {
-                            signal_group(process_group, STOP_POLICY.signal);
-                            terminated = true;
-                            kill_deadline = Some(tokio::time::Instant::now() + STOP_POLICY.grace);
-                        }
-                    }
-                    CancelState::Killing(_) => {
-                        signal_group(process_group, Signal::SIGKILL);
-                        terminated = true;
-                        kill_deadline = None;
-                        watching = false;
-                    }
-                }
-            }
-            _ = sleep_until_optional(kill_deadline) => {
+            changed = watcher.changed(), if stop.watching => match changed {
+                Ok(()) => stop.follow(*watcher.borrow_and_update()),
+                Err(_) => stop.watching = false,
+            },
+            _ = sleep_until_optional(stop.kill_deadline) => {
                 signal_group(process_group, Signal::SIGKILL);
-                kill_deadline = None;
+                stop.kill_deadline = None;
             }
         }
     };
+    let terminated = stop.terminated;
     // pg_dump -j workers share the group; make sure none outlives its leader.
     if terminated {
         signal_group(process_group, Signal::SIGKILL);

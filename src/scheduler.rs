@@ -318,6 +318,78 @@ where
         .collect())
 }
 
+/// The unit pipeline's queues and what is running, within one budget of sessions.
+struct Pipeline<U> {
+    sessions: usize,
+    tasks: usize,
+    waiting_exports: VecDeque<Arc<U>>,
+    ready_imports: VecDeque<(Arc<U>, StageFuture)>,
+    ready_follow_ups: VecDeque<FollowUp>,
+    running: JoinSet<Finished<U>>,
+    sessions_in_use: usize,
+    first_error: Option<StepError>,
+}
+
+impl<U: Send + Sync + 'static> Pipeline<U> {
+    /// Starts what is ready while sessions and tasks are free: follow-ups, then imports, then
+    /// exports.
+    fn start_ready(&mut self, cancellation: &Cancellation, work: &dyn UnitWork<U>) {
+        while self.first_error.is_none()
+            && !cancellation.is_cancelled()
+            && self.running.len() < self.tasks
+            && self.sessions_in_use < self.sessions
+        {
+            let free = self.sessions - self.sessions_in_use;
+            let (stage, unit, held, future) = if let Some(follow_up) = self.ready_follow_ups.pop_front() {
+                let granted = follow_up.wants.clamp(1, free);
+                (Stage::FollowUp, None, granted, (follow_up.start)(granted))
+            } else if let Some((unit, future)) = self.ready_imports.pop_front() {
+                (Stage::Import, Some(unit), 1, future)
+            } else if let Some(unit) = self.waiting_exports.pop_front() {
+                let future = work.export(unit.clone());
+                (Stage::Export, Some(unit), 1, future)
+            } else {
+                break;
+            };
+            self.sessions_in_use += held;
+            self.running.spawn(async move { (stage, unit, held, future.await) });
+        }
+    }
+
+    /// What a finished task makes ready (its import, its follow-up), or the failure it ends with.
+    fn finished(&mut self, ended: Finished<U>, cancellation: &Cancellation, work: &dyn UnitWork<U>) {
+        let (stage, unit, held, result) = ended;
+        self.sessions_in_use -= held;
+        match result {
+            Ok(()) => {
+                let loaded = match (stage, unit) {
+                    (Stage::Export, Some(unit)) => match work.import(unit.clone()) {
+                        Some(import) => {
+                            self.ready_imports.push_back((unit, import));
+                            None
+                        }
+                        None => Some(unit),
+                    },
+                    (Stage::Import, Some(unit)) => Some(unit),
+                    _ => None,
+                };
+                if let Some(follow_up) = loaded.and_then(|unit| work.loaded(unit)) {
+                    self.ready_follow_ups.push_back(follow_up);
+                }
+            }
+            Err(StepError::Cancelled) => {
+                self.first_error.get_or_insert(StepError::Cancelled);
+            }
+            Err(StepError::Failed(error)) => {
+                if !matches!(self.first_error, Some(StepError::Failed(_))) {
+                    self.first_error = Some(StepError::Failed(error));
+                }
+                cancellation.abort_for_failure();
+            }
+        }
+    }
+}
+
 /// Runs every unit through export, import and the follow-up work its load makes possible, within
 /// `budget`. A unit is imported as soon as its export ends. When sessions free up, follow-ups go
 /// first, then imports, then exports: work that is ready finishes before new work starts, so
@@ -329,77 +401,33 @@ pub async fn run_units<U: Send + Sync + 'static>(
     cancellation: &Cancellation,
     work: &dyn UnitWork<U>,
 ) -> Result<(), StepError> {
-    let sessions = budget.sessions.max(1);
-    let tasks = budget.tasks.max(1);
-    let mut waiting_exports: VecDeque<Arc<U>> = units.into_iter().collect();
-    let mut ready_imports: VecDeque<(Arc<U>, StageFuture)> = VecDeque::new();
-    let mut ready_follow_ups: VecDeque<FollowUp> = VecDeque::new();
-    let mut running: JoinSet<Finished<U>> = JoinSet::new();
-    let mut sessions_in_use = 0;
-    let mut first_error: Option<StepError> = None;
-
+    let mut pipeline = Pipeline {
+        sessions: budget.sessions.max(1),
+        tasks: budget.tasks.max(1),
+        waiting_exports: units.into_iter().collect(),
+        ready_imports: VecDeque::new(),
+        ready_follow_ups: VecDeque::new(),
+        running: JoinSet::new(),
+        sessions_in_use: 0,
+        first_error: None,
+    };
     loop {
-        while first_error.is_none()
-            && !cancellation.is_cancelled()
-            && running.len() < tasks
-            && sessions_in_use < sessions
-        {
-            let free = sessions - sessions_in_use;
-            let (stage, unit, held, future) = if let Some(follow_up) = ready_follow_ups.pop_front() {
-                let granted = follow_up.wants.clamp(1, free);
-                (Stage::FollowUp, None, granted, (follow_up.start)(granted))
-            } else if let Some((unit, future)) = ready_imports.pop_front() {
-                (Stage::Import, Some(unit), 1, future)
-            } else if let Some(unit) = waiting_exports.pop_front() {
-                let future = work.export(unit.clone());
-                (Stage::Export, Some(unit), 1, future)
-            } else {
-                break;
-            };
-            sessions_in_use += held;
-            running.spawn(async move { (stage, unit, held, future.await) });
-        }
-        let Some(joined) = running.join_next().await else { break };
-        let (stage, unit, held, result) = match joined {
-            Ok(outcome) => outcome,
+        pipeline.start_ready(cancellation, work);
+        let Some(joined) = pipeline.running.join_next().await else {
+            break;
+        };
+        match joined {
+            Ok(ended) => pipeline.finished(ended, cancellation, work),
             Err(join_error) => {
-                first_error.get_or_insert(StepError::Failed(anyhow::anyhow!("a worker task failed: {join_error}")));
+                let error = StepError::Failed(anyhow::anyhow!("a worker task failed: {join_error}"));
+                pipeline.first_error.get_or_insert(error);
                 cancellation.abort_for_failure();
                 // The task's sessions are gone with it; count from what is still running.
-                sessions_in_use = sessions_in_use.min(running.len());
-                continue;
-            }
-        };
-        sessions_in_use -= held;
-        match result {
-            Ok(()) => {
-                let loaded = match (stage, unit) {
-                    (Stage::Export, Some(unit)) => match work.import(unit.clone()) {
-                        Some(import) => {
-                            ready_imports.push_back((unit, import));
-                            None
-                        }
-                        None => Some(unit),
-                    },
-                    (Stage::Import, Some(unit)) => Some(unit),
-                    _ => None,
-                };
-                if let Some(follow_up) = loaded.and_then(|unit| work.loaded(unit)) {
-                    ready_follow_ups.push_back(follow_up);
-                }
-            }
-            Err(StepError::Cancelled) => {
-                first_error.get_or_insert(StepError::Cancelled);
-            }
-            Err(StepError::Failed(error)) => {
-                if !matches!(first_error, Some(StepError::Failed(_))) {
-                    first_error = Some(StepError::Failed(error));
-                }
-                cancellation.abort_for_failure();
+                pipeline.sessions_in_use = pipeline.sessions_in_use.min(pipeline.running.len());
             }
         }
     }
-    if let Some(error) = first_error {
+    if let Some(error) = pipeline.first_error {
         return Err(error);
     }
     if cancellation.is_cancelled() {

@@ -482,7 +482,6 @@ fn resolve_endpoint(
     defaults: &EndpointDefaults,
 ) -> Result<(Endpoint, Option<DatedName>), SyncError> {
     let prefix = side.prefix();
-    let variable = |field: &str| environment(&format!("{prefix}_{field}"));
     let uri_error = |error: anyhow::Error| usage_error!("{} URI: {error:#}", side.label());
     // Only a target name may hold a date template; it is hidden from URI parsing, whose
     // percent-decoding would take `%Y` for an escape.
@@ -497,29 +496,8 @@ fn resolve_endpoint(
     };
     let mut endpoint = if let Some(uri) = flag {
         parse(uri)?
-    } else if ["HOST", "PORT", "USER", "NAME"]
-        .iter()
-        .any(|field| variable(field).is_some())
-    {
-        let port = match variable("PORT") {
-            Some(port) => parse_number(&format!("{prefix}_PORT"), &port)?,
-            None => 5432,
-        };
-        Endpoint {
-            host: variable("HOST").unwrap_or_else(|| "localhost".into()),
-            port,
-            user: variable("USER").unwrap_or_else(|| "postgres".into()),
-            dbname: variable("NAME").unwrap_or_else(|| {
-                match side {
-                    Side::Source => "Main_DB",
-                    Side::Target => "Archive_DB",
-                }
-                .into()
-            }),
-            password: None,
-            sslmode: None,
-            tls_files: Default::default(),
-        }
+    } else if let Some(endpoint) = endpoint_from_variables(side, environment)? {
+        endpoint
     } else if let Some(config) = config {
         parse(&config.url)?
     } else {
@@ -530,33 +508,9 @@ fn resolve_endpoint(
             side.label()
         ));
     };
-    // libpq's default certificate files, where they exist, for dbsync's own connections as for
-    // the children's (which are given them explicitly).
-    if let Some(home) = environment("HOME") {
-        let directory = Path::new(&home).join(".postgresql");
-        let files = &mut endpoint.tls_files;
-        for (slot, name) in [
-            (&mut files.root_certificate, "root.crt"),
-            (&mut files.certificate, "postgresql.crt"),
-            (&mut files.key, "postgresql.key"),
-        ] {
-            if slot.is_none() && directory.join(name).is_file() {
-                *slot = Some(directory.join(name));
-            }
-        }
-    }
-    if let Some(mode) = endpoint.sslmode
-        && mode.needs_root_certificate()
-        && endpoint.tls_files.root_certificate.is_none()
-    {
-        return Err(usage_error!(
-            "{} URI: sslmode={} needs a root certificate to check the server's against: give sslrootcert=FILE, or put it in ~/.postgresql/root.crt",
-            side.label(),
-            mode.as_str()
-        ));
-    }
+    add_default_certificates(&mut endpoint, side, environment)?;
     if endpoint.password.is_none() {
-        endpoint.password = variable("PASSWORD")
+        endpoint.password = environment(&format!("{prefix}_PASSWORD"))
             .or_else(|| environment("PGPASSWORD"))
             .map(Secret::new)
             .or_else(|| {
@@ -578,6 +532,64 @@ fn resolve_endpoint(
         None => None,
     };
     Ok((endpoint, template))
+}
+
+/// The old script's `MAIN_DB_*` / `ARCHIVE_DB_*` variables, when any of them is set.
+fn endpoint_from_variables(side: Side, environment: Environment) -> Result<Option<Endpoint>, SyncError> {
+    let prefix = side.prefix();
+    let variable = |field: &str| environment(&format!("{prefix}_{field}"));
+    if !["HOST", "PORT", "USER", "NAME"]
+        .iter()
+        .any(|field| variable(field).is_some())
+    {
+        return Ok(None);
+    }
+    let port = match variable("PORT") {
+        Some(port) => parse_number(&format!("{prefix}_PORT"), &port)?,
+        None => 5432,
+    };
+    let default_name = match side {
+        Side::Source => "Main_DB",
+        Side::Target => "Archive_DB",
+    };
+    Ok(Some(Endpoint {
+        host: variable("HOST").unwrap_or_else(|| "localhost".into()),
+        port,
+        user: variable("USER").unwrap_or_else(|| "postgres".into()),
+        dbname: variable("NAME").unwrap_or_else(|| default_name.into()),
+        password: None,
+        sslmode: None,
+        tls_files: Default::default(),
+    }))
+}
+
+/// libpq's default certificate files, where they exist, for dbsync's own connections as for the
+/// children's (which are given them explicitly); a mode that checks the server's certificate
+/// needs a root certificate.
+fn add_default_certificates(endpoint: &mut Endpoint, side: Side, environment: Environment) -> Result<(), SyncError> {
+    if let Some(home) = environment("HOME") {
+        let directory = Path::new(&home).join(".postgresql");
+        let files = &mut endpoint.tls_files;
+        for (slot, name) in [
+            (&mut files.root_certificate, "root.crt"),
+            (&mut files.certificate, "postgresql.crt"),
+            (&mut files.key, "postgresql.key"),
+        ] {
+            if slot.is_none() && directory.join(name).is_file() {
+                *slot = Some(directory.join(name));
+            }
+        }
+    }
+    match endpoint.sslmode {
+        Some(mode) if mode.needs_root_certificate() && endpoint.tls_files.root_certificate.is_none() => {
+            Err(usage_error!(
+                "{} URI: sslmode={} needs a root certificate to check the server's against: give sslrootcert=FILE, or put it in ~/.postgresql/root.crt",
+                side.label(),
+                mode.as_str()
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `--config`, else `DBSYNC_CONFIG`, loaded (an empty configuration without either).
@@ -803,26 +815,35 @@ fn resolve_output(output: &Path, utc: bool) -> Result<(PathBuf, Option<DatedName
     Ok((rendered, template))
 }
 
-fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) -> Result<Settings, SyncError> {
-    let (config_path, config) = config_of(arguments.run.config.as_ref(), environment)?;
+/// Where a run reads and writes: the source, the target (its date template rendered once), the
+/// dump's output or the restore's archive, the date template itself and how many it keeps.
+struct Places {
+    source: Option<Endpoint>,
+    target: Option<Endpoint>,
+    output: Option<PathBuf>,
+    archive: Option<PathBuf>,
+    dated: Option<DatedName>,
+    /// `--retain`: how many of the date template's databases or directories to keep.
+    retain: Option<usize>,
+}
+
+fn places_of(
+    arguments: &SyncArguments,
+    mode: &Mode,
+    config: &ConfigFile,
+    environment: Environment,
+) -> Result<Places, SyncError> {
+    let utc = chosen(arguments.run.utc, false, config.options.utc);
     let defaults = endpoint_defaults(environment);
-    // A flag, on or off, beats the file; the file beats the default.
-    let chosen = |on: bool, off: bool, file: Option<bool>| switch(on, off).or(file).unwrap_or(false);
+    let endpoint = |side, flag: &Option<String>, file: &Option<ConfigEndpoint>| {
+        resolve_endpoint(side, flag.as_deref(), file.as_ref(), environment, &defaults)
+    };
     let source = match mode {
         Mode::Restore { .. } => None,
-        Mode::Sync | Mode::Verify | Mode::Dump { .. } => Some(
-            resolve_endpoint(
-                Side::Source,
-                arguments.source.source.as_deref(),
-                config.source.as_ref(),
-                environment,
-                &defaults,
-            )?
-            .0,
-        ),
+        Mode::Sync | Mode::Verify | Mode::Dump { .. } => {
+            Some(endpoint(Side::Source, &arguments.source.source, &config.source)?.0)
+        }
     };
-    let options = &config.options;
-    let utc = chosen(arguments.run.utc, false, options.utc);
     let archive = match mode {
         Mode::Restore { archive } => Some(archive.to_path_buf()),
         Mode::Sync | Mode::Verify | Mode::Dump { .. } => None,
@@ -833,13 +854,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
             (None, Some(output), template)
         }
         Mode::Sync | Mode::Verify | Mode::Restore { .. } => {
-            let (mut target, template) = resolve_endpoint(
-                Side::Target,
-                arguments.target.target.as_deref(),
-                config.target.as_ref(),
-                environment,
-                &defaults,
-            )?;
+            let (mut target, template) = endpoint(Side::Target, &arguments.target.target, &config.target)?;
             // Once, at the start: a run that crosses midnight keeps the name it began with.
             if let Some(template) = &template {
                 target.dbname = template.render(now(utc));
@@ -847,22 +862,42 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
             (Some(target), None, template)
         }
     };
-    let retain = arguments.run.retain.or(options.retain);
-    match (retain, &dated) {
-        (Some(_), None) => {
-            return Err(usage_error!(
-                "--retain keeps the newest of a date template, and the {} has none: write it as e.g. Archive_DB_{{date}}",
-                if output.is_some() {
-                    "--output directory"
-                } else {
-                    "target name"
-                }
-            ));
-        }
-        (Some(0), _) => return Err(usage_error!("--retain must keep at least 1 (tonight's)")),
-        _ => {}
-    }
+    let mut places = Places {
+        source,
+        target,
+        output,
+        archive,
+        dated,
+        retain: None,
+    };
+    places.retain = retain_of(arguments, &config.options, &places)?;
+    check_names(&places, mode, config)?;
+    Ok(places)
+}
 
+/// `--retain`, which needs a date template to keep the newest of.
+fn retain_of(arguments: &SyncArguments, options: &ConfigOptions, places: &Places) -> Result<Option<usize>, SyncError> {
+    let retain = arguments.run.retain.or(options.retain);
+    match (retain, &places.dated) {
+        (Some(_), None) => Err(usage_error!(
+            "--retain keeps the newest of a date template, and the {} has none: write it as e.g. Archive_DB_{{date}}",
+            if places.output.is_some() {
+                "--output directory"
+            } else {
+                "target name"
+            }
+        )),
+        (Some(0), _) => Err(usage_error!("--retain must keep at least 1 (tonight's)")),
+        _ => Ok(retain),
+    }
+}
+
+/// `--jobs`, `--retries` and the old script's `BATCH_SIZE`: flag, variable, file, default.
+fn counts_of(
+    arguments: &SyncArguments,
+    options: &ConfigOptions,
+    environment: Environment,
+) -> Result<(Jobs, u32, Option<usize>), SyncError> {
     let jobs = match (arguments.run.jobs, environment("PG_JOBS"), options.jobs) {
         (Some(jobs), _, _) => jobs,
         (None, Some(value), _) => parse_number("PG_JOBS", &value)?,
@@ -885,56 +920,83 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
     if batch_size == Some(0) {
         return Err(usage_error!("BATCH_SIZE must be at least 1"));
     }
-    let foreign_keys = match arguments.foreign_keys.as_ref().or(options.foreign_keys.as_ref()) {
-        Some(text) => ForeignKeyPolicy::from_name(text).ok_or_else(|| {
-            usage_error!(
-                "config file: foreign_keys = {text:?} is not one of {}",
-                ForeignKeyPolicy::NAMES.map(|name| format!("\"{name}\"")).join(", ")
-            )
-        })?,
-        None => ForeignKeyPolicy::NotValid,
-    };
-    let verification = match arguments.verify.as_ref().or(options.verify.as_ref()) {
-        Some(text) => Verification::from_name(text).ok_or_else(|| {
-            usage_error!(
-                "config file: verify = {text:?} is not one of {}",
-                Verification::NAMES.map(|name| format!("\"{name}\"")).join(", ")
-            )
-        })?,
-        None => Verification::Count,
-    };
+    Ok((jobs, retries, batch_size))
+}
 
+/// `--foreign-keys` and `--verify`: the flag, else the file, else the default.
+fn policies_of(
+    arguments: &SyncArguments,
+    options: &ConfigOptions,
+) -> Result<(ForeignKeyPolicy, Verification), SyncError> {
+    let foreign_keys = named_choice(
+        "foreign_keys",
+        arguments.foreign_keys.as_ref().or(options.foreign_keys.as_ref()),
+        &ForeignKeyPolicy::NAMES,
+        ForeignKeyPolicy::from_name,
+        ForeignKeyPolicy::NotValid,
+    )?;
+    let verification = named_choice(
+        "verify",
+        arguments.verify.as_ref().or(options.verify.as_ref()),
+        &Verification::NAMES,
+        Verification::from_name,
+        Verification::Count,
+    )?;
+    Ok((foreign_keys, verification))
+}
+
+/// A named choice (`--foreign-keys`, `--verify`): the flag, else the file, else `default`.
+fn named_choice<T>(
+    key: &str,
+    given: Option<&String>,
+    names: &[&str],
+    from_name: impl Fn(&str) -> Option<T>,
+    default: T,
+) -> Result<T, SyncError> {
+    match given {
+        Some(text) => from_name(text).ok_or_else(|| {
+            usage_error!(
+                "config file: {key} = {text:?} is not one of {}",
+                names
+                    .iter()
+                    .map(|name| format!("\"{name}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }),
+        None => Ok(default),
+    }
+}
+
+/// The table patterns: the file's groups, then `--include`; `[exclude]`, then `--exclude`. An
+/// empty one is refused: it would match nothing, which is never what was meant.
+fn patterns_of(
+    arguments: &SyncArguments,
+    config: &ConfigFile,
+) -> Result<(Vec<TablePattern>, Vec<TablePattern>), SyncError> {
+    let pattern = |pattern: &str, origin: &str| TablePattern {
+        pattern: pattern.trim().to_string(),
+        origin: origin.to_string(),
+    };
     let mut include = Vec::new();
     for (group, patterns) in &config.tables {
-        for pattern in patterns {
-            include.push(TablePattern {
-                pattern: pattern.clone(),
-                origin: format!("group \"{group}\""),
-            });
-        }
+        let origin = format!("group \"{group}\"");
+        include.extend(patterns.iter().map(|text| TablePattern {
+            pattern: text.clone(),
+            origin: origin.clone(),
+        }));
     }
-    for pattern in &arguments.source.include {
-        include.push(TablePattern {
-            pattern: pattern.trim().to_string(),
-            origin: "--include".into(),
-        });
-    }
+    include.extend(arguments.source.include.iter().map(|text| pattern(text, "--include")));
     let mut exclude: Vec<TablePattern> = config
         .exclude
         .tables
         .iter()
-        .map(|pattern| TablePattern {
-            pattern: pattern.clone(),
+        .map(|text| TablePattern {
+            pattern: text.clone(),
             origin: "[exclude] tables".into(),
         })
         .collect();
-    for pattern in &arguments.source.exclude {
-        exclude.push(TablePattern {
-            pattern: pattern.trim().to_string(),
-            origin: "--exclude".into(),
-        });
-    }
-
+    exclude.extend(arguments.source.exclude.iter().map(|text| pattern(text, "--exclude")));
     if let Some(empty) = include
         .iter()
         .chain(&exclude)
@@ -945,10 +1007,16 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
             empty.origin
         ));
     }
-    if let Some(target) = target.as_ref().filter(|_| !matches!(mode, Mode::Verify)) {
+    Ok((include, exclude))
+}
+
+/// Names dbsync must not write into (protected, templates, empty), and names PostgreSQL cannot
+/// hold. `dbsync verify` only reads, so its target name is not refused.
+fn check_names(places: &Places, mode: &Mode, config: &ConfigFile) -> Result<(), SyncError> {
+    if let Some(target) = places.target.as_ref().filter(|_| !matches!(mode, Mode::Verify)) {
         crate::target::refuse_unsafe_target(&target.dbname, &config.protect).map_err(SyncError::Usage)?;
     }
-    for (side, endpoint) in [("source", source.as_ref()), ("target", target.as_ref())] {
+    for (side, endpoint) in [("source", places.source.as_ref()), ("target", places.target.as_ref())] {
         let Some(endpoint) = endpoint else { continue };
         if endpoint.dbname.len() > 63 {
             return Err(usage_error!(
@@ -957,6 +1025,15 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
             ));
         }
     }
+    Ok(())
+}
+
+/// `--stream` / `--keep-dumps` (and `--resume`, which keeps its dumps), refused together.
+fn transfer_of(
+    arguments: &SyncArguments,
+    options: &ConfigOptions,
+    verification: Verification,
+) -> Result<Transfer, SyncError> {
     // A resumed run keeps its dumps too: it may fail again, and its directory is an archive.
     let keep_dumps =
         arguments.resume.is_some() || chosen(arguments.keep_dumps, arguments.no_keep_dumps, options.keep_dumps);
@@ -975,7 +1052,17 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
             "--verify none cannot be used with --keep-dumps or --resume: a kept copy's manifest records the rows counted in its snapshot"
         ));
     }
-    let content = content_of(arguments, &include, &exclude, transfer, &dated)?;
+    Ok(transfer)
+}
+
+/// A `--flag` / `--no-flag` pair over the file's value: a flag, on or off, beats the file; the
+/// file beats the default (off).
+fn chosen(on: bool, off: bool, file: Option<bool>) -> bool {
+    switch(on, off).or(file).unwrap_or(false)
+}
+
+/// `--maintenance-memory`, `--split-larger-than` and `--stream-larger-than`.
+fn sizes_of(arguments: &SyncArguments, options: &ConfigOptions) -> Result<(u64, Splitting, u64), SyncError> {
     let maintenance_memory = match arguments
         .target
         .maintenance_memory
@@ -1016,29 +1103,78 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         })?,
         None => DEFAULT_STREAM_LARGER_THAN,
     };
-    let config_directory = config_path
-        .as_deref()
-        .and_then(Path::parent)
-        .unwrap_or_else(|| Path::new("."));
+    Ok((maintenance_memory, splitting, stream_larger_than))
+}
+
+/// The config file's sections that are checked as they are read: `[hooks]` (paths made absolute
+/// against the file's directory), `[transform]` (with the salt), `[incremental]`, `[merge]`.
+fn sections_of(
+    arguments: &SyncArguments,
+    config: &ConfigFile,
+    config_path: Option<&Path>,
+    environment: Environment,
+) -> Result<
+    (
+        crate::hooks::Hooks,
+        crate::masking::Masking,
+        IncrementalSettings,
+        MergeSettings,
+    ),
+    SyncError,
+> {
+    let config_directory = config_path.and_then(Path::parent).unwrap_or_else(|| Path::new("."));
     let hooks = config.hooks.clone().resolved(config_directory).map_err(|error| {
         usage_error!(
             "config file {}: {error}",
-            config_path.as_deref().unwrap_or(Path::new("?")).display()
+            config_path.unwrap_or(Path::new("?")).display()
         )
     })?;
     let masking = crate::masking::Masking::from_config(&config.transform, environment(crate::masking::SALT_VARIABLE))
         .map_err(|error| usage_error!("config file: {error}"))?;
     let incremental = incremental_settings(&config.incremental, arguments.batch_rows)?;
+    let merge = MergeSettings {
+        tables: config.merge.tables.clone(),
+        fire_triggers: config.merge.fire_triggers.clone(),
+        source: config.merge.source.clone().filter(|name| !name.trim().is_empty()),
+        id_map: None,
+    };
+    Ok((hooks, masking, incremental, merge))
+}
+
+/// How the run shows itself: decided here, from `--plain`, `TERM` and `NO_COLOR`, once.
+fn display_of(arguments: &SyncArguments, environment: Environment) -> Result<Display, SyncError> {
     let progress_every = match arguments.run.progress_every {
         Some(0) => return Err(usage_error!("--progress-every must be at least 1 second")),
         Some(seconds) => Duration::from_secs(seconds),
         None => Duration::from_secs(30),
     };
+    Ok(Display {
+        terminal_allowed: !arguments.run.plain && environment("TERM").is_some_and(|term| term != "dumb"),
+        colour: environment("NO_COLOR").is_none(),
+        progress_every,
+    })
+}
+
+fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) -> Result<Settings, SyncError> {
+    let (config_path, config) = config_of(arguments.run.config.as_ref(), environment)?;
+    let options = &config.options;
+    let places = places_of(arguments, &mode, &config, environment)?;
+    let (jobs, retries, batch_size) = counts_of(arguments, options, environment)?;
+    let (foreign_keys, verification) = policies_of(arguments, options)?;
+    let (include, exclude) = patterns_of(arguments, &config)?;
+    let transfer = transfer_of(arguments, options, verification)?;
+    let content = content_of(arguments, &include, &exclude, transfer, &places.dated)?;
+    let (maintenance_memory, splitting, stream_larger_than) = sizes_of(arguments, options)?;
+    let (hooks, masking, incremental, merge) = sections_of(arguments, &config, config_path.as_deref(), environment)?;
+    let flags = &arguments.target;
+    let dump_dir = arguments.dump_dir.clone().or(options.dump_dir.clone());
+    let lock_timeout = arguments.source.lock_timeout.or(options.lock_timeout);
     Ok(Settings {
-        source,
-        archive,
-        target,
-        output,
+        source: places.source,
+        archive: places.archive,
+        target: places.target,
+        output: places.output,
+        dated: places.dated,
         include,
         exclude,
         jobs,
@@ -1054,48 +1190,23 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         hooks,
         masking,
         incremental,
-        merge: MergeSettings {
-            tables: config.merge.tables.clone(),
-            fire_triggers: config.merge.fire_triggers.clone(),
-            source: config.merge.source.clone().filter(|name| !name.trim().is_empty()),
-            id_map: None,
-        },
-        dump_dir: arguments
-            .dump_dir
-            .clone()
-            .or_else(|| options.dump_dir.clone())
-            .unwrap_or_else(|| PathBuf::from(".")),
+        merge,
+        dump_dir: dump_dir.unwrap_or(".".into()),
         transfer,
-        analyze: chosen(arguments.target.analyze, arguments.target.no_analyze, options.analyze),
-        assume_yes: arguments.target.yes,
-        terminate: !arguments.target.no_terminate,
-        no_owner: chosen(arguments.target.no_owner, arguments.target.owner, options.no_owner),
-        no_privileges: chosen(
-            arguments.target.no_privileges,
-            arguments.target.privileges,
-            options.no_privileges,
-        ),
-        no_tablespaces: arguments.target.no_tablespaces || options.no_tablespaces.unwrap_or(false),
+        analyze: chosen(flags.analyze, flags.no_analyze, options.analyze),
+        assume_yes: flags.yes,
+        terminate: !flags.no_terminate,
+        no_owner: chosen(flags.no_owner, flags.owner, options.no_owner),
+        no_privileges: chosen(flags.no_privileges, flags.privileges, options.no_privileges),
+        no_tablespaces: flags.no_tablespaces || options.no_tablespaces.unwrap_or(false),
         foreign_keys,
         pg_bin: arguments.run.pg_bin.clone().or_else(|| options.pg_bin.clone()),
         report: arguments.run.report.clone(),
-        display: Display {
-            terminal_allowed: !arguments.run.plain && environment("TERM").is_some_and(|term| term != "dumb"),
-            colour: environment("NO_COLOR").is_none(),
-            progress_every,
-        },
+        display: display_of(arguments, environment)?,
         session_options: environment("PGOPTIONS").filter(|options| !options.trim().is_empty()),
-        lock_timeout: Duration::from_secs(
-            arguments
-                .source
-                .lock_timeout
-                .or(options.lock_timeout)
-                .unwrap_or(600)
-                .max(1),
-        ),
+        lock_timeout: Duration::from_secs(lock_timeout.unwrap_or(600).max(1)),
         config_file: config_path,
-        dated,
-        retain,
+        retain: places.retain,
         resume: arguments.resume.clone(),
     })
 }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::catalog::{PG_CLASS_OID, PG_CONSTRAINT_OID};
 use crate::process::{self, ChildCommand, ChildOutput, ProcessError};
@@ -88,51 +88,64 @@ pub fn locate(override_directory: Option<&Path>, source_major: u32) -> Result<Pg
         if !found.is_empty() && wrappers.contains(directory) {
             break;
         }
-        let pg_dump = directory.join("pg_dump");
-        let pg_restore = directory.join("pg_restore");
-        if !pg_dump.is_file() || !pg_restore.is_file() {
-            continue;
+        match tools_in(directory, source_major)? {
+            Some(Ok(tools)) => found.push(tools),
+            Some(Err(reason)) => rejected.push(reason),
+            None => {}
         }
-        let (dump_major, version_text) = tool_version(&pg_dump)?;
-        let (restore_major, _) = tool_version(&pg_restore)?;
-        if dump_major < source_major {
-            rejected.push(format!("{} is version {dump_major}", pg_dump.display()));
-            continue;
-        }
-        if restore_major < dump_major {
-            rejected.push(format!(
-                "{} is version {restore_major}, older than its pg_dump ({dump_major})",
-                pg_restore.display()
-            ));
-            continue;
-        }
-        found.push(PgTools {
-            pg_dump,
-            pg_restore,
-            dump_major,
-            restore_major,
-            version_text,
-        });
     }
-    if let Some(best) = found.into_iter().min_by_key(|tools| tools.dump_major) {
-        return Ok(best);
+    match found.into_iter().min_by_key(|tools| tools.dump_major) {
+        Some(best) => Ok(best),
+        None => Err(none_fits(override_directory, source_major, &rejected)),
     }
+}
+
+/// The tools in `directory`, or why they cannot dump a server of `source_major` (`None`: there
+/// are none).
+fn tools_in(directory: &Path, source_major: u32) -> Result<Option<std::result::Result<PgTools, String>>> {
+    let pg_dump = directory.join("pg_dump");
+    let pg_restore = directory.join("pg_restore");
+    if !pg_dump.is_file() || !pg_restore.is_file() {
+        return Ok(None);
+    }
+    let (dump_major, version_text) = tool_version(&pg_dump)?;
+    let (restore_major, _) = tool_version(&pg_restore)?;
+    if dump_major < source_major {
+        return Ok(Some(Err(format!("{} is version {dump_major}", pg_dump.display()))));
+    }
+    if restore_major < dump_major {
+        return Ok(Some(Err(format!(
+            "{} is version {restore_major}, older than its pg_dump ({dump_major})",
+            pg_restore.display()
+        ))));
+    }
+    Ok(Some(Ok(PgTools {
+        pg_dump,
+        pg_restore,
+        dump_major,
+        restore_major,
+        version_text,
+    })))
+}
+
+/// Why no tools were found: where dbsync looked, what it found there and what to install.
+fn none_fits(override_directory: Option<&Path>, source_major: u32, rejected: &[String]) -> anyhow::Error {
     if let Some(directory) = override_directory {
         if rejected.is_empty() {
-            bail!("--pg-bin {}: no pg_dump and pg_restore there", directory.display());
+            return anyhow::anyhow!("--pg-bin {}: no pg_dump and pg_restore there", directory.display());
         }
-        bail!(
+        return anyhow::anyhow!(
             "--pg-bin {}: the source server is PostgreSQL {source_major}, but {}; point --pg-bin at client tools of version {source_major} or newer",
             directory.display(),
             rejected.join(", ")
         );
     }
     if rejected.is_empty() {
-        bail!(
+        return anyhow::anyhow!(
             "pg_dump and pg_restore were not found; install the PostgreSQL client tools (Debian: apt-get install postgresql-client) or pass --pg-bin DIR"
         );
     }
-    bail!(
+    anyhow::anyhow!(
         "the source server is PostgreSQL {source_major}, but the installed client tools are too old ({}); install postgresql-client-{source_major} or newer, or pass --pg-bin DIR",
         rejected.join(", ")
     )

@@ -331,6 +331,28 @@ pub async fn changed_keys(
     Ok(rows.into_iter().map(|row| row.get(0)).collect())
 }
 
+/// What an upsert does with a key the table has: update the other columns when their text
+/// differs (nothing when there are none).
+fn on_conflict_update(columns: &[String], key: &[String]) -> String {
+    let values: Vec<&String> = columns.iter().filter(|column| !key.contains(column)).collect();
+    if values.is_empty() {
+        return "DO NOTHING".to_string();
+    }
+    let each = |template: &str| -> Vec<String> {
+        values
+            .iter()
+            .map(|column| template.replace("{}", &quote_identifier(column)))
+            .collect()
+    };
+    // Compared as text: every type has one, not every type has an equality operator.
+    format!(
+        "DO UPDATE SET {} WHERE ROW({})::text IS DISTINCT FROM ROW({})::text",
+        each("{} = EXCLUDED.{}").join(", "),
+        each("held.{}").join(", "),
+        each("EXCLUDED.{}").join(", ")
+    )
+}
+
 /// Upserts the row stage into the table, `batch_rows` rows per statement: a new key is
 /// inserted, a row whose text differs is updated, an equal row is left alone. Returns the rows
 /// inserted and updated.
@@ -349,30 +371,7 @@ pub async fn upsert_staged(
         .get(0);
     let Some(last) = last else { return Ok((0, 0)) };
     let column_list = quoted_list(columns);
-    let values: Vec<&String> = columns.iter().filter(|column| !key.contains(column)).collect();
-    let on_conflict = if values.is_empty() {
-        "DO NOTHING".to_string()
-    } else {
-        let assignments: Vec<String> = values
-            .iter()
-            .map(|column| format!("{0} = EXCLUDED.{0}", quote_identifier(column)))
-            .collect();
-        let held: Vec<String> = values
-            .iter()
-            .map(|column| format!("held.{}", quote_identifier(column)))
-            .collect();
-        let incoming: Vec<String> = values
-            .iter()
-            .map(|column| format!("EXCLUDED.{}", quote_identifier(column)))
-            .collect();
-        // Compared as text: every type has one, not every type has an equality operator.
-        format!(
-            "DO UPDATE SET {} WHERE ROW({})::text IS DISTINCT FROM ROW({})::text",
-            assignments.join(", "),
-            held.join(", "),
-            incoming.join(", ")
-        )
-    };
+    let on_conflict = on_conflict_update(columns, key);
     let statement = format!(
         "WITH written AS (INSERT INTO {} AS held ({column_list}) OVERRIDING SYSTEM VALUE \
            SELECT {column_list} FROM pg_temp.{} WHERE {ROW_NUMBER} BETWEEN $1 AND $2 \

@@ -166,6 +166,33 @@ pub async fn inventory(client: &Client) -> Result<Inventory> {
         .batch_execute("SET search_path = pg_catalog")
         .await
         .context("cannot set the search path")?;
+    let large_object_count: i64 = client
+        .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
+        .await
+        .context("cannot count large objects")?
+        .get(0);
+    let extensions = client
+        .query(
+            "SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1",
+            &[],
+        )
+        .await
+        .context("cannot list extensions")?
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect();
+    Ok(Inventory {
+        tables: tables(client).await?,
+        sequences: sequences(client).await?,
+        foreign_keys: foreign_keys(client).await?,
+        large_object_count,
+        extensions,
+        required_roles: required_roles(client).await?,
+    })
+}
+
+/// The user's tables and partitioned tables, with their parents, sizes and estimates.
+async fn tables(client: &Client) -> Result<Vec<Table>> {
     let tables = client
         .query(
             &format!(
@@ -205,7 +232,11 @@ pub async fn inventory(client: &Client) -> Result<Inventory> {
             row_security: row.get(10),
         })
         .collect();
+    Ok(tables)
+}
 
+/// The user's sequences, with the table that owns each and the tables whose defaults use it.
+async fn sequences(client: &Client) -> Result<Vec<Sequence>> {
     let sequences = client
         .query(
             &format!(
@@ -233,8 +264,11 @@ pub async fn inventory(client: &Client) -> Result<Inventory> {
             used_by: row.get(3),
         })
         .collect();
+    Ok(sequences)
+}
 
-    // Only the top of a partitioned foreign key: its clones on partitions follow it.
+/// Only the top of a partitioned foreign key: its clones on partitions follow it.
+async fn foreign_keys(client: &Client) -> Result<Vec<ForeignKey>> {
     let foreign_keys = client
         .query(
             "SELECT oid, conname::text, conrelid, confrelid, pg_get_constraintdef(oid) \
@@ -252,32 +286,7 @@ pub async fn inventory(client: &Client) -> Result<Inventory> {
             definition: row.get(4),
         })
         .collect();
-
-    let large_object_count: i64 = client
-        .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
-        .await
-        .context("cannot count large objects")?
-        .get(0);
-
-    let extensions = client
-        .query(
-            "SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1",
-            &[],
-        )
-        .await
-        .context("cannot list extensions")?
-        .into_iter()
-        .map(|row| row.get(0))
-        .collect();
-
-    Ok(Inventory {
-        tables,
-        sequences,
-        foreign_keys,
-        large_object_count,
-        extensions,
-        required_roles: required_roles(client).await?,
-    })
+    Ok(foreign_keys)
 }
 
 /// Roles the restored objects will name: owners, grantees and policy roles. `pg_shdepend` holds
@@ -601,13 +610,31 @@ pub async fn schema_definitions(client: &Client) -> Result<BTreeMap<(String, Str
         .batch_execute("SET search_path = pg_catalog")
         .await
         .context("cannot set the search path")?;
-    let relation = |select: &str, from: &str, kinds: &str| {
-        format!(
-            "SELECT {select} FROM {from} pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ({kinds}) AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER}"
-        )
-    };
-    let queries = [
+    let mut definitions = BTreeMap::new();
+    for (kind, query) in table_definition_queries().into_iter().chain(other_definition_queries()) {
+        let rows = client
+            .query(&query, &[])
+            .await
+            .with_context(|| format!("cannot read the {kind} definitions"))?;
+        for row in rows {
+            definitions.insert((kind.to_string(), row.get::<_, String>(0)), row.get::<_, String>(1));
+        }
+    }
+    Ok(definitions)
+}
+
+/// A query over the user's relations of `kinds`, joined to `from`, selecting `select`.
+fn relation_query(select: &str, from: &str, kinds: &str) -> String {
+    format!(
+        "SELECT {select} FROM {from} pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ({kinds}) AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER}"
+    )
+}
+
+/// Each kind of a table's parts and the query of their (name, definition).
+fn table_definition_queries() -> [(&'static str, String); 4] {
+    let relation = relation_query;
+    [
         (
             "table",
             relation(
@@ -651,6 +678,14 @@ pub async fn schema_definitions(client: &Client) -> Result<BTreeMap<(String, Str
             )
             .replace("WHERE c.relkind", "WHERE i.indrelid = c.oid AND c.relkind"),
         ),
+    ]
+}
+
+/// Each kind of the other objects `dbsync diff` compares and the query of their (name,
+/// definition).
+fn other_definition_queries() -> [(&'static str, String); 4] {
+    let relation = relation_query;
+    [
         (
             "sequence",
             relation(
@@ -694,18 +729,7 @@ pub async fn schema_definitions(client: &Client) -> Result<BTreeMap<(String, Str
                      AND d.objid = p.oid AND d.deptype = 'e')"
             ),
         ),
-    ];
-    let mut definitions = BTreeMap::new();
-    for (kind, query) in queries {
-        let rows = client
-            .query(&query, &[])
-            .await
-            .with_context(|| format!("cannot read the {kind} definitions"))?;
-        for row in rows {
-            definitions.insert((kind.to_string(), row.get::<_, String>(0)), row.get::<_, String>(1));
-        }
-    }
-    Ok(definitions)
+    ]
 }
 
 #[cfg(test)]

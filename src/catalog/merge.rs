@@ -293,20 +293,23 @@ fn own_join(shape: &MergeShape, index: usize, rows: &str) -> (String, String) {
     )
 }
 
-/// The row stage: each column's merged value (a remapped key through the map of the table it
-/// references; a deferred one empty, its source value kept aside), the row's key in the target
-/// (mapped by an earlier run, matched by natural key, or drawn from the sequence) and how.
-fn resolve_statement(shape: &MergeShape, source: &str, number: usize) -> String {
-    let map_join = |alias: &str, table: &QualifiedName, column: &str| {
-        format!(
-            " LEFT JOIN {MAP_TABLE} AS {alias} ON {alias}.map = {} AND {alias}.old_id = s.{}",
-            map_of(source, table),
-            quote_identifier(column)
-        )
-    };
+/// A column's merged value in the row stage: a remapped key through the map of the table it
+/// references (`m1`, `m2`, … by remap), a deferred one empty (set by the second pass), any other
+/// the source's value.
+fn merged_value(shape: &MergeShape, column: &String) -> String {
+    let quoted = quote_identifier(column);
+    match shape.remapped.iter().position(|remap| &remap.column == column) {
+        Some(index) if shape.remapped[index].deferred => format!("CASE WHEN false THEN s.{quoted} END"),
+        Some(index) => format!("m{}.new_id", index + 1),
+        None => format!("s.{quoted}"),
+    }
+}
+
+/// The joins to the ID maps: the table's own (`m0`, each entry with whether its row is still
+/// there) and, for each remap done now, the referenced table's.
+fn map_joins(shape: &MergeShape, source: &str) -> String {
     let mut joins = String::new();
     if let Some(surrogate) = &shape.surrogate {
-        // The table's own map, each entry with whether its row is still there.
         let key = quote_identifier(&surrogate.column);
         joins += &format!(
             " LEFT JOIN (SELECT m.old_id, m.new_id, held.{key} IS NOT NULL AS present FROM {MAP_TABLE} AS m \
@@ -316,36 +319,50 @@ fn resolve_statement(shape: &MergeShape, source: &str, number: usize) -> String 
         );
     }
     for (index, remap) in shape.remapped.iter().enumerate().filter(|(_, remap)| !remap.deferred) {
-        joins += &map_join(&format!("m{}", index + 1), &remap.referenced, &remap.column);
-    }
-    let value = |column: &String| -> String {
-        let quoted = quote_identifier(column);
-        match shape.remapped.iter().position(|remap| &remap.column == column) {
-            Some(index) if shape.remapped[index].deferred => format!("CASE WHEN false THEN s.{quoted} END"),
-            Some(index) => format!("m{}.new_id", index + 1),
-            None => format!("s.{quoted}"),
-        }
-    };
-    let mut found = "NULL::bigint".to_string();
-    if !shape.natural_key.is_empty() {
-        let keyed = quoted_list(&shape.natural_key);
-        let first = match &shape.surrogate {
-            Some(surrogate) => format!("min({})::bigint", quote_identifier(&surrogate.column)),
-            None => "1::bigint".into(),
-        };
-        let matches: Vec<String> = shape
-            .natural_key
-            .iter()
-            .map(|column| format!("existing.{} = {}", quote_identifier(column), value(column)))
-            .collect();
         joins += &format!(
-            " LEFT JOIN (SELECT {keyed}, {first} AS found FROM ONLY {} GROUP BY {keyed}) AS existing ON {}",
-            shape.table.quoted(),
-            matches.join(" AND ")
+            " LEFT JOIN {MAP_TABLE} AS m{} ON m{0}.map = {} AND m{0}.old_id = s.{}",
+            index + 1,
+            map_of(source, &remap.referenced),
+            quote_identifier(&remap.column)
         );
-        found = "existing.found".into();
     }
-    let (key, how, stale) = match &shape.surrogate {
+    joins
+}
+
+/// The join to the target's rows with the same natural key (the first of them, by key), and the
+/// expression of the key it found; none without a natural key.
+fn natural_key_join(shape: &MergeShape) -> Option<(String, String)> {
+    if shape.natural_key.is_empty() {
+        return None;
+    }
+    let keyed = quoted_list(&shape.natural_key);
+    let first = match &shape.surrogate {
+        Some(surrogate) => format!("min({})::bigint", quote_identifier(&surrogate.column)),
+        None => "1::bigint".into(),
+    };
+    let matches: Vec<String> = shape
+        .natural_key
+        .iter()
+        .map(|column| {
+            format!(
+                "existing.{} = {}",
+                quote_identifier(column),
+                merged_value(shape, column)
+            )
+        })
+        .collect();
+    let join = format!(
+        " LEFT JOIN (SELECT {keyed}, {first} AS found FROM ONLY {} GROUP BY {keyed}) AS existing ON {}",
+        shape.table.quoted(),
+        matches.join(" AND ")
+    );
+    Some((join, "existing.found".into()))
+}
+
+/// The row's key in the target, how it was found, and whether its map entry points at a row that
+/// is gone.
+fn target_key(shape: &MergeShape, found: &str) -> (String, String, &'static str) {
+    match &shape.surrogate {
         Some(surrogate) => (
             format!(
                 "COALESCE(CASE WHEN m0.present THEN m0.new_id END, {found}, nextval({}::regclass))",
@@ -359,8 +376,12 @@ fn resolve_statement(shape: &MergeShape, source: &str, number: usize) -> String 
             format!("CASE WHEN {found} IS NOT NULL THEN {MATCHED} ELSE {INSERTED} END"),
             "false",
         ),
-    };
-    let mut unmapped: Vec<String> = shape
+    }
+}
+
+/// True for a row one of whose references the maps do not give (a remap done now).
+fn unmapped_condition(shape: &MergeShape) -> String {
+    let unmapped: Vec<String> = shape
         .remapped
         .iter()
         .enumerate()
@@ -373,13 +394,27 @@ fn resolve_statement(shape: &MergeShape, source: &str, number: usize) -> String 
             )
         })
         .collect();
-    if unmapped.is_empty() {
-        unmapped.push("false".into());
+    match unmapped.is_empty() {
+        true => "false".into(),
+        false => unmapped.join(" OR "),
     }
+}
+
+/// The row stage: each column's merged value, the source values of deferred remaps kept aside,
+/// the row's key in the target (mapped by an earlier run, matched by natural key, or drawn from
+/// the sequence) and how.
+fn resolve_statement(shape: &MergeShape, source: &str, number: usize) -> String {
+    let mut joins = map_joins(shape, source);
+    let mut found = "NULL::bigint".to_string();
+    if let Some((join, key)) = natural_key_join(shape) {
+        joins += &join;
+        found = key;
+    }
+    let (key, how, stale) = target_key(shape, &found);
     let mut selected: Vec<String> = shape
         .columns
         .iter()
-        .map(|column| format!("{} AS {}", value(column), quote_identifier(column)))
+        .map(|column| format!("{} AS {}", merged_value(shape, column), quote_identifier(column)))
         .collect();
     for (index, remap) in shape.remapped.iter().enumerate().filter(|(_, remap)| remap.deferred) {
         selected.push(format!(
@@ -393,7 +428,7 @@ fn resolve_statement(shape: &MergeShape, source: &str, number: usize) -> String 
            {} AS {UNMAPPED_COLUMN}, {stale} AS {STALE_COLUMN} FROM pg_temp.{} AS s{joins}",
         row_stage(number),
         selected.join(", "),
-        unmapped.join(" OR "),
+        unmapped_condition(shape),
         source_stage(number)
     )
 }

@@ -61,18 +61,34 @@ fn colour(event: &Event, line: String) -> String {
     }
 }
 
+impl TerminalReporter {
+    /// The bar of every step of the run, at the bottom.
+    fn overall_bar(&self, steps: usize) -> ProgressBar {
+        let bar = self.bars.add(ProgressBar::new(steps as u64));
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:40.cyan/blue}] {pos}/{len} steps {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    }
+
+    /// A spinner for a table while it runs, above the overall bar.
+    fn table_spinner(&self, activity: Activity, table: &str) -> ProgressBar {
+        let spinner = self.bars.insert_from_back(1, ProgressBar::new_spinner());
+        spinner.set_style(ProgressStyle::with_template("  {spinner} {elapsed:>4} {msg}").expect("valid template"));
+        spinner.set_message(format!("{} {table}", activity.tag()));
+        spinner.enable_steady_tick(Duration::from_millis(120));
+        spinner
+    }
+}
+
 impl Reporter for TerminalReporter {
     fn emit(&self, event: Event) {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match &event {
             Event::StepsPlanned(total) => {
-                let bar = self.bars.add(ProgressBar::new(*total as u64));
-                bar.set_style(
-                    ProgressStyle::with_template("{elapsed_precise} [{bar:40.cyan/blue}] {pos}/{len} steps {msg}")
-                        .expect("valid template")
-                        .progress_chars("=> "),
-                );
-                state.overall = Some(bar);
+                state.overall = Some(self.overall_bar(*total));
                 return;
             }
             Event::StepFinished => {
@@ -84,12 +100,8 @@ impl Reporter for TerminalReporter {
             Event::Progress(report) => {
                 for table in &report.tables {
                     if let Some(bar) = state.running.get(&(table.activity, table.table.clone())) {
-                        bar.set_message(format!(
-                            "{} {}  {}",
-                            table.activity.tag(),
-                            table.table,
-                            progress_detail(table)
-                        ));
+                        let detail = progress_detail(table);
+                        bar.set_message(format!("{} {}  {detail}", table.activity.tag(), table.table));
                     }
                 }
                 if let Some(bar) = &state.overall {
@@ -101,13 +113,7 @@ impl Reporter for TerminalReporter {
                 let key = (*activity, table.clone());
                 match line.state() {
                     TableState::Started => {
-                        let spinner = self.bars.insert_from_back(1, ProgressBar::new_spinner());
-                        spinner.set_style(
-                            ProgressStyle::with_template("  {spinner} {elapsed:>4} {msg}").expect("valid template"),
-                        );
-                        spinner.set_message(format!("{} {table}", activity.tag()));
-                        spinner.enable_steady_tick(Duration::from_millis(120));
-                        state.running.insert(key, spinner);
+                        state.running.insert(key, self.table_spinner(*activity, table));
                     }
                     TableState::Done | TableState::Failed => {
                         if let Some(spinner) = state.running.remove(&key) {

@@ -581,40 +581,69 @@ fn version_text(number: i32) -> String {
 
 /// What `dbsync plan` prints.
 pub fn plan_text(plan: &super::PlanReport) -> String {
-    let mut text = String::new();
-    let mut line = |content: String| {
-        text.push_str(&content);
-        text.push('\n');
-    };
-    line(format!(
-        "SOURCE   {} (PostgreSQL {})",
-        plan.source.endpoint,
-        version_text(plan.source.version)
+    let mut lines = plan_servers(plan);
+    lines.push(String::new());
+    lines.extend(plan_tables(plan));
+    lines.push(String::new());
+    lines.push("ORDER (foreign keys: each table after the tables it references)".to_string());
+    lines.push(format!("  {}", plan.foreign_key_order.join(", ")));
+    for cycle in &plan.foreign_key_cycles {
+        lines.push(format!("  cycle: {}", cycle.join(" ↔ ")));
+    }
+    lines.push(String::new());
+    lines.extend(plan_units(plan));
+    lines.push(String::new());
+    let free = plan.dump_directory_free_bytes.map_or("unknown".to_string(), human_size);
+    lines.push(format!(
+        "DUMPS    about {} in {} ({free} free)",
+        human_size(plan.estimated_dump_bytes),
+        plan.dump_directory
     ));
-    line(format!(
-        "TARGET   {} (PostgreSQL {}){}",
-        plan.target.endpoint,
-        version_text(plan.target.version),
-        if plan.target_exists {
-            ": exists, and would be replaced"
-        } else {
-            ": would be created"
-        }
-    ));
-    line(format!(
-        "TOOLS    {} and {}: {}",
-        plan.pg_dump, plan.pg_restore, plan.tools_reason
-    ));
-    line(String::new());
+    if !plan.warnings.is_empty() {
+        lines.push(String::new());
+        lines.push(format!("WARNINGS ({})", plan.warnings.len()));
+        lines.extend(plan.warnings.iter().map(|warning| format!("  - {warning}")));
+    }
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+/// The plan's SOURCE, TARGET and TOOLS lines.
+fn plan_servers(plan: &super::PlanReport) -> Vec<String> {
+    vec![
+        format!(
+            "SOURCE   {} (PostgreSQL {})",
+            plan.source.endpoint,
+            version_text(plan.source.version)
+        ),
+        format!(
+            "TARGET   {} (PostgreSQL {}){}",
+            plan.target.endpoint,
+            version_text(plan.target.version),
+            if plan.target_exists {
+                ": exists, and would be replaced"
+            } else {
+                ": would be created"
+            }
+        ),
+        format!(
+            "TOOLS    {} and {}: {}",
+            plan.pg_dump, plan.pg_restore, plan.tools_reason
+        ),
+    ]
+}
+
+/// The plan's TABLES: one line a table (and its masked columns), then the sequences and large
+/// objects.
+fn plan_tables(plan: &super::PlanReport) -> Vec<String> {
     let selection = if plan.whole_database {
         "every table"
     } else {
         "the selected tables"
     };
-    line(format!(
+    let mut lines = vec![format!(
         "TABLES ({}, {selection}; the schema is copied whole)",
         plan.tables.len()
-    ));
+    )];
     let kinds: Vec<String> = plan
         .tables
         .iter()
@@ -632,35 +661,33 @@ pub fn plan_text(plan: &super::PlanReport) -> String {
         .unwrap_or(5)
         .max(5);
     let kind_width = kinds.iter().map(String::len).max().unwrap_or(4).max(4);
-    line(format!(
+    lines.push(format!(
         "  {:<width$}  {:<kind_width$}  {:>12}  {:>9}",
         "TABLE", "KIND", "EST. ROWS", "SIZE"
     ));
     for (table, kind) in plan.tables.iter().zip(&kinds) {
         let rows = table.estimated_rows.map_or("?".to_string(), |rows| rows.to_string());
-        line(format!(
+        lines.push(format!(
             "  {:<width$}  {kind:<kind_width$}  {rows:>12}  {:>9}",
             table.name,
             human_size(table.size_bytes.max(0) as u64)
         ));
         if !table.masked_columns.is_empty() {
-            line(format!("    masked: {}", table.masked_columns.join(", ")));
+            lines.push(format!("    masked: {}", table.masked_columns.join(", ")));
         }
     }
-    line(format!(
+    lines.push(format!(
         "  {} sequence(s), {} large object(s)",
         plan.sequences, plan.large_objects
     ));
-    line(String::new());
-    line("ORDER (foreign keys: each table after the tables it references)".to_string());
-    line(format!("  {}", plan.foreign_key_order.join(", ")));
-    for cycle in &plan.foreign_key_cycles {
-        line(format!("  cycle: {}", cycle.join(" ↔ ")));
-    }
-    line(String::new());
-    line(format!("UNITS ({})", plan.units.len()));
+    lines
+}
+
+/// The plan's UNITS, then the tables a sync would copy in parts.
+fn plan_units(plan: &super::PlanReport) -> Vec<String> {
+    let mut lines = vec![format!("UNITS ({})", plan.units.len())];
     for unit in &plan.units {
-        line(format!(
+        lines.push(format!(
             "  {:<12} {:>9}  {}",
             unit.label,
             human_size(unit.size_bytes.max(0) as u64),
@@ -672,7 +699,7 @@ pub fn plan_text(plan: &super::PlanReport) -> String {
             "ctid" => "block ranges (ctid)".to_string(),
             key => format!("ranges of {key}"),
         };
-        line(format!(
+        lines.push(format!(
             "  {:<12} {:>9}  {} out of its unit: about {} parts at once, by {by}",
             "in parts",
             human_size(split.size_bytes.max(0) as u64),
@@ -680,21 +707,7 @@ pub fn plan_text(plan: &super::PlanReport) -> String {
             split.parts
         ));
     }
-    line(String::new());
-    let free = plan.dump_directory_free_bytes.map_or("unknown".to_string(), human_size);
-    line(format!(
-        "DUMPS    about {} in {} ({free} free)",
-        human_size(plan.estimated_dump_bytes),
-        plan.dump_directory
-    ));
-    if !plan.warnings.is_empty() {
-        line(String::new());
-        line(format!("WARNINGS ({})", plan.warnings.len()));
-        for warning in &plan.warnings {
-            line(format!("  - {warning}"));
-        }
-    }
-    text
+    lines
 }
 
 /// What `dbsync verify` prints.
