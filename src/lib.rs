@@ -106,7 +106,9 @@ async fn list_archives(arguments: &cli::ArchivesArguments) -> u8 {
 /// `dbsync verify`: exit 0 when both sides hold the same, 3 when not.
 async fn show_verify(settings: Result<settings::Settings, errors::SyncError>, json: bool) -> u8 {
     let verified = match settings {
-        Ok(settings) => engine::verify::verify(&settings, report::pick(&settings.display), Cancellation::new()).await,
+        Ok(settings) => {
+            engine::modes::verify::verify(&settings, report::pick(&settings.display), Cancellation::new()).await
+        }
         Err(error) => Err(error),
     };
     show(verified, |verify| {
@@ -137,7 +139,7 @@ fn equal_or_not(equal: bool) -> u8 {
 async fn show_diff(arguments: &cli::DiffArguments) -> u8 {
     let compared = async {
         let (source, target) = settings::resolve_diff(arguments, &settings::process_environment)?;
-        engine::diff::diff(&source, &target).await
+        engine::modes::diff::diff(&source, &target).await
     };
     show(compared.await, |diff| {
         report::print_diff(diff, arguments.format.as_deref() == Some("json"));
@@ -148,7 +150,9 @@ async fn show_diff(arguments: &cli::DiffArguments) -> u8 {
 /// `dbsync plan`: what a sync would do, as text or JSON; nothing is changed.
 async fn show_plan(settings: Result<settings::Settings, errors::SyncError>, json: bool) -> u8 {
     let planned = match settings {
-        Ok(settings) => engine::preview::preview(&settings, report::pick(&settings.display), Cancellation::new()).await,
+        Ok(settings) => {
+            engine::modes::preview::preview(&settings, report::pick(&settings.display), Cancellation::new()).await
+        }
         Err(error) => Err(error),
     };
     show(planned, |plan| {

@@ -2,7 +2,7 @@
 //! manifest records the source, the snapshot's time, the selection, each table's rows counted in
 //! the snapshot, and every file with its checksum (see `manifest`).
 
-use super::Run;
+use super::context::RunContext;
 use super::preflight::Source;
 use super::steps::Job;
 use super::workspace::RUN_MARKER;
@@ -11,7 +11,7 @@ use crate::manifest::{self, FileEntry, Manifest, RestoreFacts, Selection, Source
 use crate::plan::Plan;
 use crate::report::Warning;
 
-impl Run<'_> {
+impl RunContext<'_> {
     /// Writes the manifest of the dump directory. For a sync a failure is a warning: the copy
     /// itself is good, only the archive cannot be checked later.
     pub(super) async fn write_manifest(&mut self, job: &Job, plan: &Plan, source: &Source, source_counts: &[i64]) {

@@ -1,9 +1,22 @@
-//! What every mode of a run shares. For now: the number of sessions the servers granted, the one
-//! number anything that opens sessions may use.
+//! What every mode of a run shares: the run context (settings, reporter, cancellation,
+//! workspace, progress, the phase clock, warnings) with its cleanup, verdict and summary, and the
+//! number of sessions the servers granted, the one number anything that opens sessions may use.
 
-use crate::errors::SyncError;
-use crate::report::Warning;
-use crate::settings::Jobs;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::progress::{PhaseClock, Progress};
+use super::steps::{DumpSpace, Job};
+use super::workspace::Workspace;
+use super::{RunOutcome, cancelled, resume, step_error};
+use crate::catalog::QualifiedName;
+use crate::errors::{EXIT_SUCCESS, Outcome, SyncError};
+use crate::plan::Plan;
+use crate::process::last_meaningful_line;
+use crate::report::{Event, Notice, Reporter, Summary, Warning};
+use crate::scheduler::{AttemptError, Cancellation, with_retries};
+use crate::settings::{Jobs, Settings};
 
 /// Sessions dbsync opens besides those of `--jobs`: on the source the progress monitor (the
 /// snapshot session is already open, so counted as taken); on the target the maintenance
@@ -78,6 +91,251 @@ fn describe_free(free: FreeSlots) -> String {
         .filter_map(|(slots, side)| slots.map(|slots| format!("{slots} ({side})")))
         .collect::<Vec<_>>()
         .join(" and ")
+}
+
+/// One run's state, filled in as it progresses; what cleanup and the summary need.
+pub(super) struct RunContext<'a> {
+    pub(super) settings: &'a Settings,
+    pub(super) reporter: Arc<dyn Reporter>,
+    /// Stops the current copy: signals, or a failure of one of its steps.
+    pub(super) cancellation: Cancellation,
+    /// Signals only: a copy started again after the source lost its snapshot gets a fresh
+    /// `cancellation` under it.
+    pub(super) root_cancellation: Cancellation,
+    pub(super) workspace: Workspace,
+    pub(super) progress: Arc<Progress>,
+    pub(super) dump_space: Arc<DumpSpace>,
+    pub(super) warnings: Vec<String>,
+    /// Sequences and large objects the plan copies.
+    pub(super) plan_totals: (usize, i64),
+    /// Names the temporary database, and the previous target while the swap puts it aside.
+    pub(super) run_suffix: String,
+    /// `--jobs`, as the servers granted it in preflight (`None` until then).
+    pub(super) granted: Option<GrantedJobs>,
+    /// What `--retain` dropped.
+    pub(super) archives_dropped: Vec<String>,
+    /// Warnings found before the banner, shown just after it.
+    pub(super) deferred_warnings: Vec<Warning>,
+    pub(super) phase_clock: PhaseClock,
+    /// Masked columns and their expressions, by planned table (`[transform]`).
+    pub(super) masks: std::collections::HashMap<usize, Vec<(String, String)>>,
+}
+
+impl<'a> RunContext<'a> {
+    /// Each member of the plan's tables (in `Plan::members` order) with its masked columns.
+    pub(super) fn member_masks(&self, plan: &Plan) -> Vec<Vec<(String, String)>> {
+        plan.tables
+            .iter()
+            .enumerate()
+            .flat_map(|(index, table)| {
+                let masked = self.masks.get(&index).cloned().unwrap_or_default();
+                table.members.iter().map(move |_| masked.clone())
+            })
+            .collect()
+    }
+
+    /// The masked columns of the planned table `member` belongs to.
+    pub(super) fn masks_of_member(&self, plan: &Plan, member: &QualifiedName) -> Vec<(String, String)> {
+        plan.tables
+            .iter()
+            .position(|table| table.members.contains(member))
+            .and_then(|table| self.masks.get(&table).cloned())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn emit(&self, event: Event) {
+        if let Event::Phase(phase) = &event {
+            self.phase_clock.enter(phase.key());
+        }
+        self.reporter.emit(event);
+    }
+
+    pub(super) fn new(
+        settings: &'a Settings,
+        reporter: Arc<dyn Reporter>,
+        cancellation: Cancellation,
+    ) -> RunContext<'a> {
+        RunContext {
+            settings,
+            reporter,
+            cancellation: cancellation.child(),
+            root_cancellation: cancellation,
+            workspace: Workspace::default(),
+            progress: Arc::new(Progress::default()),
+            dump_space: Default::default(),
+            warnings: Vec::new(),
+            plan_totals: (0, 0),
+            run_suffix: format!("{:08x}", rand::random::<u32>()),
+            phase_clock: PhaseClock::default(),
+            masks: Default::default(),
+            granted: None,
+            archives_dropped: Vec::new(),
+            deferred_warnings: Vec::new(),
+        }
+    }
+
+    /// Cleanup on every way out, then the verdict and the summary.
+    pub(super) async fn finish(
+        mut self,
+        mut result: Result<(), SyncError>,
+        started: Instant,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> RunOutcome {
+        self.phase_clock.enter("cleanup");
+        let kept = self
+            .workspace
+            .clean_up(self.settings.keep_dumps(), &*self.reporter, &self.root_cancellation)
+            .await;
+        let dumps = kept.dumps.as_ref().or(self.settings.resume.as_ref());
+        if result.is_err()
+            && self.settings.target.is_some()
+            && let Some(directory) = resume::resumable(dumps)
+        {
+            self.emit(Event::Notice(Notice::ResumeWith {
+                copy: kept.copy,
+                command: resume::resume_command(self.settings, directory),
+            }));
+        }
+        // Whatever failed while a signal was being handled, the signal is why the run ended.
+        if let Some(signal) = self.root_cancellation.interrupting_signal()
+            && !self.workspace.is_swapped()
+        {
+            result = Err(SyncError::Interrupted(signal));
+        }
+        // One instant ends both the run's time and its last stretch, so the stretches never add
+        // up to more than the whole.
+        let finished = Instant::now();
+        let summary = self.summary(&result, finished.duration_since(started), finished, started_at);
+        RunOutcome { result, summary }
+    }
+
+    /// What the progress and the summary follow from now on.
+    pub(super) fn adopt_plan(&mut self, plan: &Plan) {
+        self.progress.set_plan(plan);
+        let large_objects = if plan.copy_large_objects {
+            plan.large_object_count
+        } else {
+            0
+        };
+        self.plan_totals = (plan.sequences.len(), large_objects);
+    }
+
+    /// Where the run reads: the source (redacted), or a restore's archive directory.
+    pub(super) fn origin(&self) -> String {
+        match (&self.settings.source, &self.settings.archive) {
+            (Some(source), _) => source.to_string(),
+            (None, archive) => archive
+                .as_ref()
+                .map(|path| path.display().to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Where the run writes: the target (redacted), or a dump's archive directory.
+    pub(super) fn destination(&self) -> String {
+        match (&self.settings.target, &self.settings.output) {
+            (Some(target), _) => target.to_string(),
+            (None, output) => output
+                .as_ref()
+                .map(|path| path.display().to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Lowers `--jobs` to what the servers can spare (`free`), once, before this run opens any
+    /// session of its jobs; returns the warning when it was lowered.
+    pub(super) fn grant_jobs(&mut self, free: FreeSlots) -> Result<Option<Warning>, SyncError> {
+        let (granted, lowered) = GrantedJobs::grant(self.settings.jobs, free)?;
+        self.granted = Some(granted);
+        Ok(lowered)
+    }
+
+    /// The sessions per server this run may use: only ever what the servers granted.
+    pub(super) fn granted_jobs(&self) -> GrantedJobs {
+        self.granted
+            .expect("every mode grants its jobs in preflight, before it opens their sessions")
+    }
+
+    pub(super) fn warn(&mut self, warning: Warning) {
+        self.warnings.push(warning.to_string());
+        self.emit(Event::Warning(warning));
+    }
+
+    pub(super) fn check_cancelled(&self) -> Result<(), SyncError> {
+        match self.cancellation.is_cancelled() {
+            true => Err(cancelled(&self.cancellation)),
+            false => Ok(()),
+        }
+    }
+
+    pub(super) fn announce_retry(&self, step: &'static str, attempt: u32, error: &anyhow::Error, delay: Duration) {
+        self.emit(Event::Warning(Warning::Retrying {
+            step,
+            attempt,
+            delay,
+            error: last_meaningful_line(&format!("{error:#}")),
+        }))
+    }
+
+    /// A step of the schema, tried again after transient failures, each retry announced.
+    pub(super) async fn retried<T, Fut>(
+        &self,
+        job: &Job,
+        step: &'static str,
+        attempt: impl FnMut(u32) -> Fut,
+    ) -> Result<T, SyncError>
+    where
+        Fut: Future<Output = Result<T, AttemptError>>,
+    {
+        let on_retry = |attempt, error: &anyhow::Error, delay| self.announce_retry(step, attempt, error, delay);
+        with_retries(job.retry_policy, &job.cancellation, on_retry, attempt)
+            .await
+            .map_err(|error| step_error(&self.cancellation, error))
+    }
+
+    pub(super) fn summary(
+        &self,
+        result: &Result<(), SyncError>,
+        elapsed: Duration,
+        finished: Instant,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> Summary {
+        let (outcome, exit_code, error) = match result {
+            Ok(()) => (Outcome::Success, EXIT_SUCCESS, None),
+            Err(error) => (error.outcome(), error.exit_code(), Some(format!("{error:#}"))),
+        };
+        Summary {
+            source: self.origin(),
+            target: self.destination(),
+            started_at: started_at.to_rfc3339(),
+            total_seconds: elapsed.as_secs_f64(),
+            outcome,
+            exit_code,
+            error,
+            tables: self.progress.summary_rows(),
+            sequences: self.plan_totals.0,
+            large_objects: self.plan_totals.1,
+            warnings: self.warnings.clone(),
+            peak_memory_bytes: peak_memory_bytes(),
+            peak_dump_bytes: self.dump_space.peak(),
+            archives_dropped: self.archives_dropped.clone(),
+            phases: self.phase_clock.times(finished),
+        }
+    }
+}
+
+/// The most memory dbsync itself (not its children) has held at once: the kernel's high-water
+/// mark of this program's resident memory (`VmHWM`). Not `getrusage`: its `ru_maxrss` carries over
+/// through `exec` the size of the process that started dbsync.
+fn peak_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+            let kibibytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kibibytes * 1024)
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Run, interruptible};
+use super::{RunContext, interruptible};
 use crate::catalog;
 use crate::connection::Endpoint;
 use crate::errors::SyncError;
@@ -15,7 +15,7 @@ use crate::report::{Event, Notice};
 /// How much of a failed command's output the error shows.
 const OUTPUT_LINES: usize = 20;
 
-impl Run<'_> {
+impl RunContext<'_> {
     /// Runs the stage's hooks in order; `work` is the database being written (the copy under
     /// its temporary name, or the target itself).
     pub(super) async fn run_hooks(&self, stage: HookStage, work: &Endpoint) -> Result<(), SyncError> {

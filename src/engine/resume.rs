@@ -16,9 +16,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::RunContext;
+use super::copy::JobPlaces;
 use super::preflight::Source;
 use super::steps::{self, Job, marks};
-use super::{JobPlaces, Run};
 use crate::catalog;
 use crate::errors::SyncError;
 use crate::manifest::{self, Manifest};
@@ -87,7 +88,7 @@ pub fn resume_command(settings: &crate::settings::Settings, directory: &Path) ->
     )
 }
 
-impl Run<'_> {
+impl RunContext<'_> {
     /// Starts `resume.json` for a run that keeps its dumps, once its copy exists.
     pub(super) fn start_resume_state(&mut self, job: &Job, plan: &Plan, source: &Source, snapshot_taken_at: String) {
         let state = ResumeState {

@@ -4,17 +4,17 @@
 //! renders (see `dated`), never tonight's, never the source database's name, and for directories
 //! only complete archives (with a manifest).
 
+use super::context::RunContext;
 use std::path::Path;
 
 use chrono::NaiveDateTime;
 
-use super::Run;
 use crate::dated::DatedName;
 use crate::manifest::MANIFEST_FILE;
 use crate::report::{Event, Notice, Warning};
 use crate::target::{TargetServer, describe_sessions};
 
-impl Run<'_> {
+impl RunContext<'_> {
     pub(super) async fn apply_retention(&mut self) {
         let settings = self.settings;
         let (Some(template), Some(retain)) = (&settings.dated, settings.retain) else {

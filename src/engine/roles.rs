@@ -7,12 +7,12 @@ use std::collections::BTreeSet;
 
 use tokio_postgres::Client;
 
-use super::{Run, interruptible, preflight};
+use super::{RunContext, interruptible, preflight};
 use crate::catalog::{self, RoleDefinition, TargetNeeds};
 use crate::errors::SyncError;
 use crate::report::{Event, Notice};
 
-impl Run<'_> {
+impl RunContext<'_> {
     pub(super) async fn copy_roles(
         &mut self,
         source: &Client,

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::steps::Job;
-use super::{Run, interruptible};
+use super::{RunContext, interruptible};
 use crate::catalog::{self, QualifiedName};
 use crate::errors::SyncError;
 use crate::plan::{self, Plan, RowRange, Unit, UnitKind};
@@ -34,7 +34,7 @@ struct Candidate {
     large: bool,
 }
 
-impl Run<'_> {
+impl RunContext<'_> {
     /// The plan with each large table taken out of its unit and copied in parts. Only for a copy
     /// from a snapshot (a restore or a resume keeps the units of the run that dumped).
     pub(super) async fn split_large_tables(

@@ -317,3 +317,49 @@ fn functions_read_at_once() {
         long.join("\n")
     );
 }
+
+#[test]
+fn each_mode_is_a_type_of_its_own_file_that_imports_no_other_mode() {
+    let modes: Vec<(PathBuf, String)> = sources("src/engine/modes")
+        .into_iter()
+        .filter(|(path, _)| !path.ends_with("mod.rs"))
+        .collect();
+    assert!(modes.len() >= 8, "only {} mode files found", modes.len());
+    let struct_over_context =
+        regex::Regex::new(r"struct (\w+)<'a> \{\s*pub\(in crate::engine\) context: RunContext").unwrap();
+    let mut mode_types = Vec::new();
+    for (path, text) in &modes {
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        for other in modes
+            .iter()
+            .map(|(other, _)| other.file_stem().unwrap().to_string_lossy().to_string())
+        {
+            let named = [format!("modes::{other}"), format!("super::{other}")];
+            if other != stem {
+                assert!(
+                    !named.iter().any(|name| text.contains(name.as_str())),
+                    "{} imports the mode {other}: what two modes share belongs beside modes/",
+                    path.display()
+                );
+            }
+        }
+        mode_types.extend(
+            struct_over_context
+                .captures_iter(text)
+                .map(|found| (found[1].to_string(), path.clone())),
+        );
+    }
+    assert!(mode_types.len() >= 7, "mode types found: {mode_types:?}");
+    for (path, text) in sources("src") {
+        for (mode, home) in &mode_types {
+            if &path != home {
+                assert!(
+                    !text.contains(&format!("impl {mode}<")),
+                    "{} implements the mode {mode} outside {}",
+                    path.display(),
+                    home.display()
+                );
+            }
+        }
+    }
+}

@@ -9,8 +9,11 @@ use anyhow::Result;
 use tokio_postgres::Client;
 
 use super::super::context::GrantedJobs;
+use super::Job;
 use crate::catalog::{self, BucketSum, ChecksumColumn, ChecksumLayout, KeyBuckets, QualifiedName, RowHash};
 use crate::connection::Endpoint;
+use crate::plan::Plan;
+use crate::report::VerifyDifference;
 use crate::scheduler::share_out;
 
 /// A table larger than this is scanned in parts of about this size, by several sessions.
@@ -313,6 +316,64 @@ async fn sums_of(
         async move { catalog::bucket_sums(&client, &plan.table, columns, hash, range).await }
     })
     .await
+}
+
+/// The tables whose checksums differ, as the report shows them.
+pub fn checksum_differences(tables: &[QualifiedName], comparisons: &[Comparison]) -> Vec<VerifyDifference> {
+    tables
+        .iter()
+        .zip(comparisons)
+        .filter_map(|(table, comparison)| {
+            let name = table.display_name();
+            match comparison {
+                Comparison::Equal => None,
+                Comparison::MissingOnTarget => {
+                    Some(VerifyDifference::new("table", name, "present".into(), "missing".into()))
+                }
+                Comparison::ColumnsDiffer { source, target } => Some(VerifyDifference::new(
+                    "columns",
+                    name,
+                    source.join(", "),
+                    target.join(", "),
+                )),
+                Comparison::RowsDiffer {
+                    source_rows,
+                    target_rows,
+                    first_range,
+                } => {
+                    let mut difference = VerifyDifference::new(
+                        "rows",
+                        name,
+                        format!("{source_rows} rows"),
+                        format!("{target_rows} rows"),
+                    );
+                    difference.detail = Some(match first_range {
+                        Some(range) => format!("checksums differ, first in {range}"),
+                        None => "checksums differ".into(),
+                    });
+                    Some(difference)
+                }
+            }
+        })
+        .collect()
+}
+
+/// `sync --verify checksum`: the copy's rows against the source's in the export snapshot.
+pub async fn checksum_copy(
+    job: &Job,
+    plan: &Plan,
+    jobs: GrantedJobs,
+    masks: &[Vec<(String, String)>],
+) -> anyhow::Result<Vec<VerifyDifference>> {
+    let snapshot = job.snapshot.as_ref().expect("a sync validates in its snapshot");
+    let (source, target) = tokio::try_join!(
+        Sessions::open(&snapshot.source, "source", jobs, Some(&snapshot.id)),
+        Sessions::open(job.copy(), "target", jobs, None)
+    )?;
+    source.set_mask_salt(job.mask_salt.as_deref()).await?;
+    let tables = plan.members();
+    let comparisons = compare(&source, &target, &tables, masks).await?;
+    Ok(checksum_differences(&tables, &comparisons))
 }
 
 #[cfg(test)]

@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use tokio_postgres::Client;
 
-use super::refresh::{RefreshedTable, row_copy_event};
-use super::steps::checksum::Sessions;
-use super::steps::merge::{self, MergeTable};
-use super::{Run, interruptible, preflight};
 use crate::catalog::{self, ForeignKeyColumn, MergeShape, QualifiedName, Remap, Surrogate};
+use crate::engine::row_copy::{RefreshedTable, row_copy_event};
+use crate::engine::steps::checksum::Sessions;
+use crate::engine::steps::merge::{self, MergeTable};
+use crate::engine::{RunContext, interruptible, preflight};
 use crate::errors::SyncError;
 use crate::hooks::HookStage;
 use crate::plan::Plan;
@@ -23,6 +23,11 @@ use crate::report::{Event, MergePreview, Notice, Phase, RunKind, TableLine, Warn
 use crate::scheduler::share_out;
 use crate::settings::{MergeTableSettings, OnExisting};
 use crate::usage_error;
+
+/// `dbsync merge`: the run context and the target it folds the source into.
+pub(in crate::engine) struct Merge<'a> {
+    pub(in crate::engine) context: RunContext<'a>,
+}
 
 /// A table to merge and the planned table it is.
 type Planned = (usize, MergeTable);
@@ -72,62 +77,71 @@ impl KeyPlan<'_> {
     }
 }
 
-impl Run<'_> {
-    pub(super) async fn merge(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
-        let (source, mut plan, _) = self.inspect_source().await?;
+impl Merge<'_> {
+    pub(in crate::engine) async fn run(
+        &mut self,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> Result<(), SyncError> {
+        let (source, mut plan, _) = self.context.inspect_source().await?;
         // dbsync's own state (ID maps, watermarks) in the source is not the source's data.
         // The plan's units (and their table indexes) are a sync's: a merge moves rows itself.
         plan.tables.retain(|table| table.name.schema != "dbsync");
         plan.units.clear();
-        self.adopt_plan(&plan);
-        let target = self.connect_to_kept_target(&source).await?;
-        self.emit(Event::Phase(Phase::RefreshSchema));
-        let fitted = self.fit_target_schema(&source.client, &target, &plan).await?;
-        let foreign = interruptible(&self.cancellation, catalog::foreign_key_columns(&source.client)).await?;
+        self.context.adopt_plan(&plan);
+        let target = self.context.connect_to_kept_target(&source).await?;
+        self.context.emit(Event::Phase(Phase::RefreshSchema));
+        let fitted = self.context.fit_target_schema(&source.client, &target, &plan).await?;
+        let foreign = interruptible(&self.context.cancellation, catalog::foreign_key_columns(&source.client)).await?;
         let groups = self
             .merge_groups(&target, &plan, &source.inventory, fitted, &foreign)
             .await?;
         let name = self.merge_source_identity();
-        if self.settings.dry_run {
-            self.emit(Event::Notice(Notice::SourceName {
+        if self.context.settings.dry_run {
+            self.context.emit(Event::Notice(Notice::SourceName {
                 name: name.clone(),
                 state: "ID maps",
                 section: "merge",
             }));
             self.preview_merge(&groups);
-            self.emit(Event::Notice(Notice::DryRunDone));
+            self.context.emit(Event::Notice(Notice::DryRunDone));
             return Ok(());
         }
-        self.announce_row_copy(RunKind::Merge, &plan, started_at);
-        self.emit(Event::Notice(Notice::SourceName {
+        self.context.announce_row_copy(RunKind::Merge, &plan, started_at);
+        self.context.emit(Event::Notice(Notice::SourceName {
             name: name.clone(),
             state: "ID maps",
             section: "merge",
         }));
-        self.run_hooks(HookStage::BeforeSync, self.settings.target()).await?;
-        interruptible(&self.cancellation, catalog::ensure_map_table(&target)).await?;
-        let snapshot = self.take_snapshot(&source, &plan).await?;
-        self.emit(Event::Phase(Phase::RefreshData));
+        self.context
+            .run_hooks(HookStage::BeforeSync, self.context.settings.target())
+            .await?;
+        interruptible(&self.context.cancellation, catalog::ensure_map_table(&target)).await?;
+        let snapshot = self.context.take_snapshot(&source, &plan).await?;
+        self.context.emit(Event::Phase(Phase::RefreshData));
         // Fresh target sessions for the writes: the one that read the catalogs has the search
         // path cut to pg_catalog, and triggers that fire must see the database's own.
-        let jobs = self.granted_jobs();
+        let jobs = self.context.granted_jobs();
         let open = async {
-            let sessions = Sessions::open(self.settings.source(), "source", jobs, Some(&snapshot)).await?;
-            sessions.set_mask_salt(self.settings.masking.salt.as_deref()).await?;
-            let writers = super::refresh::connect_many(self.settings.target(), jobs).await?;
+            let sessions = Sessions::open(self.context.settings.source(), "source", jobs, Some(&snapshot)).await?;
+            sessions
+                .set_mask_salt(self.context.settings.masking.salt.as_deref())
+                .await?;
+            let writers = crate::engine::row_copy::connect_many(self.context.settings.target(), jobs).await?;
             anyhow::Ok(sessions.clients().iter().cloned().zip(writers).collect::<Vec<_>>())
         };
-        let pairs = interruptible(&self.cancellation, open).await?;
+        let pairs = interruptible(&self.context.cancellation, open).await?;
         let merged = self.merge_in_levels(&pairs, &groups, &foreign).await;
         // The map is read on the session that wrote nothing: after a failure, the writers of
         // groups stopped on the way may still be inside their (never committed) transactions.
-        if !self.cancellation.is_cancelled() {
+        if !self.context.cancellation.is_cancelled() {
             self.write_id_map(&target, &groups).await?;
         }
         merged?;
-        self.emit(Event::Phase(Phase::RefreshValidation));
+        self.context.emit(Event::Phase(Phase::RefreshValidation));
         self.validate_merge(&target, &groups, &foreign).await?;
-        self.run_hooks(HookStage::AfterImport, self.settings.target()).await
+        self.context
+            .run_hooks(HookStage::AfterImport, self.context.settings.target())
+            .await
     }
 
     /// The tables to merge, grouped (a cycle of foreign keys shares one transaction) in
@@ -152,7 +166,7 @@ impl Run<'_> {
             }
         }
         let read = read_keys(target, &names, merged);
-        let (mut primary_keys, sequences, drawn_in_composite) = interruptible(&self.cancellation, read).await?;
+        let (mut primary_keys, sequences, drawn_in_composite) = interruptible(&self.context.cancellation, read).await?;
         let (order, cycles) = crate::plan::foreign_key_order(plan, inventory);
         let mut position = vec![0; plan.tables.len()];
         for (place, table) in order.iter().enumerate() {
@@ -178,7 +192,7 @@ impl Run<'_> {
     /// `[merge]` names only tables of the source (a table the selection leaves out is fine: one
     /// config serves runs with different `--include`/`--exclude`).
     fn refuse_unknown_merge_names(&self, inventory: &catalog::Inventory) -> Result<(), SyncError> {
-        let config = &self.settings.merge;
+        let config = &self.context.settings.merge;
         for written in config.tables.keys().chain(&config.fire_triggers) {
             if !inventory
                 .tables
@@ -219,6 +233,7 @@ impl Run<'_> {
             ));
         }
         let config = self
+            .context
             .settings
             .merge
             .tables
@@ -238,6 +253,7 @@ impl Run<'_> {
         };
         refuse_unsafe_shape(&shape, &table)?;
         let fire_triggers = self
+            .context
             .settings
             .merge
             .fire_triggers
@@ -269,7 +285,7 @@ impl Run<'_> {
                     Some(map) => format!("follow the ID map of an earlier merge of {}", map.display_name()),
                     None => "are kept as they are".into(),
                 };
-                self.warn(Warning::Other(format!(
+                self.context.warn(Warning::Other(format!(
                     "{}.{} references {}, which this merge does not take: its values {fate}",
                     table.display_name(),
                     key.column,
@@ -291,7 +307,7 @@ impl Run<'_> {
     }
 
     fn merge_source_identity(&self) -> String {
-        self.named_source(self.settings.merge.source.as_deref())
+        self.context.named_source(self.context.settings.merge.source.as_deref())
     }
 
     /// `--dry-run`: each table in order, what becomes of its keys, and its natural key.
@@ -304,7 +320,7 @@ impl Run<'_> {
             for (_, table) in group {
                 let shape = &table.shape;
                 let own = shape.table.display_name();
-                self.emit(Event::Notice(Notice::WouldMerge(MergePreview {
+                self.context.emit(Event::Notice(Notice::WouldMerge(MergePreview {
                     table: own.clone(),
                     new_keys: shape
                         .surrogate
@@ -349,8 +365,8 @@ impl Run<'_> {
             });
             // Not dropped on Ctrl+C: each group stops before its commit or reports it.
             let merged = work.await;
-            if self.cancellation.is_cancelled() {
-                return Err(super::cancelled(&self.cancellation));
+            if self.context.cancellation.is_cancelled() {
+                return Err(crate::engine::cancelled(&self.context.cancellation));
             }
             merged.map_err(SyncError::Failed)?;
         }
@@ -365,43 +381,47 @@ impl Run<'_> {
         group: &[Planned],
         identity: &str,
     ) -> anyhow::Result<()> {
-        if self.cancellation.is_cancelled() {
+        if self.context.cancellation.is_cancelled() {
             return Ok(());
         }
         let started = std::time::Instant::now();
         for (_, table) in group {
             let description = "Merge".into();
-            self.emit(row_copy_event(&table.shape.table, TableLine::Started { description }));
+            self.context
+                .emit(row_copy_event(&table.shape.table, TableLine::Started { description }));
         }
         let tables: Vec<&MergeTable> = group.iter().map(|(_, table)| table).collect();
-        match merge::merge_group(source, target, &tables, identity, &self.cancellation).await {
+        match merge::merge_group(source, target, &tables, identity, &self.context.cancellation).await {
             Ok(counts) => {
                 for ((planned, table), counts) in group.iter().zip(counts) {
-                    self.progress.add_merged(*planned, counts);
+                    self.context.progress.add_merged(*planned, counts);
                     let elapsed = started.elapsed();
-                    self.emit(row_copy_event(&table.shape.table, TableLine::Finished { elapsed }));
+                    self.context
+                        .emit(row_copy_event(&table.shape.table, TableLine::Finished { elapsed }));
                     let name = table.shape.table.display_name();
-                    self.emit(Event::Notice(Notice::TableMerged { table: name, counts }));
+                    self.context
+                        .emit(Event::Notice(Notice::TableMerged { table: name, counts }));
                 }
                 Ok(())
             }
             // Stopped before its commit: as it was (NOT DONE). Not an error here, so that
             // another group on its way through its commit is not dropped half-way.
-            Err(_) if self.cancellation.is_cancelled() => Ok(()),
+            Err(_) if self.context.cancellation.is_cancelled() => Ok(()),
             Err(failure) => Err(self.merge_failed(group, failure)),
         }
     }
 
     /// Every table of the failed group marked, the one that failed with its error.
-    fn merge_failed(&self, group: &[Planned], failure: super::steps::GroupFailure) -> anyhow::Error {
-        self.progress.tables_failed(&[group[failure.table].0]);
+    fn merge_failed(&self, group: &[Planned], failure: crate::engine::steps::GroupFailure) -> anyhow::Error {
+        self.context.progress.tables_failed(&[group[failure.table].0]);
         let failed = group[failure.table].1.shape.table.display_name();
         for (index, (_, table)) in group.iter().enumerate() {
             let error = match index == failure.table {
                 true => format!("{:#}", failure.error),
                 false => format!("rolled back with {failed}, which it shares a cycle of foreign keys with"),
             };
-            self.emit(row_copy_event(&table.shape.table, TableLine::Failed { error }));
+            self.context
+                .emit(row_copy_event(&table.shape.table, TableLine::Failed { error }));
         }
         failure.error
     }
@@ -421,7 +441,7 @@ impl Run<'_> {
             .collect();
         let mut dangling = Vec::new();
         for key in &checked {
-            let count = interruptible(&self.cancellation, catalog::dangling_references(target, key)).await?;
+            let count = interruptible(&self.context.cancellation, catalog::dangling_references(target, key)).await?;
             if count > 0 {
                 dangling.push(format!(
                     "{}.{}: {count} row(s) reference rows {} does not have",
@@ -433,20 +453,20 @@ impl Run<'_> {
         }
         if !dangling.is_empty() {
             for problem in &dangling {
-                self.warn(Warning::Other(problem.clone()));
+                self.context.warn(Warning::Other(problem.clone()));
             }
             return Err(SyncError::ValidationFailed(dangling.len()));
         }
         let tables: Vec<&Planned> = groups.iter().flatten().collect();
         let names: Vec<QualifiedName> = tables.iter().map(|(_, table)| table.shape.table.clone()).collect();
-        let held = interruptible(&self.cancellation, catalog::row_counts(target, &names)).await?;
+        let held = interruptible(&self.context.cancellation, catalog::row_counts(target, &names)).await?;
         let counts = tables
             .iter()
             .zip(held)
             .map(|((planned, _), target)| (*planned, target))
             .collect();
-        self.progress.merge_validated(counts);
-        self.emit(Event::Notice(Notice::MergeValidated {
+        self.context.progress.merge_validated(counts);
+        self.context.emit(Event::Notice(Notice::MergeValidated {
             tables: names.len(),
             references: checked.len(),
         }));
@@ -456,7 +476,7 @@ impl Run<'_> {
     /// `--id-map FILE`: the merged tables' maps as JSON, `{"table": {"old": new, …}}`, written
     /// row by row from the target (also after a failure: the tables merged so far).
     async fn write_id_map(&self, target: &Client, groups: &[Vec<Planned>]) -> Result<(), SyncError> {
-        let Some(path) = &self.settings.merge.id_map else {
+        let Some(path) = &self.context.settings.merge.id_map else {
             return Ok(());
         };
         let tables: Vec<QualifiedName> = groups
@@ -470,11 +490,11 @@ impl Run<'_> {
         let mut writer = IdMapWriter::new(std::io::BufWriter::new(file));
         let each = |table: &str, old: i64, new: i64| writer.key(table, old, new);
         let read = catalog::each_mapped_key(target, &identity, &tables, each);
-        interruptible(&self.cancellation, read).await?;
+        interruptible(&self.context.cancellation, read).await?;
         let keys = writer
             .finish()
             .map_err(|error| usage_error!("cannot write the ID map {}: {error}", path.display()))?;
-        self.emit(Event::Notice(Notice::IdMapWritten {
+        self.context.emit(Event::Notice(Notice::IdMapWritten {
             path: path.display().to_string(),
             keys,
         }));

@@ -6,9 +6,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::preflight::{self, Source};
-use super::{Run, interruptible};
 use crate::catalog::{self, Inventory};
+use crate::engine::preflight::{self, Source};
+use crate::engine::{RunContext, interruptible};
 use crate::errors::SyncError;
 use crate::plan::{self, Plan};
 use crate::report::{KeyFate, PlanReport, PlanServer, PlanTable, PlanUnit, Reporter, Warning};
@@ -16,27 +16,37 @@ use crate::scheduler::Cancellation;
 use crate::settings::{Settings, Transfer};
 use crate::target::TargetServer;
 
+/// `dbsync plan`: the run context, used for its source inspection.
+pub(in crate::engine) struct Preview<'a> {
+    pub(in crate::engine) context: RunContext<'a>,
+}
+
 pub async fn preview(
     settings: &Settings,
     reporter: Arc<dyn Reporter>,
     cancellation: Cancellation,
 ) -> Result<PlanReport, SyncError> {
-    let mut run = Run::new(settings, reporter, cancellation);
-    run.preview().await
+    let mut mode = Preview {
+        context: RunContext::new(settings, reporter, cancellation),
+    };
+    mode.run().await
 }
 
-impl Run<'_> {
-    async fn preview(&mut self) -> Result<PlanReport, SyncError> {
-        let settings = self.settings;
-        let (source, plan, _) = self.inspect_source().await?;
+impl Preview<'_> {
+    pub(in crate::engine) async fn run(&mut self) -> Result<PlanReport, SyncError> {
+        let settings = self.context.settings;
+        let (source, plan, _) = self.context.inspect_source().await?;
         let tools = preflight::locate_tools(settings, &source)?;
-        let target = interruptible(&self.cancellation, TargetServer::connect(settings.target())).await?;
-        let mut warnings: Vec<String> = std::mem::take(&mut self.deferred_warnings)
+        let target = interruptible(&self.context.cancellation, TargetServer::connect(settings.target())).await?;
+        let mut warnings: Vec<String> = std::mem::take(&mut self.context.deferred_warnings)
             .into_iter()
             .map(|warning| warning.to_string())
             .collect();
-        let target_exists =
-            interruptible(&self.cancellation, target.database_exists(&settings.target().dbname)).await?;
+        let target_exists = interruptible(
+            &self.context.cancellation,
+            target.database_exists(&settings.target().dbname),
+        )
+        .await?;
         warnings.extend(self.target_warnings(&source, &target, target_exists).await?);
         warnings.extend(source_warnings(&plan, &source.inventory));
         let estimated_dump_bytes = match settings.transfer {
@@ -71,11 +81,11 @@ impl Run<'_> {
             dump_directory_free_bytes: free,
             warnings,
             // Without a session to spare the sync would stop before cutting anything.
-            split_tables: match self.granted {
-                Some(_) => self.planned_splits(&plan, &source).await?,
+            split_tables: match self.context.granted {
+                Some(_) => self.context.planned_splits(&plan, &source).await?,
                 None => Vec::new(),
             },
-            ..describe_plan(&plan, &source.inventory, &self.masks)
+            ..describe_plan(&plan, &source.inventory, &self.context.masks)
         };
         Ok(report)
     }
@@ -88,7 +98,7 @@ impl Run<'_> {
         target: &TargetServer,
         target_exists: bool,
     ) -> Result<Vec<String>, SyncError> {
-        let settings = self.settings;
+        let settings = self.context.settings;
         let needs = catalog::TargetNeeds::of(&source.inventory);
         let mut wanted: BTreeSet<String> = needs.required_roles.policy_roles.clone();
         if !settings.no_owner {
@@ -104,7 +114,7 @@ impl Run<'_> {
             let free = catalog::free_connection_slots(&client).await?;
             anyhow::Ok((missing, unavailable, free))
         };
-        let (missing, unavailable, target_free) = interruptible(&self.cancellation, checks).await?;
+        let (missing, unavailable, target_free) = interruptible(&self.context.cancellation, checks).await?;
         let mut warnings = Vec::new();
         if target_exists {
             warnings.push(format!(
@@ -124,13 +134,13 @@ impl Run<'_> {
                 unavailable.join(", ")
             ));
         }
-        let free = super::context::FreeSlots {
+        let free = crate::engine::context::FreeSlots {
             source: Some(source.free_slots),
             target: Some(target_free),
         };
-        match super::context::GrantedJobs::grant(settings.jobs, free) {
+        match crate::engine::context::GrantedJobs::grant(settings.jobs, free) {
             Ok((granted, lowered)) => {
-                self.granted = Some(granted);
+                self.context.granted = Some(granted);
                 warnings.extend(lowered.map(|warning| warning.to_string()));
             }
             Err(error) => warnings.push(format!("{error:#}")),
@@ -220,7 +230,7 @@ fn source_warnings(plan: &Plan, inventory: &Inventory) -> Vec<String> {
         .iter()
         .map(|key| {
             Warning::ForeignKey {
-                key: super::outside_key(key),
+                key: crate::engine::copy::outside_key(key),
                 fate: KeyFate::WillFollow(plan.foreign_key_policy.as_str()),
             }
             .to_string()

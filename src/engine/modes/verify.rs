@@ -4,40 +4,56 @@
 
 use std::sync::Arc;
 
-use super::context::{FreeSlots, GrantedJobs};
-use super::steps::Job;
-use super::steps::checksum::{self, Comparison, Sessions};
-use super::{Run, interruptible};
-use crate::catalog::{self, QualifiedName};
+use crate::catalog::{self};
+use crate::engine::context::FreeSlots;
+use crate::engine::steps::checksum::{self, Sessions, checksum_differences};
+use crate::engine::{RunContext, interruptible};
 use crate::errors::SyncError;
 use crate::plan::Plan;
 use crate::report::{Reporter, VerifyDifference, VerifyReport};
 use crate::scheduler::Cancellation;
 use crate::settings::{Settings, Verification};
 
+/// `dbsync verify`: the run context, used for its source inspection and session grant.
+pub(in crate::engine) struct Verify<'a> {
+    pub(in crate::engine) context: RunContext<'a>,
+}
+
 pub async fn verify(
     settings: &Settings,
     reporter: Arc<dyn Reporter>,
     cancellation: Cancellation,
 ) -> Result<VerifyReport, SyncError> {
-    let mut run = Run::new(settings, reporter, cancellation);
-    run.verify().await
+    let mut mode = Verify {
+        context: RunContext::new(settings, reporter, cancellation),
+    };
+    mode.run().await
 }
 
 type SideReading = (Vec<Option<i64>>, Vec<Option<String>>, (i64, String));
 
-impl Run<'_> {
-    async fn verify(&mut self) -> Result<VerifyReport, SyncError> {
-        let settings = self.settings;
-        let (source, plan, _) = self.inspect_source().await?;
-        let target = Arc::new(interruptible(&self.cancellation, catalog::connect(settings.target(), "target")).await?);
-        let target_free = interruptible(&self.cancellation, catalog::free_connection_slots(&target)).await?;
+impl Verify<'_> {
+    pub(in crate::engine) async fn run(&mut self) -> Result<VerifyReport, SyncError> {
+        let settings = self.context.settings;
+        let (source, plan, _) = self.context.inspect_source().await?;
+        let target = Arc::new(
+            interruptible(
+                &self.context.cancellation,
+                catalog::connect(settings.target(), "target"),
+            )
+            .await?,
+        );
+        let target_free = interruptible(&self.context.cancellation, catalog::free_connection_slots(&target)).await?;
         let free = FreeSlots {
             source: Some(source.free_slots),
             target: Some(target_free),
         };
-        let warnings: Vec<String> = self.grant_jobs(free)?.iter().map(ToString::to_string).collect();
-        let sessions = interruptible(&self.cancellation, self.consistent_reads(&source.client, &target)).await?;
+        let warnings: Vec<String> = self.context.grant_jobs(free)?.iter().map(ToString::to_string).collect();
+        let sessions = interruptible(
+            &self.context.cancellation,
+            self.consistent_reads(&source.client, &target),
+        )
+        .await?;
         let read = |client: Arc<tokio_postgres::Client>| {
             let names: Vec<_> = plan.tables.iter().map(|table| table.name.clone()).collect();
             let sequences = plan.sequences.clone();
@@ -49,14 +65,14 @@ impl Run<'_> {
             }
         };
         let both = async { tokio::try_join!(read(source.client.clone()), read(target.clone())) };
-        let (source_side, target_side) = interruptible(&self.cancellation, both).await?;
+        let (source_side, target_side) = interruptible(&self.context.cancellation, both).await?;
         let mut differences = read_differences(&plan, &source_side, &target_side);
         if let Some((source_sessions, target_sessions)) = &sessions {
             let counted: Vec<String> = differences.iter().map(|difference| difference.name.clone()).collect();
             let members = plan.members();
-            let masks = self.member_masks(&plan);
+            let masks = self.context.member_masks(&plan);
             let comparisons = interruptible(
-                &self.cancellation,
+                &self.context.cancellation,
                 checksum::compare(source_sessions, target_sessions, &members, &masks),
             )
             .await?;
@@ -91,7 +107,7 @@ impl Run<'_> {
         source: &tokio_postgres::Client,
         target: &tokio_postgres::Client,
     ) -> anyhow::Result<Option<(Sessions, Sessions)>> {
-        let settings = self.settings;
+        let settings = self.context.settings;
         catalog::begin_consistent_read(source).await?;
         catalog::begin_consistent_read(target).await?;
         if settings.verification != Verification::Checksum {
@@ -101,7 +117,7 @@ impl Run<'_> {
             catalog::export_current_snapshot(source).await?,
             catalog::export_current_snapshot(target).await?,
         );
-        let jobs = self.granted_jobs();
+        let jobs = self.context.granted_jobs();
         let sessions = tokio::try_join!(
             Sessions::open(settings.source(), "source", jobs, Some(&snapshots.0)),
             Sessions::open(settings.target(), "target", jobs, Some(&snapshots.1))
@@ -147,62 +163,4 @@ fn read_differences(plan: &Plan, source: &SideReading, target: &SideReading) -> 
         ));
     }
     differences
-}
-
-/// The tables whose checksums differ, as the report shows them.
-pub(super) fn checksum_differences(tables: &[QualifiedName], comparisons: &[Comparison]) -> Vec<VerifyDifference> {
-    tables
-        .iter()
-        .zip(comparisons)
-        .filter_map(|(table, comparison)| {
-            let name = table.display_name();
-            match comparison {
-                Comparison::Equal => None,
-                Comparison::MissingOnTarget => {
-                    Some(VerifyDifference::new("table", name, "present".into(), "missing".into()))
-                }
-                Comparison::ColumnsDiffer { source, target } => Some(VerifyDifference::new(
-                    "columns",
-                    name,
-                    source.join(", "),
-                    target.join(", "),
-                )),
-                Comparison::RowsDiffer {
-                    source_rows,
-                    target_rows,
-                    first_range,
-                } => {
-                    let mut difference = VerifyDifference::new(
-                        "rows",
-                        name,
-                        format!("{source_rows} rows"),
-                        format!("{target_rows} rows"),
-                    );
-                    difference.detail = Some(match first_range {
-                        Some(range) => format!("checksums differ, first in {range}"),
-                        None => "checksums differ".into(),
-                    });
-                    Some(difference)
-                }
-            }
-        })
-        .collect()
-}
-
-/// `sync --verify checksum`: the copy's rows against the source's in the export snapshot.
-pub(super) async fn checksum_copy(
-    job: &Job,
-    plan: &Plan,
-    jobs: GrantedJobs,
-    masks: &[Vec<(String, String)>],
-) -> anyhow::Result<Vec<VerifyDifference>> {
-    let snapshot = job.snapshot.as_ref().expect("a sync validates in its snapshot");
-    let (source, target) = tokio::try_join!(
-        Sessions::open(&snapshot.source, "source", jobs, Some(&snapshot.id)),
-        Sessions::open(job.copy(), "target", jobs, None)
-    )?;
-    source.set_mask_salt(job.mask_salt.as_deref()).await?;
-    let tables = plan.members();
-    let comparisons = checksum::compare(&source, &target, &tables, masks).await?;
-    Ok(checksum_differences(&tables, &comparisons))
 }

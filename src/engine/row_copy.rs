@@ -1,25 +1,19 @@
-//! `dbsync sync --data-only`: the target database and its schema are kept; each selected table's
-//! rows are replaced by the source's (read in one snapshot) inside one transaction per table, so
-//! an interrupted refresh leaves every table either as it was or fully refreshed. Foreign keys
-//! and triggers do not fire for these writes; sequences are set; the rows are validated like a
-//! sync's. `--fix-schema` first adds what the target lacks.
+//! What the modes that move rows themselves share (refresh, incremental, merge): the kept
+//! target's checks and lock, the banner, the target's schema fitted to the selection, the
+//! sequences set from the snapshot, and the validation of rows by counts or checksums.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio_postgres::Client;
 
-use super::steps::checksum::{self, Sessions};
-use super::steps::committed_unless_stopped;
+use super::context::{FreeSlots, RunContext};
+use super::steps::checksum::{self, Sessions, checksum_differences};
 use super::steps::validate::TableCount;
-use super::verify::checksum_differences;
-use super::{Run, interruptible, preflight};
+use super::{interruptible, preflight};
 use crate::catalog::{self, QualifiedName, TableColumn};
 use crate::errors::SyncError;
-use crate::hooks::HookStage;
 use crate::plan::Plan;
-use crate::report::{Activity, Event, Notice, Phase, RowCheck, TableLine, Warning};
-use crate::scheduler::share_out;
+use crate::report::{Activity, Event, Notice, RowCheck, TableLine};
 use crate::settings::{Content, Verification};
 use crate::usage_error;
 
@@ -34,40 +28,28 @@ pub(super) struct RefreshedTable {
     pub(super) masked: Vec<(String, String)>,
 }
 
-impl Run<'_> {
-    pub(super) async fn refresh(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
-        let (source, plan, _) = self.inspect_source().await?;
-        let target = self.connect_to_kept_target(&source).await?;
-        self.emit(Event::Phase(Phase::RefreshSchema));
-        let tables = self.fit_target_schema(&source.client, &target, &plan).await?;
-        if self.settings.dry_run {
-            self.emit(Event::Notice(Notice::DryRunDone));
-            return Ok(());
-        }
-        self.announce_refresh(&plan, started_at);
-        self.run_hooks(HookStage::BeforeSync, self.settings.target()).await?;
-        self.run_hooks(HookStage::AfterSchema, self.settings.target()).await?;
-        let snapshot = self.take_snapshot(&source, &plan).await?;
-        self.emit(Event::Phase(Phase::RefreshData));
-        let jobs = self.granted_jobs();
-        let settings = self.settings;
-        let open = async {
-            let (source, target) = tokio::try_join!(
-                Sessions::open(settings.source(), "source", jobs, Some(&snapshot)),
-                connect_many(settings.target(), jobs)
-            )?;
-            source.set_mask_salt(settings.masking.salt.as_deref()).await?;
-            anyhow::Ok((source, target))
-        };
-        let (source_sessions, target_sessions) = interruptible(&self.cancellation, open).await?;
-        self.refresh_tables(&source_sessions, &target_sessions, &tables).await?;
-        self.set_sequences(&source.client, &target, &plan).await?;
-        self.emit(Event::Phase(Phase::RefreshValidation));
-        self.validate_refresh(&source.client, &target, &plan, &source_sessions)
-            .await?;
-        self.run_hooks(HookStage::AfterImport, self.settings.target()).await
+/// A table's line in a run whose rows dbsync moves itself (refresh, incremental, merge).
+pub(super) fn row_copy_event(table: &QualifiedName, line: TableLine) -> Event {
+    Event::Table {
+        activity: Activity::Stream,
+        table: table.display_name(),
+        line,
     }
+}
 
+/// `count` plain sessions on the target database.
+pub(super) async fn connect_many(
+    target: &crate::connection::Endpoint,
+    jobs: super::context::GrantedJobs,
+) -> anyhow::Result<Vec<Arc<Client>>> {
+    let mut clients = Vec::with_capacity(jobs.get());
+    for _ in 0..jobs.get() {
+        clients.push(Arc::new(catalog::connect(target, "target").await?));
+    }
+    Ok(clients)
+}
+
+impl RunContext<'_> {
     /// The plan's sequences set to the source's values (read in the snapshot).
     pub(super) async fn set_sequences(&self, source: &Client, target: &Client, plan: &Plan) -> Result<(), SyncError> {
         let sequences = async {
@@ -111,7 +93,7 @@ impl Run<'_> {
                 settings.target()
             ));
         }
-        let free = super::FreeSlots {
+        let free = FreeSlots {
             source: Some(source.free_slots),
             target: Some(target_free),
         };
@@ -145,111 +127,9 @@ impl Run<'_> {
             self.warn(warning);
         }
     }
-
-    /// What is refreshed, and the consent to it.
-    fn announce_refresh(&mut self, plan: &Plan, started_at: chrono::DateTime<chrono::Local>) {
-        self.announce_row_copy(crate::report::RunKind::Refresh, plan, started_at);
-        self.warn(Warning::Other(
-            "foreign keys are not checked while the rows load: rows of tables left out of the refresh may now reference rows that are gone".into(),
-        ));
-    }
-
-    /// Each table in its own transaction on its own pair of sessions, `--jobs` at once.
-    async fn refresh_tables(
-        &self,
-        source: &Sessions,
-        target: &[Arc<Client>],
-        tables: &[RefreshedTable],
-    ) -> Result<(), SyncError> {
-        let pairs: Vec<(Arc<Client>, Arc<Client>)> =
-            source.clients().iter().cloned().zip(target.iter().cloned()).collect();
-        let work = share_out(&pairs, tables, |(source, target), table| async move {
-            if self.cancellation.is_cancelled() {
-                return Ok(());
-            }
-            let started = Instant::now();
-            let description = "Table Refresh".into();
-            self.emit(row_copy_event(&table.name, TableLine::Started { description }));
-            let line = match self.refresh_one_table(&source, &target, table).await {
-                Ok(()) => TableLine::Finished {
-                    elapsed: started.elapsed(),
-                },
-                // Stopped before its commit: as it was (NOT DONE).
-                Err(_) if self.cancellation.is_cancelled() => return Ok(()),
-                Err(error) => {
-                    let line = TableLine::Failed {
-                        error: format!("{error:#}"),
-                    };
-                    self.emit(row_copy_event(&table.name, line));
-                    return Err(error);
-                }
-            };
-            self.emit(row_copy_event(&table.name, line));
-            anyhow::Ok(())
-        });
-        // Not dropped on Ctrl+C: each table stops before its commit or reports it.
-        let refreshed = work.await;
-        if self.cancellation.is_cancelled() {
-            return Err(super::cancelled(&self.cancellation));
-        }
-        refreshed.map(|_| ()).map_err(SyncError::Failed)
-    }
-
-    /// One table's rows replaced in its own transaction (`committed_unless_stopped`: a stop
-    /// ends it before its commit, a commit on its way is awaited).
-    async fn refresh_one_table(&self, source: &Client, target: &Client, table: &RefreshedTable) -> anyhow::Result<()> {
-        let loaded = async {
-            catalog::begin_table_refresh(target, &table.name).await?;
-            let rows = catalog::RowSelection {
-                table: &table.name,
-                columns: &table.columns,
-                range: None,
-                binary: false,
-                masked: &table.masked,
-                filter: None,
-            };
-            catalog::relay_rows(source, target, &rows).await.map(|_| ())
-        };
-        committed_unless_stopped(target, &self.cancellation, loaded, |error| error).await
-    }
 }
 
-/// For each member of the plan (in `Plan::members` order): whether it belongs to a partitioned
-/// tree or an inheritance tree.
-fn members_in_trees(plan: &Plan) -> Vec<bool> {
-    plan.tables
-        .iter()
-        .flat_map(|table| {
-            table
-                .members
-                .iter()
-                .map(move |_| table.members.len() > 1 || table.partitioned)
-        })
-        .collect()
-}
-
-/// A table's line in a run whose rows dbsync moves itself (refresh, incremental, merge).
-pub(super) fn row_copy_event(table: &QualifiedName, line: TableLine) -> Event {
-    Event::Table {
-        activity: Activity::Stream,
-        table: table.display_name(),
-        line,
-    }
-}
-
-/// `count` plain sessions on the target database.
-pub(super) async fn connect_many(
-    target: &crate::connection::Endpoint,
-    jobs: super::GrantedJobs,
-) -> anyhow::Result<Vec<Arc<Client>>> {
-    let mut clients = Vec::with_capacity(jobs.get());
-    for _ in 0..jobs.get() {
-        clients.push(Arc::new(catalog::connect(target, "target").await?));
-    }
-    Ok(clients)
-}
-
-impl Run<'_> {
+impl RunContext<'_> {
     /// Compares the selected tables' columns on both sides. A table or column the target lacks
     /// is added with `--fix-schema` (its statements shown, and run unless `--dry-run`), else
     /// refused; a type that differs, or a NOT NULL column without default only the target has,
@@ -308,7 +188,12 @@ impl Run<'_> {
     }
 
     /// Refuses with every problem named, or shows (and runs) the statements that fix them.
-    async fn apply_schema_fit(&mut self, target: &Client, fitting: SchemaFit, tables: usize) -> Result<(), SyncError> {
+    pub(super) async fn apply_schema_fit(
+        &mut self,
+        target: &Client,
+        fitting: SchemaFit,
+        tables: usize,
+    ) -> Result<(), SyncError> {
         if !fitting.problems.is_empty() {
             let hint = if matches!(self.settings.content, Content::DataOnly { fix_schema: true }) {
                 "--fix-schema adds tables, columns, sequences and indexes but never alters or drops what holds data; a sync without --data-only replaces the schema"
@@ -377,9 +262,9 @@ impl Run<'_> {
     }
 }
 
-impl Run<'_> {
+impl RunContext<'_> {
     /// The verdict on a refresh from its counts and checksum differences.
-    fn judge_refresh(
+    pub(super) fn judge_refresh(
         &mut self,
         plan: &Plan,
         counts: Vec<TableCount>,
@@ -414,9 +299,20 @@ impl Run<'_> {
     }
 }
 
+impl RunContext<'_> {
+    /// Names the source in the target's `dbsync` state (watermarks, ID maps): the configured
+    /// name, else its server and database as the URI gives them.
+    pub(super) fn named_source(&self, configured: Option<&str>) -> String {
+        let source = self.settings.source();
+        configured
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}:{}/{}", source.host, source.port, source.dbname))
+    }
+}
+
 /// What `fit_target_schema` found: problems that refuse the refresh, statements that fix the rest.
 #[derive(Default)]
-struct SchemaFit {
+pub(super) struct SchemaFit {
     /// `--fix-schema`: what is missing becomes a statement instead of a problem.
     fix: bool,
     problems: Vec<String>,
@@ -424,7 +320,12 @@ struct SchemaFit {
 }
 
 impl SchemaFit {
-    async fn sequences(&mut self, run: &Run<'_>, source: &Client, missing: &[QualifiedName]) -> Result<(), SyncError> {
+    async fn sequences(
+        &mut self,
+        run: &RunContext<'_>,
+        source: &Client,
+        missing: &[QualifiedName],
+    ) -> Result<(), SyncError> {
         if missing.is_empty() {
             return Ok(());
         }
@@ -444,7 +345,7 @@ impl SchemaFit {
 
     async fn table(
         &mut self,
-        run: &Run<'_>,
+        run: &RunContext<'_>,
         (source, target): (&Client, &Client),
         table: &QualifiedName,
         source_columns: &[TableColumn],
@@ -529,4 +430,18 @@ impl SchemaFit {
         }
         missing
     }
+}
+
+/// For each member of the plan (in `Plan::members` order): whether it belongs to a partitioned
+/// tree or an inheritance tree.
+fn members_in_trees(plan: &Plan) -> Vec<bool> {
+    plan.tables
+        .iter()
+        .flat_map(|table| {
+            table
+                .members
+                .iter()
+                .map(move |_| table.members.len() > 1 || table.partitioned)
+        })
+        .collect()
 }

@@ -10,11 +10,11 @@ use std::time::Instant;
 
 use tokio_postgres::Client;
 
-use super::refresh::{RefreshedTable, connect_many, row_copy_event};
-use super::steps::change::{self, ChangeColumn, ChangeContext, ChangeKind, TableChange};
-use super::steps::checksum::{Sessions, agreed_hash};
-use super::{Run, interruptible, preflight};
 use crate::catalog::{self, ChecksumColumn, QualifiedName, TableColumn};
+use crate::engine::row_copy::{RefreshedTable, connect_many, row_copy_event};
+use crate::engine::steps::change::{self, ChangeColumn, ChangeContext, ChangeKind, TableChange};
+use crate::engine::steps::checksum::{Sessions, agreed_hash};
+use crate::engine::{RunContext, interruptible, preflight};
 use crate::errors::SyncError;
 use crate::hooks::HookStage;
 use crate::plan::Plan;
@@ -23,57 +23,77 @@ use crate::scheduler::share_out;
 use crate::settings::Content;
 use crate::usage_error;
 
+/// `sync --incremental`: the run context and the kept target it brings up to date.
+pub(in crate::engine) struct Incremental<'a> {
+    pub(in crate::engine) context: RunContext<'a>,
+}
+
 /// A table to change and the planned table it belongs to (a tree's members share one).
 type Planned = (usize, TableChange);
 
-impl Run<'_> {
-    pub(super) async fn incremental(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
-        let (source, plan, _) = self.inspect_source().await?;
-        let target = self.connect_to_kept_target(&source).await?;
-        self.emit(Event::Phase(Phase::RefreshSchema));
-        let fitted = self.fit_target_schema(&source.client, &target, &plan).await?;
+impl Incremental<'_> {
+    pub(in crate::engine) async fn run(
+        &mut self,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> Result<(), SyncError> {
+        let (source, plan, _) = self.context.inspect_source().await?;
+        let target = self.context.connect_to_kept_target(&source).await?;
+        self.context.emit(Event::Phase(Phase::RefreshSchema));
+        let fitted = self.context.fit_target_schema(&source.client, &target, &plan).await?;
         let tables = self.changing_tables(&target, &plan, fitted).await?;
         let source_name = Notice::SourceName {
-            name: self.named_source(self.settings.incremental.source.as_deref()),
+            name: self
+                .context
+                .named_source(self.context.settings.incremental.source.as_deref()),
             state: "watermarks",
             section: "incremental",
         };
-        if self.settings.dry_run {
-            self.emit(Event::Notice(source_name));
+        if self.context.settings.dry_run {
+            self.context.emit(Event::Notice(source_name));
             self.preview_changes(&target, &tables).await?;
-            self.emit(Event::Notice(Notice::DryRunDone));
+            self.context.emit(Event::Notice(Notice::DryRunDone));
             return Ok(());
         }
         self.announce_incremental(&plan, &tables, started_at);
-        self.emit(Event::Notice(source_name));
-        self.run_hooks(HookStage::BeforeSync, self.settings.target()).await?;
-        self.run_hooks(HookStage::AfterSchema, self.settings.target()).await?;
-        interruptible(&self.cancellation, catalog::ensure_watermark_table(&target)).await?;
+        self.context.emit(Event::Notice(source_name));
+        self.context
+            .run_hooks(HookStage::BeforeSync, self.context.settings.target())
+            .await?;
+        self.context
+            .run_hooks(HookStage::AfterSchema, self.context.settings.target())
+            .await?;
+        interruptible(&self.context.cancellation, catalog::ensure_watermark_table(&target)).await?;
         let horizon = self.source_horizon(&source.client, &tables).await?;
-        let snapshot = self.take_snapshot(&source, &plan).await?;
-        self.emit(Event::Phase(Phase::RefreshData));
+        let snapshot = self.context.take_snapshot(&source, &plan).await?;
+        self.context.emit(Event::Phase(Phase::RefreshData));
         let (source_sessions, target_sessions) = self.incremental_sessions(&snapshot).await?;
         let groups = crate::plan::foreign_key_groups(&plan, &source.inventory);
         self.change_in_groups(&source_sessions, &target_sessions, &tables, groups, &horizon)
             .await?;
-        self.set_sequences(&source.client, &target, &plan).await?;
-        self.emit(Event::Phase(Phase::RefreshValidation));
-        self.validate_refresh(&source.client, &target, &plan, &source_sessions)
+        self.context.set_sequences(&source.client, &target, &plan).await?;
+        self.context.emit(Event::Phase(Phase::RefreshValidation));
+        self.context
+            .validate_refresh(&source.client, &target, &plan, &source_sessions)
             .await?;
-        for (table, changes) in self.progress.changes() {
-            self.emit(Event::Notice(Notice::TableChanged { table, changes }));
+        for (table, changes) in self.context.progress.changes() {
+            self.context
+                .emit(Event::Notice(Notice::TableChanged { table, changes }));
         }
-        self.run_hooks(HookStage::AfterImport, self.settings.target()).await
+        self.context
+            .run_hooks(HookStage::AfterImport, self.context.settings.target())
+            .await
     }
 
     /// `--dry-run`: how each table's rows would be found, from its key, its change column and
     /// the watermark the target holds.
     async fn preview_changes(&self, target: &Client, tables: &[Planned]) -> Result<(), SyncError> {
-        let source_identity = self.named_source(self.settings.incremental.source.as_deref());
+        let source_identity = self
+            .context
+            .named_source(self.context.settings.incremental.source.as_deref());
         let names: Vec<QualifiedName> = tables.iter().map(|(_, table)| table.name.clone()).collect();
         let read = catalog::existing_watermarks(target, &source_identity, &names);
-        let watermarks = interruptible(&self.cancellation, read).await?;
-        let deep = matches!(self.settings.content, Content::Incremental { deep: true, .. });
+        let watermarks = interruptible(&self.context.cancellation, read).await?;
+        let deep = matches!(self.context.settings.content, Content::Incremental { deep: true, .. });
         for ((_, table), held) in tables.iter().zip(watermarks) {
             let how = match (&table.key, &table.change) {
                 (None, _) => IncrementalHow::Replaced,
@@ -96,7 +116,7 @@ impl Run<'_> {
                     },
                 },
             };
-            self.emit(Event::Notice(Notice::WouldChange {
+            self.context.emit(Event::Notice(Notice::WouldChange {
                 table: table.name.display_name(),
                 how,
             }));
@@ -106,12 +126,12 @@ impl Run<'_> {
 
     /// Read before the snapshot: a transaction the snapshot cannot see started after this.
     async fn source_horizon(&mut self, source: &Client, tables: &[Planned]) -> Result<catalog::Horizon, SyncError> {
-        let horizon = interruptible(&self.cancellation, catalog::transaction_horizon(source)).await?;
+        let horizon = interruptible(&self.context.cancellation, catalog::transaction_horizon(source)).await?;
         if horizon.hidden_sessions > 0 && tables.iter().any(|(_, table)| table.change.is_some()) {
-            self.warn(Warning::Other(format!(
+            self.context.warn(Warning::Other(format!(
                 "{} session(s) of other roles on the source are hidden from {} (pg_read_all_stats would show them): their open transactions are covered one run late (each table's watermark stays one run behind)",
                 horizon.hidden_sessions,
-                self.settings.source().user
+                self.context.settings.source().user
             )));
         }
         Ok(horizon)
@@ -127,20 +147,26 @@ impl Run<'_> {
         groups: Vec<Vec<usize>>,
         horizon: &catalog::Horizon,
     ) -> Result<(), SyncError> {
-        let hash = interruptible(&self.cancellation, agreed_hash(&source.clients()[0], &target[0])).await?;
-        let (deep, delete) = match self.settings.content {
+        let hash = interruptible(
+            &self.context.cancellation,
+            agreed_hash(&source.clients()[0], &target[0]),
+        )
+        .await?;
+        let (deep, delete) = match self.context.settings.content {
             Content::Incremental { deep, delete } => (deep, delete),
             _ => (false, true),
         };
-        let source_identity = self.named_source(self.settings.incremental.source.as_deref());
+        let source_identity = self
+            .context
+            .named_source(self.context.settings.incremental.source.as_deref());
         let context = ChangeContext {
             source_identity: &source_identity,
             horizon,
             hash,
             deep,
             delete,
-            batch_rows: self.settings.incremental.batch_rows,
-            lookback_seconds: self.settings.incremental.lookback.as_secs(),
+            batch_rows: self.context.settings.incremental.batch_rows,
+            lookback_seconds: self.context.settings.incremental.lookback.as_secs(),
         };
         let groups: Vec<Vec<&Planned>> = groups
             .iter()
@@ -156,8 +182,8 @@ impl Run<'_> {
     /// `--jobs` source sessions in the snapshot (with the masking salt) and as many on the
     /// target, all writing values as text the same way.
     async fn incremental_sessions(&self, snapshot: &str) -> Result<(Sessions, Vec<Arc<Client>>), SyncError> {
-        let jobs = self.granted_jobs();
-        let settings = self.settings;
+        let jobs = self.context.granted_jobs();
+        let settings = self.context.settings;
         let open = async {
             let (source, target) = tokio::try_join!(
                 Sessions::open(settings.source(), "source", jobs, Some(snapshot)),
@@ -172,7 +198,7 @@ impl Run<'_> {
             }
             anyhow::Ok((source, target))
         };
-        interruptible(&self.cancellation, open).await
+        interruptible(&self.context.cancellation, open).await
     }
 
     /// Each group of tables linked by foreign keys in its own transaction on its own pair of
@@ -187,36 +213,39 @@ impl Run<'_> {
         let pairs: Vec<(Arc<Client>, Arc<Client>)> =
             source.clients().iter().cloned().zip(target.iter().cloned()).collect();
         let work = share_out(&pairs, groups, |(source, target), group| async move {
-            if self.cancellation.is_cancelled() {
+            if self.context.cancellation.is_cancelled() {
                 return Ok(());
             }
             let started = Instant::now();
             for (_, table) in group {
                 let description = "Incremental Change".into();
-                self.emit(row_copy_event(&table.name, TableLine::Started { description }));
+                self.context
+                    .emit(row_copy_event(&table.name, TableLine::Started { description }));
             }
             let tables: Vec<&TableChange> = group.iter().map(|(_, table)| table).collect();
-            match change::change_group(&source, &target, &tables, context, &self.cancellation).await {
+            match change::change_group(&source, &target, &tables, context, &self.context.cancellation).await {
                 Ok(changes) => {
                     for ((planned, table), changes) in group.iter().zip(&changes) {
-                        self.progress.add_changes(*planned, changes);
+                        self.context.progress.add_changes(*planned, changes);
                         let elapsed = started.elapsed();
-                        self.emit(row_copy_event(&table.name, TableLine::Finished { elapsed }));
+                        self.context
+                            .emit(row_copy_event(&table.name, TableLine::Finished { elapsed }));
                     }
                     anyhow::Ok(())
                 }
                 // Stopped before its commit: as it was (NOT DONE). Not an error here, so that
                 // another group on its way through its commit is not dropped half-way.
-                Err(_) if self.cancellation.is_cancelled() => Ok(()),
+                Err(_) if self.context.cancellation.is_cancelled() => Ok(()),
                 Err(failure) => {
-                    self.progress.tables_failed(&[group[failure.table].0]);
+                    self.context.progress.tables_failed(&[group[failure.table].0]);
                     let failed = tables[failure.table].name.display_name();
                     for (index, table) in tables.iter().enumerate() {
                         let error = match index == failure.table {
                             true => format!("{:#}", failure.error),
                             false => format!("rolled back with {failed}, which it is linked to by foreign keys"),
                         };
-                        self.emit(row_copy_event(&table.name, TableLine::Failed { error }));
+                        self.context
+                            .emit(row_copy_event(&table.name, TableLine::Failed { error }));
                     }
                     Err(failure.error)
                 }
@@ -224,22 +253,23 @@ impl Run<'_> {
         });
         // Not dropped on Ctrl+C: each group stops before its commit or reports it.
         let changed = work.await;
-        if self.cancellation.is_cancelled() {
-            return Err(super::cancelled(&self.cancellation));
+        if self.context.cancellation.is_cancelled() {
+            return Err(crate::engine::cancelled(&self.context.cancellation));
         }
         changed.map(|_| ()).map_err(SyncError::Failed)
     }
 
     /// What is changed, the consent already given, and the tables replaced whole.
     fn announce_incremental(&mut self, plan: &Plan, tables: &[Planned], started_at: chrono::DateTime<chrono::Local>) {
-        self.announce_row_copy(crate::report::RunKind::Incremental, plan, started_at);
+        self.context
+            .announce_row_copy(crate::report::RunKind::Incremental, plan, started_at);
         let keyless: Vec<String> = tables
             .iter()
             .filter(|(_, table)| table.key.is_none())
             .map(|(_, table)| table.name.display_name())
             .collect();
         if !keyless.is_empty() {
-            self.warn(Warning::Other(format!(
+            self.context.warn(Warning::Other(format!(
                 "no primary key on the target, so every row is replaced (in one transaction): {}",
                 keyless.join(", ")
             )));
@@ -254,7 +284,7 @@ impl Run<'_> {
         plan: &Plan,
         fitted: Vec<RefreshedTable>,
     ) -> Result<Vec<Planned>, SyncError> {
-        let config = &self.settings.incremental;
+        let config = &self.context.settings.incremental;
         // A source that is itself the target of incremental syncs: its watermarks are not ours.
         if let Some(own) = fitted
             .iter()
@@ -277,7 +307,7 @@ impl Run<'_> {
             }
         }
         let names: Vec<QualifiedName> = fitted.iter().map(|table| table.name.clone()).collect();
-        let keys = interruptible(&self.cancellation, catalog::primary_keys(target, &names)).await?;
+        let keys = interruptible(&self.context.cancellation, catalog::primary_keys(target, &names)).await?;
         let mut tables = Vec::new();
         for (fitted, key) in fitted.into_iter().zip(keys) {
             let planned = plan
@@ -296,7 +326,7 @@ impl Run<'_> {
         fitted: RefreshedTable,
         key: Option<Vec<String>>,
     ) -> Result<TableChange, SyncError> {
-        let config = &self.settings.incremental;
+        let config = &self.context.settings.incremental;
         let masked = fitted.masked.clone();
         if let Some((column, _)) = masked
             .iter()
@@ -384,17 +414,5 @@ fn change_column_of(
             table.display_name()
         )),
         (None, false) => Ok(None),
-    }
-}
-
-/// The source as the watermark table names it: host, port and database (no user, no password).
-impl Run<'_> {
-    /// Names the source in the target's `dbsync` state (watermarks, ID maps): the configured
-    /// name, else its server and database as the URI gives them.
-    pub(super) fn named_source(&self, configured: Option<&str>) -> String {
-        let source = self.settings.source();
-        configured
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("{}:{}/{}", source.host, source.port, source.dbname))
     }
 }

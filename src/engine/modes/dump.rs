@@ -5,21 +5,30 @@
 
 use std::sync::Arc;
 
-use super::preflight::{self, Source};
-use super::steps::validate::TableCount;
-use super::steps::{self, Job};
-use super::units::ExportOnly;
-use super::{JobPlaces, Run, interruptible, step_error};
 use crate::catalog::{self, QualifiedName};
+use crate::engine::copy::JobPlaces;
+use crate::engine::preflight::{self, Source};
+use crate::engine::steps::validate::TableCount;
+use crate::engine::steps::{self, Job};
+use crate::engine::units::ExportOnly;
+use crate::engine::{RunContext, interruptible, step_error};
 use crate::errors::SyncError;
 use crate::plan::Plan;
 use crate::report::{Event, Notice, Phase};
 use crate::scheduler::run_units;
 use crate::tools::PgTools;
 
-impl Run<'_> {
-    pub(super) async fn dump(&mut self, started_at: chrono::DateTime<chrono::Local>) -> Result<(), SyncError> {
-        let settings = self.settings;
+/// `dbsync dump`: the run context and the archive it writes.
+pub(in crate::engine) struct Dump<'a> {
+    pub(in crate::engine) context: RunContext<'a>,
+}
+
+impl Dump<'_> {
+    pub(in crate::engine) async fn run(
+        &mut self,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> Result<(), SyncError> {
+        let settings = self.context.settings;
         let output = settings.output.clone().expect("a dump has an output");
         if output.exists() {
             return Err(SyncError::Usage(format!(
@@ -27,27 +36,28 @@ impl Run<'_> {
                 output.display()
             )));
         }
-        self.workspace
-            .remove_abandoned_archives(&output, settings.dated.as_ref(), &*self.reporter);
-        let (source, plan, unreadable) = self.inspect_source().await?;
+        self.context
+            .workspace
+            .remove_abandoned_archives(&output, settings.dated.as_ref(), &*self.context.reporter);
+        let (source, plan, unreadable) = self.context.inspect_source().await?;
         // No target server: only the source's free slots bound --jobs.
-        let free = super::context::FreeSlots {
+        let free = crate::engine::context::FreeSlots {
             source: Some(source.free_slots),
             target: None,
         };
-        let lowered = self.grant_jobs(free)?;
-        self.deferred_warnings.extend(lowered);
+        let lowered = self.context.grant_jobs(free)?;
+        self.context.deferred_warnings.extend(lowered);
         let tools = preflight::locate_tools(settings, &source)?;
         let job = self.prepare_dump(&source, &plan, tools, unreadable, started_at).await?;
         // Masked tables (and large ones with --split-larger-than) go through the row-copy path.
-        let plan = self.split_large_tables(&job, &plan, &source).await?;
-        self.progress.set_plan(&plan);
+        let plan = self.context.split_large_tables(&job, &plan, &source).await?;
+        self.context.progress.set_plan(&plan);
         let plan = Arc::new(plan);
         self.dump_schema_and_data(&job, &plan, &source).await?;
-        self.emit(Event::Phase(Phase::DumpCounts));
+        self.context.emit(Event::Phase(Phase::DumpCounts));
         let names: Vec<QualifiedName> = plan.tables.iter().map(|table| table.name.clone()).collect();
-        let counts = interruptible(&self.cancellation, catalog::row_counts(&source.client, &names)).await?;
-        self.progress.set_counts(
+        let counts = interruptible(&self.context.cancellation, catalog::row_counts(&source.client, &names)).await?;
+        self.context.progress.set_counts(
             counts
                 .iter()
                 .map(|rows| TableCount {
@@ -56,11 +66,12 @@ impl Run<'_> {
                 })
                 .collect(),
         );
-        self.try_write_manifest(&job, &plan, &source, &counts)
+        self.context
+            .try_write_manifest(&job, &plan, &source, &counts)
             .await
             .map_err(SyncError::Failed)?;
-        self.workspace.publish_archive(&output)?;
-        self.emit(Event::Notice(Notice::ArchiveWritten {
+        self.context.workspace.publish_archive(&output)?;
+        self.context.emit(Event::Notice(Notice::ArchiveWritten {
             path: output.display().to_string(),
             tables: plan.tables.len(),
         }));
@@ -76,20 +87,21 @@ impl Run<'_> {
         schema_exclusions: Vec<QualifiedName>,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<Arc<Job>, SyncError> {
-        let settings = self.settings;
+        let settings = self.context.settings;
         let output = settings.output.as_ref().expect("a dump has an output");
         let dump_directory = self
+            .context
             .workspace
             .create_archive_directory(output)
             .map_err(|error| SyncError::Usage(format!("{error:#}\nhint: --output must be in a writable directory")))?;
-        let passfile = self.workspace.create_passfile(&[settings.source()])?;
-        self.announce(plan, &tools, &dump_directory, started_at);
-        self.emit(Event::Phase(Phase::DumpSchema));
-        self.emit(Event::Notice(Notice::Locking {
+        let passfile = self.context.workspace.create_passfile(&[settings.source()])?;
+        self.context.announce(plan, &tools, &dump_directory, started_at);
+        self.context.emit(Event::Phase(Phase::DumpSchema));
+        self.context.emit(Event::Notice(Notice::Locking {
             tables: plan.tables.len(),
         }));
-        let snapshot = self.take_snapshot(source, plan).await?;
-        Ok(self.job(JobPlaces {
+        let snapshot = self.context.take_snapshot(source, plan).await?;
+        Ok(self.context.job(JobPlaces {
             snapshot: Some(steps::Snapshot {
                 source: settings.source().clone(),
                 id: snapshot,
@@ -108,18 +120,26 @@ impl Run<'_> {
     }
 
     async fn dump_schema_and_data(&self, job: &Arc<Job>, plan: &Arc<Plan>, source: &Source) -> Result<(), SyncError> {
-        self.emit(Event::Notice(Notice::DumpingSchema));
-        let schema_dump = self.retried(job, "schema dump", |_| steps::schema::dump(job)).await?;
+        self.context.emit(Event::Notice(Notice::DumpingSchema));
+        let schema_dump = self
+            .context
+            .retried(job, "schema dump", |_| steps::schema::dump(job))
+            .await?;
         let post_data = steps::postdata::PostData::split(job, &schema_dump, plan, &source.index_owners)
             .await
-            .map_err(|error| step_error(&self.cancellation, error))?;
-        self.emit(Event::Phase(Phase::DumpData));
-        self.emit(Event::StepsPlanned(plan.units.len()));
-        self.progress.data_started();
+            .map_err(|error| step_error(&self.context.cancellation, error))?;
+        self.context.emit(Event::Phase(Phase::DumpData));
+        self.context.emit(Event::StepsPlanned(plan.units.len()));
+        self.context.progress.data_started();
         let (_, schema_ready) = tokio::sync::watch::channel(true);
-        let (context, budget) = self.unit_context(job, plan, Arc::new(post_data), schema_ready);
-        run_units(plan.units.clone(), budget, &self.cancellation, &ExportOnly(context))
-            .await
-            .map_err(|error| step_error(&self.cancellation, error))
+        let (context, budget) = self.context.unit_context(job, plan, Arc::new(post_data), schema_ready);
+        run_units(
+            plan.units.clone(),
+            budget,
+            &self.context.cancellation,
+            &ExportOnly(context),
+        )
+        .await
+        .map_err(|error| step_error(&self.context.cancellation, error))
     }
 }

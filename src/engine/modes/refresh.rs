@@ -1,0 +1,140 @@
+//! `dbsync sync --data-only`: the target database and its schema are kept; each selected table's
+//! rows are replaced by the source's (read in one snapshot) inside one transaction per table, so
+//! an interrupted refresh leaves every table either as it was or fully refreshed. Foreign keys
+//! and triggers do not fire for these writes; sequences are set; the rows are validated like a
+//! sync's. `--fix-schema` first adds what the target lacks.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_postgres::Client;
+
+use crate::catalog::{self};
+use crate::engine::row_copy::{RefreshedTable, connect_many, row_copy_event};
+use crate::engine::steps::checksum::Sessions;
+use crate::engine::steps::committed_unless_stopped;
+use crate::engine::{RunContext, interruptible};
+use crate::errors::SyncError;
+use crate::hooks::HookStage;
+use crate::plan::Plan;
+use crate::report::{Event, Notice, Phase, TableLine, Warning};
+use crate::scheduler::share_out;
+
+/// `sync --data-only`: the run context and the kept target it refreshes.
+pub(in crate::engine) struct Refresh<'a> {
+    pub(in crate::engine) context: RunContext<'a>,
+}
+
+impl Refresh<'_> {
+    pub(in crate::engine) async fn run(
+        &mut self,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> Result<(), SyncError> {
+        let (source, plan, _) = self.context.inspect_source().await?;
+        let target = self.context.connect_to_kept_target(&source).await?;
+        self.context.emit(Event::Phase(Phase::RefreshSchema));
+        let tables = self.context.fit_target_schema(&source.client, &target, &plan).await?;
+        if self.context.settings.dry_run {
+            self.context.emit(Event::Notice(Notice::DryRunDone));
+            return Ok(());
+        }
+        self.announce_refresh(&plan, started_at);
+        self.context
+            .run_hooks(HookStage::BeforeSync, self.context.settings.target())
+            .await?;
+        self.context
+            .run_hooks(HookStage::AfterSchema, self.context.settings.target())
+            .await?;
+        let snapshot = self.context.take_snapshot(&source, &plan).await?;
+        self.context.emit(Event::Phase(Phase::RefreshData));
+        let jobs = self.context.granted_jobs();
+        let settings = self.context.settings;
+        let open = async {
+            let (source, target) = tokio::try_join!(
+                Sessions::open(settings.source(), "source", jobs, Some(&snapshot)),
+                connect_many(settings.target(), jobs)
+            )?;
+            source.set_mask_salt(settings.masking.salt.as_deref()).await?;
+            anyhow::Ok((source, target))
+        };
+        let (source_sessions, target_sessions) = interruptible(&self.context.cancellation, open).await?;
+        self.refresh_tables(&source_sessions, &target_sessions, &tables).await?;
+        self.context.set_sequences(&source.client, &target, &plan).await?;
+        self.context.emit(Event::Phase(Phase::RefreshValidation));
+        self.context
+            .validate_refresh(&source.client, &target, &plan, &source_sessions)
+            .await?;
+        self.context
+            .run_hooks(HookStage::AfterImport, self.context.settings.target())
+            .await
+    }
+
+    /// What is refreshed, and the consent to it.
+    fn announce_refresh(&mut self, plan: &Plan, started_at: chrono::DateTime<chrono::Local>) {
+        self.context
+            .announce_row_copy(crate::report::RunKind::Refresh, plan, started_at);
+        self.context.warn(Warning::Other(
+            "foreign keys are not checked while the rows load: rows of tables left out of the refresh may now reference rows that are gone".into(),
+        ));
+    }
+
+    /// Each table in its own transaction on its own pair of sessions, `--jobs` at once.
+    async fn refresh_tables(
+        &self,
+        source: &Sessions,
+        target: &[Arc<Client>],
+        tables: &[RefreshedTable],
+    ) -> Result<(), SyncError> {
+        let pairs: Vec<(Arc<Client>, Arc<Client>)> =
+            source.clients().iter().cloned().zip(target.iter().cloned()).collect();
+        let work = share_out(&pairs, tables, |(source, target), table| async move {
+            if self.context.cancellation.is_cancelled() {
+                return Ok(());
+            }
+            let started = Instant::now();
+            let description = "Table Refresh".into();
+            self.context
+                .emit(row_copy_event(&table.name, TableLine::Started { description }));
+            let line = match self.refresh_one_table(&source, &target, table).await {
+                Ok(()) => TableLine::Finished {
+                    elapsed: started.elapsed(),
+                },
+                // Stopped before its commit: as it was (NOT DONE).
+                Err(_) if self.context.cancellation.is_cancelled() => return Ok(()),
+                Err(error) => {
+                    let line = TableLine::Failed {
+                        error: format!("{error:#}"),
+                    };
+                    self.context.emit(row_copy_event(&table.name, line));
+                    return Err(error);
+                }
+            };
+            self.context.emit(row_copy_event(&table.name, line));
+            anyhow::Ok(())
+        });
+        // Not dropped on Ctrl+C: each table stops before its commit or reports it.
+        let refreshed = work.await;
+        if self.context.cancellation.is_cancelled() {
+            return Err(crate::engine::cancelled(&self.context.cancellation));
+        }
+        refreshed.map(|_| ()).map_err(SyncError::Failed)
+    }
+
+    /// One table's rows replaced in its own transaction (`committed_unless_stopped`: a stop
+    /// ends it before its commit, a commit on its way is awaited).
+    async fn refresh_one_table(&self, source: &Client, target: &Client, table: &RefreshedTable) -> anyhow::Result<()> {
+        let loaded = async {
+            catalog::begin_table_refresh(target, &table.name).await?;
+            let rows = catalog::RowSelection {
+                table: &table.name,
+                columns: &table.columns,
+                range: None,
+                binary: false,
+                masked: &table.masked,
+                filter: None,
+            };
+            catalog::relay_rows(source, target, &rows).await.map(|_| ())
+        };
+        committed_unless_stopped(target, &self.context.cancellation, loaded, |error| error).await
+    }
+}

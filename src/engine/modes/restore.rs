@@ -1,0 +1,96 @@
+//! `dbsync restore DIR`: the import half of a sync, from an archive (`dbsync dump`, or a sync's
+//! `--keep-dumps` directory). The archive is checked against its manifest before anything is
+//! created; then, as in a sync, the copy is built under a temporary name (pre-data, the units,
+//! each table's indexes once it is loaded, post-data), validated against the rows and the
+//! structure the manifest recorded in the dump's snapshot, and swapped into place, the previous
+//! target kept until then.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::engine::RunContext;
+use crate::engine::copy::JobPlaces;
+use crate::engine::steps::{self, Job};
+use crate::errors::SyncError;
+use crate::manifest::{Manifest, RestoreFacts};
+use crate::plan::Plan;
+use crate::report::{Event, Phase};
+use crate::tools;
+
+/// `dbsync restore`: the run context and the archive it loads.
+pub(in crate::engine) struct Restore<'a> {
+    pub(in crate::engine) context: RunContext<'a>,
+}
+
+impl Restore<'_> {
+    pub(in crate::engine) async fn run(
+        &mut self,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> Result<(), SyncError> {
+        let archive = self.context.settings.archive.clone().expect("a restore has an archive");
+        let manifest = self.check_archive(&archive).await?;
+        let facts = &manifest.restore;
+        let plan = Arc::new(facts.plan.clone());
+        self.context.adopt_plan(&plan);
+        // No source server: only the target's free slots bound --jobs.
+        self.context.check_target(&facts.target_needs, None, None).await?;
+        let tools = tools::locate(self.context.settings.pg_bin.as_deref(), facts.server_major)
+            .map_err(|error| SyncError::Usage(format!("{error:#}")))?;
+        let job = self.prepare_restore(&archive, facts, &plan, tools, started_at).await?;
+        let owners: HashMap<u32, u32> = facts.index_owners.iter().copied().collect();
+        let schema_dump = steps::schema::schema_dump_path(&job);
+        self.context.emit(Event::Notice(crate::report::Notice::RestoringSchema));
+        let post_data = self
+            .context
+            .load_schema_and_data(&job, &plan, &schema_dump, &owners, None)
+            .await?;
+        self.context.restore_post_data(&job, &plan, &post_data).await?;
+        self.context.validate_against_manifest(&job, &plan, &manifest).await?;
+        self.context.swap(&job, &facts.database, &facts.settings).await
+    }
+
+    /// The manifest, once every file of the archive matches it; an incomplete or altered archive
+    /// is refused (exit 2) before anything is created, naming the file.
+    async fn check_archive(&self, archive: &Path) -> Result<Manifest, SyncError> {
+        let threads = self.context.settings.jobs.get();
+        let directory = archive.to_path_buf();
+        let verify = tokio::task::spawn_blocking(move || Manifest::verify(&directory, threads));
+        let verified = tokio::select! {
+            verified = verify => verified.map_err(|error| SyncError::Failed(error.into()))?,
+            () = self.context.cancellation.cancelled() => return Err(crate::engine::cancelled(&self.context.cancellation)),
+        };
+        verified.map_err(|error| SyncError::Usage(format!("{error:#}\nhint: restore only an archive that a dump or a sync with --keep-dumps completed, as it was written")))
+    }
+
+    /// The working directory, the banner and the empty copy; returns what every step shares.
+    async fn prepare_restore(
+        &mut self,
+        archive: &Path,
+        facts: &RestoreFacts,
+        plan: &Plan,
+        tools: tools::PgTools,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> Result<Arc<Job>, SyncError> {
+        let settings = self.context.settings;
+        // The archive is only read: the run's own files (list files) go to a directory of its own.
+        let scratch_directory = self.context.create_dump_directory(started_at)?;
+        let passfile = self.context.workspace.create_passfile(&[settings.target()])?;
+        self.context.announce(plan, &tools, &scratch_directory, started_at);
+        self.context.emit(Event::Phase(Phase::Schema));
+        let temporary = self.context.create_copy(&facts.database, started_at).await?;
+        Ok(self.context.job(JobPlaces {
+            snapshot: None,
+            work_target: Some(settings.target().with_database(&temporary)),
+            tools,
+            passfile,
+            schema_exclusions: Vec::new(),
+            dump_directory: archive.to_path_buf(),
+            scratch_directory,
+            // Never remove what was loaded: the archive stays as it was.
+            keep_dumps: true,
+            record_progress: false,
+            resuming: false,
+        }))
+    }
+}

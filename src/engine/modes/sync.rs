@@ -1,0 +1,201 @@
+//! `dbsync sync`: the whole copy — preflight, one snapshot, schema and data, post-data,
+//! validation and the swap — made again from a new snapshot when the source restarts and loses
+//! it, or continued from a failed run's kept dumps (`--resume`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::catalog::{self, QualifiedName};
+use crate::engine::context::RunContext;
+use crate::engine::preflight::{self, Source};
+use crate::engine::step_error;
+use crate::engine::steps::postdata::PostData;
+use crate::engine::steps::{self, Job};
+use crate::errors::SyncError;
+use crate::plan::Plan;
+use crate::report::{Event, Notice, Phase, RowCheck, Warning};
+use crate::scheduler::{AttemptError, RetryPolicy, with_retries};
+use crate::settings::Verification;
+use crate::tools::PgTools;
+
+/// How many copies a run makes at most when the source keeps losing its snapshot (restarts).
+const COPIES_AFTER_A_LOST_SNAPSHOT: u32 = 3;
+
+/// A sync (not `Sync`, which names the marker trait): the run context and the copy it makes.
+pub(in crate::engine) struct SyncMode<'a> {
+    pub(in crate::engine) context: RunContext<'a>,
+}
+
+impl SyncMode<'_> {
+    pub(in crate::engine) async fn run(
+        &mut self,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> Result<(), SyncError> {
+        if let Some(directory) = self.context.settings.resume.clone()
+            && self.context.resume(&directory, started_at).await?
+        {
+            return Ok(());
+        }
+        let (mut source, plan, unreadable) = self.context.inspect_source().await?;
+        let needs = catalog::TargetNeeds::of(&source.inventory);
+        self.context
+            .check_target(&needs, Some((&source, &plan)), Some(source.free_slots))
+            .await?;
+        let tools = preflight::locate_tools(self.context.settings, &source)?;
+        let mut copy = 1;
+        loop {
+            let result = self.copy(&source, &plan, &tools, &unreadable, started_at, copy).await;
+            // The source restarted: the snapshot is gone, and no part of this copy can be kept.
+            let snapshot_lost = result.is_err() && source.client.is_closed() && !self.context.workspace.is_swapped();
+            if !snapshot_lost || copy >= COPIES_AFTER_A_LOST_SNAPSHOT || self.context.root_cancellation.is_cancelled() {
+                return result;
+            }
+            copy += 1;
+            self.context.warn(Warning::SnapshotLost {
+                copy,
+                of: COPIES_AFTER_A_LOST_SNAPSHOT,
+            });
+            self.context
+                .workspace
+                .drop_unfinished_copy(&*self.context.reporter)
+                .await?;
+            self.context.cancellation = self.context.root_cancellation.child();
+            source = self.reconnect_source(source).await?;
+            self.context.progress.set_plan(&plan);
+        }
+    }
+
+    /// One copy from one snapshot: prepare, schema and data, post-data, validation, swap.
+    pub(super) async fn copy(
+        &mut self,
+        source: &Source,
+        plan: &Plan,
+        tools: &PgTools,
+        unreadable: &[QualifiedName],
+        started_at: chrono::DateTime<chrono::Local>,
+        copy: u32,
+    ) -> Result<(), SyncError> {
+        let job = self
+            .context
+            .prepare(source, plan, tools.clone(), unreadable.to_vec(), started_at, copy == 1)
+            .await?;
+        let plan = self.context.split_large_tables(&job, plan, source).await?;
+        self.context.progress.set_plan(&plan);
+        let plan = Arc::new(plan);
+        let counting = async {
+            if job.record_progress {
+                self.context.record_source_counts(&job, &plan, source).await;
+            }
+        };
+        let (post_data, ()) = tokio::join!(self.copy_schema_and_data(&job, &plan, source), counting);
+        let post_data = post_data?;
+        self.context.restore_post_data(&job, &plan, &post_data).await?;
+        let source_counts = self.validate(&job, &plan, source).await?;
+        if self.context.settings.keep_dumps() {
+            self.context.write_manifest(&job, &plan, source, &source_counts).await;
+        }
+        self.context.swap(&job, &source.database, &source.settings).await
+    }
+
+    /// PHASES 1 and 2: the schema dump, then pre-data alongside the units of data. Dumps start
+    /// while the schema is still being created; loads wait for it.
+    pub(super) async fn copy_schema_and_data(
+        &self,
+        job: &Arc<Job>,
+        plan: &Arc<Plan>,
+        source: &Source,
+    ) -> Result<Arc<PostData>, SyncError> {
+        self.context.emit(Event::Notice(Notice::SyncingSchema));
+        let schema_dump = self
+            .context
+            .retried(job, "schema dump", |_| steps::schema::dump(job))
+            .await?;
+        let watched_source = Some((self.context.settings.source().clone(), source.server.major()));
+        self.context
+            .load_schema_and_data(job, plan, &schema_dump, &source.index_owners, watched_source)
+            .await
+    }
+
+    /// PHASE 4: rows and structure on both sides, the source's inside the snapshot. Only once
+    /// post-data is done: a query on the copy while partition indexes are being attached can
+    /// deadlock with them.
+    pub(super) async fn validate(&self, job: &Job, plan: &Plan, source: &Source) -> Result<Vec<i64>, SyncError> {
+        let masks = self.context.member_masks(plan);
+        self.context.emit(Event::Phase(Phase::Validation));
+        let verification = self.context.settings.verification;
+        let jobs = self.context.granted_jobs();
+        // Retried like any step (the target server may be restarting), but not once the source's
+        // side, counted in the snapshot, is gone.
+        let reads = with_retries(
+            job.retry_policy,
+            &job.cancellation,
+            |_, _, _| {},
+            |_| async {
+                job.check_snapshot()?;
+                let target_client = job.connect_to_copy().await?;
+                let counts = async {
+                    match verification {
+                        Verification::Skip => Ok(Vec::new()),
+                        _ => steps::validate::count_rows(&source.client, &target_client, plan).await,
+                    }
+                };
+                let checksums = async {
+                    match verification {
+                        Verification::Checksum => steps::checksum::checksum_copy(job, plan, jobs, &masks).await,
+                        _ => Ok(Vec::new()),
+                    }
+                };
+                let structures = steps::validate::read_structures(&source.client, &target_client);
+                // Counting a large table takes a while; Ctrl+C does not wait for it.
+                tokio::select! {
+                    result = async { tokio::try_join!(counts, structures, checksums) } => result.map_err(steps::database_attempt_error),
+                    () = job.cancellation.cancelled() => Err(AttemptError::Cancelled),
+                }
+            },
+        );
+        let (counts, (source_structure, copy_structure), checksum_differences) = reads
+            .await
+            .map_err(|error| step_error(&self.context.cancellation, error))?;
+        if !checksum_differences.is_empty() {
+            self.context
+                .emit(Event::ChecksumDifferences(checksum_differences.clone()));
+        }
+        let rows = match verification {
+            Verification::Count => RowCheck::Counts,
+            Verification::Checksum => RowCheck::Checksums,
+            Verification::Skip => RowCheck::NotCompared,
+        };
+        self.context
+            .judge_copy(plan, counts, &source_structure, &copy_structure, rows)
+            .and_then(|counts| match checksum_differences.len() {
+                0 => Ok(counts),
+                found => Err(SyncError::ValidationFailed(found)),
+            })
+    }
+
+    /// A new session on the source once it accepts connections again, for a new snapshot.
+    pub(super) async fn reconnect_source(&self, source: Source) -> Result<Source, SyncError> {
+        let settings = self.context.settings;
+        let policy = RetryPolicy {
+            retries: settings.retries.max(3),
+            base_delay: Duration::from_secs(1),
+        };
+        let connect = |_| async {
+            let (client, pid) = preflight::connect_source(settings, &self.context.cancellation)
+                .await
+                .map_err(|error| match error {
+                    SyncError::Failed(error) => steps::database_attempt_error(error),
+                    other => AttemptError::Permanent(anyhow::anyhow!("{other:#}")),
+                })?;
+            Ok((client, pid))
+        };
+        let (client, pid) = with_retries(policy, &self.context.cancellation, |_, _, _| {}, connect)
+            .await
+            .map_err(|error| step_error(&self.context.cancellation, error))?;
+        Ok(Source {
+            client: Arc::new(client),
+            pid,
+            ..source
+        })
+    }
+}
