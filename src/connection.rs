@@ -26,9 +26,20 @@ pub struct Endpoint {
     pub tls_files: TlsFiles,
 }
 
+/// The redacted form, with whether a password was found and the TLS choices: what a test of
+/// settings compares.
 impl fmt::Debug for Endpoint {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "Endpoint({self})")
+        let password = match &self.password {
+            Some(password) => password.to_string(),
+            None => "none".into(),
+        };
+        let sslmode = self.sslmode.map_or("default", |mode| mode.as_str());
+        write!(
+            formatter,
+            "Endpoint({self}, password {password}, sslmode {sslmode}, {:?})",
+            self.tls_files
+        )
     }
 }
 

@@ -41,40 +41,41 @@ pub fn main_entry() -> u8 {
             return EXIT_FAILURE;
         }
     };
+    let environment = settings::Environment::of_process();
     let code = runtime.block_on(async {
         match cli.command {
             Command::Sync(arguments) if arguments.dry_run && !arguments.data_only && !arguments.incremental => {
-                let settings = settings::resolve(&arguments, &settings::process_environment);
+                let settings = settings::resolve(&arguments, &environment);
                 show_plan(settings, false).await
             }
             Command::Sync(arguments) => {
-                let settings = settings::resolve(&arguments, &settings::process_environment);
+                let settings = settings::resolve(&arguments, &environment);
                 run_engine(settings, report::RunKind::Sync).await
             }
-            Command::Diff(arguments) => show_diff(&arguments).await,
+            Command::Diff(arguments) => show_diff(&arguments, &environment).await,
             Command::Verify(arguments) => {
-                let settings = settings::resolve_verify(&arguments, &settings::process_environment);
+                let settings = settings::resolve_verify(&arguments, &environment);
                 show_verify(settings, arguments.format.as_deref() == Some("json")).await
             }
             Command::Plan(arguments) if arguments.merge => {
-                let settings = settings::resolve_merge(&arguments.as_merge(), &settings::process_environment);
+                let settings = settings::resolve_merge(&arguments.as_merge(), &environment);
                 run_engine(settings, report::RunKind::Merge).await
             }
             Command::Plan(arguments) => {
-                let settings = settings::resolve(&arguments.sync, &settings::process_environment);
+                let settings = settings::resolve(&arguments.sync, &environment);
                 show_plan(settings, arguments.format.as_deref() == Some("json")).await
             }
             Command::Dump(arguments) => {
-                let settings = settings::resolve_dump(&arguments, &settings::process_environment);
+                let settings = settings::resolve_dump(&arguments, &environment);
                 run_engine(settings, report::RunKind::Dump).await
             }
             Command::Restore(arguments) => {
-                let settings = settings::resolve_restore(&arguments, &settings::process_environment);
+                let settings = settings::resolve_restore(&arguments, &environment);
                 run_engine(settings, report::RunKind::Restore).await
             }
-            Command::Archives(arguments) => list_archives(&arguments).await,
+            Command::Archives(arguments) => list_archives(&arguments, &environment).await,
             Command::Merge(arguments) => {
-                let settings = settings::resolve_merge(&arguments, &settings::process_environment);
+                let settings = settings::resolve_merge(&arguments, &environment);
                 run_engine(settings, report::RunKind::Merge).await
             }
         }
@@ -85,9 +86,9 @@ pub fn main_entry() -> u8 {
 }
 
 /// `dbsync archives`: the dated target's databases, newest first.
-async fn list_archives(arguments: &cli::ArchivesArguments) -> u8 {
+async fn list_archives(arguments: &cli::ArchivesArguments, environment: &settings::Environment) -> u8 {
     let listing = async {
-        let (target, template) = settings::resolve_archives(arguments, &settings::process_environment)?;
+        let (target, template) = settings::resolve_archives(arguments, environment)?;
         let found = archives::list(&target, &template).await?;
         Ok::<_, errors::SyncError>((target, template, found))
     };
@@ -136,9 +137,9 @@ fn equal_or_not(equal: bool) -> u8 {
 }
 
 /// `dbsync diff`: exit 0 when the schemas are equal, 3 when they differ.
-async fn show_diff(arguments: &cli::DiffArguments) -> u8 {
+async fn show_diff(arguments: &cli::DiffArguments, environment: &settings::Environment) -> u8 {
     let compared = async {
-        let (source, target) = settings::resolve_diff(arguments, &settings::process_environment)?;
+        let (source, target) = settings::resolve_diff(arguments, environment)?;
         engine::modes::diff::diff(&source, &target).await
     };
     show(compared.await, |diff| {

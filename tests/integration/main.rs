@@ -16,6 +16,7 @@ mod plan;
 mod progress;
 mod resume;
 mod roles;
+mod settings;
 mod split;
 mod usage;
 mod verify;

@@ -1,6 +1,17 @@
 //! Resolving settings. Precedence, lowest first: built-in defaults, the config file, environment
 //! variables (the old script's names), command-line flags. The rest of the program sees only the
-//! resolved `Settings`.
+//! resolved `Settings`. The config file is read in `file`, endpoints in `endpoint`, the
+//! environment in `environment`, what every mode shares in `common`.
+
+mod common;
+mod endpoint;
+mod environment;
+mod file;
+
+use common::*;
+use endpoint::*;
+pub use environment::Environment;
+use file::*;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -255,140 +266,6 @@ impl Settings {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    source: Option<ConfigEndpoint>,
-    target: Option<ConfigEndpoint>,
-    #[serde(default)]
-    options: ConfigOptions,
-    /// Group name → patterns.
-    #[serde(default)]
-    tables: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
-    exclude: ConfigExclude,
-    /// Target database names (wildcards) dbsync must never replace.
-    #[serde(default)]
-    protect: Vec<String>,
-    #[serde(default)]
-    hooks: crate::hooks::Hooks,
-    /// Table → column → transform (`[transform]`).
-    #[serde(default)]
-    transform: BTreeMap<String, BTreeMap<String, String>>,
-    #[serde(default)]
-    incremental: ConfigIncremental,
-    #[serde(default)]
-    merge: ConfigMerge,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigMerge {
-    source: Option<String>,
-    #[serde(default)]
-    fire_triggers: Vec<String>,
-    #[serde(default)]
-    tables: BTreeMap<String, MergeTableSettings>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigIncremental {
-    change_column: Option<String>,
-    source: Option<String>,
-    lookback_seconds: Option<u64>,
-    #[serde(default)]
-    fire_triggers: Vec<String>,
-    #[serde(default)]
-    tables: BTreeMap<String, String>,
-    batch_rows: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigEndpoint {
-    url: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigOptions {
-    jobs: Option<usize>,
-    retries: Option<u32>,
-    batch_size: Option<usize>,
-    dump_dir: Option<PathBuf>,
-    keep_dumps: Option<bool>,
-    stream: Option<bool>,
-    analyze: Option<bool>,
-    no_owner: Option<bool>,
-    no_privileges: Option<bool>,
-    no_tablespaces: Option<bool>,
-    foreign_keys: Option<String>,
-    verify: Option<String>,
-    copy_roles: Option<bool>,
-    maintenance_memory: Option<String>,
-    split_larger_than: Option<String>,
-    stream_larger_than: Option<String>,
-    pg_bin: Option<PathBuf>,
-    lock_timeout: Option<u64>,
-    retain: Option<usize>,
-    utc: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigExclude {
-    #[serde(default)]
-    tables: Vec<String>,
-}
-
-/// Reads environment variables through a function so tests need not touch the process's own.
-pub type Environment<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// The process's own environment; the only place dbsync reads it.
-pub fn process_environment(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.is_empty())
-}
-
-/// What libpq would fill in for fields a URI leaves out.
-fn endpoint_defaults(environment: Environment) -> EndpointDefaults {
-    EndpointDefaults {
-        host: environment("PGHOST").unwrap_or_else(|| "localhost".to_string()),
-        port: environment("PGPORT")
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(5432),
-        user: environment("PGUSER")
-            .or_else(|| environment("USER"))
-            .unwrap_or_else(|| "postgres".to_string()),
-    }
-}
-
-/// The password file libpq would read: `PGPASSFILE`, else `~/.pgpass`.
-fn user_password_file(environment: Environment) -> Option<PathBuf> {
-    environment("PGPASSFILE")
-        .map(PathBuf::from)
-        .or_else(|| environment("HOME").map(|home| Path::new(&home).join(".pgpass")))
-}
-
-fn load_config(path: &Path) -> Result<ConfigFile, SyncError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| usage_error!("cannot read config file {}: {error}", path.display()))?;
-    toml::from_str(&text).map_err(|error| {
-        let message = error.message();
-        let location = error
-            .span()
-            .map(|span| {
-                let line = text[..span.start].matches('\n').count() + 1;
-                format!(" (line {line})")
-            })
-            .unwrap_or_default();
-        usage_error!(
-            "config file {}{location}: {message}\nhint: see the commented example core_tables.toml for the keys dbsync understands",
-            path.display()
-        )
-    })
-}
-
 /// A size as PostgreSQL writes memory settings: `512MB`, `1GB`, `64kB`, `2TB` (units of 1024),
 /// or a plain number of bytes.
 pub fn parse_size(text: &str) -> Option<u64> {
@@ -437,176 +314,9 @@ pub const AUTOMATIC_SPLIT_FLOOR: u64 = 512 << 20;
 /// dump and load saves (measured: a 746 MB unit streamed 20–38 % faster, 185 MB 5–8 % slower).
 const DEFAULT_STREAM_LARGER_THAN: u64 = 512 << 20;
 
-fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, SyncError> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| usage_error!("{name}={value:?} is not a valid number"))
-}
-
-/// Which side of the copy, with the old script's variable prefix.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Source,
-    Target,
-}
-
-impl Side {
-    fn prefix(self) -> &'static str {
-        match self {
-            Side::Source => "MAIN_DB",
-            Side::Target => "ARCHIVE_DB",
-        }
-    }
-
-    fn flag(self) -> &'static str {
-        match self {
-            Side::Source => "--source",
-            Side::Target => "--target",
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Side::Source => "source",
-            Side::Target => "target",
-        }
-    }
-}
-
-fn resolve_endpoint(
-    side: Side,
-    flag: Option<&str>,
-    config: Option<&ConfigEndpoint>,
-    environment: Environment,
-    defaults: &EndpointDefaults,
-) -> Result<(Endpoint, Option<DatedName>), SyncError> {
-    let prefix = side.prefix();
-    let uri_error = |error: anyhow::Error| usage_error!("{} URI: {error:#}", side.label());
-    // Only a target name may hold a date template; it is hidden from URI parsing, whose
-    // percent-decoding would take `%Y` for an escape.
-    let mut date_format = None;
-    let mut parse = |uri: &str| {
-        if side != Side::Target {
-            return Endpoint::parse_uri(uri, defaults).map_err(uri_error);
-        }
-        let (hidden, format) = dated::hide_placeholder_in_uri(uri).map_err(uri_error)?;
-        date_format = format;
-        Endpoint::parse_uri(&hidden, defaults).map_err(uri_error)
-    };
-    let mut endpoint = if let Some(uri) = flag {
-        parse(uri)?
-    } else if let Some(endpoint) = endpoint_from_variables(side, environment)? {
-        endpoint
-    } else if let Some(config) = config {
-        parse(&config.url)?
-    } else {
-        return Err(usage_error!(
-            "no {} database given: pass {} postgres://user@host:5432/dbname, set {prefix}_HOST/PORT/USER/NAME, or set [{}] url in the config file",
-            side.label(),
-            side.flag(),
-            side.label()
-        ));
-    };
-    add_default_certificates(&mut endpoint, side, environment)?;
-    if endpoint.password.is_none() {
-        endpoint.password = environment(&format!("{prefix}_PASSWORD"))
-            .or_else(|| environment("PGPASSWORD"))
-            .map(Secret::new)
-            .or_else(|| {
-                user_password_file(environment)
-                    .and_then(|path| secrets::password_from_file(&path, endpoint.password_key()))
-            });
-    }
-    let template = match date_format {
-        Some(format) => {
-            let elsewhere = [&endpoint.user, &endpoint.host]
-                .iter()
-                .any(|field| DatedName::hides_placeholder(field));
-            match DatedName::from_hidden(&endpoint.dbname, &format) {
-                Some(template) if !elsewhere => Some(template),
-                _ => return Err(usage_error!("target URI: a date template belongs in the database name")),
-            }
-        }
-        None if side == Side::Target => DatedName::parse(&endpoint.dbname).map_err(uri_error)?,
-        None => None,
-    };
-    Ok((endpoint, template))
-}
-
-/// The old script's `MAIN_DB_*` / `ARCHIVE_DB_*` variables, when any of them is set.
-fn endpoint_from_variables(side: Side, environment: Environment) -> Result<Option<Endpoint>, SyncError> {
-    let prefix = side.prefix();
-    let variable = |field: &str| environment(&format!("{prefix}_{field}"));
-    if !["HOST", "PORT", "USER", "NAME"]
-        .iter()
-        .any(|field| variable(field).is_some())
-    {
-        return Ok(None);
-    }
-    let port = match variable("PORT") {
-        Some(port) => parse_number(&format!("{prefix}_PORT"), &port)?,
-        None => 5432,
-    };
-    let default_name = match side {
-        Side::Source => "Main_DB",
-        Side::Target => "Archive_DB",
-    };
-    Ok(Some(Endpoint {
-        host: variable("HOST").unwrap_or_else(|| "localhost".into()),
-        port,
-        user: variable("USER").unwrap_or_else(|| "postgres".into()),
-        dbname: variable("NAME").unwrap_or_else(|| default_name.into()),
-        password: None,
-        sslmode: None,
-        tls_files: Default::default(),
-    }))
-}
-
-/// libpq's default certificate files, where they exist, for dbsync's own connections as for the
-/// children's (which are given them explicitly); a mode that checks the server's certificate
-/// needs a root certificate.
-fn add_default_certificates(endpoint: &mut Endpoint, side: Side, environment: Environment) -> Result<(), SyncError> {
-    if let Some(home) = environment("HOME") {
-        let directory = Path::new(&home).join(".postgresql");
-        let files = &mut endpoint.tls_files;
-        for (slot, name) in [
-            (&mut files.root_certificate, "root.crt"),
-            (&mut files.certificate, "postgresql.crt"),
-            (&mut files.key, "postgresql.key"),
-        ] {
-            if slot.is_none() && directory.join(name).is_file() {
-                *slot = Some(directory.join(name));
-            }
-        }
-    }
-    match endpoint.sslmode {
-        Some(mode) if mode.needs_root_certificate() && endpoint.tls_files.root_certificate.is_none() => {
-            Err(usage_error!(
-                "{} URI: sslmode={} needs a root certificate to check the server's against: give sslrootcert=FILE, or put it in ~/.postgresql/root.crt",
-                side.label(),
-                mode.as_str()
-            ))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// `--config`, else `DBSYNC_CONFIG`, loaded (an empty configuration without either).
-fn config_of(flag: Option<&PathBuf>, environment: Environment) -> Result<(Option<PathBuf>, ConfigFile), SyncError> {
-    let path = flag
-        .cloned()
-        .or_else(|| environment("DBSYNC_CONFIG").map(PathBuf::from));
-    let config = match &path {
-        Some(path) => load_config(path)?,
-        None => ConfigFile::default(),
-    };
-    Ok((path, config))
-}
-
 /// What `dbsync diff` compares: the source and the target database, as given (only read, so
 /// no name is refused).
-pub fn resolve_diff(arguments: &DiffArguments, environment: Environment) -> Result<(Endpoint, Endpoint), SyncError> {
+pub fn resolve_diff(arguments: &DiffArguments, environment: &Environment) -> Result<(Endpoint, Endpoint), SyncError> {
     let (_, config) = config_of(arguments.config.as_ref(), environment)?;
     let defaults = endpoint_defaults(environment);
     let (source, _) = resolve_endpoint(
@@ -634,7 +344,7 @@ pub fn resolve_diff(arguments: &DiffArguments, environment: Environment) -> Resu
 /// What `dbsync archives` needs: the target server and the template of the names to list.
 pub fn resolve_archives(
     arguments: &ArchivesArguments,
-    environment: Environment,
+    environment: &Environment,
 ) -> Result<(Endpoint, DatedName), SyncError> {
     let (_, config) = config_of(arguments.config.as_ref(), environment)?;
     let (target, template) = resolve_endpoint(
@@ -713,12 +423,12 @@ fn content_of(
     })
 }
 
-pub fn resolve(arguments: &SyncArguments, environment: Environment) -> Result<Settings, SyncError> {
+pub fn resolve(arguments: &SyncArguments, environment: &Environment) -> Result<Settings, SyncError> {
     resolve_run(arguments, Mode::Sync, environment)
 }
 
 /// `dbsync dump`: a sync's settings without a target, writing the archive `output`.
-pub fn resolve_dump(arguments: &DumpArguments, environment: Environment) -> Result<Settings, SyncError> {
+pub fn resolve_dump(arguments: &DumpArguments, environment: &Environment) -> Result<Settings, SyncError> {
     resolve_run(
         &arguments.as_sync(),
         Mode::Dump {
@@ -729,12 +439,12 @@ pub fn resolve_dump(arguments: &DumpArguments, environment: Environment) -> Resu
 }
 
 /// `dbsync verify`: a sync's selection and servers, only read.
-pub fn resolve_verify(arguments: &VerifyArguments, environment: Environment) -> Result<Settings, SyncError> {
+pub fn resolve_verify(arguments: &VerifyArguments, environment: &Environment) -> Result<Settings, SyncError> {
     resolve_run(&arguments.as_sync(), Mode::Verify, environment)
 }
 
 /// `dbsync restore`: a sync's settings without a source, reading the archive.
-pub fn resolve_restore(arguments: &RestoreArguments, environment: Environment) -> Result<Settings, SyncError> {
+pub fn resolve_restore(arguments: &RestoreArguments, environment: &Environment) -> Result<Settings, SyncError> {
     resolve_run(
         &arguments.as_sync(),
         Mode::Restore {
@@ -745,7 +455,7 @@ pub fn resolve_restore(arguments: &RestoreArguments, environment: Environment) -
 }
 
 /// `dbsync merge`: a sync's selection and servers, writing into the existing target.
-pub fn resolve_merge(arguments: &MergeArguments, environment: Environment) -> Result<Settings, SyncError> {
+pub fn resolve_merge(arguments: &MergeArguments, environment: &Environment) -> Result<Settings, SyncError> {
     let mut settings = resolve_run(&arguments.as_sync(), Mode::Sync, environment)?;
     if settings.dated.is_some() || settings.retain.is_some() {
         return Err(usage_error!(
@@ -757,405 +467,7 @@ pub fn resolve_merge(arguments: &MergeArguments, environment: Environment) -> Re
     Ok(settings)
 }
 
-/// `[incremental]` and `--batch-rows` (the flag first), each value checked.
-fn incremental_settings(config: &ConfigIncremental, batch_rows: Option<u64>) -> Result<IncrementalSettings, SyncError> {
-    let defaults = IncrementalSettings::default();
-    let batch_rows = batch_rows.or(config.batch_rows).unwrap_or(defaults.batch_rows);
-    if batch_rows == 0 {
-        return Err(usage_error!("--batch-rows must be at least 1"));
-    }
-    let change_column = config.change_column.clone().unwrap_or(defaults.change_column);
-    for (place, column) in std::iter::once(("change_column", &change_column))
-        .chain(config.tables.iter().map(|(table, column)| (table.as_str(), column)))
-    {
-        if column.trim() != column {
-            return Err(usage_error!(
-                "config file: [incremental] {place} = {column:?}: a column name without spaces around it"
-            ));
-        }
-    }
-    Ok(IncrementalSettings {
-        batch_rows,
-        change_column,
-        tables: config.tables.clone(),
-        fire_triggers: config.fire_triggers.clone(),
-        lookback: Duration::from_secs(config.lookback_seconds.unwrap_or(0)),
-        source: config.source.clone().filter(|name| !name.trim().is_empty()),
-    })
-}
-
-/// The clock a date template reads, once.
-fn now(utc: bool) -> chrono::NaiveDateTime {
-    if utc {
-        chrono::Utc::now().naive_utc()
-    } else {
-        chrono::Local::now().naive_local()
-    }
-}
-
-/// The archive directory of a dump, its date template rendered (in the last component only).
-fn resolve_output(output: &Path, utc: bool) -> Result<(PathBuf, Option<DatedName>), SyncError> {
-    let name = output
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .ok_or_else(|| usage_error!("--output {} names no directory", output.display()))?;
-    if output
-        .parent()
-        .is_some_and(|parent| parent.to_string_lossy().contains('{'))
-    {
-        return Err(usage_error!(
-            "--output: a date template belongs in the last component of the path"
-        ));
-    }
-    let template = DatedName::parse(&name).map_err(|error| usage_error!("--output: {error:#}"))?;
-    let rendered = match &template {
-        Some(template) => output.with_file_name(template.render(now(utc))),
-        None => output.to_path_buf(),
-    };
-    Ok((rendered, template))
-}
-
-/// Where a run reads and writes: the source, the target (its date template rendered once), the
-/// dump's output or the restore's archive, the date template itself and how many it keeps.
-struct Places {
-    source: Option<Endpoint>,
-    target: Option<Endpoint>,
-    output: Option<PathBuf>,
-    archive: Option<PathBuf>,
-    dated: Option<DatedName>,
-    /// `--retain`: how many of the date template's databases or directories to keep.
-    retain: Option<usize>,
-}
-
-fn places_of(
-    arguments: &SyncArguments,
-    mode: &Mode,
-    config: &ConfigFile,
-    environment: Environment,
-) -> Result<Places, SyncError> {
-    let utc = chosen(arguments.run.utc, false, config.options.utc);
-    let defaults = endpoint_defaults(environment);
-    let endpoint = |side, flag: &Option<String>, file: &Option<ConfigEndpoint>| {
-        resolve_endpoint(side, flag.as_deref(), file.as_ref(), environment, &defaults)
-    };
-    let source = match mode {
-        Mode::Restore { .. } => None,
-        Mode::Sync | Mode::Verify | Mode::Dump { .. } => {
-            Some(endpoint(Side::Source, &arguments.source.source, &config.source)?.0)
-        }
-    };
-    let archive = match mode {
-        Mode::Restore { archive } => Some(archive.to_path_buf()),
-        Mode::Sync | Mode::Verify | Mode::Dump { .. } => None,
-    };
-    let (target, output, dated) = match mode {
-        Mode::Dump { output } => {
-            let (output, template) = resolve_output(output, utc)?;
-            (None, Some(output), template)
-        }
-        Mode::Sync | Mode::Verify | Mode::Restore { .. } => {
-            let (mut target, template) = endpoint(Side::Target, &arguments.target.target, &config.target)?;
-            // Once, at the start: a run that crosses midnight keeps the name it began with.
-            if let Some(template) = &template {
-                target.dbname = template.render(now(utc));
-            }
-            (Some(target), None, template)
-        }
-    };
-    let mut places = Places {
-        source,
-        target,
-        output,
-        archive,
-        dated,
-        retain: None,
-    };
-    places.retain = retain_of(arguments, &config.options, &places)?;
-    check_names(&places, mode, config)?;
-    Ok(places)
-}
-
-/// `--retain`, which needs a date template to keep the newest of.
-fn retain_of(arguments: &SyncArguments, options: &ConfigOptions, places: &Places) -> Result<Option<usize>, SyncError> {
-    let retain = arguments.run.retain.or(options.retain);
-    match (retain, &places.dated) {
-        (Some(_), None) => Err(usage_error!(
-            "--retain keeps the newest of a date template, and the {} has none: write it as e.g. Archive_DB_{{date}}",
-            if places.output.is_some() {
-                "--output directory"
-            } else {
-                "target name"
-            }
-        )),
-        (Some(0), _) => Err(usage_error!("--retain must keep at least 1 (tonight's)")),
-        _ => Ok(retain),
-    }
-}
-
-/// `--jobs`, `--retries` and the old script's `BATCH_SIZE`: flag, variable, file, default.
-fn counts_of(
-    arguments: &SyncArguments,
-    options: &ConfigOptions,
-    environment: Environment,
-) -> Result<(Jobs, u32, Option<usize>), SyncError> {
-    let jobs = match (arguments.run.jobs, environment("PG_JOBS"), options.jobs) {
-        (Some(jobs), _, _) => jobs,
-        (None, Some(value), _) => parse_number("PG_JOBS", &value)?,
-        (None, None, Some(jobs)) => jobs,
-        (None, None, None) => std::thread::available_parallelism()
-            .map(|count| count.get())
-            .unwrap_or(2),
-    };
-    let jobs = Jobs::new(jobs).ok_or_else(|| usage_error!("jobs must be at least 1"))?;
-    let retries = match (arguments.run.retries, environment("RETRY_COUNT"), options.retries) {
-        (Some(retries), _, _) => retries,
-        (None, Some(value), _) => parse_number("RETRY_COUNT", &value)?,
-        (None, None, Some(retries)) => retries,
-        (None, None, None) => 3,
-    };
-    let batch_size = match (environment("BATCH_SIZE"), options.batch_size) {
-        (Some(value), _) => Some(parse_number::<usize>("BATCH_SIZE", &value)?),
-        (None, batch_size) => batch_size,
-    };
-    if batch_size == Some(0) {
-        return Err(usage_error!("BATCH_SIZE must be at least 1"));
-    }
-    Ok((jobs, retries, batch_size))
-}
-
-/// `--foreign-keys` and `--verify`: the flag, else the file, else the default.
-fn policies_of(
-    arguments: &SyncArguments,
-    options: &ConfigOptions,
-) -> Result<(ForeignKeyPolicy, Verification), SyncError> {
-    let foreign_keys = named_choice(
-        "foreign_keys",
-        arguments.foreign_keys.as_ref().or(options.foreign_keys.as_ref()),
-        &ForeignKeyPolicy::NAMES,
-        ForeignKeyPolicy::from_name,
-        ForeignKeyPolicy::NotValid,
-    )?;
-    let verification = named_choice(
-        "verify",
-        arguments.verify.as_ref().or(options.verify.as_ref()),
-        &Verification::NAMES,
-        Verification::from_name,
-        Verification::Count,
-    )?;
-    Ok((foreign_keys, verification))
-}
-
-/// A named choice (`--foreign-keys`, `--verify`): the flag, else the file, else `default`.
-fn named_choice<T>(
-    key: &str,
-    given: Option<&String>,
-    names: &[&str],
-    from_name: impl Fn(&str) -> Option<T>,
-    default: T,
-) -> Result<T, SyncError> {
-    match given {
-        Some(text) => from_name(text).ok_or_else(|| {
-            usage_error!(
-                "config file: {key} = {text:?} is not one of {}",
-                names
-                    .iter()
-                    .map(|name| format!("\"{name}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }),
-        None => Ok(default),
-    }
-}
-
-/// The table patterns: the file's groups, then `--include`; `[exclude]`, then `--exclude`. An
-/// empty one is refused: it would match nothing, which is never what was meant.
-fn patterns_of(
-    arguments: &SyncArguments,
-    config: &ConfigFile,
-) -> Result<(Vec<TablePattern>, Vec<TablePattern>), SyncError> {
-    let pattern = |pattern: &str, origin: &str| TablePattern {
-        pattern: pattern.trim().to_string(),
-        origin: origin.to_string(),
-    };
-    let mut include = Vec::new();
-    for (group, patterns) in &config.tables {
-        let origin = format!("group \"{group}\"");
-        include.extend(patterns.iter().map(|text| TablePattern {
-            pattern: text.clone(),
-            origin: origin.clone(),
-        }));
-    }
-    include.extend(arguments.source.include.iter().map(|text| pattern(text, "--include")));
-    let mut exclude: Vec<TablePattern> = config
-        .exclude
-        .tables
-        .iter()
-        .map(|text| TablePattern {
-            pattern: text.clone(),
-            origin: "[exclude] tables".into(),
-        })
-        .collect();
-    exclude.extend(arguments.source.exclude.iter().map(|text| pattern(text, "--exclude")));
-    if let Some(empty) = include
-        .iter()
-        .chain(&exclude)
-        .find(|pattern| pattern.pattern.is_empty())
-    {
-        return Err(usage_error!(
-            "an empty table pattern in {} matches nothing (to copy every table, give no pattern at all)",
-            empty.origin
-        ));
-    }
-    Ok((include, exclude))
-}
-
-/// Names dbsync must not write into (protected, templates, empty), and names PostgreSQL cannot
-/// hold. `dbsync verify` only reads, so its target name is not refused.
-fn check_names(places: &Places, mode: &Mode, config: &ConfigFile) -> Result<(), SyncError> {
-    if let Some(target) = places.target.as_ref().filter(|_| !matches!(mode, Mode::Verify)) {
-        crate::target::refuse_unsafe_target(&target.dbname, &config.protect).map_err(SyncError::Usage)?;
-    }
-    for (side, endpoint) in [("source", places.source.as_ref()), ("target", places.target.as_ref())] {
-        let Some(endpoint) = endpoint else { continue };
-        if endpoint.dbname.len() > 63 {
-            return Err(usage_error!(
-                "the {side} database name is {} bytes; PostgreSQL names are at most 63",
-                endpoint.dbname.len()
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `--stream` / `--keep-dumps` (and `--resume`, which keeps its dumps), refused together.
-fn transfer_of(
-    arguments: &SyncArguments,
-    options: &ConfigOptions,
-    verification: Verification,
-) -> Result<Transfer, SyncError> {
-    // A resumed run keeps its dumps too: it may fail again, and its directory is an archive.
-    let keep_dumps =
-        arguments.resume.is_some() || chosen(arguments.keep_dumps, arguments.no_keep_dumps, options.keep_dumps);
-    let stream = chosen(arguments.stream, arguments.no_stream, options.stream);
-    let transfer = match (stream, keep_dumps) {
-        (true, true) => {
-            return Err(usage_error!(
-                "--keep-dumps and --stream cannot both be on (keep_dumps and stream in a config file): a streamed run writes no data dumps to keep"
-            ));
-        }
-        (true, false) => Transfer::Stream,
-        (false, keep) => Transfer::Files { keep },
-    };
-    if verification == Verification::Skip && transfer == (Transfer::Files { keep: true }) {
-        return Err(usage_error!(
-            "--verify none cannot be used with --keep-dumps or --resume: a kept copy's manifest records the rows counted in its snapshot"
-        ));
-    }
-    Ok(transfer)
-}
-
-/// A `--flag` / `--no-flag` pair over the file's value: a flag, on or off, beats the file; the
-/// file beats the default (off).
-fn chosen(on: bool, off: bool, file: Option<bool>) -> bool {
-    switch(on, off).or(file).unwrap_or(false)
-}
-
-/// `--maintenance-memory`, `--split-larger-than` and `--stream-larger-than`.
-fn sizes_of(arguments: &SyncArguments, options: &ConfigOptions) -> Result<(u64, Splitting, u64), SyncError> {
-    let maintenance_memory = match arguments
-        .target
-        .maintenance_memory
-        .as_ref()
-        .or(options.maintenance_memory.as_ref())
-    {
-        Some(text) => parse_size(text).ok_or_else(|| {
-            usage_error!(
-                "maintenance memory {text:?} is not a size: write it like 512MB or 1GB (0 leaves the server's setting)"
-            )
-        })?,
-        None => DEFAULT_MAINTENANCE_MEMORY,
-    };
-    let splitting = match arguments
-        .split_larger_than
-        .as_ref()
-        .or(options.split_larger_than.as_ref())
-    {
-        Some(text) if text.trim().eq_ignore_ascii_case("auto") => Splitting::Automatic,
-        Some(text) => match parse_size(text) {
-            Some(0) => Splitting::Never,
-            Some(size) => Splitting::LargerThan(size),
-            None => {
-                return Err(usage_error!(
-                    "--split-larger-than {text:?} is not a size: write it like 128MB or 1GB, auto (the default), or 0 (never split)"
-                ));
-            }
-        },
-        None => Splitting::Automatic,
-    };
-    let stream_larger_than = match arguments
-        .stream_larger_than
-        .as_ref()
-        .or(options.stream_larger_than.as_ref())
-    {
-        Some(text) => parse_size(text).ok_or_else(|| {
-            usage_error!("--stream-larger-than {text:?} is not a size: write it like 512MB or 1GB (0 never streams)")
-        })?,
-        None => DEFAULT_STREAM_LARGER_THAN,
-    };
-    Ok((maintenance_memory, splitting, stream_larger_than))
-}
-
-/// The config file's sections that are checked as they are read: `[hooks]` (paths made absolute
-/// against the file's directory), `[transform]` (with the salt), `[incremental]`, `[merge]`.
-fn sections_of(
-    arguments: &SyncArguments,
-    config: &ConfigFile,
-    config_path: Option<&Path>,
-    environment: Environment,
-) -> Result<
-    (
-        crate::hooks::Hooks,
-        crate::masking::Masking,
-        IncrementalSettings,
-        MergeSettings,
-    ),
-    SyncError,
-> {
-    let config_directory = config_path.and_then(Path::parent).unwrap_or_else(|| Path::new("."));
-    let hooks = config.hooks.clone().resolved(config_directory).map_err(|error| {
-        usage_error!(
-            "config file {}: {error}",
-            config_path.unwrap_or(Path::new("?")).display()
-        )
-    })?;
-    let masking = crate::masking::Masking::from_config(&config.transform, environment(crate::masking::SALT_VARIABLE))
-        .map_err(|error| usage_error!("config file: {error}"))?;
-    let incremental = incremental_settings(&config.incremental, arguments.batch_rows)?;
-    let merge = MergeSettings {
-        tables: config.merge.tables.clone(),
-        fire_triggers: config.merge.fire_triggers.clone(),
-        source: config.merge.source.clone().filter(|name| !name.trim().is_empty()),
-        id_map: None,
-    };
-    Ok((hooks, masking, incremental, merge))
-}
-
-/// How the run shows itself: decided here, from `--plain`, `TERM` and `NO_COLOR`, once.
-fn display_of(arguments: &SyncArguments, environment: Environment) -> Result<Display, SyncError> {
-    let progress_every = match arguments.run.progress_every {
-        Some(0) => return Err(usage_error!("--progress-every must be at least 1 second")),
-        Some(seconds) => Duration::from_secs(seconds),
-        None => Duration::from_secs(30),
-    };
-    Ok(Display {
-        terminal_allowed: !arguments.run.plain && environment("TERM").is_some_and(|term| term != "dumb"),
-        colour: environment("NO_COLOR").is_none(),
-        progress_every,
-    })
-}
-
-fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) -> Result<Settings, SyncError> {
+fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment) -> Result<Settings, SyncError> {
     let (config_path, config) = config_of(arguments.run.config.as_ref(), environment)?;
     let options = &config.options;
     let places = places_of(arguments, &mode, &config, environment)?;
@@ -1203,7 +515,9 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: Environment) 
         pg_bin: arguments.run.pg_bin.clone().or_else(|| options.pg_bin.clone()),
         report: arguments.run.report.clone(),
         display: display_of(arguments, environment)?,
-        session_options: environment("PGOPTIONS").filter(|options| !options.trim().is_empty()),
+        session_options: environment
+            .get("PGOPTIONS")
+            .filter(|options| !options.trim().is_empty()),
         lock_timeout: Duration::from_secs(lock_timeout.unwrap_or(600).max(1)),
         config_file: config_path,
         retain: places.retain,
@@ -1237,13 +551,8 @@ mod tests {
         }
     }
 
-    fn environment_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| value.to_string())
-        }
+    fn environment_of(pairs: &[(&str, &str)]) -> Environment {
+        Environment::of_pairs(pairs)
     }
 
     #[test]
