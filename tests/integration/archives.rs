@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::faults::FakeTools;
 use crate::harness::clusters;
+use crate::harness::fakes::FakeTools;
 use crate::{assert_exit, dbsync, dump_dir, text};
 
 fn small_source(database: &str) {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::faults::FakeTools;
+use crate::harness::fakes::FakeTools;
 use crate::harness::{Cluster, clusters};
 use crate::{
     assert_exit, assert_previous_target_intact, dbsync, dump_dir, fingerprint, is_empty_dir, precious_target,

@@ -1,55 +1,17 @@
 //! Failures, retries and signals, with fake pg_dump/pg_restore wrappers around the real tools.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::harness::fakes::{FakeTools, wait_until};
 use crate::harness::{PASSWORD, clusters};
 use crate::{
     assert_exit, assert_previous_target_intact, dbsync, dump_dir, fingerprint, is_empty_dir, precious_target, text,
 };
-
-/// A directory with `pg_dump` and `pg_restore` scripts. Each script runs `body` (bash) with
-/// `$REAL` set to the real tool and `$STATE` to a directory for counters; the default body
-/// execs the real tool.
-pub(crate) struct FakeTools {
-    directory: tempfile::TempDir,
-}
-
-impl FakeTools {
-    pub(crate) fn new(pg_dump_body: &str, pg_restore_body: &str) -> FakeTools {
-        let directory = tempfile::Builder::new().prefix("dbsync-fake-").tempdir().unwrap();
-        std::fs::create_dir(directory.path().join("state")).unwrap();
-        let bin_dir = &clusters().source.bin_dir;
-        for (tool, body) in [("pg_dump", pg_dump_body), ("pg_restore", pg_restore_body)] {
-            let path = directory.path().join(tool);
-            let script = format!(
-                "#!/bin/bash\nREAL={real}\nSTATE={state}\nif [ \"$1\" = --version ]; then exec \"$REAL\" --version; fi\n{body}\nexec \"$REAL\" \"$@\"\n",
-                real = bin_dir.join(tool).display(),
-                state = directory.path().join("state").display(),
-            );
-            std::fs::write(&path, script).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        FakeTools { directory }
-    }
-
-    pub(crate) fn bin(&self) -> &Path {
-        self.directory.path()
-    }
-
-    pub(crate) fn state(&self, name: &str) -> PathBuf {
-        self.directory.path().join("state").join(name)
-    }
-
-    fn read_state(&self, name: &str) -> String {
-        std::fs::read_to_string(self.state(name)).unwrap_or_default()
-    }
-}
 
 /// A small source database and an existing target holding content that must survive failures.
 fn small_source_and_precious_target(source: &str, target: &str) {
@@ -64,7 +26,7 @@ fn small_source_and_precious_target(source: &str, target: &str) {
 }
 
 /// A sync through the fake tools, consenting, with temporary files kept in `temp`.
-fn sync_command(source: &str, target: &str, fakes: &FakeTools, dumps: &Path, temp: &Path) -> Command {
+fn sync_through_fakes(source: &str, target: &str, fakes: &FakeTools, dumps: &Path, temp: &Path) -> Command {
     let mut command = crate::sync_command(source, target, dumps);
     command
         .arg("--pg-bin")
@@ -72,51 +34,6 @@ fn sync_command(source: &str, target: &str, fakes: &FakeTools, dumps: &Path, tem
         .args(["--yes", "--retries", "2"])
         .env("TMPDIR", temp);
     command
-}
-
-pub(crate) fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Runs `command` with `--plain` output read line by line, sends SIGINT once the first table is
-/// done, and returns the exit code and the whole log.
-pub(crate) fn interrupt_after_first_table(mut command: std::process::Command) -> (Option<i32>, String) {
-    use std::io::{BufRead, BufReader};
-    use std::sync::{Arc, Mutex};
-
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
-
-    let mut child = command
-        .arg("--plain")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let log = log.clone();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        })
-    };
-    wait_until(Duration::from_secs(60), "a table done", || {
-        log.lock().unwrap().contains("[DONE     ]")
-    });
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    let log = log.lock().unwrap().clone();
-    (status.code(), log)
 }
 
 fn wait_for_file(path: &Path, limit: Duration) {
@@ -196,7 +113,7 @@ fn interrupt_while_hanging(signal: Signal, hang_in: &str, expected_exit: i32, so
     let fakes = FakeTools::new(dump_body, restore_body);
     let dumps = dump_dir();
     let temp = dump_dir();
-    let child = sync_command(source, target, &fakes, dumps.path(), temp.path())
+    let child = sync_through_fakes(source, target, &fakes, dumps.path(), temp.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -230,7 +147,7 @@ fn transient_import_failure_is_retried_from_a_clean_table() {
     );
     let dumps = dump_dir();
     let temp = dump_dir();
-    let output = sync_command("retry_src", "retry_dst", &fakes, dumps.path(), temp.path())
+    let output = sync_through_fakes("retry_src", "retry_dst", &fakes, dumps.path(), temp.path())
         .args(["--jobs", "1"])
         .output()
         .unwrap();
@@ -254,7 +171,7 @@ fn transient_failure_of_a_streamed_copy_is_retried_from_a_clean_table() {
     );
     let dumps = dump_dir();
     let temp = dump_dir();
-    let output = sync_command(
+    let output = sync_through_fakes(
         "stream_retry_src",
         "stream_retry_dst",
         &fakes,
@@ -283,7 +200,7 @@ fn ctrl_c_during_a_streamed_copy_stops_both_ends_and_keeps_the_previous_target()
     let fakes = FakeTools::new(&format!("{record}; fi"), &format!("{record}; exec sleep 300; fi"));
     let dumps = dump_dir();
     let temp = dump_dir();
-    let child = sync_command(
+    let child = sync_through_fakes(
         "stream_sigint_src",
         "stream_sigint_dst",
         &fakes,
@@ -315,7 +232,7 @@ fn permanent_failure_stops_at_once_with_the_tools_error() {
     );
     let dumps = dump_dir();
     let temp = dump_dir();
-    let output = sync_command("perm_src", "perm_dst", &fakes, dumps.path(), temp.path())
+    let output = sync_through_fakes("perm_src", "perm_dst", &fakes, dumps.path(), temp.path())
         .args(["--jobs", "1"])
         .output()
         .unwrap();
@@ -343,7 +260,7 @@ fn failed_schema_restore_stops_the_dumps_already_running_and_keeps_the_previous_
     );
     let dumps = dump_dir();
     let temp = dump_dir();
-    let output = sync_command("predata_src", "predata_dst", &fakes, dumps.path(), temp.path())
+    let output = sync_through_fakes("predata_src", "predata_dst", &fakes, dumps.path(), temp.path())
         .output()
         .unwrap();
     assert_exit(&output, 1);
@@ -363,7 +280,7 @@ fn validation_differences_exit_3_and_keep_the_previous_target() {
     let fakes = FakeTools::new("", "if [[ \" $* \" == *\" --data-only \"* ]]; then exit 0; fi");
     let dumps = dump_dir();
     let temp = dump_dir();
-    let output = sync_command("mismatch_src", "mismatch_dst", &fakes, dumps.path(), temp.path())
+    let output = sync_through_fakes("mismatch_src", "mismatch_dst", &fakes, dumps.path(), temp.path())
         .output()
         .unwrap();
     assert_exit(&output, 3);
@@ -379,7 +296,7 @@ fn passwords_never_reach_child_command_lines_environments_or_output() {
     let fakes = FakeTools::new(record, record);
     let dumps = dump_dir();
     let temp = dump_dir();
-    let output = sync_command("secret_src", "secret_dst", &fakes, dumps.path(), temp.path())
+    let output = sync_through_fakes("secret_src", "secret_dst", &fakes, dumps.path(), temp.path())
         .env("PGPASSWORD", PASSWORD)
         .output()
         .unwrap();
@@ -404,7 +321,7 @@ fn loading_sessions_share_the_maintenance_memory_budget() {
     let temp = dump_dir();
     let run = |extra: &[&str]| {
         let fakes = FakeTools::new("", record);
-        let output = sync_command("maintenance_src", "maintenance_dst", &fakes, dumps.path(), temp.path())
+        let output = sync_through_fakes("maintenance_src", "maintenance_dst", &fakes, dumps.path(), temp.path())
             .args(["--jobs", "2"])
             .args(extra)
             .output()
@@ -485,7 +402,7 @@ fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
     );
     let dumps = dump_dir();
     let temp = dump_dir();
-    let child = sync_command("stubborn_src", "stubborn_dst", &fakes, dumps.path(), temp.path())
+    let child = sync_through_fakes("stubborn_src", "stubborn_dst", &fakes, dumps.path(), temp.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -512,7 +429,7 @@ fn children_die_with_dbsync_even_when_it_is_killed_outright() {
     );
     let dumps = dump_dir();
     let temp = dump_dir();
-    let mut child = sync_command("sigkill_src", "sigkill_dst", &fakes, dumps.path(), temp.path())
+    let mut child = sync_through_fakes("sigkill_src", "sigkill_dst", &fakes, dumps.path(), temp.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -589,7 +506,7 @@ fn a_second_run_into_the_same_target_is_refused_naming_the_first() {
     );
     let dumps = dump_dir();
     let temp = dump_dir();
-    let first = sync_command("twice_src", "twice_dst", &fakes, dumps.path(), temp.path())
+    let first = sync_through_fakes("twice_src", "twice_dst", &fakes, dumps.path(), temp.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -643,7 +560,7 @@ fn the_report_of_a_failed_run_lists_every_table_with_its_result() {
     let temp = dump_dir();
     let report = temp.path().join("report.json");
     // Two units, one at a time: the first load fails, the second unit never starts.
-    let output = sync_command("failreport_src", "failreport_dst", &fakes, dumps.path(), temp.path())
+    let output = sync_through_fakes("failreport_src", "failreport_dst", &fakes, dumps.path(), temp.path())
         .args(["--jobs", "2", "--report"])
         .arg(&report)
         .env("BATCH_SIZE", "1")
@@ -719,7 +636,7 @@ fn jobs_caps_the_sessions_of_loads_and_index_builds_together() {
     );
     let dumps = dump_dir();
     let temp = dump_dir();
-    let output = sync_command("budget_src", "budget_dst", &fakes, dumps.path(), temp.path())
+    let output = sync_through_fakes("budget_src", "budget_dst", &fakes, dumps.path(), temp.path())
         .args(["--jobs", "2"])
         .output()
         .unwrap();
@@ -771,7 +688,7 @@ fn an_index_left_invalid_on_the_copy_fails_validation_and_keeps_the_previous_tar
     );
     let dumps = dump_dir();
     let temp = dump_dir();
-    let output = sync_command("invalid_src", "invalid_dst", &fakes, dumps.path(), temp.path())
+    let output = sync_through_fakes("invalid_src", "invalid_dst", &fakes, dumps.path(), temp.path())
         .output()
         .unwrap();
     assert_exit(&output, 3);
@@ -808,7 +725,7 @@ fn index_builds_and_post_data_are_retried_after_a_connection_loss() {
     let fakes = FakeTools::new("", lose_once);
     let dumps = dump_dir();
     let temp = dump_dir();
-    let output = sync_command("postretry_src", "postretry_dst", &fakes, dumps.path(), temp.path())
+    let output = sync_through_fakes("postretry_src", "postretry_dst", &fakes, dumps.path(), temp.path())
         .output()
         .unwrap();
     assert_exit(&output, 0);

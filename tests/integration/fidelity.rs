@@ -377,7 +377,7 @@ fn multi_level_partitioned_indexes_and_foreign_keys_sync_again_and_again_without
            FROM generate_series(1, 1000) g;",
     );
     let dumps = dump_dir();
-    for run in 1..=20 {
+    for run in 1..=crate::harness::soak_rounds(4, 20) {
         let output = sync("levels_src", "levels_dst", &["--yes", "--jobs", "8"], dumps.path());
         assert_exit(&output, 0);
         let invalid = clusters

@@ -590,7 +590,7 @@ fn ctrl_c_leaves_every_table_and_its_watermark_old_or_new() {
     }
     let mut command = crate::sync_command("inc_stop_src", "inc_stop_dst", work.path());
     command.args(["--incremental", "--yes", "--jobs", "1"]);
-    let (code, log) = crate::faults::interrupt_after_first_table(command);
+    let (code, log) = crate::harness::fakes::interrupt_after_first_table(command);
     assert_eq!(code, Some(130), "{log}");
     let marks_after = clusters.target.psql("inc_stop_dst", marks);
     let mark = |marks: &str, table: &str| {
@@ -687,7 +687,7 @@ fn without_sight_of_other_roles_sessions_the_watermark_stays_one_run_behind() {
     .unwrap();
     input.flush().unwrap();
     let open = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'hidden_src' AND state = 'idle in transaction'";
-    crate::faults::wait_until(std::time::Duration::from_secs(20), "the late transaction", || {
+    crate::harness::fakes::wait_until(std::time::Duration::from_secs(20), "the late transaction", || {
         source.psql("postgres", open) == "1"
     });
     std::thread::sleep(std::time::Duration::from_millis(1100));

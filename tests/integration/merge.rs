@@ -545,7 +545,7 @@ fn ctrl_c_leaves_every_table_merged_or_as_it_was() {
         .arg(clusters.target.uri("merge_stop_dst"))
         .arg("--config")
         .arg(&config);
-    let (code, log) = crate::faults::interrupt_after_first_table(command);
+    let (code, log) = crate::harness::fakes::interrupt_after_first_table(command);
     assert_eq!(code, Some(130), "{log}");
     let mut merged = 0;
     for table in tables {

@@ -307,7 +307,7 @@ fn ctrl_c_during_a_refresh_leaves_every_table_old_or_new() {
     }
     let mut command = crate::sync_command("interrupted_src", "interrupted_dst", dumps.path());
     command.args(["--data-only", "--yes", "--jobs", "1"]);
-    let (code, log) = crate::faults::interrupt_after_first_table(command);
+    let (code, log) = crate::harness::fakes::interrupt_after_first_table(command);
     assert_eq!(code, Some(130), "{log}");
     let mut refreshed = 0;
     for table in tables {

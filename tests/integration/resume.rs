@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::faults::FakeTools;
 use crate::harness::clusters;
+use crate::harness::fakes::FakeTools;
 use crate::{assert_exit, dbsync, dump_dir, fingerprint, rich_source, text};
 
 /// The password the harness URIs carry, decoded: a resume command has none in its URIs.
