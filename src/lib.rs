@@ -44,14 +44,13 @@ pub fn main_entry() -> u8 {
     let environment = settings::Environment::of_process();
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Sync(arguments) if arguments.dry_run && !arguments.data_only && !arguments.incremental => {
-                let settings = settings::resolve(&arguments, &environment);
-                show_plan(settings, false).await
-            }
-            Command::Sync(arguments) => {
-                let settings = settings::resolve(&arguments, &environment);
-                run_engine(settings, report::RunKind::Sync).await
-            }
+            Command::Sync(arguments) => match settings::resolve(&arguments, &environment) {
+                // A whole sync's dry run is its plan; a refresh's runs its own checks.
+                Ok(settings) if settings.dry_run && settings.kind() == report::RunKind::Sync => {
+                    show_plan(Ok(settings), false).await
+                }
+                settings => run_engine(settings).await,
+            },
             Command::Diff(arguments) => show_diff(&arguments, &environment).await,
             Command::Verify(arguments) => {
                 let settings = settings::resolve_verify(&arguments, &environment);
@@ -59,7 +58,7 @@ pub fn main_entry() -> u8 {
             }
             Command::Plan(arguments) if arguments.merge => {
                 let settings = settings::resolve_merge(&arguments.as_merge(), &environment);
-                run_engine(settings, report::RunKind::Merge).await
+                run_engine(settings).await
             }
             Command::Plan(arguments) => {
                 let settings = settings::resolve(&arguments.sync, &environment);
@@ -67,16 +66,16 @@ pub fn main_entry() -> u8 {
             }
             Command::Dump(arguments) => {
                 let settings = settings::resolve_dump(&arguments, &environment);
-                run_engine(settings, report::RunKind::Dump).await
+                run_engine(settings).await
             }
             Command::Restore(arguments) => {
                 let settings = settings::resolve_restore(&arguments, &environment);
-                run_engine(settings, report::RunKind::Restore).await
+                run_engine(settings).await
             }
             Command::Archives(arguments) => list_archives(&arguments, &environment).await,
             Command::Merge(arguments) => {
                 let settings = settings::resolve_merge(&arguments, &environment);
-                run_engine(settings, report::RunKind::Merge).await
+                run_engine(settings).await
             }
         }
     });
@@ -163,7 +162,7 @@ async fn show_plan(settings: Result<settings::Settings, errors::SyncError>, json
 }
 
 /// settings → reporter → engine → exit code.
-async fn run_engine(settings: Result<settings::Settings, errors::SyncError>, kind: report::RunKind) -> u8 {
+async fn run_engine(settings: Result<settings::Settings, errors::SyncError>) -> u8 {
     let settings = match settings {
         Ok(settings) => settings,
         Err(error) => {
@@ -171,19 +170,14 @@ async fn run_engine(settings: Result<settings::Settings, errors::SyncError>, kin
             return error.exit_code();
         }
     };
-    let kind = match settings.content {
-        settings::Content::DataOnly { .. } => report::RunKind::Refresh,
-        settings::Content::Incremental { .. } => report::RunKind::Incremental,
-        settings::Content::Merge => report::RunKind::Merge,
-        _ => kind,
-    };
+    let kind = settings.kind();
     let reporter = report::pick(&settings.display);
     let cancellation = Cancellation::new();
     if let Err(error) = scheduler::listen_for_signals(cancellation.clone()) {
         report::print_error(&format!("cannot install signal handlers: {error}"));
         return EXIT_FAILURE;
     }
-    let outcome = engine::run(&settings, kind, reporter.clone(), cancellation).await;
+    let outcome = engine::run(&settings, reporter.clone(), cancellation).await;
     // A refusal changed nothing: its reason is the whole story, without a table of NOT DONE.
     if !outcome.summary.tables.is_empty() && outcome.summary.outcome != Outcome::Refused {
         reporter.emit(Event::Summary(outcome.summary.clone()));

@@ -19,7 +19,7 @@ use crate::errors::SyncError;
 use crate::hooks::HookStage;
 use crate::manifest::Manifest;
 use crate::plan::Plan;
-use crate::report::{Activity, Banner, Event, KeyFate, Notice, OutsideKey, Phase, RowCheck, RunKind, Warning};
+use crate::report::{Activity, Banner, Event, KeyFate, Notice, OutsideKey, Phase, RowCheck, Warning};
 use crate::scheduler::{AttemptError, Budget, RetryPolicy, run_units, with_retries};
 use crate::settings::{Content, Transfer};
 use crate::target::{COPY_COMMENT_PREFIX, describe_sessions, temporary_name};
@@ -217,11 +217,7 @@ impl RunContext<'_> {
     ) {
         let settings = self.settings;
         self.emit(Event::Banner(Banner {
-            kind: match (&settings.source, &settings.target) {
-                (Some(_), Some(_)) => RunKind::Sync,
-                (Some(_), None) => RunKind::Dump,
-                (None, _) => RunKind::Restore,
-            },
+            kind: settings.kind(),
             source: self.origin(),
             target: self.destination(),
             start_time: started_at.format("%Y-%m-%d %H:%M:%S").to_string(),

@@ -53,14 +53,10 @@ macro_rules! run_as {
     }};
 }
 
-/// Runs the mode `kind` names to its end: its phases, retention and the after-sync hooks after a
+/// Runs the mode the settings are for (`Settings::kind`) to its end: its phases, retention and the after-sync hooks after a
 /// success, then on every way out the same cleanup, verdict and summary.
-pub async fn run(
-    settings: &Settings,
-    kind: RunKind,
-    reporter: Arc<dyn Reporter>,
-    cancellation: Cancellation,
-) -> RunOutcome {
+pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation: Cancellation) -> RunOutcome {
+    let kind = settings.kind();
     let started = Instant::now();
     let started_at = chrono::Local::now();
     let context = RunContext::new(settings, reporter, cancellation);

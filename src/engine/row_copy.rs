@@ -13,7 +13,7 @@ use super::{interruptible, preflight};
 use crate::catalog::{self, QualifiedName, TableColumn};
 use crate::errors::SyncError;
 use crate::plan::Plan;
-use crate::report::{Activity, Event, Notice, RowCheck, TableLine};
+use crate::report::{Activity, Event, Notice, Phase, RowCheck, TableLine};
 use crate::settings::{Content, Verification};
 use crate::usage_error;
 
@@ -130,6 +130,19 @@ impl RunContext<'_> {
 }
 
 impl RunContext<'_> {
+    /// The kept target: checked, locked and connected, and its schema fitted to the selection;
+    /// returns the session on it and the tables to write.
+    pub(super) async fn fitted_kept_target(
+        &mut self,
+        source: &preflight::Source,
+        plan: &Plan,
+    ) -> Result<(Client, Vec<RefreshedTable>), SyncError> {
+        let target = self.connect_to_kept_target(source).await?;
+        self.emit(Event::Phase(Phase::RefreshSchema));
+        let fitted = self.fit_target_schema(&source.client, &target, plan).await?;
+        Ok((target, fitted))
+    }
+
     /// Compares the selected tables' columns on both sides. A table or column the target lacks
     /// is added with `--fix-schema` (its statements shown, and run unless `--dry-run`), else
     /// refused; a type that differs, or a NOT NULL column without default only the target has,

@@ -28,7 +28,7 @@ use crate::connection::{Endpoint, EndpointDefaults};
 use crate::dated::{self, DatedName};
 use crate::errors::SyncError;
 use crate::plan::{ForeignKeyPolicy, TablePattern};
-use crate::report::Display;
+use crate::report::{Display, RunKind};
 use crate::secrets::{self, Secret};
 use crate::usage_error;
 
@@ -259,6 +259,19 @@ impl Settings {
     /// The target of a sync (`resolve` always gives one).
     pub fn target(&self) -> &Endpoint {
         self.target.as_ref().expect("a sync has a target")
+    }
+
+    /// Which run these settings are for, decided here once: a restore reads no source, a dump
+    /// writes no target, and what a sync copies names the rest.
+    pub fn kind(&self) -> RunKind {
+        match (&self.source, &self.target, self.content) {
+            (None, _, _) => RunKind::Restore,
+            (Some(_), None, _) => RunKind::Dump,
+            (_, _, Content::DataOnly { .. }) => RunKind::Refresh,
+            (_, _, Content::Incremental { .. }) => RunKind::Incremental,
+            (_, _, Content::Merge) => RunKind::Merge,
+            (_, _, Content::Everything | Content::SchemaOnly) => RunKind::Sync,
+        }
     }
 
     pub fn keep_dumps(&self) -> bool {

@@ -82,13 +82,18 @@ fn resolved(arguments: &[&str], config: &Path) -> String {
     line.extend_from_slice(arguments);
     line.extend(["--config", config.to_str().unwrap()]);
     let environment = environment();
+    // The settings of a run of the engine, and the kind of run they name.
+    let run = |settings: Result<settings::Settings, _>| {
+        let kind = settings.as_ref().map(settings::Settings::kind).ok();
+        format!("{settings:#?}\nkind: {kind:?}")
+    };
     let text = match Cli::parse_from(&line).command {
-        Command::Sync(arguments) => format!("{:#?}", settings::resolve(&arguments, &environment)),
-        Command::Plan(arguments) => format!("{:#?}", settings::resolve(&arguments.sync, &environment)),
-        Command::Dump(arguments) => format!("{:#?}", settings::resolve_dump(&arguments, &environment)),
-        Command::Restore(arguments) => format!("{:#?}", settings::resolve_restore(&arguments, &environment)),
-        Command::Verify(arguments) => format!("{:#?}", settings::resolve_verify(&arguments, &environment)),
-        Command::Merge(arguments) => format!("{:#?}", settings::resolve_merge(&arguments, &environment)),
+        Command::Sync(arguments) => run(settings::resolve(&arguments, &environment)),
+        Command::Plan(arguments) => run(settings::resolve(&arguments.sync, &environment)),
+        Command::Dump(arguments) => run(settings::resolve_dump(&arguments, &environment)),
+        Command::Restore(arguments) => run(settings::resolve_restore(&arguments, &environment)),
+        Command::Verify(arguments) => run(settings::resolve_verify(&arguments, &environment)),
+        Command::Merge(arguments) => run(settings::resolve_merge(&arguments, &environment)),
         Command::Diff(arguments) => format!("{:#?}", settings::resolve_diff(&arguments, &environment)),
         Command::Archives(arguments) => format!("{:#?}", settings::resolve_archives(&arguments, &environment)),
     };

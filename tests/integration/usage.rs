@@ -532,20 +532,13 @@ fn checksums_and_verify_open_only_the_sessions_the_servers_granted() {
     assert!(log.contains("counts and checksums"), "{log}");
     assert!(!log.contains("too many clients"), "{log}");
 
-    let output = dbsync()
-        .args([
-            "verify",
-            "--checksum",
-            "--jobs",
-            "100000",
-            "--retries",
-            "0",
-            "--source",
-            &source,
-        ])
-        .args(["--target", &target])
-        .output()
-        .unwrap();
+    // Far more sessions than the source has slots, failing at once if one is refused.
+    let asking_too_much = |subcommand: &str, rest: &[&str]| {
+        let mut command = dbsync();
+        command.args([subcommand, "--jobs", "100000", "--retries", "0", "--source", &source]);
+        command.args(rest).output().unwrap()
+    };
+    let output = asking_too_much("verify", &["--checksum", "--target", &target]);
     let log = text(&output);
     assert_exit(&output, 0);
     assert!(log.contains("WARNING  --jobs 100000 lowered to"), "{log}");
@@ -556,20 +549,8 @@ fn checksums_and_verify_open_only_the_sessions_the_servers_granted() {
     );
 
     // A dump has no target: the source alone bounds it.
-    let output = dbsync()
-        .args([
-            "dump",
-            "--jobs",
-            "100000",
-            "--retries",
-            "0",
-            "--source",
-            &source,
-            "--output",
-        ])
-        .arg(dumps.path().join("fewslots_archive"))
-        .output()
-        .unwrap();
+    let archive = dumps.path().join("fewslots_archive");
+    let output = asking_too_much("dump", &["--output", archive.to_str().unwrap()]);
     let log = text(&output);
     assert_exit(&output, 0);
     assert!(log.contains("can spare 16 (source) connection slots"), "{log}");

@@ -37,9 +37,7 @@ impl Incremental<'_> {
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<(), SyncError> {
         let (source, plan, _) = self.context.inspect_source().await?;
-        let target = self.context.connect_to_kept_target(&source).await?;
-        self.context.emit(Event::Phase(Phase::RefreshSchema));
-        let fitted = self.context.fit_target_schema(&source.client, &target, &plan).await?;
+        let (target, fitted) = self.context.fitted_kept_target(&source, &plan).await?;
         let tables = self.changing_tables(&target, &plan, fitted).await?;
         let source_name = Notice::SourceName {
             name: self

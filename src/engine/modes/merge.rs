@@ -88,9 +88,7 @@ impl Merge<'_> {
         plan.tables.retain(|table| table.name.schema != "dbsync");
         plan.units.clear();
         self.context.adopt_plan(&plan);
-        let target = self.context.connect_to_kept_target(&source).await?;
-        self.context.emit(Event::Phase(Phase::RefreshSchema));
-        let fitted = self.context.fit_target_schema(&source.client, &target, &plan).await?;
+        let (target, fitted) = self.context.fitted_kept_target(&source, &plan).await?;
         let foreign = interruptible(&self.context.cancellation, catalog::foreign_key_columns(&source.client)).await?;
         let groups = self
             .merge_groups(&target, &plan, &source.inventory, fitted, &foreign)

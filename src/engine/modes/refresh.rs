@@ -31,9 +31,7 @@ impl Refresh<'_> {
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<(), SyncError> {
         let (source, plan, _) = self.context.inspect_source().await?;
-        let target = self.context.connect_to_kept_target(&source).await?;
-        self.context.emit(Event::Phase(Phase::RefreshSchema));
-        let tables = self.context.fit_target_schema(&source.client, &target, &plan).await?;
+        let (target, tables) = self.context.fitted_kept_target(&source, &plan).await?;
         if self.context.settings.dry_run {
             self.context.emit(Event::Notice(Notice::DryRunDone));
             return Ok(());
