@@ -109,6 +109,11 @@ pub struct TargetServer {
 }
 
 impl TargetServer {
+    /// The target as the user gave it.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
     /// The maintenance session; after a server restart ended it, a new one, which takes the
     /// run's lock on the target again (refusing to go on if another run took it meanwhile).
     pub async fn session(&self) -> Result<std::sync::Arc<Client>> {

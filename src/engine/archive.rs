@@ -58,8 +58,8 @@ impl RunContext<'_> {
             dbsync_version: env!("CARGO_PKG_VERSION").to_string(),
             created_at: chrono::Utc::now().to_rfc3339(),
             source: SourceFacts {
-                endpoint: settings.source().to_string(),
-                database: settings.source().dbname.clone(),
+                endpoint: source.endpoint.to_string(),
+                database: source.endpoint.dbname.clone(),
                 server_version: source.server.version_number,
                 snapshot_taken_at,
             },

@@ -16,7 +16,7 @@ use crate::plan::Plan;
 use crate::process::last_meaningful_line;
 use crate::report::{Event, Notice, Reporter, Summary, Warning};
 use crate::scheduler::{AttemptError, Cancellation, with_retries};
-use crate::settings::{Jobs, Settings};
+use crate::settings::{Jobs, Places, Settings};
 
 /// Sessions dbsync opens besides those of `--jobs`: on the source the progress monitor (the
 /// snapshot session is already open, so counted as taken); on the target the maintenance
@@ -188,12 +188,12 @@ impl<'a> RunContext<'a> {
             .await;
         let dumps = kept.dumps.as_ref().or(self.settings.resume.as_ref());
         if result.is_err()
-            && self.settings.target.is_some()
+            && let Places::Databases { source, target } = &self.settings.places
             && let Some(directory) = resume::resumable(dumps)
         {
             self.emit(Event::Notice(Notice::ResumeWith {
                 copy: kept.copy,
-                command: resume::resume_command(self.settings, directory),
+                command: resume::resume_command(source, target, directory),
             }));
         }
         // Whatever failed while a signal was being handled, the signal is why the run ended.
@@ -222,23 +222,17 @@ impl<'a> RunContext<'a> {
 
     /// Where the run reads: the source (redacted), or a restore's archive directory.
     pub(super) fn origin(&self) -> String {
-        match (&self.settings.source, &self.settings.archive) {
-            (Some(source), _) => source.to_string(),
-            (None, archive) => archive
-                .as_ref()
-                .map(|path| path.display().to_string())
-                .unwrap_or_default(),
+        match &self.settings.places {
+            Places::Databases { source, .. } | Places::Dump { source, .. } => source.to_string(),
+            Places::Restore { archive, .. } => archive.display().to_string(),
         }
     }
 
     /// Where the run writes: the target (redacted), or a dump's archive directory.
     pub(super) fn destination(&self) -> String {
-        match (&self.settings.target, &self.settings.output) {
-            (Some(target), _) => target.to_string(),
-            (None, output) => output
-                .as_ref()
-                .map(|path| path.display().to_string())
-                .unwrap_or_default(),
+        match &self.settings.places {
+            Places::Databases { target, .. } | Places::Restore { target, .. } => target.to_string(),
+            Places::Dump { output, .. } => output.display().to_string(),
         }
     }
 

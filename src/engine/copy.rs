@@ -15,6 +15,7 @@ use super::steps::{self, Job, marks};
 use super::units::{self, UnitContext};
 use super::{interruptible, monitor, step_error};
 use crate::catalog::{self, QualifiedName};
+use crate::connection::Endpoint;
 use crate::errors::SyncError;
 use crate::hooks::HookStage;
 use crate::manifest::Manifest;
@@ -40,30 +41,42 @@ pub(super) struct JobPlaces {
     pub(super) resuming: bool,
 }
 
+/// What one copy is made from: the inspected source, the target it replaces, the plan, the
+/// client tools, and the tables the schema dump leaves out.
+#[derive(Clone, Copy)]
+pub(super) struct CopyFrom<'a> {
+    pub(super) source: &'a Source,
+    pub(super) target: &'a Endpoint,
+    pub(super) plan: &'a Plan,
+    pub(super) tools: &'a PgTools,
+    pub(super) schema_exclusions: &'a [QualifiedName],
+}
+
 impl RunContext<'_> {
     /// PREFLIGHT, target side: refusals, the run's lock, leftovers of dead runs, the sessions
     /// the servers can spare, client tools, consent. Returns the tools.
     pub(super) async fn check_target(
         &mut self,
+        endpoint: &Endpoint,
         needs: &catalog::TargetNeeds,
         source: Option<(&Source, &Plan)>,
         source_free: Option<i64>,
     ) -> Result<(), SyncError> {
         let settings = self.settings;
-        let source_server = source.map(|(source, _)| &source.server);
+        let inspected = source.map(|(source, _)| source);
         let (target, target_free, roles_to_copy) =
-            preflight::check_target(settings, needs, source_server, &self.cancellation).await?;
+            preflight::check_target(settings, endpoint, needs, inspected, &self.cancellation).await?;
         preflight::check_lock_capacity(source, &target, needs, &self.cancellation).await?;
         self.workspace.target_server = Some(target);
         // Holding the target's lock: whatever earlier runs left is theirs no more. Before the
         // consent, since a previous target renamed back is what the consent is about.
         let found = self
             .workspace
-            .remove_leftovers(settings.target(), &settings.dump_dir, &*self.reporter)
+            .remove_leftovers(endpoint, &settings.dump_dir, &*self.reporter)
             .await?;
         self.deferred_warnings.extend(found);
         let target_server = self.workspace.target_server.as_ref().expect("just connected");
-        let exists = target_server.database_exists(&settings.target().dbname);
+        let exists = target_server.database_exists(&endpoint.dbname);
         let target_exists = interruptible(&self.cancellation, exists).await?;
         let free = FreeSlots {
             source: source_free,
@@ -72,29 +85,31 @@ impl RunContext<'_> {
         let lowered = self.grant_jobs(free)?;
         self.deferred_warnings.extend(lowered);
         if target_exists {
-            preflight::obtain_consent(settings, &self.cancellation).await?;
+            preflight::obtain_consent(settings, endpoint, &self.cancellation).await?;
         }
         if let Some((source, _)) = source.filter(|_| !roles_to_copy.is_empty()) {
             self.copy_roles(&source.client, roles_to_copy, needs).await?;
         }
-        self.run_hooks(HookStage::BeforeSync, settings.target()).await
+        self.run_hooks(HookStage::BeforeSync, endpoint).await
     }
 
     /// The workspace, the banner, the snapshot and the empty copy; returns what every step shares.
     pub(super) async fn prepare(
         &mut self,
-        source: &Source,
-        plan: &Plan,
-        tools: PgTools,
-        schema_exclusions: Vec<QualifiedName>,
+        from: &CopyFrom<'_>,
         started_at: chrono::DateTime<chrono::Local>,
         first_copy: bool,
     ) -> Result<Arc<Job>, SyncError> {
         let settings = self.settings;
-        let dump_directory = self.create_dump_directory(started_at)?;
-        let passfile = self
-            .workspace
-            .create_passfile(&[settings.source(), settings.target()])?;
+        let CopyFrom {
+            source,
+            target,
+            plan,
+            tools,
+            schema_exclusions,
+        } = *from;
+        let dump_directory = self.create_dump_directory(target, started_at)?;
+        let passfile = self.workspace.create_passfile(&[&source.endpoint, target])?;
         if let Transfer::Files { .. } = settings.transfer
             && let Some(free) = preflight::free_space(&settings.dump_dir)
         {
@@ -102,7 +117,7 @@ impl RunContext<'_> {
                 .extend(preflight::dump_space_warning(free, plan, &settings.dump_dir));
         }
         if first_copy {
-            self.announce(plan, &tools, &dump_directory, started_at);
+            self.announce(plan, tools, &dump_directory, started_at);
         }
 
         self.emit(Event::Phase(Phase::Schema));
@@ -110,17 +125,17 @@ impl RunContext<'_> {
             tables: plan.tables.len(),
         }));
         let snapshot = self.take_snapshot(source, plan).await?;
-        let temporary = self.create_copy(&source.database, started_at).await?;
+        let temporary = self.create_copy(target, &source.database, started_at).await?;
         let job = self.job(JobPlaces {
             snapshot: Some(steps::Snapshot {
-                source: settings.source().clone(),
+                source: source.endpoint.clone(),
                 id: snapshot,
                 session: source.client.clone(),
             }),
-            work_target: Some(settings.target().with_database(&temporary)),
-            tools,
+            work_target: Some(target.with_database(&temporary)),
+            tools: tools.clone(),
             passfile,
-            schema_exclusions,
+            schema_exclusions: schema_exclusions.to_vec(),
             scratch_directory: dump_directory.clone(),
             dump_directory,
             keep_dumps: settings.keep_dumps(),
@@ -130,7 +145,7 @@ impl RunContext<'_> {
         if job.record_progress {
             let snapshot_taken_at =
                 interruptible(&self.cancellation, catalog::transaction_started_at(&source.client)).await?;
-            self.start_resume_state(&job, plan, source, snapshot_taken_at);
+            self.start_resume_state(target, &job, plan, source, snapshot_taken_at);
         }
         Ok(job)
     }
@@ -138,12 +153,13 @@ impl RunContext<'_> {
     /// The run's directory in `--dump-dir`, marked as working for the target.
     pub(super) fn create_dump_directory(
         &mut self,
+        target: &Endpoint,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<std::path::PathBuf, SyncError> {
         let settings = self.settings;
         let timestamp = started_at.format("%Y%m%d_%H%M%S").to_string();
         self.workspace
-            .create_dump_directory(&settings.dump_dir, &timestamp, settings.target())
+            .create_dump_directory(&settings.dump_dir, &timestamp, target)
             .map_err(|error| SyncError::Usage(format!("{error:#}\nhint: --dump-dir must name a writable directory")))
     }
 
@@ -183,14 +199,14 @@ impl RunContext<'_> {
     /// The empty database the copy is built in, under a temporary name; returns the name.
     pub(super) async fn create_copy(
         &mut self,
+        target: &Endpoint,
         database: &catalog::DatabaseInfo,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<String, SyncError> {
-        let settings = self.settings;
-        let temporary = temporary_name(&settings.target().dbname, &self.run_suffix);
+        let temporary = temporary_name(&target.dbname, &self.run_suffix);
         self.emit(Event::Notice(Notice::CreatingDatabase {
             temporary: temporary.clone(),
-            target: settings.target().dbname.clone(),
+            target: target.dbname.clone(),
         }));
         let comment = format!(
             "{COPY_COMMENT_PREFIX}{} in progress since {}; safe to drop if no dbsync is running",
@@ -454,6 +470,7 @@ impl RunContext<'_> {
     /// The database's own properties, then the copy in place of the target.
     pub(super) async fn swap(
         &mut self,
+        target: &Endpoint,
         job: &Job,
         database: &catalog::DatabaseInfo,
         database_settings: &[catalog::DatabaseSetting],
@@ -478,13 +495,13 @@ impl RunContext<'_> {
         self.check_cancelled()?;
         self.emit(Event::Notice(Notice::Swapping {
             temporary: temporary.clone(),
-            target: settings.target().dbname.clone(),
+            target: target.dbname.clone(),
         }));
         let target_server = self.workspace.target_server.as_ref().expect("connected in preflight");
         let swapped = target_server
             .swap_into_place(
                 &temporary,
-                &settings.target().dbname,
+                &target.dbname,
                 &self.run_suffix,
                 settings.terminate,
                 &self.cancellation,
@@ -494,7 +511,7 @@ impl RunContext<'_> {
         self.workspace.swapped();
         if !swapped.ended.is_empty() {
             self.emit(Event::Notice(Notice::EndedSessions {
-                database: settings.target().dbname.clone(),
+                database: target.dbname.clone(),
                 count: swapped.ended.len(),
                 who: describe_sessions(&swapped.ended),
             }));

@@ -74,12 +74,12 @@ impl RunContext<'_> {
             .env("DBSYNC_HOOK", stage.name())
             .env("DBSYNC_WORK_DATABASE", &work.dbname)
             .env("DBSYNC_WORK_URI", work.uri_without_password());
-        if let Some(target) = &settings.target {
+        if let Some(target) = settings.places.target() {
             child = child
                 .env("DBSYNC_TARGET_DATABASE", &target.dbname)
                 .env("DBSYNC_TARGET_URI", target.uri_without_password());
         }
-        if let Some(source) = &settings.source {
+        if let Some(source) = settings.places.source() {
             child = child.env("DBSYNC_SOURCE_URI", source.uri_without_password());
         }
         let output = match process::run(&child, &self.cancellation).await {

@@ -27,9 +27,9 @@ use std::time::Instant;
 
 use crate::errors::SyncError;
 use crate::hooks::HookStage;
-use crate::report::{Reporter, RunKind, Summary};
+use crate::report::{Reporter, Summary};
 use crate::scheduler::{Cancellation, StepError};
-use crate::settings::Settings;
+use crate::settings::{Run, Settings};
 use context::RunContext;
 use modes::dump::Dump;
 use modes::incremental::Incremental;
@@ -46,8 +46,8 @@ pub struct RunOutcome {
 
 /// Runs `$mode` (a type over the run context) to its end; gives back the result and the context.
 macro_rules! run_as {
-    ($mode:ident, $context:expr, $started_at:expr) => {{
-        let mut mode = $mode { context: $context };
+    ($mode:ident { $($place:ident),* }, $context:expr, $started_at:expr) => {{
+        let mut mode = $mode { context: $context, $($place),* };
         let result = mode.run($started_at).await;
         (result, mode.context)
     }};
@@ -56,25 +56,23 @@ macro_rules! run_as {
 /// Runs the mode the settings are for (`Settings::kind`) to its end: its phases, retention and the after-sync hooks after a
 /// success, then on every way out the same cleanup, verdict and summary.
 pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation: Cancellation) -> RunOutcome {
-    let kind = settings.kind();
     let started = Instant::now();
     let started_at = chrono::Local::now();
     let context = RunContext::new(settings, reporter, cancellation);
-    let (result, mut context) = match kind {
-        RunKind::Sync => run_as!(SyncMode, context, started_at),
-        RunKind::Dump => run_as!(Dump, context, started_at),
-        RunKind::Restore => run_as!(Restore, context, started_at),
-        RunKind::Refresh => run_as!(Refresh, context, started_at),
-        RunKind::Incremental => run_as!(Incremental, context, started_at),
-        RunKind::Merge => run_as!(Merge, context, started_at),
+    let (result, mut context) = match settings.run() {
+        Run::Sync { source, target } => run_as!(SyncMode { source, target }, context, started_at),
+        Run::Refresh { source, target } => run_as!(Refresh { source, target }, context, started_at),
+        Run::Incremental { source, target } => run_as!(Incremental { source, target }, context, started_at),
+        Run::Merge { source, target } => run_as!(Merge { source, target }, context, started_at),
+        Run::Dump { source, output } => run_as!(Dump { source, output }, context, started_at),
+        Run::Restore { archive, target } => run_as!(Restore { archive, target }, context, started_at),
     };
     if result.is_ok() {
         context.apply_retention().await;
     }
-    let result = match (result, kind) {
-        (Ok(()), RunKind::Sync | RunKind::Restore | RunKind::Refresh | RunKind::Incremental | RunKind::Merge) => {
-            context.run_hooks(HookStage::AfterSync, settings.target()).await
-        }
+    // Every run that writes a target database ends with its after-sync hooks.
+    let result = match (result, settings.places.target()) {
+        (Ok(()), Some(target)) => context.run_hooks(HookStage::AfterSync, target).await,
         (result, _) => result,
     };
     context.finish(result, started, started_at).await

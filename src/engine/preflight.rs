@@ -10,6 +10,7 @@ use super::interruptible;
 use crate::catalog::{
     self, DatabaseInfo, DatabaseSetting, Inventory, QualifiedName, RequiredRoles, ServerInfo, TargetNeeds,
 };
+use crate::connection::Endpoint;
 use crate::errors::SyncError;
 use crate::plan::{self, Plan, PlanRequest};
 use crate::report::Warning;
@@ -34,14 +35,18 @@ pub struct Source {
     pub free_slots: i64,
     /// The backend process of `client` on the source.
     pub pid: i32,
-    /// The role dbsync reads the source as.
-    pub user: String,
+    /// The source as the user gave it (its user is the role dbsync reads the source as).
+    pub endpoint: Endpoint,
 }
 
 /// The session that inspects the source and then holds the snapshot, with the run's lock
 /// timeout, and its process id (to tell what it waits for).
-pub async fn connect_source(settings: &Settings, cancellation: &Cancellation) -> Result<(Client, i32), SyncError> {
-    let client = interruptible(cancellation, catalog::connect(settings.source(), "source")).await?;
+pub async fn connect_source(
+    source: &Endpoint,
+    settings: &Settings,
+    cancellation: &Cancellation,
+) -> Result<(Client, i32), SyncError> {
+    let client = interruptible(cancellation, catalog::connect(source, "source")).await?;
     let pid = interruptible(
         cancellation,
         catalog::prepare_snapshot_session(&client, settings.lock_timeout),
@@ -55,7 +60,7 @@ pub async fn connect_source(settings: &Settings, cancellation: &Cancellation) ->
 pub async fn inspect_source(
     client: Client,
     pid: i32,
-    user: &str,
+    endpoint: &Endpoint,
     cancellation: &Cancellation,
 ) -> Result<Source, SyncError> {
     let inspect = async {
@@ -78,7 +83,7 @@ pub async fn inspect_source(
         index_owners,
         free_slots,
         pid,
-        user: user.to_string(),
+        endpoint: endpoint.clone(),
     })
 }
 
@@ -101,30 +106,24 @@ pub fn plan(settings: &Settings, inventory: &Inventory) -> Result<Plan, SyncErro
 /// on the target taken, its free connection slots, and the roles `--copy-roles` must create.
 pub async fn check_target(
     settings: &Settings,
+    endpoint: &Endpoint,
     needs: &TargetNeeds,
-    source_server: Option<&ServerInfo>,
+    source: Option<&Source>,
     cancellation: &Cancellation,
 ) -> Result<(TargetServer, i64, Vec<String>), SyncError> {
-    let target = interruptible(cancellation, TargetServer::connect(settings.target())).await?;
-    if let (Some(source_server), Some(source)) = (source_server, &settings.source) {
-        let same_cluster = source_server
+    let target = interruptible(cancellation, TargetServer::connect(endpoint)).await?;
+    if let Some(source) = source {
+        let same_cluster = source
+            .server
             .same_server_as(&target.server)
-            .unwrap_or_else(|| source.host == settings.target().host && source.port == settings.target().port);
-        if same_cluster && source.dbname == settings.target().dbname {
+            .unwrap_or_else(|| source.endpoint.host == endpoint.host && source.endpoint.port == endpoint.port);
+        if same_cluster && source.endpoint.dbname == endpoint.dbname {
             return Err(usage_error!(
-                "the source and the target are the same database ({}); choose another target database name",
-                settings.target()
+                "the source and the target are the same database ({endpoint}); choose another target database name"
             ));
         }
     }
-    let roles_to_copy = check_roles(
-        settings,
-        &needs.required_roles,
-        &target,
-        source_server.is_some(),
-        cancellation,
-    )
-    .await?;
+    let roles_to_copy = check_roles(settings, &needs.required_roles, &target, source.is_some(), cancellation).await?;
     let unavailable = interruptible(cancellation, async {
         let client = target.session().await?;
         catalog::unavailable_extensions(&client, &needs.extensions).await
@@ -140,10 +139,10 @@ pub async fn check_target(
         catalog::free_connection_slots(&*target.session().await?).await
     })
     .await?;
-    if let Err(holder) = interruptible(cancellation, target.lock_for_run(&settings.target().dbname)).await? {
+    if let Err(holder) = interruptible(cancellation, target.lock_for_run(&endpoint.dbname)).await? {
         return Err(usage_error!(
             "another dbsync run is copying into {}: the session {holder} holds its lock; wait for it to end",
-            settings.target()
+            endpoint
         ));
     }
     Ok((target, free_slots, roles_to_copy))
@@ -206,7 +205,7 @@ pub async fn check_ownership(
     if refused.is_empty() {
         return Ok(());
     }
-    let user = &settings.target().user;
+    let user = &target.endpoint().user;
     Err(usage_error!(
         "the target user {user} cannot give objects to the roles that own them in the source ({}): it is neither a superuser nor a member of them\nhint: pass --no-owner to give every object to {user}, or GRANT those roles to {user} on the target server",
         refused.join(", ")
@@ -236,7 +235,7 @@ pub async fn check_source_access(
             .collect();
         return Err(usage_error!(
             "the source user {} may not read {} of the tables and sequences to copy: {}\nhint: grant it SELECT on them, or leave them out: --exclude {}",
-            source.user,
+            source.endpoint.user,
             names.len(),
             names.join(", "),
             names.join(",")
@@ -317,8 +316,11 @@ pub fn locate_tools(settings: &Settings, source: &Source) -> Result<PgTools, Syn
 }
 
 /// Replacing an existing database needs `--yes`, or a "yes" typed at a terminal.
-pub async fn obtain_consent(settings: &Settings, cancellation: &Cancellation) -> Result<(), SyncError> {
-    let target = settings.target();
+pub async fn obtain_consent(
+    settings: &Settings,
+    target: &Endpoint,
+    cancellation: &Cancellation,
+) -> Result<(), SyncError> {
     let question = Question::ReplaceTarget {
         target: target.to_string(),
     };
@@ -334,10 +336,10 @@ pub async fn obtain_consent(settings: &Settings, cancellation: &Cancellation) ->
 /// A data-only refresh replaces rows in the existing target: asked like a replace, unless `--yes`.
 pub async fn obtain_refresh_consent(
     settings: &Settings,
+    target: &Endpoint,
     tables: usize,
     cancellation: &Cancellation,
 ) -> Result<(), SyncError> {
-    let target = settings.target();
     let (what, writes) = match settings.content {
         crate::settings::Content::Incremental { .. } => (
             "an incremental sync writes the rows that differ into",
@@ -395,6 +397,7 @@ async fn ask_unless_yes(
 /// anything is created.
 pub async fn resolve_masks(
     settings: &Settings,
+    source: &Endpoint,
     plan: &Plan,
     cancellation: &Cancellation,
 ) -> Result<HashMap<usize, Vec<(String, String)>>, SyncError> {
@@ -412,7 +415,7 @@ pub async fn resolve_masks(
         .collect();
     // A session of its own: reading columns changes a session's search_path.
     let read = async {
-        let client = catalog::connect(settings.source(), "source").await?;
+        let client = catalog::connect(source, "source").await?;
         catalog::table_columns(&client, &names).await
     };
     let columns = interruptible(cancellation, read).await?;

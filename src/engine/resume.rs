@@ -21,6 +21,7 @@ use super::copy::JobPlaces;
 use super::preflight::Source;
 use super::steps::{self, Job, marks};
 use crate::catalog;
+use crate::connection::Endpoint;
 use crate::errors::SyncError;
 use crate::manifest::{self, Manifest};
 use crate::plan::Plan;
@@ -79,20 +80,27 @@ impl ResumeState {
 }
 
 /// The command that resumes a run (no password: it comes from where it came from before).
-pub fn resume_command(settings: &crate::settings::Settings, directory: &Path) -> String {
+pub fn resume_command(source: &Endpoint, target: &Endpoint, directory: &Path) -> String {
     format!(
         "dbsync sync --source '{}' --target '{}' --resume '{}'",
-        settings.source().uri_without_password(),
-        settings.target().uri_without_password(),
+        source.uri_without_password(),
+        target.uri_without_password(),
         directory.display()
     )
 }
 
 impl RunContext<'_> {
     /// Starts `resume.json` for a run that keeps its dumps, once its copy exists.
-    pub(super) fn start_resume_state(&mut self, job: &Job, plan: &Plan, source: &Source, snapshot_taken_at: String) {
+    pub(super) fn start_resume_state(
+        &mut self,
+        target: &Endpoint,
+        job: &Job,
+        plan: &Plan,
+        source: &Source,
+        snapshot_taken_at: String,
+    ) {
         let state = ResumeState {
-            target: self.settings.target().to_string(),
+            target: target.to_string(),
             temporary: job.copy().dbname.clone(),
             manifest: self.manifest(plan, source, &vec![0; plan.tables.len()], snapshot_taken_at, Vec::new()),
             counted: false,
@@ -134,16 +142,16 @@ impl RunContext<'_> {
     /// when its exports cannot be reused (said why): the caller copies from a new snapshot.
     pub(super) async fn resume(
         &mut self,
+        target: &Endpoint,
         directory: &Path,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<bool, SyncError> {
         let state = ResumeState::read(directory).map_err(|error| SyncError::Usage(format!("{error:#}")))?;
-        if state.target != self.settings.target().to_string() {
+        if state.target != target.to_string() {
             return Err(SyncError::Usage(format!(
-                "{} is the dump directory of a run into {}, not into {}",
+                "{} is the dump directory of a run into {}, not into {target}",
                 directory.display(),
                 state.target,
-                self.settings.target()
             )));
         }
         if let Some(reason) = state.exports_incomplete(directory) {
@@ -157,10 +165,12 @@ impl RunContext<'_> {
         let plan = Arc::new(facts.plan.clone());
         self.adopt_plan(&plan);
         self.workspace.spare_copy(&state.temporary);
-        self.check_target(&facts.target_needs, None, None).await?;
+        self.check_target(target, &facts.target_needs, None, None).await?;
         let tools = crate::tools::locate(self.settings.pg_bin.as_deref(), facts.server_major)
             .map_err(|error| SyncError::Usage(format!("{error:#}")))?;
-        let job = self.prepare_resume(directory, &state, &plan, tools, started_at).await?;
+        let job = self
+            .prepare_resume(target, directory, &state, &plan, tools, started_at)
+            .await?;
         let owners: HashMap<u32, u32> = facts.index_owners.iter().copied().collect();
         if !(job.resuming && marks::is_set(directory, marks::PRE_DATA_DONE)) {
             self.emit(Event::Notice(Notice::RestoringSchema));
@@ -171,7 +181,7 @@ impl RunContext<'_> {
             .await?;
         self.restore_post_data(&job, &plan, &post_data).await?;
         self.validate_against_manifest(&job, &plan, &state.manifest).await?;
-        self.swap(&job, &facts.database, &facts.settings).await?;
+        self.swap(target, &job, &facts.database, &facts.settings).await?;
         self.finish_archive(directory, state.manifest);
         Ok(true)
     }
@@ -179,14 +189,14 @@ impl RunContext<'_> {
     /// The kept copy (or, if it is gone, a new empty one), the banner; returns the job.
     async fn prepare_resume(
         &mut self,
+        target: &Endpoint,
         directory: &Path,
         state: &ResumeState,
         plan: &Plan,
         tools: crate::tools::PgTools,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<Arc<Job>, SyncError> {
-        let settings = self.settings;
-        let passfile = self.workspace.create_passfile(&[settings.target()])?;
+        let passfile = self.workspace.create_passfile(&[target])?;
         self.announce(plan, &tools, directory, started_at);
         self.emit(Event::Phase(Phase::Schema));
         let server = self.workspace.target_server.as_ref().expect("connected in preflight");
@@ -203,11 +213,12 @@ impl RunContext<'_> {
                 state.temporary
             )));
             marks::clear(directory);
-            self.create_copy(&state.manifest.restore.database, started_at).await?
+            self.create_copy(target, &state.manifest.restore.database, started_at)
+                .await?
         };
         Ok(self.job(JobPlaces {
             snapshot: None,
-            work_target: Some(settings.target().with_database(&temporary)),
+            work_target: Some(target.with_database(&temporary)),
             tools,
             passfile,
             schema_exclusions: Vec::new(),

@@ -12,6 +12,7 @@ use chrono::NaiveDateTime;
 use crate::dated::DatedName;
 use crate::manifest::MANIFEST_FILE;
 use crate::report::{Event, Notice, Warning};
+use crate::settings::Places;
 use crate::target::{TargetServer, describe_sessions};
 
 impl RunContext<'_> {
@@ -20,15 +21,14 @@ impl RunContext<'_> {
         let (Some(template), Some(retain)) = (&settings.dated, settings.retain) else {
             return;
         };
-        let (tonight, older) = match (&settings.target, &settings.output) {
-            (Some(target), _) => {
+        let (tonight, older) = match &settings.places {
+            Places::Databases { target, .. } | Places::Restore { target, .. } => {
                 let server = self.workspace.target_server.as_ref().expect("connected in preflight");
-                let source = settings.source.as_ref().map_or("", |source| source.dbname.as_str());
+                let source = settings.places.source().map_or("", |source| source.dbname.as_str());
                 let older = older_databases(server, template, &target.dbname, source).await;
                 (target.dbname.clone(), older)
             }
-            (None, Some(output)) => (output.display().to_string(), older_directories(output, template)),
-            (None, None) => return,
+            Places::Dump { output, .. } => (output.display().to_string(), older_directories(output, template)),
         };
         let older = match older {
             Ok(older) => older,
@@ -43,7 +43,7 @@ impl RunContext<'_> {
         let (kept, beyond) = older.split_at(older.len().min(retain - 1));
         let mut outcomes = Vec::new();
         for (name, date) in beyond {
-            let outcome = match &settings.target {
+            let outcome = match settings.places.target() {
                 Some(_) => {
                     let server = self.workspace.target_server.as_ref().expect("connected in preflight");
                     drop_database(server, name, settings.terminate).await

@@ -11,6 +11,7 @@ use super::steps::checksum::{self, Sessions, checksum_differences};
 use super::steps::validate::TableCount;
 use super::{interruptible, preflight};
 use crate::catalog::{self, QualifiedName, TableColumn};
+use crate::connection::Endpoint;
 use crate::errors::SyncError;
 use crate::plan::Plan;
 use crate::report::{Activity, Event, Notice, Phase, RowCheck, TableLine};
@@ -70,7 +71,11 @@ impl RunContext<'_> {
 
     /// Refusals as for a sync (the source as its own target, another run on it), the run's lock
     /// on the target, then a session on the target database, which must exist.
-    pub(super) async fn connect_to_kept_target(&mut self, source: &preflight::Source) -> Result<Client, SyncError> {
+    pub(super) async fn connect_to_kept_target(
+        &mut self,
+        source: &preflight::Source,
+        endpoint: &Endpoint,
+    ) -> Result<Client, SyncError> {
         let settings = self.settings;
         let needs = catalog::TargetNeeds {
             required_roles: catalog::RequiredRoles::default(),
@@ -78,8 +83,8 @@ impl RunContext<'_> {
             schema_locks: 0,
         };
         let (server, target_free, _) =
-            preflight::check_target(settings, &needs, Some(&source.server), &self.cancellation).await?;
-        let exists = interruptible(&self.cancellation, server.database_exists(&settings.target().dbname)).await?;
+            preflight::check_target(settings, endpoint, &needs, Some(source), &self.cancellation).await?;
+        let exists = interruptible(&self.cancellation, server.database_exists(&endpoint.dbname)).await?;
         self.workspace.target_server = Some(server);
         if !exists {
             let hint = match settings.content {
@@ -88,10 +93,7 @@ impl RunContext<'_> {
                 }
                 _ => "a data-only refresh fills an existing database (run without --data-only to create it)",
             };
-            return Err(usage_error!(
-                "the target database {} does not exist: {hint}",
-                settings.target()
-            ));
+            return Err(usage_error!("the target database {endpoint} does not exist: {hint}"));
         }
         let free = FreeSlots {
             source: Some(source.free_slots),
@@ -100,7 +102,7 @@ impl RunContext<'_> {
         if let Some(warning) = self.grant_jobs(free)? {
             self.warn(warning);
         }
-        interruptible(&self.cancellation, catalog::connect(settings.target(), "target")).await
+        interruptible(&self.cancellation, catalog::connect(endpoint, "target")).await
     }
 
     /// The banner of a run whose rows dbsync moves itself, then the warnings kept for after it.
@@ -135,11 +137,12 @@ impl RunContext<'_> {
     pub(super) async fn fitted_kept_target(
         &mut self,
         source: &preflight::Source,
+        endpoint: &Endpoint,
         plan: &Plan,
     ) -> Result<(Client, Vec<RefreshedTable>), SyncError> {
-        let target = self.connect_to_kept_target(source).await?;
+        let target = self.connect_to_kept_target(source, endpoint).await?;
         self.emit(Event::Phase(Phase::RefreshSchema));
-        let fitted = self.fit_target_schema(&source.client, &target, plan).await?;
+        let fitted = self.fit_target_schema(endpoint, &source.client, &target, plan).await?;
         Ok((target, fitted))
     }
 
@@ -149,6 +152,7 @@ impl RunContext<'_> {
     /// is refused either way (nothing that holds data is altered).
     pub(super) async fn fit_target_schema(
         &mut self,
+        endpoint: &Endpoint,
         source: &Client,
         target: &Client,
         plan: &Plan,
@@ -196,13 +200,14 @@ impl RunContext<'_> {
                 masked: self.masks_of_member(plan, table),
             });
         }
-        self.apply_schema_fit(target, fitting, tables.len()).await?;
+        self.apply_schema_fit(endpoint, target, fitting, tables.len()).await?;
         Ok(tables)
     }
 
     /// Refuses with every problem named, or shows (and runs) the statements that fix them.
     pub(super) async fn apply_schema_fit(
         &mut self,
+        endpoint: &Endpoint,
         target: &Client,
         fitting: SchemaFit,
         tables: usize,
@@ -220,7 +225,7 @@ impl RunContext<'_> {
         }
         let run = !self.settings.dry_run;
         if run {
-            preflight::obtain_refresh_consent(self.settings, tables, &self.cancellation).await?;
+            preflight::obtain_refresh_consent(self.settings, endpoint, tables, &self.cancellation).await?;
         }
         for statement in fitting.statements {
             self.emit(Event::Notice(Notice::SchemaFix {
@@ -239,6 +244,7 @@ impl RunContext<'_> {
     /// the source's in the snapshot.
     pub(super) async fn validate_refresh(
         &mut self,
+        endpoint: &Endpoint,
         source: &Client,
         target: &Client,
         plan: &Plan,
@@ -264,8 +270,7 @@ impl RunContext<'_> {
         if verification == Verification::Checksum {
             let members = plan.members();
             let compare = async {
-                let target_sessions =
-                    Sessions::open(self.settings.target(), "target", self.granted_jobs(), None).await?;
+                let target_sessions = Sessions::open(endpoint, "target", self.granted_jobs(), None).await?;
                 checksum::compare(source_sessions, &target_sessions, &members, &self.member_masks(plan)).await
             };
             let comparisons = interruptible(&self.cancellation, compare).await?;
@@ -315,8 +320,7 @@ impl RunContext<'_> {
 impl RunContext<'_> {
     /// Names the source in the target's `dbsync` state (watermarks, ID maps): the configured
     /// name, else its server and database as the URI gives them.
-    pub(super) fn named_source(&self, configured: Option<&str>) -> String {
-        let source = self.settings.source();
+    pub(super) fn named_source(&self, source: &Endpoint, configured: Option<&str>) -> String {
         configured
             .map(str::to_string)
             .unwrap_or_else(|| format!("{}:{}/{}", source.host, source.port, source.dbname))

@@ -8,6 +8,7 @@ use super::context::RunContext;
 use super::interruptible;
 use super::preflight::{self, Source};
 use crate::catalog::{self, QualifiedName};
+use crate::connection::Endpoint;
 use crate::errors::SyncError;
 use crate::plan::Plan;
 use crate::report::{Event, Warning};
@@ -15,15 +16,18 @@ use crate::report::{Event, Warning};
 impl RunContext<'_> {
     /// PREFLIGHT, source side: the catalogs, the plan, and what the source user may read.
     /// Returns the tables to leave out of the schema dump.
-    pub(super) async fn inspect_source(&mut self) -> Result<(Source, Plan, Vec<QualifiedName>), SyncError> {
+    pub(super) async fn inspect_source(
+        &mut self,
+        endpoint: &Endpoint,
+    ) -> Result<(Source, Plan, Vec<QualifiedName>), SyncError> {
         let settings = self.settings;
-        let (client, pid) = preflight::connect_source(settings, &self.cancellation).await?;
-        let inspect = preflight::inspect_source(client, pid, &settings.source().user, &self.cancellation);
-        let source = self.reporting_lock_waits(pid, inspect).await?;
+        let (client, pid) = preflight::connect_source(endpoint, settings, &self.cancellation).await?;
+        let inspect = preflight::inspect_source(client, pid, endpoint, &self.cancellation);
+        let source = self.reporting_lock_waits(endpoint, pid, inspect).await?;
         let plan = preflight::plan(settings, &source.inventory)?;
         self.adopt_plan(&plan);
         let unreadable = preflight::check_source_access(&source, &plan, &self.cancellation).await?;
-        self.masks = preflight::resolve_masks(settings, &plan, &self.cancellation).await?;
+        self.masks = preflight::resolve_masks(settings, endpoint, &plan, &self.cancellation).await?;
         if !unreadable.is_empty() {
             self.deferred_warnings.push(Warning::DefinitionsNotCopied {
                 tables: unreadable.iter().map(QualifiedName::display_name).collect(),
@@ -36,7 +40,7 @@ impl RunContext<'_> {
     pub(super) async fn take_snapshot(&self, source: &Source, plan: &Plan) -> Result<String, SyncError> {
         let tables = plan.lock_targets();
         let export = catalog::export_snapshot(&source.client, &tables, self.settings.lock_timeout);
-        self.reporting_lock_waits(source.pid, interruptible(&self.cancellation, export))
+        self.reporting_lock_waits(&source.endpoint, source.pid, interruptible(&self.cancellation, export))
             .await
     }
 
@@ -44,13 +48,14 @@ impl RunContext<'_> {
     /// while it waits for a lock, and naming `--lock-timeout` when the wait ends it.
     pub(super) async fn reporting_lock_waits<T>(
         &self,
+        source: &Endpoint,
         pid: i32,
         work: impl Future<Output = Result<T, SyncError>>,
     ) -> Result<T, SyncError> {
         let timeout = self.settings.lock_timeout;
         let result = tokio::select! {
             result = work => result,
-            () = self.report_lock_waits(pid) => unreachable!("reports until dropped"),
+            () = self.report_lock_waits(source, pid) => unreachable!("reports until dropped"),
         };
         result.map_err(|error| match error {
             SyncError::Failed(error)
@@ -68,7 +73,7 @@ impl RunContext<'_> {
 
     /// While the snapshot session waits for a lock: after 5 s, then every 30 s, which table and
     /// which sessions hold it up. Runs until dropped.
-    pub(super) async fn report_lock_waits(&self, pid: i32) {
+    pub(super) async fn report_lock_waits(&self, source: &Endpoint, pid: i32) {
         let started = Instant::now();
         let mut pause = Duration::from_secs(5);
         let mut client = None;
@@ -76,7 +81,7 @@ impl RunContext<'_> {
             tokio::time::sleep(pause).await;
             pause = Duration::from_secs(30);
             if client.is_none() {
-                client = catalog::connect(self.settings.source(), "source").await.ok();
+                client = catalog::connect(source, "source").await.ok();
             }
             let Some(client) = &client else { continue };
             if let Ok(Some((table, holders))) = catalog::lock_wait(client, pid).await {

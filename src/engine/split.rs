@@ -53,7 +53,7 @@ impl RunContext<'_> {
         // A session of its own: reading columns changes a session's search_path, and the
         // snapshot session must print definitions as it always does.
         let read = async {
-            let client = catalog::connect(self.settings.source(), "source").await?;
+            let client = catalog::connect(&source.endpoint, "source").await?;
             let layouts = catalog::checksum_layouts(&client, &names).await?;
             let columns = catalog::table_columns(&client, &names).await?;
             anyhow::Ok((client, layouts, columns))

@@ -72,64 +72,63 @@ pub(super) fn resolve_output(output: &Path, utc: bool) -> Result<(PathBuf, Optio
     Ok((rendered, template))
 }
 
-/// Where a run reads and writes: the source, the target (its date template rendered once), the
-/// dump's output or the restore's archive, the date template itself and how many it keeps.
-pub(super) struct Places {
-    pub(super) source: Option<Endpoint>,
-    pub(super) target: Option<Endpoint>,
-    pub(super) output: Option<PathBuf>,
-    pub(super) archive: Option<PathBuf>,
+/// Where a run reads and writes, the date template of the name it writes, and how many of the
+/// template's names it keeps.
+pub(super) struct Located {
+    pub(super) places: Places,
     pub(super) dated: Option<DatedName>,
     /// `--retain`: how many of the date template's databases or directories to keep.
     pub(super) retain: Option<usize>,
 }
 
+/// The run's places, as its mode has them: the source (unless a restore), the target (its date
+/// template rendered once; unless a dump), the dump's output or the restore's archive.
 pub(super) fn places_of(
     arguments: &SyncArguments,
     mode: &Mode,
     config: &ConfigFile,
     environment: &Environment,
-) -> Result<Places, SyncError> {
+) -> Result<Located, SyncError> {
     let utc = chosen(arguments.run.utc, false, config.options.utc);
     let defaults = endpoint_defaults(environment);
-    let endpoint = |side, flag: &Option<String>, file: &Option<ConfigEndpoint>| {
-        resolve_endpoint(side, flag.as_deref(), file.as_ref(), environment, &defaults)
+    let source = || -> Result<Endpoint, SyncError> {
+        let flag = arguments.source.source.as_deref();
+        Ok(resolve_endpoint(Side::Source, flag, config.source.as_ref(), environment, &defaults)?.0)
     };
-    let source = match mode {
-        Mode::Restore { .. } => None,
-        Mode::Sync | Mode::Verify | Mode::Dump { .. } => {
-            Some(endpoint(Side::Source, &arguments.source.source, &config.source)?.0)
+    let target = || -> Result<(Endpoint, Option<DatedName>), SyncError> {
+        let (mut target, template) = resolve_endpoint(
+            Side::Target,
+            arguments.target.target.as_deref(),
+            config.target.as_ref(),
+            environment,
+            &defaults,
+        )?;
+        // Once, at the start: a run that crosses midnight keeps the name it began with.
+        if let Some(template) = &template {
+            target.dbname = template.render(now(utc));
         }
+        Ok((target, template))
     };
-    let archive = match mode {
-        Mode::Restore { archive } => Some(archive.to_path_buf()),
-        Mode::Sync | Mode::Verify | Mode::Dump { .. } => None,
-    };
-    let (target, output, dated) = match mode {
+    let (places, dated) = match mode {
+        Mode::Restore { archive } => {
+            let (target, template) = target()?;
+            let archive = archive.to_path_buf();
+            (Places::Restore { archive, target }, template)
+        }
         Mode::Dump { output } => {
+            let source = source()?;
             let (output, template) = resolve_output(output, utc)?;
-            (None, Some(output), template)
+            (Places::Dump { source, output }, template)
         }
-        Mode::Sync | Mode::Verify | Mode::Restore { .. } => {
-            let (mut target, template) = endpoint(Side::Target, &arguments.target.target, &config.target)?;
-            // Once, at the start: a run that crosses midnight keeps the name it began with.
-            if let Some(template) = &template {
-                target.dbname = template.render(now(utc));
-            }
-            (Some(target), None, template)
+        Mode::Sync | Mode::Verify => {
+            let source = source()?;
+            let (target, template) = target()?;
+            (Places::Databases { source, target }, template)
         }
     };
-    let mut places = Places {
-        source,
-        target,
-        output,
-        archive,
-        dated,
-        retain: None,
-    };
-    places.retain = retain_of(arguments, &config.options, &places)?;
+    let retain = retain_of(arguments, &config.options, &places, &dated)?;
     check_names(&places, mode, config)?;
-    Ok(places)
+    Ok(Located { places, dated, retain })
 }
 
 /// `--retain`, which needs a date template to keep the newest of.
@@ -137,15 +136,15 @@ pub(super) fn retain_of(
     arguments: &SyncArguments,
     options: &ConfigOptions,
     places: &Places,
+    dated: &Option<DatedName>,
 ) -> Result<Option<usize>, SyncError> {
     let retain = arguments.run.retain.or(options.retain);
-    match (retain, &places.dated) {
+    match (retain, dated) {
         (Some(_), None) => Err(usage_error!(
             "--retain keeps the newest of a date template, and the {} has none: write it as e.g. Archive_DB_{{date}}",
-            if places.output.is_some() {
-                "--output directory"
-            } else {
-                "target name"
+            match places {
+                Places::Dump { .. } => "--output directory",
+                Places::Databases { .. } | Places::Restore { .. } => "target name",
             }
         )),
         (Some(0), _) => Err(usage_error!("--retain must keep at least 1 (tonight's)")),
@@ -274,10 +273,10 @@ pub(super) fn patterns_of(
 /// Names dbsync must not write into (protected, templates, empty), and names PostgreSQL cannot
 /// hold. `dbsync verify` only reads, so its target name is not refused.
 pub(super) fn check_names(places: &Places, mode: &Mode, config: &ConfigFile) -> Result<(), SyncError> {
-    if let Some(target) = places.target.as_ref().filter(|_| !matches!(mode, Mode::Verify)) {
+    if let Some(target) = places.target().filter(|_| !matches!(mode, Mode::Verify)) {
         crate::target::refuse_unsafe_target(&target.dbname, &config.protect).map_err(SyncError::Usage)?;
     }
-    for (side, endpoint) in [("source", places.source.as_ref()), ("target", places.target.as_ref())] {
+    for (side, endpoint) in [("source", places.source()), ("target", places.target())] {
         let Some(endpoint) = endpoint else { continue };
         if endpoint.dbname.len() > 63 {
             return Err(usage_error!(

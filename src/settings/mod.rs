@@ -180,12 +180,72 @@ pub enum Transfer {
     Stream,
 }
 
+/// Where a run reads and writes: each kind of run has exactly the places it uses, so no mode
+/// unwraps a place it might not have.
+#[derive(Debug, Clone)]
+pub enum Places {
+    /// A source and a target database: sync (and its refresh and incremental runs), merge,
+    /// verify and plan.
+    Databases { source: Endpoint, target: Endpoint },
+    /// `dbsync dump`: a source database and the archive directory it writes (its date template
+    /// rendered).
+    Dump { source: Endpoint, output: PathBuf },
+    /// `dbsync restore`: the archive directory it reads and a target database.
+    Restore { archive: PathBuf, target: Endpoint },
+}
+
+impl Places {
+    /// The source database, for what is said of any run (a restore has none).
+    pub fn source(&self) -> Option<&Endpoint> {
+        match self {
+            Places::Databases { source, .. } | Places::Dump { source, .. } => Some(source),
+            Places::Restore { .. } => None,
+        }
+    }
+
+    /// The target database, for what is said of any run (a dump has none).
+    pub fn target(&self) -> Option<&Endpoint> {
+        match self {
+            Places::Databases { target, .. } | Places::Restore { target, .. } => Some(target),
+            Places::Dump { .. } => None,
+        }
+    }
+}
+
+/// A run of the engine with the places it reads and writes: what `Settings::run` decides.
+#[derive(Debug, Clone, Copy)]
+pub enum Run<'a> {
+    Sync {
+        source: &'a Endpoint,
+        target: &'a Endpoint,
+    },
+    /// `sync --data-only`.
+    Refresh {
+        source: &'a Endpoint,
+        target: &'a Endpoint,
+    },
+    /// `sync --incremental`.
+    Incremental {
+        source: &'a Endpoint,
+        target: &'a Endpoint,
+    },
+    Merge {
+        source: &'a Endpoint,
+        target: &'a Endpoint,
+    },
+    Dump {
+        source: &'a Endpoint,
+        output: &'a Path,
+    },
+    Restore {
+        archive: &'a Path,
+        target: &'a Endpoint,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Where a sync or a dump reads from; `None` for a restore, which reads an archive.
-    pub source: Option<Endpoint>,
-    /// Where a sync copies to; `None` for a dump, which writes an archive instead.
-    pub target: Option<Endpoint>,
+    pub places: Places,
     /// Empty: every table.
     pub include: Vec<TablePattern>,
     pub exclude: Vec<TablePattern>,
@@ -237,10 +297,6 @@ pub struct Settings {
     /// How long to wait for the locks on the source's tables.
     pub lock_timeout: Duration,
     pub config_file: Option<PathBuf>,
-    /// The archive directory a dump writes (rendered from its date template).
-    pub output: Option<PathBuf>,
-    /// The archive directory a restore reads.
-    pub archive: Option<PathBuf>,
     /// The date template of the target name (`Archive_{date}`) or of the output directory's;
     /// `target.dbname` or `output` holds it rendered for this run.
     pub dated: Option<DatedName>,
@@ -251,26 +307,30 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The source of a sync or a dump (`resolve` and `resolve_dump` always give one).
-    pub fn source(&self) -> &Endpoint {
-        self.source.as_ref().expect("a sync or a dump has a source")
+    /// Which run these settings are for, with its places, decided here once: a restore reads
+    /// no source, a dump writes no target, and what a sync copies names the rest.
+    pub fn run(&self) -> Run<'_> {
+        match (&self.places, self.content) {
+            (Places::Restore { archive, target }, _) => Run::Restore { archive, target },
+            (Places::Dump { source, output }, _) => Run::Dump { source, output },
+            (Places::Databases { source, target }, Content::DataOnly { .. }) => Run::Refresh { source, target },
+            (Places::Databases { source, target }, Content::Incremental { .. }) => Run::Incremental { source, target },
+            (Places::Databases { source, target }, Content::Merge) => Run::Merge { source, target },
+            (Places::Databases { source, target }, Content::Everything | Content::SchemaOnly) => {
+                Run::Sync { source, target }
+            }
+        }
     }
 
-    /// The target of a sync (`resolve` always gives one).
-    pub fn target(&self) -> &Endpoint {
-        self.target.as_ref().expect("a sync has a target")
-    }
-
-    /// Which run these settings are for, decided here once: a restore reads no source, a dump
-    /// writes no target, and what a sync copies names the rest.
+    /// The kind of run, as the output names it.
     pub fn kind(&self) -> RunKind {
-        match (&self.source, &self.target, self.content) {
-            (None, _, _) => RunKind::Restore,
-            (Some(_), None, _) => RunKind::Dump,
-            (_, _, Content::DataOnly { .. }) => RunKind::Refresh,
-            (_, _, Content::Incremental { .. }) => RunKind::Incremental,
-            (_, _, Content::Merge) => RunKind::Merge,
-            (_, _, Content::Everything | Content::SchemaOnly) => RunKind::Sync,
+        match self.run() {
+            Run::Sync { .. } => RunKind::Sync,
+            Run::Refresh { .. } => RunKind::Refresh,
+            Run::Incremental { .. } => RunKind::Incremental,
+            Run::Merge { .. } => RunKind::Merge,
+            Run::Dump { .. } => RunKind::Dump,
+            Run::Restore { .. } => RunKind::Restore,
         }
     }
 
@@ -483,23 +543,20 @@ pub fn resolve_merge(arguments: &MergeArguments, environment: &Environment) -> R
 fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment) -> Result<Settings, SyncError> {
     let (config_path, config) = config_of(arguments.run.config.as_ref(), environment)?;
     let options = &config.options;
-    let places = places_of(arguments, &mode, &config, environment)?;
+    let located = places_of(arguments, &mode, &config, environment)?;
     let (jobs, retries, batch_size) = counts_of(arguments, options, environment)?;
     let (foreign_keys, verification) = policies_of(arguments, options)?;
     let (include, exclude) = patterns_of(arguments, &config)?;
     let transfer = transfer_of(arguments, options, verification)?;
-    let content = content_of(arguments, &include, &exclude, transfer, &places.dated)?;
+    let content = content_of(arguments, &include, &exclude, transfer, &located.dated)?;
     let (maintenance_memory, splitting, stream_larger_than) = sizes_of(arguments, options)?;
     let (hooks, masking, incremental, merge) = sections_of(arguments, &config, config_path.as_deref(), environment)?;
     let flags = &arguments.target;
     let dump_dir = arguments.dump_dir.clone().or(options.dump_dir.clone());
     let lock_timeout = arguments.source.lock_timeout.or(options.lock_timeout);
     Ok(Settings {
-        source: places.source,
-        archive: places.archive,
-        target: places.target,
-        output: places.output,
-        dated: places.dated,
+        places: located.places,
+        dated: located.dated,
         include,
         exclude,
         jobs,
@@ -533,7 +590,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
             .filter(|options| !options.trim().is_empty()),
         lock_timeout: Duration::from_secs(lock_timeout.unwrap_or(600).max(1)),
         config_file: config_path,
-        retain: places.retain,
+        retain: located.retain,
         resume: arguments.resume.clone(),
     })
 }
@@ -579,11 +636,14 @@ mod tests {
             ("BATCH_SIZE", "2"),
         ]);
         let settings = resolve(&arguments(&[]), &environment).unwrap();
-        assert_eq!(settings.source().host, "prod");
-        assert_eq!(settings.source().dbname, "Main_DB");
-        assert_eq!(settings.source().password.as_ref().unwrap().expose(), "s3cret");
-        assert_eq!(settings.target().dbname, "archive");
-        assert_eq!(settings.target().host, "localhost");
+        assert_eq!(settings.places.source().unwrap().host, "prod");
+        assert_eq!(settings.places.source().unwrap().dbname, "Main_DB");
+        assert_eq!(
+            settings.places.source().unwrap().password.as_ref().unwrap().expose(),
+            "s3cret"
+        );
+        assert_eq!(settings.places.target().unwrap().dbname, "archive");
+        assert_eq!(settings.places.target().unwrap().host, "localhost");
         assert_eq!(
             (settings.jobs.get(), settings.retries, settings.batch_size),
             (6, 5, Some(2))
@@ -627,7 +687,7 @@ mod tests {
             &environment,
         )
         .unwrap();
-        assert_eq!(settings.source().host, "flag");
+        assert_eq!(settings.places.source().unwrap().host, "flag");
         assert_eq!(settings.jobs.get(), 3);
     }
 
@@ -657,13 +717,16 @@ mod tests {
         )
         .unwrap();
         let month = chrono::Utc::now().format("%Y_%m").to_string();
-        assert_eq!(settings.target().dbname, format!("Archive_{month}_x"));
-        assert_eq!(settings.target().password.as_ref().unwrap().expose(), "p{");
+        assert_eq!(settings.places.target().unwrap().dbname, format!("Archive_{month}_x"));
+        assert_eq!(
+            settings.places.target().unwrap().password.as_ref().unwrap().expose(),
+            "p{"
+        );
         assert_eq!(settings.dated.unwrap().pattern(), "Archive_{date:%Y_%m}_x");
         assert_eq!(settings.retain, Some(3));
         let from_variable = environment_of(&[("ARCHIVE_DB_NAME", "Nightly_{date}")]);
         let settings = resolve(&arguments(&["--source", source]), &from_variable).unwrap();
-        assert_eq!(settings.target().dbname.len(), "Nightly_20261122".len());
+        assert_eq!(settings.places.target().unwrap().dbname.len(), "Nightly_20261122".len());
 
         for (target, retain, expected) in [
             ("postgres://u@t/Archive", Some("2"), "has none"),
@@ -819,9 +882,9 @@ mod tests {
             &environment,
         )
         .unwrap();
-        assert_eq!(settings.source().host, "/var/run/sockets");
-        assert_eq!(settings.source().port, 6543);
-        assert_eq!(settings.source().user, "carol");
+        assert_eq!(settings.places.source().unwrap().host, "/var/run/sockets");
+        assert_eq!(settings.places.source().unwrap().port, 6543);
+        assert_eq!(settings.places.source().unwrap().user, "carol");
         assert_eq!(settings.session_options.as_deref(), Some("-c work_mem=64MB"));
         assert!(!settings.display.terminal_allowed, "TERM=dumb allows no progress bars");
         assert!(!settings.display.colour, "NO_COLOR turns colour off");
@@ -841,7 +904,10 @@ mod tests {
             &environment_of(pairs),
         )
         .unwrap();
-        assert_eq!(settings.source().password.as_ref().unwrap().expose(), "from-the-file");
-        assert!(settings.target().password.is_none());
+        assert_eq!(
+            settings.places.source().unwrap().password.as_ref().unwrap().expose(),
+            "from-the-file"
+        );
+        assert!(settings.places.target().unwrap().password.is_none());
     }
 }

@@ -345,6 +345,14 @@ fn each_mode_is_a_type_of_its_own_file_that_imports_no_other_mode() {
                 );
             }
         }
+        // A mode holds the places it reads and writes; it never asks for one it might not have.
+        for optional in ["places.source()", "places.target()"] {
+            assert!(
+                !text.contains(optional),
+                "{} takes an endpoint from {optional}: a mode holds its own",
+                path.display()
+            );
+        }
         mode_types.extend(
             struct_over_context
                 .captures_iter(text)

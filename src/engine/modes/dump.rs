@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::catalog::{self, QualifiedName};
+use crate::connection::Endpoint;
 use crate::engine::copy::JobPlaces;
 use crate::engine::preflight::{self, Source};
 use crate::engine::steps::validate::TableCount;
@@ -21,6 +22,8 @@ use crate::tools::PgTools;
 /// `dbsync dump`: the run context and the archive it writes.
 pub(in crate::engine) struct Dump<'a> {
     pub(in crate::engine) context: RunContext<'a>,
+    pub(in crate::engine) source: &'a Endpoint,
+    pub(in crate::engine) output: &'a std::path::Path,
 }
 
 impl Dump<'_> {
@@ -29,7 +32,7 @@ impl Dump<'_> {
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<(), SyncError> {
         let settings = self.context.settings;
-        let output = settings.output.clone().expect("a dump has an output");
+        let output = self.output.to_path_buf();
         if output.exists() {
             return Err(SyncError::Usage(format!(
                 "{} exists already: a dump never writes into or over an existing directory; choose another --output (a date template such as {{date}} gives each run its own)",
@@ -39,7 +42,7 @@ impl Dump<'_> {
         self.context
             .workspace
             .remove_abandoned_archives(&output, settings.dated.as_ref(), &*self.context.reporter);
-        let (source, plan, unreadable) = self.context.inspect_source().await?;
+        let (source, plan, unreadable) = self.context.inspect_source(self.source).await?;
         // No target server: only the source's free slots bound --jobs.
         let free = crate::engine::context::FreeSlots {
             source: Some(source.free_slots),
@@ -87,14 +90,13 @@ impl Dump<'_> {
         schema_exclusions: Vec<QualifiedName>,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<Arc<Job>, SyncError> {
-        let settings = self.context.settings;
-        let output = settings.output.as_ref().expect("a dump has an output");
+        let output = self.output;
         let dump_directory = self
             .context
             .workspace
             .create_archive_directory(output)
             .map_err(|error| SyncError::Usage(format!("{error:#}\nhint: --output must be in a writable directory")))?;
-        let passfile = self.context.workspace.create_passfile(&[settings.source()])?;
+        let passfile = self.context.workspace.create_passfile(&[self.source])?;
         self.context.announce(plan, &tools, &dump_directory, started_at);
         self.context.emit(Event::Phase(Phase::DumpSchema));
         self.context.emit(Event::Notice(Notice::Locking {
@@ -103,7 +105,7 @@ impl Dump<'_> {
         let snapshot = self.context.take_snapshot(source, plan).await?;
         Ok(self.context.job(JobPlaces {
             snapshot: Some(steps::Snapshot {
-                source: settings.source().clone(),
+                source: self.source.clone(),
                 id: snapshot,
                 session: source.client.clone(),
             }),

@@ -11,6 +11,7 @@ use std::time::Instant;
 use tokio_postgres::Client;
 
 use crate::catalog::{self, ChecksumColumn, QualifiedName, TableColumn};
+use crate::connection::Endpoint;
 use crate::engine::row_copy::{RefreshedTable, connect_many, row_copy_event};
 use crate::engine::steps::change::{self, ChangeColumn, ChangeContext, ChangeKind, TableChange};
 use crate::engine::steps::checksum::{Sessions, agreed_hash};
@@ -26,6 +27,8 @@ use crate::usage_error;
 /// `sync --incremental`: the run context and the kept target it brings up to date.
 pub(in crate::engine) struct Incremental<'a> {
     pub(in crate::engine) context: RunContext<'a>,
+    pub(in crate::engine) source: &'a Endpoint,
+    pub(in crate::engine) target: &'a Endpoint,
 }
 
 /// A table to change and the planned table it belongs to (a tree's members share one).
@@ -36,13 +39,13 @@ impl Incremental<'_> {
         &mut self,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<(), SyncError> {
-        let (source, plan, _) = self.context.inspect_source().await?;
-        let (target, fitted) = self.context.fitted_kept_target(&source, &plan).await?;
+        let (source, plan, _) = self.context.inspect_source(self.source).await?;
+        let (target, fitted) = self.context.fitted_kept_target(&source, self.target, &plan).await?;
         let tables = self.changing_tables(&target, &plan, fitted).await?;
         let source_name = Notice::SourceName {
             name: self
                 .context
-                .named_source(self.context.settings.incremental.source.as_deref()),
+                .named_source(self.source, self.context.settings.incremental.source.as_deref()),
             state: "watermarks",
             section: "incremental",
         };
@@ -54,12 +57,8 @@ impl Incremental<'_> {
         }
         self.announce_incremental(&plan, &tables, started_at);
         self.context.emit(Event::Notice(source_name));
-        self.context
-            .run_hooks(HookStage::BeforeSync, self.context.settings.target())
-            .await?;
-        self.context
-            .run_hooks(HookStage::AfterSchema, self.context.settings.target())
-            .await?;
+        self.context.run_hooks(HookStage::BeforeSync, self.target).await?;
+        self.context.run_hooks(HookStage::AfterSchema, self.target).await?;
         interruptible(&self.context.cancellation, catalog::ensure_watermark_table(&target)).await?;
         let horizon = self.source_horizon(&source.client, &tables).await?;
         let snapshot = self.context.take_snapshot(&source, &plan).await?;
@@ -71,15 +70,13 @@ impl Incremental<'_> {
         self.context.set_sequences(&source.client, &target, &plan).await?;
         self.context.emit(Event::Phase(Phase::RefreshValidation));
         self.context
-            .validate_refresh(&source.client, &target, &plan, &source_sessions)
+            .validate_refresh(self.target, &source.client, &target, &plan, &source_sessions)
             .await?;
         for (table, changes) in self.context.progress.changes() {
             self.context
                 .emit(Event::Notice(Notice::TableChanged { table, changes }));
         }
-        self.context
-            .run_hooks(HookStage::AfterImport, self.context.settings.target())
-            .await
+        self.context.run_hooks(HookStage::AfterImport, self.target).await
     }
 
     /// `--dry-run`: how each table's rows would be found, from its key, its change column and
@@ -87,7 +84,7 @@ impl Incremental<'_> {
     async fn preview_changes(&self, target: &Client, tables: &[Planned]) -> Result<(), SyncError> {
         let source_identity = self
             .context
-            .named_source(self.context.settings.incremental.source.as_deref());
+            .named_source(self.source, self.context.settings.incremental.source.as_deref());
         let names: Vec<QualifiedName> = tables.iter().map(|(_, table)| table.name.clone()).collect();
         let read = catalog::existing_watermarks(target, &source_identity, &names);
         let watermarks = interruptible(&self.context.cancellation, read).await?;
@@ -129,7 +126,7 @@ impl Incremental<'_> {
             self.context.warn(Warning::Other(format!(
                 "{} session(s) of other roles on the source are hidden from {} (pg_read_all_stats would show them): their open transactions are covered one run late (each table's watermark stays one run behind)",
                 horizon.hidden_sessions,
-                self.context.settings.source().user
+                self.source.user
             )));
         }
         Ok(horizon)
@@ -156,7 +153,7 @@ impl Incremental<'_> {
         };
         let source_identity = self
             .context
-            .named_source(self.context.settings.incremental.source.as_deref());
+            .named_source(self.source, self.context.settings.incremental.source.as_deref());
         let context = ChangeContext {
             source_identity: &source_identity,
             horizon,
@@ -184,8 +181,8 @@ impl Incremental<'_> {
         let settings = self.context.settings;
         let open = async {
             let (source, target) = tokio::try_join!(
-                Sessions::open(settings.source(), "source", jobs, Some(snapshot)),
-                connect_many(settings.target(), jobs)
+                Sessions::open(self.source, "source", jobs, Some(snapshot)),
+                connect_many(self.target, jobs)
             )?;
             source.set_mask_salt(settings.masking.salt.as_deref()).await?;
             for client in &target {

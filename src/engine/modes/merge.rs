@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio_postgres::Client;
 
 use crate::catalog::{self, ForeignKeyColumn, MergeShape, QualifiedName, Remap, Surrogate};
+use crate::connection::Endpoint;
 use crate::engine::row_copy::{RefreshedTable, row_copy_event};
 use crate::engine::steps::checksum::Sessions;
 use crate::engine::steps::merge::{self, MergeTable};
@@ -27,6 +28,8 @@ use crate::usage_error;
 /// `dbsync merge`: the run context and the target it folds the source into.
 pub(in crate::engine) struct Merge<'a> {
     pub(in crate::engine) context: RunContext<'a>,
+    pub(in crate::engine) source: &'a Endpoint,
+    pub(in crate::engine) target: &'a Endpoint,
 }
 
 /// A table to merge and the planned table it is.
@@ -82,13 +85,13 @@ impl Merge<'_> {
         &mut self,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<(), SyncError> {
-        let (source, mut plan, _) = self.context.inspect_source().await?;
+        let (source, mut plan, _) = self.context.inspect_source(self.source).await?;
         // dbsync's own state (ID maps, watermarks) in the source is not the source's data.
         // The plan's units (and their table indexes) are a sync's: a merge moves rows itself.
         plan.tables.retain(|table| table.name.schema != "dbsync");
         plan.units.clear();
         self.context.adopt_plan(&plan);
-        let (target, fitted) = self.context.fitted_kept_target(&source, &plan).await?;
+        let (target, fitted) = self.context.fitted_kept_target(&source, self.target, &plan).await?;
         let foreign = interruptible(&self.context.cancellation, catalog::foreign_key_columns(&source.client)).await?;
         let groups = self
             .merge_groups(&target, &plan, &source.inventory, fitted, &foreign)
@@ -110,9 +113,7 @@ impl Merge<'_> {
             state: "ID maps",
             section: "merge",
         }));
-        self.context
-            .run_hooks(HookStage::BeforeSync, self.context.settings.target())
-            .await?;
+        self.context.run_hooks(HookStage::BeforeSync, self.target).await?;
         interruptible(&self.context.cancellation, catalog::ensure_map_table(&target)).await?;
         let snapshot = self.context.take_snapshot(&source, &plan).await?;
         self.context.emit(Event::Phase(Phase::RefreshData));
@@ -120,11 +121,11 @@ impl Merge<'_> {
         // path cut to pg_catalog, and triggers that fire must see the database's own.
         let jobs = self.context.granted_jobs();
         let open = async {
-            let sessions = Sessions::open(self.context.settings.source(), "source", jobs, Some(&snapshot)).await?;
+            let sessions = Sessions::open(self.source, "source", jobs, Some(&snapshot)).await?;
             sessions
                 .set_mask_salt(self.context.settings.masking.salt.as_deref())
                 .await?;
-            let writers = crate::engine::row_copy::connect_many(self.context.settings.target(), jobs).await?;
+            let writers = crate::engine::row_copy::connect_many(self.target, jobs).await?;
             anyhow::Ok(sessions.clients().iter().cloned().zip(writers).collect::<Vec<_>>())
         };
         let pairs = interruptible(&self.context.cancellation, open).await?;
@@ -137,9 +138,7 @@ impl Merge<'_> {
         merged?;
         self.context.emit(Event::Phase(Phase::RefreshValidation));
         self.validate_merge(&target, &groups, &foreign).await?;
-        self.context
-            .run_hooks(HookStage::AfterImport, self.context.settings.target())
-            .await
+        self.context.run_hooks(HookStage::AfterImport, self.target).await
     }
 
     /// The tables to merge, grouped (a cycle of foreign keys shares one transaction) in
@@ -305,7 +304,8 @@ impl Merge<'_> {
     }
 
     fn merge_source_identity(&self) -> String {
-        self.context.named_source(self.context.settings.merge.source.as_deref())
+        self.context
+            .named_source(self.source, self.context.settings.merge.source.as_deref())
     }
 
     /// `--dry-run`: each table in order, what becomes of its keys, and its natural key.

@@ -7,18 +7,21 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::catalog::{self, Inventory};
+use crate::connection::Endpoint;
 use crate::engine::preflight::{self, Source};
 use crate::engine::{RunContext, interruptible};
 use crate::errors::SyncError;
 use crate::plan::{self, Plan};
 use crate::report::{KeyFate, PlanReport, PlanServer, PlanTable, PlanUnit, Reporter, Warning};
 use crate::scheduler::Cancellation;
-use crate::settings::{Settings, Transfer};
+use crate::settings::{Places, Settings, Transfer};
 use crate::target::TargetServer;
 
 /// `dbsync plan`: the run context, used for its source inspection.
 pub(in crate::engine) struct Preview<'a> {
     pub(in crate::engine) context: RunContext<'a>,
+    pub(in crate::engine) source: &'a Endpoint,
+    pub(in crate::engine) target: &'a Endpoint,
 }
 
 pub async fn preview(
@@ -26,8 +29,13 @@ pub async fn preview(
     reporter: Arc<dyn Reporter>,
     cancellation: Cancellation,
 ) -> Result<PlanReport, SyncError> {
+    let Places::Databases { source, target } = &settings.places else {
+        return Err(crate::usage_error!("a plan is made for a sync between two databases"));
+    };
     let mut mode = Preview {
         context: RunContext::new(settings, reporter, cancellation),
+        source,
+        target,
     };
     mode.run().await
 }
@@ -35,18 +43,15 @@ pub async fn preview(
 impl Preview<'_> {
     pub(in crate::engine) async fn run(&mut self) -> Result<PlanReport, SyncError> {
         let settings = self.context.settings;
-        let (source, plan, _) = self.context.inspect_source().await?;
+        let (source, plan, _) = self.context.inspect_source(self.source).await?;
         let tools = preflight::locate_tools(settings, &source)?;
-        let target = interruptible(&self.context.cancellation, TargetServer::connect(settings.target())).await?;
+        let target = interruptible(&self.context.cancellation, TargetServer::connect(self.target)).await?;
         let mut warnings: Vec<String> = std::mem::take(&mut self.context.deferred_warnings)
             .into_iter()
             .map(|warning| warning.to_string())
             .collect();
-        let target_exists = interruptible(
-            &self.context.cancellation,
-            target.database_exists(&settings.target().dbname),
-        )
-        .await?;
+        let target_exists =
+            interruptible(&self.context.cancellation, target.database_exists(&self.target.dbname)).await?;
         warnings.extend(self.target_warnings(&source, &target, target_exists).await?);
         warnings.extend(source_warnings(&plan, &source.inventory));
         let estimated_dump_bytes = match settings.transfer {
@@ -61,11 +66,11 @@ impl Preview<'_> {
         }
         let report = PlanReport {
             source: PlanServer {
-                endpoint: settings.source().to_string(),
+                endpoint: self.source.to_string(),
                 version: source.server.version_number,
             },
             target: PlanServer {
-                endpoint: settings.target().to_string(),
+                endpoint: self.target.to_string(),
                 version: target.server.version_number,
             },
             target_exists,
@@ -119,7 +124,7 @@ impl Preview<'_> {
         if target_exists {
             warnings.push(format!(
                 "the target database {} exists and would be replaced (a sync asks first, or takes --yes)",
-                settings.target().dbname
+                self.target.dbname
             ));
         }
         if !missing.is_empty() {

@@ -10,6 +10,7 @@ use std::time::Instant;
 use tokio_postgres::Client;
 
 use crate::catalog::{self};
+use crate::connection::Endpoint;
 use crate::engine::row_copy::{RefreshedTable, connect_many, row_copy_event};
 use crate::engine::steps::checksum::Sessions;
 use crate::engine::steps::committed_unless_stopped;
@@ -23,6 +24,8 @@ use crate::scheduler::share_out;
 /// `sync --data-only`: the run context and the kept target it refreshes.
 pub(in crate::engine) struct Refresh<'a> {
     pub(in crate::engine) context: RunContext<'a>,
+    pub(in crate::engine) source: &'a Endpoint,
+    pub(in crate::engine) target: &'a Endpoint,
 }
 
 impl Refresh<'_> {
@@ -30,27 +33,23 @@ impl Refresh<'_> {
         &mut self,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<(), SyncError> {
-        let (source, plan, _) = self.context.inspect_source().await?;
-        let (target, tables) = self.context.fitted_kept_target(&source, &plan).await?;
+        let (source, plan, _) = self.context.inspect_source(self.source).await?;
+        let (target, tables) = self.context.fitted_kept_target(&source, self.target, &plan).await?;
         if self.context.settings.dry_run {
             self.context.emit(Event::Notice(Notice::DryRunDone));
             return Ok(());
         }
         self.announce_refresh(&plan, started_at);
-        self.context
-            .run_hooks(HookStage::BeforeSync, self.context.settings.target())
-            .await?;
-        self.context
-            .run_hooks(HookStage::AfterSchema, self.context.settings.target())
-            .await?;
+        self.context.run_hooks(HookStage::BeforeSync, self.target).await?;
+        self.context.run_hooks(HookStage::AfterSchema, self.target).await?;
         let snapshot = self.context.take_snapshot(&source, &plan).await?;
         self.context.emit(Event::Phase(Phase::RefreshData));
         let jobs = self.context.granted_jobs();
         let settings = self.context.settings;
         let open = async {
             let (source, target) = tokio::try_join!(
-                Sessions::open(settings.source(), "source", jobs, Some(&snapshot)),
-                connect_many(settings.target(), jobs)
+                Sessions::open(self.source, "source", jobs, Some(&snapshot)),
+                connect_many(self.target, jobs)
             )?;
             source.set_mask_salt(settings.masking.salt.as_deref()).await?;
             anyhow::Ok((source, target))
@@ -60,11 +59,9 @@ impl Refresh<'_> {
         self.context.set_sequences(&source.client, &target, &plan).await?;
         self.context.emit(Event::Phase(Phase::RefreshValidation));
         self.context
-            .validate_refresh(&source.client, &target, &plan, &source_sessions)
+            .validate_refresh(self.target, &source.client, &target, &plan, &source_sessions)
             .await?;
-        self.context
-            .run_hooks(HookStage::AfterImport, self.context.settings.target())
-            .await
+        self.context.run_hooks(HookStage::AfterImport, self.target).await
     }
 
     /// What is refreshed, and the consent to it.

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::connection::Endpoint;
 use crate::engine::RunContext;
 use crate::engine::copy::JobPlaces;
 use crate::engine::steps::{self, Job};
@@ -21,6 +22,8 @@ use crate::tools;
 /// `dbsync restore`: the run context and the archive it loads.
 pub(in crate::engine) struct Restore<'a> {
     pub(in crate::engine) context: RunContext<'a>,
+    pub(in crate::engine) archive: &'a std::path::Path,
+    pub(in crate::engine) target: &'a Endpoint,
 }
 
 impl Restore<'_> {
@@ -28,13 +31,15 @@ impl Restore<'_> {
         &mut self,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<(), SyncError> {
-        let archive = self.context.settings.archive.clone().expect("a restore has an archive");
+        let archive = self.archive.to_path_buf();
         let manifest = self.check_archive(&archive).await?;
         let facts = &manifest.restore;
         let plan = Arc::new(facts.plan.clone());
         self.context.adopt_plan(&plan);
         // No source server: only the target's free slots bound --jobs.
-        self.context.check_target(&facts.target_needs, None, None).await?;
+        self.context
+            .check_target(self.target, &facts.target_needs, None, None)
+            .await?;
         let tools = tools::locate(self.context.settings.pg_bin.as_deref(), facts.server_major)
             .map_err(|error| SyncError::Usage(format!("{error:#}")))?;
         let job = self.prepare_restore(&archive, facts, &plan, tools, started_at).await?;
@@ -47,7 +52,9 @@ impl Restore<'_> {
             .await?;
         self.context.restore_post_data(&job, &plan, &post_data).await?;
         self.context.validate_against_manifest(&job, &plan, &manifest).await?;
-        self.context.swap(&job, &facts.database, &facts.settings).await
+        self.context
+            .swap(self.target, &job, &facts.database, &facts.settings)
+            .await
     }
 
     /// The manifest, once every file of the archive matches it; an incomplete or altered archive
@@ -72,16 +79,18 @@ impl Restore<'_> {
         tools: tools::PgTools,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<Arc<Job>, SyncError> {
-        let settings = self.context.settings;
         // The archive is only read: the run's own files (list files) go to a directory of its own.
-        let scratch_directory = self.context.create_dump_directory(started_at)?;
-        let passfile = self.context.workspace.create_passfile(&[settings.target()])?;
+        let scratch_directory = self.context.create_dump_directory(self.target, started_at)?;
+        let passfile = self.context.workspace.create_passfile(&[self.target])?;
         self.context.announce(plan, &tools, &scratch_directory, started_at);
         self.context.emit(Event::Phase(Phase::Schema));
-        let temporary = self.context.create_copy(&facts.database, started_at).await?;
+        let temporary = self
+            .context
+            .create_copy(self.target, &facts.database, started_at)
+            .await?;
         Ok(self.context.job(JobPlaces {
             snapshot: None,
-            work_target: Some(settings.target().with_database(&temporary)),
+            work_target: Some(self.target.with_database(&temporary)),
             tools,
             passfile,
             schema_exclusions: Vec::new(),

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::catalog::{self, QualifiedName};
+use crate::connection::Endpoint;
 use crate::engine::context::RunContext;
+use crate::engine::copy::CopyFrom;
 use crate::engine::preflight::{self, Source};
 use crate::engine::step_error;
 use crate::engine::steps::postdata::PostData;
@@ -24,6 +26,8 @@ const COPIES_AFTER_A_LOST_SNAPSHOT: u32 = 3;
 /// A sync (not `Sync`, which names the marker trait): the run context and the copy it makes.
 pub(in crate::engine) struct SyncMode<'a> {
     pub(in crate::engine) context: RunContext<'a>,
+    pub(in crate::engine) source: &'a Endpoint,
+    pub(in crate::engine) target: &'a Endpoint,
 }
 
 impl SyncMode<'_> {
@@ -32,14 +36,14 @@ impl SyncMode<'_> {
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<(), SyncError> {
         if let Some(directory) = self.context.settings.resume.clone()
-            && self.context.resume(&directory, started_at).await?
+            && self.context.resume(self.target, &directory, started_at).await?
         {
             return Ok(());
         }
-        let (mut source, plan, unreadable) = self.context.inspect_source().await?;
+        let (mut source, plan, unreadable) = self.context.inspect_source(self.source).await?;
         let needs = catalog::TargetNeeds::of(&source.inventory);
         self.context
-            .check_target(&needs, Some((&source, &plan)), Some(source.free_slots))
+            .check_target(self.target, &needs, Some((&source, &plan)), Some(source.free_slots))
             .await?;
         let tools = preflight::locate_tools(self.context.settings, &source)?;
         let mut copy = 1;
@@ -75,10 +79,14 @@ impl SyncMode<'_> {
         started_at: chrono::DateTime<chrono::Local>,
         copy: u32,
     ) -> Result<(), SyncError> {
-        let job = self
-            .context
-            .prepare(source, plan, tools.clone(), unreadable.to_vec(), started_at, copy == 1)
-            .await?;
+        let from = CopyFrom {
+            source,
+            target: self.target,
+            plan,
+            tools,
+            schema_exclusions: unreadable,
+        };
+        let job = self.context.prepare(&from, started_at, copy == 1).await?;
         let plan = self.context.split_large_tables(&job, plan, source).await?;
         self.context.progress.set_plan(&plan);
         let plan = Arc::new(plan);
@@ -94,7 +102,9 @@ impl SyncMode<'_> {
         if self.context.settings.keep_dumps() {
             self.context.write_manifest(&job, &plan, source, &source_counts).await;
         }
-        self.context.swap(&job, &source.database, &source.settings).await
+        self.context
+            .swap(self.target, &job, &source.database, &source.settings)
+            .await
     }
 
     /// PHASES 1 and 2: the schema dump, then pre-data alongside the units of data. Dumps start
@@ -110,7 +120,7 @@ impl SyncMode<'_> {
             .context
             .retried(job, "schema dump", |_| steps::schema::dump(job))
             .await?;
-        let watched_source = Some((self.context.settings.source().clone(), source.server.major()));
+        let watched_source = Some((self.source.clone(), source.server.major()));
         self.context
             .load_schema_and_data(job, plan, &schema_dump, &source.index_owners, watched_source)
             .await
@@ -181,7 +191,7 @@ impl SyncMode<'_> {
             base_delay: Duration::from_secs(1),
         };
         let connect = |_| async {
-            let (client, pid) = preflight::connect_source(settings, &self.context.cancellation)
+            let (client, pid) = preflight::connect_source(self.source, settings, &self.context.cancellation)
                 .await
                 .map_err(|error| match error {
                     SyncError::Failed(error) => steps::database_attempt_error(error),

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::catalog::{self};
+use crate::connection::Endpoint;
 use crate::engine::context::FreeSlots;
 use crate::engine::steps::checksum::{self, Sessions, checksum_differences};
 use crate::engine::{RunContext, interruptible};
@@ -12,11 +13,13 @@ use crate::errors::SyncError;
 use crate::plan::Plan;
 use crate::report::{Reporter, VerifyDifference, VerifyReport};
 use crate::scheduler::Cancellation;
-use crate::settings::{Settings, Verification};
+use crate::settings::{Places, Settings, Verification};
 
 /// `dbsync verify`: the run context, used for its source inspection and session grant.
 pub(in crate::engine) struct Verify<'a> {
     pub(in crate::engine) context: RunContext<'a>,
+    pub(in crate::engine) source: &'a Endpoint,
+    pub(in crate::engine) target: &'a Endpoint,
 }
 
 pub async fn verify(
@@ -24,8 +27,15 @@ pub async fn verify(
     reporter: Arc<dyn Reporter>,
     cancellation: Cancellation,
 ) -> Result<VerifyReport, SyncError> {
+    let Places::Databases { source, target } = &settings.places else {
+        return Err(crate::usage_error!(
+            "dbsync verify compares a source database with a target database"
+        ));
+    };
     let mut mode = Verify {
         context: RunContext::new(settings, reporter, cancellation),
+        source,
+        target,
     };
     mode.run().await
 }
@@ -34,15 +44,9 @@ type SideReading = (Vec<Option<i64>>, Vec<Option<String>>, (i64, String));
 
 impl Verify<'_> {
     pub(in crate::engine) async fn run(&mut self) -> Result<VerifyReport, SyncError> {
-        let settings = self.context.settings;
-        let (source, plan, _) = self.context.inspect_source().await?;
-        let target = Arc::new(
-            interruptible(
-                &self.context.cancellation,
-                catalog::connect(settings.target(), "target"),
-            )
-            .await?,
-        );
+        let (source, plan, _) = self.context.inspect_source(self.source).await?;
+        let target =
+            Arc::new(interruptible(&self.context.cancellation, catalog::connect(self.target, "target")).await?);
         let target_free = interruptible(&self.context.cancellation, catalog::free_connection_slots(&target)).await?;
         let free = FreeSlots {
             source: Some(source.free_slots),
@@ -90,8 +94,8 @@ impl Verify<'_> {
             );
         }
         Ok(VerifyReport {
-            source: settings.source().to_string(),
-            target: settings.target().to_string(),
+            source: self.source.to_string(),
+            target: self.target.to_string(),
             tables: plan.tables.len(),
             sequences: plan.sequences.len(),
             checksums: sessions.is_some(),
@@ -119,8 +123,8 @@ impl Verify<'_> {
         );
         let jobs = self.context.granted_jobs();
         let sessions = tokio::try_join!(
-            Sessions::open(settings.source(), "source", jobs, Some(&snapshots.0)),
-            Sessions::open(settings.target(), "target", jobs, Some(&snapshots.1))
+            Sessions::open(self.source, "source", jobs, Some(&snapshots.0)),
+            Sessions::open(self.target, "target", jobs, Some(&snapshots.1))
         )?;
         sessions.0.set_mask_salt(settings.masking.salt.as_deref()).await?;
         Ok(Some(sessions))
