@@ -161,11 +161,17 @@ pub struct PlanArguments {
 impl PlanArguments {
     /// `--merge`: the same servers and configuration seen as a merge's dry run.
     pub fn as_merge(&self) -> MergeArguments {
+        // Every field named: a new one does not compile until it is carried over or left out here.
+        let PlanArguments {
+            sync,
+            format: _,
+            merge: _,
+        } = self;
         MergeArguments {
-            source: self.sync.source.clone(),
-            target: self.sync.target.target.clone(),
+            source: sync.source.clone(),
+            target: sync.target.target.clone(),
             yes: false,
-            run: self.sync.run.clone(),
+            run: sync.run.clone(),
             dry_run: true,
             id_map: None,
         }
@@ -189,9 +195,11 @@ pub struct DumpArguments {
 impl DumpArguments {
     /// The same run seen as a sync without a target: what dumping shares with syncing.
     pub fn as_sync(&self) -> SyncArguments {
+        // Every field named: a new one does not compile until it is carried over or left out here.
+        let DumpArguments { source, output: _, run } = self;
         SyncArguments {
-            source: self.source.clone(),
-            run: self.run.clone(),
+            source: source.clone(),
+            run: run.clone(),
             ..SyncArguments::default()
         }
     }
@@ -217,10 +225,17 @@ pub struct RestoreArguments {
 impl RestoreArguments {
     /// The same run seen as a sync without a source: what restoring shares with syncing.
     pub fn as_sync(&self) -> SyncArguments {
+        // Every field named: a new one does not compile until it is carried over or left out here.
+        let RestoreArguments {
+            archive: _,
+            target,
+            run,
+            dump_dir,
+        } = self;
         SyncArguments {
-            target: self.target.clone(),
-            run: self.run.clone(),
-            dump_dir: self.dump_dir.clone(),
+            target: target.clone(),
+            run: run.clone(),
+            dump_dir: dump_dir.clone(),
             no_keep_dumps: true,
             no_stream: true,
             ..SyncArguments::default()
@@ -365,14 +380,22 @@ pub struct VerifyArguments {
 impl VerifyArguments {
     /// The same comparison seen as a sync: the selection and the servers it would copy between.
     pub fn as_sync(&self) -> SyncArguments {
+        // Every field named: a new one does not compile until it is carried over or left out here.
+        let VerifyArguments {
+            source,
+            target,
+            run,
+            checksum,
+            format: _,
+        } = self;
         SyncArguments {
-            source: self.source.clone(),
+            source: source.clone(),
             target: TargetArguments {
-                target: self.target.clone(),
+                target: target.clone(),
                 ..TargetArguments::default()
             },
-            run: self.run.clone(),
-            verify: Some(if self.checksum { "checksum" } else { "count" }.to_string()),
+            run: run.clone(),
+            verify: Some(if *checksum { "checksum" } else { "count" }.to_string()),
             ..SyncArguments::default()
         }
     }
@@ -406,15 +429,25 @@ pub struct MergeArguments {
 impl MergeArguments {
     /// The same run seen as a sync: the selection, the servers and the settings it shares.
     pub fn as_sync(&self) -> SyncArguments {
+        // Every field named: a new one does not compile until it is carried over or left out here
+        // (the ID map is taken by `settings::resolve_merge`).
+        let MergeArguments {
+            source,
+            target,
+            yes,
+            run,
+            dry_run,
+            id_map: _,
+        } = self;
         SyncArguments {
-            source: self.source.clone(),
+            source: source.clone(),
             target: TargetArguments {
-                target: self.target.clone(),
-                yes: self.yes,
+                target: target.clone(),
+                yes: *yes,
                 ..TargetArguments::default()
             },
-            run: self.run.clone(),
-            dry_run: self.dry_run,
+            run: run.clone(),
+            dry_run: *dry_run,
             ..SyncArguments::default()
         }
     }

@@ -26,12 +26,25 @@ impl Outcome {
     ];
 }
 
-pub const EXIT_SUCCESS: u8 = 0;
-pub const EXIT_FAILURE: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_VALIDATION: u8 = 3;
-pub const EXIT_INTERRUPTED: u8 = 130;
-pub const EXIT_TERMINATED: u8 = 143;
+/// The exit codes dbsync ends with, as the README documents them.
+pub struct ExitCode;
+
+impl ExitCode {
+    /// The run did what was asked (a copy swapped in, an archive written, both sides equal).
+    pub const SUCCESS: u8 = 0;
+    /// A failure after the run started (a server, a tool, a step that failed beyond its retries);
+    /// the previous target is kept.
+    pub const FAILURE: u8 = 1;
+    /// Refused before anything was changed: bad input, missing consent, an unsafe target.
+    pub const USAGE: u8 = 2;
+    /// The copy (or `verify`, `diff`) found differences between the source and the target; the
+    /// previous target is kept.
+    pub const VALIDATION: u8 = 3;
+    /// Stopped by Ctrl+C (SIGINT), everything started stopped and cleaned up.
+    pub const INTERRUPTED: u8 = 130;
+    /// Stopped by SIGTERM, everything started stopped and cleaned up.
+    pub const TERMINATED: u8 = 143;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -60,11 +73,11 @@ impl SyncError {
 
     pub fn exit_code(&self) -> u8 {
         match self {
-            SyncError::Usage(_) => EXIT_USAGE,
-            SyncError::Interrupted(Signal::SIGTERM) => EXIT_TERMINATED,
-            SyncError::Interrupted(_) => EXIT_INTERRUPTED,
-            SyncError::ValidationFailed(_) => EXIT_VALIDATION,
-            SyncError::Failed(_) => EXIT_FAILURE,
+            SyncError::Usage(_) => ExitCode::USAGE,
+            SyncError::Interrupted(Signal::SIGTERM) => ExitCode::TERMINATED,
+            SyncError::Interrupted(_) => ExitCode::INTERRUPTED,
+            SyncError::ValidationFailed(_) => ExitCode::VALIDATION,
+            SyncError::Failed(_) => ExitCode::FAILURE,
         }
     }
 }
@@ -83,4 +96,32 @@ macro_rules! usage_error {
     ($($argument:tt)*) => {
         $crate::errors::SyncError::Usage(format!($($argument)*))
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_exit_code_is_documented_in_the_readme() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let table = readme
+            .split("### Exit codes")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("the README has an exit code table");
+        for code in [
+            ExitCode::SUCCESS,
+            ExitCode::FAILURE,
+            ExitCode::USAGE,
+            ExitCode::VALIDATION,
+            ExitCode::INTERRUPTED,
+            ExitCode::TERMINATED,
+        ] {
+            assert!(
+                table.contains(&format!("\n| {code} |")),
+                "exit code {code} is not in the README's table"
+            );
+        }
+    }
 }

@@ -26,7 +26,7 @@ pub mod tools;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::errors::EXIT_FAILURE;
+use crate::errors::ExitCode;
 use crate::errors::Outcome;
 use crate::report::Event;
 use crate::scheduler::Cancellation;
@@ -38,7 +38,7 @@ pub fn main_entry() -> u8 {
         Ok(runtime) => runtime,
         Err(error) => {
             report::print_error(&format!("cannot start the async runtime: {error}"));
-            return EXIT_FAILURE;
+            return ExitCode::FAILURE;
         }
     };
     let environment = settings::Environment::of_process();
@@ -94,7 +94,7 @@ async fn list_archives(arguments: &cli::ArchivesArguments, environment: &setting
     match listing.await {
         Ok((target, template, found)) => {
             report::print_archives(&target, &template, &found);
-            errors::EXIT_SUCCESS
+            ExitCode::SUCCESS
         }
         Err(error) => {
             report::print_error(&format!("{error:#}"));
@@ -130,8 +130,8 @@ fn show<T>(result: Result<T, errors::SyncError>, print: impl FnOnce(&T) -> u8) -
 
 fn equal_or_not(equal: bool) -> u8 {
     match equal {
-        true => errors::EXIT_SUCCESS,
-        false => errors::EXIT_VALIDATION,
+        true => ExitCode::SUCCESS,
+        false => ExitCode::VALIDATION,
     }
 }
 
@@ -157,7 +157,7 @@ async fn show_plan(settings: Result<settings::Settings, errors::SyncError>, json
     };
     show(planned, |plan| {
         report::print_plan(plan, json);
-        errors::EXIT_SUCCESS
+        ExitCode::SUCCESS
     })
 }
 
@@ -175,7 +175,7 @@ async fn run_engine(settings: Result<settings::Settings, errors::SyncError>) -> 
     let cancellation = Cancellation::new();
     if let Err(error) = scheduler::listen_for_signals(cancellation.clone()) {
         report::print_error(&format!("cannot install signal handlers: {error}"));
-        return EXIT_FAILURE;
+        return ExitCode::FAILURE;
     }
     let outcome = engine::run(&settings, reporter.clone(), cancellation).await;
     // A refusal changed nothing: its reason is the whole story, without a table of NOT DONE.
@@ -192,7 +192,7 @@ async fn run_engine(settings: Result<settings::Settings, errors::SyncError>) -> 
         report::print_error(&format!("{error:#}"));
     }
     match &outcome.result {
-        Ok(()) => errors::EXIT_SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // Also on stderr, so cron mails and CI logs show why even when stdout is discarded.
             report::print_error(&report::closing_line(&outcome.result, kind));

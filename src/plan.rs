@@ -1024,7 +1024,7 @@ mod tests {
             message.contains("\"userz\"") && message.contains("closest table names: users"),
             "{message}"
         );
-        assert_eq!(error.exit_code(), crate::errors::EXIT_USAGE);
+        assert_eq!(error.exit_code(), crate::errors::ExitCode::USAGE);
 
         // Partitions are not matched on their own: their tree comes with its root.
         let include = patterns(&["audit_logs_default"]);

@@ -11,7 +11,7 @@ use super::steps::{DumpSpace, Job};
 use super::workspace::Workspace;
 use super::{RunOutcome, cancelled, resume, step_error};
 use crate::catalog::QualifiedName;
-use crate::errors::{EXIT_SUCCESS, Outcome, SyncError};
+use crate::errors::{ExitCode, Outcome, SyncError};
 use crate::plan::Plan;
 use crate::process::last_meaningful_line;
 use crate::report::{Event, Notice, Reporter, Summary, Warning};
@@ -295,7 +295,7 @@ impl<'a> RunContext<'a> {
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Summary {
         let (outcome, exit_code, error) = match result {
-            Ok(()) => (Outcome::Success, EXIT_SUCCESS, None),
+            Ok(()) => (Outcome::Success, ExitCode::SUCCESS, None),
             Err(error) => (error.outcome(), error.exit_code(), Some(format!("{error:#}"))),
         };
         Summary {

@@ -62,8 +62,34 @@ pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation:
     let (result, mut context) = match settings.run() {
         Run::Sync { source, target } => run_as!(SyncMode { source, target }, context, started_at),
         Run::Refresh { source, target } => run_as!(Refresh { source, target }, context, started_at),
-        Run::Incremental { source, target } => run_as!(Incremental { source, target }, context, started_at),
-        Run::Merge { source, target } => run_as!(Merge { source, target }, context, started_at),
+        Run::Incremental {
+            source,
+            target,
+            options,
+        } => {
+            run_as!(
+                Incremental {
+                    source,
+                    target,
+                    options
+                },
+                context,
+                started_at
+            )
+        }
+        Run::Merge {
+            source,
+            target,
+            options,
+        } => run_as!(
+            Merge {
+                source,
+                target,
+                options
+            },
+            context,
+            started_at
+        ),
         Run::Dump { source, output } => run_as!(Dump { source, output }, context, started_at),
         Run::Restore { archive, target } => run_as!(Restore { archive, target }, context, started_at),
     };

@@ -340,12 +340,12 @@ pub async fn obtain_refresh_consent(
     tables: usize,
     cancellation: &Cancellation,
 ) -> Result<(), SyncError> {
-    let (what, writes) = match settings.content {
+    let (what, writes) = match &settings.content {
         crate::settings::Content::Incremental { .. } => (
             "an incremental sync writes the rows that differ into",
             "get the rows that changed in the source",
         ),
-        crate::settings::Content::Merge => (
+        crate::settings::Content::Merge(_) => (
             "a merge adds the source's rows to",
             "get the source's rows, with new keys",
         ),

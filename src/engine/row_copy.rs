@@ -87,8 +87,8 @@ impl RunContext<'_> {
         let exists = interruptible(&self.cancellation, server.database_exists(&endpoint.dbname)).await?;
         self.workspace.target_server = Some(server);
         if !exists {
-            let hint = match settings.content {
-                Content::Merge => {
+            let hint = match &settings.content {
+                Content::Merge(_) => {
                     "dbsync merge adds rows to an existing database (`dbsync sync --schema-only` creates one with the source's schema)"
                 }
                 _ => "a data-only refresh fills an existing database (run without --data-only to create it)",
@@ -289,7 +289,7 @@ impl RunContext<'_> {
         differences: Vec<crate::report::VerifyDifference>,
     ) -> Result<(), SyncError> {
         // `--incremental --no-delete` keeps the target's rows the source no longer has.
-        let keeps_rows = matches!(self.settings.content, Content::Incremental { delete: false, .. });
+        let keeps_rows = matches!(&self.settings.content, Content::Incremental(options) if !options.delete);
         let mismatches: Vec<(String, i64, i64)> = super::steps::validate::count_mismatches(plan, &counts)
             .into_iter()
             .filter(|(_, source, target)| !(keeps_rows && target > source))

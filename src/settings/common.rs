@@ -38,6 +38,7 @@ pub(super) fn incremental_settings(
         fire_triggers: config.fire_triggers.clone(),
         lookback: Duration::from_secs(config.lookback_seconds.unwrap_or(0)),
         source: config.source.clone().filter(|name| !name.trim().is_empty()),
+        ..defaults
     })
 }
 
@@ -120,7 +121,7 @@ pub(super) fn places_of(
             let (output, template) = resolve_output(output, utc)?;
             (Places::Dump { source, output }, template)
         }
-        Mode::Sync | Mode::Verify => {
+        Mode::Sync | Mode::Verify | Mode::Merge { .. } => {
             let source = source()?;
             let (target, template) = target()?;
             (Places::Databases { source, target }, template)

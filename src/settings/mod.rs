@@ -21,8 +21,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::{
-    ArchivesArguments, DiffArguments, DumpArguments, MergeArguments, RestoreArguments, SyncArguments, VerifyArguments,
-    switch,
+    ArchivesArguments, DiffArguments, DumpArguments, MergeArguments, RestoreArguments, RunArguments, SourceArguments,
+    SyncArguments, TargetArguments, VerifyArguments, switch,
 };
 use crate::connection::{Endpoint, EndpointDefaults};
 use crate::dated::{self, DatedName};
@@ -71,8 +71,8 @@ impl Verification {
     }
 }
 
-/// What a sync copies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a sync copies, with the settings only that kind of run has.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
     /// Schema and rows, into a new copy swapped in for the target.
     Everything,
@@ -82,12 +82,11 @@ pub enum Content {
     /// (`--data-only`); `fix_schema` first adds what the target lacks.
     DataOnly { fix_schema: bool },
     /// Only the rows that differ, into the existing target, each table in one transaction
-    /// (`--incremental`): `deep` compares every table by key ranges, `delete` removes the rows
-    /// the source no longer has.
-    Incremental { deep: bool, delete: bool },
+    /// (`--incremental`, `[incremental]`).
+    Incremental(IncrementalSettings),
     /// `dbsync merge`: the source's rows folded into the existing target with new keys
-    /// (`[merge]`), each table (or cycle of tables) in one transaction.
-    Merge,
+    /// (`[merge]`, `--id-map`), each table (or cycle of tables) in one transaction.
+    Merge(MergeSettings),
 }
 
 /// What to do with a source row whose natural key the target already has.
@@ -154,6 +153,10 @@ pub struct IncrementalSettings {
     /// `[incremental] source`: the name the watermarks know the source by (default
     /// `host:port/database`).
     pub source: Option<String>,
+    /// `--deep`: compare every table by key ranges, even those with a change column.
+    pub deep: bool,
+    /// Remove the rows the source no longer has (not with `--no-delete`).
+    pub delete: bool,
 }
 
 pub const DEFAULT_BATCH_ROWS: u64 = 10_000;
@@ -167,6 +170,8 @@ impl Default for IncrementalSettings {
             fire_triggers: Vec::new(),
             lookback: Duration::ZERO,
             source: None,
+            deep: false,
+            delete: true,
         }
     }
 }
@@ -228,10 +233,12 @@ pub enum Run<'a> {
     Incremental {
         source: &'a Endpoint,
         target: &'a Endpoint,
+        options: &'a IncrementalSettings,
     },
     Merge {
         source: &'a Endpoint,
         target: &'a Endpoint,
+        options: &'a MergeSettings,
     },
     Dump {
         source: &'a Endpoint,
@@ -282,10 +289,6 @@ pub struct Settings {
     pub hooks: crate::hooks::Hooks,
     /// `[transform]` of the config file, with the salt from `DBSYNC_MASK_SALT`.
     pub masking: crate::masking::Masking,
-    /// `[incremental]` and `--batch-rows`.
-    pub incremental: IncrementalSettings,
-    /// `[merge]` and `--id-map`.
-    pub merge: MergeSettings,
     /// `--dry-run` of a data-only refresh: check the target, show `--fix-schema`'s statements,
     /// change nothing. (A full sync's dry run is `dbsync plan`.)
     pub dry_run: bool,
@@ -310,12 +313,20 @@ impl Settings {
     /// Which run these settings are for, with its places, decided here once: a restore reads
     /// no source, a dump writes no target, and what a sync copies names the rest.
     pub fn run(&self) -> Run<'_> {
-        match (&self.places, self.content) {
+        match (&self.places, &self.content) {
             (Places::Restore { archive, target }, _) => Run::Restore { archive, target },
             (Places::Dump { source, output }, _) => Run::Dump { source, output },
             (Places::Databases { source, target }, Content::DataOnly { .. }) => Run::Refresh { source, target },
-            (Places::Databases { source, target }, Content::Incremental { .. }) => Run::Incremental { source, target },
-            (Places::Databases { source, target }, Content::Merge) => Run::Merge { source, target },
+            (Places::Databases { source, target }, Content::Incremental(options)) => Run::Incremental {
+                source,
+                target,
+                options,
+            },
+            (Places::Databases { source, target }, Content::Merge(options)) => Run::Merge {
+                source,
+                target,
+                options,
+            },
             (Places::Databases { source, target }, Content::Everything | Content::SchemaOnly) => {
                 Run::Sync { source, target }
             }
@@ -439,6 +450,10 @@ pub fn resolve_archives(
 /// Which run the settings are for: what it reads and writes besides the databases.
 enum Mode<'a> {
     Sync,
+    /// A sync's selection and servers, folded into the existing target.
+    Merge {
+        id_map: Option<&'a PathBuf>,
+    },
     /// Reads both sides only: no target name is refused.
     Verify,
     Dump {
@@ -456,6 +471,7 @@ fn content_of(
     exclude: &[TablePattern],
     transfer: Transfer,
     dated: &Option<DatedName>,
+    incremental: IncrementalSettings,
 ) -> Result<Content, SyncError> {
     if arguments.schema_only {
         if !include.is_empty() || !exclude.is_empty() {
@@ -486,10 +502,11 @@ fn content_of(
         return Err(usage_error!("{flag} cannot be used with {refused}"));
     }
     if arguments.incremental {
-        return Ok(Content::Incremental {
+        return Ok(Content::Incremental(IncrementalSettings {
             deep: arguments.deep,
             delete: !arguments.no_delete,
-        });
+            ..incremental
+        }));
     }
     Ok(Content::DataOnly {
         fix_schema: arguments.fix_schema,
@@ -529,18 +546,80 @@ pub fn resolve_restore(arguments: &RestoreArguments, environment: &Environment) 
 
 /// `dbsync merge`: a sync's selection and servers, writing into the existing target.
 pub fn resolve_merge(arguments: &MergeArguments, environment: &Environment) -> Result<Settings, SyncError> {
-    let mut settings = resolve_run(&arguments.as_sync(), Mode::Sync, environment)?;
+    let mode = Mode::Merge {
+        id_map: arguments.id_map.as_ref(),
+    };
+    let settings = resolve_run(&arguments.as_sync(), mode, environment)?;
     if settings.dated.is_some() || settings.retain.is_some() {
         return Err(usage_error!(
             "dbsync merge writes into one existing database: a date template in the target name and --retain do not apply"
         ));
     }
-    settings.content = Content::Merge;
-    settings.merge.id_map = arguments.id_map.clone();
     Ok(settings)
 }
 
+/// Names every flag a sync's resolution reads, so that a flag added to the command line does not
+/// compile until it is resolved (and added here): nothing is forgotten between clap and the
+/// settings.
+fn every_flag_is_resolved(arguments: &SyncArguments) {
+    let SyncArguments {
+        source:
+            SourceArguments {
+                source: _,
+                include: _,
+                exclude: _,
+                lock_timeout: _,
+            },
+        target:
+            TargetArguments {
+                target: _,
+                analyze: _,
+                no_analyze: _,
+                no_terminate: _,
+                yes: _,
+                no_owner: _,
+                owner: _,
+                no_tablespaces: _,
+                no_privileges: _,
+                privileges: _,
+                maintenance_memory: _,
+            },
+        run:
+            RunArguments {
+                config: _,
+                jobs: _,
+                retries: _,
+                pg_bin: _,
+                report: _,
+                plain: _,
+                progress_every: _,
+                retain: _,
+                utc: _,
+            },
+        dump_dir: _,
+        keep_dumps: _,
+        no_keep_dumps: _,
+        stream: _,
+        no_stream: _,
+        dry_run: _,
+        resume: _,
+        foreign_keys: _,
+        verify: _,
+        schema_only: _,
+        data_only: _,
+        incremental: _,
+        deep: _,
+        no_delete: _,
+        batch_rows: _,
+        stream_larger_than: _,
+        split_larger_than: _,
+        copy_roles: _,
+        fix_schema: _,
+    } = arguments;
+}
+
 fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment) -> Result<Settings, SyncError> {
+    every_flag_is_resolved(arguments);
     let (config_path, config) = config_of(arguments.run.config.as_ref(), environment)?;
     let options = &config.options;
     let located = places_of(arguments, &mode, &config, environment)?;
@@ -548,9 +627,15 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
     let (foreign_keys, verification) = policies_of(arguments, options)?;
     let (include, exclude) = patterns_of(arguments, &config)?;
     let transfer = transfer_of(arguments, options, verification)?;
-    let content = content_of(arguments, &include, &exclude, transfer, &located.dated)?;
     let (maintenance_memory, splitting, stream_larger_than) = sizes_of(arguments, options)?;
     let (hooks, masking, incremental, merge) = sections_of(arguments, &config, config_path.as_deref(), environment)?;
+    let content = match mode {
+        Mode::Merge { id_map } => Content::Merge(MergeSettings {
+            id_map: id_map.cloned(),
+            ..merge
+        }),
+        _ => content_of(arguments, &include, &exclude, transfer, &located.dated, incremental)?,
+    };
     let flags = &arguments.target;
     let dump_dir = arguments.dump_dir.clone().or(options.dump_dir.clone());
     let lock_timeout = arguments.source.lock_timeout.or(options.lock_timeout);
@@ -571,8 +656,6 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
         stream_larger_than,
         hooks,
         masking,
-        incremental,
-        merge,
         dump_dir: dump_dir.unwrap_or(".".into()),
         transfer,
         analyze: chosen(flags.analyze, flags.no_analyze, options.analyze),
@@ -695,7 +778,7 @@ mod tests {
     fn missing_source_is_a_usage_error_that_says_how() {
         let environment = environment_of(&[]);
         let error = resolve(&arguments(&["--target", "postgres://u@t/x"]), &environment).unwrap_err();
-        assert_eq!(error.exit_code(), crate::errors::EXIT_USAGE);
+        assert_eq!(error.exit_code(), crate::errors::ExitCode::USAGE);
         assert!(error.to_string().contains("--source"), "{error}");
     }
 
@@ -748,7 +831,7 @@ mod tests {
                 flags.extend(["--retain", retain]);
             }
             let error = resolve(&arguments(&flags), &environment).unwrap_err();
-            assert_eq!(error.exit_code(), crate::errors::EXIT_USAGE, "{target}: {error}");
+            assert_eq!(error.exit_code(), crate::errors::ExitCode::USAGE, "{target}: {error}");
             assert!(error.to_string().contains(expected), "{target}: {error}");
         }
     }
@@ -791,7 +874,7 @@ mod tests {
 
         std::fs::write(&path, "[options]\njobs = 2\nturbo = true\n").unwrap();
         let error = resolve(&arguments(&["--config", path_text]), &environment).unwrap_err();
-        assert_eq!(error.exit_code(), crate::errors::EXIT_USAGE);
+        assert_eq!(error.exit_code(), crate::errors::ExitCode::USAGE);
         assert!(error.to_string().contains("line 3"), "{error}");
         assert!(error.to_string().contains("turbo"), "{error}");
     }

@@ -21,7 +21,6 @@ use crate::hooks::HookStage;
 use crate::plan::Plan;
 use crate::report::{Event, IncrementalHow, KeyRangeReason, Notice, Phase, TableLine, Warning};
 use crate::scheduler::share_out;
-use crate::settings::Content;
 use crate::usage_error;
 
 /// `sync --incremental`: the run context and the kept target it brings up to date.
@@ -29,6 +28,8 @@ pub(in crate::engine) struct Incremental<'a> {
     pub(in crate::engine) context: RunContext<'a>,
     pub(in crate::engine) source: &'a Endpoint,
     pub(in crate::engine) target: &'a Endpoint,
+    /// Its own section of the settings.
+    pub(in crate::engine) options: &'a crate::settings::IncrementalSettings,
 }
 
 /// A table to change and the planned table it belongs to (a tree's members share one).
@@ -43,9 +44,7 @@ impl Incremental<'_> {
         let (target, fitted) = self.context.fitted_kept_target(&source, self.target, &plan).await?;
         let tables = self.changing_tables(&target, &plan, fitted).await?;
         let source_name = Notice::SourceName {
-            name: self
-                .context
-                .named_source(self.source, self.context.settings.incremental.source.as_deref()),
+            name: self.context.named_source(self.source, self.options.source.as_deref()),
             state: "watermarks",
             section: "incremental",
         };
@@ -82,13 +81,11 @@ impl Incremental<'_> {
     /// `--dry-run`: how each table's rows would be found, from its key, its change column and
     /// the watermark the target holds.
     async fn preview_changes(&self, target: &Client, tables: &[Planned]) -> Result<(), SyncError> {
-        let source_identity = self
-            .context
-            .named_source(self.source, self.context.settings.incremental.source.as_deref());
+        let source_identity = self.context.named_source(self.source, self.options.source.as_deref());
         let names: Vec<QualifiedName> = tables.iter().map(|(_, table)| table.name.clone()).collect();
         let read = catalog::existing_watermarks(target, &source_identity, &names);
         let watermarks = interruptible(&self.context.cancellation, read).await?;
-        let deep = matches!(self.context.settings.content, Content::Incremental { deep: true, .. });
+        let deep = self.options.deep;
         for ((_, table), held) in tables.iter().zip(watermarks) {
             let how = match (&table.key, &table.change) {
                 (None, _) => IncrementalHow::Replaced,
@@ -147,21 +144,16 @@ impl Incremental<'_> {
             agreed_hash(&source.clients()[0], &target[0]),
         )
         .await?;
-        let (deep, delete) = match self.context.settings.content {
-            Content::Incremental { deep, delete } => (deep, delete),
-            _ => (false, true),
-        };
-        let source_identity = self
-            .context
-            .named_source(self.source, self.context.settings.incremental.source.as_deref());
+        let (deep, delete) = (self.options.deep, self.options.delete);
+        let source_identity = self.context.named_source(self.source, self.options.source.as_deref());
         let context = ChangeContext {
             source_identity: &source_identity,
             horizon,
             hash,
             deep,
             delete,
-            batch_rows: self.context.settings.incremental.batch_rows,
-            lookback_seconds: self.context.settings.incremental.lookback.as_secs(),
+            batch_rows: self.options.batch_rows,
+            lookback_seconds: self.options.lookback.as_secs(),
         };
         let groups: Vec<Vec<&Planned>> = groups
             .iter()
@@ -279,7 +271,7 @@ impl Incremental<'_> {
         plan: &Plan,
         fitted: Vec<RefreshedTable>,
     ) -> Result<Vec<Planned>, SyncError> {
-        let config = &self.context.settings.incremental;
+        let config = &self.options;
         // A source that is itself the target of incremental syncs: its watermarks are not ours.
         if let Some(own) = fitted
             .iter()
@@ -321,7 +313,7 @@ impl Incremental<'_> {
         fitted: RefreshedTable,
         key: Option<Vec<String>>,
     ) -> Result<TableChange, SyncError> {
-        let config = &self.context.settings.incremental;
+        let config = &self.options;
         let masked = fitted.masked.clone();
         if let Some((column, _)) = masked
             .iter()

@@ -30,6 +30,8 @@ pub(in crate::engine) struct Merge<'a> {
     pub(in crate::engine) context: RunContext<'a>,
     pub(in crate::engine) source: &'a Endpoint,
     pub(in crate::engine) target: &'a Endpoint,
+    /// Its own section of the settings.
+    pub(in crate::engine) options: &'a crate::settings::MergeSettings,
 }
 
 /// A table to merge and the planned table it is.
@@ -189,7 +191,7 @@ impl Merge<'_> {
     /// `[merge]` names only tables of the source (a table the selection leaves out is fine: one
     /// config serves runs with different `--include`/`--exclude`).
     fn refuse_unknown_merge_names(&self, inventory: &catalog::Inventory) -> Result<(), SyncError> {
-        let config = &self.context.settings.merge;
+        let config = &self.options;
         for written in config.tables.keys().chain(&config.fire_triggers) {
             if !inventory
                 .tables
@@ -230,9 +232,7 @@ impl Merge<'_> {
             ));
         }
         let config = self
-            .context
-            .settings
-            .merge
+            .options
             .tables
             .iter()
             .find(|(written, _)| preflight::names_table(written, &table.name));
@@ -250,9 +250,7 @@ impl Merge<'_> {
         };
         refuse_unsafe_shape(&shape, &table)?;
         let fire_triggers = self
-            .context
-            .settings
-            .merge
+            .options
             .fire_triggers
             .iter()
             .any(|written| preflight::names_table(written, &table.name));
@@ -304,8 +302,7 @@ impl Merge<'_> {
     }
 
     fn merge_source_identity(&self) -> String {
-        self.context
-            .named_source(self.source, self.context.settings.merge.source.as_deref())
+        self.context.named_source(self.source, self.options.source.as_deref())
     }
 
     /// `--dry-run`: each table in order, what becomes of its keys, and its natural key.
@@ -474,7 +471,7 @@ impl Merge<'_> {
     /// `--id-map FILE`: the merged tables' maps as JSON, `{"table": {"old": new, …}}`, written
     /// row by row from the target (also after a failure: the tables merged so far).
     async fn write_id_map(&self, target: &Client, groups: &[Vec<Planned>]) -> Result<(), SyncError> {
-        let Some(path) = &self.context.settings.merge.id_map else {
+        let Some(path) = &self.options.id_map else {
             return Ok(());
         };
         let tables: Vec<QualifiedName> = groups
