@@ -543,6 +543,15 @@ pub struct Structure {
     pub unvalidated_constraints: BTreeSet<(String, String)>,
 }
 
+/// What a constraint `k` is known by when two databases' structures are compared: its name, but a
+/// partition's foreign key cloned from its parent's is known by the parent key's name. A
+/// partition that had a key of its own before `ATTACH PARTITION` keeps that name on the source,
+/// while every restore (which creates the clone) names it after the parent's key; the data and
+/// the key's meaning are the same. A clone under the wrong parent key still differs.
+const CONSTRAINT_IDENTITY: &str = "CASE WHEN k.contype = 'f' AND k.conparentid <> 0 \
+     THEN (SELECT parent.conname FROM pg_constraint parent WHERE parent.oid = k.conparentid) \
+     ELSE k.conname END";
+
 /// Reads the structure; on the source, call it in the snapshot session, so that it describes
 /// what the dump holds.
 pub async fn structure(client: &Client) -> Result<Structure> {
@@ -566,7 +575,7 @@ pub async fn structure(client: &Client) -> Result<Structure> {
     let constraints = client
         .query(
             &query(
-                "format('%I', k.conname), k.contype::text, k.convalidated",
+                &format!("format('%I', {CONSTRAINT_IDENTITY}), k.contype::text, k.convalidated"),
                 "pg_constraint k",
                 "c.oid = k.conrelid AND k.contype <> 'n'",
             ),

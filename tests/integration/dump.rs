@@ -8,7 +8,7 @@ use crate::harness::fakes::FakeTools;
 use crate::harness::{Cluster, clusters};
 use crate::{
     assert_exit, assert_previous_target_intact, dbsync, dump_dir, fingerprint, is_empty_dir, precious_target,
-    rich_source, text,
+    restore_command, rich_source, text,
 };
 
 fn dump_command(source: &str, output: &Path) -> Command {
@@ -228,16 +228,6 @@ fn a_killed_dump_leaves_a_partial_directory_that_the_next_dump_removes() {
     );
     assert!(!partial[0].exists());
     dbsync::manifest::Manifest::verify(&output, 1).unwrap();
-}
-
-pub fn restore_command(archive: &Path, target: &str) -> Command {
-    let mut command = dbsync();
-    command
-        .args(["restore", "--plain", "--yes"])
-        .arg(archive)
-        .arg("--target")
-        .arg(clusters().target.uri(target));
-    command
 }
 
 #[test]

@@ -421,3 +421,85 @@ fn units_larger_than_the_stream_threshold_are_streamed_unless_dumps_are_kept() {
     assert!(!text(&kept).contains("[STREAM]"), "{}", text(&kept));
     crate::assert_same_copy("autostream_src", "autostream_kept_dst");
 }
+
+#[test]
+fn a_partition_key_named_apart_from_its_parents_key_syncs_without_a_false_alarm() {
+    // A partition with a foreign key of its own, attached to a table with the same key: the
+    // source keeps the partition's name for it, while any restore names it after the parent's
+    // key. PostgreSQL's own regression database has such tables.
+    let clusters = clusters();
+    clusters.source.create_database("keyname_src");
+    clusters.source.psql(
+        "keyname_src",
+        "CREATE TABLE pk (a int PRIMARY KEY); INSERT INTO pk VALUES (1), (2); \
+         CREATE TABLE fk (a int) PARTITION BY LIST (a); \
+         ALTER TABLE fk ADD CONSTRAINT fk_a_fkey FOREIGN KEY (a) REFERENCES pk; \
+         CREATE TABLE fk_1 (a int CONSTRAINT fk_1_a_fkey REFERENCES pk); \
+         ALTER TABLE fk ATTACH PARTITION fk_1 FOR VALUES IN (1, 5); \
+         CREATE TABLE fk_2 PARTITION OF fk FOR VALUES IN (2); \
+         INSERT INTO fk VALUES (1), (2), (2);",
+    );
+    let dumps = dump_dir();
+    for run in 1..=crate::harness::soak_rounds(2, 10) {
+        let output = sync("keyname_src", "keyname_dst", &["--yes"], dumps.path());
+        assert_exit(&output, 0);
+        assert!(text(&output).contains("match"), "run {run}:\n{}", text(&output));
+    }
+    // The partition's key is there on the copy, enforced, under its parent's.
+    let keys = "SELECT c.relname || ' ' || k.conname || ' ' || p.conname FROM pg_constraint k \
+                JOIN pg_class c ON c.oid = k.conrelid JOIN pg_constraint p ON p.oid = k.conparentid \
+                WHERE k.contype = 'f' ORDER BY 1";
+    let copy_keys = clusters.target.psql("keyname_dst", keys);
+    assert!(
+        copy_keys.contains("fk_1 ") && copy_keys.contains(" fk_a_fkey"),
+        "{copy_keys}"
+    );
+    // 5 belongs in fk_1 but has no row in pk: the key refuses it.
+    let refused = clusters
+        .target
+        .psql_command("keyname_dst")
+        .args(["-c", "INSERT INTO fk VALUES (5)"])
+        .output()
+        .unwrap();
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("violates foreign key constraint"), "{error}");
+
+    // A restore validates against the structure the dump recorded: the same key, no alarm.
+    let archive = dumps.path().join("keyname_archive");
+    let dumped = crate::dbsync()
+        .args([
+            "dump",
+            "--plain",
+            "--source",
+            &clusters.source.uri("keyname_src"),
+            "--output",
+        ])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert_exit(&dumped, 0);
+    let restored = crate::restore_command(&archive, "keyname_restored").output().unwrap();
+    assert_exit(&restored, 0);
+    // Had the source's partition key hung under another parent key, the copy differs.
+    let path = archive.join("manifest.json");
+    let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let constraints = manifest["restore"]["structure"]["constraints"].as_array_mut().unwrap();
+    let partition_key = constraints
+        .iter_mut()
+        .find(|entry| entry[0] == "public.fk_1" && entry[2] == "f")
+        .expect("the partition's key is in the manifest");
+    assert_eq!(partition_key[1], "fk_a_fkey", "known by its parent key's name");
+    partition_key[1] = "fk_other_fkey".into();
+    std::fs::write(&path, serde_json::to_string(&manifest).unwrap()).unwrap();
+    let misplaced = crate::restore_command(&archive, "keyname_restored").output().unwrap();
+    assert_exit(&misplaced, 3);
+    let log = text(&misplaced);
+    assert!(
+        log.contains("constraint fk_other_fkey on public.fk_1 is missing on the copy"),
+        "{log}"
+    );
+    assert!(
+        log.contains("constraint fk_a_fkey on public.fk_1 exists on the copy but not on the source"),
+        "{log}"
+    );
+}

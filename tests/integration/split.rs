@@ -92,7 +92,7 @@ fn kept_dumps_hold_every_part_and_restore_to_an_equal_copy() {
     assert_eq!(parts.len(), announced, "{archive:?}");
     dbsync::manifest::Manifest::verify(&archive, 2).unwrap();
     let work = dump_dir();
-    let restored = crate::dump::restore_command(&archive, "split_kept_restored")
+    let restored = crate::restore_command(&archive, "split_kept_restored")
         .arg("--dump-dir")
         .arg(work.path())
         .output()

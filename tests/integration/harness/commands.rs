@@ -210,3 +210,13 @@ pub fn assert_previous_target_intact(database: &str) {
         "a temporary copy was left behind"
     );
 }
+
+pub fn restore_command(archive: &Path, target: &str) -> Command {
+    let mut command = dbsync();
+    command
+        .args(["restore", "--plain", "--yes"])
+        .arg(archive)
+        .arg("--target")
+        .arg(clusters().target.uri(target));
+    command
+}
