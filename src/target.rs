@@ -40,15 +40,25 @@ pub fn refuse_unsafe_target(name: &str, protect: &[String]) -> std::result::Resu
             MAX_IDENTIFIER_BYTES - LONGEST_SUFFIX_BYTES
         ));
     }
-    if let Some(pattern) = protect
-        .iter()
-        .find(|pattern| crate::plan::wildcard_match(pattern, name))
-    {
+    if let Some(pattern) = protect_pattern_of(name, protect) {
         return Err(format!(
             "the target database {name} matches the protect pattern {pattern:?} of the config file; dbsync does not replace it"
         ));
     }
     Ok(())
+}
+
+/// The `protect` pattern of the config file that names `name`, if any.
+pub fn protect_pattern_of<'a>(name: &str, protect: &'a [String]) -> Option<&'a String> {
+    protect
+        .iter()
+        .find(|pattern| crate::plan::wildcard_match(pattern, name))
+}
+
+/// Whether dbsync may drop `name` as an archive: never a database every server needs, never one
+/// the config file protects.
+pub fn droppable_archive(name: &str, protect: &[String]) -> bool {
+    !NEVER_REPLACED.contains(&name) && protect_pattern_of(name, protect).is_none()
 }
 
 /// The name the copy is built under while the run works.

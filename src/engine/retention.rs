@@ -9,11 +9,12 @@ use std::path::Path;
 
 use chrono::NaiveDateTime;
 
+use crate::connection::Endpoint;
 use crate::dated::DatedName;
-use crate::manifest::MANIFEST_FILE;
+use crate::manifest::Manifest;
 use crate::report::{Event, Notice, Warning};
 use crate::settings::Places;
-use crate::target::{TargetServer, describe_sessions};
+use crate::target::{TargetServer, describe_sessions, droppable_archive};
 
 impl RunContext<'_> {
     pub(super) async fn apply_retention(&mut self) {
@@ -25,10 +26,13 @@ impl RunContext<'_> {
             Places::Databases { target, .. } | Places::Restore { target, .. } => {
                 let server = self.workspace.target_server.as_ref().expect("connected in preflight");
                 let source = settings.places.source().map_or("", |source| source.dbname.as_str());
-                let older = older_databases(server, template, &target.dbname, source).await;
+                let older = older_databases(server, template, &target.dbname, source, &settings.protect).await;
                 (target.dbname.clone(), older)
             }
-            Places::Dump { output, .. } => (output.display().to_string(), older_directories(output, template)),
+            Places::Dump { source, output } => (
+                output.display().to_string(),
+                older_directories(output, template, source),
+            ),
         };
         let older = match older {
             Ok(older) => older,
@@ -81,19 +85,25 @@ async fn older_databases(
     template: &DatedName,
     tonight: &str,
     source: &str,
+    protect: &[String],
 ) -> anyhow::Result<Vec<(String, NaiveDateTime)>> {
     let names = server.database_names(template.prefix()).await?;
-    // The source's name is never dropped, even when it fits the template on this same server.
+    // The source's name is never dropped, even when it fits the template on this same server;
+    // nor is a name the config file protects.
     let others = names
         .iter()
         .map(String::as_str)
-        .filter(|name| *name != tonight && *name != source);
+        .filter(|name| *name != tonight && *name != source && droppable_archive(name, protect));
     Ok(template.archives(others))
 }
 
 /// The template's complete archive directories beside `output` (tonight's), newest first, as
-/// paths.
-fn older_directories(output: &Path, template: &DatedName) -> anyhow::Result<Vec<(String, NaiveDateTime)>> {
+/// paths: only those whose manifest is a dbsync manifest of the same source database.
+fn older_directories(
+    output: &Path,
+    template: &DatedName,
+    source: &Endpoint,
+) -> anyhow::Result<Vec<(String, NaiveDateTime)>> {
     let parent = output
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
@@ -103,9 +113,9 @@ fn older_directories(output: &Path, template: &DatedName) -> anyhow::Result<Vec<
     for entry in std::fs::read_dir(parent)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        // A directory without a manifest is not an archive of ours (or not a finished one).
-        if entry.file_type()?.is_dir() && Some(&name) != tonight.as_ref() && entry.path().join(MANIFEST_FILE).is_file()
-        {
+        // A directory without a manifest is not an archive of ours (or not a finished one), and
+        // one whose manifest is not dbsync's, or is another database's, is not this job's.
+        if entry.file_type()?.is_dir() && Some(&name) != tonight.as_ref() && archive_of(&entry.path(), source) {
             names.push(name);
         }
     }
@@ -114,6 +124,17 @@ fn older_directories(output: &Path, template: &DatedName) -> anyhow::Result<Vec<
         .into_iter()
         .map(|(name, date)| (parent.join(name).display().to_string(), date))
         .collect())
+}
+
+/// Whether `directory` holds a complete dbsync archive of `source`'s database on its server (the
+/// user dbsync read it as may differ from run to run).
+fn archive_of(directory: &Path, source: &Endpoint) -> bool {
+    let Ok(manifest) = Manifest::read(directory) else {
+        return false;
+    };
+    let server_and_database = |endpoint: &str| endpoint.rsplit_once('@').map_or(endpoint, |(_, rest)| rest).to_string();
+    manifest.source.database == source.dbname
+        && server_and_database(&manifest.source.endpoint) == server_and_database(&source.to_string())
 }
 
 async fn drop_database(server: &TargetServer, name: &str, terminate: bool) -> anyhow::Result<()> {

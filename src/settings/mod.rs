@@ -300,6 +300,8 @@ pub struct Settings {
     /// How long to wait for the locks on the source's tables.
     pub lock_timeout: Duration,
     pub config_file: Option<PathBuf>,
+    /// `protect` of the config file: database names dbsync never replaces nor drops.
+    pub protect: Vec<String>,
     /// The date template of the target name (`Archive_{date}`) or of the output directory's;
     /// `target.dbname` or `output` holds it rendered for this run.
     pub dated: Option<DatedName>,
@@ -672,6 +674,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
             .get("PGOPTIONS")
             .filter(|options| !options.trim().is_empty()),
         lock_timeout: Duration::from_secs(lock_timeout.unwrap_or(600).max(1)),
+        protect: config.protect.clone(),
         config_file: config_path,
         retain: located.retain,
         resume: arguments.resume.clone(),

@@ -106,6 +106,33 @@ fn retain_keeps_the_newest_dated_copies_and_touches_nothing_that_does_not_match(
 }
 
 #[test]
+fn retention_never_drops_a_protected_database_that_fits_the_template() {
+    small_source("guarded_src");
+    let target = &clusters().target;
+    let protected = "guarded_20200101_000000";
+    let old = "guarded_20200102_000000";
+    for name in [protected, old] {
+        target.create_database(name);
+    }
+    let dumps = dump_dir();
+    let config = dumps.path().join("protect.toml");
+    std::fs::write(&config, "protect = [\"guarded_20200101_*\"]\n").unwrap();
+    let template = "guarded_{date:%Y%m%d_%H%M%S}";
+    let output = crate::sync(
+        "guarded_src",
+        template,
+        &["--retain", "1", "--plain", "--config", config.to_str().unwrap()],
+        dumps.path(),
+    );
+    assert_exit(&output, 0);
+    let log = text(&output);
+    assert!(log.contains(&format!("Dropped {old}, an archive of")), "{log}");
+    assert!(!log.contains(&format!("Dropped {protected}")), "{log}");
+    assert!(target.database_exists(protected), "the protected database was dropped");
+    assert!(!target.database_exists(old), "{log}");
+}
+
+#[test]
 fn a_failed_run_with_retain_drops_nothing() {
     small_source("dated_fail_src");
     let target = &clusters().target;

@@ -134,14 +134,25 @@ fn dated_dumps_with_retain_keep_the_newest_complete_archives() {
         .source
         .psql("dumpdated_src", "CREATE TABLE a (id int); INSERT INTO a VALUES (1)");
     let parent = dump_dir();
-    // An old archive of the template, a look-alike without a manifest, and another name.
+    // An old archive of the template (a real one of this source), a look-alike without a
+    // manifest, look-alikes whose manifest is not dbsync's or is another database's, and another
+    // name.
     let old = parent.path().join("main_20200101_000000");
+    assert_exit(&dump_command("dumpdated_src", &old).output().unwrap(), 0);
     let unfinished = parent.path().join("main_20200102_000000");
+    let foreign = parent.path().join("main_20200103_000000");
+    let another_database = parent.path().join("main_20200104_000000");
     let other = parent.path().join("main_latest");
-    for directory in [&old, &unfinished, &other] {
+    for directory in [&unfinished, &foreign, &another_database, &other] {
         std::fs::create_dir(directory).unwrap();
     }
-    std::fs::write(old.join("manifest.json"), "{}").unwrap();
+    std::fs::write(foreign.join("manifest.json"), "{\"photos\": 12}").unwrap();
+    let real = std::fs::read_to_string(old.join("manifest.json")).unwrap();
+    std::fs::write(
+        another_database.join("manifest.json"),
+        real.replace("dumpdated_src", "someone_elses_db"),
+    )
+    .unwrap();
     let template = parent.path().join("main_{date:%Y%m%d_%H%M%S}");
     let mut made = Vec::new();
     let complete = regex::Regex::new(r"Archive complete: (\S+main_\d{8}_\d{6}) ").unwrap();
@@ -166,6 +177,8 @@ fn dated_dumps_with_retain_keep_the_newest_complete_archives() {
         made[1].clone(),
         made[2].clone(),
         unfinished.display().to_string(),
+        foreign.display().to_string(),
+        another_database.display().to_string(),
         other.display().to_string(),
     ];
     expected.sort();
