@@ -98,7 +98,7 @@ pub struct SyncArguments {
     pub schema_only: bool,
 
     /// Refresh: keep the target database and its schema, and replace the selected tables' rows
-    /// with the source's, each table in one transaction
+    /// with the source's, tables linked by foreign keys in one transaction
     #[arg(long)]
     pub data_only: bool,
 

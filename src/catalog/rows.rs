@@ -94,7 +94,7 @@ async fn qualified_names_everywhere(client: &Client) -> Result<()> {
 /// Opens the table's transaction on the target: foreign keys and triggers do not fire for this
 /// session's writes (`session_replication_role = replica`), and the table's own rows (not its
 /// partitions' or children's) are deleted, unseen by others until the commit.
-pub async fn begin_table_refresh(client: &Client, table: &QualifiedName) -> Result<()> {
+pub async fn begin_refresh(client: &Client) -> Result<()> {
     client
         .batch_execute("BEGIN")
         .await
@@ -109,6 +109,11 @@ pub async fn begin_table_refresh(client: &Client, table: &QualifiedName) -> Resu
                 error,
             )
         })?;
+    Ok(())
+}
+
+/// Deletes the table's own rows inside the refresh's transaction.
+pub async fn empty_for_refresh(client: &Client, table: &QualifiedName) -> Result<()> {
     client
         .batch_execute(&format!("DELETE FROM ONLY {}", table.quoted()))
         .await

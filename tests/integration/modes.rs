@@ -331,3 +331,43 @@ fn ctrl_c_during_a_refresh_leaves_every_table_old_or_new() {
         "the interrupt came too late to stop anything:\n{log}"
     );
 }
+
+#[test]
+fn ctrl_c_during_a_refresh_leaves_no_row_pointing_at_a_row_that_is_gone() {
+    let clusters = clusters();
+    clusters.source.create_database("linked_src");
+    clusters.source.psql(
+        "linked_src",
+        "CREATE TABLE parent (id int PRIMARY KEY); INSERT INTO parent SELECT generate_series(1, 100); \
+         CREATE TABLE child (id int PRIMARY KEY, parent_id int NOT NULL REFERENCES parent); \
+         INSERT INTO child SELECT g, 1 + g % 100 FROM generate_series(1, 1500) AS g;",
+    );
+    let dumps = dump_dir();
+    assert_exit(&crate::sync("linked_src", "linked_dst", &["--yes"], dumps.path()), 0);
+    // The target's rows are another generation, consistent among themselves: parents 101 to 200.
+    // A check makes every loaded child row take a millisecond.
+    clusters.target.psql(
+        "linked_dst",
+        "SET session_replication_role = replica; \
+         UPDATE parent SET id = id + 100; UPDATE child SET parent_id = parent_id + 100; \
+         CREATE FUNCTION slow_down(int) RETURNS boolean LANGUAGE sql AS 'SELECT pg_sleep(0.001) IS NOT NULL'; \
+         ALTER TABLE child ADD CONSTRAINT child_slow CHECK (slow_down(id)) NOT VALID;",
+    );
+    let dangling = "SELECT count(*) FROM child LEFT JOIN parent ON parent.id = child.parent_id WHERE parent.id IS NULL";
+    assert_eq!(clusters.target.psql("linked_dst", dangling), "0");
+    let mut command = crate::sync_command("linked_src", "linked_dst", dumps.path());
+    command.args(["--data-only", "--yes", "--jobs", "1"]);
+    let (code, log) = crate::harness::fakes::interrupt_after_first_table(command);
+    assert!(matches!(code, Some(130) | Some(0)), "{code:?}\n{log}");
+    assert_eq!(
+        clusters.target.psql("linked_dst", dangling),
+        "0",
+        "child rows point at parents that are gone:\n{log}"
+    );
+    // Both tables of the group are of one generation.
+    let generation = clusters.target.psql(
+        "linked_dst",
+        "SELECT (SELECT min(id) FROM parent) || ' ' || (SELECT min(parent_id) FROM child)",
+    );
+    assert!(generation == "1 1" || generation == "101 101", "{generation}\n{log}");
+}

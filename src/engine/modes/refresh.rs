@@ -55,7 +55,8 @@ impl Refresh<'_> {
             anyhow::Ok((source, target))
         };
         let (source_sessions, target_sessions) = interruptible(&self.context.cancellation, open).await?;
-        self.refresh_tables(&source_sessions, &target_sessions, &tables).await?;
+        let groups = linked_groups(&plan, &source.inventory, &tables);
+        self.refresh_tables(&source_sessions, &target_sessions, &groups).await?;
         self.context.set_sequences(&source.client, &target, &plan).await?;
         self.context.emit(Event::Phase(Phase::RefreshValidation));
         self.context
@@ -73,39 +74,46 @@ impl Refresh<'_> {
         ));
     }
 
-    /// Each table in its own transaction on its own pair of sessions, `--jobs` at once.
+    /// Each group of tables linked by foreign keys in one transaction on its own pair of
+    /// sessions, `--jobs` groups at once: a stop or a failure leaves a group all old or all new,
+    /// so no committed row references a row that is gone.
     async fn refresh_tables(
         &self,
         source: &Sessions,
         target: &[Arc<Client>],
-        tables: &[RefreshedTable],
+        groups: &[Vec<&RefreshedTable>],
     ) -> Result<(), SyncError> {
         let pairs: Vec<(Arc<Client>, Arc<Client>)> =
             source.clients().iter().cloned().zip(target.iter().cloned()).collect();
-        let work = share_out(&pairs, tables, |(source, target), table| async move {
+        let work = share_out(&pairs, groups, |(source, target), group| async move {
             if self.context.cancellation.is_cancelled() {
                 return Ok(());
             }
             let started = Instant::now();
-            let description = "Table Refresh".into();
-            self.context
-                .emit(row_copy_event(&table.name, TableLine::Started { description }));
-            let line = match self.refresh_one_table(&source, &target, table).await {
-                Ok(()) => TableLine::Finished {
-                    elapsed: started.elapsed(),
-                },
+            for table in group {
+                let description = "Table Refresh".into();
+                self.context
+                    .emit(row_copy_event(&table.name, TableLine::Started { description }));
+            }
+            match self.refresh_one_group(&source, &target, group).await {
+                Ok(()) => {
+                    for table in group {
+                        let elapsed = started.elapsed();
+                        self.context
+                            .emit(row_copy_event(&table.name, TableLine::Finished { elapsed }));
+                    }
+                    anyhow::Ok(())
+                }
                 // Stopped before its commit: as it was (NOT DONE).
-                Err(_) if self.context.cancellation.is_cancelled() => return Ok(()),
-                Err(error) => {
+                Err(_) if self.context.cancellation.is_cancelled() => Ok(()),
+                Err((table, error)) => {
                     let line = TableLine::Failed {
                         error: format!("{error:#}"),
                     };
                     self.context.emit(row_copy_event(&table.name, line));
-                    return Err(error);
+                    Err(error)
                 }
-            };
-            self.context.emit(row_copy_event(&table.name, line));
-            anyhow::Ok(())
+            }
         });
         // Not dropped on Ctrl+C: each table stops before its commit or reports it.
         let refreshed = work.await;
@@ -115,21 +123,56 @@ impl Refresh<'_> {
         refreshed.map(|_| ()).map_err(SyncError::Failed)
     }
 
-    /// One table's rows replaced in its own transaction (`committed_unless_stopped`: a stop
-    /// ends it before its commit, a commit on its way is awaited).
-    async fn refresh_one_table(&self, source: &Client, target: &Client, table: &RefreshedTable) -> anyhow::Result<()> {
+    /// A group's tables' rows replaced in one transaction (`committed_unless_stopped`: a stop
+    /// ends it before its commit, a commit on its way is awaited); a failure names its table.
+    async fn refresh_one_group<'t>(
+        &self,
+        source: &Client,
+        target: &Client,
+        group: &[&'t RefreshedTable],
+    ) -> Result<(), (&'t RefreshedTable, anyhow::Error)> {
+        let first = group[0];
         let loaded = async {
-            catalog::begin_table_refresh(target, &table.name).await?;
-            let rows = catalog::RowSelection {
-                table: &table.name,
-                columns: &table.columns,
-                range: None,
-                binary: false,
-                masked: &table.masked,
-                filter: None,
-            };
-            catalog::relay_rows(source, target, &rows).await.map(|_| ())
+            catalog::begin_refresh(target).await.map_err(|error| (first, error))?;
+            for &table in group {
+                let rows = catalog::RowSelection {
+                    table: &table.name,
+                    columns: &table.columns,
+                    range: None,
+                    binary: false,
+                    masked: &table.masked,
+                    filter: None,
+                };
+                let replaced = async {
+                    catalog::empty_for_refresh(target, &table.name).await?;
+                    catalog::relay_rows(source, target, &rows).await.map(|_| ())
+                };
+                replaced.await.map_err(|error| (table, error))?;
+            }
+            Ok(())
         };
-        committed_unless_stopped(target, &self.context.cancellation, loaded, |error| error).await
+        committed_unless_stopped(target, &self.context.cancellation, loaded, |error| (first, error)).await
     }
+}
+
+/// The refreshed tables in groups linked by foreign keys (`plan::foreign_key_groups`), each
+/// group in foreign-key order; a member of a tree goes with its planned table.
+fn linked_groups<'t>(
+    plan: &Plan,
+    inventory: &crate::catalog::Inventory,
+    tables: &'t [RefreshedTable],
+) -> Vec<Vec<&'t RefreshedTable>> {
+    crate::plan::foreign_key_groups(plan, inventory)
+        .into_iter()
+        .map(|group| {
+            group
+                .iter()
+                .flat_map(|&planned| {
+                    let members = &plan.tables[planned].members;
+                    tables.iter().filter(move |table| members.contains(&table.name))
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|group| !group.is_empty())
+        .collect()
 }
