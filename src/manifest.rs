@@ -66,6 +66,17 @@ pub struct SourceFacts {
     pub snapshot_taken_at: String,
 }
 
+impl SourceFacts {
+    /// Whether these facts describe `source`'s database on its server (the user dbsync read it
+    /// as may differ from run to run).
+    pub fn are_of(&self, source: &crate::connection::Endpoint) -> bool {
+        let server_and_database =
+            |endpoint: &str| endpoint.rsplit_once('@').map_or(endpoint, |(_, rest)| rest).to_string();
+        self.database == source.dbname
+            && server_and_database(&self.endpoint) == server_and_database(&source.to_string())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Selection {
     pub whole_database: bool,

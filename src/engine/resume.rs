@@ -26,6 +26,7 @@ use crate::errors::SyncError;
 use crate::manifest::{self, Manifest};
 use crate::plan::Plan;
 use crate::report::{Event, Notice, Phase, Warning};
+use crate::target::{TargetServer, classify_leftovers};
 
 pub const RESUME_FILE: &str = "resume.json";
 
@@ -44,6 +45,34 @@ pub struct ResumeState {
 }
 
 impl ResumeState {
+    /// Refuses (exit 2, before anything changes) a directory of another job: another target,
+    /// another source database, or a copy not named as dbsync names copies of this target (an
+    /// edited `resume.json` must not make dbsync load into, rename or drop a database it never
+    /// made).
+    fn belongs_to(&self, source: &Endpoint, target: &Endpoint, directory: &Path) -> Result<(), SyncError> {
+        let directory = directory.display();
+        if self.target != target.to_string() {
+            return Err(SyncError::Usage(format!(
+                "{directory} is the dump directory of a run into {}, not into {target}",
+                self.target,
+            )));
+        }
+        if !self.manifest.source.are_of(source) {
+            return Err(SyncError::Usage(format!(
+                "{directory} holds the dumps of {}, not of {source}: resume with the source the failed run copied",
+                self.manifest.source.endpoint
+            )));
+        }
+        let named_as_ours = classify_leftovers(&target.dbname, &[(self.temporary.clone(), None)]).temporary;
+        if named_as_ours != [self.temporary.clone()] {
+            return Err(SyncError::Usage(format!(
+                "{directory}/{RESUME_FILE} names {:?} as the unfinished copy, which is not a name dbsync gives a copy of {}: the file was altered; run without --resume",
+                self.temporary, target.dbname
+            )));
+        }
+        Ok(())
+    }
+
     pub fn write(&self, directory: &Path) -> Result<()> {
         let partial = directory.join(format!("{RESUME_FILE}.partial"));
         std::fs::write(&partial, serde_json::to_string(self)? + "\n")
@@ -142,18 +171,13 @@ impl RunContext<'_> {
     /// when its exports cannot be reused (said why): the caller copies from a new snapshot.
     pub(super) async fn resume(
         &mut self,
+        source: &Endpoint,
         target: &Endpoint,
         directory: &Path,
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<bool, SyncError> {
         let state = ResumeState::read(directory).map_err(|error| SyncError::Usage(format!("{error:#}")))?;
-        if state.target != target.to_string() {
-            return Err(SyncError::Usage(format!(
-                "{} is the dump directory of a run into {}, not into {target}",
-                directory.display(),
-                state.target,
-            )));
-        }
+        state.belongs_to(source, target, directory)?;
         if let Some(reason) = state.exports_incomplete(directory) {
             self.warn(Warning::Other(format!(
                 "cannot reuse the exports in {}: {reason}; the snapshot they were read in is gone, so everything is exported again from a new snapshot",
@@ -161,6 +185,7 @@ impl RunContext<'_> {
             )));
             return Ok(false);
         }
+        self.refuse_a_copy_not_ours(target, &state.temporary).await?;
         let facts = &state.manifest.restore;
         let plan = Arc::new(facts.plan.clone());
         self.adopt_plan(&plan);
@@ -184,6 +209,24 @@ impl RunContext<'_> {
         self.swap(target, &job, &facts.database, &facts.settings).await?;
         self.finish_archive(directory, state.manifest);
         Ok(true)
+    }
+
+    /// The kept copy, if it still exists, must carry the comment dbsync gives its copies: a
+    /// database of that name made by anything else is not loaded into, renamed or dropped.
+    /// Asked before the run takes the target's lock (and removes what dead runs left).
+    async fn refuse_a_copy_not_ours(&self, target: &Endpoint, temporary: &str) -> Result<(), SyncError> {
+        let found = async {
+            let server = TargetServer::connect(target).await?;
+            let exists = server.database_exists(temporary).await?;
+            let ours = server.leftovers(&target.dbname).await?.temporary;
+            anyhow::Ok(!exists || ours.iter().any(|name| name == temporary))
+        };
+        match super::interruptible(&self.cancellation, found).await? {
+            true => Ok(()),
+            false => Err(SyncError::Usage(format!(
+                "the database {temporary} that the resume state names was not made by dbsync (it lacks dbsync's comment); nothing was changed"
+            ))),
+        }
     }
 
     /// The kept copy (or, if it is gone, a new empty one), the banner; returns the job.

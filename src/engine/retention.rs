@@ -129,12 +129,7 @@ fn older_directories(
 /// Whether `directory` holds a complete dbsync archive of `source`'s database on its server (the
 /// user dbsync read it as may differ from run to run).
 fn archive_of(directory: &Path, source: &Endpoint) -> bool {
-    let Ok(manifest) = Manifest::read(directory) else {
-        return false;
-    };
-    let server_and_database = |endpoint: &str| endpoint.rsplit_once('@').map_or(endpoint, |(_, rest)| rest).to_string();
-    manifest.source.database == source.dbname
-        && server_and_database(&manifest.source.endpoint) == server_and_database(&source.to_string())
+    Manifest::read(directory).is_ok_and(|manifest| manifest.source.are_of(source))
 }
 
 async fn drop_database(server: &TargetServer, name: &str, terminate: bool) -> anyhow::Result<()> {

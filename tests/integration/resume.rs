@@ -199,3 +199,65 @@ fn resume_refuses_a_directory_that_is_not_a_failed_run_or_is_for_another_target(
         text(&refused)
     );
 }
+
+#[test]
+fn resume_refuses_another_source_and_a_copy_name_dbsync_did_not_give() {
+    let clusters = clusters();
+    for database in ["resumecheck_src", "resumecheck_other"] {
+        clusters.source.create_database(database);
+        clusters.source.psql(
+            database,
+            "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 100);",
+        );
+    }
+    // Every load of rows fails: the run stops, keeping its dumps and its unfinished copy.
+    let fakes = FakeTools::new("", "if [[ \" $* \" == *\" --data-only \"* ]]; then exit 1; fi");
+    let dumps = dump_dir();
+    let failed = crate::sync_command("resumecheck_src", "resumecheck_dst", dumps.path())
+        .args(["--yes", "--keep-dumps", "--retries", "0", "--pg-bin"])
+        .arg(fakes.bin())
+        .output()
+        .unwrap();
+    assert_exit(&failed, 1);
+    let directory = kept_directory(dumps.path());
+    let copies = clusters.target.databases_like("resumecheck_dst_dbsync");
+    assert_eq!(copies.len(), 1, "{copies:?}\n{}", text(&failed));
+    let resume = |source: &str| {
+        crate::sync_command(source, "resumecheck_dst", dumps.path())
+            .args(["--yes", "--resume"])
+            .arg(&directory)
+            .output()
+            .unwrap()
+    };
+
+    // The same target from another source database: its data would be swapped in under this name.
+    let refused = resume("resumecheck_other");
+    assert_exit(&refused, 2);
+    assert!(text(&refused).contains("holds the dumps of"), "{}", text(&refused));
+
+    // A resume state edited to name a database dbsync never made.
+    let state_path = directory.join("resume.json");
+    let state = std::fs::read_to_string(&state_path).unwrap();
+    for foreign in ["postgres", "resumecheck_dst_copy"] {
+        std::fs::write(&state_path, state.replace(&copies[0], foreign)).unwrap();
+        let refused = resume("resumecheck_src");
+        assert_exit(&refused, 2);
+        assert!(text(&refused).contains("not a name dbsync gives"), "{}", text(&refused));
+    }
+    // A database named as dbsync names copies, but made by someone else (not dbsync's comment).
+    let look_alike = "resumecheck_dst_dbsync_0badc0de";
+    clusters.target.create_database(look_alike);
+    clusters
+        .target
+        .psql("postgres", &format!("COMMENT ON DATABASE {look_alike} IS 'not a copy'"));
+    std::fs::write(&state_path, state.replace(&copies[0], look_alike)).unwrap();
+    let refused = resume("resumecheck_src");
+    assert_exit(&refused, 2);
+    assert!(text(&refused).contains("was not made by dbsync"), "{}", text(&refused));
+    assert!(clusters.target.database_exists(look_alike));
+    clusters.target.psql("postgres", &format!("DROP DATABASE {look_alike}"));
+    // Nothing was touched: the kept copy is still there, and postgres too.
+    assert_eq!(clusters.target.databases_like("resumecheck_dst_dbsync"), copies);
+    assert!(clusters.target.database_exists("postgres"));
+    assert!(!clusters.target.database_exists("resumecheck_dst"));
+}

@@ -36,7 +36,10 @@ impl SyncMode<'_> {
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<(), SyncError> {
         if let Some(directory) = self.context.settings.resume.clone()
-            && self.context.resume(self.target, &directory, started_at).await?
+            && self
+                .context
+                .resume(self.source, self.target, &directory, started_at)
+                .await?
         {
             return Ok(());
         }
