@@ -15,9 +15,99 @@ const HASH_LENGTH: i32 = 32;
 /// Characters `email` gives: `user_` + 16 hexadecimal digits + `@example.invalid`.
 const EMAIL_LENGTH: i32 = 37;
 
-/// Gives the session the salt its expressions read (`None`: no keyed transform is used).
+/// What keeps a session's statement parameters out of the server's log, each tried on its own:
+/// only a superuser (or, on PostgreSQL 15+, a role granted `SET` on it) may change them, and
+/// older servers lack some.
+const QUIET_SETTINGS: [&str; 6] = [
+    "log_parameter_max_length = 0",
+    "log_parameter_max_length_on_error = 0",
+    "log_statement = 'none'",
+    "log_min_duration_statement = -1",
+    "log_min_duration_sample = -1",
+    "pgaudit.log_parameter = off",
+];
+
+/// Asks the server to leave this session's statement parameters out of its log, as far as the
+/// session's role may; `parameters_logged` then says whether they still would be.
+pub async fn keep_parameters_out_of_the_log(client: &Client) -> Result<()> {
+    let attempts: String = QUIET_SETTINGS
+        .iter()
+        .map(|setting| format!("DO $quiet$ BEGIN SET {setting}; EXCEPTION WHEN OTHERS THEN NULL; END $quiet$;"))
+        .collect();
+    client
+        .batch_execute(&attempts)
+        .await
+        .map_err(|error| sql_error("cannot ask the server to keep parameters out of its log", error))
+}
+
+/// Why the server would still write this session's statement parameters to its log (statement
+/// logging with parameters, or pgaudit's), if it would.
+pub async fn parameters_logged(client: &Client) -> Result<Option<String>> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('log_statement'), current_setting('log_min_duration_statement'), \
+                    coalesce(current_setting('log_min_duration_sample', true), '-1'), \
+                    coalesce(current_setting('log_parameter_max_length', true), '-1'), \
+                    coalesce(current_setting('pgaudit.log_parameter', true), 'off')",
+            &[],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the server's logging settings", error))?;
+    let setting = |index: usize| row.get::<_, String>(index);
+    Ok(logging_reason(
+        &setting(0),
+        &setting(1),
+        &setting(2),
+        &setting(3),
+        &setting(4),
+    ))
+}
+
+/// The decision of `parameters_logged`, from the settings as `current_setting` shows them.
+fn logging_reason(
+    statement: &str,
+    min_duration: &str,
+    min_duration_sample: &str,
+    parameter_max_length: &str,
+    audit_parameters: &str,
+) -> Option<String> {
+    // `-1` (or `-1ms`) turns a threshold off; any other value logs some statements.
+    let enabled = |value: &str| !value.trim_start().starts_with('-');
+    let statements = [
+        (statement == "all", format!("log_statement = {statement}")),
+        (
+            enabled(min_duration),
+            format!("log_min_duration_statement = {min_duration}"),
+        ),
+        (
+            enabled(min_duration_sample),
+            format!("log_min_duration_sample = {min_duration_sample}"),
+        ),
+    ]
+    .into_iter()
+    .find_map(|(on, name)| on.then_some(name));
+    let parameters =
+        !parameter_max_length.trim_start_matches(['0', 'B', 'k']).is_empty() || parameter_max_length.is_empty();
+    match statements {
+        Some(statements) if parameters => Some(format!(
+            "{statements}, log_parameter_max_length = {parameter_max_length}"
+        )),
+        _ if audit_parameters == "on" => Some("pgaudit.log_parameter = on".into()),
+        _ => None,
+    }
+}
+
+/// Gives the session the salt its expressions read (`None`: no keyed transform is used). The
+/// salt is a bind parameter: it is sent only once the server will not write parameters to its
+/// log.
 pub async fn set_mask_salt(client: &Client, salt: Option<&str>) -> Result<()> {
     let Some(salt) = salt else { return Ok(()) };
+    keep_parameters_out_of_the_log(client).await?;
+    if let Some(reason) = parameters_logged(client).await? {
+        anyhow::bail!(
+            "the source server writes statement parameters to its log ({reason}), which would put the masking salt there"
+        );
+    }
     client
         .execute("SELECT set_config($1, $2, false)", &[&SALT_SETTING, &salt])
         .await
@@ -71,5 +161,36 @@ pub fn transform_expression(column: &TableColumn, transform: &Transform) -> Resu
                  FROM regexp_split_to_table({name}::text, '') WITH ORDINALITY AS characters(character, position)), '') END"
             )
         }),
+    }
+}
+
+#[cfg(test)]
+mod logging_tests {
+    use super::logging_reason;
+
+    #[test]
+    fn parameters_are_logged_only_when_statements_and_their_parameters_are() {
+        assert_eq!(logging_reason("none", "-1", "-1", "-1", "off"), None);
+        assert_eq!(logging_reason("all", "-1", "-1", "0", "off"), None);
+        assert_eq!(logging_reason("ddl", "0", "-1", "0B", "off"), None);
+        assert!(
+            logging_reason("all", "-1", "-1", "-1", "off")
+                .unwrap()
+                .contains("log_statement = all")
+        );
+        assert!(
+            logging_reason("none", "250ms", "-1", "64B", "off")
+                .unwrap()
+                .contains("log_min_duration_statement = 250ms")
+        );
+        assert!(
+            logging_reason("mod", "-1", "0", "-1", "off")
+                .unwrap()
+                .contains("log_min_duration_sample")
+        );
+        assert_eq!(
+            logging_reason("none", "-1", "-1", "0", "on").as_deref(),
+            Some("pgaudit.log_parameter = on")
+        );
     }
 }

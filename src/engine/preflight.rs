@@ -416,9 +416,25 @@ pub async fn resolve_masks(
     // A session of its own: reading columns changes a session's search_path.
     let read = async {
         let client = catalog::connect(source, "source").await?;
-        catalog::table_columns(&client, &names).await
+        // The salt goes to the source as a bind parameter: refused now, before anything is
+        // created, if the server would write it to its log and this role may not stop that.
+        let logged = match settings.masking.salt {
+            Some(_) => {
+                catalog::keep_parameters_out_of_the_log(&client).await?;
+                catalog::parameters_logged(&client).await?
+            }
+            None => None,
+        };
+        anyhow::Ok((catalog::table_columns(&client, &names).await?, logged))
     };
-    let columns = interruptible(cancellation, read).await?;
+    let (columns, logged) = interruptible(cancellation, read).await?;
+    if let Some(reason) = logged {
+        return Err(usage_error!(
+            "the source server writes statement parameters to its log ({reason}), and {} may not turn that off for its sessions: the masking salt would be written there\nhint: mask as a superuser (or, on PostgreSQL 15+, GRANT SET ON PARAMETER log_parameter_max_length TO {}), or turn that logging off on the source",
+            source.user,
+            source.user
+        ));
+    }
     for ((index, transforms), columns) in planned.into_iter().zip(columns) {
         let columns = columns.unwrap_or_default();
         let mut expressions = Vec::new();

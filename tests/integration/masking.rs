@@ -388,3 +388,73 @@ fn a_partitioned_table_is_masked_partition_by_partition() {
     assert_exit(&refused, 2);
     assert!(text(&refused).contains("hash-partitioned"), "{}", text(&refused));
 }
+
+#[test]
+fn the_salt_never_reaches_a_source_log_that_records_every_statement() {
+    // A source that logs every statement with its parameters.
+    let logging = crate::harness::dedicated_cluster("logging", "-c log_statement=all");
+    logging.create_database("logged_src");
+    logging.psql(
+        "logged_src",
+        "CREATE TABLE users (id int PRIMARY KEY, email text); \
+         INSERT INTO users SELECT g, 'person' || g || '@clear.example.com' FROM generate_series(1, 50) g;",
+    );
+    let work = dump_dir();
+    let config = work.path().join("masking.toml");
+    std::fs::write(&config, "[transform.users]\nemail = \"email\"\n").unwrap();
+    let target = clusters().target.uri("logged_dst");
+    let sync_as = |source: &str| {
+        crate::dbsync()
+            .args([
+                "sync",
+                "--yes",
+                "--plain",
+                "--no-owner",
+                "--no-privileges",
+                "--source",
+                source,
+            ])
+            .args(["--target", &target, "--config", config.to_str().unwrap(), "--dump-dir"])
+            .arg(work.path())
+            .env("DBSYNC_MASK_SALT", SALT)
+            .output()
+            .unwrap()
+    };
+    // As a superuser, dbsync keeps its sessions' parameters out of the log.
+    let output = sync_as(&logging.uri("logged_src"));
+    assert_exit(&output, 0);
+    let log = logging.log();
+    assert!(
+        log.contains("pg_export_snapshot"),
+        "the server logged no statement of the run:\n{log}"
+    );
+    assert!(!log.contains(SALT), "the salt is in the source's log");
+    assert_eq!(
+        clusters()
+            .target
+            .psql("logged_dst", "SELECT count(*) FROM users WHERE email LIKE '%clear%'"),
+        "0"
+    );
+
+    // A role that may not turn that logging off is refused before anything is made.
+    logging.psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE masker LOGIN PASSWORD '{}'; ALTER DATABASE logged_src OWNER TO masker;",
+            crate::harness::PASSWORD.replace('\'', "''")
+        ),
+    );
+    logging.psql("logged_src", "ALTER TABLE users OWNER TO masker;");
+    let output = sync_as(&logging.uri_as("masker", "logged_src"));
+    assert_exit(&output, 2);
+    let message = text(&output);
+    assert!(
+        message.contains("writes statement parameters to its log (log_statement = all"),
+        "{message}"
+    );
+    assert!(
+        message.contains("GRANT SET ON PARAMETER log_parameter_max_length TO masker"),
+        "{message}"
+    );
+    assert!(!logging.log().contains(SALT), "the salt is in the source's log");
+}

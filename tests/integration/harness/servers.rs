@@ -248,6 +248,12 @@ impl Cluster {
     }
 
     /// A URI for dbsync as another role (with the harness's password).
+    /// What the server wrote to its log (`pg_ctl -l`) so far.
+    pub fn log(&self) -> String {
+        let path = self.data_dir.parent().unwrap().join(format!("{}.log", self.name));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
     pub fn uri_as(&self, user: &str, database: &str) -> String {
         format!("postgres://{user}:{PASSWORD_IN_URI}@127.0.0.1:{}/{database}", self.port)
     }
