@@ -143,12 +143,17 @@ pub struct Horizon {
     /// Sessions of other roles whose transactions this user may not see (without
     /// `pg_read_all_stats`, their state and type read as NULL): the horizon does not cover them.
     pub hidden_sessions: i64,
+    /// Prepared (two-phase) transactions pending in the database: not in `pg_stat_activity`,
+    /// their rows appear only at `COMMIT PREPARED`, with change times from before it, and their
+    /// start is nowhere to be read.
+    pub prepared_transactions: i64,
 }
 
 pub async fn transaction_horizon(client: &Client) -> Result<Horizon> {
     let row = client
         .query_one(
-            "SELECT to_json(horizon) #>> '{}', to_json(horizon AT TIME ZONE current_setting('TimeZone')) #>> '{}', hidden \
+            "SELECT to_json(horizon) #>> '{}', to_json(horizon AT TIME ZONE current_setting('TimeZone')) #>> '{}', hidden, \
+                    (SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()) \
              FROM (SELECT least(clock_timestamp(), min(xact_start)) AS horizon, \
                           count(*) FILTER (WHERE state IS NULL) AS hidden \
                    FROM pg_stat_activity \
@@ -162,6 +167,7 @@ pub async fn transaction_horizon(client: &Client) -> Result<Horizon> {
         zoned: row.get(0),
         local: row.get(1),
         hidden_sessions: row.get(2),
+        prepared_transactions: row.get(3),
     })
 }
 

@@ -778,3 +778,77 @@ fn a_named_source_finds_its_watermarks_under_that_name_only() {
         "not found under host:port/database"
     );
 }
+
+#[test]
+fn rows_of_a_prepared_transaction_arrive_once_it_commits() {
+    // Two-phase commit on the source: a prepared transaction is in no pg_stat_activity row.
+    let two_phase = crate::harness::dedicated_cluster("twophase", "-c max_prepared_transactions=5");
+    two_phase.create_database("prepared_src");
+    two_phase.psql(
+        "prepared_src",
+        "CREATE TABLE items (id int PRIMARY KEY, label text, updated_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO items (id, label) SELECT g, 'first' FROM generate_series(1, 100) g;",
+    );
+    let work = dump_dir();
+    let source = two_phase.uri("prepared_src");
+    let target = clusters().target.uri("prepared_dst");
+    let run = |extra: &[&str]| {
+        crate::dbsync()
+            .args([
+                "sync",
+                "--yes",
+                "--plain",
+                "--source",
+                &source,
+                "--target",
+                &target,
+                "--dump-dir",
+            ])
+            .arg(work.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert_exit(&run(&[]), 0);
+    assert_exit(&run(&["--incremental"]), 0);
+    // An update and an insert prepared, then a commit of another row after them.
+    two_phase.psql(
+        "prepared_src",
+        "BEGIN; UPDATE items SET label = 'prepared', updated_at = now() WHERE id = 1; \
+         INSERT INTO items (id, label) VALUES (1001, 'prepared'); PREPARE TRANSACTION 'late';",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    two_phase.psql(
+        "prepared_src",
+        "UPDATE items SET label = 'plain', updated_at = now() WHERE id = 2",
+    );
+    let pending = run(&["--incremental"]);
+    assert_exit(&pending, 0);
+    assert!(
+        text(&pending).contains("1 prepared transaction(s) are pending"),
+        "{}",
+        text(&pending)
+    );
+    let label = |id: i32| {
+        clusters().target.psql(
+            "prepared_dst",
+            &format!("SELECT coalesce(max(label), 'missing') FROM items WHERE id = {id}"),
+        )
+    };
+    assert_eq!(label(2), "plain");
+    two_phase.psql("prepared_src", "COMMIT PREPARED 'late'");
+    let committed = run(&["--incremental"]);
+    assert_exit(&committed, 0);
+    assert_eq!(
+        (label(1), label(1001)),
+        ("prepared".to_string(), "prepared".to_string()),
+        "{}",
+        text(&committed)
+    );
+    // And the watermark moves again once none is pending.
+    assert!(
+        !text(&committed).contains("prepared transaction(s) are pending"),
+        "{}",
+        text(&committed)
+    );
+}

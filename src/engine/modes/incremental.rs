@@ -126,6 +126,12 @@ impl Incremental<'_> {
                 self.source.user
             )));
         }
+        if horizon.prepared_transactions > 0 && tables.iter().any(|(_, table)| table.change.is_some()) {
+            self.context.warn(Warning::Other(format!(
+                "{} prepared transaction(s) are pending on the source (pg_prepared_xacts): their rows appear only at COMMIT PREPARED, so each table's watermark stays where it was until none is pending",
+                horizon.prepared_transactions
+            )));
+        }
         Ok(horizon)
     }
 

@@ -232,15 +232,23 @@ async fn next_watermark(
     held: Option<&Watermark>,
     context: &ChangeContext<'_>,
 ) -> Result<Watermark> {
+    let held = held.filter(|held| held.change_column == change.name);
+    // A prepared transaction's rows appear at its COMMIT PREPARED with change times from before
+    // it, and when it started cannot be read: no watermark moves while one is pending.
+    if context.horizon.prepared_transactions > 0 {
+        return Ok(held.cloned().unwrap_or(Watermark {
+            change_column: change.name.clone(),
+            read_from: None,
+            pending: None,
+        }));
+    }
     let candidate = match change.kind {
         ChangeKind::Integer => catalog::highest_value(source, &table.name, &change.name).await?,
         ChangeKind::Timestamp => Some(context.horizon.local.clone()),
         ChangeKind::TimestampWithZone => Some(context.horizon.zoned.clone()),
     };
     let exact = change.kind != ChangeKind::Integer && context.horizon.hidden_sessions == 0;
-    let held_pending = held
-        .filter(|held| held.change_column == change.name)
-        .and_then(|held| held.pending.clone());
+    let held_pending = held.and_then(|held| held.pending.clone());
     Ok(match exact {
         true => Watermark {
             change_column: change.name.clone(),
