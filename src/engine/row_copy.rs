@@ -50,6 +50,28 @@ pub(super) async fn connect_many(
     Ok(clients)
 }
 
+/// The tables of a row-copy run in groups linked by foreign keys (`plan::foreign_key_groups`),
+/// each group in foreign-key order; `planned_of` says which planned table a table (a tree's
+/// member) belongs to.
+pub(super) fn linked_groups<'t, T>(
+    plan: &Plan,
+    inventory: &catalog::Inventory,
+    tables: &'t [T],
+    planned_of: impl Fn(&T) -> Option<usize>,
+) -> Vec<Vec<&'t T>> {
+    let planned_of = &planned_of;
+    crate::plan::foreign_key_groups(plan, inventory)
+        .into_iter()
+        .map(|group| {
+            group
+                .iter()
+                .flat_map(|&planned| tables.iter().filter(move |table| planned_of(table) == Some(planned)))
+                .collect::<Vec<_>>()
+        })
+        .filter(|group| !group.is_empty())
+        .collect()
+}
+
 impl RunContext<'_> {
     /// The plan's sequences set to the source's values (read in the snapshot).
     pub(super) async fn set_sequences(&self, source: &Client, target: &Client, plan: &Plan) -> Result<(), SyncError> {
@@ -103,6 +125,40 @@ impl RunContext<'_> {
             self.warn(warning);
         }
         interruptible(&self.cancellation, catalog::connect(endpoint, "target")).await
+    }
+
+    /// `--jobs` source sessions reading the snapshot (with the masking salt) and as many on the
+    /// target, one pair per group being written.
+    pub(super) async fn row_copy_sessions(
+        &self,
+        source: &Endpoint,
+        target: &Endpoint,
+        snapshot: &str,
+    ) -> Result<(Sessions, Vec<Arc<Client>>), SyncError> {
+        let jobs = self.granted_jobs();
+        let salt = self.settings.masking.salt.as_deref();
+        let open = async {
+            let (source, target) = tokio::try_join!(
+                Sessions::open(source, "source", jobs, Some(snapshot)),
+                connect_many(target, jobs)
+            )?;
+            source.set_mask_salt(salt).await?;
+            anyhow::Ok((source, target))
+        };
+        interruptible(&self.cancellation, open).await
+    }
+
+    /// The lines of a group of linked tables that failed: the error for the table that failed,
+    /// and for each other one that it was rolled back with it.
+    pub(super) fn report_group_failure(&self, tables: &[&QualifiedName], failed: usize, error: &anyhow::Error) {
+        let failed_name = tables[failed].display_name();
+        for (index, table) in tables.iter().enumerate() {
+            let error = match index == failed {
+                true => format!("{error:#}"),
+                false => format!("rolled back with {failed_name}, which it is linked to by foreign keys"),
+            };
+            self.emit(row_copy_event(table, TableLine::Failed { error }));
+        }
     }
 
     /// The banner of a run whose rows dbsync moves itself, then the warnings kept for after it.

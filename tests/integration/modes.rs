@@ -370,4 +370,28 @@ fn ctrl_c_during_a_refresh_leaves_no_row_pointing_at_a_row_that_is_gone() {
         "SELECT (SELECT min(id) FROM parent) || ' ' || (SELECT min(parent_id) FROM child)",
     );
     assert!(generation == "1 1" || generation == "101 101", "{generation}\n{log}");
+
+    // A child row the target refuses fails the group: its parent is rolled back with it.
+    clusters.target.psql(
+        "linked_dst",
+        "ALTER TABLE child DROP CONSTRAINT child_slow; \
+         ALTER TABLE child ADD CONSTRAINT child_few CHECK (parent_id < 50) NOT VALID;",
+    );
+    let failed = crate::sync_command("linked_src", "linked_dst", dumps.path())
+        .args(["--data-only", "--yes", "--plain", "--retries", "0"])
+        .output()
+        .unwrap();
+    assert_exit(&failed, 1);
+    let log = text(&failed);
+    let parent_line = crate::line_with(&log, "rolled back with child");
+    assert!(
+        parent_line.contains("[FAILED") && parent_line.contains(" parent "),
+        "{log}"
+    );
+    let after = clusters.target.psql(
+        "linked_dst",
+        "SELECT (SELECT min(id) FROM parent) || ' ' || (SELECT min(parent_id) FROM child)",
+    );
+    assert_eq!(after, generation, "{log}");
+    assert_eq!(clusters.target.psql("linked_dst", dangling), "0");
 }

@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 
 use crate::catalog::{self, ChecksumColumn, QualifiedName, TableColumn};
 use crate::connection::Endpoint;
-use crate::engine::row_copy::{RefreshedTable, connect_many, row_copy_event};
+use crate::engine::row_copy::{RefreshedTable, linked_groups, row_copy_event};
 use crate::engine::steps::change::{self, ChangeColumn, ChangeContext, ChangeKind, TableChange};
 use crate::engine::steps::checksum::{Sessions, agreed_hash};
 use crate::engine::{RunContext, interruptible, preflight};
@@ -63,8 +63,8 @@ impl Incremental<'_> {
         let snapshot = self.context.take_snapshot(&source, &plan).await?;
         self.context.emit(Event::Phase(Phase::RefreshData));
         let (source_sessions, target_sessions) = self.incremental_sessions(&snapshot).await?;
-        let groups = crate::plan::foreign_key_groups(&plan, &source.inventory);
-        self.change_in_groups(&source_sessions, &target_sessions, &tables, groups, &horizon)
+        let groups = linked_groups(&plan, &source.inventory, &tables, |(planned, _)| Some(*planned));
+        self.change_in_groups(&source_sessions, &target_sessions, &groups, &horizon)
             .await?;
         self.context.set_sequences(&source.client, &target, &plan).await?;
         self.context.emit(Event::Phase(Phase::RefreshValidation));
@@ -141,8 +141,7 @@ impl Incremental<'_> {
         &self,
         source: &Sessions,
         target: &[Arc<Client>],
-        tables: &[Planned],
-        groups: Vec<Vec<usize>>,
+        groups: &[Vec<&Planned>],
         horizon: &catalog::Horizon,
     ) -> Result<(), SyncError> {
         let hash = interruptible(
@@ -161,37 +160,27 @@ impl Incremental<'_> {
             batch_rows: self.options.batch_rows,
             lookback_seconds: self.options.lookback.as_secs(),
         };
-        let groups: Vec<Vec<&Planned>> = groups
-            .iter()
-            .map(|group| {
-                let member_of = |planned: usize| tables.iter().filter(move |(member, _)| *member == planned);
-                group.iter().copied().flat_map(member_of).collect()
-            })
-            .filter(|members: &Vec<&Planned>| !members.is_empty())
-            .collect();
-        self.change_groups(source, target, &groups, &context).await
+        self.change_groups(source, target, groups, &context).await
     }
 
     /// `--jobs` source sessions in the snapshot (with the masking salt) and as many on the
     /// target, all writing values as text the same way.
     async fn incremental_sessions(&self, snapshot: &str) -> Result<(Sessions, Vec<Arc<Client>>), SyncError> {
-        let jobs = self.context.granted_jobs();
-        let settings = self.context.settings;
-        let open = async {
-            let (source, target) = tokio::try_join!(
-                Sessions::open(self.source, "source", jobs, Some(snapshot)),
-                connect_many(self.target, jobs)
-            )?;
-            source.set_mask_salt(settings.masking.salt.as_deref()).await?;
+        let (source, target) = self
+            .context
+            .row_copy_sessions(self.source, self.target, snapshot)
+            .await?;
+        let prepare = async {
             for client in &target {
                 catalog::prepare_compare_session(client).await?;
             }
             for client in source.clients().iter().chain(&target) {
                 catalog::prepare_incremental_session(client).await?;
             }
-            anyhow::Ok((source, target))
+            anyhow::Ok(())
         };
-        interruptible(&self.context.cancellation, open).await
+        interruptible(&self.context.cancellation, prepare).await?;
+        Ok((source, target))
     }
 
     /// Each group of tables linked by foreign keys in its own transaction on its own pair of
@@ -231,15 +220,8 @@ impl Incremental<'_> {
                 Err(_) if self.context.cancellation.is_cancelled() => Ok(()),
                 Err(failure) => {
                     self.context.progress.tables_failed(&[group[failure.table].0]);
-                    let failed = tables[failure.table].name.display_name();
-                    for (index, table) in tables.iter().enumerate() {
-                        let error = match index == failure.table {
-                            true => format!("{:#}", failure.error),
-                            false => format!("rolled back with {failed}, which it is linked to by foreign keys"),
-                        };
-                        self.context
-                            .emit(row_copy_event(&table.name, TableLine::Failed { error }));
-                    }
+                    let names: Vec<&QualifiedName> = tables.iter().map(|table| &table.name).collect();
+                    self.context.report_group_failure(&names, failure.table, &failure.error);
                     Err(failure.error)
                 }
             }

@@ -14,7 +14,6 @@ use tokio_postgres::Client;
 use crate::catalog::{self, ForeignKeyColumn, MergeShape, QualifiedName, Remap, Surrogate};
 use crate::connection::Endpoint;
 use crate::engine::row_copy::{RefreshedTable, row_copy_event};
-use crate::engine::steps::checksum::Sessions;
 use crate::engine::steps::merge::{self, MergeTable};
 use crate::engine::{RunContext, interruptible, preflight};
 use crate::errors::SyncError;
@@ -121,16 +120,11 @@ impl Merge<'_> {
         self.context.emit(Event::Phase(Phase::RefreshData));
         // Fresh target sessions for the writes: the one that read the catalogs has the search
         // path cut to pg_catalog, and triggers that fire must see the database's own.
-        let jobs = self.context.granted_jobs();
-        let open = async {
-            let sessions = Sessions::open(self.source, "source", jobs, Some(&snapshot)).await?;
-            sessions
-                .set_mask_salt(self.context.settings.masking.salt.as_deref())
-                .await?;
-            let writers = crate::engine::row_copy::connect_many(self.target, jobs).await?;
-            anyhow::Ok(sessions.clients().iter().cloned().zip(writers).collect::<Vec<_>>())
-        };
-        let pairs = interruptible(&self.context.cancellation, open).await?;
+        let (sessions, writers) = self
+            .context
+            .row_copy_sessions(self.source, self.target, &snapshot)
+            .await?;
+        let pairs: Vec<_> = sessions.clients().iter().cloned().zip(writers).collect();
         let merged = self.merge_in_levels(&pairs, &groups, &foreign).await;
         // The map is read on the session that wrote nothing: after a failure, the writers of
         // groups stopped on the way may still be inside their (never committed) transactions.

@@ -9,12 +9,12 @@ use std::time::Instant;
 
 use tokio_postgres::Client;
 
-use crate::catalog::{self};
+use crate::catalog::{self, QualifiedName};
 use crate::connection::Endpoint;
-use crate::engine::row_copy::{RefreshedTable, connect_many, row_copy_event};
+use crate::engine::RunContext;
+use crate::engine::row_copy::{RefreshedTable, linked_groups, row_copy_event};
 use crate::engine::steps::checksum::Sessions;
 use crate::engine::steps::committed_unless_stopped;
-use crate::engine::{RunContext, interruptible};
 use crate::errors::SyncError;
 use crate::hooks::HookStage;
 use crate::plan::Plan;
@@ -44,18 +44,16 @@ impl Refresh<'_> {
         self.context.run_hooks(HookStage::AfterSchema, self.target).await?;
         let snapshot = self.context.take_snapshot(&source, &plan).await?;
         self.context.emit(Event::Phase(Phase::RefreshData));
-        let jobs = self.context.granted_jobs();
-        let settings = self.context.settings;
-        let open = async {
-            let (source, target) = tokio::try_join!(
-                Sessions::open(self.source, "source", jobs, Some(&snapshot)),
-                connect_many(self.target, jobs)
-            )?;
-            source.set_mask_salt(settings.masking.salt.as_deref()).await?;
-            anyhow::Ok((source, target))
+        let (source_sessions, target_sessions) = self
+            .context
+            .row_copy_sessions(self.source, self.target, &snapshot)
+            .await?;
+        let planned_of = |table: &RefreshedTable| {
+            plan.tables
+                .iter()
+                .position(|planned| planned.members.contains(&table.name))
         };
-        let (source_sessions, target_sessions) = interruptible(&self.context.cancellation, open).await?;
-        let groups = linked_groups(&plan, &source.inventory, &tables);
+        let groups = linked_groups(&plan, &source.inventory, &tables, planned_of);
         self.refresh_tables(&source_sessions, &target_sessions, &groups).await?;
         self.context.set_sequences(&source.client, &target, &plan).await?;
         self.context.emit(Event::Phase(Phase::RefreshValidation));
@@ -106,11 +104,9 @@ impl Refresh<'_> {
                 }
                 // Stopped before its commit: as it was (NOT DONE).
                 Err(_) if self.context.cancellation.is_cancelled() => Ok(()),
-                Err((table, error)) => {
-                    let line = TableLine::Failed {
-                        error: format!("{error:#}"),
-                    };
-                    self.context.emit(row_copy_event(&table.name, line));
+                Err((failed, error)) => {
+                    let names: Vec<&QualifiedName> = group.iter().map(|table| &table.name).collect();
+                    self.context.report_group_failure(&names, failed, &error);
                     Err(error)
                 }
             }
@@ -124,17 +120,17 @@ impl Refresh<'_> {
     }
 
     /// A group's tables' rows replaced in one transaction (`committed_unless_stopped`: a stop
-    /// ends it before its commit, a commit on its way is awaited); a failure names its table.
-    async fn refresh_one_group<'t>(
+    /// ends it before its commit, a commit on its way is awaited); a failure says the place of
+    /// its table in the group.
+    async fn refresh_one_group(
         &self,
         source: &Client,
         target: &Client,
-        group: &[&'t RefreshedTable],
-    ) -> Result<(), (&'t RefreshedTable, anyhow::Error)> {
-        let first = group[0];
+        group: &[&RefreshedTable],
+    ) -> Result<(), (usize, anyhow::Error)> {
         let loaded = async {
-            catalog::begin_refresh(target).await.map_err(|error| (first, error))?;
-            for &table in group {
+            catalog::begin_refresh(target).await.map_err(|error| (0, error))?;
+            for (place, table) in group.iter().enumerate() {
                 let rows = catalog::RowSelection {
                     table: &table.name,
                     columns: &table.columns,
@@ -147,32 +143,10 @@ impl Refresh<'_> {
                     catalog::empty_for_refresh(target, &table.name).await?;
                     catalog::relay_rows(source, target, &rows).await.map(|_| ())
                 };
-                replaced.await.map_err(|error| (table, error))?;
+                replaced.await.map_err(|error| (place, error))?;
             }
             Ok(())
         };
-        committed_unless_stopped(target, &self.context.cancellation, loaded, |error| (first, error)).await
+        committed_unless_stopped(target, &self.context.cancellation, loaded, |error| (0, error)).await
     }
-}
-
-/// The refreshed tables in groups linked by foreign keys (`plan::foreign_key_groups`), each
-/// group in foreign-key order; a member of a tree goes with its planned table.
-fn linked_groups<'t>(
-    plan: &Plan,
-    inventory: &crate::catalog::Inventory,
-    tables: &'t [RefreshedTable],
-) -> Vec<Vec<&'t RefreshedTable>> {
-    crate::plan::foreign_key_groups(plan, inventory)
-        .into_iter()
-        .map(|group| {
-            group
-                .iter()
-                .flat_map(|&planned| {
-                    let members = &plan.tables[planned].members;
-                    tables.iter().filter(move |table| members.contains(&table.name))
-                })
-                .collect::<Vec<_>>()
-        })
-        .filter(|group| !group.is_empty())
-        .collect()
 }
