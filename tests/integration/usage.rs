@@ -547,6 +547,19 @@ fn checksums_and_verify_open_only_the_sessions_the_servers_granted() {
         log.contains("Equal: 2 table(s) by their rows (counts and checksums)"),
         "{log}"
     );
+    // The JSON report carries the warning too.
+    let output = asking_too_much("verify", &["--checksum", "--format", "json", "--target", &target]);
+    assert_exit(&output, 0);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let warnings = report["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no warnings in {report}"));
+    assert!(
+        warnings
+            .iter()
+            .any(|warning| warning.as_str().unwrap().contains("--jobs 100000 lowered to")),
+        "{report}"
+    );
 
     // A dump has no target: the source alone bounds it.
     let archive = dumps.path().join("fewslots_archive");
