@@ -34,6 +34,8 @@ use crate::scheduler::Cancellation;
 /// Parses the command line, runs it, and returns the process exit code.
 pub fn main_entry() -> u8 {
     let cli = Cli::parse();
+    // dbsync holds passwords; a hook running as the same user must not read them out of it.
+    process::forbid_inspection();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -27,19 +27,59 @@ pub const STOP_POLICY: StopPolicy = StopPolicy {
     signal: Signal::SIGTERM,
     grace: Duration::from_secs(5),
 };
-/// How much of a child's stderr is kept (the end matters most).
-const STDERR_LIMIT: usize = 256 * 1024;
+/// How much of a child's stderr (and a hook's stdout) is kept: the end, which matters most.
+const OUTPUT_LIMIT: usize = 256 * 1024;
+/// How long the output of a child that has exited is still read: a process outside its group
+/// (one that made a session of its own) may hold the pipe open for ever.
+const OUTPUT_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Environment variables a child must never inherit: passwords travel only in `PGPASSFILE`.
 const SECRET_VARIABLES: &[&str] = &["PGPASSWORD", "MAIN_DB_PASSWORD", "ARCHIVE_DB_PASSWORD"];
+
+/// A file (dbsync's in-memory password file) that a child inherits as an open descriptor and
+/// reads as `/proc/self/fd/N`. Only children given it have it: every other descriptor of
+/// dbsync's is closed on exec, and dbsync's own `/proc/<pid>/fd` is closed to other processes
+/// (`forbid_inspection`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InheritedFile(std::os::fd::RawFd);
+
+impl InheritedFile {
+    pub fn new(descriptor: std::os::fd::RawFd) -> InheritedFile {
+        InheritedFile(descriptor)
+    }
+
+    /// The path the child opens it by: its own descriptor.
+    pub fn path(self) -> String {
+        format!("/proc/self/fd/{}", self.0)
+    }
+}
+
+/// Makes dbsync's memory and descriptors unreadable to other processes of the same user (a
+/// hook among them): `/proc/<pid>/fd` and `/proc/<pid>/mem` then need the privilege to trace any
+/// process. Also no core dump, which would hold passwords.
+pub fn forbid_inspection() {
+    let _ = nix::sys::prctl::set_dumpable(false);
+}
+
+/// What becomes of a child's standard output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdout {
+    Discard,
+    /// All of it (for `pg_restore --list`, whose listing is read whole).
+    Whole,
+    /// At most the last `OUTPUT_LIMIT` bytes (for a hook, whose output may be endless).
+    Tail,
+}
 
 #[derive(Debug, Clone)]
 pub struct ChildCommand {
     pub program: PathBuf,
     pub arguments: Vec<OsString>,
     pub environment: Vec<(String, OsString)>,
-    /// Keep stdout (for `pg_restore --list`); otherwise it is discarded.
-    pub capture_stdout: bool,
+    pub stdout: Stdout,
+    pub inherited: Option<InheritedFile>,
+    /// The signal the child gets when dbsync dies without a chance to stop it (`kill -9`).
+    pub death_signal: Signal,
 }
 
 impl ChildCommand {
@@ -48,12 +88,25 @@ impl ChildCommand {
             program,
             arguments: Vec::new(),
             environment: Vec::new(),
-            capture_stdout: false,
+            stdout: Stdout::Discard,
+            inherited: None,
+            death_signal: Signal::SIGKILL,
         }
     }
 
-    pub fn capturing_stdout(mut self) -> ChildCommand {
-        self.capture_stdout = true;
+    pub fn capturing_stdout(mut self, stdout: Stdout) -> ChildCommand {
+        self.stdout = stdout;
+        self
+    }
+
+    /// Gives the child the password file, as libpq's `PGPASSFILE`.
+    pub fn password_file(mut self, file: InheritedFile) -> ChildCommand {
+        self.inherited = Some(file);
+        self.env("PGPASSFILE", file.path())
+    }
+
+    pub fn death_signal(mut self, signal: Signal) -> ChildCommand {
+        self.death_signal = signal;
         self
     }
 
@@ -109,8 +162,53 @@ struct Started {
     child: tokio::process::Child,
     process_group: Option<Pid>,
     name: String,
-    stdout_reader: Option<tokio::task::JoinHandle<String>>,
-    stderr_reader: tokio::task::JoinHandle<String>,
+    stdout_reader: Option<(OutputReader, Option<usize>)>,
+    stderr_reader: OutputReader,
+}
+
+/// A task reading one of a child's pipes into memory as it comes, keeping at most the last
+/// `limit` bytes.
+struct OutputReader {
+    kept: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OutputReader {
+    fn start(mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static, limit: Option<usize>) -> OutputReader {
+        let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let kept = kept.clone();
+            async move {
+                let mut buffer = [0u8; 8192];
+                loop {
+                    match pipe.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(count) => {
+                            let mut kept = kept.lock().expect("output buffer");
+                            kept.extend_from_slice(&buffer[..count]);
+                            if let Some(limit) = limit
+                                && kept.len() > limit * 2
+                            {
+                                let excess = kept.len() - limit;
+                                kept.drain(..excess);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        OutputReader { kept, task }
+    }
+
+    /// What was read, once the pipe is closed or `OUTPUT_PATIENCE` has passed.
+    async fn finish(mut self, limit: Option<usize>) -> String {
+        if tokio::time::timeout(OUTPUT_PATIENCE, &mut self.task).await.is_err() {
+            self.task.abort();
+        }
+        let kept = std::mem::take(&mut *self.kept.lock().expect("output buffer"));
+        let start = limit.map_or(0, |limit| kept.len().saturating_sub(limit));
+        String::from_utf8_lossy(&kept[start..]).into_owned()
+    }
 }
 
 /// Runs the command to completion, or until cancellation stops it.
@@ -118,10 +216,9 @@ pub async fn run(command: &ChildCommand, cancellation: &Cancellation) -> Result<
     if cancellation.is_cancelled() {
         return Err(ProcessError::Cancelled);
     }
-    let stdout = if command.capture_stdout {
-        Stdio::piped()
-    } else {
-        Stdio::null()
+    let stdout = match command.stdout {
+        Stdout::Discard => Stdio::null(),
+        Stdout::Whole | Stdout::Tail => Stdio::piped(),
     };
     let started = start(command, Stdio::null(), stdout)?;
     supervise(started, cancellation).await
@@ -172,11 +269,20 @@ fn start(command: &ChildCommand, stdin: Stdio, stdout: Stdio) -> Result<Started,
     for (key, value) in &command.environment {
         process.env(key, value);
     }
-    // SAFETY: prctl is async-signal-safe and touches no memory shared with the parent.
+    let death_signal = command.death_signal;
+    let inherited = command.inherited;
+    // SAFETY: prctl and fcntl are async-signal-safe and touch no memory shared with the parent.
     unsafe {
-        process.pre_exec(|| {
+        process.pre_exec(move || {
             // If dbsync dies by SIGKILL, its children must not keep copying on their own.
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            nix::sys::prctl::set_pdeathsig(death_signal).map_err(std::io::Error::from)?;
+            if let Some(InheritedFile(descriptor)) = inherited {
+                // Only in this child: the descriptor stays open across its exec.
+                if nix::libc::fcntl(descriptor, nix::libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
         });
     }
     let mut child = process.spawn().map_err(|source| ProcessError::Spawn {
@@ -184,35 +290,14 @@ fn start(command: &ChildCommand, stdin: Stdio, stdout: Stdio) -> Result<Started,
         source,
     })?;
     let process_group = child.id().map(|id| Pid::from_raw(id as i32));
-    let stdout_reader = child.stdout.take().map(|mut pipe| {
-        tokio::spawn(async move {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text).await;
-            text
-        })
-    });
-    let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
-    let stderr_reader = tokio::spawn(async move {
-        let mut kept: Vec<u8> = Vec::new();
-        let mut buffer = [0u8; 8192];
-        loop {
-            match stderr_pipe.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(count) => {
-                    kept.extend_from_slice(&buffer[..count]);
-                    if kept.len() > STDERR_LIMIT * 2 {
-                        kept.drain(..kept.len() - STDERR_LIMIT);
-                    }
-                }
-            }
-        }
-        String::from_utf8_lossy(&kept).into_owned()
-    });
+    let stdout_limit = (command.stdout == Stdout::Tail).then_some(OUTPUT_LIMIT);
+    let stdout_reader = child.stdout.take().map(|pipe| OutputReader::start(pipe, stdout_limit));
+    let stderr_reader = OutputReader::start(child.stderr.take().expect("stderr is piped"), Some(OUTPUT_LIMIT));
     Ok(Started {
         child,
         process_group,
         name: command.name(),
-        stdout_reader,
+        stdout_reader: stdout_reader.map(|reader| (reader, stdout_limit)),
         stderr_reader,
     })
 }
@@ -280,13 +365,12 @@ async fn supervise(started: Started, cancellation: &Cancellation) -> Result<Chil
         }
     };
     let terminated = stop.terminated;
-    // pg_dump -j workers share the group; make sure none outlives its leader.
-    if terminated {
-        signal_group(process_group, Signal::SIGKILL);
-    }
-    let stderr = stderr_reader.await.unwrap_or_default();
+    // Nothing of the group outlives its leader: pg_dump -j workers, or what a hook left running
+    // in the background (which would otherwise hold its output open, and dbsync with it).
+    signal_group(process_group, Signal::SIGKILL);
+    let stderr = stderr_reader.finish(Some(OUTPUT_LIMIT)).await;
     let stdout = match stdout_reader {
-        Some(reader) => reader.await.unwrap_or_default(),
+        Some((reader, limit)) => reader.finish(limit).await,
         None => String::new(),
     };
     let status = status.map_err(|source| ProcessError::Spawn { program: name, source })?;

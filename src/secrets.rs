@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
@@ -148,10 +148,11 @@ impl PassFile {
         Ok(PassFile { file })
     }
 
-    /// The path children give libpq as `PGPASSFILE`.
-    pub fn path(&self) -> PathBuf {
+    /// The descriptor children that need it inherit (see `process::InheritedFile`); it is
+    /// closed on exec for every other child.
+    pub fn descriptor(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
-        PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), self.file.as_raw_fd()))
+        self.file.as_raw_fd()
     }
 }
 
@@ -186,7 +187,7 @@ mod tests {
         let target = endpoint("/tmp/sock");
         let password = Secret::new("a:b\\c".into());
         let passfile = PassFile::create(&[(target, Some(&password))]).unwrap();
-        let path = passfile.path();
+        let path = format!("/proc/self/fd/{}", passfile.descriptor());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let content = std::fs::read_to_string(&path).unwrap();

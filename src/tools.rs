@@ -325,7 +325,7 @@ pub async fn archive_listing(
     let command = ChildCommand::new(pg_restore.to_path_buf())
         .argument("--list")
         .argument(archive)
-        .capturing_stdout();
+        .capturing_stdout(process::Stdout::Whole);
     run_tool(&command, cancellation, "list an archive")
         .await
         .map(|output| parse_listing(&output.stdout))

@@ -408,8 +408,24 @@ pub async fn rows_from_file(
     sink.as_mut().finish().await.map_err(|error| rows.error(error))
 }
 
-/// A session that loads the copy: asynchronous commit, as for `pg_restore`'s sessions (the copy
-/// is private until the swap, whose commit is synchronous).
+/// Makes every commit made on the server before this call durable, so a load counts as done
+/// only once a crash of the server can no longer take it back. A commit with
+/// `synchronous_commit` on flushes the WAL up to its own record, and so every earlier
+/// asynchronous commit; but PostgreSQL only flushes for a transaction that wrote WAL (an id alone
+/// is not enough), so this one writes the smallest record any role may: a logical-decoding
+/// message, which nothing reads.
+pub async fn flush_earlier_commits(client: &Client) -> Result<()> {
+    client
+        .batch_execute(
+            "BEGIN; SET LOCAL synchronous_commit = local; \
+             SELECT pg_catalog.pg_logical_emit_message(true, 'dbsync', 'durable'); COMMIT",
+        )
+        .await
+        .map_err(|error| sql_error("cannot make the loaded rows durable on the target", error))
+}
+
+/// A session that loads the copy: asynchronous commit, as for `pg_restore`'s sessions (each
+/// load is made durable by `flush_earlier_commits` before it counts as done).
 pub async fn prepare_load_session(client: &Client) -> Result<()> {
     client
         .batch_execute("SET synchronous_commit = off")

@@ -32,7 +32,7 @@ pub(super) struct JobPlaces {
     pub(super) snapshot: Option<steps::Snapshot>,
     pub(super) work_target: Option<crate::connection::Endpoint>,
     pub(super) tools: PgTools,
-    pub(super) passfile: std::path::PathBuf,
+    pub(super) passfile: crate::process::InheritedFile,
     pub(super) schema_exclusions: Vec<QualifiedName>,
     pub(super) dump_directory: std::path::PathBuf,
     pub(super) scratch_directory: std::path::PathBuf,

@@ -4,16 +4,26 @@
 
 use std::time::Instant;
 
+use nix::sys::signal::Signal;
+
 use super::{RunContext, interruptible};
 use crate::catalog;
 use crate::connection::Endpoint;
 use crate::errors::SyncError;
 use crate::hooks::{Hook, HookStage};
-use crate::process::{self, ChildCommand, ProcessError};
+use crate::process::{self, ChildCommand, ProcessError, Stdout};
 use crate::report::{Event, Notice};
 
-/// How much of a failed command's output the error shows.
+/// How much of a command's output the log shows (its last lines).
 const OUTPUT_LINES: usize = 20;
+
+/// The shell that runs a command hook, as the leader of the hook's process group. A hook's own
+/// children would survive a `kill -9` of dbsync (the parent-death signal reaches only the
+/// process dbsync started), so this leader gets SIGHUP when dbsync dies and then kills its whole
+/// group. On SIGTERM (dbsync stopping the group) it waits for the hook to end as asked, and
+/// exits with the hook's status either way.
+const GUARDIAN: &str = "trap 'kill -KILL 0' HUP; trap : TERM INT; /bin/sh -c \"$1\" & hook=$!; \
+    wait $hook; status=$?; while kill -0 $hook 2>/dev/null; do wait $hook; status=$?; done; exit $status";
 
 impl RunContext<'_> {
     /// Runs the stage's hooks in order; `work` is the database being written (the copy under
@@ -68,9 +78,9 @@ impl RunContext<'_> {
     ) -> Result<String, SyncError> {
         let settings = self.settings;
         let mut child = ChildCommand::new("/bin/sh".into())
-            .argument("-c")
-            .argument(command)
-            .capturing_stdout()
+            .arguments(["-c", GUARDIAN, "dbsync-hook", command])
+            .death_signal(Signal::SIGHUP)
+            .capturing_stdout(Stdout::Tail)
             .env("DBSYNC_HOOK", stage.name())
             .env("DBSYNC_WORK_DATABASE", &work.dbname)
             .env("DBSYNC_WORK_URI", work.uri_without_password());
@@ -93,11 +103,10 @@ impl RunContext<'_> {
             }
         };
         let text = format!("{}{}", output.stdout, output.stderr);
+        let tail = last_lines(text.trim_end(), OUTPUT_LINES);
         if output.status.success() {
-            return Ok(text.trim_end().to_string());
+            return Ok(tail);
         }
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(OUTPUT_LINES)..].join("\n");
         Err(SyncError::Failed(anyhow::anyhow!(
             "the {} hook {hook} failed ({}){}",
             stage.name(),
@@ -108,5 +117,16 @@ impl RunContext<'_> {
                 format!(":\n{tail}")
             }
         )))
+    }
+}
+
+/// The last `count` lines of `text`, saying how many came before them.
+fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let left_out = lines.len().saturating_sub(count);
+    let tail = lines[left_out..].join("\n");
+    match left_out {
+        0 => tail,
+        _ => format!("({left_out} earlier lines not shown)\n{tail}"),
     }
 }

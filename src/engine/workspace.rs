@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use crate::connection::Endpoint;
 use crate::dated::DatedName;
 use crate::errors::SyncError;
+use crate::process::InheritedFile;
 use crate::report::{Event, Leftover, Notice, Reporter, Warning};
 use crate::scheduler::Cancellation;
 use crate::secrets::PassFile;
@@ -182,15 +183,15 @@ impl Workspace {
     }
 
     /// The private password file the children read; see `secrets`.
-    pub fn create_passfile(&mut self, endpoints: &[&Endpoint]) -> Result<PathBuf> {
+    pub fn create_passfile(&mut self, endpoints: &[&Endpoint]) -> Result<InheritedFile> {
         let entries: Vec<_> = endpoints
             .iter()
             .map(|endpoint| (endpoint.password_key(), endpoint.password.as_ref()))
             .collect();
         let passfile = PassFile::create(&entries)?;
-        let path = passfile.path();
+        let inherited = InheritedFile::new(passfile.descriptor());
         self.passfile = Some(passfile);
-        Ok(path)
+        Ok(inherited)
     }
 
     pub fn temporary_database_created(&mut self, name: &str) {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::harness::fakes::{FakeTools, wait_until};
+use crate::harness::fakes::{FakeTools, process_alive, wait_until};
 use crate::harness::{PASSWORD, clusters};
 use crate::{
     assert_exit, assert_previous_target_intact, dbsync, dump_dir, fingerprint, is_empty_dir, precious_target, text,
@@ -95,14 +95,6 @@ fn assert_stopped_cleanly(fakes: &FakeTools, dumps: &Path, temp: &Path, target: 
     assert!(is_empty_dir(dumps), "dump files left behind");
     assert!(is_empty_dir(temp), "temporary files (password file) left behind");
     assert_previous_target_intact(target);
-}
-
-fn process_alive(pid: i32) -> bool {
-    // A zombie is not running; /proc shows its state.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.split_whitespace().nth(2).is_none_or(|state| state != "Z"),
-        Err(_) => false,
-    }
 }
 
 fn interrupt_while_hanging(signal: Signal, hang_in: &str, expected_exit: i32, source: &str, target: &str) {
@@ -924,6 +916,37 @@ fn a_target_server_restart_during_post_data_is_survived() {
         ),
         "1"
     );
+}
+
+#[test]
+fn a_load_reported_done_survives_a_crash_of_the_target_right_after_it() {
+    // `big` loads in a moment while the slow table keeps the run going. The target's WAL writer
+    // waits 10 s, so a commit dbsync did not flush itself is still in the server's memory when
+    // it crashes, right after the load was reported done.
+    crate::progress::paced_source("durable_src");
+    clusters().source.psql(
+        "durable_src",
+        "CREATE TABLE big (id int, payload text); \
+         INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 100000) g;",
+    );
+    let crashing = crate::harness::dedicated_cluster("crashing", "-c wal_writer_delay=10000");
+    let dumps = dump_dir();
+    let mut command = dbsync();
+    command
+        .args(["sync", "--yes", "--retries", "5", "--jobs", "2", "--source"])
+        .arg(clusters().source.uri("durable_src"))
+        .arg("--target")
+        .arg(crashing.uri("durable_dst"))
+        .arg("--dump-dir")
+        .arg(dumps.path());
+    let (code, log, crashed) =
+        crate::harness::fakes::act_on_line(command, "[IMPORT] [DONE     ] big", |_| crashing.crash_and_restart());
+    assert!(crashed, "big was never reported loaded:\n{log}");
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("failed, retrying in"), "the crash was not met:\n{log}");
+    assert_eq!(crashing.psql("durable_dst", "SELECT count(*) FROM big"), "100000");
+    assert_eq!(crashing.psql("durable_dst", "SELECT count(*) FROM paced"), "4000");
+    assert!(is_empty_dir(dumps.path()));
 }
 
 #[test]

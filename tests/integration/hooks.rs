@@ -191,3 +191,141 @@ fn a_failing_hook_stops_the_run_with_its_output_and_keeps_the_previous_target() 
         "the sync before the hook did not replace the target"
     );
 }
+
+/// `command` as it would run as an unprivileged user: as `postgres` (through `runuser`, with a
+/// copy of the binary that user may execute) when the tests run as root, which may read any
+/// process's memory whatever dbsync does; as is otherwise.
+fn unprivileged(command: &std::process::Command, directory: &Path) -> std::process::Command {
+    if !nix::unistd::geteuid().is_root() {
+        let mut same = std::process::Command::new(command.get_program());
+        same.args(command.get_args());
+        return same;
+    }
+    let binary = directory.join("dbsync");
+    std::fs::copy(command.get_program(), &binary).unwrap();
+    let mut runuser = std::process::Command::new("runuser");
+    runuser
+        .args(["-u", "postgres", "--"])
+        .arg(&binary)
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => runuser.env(key, value),
+            None => runuser.env_remove(key),
+        };
+    }
+    runuser
+}
+
+/// A directory everyone may enter, whose files the `postgres` user may write.
+fn shared_directory() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let directory = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(directory.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    directory
+}
+
+#[test]
+fn a_hook_ends_with_its_background_processes_its_output_bounded_and_no_password_within_reach() {
+    source_with_names("hook_bounds_src");
+    let directory = shared_directory();
+    let background = directory.path().join("background.pid");
+    let stolen = directory.path().join("stolen.txt");
+    let config = directory.path().join("bounds.toml");
+    // The first hook leaves a process behind holding its output; the second floods 200 MB; the
+    // third reads dbsync's peak memory and everything of dbsync's it can reach in /proc.
+    let walk_to_dbsync = "p=$PPID; while [ \\\"$(cat /proc/$p/comm)\\\" != dbsync ]; do \
+                          p=$(awk '/^PPid/ {print $2}' /proc/$p/status); done";
+    let steal = "for f in /proc/[0-9]*/fd/*; do case \\\"$(readlink $f 2>/dev/null)\\\" in \
+                 *dbsync-pgpass*) cat $f 2>&1;; esac; done";
+    std::fs::write(
+        &config,
+        format!(
+            "[hooks]\n\
+             before_sync = [{{ command = \"sleep 300 & echo $! > '{}'; echo left running\" }}]\n\
+             after_schema = [{{ command = \"yes 0123456789abcdef | head -c 200000000\" }}]\n\
+             after_import = [{{ command = \"{walk_to_dbsync}; grep VmHWM /proc/$p/status; {steal} > '{}'\" }}]\n",
+            background.display(),
+            stolen.display(),
+        ),
+    )
+    .unwrap();
+    let mut command = crate::sync_command("hook_bounds_src", "hook_bounds_dst", directory.path());
+    command.args(["--yes", "--config", config.to_str().unwrap()]);
+    let log = directory.path().join("dbsync.log");
+    let mut child = unprivileged(&command, directory.path())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(directory.path().join("dbsync.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(90) {
+            child.kill().unwrap();
+            panic!("dbsync still waits for the hook's background process after 90 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = child.wait().unwrap();
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{output}");
+    let sleeper: i32 = std::fs::read_to_string(&background).unwrap().trim().parse().unwrap();
+    let alive = crate::harness::fakes::process_alive(sleeper);
+    if alive {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleeper), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(!alive, "the hook's background process outlived it");
+    let peak_kilobytes: u64 = crate::line_with(&output, "VmHWM:")
+        .split_whitespace()
+        .nth(1)
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no peak memory in:\n{output}"));
+    assert!(
+        peak_kilobytes < 100 * 1024,
+        "200 MB of hook output took dbsync to {peak_kilobytes} kB"
+    );
+    assert!(output.len() < 64 << 10, "the log holds {} bytes", output.len());
+    assert!(output.contains("earlier lines not shown"), "{output}");
+    let reached = std::fs::read_to_string(&stolen).unwrap();
+    assert!(!reached.contains("s3cr"), "a hook read the password file: {reached}");
+    assert_eq!(
+        clusters().target.psql("hook_bounds_dst", "SELECT count(*) FROM people"),
+        "50"
+    );
+}
+
+#[test]
+fn a_hook_dies_with_dbsync_even_by_kill_9() {
+    source_with_names("hook_kill_src");
+    let directory = dump_dir();
+    let sleeper_file = directory.path().join("sleeper.pid");
+    let config = directory.path().join("hang.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hooks]\nafter_schema = [{{ command = \"sleep 300 & echo $! > '{}'; wait\" }}]\n",
+            sleeper_file.display()
+        ),
+    )
+    .unwrap();
+    let mut child = crate::sync_command("hook_kill_src", "hook_kill_dst", directory.path())
+        .args(["--yes", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::harness::fakes::wait_until(std::time::Duration::from_secs(60), "the hook to start", || {
+        std::fs::read_to_string(&sleeper_file).is_ok_and(|text| text.ends_with('\n'))
+    });
+    let sleeper: i32 = std::fs::read_to_string(&sleeper_file).unwrap().trim().parse().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        !crate::harness::fakes::process_alive(sleeper)
+    });
+    if !gone {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleeper), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(gone, "the hook's process outlived dbsync's kill -9 by 10 s");
+}

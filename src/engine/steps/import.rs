@@ -19,6 +19,7 @@ pub async fn import_unit(job: &Job, unit: &Unit, attempt: u32) -> Result<(), Att
     }
     let command = job.pg_restore().argument("--data-only").argument(&directory);
     run_tool(&command, &job.cancellation, &format!("import {}", unit.label())).await?;
+    job.make_loads_durable().await?;
     finish_import(job, &directory);
     Ok(())
 }

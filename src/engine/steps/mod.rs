@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::context::GrantedJobs;
 use crate::catalog;
 use crate::connection::Endpoint;
-use crate::process::ChildCommand;
+use crate::process::{ChildCommand, InheritedFile};
 use crate::scheduler::{AttemptError, Cancellation, RetryPolicy, StepError, with_retries};
 use crate::tools::{self, PgTools, TocEntry};
 
@@ -107,7 +107,7 @@ pub struct Job {
     /// The temporary database the copy is built in; `None` for a dump, which loads nothing.
     pub work_target: Option<Endpoint>,
     pub tools: PgTools,
-    pub passfile: PathBuf,
+    pub passfile: InheritedFile,
     /// Tables left out of the schema dump: the source user may not read (so not lock) them.
     pub schema_exclusions: Vec<crate::catalog::QualifiedName>,
     /// Where the schema archive and the units' dumps are: the run's dump directory, or the
@@ -235,19 +235,23 @@ impl Job {
     pub fn pg_dump(&self) -> ChildCommand {
         let snapshot = self.snapshot();
         ChildCommand::new(self.tools.pg_dump.clone())
-            .env("PGPASSFILE", &self.passfile)
+            .password_file(self.passfile)
             .arguments(["--dbname".to_string(), snapshot.source.child_conninfo()])
             .argument(format!("--snapshot={}", snapshot.id))
             .argument(format!("--lock-wait-timeout={}", self.lock_timeout.as_millis().max(1)))
     }
 
+    /// `pg_restore` into the copy, committing asynchronously: whatever it loads or builds is
+    /// made durable by `make_loads_durable` before it counts as done.
     pub fn pg_restore(&self) -> ChildCommand {
+        self.pg_restore_committing(Commit::Asynchronous)
+    }
+
+    pub fn pg_restore_committing(&self, commit: Commit) -> ChildCommand {
+        let options = restore_session_options(self.session_options.as_deref(), self.maintenance_work_mem_kb, commit);
         let mut command = ChildCommand::new(self.tools.pg_restore.clone())
-            .env("PGPASSFILE", &self.passfile)
-            .env(
-                "PGOPTIONS",
-                restore_session_options(self.session_options.as_deref(), self.maintenance_work_mem_kb),
-            )
+            .password_file(self.passfile)
+            .env("PGOPTIONS", options)
             .arguments(["--dbname".to_string(), self.copy().child_conninfo()]);
         if self.no_owner {
             command = command.argument("--no-owner");
@@ -275,6 +279,16 @@ impl Job {
     /// A new session on the copy.
     pub async fn connect_to_copy(&self) -> Result<tokio_postgres::Client, AttemptError> {
         catalog::connect(self.copy(), "target")
+            .await
+            .map_err(database_attempt_error)
+    }
+
+    /// Makes everything committed on the copy so far durable, before the work counts as done:
+    /// its sessions commit asynchronously, and a crash of the target would otherwise take back
+    /// rows dbsync had already counted as loaded (and marked so for a resume).
+    pub async fn make_loads_durable(&self) -> Result<(), AttemptError> {
+        let client = self.connect_to_copy().await?;
+        catalog::flush_earlier_commits(&client)
             .await
             .map_err(database_attempt_error)
     }
@@ -350,11 +364,24 @@ pub fn directory_size(directory: &Path) -> u64 {
         .sum()
 }
 
+/// How a restore session commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// For work that is made durable afterwards and can be redone if a crash takes it back.
+    Asynchronous,
+    /// For work that cannot tell afterwards whether it survived a crash (the schema's one
+    /// transaction: a second attempt would meet what the first created).
+    Synchronous,
+}
+
 /// Settings for the sessions that load the copy. Asynchronous commit is safe here: the copy is
-/// private until the swap, whose own commit is synchronous and so flushes every earlier one.
+/// private, and a load counts as done only after `Job::make_loads_durable`.
 /// `maintenance_work_mem` lets index builds sort in memory; the user's own PGOPTIONS win.
-fn restore_session_options(theirs: Option<&str>, maintenance_work_mem_kb: Option<u64>) -> String {
-    let mut ours = "-c synchronous_commit=off".to_string();
+fn restore_session_options(theirs: Option<&str>, maintenance_work_mem_kb: Option<u64>, commit: Commit) -> String {
+    let mut ours = match commit {
+        Commit::Asynchronous => "-c synchronous_commit=off".to_string(),
+        Commit::Synchronous => "-c synchronous_commit=on".to_string(),
+    };
     if let Some(kilobytes) = maintenance_work_mem_kb
         && !theirs.is_some_and(|theirs| theirs.contains("maintenance_work_mem"))
     {
@@ -389,20 +416,27 @@ mod tests {
 
     #[test]
     fn restore_sessions_keep_the_users_pgoptions_and_add_asynchronous_commit() {
-        assert_eq!(restore_session_options(None, None), "-c synchronous_commit=off");
         assert_eq!(
-            restore_session_options(None, Some(262144)),
+            restore_session_options(None, None, Commit::Asynchronous),
+            "-c synchronous_commit=off"
+        );
+        assert_eq!(
+            restore_session_options(None, None, Commit::Synchronous),
+            "-c synchronous_commit=on"
+        );
+        assert_eq!(
+            restore_session_options(None, Some(262144), Commit::Asynchronous),
             "-c synchronous_commit=off -c maintenance_work_mem=262144kB"
         );
         assert_eq!(
-            restore_session_options(Some("-c maintenance_work_mem=1GB"), Some(262144)),
+            restore_session_options(Some("-c maintenance_work_mem=1GB"), Some(262144), Commit::Asynchronous),
             "-c maintenance_work_mem=1GB -c synchronous_commit=off"
         );
         assert_eq!(maintenance_share(512 << 20, 2), Some(262144));
         assert_eq!(maintenance_share(512 << 20, 16), None, "below the server's default");
         assert_eq!(maintenance_share(0, 1), None);
         assert_eq!(
-            restore_session_options(Some("-c work_mem=64MB"), None),
+            restore_session_options(Some("-c work_mem=64MB"), None, Commit::Asynchronous),
             "-c work_mem=64MB -c synchronous_commit=off"
         );
     }

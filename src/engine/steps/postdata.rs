@@ -221,7 +221,11 @@ impl PostData {
                 .argument("--use-list")
                 .argument(list)
                 .argument(&self.schema_dump);
-            let outcome = run_restore(job, &command, what, tolerate_existing).await;
+            let outcome = match run_restore(job, &command, what, tolerate_existing).await {
+                // Built is not done until a crash of the target cannot take it back.
+                Ok(()) => job.make_loads_durable().await.map_err(RestoreFailure::from),
+                failed => failed,
+            };
             let _ = std::fs::remove_file(list);
             let retry = match outcome {
                 Ok(()) => return Ok(()),
@@ -263,6 +267,17 @@ enum RestoreFailure {
     },
 }
 
+impl From<AttemptError> for RestoreFailure {
+    /// A failure that says nothing of which entries failed: a transient one retries them all.
+    fn from(error: AttemptError) -> RestoreFailure {
+        match error {
+            AttemptError::Cancelled => RestoreFailure::Cancelled,
+            AttemptError::Transient(error) => RestoreFailure::Transient { error, failed: None },
+            AttemptError::Permanent(error) => RestoreFailure::Permanent(error),
+        }
+    }
+}
+
 /// The dump id a `pg_restore --list` line starts with.
 fn dump_id(line: &str) -> u32 {
     line.split(';')
@@ -284,13 +299,7 @@ async fn run_restore(
 ) -> Result<(), RestoreFailure> {
     let output = match crate::process::run(command, &job.cancellation).await {
         Ok(output) => output,
-        Err(error) => {
-            return Err(match crate::tools::process_attempt_error(error) {
-                AttemptError::Cancelled => RestoreFailure::Cancelled,
-                AttemptError::Transient(error) => RestoreFailure::Transient { error, failed: None },
-                AttemptError::Permanent(error) => RestoreFailure::Permanent(error),
-            });
-        }
+        Err(error) => return Err(crate::tools::process_attempt_error(error).into()),
     };
     let error_lines: Vec<&str> = output.stderr.lines().filter(|line| line.contains("ERROR:")).collect();
     if tolerate_existing
@@ -315,8 +324,7 @@ async fn run_restore(
             let failed = (finished && !failed.is_empty()).then_some(failed);
             Err(RestoreFailure::Transient { error, failed })
         }
-        Err(AttemptError::Cancelled) => Err(RestoreFailure::Cancelled),
-        Err(AttemptError::Permanent(error)) => Err(RestoreFailure::Permanent(error)),
+        Err(other) => Err(other.into()),
     }
 }
 

@@ -63,13 +63,14 @@ pub async fn relay_part(job: &Job, unit: &Unit) -> Result<(), AttemptError> {
     let (part, table) = part_of(unit);
     let work = async {
         let (source, target) = tokio::try_join!(source_in_snapshot(job), catalog::connect(job.copy(), "target"))?;
-        if !begin_load(job, unit, &target, None).await? {
-            return anyhow::Ok(());
+        if begin_load(job, unit, &target, None).await? {
+            catalog::relay_rows(&source, &target, &selection(part, table)).await?;
+            let values = catalog::sequence_values(&source, &part.sequences).await?;
+            set_sequences(&target, &part.sequences, values).await?;
+            catalog::commit(&target).await?;
         }
-        catalog::relay_rows(&source, &target, &selection(part, table)).await?;
-        let values = catalog::sequence_values(&source, &part.sequences).await?;
-        set_sequences(&target, &part.sequences, values).await?;
-        catalog::commit(&target).await
+        // Also when an earlier attempt committed: it may have failed before its flush.
+        catalog::flush_earlier_commits(&target).await
     };
     until_cancelled(job, work).await
 }
@@ -116,7 +117,7 @@ pub async fn load_part(job: &Job, unit: &Unit) -> Result<(), AttemptError> {
             set_sequences(&target, &part.sequences, values).await?;
             catalog::commit(&target).await?;
         }
-        anyhow::Ok(())
+        catalog::flush_earlier_commits(&target).await
     };
     until_cancelled(job, work).await?;
     super::import::finish_import(job, &directory);

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Job;
+use super::{Commit, Job};
 use crate::scheduler::AttemptError;
 use crate::tools::run_tool;
 
@@ -40,7 +40,7 @@ pub async fn dump(job: &Job) -> Result<PathBuf, AttemptError> {
 /// transaction, so a failed attempt leaves nothing behind and can be retried.
 pub async fn restore_pre_data(job: &Job, schema_dump: &Path) -> Result<(), AttemptError> {
     let command = job
-        .pg_restore()
+        .pg_restore_committing(Commit::Synchronous)
         .arguments(["--section=pre-data", "--exit-on-error", "--single-transaction"])
         .argument(schema_dump);
     run_tool(&command, &job.cancellation, "create the schema")

@@ -29,7 +29,7 @@ pub async fn stream_unit(job: &Job, unit: &Unit, attempt: u32) -> Result<(), Att
     let dumped = judge(&dump, &dump_output, &format!("export {label}"));
     let restored = judge(&restore, &restore_output, &format!("import {label}"));
     match (dumped, restored) {
-        (Ok(()), Ok(())) => Ok(()),
+        (Ok(()), Ok(())) => job.make_loads_durable().await,
         // When pg_restore stops first, pg_dump only sees a closed pipe: pg_restore's error is the cause.
         (Err(dump_error), Err(restore_error)) if died_of_closed_pipe(&dump_output) => {
             Err(either_transient(restore_error, dump_error))

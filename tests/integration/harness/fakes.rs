@@ -45,6 +45,14 @@ impl FakeTools {
     }
 }
 
+/// Whether process `pid` still runs (a zombie, killed but not yet reaped, does not).
+pub(crate) fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.split_whitespace().nth(2).is_none_or(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
+
 pub(crate) fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -55,12 +63,26 @@ pub(crate) fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> 
 
 /// Runs `command` with `--plain` output read line by line, sends SIGINT once the first table is
 /// done, and returns the exit code and the whole log.
-pub(crate) fn interrupt_after_first_table(mut command: std::process::Command) -> (Option<i32>, String) {
-    use std::io::{BufRead, BufReader};
-    use std::sync::{Arc, Mutex};
-
+pub(crate) fn interrupt_after_first_table(command: std::process::Command) -> (Option<i32>, String) {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
+
+    let (code, log, acted) = act_on_line(command, "[DONE     ]", |pid| {
+        kill(Pid::from_raw(pid as i32), Signal::SIGINT).unwrap();
+    });
+    assert!(acted, "no table was done:\n{log}");
+    (code, log)
+}
+
+/// Runs `command` with `--plain` output read line by line and calls `act` with its process id
+/// the moment the first line containing `line` is printed (while the run goes on); returns the
+/// exit code, the whole log, and whether `act` was called.
+pub(crate) fn act_on_line(
+    mut command: std::process::Command,
+    line: &str,
+    act: impl FnOnce(u32) + Send,
+) -> (Option<i32>, String, bool) {
+    use std::io::{BufRead, BufReader};
 
     let mut child = command
         .arg("--plain")
@@ -68,24 +90,25 @@ pub(crate) fn interrupt_after_first_table(mut command: std::process::Command) ->
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let log = log.clone();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let (log, acted) = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut log = String::new();
+            let mut act = Some(act);
+            for printed in BufReader::new(stdout).lines().map_while(Result::ok) {
+                log.push_str(&printed);
                 log.push('\n');
+                if printed.contains(line)
+                    && let Some(act) = act.take()
+                {
+                    act(pid);
+                }
             }
-        })
-    };
-    wait_until(Duration::from_secs(60), "a table done", || {
-        log.lock().unwrap().contains("[DONE     ]")
+            (log, act.is_none())
+        });
+        reader.join().unwrap()
     });
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let status = child.wait().unwrap();
-    reader.join().unwrap();
-    let log = log.lock().unwrap().clone();
-    (status.code(), log)
+    (status.code(), log, acted)
 }

@@ -247,13 +247,26 @@ impl Cluster {
         );
     }
 
-    /// A URI for dbsync as another role (with the harness's password).
+    /// Crashes the server and starts it again (`pg_ctl -m immediate restart`): like a power cut
+    /// for everything the server had not yet written out of its own memory (the data files'
+    /// `fsync=off` aside, which only matters when the machine itself fails).
+    pub fn crash_and_restart(&self) {
+        run_checked(
+            as_server_user(&self.bin_dir.join("pg_ctl"), self.run_as_postgres)
+                .arg("-D")
+                .arg(&self.data_dir)
+                .args(["-w", "-m", "immediate", "restart"])
+                .stdout(Stdio::null()),
+        );
+    }
+
     /// What the server wrote to its log (`pg_ctl -l`) so far.
     pub fn log(&self) -> String {
         let path = self.data_dir.parent().unwrap().join(format!("{}.log", self.name));
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
+    /// A URI for dbsync as another role (with the harness's password).
     pub fn uri_as(&self, user: &str, database: &str) -> String {
         format!("postgres://{user}:{PASSWORD_IN_URI}@127.0.0.1:{}/{database}", self.port)
     }
