@@ -47,7 +47,9 @@ pub async fn ensure_watermark_table(client: &Client) -> Result<()> {
                 read_from text, pending text, synced_at timestamptz NOT NULL DEFAULT now(), \
                 PRIMARY KEY (source, table_name)); \
              COMMENT ON TABLE {WATERMARK_TABLE} IS \
-                'dbsync --incremental: per source and table, the change-column value the next run reads from'"
+                'dbsync --incremental: per source and table, the change-column value the next run reads from'; \
+             {}",
+            super::state::identity_column(WATERMARK_TABLE)
         ))
         .await
         .map_err(|error| {

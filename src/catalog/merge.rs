@@ -105,7 +105,8 @@ pub async fn ensure_map_table(client: &Client) -> Result<()> {
              CREATE TABLE IF NOT EXISTS {MAP_NAMES} (id serial PRIMARY KEY, source text NOT NULL, \
                 table_name text NOT NULL, first_merged_at timestamptz NOT NULL DEFAULT now(), UNIQUE (source, table_name)); \
              CREATE TABLE IF NOT EXISTS {MAP_TABLE} (map integer NOT NULL REFERENCES {MAP_NAMES}, \
-                old_id bigint NOT NULL, new_id bigint NOT NULL, PRIMARY KEY (map, old_id))"
+                old_id bigint NOT NULL, new_id bigint NOT NULL, PRIMARY KEY (map, old_id)); {}",
+            super::state::identity_column(MAP_NAMES)
         ))
         .await
         .map_err(|error| {

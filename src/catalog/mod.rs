@@ -11,6 +11,7 @@ mod masking;
 mod merge;
 mod roles;
 mod rows;
+mod state;
 mod work;
 
 use std::fmt;
@@ -30,6 +31,7 @@ pub use masking::*;
 pub use merge::*;
 pub use roles::*;
 pub use rows::*;
+pub use state::*;
 pub use work::*;
 
 /// A connected client; the connection task ends when the client is dropped.

@@ -373,14 +373,140 @@ impl RunContext<'_> {
     }
 }
 
-impl RunContext<'_> {
-    /// Names the source in the target's `dbsync` state (watermarks, ID maps): the configured
-    /// name, else its server and database as the URI gives them.
-    pub(super) fn named_source(&self, source: &Endpoint, configured: Option<&str>) -> String {
-        configured
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("{}:{}/{}", source.host, source.port, source.dbname))
+/// The state a row-copy mode keeps about its source in the target's `dbsync` schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SourceState {
+    Watermarks,
+    IdMaps,
+}
+
+impl SourceState {
+    fn table(self) -> &'static str {
+        match self {
+            SourceState::Watermarks => catalog::WATERMARK_TABLE,
+            SourceState::IdMaps => catalog::MAP_NAMES,
+        }
     }
+
+    fn name(self) -> &'static str {
+        match self {
+            SourceState::Watermarks => "watermarks",
+            SourceState::IdMaps => "ID maps",
+        }
+    }
+
+    fn section(self) -> &'static str {
+        match self {
+            SourceState::Watermarks => "incremental",
+            SourceState::IdMaps => "merge",
+        }
+    }
+}
+
+/// The label this source's state is kept under in the target, and the source database's identity.
+#[derive(Debug, Clone)]
+pub(super) struct SourceLabel {
+    pub(super) label: String,
+    identity: Option<String>,
+    state: SourceState,
+}
+
+impl SourceLabel {
+    /// Says which label and identity the state is kept under.
+    pub(super) fn notice(&self) -> Event {
+        Event::Notice(Notice::SourceName {
+            name: self.label.clone(),
+            identity: self.identity.clone(),
+            state: self.state.name(),
+            section: self.state.section(),
+        })
+    }
+}
+
+impl RunContext<'_> {
+    /// Finds the label the target keeps this source's state under: by the source database's
+    /// identity (server system identifier and database), so another spelling of its URI finds
+    /// the same state; else the configured name, else the server and database as the URI gives
+    /// them. Refuses (exit 2) a configured name that another database's state holds, and state of
+    /// this database under another configured name, where going on would copy rows twice.
+    pub(super) async fn source_label(
+        &self,
+        source: &Client,
+        target: &Client,
+        endpoint: &Endpoint,
+        configured: Option<&str>,
+        state: SourceState,
+    ) -> Result<SourceLabel, SyncError> {
+        let identity = interruptible(&self.cancellation, async {
+            Ok(catalog::database_identity(source).await)
+        })
+        .await?;
+        let stored = interruptible(&self.cancellation, catalog::state_labels(target, state.table())).await?;
+        let spelled = format!("{}:{}/{}", endpoint.host, endpoint.port, endpoint.dbname);
+        let label =
+            choose_label(identity.as_deref(), &spelled, configured, &stored, state).map_err(SyncError::Usage)?;
+        Ok(SourceLabel { label, identity, state })
+    }
+
+    /// Records the source's identity on state kept under its label without one (once the state
+    /// table exists).
+    pub(super) async fn claim_source_state(&self, target: &Client, source: &SourceLabel) -> Result<(), SyncError> {
+        let Some(identity) = &source.identity else {
+            return Ok(());
+        };
+        let claim = catalog::claim_state(target, source.state.table(), &source.label, identity);
+        interruptible(&self.cancellation, claim).await
+    }
+}
+
+/// The label for a source of `identity` among the `stored` labels and their identities; see
+/// `RunContext::source_label`. An error says why the run must not go on, and what to do.
+fn choose_label(
+    identity: Option<&str>,
+    spelled: &str,
+    configured: Option<&str>,
+    stored: &[(String, Option<String>)],
+    state: SourceState,
+) -> Result<String, String> {
+    let wanted = configured.unwrap_or(spelled);
+    let Some(identity) = identity else {
+        return Ok(wanted.to_string());
+    };
+    let table = state.table();
+    let same_database: Vec<&str> = stored
+        .iter()
+        .filter(|(_, recorded)| recorded.as_deref() == Some(identity))
+        .map(|(label, _)| label.as_str())
+        .collect();
+    if same_database.contains(&wanted) {
+        return Ok(wanted.to_string());
+    }
+    if let Some(known) = same_database.first() {
+        return match configured {
+            None => Ok(known.to_string()),
+            Some(configured) => Err(format!(
+                "the target keeps {} of this source database under the name {known:?}, not {configured:?}: \
+                 set source = {known:?} in [{}] (under another name its rows would be copied again)",
+                state.name(),
+                state.section()
+            )),
+        };
+    }
+    let other = stored
+        .iter()
+        .find(|(label, recorded)| label == wanted && recorded.as_deref().is_some_and(|recorded| recorded != identity));
+    if let Some((label, Some(recorded))) = other {
+        return Err(format!(
+            "the {} kept in the target under {label:?} were recorded from another database (server and database \
+             {recorded}, this source is {identity}): name this source differently in [{}] source; if it is the same \
+             database moved to another server, run UPDATE {table} SET source_identity = NULL WHERE source = '{}' \
+             in the target first",
+            state.name(),
+            state.section(),
+            label.replace('\'', "''")
+        ));
+    }
+    Ok(wanted.to_string())
 }
 
 /// What `fit_target_schema` found: problems that refuse the refresh, statements that fix the rest.
@@ -517,4 +643,49 @@ fn members_in_trees(plan: &Plan) -> Vec<bool> {
                 .map(move |_| table.members.len() > 1 || table.partitioned)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(pairs: &[(&str, Option<&str>)]) -> Vec<(String, Option<String>)> {
+        pairs
+            .iter()
+            .map(|(label, identity)| (label.to_string(), identity.map(str::to_string)))
+            .collect()
+    }
+
+    #[test]
+    fn a_source_is_found_by_its_identity_and_a_label_is_never_shared() {
+        let state = SourceState::IdMaps;
+        let choose = |configured, stored: &[(String, Option<String>)]| {
+            choose_label(Some("42/16384"), "localhost:5432/shop", configured, stored, state)
+        };
+        assert_eq!(choose(None, &[]).unwrap(), "localhost:5432/shop");
+        let known = stored(&[("127.0.0.1:5432/shop", Some("42/16384")), ("other", Some("7/1"))]);
+        let elsewhere = stored(&[("other", Some("7/1"))]);
+        assert_eq!(choose(None, &known).unwrap(), "127.0.0.1:5432/shop", "another spelling");
+        assert!(
+            choose(Some("regional"), &known)
+                .unwrap_err()
+                .contains("under the name \"127.0.0.1:5432/shop\"")
+        );
+        assert!(
+            choose(Some("other"), &elsewhere)
+                .unwrap_err()
+                .contains("recorded from another database")
+        );
+        let legacy = stored(&[("regional", None)]);
+        assert_eq!(
+            choose(Some("regional"), &legacy).unwrap(),
+            "regional",
+            "state from before identities"
+        );
+        assert_eq!(
+            choose_label(None, "localhost:5432/shop", Some("regional"), &known, state).unwrap(),
+            "regional",
+            "no identity readable: the label alone, as before"
+        );
+    }
 }

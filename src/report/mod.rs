@@ -215,6 +215,8 @@ pub enum Notice {
     /// knows the source by, and the config section that can set it.
     SourceName {
         name: String,
+        /// The server's system identifier and the database's OID, where the server shows them.
+        identity: Option<String>,
         state: &'static str,
         section: &'static str,
     },

@@ -175,9 +175,25 @@ impl fmt::Display for Notice {
                 };
                 write!(formatter, "; {} read ({method})", human_size(changes.bytes_read))
             }
-            Notice::SourceName { name, state, section } => write!(
+            Notice::SourceName {
+                name,
+                identity: Some(identity),
+                state,
+                section,
+            } => write!(
                 formatter,
-                "The {state} know this source as {name}: a later run finds them only under the same name ([{section}] source sets one)"
+                "The {state} know this source as {name} (server and database {identity}): a later run finds them by \
+                 that identity, however the URI is spelled ([{section}] source names it)"
+            ),
+            Notice::SourceName {
+                name,
+                identity: None,
+                state,
+                section,
+            } => write!(
+                formatter,
+                "The {state} know this source as {name}: this role may not read the server's identity, so a later run \
+                 finds them only under the same name ([{section}] source sets one)"
             ),
             Notice::WouldMerge(preview) => {
                 write!(formatter, "{}: ", preview.table)?;

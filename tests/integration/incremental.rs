@@ -739,10 +739,10 @@ fn a_lookback_rereads_rows_without_rewriting_the_unchanged_ones() {
 }
 
 /// `[incremental] source` names the source in the watermark table, whatever the URI: runs
-/// under that name find the watermarks, a run under the default name (host:port/database) does
-/// not.
+/// under that name find the watermarks, and so does a run that names none (the source database
+/// is known by its identity); another name for the same database is refused.
 #[test]
-fn a_named_source_finds_its_watermarks_under_that_name_only() {
+fn a_named_source_keeps_its_watermarks_under_that_name_and_they_stay_its_own() {
     let clusters = clusters();
     clusters.source.create_database("named_src");
     clusters.source.psql(
@@ -774,8 +774,21 @@ fn a_named_source_finds_its_watermarks_under_that_name_only() {
     assert_exit(&unnamed, 0);
     assert_eq!(
         changes(&report, "notes").0,
-        "key-ranges",
-        "not found under host:port/database"
+        "change-column",
+        "found by the source database's identity"
+    );
+    assert!(
+        text(&unnamed).contains("The watermarks know this source as prod (server and database "),
+        "{}",
+        text(&unnamed)
+    );
+    let renamed = config(work.path(), "[incremental]\nsource = \"staging\"\n");
+    let (refused, _) = incremental("named_src", "named_dst", &["--config", &renamed], work.path());
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("the target keeps watermarks of this source database under the name \"prod\""),
+        "{}",
+        text(&refused)
     );
 }
 

@@ -685,3 +685,82 @@ fn rows_deleted_from_the_target_after_a_merge_are_merged_again_and_never_referen
         text(&dangling)
     );
 }
+
+/// `dbsync merge` between `source_uri` and the target database `target`, with the config in `work`.
+fn merge_from(source_uri: &str, target: &str, work: &Path) -> Output {
+    crate::dbsync()
+        .args(["merge", "--yes", "--source", source_uri, "--target"])
+        .arg(clusters().target.uri(target))
+        .arg("--config")
+        .arg(work.join("merge.toml"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_source_is_known_by_its_identity_not_by_how_its_uri_is_spelled() {
+    let clusters = clusters();
+    databases("merge_spelled_src", "merge_spelled_dst");
+    let work = dump_dir();
+    std::fs::write(work.path().join("merge.toml"), CONFIG).unwrap();
+    let by_address = clusters.source.uri("merge_spelled_src");
+    let first = merge_from(&by_address, "merge_spelled_dst", work.path());
+    assert_exit(&first, 0);
+    let merged = contents("merge_spelled_dst");
+    let log = text(&first);
+    let port = by_address.rsplit(':').next().unwrap().split('/').next().unwrap();
+    assert!(
+        log.contains(&format!(
+            "know this source as 127.0.0.1:{port}/merge_spelled_src (server and database "
+        )),
+        "{log}"
+    );
+
+    // The same database through another host name: the same ID maps, nothing inserted twice.
+    let by_name = by_address.replace("@127.0.0.1:", "@localhost:");
+    let again = merge_from(&by_name, "merge_spelled_dst", work.path());
+    assert_exit(&again, 0);
+    assert!(
+        text(&again).contains(&format!("know this source as 127.0.0.1:{port}/merge_spelled_src")),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(
+        contents("merge_spelled_dst"),
+        merged,
+        "a second spelling merged rows again"
+    );
+
+    // Another name for the same database would start new maps: refused, nothing written.
+    let named = CONFIG.replace("[merge]\n", "[merge]\nsource = \"regional\"\n");
+    std::fs::write(work.path().join("merge.toml"), named).unwrap();
+    let renamed = merge_from(&by_address, "merge_spelled_dst", work.path());
+    assert_exit(&renamed, 2);
+    assert!(
+        text(&renamed).contains(&format!(
+            "the target keeps ID maps of this source database under the name \"127.0.0.1:{port}/merge_spelled_src\", not \"regional\""
+        )),
+        "{}",
+        text(&renamed)
+    );
+    assert_eq!(contents("merge_spelled_dst"), merged);
+
+    // A name that another database's maps hold is refused too.
+    let other = "merge_spelled_other";
+    clusters.source.create_database(other);
+    clusters.source.psql(other, SCHEMA);
+    clusters.source.psql(other, REGIONAL_ROWS);
+    let taken = CONFIG.replace(
+        "[merge]\n",
+        &format!("[merge]\nsource = \"127.0.0.1:{port}/merge_spelled_src\"\n"),
+    );
+    std::fs::write(work.path().join("merge.toml"), taken).unwrap();
+    let borrowed = merge_from(&clusters.source.uri(other), "merge_spelled_dst", work.path());
+    assert_exit(&borrowed, 2);
+    assert!(
+        text(&borrowed).contains("were recorded from another database"),
+        "{}",
+        text(&borrowed)
+    );
+    assert_eq!(contents("merge_spelled_dst"), merged);
+}

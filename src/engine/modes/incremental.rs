@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 
 use crate::catalog::{self, ChecksumColumn, QualifiedName, TableColumn};
 use crate::connection::Endpoint;
-use crate::engine::row_copy::{RefreshedTable, linked_groups, row_copy_event};
+use crate::engine::row_copy::{RefreshedTable, SourceState, linked_groups, row_copy_event};
 use crate::engine::steps::change::{self, ChangeColumn, ChangeContext, ChangeKind, TableChange};
 use crate::engine::steps::checksum::{Sessions, agreed_hash};
 use crate::engine::{RunContext, interruptible, preflight};
@@ -43,29 +43,40 @@ impl Incremental<'_> {
         let (source, plan, _) = self.context.inspect_source(self.source).await?;
         let (target, fitted) = self.context.fitted_kept_target(&source, self.target, &plan).await?;
         let tables = self.changing_tables(&target, &plan, fitted).await?;
-        let source_name = Notice::SourceName {
-            name: self.context.named_source(self.source, self.options.source.as_deref()),
-            state: "watermarks",
-            section: "incremental",
-        };
+        let configured = self.options.source.as_deref();
+        let label = self
+            .context
+            .source_label(
+                &source.client,
+                &target,
+                self.source,
+                configured,
+                SourceState::Watermarks,
+            )
+            .await?;
         if self.context.settings.dry_run {
-            self.context.emit(Event::Notice(source_name));
-            self.preview_changes(&target, &tables).await?;
+            self.context.emit(label.notice());
+            self.preview_changes(&target, &tables, &label.label).await?;
             self.context.emit(Event::Notice(Notice::DryRunDone));
             return Ok(());
         }
         self.announce_incremental(&plan, &tables, started_at);
-        self.context.emit(Event::Notice(source_name));
+        self.context.emit(label.notice());
         self.context.run_hooks(HookStage::BeforeSync, self.target).await?;
         self.context.run_hooks(HookStage::AfterSchema, self.target).await?;
         interruptible(&self.context.cancellation, catalog::ensure_watermark_table(&target)).await?;
+        self.context.claim_source_state(&target, &label).await?;
         let horizon = self.source_horizon(&source.client, &tables).await?;
         let snapshot = self.context.take_snapshot(&source, &plan).await?;
         self.context.emit(Event::Phase(Phase::RefreshData));
         let (source_sessions, target_sessions) = self.incremental_sessions(&snapshot).await?;
         let groups = linked_groups(&plan, &source.inventory, &tables, |(planned, _)| Some(*planned));
-        self.change_in_groups(&source_sessions, &target_sessions, &groups, &horizon)
-            .await?;
+        let changed = self
+            .change_in_groups(&source_sessions, &target_sessions, &groups, &horizon, &label.label)
+            .await;
+        // The watermarks the groups just wrote know their source by its identity from now on.
+        self.context.claim_source_state(&target, &label).await?;
+        changed?;
         self.context.set_sequences(&source.client, &target, &plan).await?;
         self.context.emit(Event::Phase(Phase::RefreshValidation));
         self.context
@@ -80,10 +91,14 @@ impl Incremental<'_> {
 
     /// `--dry-run`: how each table's rows would be found, from its key, its change column and
     /// the watermark the target holds.
-    async fn preview_changes(&self, target: &Client, tables: &[Planned]) -> Result<(), SyncError> {
-        let source_identity = self.context.named_source(self.source, self.options.source.as_deref());
+    async fn preview_changes(
+        &self,
+        target: &Client,
+        tables: &[Planned],
+        source_identity: &str,
+    ) -> Result<(), SyncError> {
         let names: Vec<QualifiedName> = tables.iter().map(|(_, table)| table.name.clone()).collect();
-        let read = catalog::existing_watermarks(target, &source_identity, &names);
+        let read = catalog::existing_watermarks(target, source_identity, &names);
         let watermarks = interruptible(&self.context.cancellation, read).await?;
         let deep = self.options.deep;
         for ((_, table), held) in tables.iter().zip(watermarks) {
@@ -143,6 +158,7 @@ impl Incremental<'_> {
         target: &[Arc<Client>],
         groups: &[Vec<&Planned>],
         horizon: &catalog::Horizon,
+        source_identity: &str,
     ) -> Result<(), SyncError> {
         let hash = interruptible(
             &self.context.cancellation,
@@ -150,9 +166,8 @@ impl Incremental<'_> {
         )
         .await?;
         let (deep, delete) = (self.options.deep, self.options.delete);
-        let source_identity = self.context.named_source(self.source, self.options.source.as_deref());
         let context = ChangeContext {
-            source_identity: &source_identity,
+            source_identity,
             horizon,
             hash,
             deep,

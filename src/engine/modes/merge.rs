@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 
 use crate::catalog::{self, ForeignKeyColumn, MergeShape, QualifiedName, Remap, Surrogate};
 use crate::connection::Endpoint;
-use crate::engine::row_copy::{RefreshedTable, row_copy_event};
+use crate::engine::row_copy::{RefreshedTable, SourceState, row_copy_event};
 use crate::engine::steps::merge::{self, MergeTable};
 use crate::engine::{RunContext, interruptible, preflight};
 use crate::errors::SyncError;
@@ -97,25 +97,22 @@ impl Merge<'_> {
         let groups = self
             .merge_groups(&target, &plan, &source.inventory, fitted, &foreign)
             .await?;
-        let name = self.merge_source_identity();
+        let configured = self.options.source.as_deref();
+        let label = self
+            .context
+            .source_label(&source.client, &target, self.source, configured, SourceState::IdMaps)
+            .await?;
         if self.context.settings.dry_run {
-            self.context.emit(Event::Notice(Notice::SourceName {
-                name: name.clone(),
-                state: "ID maps",
-                section: "merge",
-            }));
+            self.context.emit(label.notice());
             self.preview_merge(&groups);
             self.context.emit(Event::Notice(Notice::DryRunDone));
             return Ok(());
         }
         self.context.announce_row_copy(RunKind::Merge, &plan, started_at);
-        self.context.emit(Event::Notice(Notice::SourceName {
-            name: name.clone(),
-            state: "ID maps",
-            section: "merge",
-        }));
+        self.context.emit(label.notice());
         self.context.run_hooks(HookStage::BeforeSync, self.target).await?;
         interruptible(&self.context.cancellation, catalog::ensure_map_table(&target)).await?;
+        self.context.claim_source_state(&target, &label).await?;
         let snapshot = self.context.take_snapshot(&source, &plan).await?;
         self.context.emit(Event::Phase(Phase::RefreshData));
         // Fresh target sessions for the writes: the one that read the catalogs has the search
@@ -125,11 +122,13 @@ impl Merge<'_> {
             .row_copy_sessions(self.source, self.target, &snapshot)
             .await?;
         let pairs: Vec<_> = sessions.clients().iter().cloned().zip(writers).collect();
-        let merged = self.merge_in_levels(&pairs, &groups, &foreign).await;
+        let merged = self.merge_in_levels(&pairs, &groups, &foreign, &label.label).await;
+        // The maps the groups just made know their source by its identity from now on.
+        self.context.claim_source_state(&target, &label).await?;
         // The map is read on the session that wrote nothing: after a failure, the writers of
         // groups stopped on the way may still be inside their (never committed) transactions.
         if !self.context.cancellation.is_cancelled() {
-            self.write_id_map(&target, &groups).await?;
+            self.write_id_map(&target, &groups, &label.label).await?;
         }
         merged?;
         self.context.emit(Event::Phase(Phase::RefreshValidation));
@@ -295,10 +294,6 @@ impl Merge<'_> {
         remapped
     }
 
-    fn merge_source_identity(&self) -> String {
-        self.context.named_source(self.source, self.options.source.as_deref())
-    }
-
     /// `--dry-run`: each table in order, what becomes of its keys, and its natural key.
     fn preview_merge(&self, groups: &[Vec<Planned>]) {
         for group in groups {
@@ -344,11 +339,10 @@ impl Merge<'_> {
         pairs: &[(Arc<Client>, Arc<Client>)],
         groups: &[Vec<Planned>],
         foreign: &[ForeignKeyColumn],
+        identity: &str,
     ) -> Result<(), SyncError> {
-        let identity = self.merge_source_identity();
         for level in levels_of(groups, foreign) {
             let members: Vec<&Vec<Planned>> = level.iter().map(|index| &groups[*index]).collect();
-            let identity = identity.as_str();
             let work = share_out(pairs, &members, |(source, target), group| async move {
                 self.merge_one_group(&source, &target, group, identity).await
             });
@@ -464,7 +458,7 @@ impl Merge<'_> {
 
     /// `--id-map FILE`: the merged tables' maps as JSON, `{"table": {"old": new, …}}`, written
     /// row by row from the target (also after a failure: the tables merged so far).
-    async fn write_id_map(&self, target: &Client, groups: &[Vec<Planned>]) -> Result<(), SyncError> {
+    async fn write_id_map(&self, target: &Client, groups: &[Vec<Planned>], identity: &str) -> Result<(), SyncError> {
         let Some(path) = &self.options.id_map else {
             return Ok(());
         };
@@ -473,12 +467,11 @@ impl Merge<'_> {
             .flatten()
             .map(|(_, table)| table.shape.table.clone())
             .collect();
-        let identity = self.merge_source_identity();
         let file = std::fs::File::create(path)
             .map_err(|error| usage_error!("cannot write the ID map {}: {error}", path.display()))?;
         let mut writer = IdMapWriter::new(std::io::BufWriter::new(file));
         let each = |table: &str, old: i64, new: i64| writer.key(table, old, new);
-        let read = catalog::each_mapped_key(target, &identity, &tables, each);
+        let read = catalog::each_mapped_key(target, identity, &tables, each);
         interruptible(&self.context.cancellation, read).await?;
         let keys = writer
             .finish()
