@@ -131,14 +131,26 @@ pub async fn prepare_checksum_session(client: &Client) -> Result<()> {
         .context("cannot set the output settings for checksums")
 }
 
+/// The settings under which both servers write the same text for the same values, each as a
+/// `verb` statement (`SET`, or `SET LOCAL` for one transaction).
+pub fn output_settings(verb: &str) -> String {
+    [
+        "DateStyle = 'ISO, YMD'",
+        "IntervalStyle = 'postgres'",
+        "TimeZone = 'UTC'",
+        "extra_float_digits = 3",
+        "bytea_output = 'hex'",
+        "lc_monetary = 'C'",
+    ]
+    .map(|setting| format!("{verb} {setting}"))
+    .join("; ")
+}
+
 /// The output settings alone: both servers write the same text for the same values (what row
 /// hashes and `COPY` text between them need), and the planner is left as it is.
 pub async fn prepare_compare_session(client: &Client) -> Result<()> {
     client
-        .batch_execute(
-            "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC'; \
-             SET extra_float_digits = 3; SET bytea_output = 'hex'; SET lc_monetary = 'C'",
-        )
+        .batch_execute(&output_settings("SET"))
         .await
         .context("cannot set the output settings for comparing rows")
 }

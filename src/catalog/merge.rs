@@ -62,6 +62,19 @@ pub struct MergeShape {
 }
 
 impl MergeShape {
+    /// The columns whose values a merge writes as the source has them (not the new key, not a
+    /// remapped or masked column): by these, a row already merged is recognised in the target.
+    pub fn unchanged_columns(&self) -> Vec<String> {
+        let surrogate = self.surrogate.as_ref().map(|surrogate| surrogate.column.as_str());
+        self.columns
+            .iter()
+            .filter(|column| Some(column.as_str()) != surrogate)
+            .filter(|column| !self.remapped.iter().any(|remap| &remap.column == *column))
+            .filter(|column| !self.masked.iter().any(|(masked, _)| masked == *column))
+            .cloned()
+            .collect()
+    }
+
     /// A key to the table itself (a tree of rows): set from the row stage as the rows are
     /// inserted, where every row's new key is known.
     fn own(&self, remap: &Remap) -> bool {
@@ -734,6 +747,56 @@ pub fn stored_name(table: &QualifiedName) -> String {
 fn quoted_list(columns: &[String]) -> String {
     let quoted: Vec<String> = columns.iter().map(|column| quote_identifier(column)).collect();
     quoted.join(", ")
+}
+
+/// `md5` of the text of each of `columns` together, for up to `limit` rows of `table`, on a
+/// session prepared by `prepare_compare_session` (the snapshot's: no transaction of its own).
+pub async fn row_digests(
+    client: &Client,
+    table: &QualifiedName,
+    columns: &[String],
+    limit: i64,
+) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            &format!("SELECT {} FROM {} LIMIT $1", digest_of(columns), table.quoted()),
+            &[&limit],
+        )
+        .await
+        .map_err(|error| sql_error(format!("cannot read rows of {table}"), error))?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// How many of `digests` (from `row_digests` on the source) rows of `table` have, read under the
+/// same output settings in a transaction of its own.
+pub async fn rows_with_digests(
+    client: &Client,
+    table: &QualifiedName,
+    columns: &[String],
+    digests: &[String],
+) -> Result<i64> {
+    let failed = |error| sql_error(format!("cannot look for merged rows in {table}"), error);
+    client
+        .batch_execute(&format!("BEGIN; {}", super::checksum::output_settings("SET LOCAL")))
+        .await
+        .map_err(failed)?;
+    let found = client
+        .query_one(
+            &format!(
+                "SELECT count(DISTINCT digest) FROM (SELECT {} AS digest FROM {}) AS rows WHERE digest = ANY($1)",
+                digest_of(columns),
+                table.quoted()
+            ),
+            &[&digests],
+        )
+        .await;
+    client.batch_execute("COMMIT").await.map_err(failed)?;
+    Ok(found.map_err(failed)?.get(0))
+}
+
+fn digest_of(columns: &[String]) -> String {
+    let values: Vec<String> = columns.iter().map(|column| quote_identifier(column)).collect();
+    format!("pg_catalog.md5(ROW({})::text)", values.join(", "))
 }
 
 #[cfg(test)]

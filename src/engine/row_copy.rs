@@ -409,6 +409,8 @@ pub(super) struct SourceLabel {
     pub(super) label: String,
     identity: Option<String>,
     state: SourceState,
+    /// The target holds state under this label already: this source was read before.
+    pub(super) known: bool,
 }
 
 impl SourceLabel {
@@ -445,7 +447,13 @@ impl RunContext<'_> {
         let spelled = format!("{}:{}/{}", endpoint.host, endpoint.port, endpoint.dbname);
         let label =
             choose_label(identity.as_deref(), &spelled, configured, &stored, state).map_err(SyncError::Usage)?;
-        Ok(SourceLabel { label, identity, state })
+        let known = stored.iter().any(|(stored, _)| *stored == label);
+        Ok(SourceLabel {
+            label,
+            identity,
+            state,
+            known,
+        })
     }
 
     /// Records the source's identity on state kept under its label without one (once the state

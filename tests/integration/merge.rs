@@ -763,4 +763,16 @@ fn a_source_is_known_by_its_identity_not_by_how_its_uri_is_spelled() {
         text(&borrowed)
     );
     assert_eq!(contents("merge_spelled_dst"), merged);
+
+    // With its ID maps gone, the merged rows are recognised: refused, nothing inserted twice.
+    std::fs::write(work.path().join("merge.toml"), CONFIG).unwrap();
+    clusters.target.psql("merge_spelled_dst", "DROP SCHEMA dbsync CASCADE");
+    let mapless = merge_from(&by_address, "merge_spelled_dst", work.path());
+    assert_exit(&mapless, 2);
+    assert!(
+        text(&mapless).contains("but no ID map of this source: it was merged before and its map is gone"),
+        "{}",
+        text(&mapless)
+    );
+    assert_eq!(contents("merge_spelled_dst"), merged);
 }

@@ -33,6 +33,9 @@ pub(in crate::engine) struct Merge<'a> {
     pub(in crate::engine) options: &'a crate::settings::MergeSettings,
 }
 
+/// How many of a table's rows show whether a merge without an ID map was merged before.
+const MAP_CHECK_SAMPLE: i64 = 50;
+
 /// A table to merge and the planned table it is.
 type Planned = (usize, MergeTable);
 
@@ -110,17 +113,21 @@ impl Merge<'_> {
         }
         self.context.announce_row_copy(RunKind::Merge, &plan, started_at);
         self.context.emit(label.notice());
-        self.context.run_hooks(HookStage::BeforeSync, self.target).await?;
-        interruptible(&self.context.cancellation, catalog::ensure_map_table(&target)).await?;
-        self.context.claim_source_state(&target, &label).await?;
         let snapshot = self.context.take_snapshot(&source, &plan).await?;
-        self.context.emit(Event::Phase(Phase::RefreshData));
         // Fresh target sessions for the writes: the one that read the catalogs has the search
         // path cut to pg_catalog, and triggers that fire must see the database's own.
         let (sessions, writers) = self
             .context
             .row_copy_sessions(self.source, self.target, &snapshot)
             .await?;
+        if !label.known {
+            self.refuse_merged_without_map(&sessions.clients()[0], &target, &groups)
+                .await?;
+        }
+        self.context.run_hooks(HookStage::BeforeSync, self.target).await?;
+        interruptible(&self.context.cancellation, catalog::ensure_map_table(&target)).await?;
+        self.context.claim_source_state(&target, &label).await?;
+        self.context.emit(Event::Phase(Phase::RefreshData));
         let pairs: Vec<_> = sessions.clients().iter().cloned().zip(writers).collect();
         let merged = self.merge_in_levels(&pairs, &groups, &foreign, &label.label).await;
         // The maps the groups just made know their source by its identity from now on.
@@ -292,6 +299,46 @@ impl Merge<'_> {
             });
         }
         remapped
+    }
+
+    /// A first merge from this source (the target holds no ID map of it) into a target that
+    /// already has its rows: the map was lost (the `dbsync` schema dropped, or state under
+    /// another label), and a merge would insert every row a second time. Recognised by a sample
+    /// of each table whose rows always get new keys: every sampled row is already there, by the
+    /// columns the merge writes unchanged.
+    async fn refuse_merged_without_map(
+        &self,
+        source: &Client,
+        target: &Client,
+        groups: &[Vec<Planned>],
+    ) -> Result<(), SyncError> {
+        for (_, table) in groups.iter().flatten() {
+            let shape = &table.shape;
+            let columns = shape.unchanged_columns();
+            if shape.surrogate.is_none() || !shape.natural_key.is_empty() || columns.is_empty() {
+                continue;
+            }
+            let look = async {
+                let digests = catalog::row_digests(source, &shape.table, &columns, MAP_CHECK_SAMPLE).await?;
+                let found = match digests.is_empty() {
+                    true => 0,
+                    false => catalog::rows_with_digests(target, &shape.table, &columns, &digests).await?,
+                };
+                anyhow::Ok((digests.len(), found))
+            };
+            let (sampled, found) = interruptible(&self.context.cancellation, look).await?;
+            if sampled > 0 && found as usize == sampled {
+                return Err(usage_error!(
+                    "the target already holds the rows of {} that this merge would insert (all {sampled} sampled), but no ID \
+                     map of this source: it was merged before and its map is gone (schema dbsync dropped?), so every row \
+                     would be inserted a second time; restore schema dbsync, or give the table a natural key in \
+                     [merge.tables.{}] so existing rows are matched",
+                    shape.table.display_name(),
+                    shape.table.display_name()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `--dry-run`: each table in order, what becomes of its keys, and its natural key.
