@@ -140,6 +140,43 @@ impl DatedName {
         format!("{}{{date:{}}}{}", self.prefix, self.format, self.suffix)
     }
 
+    /// The line dbsync adds to the comment of each database it makes from this template: what
+    /// retention requires before it drops one (a name that fits is never enough).
+    pub fn archive_marker(&self) -> String {
+        format!("dbsync dated archive {}", self.pattern())
+    }
+
+    /// `comment` (the source database's) with this template's marker as its last line.
+    pub fn marked_comment(&self, comment: Option<&str>) -> String {
+        match comment.filter(|comment| !comment.is_empty()) {
+            Some(comment) => format!("{comment}\n{}", self.archive_marker()),
+            None => self.archive_marker(),
+        }
+    }
+
+    /// Whether a database's comment carries this template's marker.
+    pub fn is_marked(&self, comment: Option<&str>) -> bool {
+        let marker = self.archive_marker();
+        comment.is_some_and(|comment| comment.lines().any(|line| line == marker))
+    }
+
+    /// Refuses, for retention, a template whose names are mostly the date: with fewer than two
+    /// letters around it, it fits names that no one meant as this job's archives.
+    pub fn check_distinct(&self) -> Result<()> {
+        let letters = format!("{}{}", self.prefix, self.suffix)
+            .chars()
+            .filter(|character| character.is_alphabetic())
+            .count();
+        if letters < 2 {
+            bail!(
+                "--retain with the template {}: a name with so little besides its date fits databases and \
+                 directories this job did not make; name the archives, e.g. Archive_{{date}}",
+                self.pattern()
+            );
+        }
+        Ok(())
+    }
+
     /// The date in `name` when `name` is one this template renders.
     pub fn date_of(&self, name: &str) -> Option<NaiveDateTime> {
         let middle = name.strip_prefix(&self.prefix)?.strip_suffix(&self.suffix)?;

@@ -218,9 +218,9 @@ impl TargetServer {
     }
 
     /// The names of the databases on this server that start with `prefix`.
-    pub async fn database_names(&self, prefix: &str) -> Result<Vec<String>> {
-        let databases = catalog::databases_named_like(&*self.session().await?, prefix).await?;
-        Ok(databases.into_iter().map(|(name, _)| name).collect())
+    /// The databases whose names start with `prefix`, with their comments.
+    pub async fn databases_with_comments(&self, prefix: &str) -> Result<Vec<(String, Option<String>)>> {
+        catalog::databases_named_like(&*self.session().await?, prefix).await
     }
 
     /// The databases that start with `prefix`, with their sizes (see `catalog::database_sizes`).

@@ -107,6 +107,20 @@ pub async fn existing_watermarks(
     Ok(watermarks)
 }
 
+/// Whether a timestamp watermark lies after the source's time (in the snapshot's transaction:
+/// its start), which no watermark a run recorded can.
+pub async fn lies_ahead(client: &Client, watermark: &str, with_zone: bool) -> Result<bool> {
+    let query = match with_zone {
+        true => "SELECT $1::text::timestamptz > pg_catalog.now()",
+        false => "SELECT $1::text::timestamp > LOCALTIMESTAMP",
+    };
+    let row = client
+        .query_one(query, &[&watermark])
+        .await
+        .map_err(|error| sql_error("cannot compare the watermark with the source's time", error))?;
+    Ok(row.get(0))
+}
+
 pub async fn write_watermark(
     client: &Client,
     source: &str,

@@ -480,10 +480,15 @@ impl RunContext<'_> {
         let settings = self.settings;
         let temporary = job.copy().dbname.clone();
         let target_server = self.workspace.target_server.as_ref().expect("connected in preflight");
+        // A dated archive says so in its comment: what retention requires before it drops one.
+        let marked = settings.dated.as_ref().map(|template| catalog::DatabaseInfo {
+            comment: Some(template.marked_comment(database.comment.as_deref())),
+            ..database.clone()
+        });
         let warnings = target_server
             .apply_database_properties(
                 &temporary,
-                database,
+                marked.as_ref().unwrap_or(database),
                 database_settings,
                 !settings.no_owner,
                 &self.cancellation,

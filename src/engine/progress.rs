@@ -328,6 +328,9 @@ impl Progress {
         if total.method != changes.method {
             total.method = "key-ranges";
         }
+        if changes.distrusted_watermark.is_some() {
+            total.distrusted_watermark = changes.distrusted_watermark.clone();
+        }
     }
 
     /// Each planned table's changes, with the rows left unchanged once the source is counted.

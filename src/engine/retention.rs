@@ -22,27 +22,8 @@ impl RunContext<'_> {
         let (Some(template), Some(retain)) = (&settings.dated, settings.retain) else {
             return;
         };
-        let (tonight, older) = match &settings.places {
-            Places::Databases { target, .. } | Places::Restore { target, .. } => {
-                let server = self.workspace.target_server.as_ref().expect("connected in preflight");
-                let source = settings.places.source().map_or("", |source| source.dbname.as_str());
-                let older = older_databases(server, template, &target.dbname, source, &settings.protect).await;
-                (target.dbname.clone(), older)
-            }
-            Places::Dump { source, output } => (
-                output.display().to_string(),
-                older_directories(output, template, source),
-            ),
-        };
-        let older = match older {
-            Ok(older) => older,
-            Err(error) => {
-                self.warn(Warning::Other(format!(
-                    "--retain {retain} was not applied: cannot list the archives of {}: {error:#}",
-                    template.pattern()
-                )));
-                return;
-            }
+        let Some((tonight, older)) = self.older_archives(template, retain).await else {
+            return;
         };
         let (kept, beyond) = older.split_at(older.len().min(retain - 1));
         let mut outcomes = Vec::new();
@@ -79,6 +60,60 @@ impl RunContext<'_> {
     }
 }
 
+/// The archives retention may drop, newest first, and the names that fit the template but are
+/// not dbsync's archives (left alone, and said so).
+struct Older {
+    archives: Vec<(String, NaiveDateTime)>,
+    unmarked: Vec<String>,
+}
+
+impl RunContext<'_> {
+    /// Tonight's archive and the older archives retention may drop, newest first; `None` (with
+    /// a warning) when they cannot be listed. Names that fit but are not dbsync's are warned of.
+    async fn older_archives(
+        &mut self,
+        template: &DatedName,
+        retain: usize,
+    ) -> Option<(String, Vec<(String, NaiveDateTime)>)> {
+        let settings = self.settings;
+        let (tonight, older) = match &settings.places {
+            Places::Databases { target, .. } | Places::Restore { target, .. } => {
+                let server = self.workspace.target_server.as_ref().expect("connected in preflight");
+                let source = settings.places.source().map_or("", |source| source.dbname.as_str());
+                let older = older_databases(server, template, &target.dbname, source, &settings.protect).await;
+                (target.dbname.clone(), older)
+            }
+            Places::Dump { source, output } => (
+                output.display().to_string(),
+                older_directories(output, template, source).map(|archives| Older {
+                    archives,
+                    unmarked: Vec::new(),
+                }),
+            ),
+        };
+        let older = match older {
+            Ok(older) => older,
+            Err(error) => {
+                self.warn(Warning::Other(format!(
+                    "--retain {retain} was not applied: cannot list the archives of {}: {error:#}",
+                    template.pattern()
+                )));
+                return None;
+            }
+        };
+        if !older.unmarked.is_empty() {
+            self.warn(Warning::Other(format!(
+                "--retain {retain} left {} alone: the name fits {} but its comment has no \"{}\" line, so dbsync did not \
+                 make it (or made it before it marked its archives; add that line to its comment to let retention drop it)",
+                older.unmarked.join(", "),
+                template.pattern(),
+                template.archive_marker()
+            )));
+        }
+        Some((tonight, older.archives))
+    }
+}
+
 /// The template's databases on the target server other than tonight's, newest first.
 async fn older_databases(
     server: &TargetServer,
@@ -86,15 +121,24 @@ async fn older_databases(
     tonight: &str,
     source: &str,
     protect: &[String],
-) -> anyhow::Result<Vec<(String, NaiveDateTime)>> {
-    let names = server.database_names(template.prefix()).await?;
+) -> anyhow::Result<Older> {
+    let databases = server.databases_with_comments(template.prefix()).await?;
     // The source's name is never dropped, even when it fits the template on this same server;
     // nor is a name the config file protects.
-    let others = names
+    let candidates: Vec<&(String, Option<String>)> = databases
         .iter()
-        .map(String::as_str)
-        .filter(|name| *name != tonight && *name != source && droppable_archive(name, protect));
-    Ok(template.archives(others))
+        .filter(|(name, _)| name != tonight && name != source && droppable_archive(name, protect))
+        .collect();
+    // Only a database dbsync made from this template (its comment says so): a name that fits
+    // is not enough.
+    let (marked, unmarked): (Vec<_>, Vec<_>) = candidates
+        .into_iter()
+        .partition(|(_, comment)| template.is_marked(comment.as_deref()));
+    let unmarked = template.archives(unmarked.iter().map(|(name, _)| name.as_str()));
+    Ok(Older {
+        archives: template.archives(marked.iter().map(|(name, _)| name.as_str())),
+        unmarked: unmarked.into_iter().map(|(name, _)| name).collect(),
+    })
 }
 
 /// The template's complete archive directories beside `output` (tonight's), newest first, as

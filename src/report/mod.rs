@@ -535,6 +535,10 @@ pub struct RowChanges {
     pub unchanged: Option<u64>,
     /// Bytes read from the source: rows, keys and row hashes.
     pub bytes_read: u64,
+    /// The stored watermark, when it lay in the source's future (the source restored from a
+    /// backup, or its clock set back) and so was not trusted: key ranges were compared instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distrusted_watermark: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

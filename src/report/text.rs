@@ -173,7 +173,15 @@ impl fmt::Display for Notice {
                     "key-ranges" => "key ranges compared",
                     _ => "no primary key: replaced whole",
                 };
-                write!(formatter, "; {} read ({method})", human_size(changes.bytes_read))
+                write!(formatter, "; {} read ({method})", human_size(changes.bytes_read))?;
+                if let Some(watermark) = &changes.distrusted_watermark {
+                    write!(
+                        formatter,
+                        "; its watermark {watermark} lay in the source's future (a source restored from a backup, \
+                         or its clock set back), so key ranges were compared instead"
+                    )?;
+                }
+                Ok(())
             }
             Notice::SourceName {
                 name,

@@ -149,6 +149,10 @@ pub(super) fn retain_of(
             }
         )),
         (Some(0), _) => Err(usage_error!("--retain must keep at least 1 (tonight's)")),
+        (Some(_), Some(template)) => {
+            template.check_distinct().map_err(|error| usage_error!("{error}"))?;
+            Ok(retain)
+        }
         _ => Ok(retain),
     }
 }

@@ -38,8 +38,10 @@ fn retain_keeps_the_newest_dated_copies_and_touches_nothing_that_does_not_match(
     for name in std::iter::once(old).chain(neighbours) {
         target.create_database(name);
     }
-    let dumps = dump_dir();
     let template = "nightly_{date:%Y%m%d_%H%M%S}";
+    // The 2020 archive as a dbsync of that night would have left it: with its marker.
+    mark_as_archive(target, old, template);
+    let dumps = dump_dir();
     let mut made = Vec::new();
     let dated_name = regex::Regex::new(r"becomes (nightly_\d{8}_\d{6}) when complete").unwrap();
     for _ in 0..3 {
@@ -105,19 +107,37 @@ fn retain_keeps_the_newest_dated_copies_and_touches_nothing_that_does_not_match(
     assert!(listing.contains("2 archive(s), "), "{listing}");
 }
 
+/// Gives `database` the comment line dbsync writes on each archive it makes from `template`.
+fn mark_as_archive(target: &crate::harness::Cluster, database: &str, template: &str) {
+    let pattern = template.replace("{date}", "{date:%Y%m%d}");
+    target.psql(
+        "postgres",
+        &format!("COMMENT ON DATABASE \"{database}\" IS 'nightly copy\ndbsync dated archive {pattern}'"),
+    );
+}
+
 #[test]
-fn retention_never_drops_a_protected_database_that_fits_the_template() {
+fn retention_never_drops_a_protected_database_or_one_dbsync_did_not_make() {
     small_source("guarded_src");
     let target = &clusters().target;
     let protected = "guarded_20200101_000000";
     let old = "guarded_20200102_000000";
-    for name in [protected, old] {
+    // Fits the template exactly, but no dbsync made it: no marker in its comment.
+    let look_alike = "guarded_20200103_000000";
+    for name in [protected, old, look_alike] {
         target.create_database(name);
     }
+    let template = "guarded_{date:%Y%m%d_%H%M%S}";
+    for name in [protected, old] {
+        mark_as_archive(target, name, template);
+    }
+    target.psql(
+        "postgres",
+        &format!("COMMENT ON DATABASE {look_alike} IS 'dbsync dated archive guarded_{{date:%Y%m%d}} and more'"),
+    );
     let dumps = dump_dir();
     let config = dumps.path().join("protect.toml");
     std::fs::write(&config, "protect = [\"guarded_20200101_*\"]\n").unwrap();
-    let template = "guarded_{date:%Y%m%d_%H%M%S}";
     let output = crate::sync(
         "guarded_src",
         template,
@@ -130,6 +150,38 @@ fn retention_never_drops_a_protected_database_that_fits_the_template() {
     assert!(!log.contains(&format!("Dropped {protected}")), "{log}");
     assert!(target.database_exists(protected), "the protected database was dropped");
     assert!(!target.database_exists(old), "{log}");
+    assert!(
+        target.database_exists(look_alike),
+        "a database dbsync did not make was dropped"
+    );
+    assert!(
+        log.contains(&format!("--retain 1 left {look_alike} alone: the name fits {template}")),
+        "{log}"
+    );
+    let tonight = regex::Regex::new(r"becomes (guarded_\d{8}_\d{6}) when complete")
+        .unwrap()
+        .captures(&log)
+        .unwrap_or_else(|| panic!("no dated name in:\n{log}"))[1]
+        .to_string();
+    assert_eq!(
+        target.psql(
+            "postgres",
+            &format!("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{tonight}'")
+        ),
+        "dbsync dated archive guarded_{date:%Y%m%d_%H%M%S}",
+        "tonight's archive carries the marker"
+    );
+
+    // A template that is mostly its date would fit names no one meant as archives: refused.
+    for bare in ["{date}", "x_{date:%Y%m%d}"] {
+        let refused = crate::sync("guarded_src", bare, &["--retain", "1"], dumps.path());
+        assert_exit(&refused, 2);
+        assert!(
+            text(&refused).contains("a name with so little besides its date"),
+            "{}",
+            text(&refused)
+        );
+    }
 }
 
 #[test]

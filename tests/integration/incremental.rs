@@ -865,3 +865,46 @@ fn rows_of_a_prepared_transaction_arrive_once_it_commits() {
         text(&committed)
     );
 }
+
+#[test]
+fn a_watermark_in_the_sources_future_is_not_trusted() {
+    // As after the source was restored from a backup, or its clock was set back: the stored
+    // watermark lies after every change the source will make for a while.
+    let clusters = clusters();
+    clusters.source.create_database("future_src");
+    clusters.source.psql(
+        "future_src",
+        "CREATE TABLE notes (id int PRIMARY KEY, body text, updated_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO notes (id, body) SELECT g, 'note ' || g FROM generate_series(1, 50) g;",
+    );
+    let work = dump_dir();
+    assert_exit(&crate::sync("future_src", "future_dst", &["--yes"], work.path()), 0);
+    let (first, _) = incremental("future_src", "future_dst", &[], work.path());
+    assert_exit(&first, 0);
+    clusters.target.psql(
+        "future_dst",
+        "UPDATE dbsync.incremental_state SET read_from = '2999-01-01 00:00:00+00', pending = NULL",
+    );
+    clusters.source.psql(
+        "future_src",
+        "UPDATE notes SET body = 'changed', updated_at = now() WHERE id = 7",
+    );
+    let (second, report) = incremental("future_src", "future_dst", &[], work.path());
+    assert_exit(&second, 0);
+    assert_eq!(
+        clusters
+            .target
+            .psql("future_dst", "SELECT body FROM notes WHERE id = 7"),
+        "changed"
+    );
+    assert_eq!(changes(&report, "notes").0, "key-ranges");
+    assert!(
+        text(&second).contains("its watermark 2999-01-01 00:00:00+00 lay in the source's future"),
+        "{}",
+        text(&second)
+    );
+    // The watermark it wrote is the source's own again: the next run reads changes since.
+    let (third, report) = incremental("future_src", "future_dst", &[], work.path());
+    assert_exit(&third, 0);
+    assert_eq!(changes(&report, "notes").0, "change-column", "{}", text(&third));
+}

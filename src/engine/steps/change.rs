@@ -155,7 +155,22 @@ async fn write_rows(
         .zip(table.change.as_ref())
         .filter(|(held, change)| held.change_column == change.name && !context.deep)
         .and_then(|(held, _)| held.read_from.clone());
-    let (changes, deletion) = match (&table.change, read_from) {
+    // A watermark ahead of the source's own time would skip the rows written since: not trusted.
+    let mut distrusted = None;
+    let read_from = match (&table.change, read_from) {
+        (Some(change), Some(read_from)) if change.kind != ChangeKind::Integer => {
+            let with_zone = change.kind == ChangeKind::TimestampWithZone;
+            match catalog::lies_ahead(source, &read_from, with_zone).await? {
+                true => {
+                    distrusted = Some(read_from);
+                    None
+                }
+                false => Some(read_from),
+            }
+        }
+        (_, read_from) => read_from,
+    };
+    let (mut changes, deletion) = match (&table.change, read_from) {
         (Some(change), Some(read_from)) => {
             let changes = changed_since(source, target, table, stage, context, change, &read_from).await?;
             (changes, Deletion::Vanished)
@@ -166,6 +181,7 @@ async fn write_rows(
         let next = next_watermark(source, table, change, held.as_ref(), context).await?;
         catalog::write_watermark(target, context.source_identity, &table.name, &next).await?;
     }
+    changes.distrusted_watermark = distrusted;
     let deletion = if context.delete { deletion } else { Deletion::Nothing };
     Ok((changes, deletion))
 }
@@ -304,6 +320,7 @@ async fn changed_since(
         deleted: 0,
         unchanged: None,
         bytes_read,
+        distrusted_watermark: None,
     })
 }
 
@@ -538,6 +555,7 @@ async fn replace_whole(source: &Client, target: &Client, table: &TableChange) ->
         deleted,
         unchanged: None,
         bytes_read,
+        distrusted_watermark: None,
     })
 }
 
