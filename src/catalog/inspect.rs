@@ -445,14 +445,20 @@ pub async fn roles_not_assumable(client: &Client, owners: &BTreeSet<String>) -> 
         .collect())
 }
 
-/// The relations of `relations` this session's user may not read.
+/// The relations of `relations` this session's user may not read: without SELECT on them, or
+/// without USAGE on their schema (found by name in the catalogs, which a name cast to `regclass`
+/// in a schema without USAGE cannot be).
 pub async fn unreadable(client: &Client, relations: &[QualifiedName]) -> Result<Vec<QualifiedName>> {
-    let names: Vec<String> = relations.iter().map(QualifiedName::quoted).collect();
+    let schemas: Vec<&str> = relations.iter().map(|relation| relation.schema.as_str()).collect();
+    let names: Vec<&str> = relations.iter().map(|relation| relation.name.as_str()).collect();
     let positions: Vec<i32> = client
         .query(
-            "SELECT position::int4 - 1 FROM unnest($1::text[]) WITH ORDINALITY AS relations(name, position) \
-             WHERE NOT has_table_privilege(name::regclass, 'SELECT') ORDER BY position",
-            &[&names],
+            "SELECT position::int4 - 1 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS relations(schema, name, position) \
+             LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = relations.schema \
+             LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = relations.name \
+             WHERE c.oid IS NULL OR NOT pg_catalog.has_schema_privilege(n.oid, 'USAGE') \
+                OR NOT pg_catalog.has_table_privilege(c.oid, 'SELECT') ORDER BY position",
+            &[&schemas, &names],
         )
         .await
         .context("cannot check which tables the source user may read")?
@@ -462,6 +468,21 @@ pub async fn unreadable(client: &Client, relations: &[QualifiedName]) -> Result<
     Ok(positions
         .into_iter()
         .map(|position| relations[position as usize].clone())
+        .collect())
+}
+
+/// Of `schemas`, those this session's user may not use (no USAGE privilege).
+pub async fn schemas_without_usage(client: &Client, schemas: &[&str]) -> Result<Vec<String>> {
+    Ok(client
+        .query(
+            "SELECT nspname::text FROM pg_catalog.pg_namespace WHERE nspname = ANY($1) \
+             AND NOT pg_catalog.has_schema_privilege(oid, 'USAGE') ORDER BY 1",
+            &[&schemas],
+        )
+        .await
+        .context("cannot check which schemas the source user may use")?
+        .into_iter()
+        .map(|row| row.get(0))
         .collect())
 }
 
@@ -554,16 +575,20 @@ const CONSTRAINT_IDENTITY: &str = "CASE WHEN k.contype = 'f' AND k.conparentid <
 
 /// Reads the structure; on the source, call it in the snapshot session, so that it describes
 /// what the dump holds.
-pub async fn structure(client: &Client) -> Result<Structure> {
+pub async fn structure(client: &Client, leaving_out: &[QualifiedName]) -> Result<Structure> {
     let pairs = |rows: Vec<tokio_postgres::Row>| -> BTreeSet<(String, String)> {
         rows.into_iter().map(|row| (row.get(0), row.get(1))).collect()
     };
-    // Every query reads the user's tables: `c` with its schema `n`, joined to what it lists.
+    let schemas: Vec<&str> = leaving_out.iter().map(|table| table.schema.as_str()).collect();
+    let names: Vec<&str> = leaving_out.iter().map(|table| table.name.as_str()).collect();
+    // Every query reads the user's tables (but those left out of the copy whole): `c` with its
+    // schema `n`, joined to what it lists.
     let query = |select: &str, from: &str, condition: &str| {
         format!(
             "SELECT format('%I.%I', n.nspname, c.relname), {select} FROM {from} \
                JOIN pg_class c ON {condition} JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ('r', 'p', 'm') AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER}"
+             WHERE c.relkind IN ('r', 'p', 'm') AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER} \
+               AND (n.nspname, c.relname) NOT IN (SELECT * FROM unnest($1::text[], $2::text[]))"
         )
     };
     let index_query = query(
@@ -571,7 +596,10 @@ pub async fn structure(client: &Client) -> Result<Structure> {
         "pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid",
         "c.oid = i.indrelid",
     );
-    let indexes = client.query(&index_query, &[]).await.context("cannot list indexes")?;
+    let indexes = client
+        .query(&index_query, &[&schemas, &names])
+        .await
+        .context("cannot list indexes")?;
     let constraints = client
         .query(
             &query(
@@ -579,7 +607,7 @@ pub async fn structure(client: &Client) -> Result<Structure> {
                 "pg_constraint k",
                 "c.oid = k.conrelid AND k.contype <> 'n'",
             ),
-            &[],
+            &[&schemas, &names],
         )
         .await
         .context("cannot list constraints")?;
@@ -590,7 +618,7 @@ pub async fn structure(client: &Client) -> Result<Structure> {
                 "pg_trigger t",
                 "c.oid = t.tgrelid AND NOT t.tgisinternal",
             ),
-            &[],
+            &[&schemas, &names],
         )
         .await
         .context("cannot list triggers")?;

@@ -32,7 +32,7 @@ impl RunContext<'_> {
         let _ = std::fs::remove_file(job.dump_directory.join(super::resume::RESUME_FILE));
         let snapshot_taken_at = catalog::transaction_started_at(&source.client).await?;
         // In the snapshot, like the data: what a restore validates the copy against.
-        let structure = catalog::structure(&source.client).await?;
+        let structure = catalog::structure(&source.client, &job.schema_exclusions).await?;
         let directory = job.dump_directory.clone();
         let threads = job.jobs.get();
         let files =

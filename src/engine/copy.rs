@@ -559,7 +559,7 @@ impl RunContext<'_> {
             |_| async {
                 let client = job.connect_to_copy().await?;
                 let reads =
-                    async { tokio::try_join!(catalog::row_counts(&client, &names), catalog::structure(&client)) };
+                    async { tokio::try_join!(catalog::row_counts(&client, &names), catalog::structure(&client, &[])) };
                 tokio::select! {
                     result = reads => result.map_err(steps::database_attempt_error),
                     () = job.cancellation.cancelled() => Err(AttemptError::Cancelled),

@@ -228,6 +228,19 @@ pub async fn check_source_access(
         .cloned()
         .collect();
     let unreadable = interruptible(cancellation, catalog::unreadable(&source.client, &copied)).await?;
+    let mut schemas: Vec<&str> = unreadable.iter().map(|name| name.schema.as_str()).collect();
+    schemas.dedup();
+    let closed = interruptible(cancellation, catalog::schemas_without_usage(&source.client, &schemas)).await?;
+    if !closed.is_empty() {
+        let user = &source.endpoint.user;
+        let patterns: Vec<String> = closed.iter().map(|schema| format!("'{schema}.*'")).collect();
+        return Err(usage_error!(
+            "the source user {user} may not use the schema(s) {} (no USAGE privilege), whose tables are to be copied\nhint: GRANT USAGE ON SCHEMA {} TO {user}, or leave them out: --exclude {}",
+            closed.join(", "),
+            closed.join(", "),
+            patterns.join(" --exclude ")
+        ));
+    }
     if !unreadable.is_empty() {
         let names: Vec<String> = unreadable
             .iter()

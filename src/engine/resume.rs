@@ -148,7 +148,7 @@ impl RunContext<'_> {
         let names: Vec<_> = plan.tables.iter().map(|table| table.name.clone()).collect();
         let read = async {
             let rows = catalog::row_counts(&source.client, &names).await?;
-            let structure = catalog::structure(&source.client).await?;
+            let structure = catalog::structure(&source.client, &[]).await?;
             anyhow::Ok((rows, structure))
         };
         let Ok((rows, structure)) = read.await else {

@@ -700,6 +700,33 @@ fn tables_the_source_user_may_not_read_are_named_and_leaving_them_out_works() {
             .psql("partial_dst", "SELECT to_regclass('secret_data') IS NULL"),
         "t"
     );
+
+    // A schema the user may not use (SELECT on its table is not enough): named, and leaving
+    // it out works, its table's key included.
+    clusters.source.psql(
+        "partial_src",
+        "CREATE SCHEMA vault; CREATE TABLE vault.kept (id int PRIMARY KEY); INSERT INTO vault.kept VALUES (1); \
+         GRANT SELECT ON vault.kept TO partial_reader;",
+    );
+    let output = run(&["--exclude", "public.secret_data"]);
+    assert_exit(&output, 2);
+    let log = text(&output);
+    assert!(
+        log.contains("the source user partial_reader may not use the schema(s) vault (no USAGE privilege)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("GRANT USAGE ON SCHEMA vault TO partial_reader, or leave them out: --exclude 'vault.*'"),
+        "{log}"
+    );
+    let output = run(&["--exclude", "public.secret_data", "--exclude", "vault.*"]);
+    assert_exit(&output, 0);
+    assert_eq!(
+        clusters
+            .target
+            .psql("partial_dst", "SELECT to_regclass('vault.kept') IS NULL"),
+        "t"
+    );
 }
 
 /// A certificate authority, and a server certificate it signed for the name `db.example` only,

@@ -158,7 +158,8 @@ impl SyncMode<'_> {
                         _ => Ok(Vec::new()),
                     }
                 };
-                let structures = steps::validate::read_structures(&source.client, &target_client);
+                let structures =
+                    steps::validate::read_structures(&source.client, &target_client, &job.schema_exclusions);
                 // Counting a large table takes a while; Ctrl+C does not wait for it.
                 tokio::select! {
                     result = async { tokio::try_join!(counts, structures, checksums) } => result.map_err(steps::database_attempt_error),

@@ -55,11 +55,16 @@ pub async fn count_rows(
 }
 
 /// Reads the structure on both sides; `snapshot_client` is the session holding the snapshot.
+/// The source's structure (but the tables left out of the copy whole) and the copy's.
 pub async fn read_structures(
     snapshot_client: &Client,
     target_client: &Client,
+    leaving_out: &[catalog::QualifiedName],
 ) -> anyhow::Result<(Structure, Structure)> {
-    tokio::try_join!(catalog::structure(snapshot_client), catalog::structure(target_client))
+    tokio::try_join!(
+        catalog::structure(snapshot_client, leaving_out),
+        catalog::structure(target_client, &[])
+    )
 }
 
 /// What differs between the source's structure and the copy's, leaving out what the plan meant
