@@ -97,6 +97,41 @@ fn logging_reason(
     }
 }
 
+/// The unique indexes (primary keys and unique constraints among them) of `tables`, each with
+/// its table and its columns (expressions left out).
+pub async fn unique_indexes(
+    client: &Client,
+    tables: &[super::QualifiedName],
+) -> Result<Vec<(super::QualifiedName, String, Vec<String>)>> {
+    let schemas: Vec<&str> = tables.iter().map(|table| table.schema.as_str()).collect();
+    let names: Vec<&str> = tables.iter().map(|table| table.name.as_str()).collect();
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, ic.relname::text, array_agg(a.attname::text ORDER BY k.position) \
+             FROM unnest($1::text[], $2::text[]) AS tables(schema, name) \
+             JOIN pg_catalog.pg_namespace n ON n.nspname = tables.schema \
+             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = tables.name \
+             JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisunique \
+             JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
+             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, position) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum \
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+            &[&schemas, &names],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the unique indexes of the masked tables", error))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let table = super::QualifiedName {
+                schema: row.get(0),
+                name: row.get(1),
+            };
+            (table, row.get(2), row.get(3))
+        })
+        .collect())
+}
+
 /// Gives the session the salt its expressions read (`None`: no keyed transform is used). The
 /// salt is a bind parameter: it is sent only once the server will not write parameters to its
 /// log.

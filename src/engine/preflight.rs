@@ -12,6 +12,7 @@ use crate::catalog::{
 };
 use crate::connection::Endpoint;
 use crate::errors::SyncError;
+use crate::masking::{TableTransforms, Transform};
 use crate::plan::{self, Plan, PlanRequest};
 use crate::report::Warning;
 use crate::report::prompt::{self, Answer, Question};
@@ -438,9 +439,13 @@ pub async fn resolve_masks(
             }
             None => None,
         };
-        anyhow::Ok((catalog::table_columns(&client, &names).await?, logged))
+        let keys = (
+            catalog::unique_indexes(&client, &names).await?,
+            catalog::foreign_key_columns(&client).await?,
+        );
+        anyhow::Ok((catalog::table_columns(&client, &names).await?, logged, keys))
     };
-    let (columns, logged) = interruptible(cancellation, read).await?;
+    let (columns, logged, (unique, foreign)) = interruptible(cancellation, read).await?;
     if let Some(reason) = logged {
         return Err(usage_error!(
             "the source server writes statement parameters to its log ({reason}), and {} may not turn that off for its sessions: the masking salt would be written there\nhint: mask as a superuser (or, on PostgreSQL 15+, GRANT SET ON PARAMETER log_parameter_max_length TO {}), or turn that logging off on the source",
@@ -464,7 +469,82 @@ pub async fn resolve_masks(
         }
         masks.insert(index, expressions);
     }
+    let masked: Vec<(&QualifiedName, &TableTransforms)> = planned_names(plan, &settings.masking.tables)?;
+    if let Some(problem) = mask_key_problems(&masked, &unique, &foreign, plan).into_iter().next() {
+        return Err(usage_error!("{problem}"));
+    }
     Ok(masks)
+}
+
+fn planned_names<'a>(
+    plan: &'a Plan,
+    tables: &'a [TableTransforms],
+) -> Result<Vec<(&'a QualifiedName, &'a TableTransforms)>, SyncError> {
+    tables
+        .iter()
+        .map(|transforms| Ok((&plan.tables[masked_table(plan, &transforms.table)?].name, transforms)))
+        .collect()
+}
+
+/// What masking would break in keys, found before anything is copied (otherwise only the index
+/// build or the foreign key after the whole load would say so): a transform that can give two
+/// rows the same value (`digits`, `fixed`) on a column of a unique index, and a masked column
+/// that a foreign key of a copied table references while the referencing column is not masked
+/// the same way (its values would point at values that are gone).
+fn mask_key_problems(
+    masked: &[(&QualifiedName, &TableTransforms)],
+    unique: &[(QualifiedName, String, Vec<String>)],
+    foreign: &[catalog::ForeignKeyColumn],
+    plan: &Plan,
+) -> Vec<String> {
+    let transform_of = |table: &QualifiedName, column: &str| {
+        masked
+            .iter()
+            .find(|(name, _)| *name == table)
+            .and_then(|(_, transforms)| transforms.columns.get(column))
+    };
+    let written = |table: &QualifiedName| {
+        masked
+            .iter()
+            .find(|(name, _)| *name == table)
+            .map_or_else(|| table.display_name(), |(_, transforms)| transforms.table.clone())
+    };
+    let mut problems = Vec::new();
+    for (table, index, columns) in unique {
+        for column in columns {
+            if let Some(transform @ (Transform::Digits | Transform::Fixed(_))) = transform_of(table, column) {
+                problems.push(format!(
+                    "[transform.{}] {column}: {transform} can give two rows the same value, and {column} is in the unique \
+                     index {index}, so the copy would fail when it is built\nhint: mask {column} with hash (or email), which keep \
+                     values unique",
+                    written(table)
+                ));
+            }
+        }
+    }
+    let copied = |table: &QualifiedName| {
+        plan.tables
+            .iter()
+            .any(|planned| planned.members.contains(table) || &planned.name == table)
+    };
+    for key in foreign.iter().filter(|key| copied(&key.table)) {
+        let Some(transform) = transform_of(&key.referenced, &key.referenced_column) else {
+            continue;
+        };
+        if transform_of(&key.table, &key.column) != Some(transform) {
+            problems.push(format!(
+                "[transform.{}] {}: a foreign key of {} references it by {}, which is not masked the same way, so the \
+                 copy's keys would point at values that are gone\nhint: add [transform.{}] {} = \"{transform}\"",
+                written(&key.referenced),
+                key.referenced_column,
+                key.table.display_name(),
+                key.column,
+                key.table.display_name(),
+                key.column
+            ));
+        }
+    }
+    problems
 }
 
 /// The planned table `[transform.<written>]` names: exactly one, and not hash-partitioned.

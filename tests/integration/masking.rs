@@ -183,7 +183,7 @@ fn a_transform_that_cannot_apply_is_refused_before_anything_changes() {
     crate::precious_target("mask_bad_dst");
     let work = dump_dir();
     let dumps = dump_dir();
-    let cases: [(&str, Option<&str>, &str); 4] = [
+    let cases: [(&str, Option<&str>, &str); 6] = [
         (
             "shoe_size = \"hash\"",
             Some(SALT),
@@ -200,6 +200,17 @@ fn a_transform_that_cannot_apply_is_refused_before_anything_changes() {
             "email applies to text columns, and id is integer",
         ),
         ("email = \"email\"", None, "DBSYNC_MASK_SALT"),
+        // Keys: found now, not when the index or the foreign key is built after the whole copy.
+        (
+            "email = \"digits\"",
+            Some(SALT),
+            "[transform.users] email: digits can give two rows the same value, and email is in the unique index users_email_key",
+        ),
+        (
+            "email = \"hash\"",
+            Some(SALT),
+            "[transform.users] email: a foreign key of orders references it by user_email, which is not masked the same way",
+        ),
     ];
     for (users, salt, message) in cases {
         let config = masking_config(work.path(), users);
