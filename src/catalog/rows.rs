@@ -308,8 +308,42 @@ impl RowSelection<'_> {
     }
 
     pub(super) fn error(&self, error: tokio_postgres::Error) -> anyhow::Error {
-        sql_error(format!("cannot copy the rows of {}", self.table.display_name()), error)
+        let what = format!("cannot copy the rows of {}", self.table.display_name());
+        if self.masked.is_empty() {
+            return sql_error(what, error);
+        }
+        // A masked table's error may quote a clear value (an `sql()` transform that fails on
+        // one): the server's words without the values, and without its detail.
+        let mut cause = super::DatabaseError::from(&error);
+        if let Some(database_error) = error.as_db_error() {
+            cause.message = format!(
+                "{} (values left out: the table is masked)",
+                without_quoted_values(database_error.message())
+            );
+        }
+        anyhow::Error::new(cause).context(what)
     }
+}
+
+/// `message` with the text inside each pair of double quotes replaced by `…`.
+fn without_quoted_values(message: &str) -> String {
+    let mut kept = String::with_capacity(message.len());
+    let mut quoted = false;
+    for character in message.chars() {
+        match (character, quoted) {
+            ('"', false) => {
+                quoted = true;
+                kept.push_str("\"…");
+            }
+            ('"', true) => {
+                quoted = false;
+                kept.push('"');
+            }
+            (_, true) => {}
+            (character, false) => kept.push(character),
+        }
+    }
+    kept
 }
 
 /// Moves the selected rows from `source` (in its snapshot) into `target`, chunk by chunk (the
@@ -666,4 +700,18 @@ pub async fn run_script(client: &Client, script: &str, name: &str) -> Result<()>
         .batch_execute(script)
         .await
         .map_err(|error| sql_error(format!("{name} failed"), error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_values_are_left_out_of_a_masked_tables_errors() {
+        assert_eq!(
+            without_quoted_values("invalid input syntax for type integer: \"person1@clear.example.com\""),
+            "invalid input syntax for type integer: \"…\""
+        );
+        assert_eq!(without_quoted_values("division by zero"), "division by zero");
+    }
 }

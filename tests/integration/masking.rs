@@ -225,6 +225,26 @@ fn a_transform_that_cannot_apply_is_refused_before_anything_changes() {
         assert!(text(&output).contains(message), "{users}: {}", text(&output));
         crate::assert_previous_target_intact("mask_bad_dst");
     }
+
+    // An sql() transform that fails on a row: the server's error without the clear value in it.
+    let config = masking_config(
+        work.path(),
+        "email = \"email\"\nname = \"sql('(email || name)::int::text')\"",
+    );
+    let output = crate::sync_command("mask_bad_src", "mask_bad_dst", dumps.path())
+        .args(["--yes", "--config"])
+        .arg(&config)
+        .env("DBSYNC_MASK_SALT", SALT)
+        .output()
+        .unwrap();
+    assert_exit(&output, 1);
+    let log = text(&output);
+    assert!(
+        log.contains("invalid input syntax for type integer: \"…\" (values left out: the table is masked)"),
+        "{log}"
+    );
+    assert!(!log.contains("clear.example.com"), "a clear value in the log:\n{log}");
+    crate::assert_previous_target_intact("mask_bad_dst");
 }
 
 /// No file under `directory` holds `text`.
