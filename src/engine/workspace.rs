@@ -124,7 +124,7 @@ impl Workspace {
     /// meanwhile.
     pub fn publish_archive(&mut self, output: &Path) -> Result<()> {
         let directory = self.dump_directory.take().expect("created before it is published");
-        if output.exists() {
+        if std::fs::symlink_metadata(output).is_ok() {
             let partial = directory.path().display().to_string();
             self.dump_directory = Some(directory);
             anyhow::bail!(
@@ -134,8 +134,18 @@ impl Workspace {
         }
         let path = directory.keep();
         let _ = std::fs::remove_file(path.join(RUN_MARKER));
-        std::fs::rename(&path, output)
-            .with_context(|| format!("cannot rename {} to {}", path.display(), output.display()))
+        let renamed = std::fs::rename(&path, output);
+        if renamed.is_err() {
+            // Not left half-made beside the output: the dump failed.
+            let _ = std::fs::remove_dir_all(&path);
+        }
+        renamed.with_context(|| {
+            format!(
+                "cannot rename {} to {}; the dump is removed",
+                path.display(),
+                output.display()
+            )
+        })
     }
 
     /// Removes what earlier runs into `target` left: unfinished copies, dump directories in

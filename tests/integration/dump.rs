@@ -124,6 +124,44 @@ fn a_failed_dump_leaves_no_archive_and_no_partial_directory() {
         "something was left in {}",
         parent.path().display()
     );
+
+    // A link to nowhere at the output path: refused before anything is written.
+    let link = parent.path().join("link");
+    std::os::unix::fs::symlink("/nowhere/at/all", &link).unwrap();
+    let refused = dump_command("dumpfail_src", &link).output().unwrap();
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("is a symbolic link (to /nowhere/at/all)"),
+        "{}",
+        text(&refused)
+    );
+    let left: Vec<_> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name())
+        .collect();
+    assert_eq!(left, ["link"], "something was left beside the link");
+
+    // One that appears while the dump runs: the dump fails and leaves nothing of its own.
+    std::fs::remove_file(&link).unwrap();
+    let linking = FakeTools::new(
+        "if [[ \" $* \" == *\" --section=pre-data \"* ]]; then ln -s /nowhere/at/all \"$DBSYNC_TEST_LINK\"; fi",
+        "",
+    );
+    let raced = dump_command("dumpfail_src", &link)
+        .arg("--pg-bin")
+        .arg(linking.bin())
+        .env("DBSYNC_TEST_LINK", &link)
+        .output()
+        .unwrap();
+    assert_exit(&raced, 1);
+    assert!(text(&raced).contains("appeared while the dump ran"), "{}", text(&raced));
+    let left: Vec<_> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name())
+        .collect();
+    assert_eq!(left, ["link"], "the partial dump was left beside the link");
 }
 
 #[test]

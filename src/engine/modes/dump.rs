@@ -33,9 +33,14 @@ impl Dump<'_> {
     ) -> Result<(), SyncError> {
         let settings = self.context.settings;
         let output = self.output.to_path_buf();
-        if output.exists() {
+        // Whatever is at the path, a link to nowhere included (`exists` follows links).
+        if let Ok(found) = std::fs::symlink_metadata(&output) {
+            let what = match std::fs::read_link(&output) {
+                Ok(link) if found.file_type().is_symlink() => format!("is a symbolic link (to {})", link.display()),
+                _ => "exists already".to_string(),
+            };
             return Err(SyncError::Usage(format!(
-                "{} exists already: a dump never writes into or over an existing directory; choose another --output (a date template such as {{date}} gives each run its own)",
+                "{} {what}: a dump never writes into, over or through anything at its path; choose another --output (a date template such as {{date}} gives each run its own)",
                 output.display()
             )));
         }
