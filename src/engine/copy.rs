@@ -322,22 +322,10 @@ impl RunContext<'_> {
         self.emit(Event::Phase(Phase::Data));
         let (schema_sender, schema_ready) = tokio::sync::watch::channel(false);
         let pre_data = async {
-            let done_before = job.resuming && marks::is_set(&job.dump_directory, marks::PRE_DATA_DONE);
-            let result = match done_before {
-                true => Ok(()),
-                false => match self
-                    .retried(job, "schema restore", |_| {
-                        steps::schema::restore_pre_data(job, schema_dump)
-                    })
-                    .await
-                {
-                    Ok(()) => self.run_hooks(HookStage::AfterSchema, job.copy()).await,
-                    failed => failed,
-                },
+            let result = match self.restore_pre_data_once(job, schema_dump).await {
+                Ok(()) => self.run_after_schema_hooks_once(job).await,
+                failed => failed,
             };
-            if result.is_ok() && job.record_progress {
-                marks::set(&job.dump_directory, marks::PRE_DATA_DONE);
-            }
             match result {
                 Ok(()) => drop(schema_sender.send(true)),
                 Err(_) => job.cancellation.abort_for_failure(),
@@ -435,6 +423,35 @@ impl RunContext<'_> {
         self.emit(Event::Notice(Notice::PostDataDone {
             elapsed: started.elapsed(),
         }));
+        Ok(())
+    }
+
+    /// Pre-data into the copy, unless a resumed run finds it restored; marked as soon as it is,
+    /// so a run stopped later (by an `after_schema` hook, say) resumes after it.
+    async fn restore_pre_data_once(&self, job: &Job, schema_dump: &std::path::Path) -> Result<(), SyncError> {
+        if job.resuming && marks::is_set(&job.dump_directory, marks::PRE_DATA_DONE) {
+            return Ok(());
+        }
+        self.retried(job, "schema restore", |_| {
+            steps::schema::restore_pre_data(job, schema_dump)
+        })
+        .await?;
+        if job.record_progress {
+            marks::set(&job.dump_directory, marks::PRE_DATA_DONE);
+        }
+        Ok(())
+    }
+
+    /// The `after_schema` hooks, unless a resumed run finds they succeeded (a resume after one
+    /// failed runs them again).
+    async fn run_after_schema_hooks_once(&self, job: &Job) -> Result<(), SyncError> {
+        if job.resuming && marks::is_set(&job.dump_directory, marks::AFTER_SCHEMA_DONE) {
+            return Ok(());
+        }
+        self.run_hooks(HookStage::AfterSchema, job.copy()).await?;
+        if job.record_progress {
+            marks::set(&job.dump_directory, marks::AFTER_SCHEMA_DONE);
+        }
         Ok(())
     }
 

@@ -261,3 +261,66 @@ fn resume_refuses_another_source_and_a_copy_name_dbsync_did_not_give() {
     assert!(clusters.target.database_exists("postgres"));
     assert!(!clusters.target.database_exists("resumecheck_dst"));
 }
+
+#[test]
+fn a_sync_stopped_by_a_failing_after_schema_hook_resumes_after_the_schema() {
+    let clusters = clusters();
+    clusters.source.create_database("hook_resume_src");
+    clusters.source.psql(
+        "hook_resume_src",
+        "CREATE TABLE customers (id int PRIMARY KEY, name text); \
+         INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 500) g; \
+         CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers); \
+         INSERT INTO orders SELECT g, 1 + g % 500 FROM generate_series(1, 2000) g;",
+    );
+    let dumps = dump_dir();
+    let work = dump_dir();
+    let fixed = work.path().join("fixed");
+    // The hook fails once every unit is exported (so a resume need not export again), until
+    // `fixed` exists.
+    let hook = work.path().join("check.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "dir=$(dirname \"$(ls '{}'/*/resume.json)\")\n\
+             for i in $(seq 200); do started=$(ls -d \"$dir\"/unit-* 2>/dev/null | wc -l); \
+             done=$(ls \"$dir\"/unit-*/.dbsync-complete 2>/dev/null | wc -l); \
+             [ $started -ge 1 ] && [ $done -eq $started ] && break; sleep 0.1; done\n\
+             test -e '{}' || {{ echo 'not ready yet' >&2; exit 1; }}\n",
+            dumps.path().display(),
+            fixed.display()
+        ),
+    )
+    .unwrap();
+    let config = work.path().join("hooks.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hooks]\nafter_schema = [{{ command = \"sh '{}'\" }}]\n",
+            hook.display()
+        ),
+    )
+    .unwrap();
+    let failed = crate::sync_command("hook_resume_src", "hook_resume_dst", dumps.path())
+        .args(["--yes", "--keep-dumps", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_exit(&failed, 1);
+    let log = text(&failed);
+    assert!(log.contains("not ready yet"), "{log}");
+
+    std::fs::write(&fixed, "").unwrap();
+    let resumed = run_printed_resume_command(&log, &["--plain", "--yes", "--config", config.to_str().unwrap()]);
+    assert_exit(&resumed, 0);
+    let resumed_log = text(&resumed);
+    assert!(
+        resumed_log.contains("Hook after_schema: command sh"),
+        "the failed hook did not run again:\n{resumed_log}"
+    );
+    assert!(!resumed_log.contains("[EXPORT]"), "exported again:\n{resumed_log}");
+    assert_eq!(
+        fingerprint(&clusters.source, "hook_resume_src"),
+        fingerprint(&clusters.target, "hook_resume_dst")
+    );
+}

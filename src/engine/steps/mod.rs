@@ -165,6 +165,7 @@ pub mod marks {
     /// asks the same server about.
     pub const PART_TRANSACTION: &str = ".dbsync-transaction";
     pub const PRE_DATA_DONE: &str = "pre-data.done";
+    pub const AFTER_SCHEMA_DONE: &str = "after-schema-hooks.done";
     pub const POST_DATA_DONE: &str = "post-data.done";
     /// One planned table's index per line: its indexes and key constraints are built.
     pub const INDEXES_DONE: &str = "indexes.done";
@@ -206,7 +207,7 @@ pub mod marks {
     /// Every mark under `directory`: what a resume that starts over from an empty copy forgets,
     /// and what a finished archive does not carry.
     pub fn clear(directory: &Path) {
-        for mark in [PRE_DATA_DONE, POST_DATA_DONE, INDEXES_DONE] {
+        for mark in [PRE_DATA_DONE, AFTER_SCHEMA_DONE, POST_DATA_DONE, INDEXES_DONE] {
             let _ = std::fs::remove_file(directory.join(mark));
         }
         if let Ok(entries) = std::fs::read_dir(directory) {
