@@ -66,7 +66,7 @@ pub fn temporary_name(target: &str, run_id: &str) -> String {
     bounded_name(target, &format!("_dbsync_{run_id}"))
 }
 
-/// The name the previous target has between the two renames of the swap.
+/// The name the previous target has once the swap moved it aside, until it is dropped.
 pub fn previous_name(target: &str, run_id: &str) -> String {
     bounded_name(target, &format!("_dbsync_old_{run_id}"))
 }
@@ -217,7 +217,6 @@ impl TargetServer {
         work.await
     }
 
-    /// The names of the databases on this server that start with `prefix`.
     /// The databases whose names start with `prefix`, with their comments.
     pub async fn databases_with_comments(&self, prefix: &str) -> Result<Vec<(String, Option<String>)>> {
         catalog::databases_named_like(&*self.session().await?, prefix).await
@@ -280,12 +279,12 @@ impl TargetServer {
         }
     }
 
-    /// Puts the finished copy in place of `target`. The previous database is renamed aside first
-    /// and renamed back at once if the copy cannot take its name; it is dropped only once the
-    /// copy has it, so the target name is missing only between two renames. The sessions on the
-    /// previous target are ended (and returned), or, with `terminate` off, the swap is refused
-    /// while there are any. A stop cancels whichever statement is running and undoes what is
-    /// half done, so Ctrl+C leaves either the previous target or the copy in place, never neither.
+    /// Puts the finished copy in place of `target`: the previous database renamed aside and the
+    /// copy renamed in, in one transaction (`catalog::swap_databases`), so the name is never
+    /// missing, whatever happens to dbsync or either server; the previous database is dropped
+    /// once the copy has its name. The sessions on the previous target are ended (and returned),
+    /// or, with `terminate` off, the swap is refused while there are any. A stop cancels the
+    /// swap's statement, which rolls both renames back.
     pub async fn swap_into_place(
         &self,
         temporary: &str,
@@ -320,24 +319,10 @@ impl TargetServer {
             .unless_stopped(
                 &client,
                 stop,
-                catalog::rename_database(&client, target, &previous, &keep_trying),
+                catalog::swap_databases(&client, temporary, target, &previous, &keep_trying),
             )
             .await
-            .context("the previous target database is still in use or cannot be renamed")?;
-        if let Err(error) = self
-            .unless_stopped(
-                &client,
-                stop,
-                catalog::rename_database(&client, temporary, target, &keep_trying),
-            )
-            .await
-        {
-            // Not stoppable: this rename is what makes a stop safe.
-            despite_a_late_cancel(|| catalog::rename_database(&client, &previous, target, &|| true))
-                .await
-                .with_context(|| format!("could not put the previous target back; it is now named {previous}"))?;
-            return Err(error);
-        }
+            .context("the copy did not take the target's name; the previous target is in place")?;
         let dropped = self.unless_stopped(&client, stop, self.drop_database(&previous)).await;
         let kept = dropped
             .err()

@@ -205,6 +205,64 @@ pub async fn rename_database(
     }
 }
 
+/// Gives database `temporary` the name `target`, whose database becomes `previous`: both
+/// renames in one transaction, so at no instant (a `kill -9` or a crash of either side
+/// included) is `target` missing. Sessions on either are ended first (the target's returned);
+/// retried briefly when someone reconnects in between, while `keep_trying` says so.
+pub async fn swap_databases(
+    client: &Client,
+    temporary: &str,
+    target: &str,
+    previous: &str,
+    keep_trying: &dyn Fn() -> bool,
+) -> Result<Vec<DatabaseSession>> {
+    let statement = format!(
+        "BEGIN; ALTER DATABASE {target_name} RENAME TO {}; ALTER DATABASE {} RENAME TO {target_name}; COMMIT",
+        quote_identifier(previous),
+        quote_identifier(temporary),
+        target_name = quote_identifier(target),
+    );
+    let mut attempt = 0;
+    let mut ended = Vec::new();
+    loop {
+        ended.extend(terminate_sessions(client, target).await);
+        let _ = terminate_sessions(client, temporary).await;
+        let Err(error) = client.batch_execute(&statement).await else {
+            return Ok(ended);
+        };
+        roll_back(client).await?;
+        match error.code() {
+            Some(&SqlState::OBJECT_IN_USE) if attempt < 10 && keep_trying() => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                return Err(sql_error(
+                    format!(
+                        "cannot swap {temporary} in as {target}: another session's transaction holds a lock on one of them (an ALTER DATABASE, or a row lock on pg_database)"
+                    ),
+                    error,
+                ));
+            }
+            _ => return Err(sql_error(format!("cannot swap {temporary} in as {target}"), error)),
+        }
+    }
+}
+
+/// Ends the session's failed transaction (again, if a cancel request meant for the statement
+/// before arrives late and cancels this one).
+async fn roll_back(client: &Client) -> Result<()> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match client.batch_execute("ROLLBACK").await {
+            Ok(()) => return Ok(()),
+            Err(_) if attempts < 3 => continue,
+            Err(error) => return Err(sql_error("cannot roll back the swap", error)),
+        }
+    }
+}
+
 /// Drops a database if it exists, ending its sessions (`WITH (FORCE)` from PostgreSQL 13 on).
 pub async fn drop_database(client: &Client, server_major: u32, name: &str) -> Result<()> {
     let force = if server_major >= 13 { " WITH (FORCE)" } else { "" };

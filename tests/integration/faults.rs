@@ -1065,16 +1065,25 @@ fn a_swap_blocked_by_a_lock_on_the_target_gives_up_in_moments_and_keeps_the_prev
     assert_exit(&output, 1);
     let log = text(&output);
     assert!(
-        log.contains("another session's transaction holds a lock on it"),
+        log.contains("another session's transaction holds a lock on one of them"),
         "{log}"
     );
     assert_previous_target_intact("blockedswap_dst");
 }
 
+/// What `interrupt_a_blocked_swap` saw.
+struct BlockedSwap {
+    output: std::process::Output,
+    /// How long the rename went on waiting after the signal.
+    took: Duration,
+    /// The target's name was there the moment after the signal.
+    target_named_at_once: bool,
+}
+
 /// Starts a sync into `target`, waits until its swap waits for the row lock `lock_holder_sql`
-/// takes (on the target's row when `on_copy` is false, on the copy's when true), presses Ctrl+C,
-/// and returns the output with how long the rename went on waiting after the signal.
-fn interrupt_a_blocked_swap(source: &str, target: &str, on_copy: bool) -> (std::process::Output, Duration) {
+/// takes (on the target's row when `on_copy` is false, on the copy's when true), sends `signal`,
+/// and says what followed.
+fn interrupt_a_blocked_swap(source: &str, target: &str, on_copy: bool, signal: Signal) -> BlockedSwap {
     small_source_and_precious_target(source, target);
     let clusters = clusters();
     if on_copy {
@@ -1118,7 +1127,7 @@ fn interrupt_a_blocked_swap(source: &str, target: &str, on_copy: bool) -> (std::
             "postgres",
             &format!(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbsync' \
-                 AND wait_event_type = 'Lock' AND query LIKE 'ALTER DATABASE \"{locked}\" RENAME%'"
+                 AND wait_event_type = 'Lock' AND query LIKE '%ALTER DATABASE \"{locked}\" RENAME%'"
             ),
         ) == "1"
     };
@@ -1140,7 +1149,8 @@ fn interrupt_a_blocked_swap(source: &str, target: &str, on_copy: bool) -> (std::
         renaming_waits()
     });
     let interrupted = Instant::now();
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+    let target_named_at_once = clusters.target.database_exists(target);
     wait_until(Duration::from_secs(10), "the rename to stop waiting", || {
         !renaming_waits()
     });
@@ -1149,7 +1159,11 @@ fn interrupt_a_blocked_swap(source: &str, target: &str, on_copy: bool) -> (std::
     // waiting would go through now, and the run would end with the copy in place.
     drop(holder);
     let output = child.wait_with_output().unwrap();
-    (output, took)
+    BlockedSwap {
+        output,
+        took,
+        target_named_at_once,
+    }
 }
 
 // The renames wait at most 5 s for a lock; a run that honours Ctrl+C only between statements
@@ -1158,7 +1172,8 @@ const HONOURED_WITHIN: Duration = Duration::from_secs(2);
 
 #[test]
 fn ctrl_c_while_the_swap_waits_to_rename_the_previous_target_keeps_it_in_place() {
-    let (output, took) = interrupt_a_blocked_swap("swapstop1_src", "swapstop1_dst", false);
+    let BlockedSwap { output, took, .. } =
+        interrupt_a_blocked_swap("swapstop1_src", "swapstop1_dst", false, Signal::SIGINT);
     assert_exit(&output, 130);
     assert!(took < HONOURED_WITHIN, "the rename went on for {took:?} after Ctrl+C");
     assert_previous_target_intact("swapstop1_dst");
@@ -1167,12 +1182,39 @@ fn ctrl_c_while_the_swap_waits_to_rename_the_previous_target_keeps_it_in_place()
 #[test]
 fn ctrl_c_between_the_two_renames_of_the_swap_puts_the_previous_target_back() {
     // The previous target is renamed aside; the copy's rename into its place waits.
-    let (output, took) = interrupt_a_blocked_swap("swapstop2_src", "swapstop2_dst", true);
+    let BlockedSwap { output, took, .. } =
+        interrupt_a_blocked_swap("swapstop2_src", "swapstop2_dst", true, Signal::SIGINT);
     assert_exit(&output, 130);
     assert!(took < HONOURED_WITHIN, "the rename went on for {took:?} after Ctrl+C");
     let left = clusters().target.databases_like("swapstop2_dst_dbsync");
     assert!(left.is_empty(), "left behind: {left:?}\n{}", text(&output));
     assert_previous_target_intact("swapstop2_dst");
+}
+
+#[test]
+fn kill_9_between_the_two_renames_of_the_swap_never_leaves_the_target_name_missing() {
+    // The previous target is renamed aside in the swap's transaction; the copy's rename into
+    // its place waits; dbsync dies. Nothing of the swap was committed.
+    let swap = interrupt_a_blocked_swap("swapkill_src", "swapkill_dst", true, Signal::SIGKILL);
+    assert_eq!(swap.output.status.code(), None, "not killed:\n{}", text(&swap.output));
+    assert!(
+        swap.target_named_at_once,
+        "the target's name was missing after the kill"
+    );
+    // The previous target, as it was; the killed run's copy is left for the next run.
+    assert_eq!(
+        clusters().target.psql("swapkill_dst", "SELECT x FROM precious"),
+        "still here"
+    );
+    // The next run removes the copy the killed one left, and swaps.
+    let dumps = dump_dir();
+    let output = crate::sync("swapkill_src", "swapkill_dst", &["--yes"], dumps.path());
+    assert_exit(&output, 0);
+    assert!(clusters().target.databases_like("swapkill_dst_dbsync").is_empty());
+    assert_eq!(
+        clusters().target.psql("swapkill_dst", "SELECT count(*) FROM items"),
+        "5000"
+    );
 }
 
 /// `command`, run where `directory` is a file system of `size` of its own: a tmpfs mounted in a
