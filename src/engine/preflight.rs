@@ -289,17 +289,25 @@ pub async fn check_lock_capacity(
     let mut checks = Vec::new();
     if let Some((source, plan)) = source {
         let capacity = interruptible(cancellation, catalog::lock_capacity(&source.client)).await?;
-        checks.push(("source", source_lock_need(source, plan), capacity));
+        // pg_dump locks every table for the schema whatever is selected; fewer selected tables
+        // only help when that alone fits.
+        let fewer_help = plan.whole_database && (source.inventory.tables.len() as i64) < capacity.0;
+        let alternative = match fewer_help {
+            true => ", or copy fewer tables per run with --include",
+            false => "",
+        };
+        checks.push(("source", source_lock_need(source, plan), capacity, alternative));
     }
     let target_capacity = interruptible(cancellation, async {
         catalog::lock_capacity(&*target.session().await?).await
     })
     .await?;
-    checks.push(("target", needs.schema_locks, target_capacity));
-    for (side, need, (capacity, per_transaction)) in checks {
+    // The schema is restored whole in one transaction, whatever is selected.
+    checks.push(("target", needs.schema_locks, target_capacity, ""));
+    for (side, need, (capacity, per_transaction), alternative) in checks {
         if need > capacity {
             return Err(usage_error!(
-                "the {side} server has room for about {capacity} locks (max_locks_per_transaction {per_transaction} × (max_connections + max_prepared_transactions)), and this copy needs about {need}\nhint: raise max_locks_per_transaction on the {side} server to at least {} (it needs a restart), or copy fewer tables per run with --include",
+                "the {side} server has room for about {capacity} locks (max_locks_per_transaction {per_transaction} × (max_connections + max_prepared_transactions)), and this copy needs about {need}\nhint: raise max_locks_per_transaction on the {side} server to at least {} (it needs a restart){alternative}",
                 need / (capacity / per_transaction).max(1) + 1
             ));
         }

@@ -213,7 +213,7 @@ impl RunContext<'_> {
         target: &Client,
         plan: &Plan,
     ) -> Result<Vec<RefreshedTable>, SyncError> {
-        let fix = matches!(self.settings.content, Content::DataOnly { fix_schema: true });
+        let fix = self.settings.content.fixes_schema();
         let members = plan.members();
         let read = async {
             let columns = tokio::try_join!(
@@ -269,10 +269,17 @@ impl RunContext<'_> {
         tables: usize,
     ) -> Result<(), SyncError> {
         if !fitting.problems.is_empty() {
-            let hint = if matches!(self.settings.content, Content::DataOnly { fix_schema: true }) {
-                "--fix-schema adds tables, columns, sequences and indexes but never alters or drops what holds data; a sync without --data-only replaces the schema"
-            } else {
-                "--fix-schema adds missing tables, columns, sequences and indexes; `dbsync diff` shows every difference; a sync without --data-only replaces the schema"
+            // Never the flag that was given, nor one the mode does not have.
+            let hint = match &self.settings.content {
+                Content::Merge(_) => {
+                    "`dbsync diff` shows every difference; a merge writes rows only: create what is missing in the target first"
+                }
+                content if content.fixes_schema() => {
+                    "--fix-schema adds tables, columns, sequences and indexes but never alters or drops what holds data; a sync without --data-only replaces the schema"
+                }
+                _ => {
+                    "--fix-schema adds missing tables, columns, sequences and indexes; `dbsync diff` shows every difference; a sync without --data-only replaces the schema"
+                }
             };
             return Err(usage_error!(
                 "the target's schema does not fit the tables to write:\n  - {}\nhint: {hint}",

@@ -157,9 +157,22 @@ pub struct IncrementalSettings {
     pub deep: bool,
     /// Remove the rows the source no longer has (not with `--no-delete`).
     pub delete: bool,
+    /// `--fix-schema`: first add what the target lacks, as a `--data-only` refresh does.
+    pub fix_schema: bool,
 }
 
 pub const DEFAULT_BATCH_ROWS: u64 = 10_000;
+
+impl Content {
+    /// `--fix-schema` was given (a `--data-only` or `--incremental` refresh).
+    pub fn fixes_schema(&self) -> bool {
+        match self {
+            Content::DataOnly { fix_schema } => *fix_schema,
+            Content::Incremental(incremental) => incremental.fix_schema,
+            _ => false,
+        }
+    }
+}
 
 impl Default for IncrementalSettings {
     fn default() -> IncrementalSettings {
@@ -172,6 +185,7 @@ impl Default for IncrementalSettings {
             source: None,
             deep: false,
             delete: true,
+            fix_schema: false,
         }
     }
 }
@@ -507,6 +521,7 @@ fn content_of(
         return Ok(Content::Incremental(IncrementalSettings {
             deep: arguments.deep,
             delete: !arguments.no_delete,
+            fix_schema: arguments.fix_schema,
             ..incremental
         }));
     }

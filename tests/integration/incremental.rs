@@ -908,3 +908,46 @@ fn a_watermark_in_the_sources_future_is_not_trusted() {
     assert_exit(&third, 0);
     assert_eq!(changes(&report, "notes").0, "change-column", "{}", text(&third));
 }
+
+#[test]
+fn fix_schema_adds_what_the_target_lacks_before_an_incremental_run() {
+    let clusters = clusters();
+    clusters.source.create_database("fixinc_src");
+    clusters.source.psql(
+        "fixinc_src",
+        "CREATE TABLE notes (id int PRIMARY KEY, body text, updated_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO notes (id, body) SELECT g, 'note ' || g FROM generate_series(1, 50) g;",
+    );
+    let work = dump_dir();
+    assert_exit(&crate::sync("fixinc_src", "fixinc_dst", &["--yes"], work.path()), 0);
+    clusters.source.psql(
+        "fixinc_src",
+        "CREATE TABLE tags (id int PRIMARY KEY, label text, updated_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO tags (id, label) VALUES (1, 'red'), (2, 'blue');",
+    );
+    let (refused, _) = incremental("fixinc_src", "fixinc_dst", &[], work.path());
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("hint: --fix-schema adds missing tables"),
+        "{}",
+        text(&refused)
+    );
+    let (fixed, _) = incremental("fixinc_src", "fixinc_dst", &["--fix-schema"], work.path());
+    assert_exit(&fixed, 0);
+    assert_eq!(clusters.target.psql("fixinc_dst", "SELECT count(*) FROM tags"), "2");
+
+    // Given, it is not offered again: a change it does not make is refused with what it does.
+    clusters
+        .source
+        .psql("fixinc_src", "ALTER TABLE tags ALTER COLUMN label TYPE varchar(20)");
+    clusters
+        .target
+        .psql("fixinc_dst", "ALTER TABLE tags ALTER COLUMN label TYPE integer USING 0");
+    let (still, _) = incremental("fixinc_src", "fixinc_dst", &["--fix-schema"], work.path());
+    assert_exit(&still, 2);
+    let log = text(&still);
+    assert!(
+        log.contains("hint: --fix-schema adds tables, columns, sequences and indexes but never alters"),
+        "{log}"
+    );
+}

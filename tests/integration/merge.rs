@@ -463,6 +463,17 @@ fn bad_merge_configurations_are_refused_before_anything_is_written() {
         text(&missing)
     );
     assert!(!clusters.target.database_exists("merge_bad_missing"));
+    // A target without the source's tables: the hint offers no flag merge does not have.
+    clusters.target.create_database("merge_bad_empty");
+    let work = dump_dir();
+    let (unfit, _) = merge("merge_bad_src", "merge_bad_empty", &["--exclude", "notes"], work.path());
+    assert_exit(&unfit, 2);
+    let log = text(&unfit);
+    assert!(
+        log.contains("a merge writes rows only: create what is missing in the target first"),
+        "{log}"
+    );
+    assert!(!log.contains("--fix-schema"), "{log}");
     // A sequence-drawn column in a key of several columns would keep the source's values.
     for (cluster, database) in [(&clusters.source, "merge_bad_src"), (&clusters.target, "merge_bad_dst")] {
         cluster.psql(

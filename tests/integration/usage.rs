@@ -613,7 +613,23 @@ fn a_copy_that_would_exhaust_the_lock_table_is_refused_with_the_setting_to_raise
         log.contains("raise max_locks_per_transaction on the source server to at least"),
         "{log}"
     );
+    assert!(log.contains("or copy fewer tables per run with --include"), "{log}");
     assert!(!clusters().target.database_exists("manytables_dst"));
+
+    // Already narrowed by --include: the hint does not offer the flag that was given.
+    let output = crate::sync_between(
+        &small.uri("manytables_src"),
+        &clusters().target.uri("manytables_dst"),
+        &["--include", "t*"],
+        dumps.path(),
+    );
+    assert_exit(&output, 2);
+    let log = text(&output);
+    assert!(
+        log.contains("raise max_locks_per_transaction on the source server to at least"),
+        "{log}"
+    );
+    assert!(!log.contains("--include"), "{log}");
 }
 
 #[test]
