@@ -57,6 +57,12 @@ pub enum SyncError {
     /// The copy completed but its rows or structure differ from the source.
     #[error("validation found {0} difference(s) between the source and the copy; the previous target was kept")]
     ValidationFailed(usize),
+    /// A refresh in place (`--data-only`, `--incremental`, merge) committed its tables, and the
+    /// target differs from the source after it: nothing was kept aside.
+    #[error(
+        "validation found {0} difference(s) between the source and the target after the refresh; the tables it committed stay as written (a refresh changes the target in place, with nothing kept aside): see the differences above"
+    )]
+    RefreshDiffers(usize),
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
 }
@@ -66,7 +72,7 @@ impl SyncError {
         match self {
             SyncError::Usage(_) => Outcome::Refused,
             SyncError::Interrupted(_) => Outcome::Interrupted,
-            SyncError::ValidationFailed(_) => Outcome::ValidationFailed,
+            SyncError::ValidationFailed(_) | SyncError::RefreshDiffers(_) => Outcome::ValidationFailed,
             SyncError::Failed(_) => Outcome::Failed,
         }
     }
@@ -76,7 +82,7 @@ impl SyncError {
             SyncError::Usage(_) => ExitCode::USAGE,
             SyncError::Interrupted(Signal::SIGTERM) => ExitCode::TERMINATED,
             SyncError::Interrupted(_) => ExitCode::INTERRUPTED,
-            SyncError::ValidationFailed(_) => ExitCode::VALIDATION,
+            SyncError::ValidationFailed(_) | SyncError::RefreshDiffers(_) => ExitCode::VALIDATION,
             SyncError::Failed(_) => ExitCode::FAILURE,
         }
     }

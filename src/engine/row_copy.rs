@@ -366,7 +366,7 @@ impl RunContext<'_> {
             self.emit(Event::ChecksumDifferences(differences));
         }
         if found > 0 {
-            return Err(SyncError::ValidationFailed(found));
+            return Err(SyncError::RefreshDiffers(found));
         }
         let rows = match self.settings.verification {
             Verification::Checksum => RowCheck::Checksums,

@@ -695,6 +695,17 @@ fn rows_deleted_from_the_target_after_a_merge_are_merged_again_and_never_referen
         "{}",
         text(&dangling)
     );
+    // Written in place: no "previous target" was kept, and the message says so.
+    assert!(
+        text(&dangling).contains("after the refresh; the tables it committed stay as written"),
+        "{}",
+        text(&dangling)
+    );
+    assert!(
+        !text(&dangling).contains("previous target was kept"),
+        "{}",
+        text(&dangling)
+    );
 }
 
 /// `dbsync merge` between `source_uri` and the target database `target`, with the config in `work`.

@@ -485,7 +485,7 @@ impl Merge<'_> {
             for problem in &dangling {
                 self.context.warn(Warning::Other(problem.clone()));
             }
-            return Err(SyncError::ValidationFailed(dangling.len()));
+            return Err(SyncError::RefreshDiffers(dangling.len()));
         }
         let tables: Vec<&Planned> = groups.iter().flatten().collect();
         let names: Vec<QualifiedName> = tables.iter().map(|(_, table)| table.shape.table.clone()).collect();
