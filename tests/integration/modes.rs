@@ -1,6 +1,8 @@
 //! The modes of `dbsync sync` besides a full copy: `--schema-only`, `--data-only` (a refresh
 //! that keeps the target), `--fix-schema`.
 
+use std::time::Duration;
+
 use crate::harness::clusters;
 use crate::{assert_exit, dump_dir, rich_source, text};
 
@@ -394,4 +396,62 @@ fn ctrl_c_during_a_refresh_leaves_no_row_pointing_at_a_row_that_is_gone() {
     );
     assert_eq!(after, generation, "{log}");
     assert_eq!(clusters.target.psql("linked_dst", dangling), "0");
+}
+
+#[test]
+fn kill_9_during_a_refresh_leaves_no_row_pointing_at_a_row_that_is_gone() {
+    let clusters = clusters();
+    clusters.source.create_database("killed_linked_src");
+    clusters.source.psql(
+        "killed_linked_src",
+        "CREATE TABLE parent (id int PRIMARY KEY); INSERT INTO parent SELECT generate_series(1, 100); \
+         CREATE TABLE child (id int PRIMARY KEY, parent_id int NOT NULL REFERENCES parent); \
+         INSERT INTO child SELECT g, 1 + g % 100 FROM generate_series(1, 1500) AS g;",
+    );
+    let dumps = dump_dir();
+    assert_exit(
+        &crate::sync("killed_linked_src", "killed_linked_dst", &["--yes"], dumps.path()),
+        0,
+    );
+    clusters.target.psql(
+        "killed_linked_dst",
+        "CREATE FUNCTION slow_down(int) RETURNS boolean LANGUAGE sql AS 'SELECT pg_sleep(0.001) IS NOT NULL'; \
+         ALTER TABLE child ADD CONSTRAINT child_slow CHECK (slow_down(id)) NOT VALID;",
+    );
+    let dangling = "SELECT count(*) FROM child LEFT JOIN parent ON parent.id = child.parent_id WHERE parent.id IS NULL";
+    let generation = "SELECT (SELECT min(id) FROM parent) || ' ' || (SELECT min(parent_id) FROM child)";
+    let dbsync_sessions = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'killed_linked_dst' \
+                           AND application_name = 'dbsync'";
+    // dbsync killed as the first table starts, and once a table is reported done (the other
+    // one loading, a row a millisecond).
+    for moment in ["[STARTED  ]", "[DONE     ]"] {
+        // The target's rows are another generation, consistent among themselves.
+        clusters.target.psql(
+            "killed_linked_dst",
+            "SET session_replication_role = replica; \
+             UPDATE parent SET id = id + 100 WHERE id <= 100; UPDATE child SET parent_id = parent_id + 100 WHERE parent_id <= 100;",
+        );
+        assert_eq!(clusters.target.psql("killed_linked_dst", generation), "101 101");
+        let mut command = crate::sync_command("killed_linked_src", "killed_linked_dst", dumps.path());
+        command.args(["--data-only", "--yes", "--jobs", "1"]);
+        let (code, log, killed) = crate::harness::fakes::act_on_line(command, moment, |pid| {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+        });
+        assert!(killed && code.is_none(), "not killed at {moment}: {code:?}\n{log}");
+        // The server rolls back what the dead run's sessions had not committed.
+        crate::harness::fakes::wait_until(Duration::from_secs(30), "the killed run's sessions to end", || {
+            clusters.target.psql("killed_linked_dst", dbsync_sessions) == "0"
+        });
+        assert_eq!(
+            clusters.target.psql("killed_linked_dst", dangling),
+            "0",
+            "after kill -9 at {moment}, child rows point at parents that are gone:\n{log}"
+        );
+        let found = clusters.target.psql("killed_linked_dst", generation);
+        assert!(found == "1 1" || found == "101 101", "at {moment}: {found}\n{log}");
+    }
 }
