@@ -64,12 +64,20 @@ pub struct SourceFacts {
     /// The snapshot's time on the source (its transaction's start, RFC 3339): every row in the
     /// archive is as it was then.
     pub snapshot_taken_at: String,
+    /// The source server's system identifier and the database's OID, where the server showed
+    /// them (archives of earlier versions have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 impl SourceFacts {
-    /// Whether these facts describe `source`'s database on its server (the user dbsync read it
-    /// as may differ from run to run).
-    pub fn are_of(&self, source: &crate::connection::Endpoint) -> bool {
+    /// Whether these facts describe `source`'s database on its server: by its identity when both
+    /// sides know it (however the URI is spelled), else by server and database as the URIs spell
+    /// them (the user dbsync read it as may differ from run to run).
+    pub fn are_of(&self, source: &crate::connection::Endpoint, identity: Option<&str>) -> bool {
+        if let (Some(recorded), Some(identity)) = (&self.identity, identity) {
+            return recorded == identity;
+        }
         let server_and_database =
             |endpoint: &str| endpoint.rsplit_once('@').map_or(endpoint, |(_, rest)| rest).to_string();
         self.database == source.dbname
@@ -245,6 +253,7 @@ mod tests {
                 database: "Main_DB".into(),
                 server_version: 150018,
                 snapshot_taken_at: "2026-11-22T03:00:00+00:00".into(),
+                identity: None,
             },
             selection: Selection {
                 whole_database: true,

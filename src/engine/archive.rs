@@ -62,6 +62,7 @@ impl RunContext<'_> {
                 database: source.endpoint.dbname.clone(),
                 server_version: source.server.version_number,
                 snapshot_taken_at,
+                identity: source.identity.clone(),
             },
             selection: Selection {
                 whole_database: plan.whole_database,

@@ -119,6 +119,8 @@ pub(super) struct RunContext<'a> {
     pub(super) phase_clock: PhaseClock,
     /// Masked columns and their expressions, by planned table (`[transform]`).
     pub(super) masks: std::collections::HashMap<usize, Vec<(String, String)>>,
+    /// The source database's identity, once inspected (`catalog::database_identity`).
+    pub(super) source_identity: Option<String>,
 }
 
 impl<'a> RunContext<'a> {
@@ -168,6 +170,7 @@ impl<'a> RunContext<'a> {
             run_suffix: format!("{:08x}", rand::random::<u32>()),
             phase_clock: PhaseClock::default(),
             masks: Default::default(),
+            source_identity: None,
             granted: None,
             archives_dropped: Vec::new(),
             deferred_warnings: Vec::new(),

@@ -38,6 +38,8 @@ pub struct Source {
     pub pid: i32,
     /// The source as the user gave it (its user is the role dbsync reads the source as).
     pub endpoint: Endpoint,
+    /// Its server's system identifier and the database's OID (`catalog::database_identity`).
+    pub identity: Option<String>,
 }
 
 /// The session that inspects the source and then holds the snapshot, with the run's lock
@@ -71,9 +73,16 @@ pub async fn inspect_source(
         let inventory = catalog::inventory(&client).await?;
         let index_owners = catalog::index_and_constraint_tables(&client).await?;
         let free_slots = catalog::free_connection_slots(&client).await?;
-        anyhow::Ok((server, database, settings, inventory, index_owners, free_slots))
+        let identity = catalog::database_identity(&client).await;
+        anyhow::Ok((
+            server,
+            database,
+            settings,
+            inventory,
+            (index_owners, free_slots, identity),
+        ))
     };
-    let (server, database, settings, inventory, index_owners, free_slots) =
+    let (server, database, settings, inventory, (index_owners, free_slots, identity)) =
         interruptible(cancellation, inspect).await?;
     Ok(Source {
         client: std::sync::Arc::new(client),
@@ -85,6 +94,7 @@ pub async fn inspect_source(
         free_slots,
         pid,
         endpoint: endpoint.clone(),
+        identity,
     })
 }
 

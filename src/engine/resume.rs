@@ -49,7 +49,13 @@ impl ResumeState {
     /// another source database, or a copy not named as dbsync names copies of this target (an
     /// edited `resume.json` must not make dbsync load into, rename or drop a database it never
     /// made).
-    fn belongs_to(&self, source: &Endpoint, target: &Endpoint, directory: &Path) -> Result<(), SyncError> {
+    fn belongs_to(
+        &self,
+        source: &Endpoint,
+        identity: Option<&str>,
+        target: &Endpoint,
+        directory: &Path,
+    ) -> Result<(), SyncError> {
         let directory = directory.display();
         if self.target != target.to_string() {
             return Err(SyncError::Usage(format!(
@@ -57,7 +63,7 @@ impl ResumeState {
                 self.target,
             )));
         }
-        if !self.manifest.source.are_of(source) {
+        if !self.manifest.source.are_of(source, identity) {
             return Err(SyncError::Usage(format!(
                 "{directory} holds the dumps of {}, not of {source}: resume with the source the failed run copied",
                 self.manifest.source.endpoint
@@ -177,7 +183,12 @@ impl RunContext<'_> {
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<bool, SyncError> {
         let state = ResumeState::read(directory).map_err(|error| SyncError::Usage(format!("{error:#}")))?;
-        state.belongs_to(source, target, directory)?;
+        // The source is known by its identity where it can be read, by its URI's spelling else.
+        let identity = match catalog::connect(source, "source").await {
+            Ok(client) => catalog::database_identity(&client).await,
+            Err(_) => None,
+        };
+        state.belongs_to(source, identity.as_deref(), target, directory)?;
         if let Some(reason) = state.exports_incomplete(directory) {
             self.warn(Warning::Other(format!(
                 "cannot reuse the exports in {}: {reason}; the snapshot they were read in is gone, so everything is exported again from a new snapshot",

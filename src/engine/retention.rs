@@ -85,7 +85,7 @@ impl RunContext<'_> {
             }
             Places::Dump { source, output } => (
                 output.display().to_string(),
-                older_directories(output, template, source).map(|archives| Older {
+                older_directories(output, template, source, self.source_identity.as_deref()).map(|archives| Older {
                     archives,
                     unmarked: Vec::new(),
                 }),
@@ -147,6 +147,7 @@ fn older_directories(
     output: &Path,
     template: &DatedName,
     source: &Endpoint,
+    identity: Option<&str>,
 ) -> anyhow::Result<Vec<(String, NaiveDateTime)>> {
     let parent = output
         .parent()
@@ -159,7 +160,8 @@ fn older_directories(
         let name = entry.file_name().to_string_lossy().into_owned();
         // A directory without a manifest is not an archive of ours (or not a finished one), and
         // one whose manifest is not dbsync's, or is another database's, is not this job's.
-        if entry.file_type()?.is_dir() && Some(&name) != tonight.as_ref() && archive_of(&entry.path(), source) {
+        if entry.file_type()?.is_dir() && Some(&name) != tonight.as_ref() && archive_of(&entry.path(), source, identity)
+        {
             names.push(name);
         }
     }
@@ -172,8 +174,8 @@ fn older_directories(
 
 /// Whether `directory` holds a complete dbsync archive of `source`'s database on its server (the
 /// user dbsync read it as may differ from run to run).
-fn archive_of(directory: &Path, source: &Endpoint) -> bool {
-    Manifest::read(directory).is_ok_and(|manifest| manifest.source.are_of(source))
+fn archive_of(directory: &Path, source: &Endpoint, identity: Option<&str>) -> bool {
+    Manifest::read(directory).is_ok_and(|manifest| manifest.source.are_of(source, identity))
 }
 
 async fn drop_database(server: &TargetServer, name: &str, terminate: bool) -> anyhow::Result<()> {

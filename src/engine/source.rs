@@ -24,6 +24,7 @@ impl RunContext<'_> {
         let (client, pid) = preflight::connect_source(endpoint, settings, &self.cancellation).await?;
         let inspect = preflight::inspect_source(client, pid, endpoint, &self.cancellation);
         let source = self.reporting_lock_waits(endpoint, pid, inspect).await?;
+        self.source_identity = source.identity.clone();
         let plan = preflight::plan(settings, &source.inventory)?;
         self.adopt_plan(&plan);
         let unreadable = preflight::check_source_access(&source, &plan, &self.cancellation).await?;

@@ -186,11 +186,12 @@ fn dated_dumps_with_retain_keep_the_newest_complete_archives() {
     }
     std::fs::write(foreign.join("manifest.json"), "{\"photos\": 12}").unwrap();
     let real = std::fs::read_to_string(old.join("manifest.json")).unwrap();
-    std::fs::write(
-        another_database.join("manifest.json"),
-        real.replace("dumpdated_src", "someone_elses_db"),
-    )
-    .unwrap();
+    // Another database: another name, and another server identity and database OID.
+    let mut elsewhere: serde_json::Value =
+        serde_json::from_str(&real.replace("dumpdated_src", "someone_elses_db")).unwrap();
+    assert!(elsewhere["source"]["identity"].is_string(), "{real}");
+    elsewhere["source"]["identity"] = "1/1".into();
+    std::fs::write(another_database.join("manifest.json"), elsewhere.to_string()).unwrap();
     let template = parent.path().join("main_{date:%Y%m%d_%H%M%S}");
     let mut made = Vec::new();
     let complete = regex::Regex::new(r"Archive complete: (\S+main_\d{8}_\d{6}) ").unwrap();
