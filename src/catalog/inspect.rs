@@ -576,9 +576,6 @@ const CONSTRAINT_IDENTITY: &str = "CASE WHEN k.contype = 'f' AND k.conparentid <
 /// Reads the structure; on the source, call it in the snapshot session, so that it describes
 /// what the dump holds.
 pub async fn structure(client: &Client, leaving_out: &[QualifiedName]) -> Result<Structure> {
-    let pairs = |rows: Vec<tokio_postgres::Row>| -> BTreeSet<(String, String)> {
-        rows.into_iter().map(|row| (row.get(0), row.get(1))).collect()
-    };
     let schemas: Vec<&str> = leaving_out.iter().map(|table| table.schema.as_str()).collect();
     let names: Vec<&str> = leaving_out.iter().map(|table| table.name.as_str()).collect();
     // Every query reads the user's tables (but those left out of the copy whole): `c` with its
@@ -622,8 +619,20 @@ pub async fn structure(client: &Client, leaving_out: &[QualifiedName]) -> Result
         )
         .await
         .context("cannot list triggers")?;
+    Ok(structure_of(indexes, constraints, triggers))
+}
+
+/// The structure from the rows of `structure`'s three queries.
+fn structure_of(
+    indexes: Vec<tokio_postgres::Row>,
+    constraints: Vec<tokio_postgres::Row>,
+    triggers: Vec<tokio_postgres::Row>,
+) -> Structure {
+    let pairs = |rows: Vec<tokio_postgres::Row>| -> BTreeSet<(String, String)> {
+        rows.into_iter().map(|row| (row.get(0), row.get(1))).collect()
+    };
     let invalid: Vec<tokio_postgres::Row> = indexes.iter().filter(|row| !row.get::<_, bool>(2)).cloned().collect();
-    Ok(Structure {
+    Structure {
         indexes: pairs(indexes),
         invalid_indexes: pairs(invalid),
         unvalidated_constraints: constraints
@@ -636,7 +645,7 @@ pub async fn structure(client: &Client, leaving_out: &[QualifiedName]) -> Result
             .map(|row| (row.get(0), row.get(1), row.get(2)))
             .collect(),
         triggers: pairs(triggers),
-    })
+    }
 }
 
 /// Every user object's definition, by kind and qualified name, for `dbsync diff`: tables,

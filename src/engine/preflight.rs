@@ -472,26 +472,33 @@ pub async fn resolve_masks(
         ));
     }
     for ((index, transforms), columns) in planned.into_iter().zip(columns) {
-        let columns = columns.unwrap_or_default();
-        let mut expressions = Vec::new();
-        for (name, transform) in &transforms.columns {
-            let column = columns.iter().find(|column| &column.name == name).ok_or_else(|| {
-                usage_error!(
-                    "[transform.{}] names column {name}, which the table does not have",
-                    transforms.table
-                )
-            })?;
-            let expression = catalog::transform_expression(column, transform)
-                .map_err(|error| usage_error!("[transform.{}] {name}: {error}", transforms.table))?;
-            expressions.push((name.clone(), expression));
-        }
-        masks.insert(index, expressions);
+        masks.insert(index, mask_expressions(transforms, &columns.unwrap_or_default())?);
     }
     let masked: Vec<(&QualifiedName, &TableTransforms)> = planned_names(plan, &settings.masking.tables)?;
     if let Some(problem) = mask_key_problems(&masked, &unique, &foreign, plan).into_iter().next() {
         return Err(usage_error!("{problem}"));
     }
     Ok(masks)
+}
+
+/// Each masked column of a table with its transform's expression for the column's type.
+fn mask_expressions(
+    transforms: &TableTransforms,
+    columns: &[catalog::TableColumn],
+) -> Result<Vec<(String, String)>, SyncError> {
+    let mut expressions = Vec::new();
+    for (name, transform) in &transforms.columns {
+        let column = columns.iter().find(|column| &column.name == name).ok_or_else(|| {
+            usage_error!(
+                "[transform.{}] names column {name}, which the table does not have",
+                transforms.table
+            )
+        })?;
+        let expression = catalog::transform_expression(column, transform)
+            .map_err(|error| usage_error!("[transform.{}] {name}: {error}", transforms.table))?;
+        expressions.push((name.clone(), expression));
+    }
+    Ok(expressions)
 }
 
 fn planned_names<'a>(
