@@ -216,12 +216,43 @@ pub async fn run(command: &ChildCommand, cancellation: &Cancellation) -> Result<
     if cancellation.is_cancelled() {
         return Err(ProcessError::Cancelled);
     }
+    let _holding = hold_pass_file(command.inherited.is_some(), cancellation).await?;
     let stdout = match command.stdout {
         Stdout::Discard => Stdio::null(),
         Stdout::Whole | Stdout::Tail => Stdio::piped(),
     };
     let started = start(command, Stdio::null(), stdout)?;
     supervise(started, cancellation).await
+}
+
+/// Children holding the pass file share this lock; a command that must not be able to reach
+/// the file (a hook, which runs as the same user and could read another process's
+/// descriptors) takes it alone, so it runs while none of them does, and none starts meanwhile.
+static PASS_FILE_HOLDERS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// A share of `PASS_FILE_HOLDERS` for a child given the pass file (`given`), held while it runs.
+async fn hold_pass_file(
+    given: bool,
+    cancellation: &Cancellation,
+) -> Result<Option<tokio::sync::RwLockReadGuard<'static, ()>>, ProcessError> {
+    if !given {
+        return Ok(None);
+    }
+    tokio::select! {
+        guard = PASS_FILE_HOLDERS.read() => Ok(Some(guard)),
+        () = cancellation.cancelled() => Err(ProcessError::Cancelled),
+    }
+}
+
+/// Runs `command` (which must not be given the pass file) while no child that holds the pass
+/// file runs: it waits for those running to end, and holds back new ones until it ends.
+pub async fn run_apart(command: &ChildCommand, cancellation: &Cancellation) -> Result<ChildOutput, ProcessError> {
+    assert!(command.inherited.is_none(), "a command run apart gets no pass file");
+    let _alone = tokio::select! {
+        guard = PASS_FILE_HOLDERS.write() => guard,
+        () = cancellation.cancelled() => return Err(ProcessError::Cancelled),
+    };
+    run(command, cancellation).await
 }
 
 /// Runs `producer | consumer` through a pipe that only the two children hold, so the data never
@@ -234,6 +265,12 @@ pub async fn run_piped(
     if cancellation.is_cancelled() {
         return Err(ProcessError::Cancelled);
     }
+    // One share for both: a second, asked for while a hook waits, would wait behind it.
+    let _holding = hold_pass_file(
+        producer.inherited.is_some() || consumer.inherited.is_some(),
+        cancellation,
+    )
+    .await?;
     let (reader, writer) = std::io::pipe().map_err(|source| ProcessError::Spawn {
         program: "a pipe".to_string(),
         source,

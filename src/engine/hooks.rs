@@ -92,7 +92,8 @@ impl RunContext<'_> {
         if let Some(source) = settings.places.source() {
             child = child.env("DBSYNC_SOURCE_URI", source.uri_without_password());
         }
-        let output = match process::run(&child, &self.cancellation).await {
+        // Never beside a pg_dump or pg_restore, whose descriptors hold the pass file.
+        let output = match process::run_apart(&child, &self.cancellation).await {
             Ok(output) => output,
             Err(ProcessError::Cancelled) => return Err(super::cancelled(&self.cancellation)),
             Err(error) => {

@@ -231,6 +231,10 @@ fn a_hook_ends_with_its_background_processes_its_output_bounded_and_no_password_
     let directory = shared_directory();
     let background = directory.path().join("background.pid");
     let stolen = directory.path().join("stolen.txt");
+    let stolen_beside_dumps = directory.path().join("stolen_beside_dumps.txt");
+    // Data dumps that take two seconds: running still when the after_schema hooks are due.
+    let slow_dumps =
+        crate::harness::fakes::FakeTools::new("if [[ \" $* \" == *\" --data-only \"* ]]; then sleep 2; fi", "");
     let config = directory.path().join("bounds.toml");
     // The first hook leaves a process behind holding its output; the second floods 200 MB; the
     // third reads dbsync's peak memory and everything of dbsync's it can reach in /proc.
@@ -243,15 +247,18 @@ fn a_hook_ends_with_its_background_processes_its_output_bounded_and_no_password_
         format!(
             "[hooks]\n\
              before_sync = [{{ command = \"sleep 300 & echo $! > '{}'; echo left running\" }}]\n\
-             after_schema = [{{ command = \"yes 0123456789abcdef | head -c 200000000\" }}]\n\
+             after_schema = [{{ command = \"yes 0123456789abcdef | head -c 200000000\" }}, {{ command = \"{steal} > '{}'\" }}]\n\
              after_import = [{{ command = \"{walk_to_dbsync}; grep VmHWM /proc/$p/status; {steal} > '{}'\" }}]\n",
             background.display(),
+            stolen_beside_dumps.display(),
             stolen.display(),
         ),
     )
     .unwrap();
     let mut command = crate::sync_command("hook_bounds_src", "hook_bounds_dst", directory.path());
-    command.args(["--yes", "--config", config.to_str().unwrap()]);
+    command
+        .args(["--yes", "--config", config.to_str().unwrap(), "--pg-bin"])
+        .arg(slow_dumps.bin());
     let log = directory.path().join("dbsync.log");
     let mut child = unprivileged(&command, directory.path())
         .stdout(std::fs::File::create(&log).unwrap())
@@ -286,8 +293,14 @@ fn a_hook_ends_with_its_background_processes_its_output_bounded_and_no_password_
     );
     assert!(output.len() < 64 << 10, "the log holds {} bytes", output.len());
     assert!(output.contains("earlier lines not shown"), "{output}");
-    let reached = std::fs::read_to_string(&stolen).unwrap();
-    assert!(!reached.contains("s3cr"), "a hook read the password file: {reached}");
+    for scan in [&stolen, &stolen_beside_dumps] {
+        let reached = std::fs::read_to_string(scan).unwrap();
+        assert!(
+            !reached.contains("s3cr"),
+            "a hook read the password file ({}): {reached}",
+            scan.display()
+        );
+    }
     assert_eq!(
         clusters().target.psql("hook_bounds_dst", "SELECT count(*) FROM people"),
         "50"

@@ -15,8 +15,12 @@ pub(crate) struct FakeTools {
 
 impl FakeTools {
     pub(crate) fn new(pg_dump_body: &str, pg_restore_body: &str) -> FakeTools {
+        use std::os::unix::fs::PermissionsExt;
         let directory = tempfile::Builder::new().prefix("dbsync-fake-").tempdir().unwrap();
         std::fs::create_dir(directory.path().join("state")).unwrap();
+        // Usable by a test that runs dbsync as another user.
+        std::fs::set_permissions(directory.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(directory.path().join("state"), std::fs::Permissions::from_mode(0o777)).unwrap();
         let bin_dir = &clusters().source.bin_dir;
         for (tool, body) in [("pg_dump", pg_dump_body), ("pg_restore", pg_restore_body)] {
             let path = directory.path().join(tool);
@@ -26,7 +30,6 @@ impl FakeTools {
                 state = directory.path().join("state").display(),
             );
             std::fs::write(&path, script).unwrap();
-            use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         FakeTools { directory }
