@@ -91,6 +91,11 @@ pub struct Unit {
     /// Tables whose own rows this unit carries.
     pub tables: Vec<QualifiedName>,
     pub sequences: Vec<QualifiedName>,
+    /// The partitioned tables that own some of `sequences` (an identity column's): named to
+    /// `pg_dump` too, which sets such a sequence only when its owner is dumped, and a partitioned
+    /// table has no rows of its own to dump.
+    #[serde(default)]
+    pub sequence_owners: Vec<QualifiedName>,
     /// Indexes into `Plan::tables` of the planned tables this unit carries rows of.
     pub planned_tables: Vec<usize>,
     pub size_bytes: i64,
@@ -531,7 +536,12 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
         .into_iter()
         .collect();
     let copy_large_objects = whole_database && inventory.large_object_count > 0;
-    let units = split_into_units(&tables, &member_sizes, &sequences, copy_large_objects, request.jobs);
+    let sequence_owners = partitioned_owners(inventory, &sequences);
+    let carried = CarriedSequences {
+        sequences: &sequences,
+        owners: &sequence_owners,
+    };
+    let units = split_into_units(&tables, &member_sizes, carried, copy_large_objects, request.jobs);
     Ok(Plan {
         whole_database,
         tables,
@@ -584,6 +594,7 @@ impl Unit {
             kind,
             tables: Vec::new(),
             sequences: Vec::new(),
+            sequence_owners: Vec::new(),
             planned_tables: Vec::new(),
             size_bytes: 0,
             truncate_before_retry: Vec::new(),
@@ -614,15 +625,39 @@ fn batch_small_tables(drafts: &mut Vec<Draft>, mut small: Vec<(usize, QualifiedN
     }
 }
 
+/// The sequences a plan copies, and the partitioned tables that own some of them.
+#[derive(Clone, Copy)]
+struct CarriedSequences<'a> {
+    sequences: &'a [QualifiedName],
+    owners: &'a [QualifiedName],
+}
+
+/// The partitioned tables that own any of `sequences`.
+fn partitioned_owners(inventory: &Inventory, sequences: &[QualifiedName]) -> Vec<QualifiedName> {
+    let owners: HashSet<u32> = inventory
+        .sequences
+        .iter()
+        .filter(|sequence| sequences.contains(&sequence.name))
+        .filter_map(|sequence| sequence.owned_by)
+        .collect();
+    inventory
+        .tables
+        .iter()
+        .filter(|table| table.kind == TableKind::Partitioned && owners.contains(&table.oid))
+        .map(|table| table.name.clone())
+        .collect()
+}
+
 /// Large tables get a unit each; the rest are spread over at most `jobs` batches, so the number of
 /// `pg_dump` runs (each of which reads the whole catalog) does not grow with the number of tables.
 fn split_into_units(
     tables: &[PlannedTable],
     member_sizes: &[MemberSizes],
-    sequences: &[QualifiedName],
+    carried: CarriedSequences,
     copy_large_objects: bool,
     jobs: usize,
 ) -> Vec<Arc<Unit>> {
+    let sequences = carried.sequences;
     let mut drafts: Vec<Draft> = Vec::new();
     let mut small: Vec<(usize, QualifiedName, i64)> = Vec::new();
     for (table_index, (members, hash_partitioned)) in member_sizes.iter().enumerate() {
@@ -658,9 +693,13 @@ fn split_into_units(
     // Sequences ride with the smallest unit: setting a sequence is idempotent, so a retry is safe.
     if !sequences.is_empty() {
         match units.iter_mut().min_by_key(|unit| unit.size_bytes) {
-            Some(unit) => unit.sequences = sequences.to_vec(),
+            Some(unit) => {
+                unit.sequences = sequences.to_vec();
+                unit.sequence_owners = carried.owners.to_vec();
+            }
             None => units.push(Unit {
                 sequences: sequences.to_vec(),
+                sequence_owners: carried.owners.to_vec(),
                 ..Unit::empty(UnitKind::Tables)
             }),
         }

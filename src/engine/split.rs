@@ -386,6 +386,7 @@ fn with_parts(plan: &Plan, split: Vec<(Candidate, Vec<RowRange>)>) -> Plan {
                 truncate_before_retry: vec![candidate.table.clone()],
                 planned_tables: vec![candidate.planned],
                 sequences: Vec::new(),
+                sequence_owners: Vec::new(),
                 size_bytes: share,
                 part: Some(range.clone()),
                 ..(**unit).clone()

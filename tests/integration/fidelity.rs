@@ -507,3 +507,39 @@ fn a_partition_key_named_apart_from_its_parents_key_syncs_without_a_false_alarm(
         "{log}"
     );
 }
+
+#[test]
+fn an_identity_column_of_a_partitioned_table_keeps_its_sequence() {
+    // pg_dump sets an identity column's sequence only with its owner, and a partitioned owner has
+    // no rows of its own to dump.
+    let clusters = clusters();
+    clusters.source.create_database("identity_tree_src");
+    clusters.source.psql(
+        "identity_tree_src",
+        "CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY, placed date NOT NULL, \
+           PRIMARY KEY (id, placed)) PARTITION BY RANGE (placed); \
+         CREATE TABLE orders_2025 PARTITION OF orders FOR VALUES FROM ('2025-01-01') TO ('2026-01-01'); \
+         CREATE TABLE orders_2026 PARTITION OF orders FOR VALUES FROM ('2026-01-01') TO ('2027-01-01'); \
+         INSERT INTO orders (placed) SELECT date '2025-06-01' + g % 300 FROM generate_series(1, 500) g;",
+    );
+    let dumps = dump_dir();
+    for (target, extra) in [
+        ("identity_tree_dst", &[][..]),
+        ("identity_tree_streamed", &["--stream"][..]),
+    ] {
+        let mut flags = vec!["--yes"];
+        flags.extend_from_slice(extra);
+        assert_exit(&sync("identity_tree_src", target, &flags, dumps.path()), 0);
+        assert_eq!(
+            fingerprint(&clusters.source, "identity_tree_src"),
+            fingerprint(&clusters.target, target),
+            "{target}"
+        );
+        assert_eq!(
+            clusters
+                .target
+                .psql(target, "SELECT last_value || ' ' || is_called FROM orders_id_seq"),
+            "500 true"
+        );
+    }
+}

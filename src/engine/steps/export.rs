@@ -68,7 +68,7 @@ pub fn select_unit(mut command: ChildCommand, unit: &Unit) -> ChildCommand {
     match unit.kind {
         UnitKind::Tables => {
             command = command.argument("--strict-names");
-            for name in unit.tables.iter().chain(&unit.sequences) {
+            for name in unit.tables.iter().chain(&unit.sequences).chain(&unit.sequence_owners) {
                 // Quoted, pg_dump's pattern syntax matches exactly this one relation.
                 command = command.argument("--table").argument(name.quoted());
             }
