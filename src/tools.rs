@@ -177,6 +177,14 @@ pub fn judge(command: &ChildCommand, output: &ChildOutput, what: &str) -> Result
     if output.status.success() && !reported_error {
         return Ok(());
     }
+    // Only where pg_restore went on after the error: one stopped by it restored nothing.
+    let stops_at_errors = command
+        .arguments
+        .iter()
+        .any(|argument| argument == "--exit-on-error" || argument == "--single-transaction");
+    if !stops_at_errors && only_newer_settings_refused(&output.stderr) {
+        return Ok(());
+    }
     let status = match output.status.code() {
         Some(code) => format!("exit code {code}"),
         None => "killed by a signal".to_string(),
@@ -192,6 +200,22 @@ pub fn judge(command: &ChildCommand, output: &ChildOutput, what: &str) -> Result
     } else {
         Err(AttemptError::Permanent(error))
     }
+}
+
+/// What `pg_restore` 17 and newer set on every session and servers before 17 do not know
+/// (`SET transaction_timeout = 0`, its default anyway): refused, reported, and gone on from.
+pub const NEWER_SETTING_REFUSED: &str = "unrecognized configuration parameter \"transaction_timeout\"";
+
+/// Whether the only errors a `pg_restore` reports are an older server refusing the settings a
+/// newer `pg_restore` sends at each connection: everything else was restored.
+pub fn only_newer_settings_refused(stderr: &str) -> bool {
+    // Every error pg_restore meets is printed as one (a parallel restore's count of ignored
+    // errors leaves the leader's connections out, so it is no check).
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains(": error:") || line.contains("ERROR:"))
+        .collect();
+    !errors.is_empty() && errors.iter().all(|line| line.contains(NEWER_SETTING_REFUSED))
 }
 
 /// What to do about errors whose remedy is a dbsync option.
@@ -334,6 +358,24 @@ pub async fn archive_listing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_setting_an_older_server_refuses_is_forgiven() {
+        let refused = "pg_restore: error: could not execute query: ERROR:  unrecognized configuration parameter \"transaction_timeout\"\n\
+                       Command was: SET transaction_timeout = 0;\n";
+        assert!(only_newer_settings_refused(&format!(
+            "{refused}{refused}pg_restore: warning: errors ignored on restore: 1\n"
+        )));
+        assert!(!only_newer_settings_refused(&format!(
+            "{refused}pg_restore: error: could not execute query: ERROR:  relation \"t\" already exists\n"
+        )));
+        assert!(!only_newer_settings_refused(&format!(
+            "{refused}pg_restore: error: a worker process died unexpectedly\n"
+        )));
+        assert!(!only_newer_settings_refused(
+            "pg_restore: warning: errors ignored on restore: 1\n"
+        ));
+    }
 
     #[test]
     fn a_link_to_a_program_of_another_name_is_a_wrapper() {

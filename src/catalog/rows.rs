@@ -702,6 +702,22 @@ pub async fn run_script(client: &Client, script: &str, name: &str) -> Result<()>
         .map_err(|error| sql_error(format!("{name} failed"), error))
 }
 
+/// Runs a schema script that `pg_restore --file` wrote, in one transaction: for a newer
+/// `pg_restore` against an older server. The setting older servers refuse and the `psql`
+/// meta-commands that fence the script (`\restrict`, `\unrestrict`) are left out.
+pub async fn run_restore_script(client: &Client, script: &str) -> Result<()> {
+    let statements: String = script
+        .lines()
+        .filter(|line| !(line.starts_with("\\restrict ") || line.starts_with("\\unrestrict ")))
+        .filter(|line| line.trim() != "SET transaction_timeout = 0;")
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    client
+        .batch_execute(&format!("BEGIN;\n{statements}\nCOMMIT;"))
+        .await
+        .map_err(|error| sql_error("the schema script failed", error))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

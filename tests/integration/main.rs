@@ -20,6 +20,7 @@ mod settings;
 mod split;
 mod usage;
 mod verify;
+mod versions;
 
 pub use harness::commands::*;
 pub use harness::compare::*;

@@ -250,10 +250,24 @@ impl Job {
 
     pub fn pg_restore_committing(&self, commit: Commit) -> ChildCommand {
         let options = restore_session_options(self.session_options.as_deref(), self.maintenance_work_mem_kb, commit);
-        let mut command = ChildCommand::new(self.tools.pg_restore.clone())
+        let command = ChildCommand::new(self.tools.pg_restore.clone())
             .password_file(self.passfile)
             .env("PGOPTIONS", options)
             .arguments(["--dbname".to_string(), self.copy().child_conninfo()]);
+        self.object_options(command)
+    }
+
+    /// `pg_restore` writing SQL to its standard output instead of into the copy, with the same
+    /// options for objects: for a server that refuses what this `pg_restore` sets when it
+    /// connects.
+    pub fn pg_restore_to_script(&self) -> ChildCommand {
+        let command = ChildCommand::new(self.tools.pg_restore.clone())
+            .argument("--file=-")
+            .capturing_stdout(crate::process::Stdout::Whole);
+        self.object_options(command)
+    }
+
+    fn object_options(&self, mut command: ChildCommand) -> ChildCommand {
         if self.no_owner {
             command = command.argument("--no-owner");
         }

@@ -301,7 +301,11 @@ async fn run_restore(
         Ok(output) => output,
         Err(error) => return Err(crate::tools::process_attempt_error(error).into()),
     };
-    let error_lines: Vec<&str> = output.stderr.lines().filter(|line| line.contains("ERROR:")).collect();
+    let error_lines: Vec<&str> = output
+        .stderr
+        .lines()
+        .filter(|line| line.contains("ERROR:") && !line.contains(crate::tools::NEWER_SETTING_REFUSED))
+        .collect();
     if tolerate_existing
         && !error_lines.is_empty()
         && error_lines

@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use super::{Commit, Job};
+use crate::catalog;
 use crate::scheduler::AttemptError;
-use crate::tools::run_tool;
+use crate::tools::{NEWER_SETTING_REFUSED, run_tool};
 
 pub fn schema_dump_path(job: &Job) -> PathBuf {
     job.dump_directory.join("schema.dump")
@@ -43,7 +44,26 @@ pub async fn restore_pre_data(job: &Job, schema_dump: &Path) -> Result<(), Attem
         .pg_restore_committing(Commit::Synchronous)
         .arguments(["--section=pre-data", "--exit-on-error", "--single-transaction"])
         .argument(schema_dump);
-    run_tool(&command, &job.cancellation, "create the schema")
+    match run_tool(&command, &job.cancellation, "create the schema").await {
+        // A pg_restore 17+ stops at once on a server before 17, which refuses the setting it
+        // sends when it connects (and one transaction implies stopping at the first error):
+        // nothing was created, and the schema goes through dbsync's own session instead.
+        Err(AttemptError::Permanent(error)) if format!("{error:#}").contains(NEWER_SETTING_REFUSED) => {
+            restore_pre_data_as_script(job, schema_dump).await
+        }
+        result => result.map(|_| ()),
+    }
+}
+
+/// Pre-data written as SQL by `pg_restore` and run in one transaction on the copy.
+async fn restore_pre_data_as_script(job: &Job, schema_dump: &Path) -> Result<(), AttemptError> {
+    let command = job
+        .pg_restore_to_script()
+        .argument("--section=pre-data")
+        .argument(schema_dump);
+    let output = run_tool(&command, &job.cancellation, "write the schema as SQL").await?;
+    let client = job.connect_to_copy().await?;
+    catalog::run_restore_script(&client, &output.stdout)
         .await
-        .map(|_| ())
+        .map_err(super::database_attempt_error)
 }

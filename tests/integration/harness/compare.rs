@@ -107,7 +107,8 @@ pub fn fingerprint(cluster: &Cluster, database: &str) -> Fingerprint {
         ),
         database: cluster.psql(
             database,
-            "SELECT pg_encoding_to_char(encoding) || ' ' || datcollate || ' ' || datctype || ' ' || datlocprovider::text \
+            "SELECT pg_encoding_to_char(encoding) || ' ' || datcollate || ' ' || datctype || ' ' \
+             || coalesce(to_jsonb(pg_database) ->> 'datlocprovider', 'c') \
                || ' ' || pg_get_userbyid(datdba) || ' ' || coalesce(shobj_description(oid, 'pg_database'), '-') \
              FROM pg_database WHERE datname = current_database()",
         ),

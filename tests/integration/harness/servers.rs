@@ -15,6 +15,9 @@ pub struct Cluster {
     pub socket_dir: PathBuf,
     pub port: u16,
     pub bin_dir: PathBuf,
+    /// Where its `psql` and `pg_dump` are: the server's own bin directory, or the shared
+    /// servers' for a fetched server, which ships none.
+    tools_dir: PathBuf,
     data_dir: PathBuf,
     run_as_postgres: bool,
 }
@@ -38,6 +41,38 @@ pub fn dedicated_cluster(name: &'static str, extra_options: &str) -> Cluster {
     );
     cluster.set_up_roles();
     cluster
+}
+
+/// A server of PostgreSQL `major` (fetched by `scripts/test.sh`) of its own.
+pub fn cluster_of_major(name: &'static str, major: u32) -> Cluster {
+    let clusters = clusters();
+    let cluster = Cluster::start_with(
+        name,
+        &clusters.base,
+        &fetched_bin_dir("server", major),
+        clusters.source.run_as_postgres,
+        "",
+    );
+    cluster.set_up_roles();
+    cluster
+}
+
+/// The bin directory of a PostgreSQL `major` that `scripts/lib/versions.sh` fetched: a server
+/// (`kind` "server") or client tools ("client").
+pub fn fetched_bin_dir(kind: &str, major: u32) -> PathBuf {
+    let cache = std::env::var_os("DBSYNC_PG_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| match nix::unistd::geteuid().is_root() {
+            true => PathBuf::from("/var/cache/dbsync/postgres"),
+            false => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/dbsync/postgres"),
+        });
+    let bin = cache.join(format!("{kind}-{major}")).join("bin");
+    assert!(
+        bin.is_dir(),
+        "PostgreSQL {major} ({kind}) is not in {}: run scripts/test.sh, which fetches it",
+        cache.display()
+    );
+    bin
 }
 
 static CLUSTERS: OnceLock<Clusters> = OnceLock::new();
@@ -160,11 +195,16 @@ impl Cluster {
                 .arg("start")
                 .stdout(Stdio::null()),
         );
+        let tools_dir = match bin_dir.join("psql").is_file() {
+            true => bin_dir.to_path_buf(),
+            false => server_bin_dir(),
+        };
         Cluster {
             name,
             socket_dir,
             port,
             bin_dir: bin_dir.to_path_buf(),
+            tools_dir,
             data_dir,
             run_as_postgres,
         }
@@ -217,6 +257,7 @@ impl Cluster {
             socket_dir: self.socket_dir.clone(),
             port,
             bin_dir: self.bin_dir.clone(),
+            tools_dir: self.tools_dir.clone(),
             data_dir,
             run_as_postgres: self.run_as_postgres,
         }
@@ -297,7 +338,7 @@ impl Cluster {
     }
 
     pub fn psql_command(&self, database: &str) -> Command {
-        let mut command = Command::new(self.bin_dir.join("psql"));
+        let mut command = Command::new(self.tools_dir.join("psql"));
         command
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(&self.socket_dir)
@@ -349,7 +390,7 @@ impl Cluster {
     }
 
     pub fn schema_dump(&self, database: &str) -> String {
-        let output = Command::new(self.bin_dir.join("pg_dump"))
+        let output = Command::new(self.tools_dir.join("pg_dump"))
             .args(["--schema-only", "--no-sync", "-h"])
             .arg(&self.socket_dir)
             .args(["-p", &self.port.to_string(), "-U", "postgres", database])

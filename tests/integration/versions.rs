@@ -1,0 +1,58 @@
+//! Servers and client tools of other PostgreSQL majors than the shared servers' (fetched by
+//! `scripts/test.sh`): copies across majors with whichever client tools are installed.
+
+use crate::harness::{Cluster, cluster_of_major, clusters, fetched_bin_dir};
+use crate::{assert_exit, dump_dir, fingerprint, text};
+
+/// A small database with what a copy must carry across majors: keys, a sequence, a partitioned
+/// table, a view, a large object, a database setting.
+fn versioned_source(cluster: &Cluster, database: &str) {
+    cluster.create_database(database);
+    cluster.psql(
+        database,
+        &format!(
+            "CREATE TABLE customers (id serial PRIMARY KEY, email text UNIQUE NOT NULL); \
+             INSERT INTO customers (email) SELECT 'c' || g || '@example.com' FROM generate_series(1, 300) g; \
+             CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY, \
+               customer_id int NOT NULL REFERENCES customers, placed date NOT NULL, total numeric(10, 2), \
+               PRIMARY KEY (id, placed)) PARTITION BY RANGE (placed); \
+             CREATE TABLE orders_2025 PARTITION OF orders FOR VALUES FROM ('2025-01-01') TO ('2026-01-01'); \
+             CREATE TABLE orders_2026 PARTITION OF orders FOR VALUES FROM ('2026-01-01') TO ('2027-01-01'); \
+             INSERT INTO orders (customer_id, placed, total) SELECT 1 + g % 300, date '2025-06-01' + g % 400, g \
+               FROM generate_series(1, 2000) g; \
+             CREATE INDEX ON orders (customer_id); \
+             CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 1000; \
+             SELECT lo_from_bytea(0, 'a large object'); \
+             ALTER DATABASE {database} SET work_mem = '8MB';"
+        ),
+    );
+}
+
+#[test]
+fn a_14_source_copies_into_15_and_18_targets_with_only_client_tools_18() {
+    let old = cluster_of_major("pg14", 14);
+    let newest = cluster_of_major("pg18", 18);
+    versioned_source(&old, "v14_src");
+    let client = fetched_bin_dir("client", 18);
+    let dumps = dump_dir();
+    for (target, name) in [(&clusters().target, "v14_in_15"), (&newest, "v14_in_18")] {
+        let output = crate::dbsync()
+            .args(["sync", "--yes", "--verify", "checksum", "--source"])
+            .arg(old.uri("v14_src"))
+            .arg("--target")
+            .arg(target.uri(name))
+            .arg("--dump-dir")
+            .arg(dumps.path())
+            .arg("--pg-bin")
+            .arg(&client)
+            .output()
+            .unwrap();
+        assert_exit(&output, 0);
+        assert_eq!(
+            fingerprint(&old, "v14_src"),
+            fingerprint(target, name),
+            "{name}:\n{}",
+            text(&output)
+        );
+    }
+}
