@@ -283,6 +283,11 @@ pub struct TargetArguments {
     #[arg(long)]
     pub no_terminate: bool,
 
+    /// Copy into a server of an older major version than the source's (refused by default: the
+    /// target may not be able to hold what the source has)
+    #[arg(long)]
+    pub allow_downgrade: bool,
+
     /// Replace an existing target database without asking
     #[arg(long, short = 'y')]
     pub yes: bool,

@@ -52,6 +52,15 @@ pub(super) struct CopyFrom<'a> {
     pub(super) schema_exclusions: &'a [QualifiedName],
 }
 
+/// Where a copy's schema and rows come from, as the target's preflight needs to know it.
+#[derive(Clone, Copy)]
+pub(super) enum SourceSide<'a> {
+    /// A source server, inspected, and the plan of the copy.
+    Server { source: &'a Source, plan: &'a Plan },
+    /// An archive (a restore, or a resumed run's dumps) of a server of this major version.
+    Archive { server_major: u32 },
+}
+
 impl RunContext<'_> {
     /// PREFLIGHT, target side: refusals, the run's lock, leftovers of dead runs, the sessions
     /// the servers can spare, client tools, consent. Returns the tools.
@@ -59,13 +68,26 @@ impl RunContext<'_> {
         &mut self,
         endpoint: &Endpoint,
         needs: &catalog::TargetNeeds,
-        source: Option<(&Source, &Plan)>,
-        source_free: Option<i64>,
+        source: SourceSide<'_>,
     ) -> Result<(), SyncError> {
         let settings = self.settings;
-        let inspected = source.map(|(source, _)| source);
-        let (target, target_free, roles_to_copy) =
-            preflight::check_target(settings, endpoint, needs, inspected, &self.cancellation).await?;
+        let (inspected, source_free, source_major) = match source {
+            SourceSide::Server { source, plan } => {
+                (Some((source, plan)), Some(source.free_slots), source.server.major())
+            }
+            SourceSide::Archive { server_major } => (None, None, server_major),
+        };
+        let (target, target_free, roles_to_copy) = preflight::check_target(
+            settings,
+            endpoint,
+            needs,
+            inspected.map(|(source, _)| source),
+            &self.cancellation,
+        )
+        .await?;
+        // The schema is copied whole: into an older server only when asked.
+        preflight::refuse_downgrade(settings, source_major, target.server.major())?;
+        let source = inspected;
         preflight::check_lock_capacity(source, &target, needs, &self.cancellation).await?;
         self.workspace.target_server = Some(target);
         // Holding the target's lock: whatever earlier runs left is theirs no more. Before the

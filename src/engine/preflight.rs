@@ -159,6 +159,18 @@ pub async fn check_target(
     Ok((target, free_slots, roles_to_copy))
 }
 
+/// Refuses a target server of an older major version than the source's, unless
+/// `--allow-downgrade`: what a newer server holds (syntax, catalog features) an older one may
+/// not, and a failure would come only half-way through the copy.
+pub fn refuse_downgrade(settings: &Settings, source_major: u32, target_major: u32) -> Result<(), SyncError> {
+    if target_major >= source_major || settings.allow_downgrade {
+        return Ok(());
+    }
+    Err(usage_error!(
+        "the target server runs PostgreSQL {target_major}, older than the source's {source_major}: a downgrade can fail half-way or copy less than the source has\nhint: copy into a PostgreSQL {source_major} or newer server, or pass --allow-downgrade to try it (validation still compares the copy with the source)"
+    ))
+}
+
 /// Roles the restore will name: owners and grantees unless left out, policy roles always. The
 /// missing ones are returned for `--copy-roles` (when there is a source to copy them from).
 async fn check_roles(

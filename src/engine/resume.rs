@@ -201,7 +201,10 @@ impl RunContext<'_> {
         let plan = Arc::new(facts.plan.clone());
         self.adopt_plan(&plan);
         self.workspace.spare_copy(&state.temporary);
-        self.check_target(target, &facts.target_needs, None, None).await?;
+        let archive = super::copy::SourceSide::Archive {
+            server_major: facts.server_major,
+        };
+        self.check_target(target, &facts.target_needs, archive).await?;
         let tools = crate::tools::locate(self.settings.pg_bin.as_deref(), facts.server_major)
             .map_err(|error| SyncError::Usage(format!("{error:#}")))?;
         let job = self

@@ -281,6 +281,8 @@ pub struct Settings {
     pub assume_yes: bool,
     /// End the sessions on the previous target at the swap (else fail while there are any).
     pub terminate: bool,
+    /// `--allow-downgrade`: copy into a server older than the source.
+    pub allow_downgrade: bool,
     pub no_owner: bool,
     pub no_privileges: bool,
     /// Leave tablespace assignments out of the restore.
@@ -593,6 +595,7 @@ fn every_flag_is_resolved(arguments: &SyncArguments) {
                 analyze: _,
                 no_analyze: _,
                 no_terminate: _,
+                allow_downgrade: _,
                 yes: _,
                 no_owner: _,
                 owner: _,
@@ -678,6 +681,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
         analyze: chosen(flags.analyze, flags.no_analyze, options.analyze),
         assume_yes: flags.yes,
         terminate: !flags.no_terminate,
+        allow_downgrade: flags.allow_downgrade,
         no_owner: chosen(flags.no_owner, flags.owner, options.no_owner),
         no_privileges: chosen(flags.no_privileges, flags.privileges, options.no_privileges),
         no_tablespaces: flags.no_tablespaces || options.no_tablespaces.unwrap_or(false),

@@ -56,3 +56,44 @@ fn a_14_source_copies_into_15_and_18_targets_with_only_client_tools_18() {
         );
     }
 }
+
+#[test]
+fn a_downgrade_is_refused_unless_allowed() {
+    let newest = cluster_of_major("pg18_downgrade", 18);
+    versioned_source(&newest, "v18_src");
+    crate::precious_target("v18_in_15");
+    let client = fetched_bin_dir("client", 18);
+    let dumps = dump_dir();
+    let run = |extra: &[&str]| {
+        crate::dbsync()
+            .args(["sync", "--yes", "--source"])
+            .arg(newest.uri("v18_src"))
+            .arg("--target")
+            .arg(clusters().target.uri("v18_in_15"))
+            .arg("--dump-dir")
+            .arg(dumps.path())
+            .arg("--pg-bin")
+            .arg(&client)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = run(&[]);
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("the target server runs PostgreSQL 15, older than the source's 18"),
+        "{}",
+        text(&refused)
+    );
+    crate::assert_previous_target_intact("v18_in_15");
+
+    // Asked for, and nothing in the source that 15 cannot hold: an exact copy.
+    let allowed = run(&["--allow-downgrade"]);
+    assert_exit(&allowed, 0);
+    assert_eq!(
+        fingerprint(&newest, "v18_src"),
+        fingerprint(&clusters().target, "v18_in_15"),
+        "{}",
+        text(&allowed)
+    );
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::connection::Endpoint;
 use crate::engine::RunContext;
-use crate::engine::copy::JobPlaces;
+use crate::engine::copy::{JobPlaces, SourceSide};
 use crate::engine::steps::{self, Job};
 use crate::errors::SyncError;
 use crate::manifest::{Manifest, RestoreFacts};
@@ -38,7 +38,13 @@ impl Restore<'_> {
         self.context.adopt_plan(&plan);
         // No source server: only the target's free slots bound --jobs.
         self.context
-            .check_target(self.target, &facts.target_needs, None, None)
+            .check_target(
+                self.target,
+                &facts.target_needs,
+                SourceSide::Archive {
+                    server_major: facts.server_major,
+                },
+            )
             .await?;
         let tools = tools::locate(self.context.settings.pg_bin.as_deref(), facts.server_major)
             .map_err(|error| SyncError::Usage(format!("{error:#}")))?;

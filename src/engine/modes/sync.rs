@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::catalog::{self, QualifiedName};
 use crate::connection::Endpoint;
 use crate::engine::context::RunContext;
-use crate::engine::copy::CopyFrom;
+use crate::engine::copy::{CopyFrom, SourceSide};
 use crate::engine::preflight::{self, Source};
 use crate::engine::step_error;
 use crate::engine::steps::postdata::PostData;
@@ -46,7 +46,14 @@ impl SyncMode<'_> {
         let (mut source, plan, unreadable) = self.context.inspect_source(self.source).await?;
         let needs = catalog::TargetNeeds::of(&source.inventory);
         self.context
-            .check_target(self.target, &needs, Some((&source, &plan)), Some(source.free_slots))
+            .check_target(
+                self.target,
+                &needs,
+                SourceSide::Server {
+                    source: &source,
+                    plan: &plan,
+                },
+            )
             .await?;
         let tools = preflight::locate_tools(self.context.settings, &source)?;
         let mut copy = 1;

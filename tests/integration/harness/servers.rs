@@ -181,20 +181,32 @@ impl Cluster {
                 ])
                 .stdout(Stdio::null()),
         );
-        let port = free_port();
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c max_locks_per_transaction=256 {extra_options}",
-            socket_dir.display()
-        );
-        run_checked(
-            as_server_user(&bin_dir.join("pg_ctl"), run_as_postgres)
+        // A port found free may be taken (by any connection's own end) before the server binds
+        // it: then again on another.
+        let mut attempts = 0;
+        let port = loop {
+            attempts += 1;
+            let port = free_port();
+            let options = format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c max_locks_per_transaction=256 {extra_options}",
+                socket_dir.display()
+            );
+            let mut start = as_server_user(&bin_dir.join("pg_ctl"), run_as_postgres);
+            start
                 .arg("-D")
                 .arg(&data_dir)
                 .args(["-w", "-o", &options, "-l"])
                 .arg(base.join(format!("{name}.log")))
                 .arg("start")
-                .stdout(Stdio::null()),
-        );
+                .stdout(Stdio::null());
+            if attempts == 3 {
+                run_checked(&mut start);
+                break port;
+            }
+            if start.output().is_ok_and(|output| output.status.success()) {
+                break port;
+            }
+        };
         let tools_dir = match bin_dir.join("psql").is_file() {
             true => bin_dir.to_path_buf(),
             false => server_bin_dir(),
