@@ -42,8 +42,12 @@ pub struct Manifest {
 /// structure the copy is validated against, all read in the dump's snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreFacts {
-    /// The source server's major version: `pg_restore` must be at least as new.
+    /// The source server's major version.
     pub server_major: u32,
+    /// The major version of the `pg_dump` that wrote the archive: the `pg_restore` that reads it
+    /// must be at least as new (archives of earlier versions do not say; their source's major).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dumped_with: Option<u32>,
     pub database: DatabaseInfo,
     pub settings: Vec<DatabaseSetting>,
     pub plan: Plan,
@@ -68,6 +72,13 @@ pub struct SourceFacts {
     /// them (archives of earlier versions have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+}
+
+impl RestoreFacts {
+    /// The oldest `pg_restore` that reads the archive.
+    pub fn oldest_reader(&self) -> u32 {
+        self.dumped_with.unwrap_or(self.server_major).max(self.server_major)
+    }
 }
 
 impl SourceFacts {
@@ -271,6 +282,7 @@ mod tests {
             files,
             restore: RestoreFacts {
                 server_major: 15,
+                dumped_with: None,
                 database: DatabaseInfo {
                     encoding: "UTF8".into(),
                     collate: "C.UTF-8".into(),

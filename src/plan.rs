@@ -632,6 +632,25 @@ struct CarriedSequences<'a> {
     owners: &'a [QualifiedName],
 }
 
+/// Sequences ride with the smallest unit (setting a sequence is idempotent, so a retry is safe),
+/// or a unit of their own when no table is copied.
+fn carry_sequences(units: &mut Vec<Unit>, carried: CarriedSequences) {
+    if carried.sequences.is_empty() {
+        return;
+    }
+    match units.iter_mut().min_by_key(|unit| unit.size_bytes) {
+        Some(unit) => {
+            unit.sequences = carried.sequences.to_vec();
+            unit.sequence_owners = carried.owners.to_vec();
+        }
+        None => units.push(Unit {
+            sequences: carried.sequences.to_vec(),
+            sequence_owners: carried.owners.to_vec(),
+            ..Unit::empty(UnitKind::Tables)
+        }),
+    }
+}
+
 /// The partitioned tables that own any of `sequences`.
 fn partitioned_owners(inventory: &Inventory, sequences: &[QualifiedName]) -> Vec<QualifiedName> {
     let owners: HashSet<u32> = inventory
@@ -657,7 +676,6 @@ fn split_into_units(
     copy_large_objects: bool,
     jobs: usize,
 ) -> Vec<Arc<Unit>> {
-    let sequences = carried.sequences;
     let mut drafts: Vec<Draft> = Vec::new();
     let mut small: Vec<(usize, QualifiedName, i64)> = Vec::new();
     for (table_index, (members, hash_partitioned)) in member_sizes.iter().enumerate() {
@@ -690,20 +708,7 @@ fn split_into_units(
     }
     batch_small_tables(&mut drafts, small, jobs);
     let mut units: Vec<Unit> = drafts.into_iter().map(Draft::into_unit).collect();
-    // Sequences ride with the smallest unit: setting a sequence is idempotent, so a retry is safe.
-    if !sequences.is_empty() {
-        match units.iter_mut().min_by_key(|unit| unit.size_bytes) {
-            Some(unit) => {
-                unit.sequences = sequences.to_vec();
-                unit.sequence_owners = carried.owners.to_vec();
-            }
-            None => units.push(Unit {
-                sequences: sequences.to_vec(),
-                sequence_owners: carried.owners.to_vec(),
-                ..Unit::empty(UnitKind::Tables)
-            }),
-        }
-    }
+    carry_sequences(&mut units, carried);
     if copy_large_objects {
         units.push(Unit::empty(UnitKind::LargeObjects));
     }

@@ -72,7 +72,35 @@ fn is_wrapper(pg_dump: &Path) -> bool {
 
 /// Finds tools for a source server of major version `source_major`. With `override_directory`,
 /// only that directory is considered.
-pub fn locate(override_directory: Option<&Path>, source_major: u32) -> Result<PgTools> {
+/// What the client tools must do, and so how new they must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolNeed {
+    /// Dump a source server of this major (and restore what they dumped).
+    Source(u32),
+    /// Read an archive that a `pg_dump` of this major wrote.
+    Archive(u32),
+}
+
+impl ToolNeed {
+    fn major(self) -> u32 {
+        match self {
+            ToolNeed::Source(major) | ToolNeed::Archive(major) => major,
+        }
+    }
+
+    /// Why the tools must be that new, for messages.
+    fn reason(self) -> String {
+        match self {
+            ToolNeed::Source(major) => format!("the source server is PostgreSQL {major}"),
+            ToolNeed::Archive(major) => {
+                format!("the archive was written by pg_dump {major}, which only pg_restore {major} or newer reads")
+            }
+        }
+    }
+}
+
+pub fn locate(override_directory: Option<&Path>, need: ToolNeed) -> Result<PgTools> {
+    let source_major = need.major();
     let directories = match override_directory {
         Some(directory) => vec![directory.to_path_buf()],
         None => candidate_directories(),
@@ -96,7 +124,7 @@ pub fn locate(override_directory: Option<&Path>, source_major: u32) -> Result<Pg
     }
     match found.into_iter().min_by_key(|tools| tools.dump_major) {
         Some(best) => Ok(best),
-        None => Err(none_fits(override_directory, source_major, &rejected)),
+        None => Err(none_fits(override_directory, need, &rejected)),
     }
 }
 
@@ -129,13 +157,14 @@ fn tools_in(directory: &Path, source_major: u32) -> Result<Option<std::result::R
 }
 
 /// Why no tools were found: where dbsync looked, what it found there and what to install.
-fn none_fits(override_directory: Option<&Path>, source_major: u32, rejected: &[String]) -> anyhow::Error {
+fn none_fits(override_directory: Option<&Path>, need: ToolNeed, rejected: &[String]) -> anyhow::Error {
+    let (major, reason) = (need.major(), need.reason());
     if let Some(directory) = override_directory {
         if rejected.is_empty() {
             return anyhow::anyhow!("--pg-bin {}: no pg_dump and pg_restore there", directory.display());
         }
         return anyhow::anyhow!(
-            "--pg-bin {}: the source server is PostgreSQL {source_major}, but {}; point --pg-bin at client tools of version {source_major} or newer",
+            "--pg-bin {}: {reason}, but {}; point --pg-bin at client tools of version {major} or newer",
             directory.display(),
             rejected.join(", ")
         );
@@ -146,7 +175,7 @@ fn none_fits(override_directory: Option<&Path>, source_major: u32, rejected: &[S
         );
     }
     anyhow::anyhow!(
-        "the source server is PostgreSQL {source_major}, but the installed client tools are too old ({}); install postgresql-client-{source_major} or newer, or pass --pg-bin DIR",
+        "{reason}, but the installed client tools are too old ({}); install postgresql-client-{major} or newer, or pass --pg-bin DIR",
         rejected.join(", ")
     )
 }

@@ -38,6 +38,7 @@ impl RunContext<'_> {
         let files =
             tokio::task::spawn_blocking(move || manifest::describe_files(&directory, threads, &[RUN_MARKER])).await??;
         let mut manifest = self.manifest(plan, source, source_counts, snapshot_taken_at, files);
+        manifest.restore.dumped_with = Some(job.tools.dump_major);
         manifest.restore.structure = structure;
         manifest.write(&job.dump_directory)
     }
@@ -57,13 +58,7 @@ impl RunContext<'_> {
             format: manifest::FORMAT,
             dbsync_version: env!("CARGO_PKG_VERSION").to_string(),
             created_at: chrono::Utc::now().to_rfc3339(),
-            source: SourceFacts {
-                endpoint: source.endpoint.to_string(),
-                database: source.endpoint.dbname.clone(),
-                server_version: source.server.version_number,
-                snapshot_taken_at,
-                identity: source.identity.clone(),
-            },
+            source: source_facts(source, snapshot_taken_at),
             selection: Selection {
                 whole_database: plan.whole_database,
                 include: patterns(&settings.include),
@@ -89,6 +84,7 @@ impl RunContext<'_> {
             files,
             restore: RestoreFacts {
                 server_major: source.server.major(),
+                dumped_with: None,
                 database: source.database.clone(),
                 settings: source.settings.clone(),
                 plan: plan.clone(),
@@ -101,5 +97,16 @@ impl RunContext<'_> {
                 structure: Default::default(),
             },
         }
+    }
+}
+
+/// What an archive records of its source: where it was, its version and identity, the snapshot.
+fn source_facts(source: &Source, snapshot_taken_at: String) -> SourceFacts {
+    SourceFacts {
+        endpoint: source.endpoint.to_string(),
+        database: source.endpoint.dbname.clone(),
+        server_version: source.server.version_number,
+        snapshot_taken_at,
+        identity: source.identity.clone(),
     }
 }

@@ -355,8 +355,11 @@ pub fn dump_space_warning(free: u64, plan: &Plan, directory: &std::path::Path) -
 }
 
 pub fn locate_tools(settings: &Settings, source: &Source) -> Result<PgTools, SyncError> {
-    tools::locate(settings.pg_bin.as_deref(), source.server.major())
-        .map_err(|error| SyncError::Usage(format!("{error:#}")))
+    tools::locate(
+        settings.pg_bin.as_deref(),
+        tools::ToolNeed::Source(source.server.major()),
+    )
+    .map_err(|error| SyncError::Usage(format!("{error:#}")))
 }
 
 /// Replacing an existing database needs `--yes`, or a "yes" typed at a terminal.

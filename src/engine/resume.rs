@@ -27,6 +27,7 @@ use crate::manifest::{self, Manifest};
 use crate::plan::Plan;
 use crate::report::{Event, Notice, Phase, Warning};
 use crate::target::{TargetServer, classify_leftovers};
+use crate::tools::ToolNeed;
 
 pub const RESUME_FILE: &str = "resume.json";
 
@@ -134,10 +135,12 @@ impl RunContext<'_> {
         source: &Source,
         snapshot_taken_at: String,
     ) {
+        let mut manifest = self.manifest(plan, source, &vec![0; plan.tables.len()], snapshot_taken_at, Vec::new());
+        manifest.restore.dumped_with = Some(job.tools.dump_major);
         let state = ResumeState {
             target: target.to_string(),
             temporary: job.copy().dbname.clone(),
-            manifest: self.manifest(plan, source, &vec![0; plan.tables.len()], snapshot_taken_at, Vec::new()),
+            manifest,
             counted: false,
         };
         if let Err(error) = state.write(&job.dump_directory) {
@@ -205,7 +208,7 @@ impl RunContext<'_> {
             server_major: facts.server_major,
         };
         self.check_target(target, &facts.target_needs, archive).await?;
-        let tools = crate::tools::locate(self.settings.pg_bin.as_deref(), facts.server_major)
+        let tools = crate::tools::locate(self.settings.pg_bin.as_deref(), ToolNeed::Source(facts.oldest_reader()))
             .map_err(|error| SyncError::Usage(format!("{error:#}")))?;
         let job = self
             .prepare_resume(target, directory, &state, &plan, tools, started_at)

@@ -638,6 +638,13 @@ fn every_flag_is_resolved(arguments: &SyncArguments) {
     } = arguments;
 }
 
+/// The user's own `PGOPTIONS`, which the restore sessions keep.
+fn session_options_of(environment: &Environment) -> Option<String> {
+    environment
+        .get("PGOPTIONS")
+        .filter(|options| !options.trim().is_empty())
+}
+
 fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment) -> Result<Settings, SyncError> {
     every_flag_is_resolved(arguments);
     let (config_path, config) = config_of(arguments.run.config.as_ref(), environment)?;
@@ -689,9 +696,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
         pg_bin: arguments.run.pg_bin.clone().or_else(|| options.pg_bin.clone()),
         report: arguments.run.report.clone(),
         display: display_of(arguments, environment)?,
-        session_options: environment
-            .get("PGOPTIONS")
-            .filter(|options| !options.trim().is_empty()),
+        session_options: session_options_of(environment),
         lock_timeout: Duration::from_secs(lock_timeout.unwrap_or(600).max(1)),
         protect: config.protect.clone(),
         config_file: config_path,

@@ -97,3 +97,46 @@ fn a_downgrade_is_refused_unless_allowed() {
         text(&allowed)
     );
 }
+
+#[test]
+fn an_archive_of_pg_dump_18_is_restored_with_a_pg_restore_that_reads_it() {
+    let old = cluster_of_major("pg14_archive", 14);
+    versioned_source(&old, "v14_archived");
+    let client = fetched_bin_dir("client", 18);
+    let parent = dump_dir();
+    let archive = parent.path().join("archive");
+    let dumped = crate::dbsync()
+        .args(["dump", "--plain", "--source"])
+        .arg(old.uri("v14_archived"))
+        .arg("--output")
+        .arg(&archive)
+        .arg("--pg-bin")
+        .arg(&client)
+        .output()
+        .unwrap();
+    assert_exit(&dumped, 0);
+
+    // The tools found on this machine (15) cannot read it: said so, of the archive.
+    crate::precious_target("v14_restored");
+    let refused = crate::restore_command(&archive, "v14_restored").output().unwrap();
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("the archive was written by pg_dump 18, which only pg_restore 18 or newer reads"),
+        "{}",
+        text(&refused)
+    );
+    crate::assert_previous_target_intact("v14_restored");
+
+    let restored = crate::restore_command(&archive, "v14_restored")
+        .arg("--pg-bin")
+        .arg(&client)
+        .output()
+        .unwrap();
+    assert_exit(&restored, 0);
+    assert_eq!(
+        fingerprint(&old, "v14_archived"),
+        fingerprint(&clusters().target, "v14_restored"),
+        "{}",
+        text(&restored)
+    );
+}

@@ -46,7 +46,8 @@ impl Restore<'_> {
                 },
             )
             .await?;
-        let tools = tools::locate(self.context.settings.pg_bin.as_deref(), facts.server_major)
+        let need = tools::ToolNeed::Archive(facts.oldest_reader());
+        let tools = tools::locate(self.context.settings.pg_bin.as_deref(), need)
             .map_err(|error| SyncError::Usage(format!("{error:#}")))?;
         let job = self.prepare_restore(&archive, facts, &plan, tools, started_at).await?;
         let owners: HashMap<u32, u32> = facts.index_owners.iter().copied().collect();
