@@ -231,6 +231,16 @@ pub fn judge(command: &ChildCommand, output: &ChildOutput, what: &str) -> Result
     }
 }
 
+/// How `tools` are used against a target server of `target_major`, where it is not the plain way.
+pub fn target_note(tools: &PgTools, target_major: u32) -> Option<String> {
+    (tools.restore_major >= 17 && target_major < 17).then(|| {
+        format!(
+            "pg_restore {} sets transaction_timeout, which PostgreSQL {target_major} refuses: the schema is restored through dbsync's own session, and the loads go on past that refusal",
+            tools.restore_major
+        )
+    })
+}
+
 /// What `pg_restore` 17 and newer set on every session and servers before 17 do not know
 /// (`SET transaction_timeout = 0`, its default anyway): refused, reported, and gone on from.
 pub const NEWER_SETTING_REFUSED: &str = "unrecognized configuration parameter \"transaction_timeout\"";

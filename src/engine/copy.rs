@@ -270,6 +270,11 @@ impl RunContext<'_> {
                 .parent()
                 .map(|path| path.display().to_string())
                 .unwrap_or_default(),
+            tools_note: self
+                .workspace
+                .target_server
+                .as_ref()
+                .and_then(|target| crate::tools::target_note(tools, target.server.major())),
         }));
         if settings.content == Content::SchemaOnly {
             self.emit(Event::Notice(Notice::SchemaOnly));

@@ -180,6 +180,7 @@ impl RunContext<'_> {
             units: plan.members().len(),
             tools_version: "none (dbsync moves the rows itself)".into(),
             tools_directory: "-".into(),
+            tools_note: None,
         }));
         for warning in std::mem::take(&mut self.deferred_warnings) {
             self.warn(warning);

@@ -431,6 +431,8 @@ pub struct Banner {
     pub units: usize,
     pub tools_version: String,
     pub tools_directory: String,
+    /// How these tools are used against this target, where it is not the plain way.
+    pub tools_note: Option<String>,
 }
 
 /// A table's result in the summary.

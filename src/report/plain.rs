@@ -164,6 +164,9 @@ pub fn render(event: &Event) -> Vec<String> {
                 "TOOLS:              {} ({})",
                 banner.tools_version, banner.tools_directory
             ));
+            if let Some(note) = &banner.tools_note {
+                lines.push(format!("                    {note}"));
+            }
             lines.push(phase_rule());
             lines
         }

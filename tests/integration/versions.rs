@@ -54,7 +54,25 @@ fn a_14_source_copies_into_15_and_18_targets_with_only_client_tools_18() {
             "{name}:\n{}",
             text(&output)
         );
+        // The banner says how the tools are used where it is not the plain way.
+        let noted = text(&output).contains("pg_restore 18 sets transaction_timeout, which PostgreSQL 15 refuses");
+        assert_eq!(noted, name == "v14_in_15", "{name}:\n{}", text(&output));
     }
+    let plan = crate::dbsync()
+        .args(["plan", "--source"])
+        .arg(old.uri("v14_src"))
+        .arg("--target")
+        .arg(clusters().target.uri("v14_in_15"))
+        .arg("--pg-bin")
+        .arg(&client)
+        .output()
+        .unwrap();
+    assert_exit(&plan, 0);
+    assert!(
+        text(&plan).contains("which PostgreSQL 15 refuses: the schema is restored through dbsync's own session"),
+        "{}",
+        text(&plan)
+    );
 }
 
 #[test]

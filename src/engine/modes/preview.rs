@@ -77,9 +77,12 @@ impl Preview<'_> {
             pg_dump: tools.pg_dump.display().to_string(),
             pg_restore: tools.pg_restore.display().to_string(),
             tools_reason: format!(
-                "{}: the lowest installed version at least the source server's ({})",
+                "{}: the lowest installed version at least the source server's ({}){}",
                 tools.version_text,
-                source.server.major()
+                source.server.major(),
+                crate::tools::target_note(&tools, target.server.major())
+                    .map(|note| format!("; {note}"))
+                    .unwrap_or_default()
             ),
             estimated_dump_bytes,
             dump_directory: settings.dump_dir.display().to_string(),
