@@ -283,6 +283,10 @@ pub struct TargetArguments {
     #[arg(long)]
     pub no_terminate: bool,
 
+    /// Do not carry the source's planner statistics over (PostgreSQL 18 tools and target)
+    #[arg(long)]
+    pub no_statistics: bool,
+
     /// Copy into a server of an older major version than the source's (refused by default: the
     /// target may not be able to hold what the source has)
     #[arg(long)]

@@ -486,6 +486,25 @@ pub async fn schemas_without_usage(client: &Client, schemas: &[&str]) -> Result<
         .collect())
 }
 
+/// The tables (`schema.table`, as `%I.%I` writes them) that have planner statistics, of
+/// `among` (`None`: of every user table).
+pub async fn tables_with_statistics(client: &Client, among: Option<&[QualifiedName]>) -> Result<BTreeSet<String>> {
+    let schemas: Option<Vec<&str>> = among.map(|tables| tables.iter().map(|table| table.schema.as_str()).collect());
+    let names: Option<Vec<&str>> = among.map(|tables| tables.iter().map(|table| table.name.as_str()).collect());
+    Ok(client
+        .query(
+            "SELECT DISTINCT format('%I.%I', schemaname, tablename) FROM pg_catalog.pg_stats \
+             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') \
+               AND ($1::text[] IS NULL OR (schemaname, tablename) IN (SELECT * FROM unnest($1::text[], $2::text[])))",
+            &[&schemas, &names],
+        )
+        .await
+        .context("cannot read which tables have planner statistics")?
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
 /// Lock slots the server has in all (`max_locks_per_transaction` × (`max_connections` +
 /// `max_prepared_transactions`)), and its `max_locks_per_transaction`.
 pub async fn lock_capacity(client: &Client) -> Result<(i64, i64)> {

@@ -482,6 +482,54 @@ impl RunContext<'_> {
         Ok(())
     }
 
+    /// The source's planner statistics into the copy, where the tools and the target can
+    /// (PostgreSQL 18) and `--no-statistics` was not given; then every table that has
+    /// statistics on the source must have them on the copy (else exit 3).
+    pub(super) async fn carry_statistics(&mut self, job: &Job, plan: &Plan, source: &Source) -> Result<(), SyncError> {
+        let first = steps::statistics::FIRST_MAJOR;
+        let target_major = self
+            .workspace
+            .target_server
+            .as_ref()
+            .map_or(0, |target| target.server.major());
+        let able = job.tools.dump_major >= first && job.tools.restore_major >= first && target_major >= first;
+        if !self.settings.statistics || !able || job.snapshot.is_none() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let members = plan.members();
+        let among = (!plan.whole_database).then_some(members.as_slice());
+        self.retried(job, "planner statistics", |_| {
+            steps::statistics::copy_statistics(job, among)
+        })
+        .await?;
+        let read = async {
+            let copy = job
+                .connect_to_copy()
+                .await
+                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            tokio::try_join!(
+                catalog::tables_with_statistics(&source.client, among),
+                catalog::tables_with_statistics(&copy, among)
+            )
+        };
+        let (on_source, on_copy) = interruptible(&self.cancellation, read).await?;
+        let missing: Vec<&String> = on_source.difference(&on_copy).collect();
+        if !missing.is_empty() {
+            self.warn(Warning::Other(format!(
+                "planner statistics did not arrive on the copy for {} table(s): {}",
+                missing.len(),
+                missing.iter().map(|name| name.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+            return Err(SyncError::ValidationFailed(missing.len()));
+        }
+        self.emit(Event::Notice(Notice::StatisticsCarried {
+            tables: on_copy.len(),
+            elapsed: started.elapsed(),
+        }));
+        Ok(())
+    }
+
     /// The verdict on a copy from its counts and structure against the source's (read in the
     /// snapshot, or kept in an archive's manifest): the source's counts when all is equal.
     pub(super) fn judge_copy(

@@ -256,6 +256,11 @@ pub enum Notice {
         tables: usize,
     },
     BuildingPostData,
+    /// The source's planner statistics carried over into the copy.
+    StatisticsCarried {
+        tables: usize,
+        elapsed: Duration,
+    },
     PostDataDone {
         elapsed: Duration,
     },

@@ -274,6 +274,11 @@ impl fmt::Display for Notice {
                 formatter.write_str("Building foreign keys and triggers; refreshing materialized views...")
             }
             Notice::PostDataDone { elapsed } => write!(formatter, "Post-data done in {}", human_duration(*elapsed)),
+            Notice::StatisticsCarried { tables, elapsed } => write!(
+                formatter,
+                "Planner statistics of {tables} table(s) carried over from the source in {}: the copy is planned like the source at once",
+                human_duration(*elapsed)
+            ),
             Notice::ValidationPassed { tables, rows } => {
                 let how = match rows {
                     RowCheck::Counts => "match by row counts",

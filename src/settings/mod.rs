@@ -283,6 +283,9 @@ pub struct Settings {
     pub terminate: bool,
     /// `--allow-downgrade`: copy into a server older than the source.
     pub allow_downgrade: bool,
+    /// Carry the source's planner statistics over where tools and target can (not with
+    /// `--no-statistics`).
+    pub statistics: bool,
     pub no_owner: bool,
     pub no_privileges: bool,
     /// Leave tablespace assignments out of the restore.
@@ -596,6 +599,7 @@ fn every_flag_is_resolved(arguments: &SyncArguments) {
                 no_analyze: _,
                 no_terminate: _,
                 allow_downgrade: _,
+                no_statistics: _,
                 yes: _,
                 no_owner: _,
                 owner: _,
@@ -689,6 +693,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
         assume_yes: flags.yes,
         terminate: !flags.no_terminate,
         allow_downgrade: flags.allow_downgrade,
+        statistics: !flags.no_statistics,
         no_owner: chosen(flags.no_owner, flags.owner, options.no_owner),
         no_privileges: chosen(flags.no_privileges, flags.privileges, options.no_privileges),
         no_tablespaces: flags.no_tablespaces || options.no_tablespaces.unwrap_or(false),

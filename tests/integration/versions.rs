@@ -158,3 +158,47 @@ fn an_archive_of_pg_dump_18_is_restored_with_a_pg_restore_that_reads_it() {
         text(&restored)
     );
 }
+
+#[test]
+fn planner_statistics_are_carried_into_an_18_target() {
+    let newest = cluster_of_major("pg18_statistics", 18);
+    let source = &clusters().source;
+    versioned_source(source, "stats_src");
+    source.psql("stats_src", "ANALYZE");
+    let client = fetched_bin_dir("client", 18);
+    let dumps = dump_dir();
+    let run = |target: &str, extra: &[&str]| {
+        crate::dbsync()
+            .args(["sync", "--yes", "--plain", "--source"])
+            .arg(source.uri("stats_src"))
+            .arg("--target")
+            .arg(newest.uri(target))
+            .arg("--dump-dir")
+            .arg(dumps.path())
+            .arg("--pg-bin")
+            .arg(&client)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let statistics = "SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename = 'customers'";
+    let carried = run("stats_dst", &[]);
+    assert_exit(&carried, 0);
+    assert!(text(&carried).contains("Planner statistics of "), "{}", text(&carried));
+    assert_eq!(
+        newest.psql("stats_dst", statistics),
+        source.psql("stats_src", statistics)
+    );
+    assert_ne!(newest.psql("stats_dst", statistics), "0");
+    assert_eq!(
+        newest.psql(
+            "stats_dst",
+            "SELECT reltuples::int FROM pg_class WHERE relname = 'customers'"
+        ),
+        "300"
+    );
+
+    let without = run("stats_none", &["--no-statistics"]);
+    assert_exit(&without, 0);
+    assert_eq!(newest.psql("stats_none", statistics), "0");
+}

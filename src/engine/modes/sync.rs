@@ -108,6 +108,7 @@ impl SyncMode<'_> {
         let (post_data, ()) = tokio::join!(self.copy_schema_and_data(&job, &plan, source), counting);
         let post_data = post_data?;
         self.context.restore_post_data(&job, &plan, &post_data).await?;
+        self.context.carry_statistics(&job, &plan, source).await?;
         let source_counts = self.validate(&job, &plan, source).await?;
         if self.context.settings.keep_dumps() {
             self.context.write_manifest(&job, &plan, source, &source_counts).await;

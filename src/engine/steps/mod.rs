@@ -11,6 +11,7 @@ pub mod merge;
 pub mod postdata;
 pub mod relay;
 pub mod schema;
+pub mod statistics;
 pub mod stream;
 pub mod validate;
 
