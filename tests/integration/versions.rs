@@ -202,3 +202,75 @@ fn planner_statistics_are_carried_into_an_18_target() {
     assert_exit(&without, 0);
     assert_eq!(newest.psql("stats_none", statistics), "0");
 }
+
+#[test]
+fn a_13_source_copies_into_an_18_target_with_only_client_tools_18() {
+    let oldest = cluster_of_major("pg13", 13);
+    let newest = cluster_of_major("pg18_from_13", 18);
+    versioned_source(&oldest, "v13_src");
+    let dumps = dump_dir();
+    let output = crate::dbsync()
+        .args(["sync", "--yes", "--verify", "checksum", "--source"])
+        .arg(oldest.uri("v13_src"))
+        .arg("--target")
+        .arg(newest.uri("v13_in_18"))
+        .arg("--dump-dir")
+        .arg(dumps.path())
+        .arg("--pg-bin")
+        .arg(fetched_bin_dir("client", 18))
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert_eq!(
+        fingerprint(&oldest, "v13_src"),
+        fingerprint(&newest, "v13_in_18"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn an_incremental_sync_from_16_into_17_reads_only_what_changed() {
+    let source = cluster_of_major("pg16", 16);
+    let target = cluster_of_major("pg17", 17);
+    versioned_source(&source, "v16_src");
+    source.psql(
+        "v16_src",
+        "ALTER TABLE customers ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now()",
+    );
+    let client = fetched_bin_dir("client", 18);
+    let dumps = dump_dir();
+    let run = |extra: &[&str]| {
+        crate::dbsync()
+            .args(["sync", "--yes", "--source"])
+            .arg(source.uri("v16_src"))
+            .arg("--target")
+            .arg(target.uri("v16_in_17"))
+            .arg("--dump-dir")
+            .arg(dumps.path())
+            .arg("--pg-bin")
+            .arg(&client)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert_exit(&run(&[]), 0);
+    assert_exit(&run(&["--incremental"]), 0);
+    source.psql(
+        "v16_src",
+        "UPDATE customers SET email = 'changed@example.com', updated_at = now() WHERE id = 7; \
+         INSERT INTO customers (email) VALUES ('new@example.com'); \
+         DELETE FROM orders WHERE customer_id = 9; DELETE FROM customers WHERE id = 9;",
+    );
+    let changed = run(&["--incremental"]);
+    assert_exit(&changed, 0);
+    assert!(
+        text(&changed).contains("customers: 1 inserted, 1 updated, 1 deleted"),
+        "{}",
+        text(&changed)
+    );
+    // The target holds the watermarks too, which are not the source's data.
+    let mut copied = fingerprint(&target, "v16_in_17");
+    assert!(copied.tables.remove("dbsync.incremental_state").is_some());
+    assert_eq!(fingerprint(&source, "v16_src"), copied, "{}", text(&changed));
+}
