@@ -121,6 +121,9 @@ pub(super) struct RunContext<'a> {
     pub(super) masks: std::collections::HashMap<usize, Vec<(String, String)>>,
     /// The source database's identity, once inspected (`catalog::database_identity`).
     pub(super) source_identity: Option<String>,
+    /// Objects per transaction when the schema is restored in batches, because one transaction
+    /// would not fit the target's lock table (`preflight::check_lock_capacity`).
+    pub(super) schema_transaction_size: Option<u32>,
 }
 
 impl<'a> RunContext<'a> {
@@ -171,6 +174,7 @@ impl<'a> RunContext<'a> {
             phase_clock: PhaseClock::default(),
             masks: Default::default(),
             source_identity: None,
+            schema_transaction_size: None,
             granted: None,
             archives_dropped: Vec::new(),
             deferred_warnings: Vec::new(),

@@ -69,6 +69,7 @@ impl RunContext<'_> {
         endpoint: &Endpoint,
         needs: &catalog::TargetNeeds,
         source: SourceSide<'_>,
+        tools: &PgTools,
     ) -> Result<(), SyncError> {
         let settings = self.settings;
         let (inspected, source_free, source_major) = match source {
@@ -88,7 +89,8 @@ impl RunContext<'_> {
         // The schema is copied whole: into an older server only when asked.
         preflight::refuse_downgrade(settings, source_major, target.server.major())?;
         let source = inspected;
-        preflight::check_lock_capacity(source, &target, needs, &self.cancellation).await?;
+        self.schema_transaction_size =
+            preflight::check_lock_capacity(source, &target, needs, tools.restore_major, &self.cancellation).await?;
         self.workspace.target_server = Some(target);
         // Holding the target's lock: whatever earlier runs left is theirs no more. Before the
         // consent, since a previous target renamed back is what the consent is about.
@@ -215,6 +217,7 @@ impl RunContext<'_> {
             cancellation: self.cancellation.clone(),
             part_transactions: Default::default(),
             mask_salt: settings.masking.salt.clone(),
+            schema_transaction_size: self.schema_transaction_size,
         })
     }
 

@@ -300,14 +300,20 @@ pub fn source_lock_need(source: &Source, plan: &Plan) -> i64 {
     locked + all_tables
 }
 
+/// Objects per transaction of a schema restored in batches, at most.
+pub const SCHEMA_TRANSACTION_SIZE: u32 = 1000;
+
 /// Refuses a run that would exhaust a server's shared lock table ("out of shared memory"
 /// half-way), with the numbers and the setting to raise. `source` is `None` for a restore.
+/// A schema too large for one transaction is restored in batches where `pg_restore` can
+/// (17+): the transaction size is returned.
 pub async fn check_lock_capacity(
     source: Option<(&Source, &Plan)>,
     target: &TargetServer,
     needs: &TargetNeeds,
+    restore_major: u32,
     cancellation: &Cancellation,
-) -> Result<(), SyncError> {
+) -> Result<Option<u32>, SyncError> {
     let mut checks = Vec::new();
     if let Some((source, plan)) = source {
         let capacity = interruptible(cancellation, catalog::lock_capacity(&source.client)).await?;
@@ -324,8 +330,20 @@ pub async fn check_lock_capacity(
         catalog::lock_capacity(&*target.session().await?).await
     })
     .await?;
-    // The schema is restored whole in one transaction, whatever is selected.
-    checks.push(("target", needs.schema_locks, target_capacity, ""));
+    // The schema is restored whole, whatever is selected: in one transaction, or in batches
+    // (each locking about three slots per object, as the whole does, and taking at most half
+    // the lock table) where it does not fit.
+    let batched = needs.schema_locks > target_capacity.0 && restore_major >= 17;
+    let batch_size = (target_capacity.0 / 2 / 3).clamp(1, i64::from(SCHEMA_TRANSACTION_SIZE)) as u32;
+    let (target_need, alternative) = match batched {
+        true => (3 * i64::from(batch_size), ""),
+        false if needs.schema_locks > target_capacity.0 => (
+            needs.schema_locks,
+            ", or use pg_restore 17 or newer (--pg-bin), which dbsync lets restore the schema in batches",
+        ),
+        false => (needs.schema_locks, ""),
+    };
+    checks.push(("target", target_need, target_capacity, alternative));
     for (side, need, (capacity, per_transaction), alternative) in checks {
         if need > capacity {
             return Err(usage_error!(
@@ -334,7 +352,7 @@ pub async fn check_lock_capacity(
             ));
         }
     }
-    Ok(())
+    Ok(batched.then_some(batch_size))
 }
 
 /// Free bytes in the file system holding `directory` (for an unprivileged user).

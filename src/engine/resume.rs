@@ -207,9 +207,9 @@ impl RunContext<'_> {
         let archive = super::copy::SourceSide::Archive {
             server_major: facts.server_major,
         };
-        self.check_target(target, &facts.target_needs, archive).await?;
         let tools = crate::tools::locate(self.settings.pg_bin.as_deref(), ToolNeed::Source(facts.oldest_reader()))
             .map_err(|error| SyncError::Usage(format!("{error:#}")))?;
+        self.check_target(target, &facts.target_needs, archive, &tools).await?;
         let job = self
             .prepare_resume(target, directory, &state, &plan, tools, started_at)
             .await?;

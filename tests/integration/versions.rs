@@ -274,3 +274,54 @@ fn an_incremental_sync_from_16_into_17_reads_only_what_changed() {
     assert!(copied.tables.remove("dbsync.incremental_state").is_some());
     assert_eq!(fingerprint(&source, "v16_src"), copied, "{}", text(&changed));
 }
+
+#[test]
+fn a_schema_too_large_for_one_transaction_is_restored_in_batches_by_pg_restore_17() {
+    // Room for about 200 locks: one transaction restoring 120 tables needs about 360.
+    let small = crate::harness::cluster_of_major_with(
+        "pg18_few_locks",
+        18,
+        "-c max_locks_per_transaction=10 -c max_connections=20",
+    );
+    let source = &clusters().source;
+    source.create_database("many_src");
+    source.psql(
+        "many_src",
+        "DO $$ BEGIN FOR i IN 1..120 LOOP \
+           EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, note text)', i); \
+           EXECUTE format('INSERT INTO t%s SELECT g, ''row '' || g FROM generate_series(1, 5) g', i); \
+         END LOOP; END $$;",
+    );
+    let dumps = dump_dir();
+    let run = |tools: &std::path::Path| {
+        crate::dbsync()
+            .args(["sync", "--yes", "--source"])
+            .arg(source.uri("many_src"))
+            .arg("--target")
+            .arg(small.uri("many_dst"))
+            .arg("--dump-dir")
+            .arg(dumps.path())
+            .arg("--pg-bin")
+            .arg(tools)
+            .output()
+            .unwrap()
+    };
+    // pg_restore 15 has one transaction only: refused up front, saying what helps.
+    let refused = run(&source.bin_dir);
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused)
+            .contains("or use pg_restore 17 or newer (--pg-bin), which dbsync lets restore the schema in batches"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!small.database_exists("many_dst"));
+    let batched = run(&fetched_bin_dir("client", 18));
+    assert_exit(&batched, 0);
+    assert_eq!(
+        fingerprint(source, "many_src"),
+        fingerprint(&small, "many_dst"),
+        "{}",
+        text(&batched)
+    );
+}

@@ -36,6 +36,9 @@ impl Restore<'_> {
         let facts = &manifest.restore;
         let plan = Arc::new(facts.plan.clone());
         self.context.adopt_plan(&plan);
+        let need = tools::ToolNeed::Archive(facts.oldest_reader());
+        let tools = tools::locate(self.context.settings.pg_bin.as_deref(), need)
+            .map_err(|error| SyncError::Usage(format!("{error:#}")))?;
         // No source server: only the target's free slots bound --jobs.
         self.context
             .check_target(
@@ -44,11 +47,9 @@ impl Restore<'_> {
                 SourceSide::Archive {
                     server_major: facts.server_major,
                 },
+                &tools,
             )
             .await?;
-        let need = tools::ToolNeed::Archive(facts.oldest_reader());
-        let tools = tools::locate(self.context.settings.pg_bin.as_deref(), need)
-            .map_err(|error| SyncError::Usage(format!("{error:#}")))?;
         let job = self.prepare_restore(&archive, facts, &plan, tools, started_at).await?;
         let owners: HashMap<u32, u32> = facts.index_owners.iter().copied().collect();
         let schema_dump = steps::schema::schema_dump_path(&job);

@@ -45,6 +45,7 @@ impl SyncMode<'_> {
         }
         let (mut source, plan, unreadable) = self.context.inspect_source(self.source).await?;
         let needs = catalog::TargetNeeds::of(&source.inventory);
+        let tools = preflight::locate_tools(self.context.settings, &source)?;
         self.context
             .check_target(
                 self.target,
@@ -53,9 +54,9 @@ impl SyncMode<'_> {
                     source: &source,
                     plan: &plan,
                 },
+                &tools,
             )
             .await?;
-        let tools = preflight::locate_tools(self.context.settings, &source)?;
         let mut copy = 1;
         loop {
             let result = self.copy(&source, &plan, &tools, &unreadable, started_at, copy).await;

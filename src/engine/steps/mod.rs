@@ -145,6 +145,9 @@ pub struct Job {
     pub part_transactions: std::sync::Mutex<std::collections::HashMap<usize, i64>>,
     /// The secret keyed transforms read on the source (`[transform]`).
     pub mask_salt: Option<String>,
+    /// Restore pre-data in transactions of this many objects (`pg_restore --transaction-size`,
+    /// 17+), not one: the schema's locks do not fit the target's lock table at once.
+    pub schema_transaction_size: Option<u32>,
 }
 
 /// The source as every dump reads it: one exported snapshot, held by one session.

@@ -40,6 +40,9 @@ pub async fn dump(job: &Job) -> Result<PathBuf, AttemptError> {
 /// One attempt at creating types, tables, functions, sequences and the rest of pre-data, in one
 /// transaction, so a failed attempt leaves nothing behind and can be retried.
 pub async fn restore_pre_data(job: &Job, schema_dump: &Path) -> Result<(), AttemptError> {
+    if let Some(size) = job.schema_transaction_size {
+        return restore_pre_data_in_batches(job, schema_dump, size).await;
+    }
     let command = job
         .pg_restore_committing(Commit::Synchronous)
         .arguments(["--section=pre-data", "--exit-on-error", "--single-transaction"])
@@ -66,4 +69,22 @@ async fn restore_pre_data_as_script(job: &Job, schema_dump: &Path) -> Result<(),
     catalog::run_restore_script(&client, &output.stdout)
         .await
         .map_err(super::database_attempt_error)
+}
+
+/// Pre-data in transactions of `size` objects (`pg_restore` 17+), for a schema whose locks do
+/// not fit the target's lock table at once. A failed attempt leaves the batches it committed,
+/// which a second attempt would meet: a failure is final (the run's copy is dropped).
+async fn restore_pre_data_in_batches(job: &Job, schema_dump: &Path, size: u32) -> Result<(), AttemptError> {
+    let command = job
+        .pg_restore_committing(Commit::Synchronous)
+        // Not stopping at errors: an older target's refusal of the setting pg_restore sends is
+        // forgiven (any other error still fails the step).
+        .argument("--section=pre-data")
+        .argument(format!("--transaction-size={size}"))
+        .argument(schema_dump);
+    match run_tool(&command, &job.cancellation, "create the schema").await {
+        Ok(_) => Ok(()),
+        Err(AttemptError::Transient(error)) => Err(AttemptError::Permanent(error)),
+        Err(other) => Err(other),
+    }
 }

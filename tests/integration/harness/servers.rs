@@ -45,13 +45,18 @@ pub fn dedicated_cluster(name: &'static str, extra_options: &str) -> Cluster {
 
 /// A server of PostgreSQL `major` (fetched by `scripts/test.sh`) of its own.
 pub fn cluster_of_major(name: &'static str, major: u32) -> Cluster {
+    cluster_of_major_with(name, major, "")
+}
+
+/// `cluster_of_major` with server settings of its own (`extra_options`, e.g. "-c max_connections=20").
+pub fn cluster_of_major_with(name: &'static str, major: u32, extra_options: &str) -> Cluster {
     let clusters = clusters();
     let cluster = Cluster::start_with(
         name,
         &clusters.base,
         &fetched_bin_dir("server", major),
         clusters.source.run_as_postgres,
-        "",
+        extra_options,
     );
     cluster.set_up_roles();
     cluster
