@@ -486,6 +486,34 @@ pub async fn schemas_without_usage(client: &Client, schemas: &[&str]) -> Result<
         .collect())
 }
 
+/// What a PostgreSQL 18 (or newer) source holds that an older server cannot: virtual generated
+/// columns, `NOT ENFORCED` constraints, temporal keys (`WITHOUT OVERLAPS`, `PERIOD`). Call only
+/// on a source of 18 or newer, whose catalogs have these columns.
+pub async fn objects_newer_than_17(client: &Client) -> Result<Vec<String>> {
+    Ok(client
+        .query(
+            &format!(
+                "SELECT 'virtual generated column ' || format('%I.%I.%I', n.nspname, c.relname, a.attname) \
+                 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE a.attgenerated = 'v' AND NOT a.attisdropped AND {USER_SCHEMA} \
+                 UNION ALL \
+                 SELECT CASE WHEN NOT k.conenforced THEN 'NOT ENFORCED constraint ' ELSE 'temporal key ' END \
+                   || format('%I on %I.%I', k.conname, n.nspname, c.relname) \
+                 FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE (NOT k.conenforced OR k.conperiod) AND {USER_SCHEMA} \
+                 ORDER BY 1"
+            ),
+            &[],
+        )
+        .await
+        .context("cannot look for objects an older server cannot hold")?
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
 /// The tables (`schema.table`, as `%I.%I` writes them) that have planner statistics, of
 /// `among` (`None`: of every user table).
 pub async fn tables_with_statistics(client: &Client, among: Option<&[QualifiedName]>) -> Result<BTreeSet<String>> {

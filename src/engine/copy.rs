@@ -86,8 +86,12 @@ impl RunContext<'_> {
             &self.cancellation,
         )
         .await?;
-        // The schema is copied whole: into an older server only when asked.
+        // The schema is copied whole: into an older server only when asked, and able to hold it.
         preflight::refuse_downgrade(settings, source_major, target.server.major())?;
+        if let Some((source, _)) = inspected {
+            preflight::refuse_what_an_older_target_cannot_hold(source, target.server.major(), &self.cancellation)
+                .await?;
+        }
         let source = inspected;
         self.schema_transaction_size =
             preflight::check_lock_capacity(source, &target, needs, tools.restore_major, &self.cancellation).await?;

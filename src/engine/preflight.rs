@@ -171,6 +171,28 @@ pub fn refuse_downgrade(settings: &Settings, source_major: u32, target_major: u3
     ))
 }
 
+/// Refuses, even with `--allow-downgrade`, a copy into an older server of objects it cannot
+/// hold, naming them: they would fail the schema restore half-way.
+pub async fn refuse_what_an_older_target_cannot_hold(
+    source: &Source,
+    target_major: u32,
+    cancellation: &Cancellation,
+) -> Result<(), SyncError> {
+    if source.server.major() < 18 || target_major >= 18 {
+        return Ok(());
+    }
+    let found = interruptible(cancellation, catalog::objects_newer_than_17(&source.client)).await?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(usage_error!(
+        "the target server runs PostgreSQL {target_major}, which cannot hold what the source (PostgreSQL {}) has: {}\nhint: copy into a PostgreSQL {} or newer server, or change those objects on the source first",
+        source.server.major(),
+        found.join(", "),
+        source.server.major()
+    ))
+}
+
 /// Roles the restore will name: owners and grantees unless left out, policy roles always. The
 /// missing ones are returned for `--copy-roles` (when there is a source to copy them from).
 async fn check_roles(

@@ -114,6 +114,24 @@ fn a_downgrade_is_refused_unless_allowed() {
         "{}",
         text(&allowed)
     );
+
+    // What 15 cannot hold is named, and refused even when the downgrade is asked for.
+    newest.psql(
+        "v18_src",
+        "ALTER TABLE customers ADD COLUMN domain text GENERATED ALWAYS AS (split_part(email, '@', 2)) VIRTUAL; \
+         ALTER TABLE customers ADD CONSTRAINT short_email CHECK (length(email) < 100) NOT ENFORCED;",
+    );
+    let before = fingerprint(&clusters().target, "v18_in_15");
+    let unholdable = run(&["--allow-downgrade"]);
+    assert_exit(&unholdable, 2);
+    let log = text(&unholdable);
+    for named in [
+        "virtual generated column public.customers.domain",
+        "NOT ENFORCED constraint short_email on public.customers",
+    ] {
+        assert!(log.contains(named), "{named} not in:\n{log}");
+    }
+    assert_eq!(fingerprint(&clusters().target, "v18_in_15"), before);
 }
 
 #[test]
