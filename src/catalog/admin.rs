@@ -263,6 +263,34 @@ async fn roll_back(client: &Client) -> Result<()> {
     }
 }
 
+/// Gives the schema `public` of a new database on 13 or 14 the privileges PostgreSQL 15 starts
+/// it with (`CREATE` for its owner only), so that a 15+ schema restored on top, which states only
+/// how its own `public` differs from that, ends as the source's.
+pub async fn narrow_public_schema(client: &Client) -> Result<()> {
+    client
+        .batch_execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        .await
+        .map_err(|error| sql_error("cannot give the schema public the privileges of PostgreSQL 15", error))
+}
+
+/// Gives the schema `public` to the database's owner, as PostgreSQL 15 does (its owner is
+/// `pg_database_owner`), unless the restored schema gave it another owner than the bootstrap
+/// user a 13 or 14 server starts it with.
+pub async fn public_schema_to_database_owner(client: &Client) -> Result<()> {
+    client
+        .batch_execute(
+            // Read-write whatever the database's settings (applied just before) say.
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE; DO $owner$ BEGIN \
+               IF (SELECT nspowner FROM pg_namespace WHERE nspname = 'public') = 10 THEN \
+                 EXECUTE format('ALTER SCHEMA public OWNER TO %I', \
+                   (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database())); \
+               END IF; \
+             END $owner$",
+        )
+        .await
+        .map_err(|error| sql_error("cannot give the schema public to the database's owner", error))
+}
+
 /// Drops a database if it exists, ending its sessions (`WITH (FORCE)` from PostgreSQL 13 on).
 pub async fn drop_database(client: &Client, server_major: u32, name: &str) -> Result<()> {
     let force = if server_major >= 13 { " WITH (FORCE)" } else { "" };

@@ -124,6 +124,9 @@ pub(super) struct RunContext<'a> {
     /// Objects per transaction when the schema is restored in batches, because one transaction
     /// would not fit the target's lock table (`preflight::check_lock_capacity`).
     pub(super) schema_transaction_size: Option<u32>,
+    /// The major versions of the source (or the archive's source) and of the target server,
+    /// once the target's preflight knows both.
+    pub(super) majors: Option<(u32, u32)>,
 }
 
 impl<'a> RunContext<'a> {
@@ -175,6 +178,7 @@ impl<'a> RunContext<'a> {
             masks: Default::default(),
             source_identity: None,
             schema_transaction_size: None,
+            majors: None,
             granted: None,
             archives_dropped: Vec::new(),
             deferred_warnings: Vec::new(),

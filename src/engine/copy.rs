@@ -88,6 +88,7 @@ impl RunContext<'_> {
         .await?;
         // The schema is copied whole: into an older server only when asked, and able to hold it.
         preflight::refuse_downgrade(settings, source_major, target.server.major())?;
+        self.majors = Some((source_major, target.server.major()));
         if let Some((source, _)) = inspected {
             preflight::refuse_what_an_older_target_cannot_hold(source, target.server.major(), &self.cancellation)
                 .await?;
@@ -222,6 +223,9 @@ impl RunContext<'_> {
             part_transactions: Default::default(),
             mask_salt: settings.masking.salt.clone(),
             schema_transaction_size: self.schema_transaction_size,
+            // A 15+ schema `public` belongs to the database's owner and lets nobody else create
+            // in it; a 13 or 14 server makes it the bootstrap user's, open to all.
+            narrow_public_schema: self.majors.is_some_and(|(source, target)| source >= 15 && target < 15),
         })
     }
 
@@ -466,6 +470,11 @@ impl RunContext<'_> {
         if job.resuming && marks::is_set(&job.dump_directory, marks::PRE_DATA_DONE) {
             return Ok(());
         }
+        if job.narrow_public_schema {
+            job.on_copy(|client| async move { catalog::narrow_public_schema(&client).await })
+                .await
+                .map_err(|error| step_error(&self.cancellation, error))?;
+        }
         self.retried(job, "schema restore", |_| {
             steps::schema::restore_pre_data(job, schema_dump)
         })
@@ -595,6 +604,12 @@ impl RunContext<'_> {
             .await;
         for warning in warnings {
             self.warn(Warning::Other(warning));
+        }
+        if job.narrow_public_schema {
+            // Once the copy has its owner: a 15+ `public` is the database owner's.
+            job.on_copy(|client| async move { catalog::public_schema_to_database_owner(&client).await })
+                .await
+                .map_err(|error| step_error(&self.cancellation, error))?;
         }
         self.check_cancelled()?;
         self.emit(Event::Notice(Notice::Swapping {

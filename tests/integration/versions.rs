@@ -343,3 +343,54 @@ fn a_schema_too_large_for_one_transaction_is_restored_in_batches_by_pg_restore_1
         text(&batched)
     );
 }
+
+#[test]
+fn a_downgrade_into_14_keeps_the_schema_public_as_a_15_source_has_it() {
+    let older = cluster_of_major("pg14_public", 14);
+    let source = &clusters().source;
+    versioned_source(source, "public_src");
+    let dumps = dump_dir();
+    let output = crate::dbsync()
+        .args(["sync", "--yes", "--allow-downgrade", "--source"])
+        .arg(source.uri("public_src"))
+        .arg("--target")
+        .arg(older.uri("public_dst"))
+        .arg("--dump-dir")
+        .arg(dumps.path())
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert_eq!(fingerprint(source, "public_src"), fingerprint(&older, "public_dst"));
+    // As the source has it: on 15 nobody but the database's owner may create in public unless
+    // granted, while a 14 server opens it to all.
+    let open_to_all = "SELECT has_schema_privilege('public', 'public', 'CREATE')";
+    assert_eq!(
+        older.psql("public_dst", open_to_all),
+        source.psql("public_src", open_to_all),
+        "{}",
+        text(&output)
+    );
+    source.psql("public_src", "REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+    assert_exit(
+        &crate::dbsync()
+            .args(["sync", "--yes", "--allow-downgrade", "--source"])
+            .arg(source.uri("public_src"))
+            .arg("--target")
+            .arg(older.uri("public_dst"))
+            .arg("--dump-dir")
+            .arg(dumps.path())
+            .output()
+            .unwrap(),
+        0,
+    );
+    assert_eq!(source.psql("public_src", open_to_all), "f");
+    assert_eq!(older.psql("public_dst", open_to_all), "f");
+    assert_eq!(
+        older.psql(
+            "public_dst",
+            "SELECT pg_get_userbyid(nspowner) = pg_get_userbyid((SELECT datdba FROM pg_database WHERE datname = current_database())) \
+             FROM pg_namespace WHERE nspname = 'public'"
+        ),
+        "t"
+    );
+}

@@ -148,6 +148,9 @@ pub struct Job {
     /// Restore pre-data in transactions of this many objects (`pg_restore --transaction-size`,
     /// 17+), not one: the schema's locks do not fit the target's lock table at once.
     pub schema_transaction_size: Option<u32>,
+    /// Give the copy's schema `public` the owner and privileges a 15+ source has (a 13 or 14
+    /// target creates it otherwise).
+    pub narrow_public_schema: bool,
 }
 
 /// The source as every dump reads it: one exported snapshot, held by one session.
