@@ -48,6 +48,10 @@ pub struct RestoreFacts {
     /// must be at least as new (archives of earlier versions do not say; their source's major).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dumped_with: Option<u32>,
+    /// The tables (`schema.table` as `%I.%I` writes them) whose planner statistics the archive
+    /// carries in `statistics.dump` (`pg_dump` 18+): a restore into an 18+ server must bring them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statistics: Vec<String>,
     pub database: DatabaseInfo,
     pub settings: Vec<DatabaseSetting>,
     pub plan: Plan,
@@ -283,6 +287,7 @@ mod tests {
             restore: RestoreFacts {
                 server_major: 15,
                 dumped_with: None,
+                statistics: Vec::new(),
                 database: DatabaseInfo {
                     encoding: "UTF8".into(),
                     collate: "C.UTF-8".into(),

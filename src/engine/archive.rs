@@ -39,6 +39,14 @@ impl RunContext<'_> {
             tokio::task::spawn_blocking(move || manifest::describe_files(&directory, threads, &[RUN_MARKER])).await??;
         let mut manifest = self.manifest(plan, source, source_counts, snapshot_taken_at, files);
         manifest.restore.dumped_with = Some(job.tools.dump_major);
+        if super::steps::statistics::statistics_dump_path(job).is_file() {
+            let members = plan.members();
+            let among = (!plan.whole_database).then_some(members.as_slice());
+            manifest.restore.statistics = catalog::tables_with_statistics(&source.client, among)
+                .await?
+                .into_iter()
+                .collect();
+        }
         manifest.restore.structure = structure;
         manifest.write(&job.dump_directory)
     }
@@ -85,6 +93,7 @@ impl RunContext<'_> {
             restore: RestoreFacts {
                 server_major: source.server.major(),
                 dumped_with: None,
+                statistics: Vec::new(),
                 database: source.database.clone(),
                 settings: source.settings.clone(),
                 plan: plan.clone(),

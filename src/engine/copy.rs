@@ -516,7 +516,30 @@ impl RunContext<'_> {
         let members = plan.members();
         let among = (!plan.whole_database).then_some(members.as_slice());
         self.retried(job, "planner statistics", |_| {
-            steps::statistics::copy_statistics(job, among)
+            steps::statistics::dump_statistics(job, among)
+        })
+        .await?;
+        let on_source = catalog::tables_with_statistics(&source.client, among);
+        let on_source = interruptible(&self.cancellation, on_source).await?;
+        self.restore_statistics(job, &on_source, among, started).await?;
+        // Kept with the dumps, an archive carries them to a restore.
+        if !job.keep_dumps {
+            let _ = std::fs::remove_file(steps::statistics::statistics_dump_path(job));
+        }
+        Ok(())
+    }
+
+    /// The statistics dump of the run's directory into the copy; then every table of
+    /// `on_source` (those with statistics on the source) must have them on the copy (else exit 3).
+    pub(super) async fn restore_statistics(
+        &mut self,
+        job: &Job,
+        on_source: &std::collections::BTreeSet<String>,
+        among: Option<&[QualifiedName]>,
+        started: Instant,
+    ) -> Result<(), SyncError> {
+        self.retried(job, "planner statistics", |_| {
+            steps::statistics::restore_statistics(job)
         })
         .await?;
         let read = async {
@@ -524,12 +547,9 @@ impl RunContext<'_> {
                 .connect_to_copy()
                 .await
                 .map_err(|error| anyhow::anyhow!("{error:?}"))?;
-            tokio::try_join!(
-                catalog::tables_with_statistics(&source.client, among),
-                catalog::tables_with_statistics(&copy, among)
-            )
+            catalog::tables_with_statistics(&copy, among).await
         };
-        let (on_source, on_copy) = interruptible(&self.cancellation, read).await?;
+        let on_copy = interruptible(&self.cancellation, read).await?;
         let missing: Vec<&String> = on_source.difference(&on_copy).collect();
         if !missing.is_empty() {
             self.warn(Warning::Other(format!(

@@ -219,6 +219,39 @@ fn planner_statistics_are_carried_into_an_18_target() {
     let without = run("stats_none", &["--no-statistics"]);
     assert_exit(&without, 0);
     assert_eq!(newest.psql("stats_none", statistics), "0");
+
+    // An archive carries them too: dumped with pg_dump 18, restored into the 18 server.
+    let archive = dumps.path().join("archive");
+    let dumped = crate::dbsync()
+        .args(["dump", "--plain", "--source"])
+        .arg(source.uri("stats_src"))
+        .arg("--output")
+        .arg(&archive)
+        .arg("--pg-bin")
+        .arg(&client)
+        .output()
+        .unwrap();
+    assert_exit(&dumped, 0);
+    assert!(archive.join("statistics.dump").is_file());
+    let restored = crate::dbsync()
+        .args(["restore", "--plain", "--yes"])
+        .arg(&archive)
+        .arg("--target")
+        .arg(newest.uri("stats_restored"))
+        .arg("--pg-bin")
+        .arg(&client)
+        .output()
+        .unwrap();
+    assert_exit(&restored, 0);
+    assert!(
+        text(&restored).contains("Planner statistics of "),
+        "{}",
+        text(&restored)
+    );
+    assert_eq!(
+        newest.psql("stats_restored", statistics),
+        source.psql("stats_src", statistics)
+    );
 }
 
 #[test]

@@ -62,6 +62,16 @@ impl Dump<'_> {
         self.context.progress.set_plan(&plan);
         let plan = Arc::new(plan);
         self.dump_schema_and_data(&job, &plan, &source).await?;
+        // The planner statistics, for a restore into an 18+ server (pg_dump 18+ only).
+        if self.context.settings.statistics && job.tools.dump_major >= steps::statistics::FIRST_MAJOR {
+            let members = plan.members();
+            let among = (!plan.whole_database).then_some(members.as_slice());
+            self.context
+                .retried(&job, "planner statistics", |_| {
+                    steps::statistics::dump_statistics(&job, among)
+                })
+                .await?;
+        }
         self.context.emit(Event::Phase(Phase::DumpCounts));
         let names: Vec<QualifiedName> = plan.tables.iter().map(|table| table.name.clone()).collect();
         let counts = interruptible(&self.context.cancellation, catalog::row_counts(&source.client, &names)).await?;

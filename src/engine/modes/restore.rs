@@ -59,9 +59,30 @@ impl Restore<'_> {
             .load_schema_and_data(&job, &plan, &schema_dump, &owners, None)
             .await?;
         self.context.restore_post_data(&job, &plan, &post_data).await?;
+        self.restore_archived_statistics(&job, facts).await?;
         self.context.validate_against_manifest(&job, &plan, &manifest).await?;
         self.context
             .swap(self.target, &job, &facts.database, &facts.settings)
+            .await
+    }
+
+    /// The archive's planner statistics into the copy, where it carries them (`pg_dump` 18+),
+    /// `pg_restore` and the target are 18+, and `--no-statistics` was not given.
+    async fn restore_archived_statistics(&mut self, job: &steps::Job, facts: &RestoreFacts) -> Result<(), SyncError> {
+        let first = steps::statistics::FIRST_MAJOR;
+        let target_major = self
+            .context
+            .workspace
+            .target_server
+            .as_ref()
+            .map_or(0, |target| target.server.major());
+        let carried = steps::statistics::statistics_dump_path(job).is_file();
+        if !carried || !self.context.settings.statistics || job.tools.restore_major < first || target_major < first {
+            return Ok(());
+        }
+        let on_source = facts.statistics.iter().cloned().collect();
+        self.context
+            .restore_statistics(job, &on_source, None, std::time::Instant::now())
             .await
     }
 
