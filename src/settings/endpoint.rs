@@ -3,6 +3,7 @@
 //! look-ups, and the target name's date template.
 
 use super::*;
+use crate::tls::SslMode;
 
 /// What libpq would fill in for fields a URI leaves out.
 pub(super) fn endpoint_defaults(environment: &Environment) -> EndpointDefaults {
@@ -12,11 +13,19 @@ pub(super) fn endpoint_defaults(environment: &Environment) -> EndpointDefaults {
             .get("PGPORT")
             .and_then(|value| value.parse().ok())
             .unwrap_or(5432),
+        // As libpq: the operating-system user when none is named (a cron job may have no USER).
         user: environment
             .get("PGUSER")
             .or_else(|| environment.get("USER"))
+            .or_else(operating_system_user)
             .unwrap_or_else(|| "postgres".to_string()),
     }
+}
+
+/// The name of the user dbsync runs as.
+fn operating_system_user() -> Option<String> {
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok()??;
+    Some(user.name)
 }
 
 /// The password file libpq would read: `PGPASSFILE`, else `~/.pgpass`.
@@ -147,14 +156,30 @@ pub(super) fn endpoint_from_variables(side: Side, environment: &Environment) -> 
     }))
 }
 
-/// libpq's default certificate files, where they exist, for dbsync's own connections as for the
-/// children's (which are given them explicitly); a mode that checks the server's certificate
-/// needs a root certificate.
+/// What libpq takes from the environment and its default files for TLS, where the URI says
+/// nothing: `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`, then the files under
+/// `~/.postgresql/` that exist; for dbsync's own connections as for the children's (which are
+/// given them explicitly). A mode that checks the server's certificate needs a root certificate.
 pub(super) fn add_default_certificates(
     endpoint: &mut Endpoint,
     side: Side,
     environment: &Environment,
 ) -> Result<(), SyncError> {
+    if endpoint.sslmode.is_none()
+        && let Some(mode) = environment.get("PGSSLMODE")
+    {
+        endpoint.sslmode = Some(SslMode::parse(&mode).map_err(|error| usage_error!("PGSSLMODE: {error:#}"))?);
+    }
+    let files = &mut endpoint.tls_files;
+    for (slot, variable) in [
+        (&mut files.root_certificate, "PGSSLROOTCERT"),
+        (&mut files.certificate, "PGSSLCERT"),
+        (&mut files.key, "PGSSLKEY"),
+    ] {
+        if slot.is_none() {
+            *slot = environment.get(variable).map(PathBuf::from);
+        }
+    }
     if let Some(home) = environment.get("HOME") {
         let directory = Path::new(&home).join(".postgresql");
         let files = &mut endpoint.tls_files;

@@ -12,7 +12,7 @@ pub struct Environment {
 
 impl Environment {
     /// Every variable dbsync reads: the old script's, libpq's, the display's and its own.
-    pub const NAMES: [&'static str; 24] = [
+    pub const NAMES: [&'static str; 28] = [
         "MAIN_DB_HOST",
         "MAIN_DB_PORT",
         "MAIN_DB_USER",
@@ -32,6 +32,10 @@ impl Environment {
         "PGPASSWORD",
         "PGPASSFILE",
         "PGOPTIONS",
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "PGSSLCERT",
+        "PGSSLKEY",
         "USER",
         "HOME",
         "TERM",

@@ -843,6 +843,51 @@ fn tls_targets_are_reached_with_libpq_s_sslmodes_and_certificates_checked() {
     let output = run("sslmode=verify-full");
     assert_exit(&output, 2);
     assert!(text(&output).contains("needs a root certificate"), "{}", text(&output));
+
+    // libpq's variables, where the URI says nothing: the same checks as the URI's parameters.
+    let run_with = |variables: &[(&str, String)]| {
+        let mut command = dbsync();
+        // libpq's variables reach every connection: the source, without TLS, says so itself.
+        command
+            .args(["sync", "--yes", "--source"])
+            .arg(format!("{}?sslmode=disable", clusters().source.uri("tls_src")))
+            .arg("--target")
+            .arg(secured.uri("tls_dst"))
+            .arg("--dump-dir")
+            .arg(dumps.path())
+            .env("HOME", files.path());
+        for (name, value) in variables {
+            command.env(name, value);
+        }
+        command.output().unwrap()
+    };
+    let checked = run_with(&[("PGSSLMODE", "verify-ca".into()), ("PGSSLROOTCERT", path("ca.crt"))]);
+    assert_exit(&checked, 0);
+    let wrong_authority = run_with(&[
+        ("PGSSLMODE", "verify-ca".into()),
+        ("PGSSLROOTCERT", path("other_ca.crt")),
+    ]);
+    assert_exit(&wrong_authority, 1);
+    let refused = run_with(&[("PGSSLMODE", "verify-full".into())]);
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("needs a root certificate"),
+        "{}",
+        text(&refused)
+    );
+    // PGSSLMODE=require against a server without TLS: refused, never sent in plain text.
+    let plain = dbsync()
+        .args(["sync", "--yes", "--source"])
+        .arg(clusters().source.uri("tls_src"))
+        .arg("--target")
+        .arg(clusters().target.uri("tls_plain_dst"))
+        .arg("--dump-dir")
+        .arg(dumps.path())
+        .env("PGSSLMODE", "require")
+        .output()
+        .unwrap();
+    assert_exit(&plain, 1);
+    assert!(!clusters().target.database_exists("tls_plain_dst"));
     assert_eq!(
         secured.psql("tls_dst", "SELECT count(*) FROM orders"),
         "30",
@@ -917,4 +962,48 @@ fn a_file_level_clone_of_the_source_is_a_valid_target_but_the_source_itself_is_n
         text(&output)
     );
     assert_eq!(original.psql("same_name", "SELECT count(*) FROM kept"), "3");
+}
+
+#[test]
+fn a_uri_without_a_user_connects_as_the_operating_system_user() {
+    // As libpq: neither PGUSER nor USER set (a cron job's environment), the user dbsync runs as.
+    let clusters = clusters();
+    source_with_tables("os_user_src");
+    let me = String::from_utf8(std::process::Command::new("id").arg("-un").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    clusters.target.psql(
+        "postgres",
+        &format!(
+            "DROP ROLE IF EXISTS \"{me}\"; CREATE ROLE \"{me}\" LOGIN SUPERUSER PASSWORD '{}'",
+            crate::harness::PASSWORD.replace('\'', "''")
+        ),
+    );
+    let target = format!(
+        "postgres://:{}@127.0.0.1:{}/os_user_dst",
+        crate::harness::PASSWORD_IN_URI,
+        clusters.target.port
+    );
+    let dumps = dump_dir();
+    let output = dbsync()
+        .args(["sync", "--yes", "--source"])
+        .arg(clusters.source.uri("os_user_src"))
+        .arg("--target")
+        .arg(&target)
+        .arg("--dump-dir")
+        .arg(dumps.path())
+        .env_remove("USER")
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert!(
+        text(&output).contains(&format!("TARGET DB (TO):     {me}@127.0.0.1")),
+        "{}",
+        text(&output)
+    );
+    clusters
+        .target
+        .psql("postgres", "DROP DATABASE IF EXISTS os_user_dst WITH (FORCE)");
+    clusters.target.psql("postgres", &format!("DROP ROLE \"{me}\""));
 }

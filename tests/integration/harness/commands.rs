@@ -27,6 +27,10 @@ pub fn dbsync() -> Command {
         "PGPORT",
         "PGUSER",
         "PGDATABASE",
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "PGSSLCERT",
+        "PGSSLKEY",
         "DBSYNC_CONFIG",
     ] {
         command.env_remove(variable);
