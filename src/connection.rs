@@ -59,6 +59,35 @@ pub struct EndpointDefaults {
 }
 
 impl Endpoint {
+    /// Parses a connection string as libpq does: a URI (`postgres://…`) or `key=value` pairs
+    /// (`host=db dbname=shop user=app`, what `psql` and `pg_dump -d` take).
+    pub fn parse(text: &str, defaults: &EndpointDefaults) -> Result<Endpoint> {
+        let trimmed = text.trim_start();
+        if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") || !trimmed.contains('=') {
+            return Endpoint::parse_uri(text, defaults);
+        }
+        let mut endpoint = Endpoint::with_defaults(defaults);
+        for (key, value) in conninfo_pairs(text)? {
+            endpoint.set_parameter(&key, value)?;
+        }
+        if endpoint.dbname.is_empty() {
+            bail!("the connection string names no database; add dbname=NAME");
+        }
+        Ok(endpoint)
+    }
+
+    fn with_defaults(defaults: &EndpointDefaults) -> Endpoint {
+        Endpoint {
+            host: defaults.host.clone(),
+            port: defaults.port,
+            user: defaults.user.clone(),
+            dbname: String::new(),
+            password: None,
+            sslmode: None,
+            tls_files: TlsFiles::default(),
+        }
+    }
+
     /// Parses `postgres://user:password@host:port/dbname?sslmode=...&host=/socket/dir`.
     pub fn parse_uri(uri: &str, defaults: &EndpointDefaults) -> Result<Endpoint> {
         let rest = uri
@@ -82,15 +111,7 @@ impl Endpoint {
             Some((userinfo, hostport)) => (Some(userinfo), hostport),
             None => (None, authority),
         };
-        let mut endpoint = Endpoint {
-            host: defaults.host.clone(),
-            port: defaults.port,
-            user: defaults.user.clone(),
-            dbname: String::new(),
-            password: None,
-            sslmode: None,
-            tls_files: TlsFiles::default(),
-        };
+        let mut endpoint = Endpoint::with_defaults(defaults);
         if let Some(userinfo) = userinfo {
             endpoint.set_user_info(userinfo)?;
         }
@@ -163,7 +184,7 @@ impl Endpoint {
             "sslkey" => self.tls_files.key = Some(value.into()),
             "application_name" | "connect_timeout" => {}
             other => bail!(
-                "URI parameter \"{other}\" is not supported by dbsync (supported: host, port, user, dbname, password, sslmode, sslrootcert, sslcert, sslkey)"
+                "connection parameter \"{other}\" is not supported by dbsync (supported: host, port, user, dbname, password, sslmode, sslrootcert, sslcert, sslkey)"
             ),
         }
         Ok(())
@@ -355,9 +376,82 @@ pub fn redact_uri(uri: &str) -> String {
     redacted
 }
 
+/// The `key=value` pairs of a libpq connection string: values bare (up to whitespace) or in
+/// single quotes, where `\\'` and `\\\\` stand for a quote and a backslash.
+fn conninfo_pairs(text: &str) -> Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    let mut characters = text.chars().peekable();
+    loop {
+        while characters.next_if(|character| character.is_whitespace()).is_some() {}
+        if characters.peek().is_none() {
+            return Ok(pairs);
+        }
+        let key: String =
+            std::iter::from_fn(|| characters.next_if(|character| *character != '=' && !character.is_whitespace()))
+                .collect();
+        while characters.next_if(|character| character.is_whitespace()).is_some() {}
+        if characters.next() != Some('=') {
+            bail!("\"{key}\" in the connection string has no value; write key=value");
+        }
+        while characters.next_if(|character| character.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if characters.next_if_eq(&'\'').is_some() {
+            loop {
+                match characters.next() {
+                    Some('\\') => value.extend(characters.next()),
+                    Some('\'') => break,
+                    Some(character) => value.push(character),
+                    None => bail!("the value of {key} in the connection string has no closing quote"),
+                }
+            }
+        } else {
+            while let Some(character) = characters.next_if(|character| !character.is_whitespace()) {
+                match character {
+                    '\\' => value.extend(characters.next()),
+                    character => value.push(character),
+                }
+            }
+        }
+        pairs.push((key, value));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_value_strings_are_read_as_libpq_reads_them() {
+        let endpoint = Endpoint::parse(
+            "host=db.example port=6543 user=app dbname='Main DB' password='it''s' sslmode=require",
+            &defaults(),
+        );
+        assert!(endpoint.is_err(), "two quotes are not libpq's escape");
+        let endpoint = Endpoint::parse(
+            "host=db.example port=6543 user=app dbname='Main DB' password='it\\'s' sslmode=require",
+            &defaults(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                endpoint.host.as_str(),
+                endpoint.port,
+                endpoint.user.as_str(),
+                endpoint.dbname.as_str()
+            ),
+            ("db.example", 6543, "app", "Main DB")
+        );
+        assert_eq!(endpoint.password.as_ref().unwrap().expose(), "it's");
+        assert_eq!(endpoint.sslmode, Some(SslMode::Require));
+        assert!(
+            Endpoint::parse("host=db user=app", &defaults())
+                .unwrap_err()
+                .to_string()
+                .contains("dbname")
+        );
+        assert!(Endpoint::parse("host=db dbname=x service=prod", &defaults()).is_err());
+        assert_eq!(Endpoint::parse("dbname=shop", &defaults()).unwrap().user, "me");
+    }
 
     fn defaults() -> EndpointDefaults {
         EndpointDefaults {

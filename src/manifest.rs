@@ -309,11 +309,7 @@ mod tests {
                     foreign_key_policy: crate::plan::ForeignKeyPolicy::NotValid,
                     referenced_tables: vec![],
                 },
-                target_needs: TargetNeeds {
-                    required_roles: Default::default(),
-                    extensions: vec![],
-                    schema_locks: 0,
-                },
+                target_needs: TargetNeeds::default(),
                 index_owners: vec![],
                 structure: Structure::default(),
             },

@@ -124,7 +124,7 @@ pub struct RequiredRoles {
 /// What the target server must have for the schema to be restored, and how many locks the
 /// schema restore takes there: from the source's inventory for a sync, from the manifest for a
 /// restore.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct TargetNeeds {
     pub required_roles: RequiredRoles,
     pub extensions: Vec<String>,

@@ -595,18 +595,15 @@ impl RunContext<'_> {
         Ok(source_counts)
     }
 
-    /// The database's own properties, then the copy in place of the target.
-    pub(super) async fn swap(
+    /// The source database's comment (marked for a dated archive), owner and settings on the
+    /// copy, and its schema `public` as a 15+ source has it.
+    async fn give_database_properties(
         &mut self,
-        target: &Endpoint,
         job: &Job,
         database: &catalog::DatabaseInfo,
         database_settings: &[catalog::DatabaseSetting],
     ) -> Result<(), SyncError> {
-        self.check_cancelled()?;
-        self.run_hooks(HookStage::AfterImport, job.copy()).await?;
         let settings = self.settings;
-        let temporary = job.copy().dbname.clone();
         let target_server = self.workspace.target_server.as_ref().expect("connected in preflight");
         // A dated archive says so in its comment: what retention requires before it drops one.
         let marked = settings.dated.as_ref().map(|template| catalog::DatabaseInfo {
@@ -615,7 +612,7 @@ impl RunContext<'_> {
         });
         let warnings = target_server
             .apply_database_properties(
-                &temporary,
+                &job.copy().dbname,
                 marked.as_ref().unwrap_or(database),
                 database_settings,
                 !settings.no_owner,
@@ -631,6 +628,22 @@ impl RunContext<'_> {
                 .await
                 .map_err(|error| step_error(&self.cancellation, error))?;
         }
+        Ok(())
+    }
+
+    /// The database's own properties, then the copy in place of the target.
+    pub(super) async fn swap(
+        &mut self,
+        target: &Endpoint,
+        job: &Job,
+        database: &catalog::DatabaseInfo,
+        database_settings: &[catalog::DatabaseSetting],
+    ) -> Result<(), SyncError> {
+        self.check_cancelled()?;
+        self.run_hooks(HookStage::AfterImport, job.copy()).await?;
+        let settings = self.settings;
+        let temporary = job.copy().dbname.clone();
+        self.give_database_properties(job, database, database_settings).await?;
         self.check_cancelled()?;
         self.emit(Event::Notice(Notice::Swapping {
             temporary: temporary.clone(),

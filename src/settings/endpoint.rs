@@ -80,11 +80,11 @@ pub(super) fn resolve_endpoint(
     let mut date_format = None;
     let mut parse = |uri: &str| {
         if side != Side::Target {
-            return Endpoint::parse_uri(uri, defaults).map_err(uri_error);
+            return Endpoint::parse(uri, defaults).map_err(uri_error);
         }
         let (hidden, format) = dated::hide_placeholder_in_uri(uri).map_err(uri_error)?;
         date_format = format;
-        Endpoint::parse_uri(&hidden, defaults).map_err(uri_error)
+        Endpoint::parse(&hidden, defaults).map_err(uri_error)
     };
     let mut endpoint = if let Some(uri) = flag {
         parse(uri)?

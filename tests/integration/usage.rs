@@ -1007,3 +1007,44 @@ fn a_uri_without_a_user_connects_as_the_operating_system_user() {
         .psql("postgres", "DROP DATABASE IF EXISTS os_user_dst WITH (FORCE)");
     clusters.target.psql("postgres", &format!("DROP ROLE \"{me}\""));
 }
+
+#[test]
+fn key_value_connection_strings_work_as_for_psql() {
+    let clusters = clusters();
+    source_with_tables("conninfo_src");
+    let conninfo = |cluster: &crate::harness::Cluster, database: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=postgres password='{}' dbname={database}",
+            cluster.port,
+            crate::harness::PASSWORD.replace('\\', "\\\\").replace('\'', "\\'")
+        )
+    };
+    let dumps = dump_dir();
+    let output = dbsync()
+        .args(["sync", "--yes", "--source"])
+        .arg(conninfo(&clusters.source, "conninfo_src"))
+        .arg("--target")
+        .arg(conninfo(&clusters.target, "conninfo_dst"))
+        .arg("--dump-dir")
+        .arg(dumps.path())
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert_eq!(
+        crate::fingerprint(&clusters.source, "conninfo_src"),
+        crate::fingerprint(&clusters.target, "conninfo_dst")
+    );
+    let unsupported = dbsync()
+        .args(["sync", "--yes", "--source"])
+        .arg(format!("{} service=prod", conninfo(&clusters.source, "conninfo_src")))
+        .arg("--target")
+        .arg(conninfo(&clusters.target, "conninfo_dst"))
+        .output()
+        .unwrap();
+    assert_exit(&unsupported, 2);
+    assert!(
+        text(&unsupported).contains("connection parameter \"service\" is not supported"),
+        "{}",
+        text(&unsupported)
+    );
+}
