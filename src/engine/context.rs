@@ -310,6 +310,8 @@ impl<'a> RunContext<'a> {
             Err(error) => (error.outcome(), error.exit_code(), Some(format!("{error:#}"))),
         };
         Summary {
+            mode: self.settings.kind(),
+            dbsync_version: env!("CARGO_PKG_VERSION"),
             source: self.origin(),
             target: self.destination(),
             started_at: started_at.to_rfc3339(),

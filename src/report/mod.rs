@@ -550,6 +550,10 @@ pub struct RowChanges {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// What ran: `sync`, `refresh` (`--data-only`), `incremental`, `merge`, `dump`, `restore`.
+    pub mode: RunKind,
+    /// The dbsync that ran.
+    pub dbsync_version: &'static str,
     pub source: String,
     pub target: String,
     pub started_at: String,

@@ -562,6 +562,7 @@ fn the_report_of_a_failed_run_lists_every_table_with_its_result() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     std::fs::remove_file(&report).unwrap();
     assert_eq!(json["outcome"], "failed");
+    assert_eq!(json["mode"], "sync");
     assert_eq!(json["exit_code"], 1);
     assert!(
         json["error"]

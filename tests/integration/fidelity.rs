@@ -103,6 +103,8 @@ fn whole_database_sync_makes_the_target_equal_to_the_source() {
 
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(report["outcome"], "success");
+    assert_eq!(report["mode"], "sync");
+    assert_eq!(report["dbsync_version"], env!("CARGO_PKG_VERSION"));
     let events = report["tables"]
         .as_array()
         .unwrap()

@@ -71,6 +71,7 @@ fn incremental(source: &str, target: &str, extra: &[&str], work: &Path) -> (Outp
 
 /// The changes the report gives for `table`: method, inserted, updated, deleted, unchanged.
 fn changes(report: &serde_json::Value, table: &str) -> (String, u64, u64, u64, u64) {
+    assert_eq!(report["mode"], "incremental", "the report says which mode ran");
     let method = crate::report_row(report, table)["changes"]["method"]
         .as_str()
         .unwrap()
