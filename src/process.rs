@@ -80,6 +80,9 @@ pub struct ChildCommand {
     pub inherited: Option<InheritedFile>,
     /// The signal the child gets when dbsync dies without a chance to stop it (`kill -9`).
     pub death_signal: Signal,
+    /// The user's own environment, their password variables included (a hook, run as a shell
+    /// would run it); `pg_dump` and `pg_restore` get no password variable but the pass file.
+    pub users_environment: bool,
 }
 
 impl ChildCommand {
@@ -91,7 +94,14 @@ impl ChildCommand {
             stdout: Stdout::Discard,
             inherited: None,
             death_signal: Signal::SIGKILL,
+            users_environment: false,
         }
+    }
+
+    /// Keeps the user's whole environment for the child (see `users_environment`).
+    pub fn with_users_environment(mut self) -> ChildCommand {
+        self.users_environment = true;
+        self
     }
 
     pub fn capturing_stdout(mut self, stdout: Stdout) -> ChildCommand {
@@ -300,8 +310,10 @@ fn start(command: &ChildCommand, stdin: Stdio, stdout: Stdio) -> Result<Started,
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    for variable in SECRET_VARIABLES {
-        process.env_remove(variable);
+    if !command.users_environment {
+        for variable in SECRET_VARIABLES {
+            process.env_remove(variable);
+        }
     }
     for (key, value) in &command.environment {
         process.env(key, value);

@@ -80,6 +80,8 @@ impl RunContext<'_> {
         let mut child = ChildCommand::new("/bin/sh".into())
             .arguments(["-c", GUARDIAN, "dbsync-hook", command])
             .death_signal(Signal::SIGHUP)
+            // As a shell would run it: the user's own variables (PGPASSWORD among them) reach it.
+            .with_users_environment()
             .capturing_stdout(Stdout::Tail)
             .env("DBSYNC_HOOK", stage.name())
             .env("DBSYNC_WORK_DATABASE", &work.dbname)

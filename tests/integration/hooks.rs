@@ -342,3 +342,31 @@ fn a_hook_dies_with_dbsync_even_by_kill_9() {
     }
     assert!(gone, "the hook's process outlived dbsync's kill -9 by 10 s");
 }
+
+#[test]
+fn a_hook_gets_the_users_own_environment_and_its_password() {
+    source_with_names("hook_env_src");
+    let directory = dump_dir();
+    let config = directory.path().join("env.toml");
+    std::fs::write(
+        &config,
+        "[hooks]\nafter_import = [{ command = \"psql \\\"$DBSYNC_WORK_URI\\\" -XAtc 'SELECT 40 + 2'\" }]\n",
+    )
+    .unwrap();
+    // The URI a hook gets has no password; the one the user exported reaches it.
+    let output = crate::sync_command("hook_env_src", "hook_env_dst", directory.path())
+        .args(["--yes", "--config", config.to_str().unwrap()])
+        .env("PGPASSWORD", crate::harness::PASSWORD)
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    let log = text(&output);
+    let shown: Vec<&str> = log
+        .lines()
+        .skip_while(|line| !line.contains("Hook after_import: command psql"))
+        .skip(1)
+        .take(1)
+        .map(str::trim)
+        .collect();
+    assert_eq!(shown, ["42"], "{log}");
+}
