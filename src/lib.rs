@@ -180,13 +180,18 @@ async fn run_engine(settings: Result<settings::Settings, errors::SyncError>) -> 
         return ExitCode::FAILURE;
     }
     let outcome = engine::run(&settings, reporter.clone(), cancellation).await;
-    // A refusal changed nothing: its reason is the whole story, without a table of NOT DONE.
-    if !outcome.summary.tables.is_empty() && outcome.summary.outcome != Outcome::Refused {
+    // A refusal or a dry run changed nothing: no table of NOT DONE rows after it.
+    let changed_nothing = outcome.summary.outcome == Outcome::Refused || (settings.dry_run && outcome.result.is_ok());
+    if !outcome.summary.tables.is_empty() && !changed_nothing {
         reporter.emit(Event::Summary(outcome.summary.clone()));
     }
+    let line = match settings.dry_run && outcome.result.is_ok() {
+        true => "✅ Dry run finished: nothing was changed.".to_string(),
+        false => report::closing_line(&outcome.result, kind),
+    };
     reporter.emit(Event::Finished {
         success: outcome.result.is_ok(),
-        line: report::closing_line(&outcome.result, kind),
+        line,
     });
     if let Some(path) = &settings.report
         && let Err(error) = report::json::write(path, &outcome.summary)

@@ -142,9 +142,15 @@ fn inserts_updates_and_deletes_since_the_last_run_arrive_exactly() {
         "events: would compare key ranges (no watermark yet)",
         "plain_log: would replace every row (no primary key)",
         "Dry run: nothing was changed",
+        "✅ Dry run finished: nothing was changed.",
     ] {
         assert!(log.contains(expected), "{expected}:\n{log}");
     }
+    // No "finished successfully", no table of NOT DONE rows.
+    assert!(
+        !log.contains("finished successfully") && !log.contains("NOT DONE"),
+        "{log}"
+    );
     assert_eq!(clusters.target.psql("inc_dst", "SELECT count(*) FROM authors"), "50");
     let (deep_preview, _) = incremental("inc_src", "inc_dst", &["--dry-run", "--deep"], work.path());
     assert!(
