@@ -201,8 +201,11 @@ async fn run_engine(settings: Result<settings::Settings, errors::SyncError>) -> 
     match &outcome.result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // Also on stderr, so cron mails and CI logs show why even when stdout is discarded.
-            report::print_error(&report::closing_line(&outcome.result, kind));
+            // Also on stderr, so cron mails and CI logs show why even when stdout is discarded;
+            // not twice where both are one (a terminal).
+            if !report::output_and_errors_are_one() {
+                report::print_error(&report::closing_line(&outcome.result, kind));
+            }
             error.exit_code()
         }
     }

@@ -232,7 +232,10 @@ impl Workspace {
 
     /// A second signal gives up on dropping the unfinished copy: the next run drops it.
     pub async fn clean_up(&mut self, keep_dumps: bool, reporter: &dyn Reporter, cancellation: &Cancellation) -> Kept {
-        reporter.emit(Event::Cleanup);
+        // A run refused before it made anything has nothing to clean up, and says nothing of it.
+        if self.temporary_database.is_some() || self.dump_directory.is_some() {
+            reporter.emit(Event::Cleanup);
+        }
         let mut kept = Kept::default();
         // Kept with the dumps, a failed run's copy is what a resume continues in.
         if keep_dumps && let Some(database) = self.temporary_database.take() {

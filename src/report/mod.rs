@@ -859,6 +859,20 @@ pub fn print_error(message: &str) {
     eprintln!("dbsync: {message}");
 }
 
+/// Whether standard output and standard error are the same file (a terminal, or `> log 2>&1`):
+/// then a line already printed on the one need not be repeated on the other.
+pub fn output_and_errors_are_one() -> bool {
+    use std::os::fd::AsRawFd;
+    let identity = |stat: nix::sys::stat::FileStat| (stat.st_dev, stat.st_ino);
+    match (
+        nix::sys::stat::fstat(std::io::stdout().as_raw_fd()),
+        nix::sys::stat::fstat(std::io::stderr().as_raw_fd()),
+    ) {
+        (Ok(output), Ok(errors)) => identity(output) == identity(errors),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

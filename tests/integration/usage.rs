@@ -1048,3 +1048,36 @@ fn key_value_connection_strings_work_as_for_psql() {
         text(&unsupported)
     );
 }
+
+#[test]
+fn a_refusal_on_a_terminal_says_its_reason_once_and_nothing_of_cleaning_up() {
+    source_with_tables("refused_once_src");
+    let dumps = dump_dir();
+    let output = crate::sync_on_a_terminal(
+        "refused_once_src",
+        "refused_once_dst",
+        &["--include", "no_such_table", "--yes"],
+        "",
+        dumps.path(),
+    );
+    let screen = text(&output);
+    assert_eq!(
+        screen.matches("matches no table in the source database").count(),
+        1,
+        "{screen}"
+    );
+    assert!(!screen.contains("FINAL CLEANUP"), "{screen}");
+    // Apart (a cron job's stdout and stderr), stderr still says why.
+    let apart = crate::sync(
+        "refused_once_src",
+        "refused_once_dst",
+        &["--include", "no_such_table", "--yes"],
+        dumps.path(),
+    );
+    assert_exit(&apart, 2);
+    assert!(
+        String::from_utf8_lossy(&apart.stderr).contains("matches no table in the source database"),
+        "{}",
+        text(&apart)
+    );
+}
