@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/postgres.sh
 ensure_postgres
-cargo build --release --quiet
+# The first build compiles every dependency: a few minutes on two cores. Its progress shows.
+echo "Building dbsync (release; the first build takes a few minutes) ..."
+cargo build --release
 
 base=$(throwaway_base demo)
 source_port=$(free_port)
@@ -38,5 +40,10 @@ psql_on "$source_port" -d postgres -c "ALTER DATABASE \"Main_DB\" SET work_mem =
     --dump-dir "$base" "$@"
 
 echo
-echo "Row counts on the target (Archive_DB):"
-psql_on "$target_port" -d Archive_DB -c "SELECT relname AS table, n_live_tup AS rows FROM pg_stat_user_tables ORDER BY relname LIMIT 12" -P pager=off || true
+echo "Rows on the target (Archive_DB), counted:"
+psql_on "$target_port" -d Archive_DB -P pager=off -c "
+  SELECT format('%I.%I', n.nspname, c.relname) AS table,
+         (xpath('/row/count/text()', query_to_xml(format('SELECT count(*) FROM ONLY %s', c.oid::regclass), false, true, '')))[1]::text::bigint AS rows
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  ORDER BY 2 DESC, 1 LIMIT 12" || true
