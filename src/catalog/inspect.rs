@@ -449,8 +449,7 @@ pub async fn roles_not_assumable(client: &Client, owners: &BTreeSet<String>) -> 
 /// without USAGE on their schema (found by name in the catalogs, which a name cast to `regclass`
 /// in a schema without USAGE cannot be).
 pub async fn unreadable(client: &Client, relations: &[QualifiedName]) -> Result<Vec<QualifiedName>> {
-    let schemas: Vec<&str> = relations.iter().map(|relation| relation.schema.as_str()).collect();
-    let names: Vec<&str> = relations.iter().map(|relation| relation.name.as_str()).collect();
+    let (schemas, names) = super::schemas_and_names(relations);
     let positions: Vec<i32> = client
         .query(
             "SELECT position::int4 - 1 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS relations(schema, name, position) \
@@ -517,8 +516,10 @@ pub async fn objects_newer_than_17(client: &Client) -> Result<Vec<String>> {
 /// The tables (`schema.table`, as `%I.%I` writes them) that have planner statistics, of
 /// `among` (`None`: of every user table).
 pub async fn tables_with_statistics(client: &Client, among: Option<&[QualifiedName]>) -> Result<BTreeSet<String>> {
-    let schemas: Option<Vec<&str>> = among.map(|tables| tables.iter().map(|table| table.schema.as_str()).collect());
-    let names: Option<Vec<&str>> = among.map(|tables| tables.iter().map(|table| table.name.as_str()).collect());
+    let (schemas, names) = match among.map(super::schemas_and_names) {
+        Some((schemas, names)) => (Some(schemas), Some(names)),
+        None => (None, None),
+    };
     Ok(client
         .query(
             "SELECT DISTINCT format('%I.%I', schemaname, tablename) FROM pg_catalog.pg_stats \
@@ -623,8 +624,7 @@ const CONSTRAINT_IDENTITY: &str = "CASE WHEN k.contype = 'f' AND k.conparentid <
 /// Reads the structure; on the source, call it in the snapshot session, so that it describes
 /// what the dump holds.
 pub async fn structure(client: &Client, leaving_out: &[QualifiedName]) -> Result<Structure> {
-    let schemas: Vec<&str> = leaving_out.iter().map(|table| table.schema.as_str()).collect();
-    let names: Vec<&str> = leaving_out.iter().map(|table| table.name.as_str()).collect();
+    let (schemas, names) = super::schemas_and_names(leaving_out);
     // Every query reads the user's tables (but those left out of the copy whole): `c` with its
     // schema `n`, joined to what it lists.
     let query = |select: &str, from: &str, condition: &str| {

@@ -103,8 +103,7 @@ pub async fn unique_indexes(
     client: &Client,
     tables: &[super::QualifiedName],
 ) -> Result<Vec<(super::QualifiedName, String, Vec<String>)>> {
-    let schemas: Vec<&str> = tables.iter().map(|table| table.schema.as_str()).collect();
-    let names: Vec<&str> = tables.iter().map(|table| table.name.as_str()).collect();
+    let (schemas, names) = super::schemas_and_names(tables);
     let rows = client
         .query(
             "SELECT n.nspname::text, c.relname::text, ic.relname::text, array_agg(a.attname::text ORDER BY k.position) \

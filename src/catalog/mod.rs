@@ -182,6 +182,15 @@ pub struct QualifiedName {
     pub name: String,
 }
 
+/// The schemas and the names of `tables`, as two arrays: what a query joins to the catalogs
+/// with `unnest($1::text[], $2::text[])`.
+pub(crate) fn schemas_and_names(tables: &[QualifiedName]) -> (Vec<&str>, Vec<&str>) {
+    tables
+        .iter()
+        .map(|table| (table.schema.as_str(), table.name.as_str()))
+        .unzip()
+}
+
 impl QualifiedName {
     pub fn quoted(&self) -> String {
         format!("{}.{}", quote_identifier(&self.schema), quote_identifier(&self.name))

@@ -282,10 +282,8 @@ impl RunContext<'_> {
                 .map(|path| path.display().to_string())
                 .unwrap_or_default(),
             tools_note: self
-                .workspace
-                .target_server
-                .as_ref()
-                .and_then(|target| crate::tools::target_note(tools, target.server.major())),
+                .majors
+                .and_then(|(_, target)| crate::tools::target_note(tools, target)),
         }));
         if settings.content == Content::SchemaOnly {
             self.emit(Event::Notice(Notice::SchemaOnly));
@@ -503,11 +501,7 @@ impl RunContext<'_> {
     /// statistics on the source must have them on the copy (else exit 3).
     pub(super) async fn carry_statistics(&mut self, job: &Job, plan: &Plan, source: &Source) -> Result<(), SyncError> {
         let first = steps::statistics::FIRST_MAJOR;
-        let target_major = self
-            .workspace
-            .target_server
-            .as_ref()
-            .map_or(0, |target| target.server.major());
+        let target_major = self.majors.map_or(0, |(_, target)| target);
         let able = job.tools.dump_major >= first && job.tools.restore_major >= first && target_major >= first;
         if !self.settings.statistics || !able || job.snapshot.is_none() {
             return Ok(());

@@ -1,6 +1,9 @@
 //! Servers and client tools of other PostgreSQL majors than the shared servers' (fetched by
 //! `scripts/test.sh`): copies across majors with whichever client tools are installed.
 
+use std::path::Path;
+use std::process::Output;
+
 use crate::harness::{Cluster, cluster_of_major, clusters, fetched_bin_dir};
 use crate::{assert_exit, dump_dir, fingerprint, text};
 
@@ -28,6 +31,25 @@ fn versioned_source(cluster: &Cluster, database: &str) {
     );
 }
 
+/// `dbsync sync` (through `crate::sync_between`) with client tools 18 only, and `extra` flags.
+fn sync_with_client_18(source_uri: &str, target_uri: &str, dumps: &Path, extra: &[&str]) -> Output {
+    let client = fetched_bin_dir("client", 18);
+    let mut flags = vec!["--pg-bin", client.to_str().unwrap()];
+    flags.extend_from_slice(extra);
+    crate::sync_between(source_uri, target_uri, &flags, dumps)
+}
+
+/// `dbsync dump` of `source_uri` into `output` with client tools 18 only.
+fn dump_with_client_18(source_uri: &str, output: &Path) -> Output {
+    crate::dbsync()
+        .args(["dump", "--plain", "--source", source_uri, "--output"])
+        .arg(output)
+        .arg("--pg-bin")
+        .arg(fetched_bin_dir("client", 18))
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_14_source_copies_into_15_and_18_targets_with_only_client_tools_18() {
     let old = cluster_of_major("pg14", 14);
@@ -36,17 +58,12 @@ fn a_14_source_copies_into_15_and_18_targets_with_only_client_tools_18() {
     let client = fetched_bin_dir("client", 18);
     let dumps = dump_dir();
     for (target, name) in [(&clusters().target, "v14_in_15"), (&newest, "v14_in_18")] {
-        let output = crate::dbsync()
-            .args(["sync", "--yes", "--verify", "checksum", "--source"])
-            .arg(old.uri("v14_src"))
-            .arg("--target")
-            .arg(target.uri(name))
-            .arg("--dump-dir")
-            .arg(dumps.path())
-            .arg("--pg-bin")
-            .arg(&client)
-            .output()
-            .unwrap();
+        let output = sync_with_client_18(
+            &old.uri("v14_src"),
+            &target.uri(name),
+            dumps.path(),
+            &["--verify", "checksum"],
+        );
         assert_exit(&output, 0);
         assert_eq!(
             fingerprint(&old, "v14_src"),
@@ -80,22 +97,9 @@ fn a_downgrade_is_refused_unless_allowed() {
     let newest = cluster_of_major("pg18_downgrade", 18);
     versioned_source(&newest, "v18_src");
     crate::precious_target("v18_in_15");
-    let client = fetched_bin_dir("client", 18);
     let dumps = dump_dir();
-    let run = |extra: &[&str]| {
-        crate::dbsync()
-            .args(["sync", "--yes", "--source"])
-            .arg(newest.uri("v18_src"))
-            .arg("--target")
-            .arg(clusters().target.uri("v18_in_15"))
-            .arg("--dump-dir")
-            .arg(dumps.path())
-            .arg("--pg-bin")
-            .arg(&client)
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let target = clusters().target.uri("v18_in_15");
+    let run = |extra: &[&str]| sync_with_client_18(&newest.uri("v18_src"), &target, dumps.path(), extra);
     let refused = run(&[]);
     assert_exit(&refused, 2);
     assert!(
@@ -141,15 +145,7 @@ fn an_archive_of_pg_dump_18_is_restored_with_a_pg_restore_that_reads_it() {
     let client = fetched_bin_dir("client", 18);
     let parent = dump_dir();
     let archive = parent.path().join("archive");
-    let dumped = crate::dbsync()
-        .args(["dump", "--plain", "--source"])
-        .arg(old.uri("v14_archived"))
-        .arg("--output")
-        .arg(&archive)
-        .arg("--pg-bin")
-        .arg(&client)
-        .output()
-        .unwrap();
+    let dumped = dump_with_client_18(&old.uri("v14_archived"), &archive);
     assert_exit(&dumped, 0);
 
     // The tools found on this machine (15) cannot read it: said so, of the archive.
@@ -186,18 +182,9 @@ fn planner_statistics_are_carried_into_an_18_target() {
     let client = fetched_bin_dir("client", 18);
     let dumps = dump_dir();
     let run = |target: &str, extra: &[&str]| {
-        crate::dbsync()
-            .args(["sync", "--yes", "--plain", "--source"])
-            .arg(source.uri("stats_src"))
-            .arg("--target")
-            .arg(newest.uri(target))
-            .arg("--dump-dir")
-            .arg(dumps.path())
-            .arg("--pg-bin")
-            .arg(&client)
-            .args(extra)
-            .output()
-            .unwrap()
+        let mut flags = vec!["--plain"];
+        flags.extend_from_slice(extra);
+        sync_with_client_18(&source.uri("stats_src"), &newest.uri(target), dumps.path(), &flags)
     };
     let statistics = "SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename = 'customers'";
     let carried = run("stats_dst", &[]);
@@ -222,15 +209,7 @@ fn planner_statistics_are_carried_into_an_18_target() {
 
     // An archive carries them too: dumped with pg_dump 18, restored into the 18 server.
     let archive = dumps.path().join("archive");
-    let dumped = crate::dbsync()
-        .args(["dump", "--plain", "--source"])
-        .arg(source.uri("stats_src"))
-        .arg("--output")
-        .arg(&archive)
-        .arg("--pg-bin")
-        .arg(&client)
-        .output()
-        .unwrap();
+    let dumped = dump_with_client_18(&source.uri("stats_src"), &archive);
     assert_exit(&dumped, 0);
     assert!(archive.join("statistics.dump").is_file());
     let restored = crate::dbsync()
@@ -260,17 +239,12 @@ fn a_13_source_copies_into_an_18_target_with_only_client_tools_18() {
     let newest = cluster_of_major("pg18_from_13", 18);
     versioned_source(&oldest, "v13_src");
     let dumps = dump_dir();
-    let output = crate::dbsync()
-        .args(["sync", "--yes", "--verify", "checksum", "--source"])
-        .arg(oldest.uri("v13_src"))
-        .arg("--target")
-        .arg(newest.uri("v13_in_18"))
-        .arg("--dump-dir")
-        .arg(dumps.path())
-        .arg("--pg-bin")
-        .arg(fetched_bin_dir("client", 18))
-        .output()
-        .unwrap();
+    let output = sync_with_client_18(
+        &oldest.uri("v13_src"),
+        &newest.uri("v13_in_18"),
+        dumps.path(),
+        &["--verify", "checksum"],
+    );
     assert_exit(&output, 0);
     assert_eq!(
         fingerprint(&oldest, "v13_src"),
@@ -289,22 +263,9 @@ fn an_incremental_sync_from_16_into_17_reads_only_what_changed() {
         "v16_src",
         "ALTER TABLE customers ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now()",
     );
-    let client = fetched_bin_dir("client", 18);
     let dumps = dump_dir();
-    let run = |extra: &[&str]| {
-        crate::dbsync()
-            .args(["sync", "--yes", "--source"])
-            .arg(source.uri("v16_src"))
-            .arg("--target")
-            .arg(target.uri("v16_in_17"))
-            .arg("--dump-dir")
-            .arg(dumps.path())
-            .arg("--pg-bin")
-            .arg(&client)
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let run =
+        |extra: &[&str]| sync_with_client_18(&source.uri("v16_src"), &target.uri("v16_in_17"), dumps.path(), extra);
     assert_exit(&run(&[]), 0);
     assert_exit(&run(&["--incremental"]), 0);
     source.psql(
@@ -344,21 +305,14 @@ fn a_schema_too_large_for_one_transaction_is_restored_in_batches_by_pg_restore_1
          END LOOP; END $$;",
     );
     let dumps = dump_dir();
-    let run = |tools: &std::path::Path| {
-        crate::dbsync()
-            .args(["sync", "--yes", "--source"])
-            .arg(source.uri("many_src"))
-            .arg("--target")
-            .arg(small.uri("many_dst"))
-            .arg("--dump-dir")
-            .arg(dumps.path())
-            .arg("--pg-bin")
-            .arg(tools)
-            .output()
-            .unwrap()
-    };
     // pg_restore 15 has one transaction only: refused up front, saying what helps.
-    let refused = run(&source.bin_dir);
+    let tools_15 = source.bin_dir.to_str().unwrap();
+    let refused = crate::sync_between(
+        &source.uri("many_src"),
+        &small.uri("many_dst"),
+        &["--pg-bin", tools_15],
+        dumps.path(),
+    );
     assert_exit(&refused, 2);
     assert!(
         text(&refused)
@@ -367,7 +321,7 @@ fn a_schema_too_large_for_one_transaction_is_restored_in_batches_by_pg_restore_1
         text(&refused)
     );
     assert!(!small.database_exists("many_dst"));
-    let batched = run(&fetched_bin_dir("client", 18));
+    let batched = sync_with_client_18(&source.uri("many_src"), &small.uri("many_dst"), dumps.path(), &[]);
     assert_exit(&batched, 0);
     assert_eq!(
         fingerprint(source, "many_src"),
@@ -383,15 +337,15 @@ fn a_downgrade_into_14_keeps_the_schema_public_as_a_15_source_has_it() {
     let source = &clusters().source;
     versioned_source(source, "public_src");
     let dumps = dump_dir();
-    let output = crate::dbsync()
-        .args(["sync", "--yes", "--allow-downgrade", "--source"])
-        .arg(source.uri("public_src"))
-        .arg("--target")
-        .arg(older.uri("public_dst"))
-        .arg("--dump-dir")
-        .arg(dumps.path())
-        .output()
-        .unwrap();
+    let downgrade = || {
+        crate::sync_between(
+            &source.uri("public_src"),
+            &older.uri("public_dst"),
+            &["--allow-downgrade"],
+            dumps.path(),
+        )
+    };
+    let output = downgrade();
     assert_exit(&output, 0);
     assert_eq!(fingerprint(source, "public_src"), fingerprint(&older, "public_dst"));
     // As the source has it: on 15 nobody but the database's owner may create in public unless
@@ -404,18 +358,7 @@ fn a_downgrade_into_14_keeps_the_schema_public_as_a_15_source_has_it() {
         text(&output)
     );
     source.psql("public_src", "REVOKE CREATE ON SCHEMA public FROM PUBLIC");
-    assert_exit(
-        &crate::dbsync()
-            .args(["sync", "--yes", "--allow-downgrade", "--source"])
-            .arg(source.uri("public_src"))
-            .arg("--target")
-            .arg(older.uri("public_dst"))
-            .arg("--dump-dir")
-            .arg(dumps.path())
-            .output()
-            .unwrap(),
-        0,
-    );
+    assert_exit(&downgrade(), 0);
     assert_eq!(source.psql("public_src", open_to_all), "f");
     assert_eq!(older.psql("public_dst", open_to_all), "f");
     assert_eq!(

@@ -70,12 +70,7 @@ impl Restore<'_> {
     /// `pg_restore` and the target are 18+, and `--no-statistics` was not given.
     async fn restore_archived_statistics(&mut self, job: &steps::Job, facts: &RestoreFacts) -> Result<(), SyncError> {
         let first = steps::statistics::FIRST_MAJOR;
-        let target_major = self
-            .context
-            .workspace
-            .target_server
-            .as_ref()
-            .map_or(0, |target| target.server.major());
+        let target_major = self.context.majors.map_or(0, |(_, target)| target);
         let carried = steps::statistics::statistics_dump_path(job).is_file();
         if !carried || !self.context.settings.statistics || job.tools.restore_major < first || target_major < first {
             return Ok(());
