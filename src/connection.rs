@@ -56,18 +56,44 @@ pub struct EndpointDefaults {
     pub host: String,
     pub port: u16,
     pub user: String,
+    /// `PGSERVICE`: the service a connection string that names none uses.
+    pub service: Option<String>,
+    /// The connection service files, searched in order (libpq: `PGSERVICEFILE` or
+    /// `~/.pg_service.conf`, then `pg_service.conf` in `PGSYSCONFDIR` or the system's directory).
+    pub service_files: Vec<std::path::PathBuf>,
 }
 
 impl Endpoint {
     /// Parses a connection string as libpq does: a URI (`postgres://…`) or `key=value` pairs
     /// (`host=db dbname=shop user=app`, what `psql` and `pg_dump -d` take).
+    /// As libpq, a connection service (`service=NAME`, else `PGSERVICE`) fills in what the string
+    /// leaves out, before the environment does.
     pub fn parse(text: &str, defaults: &EndpointDefaults) -> Result<Endpoint> {
         let trimmed = text.trim_start();
-        if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") || !trimmed.contains('=') {
-            return Endpoint::parse_uri(text, defaults);
-        }
+        let is_uri =
+            trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") || !trimmed.contains('=');
+        let pairs = if is_uri {
+            uri_query_pairs(text)?
+        } else {
+            conninfo_pairs(text)?
+        };
+        let service = pairs
+            .iter()
+            .find(|(key, _)| key == "service")
+            .map(|(_, name)| name.clone())
+            .or_else(|| defaults.service.clone());
         let mut endpoint = Endpoint::with_defaults(defaults);
-        for (key, value) in conninfo_pairs(text)? {
+        if let Some(service) = service {
+            for (key, value) in service_definition(&service, &defaults.service_files)? {
+                endpoint
+                    .set_parameter(&key, value)
+                    .with_context(|| format!("service \"{service}\""))?;
+            }
+        }
+        if is_uri {
+            return endpoint.parse_uri_onto(text);
+        }
+        for (key, value) in pairs.into_iter().filter(|(key, _)| key != "service") {
             endpoint.set_parameter(&key, value)?;
         }
         if endpoint.dbname.is_empty() {
@@ -90,6 +116,11 @@ impl Endpoint {
 
     /// Parses `postgres://user:password@host:port/dbname?sslmode=...&host=/socket/dir`.
     pub fn parse_uri(uri: &str, defaults: &EndpointDefaults) -> Result<Endpoint> {
+        Endpoint::with_defaults(defaults).parse_uri_onto(uri)
+    }
+
+    /// What `uri` says, over what `self` holds.
+    fn parse_uri_onto(mut self, uri: &str) -> Result<Endpoint> {
         let rest = uri
             .strip_prefix("postgresql://")
             .or_else(|| uri.strip_prefix("postgres://"))
@@ -111,17 +142,21 @@ impl Endpoint {
             Some((userinfo, hostport)) => (Some(userinfo), hostport),
             None => (None, authority),
         };
-        let mut endpoint = Endpoint::with_defaults(defaults);
+        let endpoint = &mut self;
         if let Some(userinfo) = userinfo {
             endpoint.set_user_info(userinfo)?;
         }
         if !hostport.is_empty() {
             endpoint.set_host_and_port(hostport, uri)?;
         }
-        endpoint.dbname = percent_decode(path)?;
+        if !path.is_empty() {
+            endpoint.dbname = percent_decode(path)?;
+        }
         for pair in query.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            endpoint.set_parameter(key, percent_decode(value)?)?;
+            if key != "service" {
+                endpoint.set_parameter(key, percent_decode(value)?)?;
+            }
         }
         // libpq would take the user name; for a tool that replaces databases, an unnamed one is a
         // mistake to point out, not a default to guess.
@@ -131,7 +166,7 @@ impl Endpoint {
                 redact_uri(uri)
             );
         }
-        Ok(endpoint)
+        Ok(self)
     }
 
     /// `user:password` of a URI, each part percent-decoded; an empty user keeps the default.
@@ -376,6 +411,69 @@ pub fn redact_uri(uri: &str) -> String {
     redacted
 }
 
+/// The `key=value` pairs of a URI's query, decoded (what a service is looked up by).
+fn uri_query_pairs(uri: &str) -> Result<Vec<(String, String)>> {
+    let Some((_, query)) = uri.split_once('?') else {
+        return Ok(Vec::new());
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((key.to_string(), percent_decode(value)?))
+        })
+        .collect()
+}
+
+/// The parameters of connection service `name`, from the first of `files` that defines it, read
+/// as libpq reads them: `[name]` sections of `key=value` lines, `#` comments.
+fn service_definition(name: &str, files: &[std::path::PathBuf]) -> Result<Vec<(String, String)>> {
+    for file in files {
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => bail!("cannot read the service file {}: {error}", file.display()),
+        };
+        let mut section = None;
+        let mut found = false;
+        let mut parameters = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(header) = line.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+                section = Some(header.trim().to_string());
+                found |= header.trim() == name;
+                continue;
+            }
+            if section.as_deref() != Some(name) {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                bail!("{} line {}: expected key=value", file.display(), number + 1);
+            };
+            if key.trim() == "service" {
+                bail!(
+                    "{} line {}: a service cannot name another service",
+                    file.display(),
+                    number + 1
+                );
+            }
+            parameters.push((key.trim().to_string(), value.trim().to_string()));
+        }
+        if found {
+            return Ok(parameters);
+        }
+    }
+    let searched: Vec<String> = files.iter().map(|file| file.display().to_string()).collect();
+    bail!(
+        "the connection service \"{name}\" is not defined (looked in {}); define it there as [{name}] with host=, dbname=, … lines, or set PGSERVICEFILE",
+        searched.join(", ")
+    )
+}
+
 /// The `key=value` pairs of a libpq connection string: values bare (up to whitespace) or in
 /// single quotes, where `\\'` and `\\\\` stand for a quote and a backslash.
 fn conninfo_pairs(text: &str) -> Result<Vec<(String, String)>> {
@@ -449,8 +547,54 @@ mod tests {
                 .to_string()
                 .contains("dbname")
         );
-        assert!(Endpoint::parse("host=db dbname=x service=prod", &defaults()).is_err());
         assert_eq!(Endpoint::parse("dbname=shop", &defaults()).unwrap().user, "me");
+    }
+
+    #[test]
+    fn a_service_fills_in_what_the_string_leaves_out_and_nothing_it_gives() {
+        let directory = tempfile::tempdir().unwrap();
+        let user_file = directory.path().join("user.conf");
+        let system_file = directory.path().join("system.conf");
+        std::fs::write(
+            &user_file,
+            "# mine\n[prod]\nhost=db.example\nport = 6543\ndbname=shop\nuser=app\nsslmode=require\n\n[other]\nhost=elsewhere\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &system_file,
+            "[prod]\nhost=ignored\n[wide]\nhost=system.example\ndbname=all\n",
+        )
+        .unwrap();
+        let with_service = |service: Option<&str>| EndpointDefaults {
+            service: service.map(str::to_string),
+            service_files: vec![
+                user_file.clone(),
+                directory.path().join("missing.conf"),
+                system_file.clone(),
+            ],
+            ..defaults()
+        };
+        let endpoint = Endpoint::parse("service=prod", &with_service(None)).unwrap();
+        assert_eq!(endpoint.to_string(), "app@db.example:6543/shop");
+        assert_eq!(endpoint.sslmode, Some(SslMode::Require));
+        // What the string gives wins; a URI may name the service too.
+        let endpoint = Endpoint::parse("postgres://carol@/archive?service=prod", &with_service(None)).unwrap();
+        assert_eq!(endpoint.to_string(), "carol@db.example:6543/archive");
+        // PGSERVICE, when the string names none; the first file that defines it.
+        let endpoint = Endpoint::parse("dbname=x", &with_service(Some("wide"))).unwrap();
+        assert_eq!(endpoint.to_string(), "me@system.example:5432/x");
+        let missing = Endpoint::parse("service=nowhere", &with_service(None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("the connection service \"nowhere\" is not defined"),
+            "{missing}"
+        );
+        std::fs::write(&user_file, "[prod]\nhost=db\nservice=other\n").unwrap();
+        assert!(Endpoint::parse("service=prod", &with_service(None)).is_err());
+        std::fs::write(&user_file, "[prod]\nhost=db\ngssencmode=disable\ndbname=x\n").unwrap();
+        let unsupported = Endpoint::parse("service=prod", &with_service(None)).unwrap_err();
+        assert!(format!("{unsupported:#}").contains("gssencmode"), "{unsupported:#}");
     }
 
     fn defaults() -> EndpointDefaults {
@@ -458,6 +602,8 @@ mod tests {
             host: "localhost".into(),
             port: 5432,
             user: "me".into(),
+            service: None,
+            service_files: Vec::new(),
         }
     }
 
@@ -545,6 +691,8 @@ mod tests {
             host: "localhost".into(),
             port: 5432,
             user: "me".into(),
+            service: None,
+            service_files: Vec::new(),
         };
         for uri in [
             "postgres://app:secret@db.example:6432/Main DB%2Fx?sslmode=require",

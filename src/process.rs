@@ -311,7 +311,8 @@ fn start(command: &ChildCommand, stdin: Stdio, stdout: Stdio) -> Result<Started,
         .process_group(0)
         .kill_on_drop(true);
     if !command.users_environment {
-        for variable in SECRET_VARIABLES {
+        // The conninfo dbsync gives a tool is complete: a service would only add to it.
+        for variable in SECRET_VARIABLES.iter().chain(&["PGSERVICE"]) {
             process.env_remove(variable);
         }
     }

@@ -19,7 +19,29 @@ pub(super) fn endpoint_defaults(environment: &Environment) -> EndpointDefaults {
             .or_else(|| environment.get("USER"))
             .or_else(operating_system_user)
             .unwrap_or_else(|| "postgres".to_string()),
+        service: environment.get("PGSERVICE").filter(|name| !name.is_empty()),
+        service_files: service_files(environment),
     }
+}
+
+/// Where libpq looks for connection services: the user's file (`PGSERVICEFILE`, else
+/// `~/.pg_service.conf`), then the system's (`pg_service.conf` in `PGSYSCONFDIR`, else in
+/// `/etc/postgresql-common`, where Debian's libpq looks, and `/etc/sysconfig/pgsql`, where
+/// PostgreSQL's own RPMs do).
+fn service_files(environment: &Environment) -> Vec<PathBuf> {
+    let user = environment.get("PGSERVICEFILE").map(PathBuf::from).or_else(|| {
+        environment
+            .get("HOME")
+            .map(|home| Path::new(&home).join(".pg_service.conf"))
+    });
+    let system: Vec<PathBuf> = match environment.get("PGSYSCONFDIR") {
+        Some(directory) => vec![Path::new(&directory).join("pg_service.conf")],
+        None => vec![
+            PathBuf::from("/etc/postgresql-common/pg_service.conf"),
+            PathBuf::from("/etc/sysconfig/pgsql/pg_service.conf"),
+        ],
+    };
+    user.into_iter().chain(system).collect()
 }
 
 /// The name of the user dbsync runs as.

@@ -12,7 +12,7 @@ pub struct Environment {
 
 impl Environment {
     /// Every variable dbsync reads: the old script's, libpq's, the display's and its own.
-    pub const NAMES: [&'static str; 28] = [
+    pub const NAMES: [&'static str; 31] = [
         "MAIN_DB_HOST",
         "MAIN_DB_PORT",
         "MAIN_DB_USER",
@@ -36,6 +36,9 @@ impl Environment {
         "PGSSLROOTCERT",
         "PGSSLCERT",
         "PGSSLKEY",
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGSYSCONFDIR",
         "USER",
         "HOME",
         "TERM",

@@ -1034,19 +1034,73 @@ fn key_value_connection_strings_work_as_for_psql() {
         crate::fingerprint(&clusters.source, "conninfo_src"),
         crate::fingerprint(&clusters.target, "conninfo_dst")
     );
-    let unsupported = dbsync()
-        .args(["sync", "--yes", "--source"])
-        .arg(format!("{} service=prod", conninfo(&clusters.source, "conninfo_src")))
-        .arg("--target")
-        .arg(conninfo(&clusters.target, "conninfo_dst"))
+}
+
+#[test]
+fn connection_services_fill_in_what_a_connection_string_leaves_out() {
+    let clusters = clusters();
+    source_with_tables("service_src");
+    let services = dump_dir();
+    let file = services.path().join("services.conf");
+    let password = crate::harness::PASSWORD;
+    std::fs::write(
+        &file,
+        format!(
+            "# as libpq reads it\n[production]\nhost=127.0.0.1\nport={}\nuser=postgres\npassword={password}\ndbname=service_src\n\n\
+             [archive]\nhost=127.0.0.1\nport={}\nuser=postgres\npassword={password}\n",
+            clusters.source.port, clusters.target.port
+        ),
+    )
+    .unwrap();
+    let dumps = dump_dir();
+    // The source wholly from its service; the target's server from PGSERVICE, its name given.
+    let output = dbsync()
+        .args([
+            "sync",
+            "--yes",
+            "--plain",
+            "--source",
+            "service=production",
+            "--target",
+            "dbname=service_dst",
+        ])
+        .arg("--dump-dir")
+        .arg(dumps.path())
+        .env("PGSERVICEFILE", &file)
+        .env("PGSERVICE", "archive")
         .output()
         .unwrap();
-    assert_exit(&unsupported, 2);
+    assert_exit(&output, 0);
     assert!(
-        text(&unsupported).contains("connection parameter \"service\" is not supported"),
+        text(&output).contains(&format!("postgres@127.0.0.1:{}/service_dst", clusters.target.port)),
         "{}",
-        text(&unsupported)
+        text(&output)
     );
+    assert_eq!(
+        crate::fingerprint(&clusters.source, "service_src"),
+        crate::fingerprint(&clusters.target, "service_dst")
+    );
+    // A service that is not defined anywhere: said, and nothing touched.
+    let missing = dbsync()
+        .args([
+            "sync",
+            "--yes",
+            "--source",
+            "service=nowhere",
+            "--target",
+            "dbname=service_dst",
+        ])
+        .env("PGSERVICEFILE", &file)
+        .env("PGSERVICE", "archive")
+        .output()
+        .unwrap();
+    assert_exit(&missing, 2);
+    assert!(
+        text(&missing).contains("the connection service \"nowhere\" is not defined"),
+        "{}",
+        text(&missing)
+    );
+    assert!(clusters.target.database_exists("service_dst"));
 }
 
 #[test]
