@@ -25,7 +25,9 @@
 #                    huge pgcopydb-split, dbsync-split, dbsync-whole, dbsync-j1, dbsync-j4; on
 #                    large dbsync-split; on small pg_dump-pipe). verify-checksum times `dbsync
 #                    verify --checksum` against a copy that an untimed dbsync sync made just before;
-#                    pg_dump-pipe is `pg_dump -Fc | pg_restore`; pgcopydb-split splits tables
+#                    pg_dump-pipe is `pg_dump -Fc | pg_restore`; dump, dump-none (--compress none),
+#                    pg_dump-Fd-archive and pg_dump-Fc-archive write archives (default on small and
+#                    large; the results give their sizes); pgcopydb-split splits tables
 #                    larger than 128 MB (about 8 parts of huge)
 #   --server-config  durable: PostgreSQL's defaults (fsync on); tuned (default): shared_buffers
 #                    512MB, max_wal_size 8GB, checkpoint_timeout 30min, maintenance_work_mem 256MB;
@@ -62,7 +64,7 @@ while [ $# -gt 0 ]; do
         --baseline) baseline=$(realpath "$2"); shift 2 ;;
         --no-scaling) scaling=no; shift ;;
         --keep) keep=yes; shift ;;
-        -h | --help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -424,6 +426,28 @@ run_contender() {
                 { echo "dbsync verify --checksum failed, see $log.verify" >&2; tail -n 20 "$log.verify" >&2; exit 1; }
             echo "${measured%% *} - - ${measured#* } -"
             ;;
+        dump | dump-none)
+            local extra=()
+            [ "$name" = dump-none ] && extra=(--compress none)
+            rm -rf "$base/work/archive"
+            measured=$(timed "$log" "$dbsync" dump --source "$source" --output "$base/work/archive" --jobs "$jobs" \
+                --plain --report "$base/work/report.json" "${extra[@]}") ||
+                { echo "dbsync dump failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
+            echo "${measured%% *} - $(du -sb "$base/work/archive" | cut -f1) ${measured#* } -"
+            rm -rf "$base/work/archive"
+            ;;
+        pg_dump-Fd-archive | pg_dump-Fc-archive)
+            rm -rf "$base/work/archive"
+            if [ "$name" = pg_dump-Fd-archive ]; then
+                measured=$(timed "$log" pg_dump -Fd -j "$jobs" -f "$base/work/archive" "$source") ||
+                    { echo "pg_dump -Fd failed, see $log" >&2; exit 1; }
+            else
+                measured=$(timed "$log" pg_dump -Fc -f "$base/work/archive" "$source") ||
+                    { echo "pg_dump -Fc failed, see $log" >&2; exit 1; }
+            fi
+            echo "${measured%% *} - $(du -sb "$base/work/archive" | cut -f1) ${measured#* } -"
+            rm -rf "$base/work/archive"
+            ;;
         pg_dump-pipe)
             measured=$(timed "$log" bash -c 'createdb -h "$1" -p "$2" -U postgres bench_copy &&
                 pg_dump -Fc "$3" | pg_restore -d "$4"' - "$base" "$target_port" "$source" "$target") ||
@@ -454,6 +478,8 @@ contenders_for() {
         [ "$1" = huge ] && list=$list,pgcopydb-split,dbsync-split,dbsync-whole,dbsync-j1,dbsync-j4
         [ "$1" = large ] && list=$list,dbsync-split
         [ "$1" = small ] && list=$list,pg_dump-pipe
+        # Archives (size and time): dbsync dump, compressed and not, against pg_dump's own formats.
+        case $1 in small | large) list=$list,dump,dump-none,pg_dump-Fd-archive,pg_dump-Fc-archive ;; esac
         [ "$1" = incremental ] && list=dbsync,incremental,incremental-deep
         [ "$1" = merge ] && list=merge,merge-again
     fi
@@ -588,6 +614,18 @@ for (dataset, name), measured in cpu_by_key.items():
     phases = phases_by_key.get((dataset, name), {})
     phase_text = ", ".join(f"{key} {statistics.median(values):.2f}" for key, values in phases.items()) or "-"
     print(f"| {dataset} | {name} | {medians[0]:.2f} | {medians[1]:.2f} | {medians[2]:.2f} | {phase_text} |")
+archives = [(key, measured) for key, measured in by_key.items() if key[1].startswith(("dump", "pg_dump-F"))]
+if archives:
+    print()
+    print("Archives: `dbsync dump` (gzip by default; dump-none: --compress none) against `pg_dump -Fd -j N` and")
+    print("`pg_dump -Fc` (each at its default compression), time and size on disk, medians.")
+    print()
+    print("| dataset | contender | median s | archive size |")
+    print("|---|---|---|---|")
+    for (dataset, name), measured in archives:
+        median = statistics.median(s for s, _, _ in measured)
+        size = statistics.median(int(d) for _, _, d in measured)
+        print(f"| {dataset} | {name} | {median:.2f} | {size / 1048576:.1f} MiB |")
 sync, verify = by_key.get(("large", "dbsync")), by_key.get(("large", "verify-checksum"))
 if sync and verify:
     sync_median = statistics.median(s for s, _, _ in sync)

@@ -8,5 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib/postgres.sh
 source scripts/lib/versions.sh
 ensure_postgres
+# The archive tests watch dbsync's fsyncs and renames.
+ensure_package strace strace
 ensure_versions
 cargo test --all-targets "$@"

@@ -73,6 +73,11 @@ pub struct SyncArguments {
     #[arg(long, overrides_with = "stream")]
     pub no_stream: bool,
 
+    /// With --keep-dumps: how the kept dumps are compressed: gzip (the default, what pg_dump -Fd
+    /// does), lz4 or zstd (pg_dump 16+ built with them), each with an optional :LEVEL, or none
+    #[arg(long, value_name = "METHOD[:LEVEL]")]
+    pub compress: Option<String>,
+
     /// Show what the sync would do and stop (see `dbsync plan`)
     #[arg(long)]
     pub dry_run: bool,
@@ -188,6 +193,11 @@ pub struct DumpArguments {
     #[arg(long, value_name = "DIR")]
     pub output: PathBuf,
 
+    /// How the archive's files are compressed: gzip (the default, what pg_dump -Fd does), lz4 or
+    /// zstd (pg_dump 16+ built with them), each with an optional :LEVEL, or none
+    #[arg(long, value_name = "METHOD[:LEVEL]")]
+    pub compress: Option<String>,
+
     #[command(flatten)]
     pub run: RunArguments,
 }
@@ -196,10 +206,16 @@ impl DumpArguments {
     /// The same run seen as a sync without a target: what dumping shares with syncing.
     pub fn as_sync(&self) -> SyncArguments {
         // Every field named: a new one does not compile until it is carried over or left out here.
-        let DumpArguments { source, output: _, run } = self;
+        let DumpArguments {
+            source,
+            output: _,
+            compress,
+            run,
+        } = self;
         SyncArguments {
             source: source.clone(),
             run: run.clone(),
+            compress: compress.clone(),
             ..SyncArguments::default()
         }
     }

@@ -6,8 +6,10 @@
 pub mod archives;
 pub mod catalog;
 pub mod cli;
+pub mod compression;
 pub mod connection;
 pub mod dated;
+pub mod durable;
 pub mod engine;
 pub mod errors;
 pub mod hooks;

@@ -48,6 +48,10 @@ pub struct RestoreFacts {
     /// must be at least as new (archives of earlier versions do not say; their source's major).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dumped_with: Option<u32>,
+    /// How the data files are compressed (`--compress`: `gzip`, `zstd:3`, `none`); archives of
+    /// earlier versions do not say (theirs are not compressed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
     /// The tables (`schema.table` as `%I.%I` writes them) whose planner statistics the archive
     /// carries in `statistics.dump` (`pg_dump` 18+): a restore into an 18+ server must bring them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -186,13 +190,13 @@ fn describe(archive: &Path, relative: &Path) -> Result<FileEntry> {
 }
 
 impl Manifest {
-    /// Writes the manifest last, through a temporary file and a rename: a manifest that exists
-    /// is a whole one.
+    /// Writes the manifest last, once every file of the archive is on disk, through a synced
+    /// temporary file and a rename: a manifest that exists is a whole one, and so is the
+    /// archive it describes, whenever the machine stops.
     pub fn write(&self, archive: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        let partial = archive.join(format!("{MANIFEST_FILE}.partial"));
-        std::fs::write(&partial, text + "\n").with_context(|| format!("cannot write {}", partial.display()))?;
-        std::fs::rename(&partial, archive.join(MANIFEST_FILE))
+        let text = serde_json::to_string_pretty(self)? + "\n";
+        crate::durable::sync_tree(archive)?;
+        crate::durable::write_atomically(&archive.join(MANIFEST_FILE), text.as_bytes())
             .with_context(|| format!("cannot write the manifest in {}", archive.display()))
     }
 
@@ -287,6 +291,7 @@ mod tests {
             restore: RestoreFacts {
                 server_major: 15,
                 dumped_with: None,
+                compression: None,
                 statistics: Vec::new(),
                 database: DatabaseInfo {
                     encoding: "UTF8".into(),

@@ -9,6 +9,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use crate::catalog::{PG_CLASS_OID, PG_CONSTRAINT_OID};
+use crate::compression::Compression;
 use crate::process::{self, ChildCommand, ChildOutput, ProcessError};
 use crate::scheduler::{AttemptError, Cancellation};
 
@@ -178,6 +179,45 @@ fn none_fits(override_directory: Option<&Path>, need: ToolNeed, rejected: &[Stri
         "{reason}, but the installed client tools are too old ({}); install postgresql-client-{major} or newer, or pass --pg-bin DIR",
         rejected.join(", ")
     )
+}
+
+/// Whether `tools`' `pg_dump` writes `compression`: lz4 and zstd need a `pg_dump` 16+ built with
+/// them (PostgreSQL's own packages are; some others are not), which `pg_dump` itself says before
+/// it connects anywhere.
+pub fn check_compression(tools: &PgTools, compression: Compression) -> Result<()> {
+    let first = compression.first_pg_dump_major();
+    if tools.dump_major < first {
+        anyhow::bail!(
+            "--compress {compression} needs pg_dump {first} or newer, and {} is version {}; install newer client tools and pass --pg-bin DIR, or use --compress gzip",
+            tools.pg_dump.display(),
+            tools.dump_major
+        );
+    }
+    if first == 0 {
+        return Ok(());
+    }
+    // Nothing listens there: a pg_dump that takes the method goes on and fails to connect.
+    let probe = Command::new(&tools.pg_dump)
+        .arg(compression.pg_dump_argument())
+        .args([
+            "--format=directory",
+            "--schema-only",
+            "--file=/nonexistent/dbsync-probe",
+        ])
+        .args(["--dbname", "host=/nonexistent/dbsync-probe port=1 connect_timeout=1"])
+        .env_remove("PGSERVICE")
+        .output()
+        .with_context(|| format!("cannot run {}", tools.pg_dump.display()))?;
+    let said = String::from_utf8_lossy(&probe.stderr);
+    if said.contains("does not support compression") {
+        anyhow::bail!(
+            "--compress {compression}: {} was built without {} ({}); use --compress gzip, or client tools built with it (PostgreSQL's own packages are) with --pg-bin DIR",
+            tools.pg_dump.display(),
+            compression.method.name(),
+            said.trim().trim_start_matches("pg_dump: error: ")
+        );
+    }
+    Ok(())
 }
 
 /// Runs a tool once and judges the result. `pg_restore` exits 1 for errors it "ignored", so its

@@ -39,6 +39,7 @@ impl RunContext<'_> {
             tokio::task::spawn_blocking(move || manifest::describe_files(&directory, threads, &[RUN_MARKER])).await??;
         let mut manifest = self.manifest(plan, source, source_counts, snapshot_taken_at, files);
         manifest.restore.dumped_with = Some(job.tools.dump_major);
+        manifest.restore.compression = Some(job.compression.to_string());
         if super::steps::statistics::statistics_dump_path(job).is_file() {
             let members = plan.members();
             let among = (!plan.whole_database).then_some(members.as_slice());
@@ -93,6 +94,7 @@ impl RunContext<'_> {
             restore: RestoreFacts {
                 server_major: source.server.major(),
                 dumped_with: None,
+                compression: None,
                 statistics: Vec::new(),
                 database: source.database.clone(),
                 settings: source.settings.clone(),

@@ -204,6 +204,11 @@ impl RunContext<'_> {
             dump_directory: places.dump_directory,
             scratch_directory: places.scratch_directory,
             keep_dumps: places.keep_dumps,
+            compression: if places.keep_dumps {
+                settings.compression
+            } else {
+                crate::compression::NONE
+            },
             record_progress: places.record_progress,
             resuming: places.resuming,
             dump_space: self.dump_space.clone(),

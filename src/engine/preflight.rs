@@ -395,11 +395,17 @@ pub fn dump_space_warning(free: u64, plan: &Plan, directory: &std::path::Path) -
 }
 
 pub fn locate_tools(settings: &Settings, source: &Source) -> Result<PgTools, SyncError> {
-    tools::locate(
+    let usage = |error: anyhow::Error| SyncError::Usage(format!("{error:#}"));
+    let tools = tools::locate(
         settings.pg_bin.as_deref(),
         tools::ToolNeed::Source(source.server.major()),
     )
-    .map_err(|error| SyncError::Usage(format!("{error:#}")))
+    .map_err(usage)?;
+    // What is kept is compressed as asked, by these tools.
+    if settings.keep_dumps() || settings.kind() == crate::report::RunKind::Dump {
+        tools::check_compression(&tools, settings.compression).map_err(usage)?;
+    }
+    Ok(tools)
 }
 
 /// Replacing an existing database needs `--yes`, or a "yes" typed at a terminal.

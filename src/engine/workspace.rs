@@ -134,18 +134,24 @@ impl Workspace {
         }
         let path = directory.keep();
         let _ = std::fs::remove_file(path.join(RUN_MARKER));
-        let renamed = std::fs::rename(&path, output);
+        // The marker's removal on disk before the new name: else a crash could bring it back
+        // inside a finished archive, as a file its manifest does not list.
+        let renamed = crate::durable::sync_directory(&path).and_then(|()| {
+            std::fs::rename(&path, output).with_context(|| {
+                format!(
+                    "cannot rename {} to {}; the dump is removed",
+                    path.display(),
+                    output.display()
+                )
+            })
+        });
         if renamed.is_err() {
             // Not left half-made beside the output: the dump failed.
             let _ = std::fs::remove_dir_all(&path);
         }
-        renamed.with_context(|| {
-            format!(
-                "cannot rename {} to {}; the dump is removed",
-                path.display(),
-                output.display()
-            )
-        })
+        renamed?;
+        let parent = output.parent().filter(|parent| !parent.as_os_str().is_empty());
+        crate::durable::sync_directory(parent.unwrap_or(Path::new(".")))
     }
 
     /// Removes what earlier runs into `target` left: unfinished copies, dump directories in

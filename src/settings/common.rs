@@ -293,12 +293,14 @@ pub(super) fn check_names(places: &Places, mode: &Mode, config: &ConfigFile) -> 
     Ok(())
 }
 
-/// `--stream` / `--keep-dumps` (and `--resume`, which keeps its dumps), refused together.
+/// `--stream` / `--keep-dumps` (and `--resume`, which keeps its dumps), refused together, and how
+/// what is kept is compressed.
 pub(super) fn transfer_of(
     arguments: &SyncArguments,
     options: &ConfigOptions,
     verification: Verification,
-) -> Result<Transfer, SyncError> {
+    mode: &Mode,
+) -> Result<(Transfer, Compression), SyncError> {
     // A resumed run keeps its dumps too: it may fail again, and its directory is an archive.
     let keep_dumps =
         arguments.resume.is_some() || chosen(arguments.keep_dumps, arguments.no_keep_dumps, options.keep_dumps);
@@ -317,7 +319,36 @@ pub(super) fn transfer_of(
             "--verify none cannot be used with --keep-dumps or --resume: a kept copy's manifest records the rows counted in its snapshot"
         ));
     }
-    Ok(transfer)
+    Ok((transfer, compression_of(arguments, options, mode, transfer)?))
+}
+
+/// `--compress` (then `compress` in the config file, then gzip): how kept dumps and archives are
+/// compressed. Given on the command line to a sync that keeps no dumps, it is refused rather than
+/// ignored.
+fn compression_of(
+    arguments: &SyncArguments,
+    options: &ConfigOptions,
+    mode: &Mode,
+    transfer: Transfer,
+) -> Result<Compression, SyncError> {
+    let keeps = matches!(mode, Mode::Dump { .. }) || transfer == (Transfer::Files { keep: true });
+    if arguments.compress.is_some() && !keeps {
+        return Err(usage_error!(
+            "--compress applies to what is kept: a dbsync dump, or a sync with --keep-dumps (a sync's temporary dumps are not compressed, which is faster)"
+        ));
+    }
+    let (value, place) = match (&arguments.compress, &options.compress) {
+        (Some(value), _) => (value, "--compress"),
+        (None, Some(value)) => (value, "config file: compress"),
+        (None, None) => return Ok(crate::compression::DEFAULT),
+    };
+    value.parse().map_err(|error| usage_error!("{place}: {error}"))
+}
+
+/// `--lock-timeout` (seconds, at least 1), then the config file's, then 10 minutes.
+pub(super) fn lock_timeout_of(arguments: &SyncArguments, options: &ConfigOptions) -> Duration {
+    let seconds = arguments.source.lock_timeout.or(options.lock_timeout);
+    Duration::from_secs(seconds.unwrap_or(600).max(1))
 }
 
 /// A `--flag` / `--no-flag` pair over the file's value: a flag, on or off, beats the file; the

@@ -67,6 +67,7 @@ pub(super) struct ConfigOptions {
     pub(super) dump_dir: Option<PathBuf>,
     pub(super) keep_dumps: Option<bool>,
     pub(super) stream: Option<bool>,
+    pub(super) compress: Option<String>,
     pub(super) analyze: Option<bool>,
     pub(super) no_owner: Option<bool>,
     pub(super) no_privileges: Option<bool>,

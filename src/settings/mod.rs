@@ -24,6 +24,7 @@ use crate::cli::{
     ArchivesArguments, DiffArguments, DumpArguments, MergeArguments, RestoreArguments, RunArguments, SourceArguments,
     SyncArguments, TargetArguments, VerifyArguments, switch,
 };
+use crate::compression::Compression;
 use crate::connection::{Endpoint, EndpointDefaults};
 use crate::dated::{self, DatedName};
 use crate::errors::SyncError;
@@ -276,6 +277,8 @@ pub struct Settings {
     pub batch_size: Option<usize>,
     pub dump_dir: PathBuf,
     pub transfer: Transfer,
+    /// How kept dumps and archives are compressed (`--compress`).
+    pub compression: Compression,
     /// ANALYZE each table once loaded, instead of leaving statistics to autovacuum.
     pub analyze: bool,
     pub assume_yes: bool,
@@ -625,6 +628,7 @@ fn every_flag_is_resolved(arguments: &SyncArguments) {
         no_keep_dumps: _,
         stream: _,
         no_stream: _,
+        compress: _,
         dry_run: _,
         resume: _,
         foreign_keys: _,
@@ -657,7 +661,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
     let (jobs, retries, batch_size) = counts_of(arguments, options, environment)?;
     let (foreign_keys, verification) = policies_of(arguments, options)?;
     let (include, exclude) = patterns_of(arguments, &config)?;
-    let transfer = transfer_of(arguments, options, verification)?;
+    let (transfer, compression) = transfer_of(arguments, options, verification, &mode)?;
     let (maintenance_memory, splitting, stream_larger_than) = sizes_of(arguments, options)?;
     let (hooks, masking, incremental, merge) = sections_of(arguments, &config, config_path.as_deref(), environment)?;
     let content = match mode {
@@ -668,8 +672,6 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
         _ => content_of(arguments, &include, &exclude, transfer, &located.dated, incremental)?,
     };
     let flags = &arguments.target;
-    let dump_dir = arguments.dump_dir.clone().or(options.dump_dir.clone());
-    let lock_timeout = arguments.source.lock_timeout.or(options.lock_timeout);
     Ok(Settings {
         places: located.places,
         dated: located.dated,
@@ -687,8 +689,9 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
         stream_larger_than,
         hooks,
         masking,
-        dump_dir: dump_dir.unwrap_or(".".into()),
+        dump_dir: (arguments.dump_dir.as_ref().or(options.dump_dir.as_ref())).map_or(".".into(), Clone::clone),
         transfer,
+        compression,
         analyze: chosen(flags.analyze, flags.no_analyze, options.analyze),
         assume_yes: flags.yes,
         terminate: !flags.no_terminate,
@@ -702,7 +705,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
         report: arguments.run.report.clone(),
         display: display_of(arguments, environment)?,
         session_options: session_options_of(environment),
-        lock_timeout: Duration::from_secs(lock_timeout.unwrap_or(600).max(1)),
+        lock_timeout: lock_timeout_of(arguments, options),
         protect: config.protect.clone(),
         config_file: config_path,
         retain: located.retain,
@@ -942,7 +945,7 @@ mod tests {
             &path,
             "[source]\nurl = \"postgres://u@s/a\"\n[target]\nurl = \"postgres://u@t/b\"\n\
              [options]\nkeep_dumps = true\nanalyze = true\nno_owner = true\nno_privileges = true\n\
-             no_tablespaces = true\nlock_timeout = 45\n",
+             no_tablespaces = true\nlock_timeout = 45\ncompress = \"gzip:1\"\n",
         )
         .unwrap();
         let environment = environment_of(&[]);
@@ -951,6 +954,10 @@ mod tests {
         assert_eq!(from_file.transfer, Transfer::Files { keep: true });
         assert!(from_file.analyze && from_file.no_owner && from_file.no_privileges && from_file.no_tablespaces);
         assert_eq!(from_file.lock_timeout, Duration::from_secs(45));
+        assert_eq!(from_file.compression.to_string(), "gzip:1");
+        // The flag beats the file.
+        let flagged = resolve(&arguments(&["--config", path_text, "--compress", "none"]), &environment).unwrap();
+        assert_eq!(flagged.compression, crate::compression::NONE);
         let switched_off = resolve(
             &arguments(&[
                 "--config",

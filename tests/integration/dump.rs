@@ -338,7 +338,8 @@ fn an_altered_or_unfinished_archive_is_refused_by_file_and_the_target_kept() {
         .flatten()
         .map(|entry| entry.path())
         .find(|path| {
-            path.extension().is_some_and(|extension| extension == "dat") && path.file_name().unwrap() != "toc.dat"
+            let name = path.file_name().unwrap().to_string_lossy();
+            name.contains(".dat") && name != "toc.dat"
         })
         .expect("a data file");
     let original = std::fs::read(&data_file).unwrap();
@@ -402,4 +403,212 @@ fn a_syncs_kept_dumps_restore_like_an_archive() {
         fingerprint(&clusters().target, "keptarchive_restored"),
         fingerprint(&clusters().target, "keptarchive_direct")
     );
+}
+
+/// What `strace -y` saw of a run: each `fsync` by path, and each rename, in order.
+enum FileEvent {
+    Synced(String),
+    Renamed { to: String },
+}
+
+fn file_events(trace: &str) -> Vec<FileEvent> {
+    let quoted = regex::Regex::new(r#""([^"]*)""#).unwrap();
+    let synced = regex::Regex::new(r"fsync\(\d+<([^>]*)>\) = 0").unwrap();
+    trace
+        .lines()
+        .filter_map(|line| {
+            if let Some(found) = synced.captures(line) {
+                return Some(FileEvent::Synced(found[1].to_string()));
+            }
+            if line.contains("rename") && line.ends_with("= 0") {
+                let paths: Vec<String> = quoted.captures_iter(line).map(|found| found[1].to_string()).collect();
+                if let [_, to] = paths.as_slice() {
+                    return Some(FileEvent::Renamed { to: to.clone() });
+                }
+            }
+            None
+        })
+        .collect()
+}
+
+/// Every file and directory under `root`, relative to it ("" for `root` itself).
+fn everything_under(root: &Path) -> Vec<String> {
+    let mut found = vec![String::new()];
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(directory) = pending.pop() {
+        for entry in std::fs::read_dir(&directory).unwrap().flatten() {
+            let relative = entry.path().strip_prefix(root).unwrap().display().to_string();
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            }
+            found.push(relative);
+        }
+    }
+    found
+}
+
+#[test]
+fn an_archive_is_compressed_as_asked_and_on_disk_before_its_manifest_names_it() {
+    let clusters = clusters();
+    clusters.source.create_database("squeezed_src");
+    clusters.source.psql(
+        "squeezed_src",
+        "CREATE TABLE readings (id bigint PRIMARY KEY, sensor text NOT NULL, value numeric NOT NULL); \
+         INSERT INTO readings SELECT g, 'sensor ' || (g % 50), g / 7.0 FROM generate_series(1, 40000) g; \
+         CREATE TABLE notes (id int PRIMARY KEY, reading bigint REFERENCES readings, body text); \
+         INSERT INTO notes SELECT g, g, repeat('note ', g % 20) FROM generate_series(1, 2000) g;",
+    );
+    let parent = dump_dir();
+    // readings is cut into parts: rows files that dbsync writes itself, beside pg_dump's.
+    let config = parent.path().join("dbsync.toml");
+    std::fs::write(&config, "[options]\nsplit_larger_than = \"256kB\"\n").unwrap();
+    let output = parent.path().join("nightly");
+    let trace = parent.path().join("trace");
+    let run = Command::new("strace")
+        .args(["-f", "-y", "-qq", "-e", "trace=fsync,rename,renameat,renameat2", "-o"])
+        .arg(&trace)
+        .arg(dump_command("squeezed_src", &output).get_program())
+        .args(dump_command("squeezed_src", &output).get_args())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_exit(&run, 0);
+    std::fs::remove_file(&config).unwrap();
+
+    // Compressed by default, pg_dump's files and dbsync's own alike.
+    let manifest = dbsync::manifest::Manifest::verify(&output, 2).unwrap();
+    assert_eq!(manifest.restore.compression.as_deref(), Some("gzip"));
+    let names: Vec<String> = manifest.files.iter().map(|file| file.path.clone()).collect();
+    let data: Vec<&String> = names
+        .iter()
+        .filter(|name| name.contains(".dat") && !name.ends_with("toc.dat"))
+        .collect();
+    let rows: Vec<&String> = names.iter().filter(|name| name.contains("rows.copy")).collect();
+    assert!(
+        !data.is_empty() && data.iter().all(|name| name.ends_with(".dat.gz")),
+        "{names:?}"
+    );
+    assert!(
+        rows.len() >= 2 && rows.iter().all(|name| name.ends_with("rows.copy.gz")),
+        "{names:?}"
+    );
+
+    // Every file and directory of the archive was synced before the manifest was renamed into
+    // place, the manifest and its directory after, and the archive's parent after it got its name.
+    let events = file_events(&std::fs::read_to_string(&trace).unwrap());
+    let manifest_named = events
+        .iter()
+        .position(|event| matches!(event, FileEvent::Renamed { to, .. } if to.ends_with("/manifest.json")))
+        .expect("the manifest was renamed into place");
+    let FileEvent::Renamed { to, .. } = &events[manifest_named] else {
+        unreachable!()
+    };
+    let partial = Path::new(to).parent().unwrap().to_path_buf();
+    let synced_before: std::collections::HashSet<&str> = events[..manifest_named]
+        .iter()
+        .filter_map(|event| match event {
+            FileEvent::Synced(path) => Some(path.as_str()),
+            FileEvent::Renamed { .. } => None,
+        })
+        .collect();
+    for relative in everything_under(&output) {
+        if relative == "manifest.json" {
+            continue;
+        }
+        let path = if relative.is_empty() {
+            partial.clone()
+        } else {
+            partial.join(&relative)
+        };
+        assert!(
+            synced_before.contains(path.to_str().unwrap()),
+            "{} was not synced before the manifest named it",
+            path.display()
+        );
+    }
+    let after = &events[manifest_named..];
+    let synced_after = |path: &Path| {
+        after
+            .iter()
+            .any(|event| matches!(event, FileEvent::Synced(synced) if Path::new(synced) == path))
+    };
+    assert!(
+        synced_after(&partial),
+        "the manifest's directory was not synced after its rename"
+    );
+    let published = after
+        .iter()
+        .position(|event| matches!(event, FileEvent::Renamed { to, .. } if Path::new(to) == output))
+        .expect("the archive was renamed to --output");
+    assert!(
+        after[published..]
+            .iter()
+            .any(|event| matches!(event, FileEvent::Synced(synced) if Path::new(synced) == parent.path())),
+        "the output's parent was not synced after the archive got its name"
+    );
+
+    // (pg_restore by hand restores a compressed archive too: the first test of this file.)
+    assert_exit(&restore_command(&output, "squeezed_restored").output().unwrap(), 0);
+    crate::assert_same_copy("squeezed_src", "squeezed_restored");
+
+    // Uncompressed when asked: the same files, without suffixes, larger.
+    let plain = parent.path().join("plain");
+    let run = dump_command("squeezed_src", &plain)
+        .args(["--compress", "none"])
+        .output()
+        .unwrap();
+    assert_exit(&run, 0);
+    let plain_manifest = dbsync::manifest::Manifest::verify(&plain, 2).unwrap();
+    assert!(plain_manifest.files.iter().all(|file| !file.path.ends_with(".gz")));
+    let size = |manifest: &dbsync::manifest::Manifest| manifest.files.iter().map(|file| file.bytes).sum::<u64>();
+    assert!(
+        size(&plain_manifest) > 3 * size(&manifest),
+        "{} vs {}",
+        size(&plain_manifest),
+        size(&manifest)
+    );
+    assert_exit(&restore_command(&plain, "squeezed_plain").output().unwrap(), 0);
+    crate::assert_same_copy("squeezed_src", "squeezed_plain");
+}
+
+#[test]
+fn a_compression_the_tools_cannot_write_is_refused_before_anything_is_written() {
+    clusters().source.create_database("unsqueezed_src");
+    clusters()
+        .source
+        .psql("unsqueezed_src", "CREATE TABLE a (id int PRIMARY KEY)");
+    let parent = dump_dir();
+    let output = parent.path().join("archive");
+    let cases: [(&[&str], &str); 3] = [
+        (&["--compress", "zstd"], "--compress zstd needs pg_dump 16 or newer"),
+        (
+            &["--compress", "brotli"],
+            "is not a compression: use none, gzip, lz4 or zstd",
+        ),
+        (&["--compress", "gzip:12"], "the level of gzip is a number from 1 to 9"),
+    ];
+    for (arguments, message) in cases {
+        let refused = dump_command("unsqueezed_src", &output)
+            .args(arguments)
+            .output()
+            .unwrap();
+        assert_exit(&refused, 2);
+        assert!(text(&refused).contains(message), "{arguments:?}: {}", text(&refused));
+        assert!(is_empty_dir(parent.path()), "{arguments:?} left something behind");
+    }
+    // A sync compresses only what it keeps: without --keep-dumps the flag is refused, not ignored.
+    let refused = crate::sync(
+        "unsqueezed_src",
+        "unsqueezed_dst",
+        &["--compress", "gzip"],
+        parent.path(),
+    );
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("--compress applies to what is kept"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!clusters().target.database_exists("unsqueezed_dst"));
 }

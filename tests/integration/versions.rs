@@ -145,6 +145,31 @@ fn an_archive_of_pg_dump_18_is_restored_with_a_pg_restore_that_reads_it() {
     let client = fetched_bin_dir("client", 18);
     let parent = dump_dir();
     let archive = parent.path().join("archive");
+    // pg_dump 18 writes zstd only when built with it, and this build is not: pg_dump says so
+    // before dbsync writes anything.
+    let refused = crate::dbsync()
+        .args([
+            "dump",
+            "--plain",
+            "--compress",
+            "zstd",
+            "--source",
+            &old.uri("v14_archived"),
+            "--output",
+        ])
+        .arg(&archive)
+        .arg("--pg-bin")
+        .arg(&client)
+        .output()
+        .unwrap();
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("was built without zstd (invalid compression specification"),
+        "{}",
+        text(&refused)
+    );
+    assert!(crate::is_empty_dir(parent.path()));
+    // Compressed with gzip, the default, which every pg_restore reads.
     let dumped = dump_with_client_18(&old.uri("v14_archived"), &archive);
     assert_exit(&dumped, 0);
 

@@ -61,7 +61,12 @@ impl Dump<'_> {
         let plan = self.context.split_large_tables(&job, &plan, &source).await?;
         self.context.progress.set_plan(&plan);
         let plan = Arc::new(plan);
-        self.dump_schema_and_data(&job, &plan, &source).await?;
+        // Each table's rows counted in the snapshot session, idle while the children dump: at
+        // the same time, not after.
+        let names: Vec<QualifiedName> = plan.tables.iter().map(|table| table.name.clone()).collect();
+        let counting = interruptible(&self.context.cancellation, catalog::row_counts(&source.client, &names));
+        let (dumped, counts) = tokio::join!(self.dump_schema_and_data(&job, &plan, &source), counting);
+        dumped?;
         // The planner statistics, for a restore into an 18+ server (pg_dump 18+ only).
         if self.context.settings.statistics && job.tools.dump_major >= steps::statistics::FIRST_MAJOR {
             let members = plan.members();
@@ -73,8 +78,7 @@ impl Dump<'_> {
                 .await?;
         }
         self.context.emit(Event::Phase(Phase::DumpCounts));
-        let names: Vec<QualifiedName> = plan.tables.iter().map(|table| table.name.clone()).collect();
-        let counts = interruptible(&self.context.cancellation, catalog::row_counts(&source.client, &names)).await?;
+        let counts = counts?;
         self.context.progress.set_counts(
             counts
                 .iter()

@@ -50,17 +50,34 @@ pub async fn export_unit(job: &Job, unit: &Unit) -> Result<ExportedSizes, Attemp
     }
     let command = job
         .pg_dump()
-        .arguments(["--format=directory", "--compress=0", "--data-only", "--no-sync"])
+        .arguments(["--format=directory", "--data-only", "--no-sync"])
+        .argument(job.compression.pg_dump_argument())
         .argument("--file")
         .argument(&directory);
     let command = select_unit(command, unit);
     run_tool(&command, &job.cancellation, &format!("export {}", unit.label())).await?;
-    std::fs::write(directory.join(COMPLETION_MARKER), b"").map_err(|error| {
-        AttemptError::Permanent(anyhow::anyhow!("cannot mark {} complete: {error}", directory.display()))
-    })?;
+    mark_complete(job, &directory)?;
     let sizes = measure(job, &directory).await;
     job.dump_space.added(sizes.total);
     Ok(sizes)
+}
+
+/// Marks an export complete. A kept export is on disk before its mark is: a resume after a
+/// crash of the machine never trusts a mark whose files were lost.
+pub fn mark_complete(job: &Job, directory: &Path) -> Result<(), AttemptError> {
+    let marked = (|| {
+        if job.keep_dumps {
+            crate::durable::sync_tree(directory)?;
+        }
+        std::fs::write(directory.join(COMPLETION_MARKER), b"")?;
+        if job.keep_dumps {
+            crate::durable::sync_directory(directory)?;
+        }
+        anyhow::Ok(())
+    })();
+    marked.map_err(|error| {
+        AttemptError::Permanent(error.context(format!("cannot mark {} complete", directory.display())))
+    })
 }
 
 /// Adds what a unit carries to a `pg_dump` command.
@@ -92,8 +109,10 @@ async fn measure(job: &Job, directory: &Path) -> ExportedSizes {
         return sizes;
     };
     for entry in listing.iter().filter(|entry| entry.kind == TocKind::TableData) {
-        // A directory archive keeps each table's rows in <dump id>.dat.
-        if let Ok(metadata) = std::fs::metadata(directory.join(format!("{}.dat", entry.dump_id))) {
+        // A directory archive keeps each table's rows in <dump id>.dat, with a suffix when
+        // compressed.
+        let data_file = crate::compression::find_compressed(directory, &format!("{}.dat", entry.dump_id));
+        if let Some(metadata) = data_file.and_then(|(path, _)| std::fs::metadata(path).ok()) {
             sizes.by_table.insert(entry.oid, metadata.len());
         }
     }

@@ -119,6 +119,9 @@ pub struct Job {
     pub scratch_directory: PathBuf,
     /// Keep each unit's dump after its import (`--keep-dumps`) instead of removing it at once.
     pub keep_dumps: bool,
+    /// How the exports are compressed: as `--compress` says when they are kept, else not at all
+    /// (they are read once, at once, and compressing costs the CPU the copy needs).
+    pub compression: crate::compression::Compression,
     /// Mark in the dump directory what is done (loads, index builds, pre- and post-data), so
     /// that a failed run can be resumed (`--keep-dumps`).
     pub record_progress: bool,

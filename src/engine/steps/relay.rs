@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::export::{COMPLETION_MARKER, ExportedSizes, completed_dump, unit_directory};
+use anyhow::Context;
+
+use super::export::{ExportedSizes, completed_dump, unit_directory};
 use super::{Job, database_attempt_error, directory_size};
 use crate::catalog::{self, QualifiedName, RowSelection, TransactionOutcome};
 use crate::plan::{RowRange, Unit};
@@ -88,15 +90,19 @@ pub async fn dump_part(job: &Job, unit: &Unit) -> Result<ExportedSizes, AttemptE
         }
         std::fs::create_dir_all(&directory)?;
         let source = source_in_snapshot(job).await?;
-        let file = tokio::fs::File::create(directory.join(ROWS_FILE)).await?;
-        let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+        let file = tokio::fs::File::create(directory.join(job.compression.rows_file_name(ROWS_FILE))).await?;
+        let mut file = job
+            .compression
+            .writer(tokio::io::BufWriter::with_capacity(256 * 1024, file));
         let bytes = catalog::rows_to_file(&source, &selection(part, table), &mut file).await?;
+        // Ends the compressed stream and flushes it.
+        tokio::io::AsyncWriteExt::shutdown(&mut file).await?;
         let values = catalog::sequence_values(&source, &part.sequences).await?;
         std::fs::write(directory.join(SEQUENCES_FILE), serde_json::to_vec(&values)?)?;
-        std::fs::write(directory.join(COMPLETION_MARKER), b"")?;
         anyhow::Ok(bytes)
     };
     let bytes = until_cancelled(job, work).await?;
+    super::export::mark_complete(job, &directory)?;
     job.dump_space.added(bytes);
     Ok(ExportedSizes {
         by_table: [(part.table_oid, bytes)].into(),
@@ -111,7 +117,10 @@ pub async fn load_part(job: &Job, unit: &Unit) -> Result<(), AttemptError> {
     let work = async {
         let target = catalog::connect(job.copy(), "target").await?;
         if begin_load(job, unit, &target, Some(&directory)).await? {
-            let mut file = tokio::fs::File::open(directory.join(ROWS_FILE)).await?;
+            let (path, method) = crate::compression::find_compressed(&directory, ROWS_FILE)
+                .with_context(|| format!("{} has no rows file", directory.display()))?;
+            let file = tokio::io::BufReader::with_capacity(256 * 1024, tokio::fs::File::open(path).await?);
+            let mut file = crate::compression::reader(method, file);
             catalog::rows_from_file(&target, &selection(part, table), &mut file).await?;
             let values = serde_json::from_slice(&std::fs::read(directory.join(SEQUENCES_FILE))?)?;
             set_sequences(&target, &part.sequences, values).await?;
