@@ -88,10 +88,20 @@ pub fn main_entry() -> u8 {
     code
 }
 
+/// The settings with the passwords that could only be asked for at a terminal.
+async fn with_passwords(
+    settings: Result<settings::Settings, errors::SyncError>,
+) -> Result<settings::Settings, errors::SyncError> {
+    let mut settings = settings?;
+    engine::ask_for_passwords(settings.places.endpoints_mut()).await;
+    Ok(settings)
+}
+
 /// `dbsync archives`: the dated target's databases, newest first.
 async fn list_archives(arguments: &cli::ArchivesArguments, environment: &settings::Environment) -> u8 {
     let listing = async {
-        let (target, template) = settings::resolve_archives(arguments, environment)?;
+        let (mut target, template) = settings::resolve_archives(arguments, environment)?;
+        engine::ask_for_passwords(vec![&mut target]).await;
         let found = archives::list(&target, &template).await?;
         Ok::<_, errors::SyncError>((target, template, found))
     };
@@ -109,7 +119,7 @@ async fn list_archives(arguments: &cli::ArchivesArguments, environment: &setting
 
 /// `dbsync verify`: exit 0 when both sides hold the same, 3 when not.
 async fn show_verify(settings: Result<settings::Settings, errors::SyncError>, json: bool) -> u8 {
-    let verified = match settings {
+    let verified = match with_passwords(settings).await {
         Ok(settings) => {
             engine::modes::verify::verify(&settings, report::pick(&settings.display), Cancellation::new()).await
         }
@@ -142,7 +152,8 @@ fn equal_or_not(equal: bool) -> u8 {
 /// `dbsync diff`: exit 0 when the schemas are equal, 3 when they differ.
 async fn show_diff(arguments: &cli::DiffArguments, environment: &settings::Environment) -> u8 {
     let compared = async {
-        let (source, target) = settings::resolve_diff(arguments, environment)?;
+        let (mut source, mut target) = settings::resolve_diff(arguments, environment)?;
+        engine::ask_for_passwords(vec![&mut source, &mut target]).await;
         engine::modes::diff::diff(&source, &target).await
     };
     show(compared.await, |diff| {
@@ -153,7 +164,7 @@ async fn show_diff(arguments: &cli::DiffArguments, environment: &settings::Envir
 
 /// `dbsync plan`: what a sync would do, as text or JSON; nothing is changed.
 async fn show_plan(settings: Result<settings::Settings, errors::SyncError>, json: bool) -> u8 {
-    let planned = match settings {
+    let planned = match with_passwords(settings).await {
         Ok(settings) => {
             engine::modes::preview::preview(&settings, report::pick(&settings.display), Cancellation::new()).await
         }
@@ -167,7 +178,7 @@ async fn show_plan(settings: Result<settings::Settings, errors::SyncError>, json
 
 /// settings → reporter → engine → exit code.
 async fn run_engine(settings: Result<settings::Settings, errors::SyncError>) -> u8 {
-    let settings = match settings {
+    let settings = match with_passwords(settings).await {
         Ok(settings) => settings,
         Err(error) => {
             report::print_error(&error.to_string());

@@ -59,6 +59,24 @@ pub async fn connect(endpoint: &Endpoint, role: &str) -> Result<Client> {
     Ok(client)
 }
 
+/// Whether the server asks `endpoint`'s user for a password that the endpoint does not have
+/// (any other outcome, a connection included, is left to the run to meet).
+pub async fn asks_for_password(endpoint: &Endpoint) -> bool {
+    let Ok(mut config) = endpoint.client_config() else {
+        return false;
+    };
+    config.connect_timeout(std::time::Duration::from_secs(10));
+    let attempt = match endpoint.connector() {
+        Ok(Connector::Plain) => config.connect(NoTls).await.map(|_| ()),
+        Ok(Connector::Tls { connector, mode }) => {
+            config.ssl_mode(mode);
+            config.connect(connector).await.map(|_| ())
+        }
+        Err(_) => return false,
+    };
+    attempt.is_err_and(|error| describe_error(&error).contains("password missing"))
+}
+
 /// Asks the server to cancel the statement `client` is running; the client stays usable, and
 /// the statement answers with an error unless it had already finished.
 pub async fn cancel_statement(client: &Client, endpoint: &Endpoint) -> Result<()> {

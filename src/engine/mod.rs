@@ -10,6 +10,7 @@ mod copy;
 mod hooks;
 pub mod modes;
 pub mod monitor;
+mod passwords;
 pub mod preflight;
 pub mod progress;
 pub mod resume;
@@ -21,6 +22,8 @@ mod split;
 pub mod steps;
 pub mod units;
 pub mod workspace;
+
+pub use passwords::ask_for_passwords;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -46,3 +46,31 @@ pub fn ask(question: &Question) -> std::io::Result<Answer> {
         Answer::No
     })
 }
+
+/// Whether a person can be asked: stdin and stderr are both a terminal.
+pub fn can_ask() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// Asks for the password of `whom` (`user@host:port/dbname`) as `psql` does, without echoing
+/// what is typed; `None` when nobody can be asked. Blocks, so call it off the async threads.
+pub fn ask_password(whom: &str) -> std::io::Result<Option<String>> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    if !can_ask() {
+        return Ok(None);
+    }
+    let stdin = std::io::stdin();
+    let original = tcgetattr(&stdin)?;
+    let mut silent = original.clone();
+    silent.local_flags.remove(LocalFlags::ECHO);
+    silent.local_flags.insert(LocalFlags::ECHONL);
+    // Silent before the question shows: what is typed as soon as it does is not echoed.
+    tcsetattr(&stdin, SetArg::TCSAFLUSH, &silent)?;
+    eprint!("Password for {whom}: ");
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line);
+    // The terminal as it was, whatever the read did.
+    tcsetattr(&stdin, SetArg::TCSAFLUSH, &original)?;
+    read?;
+    Ok(Some(line.trim_end_matches(['\r', '\n']).to_string()))
+}

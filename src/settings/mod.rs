@@ -230,6 +230,16 @@ impl Places {
             Places::Dump { .. } => None,
         }
     }
+
+    /// Every database the run connects to, for what is found only by connecting (a password
+    /// asked for at a terminal).
+    pub fn endpoints_mut(&mut self) -> Vec<&mut Endpoint> {
+        match self {
+            Places::Databases { source, target } => vec![source, target],
+            Places::Dump { source, .. } => vec![source],
+            Places::Restore { target, .. } => vec![target],
+        }
+    }
 }
 
 /// A run of the engine with the places it reads and writes: what `Settings::run` decides.

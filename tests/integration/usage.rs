@@ -1135,3 +1135,73 @@ fn a_refusal_on_a_terminal_says_its_reason_once_and_nothing_of_cleaning_up() {
         text(&apart)
     );
 }
+
+#[test]
+fn a_password_no_source_gives_is_asked_for_at_a_terminal_without_echo() {
+    use std::io::{Read, Write};
+    let clusters = clusters();
+    source_with_tables("prompted_src");
+    let target = format!("postgres://postgres@127.0.0.1:{}/prompted_dst", clusters.target.port);
+    let dumps = dump_dir();
+    let command = format!(
+        "{} sync --yes --source '{}' --target '{target}' --dump-dir '{}'",
+        env!("CARGO_BIN_EXE_dbsync"),
+        clusters.source.uri("prompted_src"),
+        dumps.path().display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .env("PGPASSFILE", "/dev/null")
+        .env_remove("PGPASSWORD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script");
+    let mut stdout = child.stdout.take().unwrap();
+    let (seen_sender, seen) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut output = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while let Ok(read) = stdout.read(&mut buffer) {
+            if read == 0 {
+                break;
+            }
+            output.extend_from_slice(&buffer[..read]);
+            let _ = seen_sender.send(String::from_utf8_lossy(&output).into_owned());
+        }
+        String::from_utf8_lossy(&output).into_owned()
+    });
+    // The password is typed once the question is on the screen, as a person would.
+    let question = format!(
+        "Password for postgres@127.0.0.1:{}/prompted_dst: ",
+        clusters.target.port
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let shown = seen
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("dbsync asked nothing");
+        if shown.contains(&question) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no password question in {shown}");
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{}\n", crate::harness::PASSWORD).as_bytes())
+        .unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    let output = reader.join().unwrap();
+    assert!(status.success(), "{output}");
+    assert_eq!(output.matches("Password for").count(), 1, "{output}");
+    assert!(
+        !output.contains(crate::harness::PASSWORD),
+        "the password was echoed: {output}"
+    );
+    assert_eq!(
+        crate::fingerprint(&clusters.source, "prompted_src"),
+        crate::fingerprint(&clusters.target, "prompted_dst")
+    );
+}
