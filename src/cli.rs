@@ -6,40 +6,148 @@ use std::path::PathBuf;
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "dbsync",
-    version,
-    about = "Copy a PostgreSQL database to another server: consistent, complete, safe"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
+/// What every subcommand's help ends with: what it reads from the environment and how it exits.
+macro_rules! environment_and_exit_codes {
+    () => {
+        r#"Environment:
+  PGHOST PGPORT PGUSER PGPASSWORD PGPASSFILE PGSERVICE PGSERVICEFILE PGSYSCONFDIR PGSSLMODE
+  PGSSLROOTCERT PGSSLCERT PGSSLKEY PGOPTIONS, as libpq reads them (USER and HOME for its defaults);
+  the old script's MAIN_DB_HOST MAIN_DB_PORT MAIN_DB_USER MAIN_DB_PASSWORD MAIN_DB_NAME,
+  ARCHIVE_DB_HOST ARCHIVE_DB_PORT ARCHIVE_DB_USER ARCHIVE_DB_PASSWORD ARCHIVE_DB_NAME, PG_JOBS
+  RETRY_COUNT BATCH_SIZE; DBSYNC_CONFIG (--config); DBSYNC_MASK_SALT ([transform]); NO_COLOR TERM
+
+Exit codes:
+  0    done: the target is a validated copy (or both sides are equal)
+  1    failed; the previous target is unchanged
+  2    refused before anything was changed (bad input, missing consent, an unsafe target)
+  3    validation found differences; the previous target is unchanged
+  130  interrupted (Ctrl+C), cleaned up    143  terminated (SIGTERM), cleaned up"#
+    };
 }
+
+const SYNC_HELP: &str = concat!(
+    r#"Examples:
+  dbsync sync --source postgres://app@prod/shop --target postgres://app@dev/shop --yes
+  dbsync sync --source postgres://app@prod/shop --target 'postgres://app@archive/Shop_{date}' --retain 7 --yes
+  dbsync sync --data-only --include 'orders*' --source service=prod --target service=dev --yes"#,
+    "\n\n",
+    environment_and_exit_codes!()
+);
+
+const PLAN_HELP: &str = concat!(
+    r#"Examples:
+  dbsync plan --source postgres://app@prod/shop --target postgres://app@dev/shop
+  dbsync plan --source … --target … --include 'billing.*' --format json"#,
+    "\n\n",
+    environment_and_exit_codes!()
+);
+
+const VERIFY_HELP: &str = concat!(
+    r#"Examples:
+  dbsync verify --source postgres://app@prod/shop --target postgres://app@dev/shop
+  dbsync verify --checksum --source … --target … --format json"#,
+    "\n\n",
+    environment_and_exit_codes!()
+);
+
+const DIFF_HELP: &str = concat!(
+    r#"Examples:
+  dbsync diff --source postgres://app@prod/shop --target postgres://app@dev/shop"#,
+    "\n\n",
+    environment_and_exit_codes!()
+);
+
+const DUMP_HELP: &str = concat!(
+    r#"Examples:
+  dbsync dump --source postgres://backup@prod/shop --output '/backups/shop_{date}' --retain 14
+  dbsync dump --source … --output /backups/shop --compress zstd:3 --pg-bin /usr/lib/postgresql/17/bin"#,
+    "\n\n",
+    environment_and_exit_codes!()
+);
+
+const RESTORE_HELP: &str = concat!(
+    r#"Examples:
+  dbsync restore /backups/shop_20261122 --target postgres://app@dev/shop --yes"#,
+    "\n\n",
+    environment_and_exit_codes!()
+);
+
+const ARCHIVES_HELP: &str = concat!(
+    r#"Examples:
+  dbsync archives --target 'postgres://app@archive/Shop_{date}'"#,
+    "\n\n",
+    environment_and_exit_codes!()
+);
+
+const MERGE_HELP: &str = concat!(
+    r#"Examples:
+  dbsync merge --source postgres://app@branch/shop --target postgres://app@central/shop --config merge.toml --yes
+  dbsync merge --dry-run --source … --target … --config merge.toml"#,
+    "\n\n",
+    environment_and_exit_codes!()
+);
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Copy the source database into the target database (replacing it once the copy is complete).
+    #[command(after_help = SYNC_HELP)]
     Sync(Box<SyncArguments>),
     /// Show what a sync would do (servers, tables, foreign-key order, units, warnings), changing
     /// nothing; the same as `sync --dry-run`.
+    #[command(after_help = PLAN_HELP)]
     Plan(Box<PlanArguments>),
     /// Compare the source and target without copying: rows of each selected table, sequences,
     /// large objects (exit 0 equal, 3 different)
+    #[command(after_help = VERIFY_HELP)]
     Verify(Box<VerifyArguments>),
     /// Compare the schemas of the source and target databases (exit 0 equal, 3 different)
+    #[command(after_help = DIFF_HELP)]
     Diff(DiffArguments),
     /// Write the source database to an archive directory (schema, data, manifest) from one snapshot.
+    #[command(after_help = DUMP_HELP)]
     Dump(Box<DumpArguments>),
     /// Load an archive (from `dbsync dump` or --keep-dumps) into the target database, replacing it
     /// once the copy is complete and validated against the archive's manifest.
+    #[command(after_help = RESTORE_HELP)]
     Restore(Box<RestoreArguments>),
     /// List the databases of a dated target (--target …/Archive_{date}) with their dates and sizes.
+    #[command(after_help = ARCHIVES_HELP)]
     Archives(ArchivesArguments),
     /// Fold the source database's rows into the target's: new IDs from the target's sequences,
     /// foreign keys rewritten, rows matched by natural keys ([merge] in the config), an ID map
     /// kept in the target so a second run inserts nothing new.
+    #[command(after_help = MERGE_HELP)]
     Merge(Box<MergeArguments>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output
+    #[command(
+        after_help = "Examples:\n  dbsync completions bash > /etc/bash_completion.d/dbsync\n  dbsync completions zsh > \"${fpath[1]}/_dbsync\""
+    )]
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print dbsync's manual page (roff) to standard output
+    #[command(after_help = "Examples:\n  dbsync man > /usr/local/share/man/man1/dbsync.1\n  dbsync man | man -l -")]
+    Man,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dbsync",
+    version,
+    about = "Copy a PostgreSQL database to another server: consistent, complete, safe",
+    after_help = concat!(
+        "Examples:\n",
+        "  dbsync sync --source postgres://app@prod/shop --target postgres://app@dev/shop --yes\n",
+        "  dbsync dump --source postgres://backup@prod/shop --output '/backups/shop_{date}' --retain 14\n",
+        "  dbsync completions bash > /etc/bash_completion.d/dbsync; dbsync man > dbsync.1\n",
+        "\nEach command's --help gives its options by heading, and examples.\n\n",
+        environment_and_exit_codes!()
+    )
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -54,97 +162,107 @@ pub struct SyncArguments {
     pub run: RunArguments,
 
     /// Directory in which the temporary dump directory is created [default: .]
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Dumps and archives", long, value_name = "DIR")]
     pub dump_dir: Option<PathBuf>,
 
     /// Keep the dump files after the run
-    #[arg(long, overrides_with = "no_keep_dumps")]
+    #[arg(help_heading = "Dumps and archives", long, overrides_with = "no_keep_dumps")]
     pub keep_dumps: bool,
 
     /// Remove the dump files (overrides keep_dumps in a config file)
-    #[arg(long, overrides_with = "keep_dumps")]
+    #[arg(help_heading = "Dumps and archives", long, overrides_with = "keep_dumps")]
     pub no_keep_dumps: bool,
 
     /// Pipe each unit from pg_dump straight into pg_restore: no dump files on disk
-    #[arg(long, conflicts_with = "keep_dumps", overrides_with = "no_stream")]
+    #[arg(
+        help_heading = "Speed",
+        long,
+        conflicts_with = "keep_dumps",
+        overrides_with = "no_stream"
+    )]
     pub stream: bool,
 
     /// Write dump files (overrides stream in a config file)
-    #[arg(long, overrides_with = "stream")]
+    #[arg(help_heading = "Speed", long, overrides_with = "stream")]
     pub no_stream: bool,
 
     /// With --keep-dumps: how the kept dumps are compressed: gzip (the default, what pg_dump -Fd
     /// does), lz4 or zstd (pg_dump 16+ built with them), each with an optional :LEVEL, or none
-    #[arg(long, value_name = "METHOD[:LEVEL]")]
+    #[arg(help_heading = "Dumps and archives", long, value_name = "METHOD[:LEVEL]")]
     pub compress: Option<String>,
 
     /// Show what the sync would do and stop (see `dbsync plan`)
-    #[arg(long)]
+    #[arg(help_heading = "Safety", long)]
     pub dry_run: bool,
 
     /// Continue a run that failed with --keep-dumps, from its dump directory (its failure
     /// message gives the command)
-    #[arg(long, value_name = "DIR", conflicts_with = "stream")]
+    #[arg(
+        help_heading = "Dumps and archives",
+        long,
+        value_name = "DIR",
+        conflicts_with = "stream"
+    )]
     pub resume: Option<PathBuf>,
 
     /// What to do with a foreign key from a copied table to a table whose data is not copied:
     /// not-valid (create it NOT VALID), skip (leave it out), include-parent (copy the referenced
     /// tables' data too)
-    #[arg(long, value_name = "POLICY", value_parser = PossibleValuesParser::new(["not-valid", "skip", "include-parent"]))]
+    #[arg(help_heading = "What to copy", long, value_name = "POLICY", value_parser = PossibleValuesParser::new(["not-valid", "skip", "include-parent"]))]
     pub foreign_keys: Option<String>,
 
     /// What the last phase compares before the swap: count (rows per table, the default),
     /// checksum (counts and a hash of every table's rows), none (structure only)
-    #[arg(long, value_name = "WHAT", value_parser = PossibleValuesParser::new(["count", "checksum", "none"]))]
+    #[arg(help_heading = "Safety", long, value_name = "WHAT", value_parser = PossibleValuesParser::new(["count", "checksum", "none"]))]
     pub verify: Option<String>,
 
     /// Copy the schema only: the target gets every object and no rows
-    #[arg(long, conflicts_with = "data_only")]
+    #[arg(help_heading = "What to copy", long, conflicts_with = "data_only")]
     pub schema_only: bool,
 
     /// Refresh: keep the target database and its schema, and replace the selected tables' rows
     /// with the source's, tables linked by foreign keys in one transaction
-    #[arg(long)]
+    #[arg(help_heading = "What to copy", long)]
     pub data_only: bool,
 
     /// Incremental: keep the target and its schema, and move only the rows that differ (changed
     /// since the last run by a change column, else found by comparing key ranges), each table in
     /// one transaction
-    #[arg(long, conflicts_with_all = ["data_only", "schema_only"])]
+    #[arg(help_heading = "What to copy", long, conflicts_with_all = ["data_only", "schema_only"])]
     pub incremental: bool,
 
     /// With --incremental: compare every table by key ranges (hashes on both servers), even
     /// those with a change column
-    #[arg(long, requires = "incremental")]
+    #[arg(help_heading = "What to copy", long, requires = "incremental")]
     pub deep: bool,
 
     /// With --incremental: keep the target's rows whose keys the source no longer has
-    #[arg(long, requires = "incremental")]
+    #[arg(help_heading = "What to copy", long, requires = "incremental")]
     pub no_delete: bool,
 
     /// With --incremental: the most rows one statement writes [default: 10000]
-    #[arg(long, value_name = "N", requires = "incremental")]
+    #[arg(help_heading = "What to copy", long, value_name = "N", requires = "incremental")]
     pub batch_rows: Option<u64>,
 
     /// Without --stream or --keep-dumps: pipe a unit of data larger than this straight from
     /// pg_dump into pg_restore instead of through a dump file; 0 never does [default: 512MB]
-    #[arg(long, value_name = "SIZE")]
+    #[arg(help_heading = "Speed", long, value_name = "SIZE")]
     pub stream_larger_than: Option<String>,
 
     /// Copy a table larger than this in parts at once, each over its own pair of sessions, e.g.
     /// 128MB; auto: a table over 512MB holding more than twice its share (1/--jobs) of the data;
     /// 0 never splits [default: auto]
-    #[arg(long, value_name = "SIZE")]
+    #[arg(help_heading = "Speed", long, value_name = "SIZE")]
     pub split_larger_than: Option<String>,
 
     /// Create on the target server the roles the source database's objects need and it lacks
     /// (attributes and memberships, never passwords), each printed
-    #[arg(long)]
+    #[arg(help_heading = "What to copy", long)]
     pub copy_roles: bool,
 
     /// With --data-only: first add what the target lacks (tables, columns, sequences, indexes),
     /// printing each statement; never drops or alters what holds data
-    #[arg(long, requires = "data_only")]
+    #[arg(help_heading = "What to copy", long, requires = "data_only")]
     pub fix_schema: bool,
 }
 
@@ -154,7 +272,7 @@ pub struct PlanArguments {
     pub sync: SyncArguments,
 
     /// text (default) or json
-    #[arg(long, value_name = "FORMAT", value_parser = PossibleValuesParser::new(["text", "json"]))]
+    #[arg(help_heading = "Output", long, value_name = "FORMAT", value_parser = PossibleValuesParser::new(["text", "json"]))]
     pub format: Option<String>,
 
     /// The plan of `dbsync merge` (order, keys remapped, natural keys, cycles): the same as
@@ -190,12 +308,12 @@ pub struct DumpArguments {
 
     /// The archive directory to write; it must not exist. May end in a date template:
     /// /backups/Main_DB_{date}
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Dumps and archives", long, value_name = "DIR")]
     pub output: PathBuf,
 
     /// How the archive's files are compressed: gzip (the default, what pg_dump -Fd does), lz4 or
     /// zstd (pg_dump 16+ built with them), each with an optional :LEVEL, or none
-    #[arg(long, value_name = "METHOD[:LEVEL]")]
+    #[arg(help_heading = "Dumps and archives", long, value_name = "METHOD[:LEVEL]")]
     pub compress: Option<String>,
 
     #[command(flatten)]
@@ -234,7 +352,7 @@ pub struct RestoreArguments {
     pub run: RunArguments,
 
     /// Directory in which a small working directory is created [default: .]
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Dumps and archives", long, value_name = "DIR")]
     pub dump_dir: Option<PathBuf>,
 }
 
@@ -262,79 +380,80 @@ impl RestoreArguments {
 /// Where a sync or a dump reads, and what.
 #[derive(Debug, Clone, Default, Args)]
 pub struct SourceArguments {
-    /// Source database URI: postgres://user@host:5432/Main_DB
-    #[arg(long, value_name = "URI")]
+    /// Source database: a URI (postgres://user@host:5432/Main_DB), key=value pairs
+    /// ("host=prod dbname=Main_DB") or service=NAME
+    #[arg(help_heading = "Connections", long, value_name = "URI")]
     pub source: Option<String>,
 
     /// Copy data only for tables matching these comma-separated wildcard patterns (user_*,billing.*)
-    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    #[arg(help_heading = "What to copy", long, value_name = "PATTERNS", value_delimiter = ',')]
     pub include: Vec<String>,
 
     /// Copy no data for tables matching these comma-separated wildcard patterns
-    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    #[arg(help_heading = "What to copy", long, value_name = "PATTERNS", value_delimiter = ',')]
     pub exclude: Vec<String>,
 
     /// How long to wait for the locks on the source's tables before giving up [default: 600]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(help_heading = "Connections", long, value_name = "SECONDS")]
     pub lock_timeout: Option<u64>,
 }
 
 /// Where a sync or a restore writes, and how it treats what is there.
 #[derive(Debug, Clone, Default, Args)]
 pub struct TargetArguments {
-    /// Target database URI: postgres://user@host2:5432/Archive_DB (may hold a date template:
+    /// Target database (a URI, key=value pairs or service=NAME): postgres://user@host2:5432/Archive_DB (may hold a date template:
     /// Archive_DB_{date})
-    #[arg(long, value_name = "URI")]
+    #[arg(help_heading = "Connections", long, value_name = "URI")]
     pub target: Option<String>,
 
     /// ANALYZE each table once it is loaded, so the copy has planner statistics at once
-    #[arg(long, overrides_with = "no_analyze")]
+    #[arg(help_heading = "What to copy", long, overrides_with = "no_analyze")]
     pub analyze: bool,
 
     /// Leave statistics to autovacuum (overrides analyze in a config file)
-    #[arg(long, overrides_with = "analyze")]
+    #[arg(help_heading = "What to copy", long, overrides_with = "analyze")]
     pub no_analyze: bool,
 
     /// Fail instead of ending the sessions connected to the previous target at the swap
-    #[arg(long)]
+    #[arg(help_heading = "Safety", long)]
     pub no_terminate: bool,
 
     /// Do not carry the source's planner statistics over (PostgreSQL 18 tools and target)
-    #[arg(long)]
+    #[arg(help_heading = "What to copy", long)]
     pub no_statistics: bool,
 
     /// Copy into a server of an older major version than the source's (refused by default: the
     /// target may not be able to hold what the source has)
-    #[arg(long)]
+    #[arg(help_heading = "Safety", long)]
     pub allow_downgrade: bool,
 
     /// Replace an existing target database without asking
-    #[arg(long, short = 'y')]
+    #[arg(help_heading = "Safety", long, short = 'y')]
     pub yes: bool,
 
     /// Do not restore object ownership (objects belong to the target user)
-    #[arg(long, overrides_with = "owner")]
+    #[arg(help_heading = "What to copy", long, overrides_with = "owner")]
     pub no_owner: bool,
 
     /// Restore object ownership (the default; overrides no_owner in a config file)
-    #[arg(long, overrides_with = "no_owner")]
+    #[arg(help_heading = "What to copy", long, overrides_with = "no_owner")]
     pub owner: bool,
 
     /// Put every object in the target's default tablespace (for tablespaces it does not have)
-    #[arg(long)]
+    #[arg(help_heading = "What to copy", long)]
     pub no_tablespaces: bool,
 
     /// Do not restore grants (GRANT/REVOKE)
-    #[arg(long, overrides_with = "privileges")]
+    #[arg(help_heading = "What to copy", long, overrides_with = "privileges")]
     pub no_privileges: bool,
 
     /// Restore grants (the default; overrides no_privileges in a config file)
-    #[arg(long, overrides_with = "no_privileges")]
+    #[arg(help_heading = "What to copy", long, overrides_with = "no_privileges")]
     pub privileges: bool,
 
     /// Memory the copy's index builds may use in all, shared by the --jobs loading sessions
     /// (their maintenance_work_mem); 0 leaves the server's setting [default: 512MB]
-    #[arg(long, value_name = "SIZE")]
+    #[arg(help_heading = "Speed", long, value_name = "SIZE")]
     pub maintenance_memory: Option<String>,
 }
 
@@ -342,41 +461,41 @@ pub struct TargetArguments {
 #[derive(Debug, Clone, Default, Args)]
 pub struct RunArguments {
     /// Configuration file with table groups and settings (see core_tables.toml)
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Connections", long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// How many server sessions may do copy work at once: dumps, loads, index builds, vacuums
     /// [default: number of CPUs]
-    #[arg(long, short = 'j', value_name = "N")]
+    #[arg(help_heading = "Speed", long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
 
     /// How many times a transient failure is retried [default: 3]
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "Speed", long, value_name = "N")]
     pub retries: Option<u32>,
 
     /// Directory holding pg_dump and pg_restore to use instead of searching for them
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Connections", long, value_name = "DIR")]
     pub pg_bin: Option<PathBuf>,
 
     /// Write a JSON report of the run to this file
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Output", long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
     /// One plain line per event even on a terminal (no progress bars, no colour)
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub plain: bool,
 
     /// In plain output, how often a long-running table gets a progress line [default: 30]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(help_heading = "Output", long, value_name = "SECONDS")]
     pub progress_every: Option<u64>,
 
     /// After a successful run, keep only the N newest of the date template of the target name
     /// (or of --output), tonight's included; remove the older ones
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "Dumps and archives", long, value_name = "N")]
     pub retain: Option<usize>,
 
     /// Render a date template in UTC instead of local time
-    #[arg(long)]
+    #[arg(help_heading = "Dumps and archives", long)]
     pub utc: bool,
 }
 
@@ -385,8 +504,8 @@ pub struct VerifyArguments {
     #[command(flatten)]
     pub source: SourceArguments,
 
-    /// Target database URI: postgres://user@host2:5432/Archive_DB
-    #[arg(long, value_name = "URI")]
+    /// Target database (a URI, key=value pairs or service=NAME): postgres://user@host2:5432/Archive_DB
+    #[arg(help_heading = "Connections", long, value_name = "URI")]
     pub target: Option<String>,
 
     #[command(flatten)]
@@ -394,11 +513,11 @@ pub struct VerifyArguments {
 
     /// Compare a checksum of every table's rows too, not only the counts (reads every row on
     /// both servers)
-    #[arg(long)]
+    #[arg(help_heading = "Safety", long)]
     pub checksum: bool,
 
     /// text (default) or json
-    #[arg(long, value_name = "FORMAT", value_parser = PossibleValuesParser::new(["text", "json"]))]
+    #[arg(help_heading = "Output", long, value_name = "FORMAT", value_parser = PossibleValuesParser::new(["text", "json"]))]
     pub format: Option<String>,
 }
 
@@ -431,23 +550,23 @@ pub struct MergeArguments {
     #[command(flatten)]
     pub source: SourceArguments,
 
-    /// Target database URI: postgres://user@host2:5432/Central_DB (it must exist)
-    #[arg(long, value_name = "URI")]
+    /// Target database (a URI, key=value pairs or service=NAME): postgres://user@host2:5432/Central_DB (it must exist)
+    #[arg(help_heading = "Connections", long, value_name = "URI")]
     pub target: Option<String>,
 
     /// Write into the target without asking
-    #[arg(long, short = 'y')]
+    #[arg(help_heading = "Safety", long, short = 'y')]
     pub yes: bool,
 
     #[command(flatten)]
     pub run: RunArguments,
 
     /// Show the merge's plan (order, keys remapped, natural keys) and stop
-    #[arg(long)]
+    #[arg(help_heading = "Safety", long)]
     pub dry_run: bool,
 
     /// Write the ID mapping of the merged tables as JSON: {"table": {"old": new, …}}
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "What to copy", long, value_name = "FILE")]
     pub id_map: Option<PathBuf>,
 }
 
@@ -480,31 +599,32 @@ impl MergeArguments {
 
 #[derive(Debug, Clone, Args)]
 pub struct DiffArguments {
-    /// Source database URI: postgres://user@host:5432/Main_DB
-    #[arg(long, value_name = "URI")]
+    /// Source database: a URI (postgres://user@host:5432/Main_DB), key=value pairs
+    /// ("host=prod dbname=Main_DB") or service=NAME
+    #[arg(help_heading = "Connections", long, value_name = "URI")]
     pub source: Option<String>,
 
-    /// Target database URI: postgres://user@host2:5432/Archive_DB
-    #[arg(long, value_name = "URI")]
+    /// Target database (a URI, key=value pairs or service=NAME): postgres://user@host2:5432/Archive_DB
+    #[arg(help_heading = "Connections", long, value_name = "URI")]
     pub target: Option<String>,
 
     /// Configuration file whose [source] and [target] urls are used when the flags are not given
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Connections", long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// text (default) or json
-    #[arg(long, value_name = "FORMAT", value_parser = PossibleValuesParser::new(["text", "json"]))]
+    #[arg(help_heading = "Output", long, value_name = "FORMAT", value_parser = PossibleValuesParser::new(["text", "json"]))]
     pub format: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ArchivesArguments {
     /// Target URI whose database name has a date template: postgres://user@host/Archive_{date}
-    #[arg(long, value_name = "URI")]
+    #[arg(help_heading = "Connections", long, value_name = "URI")]
     pub target: Option<String>,
 
     /// Configuration file whose [target] url is used when --target is not given
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Connections", long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
 

@@ -81,6 +81,10 @@ pub fn main_entry() -> u8 {
                 let settings = settings::resolve_merge(&arguments, &environment);
                 run_engine(settings).await
             }
+            Command::Completions { shell } => {
+                report::print_completions(<Cli as clap::CommandFactory>::command(), shell)
+            }
+            Command::Man => report::print_manual(<Cli as clap::CommandFactory>::command()),
         }
     });
     // A consent prompt may still be blocked on stdin; do not wait for it.

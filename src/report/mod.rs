@@ -855,6 +855,39 @@ pub fn print_plan(plan: &PlanReport, json: bool) {
 
 /// A line on stderr, outside any run's output: errors that cron mails and CI logs must show even
 /// when stdout is discarded.
+/// The shell completion script for `command` (dbsync's command line), on stdout.
+pub fn print_completions(mut command: clap::Command, shell: clap_complete::Shell) -> u8 {
+    clap_complete::generate(shell, &mut command, "dbsync", &mut std::io::stdout());
+    crate::errors::ExitCode::SUCCESS
+}
+
+/// The manual page of `command` (dbsync's command line) and of each subcommand, as one roff
+/// page on stdout.
+pub fn print_manual(command: clap::Command) -> u8 {
+    let mut page = Vec::new();
+    let rendered = clap_mangen::Man::new(command.clone()).render(&mut page).and_then(|()| {
+        // Each command's own section: what it does, its options by heading, its examples.
+        command.get_subcommands().try_for_each(|subcommand| {
+            let name = format!("dbsync {}", subcommand.get_name());
+            page.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
+            let manual = clap_mangen::Man::new(subcommand.clone().name(name));
+            manual.render_synopsis_section(&mut page)?;
+            manual.render_description_section(&mut page)?;
+            manual.render_options_section(&mut page)?;
+            manual.render_extra_section(&mut page)
+        })
+    });
+    if let Err(error) = rendered {
+        print_error(&format!("cannot write the manual page: {error}"));
+        return crate::errors::ExitCode::FAILURE;
+    }
+    use std::io::Write;
+    match std::io::stdout().write_all(&page) {
+        Ok(()) => crate::errors::ExitCode::SUCCESS,
+        Err(_) => crate::errors::ExitCode::FAILURE,
+    }
+}
+
 pub fn print_error(message: &str) {
     eprintln!("dbsync: {message}");
 }

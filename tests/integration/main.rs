@@ -7,6 +7,7 @@ mod dump;
 mod faults;
 mod fidelity;
 mod harness;
+mod help;
 mod hooks;
 mod incremental;
 mod masking;

@@ -96,6 +96,8 @@ fn resolved(arguments: &[&str], config: &Path) -> String {
         Command::Merge(arguments) => run(settings::resolve_merge(&arguments, &environment)),
         Command::Diff(arguments) => format!("{:#?}", settings::resolve_diff(&arguments, &environment)),
         Command::Archives(arguments) => format!("{:#?}", settings::resolve_archives(&arguments, &environment)),
+        // They print what clap knows, and resolve no settings.
+        Command::Completions { .. } | Command::Man => unreachable!("no settings to snapshot"),
     };
     let directory = config.parent().unwrap().to_str().unwrap();
     format!(
