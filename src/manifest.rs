@@ -189,6 +189,40 @@ fn describe(archive: &Path, relative: &Path) -> Result<FileEntry> {
     })
 }
 
+/// What `path` is when it cannot be a dbsync archive, and what reads it: nothing there, a
+/// `pg_dump` archive of another format, an SQL script, or another kind of directory.
+fn not_an_archive(path: &Path) -> Option<String> {
+    let shown = path.display();
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return Some(format!(
+            "{shown} does not exist (dbsync restore reads the directory a dbsync dump or a sync with --keep-dumps wrote)"
+        ));
+    };
+    if metadata.is_dir() {
+        let dumped_by_pg_dump = path.join("toc.dat").is_file() && !path.join("schema.dump").exists();
+        return dumped_by_pg_dump.then(|| {
+            format!("{shown} is a pg_dump directory-format archive, not a dbsync archive: restore it with pg_restore --dbname URI {shown}")
+        });
+    }
+    let mut start = [0u8; 512];
+    let read = std::fs::File::open(path)
+        .and_then(|mut file| file.read(&mut start))
+        .unwrap_or(0);
+    let start = &start[..read];
+    let what = if start.starts_with(b"PGDMP") {
+        "a pg_dump custom-format archive (pg_dump -Fc): restore it with pg_restore --dbname URI FILE"
+    } else if start.len() > 262 && &start[257..262] == b"ustar" {
+        "a tar file (pg_dump -Ft writes one): restore a pg_dump tar archive with pg_restore --dbname URI FILE"
+    } else if String::from_utf8_lossy(start).contains("PostgreSQL database dump") {
+        "an SQL script (pg_dump's plain format): run it with psql --dbname URI --file FILE"
+    } else {
+        "a file"
+    };
+    Some(format!(
+        "{shown} is {what}; dbsync restore reads the directory a dbsync dump or a sync with --keep-dumps wrote"
+    ))
+}
+
 impl Manifest {
     /// Writes the manifest last, once every file of the archive is on disk, through a synced
     /// temporary file and a rename: a manifest that exists is a whole one, and so is the
@@ -201,6 +235,9 @@ impl Manifest {
     }
 
     pub fn read(archive: &Path) -> Result<Manifest> {
+        if let Some(what) = not_an_archive(archive) {
+            bail!("{what}");
+        }
         let path = archive.join(MANIFEST_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
