@@ -516,6 +516,12 @@ pub struct VerifyArguments {
     #[arg(help_heading = "Safety", long)]
     pub checksum: bool,
 
+    /// With --checksum: compare only the columns both sides have (a refreshed target may have
+    /// columns of its own), naming the ones left out; without it, tables whose columns differ
+    /// are a difference
+    #[arg(help_heading = "Safety", long, requires = "checksum")]
+    pub common_columns: bool,
+
     /// text (default) or json
     #[arg(help_heading = "Output", long, value_name = "FORMAT", value_parser = PossibleValuesParser::new(["text", "json"]))]
     pub format: Option<String>,
@@ -530,6 +536,8 @@ impl VerifyArguments {
             target,
             run,
             checksum,
+            // Which columns --checksum hashes: the verify's own choice, not a sync's setting.
+            common_columns: _,
             format: _,
         } = self;
         SyncArguments {

@@ -58,7 +58,7 @@ pub fn main_entry() -> u8 {
             Command::Diff(arguments) => show_diff(&arguments, &environment).await,
             Command::Verify(arguments) => {
                 let settings = settings::resolve_verify(&arguments, &environment);
-                show_verify(settings, arguments.format.as_deref() == Some("json")).await
+                show_verify(settings, &arguments).await
             }
             Command::Plan(arguments) if arguments.merge => {
                 let settings = settings::resolve_merge(&arguments.as_merge(), &environment);
@@ -122,10 +122,16 @@ async fn list_archives(arguments: &cli::ArchivesArguments, environment: &setting
 }
 
 /// `dbsync verify`: exit 0 when both sides hold the same, 3 when not.
-async fn show_verify(settings: Result<settings::Settings, errors::SyncError>, json: bool) -> u8 {
+async fn show_verify(settings: Result<settings::Settings, errors::SyncError>, arguments: &cli::VerifyArguments) -> u8 {
+    let json = arguments.format.as_deref() == Some("json");
+    let columns = match arguments.common_columns {
+        true => engine::steps::checksum::ColumnChoice::Common,
+        false => engine::steps::checksum::ColumnChoice::All,
+    };
     let verified = match with_passwords(settings).await {
         Ok(settings) => {
-            engine::modes::verify::verify(&settings, report::pick(&settings.display), Cancellation::new()).await
+            let reporter = report::pick(&settings.display);
+            engine::modes::verify::verify(&settings, reporter, Cancellation::new(), columns).await
         }
         Err(error) => Err(error),
     };

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use tokio_postgres::Client;
 
 use super::context::{FreeSlots, RunContext};
-use super::steps::checksum::{self, Sessions, checksum_differences};
+use super::steps::checksum::{self, ColumnChoice, Sessions, checksum_differences};
 use super::steps::validate::TableCount;
 use super::{interruptible, preflight};
 use crate::catalog::{self, QualifiedName, TableColumn};
 use crate::connection::Endpoint;
 use crate::errors::SyncError;
 use crate::plan::Plan;
+use crate::report::Warning;
 use crate::report::{Activity, Event, Notice, Phase, RowCheck, TableLine};
 use crate::settings::{Content, Verification};
 use crate::usage_error;
@@ -335,10 +336,26 @@ impl RunContext<'_> {
             let members = plan.members();
             let compare = async {
                 let target_sessions = Sessions::open(endpoint, "target", self.granted_jobs(), None).await?;
-                checksum::compare(source_sessions, &target_sessions, &members, &self.member_masks(plan)).await
+                // A kept target may have columns of its own: the rows are compared on the ones
+                // both sides have, and the others named.
+                let masks = self.member_masks(plan);
+                checksum::compare(
+                    source_sessions,
+                    &target_sessions,
+                    &members,
+                    &masks,
+                    ColumnChoice::Common,
+                )
+                .await
             };
-            let comparisons = interruptible(&self.cancellation, compare).await?;
-            differences = checksum_differences(&members, &comparisons);
+            let compared = interruptible(&self.cancellation, compare).await?;
+            for left_out in &compared.left_out {
+                self.warn(Warning::Other(format!(
+                    "the checksums compared only the columns both sides have: {}",
+                    left_out.describe()
+                )));
+            }
+            differences = checksum_differences(&members, &compared.comparisons);
         }
         self.judge_refresh(plan, counts, differences)
     }

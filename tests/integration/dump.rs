@@ -617,7 +617,9 @@ fn a_compression_the_tools_cannot_write_is_refused_before_anything_is_written() 
 fn restoring_what_is_not_a_dbsync_archive_says_what_it_is_and_what_reads_it() {
     let clusters = clusters();
     clusters.source.create_database("foreign_src");
-    clusters.source.psql("foreign_src", "CREATE TABLE a (id int PRIMARY KEY)");
+    clusters
+        .source
+        .psql("foreign_src", "CREATE TABLE a (id int PRIMARY KEY)");
     precious_target("foreign_dst");
     let parent = dump_dir();
     let pg_dump = |format: &str, path: &Path| {
@@ -638,7 +640,10 @@ fn restoring_what_is_not_a_dbsync_archive_says_what_it_is_and_what_reads_it() {
     let directory = parent.path().join("shop.dir");
     pg_dump("-Fd", &directory);
     let cases = [
-        (custom, "is a pg_dump custom-format archive (pg_dump -Fc): restore it with pg_restore"),
+        (
+            custom,
+            "is a pg_dump custom-format archive (pg_dump -Fc): restore it with pg_restore",
+        ),
         (plain, "is an SQL script (pg_dump's plain format): run it with psql"),
         (directory, "is a pg_dump directory-format archive, not a dbsync archive"),
         (parent.path().join("nothing"), "does not exist"),
@@ -646,7 +651,12 @@ fn restoring_what_is_not_a_dbsync_archive_says_what_it_is_and_what_reads_it() {
     for (path, message) in cases {
         let refused = restore_command(&path, "foreign_dst").output().unwrap();
         assert_exit(&refused, 2);
-        assert!(text(&refused).contains(message), "{}: {}", path.display(), text(&refused));
+        assert!(
+            text(&refused).contains(message),
+            "{}: {}",
+            path.display(),
+            text(&refused)
+        );
         assert_previous_target_intact("foreign_dst");
     }
 }

@@ -152,6 +152,40 @@ fn a_data_only_refresh_replaces_rows_and_keeps_the_targets_own_schema() {
     );
     assert_eq!(own.trim(), "301|t|1");
     assert_exit(&crate::between("verify", "refresh_src", "refresh_dst", &[]), 0);
+
+    // Checksums over the columns both sides have: the target's own column is named, not a
+    // difference, for the refresh's own validation and for dbsync verify when asked.
+    let checked = crate::sync(
+        "refresh_src",
+        "refresh_dst",
+        &["--data-only", "--yes", "--verify", "checksum"],
+        dumps.path(),
+    );
+    assert_exit(&checked, 0);
+    let left_out = "only the columns both sides have: accounts (only on the target: local_note)";
+    assert!(text(&checked).contains(left_out), "{}", text(&checked));
+    let all_columns = crate::between("verify", "refresh_src", "refresh_dst", &["--checksum"]);
+    assert_exit(&all_columns, 3);
+    let common = crate::between(
+        "verify",
+        "refresh_src",
+        "refresh_dst",
+        &["--checksum", "--common-columns"],
+    );
+    assert_exit(&common, 0);
+    assert!(text(&common).contains(left_out), "{}", text(&common));
+    // A value of a shared column that differs is still found.
+    clusters
+        .target
+        .psql("refresh_dst", "UPDATE accounts SET name = 'drifted' WHERE id = 7");
+    let drifted = crate::between(
+        "verify",
+        "refresh_src",
+        "refresh_dst",
+        &["--checksum", "--common-columns"],
+    );
+    assert_exit(&drifted, 3);
+    assert!(text(&drifted).contains("accounts"), "{}", text(&drifted));
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::catalog::{self};
 use crate::connection::Endpoint;
 use crate::engine::context::FreeSlots;
-use crate::engine::steps::checksum::{self, Sessions, checksum_differences};
+use crate::engine::steps::checksum::{self, ColumnChoice, Sessions, checksum_differences};
 use crate::engine::{RunContext, interruptible};
 use crate::errors::SyncError;
 use crate::plan::Plan;
@@ -20,12 +20,15 @@ pub(in crate::engine) struct Verify<'a> {
     pub(in crate::engine) context: RunContext<'a>,
     pub(in crate::engine) source: &'a Endpoint,
     pub(in crate::engine) target: &'a Endpoint,
+    /// Which columns `--checksum` hashes (`--common-columns`: those both sides have).
+    pub(in crate::engine) columns: ColumnChoice,
 }
 
 pub async fn verify(
     settings: &Settings,
     reporter: Arc<dyn Reporter>,
     cancellation: Cancellation,
+    columns: ColumnChoice,
 ) -> Result<VerifyReport, SyncError> {
     let Places::Databases { source, target } = &settings.places else {
         return Err(crate::usage_error!(
@@ -36,6 +39,7 @@ pub async fn verify(
         context: RunContext::new(settings, reporter, cancellation),
         source,
         target,
+        columns,
     };
     mode.run().await
 }
@@ -52,7 +56,7 @@ impl Verify<'_> {
             source: Some(source.free_slots),
             target: Some(target_free),
         };
-        let warnings: Vec<String> = self.context.grant_jobs(free)?.iter().map(ToString::to_string).collect();
+        let mut warnings: Vec<String> = self.context.grant_jobs(free)?.iter().map(ToString::to_string).collect();
         let sessions = interruptible(
             &self.context.cancellation,
             self.consistent_reads(&source.client, &target),
@@ -75,12 +79,18 @@ impl Verify<'_> {
             let counted: Vec<String> = differences.iter().map(|difference| difference.name.clone()).collect();
             let members = plan.members();
             let masks = self.context.member_masks(&plan);
-            let comparisons = interruptible(
+            let compared = interruptible(
                 &self.context.cancellation,
-                checksum::compare(source_sessions, target_sessions, &members, &masks),
+                checksum::compare(source_sessions, target_sessions, &members, &masks, self.columns),
             )
             .await?;
-            let found = checksum_differences(&members, &comparisons);
+            warnings.extend(compared.left_out.iter().map(|left_out| {
+                format!(
+                    "the checksums compared only the columns both sides have: {}",
+                    left_out.describe()
+                )
+            }));
+            let found = checksum_differences(&members, &compared.comparisons);
             // A table already found by its count is named once.
             let position = differences
                 .iter()

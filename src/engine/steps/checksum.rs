@@ -104,9 +104,10 @@ pub async fn compare(
     target: &Sessions,
     tables: &[QualifiedName],
     masks: &[Vec<(String, String)>],
-) -> Result<Vec<Comparison>> {
+    columns: ColumnChoice,
+) -> Result<Compared> {
     let hash = agreed_hash(source.first(), target.first()).await?;
-    let (mut comparisons, plans) = plan_tables(source, target, tables, masks).await?;
+    let (mut comparisons, plans, left_out) = plan_tables(source, target, tables, masks, columns).await?;
     let tasks: Vec<(usize, usize)> = {
         let mut tasks: Vec<(usize, usize)> = plans
             .iter()
@@ -133,7 +134,7 @@ pub async fn compare(
         };
         comparisons[*index] = judge(plan, &gather(&source_sums), &gather(&target_sums));
     }
-    Ok(comparisons)
+    Ok(Compared { comparisons, left_out })
 }
 
 /// PostgreSQL's own hash when both servers give the probe the same value, else MD5.
@@ -145,45 +146,121 @@ pub async fn agreed_hash(source: &Client, target: &Client) -> Result<RowHash> {
     })
 }
 
-/// The tables that can be hashed (present on both sides with the same columns), each with its
-/// parts; the others' comparisons already decided.
+/// Which columns of a table are hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnChoice {
+    /// Every column: tables whose columns differ are a difference.
+    All,
+    /// The columns both sides have (a refreshed target may have columns of its own); the others
+    /// are left out, and said to be.
+    Common,
+}
+
+/// What `compare` found: each table's comparison, and the columns left out of it.
+pub struct Compared {
+    pub comparisons: Vec<Comparison>,
+    pub left_out: Vec<LeftOut>,
+}
+
+/// A table's columns that only one side has, not compared (`ColumnChoice::Common`).
+pub struct LeftOut {
+    pub table: QualifiedName,
+    pub source_only: Vec<String>,
+    pub target_only: Vec<String>,
+}
+
+impl LeftOut {
+    /// How a report says it: `orders (only on the target: note)`.
+    pub fn describe(&self) -> String {
+        let sides = [("source", &self.source_only), ("target", &self.target_only)];
+        let named: Vec<String> = sides
+            .iter()
+            .filter(|(_, columns)| !columns.is_empty())
+            .map(|(side, columns)| format!("only on the {side}: {}", columns.join(", ")))
+            .collect();
+        format!("{} ({})", self.table.display_name(), named.join("; "))
+    }
+}
+
+/// The tables that can be hashed (present on both sides with the same columns, or with
+/// `ColumnChoice::Common` the columns both have), each with its parts; the others' comparisons
+/// already decided.
 async fn plan_tables(
     source: &Sessions,
     target: &Sessions,
     tables: &[QualifiedName],
     masks: &[Vec<(String, String)>],
-) -> Result<(Vec<Comparison>, Vec<(usize, TablePlan)>)> {
+    choice: ColumnChoice,
+) -> Result<(Vec<Comparison>, Vec<(usize, TablePlan)>, Vec<LeftOut>)> {
     let (source_layouts, target_layouts) = tokio::try_join!(
         catalog::checksum_layouts(source.first(), tables),
         catalog::checksum_layouts(target.first(), tables)
     )?;
     let mut comparisons = vec![Comparison::Equal; tables.len()];
     let mut plans = Vec::new();
+    let mut left_out = Vec::new();
     for (index, (table, (source_layout, target_layout))) in tables
         .iter()
         .zip(source_layouts.into_iter().zip(target_layouts))
         .enumerate()
     {
-        let Some(source_layout) = source_layout else { continue };
+        let Some(mut source_layout) = source_layout else {
+            continue;
+        };
         let Some(target_layout) = target_layout else {
             comparisons[index] = Comparison::MissingOnTarget;
             continue;
         };
-        let (source_columns, target_columns) = (column_names(&source_layout), column_names(&target_layout));
-        let mut sorted = (source_columns.clone(), target_columns.clone());
-        sorted.0.sort();
-        sorted.1.sort();
-        if sorted.0 != sorted.1 {
-            comparisons[index] = Comparison::ColumnsDiffer {
-                source: source_columns,
-                target: target_columns,
-            };
-            continue;
+        match shared_columns(table, &mut source_layout, &target_layout, choice) {
+            Ok(None) => {}
+            Ok(Some(left)) => left_out.push(left),
+            Err(differ) => {
+                comparisons[index] = differ;
+                continue;
+            }
         }
         let masked = masks.get(index).map(Vec::as_slice).unwrap_or_default();
         plans.push((index, plan_table(source.first(), table, source_layout, masked).await?));
     }
-    Ok((comparisons, plans))
+    Ok((comparisons, plans, left_out))
+}
+
+/// Narrows `source`'s columns (hashed in its order on both sides, by name) to those `target`
+/// has too when `choice` allows, saying which were left out; the difference when the columns
+/// differ and may not be narrowed (or share nothing).
+fn shared_columns(
+    table: &QualifiedName,
+    source: &mut ChecksumLayout,
+    target: &ChecksumLayout,
+    choice: ColumnChoice,
+) -> std::result::Result<Option<LeftOut>, Comparison> {
+    let (source_columns, target_columns) = (column_names(source), column_names(target));
+    let only = |these: &[String], others: &[String]| -> Vec<String> {
+        these
+            .iter()
+            .filter(|column| !others.contains(column))
+            .cloned()
+            .collect()
+    };
+    let (source_only, target_only) = (
+        only(&source_columns, &target_columns),
+        only(&target_columns, &source_columns),
+    );
+    if source_only.is_empty() && target_only.is_empty() {
+        return Ok(None);
+    }
+    if choice == ColumnChoice::All || source_only.len() == source_columns.len() {
+        return Err(Comparison::ColumnsDiffer {
+            source: source_columns,
+            target: target_columns,
+        });
+    }
+    source.columns.retain(|column| !source_only.contains(&column.name));
+    Ok(Some(LeftOut {
+        table: table.clone(),
+        source_only,
+        target_only,
+    }))
 }
 
 /// Equal when every bucket has the same rows and sum on both sides.
@@ -372,8 +449,9 @@ pub async fn checksum_copy(
     )?;
     source.set_mask_salt(job.mask_salt.as_deref()).await?;
     let tables = plan.members();
-    let comparisons = compare(&source, &target, &tables, masks).await?;
-    Ok(checksum_differences(&tables, &comparisons))
+    // The copy was made from the source's schema: every column is compared.
+    let compared = compare(&source, &target, &tables, masks, ColumnChoice::All).await?;
+    Ok(checksum_differences(&tables, &compared.comparisons))
 }
 
 #[cfg(test)]
