@@ -74,7 +74,8 @@ fn kept_dumps_hold_every_part_and_restore_to_an_equal_copy() {
     let parts: Vec<_> = std::fs::read_dir(&archive)
         .unwrap()
         .flatten()
-        .filter(|entry| entry.path().join("rows.copy").is_file())
+        // Compressed as kept dumps are by default (gzip).
+        .filter(|entry| entry.path().join("rows.copy.gz").is_file())
         .collect();
     let log = text(&output);
     let announced: usize = log
