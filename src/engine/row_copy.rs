@@ -73,6 +73,14 @@ pub(super) fn linked_groups<'t, T>(
         .collect()
 }
 
+/// How many tables a row-copy run writes, as the plan counts them (a partitioned table once)
+/// and one by one (each partition and inheritance member, which are checked and written apart).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TableCounts {
+    pub(super) tables: usize,
+    pub(super) members: usize,
+}
+
 impl RunContext<'_> {
     /// The plan's sequences set to the source's values (read in the snapshot).
     pub(super) async fn set_sequences(&self, source: &Client, target: &Client, plan: &Plan) -> Result<(), SyncError> {
@@ -258,7 +266,11 @@ impl RunContext<'_> {
                 masked: self.masks_of_member(plan, table),
             });
         }
-        self.apply_schema_fit(endpoint, target, fitting, tables.len()).await?;
+        let counts = TableCounts {
+            tables: plan.tables.len(),
+            members: tables.len(),
+        };
+        self.apply_schema_fit(endpoint, target, fitting, counts).await?;
         Ok(tables)
     }
 
@@ -268,7 +280,7 @@ impl RunContext<'_> {
         endpoint: &Endpoint,
         target: &Client,
         fitting: SchemaFit,
-        tables: usize,
+        counts: TableCounts,
     ) -> Result<(), SyncError> {
         if !fitting.problems.is_empty() {
             // Never the flag that was given, nor one the mode does not have.
@@ -290,7 +302,7 @@ impl RunContext<'_> {
         }
         let run = !self.settings.dry_run;
         if run {
-            preflight::obtain_refresh_consent(self.settings, endpoint, tables, &self.cancellation).await?;
+            preflight::obtain_refresh_consent(self.settings, endpoint, counts.tables, &self.cancellation).await?;
         }
         for statement in fitting.statements {
             self.emit(Event::Notice(Notice::SchemaFix {
@@ -301,7 +313,10 @@ impl RunContext<'_> {
                 interruptible(&self.cancellation, catalog::run_statement(target, &statement)).await?;
             }
         }
-        self.emit(Event::Notice(Notice::SchemaFits { tables }));
+        self.emit(Event::Notice(Notice::SchemaFits {
+            tables: counts.tables,
+            members: counts.members,
+        }));
         Ok(())
     }
 

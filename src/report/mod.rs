@@ -168,7 +168,10 @@ pub enum Notice {
     },
     /// A refresh's target schema fits the selected tables.
     SchemaFits {
+        /// As the plan and the summary count them (a partitioned table once).
         tables: usize,
+        /// Each partition and inheritance member on its own.
+        members: usize,
     },
     /// `--dry-run` of a refresh: it stops before changing anything.
     DryRunDone,

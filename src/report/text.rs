@@ -89,9 +89,13 @@ impl fmt::Display for Notice {
             Notice::SchemaOnly => formatter.write_str("Copying the schema only: every object, no rows"),
             Notice::SchemaFix { statement, run: true } => write!(formatter, "Fixing the schema: {statement}"),
             Notice::SchemaFix { statement, run: false } => write!(formatter, "Would run: {statement}"),
-            Notice::SchemaFits { tables } => {
+            Notice::SchemaFits { tables, members } if members == tables => {
                 write!(formatter, "The target's schema fits the {tables} table(s) to write")
             }
+            Notice::SchemaFits { tables, members } => write!(
+                formatter,
+                "The target's schema fits the {tables} table(s) to write ({members} counting each partition and inheritance child)"
+            ),
             Notice::DryRunDone => formatter.write_str("Dry run: nothing was changed"),
             Notice::TableMasked { table, columns } => write!(
                 formatter,

@@ -489,3 +489,43 @@ fn kill_9_during_a_refresh_leaves_no_row_pointing_at_a_row_that_is_gone() {
         assert!(found == "1 1" || found == "101 101", "at {moment}: {found}\n{log}");
     }
 }
+
+#[test]
+fn a_refresh_counts_tables_as_its_summary_does_and_warns_only_when_it_leaves_tables_out() {
+    let clusters = clusters();
+    clusters.source.create_database("counted_src");
+    clusters.source.psql(
+        "counted_src",
+        "CREATE TABLE accounts (id int PRIMARY KEY); \
+         CREATE TABLE orders (id int PRIMARY KEY, account int REFERENCES accounts); \
+         CREATE TABLE readings (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at); \
+         CREATE TABLE readings_01 PARTITION OF readings FOR VALUES FROM ('2024-01-01') TO ('2024-02-01'); \
+         CREATE TABLE readings_02 PARTITION OF readings FOR VALUES FROM ('2024-02-01') TO ('2024-03-01'); \
+         INSERT INTO accounts SELECT generate_series(1, 50); \
+         INSERT INTO readings VALUES (1, '2024-01-05'), (2, '2024-02-05');",
+    );
+    let dumps = dump_dir();
+    assert_exit(&crate::sync("counted_src", "counted_dst", &["--yes"], dumps.path()), 0);
+    let whole = crate::sync("counted_src", "counted_dst", &["--data-only", "--yes"], dumps.path());
+    assert_exit(&whole, 0);
+    let log = text(&whole);
+    assert!(
+        log.contains("fits the 3 table(s) to write (4 counting each partition and inheritance child)"),
+        "{log}"
+    );
+    assert!(log.contains("All 3 refreshed tables match"), "{log}");
+    assert!(!log.contains("left out of the refresh"), "nothing was left out: {log}");
+    let partial = crate::sync(
+        "counted_src",
+        "counted_dst",
+        &["--data-only", "--yes", "--include", "accounts"],
+        dumps.path(),
+    );
+    assert_exit(&partial, 0);
+    let log = text(&partial);
+    assert!(log.contains("fits the 1 table(s) to write\n"), "{log}");
+    assert!(
+        log.contains("left out of the refresh may now reference rows that are gone"),
+        "{log}"
+    );
+}
