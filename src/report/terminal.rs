@@ -1,6 +1,6 @@
 //! The terminal reporter: the same lines as the plain one, in colour, above progress bars: one
-//! overall (steps done, bytes loaded against the estimate, rate, ETA) and one per table being
-//! copied (bytes and rows against the estimate, rate, ETA).
+//! overall (filled by the bytes loaded against the estimate, with the steps done, the rate and the
+//! ETA) and one per table being copied (bytes and rows against the estimate, rate, ETA).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,7 +21,21 @@ pub struct TerminalReporter {
 #[derive(Default)]
 struct TerminalState {
     overall: Option<ProgressBar>,
+    /// Steps done and planned, said beside the overall bar (which bytes fill).
+    steps: (usize, usize),
+    /// What the last progress report said of the whole copy.
+    detail: String,
     running: HashMap<(Activity, String), ProgressBar>,
+}
+
+impl TerminalState {
+    fn overall_message(&self) -> String {
+        let (done, planned) = self.steps;
+        match self.detail.is_empty() {
+            true => format!("{done}/{planned} steps"),
+            false => format!("{done}/{planned} steps, {}", self.detail),
+        }
+    }
 }
 
 impl TerminalReporter {
@@ -62,11 +76,12 @@ fn colour(event: &Event, line: String) -> String {
 }
 
 impl TerminalReporter {
-    /// The bar of every step of the run, at the bottom.
-    fn overall_bar(&self, steps: usize) -> ProgressBar {
-        let bar = self.bars.add(ProgressBar::new(steps as u64));
+    /// The bar of the whole copy, at the bottom: filled by the bytes loaded against the
+    /// estimate (so it moves while one big table loads), until the first report empty.
+    fn overall_bar(&self) -> ProgressBar {
+        let bar = self.bars.add(ProgressBar::new(0));
         bar.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:40.cyan/blue}] {pos}/{len} steps {msg}")
+            ProgressStyle::with_template("{elapsed_precise} [{bar:40.cyan/blue}] {percent:>3}% {msg}")
                 .expect("valid template")
                 .progress_chars("=> "),
         );
@@ -88,12 +103,16 @@ impl Reporter for TerminalReporter {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match &event {
             Event::StepsPlanned(total) => {
-                state.overall = Some(self.overall_bar(*total));
+                let bar = self.overall_bar();
+                state.steps = (0, *total);
+                bar.set_message(state.overall_message());
+                state.overall = Some(bar);
                 return;
             }
             Event::StepFinished => {
+                state.steps.0 += 1;
                 if let Some(bar) = &state.overall {
-                    bar.inc(1);
+                    bar.set_message(state.overall_message());
                 }
                 return;
             }
@@ -104,8 +123,12 @@ impl Reporter for TerminalReporter {
                         bar.set_message(format!("{} {}  {detail}", table.activity.tag(), table.table));
                     }
                 }
+                state.detail = overall_detail(report);
                 if let Some(bar) = &state.overall {
-                    bar.set_message(overall_detail(report));
+                    // Loads may pass a low estimate: the bar is then full, not beyond.
+                    bar.set_length(report.estimated_bytes.max(report.loaded_bytes));
+                    bar.set_position(report.loaded_bytes);
+                    bar.set_message(state.overall_message());
                 }
                 return;
             }
@@ -137,5 +160,53 @@ impl Reporter for TerminalReporter {
         for line in render(&event) {
             self.print(colour(&event, line));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ProgressReport;
+
+    fn quiet() -> TerminalReporter {
+        TerminalReporter {
+            bars: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+            state: Mutex::new(TerminalState::default()),
+        }
+    }
+
+    fn progress(loaded_bytes: u64, estimated_bytes: u64) -> Event {
+        Event::Progress(ProgressReport {
+            tables: Vec::new(),
+            loaded_bytes,
+            estimated_bytes,
+            rate: 1024.0,
+            eta: Some(Duration::from_secs(30)),
+        })
+    }
+
+    #[test]
+    fn the_overall_bar_moves_with_the_bytes_while_one_table_loads_and_says_the_steps() {
+        let reporter = quiet();
+        reporter.emit(Event::StepsPlanned(2));
+        // One table, half loaded: no step is done yet, and the bar is half full.
+        reporter.emit(progress(50 << 20, 100 << 20));
+        {
+            let state = reporter.state.lock().unwrap();
+            let bar = state.overall.as_ref().unwrap();
+            assert_eq!((bar.position(), bar.length()), (50 << 20, Some(100 << 20)));
+            assert!(
+                bar.message().starts_with("0/2 steps, loaded 50.0M of ~100.0M"),
+                "{}",
+                bar.message()
+            );
+            assert!(bar.message().ends_with("ETA 30s"), "{}", bar.message());
+        }
+        reporter.emit(Event::StepFinished);
+        reporter.emit(progress(120 << 20, 100 << 20));
+        let state = reporter.state.lock().unwrap();
+        let bar = state.overall.as_ref().unwrap();
+        assert_eq!((bar.position(), bar.length()), (120 << 20, Some(120 << 20)));
+        assert!(bar.message().starts_with("1/2 steps"), "{}", bar.message());
     }
 }
