@@ -3,7 +3,7 @@
 # the ones scripts/lib/versions.sh fetches), copied by dbsync twice: with the client tools it
 # finds on this machine itself, and with client tools 18 only (--pg-bin). Each copy is compared
 # with its source by psql (every table's rows, sequences, large objects, the database setting).
-# Prints the Markdown table the README shows. Takes a few minutes.
+# Prints the Markdown table docs/guides/migration.md shows. Takes a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/postgres.sh

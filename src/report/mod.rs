@@ -918,13 +918,13 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_documents_every_outcome_and_table_result_the_report_can_hold() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    fn the_docs_document_every_outcome_and_table_result_the_report_can_hold() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/output.md")).unwrap();
         for outcome in Outcome::ALL {
             let name = json_name(outcome);
             assert!(
                 readme.contains(&format!("`{name}`")),
-                "README does not document outcome {name}"
+                "docs/output.md does not document outcome {name}"
             );
         }
         for result in [
@@ -938,7 +938,7 @@ mod tests {
             let name = json_name(result);
             assert!(
                 readme.contains(&format!("`{name}`")),
-                "README does not document result {name}"
+                "docs/output.md does not document result {name}"
             );
         }
         assert_eq!(json_name(Outcome::ValidationFailed), "validation-failed");

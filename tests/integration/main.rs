@@ -3,6 +3,7 @@
 mod architecture;
 mod archives;
 mod diff;
+mod docs;
 mod dump;
 mod faults;
 mod fidelity;
