@@ -3,7 +3,8 @@
 # the ones scripts/lib/versions.sh fetches), copied by dbsync twice: with the client tools it
 # finds on this machine itself, and with client tools 18 only (--pg-bin). Each copy is compared
 # with its source by psql (every table's rows, sequences, large objects, the database setting).
-# Prints the Markdown table docs/guides/migration.md shows. Takes a few minutes.
+# Then every source's archive (dbsync dump, compressed) is restored into every target. Prints the
+# Markdown tables docs/guides/migration.md shows. Takes about a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/postgres.sh
@@ -116,3 +117,38 @@ for source in "${majors[@]}"; do
 done
 echo
 echo "Each cell: with the client tools found on this machine (Debian's 15) / with client tools 18 only."
+
+# restore SOURCE TARGET: the source's archive (dbsync dump, gzip-compressed by default, written
+# once per source with client tools 18) restored into the target: exact, refused or failed.
+restore() {
+    local source=$1 target=$2 database="restored_from_$1" output code=0
+    output=$("$dbsync" restore "$base/archive-$source" --yes --plain --target "$(uri "$target" "$database")" \
+        --dump-dir "$base" --pg-bin "$DBSYNC_PG_CACHE/client-18/bin" 2>&1) || code=$?
+    case $code in
+        0)
+            if [ "$(psql_on "$source" src "$fingerprint")" = "$(psql_on "$target" "$database" "$fingerprint")" ]; then
+                echo "exact"
+            else
+                echo "DIFFERS"
+            fi
+            ;;
+        2) if grep -q "older than the source's" <<<"$output"; then echo "refused: downgrade"; else echo "refused"; fi ;;
+        *) echo "FAILED (exit $code)" ;;
+    esac
+}
+
+echo "Dumping and restoring every pair..." >&2
+for source in "${majors[@]}"; do
+    "$dbsync" dump --plain --source "$(uri "$source" src)" --output "$base/archive-$source" \
+        --pg-bin "$DBSYNC_PG_CACHE/client-18/bin" >/dev/null 2>&1 || echo "dump of $source failed" >&2
+done
+echo
+echo "$header"
+echo "$rule"
+for source in "${majors[@]}"; do
+    row="| $source |"
+    for target in "${majors[@]}"; do row+=" $(restore "$source" "$target") |"; done
+    echo "$row"
+done
+echo
+echo "Each cell: dbsync dump of the source (compressed, gzip) restored by dbsync restore into the target, client tools 18."

@@ -196,6 +196,19 @@ fn an_archive_of_pg_dump_18_is_restored_with_a_pg_restore_that_reads_it() {
         "{}",
         text(&restored)
     );
+    // The same compressed archive into the newest server (every pair: scripts/versions.sh).
+    let newest = cluster_of_major("pg18_archive", 18);
+    let restored = crate::dbsync()
+        .args(["restore", "--plain", "--yes"])
+        .arg(&archive)
+        .arg("--target")
+        .arg(newest.uri("v14_restored"))
+        .arg("--pg-bin")
+        .arg(&client)
+        .output()
+        .unwrap();
+    assert_exit(&restored, 0);
+    assert_eq!(fingerprint(&old, "v14_archived"), fingerprint(&newest, "v14_restored"));
 }
 
 #[test]
