@@ -107,6 +107,7 @@ pub fn plan(settings: &Settings, inventory: &Inventory) -> Result<Plan, SyncErro
             jobs: settings.jobs.get(),
             foreign_key_policy: settings.foreign_keys,
             schema_only: settings.content == Content::SchemaOnly,
+            export_only: settings.kind() == crate::report::RunKind::Dump,
         },
     )
 }

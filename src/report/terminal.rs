@@ -29,6 +29,23 @@ struct TerminalState {
 }
 
 impl TerminalState {
+    /// A progress report on the tables' bars and the overall one.
+    fn show(&mut self, report: &super::ProgressReport) {
+        for table in &report.tables {
+            if let Some(bar) = self.running.get(&(table.activity, table.table.clone())) {
+                let detail = progress_detail(table);
+                bar.set_message(format!("{} {}  {detail}", table.activity.tag(), table.table));
+            }
+        }
+        self.detail = overall_detail(report);
+        if let Some(bar) = &self.overall {
+            // Loads may pass a low estimate: the bar is then full, not beyond.
+            bar.set_length(report.estimated_bytes.max(report.loaded_bytes));
+            bar.set_position(report.loaded_bytes);
+            bar.set_message(self.overall_message());
+        }
+    }
+
     fn overall_message(&self) -> String {
         let (done, planned) = self.steps;
         match self.detail.is_empty() {
@@ -117,19 +134,7 @@ impl Reporter for TerminalReporter {
                 return;
             }
             Event::Progress(report) => {
-                for table in &report.tables {
-                    if let Some(bar) = state.running.get(&(table.activity, table.table.clone())) {
-                        let detail = progress_detail(table);
-                        bar.set_message(format!("{} {}  {detail}", table.activity.tag(), table.table));
-                    }
-                }
-                state.detail = overall_detail(report);
-                if let Some(bar) = &state.overall {
-                    // Loads may pass a low estimate: the bar is then full, not beyond.
-                    bar.set_length(report.estimated_bytes.max(report.loaded_bytes));
-                    bar.set_position(report.loaded_bytes);
-                    bar.set_message(state.overall_message());
-                }
+                state.show(report);
                 return;
             }
             Event::Table { activity, table, line } => {
