@@ -54,7 +54,10 @@ fn the_terminal_shows_bytes_rows_rate_and_eta_while_a_table_copies() {
         table_bar.is_match(&screen),
         "no progress bar for paced with rows, rate and ETA:\n{screen}"
     );
-    let overall = regex::Regex::new(r"steps loaded [\d.]+[BKMG] of ~[\d.]+[BKMG], [\d.]+[BKMG]/s, ETA \d+s").unwrap();
+    // The overall bar: filled by bytes (a percentage), the steps done beside the bytes, rate, ETA.
+    let overall =
+        regex::Regex::new(r"\d+% \d+/\d+ steps, loaded [\d.]+[BKMG] of ~[\d.]+[BKMG], [\d.]+[BKMG]/s, ETA \d+s")
+            .unwrap();
     assert!(overall.is_match(&screen), "no overall progress with an ETA:\n{screen}");
     assert_eq!(
         clusters().target.psql("eta_terminal_dst", "SELECT count(*) FROM paced"),
