@@ -329,15 +329,66 @@ PY
 }
 
 # timed LOG COMMAND...: runs COMMAND (output to LOG); prints "seconds source_cpu target_cpu
-# client_cpu", the CPU seconds each server and the client processes used meanwhile.
+# client_cpu", the CPU seconds each server and the client processes used meanwhile. Every half
+# second it also samples the CPU each side has used so far into LOG's .cpu.tsv (seconds, source,
+# target, client), for the timeline pictures.
 timed() {
     local log=$1 source_before target_before started finished
     source_before=$(server_cpu source)
     target_before=$(server_cpu target)
     started=$(now)
-    python3 - "${@:2}" >"$log" 2>&1 3>"$base/client_cpu" <<'PY' || return 1
-import os, resource, subprocess, sys
-status = subprocess.call(sys.argv[1:])
+    python3 - "$(head -n 1 "$base/source/postmaster.pid")" "$(head -n 1 "$base/target/postmaster.pid")" \
+        "${log%.log}.cpu.tsv" "${@:2}" >"$log" 2>&1 3>"$base/client_cpu" <<'PY' || return 1
+import os, resource, subprocess, sys, threading, time
+source_pid, target_pid, samples_path, *command = sys.argv[1:]
+ticks = os.sysconf("SC_CLK_TCK")
+me = str(os.getpid())
+
+def processes():
+    found = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[pid] = (fields[1], int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14]))
+    return found
+
+def tree(found, children, root, own=True):
+    """CPU seconds of root (its own unless own is False, and its waited children's) and of every
+    live descendant."""
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        if pid in found:
+            _, used, waited = found[pid]
+            total += waited + (used if (own or pid != root) else 0)
+        stack.extend(children.get(pid, []))
+    return total / ticks
+
+samples, started = [], time.monotonic()
+def sample():
+    found = processes()
+    children = {}
+    for pid, (parent, _, _) in found.items():
+        children.setdefault(parent, []).append(pid)
+    samples.append((time.monotonic() - started, tree(found, children, source_pid),
+                    tree(found, children, target_pid), tree(found, children, me, own=False)))
+
+process = subprocess.Popen(command)
+def sampler():
+    while process.poll() is None:
+        sample()
+        time.sleep(0.5)
+thread = threading.Thread(target=sampler, daemon=True)
+thread.start()
+status = process.wait()
+thread.join()
+sample()
+with open(samples_path, "w") as out:
+    out.writelines(f"{t:.3f}\t{s:.2f}\t{g:.2f}\t{c:.2f}\n" for t, s, g, c in samples)
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 os.write(3, f"{usage.ru_utime + usage.ru_stime:.2f}\n".encode())
 sys.exit(status)
@@ -346,9 +397,11 @@ PY
     python3 -c "print(f'{$finished - $started:.3f}', f'{$(server_cpu source) - $source_before:.2f}', f'{$(server_cpu target) - $target_before:.2f}', '$(cat "$base/client_cpu")')"
 }
 
-# with_report MEASURED: a dbsync run's result line, MEASURED ("seconds source_cpu target_cpu
-# client_cpu") with its report's peak memory, peak dump bytes and phases.
+# with_report MEASURED LOG: a dbsync run's result line, MEASURED ("seconds source_cpu target_cpu
+# client_cpu") with its report's peak memory, peak dump bytes and phases; the report is kept as
+# LOG's .report.json for the timeline pictures.
 with_report() {
+    cp "$base/work/report.json" "${2%.log}.report.json"
     python3 - "$base/work/report.json" "$1" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
@@ -365,7 +418,7 @@ run_contender() {
     local name=$1 database=$2 source target log measured
     source=$(uri "$source_port" "$database")
     target=$(uri "$target_port" bench_copy)
-    log=$base/logs/$database-$name-$(date +%s%N).log
+    log=${3:-$base/logs/$database-$name-$(date +%s%N).log}
     [ "$database" = bench_incremental ] && prepare_incremental_round
     case $name in
         incremental | incremental-deep) ;;
@@ -387,7 +440,7 @@ run_contender() {
             measured=$(timed "$log" "$dbsync" sync --incremental --source "$source" --target "$target" --jobs "$jobs" \
                 --yes --plain --report "$base/work/report.json" "${extra[@]}") ||
                 { echo "dbsync --incremental failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
-            with_report "$measured"
+            with_report "$measured" "$log"
             ;;
         merge | merge-again)
             psql_on "$target_port" -d postgres -c "CHECKPOINT"
@@ -396,7 +449,7 @@ run_contender() {
             measured=$(timed "$log" "$dbsync" merge --source "$source" --target "$target" --config "$base/merge.toml" \
                 --yes --plain --report "$base/work/report.json") ||
                 { echo "dbsync merge failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
-            with_report "$measured"
+            with_report "$measured" "$log"
             ;;
         dbsync | dbsync-stream | dbsync-j1 | dbsync-j4 | dbsync-split | dbsync-whole | baseline)
             local extra=() binary=$dbsync run_jobs=$jobs
@@ -409,7 +462,7 @@ run_contender() {
             measured=$(timed "$log" "$binary" sync --source "$source" --target "$target" --jobs "$run_jobs" --yes --plain \
                 --dump-dir "$base/work" --report "$base/work/report.json" "${extra[@]}") ||
                 { echo "dbsync failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
-            with_report "$measured"
+            with_report "$measured" "$log"
             ;;
         pg_dump)
             measured=$(timed "$log" bash -c 'createdb -h "$1" -p "$2" -U postgres bench_copy &&
@@ -433,6 +486,7 @@ run_contender() {
             measured=$(timed "$log" "$dbsync" dump --source "$source" --output "$base/work/archive" --jobs "$jobs" \
                 --plain --report "$base/work/report.json" "${extra[@]}") ||
                 { echo "dbsync dump failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
+            cp "$base/work/report.json" "${log%.log}.report.json"
             echo "${measured%% *} - $(du -sb "$base/work/archive" | cut -f1) ${measured#* } -"
             rm -rf "$base/work/archive"
             ;;
@@ -467,6 +521,7 @@ run_contender() {
 }
 
 mkdir -p "$base/logs" target/bench
+rm -f target/bench/timeline-*.svg
 results=$base/results.tsv
 : >"$results"
 IFS=, read -r -a dataset_list <<<"$datasets"
@@ -491,10 +546,10 @@ measure_dataset() {
     local label=$1 database=$2 names=("${@:3}")
     for round in $(seq 1 "$runs"); do
         for name in "${names[@]}"; do
-            local measured
-            measured=$(run_contender "$name" "$database")
+            local measured log="$base/logs/${label// /_}-$name-$round.log"
+            measured=$(run_contender "$name" "$database" "$log")
             printf '  %-10s round %d  %-14s %6.2f s\n' "$label" "$round" "$name" "${measured%% *}"
-            printf '%s\t%s\t%s\n' "$label" "$name" "$measured" >>"$results"
+            printf '%s\t%s\t%s\t%s\n' "$label" "$name" "$measured" "$log" >>"$results"
         done
     done
 }
@@ -569,7 +624,9 @@ rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.stri
 jobs, scale, server_config = sys.argv[2], sys.argv[3], sys.argv[4]
 by_key = {}
 cpu_by_key, phases_by_key = {}, {}
-for dataset, name, measured in rows:
+logs_by_key = {}
+for dataset, name, measured, log in rows:
+    logs_by_key.setdefault((dataset, name), []).append(log)
     seconds, rss, dump, source_cpu, target_cpu, client_cpu, phases = measured.split()
     by_key.setdefault((dataset, name), []).append((float(seconds), rss, dump))
     cpu_by_key.setdefault((dataset, name), []).append((float(source_cpu), float(target_cpu), float(client_cpu)))
@@ -607,13 +664,21 @@ print("Where the time goes: CPU seconds of the source server, the target server 
 print("processes (dbsync with its pg_dump/pg_restore, or the contender's tools), medians; dbsync's")
 print("time by phase from its report.")
 print()
-print("| dataset | contender | source CPU s | target CPU s | client CPU s | phases (s) |")
-print("|---|---|---|---|---|---|")
+print("floor = the CPU seconds of all three / the cores: no run on this machine can be shorter; wall / floor")
+print("shows how long cores sat idle (1.00: none).")
+print()
+print("| dataset | contender | source CPU s | target CPU s | client CPU s | floor s | wall / floor | phases (s) |")
+print("|---|---|---|---|---|---|---|---|")
+cores = os.cpu_count() or 1
 for (dataset, name), measured in cpu_by_key.items():
     medians = [statistics.median(values) for values in zip(*measured)]
+    floors = [sum(cpu) / cores for cpu in measured]
+    walls = [s for s, _, _ in by_key[(dataset, name)]]
+    ratio = statistics.median(wall / floor for wall, floor in zip(walls, floors) if floor > 0) if any(floors) else 0
     phases = phases_by_key.get((dataset, name), {})
     phase_text = ", ".join(f"{key} {statistics.median(values):.2f}" for key, values in phases.items()) or "-"
-    print(f"| {dataset} | {name} | {medians[0]:.2f} | {medians[1]:.2f} | {medians[2]:.2f} | {phase_text} |")
+    print(f"| {dataset} | {name} | {medians[0]:.2f} | {medians[1]:.2f} | {medians[2]:.2f} | "
+          f"{statistics.median(floors):.2f} | {ratio:.2f} | {phase_text} |")
 archives = [(key, measured) for key, measured in by_key.items() if key[1].startswith(("dump", "pg_dump-F"))]
 if archives:
     print()
@@ -653,3 +718,16 @@ if small and double:
     print(f"Scaling: dbsync took {one:.2f} s at scale {scale} and {two:.2f} s at scale {int(scale) * 2} "
           f"({two / one:.2f}x for twice the data).")
 PY
+
+# A picture of each dataset's and contender's last round beside results.md: CPU of each side
+# over time, with dbsync's phases and steps as bars.
+echo
+echo "Timelines (the last round of each):" | tee -a target/bench/results.md
+while IFS=$'\t' read -r label name measured log; do
+    picture="target/bench/timeline-${label// /_}-$name.svg"
+    report="${log%.log}.report.json"
+    [ -f "$report" ] || report=-
+    [ -f "${log%.log}.cpu.tsv" ] &&
+        python3 scripts/lib/timeline.py "${log%.log}.cpu.tsv" "$report" "$picture" "$label: $name (wall ${measured%% *} s)" "$(nproc)"
+done <"$results"
+for picture in target/bench/timeline-*.svg; do echo "- $picture"; done | sort -u | tee -a target/bench/results.md

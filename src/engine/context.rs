@@ -14,7 +14,7 @@ use crate::catalog::QualifiedName;
 use crate::errors::{ExitCode, Outcome, SyncError};
 use crate::plan::Plan;
 use crate::process::last_meaningful_line;
-use crate::report::{Event, Notice, Reporter, Summary, Warning};
+use crate::report::{Event, Notice, Reporter, Summary, Timeline, Warning};
 use crate::scheduler::{AttemptError, Cancellation, with_retries};
 use crate::settings::{Jobs, Places, Settings};
 
@@ -327,6 +327,10 @@ impl<'a> RunContext<'a> {
             peak_dump_bytes: self.dump_space.peak(),
             archives_dropped: self.archives_dropped.clone(),
             phases: self.phase_clock.times(finished),
+            timeline: Timeline {
+                phases: self.phase_clock.spans(finished),
+                steps: self.progress.step_spans(self.phase_clock.origin()),
+            },
         }
     }
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use crate::catalog::{CopyProgress, IndexBuildProgress, QualifiedName};
 use crate::engine::steps::validate::TableCount;
 use crate::plan::{Plan, Unit};
-use crate::report::{Activity, PhaseTime, ProgressReport, RowChanges, SummaryRow, TableProgress, TableResult};
+use crate::report::{
+    Activity, PhaseSpan, PhaseTime, ProgressReport, RowChanges, StepSpan, SummaryRow, TableProgress, TableResult,
+};
 
 /// The two halves of moving a table's rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,6 +117,9 @@ struct State {
     data_started: Option<Instant>,
     /// `dbsync merge`: every merged table's references were checked.
     merge_validated: bool,
+    /// Every finished stretch of work (a unit's export, load or stream, a table's index build),
+    /// for the report's timeline.
+    spans: Vec<(Activity, String, Instant, Instant)>,
 }
 
 /// Per-table progress, shared by the unit tasks, the progress monitor and the summary.
@@ -136,6 +141,29 @@ pub struct TableNews {
 impl Progress {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a stretch of work that started at `started` and ends now.
+    pub fn record_span(&self, activity: Activity, name: String, started: Instant) {
+        self.lock().spans.push((activity, name, started, Instant::now()));
+    }
+
+    /// The recorded stretches, in seconds from `origin`, in the order they started.
+    pub fn step_spans(&self, origin: Instant) -> Vec<StepSpan> {
+        let seconds = |at: Instant| at.saturating_duration_since(origin).as_secs_f64();
+        let mut spans: Vec<StepSpan> = self
+            .lock()
+            .spans
+            .iter()
+            .map(|(activity, name, started, ended)| StepSpan {
+                activity: activity.verb(),
+                name: name.clone(),
+                start: seconds(*started),
+                end: seconds(*ended),
+            })
+            .collect();
+        spans.sort_by(|left, right| left.start.total_cmp(&right.start));
+        spans
     }
 
     /// Learns the planned tables, so that even a run that fails at once reports every one.
@@ -643,6 +671,27 @@ impl Default for PhaseClock {
 impl PhaseClock {
     pub fn enter(&self, phase: &'static str) {
         self.marks.lock().expect("phase marks").push((phase, Instant::now()));
+    }
+
+    /// When the run started (the first mark).
+    pub fn origin(&self) -> Instant {
+        self.marks.lock().expect("phase marks")[0].1
+    }
+
+    /// Each stretch in order, as seconds from the start: the timeline's phases.
+    pub fn spans(&self, now: Instant) -> Vec<PhaseSpan> {
+        let marks = self.marks.lock().expect("phase marks");
+        let origin = marks[0].1;
+        let seconds = |at: Instant| at.saturating_duration_since(origin).as_secs_f64();
+        marks
+            .iter()
+            .enumerate()
+            .map(|(index, (phase, entered))| PhaseSpan {
+                phase,
+                start: seconds(*entered),
+                end: seconds(marks.get(index + 1).map_or(now, |(_, next)| *next)),
+            })
+            .collect()
     }
 
     /// Seconds per stretch, the last until `now`; a phase entered twice (a copy started again)

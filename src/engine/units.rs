@@ -85,6 +85,7 @@ impl UnitContext {
         unit_started: Instant,
         sizes: Option<&steps::export::ExportedSizes>,
     ) {
+        self.progress.record_span(activity, unit.label(), unit_started);
         let empty = HashMap::new();
         let by_table = sizes.map_or(&empty, |sizes| &sizes.by_table);
         let news = self.progress.unit_finished(unit, Stage::of(activity), by_table);
@@ -249,6 +250,8 @@ impl UnitContext {
         for index in &tables {
             self.emit(Activity::Index, self.progress.table_name(*index), line.clone());
         }
+        let names: Vec<String> = tables.iter().map(|index| self.progress.table_name(*index)).collect();
+        self.progress.record_span(Activity::Index, names.join(", "), started);
         result.map_err(|error| match error {
             StepError::Failed(error) => StepError::Failed(error.context(format!(
                 "failed to build the indexes of {}",

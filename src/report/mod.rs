@@ -576,6 +576,32 @@ pub struct Summary {
     pub archives_dropped: Vec<String>,
     /// Where the time went: each phase's seconds, in the order the run went through them.
     pub phases: Vec<PhaseTime>,
+    /// When each phase and each stretch of work ran, in seconds from the start (what
+    /// `scripts/bench.sh` draws).
+    pub timeline: Timeline,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timeline {
+    pub phases: Vec<PhaseSpan>,
+    /// Each unit's export, load or stream (named by its unit), each table's index build.
+    pub steps: Vec<StepSpan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseSpan {
+    pub phase: &'static str,
+    pub start: f64,
+    pub end: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepSpan {
+    /// `export`, `import`, `copy` (streamed), `index`.
+    pub activity: &'static str,
+    pub name: String,
+    pub start: f64,
+    pub end: f64,
 }
 
 /// Seconds spent in one stretch of a run: `preparation` (connecting, reading catalogs, checks)

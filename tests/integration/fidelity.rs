@@ -136,6 +136,35 @@ fn whole_database_sync_makes_the_target_equal_to_the_source() {
         log.contains("time by phase: preparation "),
         "no time by phase in:\n{log}"
     );
+    // The timeline: the phases end to end from 0, and every unit exported then loaded within
+    // the data phase, every table with indexes built after its load began.
+    let timeline = &report["timeline"];
+    let spans = timeline["phases"].as_array().unwrap();
+    let seconds = |value: &serde_json::Value| value.as_f64().unwrap();
+    assert_eq!(seconds(&spans[0]["start"]), 0.0);
+    for (before, after) in spans.iter().zip(spans.iter().skip(1)) {
+        assert_eq!(before["end"], after["start"], "{timeline:#}");
+    }
+    let data = spans.iter().find(|span| span["phase"] == "data").unwrap();
+    let steps = timeline["steps"].as_array().unwrap();
+    let of = |activity: &str| -> Vec<&serde_json::Value> {
+        steps.iter().filter(|step| step["activity"] == activity).collect()
+    };
+    let (exports, imports) = (of("export"), of("import"));
+    assert!(!exports.is_empty() && exports.len() == imports.len(), "{timeline:#}");
+    assert!(!of("index").is_empty(), "{timeline:#}");
+    for export in &exports {
+        let import = imports
+            .iter()
+            .find(|import| import["name"] == export["name"])
+            .expect("its load");
+        assert!(seconds(&export["start"]) >= seconds(&data["start"]) - 0.001);
+        assert!(
+            seconds(&export["end"]) <= seconds(&import["start"]) + 0.001,
+            "{timeline:#}"
+        );
+        assert!(seconds(&import["end"]) <= seconds(&data["end"]) + 0.001, "{timeline:#}");
+    }
 }
 
 #[test]
