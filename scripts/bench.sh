@@ -378,13 +378,16 @@ def sample():
                     tree(found, children, target_pid), tree(found, children, me, own=False)))
 
 process = subprocess.Popen(command)
+ended = threading.Event()
 def sampler():
-    while process.poll() is None:
+    # Woken at once when the command ends: the run's time is not rounded to the next sample.
+    sample()
+    while not ended.wait(0.5):
         sample()
-        time.sleep(0.5)
 thread = threading.Thread(target=sampler, daemon=True)
 thread.start()
 status = process.wait()
+ended.set()
 thread.join()
 sample()
 with open(samples_path, "w") as out:
