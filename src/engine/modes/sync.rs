@@ -12,6 +12,7 @@ use crate::engine::copy::{CopyFrom, SourceSide};
 use crate::engine::preflight::{self, Source};
 use crate::engine::step_error;
 use crate::engine::steps::postdata::PostData;
+use crate::engine::steps::validate::TableCount;
 use crate::engine::steps::{self, Job};
 use crate::errors::SyncError;
 use crate::plan::Plan;
@@ -108,15 +109,55 @@ impl SyncMode<'_> {
         };
         let (post_data, ()) = tokio::join!(self.copy_schema_and_data(&job, &plan, source), counting);
         let post_data = post_data?;
-        self.context.restore_post_data(&job, &plan, &post_data).await?;
-        self.context.carry_statistics(&job, &plan, source).await?;
-        let source_counts = self.validate(&job, &plan, source).await?;
+        let counted = self.finish_and_count(&job, &plan, &post_data, source).await?;
+        let source_counts = self.validate(&job, &plan, source, counted).await?;
         if self.context.settings.keep_dumps() {
             self.context.write_manifest(&job, &plan, source, &source_counts).await;
         }
         self.context
             .swap(self.target, &job, &source.database, &source.settings)
             .await
+    }
+
+    /// PHASE 3 and the planner statistics, with both sides' rows counted meanwhile (rows no longer
+    /// change): post-data's foreign-key checks keep one core busy, and rarely more. The counts
+    /// wait until no partition index is being attached, which a query on the copy could deadlock
+    /// with; `None` when they were not taken (validation then counts).
+    async fn finish_and_count(
+        &mut self,
+        job: &Arc<Job>,
+        plan: &Arc<Plan>,
+        post_data: &PostData,
+        source: &Source,
+    ) -> Result<Option<Vec<TableCount>>, SyncError> {
+        let mut attached = post_data.attached();
+        let verification = self.context.settings.verification;
+        let counting = async {
+            attached.wait_for(|done| *done).await.ok()?;
+            early_counts(job, plan, source, verification).await
+        };
+        tokio::pin!(counting);
+        let mut counted = None;
+        let finished = {
+            let finishing = async {
+                self.context.restore_post_data(job, plan, post_data).await?;
+                self.context.carry_statistics(job, plan, source).await
+            };
+            tokio::pin!(finishing);
+            loop {
+                tokio::select! {
+                    result = &mut finishing => break result,
+                    value = &mut counting, if counted.is_none() => counted = Some(value),
+                }
+            }
+        };
+        // A failure does not wait for the counts; a resumed run's post-data may attach nothing.
+        finished?;
+        post_data.mark_attached();
+        Ok(match counted {
+            Some(value) => value,
+            None => counting.await,
+        })
     }
 
     /// PHASES 1 and 2: the schema dump, then pre-data alongside the units of data. Dumps start
@@ -141,7 +182,13 @@ impl SyncMode<'_> {
     /// PHASE 4: rows and structure on both sides, the source's inside the snapshot. Only once
     /// post-data is done: a query on the copy while partition indexes are being attached can
     /// deadlock with them.
-    pub(super) async fn validate(&self, job: &Job, plan: &Plan, source: &Source) -> Result<Vec<i64>, SyncError> {
+    pub(super) async fn validate(
+        &self,
+        job: &Job,
+        plan: &Plan,
+        source: &Source,
+        counted: Option<Vec<TableCount>>,
+    ) -> Result<Vec<i64>, SyncError> {
         let masks = self.context.member_masks(plan);
         self.context.emit(Event::Phase(Phase::Validation));
         let verification = self.context.settings.verification;
@@ -155,12 +202,7 @@ impl SyncMode<'_> {
             |_| async {
                 job.check_snapshot()?;
                 let target_client = job.connect_to_copy().await?;
-                let counts = async {
-                    match verification {
-                        Verification::Skip => Ok(Vec::new()),
-                        _ => steps::validate::count_rows(&source.client, &target_client, plan).await,
-                    }
-                };
+                let counts = rows_of(verification, counted.as_deref(), &source.client, &target_client, plan);
                 let checksums = async {
                     match verification {
                         Verification::Checksum => steps::checksum::checksum_copy(job, plan, jobs, &masks).await,
@@ -220,5 +262,37 @@ impl SyncMode<'_> {
             pid,
             ..source
         })
+    }
+}
+
+/// Both sides' rows: those counted during post-data, else counted now; none with `--verify none`.
+async fn rows_of(
+    verification: Verification,
+    counted: Option<&[TableCount]>,
+    source: &tokio_postgres::Client,
+    target: &tokio_postgres::Client,
+    plan: &Plan,
+) -> anyhow::Result<Vec<TableCount>> {
+    match (verification, counted) {
+        (Verification::Skip, _) => Ok(Vec::new()),
+        (_, Some(counted)) => Ok(counted.to_vec()),
+        _ => steps::validate::count_rows(source, target, plan).await,
+    }
+}
+
+/// Both sides' rows counted once every load is in (the source's in the snapshot), or `None`
+/// when they were not (no counts wanted, a stop, or a failure, which validation then meets
+/// itself, with its retries).
+async fn early_counts(job: &Job, plan: &Plan, source: &Source, verification: Verification) -> Option<Vec<TableCount>> {
+    if verification == Verification::Skip {
+        return None;
+    }
+    let counting = async {
+        let target = job.connect_to_copy().await.ok()?;
+        steps::validate::count_rows(&source.client, &target, plan).await.ok()
+    };
+    tokio::select! {
+        counted = counting => counted,
+        () = job.cancellation.cancelled() => None,
     }
 }

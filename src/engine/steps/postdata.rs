@@ -34,6 +34,9 @@ pub struct PostData {
     attaches: Vec<String>,
     /// Everything else, without held-back foreign keys: restored once every table is loaded.
     rest: Vec<String>,
+    /// Becomes true once the partition index attachments are done: from then on a query on the
+    /// copy (validation's counts) cannot deadlock with post-data.
+    attached: tokio::sync::watch::Sender<bool>,
 }
 
 /// Splits a table of contents into per-table index entries and the rest. `owners` gives the
@@ -95,7 +98,18 @@ impl PostData {
             late_indexes,
             attaches,
             rest,
+            attached: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Told when the partition index attachments are done (see `mark_attached`).
+    pub fn attached(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.attached.subscribe()
+    }
+
+    /// The attachments are done (or there are none left to do: post-data is over).
+    pub fn mark_attached(&self) {
+        self.attached.send_replace(true);
     }
 
     /// How many indexes and key constraints the table gets built as soon as it is loaded.
@@ -186,6 +200,9 @@ impl PostData {
             ),
         ];
         for (lines, list, sessions, what) in steps {
+            if list == "post-data.list" {
+                self.mark_attached();
+            }
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
             let list = job.scratch_directory.join(list);
             self.restore_entries(job, &list, lines, sessions, what, on_retry)
