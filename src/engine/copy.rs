@@ -154,7 +154,10 @@ impl RunContext<'_> {
             tables: plan.tables.len(),
         }));
         let snapshot = self.take_snapshot(source, plan).await?;
-        let temporary = self.create_copy(target, &source.database, started_at).await?;
+        // Created beside the schema dump (`SyncMode::copy_schema_and_data`), and cleaned up from
+        // now on: dropping a copy that was never made drops nothing (`IF EXISTS`).
+        let temporary = temporary_name(&target.dbname, &self.run_suffix);
+        self.workspace.temporary_database_created(&temporary);
         let job = self.job(JobPlaces {
             snapshot: Some(steps::Snapshot {
                 source: source.endpoint.clone(),
@@ -242,8 +245,23 @@ impl RunContext<'_> {
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<String, SyncError> {
         let temporary = temporary_name(&target.dbname, &self.run_suffix);
+        self.create_database_of_copy(target, &temporary, database, started_at)
+            .await?;
+        self.workspace.temporary_database_created(&temporary);
+        Ok(temporary)
+    }
+
+    /// Creates the empty copy `temporary`, commented as dbsync's; the caller records it in the
+    /// workspace (a sync before it starts, since it creates it beside the schema dump).
+    pub(super) async fn create_database_of_copy(
+        &self,
+        target: &Endpoint,
+        temporary: &str,
+        database: &catalog::DatabaseInfo,
+        started_at: chrono::DateTime<chrono::Local>,
+    ) -> Result<(), SyncError> {
         self.emit(Event::Notice(Notice::CreatingDatabase {
-            temporary: temporary.clone(),
+            temporary: temporary.to_string(),
             target: target.dbname.clone(),
         }));
         let comment = format!(
@@ -254,11 +272,9 @@ impl RunContext<'_> {
         let target_server = self.workspace.target_server.as_ref().expect("connected in preflight");
         interruptible(
             &self.cancellation,
-            target_server.create_database(&temporary, database, &comment),
+            target_server.create_database(temporary, database, &comment),
         )
-        .await?;
-        self.workspace.temporary_database_created(&temporary);
-        Ok(temporary)
+        .await
     }
 
     /// The configuration banner, what is selected, and the foreign keys that leave the selection.

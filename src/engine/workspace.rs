@@ -210,6 +210,8 @@ impl Workspace {
         Ok(inherited)
     }
 
+    /// The copy this run makes (or is making): dropped on every way out but the swap, or kept
+    /// with the dumps. Dropping one that was never made drops nothing.
     pub fn temporary_database_created(&mut self, name: &str) {
         self.temporary_database = Some(name.to_string());
     }

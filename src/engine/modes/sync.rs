@@ -107,7 +107,7 @@ impl SyncMode<'_> {
                 self.context.record_source_counts(&job, &plan, source).await;
             }
         };
-        let (post_data, ()) = tokio::join!(self.copy_schema_and_data(&job, &plan, source), counting);
+        let (post_data, ()) = tokio::join!(self.copy_schema_and_data(&job, &plan, source, started_at), counting);
         let post_data = post_data?;
         let counted = self.finish_and_count(&job, &plan, &post_data, source).await?;
         let source_counts = self.validate(&job, &plan, source, counted).await?;
@@ -167,12 +167,18 @@ impl SyncMode<'_> {
         job: &Arc<Job>,
         plan: &Arc<Plan>,
         source: &Source,
+        started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<Arc<PostData>, SyncError> {
         self.context.emit(Event::Notice(Notice::SyncingSchema));
-        let schema_dump = self
+        // The empty copy is created while the schema is dumped: neither needs the other.
+        let copy = job.copy().dbname.clone();
+        let creating = self
             .context
-            .retried(job, "schema dump", |_| steps::schema::dump(job))
-            .await?;
+            .create_database_of_copy(self.target, &copy, &source.database, started_at);
+        let dumping = self.context.retried(job, "schema dump", |_| steps::schema::dump(job));
+        let (created, schema_dump) = tokio::join!(creating, dumping);
+        created?;
+        let schema_dump = schema_dump?;
         let watched_source = Some((self.source.clone(), source.server.major()));
         self.context
             .load_schema_and_data(job, plan, &schema_dump, &source.index_owners, watched_source)
