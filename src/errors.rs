@@ -44,6 +44,15 @@ impl ExitCode {
     pub const INTERRUPTED: u8 = 130;
     /// Stopped by SIGTERM, everything started stopped and cleaned up.
     pub const TERMINATED: u8 = 143;
+    /// Every code above: what the README's table and every command's `--help` list.
+    pub const ALL: [u8; 6] = [
+        ExitCode::SUCCESS,
+        ExitCode::FAILURE,
+        ExitCode::USAGE,
+        ExitCode::VALIDATION,
+        ExitCode::INTERRUPTED,
+        ExitCode::TERMINATED,
+    ];
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,14 +125,7 @@ mod tests {
             .nth(1)
             .and_then(|rest| rest.split("\n## ").next())
             .expect("the README has an exit code table");
-        for code in [
-            ExitCode::SUCCESS,
-            ExitCode::FAILURE,
-            ExitCode::USAGE,
-            ExitCode::VALIDATION,
-            ExitCode::INTERRUPTED,
-            ExitCode::TERMINATED,
-        ] {
+        for code in ExitCode::ALL {
             assert!(
                 table.contains(&format!("\n| {code} |")),
                 "exit code {code} is not in the README's table"

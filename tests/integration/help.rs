@@ -39,17 +39,7 @@ fn every_help_names_the_environment_and_the_exit_codes_and_its_examples_parse() 
                 "`dbsync {command:?} --help` does not name {variable}"
             );
         }
-        for code in [
-            ExitCode::SUCCESS,
-            ExitCode::FAILURE,
-            ExitCode::USAGE,
-            ExitCode::VALIDATION,
-            ExitCode::INTERRUPTED,
-            ExitCode::TERMINATED,
-        ]
-        .into_iter()
-        .filter(|_| reads_settings)
-        {
+        for code in ExitCode::ALL.into_iter().filter(|_| reads_settings) {
             assert!(
                 help.lines()
                     .any(|line| line.split_whitespace().any(|word| word == code.to_string())),
