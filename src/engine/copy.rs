@@ -93,9 +93,8 @@ impl RunContext<'_> {
             preflight::refuse_what_an_older_target_cannot_hold(source, target.server.major(), &self.cancellation)
                 .await?;
         }
-        let source = inspected;
         self.schema_transaction_size =
-            preflight::check_lock_capacity(source, &target, needs, tools.restore_major, &self.cancellation).await?;
+            preflight::check_lock_capacity(inspected, &target, needs, tools.restore_major, &self.cancellation).await?;
         self.workspace.target_server = Some(target);
         // Holding the target's lock: whatever earlier runs left is theirs no more. Before the
         // consent, since a previous target renamed back is what the consent is about.
@@ -116,7 +115,7 @@ impl RunContext<'_> {
         if target_exists {
             preflight::obtain_consent(settings, endpoint, &self.cancellation).await?;
         }
-        if let Some((source, _)) = source.filter(|_| !roles_to_copy.is_empty()) {
+        if let Some((source, _)) = inspected.filter(|_| !roles_to_copy.is_empty()) {
             self.copy_roles(&source.client, roles_to_copy, needs).await?;
         }
         self.run_hooks(HookStage::BeforeSync, endpoint).await
@@ -207,11 +206,7 @@ impl RunContext<'_> {
             dump_directory: places.dump_directory,
             scratch_directory: places.scratch_directory,
             keep_dumps: places.keep_dumps,
-            compression: if places.keep_dumps {
-                settings.compression
-            } else {
-                crate::compression::NONE
-            },
+            compression: settings.compression,
             record_progress: places.record_progress,
             resuming: places.resuming,
             dump_space: self.dump_space.clone(),

@@ -402,10 +402,8 @@ pub fn locate_tools(settings: &Settings, source: &Source) -> Result<PgTools, Syn
         tools::ToolNeed::Source(source.server.major()),
     )
     .map_err(usage)?;
-    // What is kept is compressed as asked, by these tools.
-    if settings.keep_dumps() || settings.kind() == crate::report::RunKind::Dump {
-        tools::check_compression(&tools, settings.compression).map_err(usage)?;
-    }
+    // What is kept is compressed as asked, by these tools (nothing kept: no compression).
+    tools::check_compression(&tools, settings.compression).map_err(usage)?;
     Ok(tools)
 }
 

@@ -323,8 +323,8 @@ pub(super) fn transfer_of(
 }
 
 /// `--compress` (then `compress` in the config file, then gzip): how kept dumps and archives are
-/// compressed. Given on the command line to a sync that keeps no dumps, it is refused rather than
-/// ignored.
+/// compressed; none where nothing is kept (temporary dumps are read once, at once). Given on the
+/// command line to a sync that keeps no dumps, it is refused rather than ignored.
 fn compression_of(
     arguments: &SyncArguments,
     options: &ConfigOptions,
@@ -338,6 +338,7 @@ fn compression_of(
         ));
     }
     let (value, place) = match (&arguments.compress, &options.compress) {
+        _ if !keeps => return Ok(crate::compression::NONE),
         (Some(value), _) => (value, "--compress"),
         (None, Some(value)) => (value, "config file: compress"),
         (None, None) => return Ok(crate::compression::DEFAULT),

@@ -287,7 +287,7 @@ pub struct Settings {
     pub batch_size: Option<usize>,
     pub dump_dir: PathBuf,
     pub transfer: Transfer,
-    /// How kept dumps and archives are compressed (`--compress`).
+    /// How kept dumps and archives are compressed (`--compress`); none when nothing is kept.
     pub compression: Compression,
     /// ANALYZE each table once loaded, instead of leaving statistics to autovacuum.
     pub analyze: bool,

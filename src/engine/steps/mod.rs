@@ -120,7 +120,7 @@ pub struct Job {
     /// Keep each unit's dump after its import (`--keep-dumps`) instead of removing it at once.
     pub keep_dumps: bool,
     /// How the exports are compressed: as `--compress` says when they are kept, else not at all
-    /// (they are read once, at once, and compressing costs the CPU the copy needs).
+    /// (`Settings::compression` is none then).
     pub compression: crate::compression::Compression,
     /// Mark in the dump directory what is done (loads, index builds, pre- and post-data), so
     /// that a failed run can be resumed (`--keep-dumps`).
