@@ -152,10 +152,10 @@ impl Endpoint {
         if !path.is_empty() {
             endpoint.dbname = percent_decode(path)?;
         }
-        for pair in query.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // The service was read (by `parse`) before what the string gives.
+        for (key, value) in query_pairs(query.unwrap_or(""))? {
             if key != "service" {
-                endpoint.set_parameter(key, percent_decode(value)?)?;
+                endpoint.set_parameter(&key, value)?;
             }
         }
         // libpq would take the user name; for a tool that replaces databases, an unnamed one is a
@@ -413,9 +413,12 @@ pub fn redact_uri(uri: &str) -> String {
 
 /// The `key=value` pairs of a URI's query, decoded (what a service is looked up by).
 fn uri_query_pairs(uri: &str) -> Result<Vec<(String, String)>> {
-    let Some((_, query)) = uri.split_once('?') else {
-        return Ok(Vec::new());
-    };
+    uri.split_once('?')
+        .map_or(Ok(Vec::new()), |(_, query)| query_pairs(query))
+}
+
+/// The `key=value` pairs of a query (`a=1&b=2`), each value percent-decoded.
+fn query_pairs(query: &str) -> Result<Vec<(String, String)>> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -435,8 +438,7 @@ fn service_definition(name: &str, files: &[std::path::PathBuf]) -> Result<Vec<(S
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
             Err(error) => bail!("cannot read the service file {}: {error}", file.display()),
         };
-        let mut section = None;
-        let mut found = false;
+        let (mut in_section, mut found) = (false, false);
         let mut parameters = Vec::new();
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -444,11 +446,11 @@ fn service_definition(name: &str, files: &[std::path::PathBuf]) -> Result<Vec<(S
                 continue;
             }
             if let Some(header) = line.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
-                section = Some(header.trim().to_string());
-                found |= header.trim() == name;
+                in_section = header.trim() == name;
+                found |= in_section;
                 continue;
             }
-            if section.as_deref() != Some(name) {
+            if !in_section {
                 continue;
             }
             let Some((key, value)) = line.split_once('=') else {

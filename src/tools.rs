@@ -71,8 +71,6 @@ fn is_wrapper(pg_dump: &Path) -> bool {
         .is_ok_and(|resolved| resolved.file_name().is_some_and(|name| name != "pg_dump"))
 }
 
-/// Finds tools for a source server of major version `source_major`. With `override_directory`,
-/// only that directory is considered.
 /// What the client tools must do, and so how new they must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ToolNeed {
@@ -100,6 +98,8 @@ impl ToolNeed {
     }
 }
 
+/// Finds tools that can do what `need` says (the oldest that can). With `override_directory`,
+/// only that directory is considered.
 pub fn locate(override_directory: Option<&Path>, need: ToolNeed) -> Result<PgTools> {
     let source_major = need.major();
     let directories = match override_directory {
