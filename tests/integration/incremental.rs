@@ -81,6 +81,19 @@ fn changes(report: &serde_json::Value, table: &str) -> (String, u64, u64, u64, u
     (method, inserted, updated, deleted, unchanged)
 }
 
+/// A source of 50 notes with a change column, and its full copy: where an incremental run starts.
+fn notes_copied(source: &str, target: &str) -> tempfile::TempDir {
+    clusters().source.create_database(source);
+    clusters().source.psql(
+        source,
+        "CREATE TABLE notes (id int PRIMARY KEY, body text, updated_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO notes (id, body) SELECT g, 'note ' || g FROM generate_series(1, 50) g;",
+    );
+    let work = dump_dir();
+    assert_exit(&crate::sync(source, target, &["--yes"], work.path()), 0);
+    work
+}
+
 fn config(work: &Path, text: &str) -> String {
     let path = work.join("incremental.toml");
     std::fs::write(&path, text).unwrap();
@@ -751,14 +764,7 @@ fn a_lookback_rereads_rows_without_rewriting_the_unchanged_ones() {
 #[test]
 fn a_named_source_keeps_its_watermarks_under_that_name_and_they_stay_its_own() {
     let clusters = clusters();
-    clusters.source.create_database("named_src");
-    clusters.source.psql(
-        "named_src",
-        "CREATE TABLE notes (id int PRIMARY KEY, body text, updated_at timestamptz NOT NULL DEFAULT now()); \
-         INSERT INTO notes (id, body) SELECT g, 'note ' || g FROM generate_series(1, 50) g;",
-    );
-    let work = dump_dir();
-    assert_exit(&crate::sync("named_src", "named_dst", &["--yes"], work.path()), 0);
+    let work = notes_copied("named_src", "named_dst");
     let settings = config(work.path(), "[incremental]\nsource = \"prod\"\n");
     let (first, _) = incremental("named_src", "named_dst", &["--config", &settings], work.path());
     assert_exit(&first, 0);
@@ -878,14 +884,7 @@ fn a_watermark_in_the_sources_future_is_not_trusted() {
     // As after the source was restored from a backup, or its clock was set back: the stored
     // watermark lies after every change the source will make for a while.
     let clusters = clusters();
-    clusters.source.create_database("future_src");
-    clusters.source.psql(
-        "future_src",
-        "CREATE TABLE notes (id int PRIMARY KEY, body text, updated_at timestamptz NOT NULL DEFAULT now()); \
-         INSERT INTO notes (id, body) SELECT g, 'note ' || g FROM generate_series(1, 50) g;",
-    );
-    let work = dump_dir();
-    assert_exit(&crate::sync("future_src", "future_dst", &["--yes"], work.path()), 0);
+    let work = notes_copied("future_src", "future_dst");
     let (first, _) = incremental("future_src", "future_dst", &[], work.path());
     assert_exit(&first, 0);
     clusters.target.psql(
@@ -919,14 +918,7 @@ fn a_watermark_in_the_sources_future_is_not_trusted() {
 #[test]
 fn fix_schema_adds_what_the_target_lacks_before_an_incremental_run() {
     let clusters = clusters();
-    clusters.source.create_database("fixinc_src");
-    clusters.source.psql(
-        "fixinc_src",
-        "CREATE TABLE notes (id int PRIMARY KEY, body text, updated_at timestamptz NOT NULL DEFAULT now()); \
-         INSERT INTO notes (id, body) SELECT g, 'note ' || g FROM generate_series(1, 50) g;",
-    );
-    let work = dump_dir();
-    assert_exit(&crate::sync("fixinc_src", "fixinc_dst", &["--yes"], work.path()), 0);
+    let work = notes_copied("fixinc_src", "fixinc_dst");
     clusters.source.psql(
         "fixinc_src",
         "CREATE TABLE tags (id int PRIMARY KEY, label text, updated_at timestamptz NOT NULL DEFAULT now()); \
