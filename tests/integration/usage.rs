@@ -1140,13 +1140,20 @@ fn a_refusal_on_a_terminal_says_its_reason_once_and_nothing_of_cleaning_up() {
 fn a_password_no_source_gives_is_asked_for_at_a_terminal_without_echo() {
     use std::io::{Read, Write};
     let clusters = clusters();
-    source_with_tables("prompted_src");
-    let target = format!("postgres://postgres@127.0.0.1:{}/prompted_dst", clusters.target.port);
+    // Source and target on one server, as one user, neither with a password: asked once.
+    let server = &clusters.target;
+    server.create_database("prompted_src");
+    server.psql(
+        "prompted_src",
+        "CREATE TABLE orders (id int PRIMARY KEY); INSERT INTO orders SELECT generate_series(1, 20)",
+    );
+    let without_password = |database: &str| format!("postgres://postgres@127.0.0.1:{}/{database}", server.port);
     let dumps = dump_dir();
     let command = format!(
-        "{} sync --yes --source '{}' --target '{target}' --dump-dir '{}'",
+        "{} sync --yes --source '{}' --target '{}' --dump-dir '{}'",
         env!("CARGO_BIN_EXE_dbsync"),
-        clusters.source.uri("prompted_src"),
+        without_password("prompted_src"),
+        without_password("prompted_dst"),
         dumps.path().display()
     );
     let mut child = std::process::Command::new("script")
@@ -1173,10 +1180,7 @@ fn a_password_no_source_gives_is_asked_for_at_a_terminal_without_echo() {
         String::from_utf8_lossy(&output).into_owned()
     });
     // The password is typed once the question is on the screen, as a person would.
-    let question = format!(
-        "Password for postgres@127.0.0.1:{}/prompted_dst: ",
-        clusters.target.port
-    );
+    let question = format!("Password for postgres@127.0.0.1:{}/prompted_src: ", server.port);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let shown = seen
@@ -1191,9 +1195,21 @@ fn a_password_no_source_gives_is_asked_for_at_a_terminal_without_echo() {
     stdin
         .write_all(format!("{}\n", crate::harness::PASSWORD).as_bytes())
         .unwrap();
-    let status = child.wait().unwrap();
+    // Nothing more is typed: a second question goes unanswered, and the run is ended.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     drop(stdin);
     let output = reader.join().unwrap();
+    let status = status.unwrap_or_else(|| panic!("dbsync waited for a second password: {output}"));
     assert!(status.success(), "{output}");
     assert_eq!(output.matches("Password for").count(), 1, "{output}");
     assert!(
@@ -1201,7 +1217,7 @@ fn a_password_no_source_gives_is_asked_for_at_a_terminal_without_echo() {
         "the password was echoed: {output}"
     );
     assert_eq!(
-        crate::fingerprint(&clusters.source, "prompted_src"),
-        crate::fingerprint(&clusters.target, "prompted_dst")
+        crate::fingerprint(server, "prompted_src"),
+        crate::fingerprint(server, "prompted_dst")
     );
 }
