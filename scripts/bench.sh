@@ -304,41 +304,16 @@ drop_dataset() {
     [ "$keep" = yes ] || psql_on "$source_port" -d postgres -c "DROP DATABASE $1"
 }
 
-# CPU seconds a server has used so far: its postmaster, the backends it has reaped, and the
-# processes still running under it (backends, checkpointer, WAL writer).
-server_cpu() {
-    python3 - "$(head -n 1 "$base/$1/postmaster.pid")" <<'PY'
-import os, sys
-postmaster = sys.argv[1]
-def fields(pid):
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()
-ticks = os.sysconf("SC_CLK_TCK")
-own = fields(postmaster)
-total = sum(int(value) for value in own[11:15])
-for pid in os.listdir("/proc"):
-    if pid.isdigit():
-        try:
-            child = fields(pid)
-        except OSError:
-            continue
-        if child[1] == postmaster:
-            total += int(child[11]) + int(child[12])
-print(total / ticks)
-PY
-}
 
 # timed LOG COMMAND...: runs COMMAND (output to LOG); prints "seconds source_cpu target_cpu
-# client_cpu", the CPU seconds each server and the client processes used meanwhile. Every half
-# second it also samples the CPU each side has used so far into LOG's .cpu.tsv (seconds, source,
-# target, client), for the timeline pictures.
+# client_cpu", the CPU seconds each server (from the first and the last sample) and the client
+# processes used meanwhile. Every half second it also samples the CPU each side has used so far
+# into LOG's .cpu.tsv (seconds, source, target, client), for the timeline pictures.
 timed() {
-    local log=$1 source_before target_before started finished
-    source_before=$(server_cpu source)
-    target_before=$(server_cpu target)
+    local log=$1 started finished
     started=$(now)
     python3 - "$(head -n 1 "$base/source/postmaster.pid")" "$(head -n 1 "$base/target/postmaster.pid")" \
-        "${log%.log}.cpu.tsv" "${@:2}" >"$log" 2>&1 3>"$base/client_cpu" <<'PY' || return 1
+        "${log%.log}.cpu.tsv" "${@:2}" >"$log" 2>&1 3>"$base/cpu_used" <<'PY' || return 1
 import os, resource, subprocess, sys, threading, time
 source_pid, target_pid, samples_path, *command = sys.argv[1:]
 ticks = os.sysconf("SC_CLK_TCK")
@@ -377,11 +352,11 @@ def sample():
     samples.append((time.monotonic() - started, tree(found, children, source_pid),
                     tree(found, children, target_pid), tree(found, children, me, own=False)))
 
+sample()
 process = subprocess.Popen(command)
 ended = threading.Event()
 def sampler():
     # Woken at once when the command ends: the run's time is not rounded to the next sample.
-    sample()
     while not ended.wait(0.5):
         sample()
 thread = threading.Thread(target=sampler, daemon=True)
@@ -393,11 +368,12 @@ sample()
 with open(samples_path, "w") as out:
     out.writelines(f"{t:.3f}\t{s:.2f}\t{g:.2f}\t{c:.2f}\n" for t, s, g, c in samples)
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-os.write(3, f"{usage.ru_utime + usage.ru_stime:.2f}\n".encode())
+first, last = samples[0], samples[-1]
+os.write(3, f"{last[1] - first[1]:.2f} {last[2] - first[2]:.2f} {usage.ru_utime + usage.ru_stime:.2f}\n".encode())
 sys.exit(status)
 PY
     finished=$(now)
-    python3 -c "print(f'{$finished - $started:.3f}', f'{$(server_cpu source) - $source_before:.2f}', f'{$(server_cpu target) - $target_before:.2f}', '$(cat "$base/client_cpu")')"
+    python3 -c "print(f'{$finished - $started:.3f}', '$(cat "$base/cpu_used")')"
 }
 
 # with_report MEASURED LOG: a dbsync run's result line, MEASURED ("seconds source_cpu target_cpu

@@ -85,6 +85,14 @@ copy() {
         --dump-dir "$base")
     if [ "$tools" = 18 ]; then arguments+=(--pg-bin "$DBSYNC_PG_CACHE/client-18/bin"); fi
     output=$("$dbsync" "${arguments[@]}" 2>&1) || code=$?
+    verdict "$code" "$output" "$source" "$target" "$database"
+}
+
+# verdict CODE OUTPUT SOURCE TARGET DATABASE: a cell's half from how dbsync ended: exact (the copy
+# DATABASE on TARGET has the source's fingerprint), DIFFERS, refused (with the first words of
+# why), or FAILED.
+verdict() {
+    local code=$1 output=$2 source=$3 target=$4 database=$5
     case $code in
         0)
             if [ "$(psql_on "$source" src "$fingerprint")" = "$(psql_on "$target" "$database" "$fingerprint")" ]; then
@@ -124,17 +132,7 @@ restore() {
     local source=$1 target=$2 database="restored_from_$1" output code=0
     output=$("$dbsync" restore "$base/archive-$source" --yes --plain --target "$(uri "$target" "$database")" \
         --dump-dir "$base" --pg-bin "$DBSYNC_PG_CACHE/client-18/bin" 2>&1) || code=$?
-    case $code in
-        0)
-            if [ "$(psql_on "$source" src "$fingerprint")" = "$(psql_on "$target" "$database" "$fingerprint")" ]; then
-                echo "exact"
-            else
-                echo "DIFFERS"
-            fi
-            ;;
-        2) if grep -q "older than the source's" <<<"$output"; then echo "refused: downgrade"; else echo "refused"; fi ;;
-        *) echo "FAILED (exit $code)" ;;
-    esac
+    verdict "$code" "$output" "$source" "$target" "$database"
 }
 
 echo "Dumping and restoring every pair..." >&2
