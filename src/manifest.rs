@@ -350,6 +350,7 @@ mod tests {
                     dangling_foreign_keys: vec![],
                     foreign_key_policy: crate::plan::ForeignKeyPolicy::NotValid,
                     referenced_tables: vec![],
+                    parallel_foreign_keys: vec![],
                 },
                 target_needs: TargetNeeds::default(),
                 index_owners: vec![],

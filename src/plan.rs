@@ -193,6 +193,26 @@ pub struct DanglingForeignKey {
     pub on_partitioned_table: bool,
 }
 
+/// A checked foreign key between two copied tables that dbsync adds itself rather than leave to
+/// pg_restore: `NOT VALID` on each ordinary table that carries it, then validated on several
+/// sessions at once. `ADD CONSTRAINT … FOREIGN KEY` locks the referenced table against every
+/// other such statement, so pg_restore checks the keys that reference one table one after the
+/// other, and a partitioned table's key partition by partition in one session; `VALIDATE
+/// CONSTRAINT` locks it only against writes (measured on *large*: 1.30 s in one statement, 0.74 s
+/// over two sessions).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParallelForeignKey {
+    /// The key's oid on the source: its entry in the schema dump.
+    pub oid: u32,
+    pub name: String,
+    pub definition: String,
+    /// The ordinary tables that carry it, with their sizes: the table itself, or every leaf
+    /// partition of a partitioned one (whose own key, restored by pg_restore afterwards, adopts
+    /// theirs without checking a row again).
+    pub carriers: Vec<(QualifiedName, i64)>,
+    pub on_partitioned_table: bool,
+}
+
 /// What a run copies, and how: also kept in an archive's manifest, so that a restore loads and
 /// checks exactly what the dump held.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -208,6 +228,9 @@ pub struct Plan {
     /// Indexes into `tables` of tables that foreign keys among the copied tables reference: they
     /// are vacuumed before the keys are checked, so each check can use index-only scans.
     pub referenced_tables: Vec<usize>,
+    /// Archives written before it existed have none: pg_restore then adds every key.
+    #[serde(default)]
+    pub parallel_foreign_keys: Vec<ParallelForeignKey>,
 }
 
 impl Plan {
@@ -507,6 +530,42 @@ fn dangling_foreign_keys(inventory: &Inventory, trees: &Trees, selected: &HashSe
         .collect()
 }
 
+/// The checked foreign keys among the selected tables that dbsync validates in parallel: those
+/// that reference an ordinary table (a key to a partitioned table has a catalog entry per
+/// referenced partition, which only PostgreSQL's own recursion makes right).
+fn parallel_foreign_keys(inventory: &Inventory, trees: &Trees, selected: &HashSet<u32>) -> Vec<ParallelForeignKey> {
+    inventory
+        .foreign_keys
+        .iter()
+        .filter(|key| key.validated && selected.contains(&key.table) && selected.contains(&key.referenced_table))
+        .filter_map(|key| {
+            let table = trees.by_oid.get(&key.table)?;
+            if trees.by_oid.get(&key.referenced_table)?.kind != TableKind::Ordinary {
+                return None;
+            }
+            let on_partitioned_table = table.kind == TableKind::Partitioned;
+            let carriers: Vec<(QualifiedName, i64)> = if on_partitioned_table {
+                trees
+                    .subtree(key.table)
+                    .iter()
+                    .map(|oid| trees.by_oid[oid])
+                    .filter(|member| member.kind == TableKind::Ordinary)
+                    .map(|member| (member.name.clone(), member.size_bytes))
+                    .collect()
+            } else {
+                vec![(table.name.clone(), table.size_bytes)]
+            };
+            (!carriers.is_empty()).then(|| ParallelForeignKey {
+                oid: key.oid,
+                name: key.name.clone(),
+                definition: key.definition.clone(),
+                carriers,
+                on_partitioned_table,
+            })
+        })
+        .collect()
+}
+
 pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncError> {
     let trees = Trees::of(inventory);
     let whole_database = request.include.is_empty() && request.exclude.is_empty() && !request.schema_only;
@@ -556,6 +615,7 @@ pub fn build(inventory: &Inventory, request: &PlanRequest) -> Result<Plan, SyncE
         dangling_foreign_keys: dangling_foreign_keys(inventory, &trees, &selected_oids),
         foreign_key_policy: request.foreign_key_policy,
         referenced_tables,
+        parallel_foreign_keys: parallel_foreign_keys(inventory, &trees, &selected_oids),
     })
 }
 
@@ -970,6 +1030,7 @@ mod tests {
                 table: 2,
                 referenced_table: 1,
                 definition: "FOREIGN KEY (user_id) REFERENCES users(id)".into(),
+                validated: true,
             }],
             large_object_count: 2,
             ..Inventory::default()
@@ -1132,6 +1193,51 @@ mod tests {
     }
 
     #[test]
+    fn checked_keys_between_copied_tables_to_an_ordinary_table_are_validated_in_parallel() {
+        let mut inventory = inventory();
+        let key = |oid: u32, table: u32, referenced_table: u32, validated: bool| ForeignKey {
+            oid,
+            name: format!("k{oid}"),
+            table,
+            referenced_table,
+            definition: format!("FOREIGN KEY (x) REFERENCES t{referenced_table}(id)"),
+            validated,
+        };
+        inventory.foreign_keys = vec![
+            key(99, 2, 1, true),
+            // A partitioned table's key: carried by every leaf, however deep.
+            key(100, 3, 1, true),
+            // NOT VALID on the source: restored as it is.
+            key(101, 7, 1, false),
+            // References a partitioned table.
+            key(102, 1, 3, true),
+        ];
+        let plan = build(&inventory, &request(&[], &[], ForeignKeyPolicy::NotValid)).unwrap();
+        let carriers = |oid: u32| -> Option<Vec<String>> {
+            let key = plan.parallel_foreign_keys.iter().find(|key| key.oid == oid)?;
+            Some(key.carriers.iter().map(|(table, _)| table.name.clone()).collect())
+        };
+        assert_eq!(carriers(99).unwrap(), ["orders"]);
+        let mut leaves = carriers(100).unwrap();
+        leaves.sort();
+        assert_eq!(leaves, ["audit_logs_2024_01", "audit_logs_default"]);
+        assert!(
+            plan.parallel_foreign_keys
+                .iter()
+                .find(|key| key.oid == 100)
+                .unwrap()
+                .on_partitioned_table
+        );
+        assert_eq!(carriers(101), None);
+        assert_eq!(carriers(102), None);
+
+        // A key whose referenced table is not copied is not one of them.
+        let include = patterns(&["orders"]);
+        let plan = build(&inventory, &request(&include, &[], ForeignKeyPolicy::NotValid)).unwrap();
+        assert!(plan.parallel_foreign_keys.is_empty());
+    }
+
+    #[test]
     fn foreign_keys_order_referenced_tables_first_and_name_every_cycle() {
         let mut inventory = Inventory {
             tables: vec![
@@ -1149,6 +1255,7 @@ mod tests {
             table,
             referenced_table,
             definition: String::new(),
+            validated: true,
         };
         // c → b → a; d ↔ e; e → e.
         inventory.foreign_keys = vec![

@@ -111,6 +111,8 @@ pub struct ForeignKey {
     pub table: u32,
     pub referenced_table: u32,
     pub definition: String,
+    /// Checked against every row (not `NOT VALID`, nor `NOT ENFORCED`).
+    pub validated: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -271,7 +273,7 @@ async fn sequences(client: &Client) -> Result<Vec<Sequence>> {
 async fn foreign_keys(client: &Client) -> Result<Vec<ForeignKey>> {
     let foreign_keys = client
         .query(
-            "SELECT oid, conname::text, conrelid, confrelid, pg_get_constraintdef(oid) \
+            "SELECT oid, conname::text, conrelid, confrelid, pg_get_constraintdef(oid), convalidated \
              FROM pg_constraint WHERE contype = 'f' AND conparentid = 0 AND conrelid <> 0 ORDER BY oid",
             &[],
         )
@@ -284,6 +286,7 @@ async fn foreign_keys(client: &Client) -> Result<Vec<ForeignKey>> {
             table: row.get(2),
             referenced_table: row.get(3),
             definition: row.get(4),
+            validated: row.get(5),
         })
         .collect();
     Ok(foreign_keys)

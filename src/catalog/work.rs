@@ -1,5 +1,5 @@
 //! The statements of a copy: the snapshot every export reads from, row counts, emptying tables
-//! before a retried load, VACUUM and ANALYZE, foreign keys created `NOT VALID`, and the progress
+//! before a retried load, VACUUM and ANALYZE, foreign keys created `NOT VALID` (and validated after), and the progress
 //! of running `COPY` commands.
 
 use anyhow::{Context, Result};
@@ -169,6 +169,74 @@ pub async fn maintain(client: &Client, kind: Maintenance, relations: &[&Qualifie
         .batch_execute(&format!("{command} {}", names.join(", ")))
         .await
         .map_err(|error| sql_error(format!("{command} failed"), error))
+}
+
+/// A foreign key to add to one table (`ALTER TABLE ONLY`): its name and its definition.
+pub struct KeyOnTable<'a> {
+    pub table: &'a QualifiedName,
+    pub name: &'a str,
+    pub definition: &'a str,
+}
+
+/// Adds each key `NOT VALID` unless its table has a constraint of that name already, and tells,
+/// key by key, whether the table now has it as a foreign key: a resumed run meets the keys the
+/// failed one added; another kind of constraint under the name is left alone (a partition's key
+/// is then cloned, under a name of PostgreSQL's choosing, by its parent's).
+pub async fn add_foreign_keys_not_valid(client: &Client, keys: &[KeyOnTable<'_>]) -> Result<Vec<bool>> {
+    let schemas: Vec<&str> = keys.iter().map(|key| key.table.schema.as_str()).collect();
+    let tables: Vec<&str> = keys.iter().map(|key| key.table.name.as_str()).collect();
+    let names: Vec<&str> = keys.iter().map(|key| key.name).collect();
+    let existing: Vec<Option<String>> = client
+        .query(
+            "SELECT (SELECT k.contype::text FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid \
+                       JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = w.schema AND c.relname = w.name AND k.conname = w.constraint_name) \
+             FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS w(schema, name, constraint_name, position) \
+             ORDER BY w.position",
+            &[&schemas, &tables, &names],
+        )
+        .await
+        .context("cannot list the constraints already on the copy")?
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut added = Vec::with_capacity(keys.len());
+    for (key, existing) in keys.iter().zip(existing) {
+        match existing.as_deref() {
+            None => {
+                client
+                    .batch_execute(&format!(
+                        "ALTER TABLE ONLY {} ADD CONSTRAINT {} {} NOT VALID",
+                        key.table.quoted(),
+                        quote_identifier(key.name),
+                        key.definition
+                    ))
+                    .await
+                    .map_err(|error| {
+                        sql_error(
+                            format!("cannot create foreign key {} on {}", key.name, key.table),
+                            error,
+                        )
+                    })?;
+                added.push(true);
+            }
+            Some(kind) => added.push(kind == "f"),
+        }
+    }
+    Ok(added)
+}
+
+/// Checks every row of `table` against its constraint `name` (a foreign key: its referenced
+/// table is locked only against writes, so other checks of keys to it run alongside).
+pub async fn validate_constraint(client: &Client, table: &QualifiedName, name: &str) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE ONLY {} VALIDATE CONSTRAINT {}",
+            table.quoted(),
+            quote_identifier(name)
+        ))
+        .await
+        .map_err(|error| sql_error(format!("cannot validate foreign key {name} on {table}"), error))
 }
 
 /// Adds a foreign key that existing rows need not satisfy (`NOT VALID`).

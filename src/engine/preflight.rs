@@ -702,6 +702,7 @@ mod space_tests {
             dangling_foreign_keys: Vec::new(),
             foreign_key_policy: ForeignKeyPolicy::NotValid,
             referenced_tables: Vec::new(),
+            parallel_foreign_keys: Vec::new(),
         };
         let directory = std::path::Path::new("/var/tmp");
         assert!(dump_space_warning(2000, &plan, directory).is_none());

@@ -574,3 +574,99 @@ fn an_identity_column_of_a_partitioned_table_keeps_its_sequence() {
         );
     }
 }
+
+#[test]
+fn foreign_keys_checked_side_by_side_come_out_as_a_restore_makes_them() {
+    // dbsync adds the checked keys between copied tables itself (NOT VALID, then validated on
+    // several sessions): every flavour must come out as pg_restore would have made it.
+    let clusters = clusters();
+    clusters.source.create_database("keys_src");
+    clusters.source.psql(
+        "keys_src",
+        "CREATE TABLE customers (id int PRIMARY KEY, \
+           referrer int REFERENCES customers DEFERRABLE INITIALLY DEFERRED); \
+         INSERT INTO customers SELECT g, nullif(g - 1, 0) FROM generate_series(1, 200) g; \
+         CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES customers ON DELETE CASCADE); \
+         INSERT INTO orders SELECT g, 1 + g % 200 FROM generate_series(1, 1000) g; \
+         CREATE TABLE payments (id int PRIMARY KEY, customer_id int REFERENCES customers, \
+           order_id int, FOREIGN KEY (order_id) REFERENCES orders MATCH FULL ON UPDATE CASCADE); \
+         INSERT INTO payments SELECT g, 1 + g % 200, 1 + g % 1000 FROM generate_series(1, 1000) g; \
+         CREATE TABLE notes (customer_id int); INSERT INTO notes VALUES (1), (999); \
+         ALTER TABLE notes ADD CONSTRAINT notes_customer_fkey FOREIGN KEY (customer_id) REFERENCES customers NOT VALID; \
+         CREATE TABLE events (id int NOT NULL, customer_id int, at date NOT NULL) PARTITION BY RANGE (at); \
+         CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01') \
+           PARTITION BY LIST ((id % 2)); \
+         CREATE TABLE events_2024_even PARTITION OF events_2024 FOR VALUES IN (0); \
+         CREATE TABLE events_2024_odd PARTITION OF events_2024 FOR VALUES IN (1); \
+         CREATE TABLE events_default PARTITION OF events DEFAULT; \
+         ALTER TABLE events_default ADD CONSTRAINT events_customer_fkey CHECK (id > 0); \
+         ALTER TABLE events ADD CONSTRAINT events_customer_fkey FOREIGN KEY (customer_id) REFERENCES customers; \
+         ALTER TABLE events_2024_odd ADD CONSTRAINT odd_events_order_fkey FOREIGN KEY (id) REFERENCES orders; \
+         INSERT INTO events SELECT g, 1 + g % 200, date '2024-01-01' + g % 500 FROM generate_series(1, 999) g; \
+         CREATE TABLE ledgers (at date, id int, PRIMARY KEY (at, id)) PARTITION BY RANGE (at); \
+         CREATE TABLE ledgers_2024 PARTITION OF ledgers FOR VALUES FROM ('2024-01-01') TO ('2025-01-01'); \
+         INSERT INTO ledgers VALUES ('2024-03-01', 1); \
+         CREATE TABLE ledger_lines (ledger_at date, ledger_id int, FOREIGN KEY (ledger_at, ledger_id) REFERENCES ledgers); \
+         INSERT INTO ledger_lines VALUES ('2024-03-01', 1);",
+    );
+    let dumps = dump_dir();
+    let output = sync("keys_src", "keys_dst", &["--yes", "--jobs", "2"], dumps.path());
+    assert_exit(&output, 0);
+    assert!(text(&output).contains("✅ Validation Successful."), "{}", text(&output));
+    crate::assert_same_copy("keys_src", "keys_dst");
+    // The keys hold on the copy: a partition's, deep in the tree, refuses a missing customer.
+    let refused = clusters
+        .target
+        .psql_command("keys_dst")
+        .args(["-c", "INSERT INTO events VALUES (2, 999, '2024-05-01')"])
+        .output()
+        .unwrap();
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("violates foreign key constraint"), "{error}");
+
+    // A restore of a dump takes the same road, from the plan its manifest keeps.
+    let archive = dumps.path().join("keys_archive");
+    let dumped = crate::dbsync()
+        .args([
+            "dump",
+            "--plain",
+            "--source",
+            &clusters.source.uri("keys_src"),
+            "--output",
+        ])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert_exit(&dumped, 0);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(archive.join("manifest.json")).unwrap()).unwrap();
+    let keys = manifest["restore"]["plan"]["parallel_foreign_keys"].as_array().unwrap();
+    let carriers = |name: &str| -> Vec<String> {
+        let key = keys.iter().find(|key| key["name"] == name).expect(name);
+        let mut tables: Vec<String> = key["carriers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|carrier| carrier[0]["name"].as_str().unwrap().to_string())
+            .collect();
+        tables.sort();
+        tables
+    };
+    assert_eq!(
+        carriers("events_customer_fkey"),
+        ["events_2024_even", "events_2024_odd", "events_default"]
+    );
+    assert_eq!(carriers("payments_order_id_fkey"), ["payments"]);
+    let named = |name: &str| keys.iter().any(|key| key["name"] == name);
+    assert!(!named("notes_customer_fkey"), "a NOT VALID key is restored as it is");
+    assert!(
+        !named("ledger_lines_ledger_at_ledger_id_fkey"),
+        "a key to a partitioned table too"
+    );
+    let restored = crate::restore_command(&archive, "keys_restored").output().unwrap();
+    assert_exit(&restored, 0);
+    assert_eq!(
+        crate::constraints(&clusters.source, "keys_src"),
+        crate::constraints(&clusters.target, "keys_restored")
+    );
+}

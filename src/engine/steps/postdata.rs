@@ -77,10 +77,17 @@ impl PostData {
         owners: &HashMap<u32, u32>,
     ) -> Result<PostData, StepError> {
         let listing = job.archive_listing(schema_dump).await?;
-        let held_back: HashSet<u32> = match plan.foreign_key_policy {
+        let mut held_back: HashSet<u32> = match plan.foreign_key_policy {
             ForeignKeyPolicy::IncludeParent => HashSet::new(),
             _ => plan.dangling_foreign_keys.iter().map(|key| key.oid).collect(),
         };
+        // dbsync adds these itself; a partitioned table's own key stays, to adopt its partitions'.
+        held_back.extend(
+            plan.parallel_foreign_keys
+                .iter()
+                .filter(|key| !key.on_partitioned_table)
+                .map(|key| key.oid),
+        );
         // Only tables that some unit loads get built early; the others wait for the end.
         let loaded: HashSet<usize> = plan::units_per_table(plan).into_keys().collect();
         let mut planned_by_oid = plan.tables_by_tree_oid();
@@ -202,6 +209,7 @@ impl PostData {
         for (lines, list, sessions, what) in steps {
             if list == "post-data.list" {
                 self.mark_attached();
+                add_foreign_keys_in_parallel(job, plan).await?;
             }
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
             let list = job.scratch_directory.join(list);
@@ -372,22 +380,80 @@ async fn maintain(job: &Job, kind: Maintenance, targets: &[&QualifiedName]) -> R
 
 /// VACUUMs the given planned tables over `jobs` connections, the largest tables spread first.
 async fn vacuum_in_parallel(job: &Job, plan: &Plan, tables: &[usize]) -> Result<(), StepError> {
-    let mut by_size: Vec<usize> = tables.to_vec();
-    by_size.sort_by_key(|index| std::cmp::Reverse(plan.tables[*index].size_bytes));
-    let connections = job.jobs.get().min(by_size.len().max(1));
-    let mut groups: Vec<(i64, Vec<usize>)> = vec![(0, Vec::new()); connections];
-    for index in by_size {
-        let lightest = groups
-            .iter_mut()
-            .min_by_key(|(size, _)| *size)
-            .expect("one group at least");
-        lightest.0 += plan.tables[index].size_bytes;
-        lightest.1.push(index);
-    }
+    let sized = tables.iter().map(|index| (*index, plan.tables[*index].size_bytes));
+    let groups = spread_by_size(sized, job.jobs.get());
     let runs = groups
         .iter()
-        .filter(|(_, group)| !group.is_empty())
-        .map(|(_, group)| async move { maintain(job, Maintenance::Vacuum, &maintenance_targets(plan, group)).await });
+        .map(|group| async move { maintain(job, Maintenance::Vacuum, &maintenance_targets(plan, group)).await });
+    for result in futures_util::future::join_all(runs).await {
+        result?;
+    }
+    Ok(())
+}
+
+/// Deals `items` (each with its size) to at most `sessions` groups, largest first, each to the
+/// lightest group so far; no group is empty.
+fn spread_by_size<T>(items: impl Iterator<Item = (T, i64)>, sessions: usize) -> Vec<Vec<T>> {
+    let mut by_size: Vec<(T, i64)> = items.collect();
+    by_size.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
+    let mut groups: Vec<(i64, Vec<T>)> = (0..sessions.clamp(1, by_size.len().max(1)))
+        .map(|_| (0, Vec::new()))
+        .collect();
+    for (item, size) in by_size {
+        let lightest = groups
+            .iter_mut()
+            .min_by_key(|(load, _)| *load)
+            .expect("one group at least");
+        // Empty tables still take their turn.
+        lightest.0 += size.max(1);
+        lightest.1.push(item);
+    }
+    groups
+        .into_iter()
+        .map(|(_, group)| group)
+        .filter(|group| !group.is_empty())
+        .collect()
+}
+
+/// Adds the plan's parallel foreign keys `NOT VALID` in one session (each statement holds the
+/// referenced table only for a moment), then validates them over `jobs` sessions, the largest
+/// tables spread first. Both steps may be repeated: a key already there is validated again, which
+/// checks nothing once it is valid.
+async fn add_foreign_keys_in_parallel(job: &Job, plan: &Plan) -> Result<(), StepError> {
+    let carried: Vec<(&QualifiedName, &plan::ParallelForeignKey, i64)> = plan
+        .parallel_foreign_keys
+        .iter()
+        .flat_map(|key| key.carriers.iter().map(move |(table, size)| (table, key, *size)))
+        .collect();
+    if carried.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<catalog::KeyOnTable> = carried
+        .iter()
+        .map(|(table, key, _)| catalog::KeyOnTable {
+            table,
+            name: &key.name,
+            definition: &key.definition,
+        })
+        .collect();
+    let keys = &keys;
+    let added = job
+        .on_copy(|client| async move { catalog::add_foreign_keys_not_valid(&client, keys).await })
+        .await?;
+    let to_validate = carried
+        .iter()
+        .zip(added)
+        .filter(|(_, added)| *added)
+        .map(|((table, key, size), _)| ((*table, key.name.as_str()), *size));
+    let groups = spread_by_size(to_validate, job.jobs.get());
+    let runs = groups.iter().map(|group| {
+        job.on_copy(move |client| async move {
+            for (table, name) in group {
+                catalog::validate_constraint(&client, table, name).await?;
+            }
+            Ok(())
+        })
+    });
     for result in futures_util::future::join_all(runs).await {
         result?;
     }
@@ -418,6 +484,15 @@ async fn add_dangling_foreign_keys(job: &Job, plan: &Plan) -> Result<Vec<(usize,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_is_spread_largest_first_to_the_lightest_session() {
+        let groups = spread_by_size([("a", 10), ("b", 60), ("c", 30), ("d", 25), ("e", 0)].into_iter(), 2);
+        assert_eq!(groups, [vec!["b", "e"], vec!["c", "d", "a"]]);
+        // Never more sessions than items, and never an empty one.
+        assert_eq!(spread_by_size([("a", 1)].into_iter(), 4), [vec!["a"]]);
+        assert!(spread_by_size(std::iter::empty::<((), i64)>(), 2).is_empty());
+    }
 
     #[test]
     fn indexes_and_key_constraints_go_to_their_table_and_the_rest_waits() {

@@ -115,6 +115,35 @@ pub fn fingerprint(cluster: &Cluster, database: &str) -> Fingerprint {
     }
 }
 
+/// Every constraint (a partition's key cloned from its parent's known by the parent's name, as
+/// any restore names it) with its definition, whether it is validated and whether it is a clone,
+/// and how many triggers of each function each table has per constraint: what `pg_dump
+/// --schema-only` does not show (clones of partitioned keys and their internal triggers).
+pub fn constraints(cluster: &Cluster, database: &str) -> String {
+    cluster.psql(
+        database,
+        // Names qualified alike whatever each database's own search path.
+        "SET search_path = pg_catalog; \
+         WITH identity AS ( \
+           SELECT k.oid, CASE WHEN k.contype = 'f' AND k.conparentid <> 0 \
+             THEN (SELECT parent.conname FROM pg_constraint parent WHERE parent.oid = k.conparentid) \
+             ELSE k.conname END AS name FROM pg_constraint k) \
+         SELECT format('%s %s %s %s validated=%s clone=%s', k.conrelid::regclass, i.name, k.contype, \
+                       pg_get_constraintdef(k.oid), k.convalidated, k.conparentid <> 0) \
+           FROM pg_constraint k JOIN identity i ON i.oid = k.oid JOIN pg_class c ON c.oid = k.conrelid \
+           JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE k.contype <> 'n' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         UNION ALL \
+         SELECT format('trigger %s %s %s x%s', t.tgrelid::regclass, t.tgfoid::regproc, \
+                       coalesce(i.name, t.tgname), count(*)) \
+           FROM pg_trigger t LEFT JOIN identity i ON i.oid = t.tgconstraint \
+           JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+          GROUP BY t.tgrelid, t.tgfoid, coalesce(i.name, t.tgname) \
+         ORDER BY 1",
+    )
+}
+
 /// A fresh directory for dumps, to check nothing is left behind.
 /// The copy `target` on the target server holds what `source` on the source server does: every
 /// table's rows, every sequence, the large objects and `pg_dump --schema-only`.
@@ -134,6 +163,11 @@ pub fn assert_same_copy(source: &str, target: &str) {
         clusters.source.schema_dump(source),
         clusters.target.schema_dump(target),
         "pg_dump --schema-only differs"
+    );
+    assert_eq!(
+        constraints(&clusters.source, source),
+        constraints(&clusters.target, target),
+        "constraints or their triggers differ"
     );
 }
 
