@@ -174,8 +174,8 @@ impl Unit {
         match self.kind {
             UnitKind::LargeObjects => "large objects".to_string(),
             UnitKind::Tables => match &self.part {
-                Some(part) => format!("unit {} (part {} of {})", self.index + 1, part.number, part.of),
-                None => format!("unit {}", self.index + 1),
+                Some(part) if part.of > 1 => format!("unit {} (part {} of {})", self.index + 1, part.number, part.of),
+                _ => format!("unit {}", self.index + 1),
             },
         }
     }

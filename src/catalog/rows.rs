@@ -185,6 +185,8 @@ pub struct RowSelection<'a> {
     pub masked: &'a [(String, String)],
     /// Only the rows that pass this too (`--incremental`).
     pub filter: Option<RowFilter<'a>>,
+    /// Loaded `FREEZE`: into a table emptied in the loading transaction (`empty_for_frozen_load`).
+    pub freeze: bool,
 }
 
 /// Rows an incremental run reads.
@@ -300,10 +302,11 @@ impl RowSelection<'_> {
 
     pub(super) fn copy_in_statement(&self) -> String {
         format!(
-            "COPY {} ({}) FROM STDIN (FORMAT {})",
+            "COPY {} ({}) FROM STDIN (FORMAT {}{})",
             self.table.quoted(),
             self.column_list(),
-            self.format()
+            self.format(),
+            if self.freeze { ", FREEZE" } else { "" }
         )
     }
 
@@ -465,6 +468,21 @@ pub async fn prepare_load_session(client: &Client) -> Result<()> {
         .batch_execute("SET synchronous_commit = off")
         .await
         .context("cannot prepare the loading session")
+}
+
+/// Empties `table` (its own rows) in the loading transaction, so that `COPY … FREEZE` may write
+/// its rows frozen and its pages all-visible: no later pass rewrites them to set hint bits, and
+/// the foreign-key checks and counts read them without visiting the heap.
+pub async fn empty_for_frozen_load(client: &Client, table: &QualifiedName) -> Result<()> {
+    client
+        .batch_execute(&format!("TRUNCATE ONLY {}", table.quoted()))
+        .await
+        .map_err(|error| {
+            sql_error(
+                format!("cannot empty {} before loading it", table.display_name()),
+                error,
+            )
+        })
 }
 
 /// Opens the transaction that loads a part; returns its id, by which a later attempt can tell

@@ -58,7 +58,7 @@ impl Dump<'_> {
         let tools = preflight::locate_tools(settings, &source)?;
         let job = self.prepare_dump(&source, &plan, tools, unreadable, started_at).await?;
         // Masked tables (and large ones with --split-larger-than) go through the row-copy path.
-        let plan = self.context.split_large_tables(&job, &plan, &source).await?;
+        let plan = self.context.split_large_tables(&job, &plan, &source, None).await?;
         self.context.progress.set_plan(&plan);
         let plan = Arc::new(plan);
         // Each table's rows counted in the snapshot session, idle while the children dump: at

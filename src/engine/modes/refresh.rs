@@ -141,6 +141,7 @@ impl Refresh<'_> {
                     binary: false,
                     masked: &table.masked,
                     filter: None,
+                    freeze: false,
                 };
                 let replaced = async {
                     catalog::empty_for_refresh(target, &table.name).await?;

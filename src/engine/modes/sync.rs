@@ -99,7 +99,12 @@ impl SyncMode<'_> {
             schema_exclusions: unreadable,
         };
         let job = self.context.prepare(&from, started_at, copy == 1).await?;
-        let plan = self.context.split_large_tables(&job, plan, source).await?;
+        // Temporary dumps are read once: the large tables' rows go through dbsync's own COPY.
+        let row_copy_floor = (!self.context.settings.keep_dumps()).then_some(crate::engine::split::ROW_COPY_FLOOR);
+        let plan = self
+            .context
+            .split_large_tables(&job, plan, source, row_copy_floor)
+            .await?;
         self.context.progress.set_plan(&plan);
         let plan = Arc::new(plan);
         let counting = async {

@@ -287,6 +287,7 @@ fn selection<'a>(table: &'a TableChange, filter: Option<RowFilter<'a>>) -> RowSe
         binary: false,
         masked: &table.masked,
         filter,
+        freeze: false,
     }
 }
 

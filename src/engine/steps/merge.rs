@@ -70,6 +70,7 @@ async fn merge_table(
         binary: false,
         masked: &shape.masked,
         filter: None,
+        freeze: false,
     };
     let (_, bytes_read) = catalog::stage_merge_rows(source, target, &rows, number).await?;
     let resolved = catalog::resolve_merge_rows(target, shape, source_identity, number).await?;

@@ -39,7 +39,15 @@ fn selection<'a>(part: &'a RowRange, table: &'a QualifiedName) -> RowSelection<'
         binary: part.binary,
         masked: &part.masked,
         filter: None,
+        freeze: frozen(part),
     }
+}
+
+/// A table copied whole (not cut into parts loading side by side) is emptied in its loading
+/// transaction and loaded `FREEZE` (measured on *large*'s 2 million accounts: the VACUUM before
+/// the foreign keys 0.17 → 0.03 s, the primary key's build 0.47 → 0.42 s).
+fn frozen(part: &RowRange) -> bool {
+    part.of == 1
 }
 
 /// A session on the source inside the export snapshot, printing values as `pg_dump` does.
@@ -66,6 +74,9 @@ pub async fn relay_part(job: &Job, unit: &Unit) -> Result<(), AttemptError> {
     let work = async {
         let (source, target) = tokio::try_join!(source_in_snapshot(job), catalog::connect(job.copy(), "target"))?;
         if begin_load(job, unit, &target, None).await? {
+            if frozen(part) {
+                catalog::empty_for_frozen_load(&target, table).await?;
+            }
             catalog::relay_rows(&source, &target, &selection(part, table)).await?;
             let values = catalog::sequence_values(&source, &part.sequences).await?;
             set_sequences(&target, &part.sequences, values).await?;
@@ -117,6 +128,9 @@ pub async fn load_part(job: &Job, unit: &Unit) -> Result<(), AttemptError> {
     let work = async {
         let target = catalog::connect(job.copy(), "target").await?;
         if begin_load(job, unit, &target, Some(&directory)).await? {
+            if frozen(part) {
+                catalog::empty_for_frozen_load(&target, table).await?;
+            }
             let (path, method) = crate::compression::find_compressed(&directory, ROWS_FILE)
                 .with_context(|| format!("{} has no rows file", directory.display()))?;
             let file = tokio::io::BufReader::with_capacity(256 * 1024, tokio::fs::File::open(path).await?);
