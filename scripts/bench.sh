@@ -2,18 +2,19 @@
 # The benchmark: dbsync against `pg_dump -Fd -j N` + `pg_restore -j N` and `pgcopydb clone`, on
 # two throwaway PostgreSQL servers, on the datasets *large* (pgbench plus a 12-partition table with
 # a foreign key and two secondary indexes), *many* (1,000 small tables plus a 500-partition
-# table), *huge* (one table of about 1 GB with a secondary index) and *small* (a 20-table
+# table), *huge* (one table of about 1 GB with a secondary index), *rich* (the tests' fixture: a
+# few hundred kB with every kind of object) and *small* (a 20-table
 # application schema of about 15 MB with views, triggers and a partitioned table). Contenders
 # alternate within each round; the table shows the median of the rounds.
 #
-#   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many,huge,small,incremental,merge]
+#   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many,huge,rich,small,incremental,merge]
 #                    [--contenders LIST] [--server-config durable|tuned|fast] [--baseline BINARY]
 #                    [--no-scaling] [--keep]
 #
 #   --scale N        pgbench scale of *large* (default 20, about 500 MB in all)
 #   --jobs N         parallelism given to every contender (default: the number of cores)
 #   --runs N         rounds per dataset (default 3)
-#   --datasets LIST  comma-separated, from: large, many, huge, small, incremental, merge (default
+#   --datasets LIST  comma-separated, from: large, many, huge, rich, small, incremental, merge (default
 #                    all): incremental is large after 1 % of pgbench_accounts updated and 0.1 %
 #                    deleted, brought up to date by --incremental (by updated_at), --incremental
 #                    --deep and a full dbsync sync; merge is `dbsync merge` of a million rows into
@@ -47,7 +48,7 @@ source scripts/lib/postgres.sh
 scale=20
 jobs=$(nproc)
 runs=3
-datasets=large,many,huge,small,incremental,merge
+datasets=large,many,huge,rich,small,incremental,merge
 contenders=
 server_config=tuned
 scaling=yes
@@ -179,6 +180,21 @@ CREATE INDEX orders_placed_at ON orders (placed_at);
 CREATE INDEX events_kind ON events (kind);
 VACUUM ANALYZE;
 SQL
+}
+
+# The integration tests' fixture (tests/fixtures/rich.sql): a few hundred kilobytes with every kind
+# of object a copy must get right (schemas, types, domains, identity and generated columns, views,
+# a materialized view, partitions, inheritance, triggers, policies, large objects, comments), and
+# its roles on both servers.
+build_rich() {
+    local database=$1
+    for port in "$source_port" "$target_port"; do
+        psql_on "$port" -d postgres -c "DO \$\$ BEGIN CREATE ROLE app_owner; CREATE ROLE app_reader; \
+            EXCEPTION WHEN duplicate_object THEN NULL; END \$\$"
+    done
+    psql_on "$source_port" -d postgres -c "CREATE DATABASE $database"
+    psql_on "$source_port" -d "$database" -f tests/fixtures/rich.sql >/dev/null
+    psql_on "$source_port" -d "$database" -c "VACUUM ANALYZE"
 }
 
 build_many() {
@@ -512,6 +528,7 @@ contenders_for() {
         [ "$1" = huge ] && list=$list,pgcopydb-split,dbsync-split,dbsync-whole,dbsync-j1,dbsync-j4
         [ "$1" = large ] && list=$list,dbsync-split
         [ "$1" = small ] && list=$list,pg_dump-pipe
+        [ "$1" = rich ] && list=dbsync,pgcopydb,pg_dump,pg_dump-pipe
         # Archives (size and time): dbsync dump, compressed and not, against pg_dump's own formats.
         case $1 in small | large) list=$list,dump,dump-none,pg_dump-Fd-archive,pg_dump-Fc-archive ;; esac
         [ "$1" = incremental ] && list=dbsync,incremental,incremental-deep
@@ -565,6 +582,14 @@ for dataset in "${dataset_list[@]}"; do
             IFS=, read -r -a contender_list <<<"$(contenders_for huge)"
             measure_dataset "huge" bench_huge "${contender_list[@]}"
             drop_dataset bench_huge
+            ;;
+        rich)
+            echo "Building rich (the tests' fixture: every kind of object, a few hundred kB) ..."
+            build_rich bench_rich
+            echo "rich: $(database_size bench_rich)"
+            IFS=, read -r -a contender_list <<<"$(contenders_for rich)"
+            measure_dataset "rich" bench_rich "${contender_list[@]}"
+            drop_dataset bench_rich
             ;;
         small)
             echo "Building small (20 tables, views, a trigger, a partitioned table) ..."
