@@ -552,14 +552,10 @@ impl RunContext<'_> {
             steps::statistics::restore_statistics(job)
         })
         .await?;
-        let read = async {
-            let copy = job
-                .connect_to_copy()
-                .await
-                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
-            catalog::tables_with_statistics(&copy, among).await
-        };
-        let on_copy = interruptible(&self.cancellation, read).await?;
+        let on_copy = job
+            .on_copy(|copy| async move { catalog::tables_with_statistics(&copy, among).await })
+            .await
+            .map_err(|error| step_error(&self.cancellation, error))?;
         let missing: Vec<&String> = on_source.difference(&on_copy).collect();
         if !missing.is_empty() {
             self.warn(Warning::Other(format!(
