@@ -409,10 +409,18 @@ pub async fn rows_to_file(
         .map_err(|error| rows.error(error))?;
     futures_util::pin_mut!(stream);
     let mut written = 0;
+    // The server sends a message per row: gathered first, so the file (and its compressor) is
+    // written a batch at a time rather than a row at a time.
+    let mut batch = BytesMut::with_capacity(RELAY_BATCH_BYTES);
     while let Some(chunk) = stream.try_next().await.map_err(|error| rows.error(error))? {
-        file.write_all(&chunk).await.context("cannot write the rows file")?;
         written += chunk.len() as u64;
+        batch.extend_from_slice(&chunk);
+        if batch.len() >= RELAY_BATCH_BYTES {
+            file.write_all(&batch).await.context("cannot write the rows file")?;
+            batch.clear();
+        }
     }
+    file.write_all(&batch).await.context("cannot write the rows file")?;
     file.flush().await.context("cannot write the rows file")?;
     Ok(written)
 }
