@@ -538,9 +538,6 @@ fn parallel_foreign_keys(inventory: &Inventory, trees: &Trees, selected: &HashSe
         .foreign_keys
         .iter()
         .filter(|key| key.validated && selected.contains(&key.table) && selected.contains(&key.referenced_table))
-        // A temporal key (PostgreSQL 18's `PERIOD`) is left to pg_restore: nothing here has
-        // tried it `NOT VALID` first.
-        .filter(|key| !key.definition.contains("PERIOD"))
         .filter_map(|key| {
             let table = trees.by_oid.get(&key.table)?;
             if trees.by_oid.get(&key.referenced_table)?.kind != TableKind::Ordinary {
@@ -1214,11 +1211,6 @@ mod tests {
             key(101, 7, 1, false),
             // References a partitioned table.
             key(102, 1, 3, true),
-            // Temporal.
-            ForeignKey {
-                definition: "FOREIGN KEY (id, PERIOD valid_at) REFERENCES users(id, PERIOD valid_at)".into(),
-                ..key(103, 7, 1, true)
-            },
         ];
         let plan = build(&inventory, &request(&[], &[], ForeignKeyPolicy::NotValid)).unwrap();
         let carriers = |oid: u32| -> Option<Vec<String>> {
@@ -1238,7 +1230,6 @@ mod tests {
         );
         assert_eq!(carriers(101), None);
         assert_eq!(carriers(102), None);
-        assert_eq!(carriers(103), None);
 
         // A key whose referenced table is not copied is not one of them.
         let include = patterns(&["orders"]);

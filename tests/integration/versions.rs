@@ -429,3 +429,47 @@ fn a_downgrade_into_14_keeps_the_schema_public_as_a_15_source_has_it() {
         "t"
     );
 }
+
+#[test]
+fn temporal_foreign_keys_of_18_are_checked_side_by_side_and_come_out_the_same() {
+    let newest = cluster_of_major("pg18_temporal", 18);
+    newest.create_database("temporal_src");
+    newest.psql(
+        "temporal_src",
+        "CREATE EXTENSION btree_gist; \
+         CREATE TABLE rooms (id int, valid_at daterange, PRIMARY KEY (id, valid_at WITHOUT OVERLAPS)); \
+         CREATE TABLE bookings (id int PRIMARY KEY, room_id int, valid_at daterange); \
+         INSERT INTO rooms SELECT g, '[2024-01-01,2026-01-01)' FROM generate_series(1, 50) g; \
+         INSERT INTO bookings SELECT g, 1 + g % 50, daterange('2024-03-01'::date + g % 300, '2024-03-02'::date + g % 300) \
+           FROM generate_series(1, 500) g; \
+         ALTER TABLE bookings ADD CONSTRAINT bookings_room_fkey \
+           FOREIGN KEY (room_id, PERIOD valid_at) REFERENCES rooms (id, PERIOD valid_at);",
+    );
+    let dumps = dump_dir();
+    let output = sync_with_client_18(
+        &newest.uri("temporal_src"),
+        &newest.uri("temporal_dst"),
+        dumps.path(),
+        &[],
+    );
+    assert_exit(&output, 0);
+    assert_eq!(
+        crate::constraints(&newest, "temporal_src"),
+        crate::constraints(&newest, "temporal_dst")
+    );
+    // The key holds on the copy: a booking past its room's validity is refused.
+    let refused = newest
+        .psql_command("temporal_dst")
+        .args(["-c", "INSERT INTO bookings VALUES (999, 1, '[2026-06-01,2026-06-02)')"])
+        .output()
+        .unwrap();
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("violates foreign key constraint"), "{error}");
+    // It is one of the keys dbsync adds itself (the plan in an archive's manifest says so).
+    let archive = dumps.path().join("temporal_archive");
+    assert_exit(&dump_with_client_18(&newest.uri("temporal_src"), &archive), 0);
+    let manifest = std::fs::read_to_string(archive.join("manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let keys = manifest["restore"]["plan"]["parallel_foreign_keys"].as_array().unwrap();
+    assert!(keys.iter().any(|key| key["name"] == "bookings_room_fkey"), "{keys:?}");
+}
