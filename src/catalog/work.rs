@@ -204,20 +204,7 @@ pub async fn add_foreign_keys_not_valid(client: &Client, keys: &[KeyOnTable<'_>]
     for (key, existing) in keys.iter().zip(existing) {
         match existing.as_deref() {
             None => {
-                client
-                    .batch_execute(&format!(
-                        "ALTER TABLE ONLY {} ADD CONSTRAINT {} {} NOT VALID",
-                        key.table.quoted(),
-                        quote_identifier(key.name),
-                        key.definition
-                    ))
-                    .await
-                    .map_err(|error| {
-                        sql_error(
-                            format!("cannot create foreign key {} on {}", key.name, key.table),
-                            error,
-                        )
-                    })?;
+                add_foreign_key_not_valid(client, key.table, key.name, key.definition).await?;
                 added.push(true);
             }
             Some(kind) => added.push(kind == "f"),
@@ -251,14 +238,15 @@ pub async fn add_foreign_key_not_valid(
     } else {
         format!("{definition} NOT VALID")
     };
+    // ONLY, as pg_dump writes it: a foreign key is not inherited, and says so.
     client
         .batch_execute(&format!(
-            "ALTER TABLE {} ADD CONSTRAINT {} {definition}",
+            "ALTER TABLE ONLY {} ADD CONSTRAINT {} {definition}",
             table.quoted(),
             quote_identifier(name)
         ))
         .await
-        .map_err(|error| sql_error(format!("cannot create foreign key {name} NOT VALID"), error))
+        .map_err(|error| sql_error(format!("cannot create foreign key {name} on {table} NOT VALID"), error))
 }
 
 /// Narrows a progress view `p` to dbsync's sessions in the connected database, naming the

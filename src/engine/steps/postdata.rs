@@ -179,10 +179,12 @@ impl PostData {
     }
 
     /// VACUUMs the tables that foreign keys reference, `jobs` connections at a time, then restores
-    /// the rest of post-data in parallel; returns what became of each foreign key that points out
-    /// of the selection (by its index in the plan). The VACUUM runs here, with no load in flight, because a concurrent transaction
-    /// would keep it from marking pages all-visible; without that, each foreign-key check
-    /// hash-joins the whole referenced table instead of probing its index.
+    /// the rest of post-data: the indexes of tables no unit loaded, the partition index
+    /// attachments one at a time, the foreign keys dbsync checks side by side, and the rest in
+    /// parallel; returns what became of each foreign key that points out of the selection (by its
+    /// index in the plan). The VACUUM runs here, with no load in flight, because a concurrent
+    /// transaction would keep it from marking pages all-visible; without that, each foreign-key
+    /// check hash-joins the whole referenced table instead of probing its index.
     pub async fn restore_rest(
         &self,
         job: &Job,
@@ -191,32 +193,33 @@ impl PostData {
     ) -> Result<Vec<(usize, KeyFate)>, StepError> {
         vacuum_in_parallel(job, plan, &plan.referenced_tables).await?;
         let jobs = job.jobs.get();
-        let steps = [
-            (
-                &self.late_indexes,
-                "late-indexes.list",
-                jobs,
-                "build indexes and key constraints",
-            ),
-            (&self.attaches, "attach.list", 1, "attach partition indexes"),
-            (
-                &self.rest,
-                "post-data.list",
-                jobs,
-                "build constraints, foreign keys and triggers",
-            ),
-        ];
-        for (lines, list, sessions, what) in steps {
-            if list == "post-data.list" {
-                self.mark_attached();
-                add_foreign_keys_in_parallel(job, plan).await?;
-            }
-            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-            let list = job.scratch_directory.join(list);
-            self.restore_entries(job, &list, lines, sessions, what, on_retry)
-                .await?;
-        }
+        let indexes = "build indexes and key constraints";
+        self.restore_list(job, &self.late_indexes, "late-indexes.list", jobs, indexes, on_retry)
+            .await?;
+        let attaching = "attach partition indexes";
+        self.restore_list(job, &self.attaches, "attach.list", 1, attaching, on_retry)
+            .await?;
+        self.mark_attached();
+        add_foreign_keys_in_parallel(job, plan).await?;
+        let rest = "build constraints, foreign keys and triggers";
+        self.restore_list(job, &self.rest, "post-data.list", jobs, rest, on_retry)
+            .await?;
         add_dangling_foreign_keys(job, plan).await
+    }
+
+    /// `restore_entries` of `lines` through the list file `list` in the scratch directory.
+    async fn restore_list(
+        &self,
+        job: &Job,
+        lines: &[String],
+        list: &str,
+        sessions: usize,
+        what: &'static str,
+        on_retry: OnRetry<'_>,
+    ) -> Result<(), StepError> {
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let list = job.scratch_directory.join(list);
+        self.restore_entries(job, &list, lines, sessions, what, on_retry).await
     }
 
     /// Restores `lines` of the schema archive through the list file `list`, `sessions` at once.
