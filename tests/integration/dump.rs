@@ -7,19 +7,9 @@ use std::process::Command;
 use crate::harness::fakes::FakeTools;
 use crate::harness::{Cluster, clusters};
 use crate::{
-    assert_exit, assert_previous_target_intact, dbsync, dump_dir, fingerprint, is_empty_dir, precious_target,
+    assert_exit, assert_previous_target_intact, dump_command, dump_dir, fingerprint, is_empty_dir, precious_target,
     restore_command, rich_source, text,
 };
-
-fn dump_command(source: &str, output: &Path) -> Command {
-    let mut command = dbsync();
-    command
-        .args(["dump", "--plain", "--source"])
-        .arg(clusters().source.uri(source))
-        .arg("--output")
-        .arg(output);
-    command
-}
 
 /// Restores an archive by hand with pg_restore, in the order the README gives.
 fn restore_by_hand(cluster: &Cluster, archive: &Path, database: &str) {
@@ -43,8 +33,7 @@ fn restore_by_hand(cluster: &Cluster, archive: &Path, database: &str) {
         .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with("unit-"))
         .collect();
     units.sort();
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(archive.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = crate::manifest_json(archive);
     for unit in units {
         match ["rows.copy.gz", "rows.copy"]
             .iter()
@@ -163,8 +152,7 @@ fn an_archive_with_a_masked_table_is_restored_by_hand_as_the_guide_says() {
         .unwrap();
     assert_exit(&run, 0);
     assert!(output.join("unit-0001").exists());
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(output.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = crate::manifest_json(&output);
     let parts = manifest["restore"]["plan"]["units"]
         .as_array()
         .unwrap()

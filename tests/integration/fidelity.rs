@@ -490,34 +490,18 @@ fn a_partition_key_named_apart_from_its_parents_key_syncs_without_a_false_alarm(
         "{copy_keys}"
     );
     // 5 belongs in fk_1 but has no row in pk: the key refuses it.
-    let refused = clusters
-        .target
-        .psql_command("keyname_dst")
-        .args(["-c", "INSERT INTO fk VALUES (5)"])
-        .output()
-        .unwrap();
-    let error = String::from_utf8_lossy(&refused.stderr);
+    let error = clusters.target.psql_refused("keyname_dst", "INSERT INTO fk VALUES (5)");
     assert!(error.contains("violates foreign key constraint"), "{error}");
 
     // A restore validates against the structure the dump recorded: the same key, no alarm.
     let archive = dumps.path().join("keyname_archive");
-    let dumped = crate::dbsync()
-        .args([
-            "dump",
-            "--plain",
-            "--source",
-            &clusters.source.uri("keyname_src"),
-            "--output",
-        ])
-        .arg(&archive)
-        .output()
-        .unwrap();
+    let dumped = crate::dump_command("keyname_src", &archive).output().unwrap();
     assert_exit(&dumped, 0);
     let restored = crate::restore_command(&archive, "keyname_restored").output().unwrap();
     assert_exit(&restored, 0);
     // Had the source's partition key hung under another parent key, the copy differs.
     let path = archive.join("manifest.json");
-    let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut manifest = crate::manifest_json(&archive);
     let constraints = manifest["restore"]["structure"]["constraints"].as_array_mut().unwrap();
     let partition_key = constraints
         .iter_mut()
@@ -615,31 +599,16 @@ fn foreign_keys_checked_side_by_side_come_out_as_a_restore_makes_them() {
     assert!(text(&output).contains("✅ Validation Successful."), "{}", text(&output));
     crate::assert_same_copy("keys_src", "keys_dst");
     // The keys hold on the copy: a partition's, deep in the tree, refuses a missing customer.
-    let refused = clusters
+    let error = clusters
         .target
-        .psql_command("keys_dst")
-        .args(["-c", "INSERT INTO events VALUES (2, 999, '2024-05-01')"])
-        .output()
-        .unwrap();
-    let error = String::from_utf8_lossy(&refused.stderr);
+        .psql_refused("keys_dst", "INSERT INTO events VALUES (2, 999, '2024-05-01')");
     assert!(error.contains("violates foreign key constraint"), "{error}");
 
     // A restore of a dump takes the same road, from the plan its manifest keeps.
     let archive = dumps.path().join("keys_archive");
-    let dumped = crate::dbsync()
-        .args([
-            "dump",
-            "--plain",
-            "--source",
-            &clusters.source.uri("keys_src"),
-            "--output",
-        ])
-        .arg(&archive)
-        .output()
-        .unwrap();
+    let dumped = crate::dump_command("keys_src", &archive).output().unwrap();
     assert_exit(&dumped, 0);
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(archive.join("manifest.json")).unwrap()).unwrap();
+    let manifest = crate::manifest_json(&archive);
     let keys = manifest["restore"]["plan"]["parallel_foreign_keys"].as_array().unwrap();
     let carriers = |name: &str| -> Vec<String> {
         let key = keys.iter().find(|key| key["name"] == name).expect(name);

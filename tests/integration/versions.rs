@@ -458,18 +458,15 @@ fn temporal_foreign_keys_of_18_are_checked_side_by_side_and_come_out_the_same() 
         crate::constraints(&newest, "temporal_dst")
     );
     // The key holds on the copy: a booking past its room's validity is refused.
-    let refused = newest
-        .psql_command("temporal_dst")
-        .args(["-c", "INSERT INTO bookings VALUES (999, 1, '[2026-06-01,2026-06-02)')"])
-        .output()
-        .unwrap();
-    let error = String::from_utf8_lossy(&refused.stderr);
+    let error = newest.psql_refused(
+        "temporal_dst",
+        "INSERT INTO bookings VALUES (999, 1, '[2026-06-01,2026-06-02)')",
+    );
     assert!(error.contains("violates foreign key constraint"), "{error}");
     // It is one of the keys dbsync adds itself (the plan in an archive's manifest says so).
     let archive = dumps.path().join("temporal_archive");
     assert_exit(&dump_with_client_18(&newest.uri("temporal_src"), &archive), 0);
-    let manifest = std::fs::read_to_string(archive.join("manifest.json")).unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let manifest = crate::manifest_json(&archive);
     let keys = manifest["restore"]["plan"]["parallel_foreign_keys"].as_array().unwrap();
     assert!(keys.iter().any(|key| key["name"] == "bookings_room_fkey"), "{keys:?}");
 }

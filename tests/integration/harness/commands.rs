@@ -215,6 +215,22 @@ pub fn assert_previous_target_intact(database: &str) {
     );
 }
 
+/// `dbsync dump` of `source` (a database on the source server) into `output`.
+pub fn dump_command(source: &str, output: &Path) -> Command {
+    let mut command = dbsync();
+    command
+        .args(["dump", "--plain", "--source"])
+        .arg(clusters().source.uri(source))
+        .arg("--output")
+        .arg(output);
+    command
+}
+
+/// An archive's `manifest.json`, parsed.
+pub fn manifest_json(archive: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(archive.join("manifest.json")).unwrap()).unwrap()
+}
+
 pub fn restore_command(archive: &Path, target: &str) -> Command {
     let mut command = dbsync();
     command

@@ -363,6 +363,17 @@ impl Cluster {
         command
     }
 
+    /// What the server says when `sql` fails, as it must.
+    pub fn psql_refused(&self, database: &str, sql: &str) -> String {
+        let output = self
+            .psql_command(database)
+            .args(["-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(!output.status.success(), "{sql} was not refused on {}", self.name);
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
     pub fn psql_file(&self, database: &str, file: &Path) {
         let output = self
             .psql_command(database)
