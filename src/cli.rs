@@ -173,7 +173,7 @@ pub struct SyncArguments {
     #[arg(help_heading = "Dumps and archives", long, overrides_with = "keep_dumps")]
     pub no_keep_dumps: bool,
 
-    /// Pipe each unit from pg_dump straight into pg_restore: no dump files on disk
+    /// Move each unit straight from the source into the target: no dump files on disk
     #[arg(
         help_heading = "Speed",
         long,
@@ -248,6 +248,11 @@ pub struct SyncArguments {
     /// pg_dump into pg_restore instead of through a dump file; 0 never does [default: 512MB]
     #[arg(help_heading = "Speed", long, value_name = "SIZE")]
     pub stream_larger_than: Option<String>,
+
+    /// Move every table's rows through pg_dump and pg_restore, as kept dumps do, rather than
+    /// dbsync's own COPY (which a sync whose dumps are not kept uses for tables not cut in parts)
+    #[arg(help_heading = "Speed", long)]
+    pub rows_via_pg_dump: bool,
 
     /// Copy a table larger than this in parts at once, each over its own pair of sessions, e.g.
     /// 128MB; auto: a table over 512MB holding more than twice its share (1/--jobs) of the data;

@@ -108,6 +108,11 @@ pub struct Unit {
     /// table's other parts, instead of by `pg_dump`/`pg_restore`.
     #[serde(default)]
     pub part: Option<RowRange>,
+    /// Whole tables copied by dbsync itself one after the other over one pair of sessions, each
+    /// with its columns and format (`tables` in the same order): a batch of small tables in a
+    /// sync whose dumps are not kept, where a `pg_dump` would read the whole catalog first.
+    #[serde(default)]
+    pub batch: Vec<RowRange>,
 }
 
 /// Rows of one table whose integer `key` is in `lower..upper` (an open end takes the rest), or
@@ -664,6 +669,20 @@ impl Unit {
             truncate_before_retry: Vec::new(),
             truncate_whole_tree: false,
             part: None,
+            batch: Vec::new(),
+        }
+    }
+
+    /// Whether dbsync copies this unit's rows itself (a part, or a batch) rather than `pg_dump`.
+    pub fn copies_rows(&self) -> bool {
+        self.part.is_some() || !self.batch.is_empty()
+    }
+
+    /// Each table whose rows dbsync copies itself for this unit, with what it copies of it.
+    pub fn row_copies(&self) -> Vec<(&RowRange, &QualifiedName)> {
+        match &self.part {
+            Some(part) => vec![(part, &self.tables[0])],
+            None => self.batch.iter().zip(&self.tables).collect(),
         }
     }
 }

@@ -297,6 +297,9 @@ pub fn only_newer_settings_refused(stderr: &str) -> bool {
     !errors.is_empty() && errors.iter().all(|line| line.contains(NEWER_SETTING_REFUSED))
 }
 
+/// What to do when the dump directory fills up, whoever was writing to it.
+pub const DUMP_DIRECTORY_FULL: &str = "the file system of the dump directory is full: free space there, point --dump-dir at a larger one, or pass --stream, which needs no room for dumps";
+
 /// What to do about errors whose remedy is a dbsync option.
 fn hint_for(stderr: &str) -> Option<&'static str> {
     let missing_tablespace = (stderr.contains("tablespace \"") && stderr.contains("does not exist"))
@@ -307,9 +310,7 @@ fn hint_for(stderr: &str) -> Option<&'static str> {
         );
     }
     if stderr.contains("could not write to output file: No space left on device") {
-        return Some(
-            "the file system of the dump directory is full: free space there, point --dump-dir at a larger one, or pass --stream, which needs no room for dumps",
-        );
+        return Some(DUMP_DIRECTORY_FULL);
     }
     if stderr.contains("could not extend file") || stderr.contains("No space left on device") {
         return Some("a disk of the target server is full: free space there and run again");

@@ -301,10 +301,14 @@ impl RowSelection<'_> {
     }
 
     pub(super) fn copy_in_statement(&self) -> String {
+        // A table without columns (or with generated ones only) takes no list: `()` is not one.
+        let columns = match self.columns.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", self.column_list()),
+        };
         format!(
-            "COPY {} ({}) FROM STDIN (FORMAT {}{})",
+            "COPY {}{columns} FROM STDIN (FORMAT {}{})",
             self.table.quoted(),
-            self.column_list(),
             self.format(),
             if self.freeze { ", FREEZE" } else { "" }
         )

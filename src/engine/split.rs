@@ -6,6 +6,7 @@
 //! through a file in its unit's directory, or relayed (`--stream`, or a table larger than
 //! `--stream-larger-than` whose dumps are not kept).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::steps::Job;
@@ -28,6 +29,13 @@ const SAMPLE_ROWS: f64 = 100_000.0;
 /// `pg_restore` reads by hand.
 pub const ROW_COPY_FLOOR: u64 = 8 << 20;
 
+/// A session on the source, and each candidate's layout and columns.
+type Layouts = (
+    tokio_postgres::Client,
+    Vec<Option<catalog::ChecksumLayout>>,
+    Vec<Option<Vec<catalog::TableColumn>>>,
+);
+
 /// A table to split: its unit, its planned table and its size.
 struct Candidate {
     unit: usize,
@@ -43,6 +51,8 @@ struct Candidate {
     large: bool,
     /// At least the row-copy floor: copied whole by dbsync if it is not cut.
     copied_whole: bool,
+    /// Smaller than the floor, in a copy that has one: copied by dbsync in its unit's batch.
+    batched: bool,
 }
 
 /// Which tables leave their `pg_dump` unit for dbsync's own `COPY`.
@@ -51,7 +61,7 @@ struct Wanted<'a> {
     threshold: u64,
     /// Masked tables, by planned table.
     masks: &'a std::collections::HashMap<usize, Vec<(String, String)>>,
-    /// At least this large: copied whole (`ROW_COPY_FLOOR`).
+    /// At least this large: copied whole (`ROW_COPY_FLOOR`); smaller: in a batch.
     row_copy_floor: Option<u64>,
 }
 
@@ -77,6 +87,50 @@ impl RunContext<'_> {
         if candidates.is_empty() || job.snapshot.is_none() {
             return Ok(plan.clone());
         }
+        let (client, layouts, columns) = self.read_layouts(source, &candidates).await?;
+        let same_major = self
+            .workspace
+            .target_server
+            .as_ref()
+            .is_some_and(|target| target.server.major() == source_major);
+        let mut split: Vec<(Candidate, Vec<RowRange>)> = Vec::new();
+        let mut batched: Vec<(Candidate, RowRange)> = Vec::new();
+        for ((candidate, layout), columns) in candidates.into_iter().zip(layouts).zip(columns) {
+            let (Some(layout), Some(columns)) = (layout, columns) else {
+                continue;
+            };
+            let masked = self.masks.get(&candidate.planned).cloned().unwrap_or_default();
+            let cut = self
+                .where_to_cut(
+                    &client,
+                    &candidate,
+                    layout.integer_key,
+                    source_major,
+                    &sizing,
+                    !masked.is_empty(),
+                )
+                .await?;
+            let Some((key, boundaries)) = cut else {
+                continue;
+            };
+            let table = whole_table(inventory, &candidate, key, columns, same_major, masked);
+            let mut ranges = plan::row_ranges(&table, &boundaries);
+            if candidate.batched {
+                batched.push((candidate, ranges.remove(0)));
+                continue;
+            }
+            self.announce_parts(&candidate, &table, boundaries);
+            split.push((candidate, ranges));
+        }
+        Ok(with_parts(plan, split, batched))
+    }
+
+    /// A session on the source, and each candidate's layout and columns (`None`: gone since).
+    async fn read_layouts(
+        &self,
+        source: &super::preflight::Source,
+        candidates: &[Candidate],
+    ) -> Result<Layouts, SyncError> {
         let names: Vec<QualifiedName> = candidates.iter().map(|candidate| candidate.table.clone()).collect();
         // A session of its own: reading columns changes a session's search_path, and the
         // snapshot session must print definitions as it always does.
@@ -86,38 +140,33 @@ impl RunContext<'_> {
             let columns = catalog::table_columns(&client, &names).await?;
             anyhow::Ok((client, layouts, columns))
         };
-        let (client, layouts, columns) = interruptible(&self.cancellation, read).await?;
-        let same_major = self
-            .workspace
-            .target_server
-            .as_ref()
-            .is_some_and(|target| target.server.major() == source_major);
-        let mut split: Vec<(Candidate, Vec<RowRange>)> = Vec::new();
-        for ((candidate, layout), columns) in candidates.into_iter().zip(layouts).zip(columns) {
-            let (Some(layout), Some(columns)) = (layout, columns) else {
-                continue;
-            };
-            let masked = self.masks.get(&candidate.planned).cloned().unwrap_or_default();
-            let cut = match candidate.large {
-                true => {
-                    let parts = sizing.parts(candidate.size_bytes);
-                    self.cut(&client, &candidate, layout.integer_key, source_major, parts)
-                        .await?
-                }
-                false => None,
-            };
-            let (key, boundaries) = match cut {
-                Some(cut) => cut,
-                // A masked table not split is copied whole, through its transforms.
-                None if !masked.is_empty() || candidate.copied_whole => (String::new(), Vec::new()),
-                None => continue,
-            };
-            let table = whole_table(inventory, &candidate, key, columns, same_major, masked);
-            let ranges = plan::row_ranges(&table, &boundaries);
-            self.announce_parts(&candidate, &table, boundaries);
-            split.push((candidate, ranges));
-        }
-        Ok(with_parts(plan, split))
+        interruptible(&self.cancellation, read).await
+    }
+
+    /// The key the candidate is cut on and where (an empty key and no boundaries: copied whole,
+    /// as a masked table, a table at least the row-copy floor, or one of a batch is); `None`:
+    /// it stays in its `pg_dump` unit.
+    async fn where_to_cut(
+        &self,
+        client: &tokio_postgres::Client,
+        candidate: &Candidate,
+        integer_key: Option<String>,
+        source_major: u32,
+        sizing: &PartSizing,
+        masked: bool,
+    ) -> Result<Option<(String, Vec<i64>)>, SyncError> {
+        let cut = match candidate.large {
+            true => {
+                let parts = sizing.parts(candidate.size_bytes);
+                self.cut(client, candidate, integer_key, source_major, parts).await?
+            }
+            false => None,
+        };
+        Ok(match cut {
+            Some(cut) => Some(cut),
+            None if masked || candidate.copied_whole || candidate.batched => Some((String::new(), Vec::new())),
+            None => None,
+        })
     }
 
     /// `--split-larger-than` for this plan's data and `--jobs`.
@@ -369,6 +418,7 @@ fn candidates(plan: &Plan, inventory: &catalog::Inventory, wanted: &Wanted) -> V
         .iter()
         .filter(|unit| unit.kind == UnitKind::Tables && !unit.truncate_whole_tree)
     {
+        let carried: HashSet<&QualifiedName> = unit.tables.iter().collect();
         for planned in &unit.planned_tables {
             let table = &plan.tables[*planned];
             for (member, oid) in table.members.iter().zip(&table.member_oids) {
@@ -377,7 +427,8 @@ fn candidates(plan: &Plan, inventory: &catalog::Inventory, wanted: &Wanted) -> V
                 let large = wanted.threshold > 0 && size > wanted.threshold;
                 let copied_whole = wanted.row_copy_floor.is_some_and(|floor| size >= floor);
                 let masked = wanted.masks.contains_key(planned);
-                if unit.tables.contains(member) && (large || copied_whole || masked) {
+                let batched = wanted.row_copy_floor.is_some() && !(large || copied_whole || masked);
+                if carried.contains(member) && (large || copied_whole || masked || batched) {
                     found.push(Candidate {
                         unit: unit.index,
                         table: member.clone(),
@@ -387,6 +438,7 @@ fn candidates(plan: &Plan, inventory: &catalog::Inventory, wanted: &Wanted) -> V
                         estimated_rows,
                         large,
                         copied_whole,
+                        batched,
                     });
                 }
             }
@@ -395,23 +447,34 @@ fn candidates(plan: &Plan, inventory: &catalog::Inventory, wanted: &Wanted) -> V
     found
 }
 
-/// The plan with each split table taken out of its unit (a unit left with nothing to carry is
-/// dropped) and given one unit per part; every unit numbered again.
-fn with_parts(plan: &Plan, split: Vec<(Candidate, Vec<RowRange>)>) -> Plan {
+/// A `pg_dump` reads the whole catalog before its first row: about 0.1 s on two cores, as long as
+/// dbsync's `COPY` takes for some 16 MB. Units that still go through it are exported as if that
+/// much larger, so on a small database they start first, beside the pre-data restore that every
+/// load waits for.
+const PG_DUMP_START_BYTES: i64 = 16 << 20;
+
+/// The plan with each split table taken out of its unit and given one unit per part, and the
+/// batched tables of each unit given a unit of their own (which also sets the unit's sequences
+/// when no table is left to `pg_dump`); a unit left with nothing to carry is dropped, and every
+/// unit numbered again.
+fn with_parts(plan: &Plan, split: Vec<(Candidate, Vec<RowRange>)>, batched: Vec<(Candidate, RowRange)>) -> Plan {
     let mut units: Vec<Unit> = Vec::new();
     for unit in &plan.units {
         let mut rest = (**unit).clone();
-        for (candidate, ranges) in split.iter().filter(|(candidate, _)| candidate.unit == unit.index) {
-            rest.tables.retain(|table| table != &candidate.table);
-            rest.truncate_before_retry.retain(|table| table != &candidate.table);
-            let rest_tables = &rest.tables;
-            rest.planned_tables.retain(|planned| {
-                plan.tables[*planned]
-                    .members
-                    .iter()
-                    .any(|member| rest_tables.contains(member))
-            });
-            rest.size_bytes -= candidate.size_bytes;
+        let split: Vec<&(Candidate, Vec<RowRange>)> = split
+            .iter()
+            .filter(|(candidate, _)| candidate.unit == unit.index)
+            .collect();
+        let batched: Vec<&(Candidate, RowRange)> = batched
+            .iter()
+            .filter(|(candidate, _)| candidate.unit == unit.index)
+            .collect();
+        let taken = split
+            .iter()
+            .map(|(candidate, _)| candidate)
+            .chain(batched.iter().map(|(candidate, _)| candidate));
+        take_out(plan, &mut rest, taken.collect());
+        for (candidate, ranges) in split {
             let share = candidate.size_bytes / ranges.len() as i64;
             units.extend(ranges.iter().map(|range| Unit {
                 tables: vec![candidate.table.clone()],
@@ -424,12 +487,17 @@ fn with_parts(plan: &Plan, split: Vec<(Candidate, Vec<RowRange>)>) -> Plan {
                 ..(**unit).clone()
             }));
         }
+        if !batched.is_empty() {
+            units.push(batch_of(unit, &mut rest, &batched));
+        }
         if !rest.tables.is_empty() || !rest.sequences.is_empty() || rest.kind != UnitKind::Tables {
             units.push(rest);
         }
     }
-    // Largest first, as the plan orders them.
-    units.sort_by_key(|unit| std::cmp::Reverse(unit.size_bytes));
+    units.sort_by_key(|unit| {
+        let start = if unit.copies_rows() { 0 } else { PG_DUMP_START_BYTES };
+        std::cmp::Reverse(unit.size_bytes + start)
+    });
     Plan {
         units: units
             .into_iter()
@@ -438,6 +506,56 @@ fn with_parts(plan: &Plan, split: Vec<(Candidate, Vec<RowRange>)>) -> Plan {
             .collect(),
         ..plan.clone()
     }
+}
+
+/// A unit of the `batched` tables taken out of `unit`, in its order (largest first), with the
+/// sequences of what is left of it (`rest`) when it has no table left for `pg_dump`.
+fn batch_of(unit: &Unit, rest: &mut Unit, batched: &[&(Candidate, RowRange)]) -> Unit {
+    let positions: std::collections::HashMap<&QualifiedName, usize> = unit
+        .tables
+        .iter()
+        .enumerate()
+        .map(|(position, table)| (table, position))
+        .collect();
+    let mut batched = batched.to_vec();
+    batched.sort_by_key(|(candidate, _)| positions.get(&candidate.table).copied());
+    let mut planned_tables: Vec<usize> = batched.iter().map(|(candidate, _)| candidate.planned).collect();
+    planned_tables.sort_unstable();
+    planned_tables.dedup();
+    let tables: Vec<QualifiedName> = batched.iter().map(|(candidate, _)| candidate.table.clone()).collect();
+    let (sequences, sequence_owners) = match rest.tables.is_empty() {
+        true => (
+            std::mem::take(&mut rest.sequences),
+            std::mem::take(&mut rest.sequence_owners),
+        ),
+        false => (Vec::new(), Vec::new()),
+    };
+    Unit {
+        truncate_before_retry: tables.clone(),
+        tables,
+        planned_tables,
+        sequences,
+        sequence_owners,
+        size_bytes: batched.iter().map(|(candidate, _)| candidate.size_bytes).sum(),
+        batch: batched.iter().map(|(_, range)| range.clone()).collect(),
+        ..unit.clone()
+    }
+}
+
+/// The unit without the `taken` tables (and without the planned tables it no longer carries
+/// rows of).
+fn take_out(plan: &Plan, rest: &mut Unit, taken: Vec<&Candidate>) {
+    let names: HashSet<&QualifiedName> = taken.iter().map(|candidate| &candidate.table).collect();
+    rest.tables.retain(|table| !names.contains(table));
+    rest.truncate_before_retry.retain(|table| !names.contains(table));
+    let rest_tables: HashSet<&QualifiedName> = rest.tables.iter().collect();
+    rest.planned_tables.retain(|planned| {
+        plan.tables[*planned]
+            .members
+            .iter()
+            .any(|member| rest_tables.contains(member))
+    });
+    rest.size_bytes -= taken.iter().map(|candidate| candidate.size_bytes).sum::<i64>();
 }
 
 #[cfg(test)]

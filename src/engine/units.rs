@@ -171,9 +171,9 @@ impl UnitContext {
         let unit_ref = &unit;
         let (sizes, started) = self
             .run_stage(&unit, Activity::Export, |_| async move {
-                match unit_ref.part {
-                    Some(_) => steps::relay::dump_part(&self.job, unit_ref).await,
-                    None => steps::export::export_unit(&self.job, unit_ref).await,
+                match unit_ref.copies_rows() {
+                    true => steps::relay::dump_part(&self.job, unit_ref).await,
+                    false => steps::export::export_unit(&self.job, unit_ref).await,
                 }
             })
             .await?;
@@ -195,11 +195,11 @@ impl UnitContext {
         let unit_ref = &unit;
         let ((), started) = self
             .run_stage(&unit, activity, |attempt| async move {
-                match (activity, &unit_ref.part) {
-                    (Activity::Stream, Some(_)) => steps::relay::relay_part(&self.job, unit_ref).await,
-                    (Activity::Stream, None) => steps::stream::stream_unit(&self.job, unit_ref, attempt).await,
-                    (_, Some(_)) => steps::relay::load_part(&self.job, unit_ref).await,
-                    (_, None) => steps::import::import_unit(&self.job, unit_ref, attempt).await,
+                match (activity, unit_ref.copies_rows()) {
+                    (Activity::Stream, true) => steps::relay::relay_part(&self.job, unit_ref, attempt).await,
+                    (Activity::Stream, false) => steps::stream::stream_unit(&self.job, unit_ref, attempt).await,
+                    (_, true) => steps::relay::load_part(&self.job, unit_ref, attempt).await,
+                    (_, false) => steps::import::import_unit(&self.job, unit_ref, attempt).await,
                 }
             })
             .await?;

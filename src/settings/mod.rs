@@ -315,6 +315,9 @@ pub struct Settings {
     /// `--stream-larger-than`: without `--stream` and kept dumps, a unit larger than this is
     /// streamed anyway; 0 never.
     pub stream_larger_than: u64,
+    /// `--rows-via-pg-dump`: every table's rows through `pg_dump`/`pg_restore`, none through
+    /// dbsync's own `COPY` but the parts of a split table and masked tables.
+    pub rows_via_pg_dump: bool,
     /// `--copy-roles`: create the roles the target server lacks instead of refusing.
     pub copy_roles: bool,
     /// `[hooks]` of the config file, SQL paths made absolute.
@@ -650,6 +653,7 @@ fn every_flag_is_resolved(arguments: &SyncArguments) {
         no_delete: _,
         batch_rows: _,
         stream_larger_than: _,
+        rows_via_pg_dump: _,
         split_larger_than: _,
         copy_roles: _,
         fix_schema: _,
@@ -697,6 +701,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
         maintenance_memory,
         splitting,
         stream_larger_than,
+        rows_via_pg_dump: arguments.rows_via_pg_dump || options.rows_via_pg_dump.unwrap_or(false),
         hooks,
         masking,
         dump_dir: (arguments.dump_dir.as_ref().or(options.dump_dir.as_ref())).map_or(".".into(), Clone::clone),

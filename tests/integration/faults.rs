@@ -25,13 +25,14 @@ fn small_source_and_precious_target(source: &str, target: &str) {
     precious_target(target);
 }
 
-/// A sync through the fake tools, consenting, with temporary files kept in `temp`.
+/// A sync through the fake tools, consenting, with temporary files kept in `temp`; every
+/// table's rows go through the (fake) `pg_dump` and `pg_restore`.
 fn sync_through_fakes(source: &str, target: &str, fakes: &FakeTools, dumps: &Path, temp: &Path) -> Command {
     let mut command = crate::sync_command(source, target, dumps);
     command
         .arg("--pg-bin")
         .arg(fakes.bin())
-        .args(["--yes", "--retries", "2"])
+        .args(["--yes", "--retries", "2", "--rows-via-pg-dump"])
         .env("TMPDIR", temp);
     command
 }

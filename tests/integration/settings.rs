@@ -32,6 +32,7 @@ verify = "checksum"
 maintenance_memory = "1GB"
 split_larger_than = "2GB"
 stream_larger_than = "0"
+rows_via_pg_dump = true
 lock_timeout = 45
 copy_roles = true
 

@@ -99,8 +99,10 @@ impl SyncMode<'_> {
             schema_exclusions: unreadable,
         };
         let job = self.context.prepare(&from, started_at, copy == 1).await?;
-        // Temporary dumps are read once: the large tables' rows go through dbsync's own COPY.
-        let row_copy_floor = (!self.context.settings.keep_dumps()).then_some(crate::engine::split::ROW_COPY_FLOOR);
+        // Temporary dumps are read once: the tables' rows go through dbsync's own COPY.
+        let settings = &self.context.settings;
+        let row_copy_floor =
+            (!settings.keep_dumps() && !settings.rows_via_pg_dump).then_some(crate::engine::split::ROW_COPY_FLOOR);
         let plan = self
             .context
             .split_large_tables(&job, plan, source, row_copy_floor)

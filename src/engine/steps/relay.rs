@@ -1,13 +1,18 @@
-//! Parts of a large table (`plan::RowRange`) copied by dbsync itself, several of one table at
-//! once: `COPY (SELECT … WHERE <range>) TO STDOUT` in the export snapshot, then `COPY … FROM
-//! STDIN` on the copy. With `--stream` a part is relayed from one to the other (`relay_part`);
-//! otherwise it is written to `rows.copy` in its unit's directory (`dump_part`) and loaded from
-//! there (`load_part`), so a kept dump directory holds every row.
+//! Rows copied by dbsync itself rather than by `pg_dump`/`pg_restore`: parts of a large table
+//! (`plan::RowRange`), several of one table at once, and batches of small tables (a sync whose
+//! dumps are not kept), one table after the other over one pair of sessions. `COPY (SELECT …
+//! WHERE <range>) TO STDOUT` in the export snapshot, then `COPY … FROM STDIN` on the copy. With
+//! `--stream` a unit is relayed from one to the other (`relay_part`); otherwise it is written to
+//! rows files in its unit's directory (`dump_part`) and loaded from there (`load_part`), so a kept
+//! dump directory holds every row.
 //!
-//! Each load is one transaction on the copy whose id is kept (in memory, and beside the rows
+//! A part's load is one transaction on the copy whose id is kept (in memory, and beside the rows
 //! file): a retry, or a resumed run, first asks the server what became of it (it may have
 //! committed just before the connection broke) and loads the part again only if it did not
 //! commit. Rows in the copy have their own `ctid`s, so no range could be deleted there instead.
+//! A large table copied whole is emptied in its loading transaction instead, which also lets it
+//! load `FREEZE`; a batch's small tables load each in a transaction of its own, and a retried
+//! batch is emptied first, as a retried `pg_restore` is.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -27,11 +32,31 @@ pub const ROWS_FILE: &str = "rows.copy";
 /// In a part's directory: the values of the sequences the part sets, read in the snapshot.
 const SEQUENCES_FILE: &str = "sequences.json";
 
-fn part_of(unit: &Unit) -> (&RowRange, &QualifiedName) {
-    (unit.part.as_ref().expect("a part unit has its range"), &unit.tables[0])
+/// The file in a unit's directory that holds the rows of its `position`th table: `rows.copy`
+/// for a part (what the README's restore by hand reads), numbered for a batch's tables.
+fn rows_file(unit: &Unit, position: usize) -> String {
+    match unit.part {
+        Some(_) => ROWS_FILE.to_string(),
+        None => format!("rows.{}.copy", position + 1),
+    }
 }
 
-fn selection<'a>(part: &'a RowRange, table: &'a QualifiedName) -> RowSelection<'a> {
+/// The sequences the unit sets: the tables' own (a part's first), and for a batch those the
+/// plan gave its unit.
+fn sequences_of(unit: &Unit) -> Vec<QualifiedName> {
+    let mut sequences = unit.sequences.clone();
+    for (range, _) in unit.row_copies() {
+        for sequence in &range.sequences {
+            if !sequences.contains(sequence) {
+                sequences.push(sequence.clone());
+            }
+        }
+    }
+    sequences
+}
+
+/// The rows of `table` that `part` names, loaded `FREEZE` or not.
+fn selection<'a>(part: &'a RowRange, table: &'a QualifiedName, freeze: bool) -> RowSelection<'a> {
     RowSelection {
         table,
         columns: &part.columns,
@@ -39,15 +64,18 @@ fn selection<'a>(part: &'a RowRange, table: &'a QualifiedName) -> RowSelection<'
         binary: part.binary,
         masked: &part.masked,
         filter: None,
-        freeze: frozen(part),
+        freeze,
     }
 }
 
-/// A table copied whole (not cut into parts loading side by side) is emptied in its loading
-/// transaction and loaded `FREEZE` (measured on *large*'s 2 million accounts: the VACUUM before
-/// the foreign keys 0.17 → 0.03 s, the primary key's build 0.47 → 0.42 s).
-fn frozen(part: &RowRange) -> bool {
-    part.of == 1
+/// A large table copied whole (not cut into parts loading side by side) is emptied in its
+/// loading transaction and loaded `FREEZE` (measured on *large*'s 2 million accounts: the VACUUM
+/// before the foreign keys 0.17 → 0.03 s, the primary key's build 0.47 → 0.42 s). A batch's
+/// small tables are not: emptying a table makes new files for it, which cost about a
+/// millisecond (1,000 tables of 100 rows loaded by hand: 0.39 s, emptied and `FREEZE` 1.29 s),
+/// more than freezing saves on a few pages.
+fn frozen(unit: &Unit) -> bool {
+    unit.part.as_ref().is_some_and(|part| part.of == 1)
 }
 
 /// A session on the source inside the export snapshot, printing values as `pg_dump` does.
@@ -67,32 +95,104 @@ async fn until_cancelled<T>(job: &Job, work: impl Future<Output = anyhow::Result
     }
 }
 
-/// One attempt at relaying a part from the source straight into the copy (`--stream`).
-pub async fn relay_part(job: &Job, unit: &Unit) -> Result<(), AttemptError> {
+/// Where a load reads its rows and sequence values.
+#[derive(Clone, Copy)]
+enum RowsFrom<'a> {
+    /// The source, in the export snapshot (`--stream`).
+    Source(&'a tokio_postgres::Client),
+    /// The unit's directory, as `dump_part` wrote it.
+    Directory(&'a Path),
+}
+
+impl RowsFrom<'_> {
+    async fn load(&self, target: &tokio_postgres::Client, unit: &Unit, position: usize) -> anyhow::Result<()> {
+        let (range, table) = unit.row_copies()[position];
+        if frozen(unit) {
+            catalog::empty_for_frozen_load(target, table).await?;
+        }
+        let rows = selection(range, table, frozen(unit));
+        match self {
+            RowsFrom::Source(source) => {
+                catalog::relay_rows(source, target, &rows).await?;
+            }
+            RowsFrom::Directory(directory) => {
+                let (path, method) = crate::compression::find_compressed(directory, &rows_file(unit, position))
+                    .with_context(|| {
+                        format!("{} has no rows file for {}", directory.display(), table.display_name())
+                    })?;
+                let file = tokio::io::BufReader::with_capacity(256 * 1024, tokio::fs::File::open(path).await?);
+                let mut file = crate::compression::reader(method, file);
+                catalog::rows_from_file(target, &rows, &mut file).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_sequences(&self, target: &tokio_postgres::Client, unit: &Unit) -> anyhow::Result<()> {
+        let sequences = sequences_of(unit);
+        let values: Vec<Option<(i64, bool)>> = match self {
+            RowsFrom::Source(source) => catalog::sequence_values(source, &sequences).await?,
+            RowsFrom::Directory(directory) => serde_json::from_slice(&std::fs::read(directory.join(SEQUENCES_FILE))?)?,
+        };
+        for (sequence, value) in sequences.iter().zip(values) {
+            if let Some((value, called)) = value {
+                catalog::set_sequence(target, sequence, value, called).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Loads the unit's rows into the copy: a part in one transaction whose outcome a later attempt
+/// asks about (`begin_load`); a batch's tables each in a transaction of its own (a retry empties
+/// them first: `empty_before_retry`). Made durable before it counts as done.
+async fn load(
+    job: &Job,
+    unit: &Unit,
+    target: &tokio_postgres::Client,
+    from: RowsFrom<'_>,
+    directory: Option<&Path>,
+) -> anyhow::Result<()> {
+    if unit.part.is_none() {
+        catalog::prepare_load_session(target).await?;
+        for position in 0..unit.batch.len() {
+            from.load(target, unit, position).await?;
+        }
+        from.set_sequences(target, unit).await?;
+    } else if begin_load(job, unit, target, directory).await? {
+        from.load(target, unit, 0).await?;
+        from.set_sequences(target, unit).await?;
+        catalog::commit(target).await?;
+    }
+    // Also when an earlier attempt committed: it may have failed before its flush.
+    catalog::flush_earlier_commits(target).await
+}
+
+/// A batch retried, or resumed, is emptied first: the last attempt may have loaded some of its
+/// tables. (A part's load asks what became of the last attempt's transaction instead.)
+async fn empty_before_retry(job: &Job, unit: &Unit, attempt: u32) -> Result<(), AttemptError> {
+    if unit.part.is_none() && (attempt > 1 || job.resuming) {
+        super::import::clean_up_partial_load(job, unit).await?;
+    }
+    Ok(())
+}
+
+/// One attempt at relaying a part, or a batch, from the source straight into the copy
+/// (`--stream`); `attempt` counts from 1.
+pub async fn relay_part(job: &Job, unit: &Unit, attempt: u32) -> Result<(), AttemptError> {
     job.check_snapshot()?;
-    let (part, table) = part_of(unit);
+    empty_before_retry(job, unit, attempt).await?;
     let work = async {
         let (source, target) = tokio::try_join!(source_in_snapshot(job), catalog::connect(job.copy(), "target"))?;
-        if begin_load(job, unit, &target, None).await? {
-            if frozen(part) {
-                catalog::empty_for_frozen_load(&target, table).await?;
-            }
-            catalog::relay_rows(&source, &target, &selection(part, table)).await?;
-            let values = catalog::sequence_values(&source, &part.sequences).await?;
-            set_sequences(&target, &part.sequences, values).await?;
-            catalog::commit(&target).await?;
-        }
-        // Also when an earlier attempt committed: it may have failed before its flush.
-        catalog::flush_earlier_commits(&target).await
+        load(job, unit, &target, RowsFrom::Source(&source), None).await
     };
     until_cancelled(job, work).await
 }
 
-/// One attempt at writing a part's rows, and the values of the sequences it sets, to its
-/// directory; marked complete only once everything is written.
+/// One attempt at writing a part's rows (or each of a batch's tables'), and the values of the
+/// sequences it sets, to its directory; marked complete only once everything is written.
 pub async fn dump_part(job: &Job, unit: &Unit) -> Result<ExportedSizes, AttemptError> {
     job.check_snapshot()?;
-    let (part, table) = part_of(unit);
     let directory = unit_directory(job, unit);
     let work = async {
         if directory.exists() {
@@ -101,62 +201,53 @@ pub async fn dump_part(job: &Job, unit: &Unit) -> Result<ExportedSizes, AttemptE
         }
         std::fs::create_dir_all(&directory)?;
         let source = source_in_snapshot(job).await?;
-        let file = tokio::fs::File::create(directory.join(job.compression.rows_file_name(ROWS_FILE))).await?;
-        let mut file = job
-            .compression
-            .writer(tokio::io::BufWriter::with_capacity(256 * 1024, file));
-        let bytes = catalog::rows_to_file(&source, &selection(part, table), &mut file).await?;
-        // Ends the compressed stream and flushes it.
-        tokio::io::AsyncWriteExt::shutdown(&mut file).await?;
-        let values = catalog::sequence_values(&source, &part.sequences).await?;
+        let mut sizes = ExportedSizes::default();
+        for (position, (range, table)) in unit.row_copies().into_iter().enumerate() {
+            let name = job.compression.rows_file_name(&rows_file(unit, position));
+            let file = tokio::fs::File::create(directory.join(name)).await?;
+            let mut file = job
+                .compression
+                .writer(tokio::io::BufWriter::with_capacity(256 * 1024, file));
+            let bytes = catalog::rows_to_file(&source, &selection(range, table, false), &mut file).await?;
+            // Ends the compressed stream and flushes it.
+            tokio::io::AsyncWriteExt::shutdown(&mut file).await?;
+            *sizes.by_table.entry(range.table_oid).or_default() += bytes;
+            sizes.total += bytes;
+        }
+        let values = catalog::sequence_values(&source, &sequences_of(unit)).await?;
         std::fs::write(directory.join(SEQUENCES_FILE), serde_json::to_vec(&values)?)?;
-        anyhow::Ok(bytes)
+        anyhow::Ok(sizes)
     };
-    let bytes = until_cancelled(job, work).await?;
+    let sizes = until_cancelled(job, async { work.await.map_err(with_space_hint) }).await?;
     super::export::mark_complete(job, &directory)?;
-    job.dump_space.added(bytes);
-    Ok(ExportedSizes {
-        by_table: [(part.table_oid, bytes)].into(),
-        total: bytes,
-    })
+    job.dump_space.added(sizes.total);
+    Ok(sizes)
 }
 
-/// One attempt at loading a part from its directory into the copy.
-pub async fn load_part(job: &Job, unit: &Unit) -> Result<(), AttemptError> {
-    let (part, table) = part_of(unit);
+/// A dump directory that fills up says what to do about it, as a `pg_dump` that fills it does.
+fn with_space_hint(error: anyhow::Error) -> anyhow::Error {
+    let full = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|cause| cause.kind() == std::io::ErrorKind::StorageFull)
+    });
+    match full {
+        true => anyhow::anyhow!("{error:#}\nhint: {}", crate::tools::DUMP_DIRECTORY_FULL),
+        false => error,
+    }
+}
+
+/// One attempt at loading a part, or a batch, from its directory into the copy; `attempt`
+/// counts from 1.
+pub async fn load_part(job: &Job, unit: &Unit, attempt: u32) -> Result<(), AttemptError> {
     let directory = completed_dump(job, unit)?;
+    empty_before_retry(job, unit, attempt).await?;
     let work = async {
         let target = catalog::connect(job.copy(), "target").await?;
-        if begin_load(job, unit, &target, Some(&directory)).await? {
-            if frozen(part) {
-                catalog::empty_for_frozen_load(&target, table).await?;
-            }
-            let (path, method) = crate::compression::find_compressed(&directory, ROWS_FILE)
-                .with_context(|| format!("{} has no rows file", directory.display()))?;
-            let file = tokio::io::BufReader::with_capacity(256 * 1024, tokio::fs::File::open(path).await?);
-            let mut file = crate::compression::reader(method, file);
-            catalog::rows_from_file(&target, &selection(part, table), &mut file).await?;
-            let values = serde_json::from_slice(&std::fs::read(directory.join(SEQUENCES_FILE))?)?;
-            set_sequences(&target, &part.sequences, values).await?;
-            catalog::commit(&target).await?;
-        }
-        catalog::flush_earlier_commits(&target).await
+        load(job, unit, &target, RowsFrom::Directory(&directory), Some(&directory)).await
     };
     until_cancelled(job, work).await?;
     super::import::finish_import(job, &directory);
-    Ok(())
-}
-
-async fn set_sequences(
-    target: &tokio_postgres::Client,
-    sequences: &[QualifiedName],
-    values: Vec<Option<(i64, bool)>>,
-) -> anyhow::Result<()> {
-    for (sequence, value) in sequences.iter().zip(values) {
-        if let Some((value, called)) = value {
-            catalog::set_sequence(target, sequence, value, called).await?;
-        }
-    }
     Ok(())
 }
 
