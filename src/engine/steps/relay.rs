@@ -15,6 +15,7 @@
 //! batch is emptied first, as a retried `pg_restore` is.
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -31,15 +32,9 @@ const OUTCOME_WAIT: Duration = Duration::from_secs(60);
 pub const ROWS_FILE: &str = "rows.copy";
 /// In a part's directory: the values of the sequences the part sets, read in the snapshot.
 const SEQUENCES_FILE: &str = "sequences.json";
-
-/// The file in a unit's directory that holds the rows of its `position`th table: `rows.copy`
-/// for a part (what the README's restore by hand reads), numbered for a batch's tables.
-fn rows_file(unit: &Unit, position: usize) -> String {
-    match unit.part {
-        Some(_) => ROWS_FILE.to_string(),
-        None => format!("rows.{}.copy", position + 1),
-    }
-}
+/// In a batch's directory: how many bytes of `rows.copy` each table's rows take, in order (one
+/// file, not one per table: creating and removing a file per table cost more than its rows).
+const TABLE_BYTES_FILE: &str = "table-bytes.json";
 
 /// The sequences the unit sets: the tables' own (a part's first), and for a batch those the
 /// plan gave its unit.
@@ -96,43 +91,63 @@ async fn until_cancelled<T>(job: &Job, work: impl Future<Output = anyhow::Result
 }
 
 /// Where a load reads its rows and sequence values.
-#[derive(Clone, Copy)]
 enum RowsFrom<'a> {
     /// The source, in the export snapshot (`--stream`).
     Source(&'a tokio_postgres::Client),
-    /// The unit's directory, as `dump_part` wrote it.
-    Directory(&'a Path),
+    /// The unit's directory, as `dump_part` wrote it: its rows file, read table after table,
+    /// `lengths` bytes each (a part's one table: to the end).
+    File {
+        directory: &'a Path,
+        rows: Pin<Box<dyn tokio::io::AsyncRead + Send + 'a>>,
+        lengths: Vec<u64>,
+    },
 }
 
-impl RowsFrom<'_> {
-    async fn load(&self, target: &tokio_postgres::Client, unit: &Unit, position: usize) -> anyhow::Result<()> {
+impl<'a> RowsFrom<'a> {
+    async fn open(directory: &'a Path) -> anyhow::Result<RowsFrom<'a>> {
+        let (path, method) = crate::compression::find_compressed(directory, ROWS_FILE)
+            .with_context(|| format!("{} has no rows file", directory.display()))?;
+        let file = tokio::io::BufReader::with_capacity(256 * 1024, tokio::fs::File::open(path).await?);
+        let lengths = match std::fs::read(directory.join(TABLE_BYTES_FILE)) {
+            Ok(lengths) => serde_json::from_slice(&lengths)?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => vec![u64::MAX],
+            Err(error) => return Err(error.into()),
+        };
+        Ok(RowsFrom::File {
+            directory,
+            rows: crate::compression::reader(method, file),
+            lengths,
+        })
+    }
+
+    /// Loads the unit's `position`th table: the tables in order, each once.
+    async fn load(&mut self, target: &tokio_postgres::Client, unit: &Unit, position: usize) -> anyhow::Result<()> {
         let (range, table) = unit.row_copies()[position];
         if frozen(unit) {
             catalog::empty_for_frozen_load(target, table).await?;
         }
-        let rows = selection(range, table, frozen(unit));
+        let selection = selection(range, table, frozen(unit));
         match self {
             RowsFrom::Source(source) => {
-                catalog::relay_rows(source, target, &rows).await?;
+                catalog::relay_rows(source, target, &selection).await?;
             }
-            RowsFrom::Directory(directory) => {
-                let (path, method) = crate::compression::find_compressed(directory, &rows_file(unit, position))
-                    .with_context(|| {
-                        format!("{} has no rows file for {}", directory.display(), table.display_name())
-                    })?;
-                let file = tokio::io::BufReader::with_capacity(256 * 1024, tokio::fs::File::open(path).await?);
-                let mut file = crate::compression::reader(method, file);
-                catalog::rows_from_file(target, &rows, &mut file).await?;
+            RowsFrom::File { rows, lengths, .. } => {
+                let length = *lengths.get(position).context("the rows file lists fewer tables")?;
+                let mut rows = tokio::io::AsyncReadExt::take(rows, length);
+                catalog::rows_from_file(target, &selection, &mut rows).await?;
             }
         }
         Ok(())
     }
 
-    async fn set_sequences(&self, target: &tokio_postgres::Client, unit: &Unit) -> anyhow::Result<()> {
+    // `&mut`: the rows file's reader may not be shared between threads.
+    async fn set_sequences(&mut self, target: &tokio_postgres::Client, unit: &Unit) -> anyhow::Result<()> {
         let sequences = sequences_of(unit);
         let values: Vec<Option<(i64, bool)>> = match self {
             RowsFrom::Source(source) => catalog::sequence_values(source, &sequences).await?,
-            RowsFrom::Directory(directory) => serde_json::from_slice(&std::fs::read(directory.join(SEQUENCES_FILE))?)?,
+            RowsFrom::File { directory, .. } => {
+                serde_json::from_slice(&std::fs::read(directory.join(SEQUENCES_FILE))?)?
+            }
         };
         for (sequence, value) in sequences.iter().zip(values) {
             if let Some((value, called)) = value {
@@ -150,7 +165,7 @@ async fn load(
     job: &Job,
     unit: &Unit,
     target: &tokio_postgres::Client,
-    from: RowsFrom<'_>,
+    mut from: RowsFrom<'_>,
     directory: Option<&Path>,
 ) -> anyhow::Result<()> {
     if unit.part.is_none() {
@@ -202,17 +217,21 @@ pub async fn dump_part(job: &Job, unit: &Unit) -> Result<ExportedSizes, AttemptE
         std::fs::create_dir_all(&directory)?;
         let source = source_in_snapshot(job).await?;
         let mut sizes = ExportedSizes::default();
-        for (position, (range, table)) in unit.row_copies().into_iter().enumerate() {
-            let name = job.compression.rows_file_name(&rows_file(unit, position));
-            let file = tokio::fs::File::create(directory.join(name)).await?;
-            let mut file = job
-                .compression
-                .writer(tokio::io::BufWriter::with_capacity(256 * 1024, file));
+        let file = tokio::fs::File::create(directory.join(job.compression.rows_file_name(ROWS_FILE))).await?;
+        let mut file = job
+            .compression
+            .writer(tokio::io::BufWriter::with_capacity(256 * 1024, file));
+        let mut lengths = Vec::new();
+        for (range, table) in unit.row_copies() {
             let bytes = catalog::rows_to_file(&source, &selection(range, table, false), &mut file).await?;
-            // Ends the compressed stream and flushes it.
-            tokio::io::AsyncWriteExt::shutdown(&mut file).await?;
             *sizes.by_table.entry(range.table_oid).or_default() += bytes;
             sizes.total += bytes;
+            lengths.push(bytes);
+        }
+        // Ends the compressed stream and flushes it.
+        tokio::io::AsyncWriteExt::shutdown(&mut file).await?;
+        if unit.part.is_none() {
+            std::fs::write(directory.join(TABLE_BYTES_FILE), serde_json::to_vec(&lengths)?)?;
         }
         let values = catalog::sequence_values(&source, &sequences_of(unit)).await?;
         std::fs::write(directory.join(SEQUENCES_FILE), serde_json::to_vec(&values)?)?;
@@ -244,7 +263,8 @@ pub async fn load_part(job: &Job, unit: &Unit, attempt: u32) -> Result<(), Attem
     empty_before_retry(job, unit, attempt).await?;
     let work = async {
         let target = catalog::connect(job.copy(), "target").await?;
-        load(job, unit, &target, RowsFrom::Directory(&directory), Some(&directory)).await
+        let rows = RowsFrom::open(&directory).await?;
+        load(job, unit, &target, rows, Some(&directory)).await
     };
     until_cancelled(job, work).await?;
     super::import::finish_import(job, &directory);
