@@ -577,36 +577,64 @@ pub async fn key_quantiles(
     Ok(boundaries)
 }
 
-/// Each sequence's `last_value` and `is_called`; `None` where it does not exist.
+/// Each sequence's `last_value` and `is_called`; `None` where it does not exist. One round trip
+/// for all the sequences that were called (`pg_sequence_last_value`); one not called yet keeps
+/// its value (its start, or a `setval(…, false)`) only in its own row, read apart.
 pub async fn sequence_values(client: &Client, sequences: &[QualifiedName]) -> Result<Vec<Option<(i64, bool)>>> {
+    if sequences.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = sequences.iter().map(QualifiedName::quoted).collect();
+    let rows = client
+        .query(
+            "SELECT to_regclass(t.name) IS NOT NULL, pg_catalog.pg_sequence_last_value(to_regclass(t.name)) \
+             FROM unnest($1::text[]) WITH ORDINALITY AS t(name, position) ORDER BY t.position",
+            &[&names],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the sequences", error))?;
     let mut values = Vec::with_capacity(sequences.len());
-    for sequence in sequences {
-        let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&sequence.quoted()])
-            .await
-            .map_err(|error| sql_error("cannot look up a sequence", error))?
-            .get(0);
-        if !exists {
-            values.push(None);
-            continue;
-        }
-        let row = client
-            .query_one(&format!("SELECT last_value, is_called FROM {}", sequence.quoted()), &[])
-            .await
-            .map_err(|error| sql_error(format!("cannot read the sequence {}", sequence.display_name()), error))?;
-        values.push(Some((row.get(0), row.get(1))));
+    for (sequence, row) in sequences.iter().zip(rows) {
+        values.push(match (row.get::<_, bool>(0), row.get::<_, Option<i64>>(1)) {
+            (false, _) => None,
+            (true, Some(last_value)) => Some((last_value, true)),
+            (true, None) => {
+                let row = client
+                    .query_one(&format!("SELECT last_value, is_called FROM {}", sequence.quoted()), &[])
+                    .await
+                    .map_err(|error| {
+                        sql_error(format!("cannot read the sequence {}", sequence.display_name()), error)
+                    })?;
+                Some((row.get(0), row.get(1)))
+            }
+        });
     }
     Ok(values)
 }
 
-pub async fn set_sequence(client: &Client, sequence: &QualifiedName, value: i64, called: bool) -> Result<()> {
+/// Sets each sequence to its value (`sequence_values`), skipping those the source lacked, in
+/// one statement.
+pub async fn set_sequences(client: &Client, sequences: &[QualifiedName], values: &[Option<(i64, bool)>]) -> Result<()> {
+    let mut names = Vec::new();
+    let (mut last_values, mut called) = (Vec::new(), Vec::new());
+    for (sequence, value) in sequences.iter().zip(values) {
+        if let Some((value, is_called)) = value {
+            names.push(sequence.quoted());
+            last_values.push(*value);
+            called.push(*is_called);
+        }
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
     client
         .execute(
-            "SELECT setval($1::text::regclass, $2, $3)",
-            &[&sequence.quoted(), &value, &called],
+            "SELECT pg_catalog.setval(t.name::regclass, t.value, t.called) \
+             FROM unnest($1::text[], $2::int8[], $3::bool[]) AS t(name, value, called)",
+            &[&names, &last_values, &called],
         )
         .await
-        .map_err(|error| sql_error(format!("cannot set the sequence {}", sequence.display_name()), error))?;
+        .map_err(|error| sql_error("cannot set the sequences", error))?;
     Ok(())
 }
 

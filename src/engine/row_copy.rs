@@ -86,12 +86,7 @@ impl RunContext<'_> {
     pub(super) async fn set_sequences(&self, source: &Client, target: &Client, plan: &Plan) -> Result<(), SyncError> {
         let sequences = async {
             let values = catalog::sequence_values(source, &plan.sequences).await?;
-            for (sequence, value) in plan.sequences.iter().zip(values) {
-                if let Some((value, called)) = value {
-                    catalog::set_sequence(target, sequence, value, called).await?;
-                }
-            }
-            anyhow::Ok(())
+            catalog::set_sequences(target, &plan.sequences, &values).await
         };
         interruptible(&self.cancellation, sequences).await?;
         self.emit(Event::Notice(Notice::SequencesSet {

@@ -247,7 +247,8 @@ fn a_part_ended_mid_load_is_copied_again(source: &str, target: &str) {
 }
 
 /// Small tables for one batch: `bulk` (about 3 MB, so it loads first) and `paced` (slow to
-/// load), a table without columns, one with a dropped column, and a sequence of its own.
+/// load), a table without columns, one with a dropped column, and sequences of their own (one
+/// called, one set but not called).
 fn small_tables_for_one_batch(database: &str) {
     crate::progress::paced_table_on(&clusters().source, database, "id int PRIMARY KEY");
     clusters().source.psql(
@@ -256,7 +257,8 @@ fn small_tables_for_one_batch(database: &str) {
          INSERT INTO bulk SELECT g, g, repeat('b', 120) || g FROM generate_series(1, 20000) g; \
          ALTER TABLE bulk DROP COLUMN gone; \
          CREATE TABLE bare (); INSERT INTO bare DEFAULT VALUES; INSERT INTO bare DEFAULT VALUES; \
-         CREATE SEQUENCE tickets START 40; SELECT nextval('tickets'); ANALYZE;",
+         CREATE SEQUENCE tickets START 40; SELECT nextval('tickets'); \
+         CREATE SEQUENCE pending START 7; SELECT setval('pending', 70, false); ANALYZE;",
     );
 }
 

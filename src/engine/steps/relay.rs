@@ -149,12 +149,7 @@ impl<'a> RowsFrom<'a> {
                 serde_json::from_slice(&std::fs::read(directory.join(SEQUENCES_FILE))?)?
             }
         };
-        for (sequence, value) in sequences.iter().zip(values) {
-            if let Some((value, called)) = value {
-                catalog::set_sequence(target, sequence, value, called).await?;
-            }
-        }
-        Ok(())
+        catalog::set_sequences(target, &sequences, &values).await
     }
 }
 
