@@ -24,9 +24,9 @@ const SAMPLE_ROWS: f64 = 100_000.0;
 /// still copied by dbsync itself, as one part: `COPY`'s binary format where it is safe, loaded
 /// `FREEZE` into a table emptied in the same transaction. Measured on *large* (`tuned`, 3 rounds
 /// against `pg_dump`/`pg_restore` units): the target server's CPU 6.06 → 5.19 s, the client's
-/// 0.75 → 1.14 s, the floor 4.00 → 3.76 s. Smaller tables stay batched in `pg_dump` units (a part
-/// takes sessions and a snapshot import of its own), and an archive's units stay what
-/// `pg_restore` reads by hand.
+/// 0.75 → 1.14 s, the floor 4.00 → 3.76 s. Smaller tables go in batches, one unit of dbsync's
+/// `COPY` per `pg_dump` unit (a part of their own would each take sessions and a snapshot
+/// import), and an archive's units stay what `pg_restore` reads by hand.
 pub const ROW_COPY_FLOOR: u64 = 8 << 20;
 
 /// A session on the source, and each candidate's integer key (a table to cut's only) and
@@ -527,7 +527,8 @@ fn with_parts(plan: &Plan, split: Vec<(Candidate, Vec<RowRange>)>, batched: Vec<
 }
 
 /// A unit of the `batched` tables taken out of `unit`, in its order (largest first), with the
-/// sequences of what is left of it (`rest`) when it has no table left for `pg_dump`.
+/// sequences of what is left of it (`rest`) when it has no table left for `pg_dump` (`rest` is
+/// then dropped: the partitioned owners it named for `pg_dump` go with it).
 fn batch_of(unit: &Unit, rest: &mut Unit, batched: &[&(Candidate, RowRange)]) -> Unit {
     let positions: std::collections::HashMap<&QualifiedName, usize> = unit
         .tables
@@ -541,19 +542,16 @@ fn batch_of(unit: &Unit, rest: &mut Unit, batched: &[&(Candidate, RowRange)]) ->
     planned_tables.sort_unstable();
     planned_tables.dedup();
     let tables: Vec<QualifiedName> = batched.iter().map(|(candidate, _)| candidate.table.clone()).collect();
-    let (sequences, sequence_owners) = match rest.tables.is_empty() {
-        true => (
-            std::mem::take(&mut rest.sequences),
-            std::mem::take(&mut rest.sequence_owners),
-        ),
-        false => (Vec::new(), Vec::new()),
+    let sequences = match rest.tables.is_empty() {
+        true => std::mem::take(&mut rest.sequences),
+        false => Vec::new(),
     };
     Unit {
         truncate_before_retry: tables.clone(),
         tables,
         planned_tables,
         sequences,
-        sequence_owners,
+        sequence_owners: Vec::new(),
         size_bytes: batched.iter().map(|(candidate, _)| candidate.size_bytes).sum(),
         batch: batched.iter().map(|(_, range)| range.clone()).collect(),
         ..unit.clone()

@@ -39,15 +39,14 @@ const TABLE_BYTES_FILE: &str = "table-bytes.json";
 /// The sequences the unit sets: the tables' own (a part's first), and for a batch those the
 /// plan gave its unit.
 fn sequences_of(unit: &Unit) -> Vec<QualifiedName> {
-    let mut sequences = unit.sequences.clone();
-    for (range, _) in unit.row_copies() {
-        for sequence in &range.sequences {
-            if !sequences.contains(sequence) {
-                sequences.push(sequence.clone());
-            }
-        }
-    }
-    sequences
+    let mut seen = std::collections::HashSet::new();
+    let owned = unit.row_copies().into_iter().flat_map(|(range, _)| &range.sequences);
+    unit.sequences
+        .iter()
+        .chain(owned)
+        .filter(|sequence| seen.insert(*sequence))
+        .cloned()
+        .collect()
 }
 
 /// The rows of `table` that `part` names, loaded `FREEZE` or not.
@@ -120,13 +119,19 @@ impl<'a> RowsFrom<'a> {
         })
     }
 
-    /// Loads the unit's `position`th table: the tables in order, each once.
-    async fn load(&mut self, target: &tokio_postgres::Client, unit: &Unit, position: usize) -> anyhow::Result<()> {
-        let (range, table) = unit.row_copies()[position];
-        if frozen(unit) {
+    /// Loads the unit's `position`th table (`range` of `table`): the tables in order, each once.
+    async fn load(
+        &mut self,
+        target: &tokio_postgres::Client,
+        unit: &Unit,
+        position: usize,
+        (range, table): (&RowRange, &QualifiedName),
+    ) -> anyhow::Result<()> {
+        let freeze = frozen(unit);
+        if freeze {
             catalog::empty_for_frozen_load(target, table).await?;
         }
-        let selection = selection(range, table, frozen(unit));
+        let selection = selection(range, table, freeze);
         match self {
             RowsFrom::Source(source) => {
                 catalog::relay_rows(source, target, &selection).await?;
@@ -163,14 +168,15 @@ async fn load(
     mut from: RowsFrom<'_>,
     directory: Option<&Path>,
 ) -> anyhow::Result<()> {
+    let copies = unit.row_copies();
     if unit.part.is_none() {
         catalog::prepare_load_session(target).await?;
-        for position in 0..unit.batch.len() {
-            from.load(target, unit, position).await?;
+        for (position, copy) in copies.into_iter().enumerate() {
+            from.load(target, unit, position, copy).await?;
         }
         from.set_sequences(target, unit).await?;
     } else if begin_load(job, unit, target, directory).await? {
-        from.load(target, unit, 0).await?;
+        from.load(target, unit, 0, copies[0]).await?;
         from.set_sequences(target, unit).await?;
         catalog::commit(target).await?;
     }

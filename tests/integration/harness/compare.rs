@@ -144,9 +144,9 @@ pub fn constraints(cluster: &Cluster, database: &str) -> String {
     )
 }
 
-/// A fresh directory for dumps, to check nothing is left behind.
 /// The copy `target` on the target server holds what `source` on the source server does: every
-/// table's rows, every sequence, the large objects and `pg_dump --schema-only`.
+/// table's rows, every sequence, the large objects, `pg_dump --schema-only`, and every
+/// constraint and trigger (`constraints`).
 pub fn assert_same_copy(source: &str, target: &str) {
     let clusters = clusters();
     let (source_print, target_print) = (
