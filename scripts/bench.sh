@@ -7,15 +7,17 @@
 # application schema of about 15 MB with views, triggers and a partitioned table). Contenders
 # alternate within each round; the table shows the median of the rounds.
 #
-#   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many,huge,rich,small,incremental,merge]
+#   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many,huge,rich,small,incremental,merge,clone]
 #                    [--contenders LIST] [--server-config durable|tuned|fast] [--baseline BINARY]
 #                    [--no-scaling] [--keep]
 #
 #   --scale N        pgbench scale of *large* (default 20, about 500 MB in all)
 #   --jobs N         parallelism given to every contender (default: the number of cores)
 #   --runs N         rounds per dataset (default 3)
-#   --datasets LIST  comma-separated, from: large, many, huge, rich, small, incremental, merge (default
-#                    all): incremental is large after 1 % of pgbench_accounts updated and 0.1 %
+#   --datasets LIST  comma-separated, from: large, many, huge, rich, small, incremental, merge, clone
+#                    (default all): clone is large copied on the source's own server by `sync
+#                    --clone` (contender clone), a logical sync (same-server) and `pg_dump -Fc |
+#                    pg_restore` (same-server-pipe); incremental is large after 1 % of pgbench_accounts updated and 0.1 %
 #                    deleted, brought up to date by --incremental (by updated_at), --incremental
 #                    --deep and a full dbsync sync; merge is `dbsync merge` of a million rows into
 #                    a database holding 100,000 of its own, the first time and again
@@ -48,7 +50,7 @@ source scripts/lib/postgres.sh
 scale=20
 jobs=$(nproc)
 runs=3
-datasets=large,many,huge,rich,small,incremental,merge
+datasets=large,many,huge,rich,small,incremental,merge,clone
 contenders=
 server_config=tuned
 scaling=yes
@@ -459,6 +461,24 @@ run_contender() {
                 { echo "dbsync failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
             with_report "$measured" "$log"
             ;;
+        clone | same-server | same-server-pipe)
+            # Copies on the source's own server: the target is bench_copy beside the source.
+            psql_on "$source_port" -d postgres -c "DROP DATABASE IF EXISTS bench_copy WITH (FORCE)" -c "CHECKPOINT"
+            target=$(uri "$source_port" bench_copy)
+            if [ "$name" = same-server-pipe ]; then
+                measured=$(timed "$log" bash -c 'createdb -h "$1" -p "$2" -U postgres bench_copy &&
+                    pg_dump -Fc "$3" | pg_restore -d "$4"' - "$base" "$source_port" "$source" "$target") ||
+                    { echo "pg_dump | pg_restore failed, see $log" >&2; exit 1; }
+                echo "${measured%% *} - - ${measured#* } -"
+            else
+                local extra=()
+                [ "$name" = clone ] && extra=(--clone)
+                measured=$(timed "$log" "$dbsync" sync --source "$source" --target "$target" --jobs "$jobs" --yes --plain \
+                    --dump-dir "$base/work" --report "$base/work/report.json" "${extra[@]}") ||
+                    { echo "dbsync failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
+                with_report "$measured" "$log"
+            fi
+            ;;
         pg_dump)
             measured=$(timed "$log" bash -c 'createdb -h "$1" -p "$2" -U postgres bench_copy &&
                 pg_dump -Fd -j "$3" -f "$4" "$5" && pg_restore -j "$3" -d "$6" "$4"' - \
@@ -533,6 +553,7 @@ contenders_for() {
         case $1 in small | large) list=$list,dump,dump-none,pg_dump-Fd-archive,pg_dump-Fc-archive ;; esac
         [ "$1" = incremental ] && list=dbsync,incremental,incremental-deep
         [ "$1" = merge ] && list=merge,merge-again
+        [ "$1" = clone ] && list=clone,same-server,same-server-pipe
     fi
     [ -n "$baseline" ] && list=$list,baseline
     echo "$list"
@@ -608,6 +629,15 @@ for dataset in "${dataset_list[@]}"; do
             drop_dataset bench_incremental
             drop_dataset bench_incremental_base
             ;;
+        clone)
+            echo "Building clone (large, copied on its own server: --clone, a logical sync, pg_dump | pg_restore) ..."
+            build_large bench_large "$scale"
+            echo "clone: $(database_size bench_large)"
+            IFS=, read -r -a contender_list <<<"$(contenders_for clone)"
+            measure_dataset "clone" bench_large "${contender_list[@]}"
+            drop_dataset bench_large
+            psql_on "$source_port" -d postgres -c "DROP DATABASE IF EXISTS bench_copy WITH (FORCE)"
+            ;;
         merge)
             echo "Building merge (a million rows into a database holding 100,000) ..."
             build_merge
@@ -649,7 +679,7 @@ def mib(value):
     return "-" if value == "-" else f"{int(value) / 1048576:.1f} MiB"
 datasets = list(dict.fromkeys(dataset for dataset, _ in by_key))
 for dataset in datasets:
-    reference = by_key.get((dataset, "dbsync"))
+    reference = by_key.get((dataset, "dbsync")) or by_key.get((dataset, "clone"))
     reference_median = statistics.median(s for s, _, _ in reference) if reference else None
     for (row_dataset, name), measured in by_key.items():
         if row_dataset != dataset:
@@ -662,7 +692,8 @@ for dataset in datasets:
         print(f"| {dataset} | {name} | {median:.2f} | {runs} | {ratio} | "
               f"{mib(str(rss)) if rss is not None else '-'} | {mib(str(dump)) if dump is not None else '-'} |")
 print()
-print("ratio to dbsync = dbsync's median / the contender's median (below 1: dbsync is faster).")
+print("ratio to dbsync = dbsync's median / the contender's median (below 1: dbsync is faster); on clone,")
+print("the clone's median / the contender's.")
 print()
 print("Where the time goes: CPU seconds of the source server, the target server and the client")
 print("processes (dbsync with its pg_dump/pg_restore, or the contender's tools), medians; dbsync's")

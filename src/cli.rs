@@ -249,6 +249,12 @@ pub struct SyncArguments {
     #[arg(help_heading = "Speed", long, value_name = "SIZE")]
     pub stream_larger_than: Option<String>,
 
+    /// Same server only: make the copy with CREATE DATABASE … TEMPLATE (a file copy; a clone on
+    /// 18+ where the file system can), then validate and swap it as any copy. always (the flag
+    /// alone): refuse when it cannot; auto: a logical copy then, saying why; never [default]
+    #[arg(help_heading = "Speed", long, value_name = "WHEN", num_args = 0..=1, default_missing_value = "always", value_parser = PossibleValuesParser::new(["always", "auto", "never"]))]
+    pub clone: Option<String>,
+
     /// Move every table's rows through pg_dump and pg_restore, as kept dumps do, rather than
     /// dbsync's own COPY (which a sync whose dumps are not kept uses for tables not cut in parts)
     #[arg(help_heading = "Speed", long)]

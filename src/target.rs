@@ -239,6 +239,31 @@ impl TargetServer {
         catalog::create_database(&*self.session().await?, self.server.major(), name, source, comment).await
     }
 
+    /// What keeps `template` from being copied by the server (see `catalog::template_blockers`).
+    pub async fn template_blockers(&self, template: &str, ignored_pid: i32) -> Result<Vec<catalog::DatabaseSession>> {
+        catalog::template_blockers(&*self.session().await?, template, ignored_pid).await
+    }
+
+    pub async fn may_copy_database(&self, name: &str) -> Result<bool> {
+        catalog::may_copy_database(&*self.session().await?, name).await
+    }
+
+    /// Creates `name` as the server's file copy of `template`; a stop cancels the copy, which
+    /// the server then removes.
+    pub async fn create_database_from_template(
+        &self,
+        name: &str,
+        template: &str,
+        clone_files: bool,
+        comment: &str,
+        stop: &Cancellation,
+    ) -> Result<()> {
+        let client = self.session().await?;
+        let major = self.server.major();
+        let work = catalog::create_database_from_template(&client, major, name, template, clone_files, comment);
+        self.unless_stopped(&client, stop, work).await
+    }
+
     /// Gives the finished copy the source database's comment, owner and settings. Applied last:
     /// a setting such as `default_transaction_read_only` must not affect the load itself. Returns
     /// warnings for what could not be applied.

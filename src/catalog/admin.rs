@@ -147,6 +147,92 @@ pub async fn sessions_on(client: &Client, name: &str) -> Result<Vec<DatabaseSess
         .collect())
 }
 
+/// What keeps `CREATE DATABASE … TEMPLATE name` from copying it: every other session on it but
+/// `ignored_pid` (autovacuum workers aside, which the server ends itself) and its prepared
+/// transactions. A template with any of them is refused by the server.
+pub async fn template_blockers(client: &Client, name: &str, ignored_pid: i32) -> Result<Vec<DatabaseSession>> {
+    let rows = client
+        .query(
+            "SELECT coalesce(usename::text, '?'), coalesce(nullif(application_name, ''), backend_type) \
+               FROM pg_stat_activity \
+              WHERE datname = $1 AND pid <> pg_backend_pid() AND pid <> $2 \
+                AND backend_type IS DISTINCT FROM 'autovacuum worker' \
+             UNION ALL \
+             SELECT owner::text, 'prepared transaction ' || gid FROM pg_prepared_xacts WHERE database = $1",
+            &[&name, &ignored_pid],
+        )
+        .await
+        .map_err(|error| sql_error(format!("cannot list the sessions on {name}"), error))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| DatabaseSession {
+            user: row.get(0),
+            application: row.get(1),
+        })
+        .collect())
+}
+
+/// Whether this session's role may copy database `name` as a template: the server allows it to
+/// a role with CREATEDB that owns it (or is a member of its owner, or a superuser), or for a
+/// database marked as a template.
+pub async fn may_copy_database(client: &Client, name: &str) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT coalesce((SELECT datistemplate OR pg_has_role(datdba, 'USAGE') FROM pg_database WHERE datname = $1), false) \
+                AND (SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user)",
+            &[&name],
+        )
+        .await
+        .map_err(|error| sql_error(format!("cannot tell whether {name} may be copied"), error))?;
+    Ok(row.get(0))
+}
+
+/// Creates database `name` as a file copy of `template` (`STRATEGY FILE_COPY` on 15+, the only
+/// strategy before), with `file_copy_method = clone` on 18+ when `clone_files`, then comments it.
+/// The template must have no other session: the server waits 5 s for them, then refuses.
+pub async fn create_database_from_template(
+    client: &Client,
+    server_major: u32,
+    name: &str,
+    template: &str,
+    clone_files: bool,
+    comment: &str,
+) -> Result<()> {
+    let method = if clone_files && server_major >= 18 {
+        "clone"
+    } else {
+        "copy"
+    };
+    if server_major >= 18 {
+        client
+            .batch_execute(&format!("SET file_copy_method = {method}"))
+            .await
+            .map_err(|error| sql_error("cannot choose how the server copies files".to_string(), error))?;
+    }
+    let strategy = if server_major >= 15 { " STRATEGY FILE_COPY" } else { "" };
+    let created = client
+        .batch_execute(&format!(
+            "CREATE DATABASE {} TEMPLATE {}{strategy}",
+            quote_identifier(name),
+            quote_identifier(template)
+        ))
+        .await
+        .map_err(|error| sql_error(format!("cannot create database {name} as a copy of {template}"), error));
+    if server_major >= 18 {
+        client.batch_execute("RESET file_copy_method").await.ok();
+    }
+    created?;
+    client
+        .batch_execute(&format!(
+            "COMMENT ON DATABASE {} IS {}",
+            quote_identifier(name),
+            quote_literal(comment)
+        ))
+        .await
+        .ok();
+    Ok(())
+}
+
 /// Ends the sessions on database `name`, other than this one; returns whom it ended.
 pub async fn terminate_sessions(client: &Client, name: &str) -> Vec<DatabaseSession> {
     client

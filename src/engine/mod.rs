@@ -5,6 +5,7 @@
 //! up and gives the verdict and the summary. The engine emits events; `report` prints them.
 
 mod archive;
+mod clone;
 pub mod context;
 mod copy;
 mod hooks;

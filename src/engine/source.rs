@@ -5,13 +5,14 @@
 use std::time::{Duration, Instant};
 
 use super::context::RunContext;
-use super::interruptible;
 use super::preflight::{self, Source};
+use super::{interruptible, step_error, steps};
 use crate::catalog::{self, QualifiedName};
 use crate::connection::Endpoint;
 use crate::errors::SyncError;
 use crate::plan::Plan;
 use crate::report::{Event, Warning};
+use crate::scheduler::{AttemptError, RetryPolicy, with_retries};
 
 impl RunContext<'_> {
     /// PREFLIGHT, source side: the catalogs, the plan, and what the source user may read.
@@ -35,6 +36,30 @@ impl RunContext<'_> {
             });
         }
         Ok((source, plan, unreadable))
+    }
+
+    /// A new session on the source, retried while it does not accept connections yet (it is
+    /// restarting, or a clone of it is being made).
+    pub(super) async fn connect_source_again(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<(tokio_postgres::Client, i32), SyncError> {
+        let settings = self.settings;
+        let policy = RetryPolicy {
+            retries: settings.retries.max(3),
+            base_delay: Duration::from_secs(1),
+        };
+        let connect = |_| async {
+            preflight::connect_source(endpoint, settings, &self.cancellation)
+                .await
+                .map_err(|error| match error {
+                    SyncError::Failed(error) => steps::database_attempt_error(error),
+                    other => AttemptError::Permanent(anyhow::anyhow!("{other:#}")),
+                })
+        };
+        with_retries(policy, &self.cancellation, |_, _, _| {}, connect)
+            .await
+            .map_err(|error| step_error(&self.cancellation, error))
     }
 
     /// Locks the copied tables on the source and exports the snapshot every dump reads.

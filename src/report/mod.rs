@@ -118,6 +118,9 @@ pub enum Phase {
     DumpSchema,
     DumpData,
     DumpCounts,
+    /// `sync --clone`'s two phases: the server's file copy, then validation.
+    Clone,
+    CloneValidation,
 }
 
 impl Phase {
@@ -134,6 +137,8 @@ impl Phase {
             Phase::DumpSchema => "dump-schema",
             Phase::DumpData => "dump-data",
             Phase::DumpCounts => "dump-counts",
+            Phase::Clone => "clone",
+            Phase::CloneValidation => "validation",
         }
     }
 }
@@ -249,6 +254,18 @@ pub enum Notice {
     CreatingDatabase {
         temporary: String,
         target: String,
+    },
+    /// `--clone`: the copy made by the server from the source database, as a template.
+    Cloning {
+        source: String,
+        temporary: String,
+        target: String,
+        /// `file_copy_method` on 18+ (`clone` or `copy`); a file copy before.
+        method: &'static str,
+    },
+    /// `--clone=auto`: a logical copy instead, because of `reason`.
+    NotCloning {
+        reason: String,
     },
     SyncingSchema,
     DumpingSchema,
@@ -747,7 +764,19 @@ pub struct PlanReport {
     pub estimated_dump_bytes: u64,
     pub dump_directory: String,
     pub dump_directory_free_bytes: Option<u64>,
+    /// `--clone`: `None` when not asked; else whether the sync would clone, or why not.
+    pub clone: Option<PlanClone>,
     pub warnings: Vec<String>,
+}
+
+/// `dbsync plan --clone`: whether the copy would be made by the server, and what happens if not.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanClone {
+    pub would_clone: bool,
+    /// Why it would not.
+    pub obstacle: Option<String>,
+    /// Without a clone: `refused` (`--clone`) or `logical copy` (`--clone=auto`).
+    pub otherwise: &'static str,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -56,6 +56,8 @@ impl Phase {
             Phase::DumpSchema => 1,
             Phase::DumpData => 2,
             Phase::DumpCounts => 3,
+            Phase::Clone => 1,
+            Phase::CloneValidation => 2,
         }
     }
 
@@ -64,6 +66,7 @@ impl Phase {
             Phase::Schema | Phase::Data | Phase::PostData | Phase::Validation => 4,
             Phase::DumpSchema | Phase::DumpData | Phase::DumpCounts => 3,
             Phase::RefreshSchema | Phase::RefreshData | Phase::RefreshValidation => 3,
+            Phase::Clone | Phase::CloneValidation => 2,
         }
     }
 
@@ -79,6 +82,8 @@ impl Phase {
             Phase::DumpSchema => "Schema Dump",
             Phase::DumpData => "Data Export",
             Phase::DumpCounts => "Row Counts and Manifest",
+            Phase::Clone => "Same-Server Clone",
+            Phase::CloneValidation => "Validation",
         }
     }
 }
@@ -259,6 +264,18 @@ impl fmt::Display for Notice {
                 formatter,
                 "Locking {tables} table(s) and exporting a snapshot of the source..."
             ),
+            Notice::Cloning {
+                source,
+                temporary,
+                target,
+                method,
+            } => write!(
+                formatter,
+                "Creating database {temporary} as a file {method} of {source} on the same server (becomes {target} when validated)"
+            ),
+            Notice::NotCloning { reason } => {
+                write!(formatter, "Not cloning ({reason}): making a logical copy instead")
+            }
             Notice::CreatingDatabase { temporary, target } => {
                 write!(
                     formatter,
@@ -632,6 +649,17 @@ pub fn plan_text(plan: &super::PlanReport) -> String {
         human_size(plan.estimated_dump_bytes),
         plan.dump_directory
     ));
+    match &plan.clone {
+        Some(clone) if clone.would_clone => lines.push(
+            "CLONE    yes: the target server would copy the source's files (CREATE DATABASE … TEMPLATE)".to_string(),
+        ),
+        Some(clone) => lines.push(format!(
+            "CLONE    no ({}): {}",
+            clone.obstacle.as_deref().unwrap_or("?"),
+            clone.otherwise
+        )),
+        None => {}
+    }
     if !plan.warnings.is_empty() {
         lines.push(String::new());
         lines.push(format!("WARNINGS ({})", plan.warnings.len()));

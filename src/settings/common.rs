@@ -188,11 +188,11 @@ pub(super) fn counts_of(
     Ok((jobs, retries, batch_size))
 }
 
-/// `--foreign-keys` and `--verify`: the flag, else the file, else the default.
+/// `--foreign-keys`, `--verify` and `--clone`: the flag, else the file, else the default.
 pub(super) fn policies_of(
     arguments: &SyncArguments,
     options: &ConfigOptions,
-) -> Result<(ForeignKeyPolicy, Verification), SyncError> {
+) -> Result<(ForeignKeyPolicy, Verification, CloneWhen), SyncError> {
     let foreign_keys = named_choice(
         "foreign_keys",
         arguments.foreign_keys.as_ref().or(options.foreign_keys.as_ref()),
@@ -207,7 +207,14 @@ pub(super) fn policies_of(
         Verification::from_name,
         Verification::Count,
     )?;
-    Ok((foreign_keys, verification))
+    let clone = named_choice(
+        "clone",
+        arguments.clone.as_ref().or(options.clone.as_ref()),
+        &CloneWhen::NAMES,
+        CloneWhen::from_name,
+        CloneWhen::Never,
+    )?;
+    Ok((foreign_keys, verification, clone))
 }
 
 /// A named choice (`--foreign-keys`, `--verify`): the flag, else the file, else `default`.

@@ -79,6 +79,7 @@ pub(super) struct ConfigOptions {
     pub(super) split_larger_than: Option<String>,
     pub(super) stream_larger_than: Option<String>,
     pub(super) rows_via_pg_dump: Option<bool>,
+    pub(super) clone: Option<String>,
     pub(super) pg_bin: Option<PathBuf>,
     pub(super) lock_timeout: Option<u64>,
     pub(super) retain: Option<usize>,

@@ -72,6 +72,30 @@ impl Verification {
     }
 }
 
+/// When a sync makes its copy with `CREATE DATABASE … TEMPLATE` (`--clone`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneWhen {
+    /// Always: refused when the copy cannot be cloned.
+    Always,
+    /// When it can, else a logical copy, saying why.
+    Auto,
+    /// Never: always a logical copy.
+    Never,
+}
+
+impl CloneWhen {
+    pub const NAMES: [&'static str; 3] = ["always", "auto", "never"];
+
+    pub fn from_name(name: &str) -> Option<CloneWhen> {
+        match name {
+            "always" => Some(CloneWhen::Always),
+            "auto" => Some(CloneWhen::Auto),
+            "never" => Some(CloneWhen::Never),
+            _ => None,
+        }
+    }
+}
+
 /// What a sync copies, with the settings only that kind of run has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
@@ -318,6 +342,9 @@ pub struct Settings {
     /// `--rows-via-pg-dump`: every table's rows through `pg_dump`/`pg_restore`, none through
     /// dbsync's own `COPY` but the parts of a split table and masked tables.
     pub rows_via_pg_dump: bool,
+    /// `--clone`: whether a copy on the source's own server is made by `CREATE DATABASE …
+    /// TEMPLATE` instead of a logical copy.
+    pub clone: CloneWhen,
     /// `--copy-roles`: create the roles the target server lacks instead of refusing.
     pub copy_roles: bool,
     /// `[hooks]` of the config file, SQL paths made absolute.
@@ -501,15 +528,20 @@ enum Mode<'a> {
     },
 }
 
-/// `--schema-only` / `--data-only [--fix-schema]`, refused with what they cannot go with.
+/// A merge's `[merge]`, or `--schema-only` / `--data-only [--fix-schema]`, refused with what
+/// they cannot go with.
 fn content_of(
     arguments: &SyncArguments,
-    include: &[TablePattern],
-    exclude: &[TablePattern],
+    mode: &Mode,
+    (include, exclude): (&[TablePattern], &[TablePattern]),
     transfer: Transfer,
     dated: &Option<DatedName>,
-    incremental: IncrementalSettings,
+    (incremental, merge): (IncrementalSettings, MergeSettings),
 ) -> Result<Content, SyncError> {
+    if let Mode::Merge { id_map } = mode {
+        let id_map = id_map.cloned();
+        return Ok(Content::Merge(MergeSettings { id_map, ..merge }));
+    }
     if arguments.schema_only {
         if !include.is_empty() || !exclude.is_empty() {
             return Err(usage_error!(
@@ -624,18 +656,7 @@ fn every_flag_is_resolved(arguments: &SyncArguments) {
                 privileges: _,
                 maintenance_memory: _,
             },
-        run:
-            RunArguments {
-                config: _,
-                jobs: _,
-                retries: _,
-                pg_bin: _,
-                report: _,
-                plain: _,
-                progress_every: _,
-                retain: _,
-                utc: _,
-            },
+        run,
         dump_dir: _,
         keep_dumps: _,
         no_keep_dumps: _,
@@ -654,10 +675,27 @@ fn every_flag_is_resolved(arguments: &SyncArguments) {
         batch_rows: _,
         stream_larger_than: _,
         rows_via_pg_dump: _,
+        clone: _,
         split_larger_than: _,
         copy_roles: _,
         fix_schema: _,
     } = arguments;
+    every_run_flag_is_resolved(run);
+}
+
+/// `every_flag_is_resolved` for the flags every command shares.
+fn every_run_flag_is_resolved(run: &RunArguments) {
+    let RunArguments {
+        config: _,
+        jobs: _,
+        retries: _,
+        pg_bin: _,
+        report: _,
+        plain: _,
+        progress_every: _,
+        retain: _,
+        utc: _,
+    } = run;
 }
 
 /// The user's own `PGOPTIONS`, which the restore sessions keep.
@@ -673,18 +711,13 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
     let options = &config.options;
     let located = places_of(arguments, &mode, &config, environment)?;
     let (jobs, retries, batch_size) = counts_of(arguments, options, environment)?;
-    let (foreign_keys, verification) = policies_of(arguments, options)?;
+    let (foreign_keys, verification, clone) = policies_of(arguments, options)?;
     let (include, exclude) = patterns_of(arguments, &config)?;
     let (transfer, compression) = transfer_of(arguments, options, verification, &mode)?;
     let (maintenance_memory, splitting, stream_larger_than) = sizes_of(arguments, options)?;
     let (hooks, masking, incremental, merge) = sections_of(arguments, &config, config_path.as_deref(), environment)?;
-    let content = match mode {
-        Mode::Merge { id_map } => Content::Merge(MergeSettings {
-            id_map: id_map.cloned(),
-            ..merge
-        }),
-        _ => content_of(arguments, &include, &exclude, transfer, &located.dated, incremental)?,
-    };
+    let (patterns, sections) = ((&include[..], &exclude[..]), (incremental, merge));
+    let content = content_of(arguments, &mode, patterns, transfer, &located.dated, sections)?;
     let flags = &arguments.target;
     Ok(Settings {
         places: located.places,
@@ -702,6 +735,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
         splitting,
         stream_larger_than,
         rows_via_pg_dump: arguments.rows_via_pg_dump || options.rows_via_pg_dump.unwrap_or(false),
+        clone,
         hooks,
         masking,
         dump_dir: (arguments.dump_dir.as_ref().or(options.dump_dir.as_ref())).map_or(".".into(), Clone::clone),

@@ -8,7 +8,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::harness::fakes::{FakeTools, process_alive, wait_until};
-use crate::harness::{PASSWORD, clusters};
+use crate::harness::{BackgroundSession, PASSWORD, clusters};
 use crate::{
     assert_exit, assert_previous_target_intact, dbsync, dump_dir, fingerprint, is_empty_dir, precious_target, text,
 };
@@ -39,51 +39,6 @@ fn sync_through_fakes(source: &str, target: &str, fakes: &FakeTools, dumps: &Pat
 
 fn wait_for_file(path: &Path, limit: Duration) {
     wait_until(limit, &format!("{} appearing", path.display()), || path.exists());
-}
-
-/// A psql session running `sql` in the background as application `application` (to hold a
-/// lock, or just be connected); dropped, its backend is ended and psql stopped. Tests run at
-/// once on shared servers, so each names its sessions apart.
-struct BackgroundSession<'a> {
-    child: std::process::Child,
-    cluster: &'a crate::harness::Cluster,
-    application: String,
-}
-
-impl<'a> BackgroundSession<'a> {
-    fn start(cluster: &'a crate::harness::Cluster, database: &str, sql: &str, application: &str) -> Self {
-        let child = cluster
-            .psql_command(database)
-            .args(["-c", sql])
-            .env("PGAPPNAME", application)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        BackgroundSession {
-            child,
-            cluster,
-            application: application.to_string(),
-        }
-    }
-
-    fn still_connected(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for BackgroundSession<'_> {
-    fn drop(&mut self) {
-        self.cluster.psql(
-            "postgres",
-            &format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{}'",
-                self.application
-            ),
-        );
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// After a stopped run: no recorded child is alive, no dump or password file is left, and the

@@ -2,6 +2,7 @@
 
 mod architecture;
 mod archives;
+mod clone;
 mod diff;
 mod docs;
 mod dump;

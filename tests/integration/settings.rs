@@ -33,6 +33,7 @@ maintenance_memory = "1GB"
 split_larger_than = "2GB"
 stream_larger_than = "0"
 rows_via_pg_dump = true
+clone = "auto"
 lock_timeout = 45
 copy_roles = true
 

@@ -12,9 +12,9 @@ use crate::engine::preflight::{self, Source};
 use crate::engine::{RunContext, interruptible};
 use crate::errors::SyncError;
 use crate::plan::{self, Plan};
-use crate::report::{KeyFate, PlanReport, PlanServer, PlanTable, PlanUnit, Reporter, Warning};
+use crate::report::{KeyFate, PlanClone, PlanReport, PlanServer, PlanTable, PlanUnit, Reporter, Warning};
 use crate::scheduler::Cancellation;
-use crate::settings::{Places, Settings, Transfer};
+use crate::settings::{CloneWhen, Places, Settings, Transfer};
 use crate::target::TargetServer;
 
 /// `dbsync plan`: the run context, used for its source inspection.
@@ -88,6 +88,7 @@ impl Preview<'_> {
             dump_directory: settings.dump_dir.display().to_string(),
             dump_directory_free_bytes: free,
             warnings,
+            clone: self.clone_plan(&source, &plan, &target).await?,
             // Without a session to spare the sync would stop before cutting anything.
             split_tables: match self.context.granted {
                 Some(_) => self.context.planned_splits(&plan, &source).await?,
@@ -96,6 +97,26 @@ impl Preview<'_> {
             ..describe_plan(&plan, &source.inventory, &self.context.masks)
         };
         Ok(report)
+    }
+
+    /// `--clone`: whether the sync would clone, and if not why, and what it would do instead.
+    async fn clone_plan(
+        &self,
+        source: &Source,
+        plan: &Plan,
+        target: &TargetServer,
+    ) -> Result<Option<PlanClone>, SyncError> {
+        let otherwise = match self.context.settings.clone {
+            CloneWhen::Never => return Ok(None),
+            CloneWhen::Always => "the sync would be refused",
+            CloneWhen::Auto => "a logical copy instead",
+        };
+        let obstacle = self.context.clone_obstacle(source, plan, target).await?;
+        Ok(Some(PlanClone {
+            would_clone: obstacle.is_none(),
+            obstacle,
+            otherwise,
+        }))
     }
 
     /// What the target server lacks or would lose: roles, extensions, connection slots, the
@@ -189,6 +210,7 @@ fn describe_plan(
             })
             .collect(),
         split_tables: Vec::new(),
+        clone: None,
         sequences: plan.sequences.len(),
         large_objects: if plan.copy_large_objects {
             plan.large_object_count

@@ -3,10 +3,10 @@
 //! it, or continued from a failed run's kept dumps (`--resume`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::catalog::{self, QualifiedName};
 use crate::connection::Endpoint;
+use crate::engine::clone::Making;
 use crate::engine::context::RunContext;
 use crate::engine::copy::{CopyFrom, SourceSide};
 use crate::engine::preflight::{self, Source};
@@ -17,7 +17,7 @@ use crate::engine::steps::{self, Job};
 use crate::errors::SyncError;
 use crate::plan::Plan;
 use crate::report::{Event, Notice, Phase, RowCheck, Warning};
-use crate::scheduler::{AttemptError, RetryPolicy, with_retries};
+use crate::scheduler::{AttemptError, with_retries};
 use crate::settings::Verification;
 use crate::tools::PgTools;
 
@@ -45,6 +45,7 @@ impl SyncMode<'_> {
             return Ok(());
         }
         let (mut source, plan, unreadable) = self.context.inspect_source(self.source).await?;
+        let making = self.context.choose_making(&source, &plan, self.target).await?;
         let needs = catalog::TargetNeeds::of(&source.inventory);
         let tools = preflight::locate_tools(self.context.settings, &source)?;
         self.context
@@ -58,9 +59,23 @@ impl SyncMode<'_> {
                 &tools,
             )
             .await?;
+        let mut announce = true;
+        if making == Making::Clone {
+            let settings = self.context.settings;
+            self.context.announce(&plan, &tools, &settings.dump_dir, started_at);
+            announce = false;
+            let (reconnected, cloned) = self.context.clone_source(source, self.target).await?;
+            source = reconnected;
+            if cloned {
+                return self.validate_clone_and_swap(&source, &plan, &tools, &unreadable).await;
+            }
+        }
         let mut copy = 1;
         loop {
-            let result = self.copy(&source, &plan, &tools, &unreadable, started_at, copy).await;
+            let result = self
+                .copy(&source, &plan, &tools, &unreadable, started_at, announce)
+                .await;
+            announce = false;
             // The source restarted: the snapshot is gone, and no part of this copy can be kept.
             let snapshot_lost = result.is_err() && source.client.is_closed() && !self.context.workspace.is_swapped();
             if !snapshot_lost || copy >= COPIES_AFTER_A_LOST_SNAPSHOT || self.context.root_cancellation.is_cancelled() {
@@ -89,7 +104,7 @@ impl SyncMode<'_> {
         tools: &PgTools,
         unreadable: &[QualifiedName],
         started_at: chrono::DateTime<chrono::Local>,
-        copy: u32,
+        announce: bool,
     ) -> Result<(), SyncError> {
         let from = CopyFrom {
             source,
@@ -98,7 +113,7 @@ impl SyncMode<'_> {
             tools,
             schema_exclusions: unreadable,
         };
-        let job = self.context.prepare(&from, started_at, copy == 1).await?;
+        let job = self.context.prepare(&from, started_at, announce).await?;
         // Temporary dumps are read once: the tables' rows go through dbsync's own COPY.
         let settings = &self.context.settings;
         let row_copy_floor =
@@ -117,7 +132,7 @@ impl SyncMode<'_> {
         let (post_data, ()) = tokio::join!(self.copy_schema_and_data(&job, &plan, source, started_at), counting);
         let post_data = post_data?;
         let counted = self.finish_and_count(&job, &plan, &post_data, source).await?;
-        let source_counts = self.validate(&job, &plan, source, counted).await?;
+        let source_counts = self.validate(&job, &plan, source, counted, Phase::Validation).await?;
         if self.context.settings.keep_dumps() {
             self.context.write_manifest(&job, &plan, source, &source_counts).await;
         }
@@ -201,9 +216,10 @@ impl SyncMode<'_> {
         plan: &Plan,
         source: &Source,
         counted: Option<Vec<TableCount>>,
+        phase: Phase,
     ) -> Result<Vec<i64>, SyncError> {
         let masks = self.context.member_masks(plan);
-        self.context.emit(Event::Phase(Phase::Validation));
+        self.context.emit(Event::Phase(phase));
         let verification = self.context.settings.verification;
         let jobs = self.context.granted_jobs();
         // Retried like any step (the target server may be restarting), but not once the source's
@@ -251,25 +267,29 @@ impl SyncMode<'_> {
             })
     }
 
+    /// PHASE 2 of a clone: the clone against the source, in a snapshot taken once it was made
+    /// (a source written meanwhile fails validation, and nothing is replaced), then the swap.
+    async fn validate_clone_and_swap(
+        &mut self,
+        source: &Source,
+        plan: &Plan,
+        tools: &PgTools,
+        unreadable: &[QualifiedName],
+    ) -> Result<(), SyncError> {
+        let job = self
+            .context
+            .clone_job(source, self.target, tools, plan, unreadable)
+            .await?;
+        self.context.progress.set_plan(plan);
+        self.validate(&job, plan, source, None, Phase::CloneValidation).await?;
+        self.context
+            .swap(self.target, &job, &source.database, &source.settings)
+            .await
+    }
+
     /// A new session on the source once it accepts connections again, for a new snapshot.
     pub(super) async fn reconnect_source(&self, source: Source) -> Result<Source, SyncError> {
-        let settings = self.context.settings;
-        let policy = RetryPolicy {
-            retries: settings.retries.max(3),
-            base_delay: Duration::from_secs(1),
-        };
-        let connect = |_| async {
-            let (client, pid) = preflight::connect_source(self.source, settings, &self.context.cancellation)
-                .await
-                .map_err(|error| match error {
-                    SyncError::Failed(error) => steps::database_attempt_error(error),
-                    other => AttemptError::Permanent(anyhow::anyhow!("{other:#}")),
-                })?;
-            Ok((client, pid))
-        };
-        let (client, pid) = with_retries(policy, &self.context.cancellation, |_, _, _| {}, connect)
-            .await
-            .map_err(|error| step_error(&self.context.cancellation, error))?;
+        let (client, pid) = self.context.connect_source_again(self.source).await?;
         Ok(Source {
             client: Arc::new(client),
             pid,

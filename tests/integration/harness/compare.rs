@@ -149,10 +149,12 @@ pub fn constraints(cluster: &Cluster, database: &str) -> String {
 /// constraint and trigger (`constraints`).
 pub fn assert_same_copy(source: &str, target: &str) {
     let clusters = clusters();
-    let (source_print, target_print) = (
-        fingerprint(&clusters.source, source),
-        fingerprint(&clusters.target, target),
-    );
+    assert_same_copy_between((&clusters.source, source), (&clusters.target, target));
+}
+
+/// `assert_same_copy` between databases on any servers (`(server, database)`).
+pub fn assert_same_copy_between(source: (&Cluster, &str), target: (&Cluster, &str)) {
+    let (source_print, target_print) = (fingerprint(source.0, source.1), fingerprint(target.0, target.1));
     assert_eq!(source_print.tables, target_print.tables, "table contents differ");
     assert_eq!(source_print.sequences, target_print.sequences, "sequence values differ");
     assert_eq!(
@@ -160,13 +162,13 @@ pub fn assert_same_copy(source: &str, target: &str) {
         "large objects differ"
     );
     assert_eq!(
-        clusters.source.schema_dump(source),
-        clusters.target.schema_dump(target),
+        source.0.schema_dump(source.1),
+        target.0.schema_dump(target.1),
         "pg_dump --schema-only differs"
     );
     assert_eq!(
-        constraints(&clusters.source, source),
-        constraints(&clusters.target, target),
+        constraints(source.0, source.1),
+        constraints(target.0, target.1),
         "constraints or their triggers differ"
     );
 }

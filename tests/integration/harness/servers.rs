@@ -458,3 +458,48 @@ fn spawn_watchdog(base: &Path, bin_dir: &Path, run_as_postgres: bool) {
         .spawn()
         .expect("start the cluster watchdog");
 }
+
+/// A psql session running `sql` in the background as application `application` (to hold a
+/// lock, or just be connected); dropped, its backend is ended and psql stopped. Tests run at
+/// once on shared servers, so each names its sessions apart.
+pub struct BackgroundSession<'a> {
+    child: std::process::Child,
+    cluster: &'a Cluster,
+    application: String,
+}
+
+impl<'a> BackgroundSession<'a> {
+    pub fn start(cluster: &'a Cluster, database: &str, sql: &str, application: &str) -> Self {
+        let child = cluster
+            .psql_command(database)
+            .args(["-c", sql])
+            .env("PGAPPNAME", application)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        BackgroundSession {
+            child,
+            cluster,
+            application: application.to_string(),
+        }
+    }
+
+    pub fn still_connected(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for BackgroundSession<'_> {
+    fn drop(&mut self) {
+        self.cluster.psql(
+            "postgres",
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{}'",
+                self.application
+            ),
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
