@@ -12,7 +12,7 @@ use crate::catalog::{
 };
 use crate::connection::Endpoint;
 use crate::errors::SyncError;
-use crate::masking::{TableTransforms, Transform};
+use crate::masking::{Distinct, TableTransforms, Transform};
 use crate::plan::{self, Plan, PlanRequest};
 use crate::report::Warning;
 use crate::report::prompt::{self, Answer, Question};
@@ -573,12 +573,13 @@ fn planned_names<'a>(
 
 /// What masking would break in keys, found before anything is copied (otherwise only the index
 /// build or the foreign key after the whole load would say so): a transform that can give two
-/// rows the same value (`digits`, `fixed`) on a column of a unique index, and a masked column
-/// that a foreign key of a copied table references while the referencing column is not masked
-/// the same way (its values would point at values that are gone).
+/// rows the same value on a column of a unique index (or an `sql('…')` not declared unique), a
+/// masked column that a foreign key of a copied table references while the referencing column is
+/// not masked the same way (its values would point at values that are gone), and a conditional
+/// mask on either end of a foreign key (each table's condition reads its own columns).
 fn mask_key_problems(
     masked: &[(&QualifiedName, &TableTransforms)],
-    unique: &[(QualifiedName, String, Vec<String>)],
+    unique: &[catalog::UniqueIndex],
     foreign: &[catalog::ForeignKeyColumn],
     plan: &Plan,
 ) -> Vec<String> {
@@ -595,28 +596,57 @@ fn mask_key_problems(
             .map_or_else(|| table.display_name(), |(_, transforms)| transforms.table.clone())
     };
     let mut problems = Vec::new();
-    for (table, index, columns) in unique {
-        for column in columns {
-            if let Some(transform @ (Transform::Digits | Transform::Fixed(_))) = transform_of(table, column) {
-                problems.push(format!(
-                    "[transform.{}] {column}: {transform} can give two rows the same value, and {column} is in the unique \
-                     index {index}, so the copy would fail when it is built\nhint: mask {column} with hash (or email), which keep \
-                     values unique",
-                    written(table)
-                ));
+    for index in unique {
+        for column in &index.columns {
+            let Some(transform) = transform_of(&index.table, column) else {
+                continue;
+            };
+            let prefix = format!("[transform.{}] {column}: {transform}", written(&index.table));
+            if let Some(problem) = uniqueness_problem(&prefix, transform, column, index) {
+                problems.push(problem);
             }
         }
     }
+    problems.extend(foreign_key_problems(&transform_of, &written, foreign, plan));
+    problems
+}
+
+/// `mask_key_problems` for foreign keys: a referenced column masked otherwise than its
+/// referencing column, and a conditional mask on either end.
+fn foreign_key_problems<'a>(
+    transform_of: &dyn Fn(&QualifiedName, &str) -> Option<&'a Transform>,
+    written: &dyn Fn(&QualifiedName) -> String,
+    foreign: &[catalog::ForeignKeyColumn],
+    plan: &Plan,
+) -> Vec<String> {
+    let mut problems = Vec::new();
     let copied = |table: &QualifiedName| {
         plan.tables
             .iter()
             .any(|planned| planned.members.contains(table) || &planned.name == table)
     };
     for key in foreign.iter().filter(|key| copied(&key.table)) {
-        let Some(transform) = transform_of(&key.referenced, &key.referenced_column) else {
+        let referencing = transform_of(&key.table, &key.column);
+        let referenced = transform_of(&key.referenced, &key.referenced_column);
+        for (table, column, transform) in [
+            (&key.table, &key.column, referencing),
+            (&key.referenced, &key.referenced_column, referenced),
+        ] {
+            if let Some(transform @ Transform::When { .. }) = transform {
+                problems.push(format!(
+                    "[transform.{}] {column}: {transform} is conditional, and the foreign key {} → {} links {column}: each \
+                     table's condition reads its own columns, so the two ends could be masked differently\nhint: mask \
+                     both ends with the same transform, without when",
+                    written(table),
+                    key.table.display_name(),
+                    key.referenced.display_name()
+                ));
+            }
+        }
+        let Some(transform) = referenced else {
             continue;
         };
-        if transform_of(&key.table, &key.column) != Some(transform) {
+        if referencing != Some(transform) {
             problems.push(format!(
                 "[transform.{}] {}: a foreign key of {} references it by {}, which is not masked the same way, so the \
                  copy's keys would point at values that are gone\nhint: add [transform.{}] {} = \"{transform}\"",
@@ -630,6 +660,35 @@ fn mask_key_problems(
         }
     }
     problems
+}
+
+/// Why `transform` on `column` of the unique index `index` would fail the index's build, if it
+/// would.
+fn uniqueness_problem(
+    prefix: &str,
+    transform: &Transform,
+    column: &str,
+    index: &catalog::UniqueIndex,
+) -> Option<String> {
+    let name = &index.name;
+    match transform.distinct() {
+        Distinct::Kept => None,
+        Distinct::AllNull if !index.nulls_not_distinct => None,
+        Distinct::AllNull => Some(format!(
+            "{prefix} makes every value NULL, and {column} is in the unique index {name}, which treats NULLs as \
+             equal (NULLS NOT DISTINCT), so the copy would fail when it is built\nhint: mask {column} with hash, \
+             email or uuid, which keep values unique"
+        )),
+        Distinct::Lost => Some(format!(
+            "{prefix} can give two rows the same value, and {column} is in the unique index {name}, so the copy \
+             would fail when it is built\nhint: mask {column} with hash, email or uuid, which keep values unique"
+        )),
+        Distinct::Unknown => Some(format!(
+            "{prefix} may give two rows the same value, and {column} is in the unique index {name}, so the copy \
+             could fail when it is built\nhint: if the expression keeps distinct values distinct, say so: \
+             sql('…', unique); otherwise mask {column} with hash, email or uuid"
+        )),
+    }
 }
 
 /// The planned table `[transform.<written>]` names: exactly one, and not hash-partitioned.

@@ -503,7 +503,7 @@ fn masked_columns_stay_masked_and_unchanged_rows_are_not_rewritten() {
     );
 
     // A masked primary key cannot be matched: refused before anything is written.
-    let keyed = config(work.path(), "[transform.users]\nid = \"sql('id + 1000')\"\n");
+    let keyed = config(work.path(), "[transform.users]\nid = \"sql('id + 1000', unique)\"\n");
     let refused = salted({
         let mut command = crate::sync_command("inc_mask_src", "inc_mask_dst", work.path());
         command.args(["--incremental", "--yes", "--config", &keyed]);

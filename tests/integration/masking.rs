@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use dbsync::masking::{Locale, company_parts, first_names, last_names};
+
 use crate::harness::clusters;
 use crate::{assert_exit, dump_dir, text};
 
@@ -183,7 +185,12 @@ fn a_transform_that_cannot_apply_is_refused_before_anything_changes() {
     crate::precious_target("mask_bad_dst");
     let work = dump_dir();
     let dumps = dump_dir();
-    let cases: [(&str, Option<&str>, &str); 6] = [
+    // A unique index that treats NULLs as equal: a column masked to NULL would break it.
+    clusters().source.psql(
+        "mask_bad_src",
+        "CREATE UNIQUE INDEX users_notes_key ON users (notes) NULLS NOT DISTINCT",
+    );
+    let cases: [(&str, Option<&str>, &str); 10] = [
         (
             "shoe_size = \"hash\"",
             Some(SALT),
@@ -210,6 +217,26 @@ fn a_transform_that_cannot_apply_is_refused_before_anything_changes() {
             "email = \"hash\"",
             Some(SALT),
             "[transform.users] email: a foreign key of orders references it by user_email, which is not masked the same way",
+        ),
+        (
+            "email = \"first_name\"",
+            Some(SALT),
+            "[transform.users] email: first_name can give two rows the same value, and email is in the unique index users_email_key",
+        ),
+        (
+            "email = \"sql('lower(email)')\"",
+            Some(SALT),
+            "email is in the unique index users_email_key, so the copy could fail when it is built\nhint: if the expression keeps distinct values distinct, say so: sql('…', unique)",
+        ),
+        (
+            "email = \"email when country = 'DE'\"",
+            Some(SALT),
+            "[transform.users] email: email when country = 'DE' is conditional, and the foreign key orders → users links email",
+        ),
+        (
+            "email = \"email\"\nnotes = \"null\"",
+            Some(SALT),
+            "[transform.users] notes: null makes every value NULL, and notes is in the unique index users_notes_key, which treats NULLs as equal",
         ),
     ];
     for (users, salt, message) in cases {
@@ -488,4 +515,154 @@ fn the_salt_never_reaches_a_source_log_that_records_every_statement() {
         "{message}"
     );
     assert!(!logging.log().contains(SALT), "the salt is in the source's log");
+}
+
+/// Customers with names, a company, a UUID-like key that invoices reference, dates, amounts and
+/// a JSON profile; invoices repeat the customer's first name and sign-up date.
+fn customers_source(database: &str) {
+    let source = &clusters().source;
+    source.create_database(database);
+    source.psql(
+        database,
+        "CREATE TABLE customers (id int PRIMARY KEY, first text, last text, full_name varchar(12), company text, \
+           external_id text UNIQUE, signed_up date, last_seen timestamptz, credit numeric(10,2), visits integer, \
+           profile jsonb, country text, nickname text); \
+         INSERT INTO customers SELECT g, 'Firstclear' || g, 'Lastclear' || g, 'Clear ' || g, 'Clear Corp ' || g, \
+           'ext-clear-' || g, date '2020-01-01' + g, timestamptz '2024-01-01 00:00+00' + g * interval '1 hour', \
+           1000 + g, 100 + g, \
+           jsonb_build_object('contact', jsonb_build_object('email', 'c' || g || '@clear.example.com', 'phone', '555-' || g), \
+                              'plan', 'gold'), \
+           CASE WHEN g % 2 = 0 THEN 'DE' ELSE 'US' END, 'nick' || g FROM generate_series(1, 200) g; \
+         CREATE TABLE invoices (id int PRIMARY KEY, customer_external_id text NOT NULL REFERENCES customers (external_id), \
+           customer_name text, issued date); \
+         INSERT INTO invoices SELECT g, 'ext-clear-' || (1 + g % 200), 'Firstclear' || (1 + g % 200), \
+           date '2020-01-01' + (1 + g % 200) FROM generate_series(1, 400) g;",
+    );
+}
+
+#[test]
+fn realistic_masks_keep_their_shape_and_join_across_tables() {
+    let clusters = clusters();
+    customers_source("realmask_src");
+    let work = dump_dir();
+    let config = work.path().join("realistic.toml");
+    std::fs::write(
+        &config,
+        "[transform.customers]\n\
+         first = \"first_name\"\n\
+         last = \"last_name('de')\"\n\
+         full_name = \"full_name\"\n\
+         company = \"company('fr')\"\n\
+         external_id = \"uuid\"\n\
+         signed_up = \"shift('10 days')\"\n\
+         last_seen = \"shift('2 hours')\"\n\
+         credit = \"noise('10%')\"\n\
+         visits = \"noise('5')\"\n\
+         profile = \"json('{contact,email}', email)\"\n\
+         nickname = \"hash when country = 'DE'\"\n\
+         [transform.invoices]\n\
+         customer_external_id = \"uuid\"\n\
+         customer_name = \"first_name\"\n\
+         issued = \"shift('10 days')\"\n",
+    )
+    .unwrap();
+    let dumps = dump_dir();
+    let output = crate::sync_command("realmask_src", "realmask_dst", dumps.path())
+        .args(["--yes", "--config"])
+        .arg(&config)
+        .env("DBSYNC_MASK_SALT", SALT)
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    let target = |query: &str| clusters.target.psql("realmask_dst", query).trim().to_string();
+    let listed = |names: &[&str]| format!("ARRAY['{}']", names.join("','").replace("'s", "''s"));
+    let count = |condition: &str| target(&format!("SELECT count(*) FROM customers WHERE {condition}"));
+    assert_eq!(count("true"), "200");
+    // Names from the built-in lists, of the asked language; cut to the column's length.
+    assert_eq!(
+        count(&format!("first = ANY ({})", listed(first_names(Locale::English)))),
+        "200"
+    );
+    assert_eq!(
+        count(&format!("last = ANY ({})", listed(last_names(Locale::German)))),
+        "200"
+    );
+    assert_eq!(
+        count("full_name ~ '^[A-Za-z]+ [A-Za-z]*$' AND length(full_name) <= 12"),
+        "200"
+    );
+    let [_, _, forms] = company_parts(Locale::French);
+    assert_eq!(
+        count(&format!(
+            "split_part(company, ' ', 3) || coalesce(' ' || nullif(split_part(company, ' ', 4), ''), '') = ANY ({})",
+            listed(forms)
+        )),
+        "200"
+    );
+    assert!(
+        target("SELECT count(DISTINCT first) FROM customers")
+            .parse::<u32>()
+            .unwrap()
+            > 20
+    );
+    // A UUID for each key, distinct, and the invoices still find their customer by it.
+    assert_eq!(
+        count("external_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'"),
+        "200"
+    );
+    assert_eq!(target("SELECT count(DISTINCT external_id) FROM customers"), "200");
+    // The same clear value masks alike in both tables: names, keys and dates still join.
+    assert_eq!(
+        target(
+            "SELECT count(*) FROM invoices i JOIN customers c ON c.external_id = i.customer_external_id \
+             WHERE i.customer_name = c.first AND i.issued = c.signed_up"
+        ),
+        "400"
+    );
+    // Dates and timestamps within their span, and moved; numbers within their noise, and moved.
+    assert_eq!(count("abs(signed_up - (date '2020-01-01' + id)) <= 10"), "200");
+    assert!(count("signed_up <> date '2020-01-01' + id").parse::<u32>().unwrap() > 150);
+    assert_eq!(
+        count(
+            "abs(extract(epoch FROM last_seen - (timestamptz '2024-01-01 00:00+00' + id * interval '1 hour'))) <= 7200"
+        ),
+        "200"
+    );
+    assert!(
+        count("last_seen <> timestamptz '2024-01-01 00:00+00' + id * interval '1 hour'")
+            .parse::<u32>()
+            .unwrap()
+            > 150
+    );
+    assert_eq!(count("abs(credit - (1000 + id)) <= (1000 + id) * 0.1 + 0.01"), "200");
+    assert!(count("credit <> 1000 + id").parse::<u32>().unwrap() > 150);
+    assert_eq!(count("abs(visits - (100 + id)) <= 5"), "200");
+    assert!(count("visits <> 100 + id").parse::<u32>().unwrap() > 100);
+    // One value inside the document masked, the rest of it kept.
+    assert_eq!(
+        count(
+            "profile #>> '{contact,email}' ~ '^user_[0-9a-f]{16}@example\\.invalid$' AND profile #>> '{contact,phone}' = '555-' || id AND profile ->> 'plan' = 'gold'"
+        ),
+        "200"
+    );
+    // A conditional mask: only the rows it names.
+    assert_eq!(count("country = 'DE' AND nickname ~ '^[0-9a-f]{32}$'"), "100");
+    assert_eq!(count("country = 'US' AND nickname = 'nick' || id"), "100");
+    // No clear value left anywhere else.
+    for clear in ["Firstclear", "Lastclear", "Clear ", "ext-clear", "clear.example.com"] {
+        assert_eq!(
+            target(&format!(
+                "SELECT count(*) FROM customers c WHERE strpos(c::text, '{clear}') > 0"
+            )),
+            "0",
+            "{clear}"
+        );
+        assert_eq!(
+            target(&format!(
+                "SELECT count(*) FROM invoices i WHERE strpos(i::text, '{clear}') > 0"
+            )),
+            "0",
+            "{clear}"
+        );
+    }
 }

@@ -405,7 +405,7 @@ fn bad_merge_configurations_are_refused_before_anything_is_written() {
         ),
         (CONFIG, &[], "notes has no primary key and no natural key"),
         (
-            "[merge.tables.authors]\nnatural_key = [\"email\"]\n[transform.authors]\nemail = \"sql('upper(email)')\"\n",
+            "[merge.tables.authors]\nnatural_key = [\"email\"]\n[transform.authors]\nemail = \"sql('upper(email)', unique)\"\n",
             &["--exclude", "notes"],
             "[transform] masks authors.email, a key the merge matches or rewrites",
         ),

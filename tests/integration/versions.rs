@@ -470,3 +470,29 @@ fn temporal_foreign_keys_of_18_are_checked_side_by_side_and_come_out_the_same() 
     let keys = manifest["restore"]["plan"]["parallel_foreign_keys"].as_array().unwrap();
     assert!(keys.iter().any(|key| key["name"] == "bookings_room_fkey"), "{keys:?}");
 }
+
+#[test]
+fn a_clone_is_a_file_copy_on_14_and_a_file_clone_on_18() {
+    for (major, name, method) in [(14, "pg14_clone", "file copy"), (18, "pg18_clone", "file clone")] {
+        let server = cluster_of_major(name, major);
+        versioned_source(&server, "vclone_src");
+        let dumps = dump_dir();
+        let output = sync_with_client_18(
+            &server.uri("vclone_src"),
+            &server.uri("vclone_dst"),
+            dumps.path(),
+            &["--clone"],
+        );
+        assert_exit(&output, 0);
+        assert!(
+            text(&output).contains(&format!("as a {method} of vclone_src on the same server")),
+            "{major}:\n{}",
+            text(&output)
+        );
+        assert_eq!(
+            fingerprint(&server, "vclone_src"),
+            fingerprint(&server, "vclone_dst"),
+            "{major}"
+        );
+    }
+}
