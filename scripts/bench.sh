@@ -7,7 +7,7 @@
 # application schema of about 15 MB with views, triggers and a partitioned table). Contenders
 # alternate within each round; the table shows the median of the rounds.
 #
-#   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many,huge,rich,small,incremental,merge,clone]
+#   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many,huge,rich,small,incremental,merge,clone,subset]
 #                    [--contenders LIST] [--server-config durable|tuned|fast] [--baseline BINARY]
 #                    [--no-scaling] [--keep]
 #
@@ -17,7 +17,9 @@
 #   --datasets LIST  comma-separated, from: large, many, huge, rich, small, incremental, merge, clone
 #                    (default all): clone is large copied on the source's own server by `sync
 #                    --clone` (contender clone), a logical sync (same-server) and `pg_dump -Fc |
-#                    pg_restore` (same-server-pipe); incremental is large after 1 % of pgbench_accounts updated and 0.1 %
+#                    pg_restore` (same-server-pipe); subset is large copied whole (dbsync) and as
+#                    a [subset] of 1 % of its accounts with their measurements (subset; subset-pages
+#                    samples whole pages); incremental is large after 1 % of pgbench_accounts updated and 0.1 %
 #                    deleted, brought up to date by --incremental (by updated_at), --incremental
 #                    --deep and a full dbsync sync; merge is `dbsync merge` of a million rows into
 #                    a database holding 100,000 of its own, the first time and again
@@ -50,7 +52,7 @@ source scripts/lib/postgres.sh
 scale=20
 jobs=$(nproc)
 runs=3
-datasets=large,many,huge,rich,small,incremental,merge,clone
+datasets=large,many,huge,rich,small,incremental,merge,clone,subset
 contenders=
 server_config=tuned
 scaling=yes
@@ -461,6 +463,18 @@ run_contender() {
                 { echo "dbsync failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
             with_report "$measured" "$log"
             ;;
+        subset | subset-pages)
+            # 1 % of the accounts (sampled row by row, or page by page), with their measurements
+            # (the rows that reference them).
+            local sample=rows
+            [ "$name" = subset-pages ] && sample=pages
+            printf '[subset]\nreferencing = ["measurements"]\nseed = 1\n[subset.tables.pgbench_accounts]\npercent = 1\nsample = "%s"\n' \
+                "$sample" >"$base/subset.toml"
+            measured=$(timed "$log" "$dbsync" sync --source "$source" --target "$target" --jobs "$jobs" --yes --plain \
+                --dump-dir "$base/work" --report "$base/work/report.json" --config "$base/subset.toml") ||
+                { echo "dbsync (subset) failed, see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
+            with_report "$measured" "$log"
+            ;;
         clone | same-server | same-server-pipe)
             # Copies on the source's own server: the target is bench_copy beside the source.
             psql_on "$source_port" -d postgres -c "DROP DATABASE IF EXISTS bench_copy WITH (FORCE)" -c "CHECKPOINT"
@@ -554,6 +568,7 @@ contenders_for() {
         [ "$1" = incremental ] && list=dbsync,incremental,incremental-deep
         [ "$1" = merge ] && list=merge,merge-again
         [ "$1" = clone ] && list=clone,same-server,same-server-pipe
+        [ "$1" = subset ] && list=dbsync,subset,subset-pages
     fi
     [ -n "$baseline" ] && list=$list,baseline
     echo "$list"
@@ -628,6 +643,14 @@ for dataset in "${dataset_list[@]}"; do
             measure_dataset "incremental" bench_incremental "${contender_list[@]}"
             drop_dataset bench_incremental
             drop_dataset bench_incremental_base
+            ;;
+        subset)
+            echo "Building subset (large: 1 % of its accounts with their measurements, against a full sync) ..."
+            build_large bench_large "$scale"
+            echo "subset: $(database_size bench_large)"
+            IFS=, read -r -a contender_list <<<"$(contenders_for subset)"
+            measure_dataset "subset" bench_large "${contender_list[@]}"
+            drop_dataset bench_large
             ;;
         clone)
             echo "Building clone (large, copied on its own server: --clone, a logical sync, pg_dump | pg_restore) ..."

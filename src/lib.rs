@@ -21,6 +21,7 @@ pub mod report;
 pub mod scheduler;
 pub mod secrets;
 pub mod settings;
+pub mod subset;
 pub mod target;
 pub mod tls;
 pub mod tools;

@@ -47,6 +47,9 @@ pub enum Transform {
     Name { part: NamePart, locale: Locale },
     /// A company name from built-in lists, picked by the value's hash.
     Company { locale: Locale },
+    /// A street address in the locale's usual form (`1234 Maple Street`, `Lindenstraße 12`,
+    /// `12 rue des Lilas`), its parts picked by the value's hash.
+    Address { locale: Locale },
     /// A UUID derived from the value's hash: unique like `Hash`.
     Uuid,
     /// A date or timestamp moved by up to `seconds` either way, by the value's hash
@@ -157,6 +160,7 @@ impl fmt::Display for Transform {
                 write!(formatter, "{name}{}", locale_argument(*locale))
             }
             Transform::Company { locale } => write!(formatter, "company{}", locale_argument(*locale)),
+            Transform::Address { locale } => write!(formatter, "address{}", locale_argument(*locale)),
             Transform::Shift { text, .. } => write!(formatter, "shift({})", quoted(text)),
             Transform::Noise { amount, percent } => {
                 write!(
@@ -235,6 +239,7 @@ fn without_arguments(text: &str) -> Option<Transform> {
             locale: english,
         },
         "company" => Transform::Company { locale: english },
+        "address" => Transform::Address { locale: english },
         _ => return None,
     })
 }
@@ -259,6 +264,9 @@ fn with_arguments(text: &str, name: &str, arguments: &[&str]) -> Result<Transfor
             locale: Locale::from_code(&string(locale)?).map_err(|error| format!("{text:?}: {error}"))?,
         }),
         ("company", [locale]) => Ok(Transform::Company {
+            locale: Locale::from_code(&string(locale)?).map_err(|error| format!("{text:?}: {error}"))?,
+        }),
+        ("address", [locale]) => Ok(Transform::Address {
             locale: Locale::from_code(&string(locale)?).map_err(|error| format!("{text:?}: {error}"))?,
         }),
         ("shift", [span]) => {
@@ -309,7 +317,7 @@ fn sql_of(text: &str, expression: &str, rest: &[&str]) -> Result<Transform, Stri
 
 fn unknown(text: &str) -> String {
     format!(
-        "{text:?} is not a transform: use null, hash, email, digits, uuid, first_name, last_name, full_name, company, \
+        "{text:?} is not a transform: use null, hash, email, digits, uuid, first_name, last_name, full_name, company, address, \
          fixed('…'), sql('…'), shift('…'), noise('…') or json('{{path}}', transform), each optionally followed by when condition"
     )
 }
@@ -491,6 +499,43 @@ const FRENCH_LAST_NAMES: &[&str] = &[
     "Bonnet", "Dupont", "Lambert", "Fontaine", "Rousseau", "Vincent", "Muller", "Lefèvre", "Faure", "André",
     "Mercier", "Blanc", "Guérin", "Boyer", "Garnier", "Chevalier", "François", "Legrand", "Gauthier",
     "Garcia",
+];
+
+/// The built-in parts of a street address: the street names and the kinds of street of
+/// `locale`, in the order the locale writes them (`Maple` + `Street`, `Linden` + `straße`,
+/// `rue` + `des Lilas`).
+pub fn street_parts(locale: Locale) -> [&'static [&'static str]; 2] {
+    match locale {
+        Locale::English => [
+            ENGLISH_STREETS,
+            &["Street", "Avenue", "Road", "Lane", "Drive", "Court", "Way", "Place"],
+        ],
+        Locale::German => [GERMAN_STREETS, &["straße", "weg", "allee", "gasse", "ring", "platz"]],
+        Locale::French => [
+            &["rue", "avenue", "boulevard", "place", "allée", "impasse"],
+            FRENCH_STREETS,
+        ],
+    }
+}
+
+#[rustfmt::skip]
+const ENGLISH_STREETS: &[&str] = &[
+    "Maple", "Oak", "Pine", "Cedar", "Elm", "Washington", "Lake", "Hill", "Park", "Main", "Church", "Mill", "Spring",
+    "River", "Sunset", "Highland", "Jackson", "Lincoln", "Meadow", "Forest", "Valley", "Willow", "Cherry", "Ridge",
+];
+
+#[rustfmt::skip]
+const GERMAN_STREETS: &[&str] = &[
+    "Linden", "Haupt", "Schul", "Garten", "Bahnhof", "Dorf", "Berg", "Kirch", "Wald", "Ring", "Mühlen", "Rosen",
+    "Birken", "Eichen", "Sonnen", "Feld", "Wiesen", "Buchen", "Tannen", "Goethe", "Schiller", "Mozart", "Beethoven",
+    "Park",
+];
+
+#[rustfmt::skip]
+const FRENCH_STREETS: &[&str] = &[
+    "des Lilas", "Victor Hugo", "de la Paix", "du Moulin", "de l'Église", "Jean Jaurès", "de la République",
+    "des Écoles", "du Château", "Pasteur", "de la Gare", "des Roses", "du Général de Gaulle", "Voltaire",
+    "des Tilleuls", "de la Mairie", "Gambetta", "du Stade", "des Acacias", "Jules Ferry",
 ];
 
 /// The built-in parts of a company name: a name, a trade, and the legal forms of `locale`.
@@ -730,6 +775,7 @@ mod tests {
         for text in [
             "first_name('de')",
             "company",
+            "address('fr')",
             "shift('2 weeks')",
             "noise('10%')",
             "json('{a,b}', digits)",

@@ -143,6 +143,9 @@ pub struct RowRange {
     /// Masked columns (`[transform]`) and the expression each is read through on the source.
     #[serde(default)]
     pub masked: Vec<(String, String)>,
+    /// Only the rows `[subset]` chose of the table (kept in the copy, `catalog::chosen_of`).
+    #[serde(default)]
+    pub subset: bool,
 }
 
 /// One range per part between `boundaries` (ascending, distinct): the first open below, the
@@ -299,7 +302,7 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
 }
 
 /// A pattern with a dot matches `schema.table`; without one, the table name in any schema.
-fn pattern_matches(pattern: &str, table: &QualifiedName) -> bool {
+pub fn pattern_matches(pattern: &str, table: &QualifiedName) -> bool {
     if pattern.contains('.') {
         wildcard_match(pattern, &format!("{}.{}", table.schema, table.name))
     } else {
@@ -1164,6 +1167,7 @@ mod tests {
                 binary: false,
                 table_oid: 1,
                 masked: Vec::new(),
+                subset: false,
             },
             &[100, 250],
         )

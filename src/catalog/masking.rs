@@ -6,7 +6,7 @@ use anyhow::Result;
 use tokio_postgres::Client;
 
 use super::{TableColumn, quote_identifier, quote_literal, sql_error};
-use crate::masking::{NamePart, Transform, company_parts, first_names, last_names};
+use crate::masking::{Locale, NamePart, Transform, company_parts, first_names, last_names, street_parts};
 
 /// The custom setting the salt is kept in, for the session's lifetime only.
 const SALT_SETTING: &str = "dbsync.mask_salt";
@@ -192,30 +192,9 @@ fn expression_of(value: &str, column: &TableColumn, transform: &Transform) -> Re
             "uuid" => Ok(format!("{salted}::uuid")),
             _ => text_room(column, transform, 36).map(|()| format!("{salted}::uuid::text")),
         },
-        Transform::Name { part, locale } => text_room(column, transform, 0).map(|()| {
-            let pick = |list: &[&str], slot: &str| pick_from(list, &hash_number(value, slot));
-            let name = match part {
-                NamePart::First => pick(first_names(*locale), "first"),
-                NamePart::Last => pick(last_names(*locale), "last"),
-                NamePart::Full => format!(
-                    "{} || ' ' || {}",
-                    pick(first_names(*locale), "first"),
-                    pick(last_names(*locale), "last")
-                ),
-            };
-            fitted(name, column)
-        }),
-        Transform::Company { locale } => text_room(column, transform, 0).map(|()| {
-            let [names, trades, forms] = company_parts(*locale);
-            let pick = |list: &[&str], slot: &str| pick_from(list, &hash_number(value, slot));
-            let company = format!(
-                "{} || ' ' || {} || ' ' || {}",
-                pick(names, "company"),
-                pick(trades, "trade"),
-                pick(forms, "form")
-            );
-            fitted(company, column)
-        }),
+        Transform::Name { .. } | Transform::Company { .. } | Transform::Address { .. } => {
+            text_room(column, transform, 0).map(|()| fitted(picked(value, transform), column))
+        }
         Transform::Shift { seconds, text } => shifted(value, column, *seconds, text),
         Transform::Noise { amount, percent } => noisy(value, column, amount, *percent),
         Transform::Json { path, inner } => json_masked(value, column, path, inner),
@@ -223,6 +202,64 @@ fn expression_of(value: &str, column: &TableColumn, transform: &Transform) -> Re
             let masked = expression_of(value, column, inner)?;
             Ok(format!("CASE WHEN ({condition}) THEN {masked} ELSE {value} END"))
         }
+    }
+}
+
+/// A name, a company or an address assembled from the built-in lists, each part picked by the
+/// value's salted hash (a slot of its own per part).
+fn picked(value: &str, transform: &Transform) -> String {
+    let pick = |list: &[&str], slot: &str| pick_from(list, &hash_number(value, slot));
+    let number = |most: u32| format!("(1 + {} % {most})::text", hash_number(value, "number"));
+    match transform {
+        Transform::Name {
+            part: NamePart::First,
+            locale,
+        } => pick(first_names(*locale), "first"),
+        Transform::Name {
+            part: NamePart::Last,
+            locale,
+        } => pick(last_names(*locale), "last"),
+        Transform::Name {
+            part: NamePart::Full,
+            locale,
+        } => format!(
+            "{} || ' ' || {}",
+            pick(first_names(*locale), "first"),
+            pick(last_names(*locale), "last")
+        ),
+        Transform::Company { locale } => {
+            let [names, trades, forms] = company_parts(*locale);
+            format!(
+                "{} || ' ' || {} || ' ' || {}",
+                pick(names, "company"),
+                pick(trades, "trade"),
+                pick(forms, "form")
+            )
+        }
+        Transform::Address { locale } => {
+            let [first, second] = street_parts(*locale);
+            match locale {
+                Locale::English => format!(
+                    "{} || ' ' || {} || ' ' || {}",
+                    number(9_999),
+                    pick(first, "street"),
+                    pick(second, "kind")
+                ),
+                Locale::German => format!(
+                    "{} || {} || ' ' || {}",
+                    pick(first, "street"),
+                    pick(second, "kind"),
+                    number(199)
+                ),
+                Locale::French => format!(
+                    "{} || ' ' || {} || ' ' || {}",
+                    number(199),
+                    pick(first, "kind"),
+                    pick(second, "street")
+                ),
+            }
+        }
+        other => unreachable!("{other} is not assembled from lists"),
     }
 }
 

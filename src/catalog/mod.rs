@@ -12,6 +12,7 @@ mod merge;
 mod roles;
 mod rows;
 mod state;
+mod subset;
 mod work;
 
 use std::fmt;
@@ -32,6 +33,7 @@ pub use merge::*;
 pub use roles::*;
 pub use rows::*;
 pub use state::*;
+pub use subset::*;
 pub use work::*;
 
 /// A connected client; the connection task ends when the client is dropped.

@@ -205,6 +205,8 @@ pub enum RowFilter<'a> {
     /// The rows whose integer key falls in one of these ranges (inclusive, in order, apart:
     /// `KeyBuckets::ranges`), found through the key's index range by range.
     KeyRanges { key: &'a str, ranges: &'a [(i64, i64)] },
+    /// The rows stored at these `ctid`s (`[subset]`'s chosen rows, in the export snapshot).
+    Tids(&'a [String]),
 }
 
 impl RowFilter<'_> {
@@ -232,6 +234,7 @@ impl RowFilter<'_> {
                 format!("{} BETWEEN {low} AND {high}", quote_identifier(key))
             }
             RowFilter::KeyRanges { .. } => return None,
+            RowFilter::Tids(tids) => format!("ctid = ANY({})", super::tid_array(tids)),
         })
     }
 }

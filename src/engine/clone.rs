@@ -38,6 +38,8 @@ fn settings_obstacle(settings: &Settings, plan: &Plan, masked: bool) -> Option<&
         "--schema-only copies no rows, and a clone copies them all"
     } else if !plan.whole_database {
         "--include or --exclude select some tables, and a clone copies the whole database"
+    } else if matches!(settings.content, Content::Everything { subset: Some(_) }) {
+        "[subset] copies part of the database, and a clone copies all of it"
     } else if masked {
         "[transform] masks columns, and a clone copies their values as they are"
     } else if settings.keep_dumps() {

@@ -127,6 +127,10 @@ pub(super) struct RunContext<'a> {
     /// The major versions of the source (or the archive's source) and of the target server,
     /// once the target's preflight knows both.
     pub(super) majors: Option<(u32, u32)>,
+    /// `[subset]`: where it starts and the keys it follows, once planned.
+    pub(super) subset: Option<crate::subset::SubsetPlan>,
+    /// The rows `[subset]` chose of each planned table: what validation expects of the copy.
+    pub(super) chosen_counts: Option<Vec<i64>>,
 }
 
 impl<'a> RunContext<'a> {
@@ -179,6 +183,8 @@ impl<'a> RunContext<'a> {
             source_identity: None,
             schema_transaction_size: None,
             majors: None,
+            subset: None,
+            chosen_counts: None,
             granted: None,
             archives_dropped: Vec::new(),
             deferred_warnings: Vec::new(),

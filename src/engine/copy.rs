@@ -365,7 +365,10 @@ impl RunContext<'_> {
         plan: &Arc<Plan>,
         schema_dump: &std::path::Path,
         index_owners: &std::collections::HashMap<u32, u32>,
-        watched_source: Option<(crate::connection::Endpoint, u32)>,
+        (watched_source, before_rows): (
+            Option<(crate::connection::Endpoint, u32)>,
+            impl Future<Output = Result<(), SyncError>>,
+        ),
     ) -> Result<Arc<PostData>, SyncError> {
         let post_data = PostData::split(job, schema_dump, plan, index_owners)
             .await
@@ -385,10 +388,16 @@ impl RunContext<'_> {
             drop(schema_sender);
             result
         };
-        let (pre_data_result, transfer_result) = tokio::join!(
-            pre_data,
+        // What the rows need first (a subset's chosen rows) is done beside the pre-data restore.
+        let transfer = async {
+            if let Err(error) = before_rows.await {
+                job.cancellation.abort_for_failure();
+                return Err(error);
+            }
             self.transfer_data(job, plan, &post_data, watched_source, schema_ready)
-        );
+                .await
+        };
+        let (pre_data_result, transfer_result) = tokio::join!(pre_data, transfer);
         pre_data_result?;
         transfer_result?;
         Ok(post_data)
@@ -519,7 +528,8 @@ impl RunContext<'_> {
         let first = steps::statistics::FIRST_MAJOR;
         let target_major = self.majors.map_or(0, |(_, target)| target);
         let able = job.tools.dump_major >= first && job.tools.restore_major >= first && target_major >= first;
-        if !self.settings.statistics || !able || job.snapshot.is_none() {
+        // A subset's tables hold other rows than the source's statistics describe.
+        if !self.settings.statistics || !able || job.snapshot.is_none() || self.subset.is_some() {
             return Ok(());
         }
         let started = Instant::now();

@@ -21,6 +21,7 @@ mod row_copy;
 mod source;
 mod split;
 pub mod steps;
+mod subset;
 pub mod units;
 pub mod workspace;
 

@@ -219,7 +219,7 @@ impl RunContext<'_> {
         }
         let schema_dump = steps::schema::schema_dump_path(&job);
         let post_data = self
-            .load_schema_and_data(&job, &plan, &schema_dump, &owners, None)
+            .load_schema_and_data(&job, &plan, &schema_dump, &owners, (None, std::future::ready(Ok(()))))
             .await?;
         self.restore_post_data(&job, &plan, &post_data).await?;
         self.validate_against_manifest(&job, &plan, &state.manifest).await?;

@@ -80,7 +80,8 @@ impl RunContext<'_> {
         let (inventory, source_major) = (&source.inventory, source.server.major());
         let sizing = self.part_sizing(plan);
         let wanted = Wanted {
-            threshold: sizing.threshold,
+            // A subset's rows are chosen by ctid, page by page: no table is cut.
+            threshold: if self.subset.is_some() { 0 } else { sizing.threshold },
             masks: &self.masks,
             row_copy_floor,
         };
@@ -396,6 +397,7 @@ fn whole_table(
         binary,
         table_oid: oid,
         masked,
+        subset: false,
     }
 }
 

@@ -263,6 +263,12 @@ pub enum Notice {
         /// `file_copy_method` on 18+ (`clone` or `copy`); a file copy before.
         method: &'static str,
     },
+    /// `[subset]`: the rows chosen, of how many tables, after how many rounds of keys followed.
+    SubsetChosen {
+        rows: i64,
+        tables: usize,
+        rounds: i32,
+    },
     /// `--clone=auto`: a logical copy instead, because of `reason`.
     NotCloning {
         reason: String,
@@ -799,6 +805,9 @@ pub struct PlanTable {
     pub size_bytes: i64,
     /// Columns read through a transform (`[transform]`).
     pub masked_columns: Vec<String>,
+    /// `[subset]`: which of its rows the subset copies, and how it reaches the table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

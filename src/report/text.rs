@@ -273,6 +273,10 @@ impl fmt::Display for Notice {
                 formatter,
                 "Creating database {temporary} as a file {method} of {source} on the same server (becomes {target} when validated)"
             ),
+            Notice::SubsetChosen { rows, tables, rounds } => write!(
+                formatter,
+                "Subset: {rows} row(s) of {tables} table(s) chosen, after {rounds} round(s) of foreign keys followed"
+            ),
             Notice::NotCloning { reason } => {
                 write!(formatter, "Not cloning ({reason}): making a logical copy instead")
             }
@@ -735,6 +739,9 @@ fn plan_tables(plan: &super::PlanReport) -> Vec<String> {
         ));
         if !table.masked_columns.is_empty() {
             lines.push(format!("    masked: {}", table.masked_columns.join(", ")));
+        }
+        if let Some(subset) = &table.subset {
+            lines.push(format!("    subset: {subset}"));
         }
     }
     lines.push(format!(

@@ -410,22 +410,18 @@ pub(super) fn sizes_of(arguments: &SyncArguments, options: &ConfigOptions) -> Re
     Ok((maintenance_memory, splitting, stream_larger_than))
 }
 
+/// The sections that decide what a sync's content is: `[incremental]`, `[merge]`, `[subset]`.
+pub(super) type ContentSections = (IncrementalSettings, MergeSettings, Option<crate::subset::Subset>);
+
 /// The config file's sections that are checked as they are read: `[hooks]` (paths made absolute
-/// against the file's directory), `[transform]` (with the salt), `[incremental]`, `[merge]`.
+/// against the file's directory), `[transform]` (with the salt), `[incremental]`, `[merge]`,
+/// `[subset]`.
 pub(super) fn sections_of(
     arguments: &SyncArguments,
     config: &ConfigFile,
     config_path: Option<&Path>,
     environment: &Environment,
-) -> Result<
-    (
-        crate::hooks::Hooks,
-        crate::masking::Masking,
-        IncrementalSettings,
-        MergeSettings,
-    ),
-    SyncError,
-> {
+) -> Result<(crate::hooks::Hooks, crate::masking::Masking, ContentSections), SyncError> {
     let config_directory = config_path.and_then(Path::parent).unwrap_or_else(|| Path::new("."));
     let hooks = config.hooks.clone().resolved(config_directory).map_err(|error| {
         usage_error!(
@@ -443,7 +439,11 @@ pub(super) fn sections_of(
         source: config.merge.source.clone().filter(|name| !name.trim().is_empty()),
         id_map: None,
     };
-    Ok((hooks, masking, incremental, merge))
+    let subset = config
+        .subset
+        .checked()
+        .map_err(|error| usage_error!("config file: {error}"))?;
+    Ok((hooks, masking, (incremental, merge, subset)))
 }
 
 /// How the run shows itself: decided here, from `--plain`, `TERM` and `NO_COLOR`, once.

@@ -27,6 +27,8 @@ pub(super) struct ConfigFile {
     pub(super) incremental: ConfigIncremental,
     #[serde(default)]
     pub(super) merge: ConfigMerge,
+    #[serde(default)]
+    pub(super) subset: crate::subset::SubsetSection,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -99,8 +99,9 @@ impl CloneWhen {
 /// What a sync copies, with the settings only that kind of run has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
-    /// Schema and rows, into a new copy swapped in for the target.
-    Everything,
+    /// Schema and rows (or, with `[subset]`, the subset's rows), into a new copy swapped in for
+    /// the target.
+    Everything { subset: Option<crate::subset::Subset> },
     /// The schema, no rows (`--schema-only`).
     SchemaOnly,
     /// The selected tables' rows into the existing target, each table in one transaction
@@ -391,7 +392,7 @@ impl Settings {
                 target,
                 options,
             },
-            (Places::Databases { source, target }, Content::Everything | Content::SchemaOnly) => {
+            (Places::Databases { source, target }, Content::Everything { .. } | Content::SchemaOnly) => {
                 Run::Sync { source, target }
             }
         }
@@ -536,8 +537,11 @@ fn content_of(
     (include, exclude): (&[TablePattern], &[TablePattern]),
     transfer: Transfer,
     dated: &Option<DatedName>,
-    (incremental, merge): (IncrementalSettings, MergeSettings),
+    (incremental, merge, subset): ContentSections,
 ) -> Result<Content, SyncError> {
+    if subset.is_some() {
+        refuse_with_subset(arguments, mode, transfer)?;
+    }
     if let Mode::Merge { id_map } = mode {
         let id_map = id_map.cloned();
         return Ok(Content::Merge(MergeSettings { id_map, ..merge }));
@@ -551,7 +555,7 @@ fn content_of(
         return Ok(Content::SchemaOnly);
     }
     if !arguments.data_only && !arguments.incremental {
-        return Ok(Content::Everything);
+        return Ok(Content::Everything { subset });
     }
     let flag = if arguments.incremental {
         "--incremental"
@@ -581,6 +585,29 @@ fn content_of(
     Ok(Content::DataOnly {
         fix_schema: arguments.fix_schema,
     })
+}
+
+/// What a `[subset]` cannot go with (yet): it is copied by a sync into a new copy, its rows
+/// relayed by dbsync.
+fn refuse_with_subset(arguments: &SyncArguments, mode: &Mode, transfer: Transfer) -> Result<(), SyncError> {
+    let refused = match mode {
+        Mode::Merge { .. } => Some("dbsync merge"),
+        Mode::Verify => Some("dbsync verify"),
+        Mode::Dump { .. } => Some("dbsync dump"),
+        Mode::Restore { .. } => Some("dbsync restore"),
+        Mode::Sync if arguments.schema_only => Some("--schema-only"),
+        Mode::Sync if arguments.data_only => Some("--data-only"),
+        Mode::Sync if arguments.incremental => Some("--incremental"),
+        Mode::Sync if transfer == (Transfer::Files { keep: true }) => Some("--keep-dumps or --resume"),
+        Mode::Sync if arguments.rows_via_pg_dump => Some("--rows-via-pg-dump"),
+        Mode::Sync => None,
+    };
+    match refused {
+        Some(refused) => Err(usage_error!(
+            "[subset] cannot be used with {refused} yet: a subset is copied by dbsync sync into a new copy\nhint: run dbsync sync with this config file, or leave [subset] out"
+        )),
+        None => Ok(()),
+    }
 }
 
 pub fn resolve(arguments: &SyncArguments, environment: &Environment) -> Result<Settings, SyncError> {
@@ -715,8 +742,8 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
     let (include, exclude) = patterns_of(arguments, &config)?;
     let (transfer, compression) = transfer_of(arguments, options, verification, &mode)?;
     let (maintenance_memory, splitting, stream_larger_than) = sizes_of(arguments, options)?;
-    let (hooks, masking, incremental, merge) = sections_of(arguments, &config, config_path.as_deref(), environment)?;
-    let (patterns, sections) = ((&include[..], &exclude[..]), (incremental, merge));
+    let (hooks, masking, sections) = sections_of(arguments, &config, config_path.as_deref(), environment)?;
+    let patterns = (&include[..], &exclude[..]);
     let content = content_of(arguments, &mode, patterns, transfer, &located.dated, sections)?;
     let flags = &arguments.target;
     Ok(Settings {

@@ -244,3 +244,34 @@ fn a_session_that_comes_onto_the_source_after_the_preflight_is_refused_too() {
     assert_eq!(server.psql("clone_late_dst", "SELECT x FROM precious"), "still here");
     assert!(server.databases_like("clone_late_dst_dbsync").is_empty());
 }
+
+#[test]
+fn ctrl_c_while_the_server_clones_keeps_the_previous_target_and_leaves_no_copy() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let server = &clusters().source;
+    rich_source("clone_stop_src");
+    precious_on_source_server("clone_stop_dst");
+    let before = fingerprint(server, "clone_stop_src");
+    let dumps = dump_dir();
+    let mut command = crate::dbsync();
+    command
+        .args(["sync", "--yes", "--clone", "--source"])
+        .arg(server.uri("clone_stop_src"))
+        .arg("--target")
+        .arg(server.uri("clone_stop_dst"))
+        .arg("--dump-dir")
+        .arg(dumps.path());
+    let (code, log, acted) = crate::harness::fakes::act_on_line(command, "as a file copy of", |pid| {
+        kill(Pid::from_raw(pid as i32), Signal::SIGINT).unwrap();
+    });
+    assert!(acted, "no clone started:\n{log}");
+    assert_eq!(code, Some(130), "{log}");
+    assert_eq!(server.psql("clone_stop_dst", "SELECT x FROM precious"), "still here");
+    assert!(
+        server.databases_like("clone_stop_dst_dbsync").is_empty(),
+        "a copy was left behind:\n{log}"
+    );
+    assert_eq!(fingerprint(server, "clone_stop_src"), before, "the source changed");
+}

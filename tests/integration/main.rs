@@ -21,6 +21,7 @@ mod resume;
 mod roles;
 mod settings;
 mod split;
+mod subset;
 mod usage;
 mod verify;
 mod versions;

@@ -526,13 +526,13 @@ fn customers_source(database: &str) {
         database,
         "CREATE TABLE customers (id int PRIMARY KEY, first text, last text, full_name varchar(12), company text, \
            external_id text UNIQUE, signed_up date, last_seen timestamptz, credit numeric(10,2), visits integer, \
-           profile jsonb, country text, nickname text); \
+           profile jsonb, country text, nickname text, street text); \
          INSERT INTO customers SELECT g, 'Firstclear' || g, 'Lastclear' || g, 'Clear ' || g, 'Clear Corp ' || g, \
            'ext-clear-' || g, date '2020-01-01' + g, timestamptz '2024-01-01 00:00+00' + g * interval '1 hour', \
            1000 + g, 100 + g, \
            jsonb_build_object('contact', jsonb_build_object('email', 'c' || g || '@clear.example.com', 'phone', '555-' || g), \
                               'plan', 'gold'), \
-           CASE WHEN g % 2 = 0 THEN 'DE' ELSE 'US' END, 'nick' || g FROM generate_series(1, 200) g; \
+           CASE WHEN g % 2 = 0 THEN 'DE' ELSE 'US' END, 'nick' || g, g || ' Clear Road' FROM generate_series(1, 200) g; \
          CREATE TABLE invoices (id int PRIMARY KEY, customer_external_id text NOT NULL REFERENCES customers (external_id), \
            customer_name text, issued date); \
          INSERT INTO invoices SELECT g, 'ext-clear-' || (1 + g % 200), 'Firstclear' || (1 + g % 200), \
@@ -560,6 +560,7 @@ fn realistic_masks_keep_their_shape_and_join_across_tables() {
          visits = \"noise('5')\"\n\
          profile = \"json('{contact,email}', email)\"\n\
          nickname = \"hash when country = 'DE'\"\n\
+         street = \"address('de')\"\n\
          [transform.invoices]\n\
          customer_external_id = \"uuid\"\n\
          customer_name = \"first_name\"\n\
@@ -645,11 +646,23 @@ fn realistic_masks_keep_their_shape_and_join_across_tables() {
         ),
         "200"
     );
+    // An address in the locale's form.
+    assert_eq!(
+        count("street ~ '^[[:alpha:]]+(straße|weg|allee|gasse|ring|platz) [0-9]{1,3}$'"),
+        "200"
+    );
     // A conditional mask: only the rows it names.
     assert_eq!(count("country = 'DE' AND nickname ~ '^[0-9a-f]{32}$'"), "100");
     assert_eq!(count("country = 'US' AND nickname = 'nick' || id"), "100");
     // No clear value left anywhere else.
-    for clear in ["Firstclear", "Lastclear", "Clear ", "ext-clear", "clear.example.com"] {
+    for clear in [
+        "Firstclear",
+        "Lastclear",
+        "Clear ",
+        "ext-clear",
+        "clear.example.com",
+        "Clear Road",
+    ] {
         assert_eq!(
             target(&format!(
                 "SELECT count(*) FROM customers c WHERE strpos(c::text, '{clear}') > 0"

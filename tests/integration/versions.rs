@@ -496,3 +496,39 @@ fn a_clone_is_a_file_copy_on_14_and_a_file_clone_on_18() {
         );
     }
 }
+
+#[test]
+fn a_subset_into_18_follows_a_partitioned_table_and_carries_no_whole_table_statistics() {
+    let newest = cluster_of_major("pg18_subset", 18);
+    versioned_source(&newest, "vsubset_src");
+    newest.psql("vsubset_src", "ANALYZE");
+    let work = dump_dir();
+    let config = work.path().join("subset.toml");
+    std::fs::write(
+        &config,
+        "[subset]\nreferencing = [\"orders\"]\n[subset.tables.customers]\nwhere = \"id <= 10\"\n",
+    )
+    .unwrap();
+    let output = sync_with_client_18(
+        &newest.uri("vsubset_src"),
+        &newest.uri("vsubset_dst"),
+        work.path(),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert_exit(&output, 0);
+    assert!(text(&output).contains("Subset: "), "{}", text(&output));
+    assert!(!text(&output).contains("Planner statistics"), "{}", text(&output));
+    // Each chosen customer's orders, from both partitions, and nothing else.
+    assert_eq!(
+        newest.psql(
+            "vsubset_dst",
+            "SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM orders), \
+                    (SELECT count(DISTINCT tableoid) FROM orders), (SELECT max(customer_id) FROM orders)"
+        ),
+        newest.psql(
+            "vsubset_src",
+            "SELECT 10, (SELECT count(*) FROM orders WHERE customer_id <= 10), \
+                    (SELECT count(DISTINCT tableoid) FROM orders WHERE customer_id <= 10), 10"
+        )
+    );
+}

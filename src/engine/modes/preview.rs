@@ -15,6 +15,7 @@ use crate::plan::{self, Plan};
 use crate::report::{KeyFate, PlanClone, PlanReport, PlanServer, PlanTable, PlanUnit, Reporter, Warning};
 use crate::scheduler::Cancellation;
 use crate::settings::{CloneWhen, Places, Settings, Transfer};
+use crate::subset::{Reach, SubsetPlan};
 use crate::target::TargetServer;
 
 /// `dbsync plan`: the run context, used for its source inspection.
@@ -64,7 +65,8 @@ impl Preview<'_> {
                 preflight::dump_space_warning(free, &plan, &settings.dump_dir).map(|warning| warning.to_string()),
             );
         }
-        let report = PlanReport {
+        self.context.plan_subset(&source, &plan).await?;
+        let mut report = PlanReport {
             source: PlanServer {
                 endpoint: self.source.to_string(),
                 version: source.server.version_number,
@@ -96,6 +98,9 @@ impl Preview<'_> {
             },
             ..describe_plan(&plan, &source.inventory, &self.context.masks)
         };
+        if let Some(subset) = &self.context.subset {
+            describe_subset(&mut report.tables, &plan, subset);
+        }
         Ok(report)
     }
 
@@ -249,8 +254,46 @@ fn plan_tables(
                 .get(&index)
                 .map(|columns| columns.iter().map(|(column, _)| column.clone()).collect())
                 .unwrap_or_default(),
+            subset: None,
         })
         .collect()
+}
+
+/// `[subset]`: for each table, which rows the subset copies and how it reaches them.
+fn describe_subset(tables: &mut [PlanTable], plan: &Plan, subset: &SubsetPlan) {
+    for ((table, reached), planned) in tables.iter_mut().zip(&subset.reached).zip(&plan.tables) {
+        let name = |index: usize| plan.tables[index].name.display_name();
+        table.subset = Some(match reached {
+            None => "nothing reaches it: copied empty (unreached = \"whole\" copies it whole)".to_string(),
+            Some(Reach::Root(how)) => {
+                let start = subset.starts.iter().find(|start| start.table == planned.name);
+                let sampled = start.and_then(|start| start.percent.as_deref()?.parse::<f64>().ok());
+                match (sampled, planned.estimated_rows) {
+                    (Some(percent), Some(rows)) => {
+                        format!(
+                            "{how} (about {} rows; a root), and the rows other chosen rows bring",
+                            (rows as f64 * percent / 100.0).round()
+                        )
+                    }
+                    _ => format!("{how} (a root), and the rows other chosen rows bring"),
+                }
+            }
+            Some(Reach::Key {
+                from,
+                key,
+                referenced: true,
+            }) => {
+                format!("the rows that chosen rows of {} reference ({key})", name(*from))
+            }
+            Some(Reach::Key {
+                from,
+                key,
+                referenced: false,
+            }) => {
+                format!("the rows that reference chosen rows of {} ({key})", name(*from))
+            }
+        });
+    }
 }
 
 /// What in the source deserves a look before copying it.

@@ -56,7 +56,7 @@ impl Restore<'_> {
         self.context.emit(Event::Notice(crate::report::Notice::RestoringSchema));
         let post_data = self
             .context
-            .load_schema_and_data(&job, &plan, &schema_dump, &owners, None)
+            .load_schema_and_data(&job, &plan, &schema_dump, &owners, (None, std::future::ready(Ok(()))))
             .await?;
         self.context.restore_post_data(&job, &plan, &post_data).await?;
         self.restore_archived_statistics(&job, facts).await?;

@@ -45,6 +45,7 @@ impl SyncMode<'_> {
             return Ok(());
         }
         let (mut source, plan, unreadable) = self.context.inspect_source(self.source).await?;
+        self.context.plan_subset(&source, &plan).await?;
         let making = self.context.choose_making(&source, &plan, self.target).await?;
         let needs = catalog::TargetNeeds::of(&source.inventory);
         let tools = preflight::locate_tools(self.context.settings, &source)?;
@@ -116,12 +117,18 @@ impl SyncMode<'_> {
         let job = self.context.prepare(&from, started_at, announce).await?;
         // Temporary dumps are read once: the tables' rows go through dbsync's own COPY.
         let settings = &self.context.settings;
-        let row_copy_floor =
-            (!settings.keep_dumps() && !settings.rows_via_pg_dump).then_some(crate::engine::split::ROW_COPY_FLOOR);
+        // A subset's tables are small: each in a batch (a unit of its own costs sessions and a
+        // snapshot import).
+        let floor = match self.context.subset {
+            Some(_) => u64::MAX,
+            None => crate::engine::split::ROW_COPY_FLOOR,
+        };
+        let row_copy_floor = (!settings.keep_dumps() && !settings.rows_via_pg_dump).then_some(floor);
         let plan = self
             .context
             .split_large_tables(&job, plan, source, row_copy_floor)
             .await?;
+        let plan = self.context.subset_rows(plan)?;
         self.context.progress.set_plan(&plan);
         let plan = Arc::new(plan);
         let counting = async {
@@ -131,6 +138,7 @@ impl SyncMode<'_> {
         };
         let (post_data, ()) = tokio::join!(self.copy_schema_and_data(&job, &plan, source, started_at), counting);
         let post_data = post_data?;
+        self.context.finish_subset(&job, &plan).await?;
         let counted = self.finish_and_count(&job, &plan, &post_data, source).await?;
         let source_counts = self.validate(&job, &plan, source, counted, Phase::Validation).await?;
         if self.context.settings.keep_dumps() {
@@ -154,9 +162,11 @@ impl SyncMode<'_> {
     ) -> Result<Option<Vec<TableCount>>, SyncError> {
         let mut attached = post_data.attached();
         let verification = self.context.settings.verification;
+        // A subset's source side is what it chose, not the whole tables.
+        let counted_source = self.context.subset.is_none().then_some(&*source.client);
         let counting = async {
             attached.wait_for(|done| *done).await.ok()?;
-            early_counts(job, plan, source, verification).await
+            early_counts(job, plan, counted_source, verification).await
         };
         tokio::pin!(counting);
         let mut counted = None;
@@ -203,7 +213,13 @@ impl SyncMode<'_> {
         let schema_dump = schema_dump?;
         let watched_source = Some((self.source.clone(), source.server.major()));
         self.context
-            .load_schema_and_data(job, plan, &schema_dump, &source.index_owners, watched_source)
+            .load_schema_and_data(
+                job,
+                plan,
+                &schema_dump,
+                &source.index_owners,
+                (watched_source, self.context.choose_subset_rows(job)),
+            )
             .await
     }
 
@@ -222,6 +238,7 @@ impl SyncMode<'_> {
         self.context.emit(Event::Phase(phase));
         let verification = self.context.settings.verification;
         let jobs = self.context.granted_jobs();
+        let counted_source = self.context.subset.is_none().then_some(&*source.client);
         // Retried like any step (the target server may be restarting), but not once the source's
         // side, counted in the snapshot, is gone.
         let reads = with_retries(
@@ -231,7 +248,7 @@ impl SyncMode<'_> {
             |_| async {
                 job.check_snapshot()?;
                 let target_client = job.connect_to_copy().await?;
-                let counts = rows_of(verification, counted.as_deref(), &source.client, &target_client, plan);
+                let counts = rows_of(verification, counted.as_deref(), counted_source, &target_client, plan);
                 let checksums = async {
                     match verification {
                         Verification::Checksum => steps::checksum::checksum_copy(job, plan, jobs, &masks).await,
@@ -250,6 +267,7 @@ impl SyncMode<'_> {
         let (counts, (source_structure, copy_structure), checksum_differences) = reads
             .await
             .map_err(|error| step_error(&self.context.cancellation, error))?;
+        let counts = self.context.against_subset(counts);
         if !checksum_differences.is_empty() {
             self.context
                 .emit(Event::ChecksumDifferences(checksum_differences.clone()));
@@ -302,7 +320,7 @@ impl SyncMode<'_> {
 async fn rows_of(
     verification: Verification,
     counted: Option<&[TableCount]>,
-    source: &tokio_postgres::Client,
+    source: Option<&tokio_postgres::Client>,
     target: &tokio_postgres::Client,
     plan: &Plan,
 ) -> anyhow::Result<Vec<TableCount>> {
@@ -316,13 +334,18 @@ async fn rows_of(
 /// Both sides' rows counted once every load is in (the source's in the snapshot), or `None`
 /// when they were not (no counts wanted, a stop, or a failure, which validation then meets
 /// itself, with its retries).
-async fn early_counts(job: &Job, plan: &Plan, source: &Source, verification: Verification) -> Option<Vec<TableCount>> {
+async fn early_counts(
+    job: &Job,
+    plan: &Plan,
+    source: Option<&tokio_postgres::Client>,
+    verification: Verification,
+) -> Option<Vec<TableCount>> {
     if verification == Verification::Skip {
         return None;
     }
     let counting = async {
         let target = job.connect_to_copy().await.ok()?;
-        steps::validate::count_rows(&source.client, &target, plan).await.ok()
+        steps::validate::count_rows(source, &target, plan).await.ok()
     };
     tokio::select! {
         counted = counting => counted,

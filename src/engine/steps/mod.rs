@@ -13,6 +13,7 @@ pub mod relay;
 pub mod schema;
 pub mod statistics;
 pub mod stream;
+pub mod subset;
 pub mod validate;
 
 use std::path::{Path, PathBuf};

@@ -22,7 +22,7 @@ use anyhow::Context;
 
 use super::export::{ExportedSizes, completed_dump, unit_directory};
 use super::{Job, database_attempt_error, directory_size};
-use crate::catalog::{self, QualifiedName, RowSelection, TransactionOutcome};
+use crate::catalog::{self, QualifiedName, RowFilter, RowSelection, TransactionOutcome};
 use crate::plan::{RowRange, Unit};
 use crate::scheduler::AttemptError;
 
@@ -73,7 +73,7 @@ fn frozen(unit: &Unit) -> bool {
 }
 
 /// A session on the source inside the export snapshot, printing values as `pg_dump` does.
-async fn source_in_snapshot(job: &Job) -> anyhow::Result<tokio_postgres::Client> {
+pub(super) async fn source_in_snapshot(job: &Job) -> anyhow::Result<tokio_postgres::Client> {
     let snapshot = job.snapshot.as_ref().expect("a sync has a snapshot");
     let source = catalog::connect(&snapshot.source, "source").await?;
     catalog::join_snapshot(&source, &snapshot.id).await?;
@@ -82,7 +82,10 @@ async fn source_in_snapshot(job: &Job) -> anyhow::Result<tokio_postgres::Client>
     Ok(source)
 }
 
-async fn until_cancelled<T>(job: &Job, work: impl Future<Output = anyhow::Result<T>>) -> Result<T, AttemptError> {
+pub(super) async fn until_cancelled<T>(
+    job: &Job,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> Result<T, AttemptError> {
     tokio::select! {
         result = work => result.map_err(database_attempt_error),
         () = job.cancellation.cancelled() => Err(AttemptError::Cancelled),
@@ -133,6 +136,21 @@ impl<'a> RowsFrom<'a> {
         }
         let selection = selection(range, table, freeze);
         match self {
+            RowsFrom::Source(source) if range.subset => {
+                let mut after: Option<String> = None;
+                loop {
+                    let tids = catalog::chosen_of(target, range.table_oid, after.as_deref()).await?;
+                    if tids.is_empty() {
+                        break;
+                    }
+                    let page = RowSelection {
+                        filter: Some(RowFilter::Tids(&tids)),
+                        ..selection
+                    };
+                    catalog::relay_rows(source, target, &page).await?;
+                    after = tids.last().cloned();
+                }
+            }
             RowsFrom::Source(source) => {
                 catalog::relay_rows(source, target, &selection).await?;
             }
@@ -217,6 +235,11 @@ pub async fn dump_part(job: &Job, unit: &Unit) -> Result<ExportedSizes, AttemptE
         }
         std::fs::create_dir_all(&directory)?;
         let source = source_in_snapshot(job).await?;
+        // A subset's chosen rows are kept in the copy.
+        let chosen = match unit.row_copies().iter().any(|(range, _)| range.subset) {
+            true => Some(catalog::connect(job.copy(), "target").await?),
+            false => None,
+        };
         let mut sizes = ExportedSizes::default();
         let file = tokio::fs::File::create(directory.join(job.compression.rows_file_name(ROWS_FILE))).await?;
         let mut file = job
@@ -224,7 +247,10 @@ pub async fn dump_part(job: &Job, unit: &Unit) -> Result<ExportedSizes, AttemptE
             .writer(tokio::io::BufWriter::with_capacity(256 * 1024, file));
         let mut lengths = Vec::new();
         for (range, table) in unit.row_copies() {
-            let bytes = catalog::rows_to_file(&source, &selection(range, table, false), &mut file).await?;
+            let bytes = match (&chosen, range.subset) {
+                (Some(target), true) => chosen_rows_to_file(&source, target, range, table, &mut file).await?,
+                _ => catalog::rows_to_file(&source, &selection(range, table, false), &mut file).await?,
+            };
             *sizes.by_table.entry(range.table_oid).or_default() += bytes;
             sizes.total += bytes;
             lengths.push(bytes);
@@ -242,6 +268,30 @@ pub async fn dump_part(job: &Job, unit: &Unit) -> Result<ExportedSizes, AttemptE
     super::export::mark_complete(job, &directory)?;
     job.dump_space.added(sizes.total);
     Ok(sizes)
+}
+
+/// The rows `[subset]` chose of `table`, page by page, written to `file` one after the other
+/// (in text: `COPY`'s binary form has a header each); returns the bytes written.
+async fn chosen_rows_to_file(
+    source: &tokio_postgres::Client,
+    target: &tokio_postgres::Client,
+    range: &RowRange,
+    table: &QualifiedName,
+    file: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> anyhow::Result<u64> {
+    let (mut bytes, mut after): (u64, Option<String>) = (0, None);
+    loop {
+        let tids = catalog::chosen_of(target, range.table_oid, after.as_deref()).await?;
+        if tids.is_empty() {
+            return Ok(bytes);
+        }
+        let page = RowSelection {
+            filter: Some(RowFilter::Tids(&tids)),
+            ..selection(range, table, false)
+        };
+        bytes += catalog::rows_to_file(source, &page, file).await?;
+        after = tids.last().cloned();
+    }
 }
 
 /// A dump directory that fills up says what to do about it, as a `pg_dump` that fills it does.

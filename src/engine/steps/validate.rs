@@ -33,17 +33,21 @@ pub fn count_mismatches(plan: &Plan, counts: &[TableCount]) -> Vec<(String, i64,
         .collect()
 }
 
-/// Counts every planned table on both sides; `snapshot_client` is the session holding the snapshot.
+/// Counts every planned table on both sides; `snapshot_client` is the session holding the
+/// snapshot (`None`: the source's side is known otherwise, a subset's chosen rows, and left 0).
 pub async fn count_rows(
-    snapshot_client: &Client,
+    snapshot_client: Option<&Client>,
     target_client: &Client,
     plan: &Plan,
 ) -> anyhow::Result<Vec<TableCount>> {
     let names: Vec<_> = plan.tables.iter().map(|table| table.name.clone()).collect();
-    let (source, target) = tokio::try_join!(
-        catalog::row_counts(snapshot_client, &names),
-        catalog::row_counts(target_client, &names)
-    )?;
+    let on_source = async {
+        match snapshot_client {
+            Some(client) => catalog::row_counts(client, &names).await,
+            None => Ok(vec![0; names.len()]),
+        }
+    };
+    let (source, target) = tokio::try_join!(on_source, catalog::row_counts(target_client, &names))?;
     Ok(source
         .into_iter()
         .zip(target)

@@ -1,0 +1,262 @@
+//! The SQL of `[subset]`: the foreign keys it follows, and the rows it chooses, kept as the
+//! source's `(table oid, ctid)` pairs in an unlogged table of the copy (`dbsync_subset.chosen`),
+//! round by round, so that neither dbsync nor either server holds the subset in memory. A
+//! snapshot's rows keep their `ctid` for as long as the snapshot lives.
+
+use anyhow::Result;
+use futures_util::{StreamExt, TryStreamExt};
+use tokio_postgres::Client;
+
+use super::{QualifiedName, quote_identifier, sql_error};
+
+/// Where the chosen rows are kept in the copy, until its rows are loaded.
+const CHOSEN: &str = "dbsync_subset.chosen";
+/// How many rows go to or come from a server at once.
+pub const SUBSET_BATCH: usize = 10_000;
+
+/// A foreign key, column by column: what the subset follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyColumns {
+    pub name: String,
+    pub table: u32,
+    pub referenced: u32,
+    pub columns: Vec<String>,
+    pub referenced_columns: Vec<String>,
+}
+
+/// Every foreign key of the database (a partitioned table's once, on the table itself).
+pub async fn key_columns(client: &Client) -> Result<Vec<KeyColumns>> {
+    let columns = |key: &str, table: &str| {
+        format!(
+            "ARRAY(SELECT a.attname::text FROM unnest(c.{key}) WITH ORDINALITY AS k(attnum, position) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.{table} AND a.attnum = k.attnum ORDER BY k.position)"
+        )
+    };
+    let rows = client
+        .query(
+            &format!(
+                "SELECT c.conname::text, c.conrelid::oid, c.confrelid::oid, {}, {} FROM pg_catalog.pg_constraint c \
+                 WHERE c.contype = 'f' AND c.conparentid = 0 ORDER BY c.conrelid, c.conname",
+                columns("conkey", "conrelid"),
+                columns("confkey", "confrelid")
+            ),
+            &[],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the foreign keys a subset follows", error))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| KeyColumns {
+            name: row.get(0),
+            table: row.get(1),
+            referenced: row.get(2),
+            columns: row.get(3),
+            referenced_columns: row.get(4),
+        })
+        .collect())
+}
+
+/// The copy's table of chosen rows.
+pub async fn create_chosen_rows(target: &Client) -> Result<()> {
+    target
+        .batch_execute(&format!(
+            "CREATE SCHEMA dbsync_subset; \
+             CREATE UNLOGGED TABLE {CHOSEN} (relation oid NOT NULL, tid tid NOT NULL, round integer NOT NULL, \
+               PRIMARY KEY (relation, tid)); \
+             CREATE INDEX ON {CHOSEN} (round, relation, tid)"
+        ))
+        .await
+        .map_err(|error| sql_error("cannot create the table of a subset's rows in the copy", error))
+}
+
+/// Drops the table of chosen rows: the copy holds only the source's objects.
+pub async fn drop_chosen_rows(target: &Client) -> Result<()> {
+    target
+        .batch_execute("DROP SCHEMA IF EXISTS dbsync_subset CASCADE")
+        .await
+        .map_err(|error| sql_error("cannot drop the table of a subset's rows", error))
+}
+
+/// The rows `query` (on `source`, giving a table oid and a `ctid` as text) finds, kept in the
+/// copy as found in `round` unless found before; returns how many were new.
+pub async fn choose_rows(source: &Client, target: &Client, query: &str, round: i32) -> Result<u64> {
+    let rows = source
+        .query_raw(query, std::iter::empty::<i32>())
+        .await
+        .map_err(|error| sql_error("cannot read the rows a subset chooses", error))?;
+    let mut chunks = rows.try_chunks(SUBSET_BATCH).boxed();
+    let mut added = 0;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|error| sql_error("cannot read the rows a subset chooses", error.1))?;
+        let relations: Vec<u32> = chunk.iter().map(|row| row.get(0)).collect();
+        let tids: Vec<String> = chunk.iter().map(|row| row.get(1)).collect();
+        added += target
+            .execute(
+                &format!(
+                    "INSERT INTO {CHOSEN} SELECT relation, tid::tid, $3 FROM unnest($1::oid[], $2::text[]) AS r(relation, tid) \
+                     ON CONFLICT DO NOTHING"
+                ),
+                &[&relations, &tids, &round],
+            )
+            .await
+            .map_err(|error| sql_error("cannot keep the rows a subset chooses", error))?;
+    }
+    Ok(added)
+}
+
+/// The rows of `table` (a root, with its partitions or children) that a root chooses.
+pub fn root_query(
+    table: &QualifiedName,
+    condition: Option<&str>,
+    (percent, pages): (Option<&str>, bool),
+    seed: i64,
+) -> String {
+    let method = if pages { "SYSTEM" } else { "BERNOULLI" };
+    let sample = percent.map_or(String::new(), |percent| {
+        format!(" TABLESAMPLE {method} ({percent}) REPEATABLE ({seed})")
+    });
+    let condition = condition.map_or(String::new(), |condition| format!(" WHERE ({condition})"));
+    format!(
+        "SELECT tableoid::oid, ctid::text FROM {}{sample}{condition}",
+        table.quoted()
+    )
+}
+
+/// The rows of `to` that the rows `tids` of `from` (one table that holds rows) are linked to by
+/// a foreign key, `from_columns` matched with `to_columns`; `to` read with its partitions when
+/// `to_partitioned`. A key of one column is looked up as `= ANY(ARRAY(…))`, each of `to`'s
+/// indexes (each partition's) searched once for all the page's values: measured on *large*'s
+/// 12-partition `measurements`, 10,000 accounts' rows found in 75 ms, against 203 ms joined.
+pub fn linked_query(
+    (from, from_columns): (&QualifiedName, &[String]),
+    (to, to_columns, to_partitioned): (&QualifiedName, &[String], bool),
+    tids: &[String],
+) -> String {
+    let to_rows = format!("{}{}", if to_partitioned { "" } else { "ONLY " }, to.quoted());
+    let (chosen, filter) = (
+        format!("ONLY {} AS chosen", from.quoted()),
+        format!("chosen.ctid = ANY({})", tid_array(tids)),
+    );
+    if let ([from_column], [to_column]) = (from_columns, to_columns) {
+        return format!(
+            "SELECT linked.tableoid::oid, linked.ctid::text FROM {to_rows} AS linked \
+             WHERE linked.{} = ANY(ARRAY(SELECT chosen.{} FROM {chosen} WHERE {filter}))",
+            quote_identifier(to_column),
+            quote_identifier(from_column)
+        );
+    }
+    let pairs: Vec<String> = from_columns
+        .iter()
+        .zip(to_columns)
+        .map(|(from_column, to_column)| {
+            format!(
+                "linked.{} = chosen.{}",
+                quote_identifier(to_column),
+                quote_identifier(from_column)
+            )
+        })
+        .collect();
+    format!(
+        "SELECT linked.tableoid::oid, linked.ctid::text FROM {chosen} JOIN {to_rows} AS linked ON {} WHERE {filter}",
+        pairs.join(" AND ")
+    )
+}
+
+/// `tids` (as `ctid::text` gives them) as an SQL array of `tid`.
+pub fn tid_array(tids: &[String]) -> String {
+    // A tid is digits, a comma and parentheses: quoted as array elements, nothing to escape.
+    let elements: Vec<String> = tids.iter().map(|tid| format!("\"{tid}\"")).collect();
+    format!("'{{{}}}'::tid[]", elements.join(","))
+}
+
+/// The next page of rows chosen in `round`, after `after` (a relation and a tid), in order (of
+/// the `tid`s, not of their text: `(0,10)` comes after `(0,9)`).
+pub async fn chosen_in_round(target: &Client, round: i32, after: Option<&(u32, String)>) -> Result<Vec<(u32, String)>> {
+    let (relation, tid) = after.cloned().unwrap_or((0, "(0,0)".to_string()));
+    let limit = SUBSET_BATCH as i64;
+    let rows = target
+        .query(
+            &format!(
+                "SELECT c.relation, c.tid::text FROM {CHOSEN} c WHERE c.round = $1 AND (c.relation, c.tid) > ($2, $3::text::tid) \
+                 ORDER BY c.relation, c.tid LIMIT $4"
+            ),
+            &[&round, &relation, &tid, &limit],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the rows a subset chose", error))?;
+    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// The next page of `relation`'s chosen rows after `after`, in order.
+pub async fn chosen_of(target: &Client, relation: u32, after: Option<&str>) -> Result<Vec<String>> {
+    let limit = SUBSET_BATCH as i64;
+    let rows = target
+        .query(
+            &format!(
+                "SELECT c.tid::text FROM {CHOSEN} c WHERE c.relation = $1 AND c.tid > $2::text::tid ORDER BY c.tid LIMIT $3"
+            ),
+            &[&relation, &after.unwrap_or("(0,0)"), &limit],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the rows a subset chose", error))?;
+    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+}
+
+/// How many rows the subset chose of each table (by the source's oid).
+pub async fn chosen_counts(target: &Client) -> Result<Vec<(u32, i64)>> {
+    let rows = target
+        .query(
+            &format!("SELECT relation, count(*) FROM {CHOSEN} GROUP BY relation"),
+            &[],
+        )
+        .await
+        .map_err(|error| sql_error("cannot count the rows a subset chose", error))?;
+    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subset_queries_follow_keys_by_ctid() {
+        let orders = QualifiedName {
+            schema: "shop".into(),
+            name: "orders".into(),
+        };
+        let customers = QualifiedName {
+            schema: "shop".into(),
+            name: "customers".into(),
+        };
+        assert_eq!(
+            root_query(
+                &orders,
+                Some("placed > now() - interval '30 days'"),
+                (Some("1.5"), false),
+                7
+            ),
+            "SELECT tableoid::oid, ctid::text FROM \"shop\".\"orders\" TABLESAMPLE BERNOULLI (1.5) REPEATABLE (7) \
+             WHERE (placed > now() - interval '30 days')"
+        );
+        assert_eq!(
+            linked_query(
+                (&orders, &["customer_id".to_string()]),
+                (&customers, &["id".to_string()], false),
+                &["(0,1)".to_string(), "(3,12)".to_string()]
+            ),
+            "SELECT linked.tableoid::oid, linked.ctid::text FROM ONLY \"shop\".\"customers\" AS linked \
+             WHERE linked.\"id\" = ANY(ARRAY(SELECT chosen.\"customer_id\" FROM ONLY \"shop\".\"orders\" AS chosen \
+             WHERE chosen.ctid = ANY('{\"(0,1)\",\"(3,12)\"}'::tid[])))"
+        );
+        assert_eq!(
+            linked_query(
+                (&orders, &["a".to_string(), "b".to_string()]),
+                (&customers, &["x".to_string(), "y".to_string()], true),
+                &["(0,1)".to_string()]
+            ),
+            "SELECT linked.tableoid::oid, linked.ctid::text FROM ONLY \"shop\".\"orders\" AS chosen JOIN \
+             \"shop\".\"customers\" AS linked ON linked.\"x\" = chosen.\"a\" AND linked.\"y\" = chosen.\"b\" \
+             WHERE chosen.ctid = ANY('{\"(0,1)\"}'::tid[])"
+        );
+    }
+}

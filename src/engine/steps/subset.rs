@@ -1,0 +1,87 @@
+//! `[subset]`'s rows chosen in the export snapshot: the roots' rows, then, round by round, the
+//! rows the last round's rows are linked to by the keys the subset follows, until a round adds
+//! none (cycles and self-references end there, each row being chosen once). The rows are kept in
+//! the copy as the source's `(table, ctid)` (`catalog::subset`), page by page, so that memory
+//! does not grow with the subset; the units then copy each table's chosen rows.
+
+use super::Job;
+use super::relay::{source_in_snapshot, until_cancelled};
+use crate::catalog::{self, SUBSET_BATCH};
+use crate::scheduler::AttemptError;
+use crate::subset::{Sample, SubsetPlan};
+
+/// One attempt at choosing the subset's rows; returns how many rows of each table (by the
+/// source's oid) it chose, and in how many rounds.
+pub async fn choose(job: &Job, subset: &SubsetPlan) -> Result<(Vec<(u32, i64)>, i32), AttemptError> {
+    job.check_snapshot()?;
+    let work = async {
+        let (source, target) = tokio::try_join!(source_in_snapshot(job), catalog::connect(job.copy(), "target"))?;
+        // An earlier attempt's rows may be there: this one starts over.
+        catalog::drop_chosen_rows(&target).await?;
+        catalog::create_chosen_rows(&target).await?;
+        let mut added = 0;
+        for start in &subset.starts {
+            let query = catalog::root_query(
+                &start.table,
+                start.condition.as_deref(),
+                (start.percent.as_deref(), start.sample == Sample::Pages),
+                subset.seed,
+            );
+            added += catalog::choose_rows(&source, &target, &query, 0).await?;
+        }
+        let mut round = 0;
+        while added > 0 {
+            added = follow_round(&source, &target, subset, round).await?;
+            round += 1;
+        }
+        Ok((catalog::chosen_counts(&target).await?, round))
+    };
+    until_cancelled(job, work).await
+}
+
+/// The rows the links lead to from the rows chosen in `round`, chosen in the next; returns how
+/// many were new.
+async fn follow_round(
+    source: &tokio_postgres::Client,
+    target: &tokio_postgres::Client,
+    subset: &SubsetPlan,
+    round: i32,
+) -> anyhow::Result<u64> {
+    let mut added = 0;
+    let mut after = None;
+    loop {
+        let page = catalog::chosen_in_round(target, round, after.as_ref()).await?;
+        let Some(last) = page.last().cloned() else {
+            return Ok(added);
+        };
+        for (relation, tids) in by_relation(&page) {
+            for link in &subset.links {
+                let Some((_, from)) = link.from.iter().find(|(oid, _)| *oid == relation) else {
+                    continue;
+                };
+                let query = catalog::linked_query(
+                    (from, &link.from_columns),
+                    (&link.to, &link.to_columns, link.to_partitioned),
+                    &tids,
+                );
+                added += catalog::choose_rows(source, target, &query, round + 1).await?;
+            }
+        }
+        if page.len() < SUBSET_BATCH {
+            return Ok(added);
+        }
+        after = Some(last);
+    }
+}
+
+/// A page's rows (in relation order) grouped by relation.
+fn by_relation(page: &[(u32, String)]) -> Vec<(u32, Vec<String>)> {
+    let mut groups: Vec<(u32, Vec<String>)> = Vec::new();
+    for (relation, tid) in page {
+        match groups.last_mut() {
+            Some((last, tids)) if last == relation => tids.push(tid.clone()),
+            _ => groups.push((*relation, vec![tid.clone()])),
+        }
+    }
+    groups
+}

@@ -1,0 +1,130 @@
+//! `[subset]` in a sync: planned from the source's foreign keys before anything is created, its
+//! rows chosen in the export snapshot once the copy exists (`steps::subset`), every table's
+//! chosen rows copied by dbsync's own `COPY`, and the copy validated against what was chosen.
+
+use std::sync::Arc;
+
+use super::context::RunContext;
+use super::preflight::Source;
+use super::steps::{self, Job};
+use super::{interruptible, step_error};
+use crate::catalog;
+use crate::errors::SyncError;
+use crate::plan::{Plan, Unit};
+use crate::report::{Event, Notice};
+use crate::settings::Content;
+use crate::usage_error;
+
+impl RunContext<'_> {
+    /// PREFLIGHT: the subset's starts and links over `plan`, refused (exit 2) when it cannot be
+    /// made; nothing without `[subset]`.
+    pub(super) async fn plan_subset(&mut self, source: &Source, plan: &Plan) -> Result<(), SyncError> {
+        let Content::Everything { subset: Some(subset) } = &self.settings.content else {
+            return Ok(());
+        };
+        if self.settings.verification == crate::settings::Verification::Checksum {
+            return Err(usage_error!(
+                "[subset] cannot be used with --verify checksum yet: the source's checksums are of whole tables\nhint: validation counts the copy's rows against the subset's"
+            ));
+        }
+        let keys = interruptible(&self.cancellation, catalog::key_columns(&source.client)).await?;
+        let planned = subset
+            .plan(plan, &source.inventory, &keys)
+            .map_err(|error| usage_error!("config file: {error}"))?;
+        self.subset = Some(planned);
+        Ok(())
+    }
+
+    /// The plan with every table's rows limited to the subset's: each copied by dbsync's own
+    /// `COPY` (text, page by page of chosen rows). Refused if a table would still go through
+    /// `pg_dump`, which cannot copy part of a table.
+    pub(super) fn subset_rows(&self, plan: Plan) -> Result<Plan, SyncError> {
+        if self.subset.is_none() {
+            return Ok(plan);
+        }
+        if let Some(unit) = plan
+            .units
+            .iter()
+            .find(|unit| unit.kind == crate::plan::UnitKind::Tables && !unit.copies_rows() && !unit.tables.is_empty())
+        {
+            return Err(usage_error!(
+                "[subset] cannot copy part of {}: its columns cannot be read for dbsync's own COPY\nhint: leave it out with --exclude",
+                unit.tables[0].display_name()
+            ));
+        }
+        let units = plan.units.iter().map(|unit| Arc::new(chosen_only(unit))).collect();
+        Ok(Plan { units, ..plan })
+    }
+
+    /// Chooses the subset's rows in the copy, before any unit copies them.
+    pub(super) async fn choose_subset_rows(&self, job: &Job) -> Result<(), SyncError> {
+        let Some(subset) = &self.subset else {
+            return Ok(());
+        };
+        let (counts, rounds) = self
+            .retried(job, "subset", |_| steps::subset::choose(job, subset))
+            .await?;
+        self.emit(Event::Notice(Notice::SubsetChosen {
+            rows: counts.iter().map(|(_, rows)| rows).sum::<i64>(),
+            tables: counts.len(),
+            rounds,
+        }));
+        Ok(())
+    }
+
+    /// Once every unit is in: what the subset chose of each planned table (what validation
+    /// expects), then its table of chosen rows dropped from the copy.
+    pub(super) async fn finish_subset(&mut self, job: &Job, plan: &Plan) -> Result<(), SyncError> {
+        if self.subset.is_none() {
+            return Ok(());
+        }
+        let counts = job
+            .on_copy(|client| async move {
+                let counts = catalog::chosen_counts(&client).await?;
+                catalog::drop_chosen_rows(&client).await?;
+                Ok(counts)
+            })
+            .await
+            .map_err(|error| step_error(&self.cancellation, error))?;
+        let of = |oid: &u32| {
+            counts
+                .iter()
+                .find(|(relation, _)| relation == oid)
+                .map_or(0, |(_, rows)| *rows)
+        };
+        self.chosen_counts = Some(
+            plan.tables
+                .iter()
+                .map(|table| table.member_oids.iter().map(of).sum())
+                .collect(),
+        );
+        Ok(())
+    }
+
+    /// Validation's counts with the source's side replaced by what the subset chose.
+    pub(super) fn against_subset(
+        &self,
+        mut counts: Vec<steps::validate::TableCount>,
+    ) -> Vec<steps::validate::TableCount> {
+        if let Some(chosen) = &self.chosen_counts {
+            for (count, chosen) in counts.iter_mut().zip(chosen) {
+                count.source = *chosen;
+            }
+        }
+        counts
+    }
+}
+
+/// `unit` with each of its row copies limited to the chosen rows, in text.
+fn chosen_only(unit: &Unit) -> Unit {
+    let only = |range: &crate::plan::RowRange| crate::plan::RowRange {
+        subset: true,
+        binary: false,
+        ..range.clone()
+    };
+    Unit {
+        part: unit.part.as_ref().map(only),
+        batch: unit.batch.iter().map(only).collect(),
+        ..unit.clone()
+    }
+}
