@@ -122,6 +122,22 @@ pub fn root_query(
     )
 }
 
+/// How many rows the planner expects `query` (a root's) to give, without running it; `None` when
+/// it cannot say (the condition is wrong: the sync itself will say how).
+pub async fn planned_rows(client: &Client, query: &str) -> Option<f64> {
+    // The simple protocol gives the plan as text (the json type has no Rust type here).
+    let messages = client
+        .simple_query(&format!("EXPLAIN (FORMAT JSON) {query}"))
+        .await
+        .ok()?;
+    let text = messages.iter().find_map(|message| match message {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+        _ => None,
+    })?;
+    let plan: serde_json::Value = serde_json::from_str(&text).ok()?;
+    plan.get(0)?.get("Plan")?.get("Plan Rows")?.as_f64()
+}
+
 /// The rows of `to` that the rows `tids` of `from` (one table that holds rows) are linked to by
 /// a foreign key, `from_columns` matched with `to_columns`; `to` read with its partitions when
 /// `to_partitioned`. A key of one column is looked up as `= ANY(ARRAY(…))`, each of `to`'s

@@ -534,9 +534,10 @@ fn customers_source(database: &str) {
                               'plan', 'gold'), \
            CASE WHEN g % 2 = 0 THEN 'DE' ELSE 'US' END, 'nick' || g, g || ' Clear Road' FROM generate_series(1, 200) g; \
          CREATE TABLE invoices (id int PRIMARY KEY, customer_external_id text NOT NULL REFERENCES customers (external_id), \
-           customer_name text, issued date); \
-         INSERT INTO invoices SELECT g, 'ext-clear-' || (1 + g % 200), 'Firstclear' || (1 + g % 200), \
-           date '2020-01-01' + (1 + g % 200) FROM generate_series(1, 400) g;",
+           customer_name text, issued date, customer_last text, customer_full varchar(12), customer_company text, \
+           seen timestamptz, credit numeric(10,2), visits integer, profile jsonb, street text); \
+         INSERT INTO invoices SELECT i.g, c.external_id, c.first, c.signed_up, c.last, c.full_name, c.company, c.last_seen, \
+           c.credit, c.visits, c.profile, c.street FROM generate_series(1, 400) i(g) JOIN customers c ON c.id = 1 + i.g % 200;",
     );
 }
 
@@ -564,7 +565,15 @@ fn realistic_masks_keep_their_shape_and_join_across_tables() {
          [transform.invoices]\n\
          customer_external_id = \"uuid\"\n\
          customer_name = \"first_name\"\n\
-         issued = \"shift('10 days')\"\n",
+         issued = \"shift('10 days')\"\n\
+         customer_last = \"last_name('de')\"\n\
+         customer_full = \"full_name\"\n\
+         customer_company = \"company('fr')\"\n\
+         seen = \"shift('2 hours')\"\n\
+         credit = \"noise('10%')\"\n\
+         visits = \"noise('5')\"\n\
+         profile = \"json('{contact,email}', email)\"\n\
+         street = \"address('de')\"\n",
     )
     .unwrap();
     let dumps = dump_dir();
@@ -616,7 +625,9 @@ fn realistic_masks_keep_their_shape_and_join_across_tables() {
     assert_eq!(
         target(
             "SELECT count(*) FROM invoices i JOIN customers c ON c.external_id = i.customer_external_id \
-             WHERE i.customer_name = c.first AND i.issued = c.signed_up"
+             WHERE i.customer_name = c.first AND i.issued = c.signed_up AND i.customer_last = c.last \
+               AND i.customer_full = c.full_name AND i.customer_company = c.company AND i.seen = c.last_seen \
+               AND i.credit = c.credit AND i.visits = c.visits AND i.profile = c.profile AND i.street = c.street"
         ),
         "400"
     );
