@@ -7,10 +7,26 @@ use anyhow::Result;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio_postgres::Client;
 
-use super::{QualifiedName, quote_identifier, sql_error};
+use super::{QualifiedName, RowFilter, RowSelection, quote_identifier, sql_error};
 
-/// Where the chosen rows are kept in the copy, until its rows are loaded.
-const CHOSEN: &str = "dbsync_subset.chosen";
+/// Where the chosen rows are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChosenRows {
+    /// In the copy a sync makes, until its rows are loaded (any session reads them).
+    InCopy,
+    /// In a temporary table of one session on a kept target (`--data-only`): nothing is left
+    /// in the user's database, whatever ends the run.
+    InSession,
+}
+
+impl ChosenRows {
+    fn table(self) -> &'static str {
+        match self {
+            ChosenRows::InCopy => "dbsync_subset.chosen",
+            ChosenRows::InSession => "pg_temp.dbsync_chosen",
+        }
+    }
+}
 /// How many rows go to or come from a server at once.
 pub const SUBSET_BATCH: usize = 10_000;
 
@@ -56,30 +72,43 @@ pub async fn key_columns(client: &Client) -> Result<Vec<KeyColumns>> {
         .collect())
 }
 
-/// The copy's table of chosen rows.
-pub async fn create_chosen_rows(target: &Client) -> Result<()> {
+/// The table of chosen rows.
+pub async fn create_chosen_rows(target: &Client, place: ChosenRows) -> Result<()> {
+    let created = match place {
+        ChosenRows::InCopy => "CREATE SCHEMA dbsync_subset; CREATE UNLOGGED TABLE dbsync_subset.chosen",
+        ChosenRows::InSession => "CREATE TEMPORARY TABLE dbsync_chosen",
+    };
+    let table = place.table();
     target
         .batch_execute(&format!(
-            "CREATE SCHEMA dbsync_subset; \
-             CREATE UNLOGGED TABLE {CHOSEN} (relation oid NOT NULL, tid tid NOT NULL, round integer NOT NULL, \
-               PRIMARY KEY (relation, tid)); \
-             CREATE INDEX ON {CHOSEN} (round, relation, tid)"
+            "{created} (relation oid NOT NULL, tid tid NOT NULL, round integer NOT NULL, PRIMARY KEY (relation, tid)); \
+             CREATE INDEX ON {table} (round, relation, tid)"
         ))
         .await
-        .map_err(|error| sql_error("cannot create the table of a subset's rows in the copy", error))
+        .map_err(|error| sql_error("cannot create the table of a subset's rows", error))
 }
 
 /// Drops the table of chosen rows: the copy holds only the source's objects.
-pub async fn drop_chosen_rows(target: &Client) -> Result<()> {
+pub async fn drop_chosen_rows(target: &Client, place: ChosenRows) -> Result<()> {
+    let statement = match place {
+        ChosenRows::InCopy => "DROP SCHEMA IF EXISTS dbsync_subset CASCADE",
+        ChosenRows::InSession => "DROP TABLE IF EXISTS pg_temp.dbsync_chosen",
+    };
     target
-        .batch_execute("DROP SCHEMA IF EXISTS dbsync_subset CASCADE")
+        .batch_execute(statement)
         .await
         .map_err(|error| sql_error("cannot drop the table of a subset's rows", error))
 }
 
 /// The rows `query` (on `source`, giving a table oid and a `ctid` as text) finds, kept in the
 /// copy as found in `round` unless found before; returns how many were new.
-pub async fn choose_rows(source: &Client, target: &Client, query: &str, round: i32) -> Result<u64> {
+pub async fn choose_rows(
+    source: &Client,
+    (target, place): (&Client, ChosenRows),
+    query: &str,
+    round: i32,
+) -> Result<u64> {
+    let chosen = place.table();
     let rows = source
         .query_raw(query, std::iter::empty::<i32>())
         .await
@@ -93,7 +122,7 @@ pub async fn choose_rows(source: &Client, target: &Client, query: &str, round: i
         added += target
             .execute(
                 &format!(
-                    "INSERT INTO {CHOSEN} SELECT relation, tid::tid, $3 FROM unnest($1::oid[], $2::text[]) AS r(relation, tid) \
+                    "INSERT INTO {chosen} SELECT relation, tid::tid, $3 FROM unnest($1::oid[], $2::text[]) AS r(relation, tid) \
                      ON CONFLICT DO NOTHING"
                 ),
                 &[&relations, &tids, &round],
@@ -187,13 +216,18 @@ pub fn tid_array(tids: &[String]) -> String {
 
 /// The next page of rows chosen in `round`, after `after` (a relation and a tid), in order (of
 /// the `tid`s, not of their text: `(0,10)` comes after `(0,9)`).
-pub async fn chosen_in_round(target: &Client, round: i32, after: Option<&(u32, String)>) -> Result<Vec<(u32, String)>> {
+pub async fn chosen_in_round(
+    (target, place): (&Client, ChosenRows),
+    round: i32,
+    after: Option<&(u32, String)>,
+) -> Result<Vec<(u32, String)>> {
+    let chosen = place.table();
     let (relation, tid) = after.cloned().unwrap_or((0, "(0,0)".to_string()));
     let limit = SUBSET_BATCH as i64;
     let rows = target
         .query(
             &format!(
-                "SELECT c.relation, c.tid::text FROM {CHOSEN} c WHERE c.round = $1 AND (c.relation, c.tid) > ($2, $3::text::tid) \
+                "SELECT c.relation, c.tid::text FROM {chosen} c WHERE c.round = $1 AND (c.relation, c.tid) > ($2, $3::text::tid) \
                  ORDER BY c.relation, c.tid LIMIT $4"
             ),
             &[&round, &relation, &tid, &limit],
@@ -204,12 +238,17 @@ pub async fn chosen_in_round(target: &Client, round: i32, after: Option<&(u32, S
 }
 
 /// The next page of `relation`'s chosen rows after `after`, in order.
-pub async fn chosen_of(target: &Client, relation: u32, after: Option<&str>) -> Result<Vec<String>> {
+pub async fn chosen_of(
+    (target, place): (&Client, ChosenRows),
+    relation: u32,
+    after: Option<&str>,
+) -> Result<Vec<String>> {
+    let chosen = place.table();
     let limit = SUBSET_BATCH as i64;
     let rows = target
         .query(
             &format!(
-                "SELECT c.tid::text FROM {CHOSEN} c WHERE c.relation = $1 AND c.tid > $2::text::tid ORDER BY c.tid LIMIT $3"
+                "SELECT c.tid::text FROM {chosen} c WHERE c.relation = $1 AND c.tid > $2::text::tid ORDER BY c.tid LIMIT $3"
             ),
             &[&relation, &after.unwrap_or("(0,0)"), &limit],
         )
@@ -218,11 +257,60 @@ pub async fn chosen_of(target: &Client, relation: u32, after: Option<&str>) -> R
     Ok(rows.into_iter().map(|row| row.get(0)).collect())
 }
 
+/// The rows of `rows`' table that the subset chose (`relation`, the table's oid on the source),
+/// relayed from `source` into `target` page by page, each page its own `COPY`.
+pub async fn relay_chosen_rows(
+    source: &Client,
+    target: &Client,
+    rows: &RowSelection<'_>,
+    chosen: (&Client, ChosenRows),
+    relation: u32,
+) -> Result<()> {
+    let mut after: Option<String> = None;
+    loop {
+        let tids = chosen_of(chosen, relation, after.as_deref()).await?;
+        if tids.is_empty() {
+            return Ok(());
+        }
+        let page = RowSelection {
+            filter: Some(RowFilter::Tids(&tids)),
+            ..*rows
+        };
+        super::relay_rows(source, target, &page).await?;
+        after = tids.last().cloned();
+    }
+}
+
+/// The rows of `rows`' table that the subset chose, page by page, written to `file` one after
+/// the other (in text: `COPY`'s binary form has a header each); returns the bytes written.
+pub async fn chosen_rows_to_file(
+    source: &Client,
+    rows: &RowSelection<'_>,
+    chosen: (&Client, ChosenRows),
+    relation: u32,
+    file: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> Result<u64> {
+    let (mut bytes, mut after): (u64, Option<String>) = (0, None);
+    loop {
+        let tids = chosen_of(chosen, relation, after.as_deref()).await?;
+        if tids.is_empty() {
+            return Ok(bytes);
+        }
+        let page = RowSelection {
+            filter: Some(RowFilter::Tids(&tids)),
+            ..*rows
+        };
+        bytes += super::rows_to_file(source, &page, file).await?;
+        after = tids.last().cloned();
+    }
+}
+
 /// How many rows the subset chose of each table (by the source's oid).
-pub async fn chosen_counts(target: &Client) -> Result<Vec<(u32, i64)>> {
+pub async fn chosen_counts(target: &Client, place: ChosenRows) -> Result<Vec<(u32, i64)>> {
+    let chosen = place.table();
     let rows = target
         .query(
-            &format!("SELECT relation, count(*) FROM {CHOSEN} GROUP BY relation"),
+            &format!("SELECT relation, count(*) FROM {chosen} GROUP BY relation"),
             &[],
         )
         .await

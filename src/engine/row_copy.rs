@@ -341,6 +341,7 @@ impl RunContext<'_> {
                 target: Some(target),
             })
             .collect();
+        let counts = self.against_subset(counts);
         let mut differences = Vec::new();
         if verification == Verification::Checksum {
             let members = plan.members();

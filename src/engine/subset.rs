@@ -12,14 +12,13 @@ use crate::catalog;
 use crate::errors::SyncError;
 use crate::plan::{Plan, Unit};
 use crate::report::{Event, Notice};
-use crate::settings::Content;
 use crate::usage_error;
 
 impl RunContext<'_> {
     /// PREFLIGHT: the subset's starts and links over `plan`, refused (exit 2) when it cannot be
     /// made; nothing without `[subset]`.
     pub(super) async fn plan_subset(&mut self, source: &Source, plan: &Plan) -> Result<(), SyncError> {
-        let Content::Everything { subset: Some(subset) } = &self.settings.content else {
+        let Some(subset) = self.settings.content.subset() else {
             return Ok(());
         };
         if self.settings.verification == crate::settings::Verification::Checksum {
@@ -80,12 +79,18 @@ impl RunContext<'_> {
         }
         let counts = job
             .on_copy(|client| async move {
-                let counts = catalog::chosen_counts(&client).await?;
-                catalog::drop_chosen_rows(&client).await?;
+                let counts = catalog::chosen_counts(&client, catalog::ChosenRows::InCopy).await?;
+                catalog::drop_chosen_rows(&client, catalog::ChosenRows::InCopy).await?;
                 Ok(counts)
             })
             .await
             .map_err(|error| step_error(&self.cancellation, error))?;
+        self.keep_chosen_counts(plan, &counts);
+        Ok(())
+    }
+
+    /// What the subset chose of each planned table (`counts`: of each table holding rows).
+    fn keep_chosen_counts(&mut self, plan: &Plan, counts: &[(u32, i64)]) {
         let of = |oid: &u32| {
             counts
                 .iter()
@@ -98,6 +103,28 @@ impl RunContext<'_> {
                 .map(|table| table.member_oids.iter().map(of).sum())
                 .collect(),
         );
+    }
+
+    /// `--data-only` with `[subset]`: the subset's rows chosen (with `source`, in the snapshot)
+    /// into a temporary table of `session`, a session of the kept target's own for the run, so
+    /// that nothing is left in the user's database whatever ends the run.
+    pub(super) async fn choose_subset_in_session(
+        &mut self,
+        source: &tokio_postgres::Client,
+        session: &tokio_postgres::Client,
+        plan: &Plan,
+    ) -> Result<(), SyncError> {
+        let Some(subset) = &self.subset else {
+            return Ok(());
+        };
+        let choosing = steps::subset::choose_with(source, (session, catalog::ChosenRows::InSession), subset);
+        let (counts, rounds) = interruptible(&self.cancellation, choosing).await?;
+        self.emit(Event::Notice(Notice::SubsetChosen {
+            rows: counts.iter().map(|(_, rows)| rows).sum::<i64>(),
+            tables: counts.len(),
+            rounds,
+        }));
+        self.keep_chosen_counts(plan, &counts);
         Ok(())
     }
 

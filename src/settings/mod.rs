@@ -106,7 +106,11 @@ pub enum Content {
     SchemaOnly,
     /// The selected tables' rows into the existing target, each table in one transaction
     /// (`--data-only`); `fix_schema` first adds what the target lacks.
-    DataOnly { fix_schema: bool },
+    DataOnly {
+        fix_schema: bool,
+        /// `[subset]`: the subset's rows replace the tables' rows.
+        subset: Option<crate::subset::Subset>,
+    },
     /// Only the rows that differ, into the existing target, each table in one transaction
     /// (`--incremental`, `[incremental]`).
     Incremental(IncrementalSettings),
@@ -190,10 +194,18 @@ pub struct IncrementalSettings {
 pub const DEFAULT_BATCH_ROWS: u64 = 10_000;
 
 impl Content {
+    /// `[subset]`, in a run that copies one (a sync, or a `--data-only` refresh).
+    pub fn subset(&self) -> Option<&crate::subset::Subset> {
+        match self {
+            Content::Everything { subset } | Content::DataOnly { subset, .. } => subset.as_ref(),
+            _ => None,
+        }
+    }
+
     /// `--fix-schema` was given (a `--data-only` or `--incremental` refresh).
     pub fn fixes_schema(&self) -> bool {
         match self {
-            Content::DataOnly { fix_schema } => *fix_schema,
+            Content::DataOnly { fix_schema, .. } => *fix_schema,
             Content::Incremental(incremental) => incremental.fix_schema,
             _ => false,
         }
@@ -584,11 +596,12 @@ fn content_of(
     }
     Ok(Content::DataOnly {
         fix_schema: arguments.fix_schema,
+        subset,
     })
 }
 
-/// What a `[subset]` cannot go with (yet): it is copied by a sync into a new copy, its rows
-/// relayed by dbsync.
+/// What a `[subset]` cannot go with (yet): it is copied by a sync into a new copy, or by a
+/// `--data-only` refresh, its rows relayed by dbsync.
 fn refuse_with_subset(arguments: &SyncArguments, mode: &Mode, transfer: Transfer) -> Result<(), SyncError> {
     let refused = match mode {
         Mode::Merge { .. } => Some("dbsync merge"),
@@ -596,7 +609,6 @@ fn refuse_with_subset(arguments: &SyncArguments, mode: &Mode, transfer: Transfer
         Mode::Dump { .. } => Some("dbsync dump"),
         Mode::Restore { .. } => Some("dbsync restore"),
         Mode::Sync if arguments.schema_only => Some("--schema-only"),
-        Mode::Sync if arguments.data_only => Some("--data-only"),
         Mode::Sync if arguments.incremental => Some("--incremental"),
         Mode::Sync if transfer == (Transfer::Files { keep: true }) => Some("--keep-dumps or --resume"),
         Mode::Sync if arguments.rows_via_pg_dump => Some("--rows-via-pg-dump"),
@@ -604,7 +616,7 @@ fn refuse_with_subset(arguments: &SyncArguments, mode: &Mode, transfer: Transfer
     };
     match refused {
         Some(refused) => Err(usage_error!(
-            "[subset] cannot be used with {refused} yet: a subset is copied by dbsync sync into a new copy\nhint: run dbsync sync with this config file, or leave [subset] out"
+            "[subset] cannot be used with {refused} yet: a subset is copied by dbsync sync (into a new copy, or with --data-only)\nhint: run dbsync sync with this config file, or leave [subset] out"
         )),
         None => Ok(()),
     }

@@ -279,7 +279,11 @@ fn what_a_subset_cannot_go_with_is_refused_before_anything_changes() {
     let work = dump_dir();
     let root = "[subset.tables.orders]\nwhere = \"id < 10\"\n";
     let cases: [(&str, &[&str], &str); 6] = [
-        (root, &["--data-only"], "[subset] cannot be used with --data-only yet"),
+        (
+            root,
+            &["--incremental"],
+            "[subset] cannot be used with --incremental yet",
+        ),
         (
             root,
             &["--keep-dumps"],
@@ -327,5 +331,46 @@ fn what_a_subset_cannot_go_with_is_refused_before_anything_changes() {
         text(&dumped).contains("[subset] cannot be used with dbsync dump yet"),
         "{}",
         text(&dumped)
+    );
+}
+
+#[test]
+fn a_data_only_refresh_replaces_the_rows_with_the_subset_and_leaves_nothing_behind() {
+    let clusters = clusters();
+    shop_with_cycles("subset_refresh_src");
+    let dumps = dump_dir();
+    // A kept dev database: the whole source first.
+    assert_exit(
+        &crate::sync("subset_refresh_src", "subset_refresh_dst", &["--yes"], dumps.path()),
+        0,
+    );
+    let root = "placed < date '2026-01-15'";
+    let config = subset_config(
+        dumps.path(),
+        &format!(
+            "[subset]\nreferencing = [\"order_items\", \"payments\", \"item_returns\"]\n\
+             [subset.tables.orders]\nwhere = \"{root}\"\n"
+        ),
+    );
+    let refreshed = crate::sync(
+        "subset_refresh_src",
+        "subset_refresh_dst",
+        &["--yes", "--data-only", "--config", config.to_str().unwrap()],
+        dumps.path(),
+    );
+    assert_exit(&refreshed, 0);
+    assert!(text(&refreshed).contains("Subset: "), "{}", text(&refreshed));
+    assert_eq!(
+        clusters.target.psql("subset_refresh_dst", &id_listing("")),
+        expected_closure("subset_refresh_src", root)
+    );
+    assert_eq!(
+        clusters.target.psql(
+            "subset_refresh_dst",
+            "SELECT (SELECT count(*) FROM audit_log), \
+                    (SELECT count(*) FROM pg_namespace WHERE nspname = 'dbsync_subset')"
+        ),
+        "0|0",
+        "unreached tables emptied, nothing of the subset's left"
     );
 }

@@ -4,6 +4,7 @@
 //! and triggers do not fire for these writes; sequences are set; the rows are validated like a
 //! sync's. `--fix-schema` first adds what the target lacks.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,15 +12,18 @@ use tokio_postgres::Client;
 
 use crate::catalog::{self, QualifiedName};
 use crate::connection::Endpoint;
-use crate::engine::RunContext;
 use crate::engine::row_copy::{RefreshedTable, linked_groups, row_copy_event};
 use crate::engine::steps::checksum::Sessions;
 use crate::engine::steps::committed_unless_stopped;
+use crate::engine::{RunContext, interruptible};
 use crate::errors::SyncError;
 use crate::hooks::HookStage;
 use crate::plan::Plan;
 use crate::report::{Event, Notice, Phase, TableLine, Warning};
 use crate::scheduler::share_out;
+
+/// `[subset]`'s session holding the chosen rows, and each table's oid on the source.
+type Chosen<'a> = (&'a Client, &'a HashMap<QualifiedName, u32>);
 
 /// `sync --data-only`: the run context and the kept target it refreshes.
 pub(in crate::engine) struct Refresh<'a> {
@@ -34,6 +38,7 @@ impl Refresh<'_> {
         started_at: chrono::DateTime<chrono::Local>,
     ) -> Result<(), SyncError> {
         let (source, plan, _) = self.context.inspect_source(self.source).await?;
+        self.context.plan_subset(&source, &plan).await?;
         let (target, tables) = self.context.fitted_kept_target(&source, self.target, &plan).await?;
         if self.context.settings.dry_run {
             self.context.emit(Event::Notice(Notice::DryRunDone));
@@ -54,13 +59,39 @@ impl Refresh<'_> {
                 .position(|planned| planned.members.contains(&table.name))
         };
         let groups = linked_groups(&plan, &source.inventory, &tables, planned_of);
-        self.refresh_tables(&source_sessions, &target_sessions, &groups).await?;
+        let chosen = self.choose_subset(&source_sessions, &plan).await?;
+        let chosen = chosen.as_ref().map(|(session, oids)| (session, oids));
+        self.refresh_tables(&source_sessions, &target_sessions, &groups, chosen)
+            .await?;
         self.context.set_sequences(&source.client, &target, &plan).await?;
         self.context.emit(Event::Phase(Phase::RefreshValidation));
         self.context
             .validate_refresh(self.target, &source.client, &target, &plan, &source_sessions)
             .await?;
         self.context.run_hooks(HookStage::AfterImport, self.target).await
+    }
+
+    /// `[subset]`: its rows chosen into a temporary table of a session of their own on the
+    /// target (returned, with each table's oid on the source), before any table is emptied.
+    async fn choose_subset(
+        &mut self,
+        source: &Sessions,
+        plan: &Plan,
+    ) -> Result<Option<(Client, HashMap<QualifiedName, u32>)>, SyncError> {
+        if self.context.subset.is_none() {
+            return Ok(None);
+        }
+        let session = interruptible(&self.context.cancellation, catalog::connect(self.target, "target")).await?;
+        let snapshot_session = &source.clients()[0];
+        self.context
+            .choose_subset_in_session(snapshot_session, &session, plan)
+            .await?;
+        let oids = plan
+            .tables
+            .iter()
+            .flat_map(|table| table.members.iter().cloned().zip(table.member_oids.iter().copied()))
+            .collect();
+        Ok(Some((session, oids)))
     }
 
     /// What is refreshed, and the consent to it.
@@ -83,6 +114,7 @@ impl Refresh<'_> {
         source: &Sessions,
         target: &[Arc<Client>],
         groups: &[Vec<&RefreshedTable>],
+        chosen: Option<Chosen<'_>>,
     ) -> Result<(), SyncError> {
         let pairs: Vec<(Arc<Client>, Arc<Client>)> =
             source.clients().iter().cloned().zip(target.iter().cloned()).collect();
@@ -96,7 +128,7 @@ impl Refresh<'_> {
                 self.context
                     .emit(row_copy_event(&table.name, TableLine::Started { description }));
             }
-            match self.refresh_one_group(&source, &target, group).await {
+            match self.refresh_one_group(&source, &target, group, chosen).await {
                 Ok(()) => {
                     for table in group {
                         let elapsed = started.elapsed();
@@ -130,6 +162,7 @@ impl Refresh<'_> {
         source: &Client,
         target: &Client,
         group: &[&RefreshedTable],
+        chosen: Option<Chosen<'_>>,
     ) -> Result<(), (usize, anyhow::Error)> {
         let loaded = async {
             catalog::begin_refresh(target).await.map_err(|error| (0, error))?;
@@ -145,7 +178,14 @@ impl Refresh<'_> {
                 };
                 let replaced = async {
                     catalog::empty_for_refresh(target, &table.name).await?;
-                    catalog::relay_rows(source, target, &rows).await.map(|_| ())
+                    match chosen {
+                        None => catalog::relay_rows(source, target, &rows).await.map(|_| ()),
+                        Some((session, oids)) => {
+                            let relation = oids.get(&table.name).copied().unwrap_or(0);
+                            let chosen = (session, catalog::ChosenRows::InSession);
+                            catalog::relay_chosen_rows(source, target, &rows, chosen, relation).await
+                        }
+                    }
                 };
                 replaced.await.map_err(|error| (place, error))?;
             }

@@ -22,7 +22,7 @@ use anyhow::Context;
 
 use super::export::{ExportedSizes, completed_dump, unit_directory};
 use super::{Job, database_attempt_error, directory_size};
-use crate::catalog::{self, QualifiedName, RowFilter, RowSelection, TransactionOutcome};
+use crate::catalog::{self, QualifiedName, RowSelection, TransactionOutcome};
 use crate::plan::{RowRange, Unit};
 use crate::scheduler::AttemptError;
 
@@ -137,19 +137,8 @@ impl<'a> RowsFrom<'a> {
         let selection = selection(range, table, freeze);
         match self {
             RowsFrom::Source(source) if range.subset => {
-                let mut after: Option<String> = None;
-                loop {
-                    let tids = catalog::chosen_of(target, range.table_oid, after.as_deref()).await?;
-                    if tids.is_empty() {
-                        break;
-                    }
-                    let page = RowSelection {
-                        filter: Some(RowFilter::Tids(&tids)),
-                        ..selection
-                    };
-                    catalog::relay_rows(source, target, &page).await?;
-                    after = tids.last().cloned();
-                }
+                let chosen = (target, catalog::ChosenRows::InCopy);
+                catalog::relay_chosen_rows(source, target, &selection, chosen, range.table_oid).await?;
             }
             RowsFrom::Source(source) => {
                 catalog::relay_rows(source, target, &selection).await?;
@@ -248,7 +237,11 @@ pub async fn dump_part(job: &Job, unit: &Unit) -> Result<ExportedSizes, AttemptE
         let mut lengths = Vec::new();
         for (range, table) in unit.row_copies() {
             let bytes = match (&chosen, range.subset) {
-                (Some(target), true) => chosen_rows_to_file(&source, target, range, table, &mut file).await?,
+                (Some(target), true) => {
+                    let chosen = (target, catalog::ChosenRows::InCopy);
+                    let rows = selection(range, table, false);
+                    catalog::chosen_rows_to_file(&source, &rows, chosen, range.table_oid, &mut file).await?
+                }
                 _ => catalog::rows_to_file(&source, &selection(range, table, false), &mut file).await?,
             };
             *sizes.by_table.entry(range.table_oid).or_default() += bytes;
@@ -268,30 +261,6 @@ pub async fn dump_part(job: &Job, unit: &Unit) -> Result<ExportedSizes, AttemptE
     super::export::mark_complete(job, &directory)?;
     job.dump_space.added(sizes.total);
     Ok(sizes)
-}
-
-/// The rows `[subset]` chose of `table`, page by page, written to `file` one after the other
-/// (in text: `COPY`'s binary form has a header each); returns the bytes written.
-async fn chosen_rows_to_file(
-    source: &tokio_postgres::Client,
-    target: &tokio_postgres::Client,
-    range: &RowRange,
-    table: &QualifiedName,
-    file: &mut (impl tokio::io::AsyncWrite + Unpin),
-) -> anyhow::Result<u64> {
-    let (mut bytes, mut after): (u64, Option<String>) = (0, None);
-    loop {
-        let tids = catalog::chosen_of(target, range.table_oid, after.as_deref()).await?;
-        if tids.is_empty() {
-            return Ok(bytes);
-        }
-        let page = RowSelection {
-            filter: Some(RowFilter::Tids(&tids)),
-            ..selection(range, table, false)
-        };
-        bytes += catalog::rows_to_file(source, &page, file).await?;
-        after = tids.last().cloned();
-    }
 }
 
 /// A dump directory that fills up says what to do about it, as a `pg_dump` that fills it does.

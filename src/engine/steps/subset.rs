@@ -1,49 +1,60 @@
 //! `[subset]`'s rows chosen in the export snapshot: the roots' rows, then, round by round, the
 //! rows the last round's rows are linked to by the keys the subset follows, until a round adds
-//! none (cycles and self-references end there, each row being chosen once). The rows are kept in
-//! the copy as the source's `(table, ctid)` (`catalog::subset`), page by page, so that memory
-//! does not grow with the subset; the units then copy each table's chosen rows.
+//! none (cycles and self-references end there, each row being chosen once). The rows are kept
+//! on the target as the source's `(table, ctid)` (`catalog::subset`), page by page, so that
+//! memory does not grow with the subset; the rows are then copied table by table.
 
 use super::Job;
 use super::relay::{source_in_snapshot, until_cancelled};
-use crate::catalog::{self, SUBSET_BATCH};
+use crate::catalog::{self, ChosenRows, SUBSET_BATCH};
 use crate::scheduler::AttemptError;
 use crate::subset::{Sample, SubsetPlan};
 
-/// One attempt at choosing the subset's rows; returns how many rows of each table (by the
-/// source's oid) it chose, and in how many rounds.
-pub async fn choose(job: &Job, subset: &SubsetPlan) -> Result<(Vec<(u32, i64)>, i32), AttemptError> {
+/// How many rows of each table (by the source's oid) a subset chose, and in how many rounds.
+pub type Chosen = (Vec<(u32, i64)>, i32);
+
+/// One attempt at choosing the subset's rows into the copy.
+pub async fn choose(job: &Job, subset: &SubsetPlan) -> Result<Chosen, AttemptError> {
     job.check_snapshot()?;
     let work = async {
         let (source, target) = tokio::try_join!(source_in_snapshot(job), catalog::connect(job.copy(), "target"))?;
-        // An earlier attempt's rows may be there: this one starts over.
-        catalog::drop_chosen_rows(&target).await?;
-        catalog::create_chosen_rows(&target).await?;
-        let mut added = 0;
-        for start in &subset.starts {
-            let query = catalog::root_query(
-                &start.table,
-                start.condition.as_deref(),
-                (start.percent.as_deref(), start.sample == Sample::Pages),
-                subset.seed,
-            );
-            added += catalog::choose_rows(&source, &target, &query, 0).await?;
-        }
-        let mut round = 0;
-        while added > 0 {
-            added = follow_round(&source, &target, subset, round).await?;
-            round += 1;
-        }
-        Ok((catalog::chosen_counts(&target).await?, round))
+        choose_with(&source, (&target, ChosenRows::InCopy), subset).await
     };
     until_cancelled(job, work).await
+}
+
+/// Chooses the subset's rows with `source` (in the snapshot) into `target`'s table of chosen
+/// rows, which it makes anew (an earlier attempt's rows may be there).
+pub async fn choose_with(
+    source: &tokio_postgres::Client,
+    (target, place): (&tokio_postgres::Client, ChosenRows),
+    subset: &SubsetPlan,
+) -> anyhow::Result<Chosen> {
+    catalog::drop_chosen_rows(target, place).await?;
+    catalog::create_chosen_rows(target, place).await?;
+    let mut added = 0;
+    for start in &subset.starts {
+        let query = catalog::root_query(
+            &start.table,
+            start.condition.as_deref(),
+            (start.percent.as_deref(), start.sample == Sample::Pages),
+            subset.seed,
+        );
+        added += catalog::choose_rows(source, (target, place), &query, 0).await?;
+    }
+    let mut round = 0;
+    while added > 0 {
+        added = follow_round(source, (target, place), subset, round).await?;
+        round += 1;
+    }
+    Ok((catalog::chosen_counts(target, place).await?, round))
 }
 
 /// The rows the links lead to from the rows chosen in `round`, chosen in the next; returns how
 /// many were new.
 async fn follow_round(
     source: &tokio_postgres::Client,
-    target: &tokio_postgres::Client,
+    target: (&tokio_postgres::Client, ChosenRows),
     subset: &SubsetPlan,
     round: i32,
 ) -> anyhow::Result<u64> {
