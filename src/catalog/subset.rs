@@ -151,6 +151,19 @@ pub fn root_query(
     )
 }
 
+/// Why the server cannot run `query` (a root's), asked with `EXPLAIN` (nothing is run), if it
+/// cannot: a condition naming a column the table lacks, a syntax error.
+pub async fn query_problem(client: &Client, query: &str) -> Option<String> {
+    match client.simple_query(&format!("EXPLAIN {query}")).await {
+        Ok(_) => None,
+        Err(error) => Some(
+            error
+                .as_db_error()
+                .map_or_else(|| error.to_string(), |cause| cause.message().to_string()),
+        ),
+    }
+}
+
 /// How many rows the planner expects `query` (a root's) to give, without running it; `None` when
 /// it cannot say (the condition is wrong: the sync itself will say how).
 pub async fn planned_rows(client: &Client, query: &str) -> Option<f64> {
@@ -301,6 +314,41 @@ pub async fn chosen_rows_to_file(
             ..*rows
         };
         bytes += super::rows_to_file(source, &page, file).await?;
+        after = tids.last().cloned();
+    }
+}
+
+/// How many of `table`'s rows the subset chose, and the sum of their hashes over `columns`
+/// (`catalog::row_hash_expression`), read on `source` page by page of chosen rows.
+pub async fn chosen_checksum(
+    source: &Client,
+    (table, relation): (&QualifiedName, u32),
+    (columns, hash): (&[super::ChecksumColumn], super::RowHash),
+    chosen: (&Client, ChosenRows),
+) -> Result<(i64, i128)> {
+    let hashed = super::row_hash_expression(columns, hash);
+    let (mut rows, mut sum, mut after): (i64, i128, Option<String>) = (0, 0, None);
+    loop {
+        let tids = chosen_of(chosen, relation, after.as_deref()).await?;
+        if tids.is_empty() {
+            return Ok((rows, sum));
+        }
+        let query = format!(
+            "SELECT count(*), coalesce(sum({hashed}), 0)::text FROM ONLY {} AS t WHERE ctid = ANY({})",
+            table.quoted(),
+            tid_array(&tids)
+        );
+        let row = source.query_one(&query, &[]).await.map_err(|error| {
+            sql_error(
+                format!("cannot compute the checksum of {}", table.display_name()),
+                error,
+            )
+        })?;
+        rows += row.get::<_, i64>(0);
+        let page: String = row.get(1);
+        sum += page
+            .parse::<i128>()
+            .map_err(|error| anyhow::anyhow!("a checksum of {page:?}: {error}"))?;
         after = tids.last().cloned();
     }
 }

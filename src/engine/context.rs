@@ -131,6 +131,9 @@ pub(super) struct RunContext<'a> {
     pub(super) subset: Option<crate::subset::SubsetPlan>,
     /// The rows `[subset]` chose of each planned table: what validation expects of the copy.
     pub(super) chosen_counts: Option<Vec<i64>>,
+    /// `[subset]` with `--verify checksum`: how the copy's rows differ from the chosen ones,
+    /// compared once they were loaded (while the copy still held what was chosen).
+    pub(super) subset_checksums: Option<Vec<crate::report::VerifyDifference>>,
 }
 
 impl<'a> RunContext<'a> {
@@ -185,6 +188,7 @@ impl<'a> RunContext<'a> {
             majors: None,
             subset: None,
             chosen_counts: None,
+            subset_checksums: None,
             granted: None,
             archives_dropped: Vec::new(),
             deferred_warnings: Vec::new(),

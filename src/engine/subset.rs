@@ -21,15 +21,35 @@ impl RunContext<'_> {
         let Some(subset) = self.settings.content.subset() else {
             return Ok(());
         };
-        if self.settings.verification == crate::settings::Verification::Checksum {
+        let refreshing = matches!(self.settings.content, crate::settings::Content::DataOnly { .. });
+        if refreshing && self.settings.verification == crate::settings::Verification::Checksum {
             return Err(usage_error!(
-                "[subset] cannot be used with --verify checksum yet: the source's checksums are of whole tables\nhint: validation counts the copy's rows against the subset's"
+                "[subset] cannot be used with --data-only and --verify checksum yet: a refresh's checksums are of whole tables\nhint: validation counts the target's rows against the subset's"
             ));
         }
         let keys = interruptible(&self.cancellation, catalog::key_columns(&source.client)).await?;
         let planned = subset
             .plan(plan, &source.inventory, &keys)
             .map_err(|error| usage_error!("config file: {error}"))?;
+        // A wrong condition is refused now, not once the copy exists.
+        for (start, root) in planned.starts.iter().zip(&subset.roots) {
+            let query = catalog::root_query(
+                &start.table,
+                start.condition.as_deref(),
+                (start.percent.as_deref(), start.sample == crate::subset::Sample::Pages),
+                planned.seed,
+            );
+            if let Some(problem) = interruptible(&self.cancellation, async {
+                Ok(catalog::query_problem(&source.client, &query).await)
+            })
+            .await?
+            {
+                return Err(usage_error!(
+                    "config file: [subset.tables.{}] cannot choose rows on the source: {problem}",
+                    root.table
+                ));
+            }
+        }
         self.subset = Some(planned);
         Ok(())
     }
@@ -56,7 +76,7 @@ impl RunContext<'_> {
     }
 
     /// Chooses the subset's rows in the copy, before any unit copies them.
-    pub(super) async fn choose_subset_rows(&self, job: &Job) -> Result<(), SyncError> {
+    pub(super) async fn choose_subset_rows(&self, job: &Job, plan: &Plan) -> Result<(), SyncError> {
         let Some(subset) = &self.subset else {
             return Ok(());
         };
@@ -65,7 +85,7 @@ impl RunContext<'_> {
             .await?;
         self.emit(Event::Notice(Notice::SubsetChosen {
             rows: counts.iter().map(|(_, rows)| rows).sum::<i64>(),
-            tables: counts.len(),
+            tables: chosen_tables(plan, &counts),
             rounds,
         }));
         Ok(())
@@ -76,6 +96,20 @@ impl RunContext<'_> {
     pub(super) async fn finish_subset(&mut self, job: &Job, plan: &Plan) -> Result<(), SyncError> {
         if self.subset.is_none() {
             return Ok(());
+        }
+        if self.settings.verification == crate::settings::Verification::Checksum {
+            let members: Vec<(crate::catalog::QualifiedName, u32)> = plan
+                .tables
+                .iter()
+                .flat_map(|table| table.members.iter().cloned().zip(table.member_oids.iter().copied()))
+                .collect();
+            let masks = self.member_masks(plan);
+            let differences = self
+                .retried(job, "subset checksums", |_| {
+                    steps::subset::checksum_chosen(job, &members, &masks)
+                })
+                .await?;
+            self.subset_checksums = Some(differences);
         }
         let counts = job
             .on_copy(|client| async move {
@@ -121,7 +155,7 @@ impl RunContext<'_> {
         let (counts, rounds) = interruptible(&self.cancellation, choosing).await?;
         self.emit(Event::Notice(Notice::SubsetChosen {
             rows: counts.iter().map(|(_, rows)| rows).sum::<i64>(),
-            tables: counts.len(),
+            tables: chosen_tables(plan, &counts),
             rounds,
         }));
         self.keep_chosen_counts(plan, &counts);
@@ -140,6 +174,18 @@ impl RunContext<'_> {
         }
         counts
     }
+}
+
+/// How many of the plan's tables (a partitioned table once) the subset chose rows of.
+fn chosen_tables(plan: &Plan, counts: &[(u32, i64)]) -> usize {
+    plan.tables
+        .iter()
+        .filter(|table| {
+            counts
+                .iter()
+                .any(|(relation, rows)| *rows > 0 && table.member_oids.contains(relation))
+        })
+        .count()
 }
 
 /// `unit` with each of its row copies limited to the chosen rows, in text.

@@ -149,7 +149,8 @@ fn a_subset_holds_exactly_the_closure_of_its_roots_and_no_dangling_key() {
         let dumps = dump_dir();
         let mut flags = vec!["--yes", "--config", config.to_str().unwrap()];
         if stream {
-            flags.push("--stream");
+            // Streamed, and each table's chosen rows compared by checksum with the copy's.
+            flags.extend(["--stream", "--verify", "checksum"]);
         }
         let synced = crate::sync("subset_src", "subset_dst", &flags, dumps.path());
         assert_exit(&synced, 0);
@@ -278,7 +279,7 @@ fn what_a_subset_cannot_go_with_is_refused_before_anything_changes() {
     crate::precious_target("subset_bad_dst");
     let work = dump_dir();
     let root = "[subset.tables.orders]\nwhere = \"id < 10\"\n";
-    let cases: [(&str, &[&str], &str); 6] = [
+    let cases: [(&str, &[&str], &str); 7] = [
         (
             root,
             &["--incremental"],
@@ -291,8 +292,8 @@ fn what_a_subset_cannot_go_with_is_refused_before_anything_changes() {
         ),
         (
             root,
-            &["--verify", "checksum"],
-            "[subset] cannot be used with --verify checksum yet",
+            &["--data-only", "--verify", "checksum"],
+            "[subset] cannot be used with --data-only and --verify checksum yet",
         ),
         (
             root,
@@ -308,6 +309,11 @@ fn what_a_subset_cannot_go_with_is_refused_before_anything_changes() {
             "[subset.tables.orders]\n",
             &[],
             "[subset.tables.orders] chooses no rows",
+        ),
+        (
+            "[subset.tables.orders]\nwhere = \"shipped > now()\"\n",
+            &[],
+            "[subset.tables.orders] cannot choose rows on the source: column \"shipped\" does not exist",
         ),
     ];
     for (section, flags, message) in cases {
@@ -373,4 +379,40 @@ fn a_data_only_refresh_replaces_the_rows_with_the_subset_and_leaves_nothing_behi
         "0|0",
         "unreached tables emptied, nothing of the subset's left"
     );
+}
+
+#[test]
+fn checksums_find_a_copy_that_differs_from_the_chosen_rows() {
+    shop_with_cycles("subset_sum_src");
+    crate::precious_target("subset_sum_dst");
+    let work = dump_dir();
+    // A hook that changes every customer's name as it loads: only the rows' checksums can tell.
+    let hook = work.path().join("tamper.sql");
+    std::fs::write(
+        &hook,
+        "CREATE FUNCTION public.tamper() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.name := 'tampered'; RETURN NEW; END $$; \
+         CREATE TRIGGER tamper BEFORE INSERT ON public.customers FOR EACH ROW EXECUTE FUNCTION public.tamper();",
+    )
+    .unwrap();
+    let config = subset_config(
+        work.path(),
+        &format!(
+            "[subset]\n[subset.tables.orders]\nwhere = \"id < 50\"\n[hooks]\nafter_schema = [{{ sql = \"{}\" }}]\n",
+            hook.display()
+        ),
+    );
+    let dumps = dump_dir();
+    let synced = crate::sync(
+        "subset_sum_src",
+        "subset_sum_dst",
+        &["--yes", "--config", config.to_str().unwrap(), "--verify", "checksum"],
+        dumps.path(),
+    );
+    assert_exit(&synced, 3);
+    assert!(
+        text(&synced).contains("checksums of the chosen rows and the copy's differ"),
+        "{}",
+        text(&synced)
+    );
+    crate::assert_previous_target_intact("subset_sum_dst");
 }

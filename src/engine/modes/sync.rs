@@ -218,7 +218,7 @@ impl SyncMode<'_> {
                 plan,
                 &schema_dump,
                 &source.index_owners,
-                (watched_source, self.context.choose_subset_rows(job)),
+                (watched_source, self.context.choose_subset_rows(job, plan)),
             )
             .await
     }
@@ -250,8 +250,9 @@ impl SyncMode<'_> {
                 let target_client = job.connect_to_copy().await?;
                 let counts = rows_of(verification, counted.as_deref(), counted_source, &target_client, plan);
                 let checksums = async {
-                    match verification {
-                        Verification::Checksum => steps::checksum::checksum_copy(job, plan, jobs, &masks).await,
+                    match (verification, &self.context.subset_checksums) {
+                        (Verification::Checksum, Some(chosen)) => Ok(chosen.clone()),
+                        (Verification::Checksum, None) => steps::checksum::checksum_copy(job, plan, jobs, &masks).await,
                         _ => Ok(Vec::new()),
                     }
                 };
