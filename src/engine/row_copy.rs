@@ -343,7 +343,10 @@ impl RunContext<'_> {
             .collect();
         let counts = self.against_subset(counts);
         let mut differences = Vec::new();
-        if verification == Verification::Checksum {
+        if let (Verification::Checksum, Some(chosen)) = (verification, &self.subset_checksums) {
+            // A subset's: its chosen rows against the target's, compared once they were in.
+            differences = chosen.clone();
+        } else if verification == Verification::Checksum {
             let members = plan.members();
             let compare = async {
                 let target_sessions = Sessions::open(endpoint, "target", self.granted_jobs(), None).await?;

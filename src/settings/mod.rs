@@ -601,18 +601,18 @@ fn content_of(
 }
 
 /// What a `[subset]` cannot go with (yet): it is copied by a sync into a new copy, or by a
-/// `--data-only` refresh, its rows relayed by dbsync.
+/// `--data-only` refresh, its rows relayed by dbsync (and `dbsync verify` compares a target
+/// with it).
 fn refuse_with_subset(arguments: &SyncArguments, mode: &Mode, transfer: Transfer) -> Result<(), SyncError> {
     let refused = match mode {
         Mode::Merge { .. } => Some("dbsync merge"),
-        Mode::Verify => Some("dbsync verify"),
         Mode::Dump { .. } => Some("dbsync dump"),
         Mode::Restore { .. } => Some("dbsync restore"),
         Mode::Sync if arguments.schema_only => Some("--schema-only"),
         Mode::Sync if arguments.incremental => Some("--incremental"),
         Mode::Sync if transfer == (Transfer::Files { keep: true }) => Some("--keep-dumps or --resume"),
         Mode::Sync if arguments.rows_via_pg_dump => Some("--rows-via-pg-dump"),
-        Mode::Sync => None,
+        Mode::Sync | Mode::Verify => None,
     };
     match refused {
         Some(refused) => Err(usage_error!(

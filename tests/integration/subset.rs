@@ -179,6 +179,29 @@ fn a_subset_holds_exactly_the_closure_of_its_roots_and_no_dangling_key() {
             "dangling keys, keys not validated, audit rows, the subset's table"
         );
     }
+    // dbsync verify with the same config compares the copy with the subset it should hold.
+    for flags in [&[][..], &["--checksum"][..]] {
+        let mut arguments = vec!["--config", config.to_str().unwrap()];
+        arguments.extend(flags);
+        let verified = crate::between("verify", "subset_src", "subset_dst", &arguments);
+        assert_exit(&verified, 0);
+    }
+    clusters.target.psql(
+        "subset_dst",
+        "UPDATE customers SET name = 'changed' WHERE id = (SELECT min(id) FROM customers)",
+    );
+    let checked = crate::between(
+        "verify",
+        "subset_src",
+        "subset_dst",
+        &["--checksum", "--config", config.to_str().unwrap()],
+    );
+    assert_exit(&checked, 3);
+    assert!(
+        text(&checked).contains("customers") && text(&checked).contains("checksums of the chosen rows"),
+        "{}",
+        text(&checked)
+    );
     // Without referencing, nothing reaches the items and payments: copied empty.
     let up_only = subset_config(
         work.path(),
@@ -292,8 +315,8 @@ fn what_a_subset_cannot_go_with_is_refused_before_anything_changes() {
         ),
         (
             root,
-            &["--data-only", "--verify", "checksum"],
-            "[subset] cannot be used with --data-only and --verify checksum yet",
+            &["--rows-via-pg-dump"],
+            "[subset] cannot be used with --rows-via-pg-dump yet",
         ),
         (
             root,
@@ -361,7 +384,14 @@ fn a_data_only_refresh_replaces_the_rows_with_the_subset_and_leaves_nothing_behi
     let refreshed = crate::sync(
         "subset_refresh_src",
         "subset_refresh_dst",
-        &["--yes", "--data-only", "--config", config.to_str().unwrap()],
+        &[
+            "--yes",
+            "--data-only",
+            "--verify",
+            "checksum",
+            "--config",
+            config.to_str().unwrap(),
+        ],
         dumps.path(),
     );
     assert_exit(&refreshed, 0);

@@ -64,6 +64,9 @@ impl Refresh<'_> {
         self.refresh_tables(&source_sessions, &target_sessions, &groups, chosen)
             .await?;
         self.context.set_sequences(&source.client, &target, &plan).await?;
+        if let Some((session, _)) = &chosen {
+            self.checksum_chosen(&source_sessions, &target, session, &plan).await?;
+        }
         self.context.emit(Event::Phase(Phase::RefreshValidation));
         self.context
             .validate_refresh(self.target, &source.client, &target, &plan, &source_sessions)
@@ -92,6 +95,32 @@ impl Refresh<'_> {
             .flat_map(|table| table.members.iter().cloned().zip(table.member_oids.iter().copied()))
             .collect();
         Ok(Some((session, oids)))
+    }
+
+    /// `[subset]` with `--verify checksum`: each table's chosen rows (the source's, in the
+    /// snapshot) against the refreshed target's, kept for validation.
+    async fn checksum_chosen(
+        &mut self,
+        source: &Sessions,
+        target: &Client,
+        session: &Client,
+        plan: &Plan,
+    ) -> Result<(), SyncError> {
+        if self.context.settings.verification != crate::settings::Verification::Checksum {
+            return Ok(());
+        }
+        let members: Vec<(QualifiedName, u32)> = plan
+            .tables
+            .iter()
+            .flat_map(|table| table.members.iter().cloned().zip(table.member_oids.iter().copied()))
+            .collect();
+        let masks = self.context.member_masks(plan);
+        let chosen = (session, catalog::ChosenRows::InSession);
+        let compare =
+            crate::engine::steps::checksum::compare_chosen(&source.clients()[0], target, chosen, &members, &masks);
+        let differences = interruptible(&self.context.cancellation, compare).await?;
+        self.context.subset_checksums = Some(differences);
+        Ok(())
     }
 
     /// What is refreshed, and the consent to it.

@@ -49,6 +49,7 @@ type SideReading = (Vec<Option<i64>>, Vec<Option<String>>, (i64, String));
 impl Verify<'_> {
     pub(in crate::engine) async fn run(&mut self) -> Result<VerifyReport, SyncError> {
         let (source, plan, _) = self.context.inspect_source(self.source).await?;
+        self.context.plan_subset(&source, &plan).await?;
         let target =
             Arc::new(interruptible(&self.context.cancellation, catalog::connect(self.target, "target")).await?);
         let target_free = interruptible(&self.context.cancellation, catalog::free_connection_slots(&target)).await?;
@@ -73,9 +74,17 @@ impl Verify<'_> {
             }
         };
         let both = async { tokio::try_join!(read(source.client.clone()), read(target.clone())) };
-        let (source_side, target_side) = interruptible(&self.context.cancellation, both).await?;
+        let (mut source_side, target_side) = interruptible(&self.context.cancellation, both).await?;
+        let chosen = self.choose_subset(&source.client, &plan).await?;
+        if let Some((_, counts)) = &chosen {
+            // The target should hold what the subset chooses, not the source's whole tables.
+            source_side.0 = counts.iter().map(|count| Some(*count)).collect();
+        }
         let mut differences = read_differences(&plan, &source_side, &target_side);
-        if let Some((source_sessions, target_sessions)) = &sessions {
+        if let (Some((session, _)), Some(_)) = (&chosen, &sessions) {
+            let compare = self.compare_chosen(&source.client, &target, session, &plan);
+            differences.extend(interruptible(&self.context.cancellation, compare).await?);
+        } else if let Some((source_sessions, target_sessions)) = &sessions {
             let counted: Vec<String> = differences.iter().map(|difference| difference.name.clone()).collect();
             let members = plan.members();
             let masks = self.context.member_masks(&plan);
@@ -112,6 +121,49 @@ impl Verify<'_> {
             differences,
             warnings,
         })
+    }
+
+    /// `[subset]`: the rows it chooses in the source's snapshot (`source`, in its consistent
+    /// read), kept in a temporary table of a target session of their own (returned, with what it
+    /// chose of each planned table).
+    async fn choose_subset(
+        &mut self,
+        source: &tokio_postgres::Client,
+        plan: &Plan,
+    ) -> Result<Option<(tokio_postgres::Client, Vec<i64>)>, SyncError> {
+        if self.context.subset.is_none() {
+            return Ok(None);
+        }
+        let session = interruptible(&self.context.cancellation, catalog::connect(self.target, "target")).await?;
+        self.context.choose_subset_in_session(source, &session, plan).await?;
+        let counts = self.context.chosen_counts.clone().unwrap_or_default();
+        Ok(Some((session, counts)))
+    }
+
+    /// `--checksum` with `[subset]`: each table's chosen rows (on the source, masked columns
+    /// hashed as a copy holds them) against the target's rows, by count and sum of row hashes.
+    async fn compare_chosen(
+        &self,
+        source: &tokio_postgres::Client,
+        target: &tokio_postgres::Client,
+        session: &tokio_postgres::Client,
+        plan: &Plan,
+    ) -> anyhow::Result<Vec<VerifyDifference>> {
+        catalog::set_mask_salt(source, self.context.settings.masking.salt.as_deref()).await?;
+        let members: Vec<(catalog::QualifiedName, u32)> = plan
+            .tables
+            .iter()
+            .flat_map(|table| table.members.iter().cloned().zip(table.member_oids.iter().copied()))
+            .collect();
+        let masks = self.context.member_masks(plan);
+        checksum::compare_chosen(
+            source,
+            target,
+            (session, catalog::ChosenRows::InSession),
+            &members,
+            &masks,
+        )
+        .await
     }
 
     /// Opens a repeatable-read transaction on both sides; with `--checksum`, the sessions that

@@ -98,10 +98,8 @@ fn by_relation(page: &[(u32, String)]) -> Vec<(u32, Vec<String>)> {
     groups
 }
 
-/// One attempt at comparing the copy's rows with the rows the subset chose, table by table: a
-/// count and a sum of row hashes each (the source's page by page of chosen rows, its masked
-/// columns hashed as the copy holds them). Run once the rows are loaded, while the copy still
-/// holds the chosen rows.
+/// One attempt at comparing the copy's rows with the rows the subset chose, table by table
+/// (`checksum::compare_chosen`), once they are loaded, while the copy still holds the chosen rows.
 pub async fn checksum_chosen(
     job: &Job,
     members: &[(QualifiedName, u32)],
@@ -110,42 +108,7 @@ pub async fn checksum_chosen(
     job.check_snapshot()?;
     let work = async {
         let (source, copy) = tokio::try_join!(source_in_snapshot(job), catalog::connect(job.copy(), "target"))?;
-        let hash = super::checksum::agreed_hash(&source, &copy).await?;
-        let names: Vec<QualifiedName> = members.iter().map(|(name, _)| name.clone()).collect();
-        let layouts = catalog::checksum_layouts(&source, &names).await?;
-        let mut differences = Vec::new();
-        for (((table, relation), layout), masked) in members.iter().zip(layouts).zip(masks) {
-            let Some(layout) = layout else { continue };
-            let source_columns: Vec<catalog::ChecksumColumn> = layout
-                .columns
-                .iter()
-                .map(|column| catalog::ChecksumColumn {
-                    expression: masked
-                        .iter()
-                        .find(|(name, _)| name == &column.name)
-                        .map(|(_, expression)| expression.clone()),
-                    ..column.clone()
-                })
-                .collect();
-            let chosen = (&copy, ChosenRows::InCopy);
-            let (rows, sum) =
-                catalog::chosen_checksum(&source, (table, *relation), (&source_columns, hash), chosen).await?;
-            let copied = catalog::bucket_sums(&copy, table, &layout.columns, hash, None).await?;
-            let (copy_rows, copy_sum) = copied
-                .first()
-                .map_or((0, "0".to_string()), |sum| (sum.rows, sum.sum.clone()));
-            if rows != copy_rows || sum.to_string() != copy_sum {
-                let mut difference = VerifyDifference::new(
-                    "rows",
-                    table.display_name(),
-                    format!("{rows} rows chosen"),
-                    format!("{copy_rows} rows"),
-                );
-                difference.detail = Some("checksums of the chosen rows and the copy's differ".into());
-                differences.push(difference);
-            }
-        }
-        anyhow::Ok(differences)
+        super::checksum::compare_chosen(&source, &copy, (&copy, ChosenRows::InCopy), members, masks).await
     };
     until_cancelled(job, work).await
 }
