@@ -250,6 +250,8 @@ fn with_arguments(text: &str, name: &str, arguments: &[&str]) -> Result<Transfor
         single_quoted(argument)
             .ok_or_else(|| format!("{text:?}: the arguments of {name}(…) are quoted strings, like {name}('…')"))
     };
+    let locale_of =
+        |argument: &str| Locale::from_code(&string(argument)?).map_err(|error| format!("{text:?}: {error}"));
     let name_part = match name {
         "first_name" => Some(NamePart::First),
         "last_name" => Some(NamePart::Last),
@@ -261,13 +263,13 @@ fn with_arguments(text: &str, name: &str, arguments: &[&str]) -> Result<Transfor
         ("sql", [expression, rest @ ..]) => sql_of(text, &string(expression)?, rest),
         (_, [locale]) if name_part.is_some() => Ok(Transform::Name {
             part: name_part.expect("just matched"),
-            locale: Locale::from_code(&string(locale)?).map_err(|error| format!("{text:?}: {error}"))?,
+            locale: locale_of(locale)?,
         }),
         ("company", [locale]) => Ok(Transform::Company {
-            locale: Locale::from_code(&string(locale)?).map_err(|error| format!("{text:?}: {error}"))?,
+            locale: locale_of(locale)?,
         }),
         ("address", [locale]) => Ok(Transform::Address {
-            locale: Locale::from_code(&string(locale)?).map_err(|error| format!("{text:?}: {error}"))?,
+            locale: locale_of(locale)?,
         }),
         ("shift", [span]) => {
             let span = string(span)?;

@@ -143,7 +143,7 @@ pub struct RowRange {
     /// Masked columns (`[transform]`) and the expression each is read through on the source.
     #[serde(default)]
     pub masked: Vec<(String, String)>,
-    /// Only the rows `[subset]` chose of the table (kept in the copy, `catalog::chosen_of`).
+    /// Only the rows `[subset]` chose of the table (kept on the target, `catalog::relay_chosen_rows`).
     #[serde(default)]
     pub subset: bool,
 }
@@ -253,6 +253,14 @@ impl Plan {
         self.tables
             .iter()
             .flat_map(|table| table.members.iter().cloned())
+            .collect()
+    }
+
+    /// `members`, each with its object id on the source.
+    pub fn members_with_oids(&self) -> Vec<(QualifiedName, u32)> {
+        self.tables
+            .iter()
+            .flat_map(|table| table.members.iter().cloned().zip(table.member_oids.iter().copied()))
             .collect()
     }
 

@@ -172,6 +172,16 @@ pub struct Start {
     pub condition: Option<String>,
     pub percent: Option<String>,
     pub sample: Sample,
+    /// The rows the planner expects of it, once asked (`catalog::planned_rows`).
+    pub estimated_rows: Option<u64>,
+}
+
+impl Start {
+    /// The query that gives its rows' table oids and `ctid`s.
+    pub fn rows_sql(&self, seed: i64) -> String {
+        let sample = (self.percent.as_deref(), self.sample == Sample::Pages);
+        crate::catalog::root_query(&self.table, self.condition.as_deref(), sample, seed)
+    }
 }
 
 /// Rows chosen of `from`'s tables lead, by a foreign key, to rows of `to`.
@@ -213,6 +223,7 @@ impl Subset {
                 condition: root.condition.clone(),
                 percent: root.percent.clone(),
                 sample: root.sample,
+                estimated_rows: None,
             });
         }
         if let Some(table) = inventory
@@ -238,6 +249,7 @@ impl Subset {
                     condition: None,
                     percent: None,
                     sample: Sample::Rows,
+                    estimated_rows: None,
                 });
             }
             reach(&mut reached, &edges);

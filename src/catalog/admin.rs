@@ -59,15 +59,19 @@ pub async fn create_database(
             error,
         )
     })?;
-    client
-        .batch_execute(&format!(
-            "COMMENT ON DATABASE {} IS {}",
-            quote_identifier(name),
-            quote_literal(comment)
-        ))
-        .await
-        .ok();
+    mark_copy(client, name, comment).await;
     Ok(())
+}
+
+/// Comments a copy dbsync just created as its own (what tells a leftover by it); a copy that
+/// could not be commented is still told by its name.
+async fn mark_copy(client: &Client, name: &str, comment: &str) {
+    let statement = format!(
+        "COMMENT ON DATABASE {} IS {}",
+        quote_identifier(name),
+        quote_literal(comment)
+    );
+    client.batch_execute(&statement).await.ok();
 }
 
 /// Gives a database the source database's comment, owner and settings. Returns a warning for
@@ -128,6 +132,16 @@ pub struct DatabaseSession {
     pub application: String,
 }
 
+impl DatabaseSession {
+    /// From a row of a user and an application (in that order).
+    fn of(row: &tokio_postgres::Row) -> DatabaseSession {
+        DatabaseSession {
+            user: row.get(0),
+            application: row.get(1),
+        }
+    }
+}
+
 /// The client sessions connected to database `name`, other than this one.
 pub async fn sessions_on(client: &Client, name: &str) -> Result<Vec<DatabaseSession>> {
     let rows = client
@@ -138,13 +152,7 @@ pub async fn sessions_on(client: &Client, name: &str) -> Result<Vec<DatabaseSess
         )
         .await
         .map_err(|error| sql_error(format!("cannot list the sessions on {name}"), error))?;
-    Ok(rows
-        .into_iter()
-        .map(|row| DatabaseSession {
-            user: row.get(0),
-            application: row.get(1),
-        })
-        .collect())
+    Ok(rows.iter().map(DatabaseSession::of).collect())
 }
 
 /// What keeps `CREATE DATABASE … TEMPLATE name` from copying it: every other session on it but
@@ -163,13 +171,7 @@ pub async fn template_blockers(client: &Client, name: &str, ignored_pid: i32) ->
         )
         .await
         .map_err(|error| sql_error(format!("cannot list the sessions on {name}"), error))?;
-    Ok(rows
-        .into_iter()
-        .map(|row| DatabaseSession {
-            user: row.get(0),
-            application: row.get(1),
-        })
-        .collect())
+    Ok(rows.iter().map(DatabaseSession::of).collect())
 }
 
 /// Whether this session's role may copy database `name` as a template: the server allows it to
@@ -222,14 +224,7 @@ pub async fn create_database_from_template(
         client.batch_execute("RESET file_copy_method").await.ok();
     }
     created?;
-    client
-        .batch_execute(&format!(
-            "COMMENT ON DATABASE {} IS {}",
-            quote_identifier(name),
-            quote_literal(comment)
-        ))
-        .await
-        .ok();
+    mark_copy(client, name, comment).await;
     Ok(())
 }
 
@@ -244,14 +239,7 @@ pub async fn terminate_sessions(client: &Client, name: &str) -> Vec<DatabaseSess
             &[&name],
         )
         .await
-        .map(|rows| {
-            rows.into_iter()
-                .map(|row| DatabaseSession {
-                    user: row.get(0),
-                    application: row.get(1),
-                })
-                .collect()
-        })
+        .map(|rows| rows.iter().map(DatabaseSession::of).collect())
         .unwrap_or_default()
 }
 

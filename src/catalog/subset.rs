@@ -151,33 +151,28 @@ pub fn root_query(
     )
 }
 
-/// Why the server cannot run `query` (a root's), asked with `EXPLAIN` (nothing is run), if it
-/// cannot: a condition naming a column the table lacks, a syntax error.
-pub async fn query_problem(client: &Client, query: &str) -> Option<String> {
-    match client.simple_query(&format!("EXPLAIN {query}")).await {
-        Ok(_) => None,
-        Err(error) => Some(
-            error
-                .as_db_error()
-                .map_or_else(|| error.to_string(), |cause| cause.message().to_string()),
-        ),
-    }
-}
-
-/// How many rows the planner expects `query` (a root's) to give, without running it; `None` when
-/// it cannot say (the condition is wrong: the sync itself will say how).
-pub async fn planned_rows(client: &Client, query: &str) -> Option<f64> {
+/// How many rows the planner expects `query` (a root's) to give, asked with `EXPLAIN` (nothing
+/// is run): `None` when the plan says nothing of it; `Err` with the server's words when it
+/// cannot run the query (a condition naming a column the table lacks, a syntax error).
+pub async fn planned_rows(client: &Client, query: &str) -> std::result::Result<Option<u64>, String> {
     // The simple protocol gives the plan as text (the json type has no Rust type here).
     let messages = client
         .simple_query(&format!("EXPLAIN (FORMAT JSON) {query}"))
         .await
-        .ok()?;
+        .map_err(|error| {
+            error
+                .as_db_error()
+                .map_or_else(|| error.to_string(), |cause| cause.message().to_string())
+        })?;
     let text = messages.iter().find_map(|message| match message {
-        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
         _ => None,
-    })?;
-    let plan: serde_json::Value = serde_json::from_str(&text).ok()?;
-    plan.get(0)?.get("Plan")?.get("Plan Rows")?.as_f64()
+    });
+    let plan: Option<serde_json::Value> = text.and_then(|text| serde_json::from_str(text).ok());
+    Ok(plan
+        .as_ref()
+        .and_then(|plan| plan.get(0)?.get("Plan")?.get("Plan Rows")?.as_f64())
+        .map(|rows| rows.round() as u64))
 }
 
 /// The rows of `to` that the rows `tids` of `from` (one table that holds rows) are linked to by
@@ -250,24 +245,51 @@ pub async fn chosen_in_round(
     Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
-/// The next page of `relation`'s chosen rows after `after`, in order.
-pub async fn chosen_of(
-    (target, place): (&Client, ChosenRows),
+/// A table's chosen rows, page by page in `ctid` order (of the `tid`s, not of their text).
+struct ChosenPages<'a> {
+    chosen: (&'a Client, ChosenRows),
     relation: u32,
-    after: Option<&str>,
-) -> Result<Vec<String>> {
-    let chosen = place.table();
-    let limit = SUBSET_BATCH as i64;
-    let rows = target
-        .query(
-            &format!(
-                "SELECT c.tid::text FROM {chosen} c WHERE c.relation = $1 AND c.tid > $2::text::tid ORDER BY c.tid LIMIT $3"
-            ),
-            &[&relation, &after.unwrap_or("(0,0)"), &limit],
-        )
-        .await
-        .map_err(|error| sql_error("cannot read the rows a subset chose", error))?;
-    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+    after: Option<String>,
+}
+
+impl<'a> ChosenPages<'a> {
+    /// The chosen rows of `relation` (a table's oid on the source).
+    fn of(chosen: (&'a Client, ChosenRows), relation: u32) -> ChosenPages<'a> {
+        ChosenPages {
+            chosen,
+            relation,
+            after: None,
+        }
+    }
+
+    /// The next page; empty once every chosen row was given.
+    async fn next(&mut self) -> Result<Vec<String>> {
+        let (target, place) = self.chosen;
+        let chosen = place.table();
+        let limit = SUBSET_BATCH as i64;
+        let rows = target
+            .query(
+                &format!(
+                    "SELECT c.tid::text FROM {chosen} c WHERE c.relation = $1 AND c.tid > $2::text::tid ORDER BY c.tid LIMIT $3"
+                ),
+                &[&self.relation, &self.after.as_deref().unwrap_or("(0,0)"), &limit],
+            )
+            .await
+            .map_err(|error| sql_error("cannot read the rows a subset chose", error))?;
+        let tids: Vec<String> = rows.into_iter().map(|row| row.get(0)).collect();
+        if let Some(last) = tids.last() {
+            self.after = Some(last.clone());
+        }
+        Ok(tids)
+    }
+}
+
+/// `rows` narrowed to the rows at `tids`.
+fn at<'a>(rows: &RowSelection<'a>, tids: &'a [String]) -> RowSelection<'a> {
+    RowSelection {
+        filter: Some(RowFilter::Tids(tids)),
+        ..*rows
+    }
 }
 
 /// The rows of `rows`' table that the subset chose (`relation`, the table's oid on the source),
@@ -279,18 +301,13 @@ pub async fn relay_chosen_rows(
     chosen: (&Client, ChosenRows),
     relation: u32,
 ) -> Result<()> {
-    let mut after: Option<String> = None;
+    let mut pages = ChosenPages::of(chosen, relation);
     loop {
-        let tids = chosen_of(chosen, relation, after.as_deref()).await?;
+        let tids = pages.next().await?;
         if tids.is_empty() {
             return Ok(());
         }
-        let page = RowSelection {
-            filter: Some(RowFilter::Tids(&tids)),
-            ..*rows
-        };
-        super::relay_rows(source, target, &page).await?;
-        after = tids.last().cloned();
+        super::relay_rows(source, target, &at(rows, &tids)).await?;
     }
 }
 
@@ -303,18 +320,13 @@ pub async fn chosen_rows_to_file(
     relation: u32,
     file: &mut (impl tokio::io::AsyncWrite + Unpin),
 ) -> Result<u64> {
-    let (mut bytes, mut after): (u64, Option<String>) = (0, None);
+    let (mut pages, mut bytes) = (ChosenPages::of(chosen, relation), 0);
     loop {
-        let tids = chosen_of(chosen, relation, after.as_deref()).await?;
+        let tids = pages.next().await?;
         if tids.is_empty() {
             return Ok(bytes);
         }
-        let page = RowSelection {
-            filter: Some(RowFilter::Tids(&tids)),
-            ..*rows
-        };
-        bytes += super::rows_to_file(source, &page, file).await?;
-        after = tids.last().cloned();
+        bytes += super::rows_to_file(source, &at(rows, &tids), file).await?;
     }
 }
 
@@ -327,9 +339,9 @@ pub async fn chosen_checksum(
     chosen: (&Client, ChosenRows),
 ) -> Result<(i64, i128)> {
     let hashed = super::row_hash_expression(columns, hash);
-    let (mut rows, mut sum, mut after): (i64, i128, Option<String>) = (0, 0, None);
+    let (mut pages, mut rows, mut sum): (_, i64, i128) = (ChosenPages::of(chosen, relation), 0, 0);
     loop {
-        let tids = chosen_of(chosen, relation, after.as_deref()).await?;
+        let tids = pages.next().await?;
         if tids.is_empty() {
             return Ok((rows, sum));
         }
@@ -349,7 +361,6 @@ pub async fn chosen_checksum(
         sum += page
             .parse::<i128>()
             .map_err(|error| anyhow::anyhow!("a checksum of {page:?}: {error}"))?;
-        after = tids.last().cloned();
     }
 }
 

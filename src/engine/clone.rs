@@ -38,7 +38,7 @@ fn settings_obstacle(settings: &Settings, plan: &Plan, masked: bool) -> Option<&
         "--schema-only copies no rows, and a clone copies them all"
     } else if !plan.whole_database {
         "--include or --exclude select some tables, and a clone copies the whole database"
-    } else if matches!(settings.content, Content::Everything { subset: Some(_) }) {
+    } else if settings.content.subset().is_some() {
         "[subset] copies part of the database, and a clone copies all of it"
     } else if masked {
         "[transform] masks columns, and a clone copies their values as they are"
@@ -139,12 +139,18 @@ impl RunContext<'_> {
         if let Making::Logical = self.making_despite(sessions_obstacle(&blockers), &source, target)? {
             return Ok((source, false));
         }
-        let endpoint = source.endpoint.clone();
-        let reattach = detach(source);
+        // The server copies no database with a session on it: dbsync's own closes here, and the
+        // rest of what was inspected is kept for the new one.
+        drop(source.client);
         let temporary = temporary_name(&target.dbname, &self.run_suffix);
         self.workspace.temporary_database_created(&temporary);
         let cloned = self.create_from_template(&name, &temporary, target).await;
-        let source = reattach(self.connect_source_again(&endpoint).await?);
+        let (client, pid) = self.connect_source_again(&source.endpoint).await?;
+        let source = Source {
+            client: Arc::new(client),
+            pid,
+            ..source
+        };
         match cloned {
             Ok(()) => Ok((source, true)),
             Err(error) if in_use(&error) && self.settings.clone == CloneWhen::Auto => {
@@ -157,10 +163,7 @@ impl RunContext<'_> {
                 "a session came onto the source while the server was cloning it ({}); nothing was changed\nhint: run again once the source has no sessions, or pass --clone=auto to make a logical copy then",
                 catalog::database_error(&error).map_or_else(|| format!("{error:#}"), |cause| cause.message)
             ))),
-            Err(error) if self.cancellation.is_cancelled() => {
-                drop(error);
-                Err(cancelled(&self.cancellation))
-            }
+            Err(_) if self.cancellation.is_cancelled() => Err(cancelled(&self.cancellation)),
             Err(error) => Err(SyncError::Failed(error)),
         }
     }
@@ -241,34 +244,4 @@ fn sessions_obstacle(blockers: &[catalog::DatabaseSession]) -> Option<String> {
 /// Whether the server refused the template because a session was on it.
 fn in_use(error: &anyhow::Error) -> bool {
     catalog::database_error(error).is_some_and(|cause| cause.code == Some(SqlState::OBJECT_IN_USE))
-}
-
-/// Closes `source`'s session (the server copies no database with a session on it) and keeps the
-/// rest, to be given a new session.
-fn detach(source: Source) -> impl FnOnce((tokio_postgres::Client, i32)) -> Source {
-    let Source {
-        client,
-        server,
-        database,
-        settings,
-        inventory,
-        index_owners,
-        free_slots,
-        pid: _,
-        endpoint,
-        identity,
-    } = source;
-    drop(client);
-    move |(client, pid)| Source {
-        client: Arc::new(client),
-        server,
-        database,
-        settings,
-        inventory,
-        index_owners,
-        free_slots,
-        pid,
-        endpoint,
-        identity,
-    }
 }

@@ -329,19 +329,10 @@ impl RunContext<'_> {
         if verification == Verification::Skip {
             return Ok(());
         }
-        let names: Vec<QualifiedName> = plan.tables.iter().map(|table| table.name.clone()).collect();
-        let counts =
-            async { tokio::try_join!(catalog::row_counts(source, &names), catalog::row_counts(target, &names)) };
-        let (source_counts, target_counts) = interruptible(&self.cancellation, counts).await?;
-        let counts: Vec<TableCount> = source_counts
-            .into_iter()
-            .zip(target_counts)
-            .map(|(source, target)| TableCount {
-                source,
-                target: Some(target),
-            })
-            .collect();
-        let counts = self.against_subset(counts);
+        // A subset's source side is what it chose, not the whole tables.
+        let counted_source = self.chosen_counts.is_none().then_some(source);
+        let counts = super::steps::validate::count_rows(counted_source, target, plan);
+        let counts = self.against_subset(interruptible(&self.cancellation, counts).await?);
         let mut differences = Vec::new();
         if let (Verification::Checksum, Some(chosen)) = (verification, &self.subset_checksums) {
             // A subset's: its chosen rows against the target's, compared once they were in.

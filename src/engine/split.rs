@@ -79,11 +79,13 @@ impl RunContext<'_> {
     ) -> Result<Plan, SyncError> {
         let (inventory, source_major) = (&source.inventory, source.server.major());
         let sizing = self.part_sizing(plan);
+        // A subset's rows are chosen by ctid, page by page, and are few: no table is cut, and
+        // every one goes in a batch (a unit of its own costs sessions and a snapshot import).
+        let subset = self.subset.is_some();
         let wanted = Wanted {
-            // A subset's rows are chosen by ctid, page by page: no table is cut.
-            threshold: if self.subset.is_some() { 0 } else { sizing.threshold },
+            threshold: if subset { 0 } else { sizing.threshold },
             masks: &self.masks,
-            row_copy_floor,
+            row_copy_floor: row_copy_floor.map(|floor| if subset { u64::MAX } else { floor }),
         };
         let candidates = candidates(plan, inventory, &wanted);
         if candidates.is_empty() || job.snapshot.is_none() {

@@ -22,27 +22,23 @@ impl RunContext<'_> {
             return Ok(());
         };
         let keys = interruptible(&self.cancellation, catalog::key_columns(&source.client)).await?;
-        let planned = subset
+        let mut planned = subset
             .plan(plan, &source.inventory, &keys)
             .map_err(|error| usage_error!("config file: {error}"))?;
         // A wrong condition is refused now, not once the copy exists.
-        for (start, root) in planned.starts.iter().zip(&subset.roots) {
-            let query = catalog::root_query(
-                &start.table,
-                start.condition.as_deref(),
-                (start.percent.as_deref(), start.sample == crate::subset::Sample::Pages),
-                planned.seed,
-            );
-            if let Some(problem) = interruptible(&self.cancellation, async {
-                Ok(catalog::query_problem(&source.client, &query).await)
-            })
-            .await?
-            {
-                return Err(usage_error!(
-                    "config file: [subset.tables.{}] cannot choose rows on the source: {problem}",
-                    root.table
-                ));
-            }
+        for (index, start) in planned.starts.iter_mut().enumerate() {
+            // A root as the config file names it (the starts `unreached = "whole"` adds follow).
+            let written = subset
+                .roots
+                .get(index)
+                .map_or_else(|| start.table.display_name(), |root| root.table.clone());
+            let query = start.rows_sql(planned.seed);
+            let asked = interruptible(&self.cancellation, async {
+                Ok(catalog::planned_rows(&source.client, &query).await)
+            });
+            start.estimated_rows = asked.await?.map_err(|problem| {
+                usage_error!("config file: [subset.tables.{written}] cannot choose rows on the source: {problem}")
+            })?;
         }
         self.subset = Some(planned);
         Ok(())
@@ -77,11 +73,7 @@ impl RunContext<'_> {
         let (counts, rounds) = self
             .retried(job, "subset", |_| steps::subset::choose(job, subset))
             .await?;
-        self.emit(Event::Notice(Notice::SubsetChosen {
-            rows: counts.iter().map(|(_, rows)| rows).sum::<i64>(),
-            tables: chosen_tables(plan, &counts),
-            rounds,
-        }));
+        self.emit(chosen_notice(plan, &counts, rounds));
         Ok(())
     }
 
@@ -92,11 +84,7 @@ impl RunContext<'_> {
             return Ok(());
         }
         if self.settings.verification == crate::settings::Verification::Checksum {
-            let members: Vec<(crate::catalog::QualifiedName, u32)> = plan
-                .tables
-                .iter()
-                .flat_map(|table| table.members.iter().cloned().zip(table.member_oids.iter().copied()))
-                .collect();
+            let members = plan.members_with_oids();
             let masks = self.member_masks(plan);
             let differences = self
                 .retried(job, "subset checksums", |_| {
@@ -147,11 +135,7 @@ impl RunContext<'_> {
         };
         let choosing = steps::subset::choose_with(source, (session, catalog::ChosenRows::InSession), subset);
         let (counts, rounds) = interruptible(&self.cancellation, choosing).await?;
-        self.emit(Event::Notice(Notice::SubsetChosen {
-            rows: counts.iter().map(|(_, rows)| rows).sum::<i64>(),
-            tables: chosen_tables(plan, &counts),
-            rounds,
-        }));
+        self.emit(chosen_notice(plan, &counts, rounds));
         self.keep_chosen_counts(plan, &counts);
         Ok(())
     }
@@ -170,16 +154,23 @@ impl RunContext<'_> {
     }
 }
 
-/// How many of the plan's tables (a partitioned table once) the subset chose rows of.
-fn chosen_tables(plan: &Plan, counts: &[(u32, i64)]) -> usize {
-    plan.tables
+/// What the subset chose (`counts`: rows of each table holding rows), in how many rounds: its
+/// rows, and how many of the plan's tables (a partitioned table once) they belong to.
+fn chosen_notice(plan: &Plan, counts: &[(u32, i64)], rounds: i32) -> Event {
+    let tables = plan
+        .tables
         .iter()
         .filter(|table| {
             counts
                 .iter()
                 .any(|(relation, rows)| *rows > 0 && table.member_oids.contains(relation))
         })
-        .count()
+        .count();
+    Event::Notice(Notice::SubsetChosen {
+        rows: counts.iter().map(|(_, rows)| rows).sum::<i64>(),
+        tables,
+        rounds,
+    })
 }
 
 /// `unit` with each of its row copies limited to the chosen rows, in text.

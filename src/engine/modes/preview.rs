@@ -15,7 +15,7 @@ use crate::plan::{self, Plan};
 use crate::report::{KeyFate, PlanClone, PlanReport, PlanServer, PlanTable, PlanUnit, Reporter, Warning};
 use crate::scheduler::Cancellation;
 use crate::settings::{CloneWhen, Places, Settings, Transfer};
-use crate::subset::{Reach, Sample, SubsetPlan};
+use crate::subset::{Reach, SubsetPlan};
 use crate::target::TargetServer;
 
 /// `dbsync plan`: the run context, used for its source inspection.
@@ -99,17 +99,7 @@ impl Preview<'_> {
             ..describe_plan(&plan, &source.inventory, &self.context.masks)
         };
         if let Some(subset) = &self.context.subset {
-            let mut estimates = Vec::new();
-            for start in &subset.starts {
-                let query = catalog::root_query(
-                    &start.table,
-                    start.condition.as_deref(),
-                    (start.percent.as_deref(), start.sample == Sample::Pages),
-                    subset.seed,
-                );
-                estimates.push(catalog::planned_rows(&source.client, &query).await);
-            }
-            describe_subset(&mut report.tables, &plan, subset, &estimates);
+            describe_subset(&mut report.tables, &plan, subset);
         }
         Ok(report)
     }
@@ -270,19 +260,15 @@ fn plan_tables(
 }
 
 /// `[subset]`: for each table, which rows the subset copies and how it reaches them.
-/// `estimates`: the rows the planner expects of each start, in `subset.starts` order.
-fn describe_subset(tables: &mut [PlanTable], plan: &Plan, subset: &SubsetPlan, estimates: &[Option<f64>]) {
+fn describe_subset(tables: &mut [PlanTable], plan: &Plan, subset: &SubsetPlan) {
     for ((table, reached), planned) in tables.iter_mut().zip(&subset.reached).zip(&plan.tables) {
         let name = |index: usize| plan.tables[index].name.display_name();
         table.subset = Some(match reached {
             None => "nothing reaches it: copied empty (unreached = \"whole\" copies it whole)".to_string(),
             Some(Reach::Root(how)) => {
-                let start = subset.starts.iter().position(|start| start.table == planned.name);
-                match start.and_then(|start| estimates.get(start).copied().flatten()) {
-                    Some(rows) => format!(
-                        "{how} (about {} rows; a root), and the rows other chosen rows bring",
-                        rows.round()
-                    ),
+                let start = subset.starts.iter().find(|start| start.table == planned.name);
+                match start.and_then(|start| start.estimated_rows) {
+                    Some(rows) => format!("{how} (about {rows} rows; a root), and the rows other chosen rows bring"),
                     None => format!("{how} (a root), and the rows other chosen rows bring"),
                 }
             }

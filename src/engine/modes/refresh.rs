@@ -89,11 +89,7 @@ impl Refresh<'_> {
         self.context
             .choose_subset_in_session(snapshot_session, &session, plan)
             .await?;
-        let oids = plan
-            .tables
-            .iter()
-            .flat_map(|table| table.members.iter().cloned().zip(table.member_oids.iter().copied()))
-            .collect();
+        let oids = plan.members_with_oids().into_iter().collect();
         Ok(Some((session, oids)))
     }
 
@@ -109,11 +105,7 @@ impl Refresh<'_> {
         if self.context.settings.verification != crate::settings::Verification::Checksum {
             return Ok(());
         }
-        let members: Vec<(QualifiedName, u32)> = plan
-            .tables
-            .iter()
-            .flat_map(|table| table.members.iter().cloned().zip(table.member_oids.iter().copied()))
-            .collect();
+        let members = plan.members_with_oids();
         let masks = self.context.member_masks(plan);
         let chosen = (session, catalog::ChosenRows::InSession);
         let compare =

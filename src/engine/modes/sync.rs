@@ -117,13 +117,8 @@ impl SyncMode<'_> {
         let job = self.context.prepare(&from, started_at, announce).await?;
         // Temporary dumps are read once: the tables' rows go through dbsync's own COPY.
         let settings = &self.context.settings;
-        // A subset's tables are small: each in a batch (a unit of its own costs sessions and a
-        // snapshot import).
-        let floor = match self.context.subset {
-            Some(_) => u64::MAX,
-            None => crate::engine::split::ROW_COPY_FLOOR,
-        };
-        let row_copy_floor = (!settings.keep_dumps() && !settings.rows_via_pg_dump).then_some(floor);
+        let row_copy_floor =
+            (!settings.keep_dumps() && !settings.rows_via_pg_dump).then_some(crate::engine::split::ROW_COPY_FLOOR);
         let plan = self
             .context
             .split_large_tables(&job, plan, source, row_copy_floor)

@@ -150,11 +150,7 @@ impl Verify<'_> {
         plan: &Plan,
     ) -> anyhow::Result<Vec<VerifyDifference>> {
         catalog::set_mask_salt(source, self.context.settings.masking.salt.as_deref()).await?;
-        let members: Vec<(catalog::QualifiedName, u32)> = plan
-            .tables
-            .iter()
-            .flat_map(|table| table.members.iter().cloned().zip(table.member_oids.iter().copied()))
-            .collect();
+        let members = plan.members_with_oids();
         let masks = self.context.member_masks(plan);
         checksum::compare_chosen(
             source,

@@ -9,7 +9,7 @@ use super::relay::{source_in_snapshot, until_cancelled};
 use crate::catalog::{self, ChosenRows, QualifiedName, SUBSET_BATCH};
 use crate::report::VerifyDifference;
 use crate::scheduler::AttemptError;
-use crate::subset::{Sample, SubsetPlan};
+use crate::subset::SubsetPlan;
 
 /// How many rows of each table (by the source's oid) a subset chose, and in how many rounds.
 pub type Chosen = (Vec<(u32, i64)>, i32);
@@ -35,13 +35,7 @@ pub async fn choose_with(
     catalog::create_chosen_rows(target, place).await?;
     let mut added = 0;
     for start in &subset.starts {
-        let query = catalog::root_query(
-            &start.table,
-            start.condition.as_deref(),
-            (start.percent.as_deref(), start.sample == Sample::Pages),
-            subset.seed,
-        );
-        added += catalog::choose_rows(source, (target, place), &query, 0).await?;
+        added += catalog::choose_rows(source, (target, place), &start.rows_sql(subset.seed), 0).await?;
     }
     let mut round = 0;
     while added > 0 {
