@@ -110,6 +110,9 @@ pub struct Selection {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub foreign_keys: String,
+    /// The archive holds a `[subset]`'s rows, not the whole tables (absent: whole tables).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub subset: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -316,6 +319,7 @@ mod tests {
                 include: vec![],
                 exclude: vec![],
                 foreign_keys: "not-valid".into(),
+                subset: false,
             },
             tables: vec![TableEntry {
                 schema: "public".into(),

@@ -174,6 +174,15 @@ pub async fn template_blockers(client: &Client, name: &str, ignored_pid: i32) ->
     Ok(rows.iter().map(DatabaseSession::of).collect())
 }
 
+/// Whether the server is a standby (in recovery): it cannot have temporary tables.
+pub async fn in_recovery(client: &Client) -> Result<bool> {
+    let row = client
+        .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
+        .await
+        .map_err(|error| sql_error("cannot ask whether the server is a standby", error))?;
+    Ok(row.get(0))
+}
+
 /// Whether this session's role may copy database `name` as a template: the server allows it to
 /// a role with CREATEDB that owns it (or is a member of its owner, or a superuser), or for a
 /// database marked as a template.

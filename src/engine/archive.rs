@@ -73,6 +73,7 @@ impl RunContext<'_> {
                 include: patterns(&settings.include),
                 exclude: patterns(&settings.exclude),
                 foreign_keys: plan.foreign_key_policy.as_str().to_string(),
+                subset: self.subset.is_some(),
             },
             tables: plan
                 .tables

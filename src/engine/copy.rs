@@ -229,6 +229,7 @@ impl RunContext<'_> {
             // A 15+ schema `public` belongs to the database's owner and lets nobody else create
             // in it; a 13 or 14 server makes it the bootstrap user's, open to all.
             narrow_public_schema: self.majors.is_some_and(|(source, target)| source >= 15 && target < 15),
+            chosen_rows_session: Default::default(),
         })
     }
 

@@ -77,6 +77,21 @@ impl RunContext<'_> {
         Ok(())
     }
 
+    /// A dump's subset, chosen into a source session of its own that the units then read
+    /// (`Job::chosen_rows_session`); what it chose of each table is what the archive holds.
+    pub(super) async fn choose_subset_on_source(&mut self, job: &Job, plan: &Plan) -> Result<(), SyncError> {
+        let Some(subset) = &self.subset else {
+            return Ok(());
+        };
+        let (session, (counts, rounds)) = self
+            .retried(job, "subset", |_| steps::subset::choose_on_source(job, subset))
+            .await?;
+        let _ = job.chosen_rows_session.set(Arc::new(session));
+        self.emit(chosen_notice(plan, &counts, rounds));
+        self.keep_chosen_counts(plan, &counts);
+        Ok(())
+    }
+
     /// Once every unit is in: what the subset chose of each planned table (what validation
     /// expects), then its table of chosen rows dropped from the copy.
     pub(super) async fn finish_subset(&mut self, job: &Job, plan: &Plan) -> Result<(), SyncError> {

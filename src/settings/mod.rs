@@ -601,22 +601,21 @@ fn content_of(
 }
 
 /// What a `[subset]` cannot go with (yet): it is copied by a sync into a new copy, or by a
-/// `--data-only` refresh, its rows relayed by dbsync (and `dbsync verify` compares a target
-/// with it).
+/// `--data-only` refresh, or written to an archive by `dbsync dump`, its rows relayed by dbsync
+/// (and `dbsync verify` compares a target with it).
 fn refuse_with_subset(arguments: &SyncArguments, mode: &Mode, transfer: Transfer) -> Result<(), SyncError> {
     let refused = match mode {
         Mode::Merge { .. } => Some("dbsync merge"),
-        Mode::Dump { .. } => Some("dbsync dump"),
         Mode::Restore { .. } => Some("dbsync restore"),
         Mode::Sync if arguments.schema_only => Some("--schema-only"),
         Mode::Sync if arguments.incremental => Some("--incremental"),
         Mode::Sync if transfer == (Transfer::Files { keep: true }) => Some("--keep-dumps or --resume"),
         Mode::Sync if arguments.rows_via_pg_dump => Some("--rows-via-pg-dump"),
-        Mode::Sync | Mode::Verify => None,
+        Mode::Sync | Mode::Dump { .. } | Mode::Verify => None,
     };
     match refused {
         Some(refused) => Err(usage_error!(
-            "[subset] cannot be used with {refused} yet: a subset is copied by dbsync sync (into a new copy, or with --data-only)\nhint: run dbsync sync with this config file, or leave [subset] out"
+            "[subset] cannot be used with {refused} yet: a subset is copied by dbsync sync (into a new copy, or with --data-only) and dbsync dump\nhint: run dbsync sync or dbsync dump with this config file, or leave [subset] out"
         )),
         None => Ok(()),
     }

@@ -349,17 +349,63 @@ fn what_a_subset_cannot_go_with_is_refused_before_anything_changes() {
         assert!(text(&refused).contains(message), "{flags:?}: {}", text(&refused));
         crate::assert_previous_target_intact("subset_bad_dst");
     }
-    let config = subset_config(work.path(), &format!("[subset]\n{root}"));
-    let output = dump_dir();
-    let dumped = crate::dump_command("subset_bad_src", &output.path().join("archive"))
-        .args(["--config", config.to_str().unwrap()])
+}
+
+#[test]
+fn a_dump_holds_the_subset_and_restores_to_exactly_its_closure() {
+    let clusters = clusters();
+    shop_with_cycles("subset_dump_src");
+    let root = "placed >= date '2026-10-10'";
+    let work = dump_dir();
+    let config = subset_config(
+        work.path(),
+        &format!(
+            "[subset]\nreferencing = [\"order_items\", \"payments\", \"item_returns\"]\n[subset.tables.orders]\nwhere = \"{root}\"\n"
+        ),
+    );
+    let archive = work.path().join("archive");
+    let dumped = crate::dump_command("subset_dump_src", &archive)
+        .args(["--config", config.to_str().unwrap(), "--jobs", "2"])
         .output()
         .unwrap();
-    assert_exit(&dumped, 2);
-    assert!(
-        text(&dumped).contains("[subset] cannot be used with dbsync dump yet"),
-        "{}",
-        text(&dumped)
+    assert_exit(&dumped, 0);
+    assert!(text(&dumped).contains("Subset: "), "{}", text(&dumped));
+    // The chosen rows went with dbsync's session: nothing is left on the source.
+    assert_eq!(
+        clusters.source.psql(
+            "subset_dump_src",
+            "SELECT count(*) FROM pg_class WHERE relname = 'dbsync_chosen'"
+        ),
+        "0"
+    );
+    let manifest = crate::manifest_json(&archive);
+    assert_eq!(manifest["selection"]["subset"], true, "{manifest}");
+    let expected = expected_closure("subset_dump_src", root);
+    let orders_line = expected.lines().find(|line| line.starts_with("orders|")).unwrap();
+    let manifest_orders = manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|table| table["name"] == "orders")
+        .unwrap()["rows"]
+        .clone();
+    assert_eq!(
+        format!("|{manifest_orders}"),
+        orders_line[orders_line.rfind('|').unwrap()..]
+    );
+    // Restored (and validated against the archive's counts): exactly the closure, no dangling key.
+    let restored = crate::restore_command(&archive, "subset_dump_dst").output().unwrap();
+    assert_exit(&restored, 0);
+    assert!(text(&restored).contains("Validation Successful"), "{}", text(&restored));
+    let copied = clusters.target.psql("subset_dump_dst", &id_listing(""));
+    assert_eq!(copied, expected);
+    assert!(copied.lines().all(|line| !line.ends_with("|0")), "{copied}");
+    assert_eq!(
+        clusters.target.psql(
+            "subset_dump_dst",
+            "SELECT (SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND NOT convalidated), (SELECT count(*) FROM audit_log)"
+        ),
+        "0|0"
     );
 }
 

@@ -1,7 +1,8 @@
 //! `dbsync dump`: the export half of a sync, into an archive directory. One snapshot, the schema
 //! archive and every unit of data dumped in it, each table's rows counted in it, and the
 //! manifest; written beside `--output` under a name of its own and renamed when complete, so a
-//! half-written archive never looks like one.
+//! half-written archive never looks like one. With `[subset]`, only the chosen rows, chosen in
+//! the snapshot into a temporary table of a source session of dbsync's own.
 
 use std::sync::Arc;
 
@@ -48,6 +49,7 @@ impl Dump<'_> {
             .workspace
             .remove_abandoned_archives(&output, settings.dated.as_ref(), &*self.context.reporter);
         let (source, plan, unreadable) = self.context.inspect_source(self.source).await?;
+        self.plan_subset(&source, &plan).await?;
         // No target server: only the source's free slots bound --jobs.
         let free = crate::engine::context::FreeSlots {
             source: Some(source.free_slots),
@@ -58,17 +60,37 @@ impl Dump<'_> {
         let tools = preflight::locate_tools(settings, &source)?;
         let job = self.prepare_dump(&source, &plan, tools, unreadable, started_at).await?;
         // Masked tables (and large ones with --split-larger-than) go through the row-copy path.
-        let plan = self.context.split_large_tables(&job, &plan, &source, None).await?;
+        // A subset's rows go through it too (every table, in batches), chosen before any unit
+        // writes them.
+        let row_copy_floor = self
+            .context
+            .subset
+            .is_some()
+            .then_some(crate::engine::split::ROW_COPY_FLOOR);
+        let plan = self
+            .context
+            .split_large_tables(&job, &plan, &source, row_copy_floor)
+            .await?;
+        let plan = self.context.subset_rows(plan)?;
+        self.context.choose_subset_on_source(&job, &plan).await?;
         self.context.progress.set_plan(&plan);
         let plan = Arc::new(plan);
         // Each table's rows counted in the snapshot session, idle while the children dump: at
-        // the same time, not after.
+        // the same time, not after. A subset's are what it chose.
         let names: Vec<QualifiedName> = plan.tables.iter().map(|table| table.name.clone()).collect();
-        let counting = interruptible(&self.context.cancellation, catalog::row_counts(&source.client, &names));
+        let chosen = self.context.chosen_counts.clone();
+        let counting = async {
+            match chosen {
+                Some(chosen) => Ok(chosen),
+                None => interruptible(&self.context.cancellation, catalog::row_counts(&source.client, &names)).await,
+            }
+        };
         let (dumped, counts) = tokio::join!(self.dump_schema_and_data(&job, &plan, &source), counting);
         dumped?;
-        // The planner statistics, for a restore into an 18+ server (pg_dump 18+ only).
-        if self.context.settings.statistics && job.tools.dump_major >= steps::statistics::FIRST_MAJOR {
+        // The planner statistics, for a restore into an 18+ server (pg_dump 18+ only); not a
+        // subset's (they describe the whole tables).
+        let statistics = self.context.settings.statistics && self.context.subset.is_none();
+        if statistics && job.tools.dump_major >= steps::statistics::FIRST_MAJOR {
             let members = plan.members();
             let among = (!plan.whole_database).then_some(members.as_slice());
             self.context
@@ -97,6 +119,21 @@ impl Dump<'_> {
             path: output.display().to_string(),
             tables: plan.tables.len(),
         }));
+        Ok(())
+    }
+
+    /// PREFLIGHT: `[subset]` planned as a sync plans it. Its chosen rows are kept in a temporary
+    /// table on the source, which a standby cannot have: refused there (exit 2).
+    async fn plan_subset(&mut self, source: &Source, plan: &Plan) -> Result<(), SyncError> {
+        self.context.plan_subset(source, plan).await?;
+        if self.context.subset.is_none() {
+            return Ok(());
+        }
+        if interruptible(&self.context.cancellation, catalog::in_recovery(&source.client)).await? {
+            return Err(SyncError::Usage(
+                "[subset] cannot be dumped from a standby: dbsync keeps the chosen rows in a temporary table on the source while it dumps them, and a standby cannot have one\nhint: dump from the primary, or sync the subset into a database and dump that".to_string(),
+            ));
+        }
         Ok(())
     }
 

@@ -155,6 +155,10 @@ pub struct Job {
     /// Give the copy's schema `public` the owner and privileges a 15+ source has (a 13 or 14
     /// target creates it otherwise).
     pub narrow_public_schema: bool,
+    /// A dump's `[subset]`: the source session whose temporary table holds the chosen rows
+    /// (there is no copy to keep them in), shared by the units that write them out; unset when
+    /// they are kept in the copy.
+    pub chosen_rows_session: std::sync::OnceLock<Arc<tokio_postgres::Client>>,
 }
 
 /// The source as every dump reads it: one exported snapshot, held by one session.

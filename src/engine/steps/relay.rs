@@ -22,7 +22,7 @@ use anyhow::Context;
 
 use super::export::{ExportedSizes, completed_dump, unit_directory};
 use super::{Job, database_attempt_error, directory_size};
-use crate::catalog::{self, QualifiedName, RowSelection, TransactionOutcome};
+use crate::catalog::{self, ChosenRows, QualifiedName, RowSelection, TransactionOutcome};
 use crate::plan::{RowRange, Unit};
 use crate::scheduler::AttemptError;
 
@@ -224,10 +224,17 @@ pub async fn dump_part(job: &Job, unit: &Unit) -> Result<ExportedSizes, AttemptE
         }
         std::fs::create_dir_all(&directory)?;
         let source = source_in_snapshot(job).await?;
-        // A subset's chosen rows are kept in the copy.
-        let chosen = match unit.row_copies().iter().any(|(range, _)| range.subset) {
+        // A subset's chosen rows are kept in the copy, or (a dump's) in a source session's
+        // temporary table.
+        let subset = unit.row_copies().iter().any(|(range, _)| range.subset);
+        let copy = match subset && job.chosen_rows_session.get().is_none() {
             true => Some(catalog::connect(job.copy(), "target").await?),
             false => None,
+        };
+        let chosen = match (&copy, job.chosen_rows_session.get()) {
+            (Some(copy), _) => Some((copy, ChosenRows::InCopy)),
+            (None, Some(held)) if subset => Some((&**held, ChosenRows::InSession)),
+            _ => None,
         };
         let mut sizes = ExportedSizes::default();
         let file = tokio::fs::File::create(directory.join(job.compression.rows_file_name(ROWS_FILE))).await?;
@@ -236,9 +243,8 @@ pub async fn dump_part(job: &Job, unit: &Unit) -> Result<ExportedSizes, AttemptE
             .writer(tokio::io::BufWriter::with_capacity(256 * 1024, file));
         let mut lengths = Vec::new();
         for (range, table) in unit.row_copies() {
-            let bytes = match (&chosen, range.subset) {
-                (Some(target), true) => {
-                    let chosen = (target, catalog::ChosenRows::InCopy);
+            let bytes = match (chosen, range.subset) {
+                (Some(chosen), true) => {
                     let rows = selection(range, table, false);
                     catalog::chosen_rows_to_file(&source, &rows, chosen, range.table_oid, &mut file).await?
                 }

@@ -24,6 +24,23 @@ pub async fn choose(job: &Job, subset: &SubsetPlan) -> Result<Chosen, AttemptErr
     until_cancelled(job, work).await
 }
 
+/// One attempt at choosing a dump's subset: there is no copy, so the chosen rows are kept in a
+/// temporary table of a source session of their own (returned, for the units that write the rows
+/// out), which goes with the session whatever ends the run.
+pub async fn choose_on_source(
+    job: &Job,
+    subset: &SubsetPlan,
+) -> Result<(tokio_postgres::Client, Chosen), AttemptError> {
+    job.check_snapshot()?;
+    let work = async {
+        let snapshot = job.snapshot.as_ref().expect("a dump has a snapshot");
+        let (source, keeper) = tokio::try_join!(source_in_snapshot(job), catalog::connect(&snapshot.source, "source"))?;
+        let chosen = choose_with(&source, (&keeper, ChosenRows::InSession), subset).await?;
+        Ok((keeper, chosen))
+    };
+    until_cancelled(job, work).await
+}
+
 /// Chooses the subset's rows with `source` (in the snapshot) into `target`'s table of chosen
 /// rows, which it makes anew (an earlier attempt's rows may be there).
 pub async fn choose_with(
