@@ -79,6 +79,16 @@ const ARCHIVES_HELP: &str = concat!(
     environment_and_exit_codes!()
 );
 
+const MIGRATE_HELP: &str = concat!(
+    "Examples:\n",
+    "  dbsync migrate --source postgres://app@old/shop --target postgres://app@new/shop --subscription-password --yes\n",
+    "  dbsync migrate --cutover --source postgres://app@old/shop --target postgres://app@new/shop\n",
+    "  dbsync migrate --abandon --source postgres://app@old/shop --target postgres://app@new/shop\n\n",
+    "The source needs wal_level = logical and a role with REPLICATION; the target role must be able to create a\n",
+    "subscription. Writes to the source are not stopped by dbsync: stop them before the cut-over.\n\n",
+    environment_and_exit_codes!()
+);
+
 const MERGE_HELP: &str = concat!(
     r#"Examples:
   dbsync merge --source postgres://app@branch/shop --target postgres://app@central/shop --config merge.toml --yes
@@ -118,6 +128,11 @@ pub enum Command {
     /// kept in the target so a second run inserts nothing new.
     #[command(after_help = MERGE_HELP)]
     Merge(Box<MergeArguments>),
+    /// Move a live database to another server: copy it from a replication slot's snapshot, follow
+    /// the source's changes with PostgreSQL's logical replication, and cut over when told, with
+    /// the sequences set and every table compared by checksum.
+    #[command(after_help = MIGRATE_HELP)]
+    Migrate(Box<MigrateArguments>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output
     #[command(
         after_help = "Examples:\n  dbsync completions bash > /etc/bash_completion.d/dbsync\n  dbsync completions zsh > \"${fpath[1]}/_dbsync\""
@@ -611,6 +626,79 @@ impl MergeArguments {
             },
             run: run.clone(),
             dry_run: *dry_run,
+            ..SyncArguments::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArguments {
+    #[command(flatten)]
+    pub source: SourceArguments,
+
+    #[command(flatten)]
+    pub target: TargetArguments,
+
+    #[command(flatten)]
+    pub run: RunArguments,
+
+    /// Directory in which the temporary dump directory is created [default: .]
+    #[arg(help_heading = "Dumps and archives", long, value_name = "DIR")]
+    pub dump_dir: Option<PathBuf>,
+
+    /// Cut over as soon as the target is at most SIZE of WAL behind the source (0, 512kB, 16MB);
+    /// without it, dbsync follows until `dbsync migrate --cutover` is run for the same pair
+    #[arg(help_heading = "Migration", long, value_name = "SIZE")]
+    pub cutover_when_lag_below: Option<String>,
+
+    /// Cut over the migration that is following for this source and target (from another shell,
+    /// or after the dbsync that followed was stopped)
+    #[arg(help_heading = "Migration", long, conflicts_with_all = ["abandon", "cutover_when_lag_below"])]
+    pub cutover: bool,
+
+    /// Remove what a migration of this source and target left (its subscription, replication slot
+    /// and publication), saying first how much WAL the slot holds back
+    #[arg(help_heading = "Migration", long)]
+    pub abandon: bool,
+
+    /// Store the source's password in the subscription's connection string (in the target's
+    /// catalog, readable by its superusers); without it the target server must log in to the
+    /// source without one (a password file for its server's user, or trust for its address)
+    #[arg(help_heading = "Migration", long)]
+    pub subscription_password: bool,
+
+    /// Give tables without a primary key REPLICA IDENTITY FULL on the source (changes the source)
+    /// instead of refusing them
+    #[arg(help_heading = "Migration", long)]
+    pub replica_identity_full: bool,
+
+    /// Do not compare every table by checksum after the cut-over
+    #[arg(help_heading = "Migration", long)]
+    pub no_verify: bool,
+}
+
+impl MigrateArguments {
+    /// The same run seen as a sync: the selection, the servers and the copy's settings.
+    pub fn as_sync(&self) -> SyncArguments {
+        // Every field named: a new one does not compile until it is carried over or left out here
+        // (the migration's own are taken by `settings::resolve_migrate`).
+        let MigrateArguments {
+            source,
+            target,
+            run,
+            dump_dir,
+            cutover_when_lag_below: _,
+            cutover: _,
+            abandon: _,
+            subscription_password: _,
+            replica_identity_full: _,
+            no_verify: _,
+        } = self;
+        SyncArguments {
+            source: source.clone(),
+            target: target.clone(),
+            run: run.clone(),
+            dump_dir: dump_dir.clone(),
             ..SyncArguments::default()
         }
     }

@@ -78,6 +78,7 @@ pub fn main_entry() -> u8 {
                 run_engine(settings).await
             }
             Command::Archives(arguments) => list_archives(&arguments, &environment).await,
+            Command::Migrate(arguments) => run_engine(settings::resolve_migrate(&arguments, &environment)).await,
             Command::Merge(arguments) => {
                 let settings = settings::resolve_merge(&arguments, &environment);
                 run_engine(settings).await

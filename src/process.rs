@@ -241,7 +241,7 @@ pub async fn run(command: &ChildCommand, cancellation: &Cancellation) -> Result<
 static PASS_FILE_HOLDERS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// A share of `PASS_FILE_HOLDERS` for a child given the pass file (`given`), held while it runs.
-async fn hold_pass_file(
+pub(crate) async fn hold_pass_file(
     given: bool,
     cancellation: &Cancellation,
 ) -> Result<Option<tokio::sync::RwLockReadGuard<'static, ()>>, ProcessError> {
@@ -301,7 +301,39 @@ pub async fn run_piped(
     Ok((producer_output?, consumer_output?))
 }
 
+/// A child dbsync talks to over its standard input and output (`psql` holding a replication
+/// session), stopped when dropped. It gets the pass file: its session is opened before anything
+/// else runs (no hook can run meanwhile) and it is ended as soon as its answer is read.
+pub fn spawn_conversing(command: &ChildCommand) -> Result<tokio::process::Child, ProcessError> {
+    let mut process = prepared(command, Stdio::piped(), Stdio::piped());
+    process.spawn().map_err(|source| ProcessError::Spawn {
+        program: command.program.display().to_string(),
+        source,
+    })
+}
+
 fn start(command: &ChildCommand, stdin: Stdio, stdout: Stdio) -> Result<Started, ProcessError> {
+    let mut process = prepared(command, stdin, stdout);
+    let mut child = process.spawn().map_err(|source| ProcessError::Spawn {
+        program: command.program.display().to_string(),
+        source,
+    })?;
+    let process_group = child.id().map(|id| Pid::from_raw(id as i32));
+    let stdout_limit = (command.stdout == Stdout::Tail).then_some(OUTPUT_LIMIT);
+    let stdout_reader = child.stdout.take().map(|pipe| OutputReader::start(pipe, stdout_limit));
+    let stderr_reader = OutputReader::start(child.stderr.take().expect("stderr is piped"), Some(OUTPUT_LIMIT));
+    Ok(Started {
+        child,
+        process_group,
+        name: command.name(),
+        stdout_reader: stdout_reader.map(|reader| (reader, stdout_limit)),
+        stderr_reader,
+    })
+}
+
+/// The process `command` describes, in a process group of its own, killed when dropped or when
+/// dbsync dies, given only the environment and descriptor it should have.
+fn prepared(command: &ChildCommand, stdin: Stdio, stdout: Stdio) -> Command {
     let mut process = Command::new(&command.program);
     process
         .args(&command.arguments)
@@ -335,21 +367,7 @@ fn start(command: &ChildCommand, stdin: Stdio, stdout: Stdio) -> Result<Started,
             Ok(())
         });
     }
-    let mut child = process.spawn().map_err(|source| ProcessError::Spawn {
-        program: command.program.display().to_string(),
-        source,
-    })?;
-    let process_group = child.id().map(|id| Pid::from_raw(id as i32));
-    let stdout_limit = (command.stdout == Stdout::Tail).then_some(OUTPUT_LIMIT);
-    let stdout_reader = child.stdout.take().map(|pipe| OutputReader::start(pipe, stdout_limit));
-    let stderr_reader = OutputReader::start(child.stderr.take().expect("stderr is piped"), Some(OUTPUT_LIMIT));
-    Ok(Started {
-        child,
-        process_group,
-        name: command.name(),
-        stdout_reader: stdout_reader.map(|reader| (reader, stdout_limit)),
-        stderr_reader,
-    })
+    process
 }
 
 /// How far stopping a child's process group has gone: the stop policy applied as the run's

@@ -16,9 +16,23 @@ pub async fn export_snapshot(
     tables_to_lock: &[QualifiedName],
     lock_timeout: std::time::Duration,
 ) -> Result<String> {
+    export_snapshot_from(client, None, tables_to_lock, lock_timeout).await
+}
+
+/// `export_snapshot`, the transaction opened on `adopted` (a snapshot exported elsewhere: a
+/// replication slot's) when given, which this session then holds and exports again.
+pub async fn export_snapshot_from(
+    client: &Client,
+    adopted: Option<&str>,
+    tables_to_lock: &[QualifiedName],
+    lock_timeout: std::time::Duration,
+) -> Result<String> {
+    let adopting = adopted.map_or_else(String::new, |snapshot| {
+        format!("SET TRANSACTION SNAPSHOT {}; ", super::quote_literal(snapshot))
+    });
     client
         .batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {adopting}\
              SET LOCAL idle_in_transaction_session_timeout = 0; \
              SET LOCAL statement_timeout = 0; \
              SET LOCAL lock_timeout = '{}ms';",

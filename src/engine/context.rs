@@ -134,6 +134,13 @@ pub(super) struct RunContext<'a> {
     /// `[subset]` with `--verify checksum`: how the copy's rows differ from the chosen ones,
     /// compared once they were loaded (while the copy still held what was chosen).
     pub(super) subset_checksums: Option<Vec<crate::report::VerifyDifference>>,
+    /// `dbsync migrate`: the replication slot's exported snapshot, and the session holding it
+    /// until the snapshot session adopts it.
+    pub(super) adopted_snapshot: std::sync::Mutex<Option<(String, super::replication::SlotSession)>>,
+    /// `dbsync migrate`: what it made on either server, removed on every way out.
+    pub(super) migration: Option<super::replication::MigrationObjects>,
+    /// `dbsync migrate`: when the cut-over began.
+    pub(super) cutover_started: Option<Instant>,
 }
 
 impl<'a> RunContext<'a> {
@@ -189,6 +196,9 @@ impl<'a> RunContext<'a> {
             subset: None,
             chosen_counts: None,
             subset_checksums: None,
+            adopted_snapshot: Default::default(),
+            migration: None,
+            cutover_started: None,
             granted: None,
             archives_dropped: Vec::new(),
             deferred_warnings: Vec::new(),

@@ -14,6 +14,7 @@ pub mod monitor;
 mod passwords;
 pub mod preflight;
 pub mod progress;
+mod replication;
 pub mod resume;
 mod retention;
 mod roles;
@@ -39,6 +40,7 @@ use context::RunContext;
 use modes::dump::Dump;
 use modes::incremental::Incremental;
 use modes::merge::Merge;
+use modes::migrate::Migrate;
 use modes::refresh::Refresh;
 use modes::restore::Restore;
 use modes::sync::SyncMode;
@@ -97,6 +99,11 @@ pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation:
         ),
         Run::Dump { source, output } => run_as!(Dump { source, output }, context, started_at),
         Run::Restore { archive, target } => run_as!(Restore { archive, target }, context, started_at),
+        Run::Migrate {
+            source,
+            target,
+            options,
+        } => migrate(context, (source, target), options, started_at).await,
     };
     if result.is_ok() {
         context.apply_retention().await;
@@ -107,6 +114,72 @@ pub async fn run(settings: &Settings, reporter: Arc<dyn Reporter>, cancellation:
         (result, _) => result,
     };
     context.finish(result, started, started_at).await
+}
+
+/// `dbsync migrate`: the slot prepared, the copy made from its snapshot as a sync makes one, then
+/// followed until the cut-over and verified; what the migration made is removed on every way
+/// out. (`--cutover` and `--abandon` act on a migration already running or left.)
+async fn migrate<'a>(
+    context: RunContext<'a>,
+    (source, target): (&'a crate::connection::Endpoint, &'a crate::connection::Endpoint),
+    options: &'a crate::settings::MigrationSettings,
+    started_at: chrono::DateTime<chrono::Local>,
+) -> (Result<(), SyncError>, RunContext<'a>) {
+    use crate::settings::MigrationAction;
+    let mut migration = Migrate {
+        context,
+        source,
+        target,
+        options,
+    };
+    let mut result = match migration.action() {
+        MigrationAction::Abandon => migration.abandon().await,
+        MigrationAction::CutOver => migration.attach().await,
+        MigrationAction::Migrate => migration.prepare().await,
+    };
+    if result.is_ok() && migration.action() == MigrationAction::Migrate {
+        let (copied, context) = run_as!(SyncMode { source, target }, migration.context, started_at);
+        migration.context = context;
+        result = copied;
+        if result.is_ok() {
+            result = migration.follow().await;
+        }
+    }
+    migration.clean_up().await;
+    if result.is_ok() && options.verify && migration.action() != MigrationAction::Abandon {
+        result = verify_cut_over(&mut migration.context).await;
+    }
+    (result, migration.context)
+}
+
+/// Every table of the target compared with the source's by checksum once cut over, and the
+/// cut-over's length said.
+async fn verify_cut_over(context: &mut RunContext<'_>) -> Result<(), SyncError> {
+    let mut settings = context.settings.clone();
+    settings.verification = crate::settings::Verification::Checksum;
+    let report = modes::verify::verify(
+        &settings,
+        context.reporter.clone(),
+        context.cancellation.clone(),
+        steps::checksum::ColumnChoice::All,
+    )
+    .await?;
+    if let Some(started) = context.cutover_started {
+        context.emit(crate::report::Event::Notice(crate::report::Notice::Migration(
+            crate::report::MigrationNews::Downtime {
+                seconds: started.elapsed().as_secs_f64(),
+                verified: report.differences.is_empty(),
+            },
+        )));
+    }
+    if report.differences.is_empty() {
+        return Ok(());
+    }
+    let count = report.differences.len();
+    context.emit(crate::report::Event::ChecksumDifferences(report.differences));
+    Err(SyncError::Failed(anyhow::anyhow!(
+        "the target differs from the source after the cut-over in {count} place(s) (above): were writes to the source stopped before it?"
+    )))
 }
 
 /// Awaits a database call unless a signal arrives first.

@@ -121,6 +121,9 @@ pub enum Phase {
     /// `sync --clone`'s two phases: the server's file copy, then validation.
     Clone,
     CloneValidation,
+    /// `dbsync migrate`'s two after the copy: following the source, then the cut-over.
+    Follow,
+    Cutover,
 }
 
 impl Phase {
@@ -139,6 +142,8 @@ impl Phase {
             Phase::DumpCounts => "dump-counts",
             Phase::Clone => "clone",
             Phase::CloneValidation => "validation",
+            Phase::Follow => "follow",
+            Phase::Cutover => "cutover",
         }
     }
 }
@@ -156,6 +161,8 @@ pub enum RunKind {
     Merge,
     Dump,
     Restore,
+    /// `dbsync migrate`: a copy followed by the source's changes until the cut-over.
+    Migrate,
 }
 
 /// One-line news from the engine.
@@ -269,6 +276,8 @@ pub enum Notice {
         tables: usize,
         rounds: i32,
     },
+    /// `dbsync migrate`'s news.
+    Migration(MigrationNews),
     /// `--clone=auto`: a logical copy instead, because of `reason`.
     NotCloning {
         reason: String,
@@ -366,6 +375,42 @@ pub enum KeyFate {
     /// `NOT VALID` is not possible on a partitioned table.
     LeftOutPartitioned,
     CreatedNotValid,
+}
+
+/// What `dbsync migrate` reports as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MigrationNews {
+    /// The publication and the slot the copy starts from, at `position`.
+    SlotCreated {
+        publication: String,
+        slot: String,
+        tables: usize,
+        position: String,
+    },
+    /// The subscription on the target, applying the changes made since the copy's snapshot.
+    Subscribed { subscription: String },
+    /// How far behind the target is: bytes of WAL, the sender's replay lag, rows applied.
+    Lag {
+        bytes: i64,
+        seconds: Option<f64>,
+        rows: i64,
+    },
+    /// The cut-over begins, and why.
+    CuttingOver { reason: String },
+    /// The target applied everything up to the source's WAL position `position`.
+    CaughtUp { position: String },
+    /// The subscription, slot and publication are gone.
+    Removed { what: Vec<String> },
+    /// What a migration of this pair left, removed before anything else: each slot with the WAL
+    /// it retained.
+    LeftoversFound {
+        slots: Vec<(String, i64)>,
+        others: Vec<String>,
+    },
+    /// Tables given `REPLICA IDENTITY FULL` on the source (`--replica-identity-full`).
+    IdentityFull { tables: Vec<String> },
+    /// From the cut-over's start to the target verified.
+    Downtime { seconds: f64, verified: bool },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -136,6 +136,12 @@ pub fn render(event: &Event) -> Vec<String> {
                     "TARGET DB (INTO):   ",
                     "TEMP DIR:           ",
                 ),
+                RunKind::Migrate => (
+                    "MIGRATION CONFIGURATION (copy, then follow until the cut-over)",
+                    "SOURCE DB (FROM):   ",
+                    "TARGET DB (TO):     ",
+                    "TEMP DIR:           ",
+                ),
                 RunKind::Restore => (
                     "RESTORE CONFIGURATION",
                     "ARCHIVE (FROM):     ",

@@ -58,6 +58,8 @@ impl Phase {
             Phase::DumpCounts => 3,
             Phase::Clone => 1,
             Phase::CloneValidation => 2,
+            Phase::Follow => 1,
+            Phase::Cutover => 2,
         }
     }
 
@@ -66,7 +68,7 @@ impl Phase {
             Phase::Schema | Phase::Data | Phase::PostData | Phase::Validation => 4,
             Phase::DumpSchema | Phase::DumpData | Phase::DumpCounts => 3,
             Phase::RefreshSchema | Phase::RefreshData | Phase::RefreshValidation => 3,
-            Phase::Clone | Phase::CloneValidation => 2,
+            Phase::Clone | Phase::CloneValidation | Phase::Follow | Phase::Cutover => 2,
         }
     }
 
@@ -84,6 +86,8 @@ impl Phase {
             Phase::DumpCounts => "Row Counts and Manifest",
             Phase::Clone => "Same-Server Clone",
             Phase::CloneValidation => "Validation",
+            Phase::Follow => "Following the Source (logical replication)",
+            Phase::Cutover => "Cut-over",
         }
     }
 }
@@ -253,6 +257,7 @@ impl fmt::Display for Notice {
                 "✅ Validation Successful. The {references} foreign-key column(s) of the {tables} merged tables point at existing rows."
             ),
             Notice::IdMapWritten { path, keys } => write!(formatter, "Wrote the ID map ({keys} key(s)) to {path}"),
+            Notice::Migration(news) => news.fmt(formatter),
             Notice::SequencesSet { count } => write!(formatter, "Set {count} sequence(s) to the source's values"),
             Notice::SelectedTables { count } => {
                 write!(
@@ -604,6 +609,13 @@ pub fn closing_line(result: &Result<(), SyncError>, kind: super::RunKind) -> Str
         (Ok(()), super::RunKind::Refresh) => "✅ Refresh finished successfully.".to_string(),
         (Ok(()), super::RunKind::Incremental) => "✅ Incremental sync finished successfully.".to_string(),
         (Ok(()), super::RunKind::Merge) => "✅ Merge finished successfully.".to_string(),
+        (Ok(()), super::RunKind::Migrate) => {
+            "✅ Migration finished: the target is cut over, and nothing of the replication is left.".to_string()
+        }
+        (Err(SyncError::Interrupted(signal)), super::RunKind::Migrate) => format!(
+            "Interrupted by {}: the subscription, replication slot and publication were removed; the source is as it was.",
+            signal_name(*signal)
+        ),
         (Err(SyncError::Interrupted(signal)), super::RunKind::Merge) => format!(
             "Interrupted by {}: every table is merged or as it was (each in its own transaction); run the merge again to go on.",
             signal_name(*signal)
@@ -901,6 +913,76 @@ pub fn archive_listing(
         human_size(total.max(0) as u64)
     ));
     listing
+}
+
+impl fmt::Display for super::MigrationNews {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use super::MigrationNews;
+        match self {
+            MigrationNews::SlotCreated {
+                publication,
+                slot,
+                tables,
+                position,
+            } => write!(
+                formatter,
+                "Publication {publication} ({tables} table(s)) and replication slot {slot} created on the source at {position}: the copy is made from the slot's snapshot"
+            ),
+            MigrationNews::Subscribed { subscription } => write!(
+                formatter,
+                "Subscription {subscription} created on the target: applying the source's changes made since the copy's snapshot"
+            ),
+            MigrationNews::Lag { bytes, seconds, rows } => {
+                let seconds = seconds.map_or_else(
+                    || "no replay lag reported yet".to_string(),
+                    |seconds| format!("replay lag {seconds:.1} s"),
+                );
+                write!(
+                    formatter,
+                    "Following: the target is {} behind ({seconds}); {rows} row change(s) applied",
+                    human_size((*bytes).max(0) as u64)
+                )
+            }
+            MigrationNews::CuttingOver { reason } => write!(formatter, "Cutting over ({reason})"),
+            MigrationNews::CaughtUp { position } => {
+                write!(
+                    formatter,
+                    "The target applied every change up to the source's WAL position {position}"
+                )
+            }
+            MigrationNews::Removed { what } => write!(formatter, "Removed {}", what.join(", ")),
+            MigrationNews::LeftoversFound { slots, others } => {
+                let slots: Vec<String> = slots
+                    .iter()
+                    .map(|(slot, retained)| {
+                        format!(
+                            "slot {slot} (holding back {} of WAL)",
+                            human_size((*retained).max(0) as u64)
+                        )
+                    })
+                    .collect();
+                write!(
+                    formatter,
+                    "Removing what an earlier migration of this pair left: {}",
+                    slots
+                        .into_iter()
+                        .chain(others.iter().cloned())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+            MigrationNews::IdentityFull { tables } => write!(
+                formatter,
+                "REPLICA IDENTITY FULL set on the source for the tables without a primary key: {}",
+                tables.join(", ")
+            ),
+            MigrationNews::Downtime { seconds, verified } => write!(
+                formatter,
+                "Cut-over took {seconds:.1} s (from its start to the target {})",
+                if *verified { "verified" } else { "ready" }
+            ),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,8 +21,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::{
-    ArchivesArguments, DiffArguments, DumpArguments, MergeArguments, RestoreArguments, RunArguments, SourceArguments,
-    SyncArguments, TargetArguments, VerifyArguments, switch,
+    ArchivesArguments, DiffArguments, DumpArguments, MergeArguments, MigrateArguments, RestoreArguments, RunArguments,
+    SourceArguments, SyncArguments, TargetArguments, VerifyArguments, switch,
 };
 use crate::compression::Compression;
 use crate::connection::{Endpoint, EndpointDefaults};
@@ -310,6 +310,12 @@ pub enum Run<'a> {
         archive: &'a Path,
         target: &'a Endpoint,
     },
+    /// `dbsync migrate`.
+    Migrate {
+        source: &'a Endpoint,
+        target: &'a Endpoint,
+        options: &'a MigrationSettings,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -384,6 +390,35 @@ pub struct Settings {
     pub resume: Option<PathBuf>,
     /// After a successful swap, keep this many of the template's databases (the newest).
     pub retain: Option<usize>,
+    /// `dbsync migrate`: the copy is followed by the source's changes until the cut-over.
+    pub migration: Option<MigrationSettings>,
+}
+
+/// What `dbsync migrate` does, and when it cuts over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationSettings {
+    pub action: MigrationAction,
+    /// `--cutover-when-lag-below`: cut over once the target is this many bytes of WAL behind.
+    pub cutover_when_lag_below: Option<u64>,
+    /// `--subscription-password`: the subscription's connection string holds the source's
+    /// password (stored in the target's catalog), with the user's consent.
+    pub subscription_password: bool,
+    /// `--replica-identity-full`: tables without a primary key get `REPLICA IDENTITY FULL` on
+    /// the source instead of being refused.
+    pub replica_identity_full: bool,
+    /// Compare every table by checksum once cut over (not with `--no-verify`).
+    pub verify: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationAction {
+    /// Copy, follow, cut over.
+    Migrate,
+    /// `--cutover`: cut over the migration running for this pair (or left by a dbsync that was
+    /// stopped while following).
+    CutOver,
+    /// `--abandon`: remove what a migration of this pair left.
+    Abandon,
 }
 
 impl Settings {
@@ -404,6 +439,13 @@ impl Settings {
                 target,
                 options,
             },
+            (Places::Databases { source, target }, Content::Everything { .. }) if self.migration.is_some() => {
+                Run::Migrate {
+                    source,
+                    target,
+                    options: self.migration.as_ref().expect("checked"),
+                }
+            }
             (Places::Databases { source, target }, Content::Everything { .. } | Content::SchemaOnly) => {
                 Run::Sync { source, target }
             }
@@ -419,6 +461,7 @@ impl Settings {
             Run::Merge { .. } => RunKind::Merge,
             Run::Dump { .. } => RunKind::Dump,
             Run::Restore { .. } => RunKind::Restore,
+            Run::Migrate { .. } => RunKind::Migrate,
         }
     }
 
@@ -641,6 +684,47 @@ pub fn resolve_verify(arguments: &VerifyArguments, environment: &Environment) ->
     resolve_run(&arguments.as_sync(), Mode::Verify, environment)
 }
 
+/// `dbsync migrate`: a sync's selection and servers, the copy then followed until the cut-over.
+/// What would make the copy differ from the source, or the target not one database, is refused.
+pub fn resolve_migrate(arguments: &MigrateArguments, environment: &Environment) -> Result<Settings, SyncError> {
+    let mut settings = resolve_run(&arguments.as_sync(), Mode::Sync, environment)?;
+    let refused = if settings.content.subset().is_some() {
+        Some("[subset] (the source's changes would reach rows the copy left out)")
+    } else if !settings.masking.is_empty() {
+        Some("[transform] (the source's changes would arrive unmasked)")
+    } else if settings.dated.is_some() || settings.retain.is_some() {
+        Some("a date template in the target name or --retain")
+    } else if !matches!(settings.content, Content::Everything { .. }) {
+        Some("--schema-only, --data-only or --incremental")
+    } else {
+        None
+    };
+    if let Some(refused) = refused {
+        return Err(usage_error!("dbsync migrate cannot be used with {refused}"));
+    }
+    let action = match (arguments.cutover, arguments.abandon) {
+        (true, _) => MigrationAction::CutOver,
+        (_, true) => MigrationAction::Abandon,
+        _ => MigrationAction::Migrate,
+    };
+    let cutover_when_lag_below = match &arguments.cutover_when_lag_below {
+        Some(text) => Some(
+            parse_size(text)
+                .ok_or_else(|| usage_error!("--cutover-when-lag-below {text}: not a size (say 0, 512kB, 16MB)"))?,
+        ),
+        None => None,
+    };
+    settings.clone = CloneWhen::Never;
+    settings.migration = Some(MigrationSettings {
+        action,
+        cutover_when_lag_below,
+        subscription_password: arguments.subscription_password,
+        replica_identity_full: arguments.replica_identity_full,
+        verify: !arguments.no_verify,
+    });
+    Ok(settings)
+}
+
 /// `dbsync restore`: a sync's settings without a source, reading the archive.
 pub fn resolve_restore(arguments: &RestoreArguments, environment: &Environment) -> Result<Settings, SyncError> {
     resolve_run(
@@ -797,6 +881,7 @@ fn resolve_run(arguments: &SyncArguments, mode: Mode, environment: &Environment)
         config_file: config_path,
         retain: located.retain,
         resume: arguments.resume.clone(),
+        migration: None,
     })
 }
 

@@ -14,6 +14,7 @@ mod hooks;
 mod incremental;
 mod masking;
 mod merge;
+mod migrate;
 mod modes;
 mod plan;
 mod progress;

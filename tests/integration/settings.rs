@@ -96,6 +96,7 @@ fn resolved(arguments: &[&str], config: &Path) -> String {
         Command::Restore(arguments) => run(settings::resolve_restore(&arguments, &environment)),
         Command::Verify(arguments) => run(settings::resolve_verify(&arguments, &environment)),
         Command::Merge(arguments) => run(settings::resolve_merge(&arguments, &environment)),
+        Command::Migrate(arguments) => run(settings::resolve_migrate(&arguments, &environment)),
         Command::Diff(arguments) => format!("{:#?}", settings::resolve_diff(&arguments, &environment)),
         Command::Archives(arguments) => format!("{:#?}", settings::resolve_archives(&arguments, &environment)),
         // They print what clap knows, and resolve no settings.

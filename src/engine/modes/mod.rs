@@ -6,6 +6,7 @@ pub mod diff;
 pub mod dump;
 pub mod incremental;
 pub mod merge;
+pub mod migrate;
 pub mod preview;
 pub mod refresh;
 pub mod restore;

@@ -1,0 +1,577 @@
+//! `dbsync migrate`: before the copy, what logical replication needs (refused with exit 2
+//! otherwise), a publication of the selected tables and a replication slot whose exported
+//! snapshot the copy is made from (`engine::replication`); after the copy's swap, a subscription
+//! on the target to that slot, followed with its lag until the cut-over, which waits for the
+//! target to apply everything up to the source's WAL position, sets the sequences and removes the
+//! subscription, the slot and the publication. `engine::run` puts the copy (a sync) between
+//! `prepare` and `follow`, and `clean_up` after them on every way out.
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use crate::catalog::{self, MIGRATION_PREFIX, QualifiedName};
+use crate::connection::Endpoint;
+use crate::engine::context::RunContext;
+use crate::engine::replication::{MigrationObjects, SlotSession};
+use crate::engine::{interruptible, preflight};
+use crate::errors::SyncError;
+use crate::plan::Plan;
+use crate::report::{Event, MigrationNews, Notice, Phase};
+use crate::settings::{MigrationAction, MigrationSettings};
+use crate::usage_error;
+
+/// How often the follow reads the lag, and how often it says it.
+const FOLLOW_TICK: Duration = Duration::from_millis(500);
+const LAG_EVERY: Duration = Duration::from_secs(10);
+/// How long the subscription's worker may stay down (a 14 target, which cannot disable it on an
+/// error) before dbsync says the target stopped applying.
+const WORKER_DOWN_LIMIT: Duration = Duration::from_secs(30);
+
+/// `dbsync migrate`: the run context, the two databases and the migration's options.
+pub(in crate::engine) struct Migrate<'a> {
+    pub(in crate::engine) context: RunContext<'a>,
+    pub(in crate::engine) source: &'a Endpoint,
+    pub(in crate::engine) target: &'a Endpoint,
+    pub(in crate::engine) options: &'a MigrationSettings,
+}
+
+/// The sessions the follow reads from, and the target's major version.
+struct Watch {
+    source: Client,
+    target: Client,
+    target_major: u32,
+}
+
+impl Migrate<'_> {
+    /// The monitor session's name on the target, by which `--cutover` finds a following dbsync.
+    fn follower_name(subscription: &str) -> String {
+        format!("dbsync migrate {subscription}")
+    }
+
+    /// PREFLIGHT, then the publication and the replication slot the copy will be made from.
+    pub(in crate::engine) async fn prepare(&mut self) -> Result<(), SyncError> {
+        let (source, plan, _) = self.context.inspect_source(self.source).await?;
+        self.remove_leftovers(&source.client).await?;
+        let tools = preflight::locate_tools(self.context.settings, &source)?;
+        let psql = tools.pg_dump.with_file_name("psql");
+        if !psql.is_file() {
+            return Err(usage_error!(
+                "{} not found: dbsync migrate opens the replication slot with psql, installed beside pg_dump\nhint: install the PostgreSQL client tools, or name their directory with --pg-bin",
+                psql.display()
+            ));
+        }
+        let tables = self.check_source(&source.client, source.server.major(), &plan).await?;
+        self.check_target().await?;
+        let name = format!("{MIGRATION_PREFIX}{}", self.context.run_suffix);
+        self.context.migration = Some(MigrationObjects {
+            sequences: plan.sequences.clone(),
+            ..MigrationObjects::default()
+        });
+        self.probe_subscription().await?;
+        let marker = format!("dbsync migrate to {}", self.target.uri_without_password());
+        interruptible(
+            &self.context.cancellation,
+            catalog::create_publication(&source.client, &name, &tables, &marker),
+        )
+        .await?;
+        self.objects().publication = Some(name.clone());
+        let passfile = self.context.workspace.create_passfile(&[self.source])?;
+        let creating = SlotSession::create(psql, passfile, self.source, (&name, source.server.major()));
+        let (session, created) = interruptible(&self.context.cancellation, creating).await?;
+        self.objects().slot = Some(name.clone());
+        self.context
+            .emit(Event::Notice(Notice::Migration(MigrationNews::SlotCreated {
+                publication: name.clone(),
+                slot: name,
+                tables: tables.len(),
+                position: created.position,
+            })));
+        *self.context.adopted_snapshot.lock().expect("not poisoned") = Some((created.snapshot, session));
+        Ok(())
+    }
+
+    fn objects(&mut self) -> &mut MigrationObjects {
+        self.context.migration.get_or_insert_with(MigrationObjects::default)
+    }
+
+    /// What logical replication needs of the source; returns the tables to publish.
+    async fn check_source(
+        &mut self,
+        client: &Client,
+        major: u32,
+        plan: &Plan,
+    ) -> Result<Vec<QualifiedName>, SyncError> {
+        let cancellation = &self.context.cancellation;
+        let facts = interruptible(cancellation, catalog::replication_facts(client)).await?;
+        // 19 turns logical decoding on by itself while a logical slot exists.
+        let logical_enough = facts.wal_level == "logical" || (major >= 19 && facts.wal_level == "replica");
+        if !logical_enough {
+            return Err(usage_error!(
+                "the source has wal_level = {}: logical replication needs logical\nhint: ALTER SYSTEM SET wal_level = logical on the source, and restart it",
+                facts.wal_level
+            ));
+        }
+        if facts.free_slots < 1 {
+            return Err(usage_error!(
+                "the source has no free replication slot\nhint: raise max_replication_slots on the source (a restart), or drop a slot no longer used"
+            ));
+        }
+        if facts.free_senders < 1 {
+            return Err(usage_error!(
+                "the source has no free WAL sender\nhint: raise max_wal_senders on the source (a restart)"
+            ));
+        }
+        if !facts.may_replicate {
+            return Err(usage_error!(
+                "the source role {} may not open a replication connection\nhint: ALTER ROLE {} REPLICATION on the source, or migrate as a role that may",
+                self.source.user,
+                self.source.user
+            ));
+        }
+        let members = plan.members();
+        let tables = interruptible(cancellation, catalog::tables_holding_rows(client, &members)).await?;
+        let unidentified = interruptible(cancellation, catalog::tables_without_identity(client, &tables)).await?;
+        if !unidentified.is_empty() {
+            let names: Vec<String> = unidentified.iter().map(QualifiedName::display_name).collect();
+            if !self.options.replica_identity_full {
+                return Err(usage_error!(
+                    "logical replication cannot carry updates and deletes of tables without a primary key: {}\nhint: give them a primary key, or let dbsync set REPLICA IDENTITY FULL on them on the source with --replica-identity-full",
+                    names.join(", ")
+                ));
+            }
+            interruptible(cancellation, catalog::set_replica_identity_full(client, &unidentified)).await?;
+            self.context
+                .emit(Event::Notice(Notice::Migration(MigrationNews::IdentityFull {
+                    tables: names,
+                })));
+        }
+        Ok(tables)
+    }
+
+    /// The target role may create a subscription.
+    async fn check_target(&mut self) -> Result<(), SyncError> {
+        let maintenance = self.target.with_database("postgres");
+        let client = interruptible(
+            &self.context.cancellation,
+            catalog::connect(&maintenance, "target server's maintenance"),
+        )
+        .await?;
+        if !interruptible(&self.context.cancellation, catalog::may_subscribe(&client)).await? {
+            return Err(usage_error!(
+                "the target role {} may not create a subscription\nhint: migrate as a superuser of the target server, or (16+) GRANT pg_create_subscription TO {}",
+                self.target.user,
+                self.target.user
+            ));
+        }
+        Ok(())
+    }
+
+    /// The connection string the target server uses to reach the source: the source as given,
+    /// with its password only when the user agreed to store it in the target's catalog.
+    fn subscription_connection(&self) -> String {
+        let source = self.source;
+        let mut parts = vec![
+            format!("host={}", conninfo_value(&source.host)),
+            format!("port={}", source.port),
+            format!("user={}", conninfo_value(&source.user)),
+            format!("dbname={}", conninfo_value(&source.dbname)),
+            "application_name=dbsync_migrate".to_string(),
+        ];
+        if let Some(mode) = source.sslmode {
+            parts.push(format!("sslmode={}", conninfo_value(mode.as_str())));
+        }
+        if self.options.subscription_password
+            && let Some(password) = &source.password
+        {
+            parts.push(format!("password={}", conninfo_value(password.expose())));
+        }
+        parts.join(" ")
+    }
+
+    /// Before the copy: can the target server log in to the source? (A subscription that only
+    /// connects, made and dropped in the target server's maintenance database, to a publication
+    /// of its own name that does not exist: one that did would need its tables there.)
+    async fn probe_subscription(&mut self) -> Result<(), SyncError> {
+        let maintenance = self.target.with_database("postgres");
+        let connection = self.subscription_connection();
+        let probe = format!("{MIGRATION_PREFIX}probe_{}", self.context.run_suffix);
+        let probing = async {
+            let client = catalog::connect(&maintenance, "target server's maintenance").await?;
+            catalog::probe_subscription(&client, &probe, &connection, &probe).await
+        };
+        match interruptible(&self.context.cancellation, probing).await {
+            Ok(()) => Ok(()),
+            Err(SyncError::Failed(error)) => Err(usage_error!(
+                "{error:#}\nhint: the target server must reach the source at {}:{} and log in as {}: without --subscription-password (which stores the password in the target's catalog), give the target server's operating-system user a password file (~/.pgpass) or a trust rule for its address on the source",
+                self.source.host,
+                self.source.port,
+                self.source.user
+            )),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// A migration of the same source database killed before its cleanup left its slot (holding
+    /// back WAL), publication or subscription: said, then removed; refused while a dbsync still
+    /// follows it.
+    async fn remove_leftovers(&mut self, source: &Client) -> Result<(), SyncError> {
+        let found = interruptible(&self.context.cancellation, catalog::source_leftovers(source)).await?;
+        if let Some((slot, _, _)) = found.slots.iter().find(|(_, _, active)| *active) {
+            return Err(usage_error!(
+                "a migration of this source is following now (its slot {slot} is in use)\nhint: cut it over with dbsync migrate --cutover, or stop it first"
+            ));
+        }
+        let subscriptions = self.target_subscriptions().await;
+        if found.slots.is_empty() && found.publications.is_empty() && subscriptions.is_empty() {
+            return Ok(());
+        }
+        let mut others: Vec<String> = found
+            .publications
+            .iter()
+            .map(|name| format!("publication {name}"))
+            .collect();
+        others.extend(subscriptions.iter().map(|name| format!("subscription {name} (target)")));
+        self.context
+            .emit(Event::Notice(Notice::Migration(MigrationNews::LeftoversFound {
+                slots: found
+                    .slots
+                    .iter()
+                    .map(|(slot, bytes, _)| (slot.clone(), *bytes))
+                    .collect(),
+                others,
+            })));
+        self.context.migration = Some(MigrationObjects::default());
+        for subscription in subscriptions {
+            self.remove_subscription(&subscription).await?;
+        }
+        for (slot, _, _) in &found.slots {
+            interruptible(&self.context.cancellation, catalog::drop_slot(source, slot)).await?;
+        }
+        for publication in &found.publications {
+            interruptible(
+                &self.context.cancellation,
+                catalog::drop_publication(source, publication),
+            )
+            .await?;
+        }
+        self.context.migration = None;
+        Ok(())
+    }
+
+    /// dbsync's subscriptions in the target database (none when it does not exist yet).
+    async fn target_subscriptions(&self) -> Vec<String> {
+        match catalog::connect(self.target, "target").await {
+            Ok(client) => catalog::subscriptions_here(&client).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    async fn remove_subscription(&self, subscription: &str) -> Result<(), SyncError> {
+        let removing = async {
+            let client = catalog::connect(self.target, "target").await?;
+            catalog::drop_subscription(&client, subscription).await
+        };
+        interruptible(&self.context.cancellation, removing).await
+    }
+
+    /// `--abandon`: what a migration of this pair left, removed.
+    pub(in crate::engine) async fn abandon(&mut self) -> Result<(), SyncError> {
+        let source = interruptible(&self.context.cancellation, catalog::connect(self.source, "source")).await?;
+        self.remove_leftovers(&source).await
+    }
+
+    /// After the copy's swap: the subscription, followed until the cut-over.
+    pub(in crate::engine) async fn follow(&mut self) -> Result<(), SyncError> {
+        let slot = self.objects().slot.clone().expect("prepared");
+        let subscription = slot.clone();
+        let watch = self.watch().await?;
+        let connection = self.subscription_connection();
+        let creating = catalog::create_subscription(
+            &watch.target,
+            &subscription,
+            &connection,
+            (&slot, &slot),
+            watch.target_major >= 15,
+        );
+        interruptible(&self.context.cancellation, creating).await?;
+        self.objects().subscription = Some(subscription.clone());
+        self.context
+            .emit(Event::Notice(Notice::Migration(MigrationNews::Subscribed {
+                subscription: subscription.clone(),
+            })));
+        self.follow_until_cutover(&watch, &slot).await?;
+        self.cut_over(&watch, &slot).await
+    }
+
+    /// `--cutover`: the migration of this pair, found by its subscription in the target: asked
+    /// to cut over when a dbsync follows it (which then does), else cut over here.
+    pub(in crate::engine) async fn attach(&mut self) -> Result<(), SyncError> {
+        let watch = self.watch().await?;
+        let found = interruptible(&self.context.cancellation, catalog::subscriptions_here(&watch.target)).await?;
+        let Some(subscription) = found.into_iter().next() else {
+            return Err(usage_error!(
+                "no migration is following into {}: nothing to cut over\nhint: start one with dbsync migrate",
+                self.target
+            ));
+        };
+        let follower = Self::follower_name(&subscription);
+        let following = interruptible(
+            &self.context.cancellation,
+            catalog::application_connected(&watch.target, &follower),
+        )
+        .await?;
+        if following {
+            interruptible(
+                &self.context.cancellation,
+                catalog::request_cutover(&watch.target, &subscription),
+            )
+            .await?;
+            return self.wait_for_follower(&watch, &subscription).await;
+        }
+        let (_, plan, _) = self.context.inspect_source(self.source).await?;
+        self.context.migration = Some(MigrationObjects {
+            publication: Some(subscription.clone()),
+            slot: Some(subscription.clone()),
+            subscription: Some(subscription.clone()),
+            sequences: plan.sequences.clone(),
+        });
+        self.cut_over(&watch, &subscription).await
+    }
+
+    /// `--cutover` while another dbsync follows: until it has removed the subscription.
+    async fn wait_for_follower(&mut self, watch: &Watch, subscription: &str) -> Result<(), SyncError> {
+        self.context
+            .emit(Event::Notice(Notice::Migration(MigrationNews::CuttingOver {
+                reason: "asked the dbsync that follows this migration to cut over".to_string(),
+            })));
+        loop {
+            let state = interruptible(
+                &self.context.cancellation,
+                catalog::subscription_state(&watch.target, subscription, watch.target_major),
+            )
+            .await?;
+            if state.is_none() {
+                return Ok(());
+            }
+            tokio::select! {
+                () = tokio::time::sleep(FOLLOW_TICK) => {}
+                () = self.context.cancellation.cancelled() => return Err(crate::engine::cancelled(&self.context.cancellation)),
+            }
+        }
+    }
+
+    async fn watch(&self) -> Result<Watch, SyncError> {
+        let opening = async {
+            let (source, target) = tokio::try_join!(
+                catalog::connect(self.source, "source"),
+                catalog::connect(self.target, "target")
+            )?;
+            let target_major = catalog::server_info(&target).await?.major();
+            anyhow::Ok(Watch {
+                source,
+                target,
+                target_major,
+            })
+        };
+        interruptible(&self.context.cancellation, opening).await
+    }
+
+    /// Reads the lag every `FOLLOW_TICK` and says it every `LAG_EVERY`, until the lag is below
+    /// `--cutover-when-lag-below` or `dbsync migrate --cutover` asks; an apply error that stopped
+    /// the subscription ends the run.
+    async fn follow_until_cutover(&mut self, watch: &Watch, subscription: &str) -> Result<(), SyncError> {
+        self.context.emit(Event::Phase(Phase::Follow));
+        let name = Self::follower_name(subscription);
+        interruptible(
+            &self.context.cancellation,
+            catalog::set_application_name(&watch.target, &name),
+        )
+        .await?;
+        let first = self.subscription_state(watch, subscription).await?;
+        let (mut said, mut worker_up) = (None::<Instant>, Instant::now());
+        loop {
+            let state = self.subscription_state(watch, subscription).await?;
+            if state.running {
+                worker_up = Instant::now();
+            }
+            let errors = state.apply_errors.unwrap_or(0) - first.apply_errors.unwrap_or(0);
+            if !state.enabled || errors > 0 || worker_up.elapsed() > WORKER_DOWN_LIMIT {
+                return Err(stopped_applying());
+            }
+            let lag = interruptible(
+                &self.context.cancellation,
+                catalog::slot_lag(&watch.source, subscription),
+            )
+            .await?
+            .ok_or_else(|| {
+                SyncError::Failed(anyhow::anyhow!(
+                    "the replication slot {subscription} is gone from the source"
+                ))
+            })?;
+            if said.is_none_or(|said| said.elapsed() >= LAG_EVERY) {
+                said = Some(Instant::now());
+                self.context.emit(Event::Notice(Notice::Migration(MigrationNews::Lag {
+                    bytes: lag.bytes,
+                    seconds: lag.seconds,
+                    rows: state.rows_written - first.rows_written,
+                })));
+            }
+            if let Some(limit) = self.options.cutover_when_lag_below
+                && lag.active
+                && lag.bytes <= limit as i64
+            {
+                return self.start_cutover(format!(
+                    "the lag is {} bytes, below --cutover-when-lag-below",
+                    lag.bytes.max(0)
+                ));
+            }
+            let requested = catalog::cutover_requested(&watch.target, subscription);
+            if interruptible(&self.context.cancellation, requested).await? {
+                return self.start_cutover("dbsync migrate --cutover asked".to_string());
+            }
+            tokio::select! {
+                () = tokio::time::sleep(FOLLOW_TICK) => {}
+                () = self.context.cancellation.cancelled() => return Err(crate::engine::cancelled(&self.context.cancellation)),
+            }
+        }
+    }
+
+    fn start_cutover(&mut self, reason: String) -> Result<(), SyncError> {
+        self.context.cutover_started = Some(Instant::now());
+        self.context
+            .emit(Event::Notice(Notice::Migration(MigrationNews::CuttingOver { reason })));
+        Ok(())
+    }
+
+    async fn subscription_state(
+        &self,
+        watch: &Watch,
+        subscription: &str,
+    ) -> Result<catalog::SubscriptionState, SyncError> {
+        let reading = catalog::subscription_state(&watch.target, subscription, watch.target_major);
+        interruptible(&self.context.cancellation, reading)
+            .await?
+            .ok_or_else(|| {
+                SyncError::Failed(anyhow::anyhow!(
+                    "the subscription {subscription} is gone from the target"
+                ))
+            })
+    }
+
+    /// Waits until the target applied everything up to the source's WAL position now, sets the
+    /// sequences, and removes the subscription, the slot and the publication.
+    async fn cut_over(&mut self, watch: &Watch, subscription: &str) -> Result<(), SyncError> {
+        self.context.emit(Event::Phase(Phase::Cutover));
+        if self.context.cutover_started.is_none() {
+            self.start_cutover("dbsync migrate --cutover".to_string())?;
+        }
+        let position = interruptible(&self.context.cancellation, catalog::current_wal_position(&watch.source)).await?;
+        loop {
+            let reached = catalog::slot_reached(&watch.source, subscription, &position);
+            if interruptible(&self.context.cancellation, reached).await? {
+                break;
+            }
+            let state = self.subscription_state(watch, subscription).await?;
+            if !state.enabled {
+                return Err(stopped_applying());
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = self.context.cancellation.cancelled() => return Err(crate::engine::cancelled(&self.context.cancellation)),
+            }
+        }
+        self.context
+            .emit(Event::Notice(Notice::Migration(MigrationNews::CaughtUp { position })));
+        let sequences = self.objects().sequences.clone();
+        let setting = async {
+            let values = catalog::sequence_values(&watch.source, &sequences).await?;
+            catalog::set_sequences(&watch.target, &sequences, &values).await
+        };
+        interruptible(&self.context.cancellation, setting).await?;
+        self.context
+            .emit(Event::Notice(Notice::SequencesSet { count: sequences.len() }));
+        self.clean_up().await;
+        Ok(())
+    }
+
+    /// Removes what the migration made, on every way out: the subscription (detached from its
+    /// slot first, so that the source need not be reached for it), then the slot (once its
+    /// sender is gone) and the publication. Not interruptible: a signal is why it runs.
+    pub(in crate::engine) async fn clean_up(&mut self) {
+        let Some(objects) = self.context.migration.take() else {
+            return;
+        };
+        let mut removed = Vec::new();
+        if let Some(subscription) = &objects.subscription {
+            let dropping = async {
+                let client = catalog::connect(self.target, "target").await?;
+                catalog::drop_subscription(&client, subscription).await
+            };
+            match tokio::time::timeout(Duration::from_secs(30), dropping).await {
+                Ok(Ok(())) => removed.push(format!("subscription {subscription} (target)")),
+                Ok(Err(error)) => self.context.warnings.push(format!("{error:#}")),
+                Err(_) => self
+                    .context
+                    .warnings
+                    .push(format!("dropping the subscription {subscription} timed out")),
+            }
+        }
+        let source = match catalog::connect(self.source, "source").await {
+            Ok(source) => source,
+            Err(error) => {
+                self.context.warnings.push(format!(
+                    "{error:#}: the replication slot and publication stay on the source; remove them with dbsync migrate --abandon"
+                ));
+                return;
+            }
+        };
+        if let Some(slot) = &objects.slot {
+            match drop_slot_once_released(&source, slot).await {
+                Ok(()) => removed.push(format!("replication slot {slot}")),
+                Err(error) => self.context.warnings.push(format!(
+                    "{error:#}: remove it with dbsync migrate --abandon (a slot holds back the source's WAL)"
+                )),
+            }
+        }
+        if let Some(publication) = &objects.publication {
+            match catalog::drop_publication(&source, publication).await {
+                Ok(()) => removed.push(format!("publication {publication}")),
+                Err(error) => self.context.warnings.push(format!("{error:#}")),
+            }
+        }
+        if !removed.is_empty() {
+            self.context
+                .emit(Event::Notice(Notice::Migration(MigrationNews::Removed {
+                    what: removed,
+                })));
+        }
+    }
+
+    /// The action the options name.
+    pub(in crate::engine) fn action(&self) -> MigrationAction {
+        self.options.action
+    }
+}
+
+/// Drops the slot once no sender uses it (the subscription's goes within moments of its drop).
+async fn drop_slot_once_released(source: &Client, slot: &str) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if catalog::drop_slot(source, slot).await? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the replication slot {slot} is still in use after 10 s")
+}
+
+fn stopped_applying() -> SyncError {
+    SyncError::Failed(anyhow::anyhow!(
+        "the target stopped applying the source's changes: the subscription's worker failed (the target server's log says why), most often a schema change on the source (logical replication does not carry DDL) or a row that conflicts with the target's\nhint: the subscription, slot and publication are removed; make the schema change on the target too, or run dbsync migrate again"
+    ))
+}
+
+/// A value for a libpq connection string: quoted, `\` and `'` escaped.
+fn conninfo_value(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}

@@ -1,0 +1,286 @@
+//! `dbsync migrate`: a copy made from a replication slot's snapshot while the source takes
+//! writes, followed with PostgreSQL's logical replication, cut over equal to the source, and
+//! nothing of the replication left on either server, whatever ends the run.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::harness::{BackgroundSession, Cluster, clusters, dedicated_cluster};
+use crate::{assert_exit, text};
+
+/// A source server that can replicate logically, shared by the tests of this file.
+fn logical_source() -> &'static Cluster {
+    static SOURCE: std::sync::OnceLock<Cluster> = std::sync::OnceLock::new();
+    SOURCE.get_or_init(|| {
+        dedicated_cluster(
+            "migrate_source",
+            "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10",
+        )
+    })
+}
+
+/// Accounts, their transfers (a foreign key, a bigserial) and a ledger with a sequence of its
+/// own, with rows.
+fn bank(database: &str) {
+    let source = logical_source();
+    source.create_database(database);
+    source.psql(
+        database,
+        "CREATE TABLE accounts (id serial PRIMARY KEY, owner text NOT NULL, balance numeric NOT NULL DEFAULT 0); \
+         CREATE TABLE transfers (id bigserial PRIMARY KEY, account_id int NOT NULL REFERENCES accounts, amount numeric NOT NULL, at timestamptz DEFAULT now()); \
+         CREATE SEQUENCE ledger_numbers; \
+         CREATE TABLE ledger (number bigint PRIMARY KEY DEFAULT nextval('ledger_numbers'), note text); \
+         INSERT INTO accounts (owner, balance) SELECT 'owner ' || g, g FROM generate_series(1, 200) g; \
+         INSERT INTO transfers (account_id, amount) SELECT 1 + g % 200, g FROM generate_series(1, 2000) g; \
+         INSERT INTO ledger (note) SELECT 'note ' || g FROM generate_series(1, 100) g;",
+    );
+}
+
+/// Inserts, updates and deletes across the tables, a transaction every few milliseconds, until
+/// dropped.
+fn write_load(database: &str, application: &str) -> BackgroundSession<'static> {
+    BackgroundSession::start(
+        logical_source(),
+        database,
+        "DO $$ BEGIN FOR i IN 1..1000000 LOOP \
+           INSERT INTO accounts (owner) VALUES ('new ' || i); \
+           INSERT INTO transfers (account_id, amount) VALUES (1 + i % 200, i); \
+           UPDATE accounts SET balance = balance + 1 WHERE id = 1 + i % 150; \
+           DELETE FROM transfers WHERE id = (SELECT min(id) FROM transfers); \
+           INSERT INTO ledger (note) VALUES ('load ' || i); \
+           COMMIT; PERFORM pg_sleep(0.005); END LOOP; END $$",
+        application,
+    )
+}
+
+/// Every row of the bank's tables and the sequences' states, as one text to compare.
+fn bank_contents(cluster: &Cluster, database: &str) -> String {
+    cluster.psql(
+        database,
+        "SELECT md5(string_agg(a::text, ',' ORDER BY id)) FROM accounts a; \
+         SELECT md5(string_agg(t.id || '/' || t.account_id || '/' || t.amount || '/' || t.at, ',' ORDER BY id)) FROM transfers t; \
+         SELECT md5(string_agg(l::text, ',' ORDER BY number)) FROM ledger l; \
+         SELECT last_value, is_called FROM accounts_id_seq; SELECT last_value, is_called FROM transfers_id_seq; \
+         SELECT last_value, is_called FROM ledger_numbers; SELECT count(*) FROM transfers",
+    )
+}
+
+fn migrate_command(source: &str, target: &str) -> Command {
+    let mut command = crate::dbsync();
+    command
+        .args(["migrate", "--plain", "--source"])
+        .arg(logical_source().uri(source))
+        .arg("--target")
+        .arg(clusters().target.uri(target));
+    command
+}
+
+/// Starts a migration that follows until told, its output in `log`.
+fn start_following(source: &str, target: &str, log: &std::path::Path) -> Child {
+    let file = std::fs::File::create(log).unwrap();
+    migrate_command(source, target)
+        .args(["--subscription-password", "--yes"])
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the log says the migration follows (its first lag line), or fails showing it.
+fn wait_until_following(child: &mut Child, log: &std::path::Path) {
+    let started = Instant::now();
+    loop {
+        let written = std::fs::read_to_string(log).unwrap_or_default();
+        if written.contains("Following: the target is") {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("dbsync migrate ended ({status}) before following:\n{written}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not following:\n{written}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_for(child: &mut Child) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "dbsync migrate did not end"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// No publication, slot or subscription of dbsync's on either server.
+fn assert_nothing_left(source: &str, target: &str) {
+    assert_eq!(
+        logical_source().psql(
+            source,
+            "SELECT (SELECT count(*) FROM pg_publication), (SELECT count(*) FROM pg_replication_slots WHERE database = current_database())"
+        ),
+        "0|0",
+        "publications and slots left on the source"
+    );
+    assert_eq!(
+        clusters().target.psql(
+            target,
+            "SELECT count(*) FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ),
+        "0",
+        "subscriptions left on the target"
+    );
+}
+
+#[test]
+fn a_migration_under_writes_cuts_over_equal_to_the_source_and_leaves_nothing() {
+    bank("migrate_bank");
+    let load = write_load("migrate_bank", "migrate_bank_load");
+    let work = crate::dump_dir();
+    let log = work.path().join("migrate.log");
+    let mut follower = start_following("migrate_bank", "migrate_bank_new", &log);
+    wait_until_following(&mut follower, &log);
+    // Changes made while it follows reach the target.
+    std::thread::sleep(Duration::from_secs(2));
+    drop(load);
+    let before_cutover = bank_contents(logical_source(), "migrate_bank");
+    let asked = migrate_command("migrate_bank", "migrate_bank_new")
+        .arg("--cutover")
+        .output()
+        .unwrap();
+    assert_exit(&asked, 0);
+    let status = wait_for(&mut follower);
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{written}");
+    for line in [
+        "replication slot dbsync_migrate_",
+        "Subscription dbsync_migrate_",
+        "Cutting over (dbsync migrate --cutover asked)",
+        "The target applied every change up to the source's WAL position",
+        "Set 3 sequence(s) to the source's values",
+        "Cut-over took ",
+        "target verified",
+    ] {
+        assert!(written.contains(line), "{line}:\n{written}");
+    }
+    // The load went on for seconds after the copy's snapshot: those rows came by replication.
+    assert_eq!(bank_contents(&clusters().target, "migrate_bank_new"), before_cutover);
+    assert!(
+        logical_source()
+            .psql(
+                "migrate_bank",
+                "SELECT count(*) > 100 FROM ledger WHERE note LIKE 'load %'"
+            )
+            .eq("t"),
+        "the load wrote too little to mean anything"
+    );
+    assert_nothing_left("migrate_bank", "migrate_bank_new");
+}
+
+#[test]
+fn ctrl_c_while_following_removes_the_subscription_slot_and_publication() {
+    bank("migrate_interrupted");
+    let work = crate::dump_dir();
+    let log = work.path().join("migrate.log");
+    let mut follower = start_following("migrate_interrupted", "migrate_interrupted_new", &log);
+    wait_until_following(&mut follower, &log);
+    kill(Pid::from_raw(follower.id() as i32), Signal::SIGINT).unwrap();
+    let status = wait_for(&mut follower);
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(130), "{written}");
+    assert!(written.contains("Removed subscription dbsync_migrate_"), "{written}");
+    assert_nothing_left("migrate_interrupted", "migrate_interrupted_new");
+}
+
+#[test]
+fn a_killed_migration_is_found_and_abandoned() {
+    bank("migrate_killed");
+    let work = crate::dump_dir();
+    let log = work.path().join("migrate.log");
+    let mut follower = start_following("migrate_killed", "migrate_killed_new", &log);
+    wait_until_following(&mut follower, &log);
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    // kill -9 leaves them: the slot holds back the source's WAL until removed.
+    assert_eq!(
+        logical_source().psql(
+            "migrate_killed",
+            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"
+        ),
+        "1"
+    );
+    let abandoned = migrate_command("migrate_killed", "migrate_killed_new")
+        .arg("--abandon")
+        .output()
+        .unwrap();
+    assert_exit(&abandoned, 0);
+    assert!(
+        text(&abandoned).contains("Removing what an earlier migration of this pair left: slot dbsync_migrate_")
+            && text(&abandoned).contains("of WAL)"),
+        "{}",
+        text(&abandoned)
+    );
+    assert_nothing_left("migrate_killed", "migrate_killed_new");
+}
+
+#[test]
+fn what_logical_replication_cannot_do_is_refused_before_anything_is_made() {
+    // The shared source has wal_level = replica.
+    clusters().source.create_database("migrate_replica_level");
+    crate::precious_target("migrate_refused_dst");
+    let refused = crate::dbsync()
+        .args(["migrate", "--plain", "--yes", "--source"])
+        .arg(clusters().source.uri("migrate_replica_level"))
+        .arg("--target")
+        .arg(clusters().target.uri("migrate_refused_dst"))
+        .output()
+        .unwrap();
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("the source has wal_level = replica: logical replication needs logical"),
+        "{}",
+        text(&refused)
+    );
+    crate::assert_previous_target_intact("migrate_refused_dst");
+    // A table without a primary key: refused unless the user lets dbsync give it an identity.
+    logical_source().create_database("migrate_no_key");
+    logical_source().psql(
+        "migrate_no_key",
+        "CREATE TABLE events (at timestamptz, what text); INSERT INTO events VALUES (now(), 'x')",
+    );
+    let refused = migrate_command("migrate_no_key", "migrate_refused_dst")
+        .args(["--yes", "--subscription-password"])
+        .output()
+        .unwrap();
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("tables without a primary key: events"),
+        "{}",
+        text(&refused)
+    );
+    crate::assert_previous_target_intact("migrate_refused_dst");
+    assert_nothing_left("migrate_no_key", "postgres");
+    // Without the password in the subscription, the target server cannot log in to the source.
+    let refused = migrate_command("migrate_no_key", "migrate_refused_dst")
+        .args(["--yes", "--replica-identity-full"])
+        .output()
+        .unwrap();
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("the target server cannot subscribe to the source"),
+        "{}",
+        text(&refused)
+    );
+    crate::assert_previous_target_intact("migrate_refused_dst");
+    assert_nothing_left("migrate_no_key", "postgres");
+}
