@@ -217,12 +217,12 @@ impl Migrate<'_> {
     /// follows it.
     async fn remove_leftovers(&mut self, source: &Client) -> Result<(), SyncError> {
         let found = interruptible(&self.context.cancellation, catalog::source_leftovers(source)).await?;
-        if let Some((slot, _, _)) = found.slots.iter().find(|(_, _, active)| *active) {
+        let subscriptions = self.target_subscriptions().await;
+        if let Some(subscription) = self.followed(&subscriptions).await {
             return Err(usage_error!(
-                "a migration of this source is following now (its slot {slot} is in use)\nhint: cut it over with dbsync migrate --cutover, or stop it first"
+                "a dbsync is following the migration {subscription} of this pair now\nhint: cut it over with dbsync migrate --cutover, or stop it first"
             ));
         }
-        let subscriptions = self.target_subscriptions().await;
         if found.slots.is_empty() && found.publications.is_empty() && subscriptions.is_empty() {
             return Ok(());
         }
@@ -246,7 +246,8 @@ impl Migrate<'_> {
             self.remove_subscription(&subscription).await?;
         }
         for (slot, _, _) in &found.slots {
-            interruptible(&self.context.cancellation, catalog::drop_slot(source, slot)).await?;
+            // The subscription's sender lets go of the slot moments after it is dropped.
+            interruptible(&self.context.cancellation, drop_slot_once_released(source, slot)).await?;
         }
         for publication in &found.publications {
             interruptible(
@@ -257,6 +258,18 @@ impl Migrate<'_> {
         }
         self.context.migration = None;
         Ok(())
+    }
+
+    /// The first of `subscriptions` a running dbsync follows (its monitor session is on the target).
+    async fn followed(&self, subscriptions: &[String]) -> Option<String> {
+        let client = catalog::connect(self.target, "target").await.ok()?;
+        for subscription in subscriptions {
+            let name = Self::follower_name(subscription);
+            if catalog::application_connected(&client, &name).await.unwrap_or(false) {
+                return Some(subscription.clone());
+            }
+        }
+        None
     }
 
     /// dbsync's subscriptions in the target database (none when it does not exist yet).
