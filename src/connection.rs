@@ -302,16 +302,7 @@ impl Endpoint {
     /// A libpq keyword/value string for `pg_dump -d` / `pg_restore -d`. It never contains the
     /// password: children read it from the temporary password file.
     pub fn child_conninfo(&self) -> String {
-        let mut parts = vec![
-            format!("host={}", quote_conninfo_value(&self.host)),
-            format!("port={}", self.port),
-            format!("user={}", quote_conninfo_value(&self.user)),
-            format!("dbname={}", quote_conninfo_value(&self.dbname)),
-            "application_name=dbsync".to_string(),
-        ];
-        if let Some(mode) = self.sslmode {
-            parts.push(format!("sslmode={}", quote_conninfo_value(mode.as_str())));
-        }
+        let mut parts = self.conninfo_parts("dbsync");
         let files = [
             ("sslrootcert", &self.tls_files.root_certificate),
             ("sslcert", &self.tls_files.certificate),
@@ -321,6 +312,32 @@ impl Endpoint {
             if let Some(path) = path {
                 parts.push(format!("{keyword}={}", quote_conninfo_value(&path.to_string_lossy())));
             }
+        }
+        parts.join(" ")
+    }
+
+    /// Where and as whom, named `application` (a plain word), as libpq keyword/value pairs (no
+    /// password, no file of this machine's).
+    fn conninfo_parts(&self, application: &str) -> Vec<String> {
+        let mut parts = vec![
+            format!("host={}", quote_conninfo_value(&self.host)),
+            format!("port={}", self.port),
+            format!("user={}", quote_conninfo_value(&self.user)),
+            format!("dbname={}", quote_conninfo_value(&self.dbname)),
+            format!("application_name={application}"),
+        ];
+        if let Some(mode) = self.sslmode {
+            parts.push(format!("sslmode={}", quote_conninfo_value(mode.as_str())));
+        }
+        parts
+    }
+
+    /// The connection string another server uses to reach this one (a subscription's): the
+    /// password only with `with_password`, and no certificate path, which is this machine's.
+    pub fn subscription_conninfo(&self, with_password: bool) -> String {
+        let mut parts = self.conninfo_parts("dbsync_migrate");
+        if with_password && let Some(password) = &self.password {
+            parts.push(format!("password={}", quote_conninfo_value(password.expose())));
         }
         parts.join(" ")
     }

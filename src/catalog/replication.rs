@@ -12,6 +12,15 @@ use super::{QualifiedName, quote_identifier, quote_literal, sql_error};
 /// The prefix of every publication, slot and subscription a migration makes.
 pub const MIGRATION_PREFIX: &str = "dbsync_migrate_";
 
+/// The subscription's comment while `dbsync migrate --cutover` asks the dbsync that follows it
+/// to cut over.
+const CUTOVER_REQUESTED: &str = "dbsync migrate: cut over";
+
+/// `LIKE` pattern of the names a migration makes.
+fn migration_names() -> String {
+    format!("{}%", MIGRATION_PREFIX.replace('_', "\\_"))
+}
+
 /// What logical replication needs of the source server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicationFacts {
@@ -82,20 +91,16 @@ async fn tables_where(
 }
 
 /// `REPLICA IDENTITY FULL` for each of `tables` (an update or delete then finds its row on the
-/// target by every column).
+/// target by every column), in one round trip.
 pub async fn set_replica_identity_full(client: &Client, tables: &[QualifiedName]) -> Result<()> {
-    for table in tables {
-        client
-            .batch_execute(&format!("ALTER TABLE {} REPLICA IDENTITY FULL", table.quoted()))
-            .await
-            .map_err(|error| {
-                sql_error(
-                    format!("cannot set the replica identity of {}", table.display_name()),
-                    error,
-                )
-            })?;
-    }
-    Ok(())
+    let statements: Vec<String> = tables
+        .iter()
+        .map(|table| format!("ALTER TABLE {} REPLICA IDENTITY FULL;", table.quoted()))
+        .collect();
+    client
+        .batch_execute(&statements.concat())
+        .await
+        .map_err(|error| sql_error("cannot set REPLICA IDENTITY FULL on the source", error))
 }
 
 /// The publication of `tables` (the tables that hold rows: partitions rather than their parent,
@@ -132,7 +137,7 @@ pub struct SourceLeftovers {
 }
 
 pub async fn source_leftovers(client: &Client) -> Result<SourceLeftovers> {
-    let pattern = format!("{}%", MIGRATION_PREFIX.replace('_', "\\_"));
+    let pattern = migration_names();
     let publications = client
         .query(
             "SELECT pubname::text FROM pg_catalog.pg_publication WHERE pubname LIKE $1 ORDER BY 1",
@@ -189,7 +194,7 @@ pub async fn drop_slot(client: &Client, name: &str) -> Result<bool> {
 
 /// The subscriptions dbsync made in the target database the session is in.
 pub async fn subscriptions_here(client: &Client) -> Result<Vec<String>> {
-    let pattern = format!("{}%", MIGRATION_PREFIX.replace('_', "\\_"));
+    let pattern = migration_names();
     let rows = client
         .query(
             "SELECT subname::text FROM pg_catalog.pg_subscription \
@@ -201,16 +206,11 @@ pub async fn subscriptions_here(client: &Client) -> Result<Vec<String>> {
     Ok(rows.into_iter().map(|row| row.get(0)).collect())
 }
 
-/// The subscription to `publication` through the existing slot `slot`, applying from where the
-/// slot's snapshot ends (no initial copy: the copy was made from that snapshot). An apply error
-/// disables it (15+) so that dbsync can say so rather than watch it retry.
-pub async fn create_subscription(
-    client: &Client,
-    name: &str,
-    connection: &str,
-    (publication, slot): (&str, &str),
-    disable_on_error: bool,
-) -> Result<()> {
+/// The subscription `name` to the publication and through the existing slot of the same name,
+/// applying from where the slot's snapshot ends (no initial copy: the copy was made from that
+/// snapshot). An apply error disables it (15+) so that dbsync can say so rather than watch it
+/// retry.
+pub async fn create_subscription(client: &Client, name: &str, connection: &str, disable_on_error: bool) -> Result<()> {
     let on_error = if disable_on_error {
         ", disable_on_error = true"
     } else {
@@ -218,11 +218,10 @@ pub async fn create_subscription(
     };
     client
         .batch_execute(&format!(
-            "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = false, create_slot = false, slot_name = {}, enabled = true{on_error})",
-            quote_identifier(name),
+            "CREATE SUBSCRIPTION {subscription} CONNECTION {} PUBLICATION {subscription} WITH (copy_data = false, create_slot = false, slot_name = {}, enabled = true{on_error})",
             quote_literal(connection),
-            quote_identifier(publication),
-            quote_literal(slot)
+            quote_literal(name),
+            subscription = quote_identifier(name)
         ))
         .await
         .map_err(|error| sql_error("cannot create the subscription on the target", error))
@@ -347,8 +346,9 @@ pub async fn subscription_state(client: &Client, name: &str, server_major: u32) 
 pub async fn request_cutover(client: &Client, name: &str) -> Result<()> {
     client
         .batch_execute(&format!(
-            "COMMENT ON SUBSCRIPTION {} IS 'dbsync migrate: cut over'",
-            quote_identifier(name)
+            "COMMENT ON SUBSCRIPTION {} IS {}",
+            quote_identifier(name),
+            quote_literal(CUTOVER_REQUESTED)
         ))
         .await
         .map_err(|error| sql_error("cannot ask the migration to cut over", error))
@@ -357,8 +357,8 @@ pub async fn request_cutover(client: &Client, name: &str) -> Result<()> {
 pub async fn cutover_requested(client: &Client, name: &str) -> Result<bool> {
     let row = client
         .query_opt(
-            "SELECT obj_description(oid, 'pg_subscription') = 'dbsync migrate: cut over' FROM pg_catalog.pg_subscription WHERE subname = $1",
-            &[&name],
+            "SELECT obj_description(oid, 'pg_subscription') = $2 FROM pg_catalog.pg_subscription WHERE subname = $1",
+            &[&name, &CUTOVER_REQUESTED],
         )
         .await
         .map_err(|error| sql_error("cannot read the subscription's comment", error))?;

@@ -9,19 +9,11 @@ use super::{QualifiedName, quote_identifier, sql_error};
 
 /// Opens the snapshot every export reads from: a repeatable-read transaction that first locks
 /// the tables (so a TRUNCATE or DROP cannot slip in after the snapshot) and then exports it.
-/// The transaction must stay open until the last `pg_dump` has started reading.
+/// The transaction must stay open until the last `pg_dump` has started reading. With `adopted`
+/// (a snapshot exported elsewhere: a replication slot's), the transaction is opened on it, and
+/// this session then holds it and exports it again.
 /// Waiting for a lock longer than `lock_timeout` fails with SQLSTATE 55P03.
 pub async fn export_snapshot(
-    client: &Client,
-    tables_to_lock: &[QualifiedName],
-    lock_timeout: std::time::Duration,
-) -> Result<String> {
-    export_snapshot_from(client, None, tables_to_lock, lock_timeout).await
-}
-
-/// `export_snapshot`, the transaction opened on `adopted` (a snapshot exported elsewhere: a
-/// replication slot's) when given, which this session then holds and exports again.
-pub async fn export_snapshot_from(
     client: &Client,
     adopted: Option<&str>,
     tables_to_lock: &[QualifiedName],

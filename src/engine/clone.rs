@@ -10,7 +10,7 @@ use tokio_postgres::error::SqlState;
 use super::context::RunContext;
 use super::copy::JobPlaces;
 use super::preflight::Source;
-use super::steps::{self, Job};
+use super::steps::Job;
 use super::{cancelled, interruptible};
 use crate::catalog::{self, QualifiedName};
 use crate::connection::Endpoint;
@@ -213,11 +213,7 @@ impl RunContext<'_> {
         let temporary = temporary_name(&target.dbname, &self.run_suffix);
         let unused = self.settings.dump_dir.clone();
         Ok(self.job(JobPlaces {
-            snapshot: Some(steps::Snapshot {
-                source: source.endpoint.clone(),
-                id: snapshot,
-                session: source.client.clone(),
-            }),
+            snapshot: Some(source.snapshot(snapshot)),
             work_target: Some(target.with_database(&temporary)),
             tools: tools.clone(),
             passfile,

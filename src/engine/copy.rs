@@ -158,11 +158,7 @@ impl RunContext<'_> {
         let temporary = temporary_name(&target.dbname, &self.run_suffix);
         self.workspace.temporary_database_created(&temporary);
         let job = self.job(JobPlaces {
-            snapshot: Some(steps::Snapshot {
-                source: source.endpoint.clone(),
-                id: snapshot,
-                session: source.client.clone(),
-            }),
+            snapshot: Some(source.snapshot(snapshot)),
             work_target: Some(target.with_database(&temporary)),
             tools: tools.clone(),
             passfile,

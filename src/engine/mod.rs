@@ -132,12 +132,12 @@ async fn migrate<'a>(
         target,
         options,
     };
-    let mut result = match migration.action() {
+    let mut result = match options.action {
         MigrationAction::Abandon => migration.abandon().await,
         MigrationAction::CutOver => migration.attach().await,
         MigrationAction::Migrate => migration.prepare().await,
     };
-    if result.is_ok() && migration.action() == MigrationAction::Migrate {
+    if result.is_ok() && options.action == MigrationAction::Migrate {
         let (copied, context) = run_as!(SyncMode { source, target }, migration.context, started_at);
         migration.context = context;
         result = copied;
@@ -146,7 +146,7 @@ async fn migrate<'a>(
         }
     }
     migration.clean_up().await;
-    if result.is_ok() && options.verify && migration.action() != MigrationAction::Abandon {
+    if result.is_ok() && options.verify && options.action != MigrationAction::Abandon {
         result = verify_cut_over(&mut migration.context).await;
     }
     (result, migration.context)

@@ -42,6 +42,17 @@ pub struct Source {
     pub identity: Option<String>,
 }
 
+impl Source {
+    /// The snapshot `id`, exported by this source's session, which holds it for every dump.
+    pub fn snapshot(&self, id: String) -> super::steps::Snapshot {
+        super::steps::Snapshot {
+            source: self.endpoint.clone(),
+            id,
+            session: self.client.clone(),
+        }
+    }
+}
+
 /// The session that inspects the source and then holds the snapshot, with the run's lock
 /// timeout, and its process id (to tell what it waits for).
 pub async fn connect_source(

@@ -1,7 +1,7 @@
 //! The replication slot `dbsync migrate` copies from: created on a replication connection with
 //! an exported snapshot (`CREATE_REPLICATION_SLOT … LOGICAL pgoutput`), which tokio-postgres
 //! cannot open, so `psql` holds it (`replication=database`), driven over its standard input. The
-//! snapshot session adopts the slot's snapshot and exports it again (`catalog::export_snapshot_from`),
+//! snapshot session adopts the slot's snapshot and exports it again (`catalog::export_snapshot`),
 //! and `psql` is ended at once: the copy reads exactly what the slot's changes start after, and
 //! no child holding the pass file outlives the moment.
 

@@ -67,23 +67,20 @@ impl RunContext<'_> {
         let tables = plan.lock_targets();
         // A migration's copy is made from its replication slot's snapshot, adopted once.
         let adopted = self.adopted_snapshot.lock().expect("not poisoned").take();
-        if let Some((exported, session)) = adopted {
-            let adopt =
-                catalog::export_snapshot_from(&source.client, Some(&exported), &tables, self.settings.lock_timeout);
-            let adopted = self
-                .reporting_lock_waits(&source.endpoint, source.pid, interruptible(&self.cancellation, adopt))
-                .await;
-            session.end().await;
-            return adopted;
-        }
-        if self.migration.is_some() {
+        if adopted.is_none() && self.migration.is_some() {
             return Err(SyncError::Failed(anyhow::anyhow!(
                 "the replication slot's snapshot is gone (the source restarted during the copy): no copy can be made from it again\nhint: run dbsync migrate again"
             )));
         }
-        let export = catalog::export_snapshot(&source.client, &tables, self.settings.lock_timeout);
-        self.reporting_lock_waits(&source.endpoint, source.pid, interruptible(&self.cancellation, export))
-            .await
+        let exported = adopted.as_ref().map(|(snapshot, _)| snapshot.as_str());
+        let export = catalog::export_snapshot(&source.client, exported, &tables, self.settings.lock_timeout);
+        let taken = self
+            .reporting_lock_waits(&source.endpoint, source.pid, interruptible(&self.cancellation, export))
+            .await;
+        if let Some((_, session)) = adopted {
+            session.end().await;
+        }
+        taken
     }
 
     /// Runs `work` of the source session `pid`, saying which table and which sessions hold it up

@@ -130,8 +130,8 @@ impl Dump<'_> {
             return Ok(());
         }
         if interruptible(&self.context.cancellation, catalog::in_recovery(&source.client)).await? {
-            return Err(SyncError::Usage(
-                "[subset] cannot be dumped from a standby: dbsync keeps the chosen rows in a temporary table on the source while it dumps them, and a standby cannot have one\nhint: dump from the primary, or sync the subset into a database and dump that".to_string(),
+            return Err(crate::usage_error!(
+                "[subset] cannot be dumped from a standby: dbsync keeps the chosen rows in a temporary table on the source while it dumps them, and a standby cannot have one\nhint: dump from the primary, or sync the subset into a database and dump that"
             ));
         }
         Ok(())
@@ -160,11 +160,7 @@ impl Dump<'_> {
         }));
         let snapshot = self.context.take_snapshot(source, plan).await?;
         Ok(self.context.job(JobPlaces {
-            snapshot: Some(steps::Snapshot {
-                source: self.source.clone(),
-                id: snapshot,
-                session: source.client.clone(),
-            }),
+            snapshot: Some(source.snapshot(snapshot)),
             work_target: None,
             tools,
             passfile,

@@ -18,7 +18,7 @@ use crate::engine::{interruptible, preflight};
 use crate::errors::SyncError;
 use crate::plan::Plan;
 use crate::report::{Event, MigrationNews, Notice, Phase};
-use crate::settings::{MigrationAction, MigrationSettings};
+use crate::settings::MigrationSettings;
 use crate::usage_error;
 
 /// How often the follow reads the lag, and how often it says it.
@@ -68,7 +68,6 @@ impl Migrate<'_> {
             sequences: plan.sequences.clone(),
             ..MigrationObjects::default()
         });
-        self.probe_subscription().await?;
         let marker = format!("dbsync migrate to {}", self.target.uri_without_password());
         interruptible(
             &self.context.cancellation,
@@ -149,7 +148,10 @@ impl Migrate<'_> {
         Ok(tables)
     }
 
-    /// The target role may create a subscription.
+    /// The target role may create a subscription, and the target server can log in to the
+    /// source: a subscription that only connects, made and dropped at once in the target
+    /// server's maintenance database, to a publication of its own name that does not exist (one
+    /// that did would need its tables there).
     async fn check_target(&mut self) -> Result<(), SyncError> {
         let maintenance = self.target.with_database("postgres");
         let client = interruptible(
@@ -164,42 +166,9 @@ impl Migrate<'_> {
                 self.target.user
             ));
         }
-        Ok(())
-    }
-
-    /// The connection string the target server uses to reach the source: the source as given,
-    /// with its password only when the user agreed to store it in the target's catalog.
-    fn subscription_connection(&self) -> String {
-        let source = self.source;
-        let mut parts = vec![
-            format!("host={}", conninfo_value(&source.host)),
-            format!("port={}", source.port),
-            format!("user={}", conninfo_value(&source.user)),
-            format!("dbname={}", conninfo_value(&source.dbname)),
-            "application_name=dbsync_migrate".to_string(),
-        ];
-        if let Some(mode) = source.sslmode {
-            parts.push(format!("sslmode={}", conninfo_value(mode.as_str())));
-        }
-        if self.options.subscription_password
-            && let Some(password) = &source.password
-        {
-            parts.push(format!("password={}", conninfo_value(password.expose())));
-        }
-        parts.join(" ")
-    }
-
-    /// Before the copy: can the target server log in to the source? (A subscription that only
-    /// connects, made and dropped in the target server's maintenance database, to a publication
-    /// of its own name that does not exist: one that did would need its tables there.)
-    async fn probe_subscription(&mut self) -> Result<(), SyncError> {
-        let maintenance = self.target.with_database("postgres");
-        let connection = self.subscription_connection();
+        let connection = self.source.subscription_conninfo(self.options.subscription_password);
         let probe = format!("{MIGRATION_PREFIX}probe_{}", self.context.run_suffix);
-        let probing = async {
-            let client = catalog::connect(&maintenance, "target server's maintenance").await?;
-            catalog::probe_subscription(&client, &probe, &connection, &probe).await
-        };
+        let probing = catalog::probe_subscription(&client, &probe, &connection, &probe);
         match interruptible(&self.context.cancellation, probing).await {
             Ok(()) => Ok(()),
             Err(SyncError::Failed(error)) => Err(usage_error!(
@@ -217,14 +186,25 @@ impl Migrate<'_> {
     /// follows it.
     async fn remove_leftovers(&mut self, source: &Client) -> Result<(), SyncError> {
         let found = interruptible(&self.context.cancellation, catalog::source_leftovers(source)).await?;
-        let subscriptions = self.target_subscriptions().await;
-        if let Some(subscription) = self.followed(&subscriptions).await {
-            return Err(usage_error!(
-                "a dbsync is following the migration {subscription} of this pair now\nhint: cut it over with dbsync migrate --cutover, or stop it first"
-            ));
-        }
+        // The target database may not exist yet: then it holds no subscription.
+        let target = catalog::connect(self.target, "target").await.ok();
+        let subscriptions = match &target {
+            Some(target) => interruptible(&self.context.cancellation, catalog::subscriptions_here(target)).await?,
+            None => Vec::new(),
+        };
         if found.slots.is_empty() && found.publications.is_empty() && subscriptions.is_empty() {
             return Ok(());
+        }
+        if let Some(target) = &target {
+            for subscription in &subscriptions {
+                let follower = Self::follower_name(subscription);
+                let following = catalog::application_connected(target, &follower);
+                if interruptible(&self.context.cancellation, following).await? {
+                    return Err(usage_error!(
+                        "a dbsync is following the migration {subscription} of this pair now\nhint: cut it over with dbsync migrate --cutover, or stop it first"
+                    ));
+                }
+            }
         }
         let mut others: Vec<String> = found
             .publications
@@ -241,49 +221,20 @@ impl Migrate<'_> {
                     .collect(),
                 others,
             })));
-        self.context.migration = Some(MigrationObjects::default());
-        for subscription in subscriptions {
-            self.remove_subscription(&subscription).await?;
-        }
-        for (slot, _, _) in &found.slots {
-            // The subscription's sender lets go of the slot moments after it is dropped.
-            interruptible(&self.context.cancellation, drop_slot_once_released(source, slot)).await?;
-        }
-        for publication in &found.publications {
-            interruptible(
-                &self.context.cancellation,
-                catalog::drop_publication(source, publication),
-            )
-            .await?;
-        }
-        self.context.migration = None;
-        Ok(())
-    }
-
-    /// The first of `subscriptions` a running dbsync follows (its monitor session is on the target).
-    async fn followed(&self, subscriptions: &[String]) -> Option<String> {
-        let client = catalog::connect(self.target, "target").await.ok()?;
-        for subscription in subscriptions {
-            let name = Self::follower_name(subscription);
-            if catalog::application_connected(&client, &name).await.unwrap_or(false) {
-                return Some(subscription.clone());
-            }
-        }
-        None
-    }
-
-    /// dbsync's subscriptions in the target database (none when it does not exist yet).
-    async fn target_subscriptions(&self) -> Vec<String> {
-        match catalog::connect(self.target, "target").await {
-            Ok(client) => catalog::subscriptions_here(&client).await.unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    async fn remove_subscription(&self, subscription: &str) -> Result<(), SyncError> {
         let removing = async {
-            let client = catalog::connect(self.target, "target").await?;
-            catalog::drop_subscription(&client, subscription).await
+            if let Some(target) = &target {
+                for subscription in &subscriptions {
+                    catalog::drop_subscription(target, subscription).await?;
+                }
+            }
+            for (slot, _, _) in &found.slots {
+                // The subscription's sender lets go of the slot moments after it is dropped.
+                drop_slot_once_released(source, slot).await?;
+            }
+            for publication in &found.publications {
+                catalog::drop_publication(source, publication).await?;
+            }
+            anyhow::Ok(())
         };
         interruptible(&self.context.cancellation, removing).await
     }
@@ -296,25 +247,20 @@ impl Migrate<'_> {
 
     /// After the copy's swap: the subscription, followed until the cut-over.
     pub(in crate::engine) async fn follow(&mut self) -> Result<(), SyncError> {
-        let slot = self.objects().slot.clone().expect("prepared");
-        let subscription = slot.clone();
+        // The subscription takes the name of the slot and the publication it uses.
+        let subscription = self.objects().slot.clone().expect("prepared");
         let watch = self.watch().await?;
-        let connection = self.subscription_connection();
-        let creating = catalog::create_subscription(
-            &watch.target,
-            &subscription,
-            &connection,
-            (&slot, &slot),
-            watch.target_major >= 15,
-        );
+        let connection = self.source.subscription_conninfo(self.options.subscription_password);
+        let creating =
+            catalog::create_subscription(&watch.target, &subscription, &connection, watch.target_major >= 15);
         interruptible(&self.context.cancellation, creating).await?;
         self.objects().subscription = Some(subscription.clone());
         self.context
             .emit(Event::Notice(Notice::Migration(MigrationNews::Subscribed {
                 subscription: subscription.clone(),
             })));
-        self.follow_until_cutover(&watch, &slot).await?;
-        self.cut_over(&watch, &slot).await
+        self.follow_until_cutover(&watch, &subscription).await?;
+        self.cut_over(&watch, &subscription).await
     }
 
     /// `--cutover`: the migration of this pair, found by its subscription in the target: asked
@@ -434,14 +380,16 @@ impl Migrate<'_> {
                 && lag.active
                 && lag.bytes <= limit as i64
             {
-                return self.start_cutover(format!(
+                self.start_cutover(format!(
                     "the lag is {} bytes, below --cutover-when-lag-below",
                     lag.bytes.max(0)
                 ));
+                return Ok(());
             }
             let requested = catalog::cutover_requested(&watch.target, subscription);
             if interruptible(&self.context.cancellation, requested).await? {
-                return self.start_cutover("dbsync migrate --cutover asked".to_string());
+                self.start_cutover("dbsync migrate --cutover asked".to_string());
+                return Ok(());
             }
             tokio::select! {
                 () = tokio::time::sleep(FOLLOW_TICK) => {}
@@ -450,11 +398,10 @@ impl Migrate<'_> {
         }
     }
 
-    fn start_cutover(&mut self, reason: String) -> Result<(), SyncError> {
+    fn start_cutover(&mut self, reason: String) {
         self.context.cutover_started = Some(Instant::now());
         self.context
             .emit(Event::Notice(Notice::Migration(MigrationNews::CuttingOver { reason })));
-        Ok(())
     }
 
     async fn subscription_state(
@@ -477,7 +424,7 @@ impl Migrate<'_> {
     async fn cut_over(&mut self, watch: &Watch, subscription: &str) -> Result<(), SyncError> {
         self.context.emit(Event::Phase(Phase::Cutover));
         if self.context.cutover_started.is_none() {
-            self.start_cutover("dbsync migrate --cutover".to_string())?;
+            self.start_cutover("dbsync migrate --cutover".to_string());
         }
         let position = interruptible(&self.context.cancellation, catalog::current_wal_position(&watch.source)).await?;
         loop {
@@ -560,11 +507,6 @@ impl Migrate<'_> {
                 })));
         }
     }
-
-    /// The action the options name.
-    pub(in crate::engine) fn action(&self) -> MigrationAction {
-        self.options.action
-    }
 }
 
 /// Drops the slot once no sender uses it (the subscription's goes within moments of its drop).
@@ -582,9 +524,4 @@ fn stopped_applying() -> SyncError {
     SyncError::Failed(anyhow::anyhow!(
         "the target stopped applying the source's changes: the subscription's worker failed (the target server's log says why), most often a schema change on the source (logical replication does not carry DDL) or a row that conflicts with the target's\nhint: the subscription, slot and publication are removed; make the schema change on the target too, or run dbsync migrate again"
     ))
-}
-
-/// A value for a libpq connection string: quoted, `\` and `'` escaped.
-fn conninfo_value(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
