@@ -146,37 +146,39 @@ async fn migrate<'a>(
         }
     }
     migration.clean_up().await;
-    if result.is_ok() && options.verify && options.action != MigrationAction::Abandon {
-        result = verify_cut_over(&mut migration.context).await;
+    // Only the dbsync that cut over verifies it (not one that asked a following one to).
+    if let (Ok(()), Some(started)) = (&result, migration.context.cutover_started) {
+        result = verify_cut_over(&mut migration.context, options.verify, started).await;
     }
     (result, migration.context)
 }
 
-/// Every table of the target compared with the source's by checksum once cut over, and the
-/// cut-over's length said.
-async fn verify_cut_over(context: &mut RunContext<'_>) -> Result<(), SyncError> {
-    let mut settings = context.settings.clone();
-    settings.verification = crate::settings::Verification::Checksum;
-    let report = modes::verify::verify(
-        &settings,
-        context.reporter.clone(),
-        context.cancellation.clone(),
-        steps::checksum::ColumnChoice::All,
-    )
-    .await?;
-    if let Some(started) = context.cutover_started {
-        context.emit(crate::report::Event::Notice(crate::report::Notice::Migration(
-            crate::report::MigrationNews::Downtime {
-                seconds: started.elapsed().as_secs_f64(),
-                verified: report.differences.is_empty(),
-            },
-        )));
-    }
-    if report.differences.is_empty() {
+/// Every table of the target compared with the source's by checksum once cut over (unless
+/// `--no-verify`), and the cut-over's length said, from its start to the target ready or verified.
+async fn verify_cut_over(context: &mut RunContext<'_>, verify: bool, started: Instant) -> Result<(), SyncError> {
+    let differences = match verify {
+        true => {
+            let mut settings = context.settings.clone();
+            settings.verification = crate::settings::Verification::Checksum;
+            let columns = steps::checksum::ColumnChoice::All;
+            let cancellation = context.cancellation.clone();
+            modes::verify::verify(&settings, context.reporter.clone(), cancellation, columns)
+                .await?
+                .differences
+        }
+        false => Vec::new(),
+    };
+    context.emit(crate::report::Event::Notice(crate::report::Notice::Migration(
+        crate::report::MigrationNews::Downtime {
+            seconds: started.elapsed().as_secs_f64(),
+            verified: verify && differences.is_empty(),
+        },
+    )));
+    if differences.is_empty() {
         return Ok(());
     }
-    let count = report.differences.len();
-    context.emit(crate::report::Event::ChecksumDifferences(report.differences));
+    let count = differences.len();
+    context.emit(crate::report::Event::ChecksumDifferences(differences));
     Err(SyncError::Failed(anyhow::anyhow!(
         "the target differs from the source after the cut-over in {count} place(s) (above): were writes to the source stopped before it?"
     )))

@@ -284,3 +284,136 @@ fn what_logical_replication_cannot_do_is_refused_before_anything_is_made() {
     crate::assert_previous_target_intact("migrate_refused_dst");
     assert_nothing_left("migrate_no_key", "postgres");
 }
+
+#[test]
+fn a_schema_change_on_the_source_while_following_ends_the_run_with_the_reason() {
+    bank("migrate_ddl");
+    let work = crate::dump_dir();
+    let log = work.path().join("migrate.log");
+    let mut follower = start_following("migrate_ddl", "migrate_ddl_new", &log);
+    wait_until_following(&mut follower, &log);
+    // Logical replication carries no DDL: the target cannot apply the row with the new column.
+    logical_source().psql(
+        "migrate_ddl",
+        "ALTER TABLE accounts ADD COLUMN nickname text; INSERT INTO accounts (owner, nickname) VALUES ('new', 'nick')",
+    );
+    let status = wait_for(&mut follower);
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{written}");
+    assert!(
+        written.contains("the target stopped applying the source's changes")
+            && written.contains("a schema change on the source"),
+        "{written}"
+    );
+    assert_nothing_left("migrate_ddl", "migrate_ddl_new");
+}
+
+#[test]
+fn cutover_after_the_following_dbsync_was_killed_cuts_over_itself() {
+    bank("migrate_attach");
+    let work = crate::dump_dir();
+    let log = work.path().join("migrate.log");
+    let mut follower = start_following("migrate_attach", "migrate_attach_new", &log);
+    wait_until_following(&mut follower, &log);
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    // Changes made after the dbsync that followed is gone still arrive: the subscription applies them.
+    logical_source().psql(
+        "migrate_attach",
+        "INSERT INTO transfers (account_id, amount) SELECT 1 + g % 200, g FROM generate_series(1, 500) g; \
+         UPDATE accounts SET balance = balance * 2 WHERE id <= 20; DELETE FROM ledger WHERE number <= 10; \
+         SELECT nextval('ledger_numbers') FROM generate_series(1, 5)",
+    );
+    let cut_over = migrate_command("migrate_attach", "migrate_attach_new")
+        .arg("--cutover")
+        .output()
+        .unwrap();
+    assert_exit(&cut_over, 0);
+    for line in [
+        "Cutting over (dbsync migrate --cutover)",
+        "The target applied every change up to the source's WAL position",
+        "Removed subscription dbsync_migrate_",
+        "target verified",
+    ] {
+        assert!(text(&cut_over).contains(line), "{line}:\n{}", text(&cut_over));
+    }
+    assert_eq!(
+        bank_contents(&clusters().target, "migrate_attach_new"),
+        bank_contents(logical_source(), "migrate_attach")
+    );
+    assert_nothing_left("migrate_attach", "migrate_attach_new");
+}
+
+#[test]
+fn leftovers_are_removed_but_a_slot_another_migration_uses_is_left_alone() {
+    logical_source().create_database("migrate_shared");
+    let source = logical_source();
+    source.psql(
+        "migrate_shared",
+        "CREATE TABLE items (id int PRIMARY KEY); CREATE PUBLICATION dbsync_migrate_elsewhere FOR TABLE items; \
+         CREATE PUBLICATION dbsync_migrate_stale FOR TABLE items",
+    );
+    // A slot is made in a transaction of its own.
+    for slot in ["dbsync_migrate_elsewhere", "dbsync_migrate_stale"] {
+        source.psql(
+            "migrate_shared",
+            &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
+        );
+    }
+    // The slot of a migration to another target, in use by its subscription's sender.
+    let mut receiver = Command::new(source.bin_dir.join("pg_recvlogical"))
+        .arg("-h")
+        .arg(&source.socket_dir)
+        .args(["-p", &source.port.to_string(), "-U", "postgres", "-d", "migrate_shared"])
+        .args(["--slot", "dbsync_migrate_elsewhere", "--start", "-f", "/dev/null"])
+        .args([
+            "-o",
+            "proto_version=1",
+            "-o",
+            "publication_names=dbsync_migrate_elsewhere",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while source.psql(
+        "migrate_shared",
+        "SELECT active FROM pg_replication_slots WHERE slot_name = 'dbsync_migrate_elsewhere'",
+    ) != "t"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "pg_recvlogical never used the slot"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let abandoned = migrate_command("migrate_shared", "migrate_shared_new")
+        .arg("--abandon")
+        .output()
+        .unwrap();
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+    assert_exit(&abandoned, 0);
+    assert!(
+        text(&abandoned).contains("the replication slot dbsync_migrate_elsewhere is in use by a migration of this source to another target: left as it is"),
+        "{}",
+        text(&abandoned)
+    );
+    assert_eq!(
+        source.psql(
+            "migrate_shared",
+            "SELECT string_agg(pubname, ',' ORDER BY pubname) FROM pg_publication; \
+             SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots WHERE database = current_database()"
+        ),
+        "dbsync_migrate_elsewhere\ndbsync_migrate_elsewhere",
+        "the stale ones removed, the one in use kept"
+    );
+    // Once nothing uses it, it is a leftover like any other.
+    let abandoned = migrate_command("migrate_shared", "migrate_shared_new")
+        .arg("--abandon")
+        .output()
+        .unwrap();
+    assert_exit(&abandoned, 0);
+    assert_nothing_left("migrate_shared", "postgres");
+}

@@ -17,7 +17,7 @@ use crate::engine::replication::{MigrationObjects, SlotSession};
 use crate::engine::{interruptible, preflight};
 use crate::errors::SyncError;
 use crate::plan::Plan;
-use crate::report::{Event, MigrationNews, Notice, Phase};
+use crate::report::{Event, MigrationNews, Notice, Phase, Warning};
 use crate::settings::MigrationSettings;
 use crate::usage_error;
 
@@ -192,19 +192,12 @@ impl Migrate<'_> {
             Some(target) => interruptible(&self.context.cancellation, catalog::subscriptions_here(target)).await?,
             None => Vec::new(),
         };
+        if let Some(target) = &target {
+            self.refuse_while_followed(target, &subscriptions).await?;
+        }
+        let found = self.leave_other_targets_alone(found, &subscriptions);
         if found.slots.is_empty() && found.publications.is_empty() && subscriptions.is_empty() {
             return Ok(());
-        }
-        if let Some(target) = &target {
-            for subscription in &subscriptions {
-                let follower = Self::follower_name(subscription);
-                let following = catalog::application_connected(target, &follower);
-                if interruptible(&self.context.cancellation, following).await? {
-                    return Err(usage_error!(
-                        "a dbsync is following the migration {subscription} of this pair now\nhint: cut it over with dbsync migrate --cutover, or stop it first"
-                    ));
-                }
-            }
         }
         let mut others: Vec<String> = found
             .publications
@@ -237,6 +230,53 @@ impl Migrate<'_> {
             anyhow::Ok(())
         };
         interruptible(&self.context.cancellation, removing).await
+    }
+
+    /// Refused while a dbsync follows one of `subscriptions` (its monitor session is on `target`).
+    async fn refuse_while_followed(&self, target: &Client, subscriptions: &[String]) -> Result<(), SyncError> {
+        for subscription in subscriptions {
+            let follower = Self::follower_name(subscription);
+            let following = catalog::application_connected(target, &follower);
+            if interruptible(&self.context.cancellation, following).await? {
+                return Err(usage_error!(
+                    "a dbsync is following the migration {subscription} of this pair now\nhint: cut it over with dbsync migrate --cutover, or stop it first"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `found` without what belongs to a migration of this source to another target, still
+    /// applying: a slot in use that none of this target's `subscriptions` uses, and its
+    /// publication (said, and left as they are).
+    fn leave_other_targets_alone(
+        &mut self,
+        found: catalog::SourceLeftovers,
+        subscriptions: &[String],
+    ) -> catalog::SourceLeftovers {
+        let elsewhere: Vec<String> = found
+            .slots
+            .iter()
+            .filter(|(slot, _, active)| *active && !subscriptions.contains(slot))
+            .map(|(slot, _, _)| slot.clone())
+            .collect();
+        for slot in &elsewhere {
+            self.context.warn(Warning::Other(format!(
+                "the replication slot {slot} is in use by a migration of this source to another target: left as it is (dbsync migrate --abandon with that target removes it)"
+            )));
+        }
+        catalog::SourceLeftovers {
+            publications: found
+                .publications
+                .into_iter()
+                .filter(|name| !elsewhere.contains(name))
+                .collect(),
+            slots: found
+                .slots
+                .into_iter()
+                .filter(|(slot, _, _)| !elsewhere.contains(slot))
+                .collect(),
+        }
     }
 
     /// `--abandon`: what a migration of this pair left, removed.
@@ -457,7 +497,8 @@ impl Migrate<'_> {
 
     /// Removes what the migration made, on every way out: the subscription (detached from its
     /// slot first, so that the source need not be reached for it), then the slot (once its
-    /// sender is gone) and the publication. Not interruptible: a signal is why it runs.
+    /// sender is gone) and the publication. Not interruptible: a signal is why it runs. What
+    /// cannot be removed is said at once, with the command that removes it.
     pub(in crate::engine) async fn clean_up(&mut self) {
         let Some(objects) = self.context.migration.take() else {
             return;
@@ -470,34 +511,33 @@ impl Migrate<'_> {
             };
             match tokio::time::timeout(Duration::from_secs(30), dropping).await {
                 Ok(Ok(())) => removed.push(format!("subscription {subscription} (target)")),
-                Ok(Err(error)) => self.context.warnings.push(format!("{error:#}")),
-                Err(_) => self
-                    .context
-                    .warnings
-                    .push(format!("dropping the subscription {subscription} timed out")),
+                Ok(Err(error)) => self.context.warn(Warning::Other(format!("{error:#}"))),
+                Err(_) => self.context.warn(Warning::Other(format!(
+                    "dropping the subscription {subscription} timed out: remove it with dbsync migrate --abandon"
+                ))),
             }
         }
         let source = match catalog::connect(self.source, "source").await {
             Ok(source) => source,
             Err(error) => {
-                self.context.warnings.push(format!(
+                self.context.warn(Warning::Other(format!(
                     "{error:#}: the replication slot and publication stay on the source; remove them with dbsync migrate --abandon"
-                ));
+                )));
                 return;
             }
         };
         if let Some(slot) = &objects.slot {
             match drop_slot_once_released(&source, slot).await {
                 Ok(()) => removed.push(format!("replication slot {slot}")),
-                Err(error) => self.context.warnings.push(format!(
+                Err(error) => self.context.warn(Warning::Other(format!(
                     "{error:#}: remove it with dbsync migrate --abandon (a slot holds back the source's WAL)"
-                )),
+                ))),
             }
         }
         if let Some(publication) = &objects.publication {
             match catalog::drop_publication(&source, publication).await {
                 Ok(()) => removed.push(format!("publication {publication}")),
-                Err(error) => self.context.warnings.push(format!("{error:#}")),
+                Err(error) => self.context.warn(Warning::Other(format!("{error:#}"))),
             }
         }
         if !removed.is_empty() {
