@@ -208,17 +208,12 @@ pub async fn subscriptions_here(client: &Client) -> Result<Vec<String>> {
 
 /// The subscription `name` to the publication and through the existing slot of the same name,
 /// applying from where the slot's snapshot ends (no initial copy: the copy was made from that
-/// snapshot). An apply error disables it (15+) so that dbsync can say so rather than watch it
-/// retry.
-pub async fn create_subscription(client: &Client, name: &str, connection: &str, disable_on_error: bool) -> Result<()> {
-    let on_error = if disable_on_error {
-        ", disable_on_error = true"
-    } else {
-        ""
-    };
+/// snapshot). Not `disable_on_error`: a restart of the source breaks the stream with an error too,
+/// and the worker's own retries are what survives it; dbsync tells a failing worker apart.
+pub async fn create_subscription(client: &Client, name: &str, connection: &str) -> Result<()> {
     client
         .batch_execute(&format!(
-            "CREATE SUBSCRIPTION {subscription} CONNECTION {} PUBLICATION {subscription} WITH (copy_data = false, create_slot = false, slot_name = {}, enabled = true{on_error})",
+            "CREATE SUBSCRIPTION {subscription} CONNECTION {} PUBLICATION {subscription} WITH (copy_data = false, create_slot = false, slot_name = {}, enabled = true)",
             quote_literal(connection),
             quote_literal(name),
             subscription = quote_identifier(name)
@@ -266,13 +261,16 @@ pub struct SlotLag {
     pub seconds: Option<f64>,
     /// A session (the subscription's sender) uses the slot.
     pub active: bool,
+    /// Where the target's confirmations reached, in bytes of WAL: rises while it applies.
+    pub confirmed: i64,
 }
 
 pub async fn slot_lag(client: &Client, slot: &str) -> Result<Option<SlotLag>> {
     let row = client
         .query_opt(
             "SELECT coalesce(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.confirmed_flush_lsn), 0)::bigint, \
-               (SELECT extract(epoch FROM r.replay_lag)::float8 FROM pg_catalog.pg_stat_replication r WHERE r.pid = s.active_pid), s.active \
+               (SELECT extract(epoch FROM r.replay_lag)::float8 FROM pg_catalog.pg_stat_replication r WHERE r.pid = s.active_pid), s.active, \
+               coalesce(pg_catalog.pg_wal_lsn_diff(s.confirmed_flush_lsn, '0/0'), 0)::bigint \
              FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = $1",
             &[&slot],
         )
@@ -282,6 +280,7 @@ pub async fn slot_lag(client: &Client, slot: &str) -> Result<Option<SlotLag>> {
         bytes: row.get(0),
         seconds: row.get(1),
         active: row.get(2),
+        confirmed: row.get(3),
     }))
 }
 
@@ -306,12 +305,13 @@ pub async fn slot_reached(client: &Client, slot: &str, position: &str) -> Result
     Ok(row.and_then(|row| row.get::<_, Option<bool>>(0)).unwrap_or(false))
 }
 
-/// The subscription's state on the target: enabled, its apply worker running, how many apply
-/// errors it had (15+), and how many rows the target's tables had written to them.
+/// The subscription's state on the target: enabled, its apply worker's process (a new one after
+/// each failure), how many apply errors it had (15+), and how many rows the target's tables had
+/// written to them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionState {
     pub enabled: bool,
-    pub running: bool,
+    pub worker: Option<i32>,
     pub apply_errors: Option<i64>,
     pub rows_written: i64,
 }
@@ -324,7 +324,7 @@ pub async fn subscription_state(client: &Client, name: &str, server_major: u32) 
     let row = client
         .query_opt(
             &format!(
-                "SELECT s.subenabled, EXISTS (SELECT 1 FROM pg_catalog.pg_stat_subscription w WHERE w.subid = s.oid AND w.pid IS NOT NULL AND w.relid IS NULL), \
+                "SELECT s.subenabled, (SELECT w.pid FROM pg_catalog.pg_stat_subscription w WHERE w.subid = s.oid AND w.relid IS NULL), \
                    {errors}, (SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint FROM pg_catalog.pg_stat_user_tables) \
                  FROM pg_catalog.pg_subscription s WHERE s.subname = $1 \
                    AND s.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
@@ -335,7 +335,7 @@ pub async fn subscription_state(client: &Client, name: &str, server_major: u32) 
         .map_err(|error| sql_error("cannot read the subscription's state on the target", error))?;
     Ok(row.map(|row| SubscriptionState {
         enabled: row.get(0),
-        running: row.get(1),
+        worker: row.get(1),
         apply_errors: row.get(2),
         rows_written: row.get(3),
     }))

@@ -399,6 +399,10 @@ pub enum MigrationNews {
     CuttingOver { reason: String },
     /// The target applied everything up to the source's WAL position `position`.
     CaughtUp { position: String },
+    /// A server ended dbsync's session while it followed (a restart, a network cut).
+    SessionLost { server: &'static str },
+    /// The server accepted dbsync's session again, `seconds` after it was lost.
+    Reconnected { server: &'static str, seconds: f64 },
     /// The subscription, slot and publication are gone.
     Removed { what: Vec<String> },
     /// What a migration of this pair left, removed before anything else: each slot with the WAL

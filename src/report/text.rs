@@ -950,6 +950,14 @@ impl fmt::Display for super::MigrationNews {
                     "The target applied every change up to the source's WAL position {position}"
                 )
             }
+            MigrationNews::SessionLost { server } => write!(
+                formatter,
+                "The {server} ended dbsync's session (a restart? a network cut?): waiting for it to come back; the subscription reconnects by itself"
+            ),
+            MigrationNews::Reconnected { server, seconds } => write!(
+                formatter,
+                "Reconnected to the {server} after {seconds:.1} s: following again"
+            ),
             MigrationNews::Removed { what } => write!(formatter, "Removed {}", what.join(", ")),
             MigrationNews::LeftoversFound { slots, others } => {
                 let slots: Vec<String> = slots

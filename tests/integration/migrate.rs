@@ -11,21 +11,21 @@ use nix::unistd::Pid;
 use crate::harness::{BackgroundSession, Cluster, clusters, dedicated_cluster};
 use crate::{assert_exit, text};
 
+const LOGICAL: &str = "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10";
+
 /// A source server that can replicate logically, shared by the tests of this file.
 fn logical_source() -> &'static Cluster {
     static SOURCE: std::sync::OnceLock<Cluster> = std::sync::OnceLock::new();
-    SOURCE.get_or_init(|| {
-        dedicated_cluster(
-            "migrate_source",
-            "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10",
-        )
-    })
+    SOURCE.get_or_init(|| dedicated_cluster("migrate_source", LOGICAL))
 }
 
 /// Accounts, their transfers (a foreign key, a bigserial) and a ledger with a sequence of its
 /// own, with rows.
 fn bank(database: &str) {
-    let source = logical_source();
+    bank_on(logical_source(), database);
+}
+
+fn bank_on(source: &Cluster, database: &str) {
     source.create_database(database);
     source.psql(
         database,
@@ -69,19 +69,27 @@ fn bank_contents(cluster: &Cluster, database: &str) -> String {
 }
 
 fn migrate_command(source: &str, target: &str) -> Command {
+    migrate_between((logical_source(), source), (&clusters().target, target))
+}
+
+fn migrate_between(source: (&Cluster, &str), target: (&Cluster, &str)) -> Command {
     let mut command = crate::dbsync();
     command
         .args(["migrate", "--plain", "--source"])
-        .arg(logical_source().uri(source))
+        .arg(source.0.uri(source.1))
         .arg("--target")
-        .arg(clusters().target.uri(target));
+        .arg(target.0.uri(target.1));
     command
 }
 
 /// Starts a migration that follows until told, its output in `log`.
 fn start_following(source: &str, target: &str, log: &std::path::Path) -> Child {
+    follow_between((logical_source(), source), (&clusters().target, target), log)
+}
+
+fn follow_between(source: (&Cluster, &str), target: (&Cluster, &str), log: &std::path::Path) -> Child {
     let file = std::fs::File::create(log).unwrap();
-    migrate_command(source, target)
+    migrate_between(source, target)
         .args(["--subscription-password", "--yes"])
         .stdout(Stdio::from(file.try_clone().unwrap()))
         .stderr(Stdio::from(file))
@@ -91,10 +99,14 @@ fn start_following(source: &str, target: &str, log: &std::path::Path) -> Child {
 
 /// Waits until the log says the migration follows (its first lag line), or fails showing it.
 fn wait_until_following(child: &mut Child, log: &std::path::Path) {
+    wait_until_logged(child, log, "Following: the target is");
+}
+
+fn wait_until_logged(child: &mut Child, log: &std::path::Path, line: &str) {
     let started = Instant::now();
     loop {
         let written = std::fs::read_to_string(log).unwrap_or_default();
-        if written.contains("Following: the target is") {
+        if written.contains(line) {
             return;
         }
         if let Some(status) = child.try_wait().unwrap() {
@@ -102,7 +114,7 @@ fn wait_until_following(child: &mut Child, log: &std::path::Path) {
         }
         assert!(
             started.elapsed() < Duration::from_secs(120),
-            "not following:\n{written}"
+            "never logged {line}:\n{written}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -124,8 +136,12 @@ fn wait_for(child: &mut Child) -> std::process::ExitStatus {
 
 /// No publication, slot or subscription of dbsync's on either server.
 fn assert_nothing_left(source: &str, target: &str) {
+    assert_nothing_left_between((logical_source(), source), (&clusters().target, target));
+}
+
+fn assert_nothing_left_between((source_cluster, source): (&Cluster, &str), (target_cluster, target): (&Cluster, &str)) {
     assert_eq!(
-        logical_source().psql(
+        source_cluster.psql(
             source,
             "SELECT (SELECT count(*) FROM pg_publication), (SELECT count(*) FROM pg_replication_slots WHERE database = current_database())"
         ),
@@ -133,7 +149,7 @@ fn assert_nothing_left(source: &str, target: &str) {
         "publications and slots left on the source"
     );
     assert_eq!(
-        clusters().target.psql(
+        target_cluster.psql(
             target,
             "SELECT count(*) FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ),
@@ -416,4 +432,49 @@ fn leftovers_are_removed_but_a_slot_another_migration_uses_is_left_alone() {
         .unwrap();
     assert_exit(&abandoned, 0);
     assert_nothing_left("migrate_shared", "postgres");
+}
+
+#[test]
+fn a_restart_of_either_server_while_following_is_waited_out() {
+    // Servers of their own: the other tests' migrations would not survive these restarts.
+    let source = dedicated_cluster("migrate_restarted_source", LOGICAL);
+    let target = dedicated_cluster("migrate_restarted_target", "");
+    bank_on(&source, "restarted");
+    let (from, to) = ((&source, "restarted"), (&target, "restarted_new"));
+    let work = crate::dump_dir();
+    let log = work.path().join("migrate.log");
+    let mut follower = follow_between(from, to, &log);
+    wait_until_following(&mut follower, &log);
+    source.restart();
+    source.psql(
+        "restarted",
+        "INSERT INTO transfers (account_id, amount) SELECT 1 + g % 200, g FROM generate_series(1, 300) g; \
+         UPDATE accounts SET balance = balance + 7 WHERE id <= 30",
+    );
+    wait_until_logged(&mut follower, &log, "Reconnected to the source");
+    target.restart();
+    source.psql(
+        "restarted",
+        "DELETE FROM transfers WHERE id <= 50; SELECT nextval('ledger_numbers') FROM generate_series(1, 3)",
+    );
+    wait_until_logged(&mut follower, &log, "Reconnected to the target");
+    let asked = migrate_between(from, to).arg("--cutover").output().unwrap();
+    assert_exit(&asked, 0);
+    let status = wait_for(&mut follower);
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{written}");
+    for line in [
+        "The source ended dbsync's session",
+        "The target ended dbsync's session",
+        "Cutting over (dbsync migrate --cutover asked)",
+        "target verified",
+    ] {
+        assert!(written.contains(line), "{line}:\n{written}");
+    }
+    // What changed across both restarts reached the target.
+    assert_eq!(
+        bank_contents(&target, "restarted_new"),
+        bank_contents(&source, "restarted")
+    );
+    assert_nothing_left_between(from, to);
 }

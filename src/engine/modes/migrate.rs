@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 use crate::catalog::{self, MIGRATION_PREFIX, QualifiedName};
 use crate::connection::Endpoint;
 use crate::engine::context::RunContext;
-use crate::engine::replication::{MigrationObjects, SlotSession};
+use crate::engine::replication::{MigrationObjects, SlotSession, Watch, WorkerHealth};
 use crate::engine::{interruptible, preflight};
 use crate::errors::SyncError;
 use crate::plan::Plan;
@@ -24,9 +24,8 @@ use crate::usage_error;
 /// How often the follow reads the lag, and how often it says it.
 const FOLLOW_TICK: Duration = Duration::from_millis(500);
 const LAG_EVERY: Duration = Duration::from_secs(10);
-/// How long the subscription's worker may stay down (a 14 target, which cannot disable it on an
-/// error) before dbsync says the target stopped applying.
-const WORKER_DOWN_LIMIT: Duration = Duration::from_secs(30);
+/// How long a restarted server may take to accept dbsync's sessions again.
+const RECONNECT_LIMIT: Duration = Duration::from_secs(300);
 
 /// `dbsync migrate`: the run context, the two databases and the migration's options.
 pub(in crate::engine) struct Migrate<'a> {
@@ -36,11 +35,14 @@ pub(in crate::engine) struct Migrate<'a> {
     pub(in crate::engine) options: &'a MigrationSettings,
 }
 
-/// The sessions the follow reads from, and the target's major version.
-struct Watch {
-    source: Client,
-    target: Client,
-    target_major: u32,
+/// What the follow keeps between its readings.
+#[derive(Default)]
+struct Following {
+    health: WorkerHealth,
+    /// When the lag was last said.
+    said: Option<Instant>,
+    /// The target's rows written when the follow began.
+    rows_at_start: Option<i64>,
 }
 
 impl Migrate<'_> {
@@ -289,24 +291,23 @@ impl Migrate<'_> {
     pub(in crate::engine) async fn follow(&mut self) -> Result<(), SyncError> {
         // The subscription takes the name of the slot and the publication it uses.
         let subscription = self.objects().slot.clone().expect("prepared");
-        let watch = self.watch().await?;
+        let mut watch = self.watch().await?;
         let connection = self.source.subscription_conninfo(self.options.subscription_password);
-        let creating =
-            catalog::create_subscription(&watch.target, &subscription, &connection, watch.target_major >= 15);
+        let creating = catalog::create_subscription(&watch.target, &subscription, &connection);
         interruptible(&self.context.cancellation, creating).await?;
         self.objects().subscription = Some(subscription.clone());
         self.context
             .emit(Event::Notice(Notice::Migration(MigrationNews::Subscribed {
                 subscription: subscription.clone(),
             })));
-        self.follow_until_cutover(&watch, &subscription).await?;
-        self.cut_over(&watch, &subscription).await
+        self.follow_until_cutover(&mut watch, &subscription).await?;
+        self.cut_over(&mut watch, &subscription).await
     }
 
     /// `--cutover`: the migration of this pair, found by its subscription in the target: asked
     /// to cut over when a dbsync follows it (which then does), else cut over here.
     pub(in crate::engine) async fn attach(&mut self) -> Result<(), SyncError> {
-        let watch = self.watch().await?;
+        let mut watch = self.watch().await?;
         let found = interruptible(&self.context.cancellation, catalog::subscriptions_here(&watch.target)).await?;
         let Some(subscription) = found.into_iter().next() else {
             return Err(usage_error!(
@@ -326,7 +327,7 @@ impl Migrate<'_> {
                 catalog::request_cutover(&watch.target, &subscription),
             )
             .await?;
-            return self.wait_for_follower(&watch, &subscription).await;
+            return self.wait_for_follower(&mut watch, &subscription).await;
         }
         let (_, plan, _) = self.context.inspect_source(self.source).await?;
         self.context.migration = Some(MigrationObjects {
@@ -335,107 +336,136 @@ impl Migrate<'_> {
             subscription: Some(subscription.clone()),
             sequences: plan.sequences.clone(),
         });
-        self.cut_over(&watch, &subscription).await
+        self.cut_over(&mut watch, &subscription).await
     }
 
     /// `--cutover` while another dbsync follows: until it has removed the subscription.
-    async fn wait_for_follower(&mut self, watch: &Watch, subscription: &str) -> Result<(), SyncError> {
+    async fn wait_for_follower(&mut self, watch: &mut Watch, subscription: &str) -> Result<(), SyncError> {
         self.context
             .emit(Event::Notice(Notice::Migration(MigrationNews::CuttingOver {
                 reason: "asked the dbsync that follows this migration to cut over".to_string(),
             })));
         loop {
-            let state = interruptible(
-                &self.context.cancellation,
-                catalog::subscription_state(&watch.target, subscription, watch.target_major),
-            )
-            .await?;
-            if state.is_none() {
-                return Ok(());
+            let reading = catalog::subscription_state(&watch.target, subscription, watch.target_major);
+            match interruptible(&self.context.cancellation, reading).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) => {}
+                Err(error) => self.regain(watch, error).await?,
             }
-            tokio::select! {
-                () = tokio::time::sleep(FOLLOW_TICK) => {}
-                () = self.context.cancellation.cancelled() => return Err(crate::engine::cancelled(&self.context.cancellation)),
-            }
+            self.pause(FOLLOW_TICK).await?;
         }
     }
 
     async fn watch(&self) -> Result<Watch, SyncError> {
-        let opening = async {
-            let (source, target) = tokio::try_join!(
-                catalog::connect(self.source, "source"),
-                catalog::connect(self.target, "target")
-            )?;
-            let target_major = catalog::server_info(&target).await?.major();
-            anyhow::Ok(Watch {
-                source,
-                target,
-                target_major,
-            })
+        interruptible(&self.context.cancellation, Watch::open(self.source, self.target)).await
+    }
+
+    /// Waits `length`, unless a signal comes first.
+    async fn pause(&self, length: Duration) -> Result<(), SyncError> {
+        tokio::select! {
+            () = tokio::time::sleep(length) => Ok(()),
+            () = self.context.cancellation.cancelled() => Err(crate::engine::cancelled(&self.context.cancellation)),
+        }
+    }
+
+    /// After a reading failed: when a server ended dbsync's session (a restart, a network cut),
+    /// opens it again once the server accepts it, for up to `RECONNECT_LIMIT`, saying so. Any
+    /// other failure is the run's.
+    async fn regain(&mut self, watch: &mut Watch, error: SyncError) -> Result<(), SyncError> {
+        if !matches!(error, SyncError::Failed(_)) {
+            return Err(error);
+        }
+        // The session's end reaches the client a moment after the failed query.
+        if watch.lost().is_none() {
+            self.pause(Duration::from_millis(200)).await?;
+        }
+        let Some(server) = watch.lost() else {
+            return Err(error);
         };
-        interruptible(&self.context.cancellation, opening).await
+        self.context
+            .emit(Event::Notice(Notice::Migration(MigrationNews::SessionLost { server })));
+        let lost = Instant::now();
+        loop {
+            self.pause(Duration::from_secs(1)).await?;
+            match interruptible(&self.context.cancellation, watch.reopen(self.source, self.target)).await {
+                Ok(()) => {
+                    self.context
+                        .emit(Event::Notice(Notice::Migration(MigrationNews::Reconnected {
+                            server,
+                            seconds: lost.elapsed().as_secs_f64(),
+                        })));
+                    return Ok(());
+                }
+                Err(SyncError::Failed(failure)) if lost.elapsed() >= RECONNECT_LIMIT => {
+                    return Err(SyncError::Failed(failure.context(format!(
+                        "the {server} has not accepted dbsync's sessions again for {} minutes",
+                        RECONNECT_LIMIT.as_secs() / 60
+                    ))));
+                }
+                Err(SyncError::Failed(_)) => {}
+                Err(other) => return Err(other),
+            }
+        }
     }
 
     /// Reads the lag every `FOLLOW_TICK` and says it every `LAG_EVERY`, until the lag is below
-    /// `--cutover-when-lag-below` or `dbsync migrate --cutover` asks; an apply error that stopped
-    /// the subscription ends the run.
-    async fn follow_until_cutover(&mut self, watch: &Watch, subscription: &str) -> Result<(), SyncError> {
+    /// `--cutover-when-lag-below` or `dbsync migrate --cutover` asks; a subscription whose worker
+    /// keeps failing ends the run. A server's restart is waited out.
+    async fn follow_until_cutover(&mut self, watch: &mut Watch, subscription: &str) -> Result<(), SyncError> {
         self.context.emit(Event::Phase(Phase::Follow));
-        let name = Self::follower_name(subscription);
-        interruptible(
-            &self.context.cancellation,
-            catalog::set_application_name(&watch.target, &name),
-        )
-        .await?;
-        let first = self.subscription_state(watch, subscription).await?;
-        let (mut said, mut worker_up) = (None::<Instant>, Instant::now());
+        let naming = watch.name_target_session(Self::follower_name(subscription));
+        interruptible(&self.context.cancellation, naming).await?;
+        let mut following = Following::default();
         loop {
-            let state = self.subscription_state(watch, subscription).await?;
-            if state.running {
-                worker_up = Instant::now();
+            match self.follow_tick(watch, subscription, &mut following).await {
+                Ok(Some(reason)) => {
+                    self.start_cutover(reason);
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.regain(watch, error).await?;
+                    following.health.forgive(Instant::now());
+                }
             }
-            let errors = state.apply_errors.unwrap_or(0) - first.apply_errors.unwrap_or(0);
-            if !state.enabled || errors > 0 || worker_up.elapsed() > WORKER_DOWN_LIMIT {
-                return Err(stopped_applying());
-            }
-            let lag = interruptible(
-                &self.context.cancellation,
-                catalog::slot_lag(&watch.source, subscription),
-            )
-            .await?
-            .ok_or_else(|| {
-                SyncError::Failed(anyhow::anyhow!(
-                    "the replication slot {subscription} is gone from the source"
-                ))
-            })?;
-            if said.is_none_or(|said| said.elapsed() >= LAG_EVERY) {
-                said = Some(Instant::now());
-                self.context.emit(Event::Notice(Notice::Migration(MigrationNews::Lag {
-                    bytes: lag.bytes,
-                    seconds: lag.seconds,
-                    rows: state.rows_written - first.rows_written,
-                })));
-            }
-            if let Some(limit) = self.options.cutover_when_lag_below
-                && lag.active
-                && lag.bytes <= limit as i64
-            {
-                self.start_cutover(format!(
-                    "the lag is {} bytes, below --cutover-when-lag-below",
-                    lag.bytes.max(0)
-                ));
-                return Ok(());
-            }
-            let requested = catalog::cutover_requested(&watch.target, subscription);
-            if interruptible(&self.context.cancellation, requested).await? {
-                self.start_cutover("dbsync migrate --cutover asked".to_string());
-                return Ok(());
-            }
-            tokio::select! {
-                () = tokio::time::sleep(FOLLOW_TICK) => {}
-                () = self.context.cancellation.cancelled() => return Err(crate::engine::cancelled(&self.context.cancellation)),
-            }
+            self.pause(FOLLOW_TICK).await?;
         }
+    }
+
+    /// One reading while following: why to cut over now, if it is time.
+    async fn follow_tick(
+        &mut self,
+        watch: &Watch,
+        subscription: &str,
+        following: &mut Following,
+    ) -> Result<Option<String>, SyncError> {
+        let (state, lag) = self.readings(watch, subscription).await?;
+        if following.health.stopped(&state, &lag, Instant::now()) {
+            return Err(stopped_applying());
+        }
+        let rows_at_start = *following.rows_at_start.get_or_insert(state.rows_written);
+        if following.said.is_none_or(|said| said.elapsed() >= LAG_EVERY) {
+            following.said = Some(Instant::now());
+            self.context.emit(Event::Notice(Notice::Migration(MigrationNews::Lag {
+                bytes: lag.bytes,
+                seconds: lag.seconds,
+                rows: (state.rows_written - rows_at_start).max(0),
+            })));
+        }
+        if let Some(limit) = self.options.cutover_when_lag_below
+            && lag.active
+            && lag.bytes <= limit as i64
+        {
+            return Ok(Some(format!(
+                "the lag is {} bytes, below --cutover-when-lag-below",
+                lag.bytes.max(0)
+            )));
+        }
+        let requested = catalog::cutover_requested(&watch.target, subscription);
+        if interruptible(&self.context.cancellation, requested).await? {
+            return Ok(Some("dbsync migrate --cutover asked".to_string()));
+        }
+        Ok(None)
     }
 
     fn start_cutover(&mut self, reason: String) {
@@ -444,55 +474,103 @@ impl Migrate<'_> {
             .emit(Event::Notice(Notice::Migration(MigrationNews::CuttingOver { reason })));
     }
 
-    async fn subscription_state(
+    /// The subscription's state on the target and its slot's lag on the source.
+    async fn readings(
         &self,
         watch: &Watch,
         subscription: &str,
-    ) -> Result<catalog::SubscriptionState, SyncError> {
+    ) -> Result<(catalog::SubscriptionState, catalog::SlotLag), SyncError> {
         let reading = catalog::subscription_state(&watch.target, subscription, watch.target_major);
-        interruptible(&self.context.cancellation, reading)
+        let state = interruptible(&self.context.cancellation, reading)
             .await?
             .ok_or_else(|| {
                 SyncError::Failed(anyhow::anyhow!(
                     "the subscription {subscription} is gone from the target"
                 ))
-            })
+            })?;
+        let lag = interruptible(
+            &self.context.cancellation,
+            catalog::slot_lag(&watch.source, subscription),
+        )
+        .await?
+        .ok_or_else(|| {
+            SyncError::Failed(anyhow::anyhow!(
+                "the replication slot {subscription} is gone from the source"
+            ))
+        })?;
+        Ok((state, lag))
     }
 
     /// Waits until the target applied everything up to the source's WAL position now, sets the
     /// sequences, and removes the subscription, the slot and the publication.
-    async fn cut_over(&mut self, watch: &Watch, subscription: &str) -> Result<(), SyncError> {
+    async fn cut_over(&mut self, watch: &mut Watch, subscription: &str) -> Result<(), SyncError> {
         self.context.emit(Event::Phase(Phase::Cutover));
         if self.context.cutover_started.is_none() {
             self.start_cutover("dbsync migrate --cutover".to_string());
         }
-        let position = interruptible(&self.context.cancellation, catalog::current_wal_position(&watch.source)).await?;
-        loop {
-            let reached = catalog::slot_reached(&watch.source, subscription, &position);
-            if interruptible(&self.context.cancellation, reached).await? {
-                break;
-            }
-            let state = self.subscription_state(watch, subscription).await?;
-            if !state.enabled {
-                return Err(stopped_applying());
-            }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                () = self.context.cancellation.cancelled() => return Err(crate::engine::cancelled(&self.context.cancellation)),
-            }
-        }
+        let position = self.catch_up(watch, subscription).await?;
         self.context
             .emit(Event::Notice(Notice::Migration(MigrationNews::CaughtUp { position })));
         let sequences = self.objects().sequences.clone();
-        let setting = async {
-            let values = catalog::sequence_values(&watch.source, &sequences).await?;
-            catalog::set_sequences(&watch.target, &sequences, &values).await
-        };
-        interruptible(&self.context.cancellation, setting).await?;
+        loop {
+            let setting = async {
+                let values = catalog::sequence_values(&watch.source, &sequences).await?;
+                catalog::set_sequences(&watch.target, &sequences, &values).await
+            };
+            match interruptible(&self.context.cancellation, setting).await {
+                Ok(()) => break,
+                Err(error) => self.regain(watch, error).await?,
+            }
+        }
         self.context
             .emit(Event::Notice(Notice::SequencesSet { count: sequences.len() }));
         self.clean_up().await;
         Ok(())
+    }
+
+    /// Until the target confirmed, through the slot, the source's WAL position when the cut-over
+    /// began; returns that position.
+    async fn catch_up(&mut self, watch: &mut Watch, subscription: &str) -> Result<String, SyncError> {
+        let mut health = WorkerHealth::new();
+        let mut position = None;
+        loop {
+            match self
+                .catch_up_tick(watch, subscription, &mut position, &mut health)
+                .await
+            {
+                Ok(true) => return Ok(position.expect("read before it was reached")),
+                Ok(false) => {}
+                Err(error) => {
+                    self.regain(watch, error).await?;
+                    health.forgive(Instant::now());
+                }
+            }
+            self.pause(Duration::from_millis(100)).await?;
+        }
+    }
+
+    async fn catch_up_tick(
+        &self,
+        watch: &Watch,
+        subscription: &str,
+        position: &mut Option<String>,
+        health: &mut WorkerHealth,
+    ) -> Result<bool, SyncError> {
+        let cancellation = &self.context.cancellation;
+        let target_position = match position {
+            Some(position) => position.clone(),
+            None => interruptible(cancellation, catalog::current_wal_position(&watch.source)).await?,
+        };
+        *position = Some(target_position.clone());
+        let reached = catalog::slot_reached(&watch.source, subscription, &target_position);
+        if interruptible(cancellation, reached).await? {
+            return Ok(true);
+        }
+        let (state, lag) = self.readings(watch, subscription).await?;
+        if health.stopped(&state, &lag, Instant::now()) {
+            return Err(stopped_applying());
+        }
+        Ok(false)
     }
 
     /// Removes what the migration made, on every way out: the subscription (detached from its
@@ -562,6 +640,6 @@ async fn drop_slot_once_released(source: &Client, slot: &str) -> anyhow::Result<
 
 fn stopped_applying() -> SyncError {
     SyncError::Failed(anyhow::anyhow!(
-        "the target stopped applying the source's changes: the subscription's worker failed (the target server's log says why), most often a schema change on the source (logical replication does not carry DDL) or a row that conflicts with the target's\nhint: the subscription, slot and publication are removed; make the schema change on the target too, or run dbsync migrate again"
+        "the target stopped applying the source's changes: the subscription's worker keeps failing (the target server's log says why): most often a schema change on the source (logical replication does not carry DDL), a row that conflicts with the target's, or a target server that cannot reach the source\nhint: the subscription, slot and publication are removed; make the schema change on the target too, or run dbsync migrate again"
     ))
 }
