@@ -7,7 +7,7 @@
 # application schema of about 15 MB with views, triggers and a partitioned table). Contenders
 # alternate within each round; the table shows the median of the rounds.
 #
-#   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many,huge,rich,small,incremental,merge,clone,subset]
+#   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many,huge,rich,small,incremental,merge,clone,subset,migrate]
 #                    [--contenders LIST] [--server-config durable|tuned|fast] [--baseline BINARY]
 #                    [--no-scaling] [--keep]
 #
@@ -22,7 +22,12 @@
 #                    samples whole pages); incremental is large after 1 % of pgbench_accounts updated and 0.1 %
 #                    deleted, brought up to date by --incremental (by updated_at), --incremental
 #                    --deep and a full dbsync sync; merge is `dbsync merge` of a million rows into
-#                    a database holding 100,000 of its own, the first time and again
+#                    a database holding 100,000 of its own, the first time and again; migrate is
+#                    the downtime of moving large while pgbench -c 2 -R 200 writes to it (writes
+#                    stopped -> target ready and -> verified): `dbsync migrate` cut over by
+#                    --cutover, `pgcopydb clone --follow` cut over by its end position at the same
+#                    moment, and an offline `dbsync sync` (the whole copy is downtime); the source
+#                    runs with wal_level = logical for this dataset only
 #   --contenders L   comma-separated, from: dbsync, dbsync-stream, dbsync-j1, dbsync-j4,
 #                    dbsync-split (tables over 128 MB copied in parts), dbsync-whole (no table
 #                    split), pg_dump, pg_dump-pipe, pgcopydb, pgcopydb-split, verify-checksum
@@ -52,7 +57,7 @@ source scripts/lib/postgres.sh
 scale=20
 jobs=$(nproc)
 runs=3
-datasets=large,many,huge,rich,small,incremental,merge,clone,subset
+datasets=large,many,huge,rich,small,incremental,merge,clone,subset,migrate
 contenders=
 server_config=tuned
 scaling=yes
@@ -78,6 +83,9 @@ ensure_postgres
 ensure_package pgcopydb pgcopydb
 cargo build --release --quiet
 bin=$(postgres_bin_dir)
+# pgcopydb follows with wal2json.
+[[ ,$datasets, == *,migrate,* ]] &&
+    ensure_package "$(dirname "$bin")/lib/wal2json.so" "postgresql-$(basename "$(dirname "$bin")")-wal2json"
 export PATH="$bin:$PATH"
 
 base=$(throwaway_base bench)
@@ -549,7 +557,68 @@ run_contender() {
     esac
 }
 
+# The downtime of moving DATABASE while pgbench writes to it (see --datasets migrate): a line per
+# contender and round in $downtimes, "contender ready_seconds ended_seconds equal".
+measure_downtime() {
+    local database=$1 source target load log measured equal started
+    source=$(uri "$source_port" "$database")
+    target=$(uri "$target_port" bench_copy)
+    load="pgbench -n -c 2 -R 200 -T 7200 -h $base -p $source_port -U postgres $database"
+    for round in $(seq 1 "$runs"); do
+        # Offline: writes stay stopped for the whole copy.
+        reset_target
+        log=$base/logs/migrate-offline-$round.log
+        started=$(now)
+        "$dbsync" sync --source "$source" --target "$target" --jobs "$jobs" --yes --plain --dump-dir "$base/work" \
+            >"$log" 2>&1 || { echo "dbsync sync failed, see $log" >&2; exit 1; }
+        measured=$(python3 -c "print(f'{$(now) - $started:.2f}')")
+        printf 'dbsync sync (offline)\t%s\t%s\tyes (row counts)\n' "$measured" "$measured" >>"$downtimes"
+        printf '  migrate    round %d  %-24s %6.2f s\n' "$round" "offline sync" "$measured"
+
+        reset_target
+        log=$base/logs/migrate-dbsync-$round.log
+        measured=$(python3 scripts/lib/downtime.py "$log" "Following: the target is" 10 "$load" \
+            "'$dbsync' migrate --source '$source' --target '$target' --jobs $jobs --yes --plain --dump-dir '$base/work'" \
+            "'$dbsync' migrate --source '$source' --target '$target' --cutover --plain" \
+            "Removed subscription") || { echo "dbsync migrate failed, see $log" >&2; exit 1; }
+        read -r ready ended code <<<"$measured"
+        [ "$code" = 0 ] && equal="yes (verify --checksum)" || equal="no: exit $code, see $log"
+        printf 'dbsync migrate\t%s\t%s\t%s\n' "$ready" "$ended" "$equal" >>"$downtimes"
+        printf '  migrate    round %d  %-24s %6.2f s ready, %6.2f s verified\n' "$round" "dbsync migrate" "$ready" "$ended"
+
+        # pgcopydb ends its follow once a change past the end position arrives: one row is
+        # written for it right after the end position is set.
+        reset_target
+        psql_on "$target_port" -d postgres -c "CREATE DATABASE bench_copy"
+        log=$base/logs/migrate-pgcopydb-$round.log
+        measured=$(python3 scripts/lib/downtime.py "$log" "The pgcopydb sentinel has enabled applying changes" 10 "$load" \
+            "pgcopydb clone --follow --source '$source' --target '$target' --table-jobs $jobs --index-jobs $jobs --dir '$base/work/pgcopydb'" \
+            "pgcopydb stream sentinel set endpos --current --source '$source' && psql -X -q -h '$base' -p $source_port -U postgres -d $database -c 'INSERT INTO bench_tick DEFAULT VALUES'") ||
+            { echo "pgcopydb clone --follow failed, see $log" >&2; exit 1; }
+        read -r ready ended code <<<"$measured"
+        # Compared without the row written past the end position and pgcopydb's own table.
+        if [ "$code" = 0 ] && "$dbsync" verify --checksum --source "$source" --target "$target" --jobs "$jobs" \
+            --exclude 'bench_tick,pgcopydb.sentinel' >"$log.verify" 2>&1; then
+            equal="yes (dbsync verify --checksum, not timed)"
+        else
+            equal="no: exit $code, see $log.verify"
+        fi
+        # It leaves its slot and sentinel schema on the source, and its origin on the target.
+        pgcopydb stream cleanup --source "$source" --target "$target" --dir "$base/work/pgcopydb" >>"$log" 2>&1 || true
+        printf 'pgcopydb clone --follow\t%s\t%s\t%s\n' "$ended" "$ended" "$equal" >>"$downtimes"
+        printf '  migrate    round %d  %-24s %6.2f s ready\n' "$round" "pgcopydb clone --follow" "$ended"
+    done
+}
+
+# wal_level for the migrate dataset: logical, then back to the default.
+set_source_wal_level() {
+    psql_on "$source_port" -d postgres -c "ALTER SYSTEM SET wal_level = $1"
+    as_postgres "$bin/pg_ctl" -D "$base/source" -w -m fast -l "$base/source.log" restart >/dev/null
+}
+
 mkdir -p "$base/logs" target/bench
+downtimes=$base/downtimes.tsv
+: >"$downtimes"
 rm -f target/bench/timeline-*.svg
 results=$base/results.tsv
 : >"$results"
@@ -671,13 +740,25 @@ for dataset in "${dataset_list[@]}"; do
             [ "$keep" = yes ] || psql_on "$target_port" -d postgres -c "DROP DATABASE IF EXISTS merge_base" \
                 -c "DROP DATABASE IF EXISTS merge_again_base"
             ;;
+        migrate)
+            echo "Building migrate (large, then moved while pgbench -c 2 -R 200 writes to it) ..."
+            set_source_wal_level logical
+            build_large bench_large "$scale"
+            psql_on "$source_port" -d bench_large -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL" \
+                -c "CREATE TABLE bench_tick (id serial PRIMARY KEY)"
+            echo "migrate: $(database_size bench_large)"
+            measure_downtime bench_large
+            drop_dataset bench_large
+            set_source_wal_level replica
+            ;;
         *) echo "bench.sh: unknown dataset $dataset" >&2; exit 2 ;;
     esac
 done
 
-python3 - "$results" "$jobs" "$scale" "$server_config" <<'PY' | tee target/bench/results.md
+python3 - "$results" "$jobs" "$scale" "$server_config" "$downtimes" <<'PY' | tee target/bench/results.md
 import statistics, sys, platform, os
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
+downtimes = [line.rstrip("\n").split("\t") for line in open(sys.argv[5]) if line.strip()]
 jobs, scale, server_config = sys.argv[2], sys.argv[3], sys.argv[4]
 by_key = {}
 cpu_by_key, phases_by_key = {}, {}
@@ -693,8 +774,23 @@ for dataset, name, measured, log in rows:
             phases_by_key.setdefault((dataset, name), {}).setdefault(key, []).append(float(value))
 cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
 memory = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))) // 1024 // 1024
+runs_done = len(next(iter(by_key.values()))) if by_key else len(downtimes) // 3
 print(f"Machine: {os.cpu_count()} cores ({cpu}), {memory} GiB; server config {server_config}; jobs {jobs}; pgbench scale {scale}; "
-      f"median of {len(next(iter(by_key.values())))} runs")
+      f"median of {runs_done} runs")
+if downtimes:
+    print()
+    print("Downtime of moving large while pgbench -c 2 -R 200 writes to it: seconds from writes stopped to the")
+    print("target ready, and to the run's end (for dbsync migrate: verified by checksum), medians.")
+    print()
+    print("| contender | writes stopped -> target ready | runs (s) | -> run ended | equal to the source |")
+    print("|---|---|---|---|---|")
+    for name in dict.fromkeys(row[0] for row in downtimes):
+        measured = [row for row in downtimes if row[0] == name]
+        ready = [float(row[1]) for row in measured]
+        ended = [float(row[2]) for row in measured]
+        verdicts = "; ".join(dict.fromkeys(row[3] for row in measured))
+        print(f"| {name} | {statistics.median(ready):.2f} | {' '.join(f'{r:.2f}' for r in ready)} | "
+              f"{statistics.median(ended):.2f} | {verdicts} |")
 print()
 print("| dataset | contender | median s | runs (s) | ratio to dbsync | dbsync peak RSS | dbsync peak dump dir |")
 print("|---|---|---|---|---|---|---|")

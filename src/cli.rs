@@ -675,6 +675,12 @@ pub struct MigrateArguments {
     /// Do not compare every table by checksum after the cut-over
     #[arg(help_heading = "Migration", long)]
     pub no_verify: bool,
+
+    /// At the cut-over, stop the writes to the source database yourself: make it read-only
+    /// (default_transaction_read_only) and end its other sessions; it stays read-only once cut
+    /// over, and is writable again if the cut-over fails
+    #[arg(help_heading = "Migration", long, conflicts_with = "abandon")]
+    pub stop_writes: bool,
 }
 
 impl MigrateArguments {
@@ -693,6 +699,7 @@ impl MigrateArguments {
             subscription_password: _,
             replica_identity_full: _,
             no_verify: _,
+            stop_writes: _,
         } = self;
         SyncArguments {
             source: source.clone(),

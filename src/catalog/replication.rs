@@ -13,8 +13,9 @@ use super::{QualifiedName, quote_identifier, quote_literal, sql_error};
 pub const MIGRATION_PREFIX: &str = "dbsync_migrate_";
 
 /// The subscription's comment while `dbsync migrate --cutover` asks the dbsync that follows it
-/// to cut over.
+/// to cut over (and with `--stop-writes`, to stop the writes first).
 const CUTOVER_REQUESTED: &str = "dbsync migrate: cut over";
+const CUTOVER_STOPPING_WRITES: &str = "dbsync migrate: stop writes and cut over";
 
 /// `LIKE` pattern of the names a migration makes.
 fn migration_names() -> String {
@@ -341,28 +342,98 @@ pub async fn subscription_state(client: &Client, name: &str, server_major: u32) 
     }))
 }
 
+/// How `dbsync migrate --cutover` asked the dbsync that follows to cut over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutoverRequest {
+    CutOver,
+    StopWritesAndCutOver,
+}
+
 /// Marks the subscription as asked to cut over (`dbsync migrate --cutover` from another shell),
 /// or reads whether it is.
-pub async fn request_cutover(client: &Client, name: &str) -> Result<()> {
+pub async fn request_cutover(client: &Client, name: &str, request: CutoverRequest) -> Result<()> {
+    let comment = match request {
+        CutoverRequest::CutOver => CUTOVER_REQUESTED,
+        CutoverRequest::StopWritesAndCutOver => CUTOVER_STOPPING_WRITES,
+    };
     client
         .batch_execute(&format!(
             "COMMENT ON SUBSCRIPTION {} IS {}",
             quote_identifier(name),
-            quote_literal(CUTOVER_REQUESTED)
+            quote_literal(comment)
         ))
         .await
         .map_err(|error| sql_error("cannot ask the migration to cut over", error))
 }
 
-pub async fn cutover_requested(client: &Client, name: &str) -> Result<bool> {
+pub async fn cutover_requested(client: &Client, name: &str) -> Result<Option<CutoverRequest>> {
     let row = client
         .query_opt(
-            "SELECT obj_description(oid, 'pg_subscription') = $2 FROM pg_catalog.pg_subscription WHERE subname = $1",
-            &[&name, &CUTOVER_REQUESTED],
+            "SELECT obj_description(oid, 'pg_subscription') FROM pg_catalog.pg_subscription WHERE subname = $1",
+            &[&name],
         )
         .await
         .map_err(|error| sql_error("cannot read the subscription's comment", error))?;
-    Ok(row.and_then(|row| row.get::<_, Option<bool>>(0)).unwrap_or(false))
+    Ok(match row.and_then(|row| row.get::<_, Option<String>>(0)).as_deref() {
+        Some(CUTOVER_REQUESTED) => Some(CutoverRequest::CutOver),
+        Some(CUTOVER_STOPPING_WRITES) => Some(CutoverRequest::StopWritesAndCutOver),
+        _ => None,
+    })
+}
+
+/// `--stop-writes`: new sessions of the source database are read-only, and its other client
+/// sessions are ended (their open transactions roll back); returns how many were ended.
+pub async fn stop_writes(client: &Client) -> Result<i64> {
+    client
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', current_database()); END $$",
+        )
+        .await
+        .map_err(|error| sql_error("cannot make the source database read-only", error))?;
+    let row = client
+        .query_one(
+            "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .map_err(|error| sql_error("cannot end the source database's sessions", error))?;
+    Ok(row.get(0))
+}
+
+/// A session of dbsync's own on a source that `stop_writes` made read-only: it may still drop
+/// what the migration made there, and undo the setting.
+pub async fn connect_writable(endpoint: &crate::connection::Endpoint) -> Result<Client> {
+    let client = super::connect(endpoint, "source").await?;
+    client
+        .batch_execute("SET default_transaction_read_only = off")
+        .await
+        .map_err(|error| sql_error("cannot open a writable session on the source", error))?;
+    Ok(client)
+}
+
+/// Undoes `stop_writes`' setting, when the cut-over did not happen.
+pub async fn allow_writes(client: &Client) -> Result<()> {
+    client
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET default_transaction_read_only', current_database()); END $$",
+        )
+        .await
+        .map_err(|error| sql_error("cannot make the source database writable again", error))
+}
+
+/// Whether this session's role may stop the writes to its database: a superuser, or the
+/// database's owner who may signal other sessions (`pg_signal_backend`).
+pub async fn may_stop_writes(client: &Client) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT r.rolsuper OR (pg_catalog.pg_has_role(d.datdba, 'MEMBER') AND pg_catalog.pg_has_role('pg_signal_backend', 'MEMBER')) \
+             FROM pg_catalog.pg_roles r, pg_catalog.pg_database d WHERE r.rolname = current_user AND d.datname = current_database()",
+            &[],
+        )
+        .await
+        .map_err(|error| sql_error("cannot read the source role's privileges", error))?;
+    Ok(row.get(0))
 }
 
 /// Whether a session named `application` (a following dbsync's monitor) is on the server.

@@ -141,6 +141,8 @@ pub(super) struct RunContext<'a> {
     pub(super) migration: Option<super::replication::MigrationObjects>,
     /// `dbsync migrate`: when the cut-over began.
     pub(super) cutover_started: Option<Instant>,
+    /// `dbsync migrate --stop-writes`: the source database was made read-only.
+    pub(super) source_made_read_only: bool,
 }
 
 impl<'a> RunContext<'a> {
@@ -199,6 +201,7 @@ impl<'a> RunContext<'a> {
             adopted_snapshot: Default::default(),
             migration: None,
             cutover_started: None,
+            source_made_read_only: false,
             granted: None,
             archives_dropped: Vec::new(),
             deferred_warnings: Vec::new(),

@@ -150,6 +150,7 @@ async fn migrate<'a>(
     if let (Ok(()), Some(started)) = (&result, migration.context.cutover_started) {
         result = verify_cut_over(&mut migration.context, options.verify, started).await;
     }
+    migration.settle_source_writes(result.is_ok()).await;
     (result, migration.context)
 }
 

@@ -377,6 +377,15 @@ pub enum KeyFate {
     CreatedNotValid,
 }
 
+/// How far behind the target of a migration is: bytes of WAL, the sender's replay lag, and the
+/// row changes applied since the follow began.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LagReading {
+    pub bytes: i64,
+    pub seconds: Option<f64>,
+    pub rows: i64,
+}
+
 /// What `dbsync migrate` reports as it goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MigrationNews {
@@ -387,18 +396,24 @@ pub enum MigrationNews {
         tables: usize,
         position: String,
     },
-    /// The subscription on the target, applying the changes made since the copy's snapshot.
-    Subscribed { subscription: String },
-    /// How far behind the target is: bytes of WAL, the sender's replay lag, rows applied.
-    Lag {
-        bytes: i64,
-        seconds: Option<f64>,
-        rows: i64,
+    /// The subscription on the target, applying the changes made since the copy's snapshot;
+    /// `enter_cuts_over` when Enter on this terminal asks for the cut-over.
+    Subscribed {
+        subscription: String,
+        enter_cuts_over: bool,
     },
+    /// How far behind the target is, said every few seconds.
+    Lag(LagReading),
     /// The cut-over begins, and why.
     CuttingOver { reason: String },
     /// The target applied everything up to the source's WAL position `position`.
     CaughtUp { position: String },
+    /// `--stop-writes`: the source database is read-only for new sessions, and `sessions` of its
+    /// sessions were ended.
+    WritesStopped { sessions: i64 },
+    /// After the cut-over with `--stop-writes`: `read_only` when the source stays read-only (the
+    /// migration succeeded), else writable again.
+    SourceWrites { database: String, read_only: bool },
     /// A server ended dbsync's session while it followed (a restart, a network cut).
     SessionLost { server: &'static str },
     /// The server accepted dbsync's session again, `seconds` after it was lost.
@@ -748,6 +763,8 @@ pub enum Event {
     /// Tables whose rows' checksums differ between the source and the copy (`--verify checksum`).
     ChecksumDifferences(Vec<VerifyDifference>),
     Progress(ProgressReport),
+    /// Each reading while `dbsync migrate` follows (twice a second): the terminal's lag bar.
+    Following(LagReading),
     /// For the overall progress bar: how many export and import steps there are in all.
     StepsPlanned(usize),
     StepFinished,

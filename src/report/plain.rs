@@ -225,7 +225,8 @@ pub fn render(event: &Event) -> Vec<String> {
                 table_detail(line)
             )]
         }
-        Event::Progress(_) | Event::StepsPlanned(_) | Event::StepFinished => Vec::new(),
+        // Plain output says the lag every few seconds instead (MigrationNews::Lag).
+        Event::Progress(_) | Event::StepsPlanned(_) | Event::StepFinished | Event::Following(_) => Vec::new(),
         Event::Summary(summary) => {
             let mut lines = vec![String::new(), phase_rule(), "#  SUMMARY".to_string(), phase_rule()];
             lines.extend(summary_lines(summary));

@@ -1,6 +1,8 @@
 //! Questions for a person at a terminal: the only input dbsync reads.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What dbsync may ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,4 +75,22 @@ pub fn ask_password(whom: &str) -> std::io::Result<Option<String>> {
     tcsetattr(&stdin, SetArg::TCSAFLUSH, &original)?;
     read?;
     Ok(Some(line.trim_end_matches(['\r', '\n']).to_string()))
+}
+
+/// While a migration follows: a flag raised when a person presses Enter at this terminal, or
+/// `None` when nobody is there. The end of the input (Ctrl+D) raises nothing. The reading
+/// thread is left to end with the process.
+pub fn watch_for_enter() -> Option<Arc<AtomicBool>> {
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return None;
+    }
+    let pressed = Arc::new(AtomicBool::new(false));
+    let raised = pressed.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if matches!(std::io::stdin().read_line(&mut line), Ok(read) if read > 0) {
+            raised.store(true, Ordering::SeqCst);
+        }
+    });
+    Some(pressed)
 }

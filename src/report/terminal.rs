@@ -1,6 +1,7 @@
 //! The terminal reporter: the same lines as the plain one, in colour, above progress bars: one
 //! overall (filled by the bytes loaded against the estimate, with the steps done, the rate and the
-//! ETA) and one per table being copied (bytes and rows against the estimate, rate, ETA).
+//! ETA) and one per table being copied (bytes and rows against the estimate, rate, ETA); while
+//! `dbsync migrate` follows, one with the lag, in place of the plain output's lag lines.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,7 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::plain::render;
 use super::text::{overall_detail, progress_detail};
-use super::{Activity, Event, Reporter, TableState};
+use super::{Activity, Event, LagReading, MigrationNews, Notice, Reporter, TableState};
 
 pub struct TerminalReporter {
     bars: MultiProgress,
@@ -26,6 +27,8 @@ struct TerminalState {
     /// What the last progress report said of the whole copy.
     detail: String,
     running: HashMap<(Activity, String), ProgressBar>,
+    /// The lag of a migration that follows.
+    following: Option<ProgressBar>,
 }
 
 impl TerminalState {
@@ -105,6 +108,36 @@ impl TerminalReporter {
         bar
     }
 
+    /// The lag of a migration that follows, read twice a second.
+    fn show_following(&self, state: &mut TerminalState, reading: &LagReading) {
+        let bar = state.following.get_or_insert_with(|| {
+            let spinner = self.bars.add(ProgressBar::new_spinner());
+            spinner
+                .set_style(ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("valid template"));
+            spinner.enable_steady_tick(Duration::from_millis(120));
+            spinner
+        });
+        bar.set_message(format!("Following: {reading}"));
+    }
+
+    /// The lag bar's share of `event`; true when the bar says all of it (no line to print).
+    fn follow_event(&self, state: &mut TerminalState, event: &Event) -> bool {
+        match event {
+            Event::Following(reading) => {
+                self.show_following(state, reading);
+                true
+            }
+            Event::Notice(Notice::Migration(MigrationNews::Lag(_))) => state.following.is_some(),
+            Event::Notice(Notice::Migration(MigrationNews::CuttingOver { .. })) | Event::Phase(_) => {
+                if let Some(bar) = state.following.take() {
+                    bar.finish_and_clear();
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
     /// A spinner for a table while it runs, above the overall bar.
     fn table_spinner(&self, activity: Activity, table: &str) -> ProgressBar {
         let spinner = self.bars.insert_from_back(1, ProgressBar::new_spinner());
@@ -137,6 +170,11 @@ impl Reporter for TerminalReporter {
                 state.show(report);
                 return;
             }
+            Event::Following(_) | Event::Notice(_) | Event::Phase(_) => {
+                if self.follow_event(&mut state, &event) {
+                    return;
+                }
+            }
             Event::Table { activity, table, line } => {
                 let key = (*activity, table.clone());
                 match line.state() {
@@ -155,6 +193,9 @@ impl Reporter for TerminalReporter {
             Event::Summary(_) | Event::Finished { .. } => {
                 for (_, spinner) in state.running.drain() {
                     spinner.finish_and_clear();
+                }
+                if let Some(bar) = state.following.take() {
+                    bar.finish_and_clear();
                 }
                 if let Some(bar) = state.overall.take() {
                     bar.finish_and_clear();
@@ -213,5 +254,31 @@ mod tests {
         let bar = state.overall.as_ref().unwrap();
         assert_eq!((bar.position(), bar.length()), (120 << 20, Some(120 << 20)));
         assert!(bar.message().starts_with("1/2 steps"), "{}", bar.message());
+    }
+
+    #[test]
+    fn while_following_the_lag_is_a_bar_and_its_lines_are_left_to_plain_output() {
+        let reporter = quiet();
+        let reading = LagReading {
+            bytes: 2048,
+            seconds: Some(0.4),
+            rows: 12,
+        };
+        reporter.emit(Event::Following(reading));
+        {
+            let state = reporter.state.lock().unwrap();
+            let bar = state.following.as_ref().expect("a lag bar");
+            assert_eq!(
+                bar.message(),
+                "Following: the target is 2.0K behind (replay lag 0.4 s); 12 row change(s) applied"
+            );
+        }
+        reporter.emit(Event::Notice(Notice::Migration(MigrationNews::CuttingOver {
+            reason: "Enter pressed".to_string(),
+        })));
+        assert!(
+            reporter.state.lock().unwrap().following.is_none(),
+            "the cut-over ends the bar"
+        );
     }
 }

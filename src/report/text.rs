@@ -915,6 +915,21 @@ pub fn archive_listing(
     listing
 }
 
+impl fmt::Display for super::LagReading {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.seconds.map_or_else(
+            || "no replay lag reported yet".to_string(),
+            |seconds| format!("replay lag {seconds:.1} s"),
+        );
+        write!(
+            formatter,
+            "the target is {} behind ({seconds}); {} row change(s) applied",
+            human_size(self.bytes.max(0) as u64),
+            self.rows
+        )
+    }
+}
+
 impl fmt::Display for super::MigrationNews {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         use super::MigrationNews;
@@ -928,21 +943,19 @@ impl fmt::Display for super::MigrationNews {
                 formatter,
                 "Publication {publication} ({tables} table(s)) and replication slot {slot} created on the source at {position}: the copy is made from the slot's snapshot"
             ),
-            MigrationNews::Subscribed { subscription } => write!(
+            MigrationNews::Subscribed {
+                subscription,
+                enter_cuts_over,
+            } => write!(
                 formatter,
-                "Subscription {subscription} created on the target: applying the source's changes made since the copy's snapshot"
+                "Subscription {subscription} created on the target: applying the source's changes made since the copy's snapshot; {}",
+                match enter_cuts_over {
+                    true =>
+                        "to cut over, stop the writes to the source, then press Enter here (or run dbsync migrate --cutover)",
+                    false => "to cut over, stop the writes to the source, then run dbsync migrate --cutover",
+                }
             ),
-            MigrationNews::Lag { bytes, seconds, rows } => {
-                let seconds = seconds.map_or_else(
-                    || "no replay lag reported yet".to_string(),
-                    |seconds| format!("replay lag {seconds:.1} s"),
-                );
-                write!(
-                    formatter,
-                    "Following: the target is {} behind ({seconds}); {rows} row change(s) applied",
-                    human_size((*bytes).max(0) as u64)
-                )
-            }
+            MigrationNews::Lag(reading) => write!(formatter, "Following: {reading}"),
             MigrationNews::CuttingOver { reason } => write!(formatter, "Cutting over ({reason})"),
             MigrationNews::CaughtUp { position } => {
                 write!(
@@ -950,6 +963,21 @@ impl fmt::Display for super::MigrationNews {
                     "The target applied every change up to the source's WAL position {position}"
                 )
             }
+            MigrationNews::WritesStopped { sessions } => write!(
+                formatter,
+                "Writes to the source stopped (--stop-writes): the database is read-only for new sessions, and {sessions} session(s) of it were ended"
+            ),
+            MigrationNews::SourceWrites {
+                database,
+                read_only: true,
+            } => write!(
+                formatter,
+                "The source database stays read-only: the application writes to the target now (ALTER DATABASE {database} RESET default_transaction_read_only undoes it)"
+            ),
+            MigrationNews::SourceWrites { read_only: false, .. } => write!(
+                formatter,
+                "The cut-over did not complete: the source database is writable again"
+            ),
             MigrationNews::SessionLost { server } => write!(
                 formatter,
                 "The {server} ended dbsync's session (a restart? a network cut?): waiting for it to come back; the subscription reconnects by itself"

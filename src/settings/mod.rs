@@ -408,6 +408,8 @@ pub struct MigrationSettings {
     pub replica_identity_full: bool,
     /// Compare every table by checksum once cut over (not with `--no-verify`).
     pub verify: bool,
+    /// `--stop-writes`: the cut-over makes the source database read-only and ends its sessions.
+    pub stop_writes: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -721,6 +723,7 @@ pub fn resolve_migrate(arguments: &MigrateArguments, environment: &Environment) 
         subscription_password: arguments.subscription_password,
         replica_identity_full: arguments.replica_identity_full,
         verify: !arguments.no_verify,
+        stop_writes: arguments.stop_writes,
     });
     Ok(settings)
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::harness::{BackgroundSession, Cluster, clusters, dedicated_cluster};
+use crate::harness::{
+    BackgroundSession, Cluster, cluster_of_major, cluster_of_major_with, clusters, dedicated_cluster,
+};
 use crate::{assert_exit, text};
 
 const LOGICAL: &str = "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10";
@@ -42,8 +44,12 @@ fn bank_on(source: &Cluster, database: &str) {
 /// Inserts, updates and deletes across the tables, a transaction every few milliseconds, until
 /// dropped.
 fn write_load(database: &str, application: &str) -> BackgroundSession<'static> {
+    write_load_on(logical_source(), database, application)
+}
+
+fn write_load_on<'a>(source: &'a Cluster, database: &str, application: &str) -> BackgroundSession<'a> {
     BackgroundSession::start(
-        logical_source(),
+        source,
         database,
         "DO $$ BEGIN FOR i IN 1..1000000 LOOP \
            INSERT INTO accounts (owner) VALUES ('new ' || i); \
@@ -475,6 +481,160 @@ fn a_restart_of_either_server_while_following_is_waited_out() {
     assert_eq!(
         bank_contents(&target, "restarted_new"),
         bank_contents(&source, "restarted")
+    );
+    assert_nothing_left_between(from, to);
+}
+
+#[test]
+fn enter_at_the_terminal_cuts_over() {
+    use std::io::{Read, Write};
+    bank("migrate_enter");
+    let command = format!(
+        "{} migrate --yes --subscription-password --source '{}' --target '{}'",
+        env!("CARGO_BIN_EXE_dbsync"),
+        logical_source().uri("migrate_enter"),
+        clusters().target.uri("migrate_enter_new")
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .env("PGPASSFILE", "/dev/null")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("util-linux script");
+    // Typed at once: the terminal keeps the line until the follow reads it.
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut written = String::new();
+        stdout.read_to_string(&mut written).unwrap();
+        written
+    });
+    let status = wait_for(&mut child);
+    let written = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{written}");
+    for line in [
+        "then press Enter here",
+        "Cutting over (Enter pressed)",
+        "target verified",
+    ] {
+        assert!(written.contains(line), "{line}:\n{written}");
+    }
+    assert_eq!(
+        bank_contents(&clusters().target, "migrate_enter_new"),
+        bank_contents(logical_source(), "migrate_enter")
+    );
+    assert_nothing_left("migrate_enter", "migrate_enter_new");
+}
+
+/// A migration that follows with `extra` arguments, its output in `log`.
+fn start_following_with(source: &str, target: &str, extra: &[&str], log: &std::path::Path) -> Child {
+    let file = std::fs::File::create(log).unwrap();
+    migrate_command(source, target)
+        .args(["--subscription-password", "--yes"])
+        .args(extra)
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn stop_writes_ends_the_writers_and_leaves_the_source_read_only() {
+    bank("migrate_stop");
+    let mut load = write_load("migrate_stop", "migrate_stop_load");
+    let work = crate::dump_dir();
+    let log = work.path().join("migrate.log");
+    // Cut over as soon as it follows, the load still writing: --stop-writes stops it.
+    let mut follower = start_following_with(
+        "migrate_stop",
+        "migrate_stop_new",
+        &["--stop-writes", "--cutover-when-lag-below", "1GB"],
+        &log,
+    );
+    let status = wait_for(&mut follower);
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{written}");
+    for line in [
+        "Writes to the source stopped (--stop-writes): the database is read-only for new sessions",
+        "target verified",
+        "The source database stays read-only",
+    ] {
+        assert!(written.contains(line), "{line}:\n{written}");
+    }
+    assert!(!load.still_connected(), "the writing session was not ended");
+    let refused = logical_source().psql_refused("migrate_stop", "INSERT INTO ledger (note) VALUES ('late')");
+    assert!(refused.contains("read-only transaction"), "{refused}");
+    assert_eq!(
+        bank_contents(&clusters().target, "migrate_stop_new"),
+        bank_contents(logical_source(), "migrate_stop")
+    );
+    assert_nothing_left("migrate_stop", "migrate_stop_new");
+}
+
+#[test]
+fn a_cutover_that_fails_after_stopping_writes_makes_the_source_writable_again() {
+    bank("migrate_stop_failed");
+    let work = crate::dump_dir();
+    let log = work.path().join("migrate.log");
+    let mut follower = start_following_with("migrate_stop_failed", "migrate_stop_failed_new", &[], &log);
+    wait_until_following(&mut follower, &log);
+    // A change the target cannot apply, then at once the ask to stop writes and cut over: the
+    // target never catches up.
+    logical_source().psql(
+        "migrate_stop_failed",
+        "ALTER TABLE accounts ADD COLUMN nickname text; INSERT INTO accounts (owner, nickname) VALUES ('new', 'nick')",
+    );
+    let asked = migrate_command("migrate_stop_failed", "migrate_stop_failed_new")
+        .args(["--cutover", "--stop-writes"])
+        .output()
+        .unwrap();
+    assert_exit(&asked, 0);
+    let status = wait_for(&mut follower);
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{written}");
+    for line in [
+        "Writes to the source stopped (--stop-writes)",
+        "the target stopped applying the source's changes",
+        "The cut-over did not complete: the source database is writable again",
+    ] {
+        assert!(written.contains(line), "{line}:\n{written}");
+    }
+    logical_source().psql("migrate_stop_failed", "INSERT INTO ledger (note) VALUES ('writable')");
+    assert_nothing_left("migrate_stop_failed", "migrate_stop_failed_new");
+}
+
+#[test]
+fn a_thirteen_source_under_writes_migrates_into_a_fourteen_target() {
+    // A 13 source creates its slot with the older EXPORT_SNAPSHOT syntax; a 14 target has no
+    // apply error counts, so a failing worker is told by its restarts alone.
+    let source = cluster_of_major_with("migrate_source_13", 13, LOGICAL);
+    let target = cluster_of_major("migrate_target_14", 14);
+    bank_on(&source, "old_bank");
+    let (from, to) = ((&source, "old_bank"), (&target, "old_bank_new"));
+    let load = write_load_on(&source, "old_bank", "old_bank_load");
+    let work = crate::dump_dir();
+    let log = work.path().join("migrate.log");
+    let mut follower = follow_between(from, to, &log);
+    wait_until_following(&mut follower, &log);
+    std::thread::sleep(Duration::from_secs(2));
+    drop(load);
+    let asked = migrate_between(from, to).arg("--cutover").output().unwrap();
+    assert_exit(&asked, 0);
+    let status = wait_for(&mut follower);
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{written}");
+    assert!(written.contains("target verified"), "{written}");
+    assert_eq!(
+        bank_contents(&target, "old_bank_new"),
+        bank_contents(&source, "old_bank")
+    );
+    assert!(
+        source.psql("old_bank", "SELECT count(*) > 50 FROM ledger WHERE note LIKE 'load %'") == "t",
+        "the load wrote too little to mean anything"
     );
     assert_nothing_left_between(from, to);
 }

@@ -6,18 +6,20 @@
 //! subscription, the slot and the publication. `engine::run` puts the copy (a sync) between
 //! `prepare` and `follow`, and `clean_up` after them on every way out.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use crate::catalog::{self, MIGRATION_PREFIX, QualifiedName};
+use crate::catalog::{self, CutoverRequest, MIGRATION_PREFIX, QualifiedName};
 use crate::connection::Endpoint;
 use crate::engine::context::RunContext;
 use crate::engine::replication::{MigrationObjects, SlotSession, Watch, WorkerHealth};
 use crate::engine::{interruptible, preflight};
 use crate::errors::SyncError;
 use crate::plan::Plan;
-use crate::report::{Event, MigrationNews, Notice, Phase, Warning};
+use crate::report::{Event, LagReading, MigrationNews, Notice, Phase, Warning};
 use crate::settings::MigrationSettings;
 use crate::usage_error;
 
@@ -43,6 +45,8 @@ struct Following {
     said: Option<Instant>,
     /// The target's rows written when the follow began.
     rows_at_start: Option<i64>,
+    /// Raised when Enter is pressed at the terminal.
+    enter: Option<Arc<AtomicBool>>,
 }
 
 impl Migrate<'_> {
@@ -128,6 +132,13 @@ impl Migrate<'_> {
                 "the source role {} may not open a replication connection\nhint: ALTER ROLE {} REPLICATION on the source, or migrate as a role that may",
                 self.source.user,
                 self.source.user
+            ));
+        }
+        if self.options.stop_writes && !interruptible(cancellation, catalog::may_stop_writes(client)).await? {
+            return Err(usage_error!(
+                "the source role {} may not stop the writes to {} (--stop-writes)\nhint: migrate as a superuser of the source, or as the database's owner with GRANT pg_signal_backend; or stop the writes yourself and leave out --stop-writes",
+                self.source.user,
+                self.source.dbname
             ));
         }
         let members = plan.members();
@@ -283,7 +294,7 @@ impl Migrate<'_> {
 
     /// `--abandon`: what a migration of this pair left, removed.
     pub(in crate::engine) async fn abandon(&mut self) -> Result<(), SyncError> {
-        let source = interruptible(&self.context.cancellation, catalog::connect(self.source, "source")).await?;
+        let source = interruptible(&self.context.cancellation, catalog::connect_writable(self.source)).await?;
         self.remove_leftovers(&source).await
     }
 
@@ -296,12 +307,14 @@ impl Migrate<'_> {
         let creating = catalog::create_subscription(&watch.target, &subscription, &connection);
         interruptible(&self.context.cancellation, creating).await?;
         self.objects().subscription = Some(subscription.clone());
+        let enter = crate::report::prompt::watch_for_enter();
         self.context
             .emit(Event::Notice(Notice::Migration(MigrationNews::Subscribed {
                 subscription: subscription.clone(),
+                enter_cuts_over: enter.is_some(),
             })));
-        self.follow_until_cutover(&mut watch, &subscription).await?;
-        self.cut_over(&mut watch, &subscription).await
+        let stop_writes = self.follow_until_cutover(&mut watch, &subscription, enter).await?;
+        self.cut_over(&mut watch, &subscription, stop_writes).await
     }
 
     /// `--cutover`: the migration of this pair, found by its subscription in the target: asked
@@ -322,9 +335,13 @@ impl Migrate<'_> {
         )
         .await?;
         if following {
+            let request = match self.options.stop_writes {
+                true => CutoverRequest::StopWritesAndCutOver,
+                false => CutoverRequest::CutOver,
+            };
             interruptible(
                 &self.context.cancellation,
-                catalog::request_cutover(&watch.target, &subscription),
+                catalog::request_cutover(&watch.target, &subscription, request),
             )
             .await?;
             return self.wait_for_follower(&mut watch, &subscription).await;
@@ -336,7 +353,7 @@ impl Migrate<'_> {
             subscription: Some(subscription.clone()),
             sequences: plan.sequences.clone(),
         });
-        self.cut_over(&mut watch, &subscription).await
+        self.cut_over(&mut watch, &subscription, self.options.stop_writes).await
     }
 
     /// `--cutover` while another dbsync follows: until it has removed the subscription.
@@ -409,18 +426,27 @@ impl Migrate<'_> {
     }
 
     /// Reads the lag every `FOLLOW_TICK` and says it every `LAG_EVERY`, until the lag is below
-    /// `--cutover-when-lag-below` or `dbsync migrate --cutover` asks; a subscription whose worker
-    /// keeps failing ends the run. A server's restart is waited out.
-    async fn follow_until_cutover(&mut self, watch: &mut Watch, subscription: &str) -> Result<(), SyncError> {
+    /// `--cutover-when-lag-below`, Enter is pressed or `dbsync migrate --cutover` asks; a
+    /// subscription whose worker keeps failing ends the run. A server's restart is waited out.
+    /// Returns whether the cut-over is to stop the writes (`--stop-writes` here or in the ask).
+    async fn follow_until_cutover(
+        &mut self,
+        watch: &mut Watch,
+        subscription: &str,
+        enter: Option<Arc<AtomicBool>>,
+    ) -> Result<bool, SyncError> {
         self.context.emit(Event::Phase(Phase::Follow));
         let naming = watch.name_target_session(Self::follower_name(subscription));
         interruptible(&self.context.cancellation, naming).await?;
-        let mut following = Following::default();
+        let mut following = Following {
+            enter,
+            ..Following::default()
+        };
         loop {
             match self.follow_tick(watch, subscription, &mut following).await {
-                Ok(Some(reason)) => {
+                Ok(Some((reason, stop_writes))) => {
                     self.start_cutover(reason);
-                    return Ok(());
+                    return Ok(stop_writes || self.options.stop_writes);
                 }
                 Ok(None) => {}
                 Err(error) => {
@@ -432,40 +458,55 @@ impl Migrate<'_> {
         }
     }
 
-    /// One reading while following: why to cut over now, if it is time.
+    /// One reading while following: why to cut over now, if it is time, and whether the ask
+    /// was to stop the writes too.
     async fn follow_tick(
         &mut self,
         watch: &Watch,
         subscription: &str,
         following: &mut Following,
-    ) -> Result<Option<String>, SyncError> {
+    ) -> Result<Option<(String, bool)>, SyncError> {
         let (state, lag) = self.readings(watch, subscription).await?;
         if following.health.stopped(&state, &lag, Instant::now()) {
             return Err(stopped_applying());
         }
         let rows_at_start = *following.rows_at_start.get_or_insert(state.rows_written);
+        let reading = LagReading {
+            bytes: lag.bytes,
+            seconds: lag.seconds,
+            rows: (state.rows_written - rows_at_start).max(0),
+        };
+        self.context.emit(Event::Following(reading));
         if following.said.is_none_or(|said| said.elapsed() >= LAG_EVERY) {
             following.said = Some(Instant::now());
-            self.context.emit(Event::Notice(Notice::Migration(MigrationNews::Lag {
-                bytes: lag.bytes,
-                seconds: lag.seconds,
-                rows: (state.rows_written - rows_at_start).max(0),
-            })));
+            self.context
+                .emit(Event::Notice(Notice::Migration(MigrationNews::Lag(reading))));
+        }
+        if following
+            .enter
+            .as_ref()
+            .is_some_and(|pressed| pressed.load(Ordering::SeqCst))
+        {
+            return Ok(Some(("Enter pressed".to_string(), false)));
         }
         if let Some(limit) = self.options.cutover_when_lag_below
             && lag.active
             && lag.bytes <= limit as i64
         {
-            return Ok(Some(format!(
-                "the lag is {} bytes, below --cutover-when-lag-below",
-                lag.bytes.max(0)
+            return Ok(Some((
+                format!("the lag is {} bytes, below --cutover-when-lag-below", lag.bytes.max(0)),
+                false,
             )));
         }
         let requested = catalog::cutover_requested(&watch.target, subscription);
-        if interruptible(&self.context.cancellation, requested).await? {
-            return Ok(Some("dbsync migrate --cutover asked".to_string()));
-        }
-        Ok(None)
+        Ok(interruptible(&self.context.cancellation, requested)
+            .await?
+            .map(|request| {
+                (
+                    "dbsync migrate --cutover asked".to_string(),
+                    request == CutoverRequest::StopWritesAndCutOver,
+                )
+            }))
     }
 
     fn start_cutover(&mut self, reason: String) {
@@ -503,10 +544,20 @@ impl Migrate<'_> {
 
     /// Waits until the target applied everything up to the source's WAL position now, sets the
     /// sequences, and removes the subscription, the slot and the publication.
-    async fn cut_over(&mut self, watch: &mut Watch, subscription: &str) -> Result<(), SyncError> {
+    async fn cut_over(&mut self, watch: &mut Watch, subscription: &str, stop_writes: bool) -> Result<(), SyncError> {
         self.context.emit(Event::Phase(Phase::Cutover));
         if self.context.cutover_started.is_none() {
             self.start_cutover("dbsync migrate --cutover".to_string());
+        }
+        if stop_writes {
+            self.context.source_made_read_only = true;
+            let sessions = interruptible(&self.context.cancellation, catalog::stop_writes(&watch.source)).await?;
+            // The downtime counts from here: the application could write until now.
+            self.context.cutover_started = Some(Instant::now());
+            self.context
+                .emit(Event::Notice(Notice::Migration(MigrationNews::WritesStopped {
+                    sessions,
+                })));
         }
         let position = self.catch_up(watch, subscription).await?;
         self.context
@@ -573,6 +624,41 @@ impl Migrate<'_> {
         Ok(false)
     }
 
+    /// After a run with `--stop-writes` that made the source read-only: it stays so once the
+    /// migration succeeded (said, with how to undo it), and is made writable again otherwise.
+    pub(in crate::engine) async fn settle_source_writes(&mut self, succeeded: bool) {
+        if !self.context.source_made_read_only {
+            return;
+        }
+        let database = catalog::quote_identifier(&self.source.dbname);
+        if succeeded {
+            self.context
+                .emit(Event::Notice(Notice::Migration(MigrationNews::SourceWrites {
+                    database,
+                    read_only: true,
+                })));
+            return;
+        }
+        let allowing = async {
+            let client = catalog::connect_writable(self.source).await?;
+            catalog::allow_writes(&client).await
+        };
+        match tokio::time::timeout(Duration::from_secs(30), allowing).await {
+            Ok(Ok(())) => self
+                .context
+                .emit(Event::Notice(Notice::Migration(MigrationNews::SourceWrites {
+                    database,
+                    read_only: false,
+                }))),
+            Ok(Err(error)) => self.context.warn(Warning::Other(format!(
+                "{error:#}: the source database is still read-only; ALTER DATABASE {database} RESET default_transaction_read_only makes it writable"
+            ))),
+            Err(_) => self.context.warn(Warning::Other(format!(
+                "making the source writable again timed out: ALTER DATABASE {database} RESET default_transaction_read_only does it"
+            ))),
+        }
+    }
+
     /// Removes what the migration made, on every way out: the subscription (detached from its
     /// slot first, so that the source need not be reached for it), then the slot (once its
     /// sender is gone) and the publication. Not interruptible: a signal is why it runs. What
@@ -595,7 +681,7 @@ impl Migrate<'_> {
                 ))),
             }
         }
-        let source = match catalog::connect(self.source, "source").await {
+        let source = match catalog::connect_writable(self.source).await {
             Ok(source) => source,
             Err(error) => {
                 self.context.warn(Warning::Other(format!(
