@@ -9,6 +9,7 @@
 #
 #   scripts/bench.sh [--scale N] [--jobs N] [--runs N] [--datasets large,many,huge,rich,small,incremental,merge,clone,subset,migrate]
 #                    [--contenders LIST] [--server-config durable|tuned|fast] [--baseline BINARY]
+#                    [--pgcopydb BINARY]
 #                    [--no-scaling] [--keep]
 #
 #   --scale N        pgbench scale of *large* (default 20, about 500 MB in all)
@@ -42,6 +43,8 @@
 #   --server-config  durable: PostgreSQL's defaults (fsync on); tuned (default): shared_buffers
 #                    512MB, max_wal_size 8GB, checkpoint_timeout 30min, maintenance_work_mem 256MB;
 #                    fast: the defaults with fsync and full_page_writes off
+#   --pgcopydb BIN   the pgcopydb to measure (default: Debian's, installed with apt-get), e.g. a
+#                    newer release built from its sources
 #   --baseline BIN   also time another dbsync binary (contender "baseline", default mode), e.g. a
 #                    build of the previous commit, to show what a change did to the speed
 #   --no-scaling     skip the extra *large* at twice the scale (dbsync and pg_dump), which checks that
@@ -63,6 +66,7 @@ server_config=tuned
 scaling=yes
 keep=no
 baseline=
+pgcopydb=pgcopydb
 while [ $# -gt 0 ]; do
     case $1 in
         --scale) scale=$2; shift 2 ;;
@@ -72,15 +76,16 @@ while [ $# -gt 0 ]; do
         --contenders) contenders=$2; shift 2 ;;
         --server-config) server_config=$2; shift 2 ;;
         --baseline) baseline=$(realpath "$2"); shift 2 ;;
+        --pgcopydb) pgcopydb=$(realpath "$2"); shift 2 ;;
         --no-scaling) scaling=no; shift ;;
         --keep) keep=yes; shift ;;
-        -h | --help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,/^set -e/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 
 ensure_postgres
-ensure_package pgcopydb pgcopydb
+[ "$pgcopydb" = pgcopydb ] && ensure_package pgcopydb pgcopydb
 cargo build --release --quiet
 bin=$(postgres_bin_dir)
 # pgcopydb follows with wal2json.
@@ -549,8 +554,8 @@ run_contender() {
             local split=()
             [ "$name" = pgcopydb-split ] && split=(--split-tables-larger-than 128MB)
             measured=$(timed "$log" bash -c 'createdb -h "$1" -p "$2" -U postgres bench_copy &&
-                pgcopydb clone --source "$3" --target "$4" --table-jobs "$5" --index-jobs "$5" --dir "$6" "${@:7}"' - \
-                "$base" "$target_port" "$source" "$target" "$jobs" "$base/work/pgcopydb" "${split[@]}") ||
+                "$7" clone --source "$3" --target "$4" --table-jobs "$5" --index-jobs "$5" --dir "$6" "${@:8}"' - \
+                "$base" "$target_port" "$source" "$target" "$jobs" "$base/work/pgcopydb" "$pgcopydb" "${split[@]}") ||
                 { echo "pgcopydb failed, see $log" >&2; exit 1; }
             echo "${measured%% *} - - ${measured#* } -"
             ;;
@@ -584,29 +589,37 @@ measure_downtime() {
         read -r ready ended code <<<"$measured"
         [ "$code" = 0 ] && equal="yes (verify --checksum)" || equal="no: exit $code, see $log"
         printf 'dbsync migrate\t%s\t%s\t%s\n' "$ready" "$ended" "$equal" >>"$downtimes"
-        printf '  migrate    round %d  %-24s %6.2f s ready, %6.2f s verified\n' "$round" "dbsync migrate" "$ready" "$ended"
+        printf '  migrate    round %d  %-24s %6s s ready, %6s s verified\n' "$round" "dbsync migrate" "$ready" "$ended"
 
         # pgcopydb ends its follow once a change past the end position arrives: one row is
-        # written for it right after the end position is set.
+        # written for it right after the end position is set. Releases after 0.10 keep the
+        # sentinel in their --dir.
         reset_target
         psql_on "$target_port" -d postgres -c "CREATE DATABASE bench_copy"
         log=$base/logs/migrate-pgcopydb-$round.log
         measured=$(python3 scripts/lib/downtime.py "$log" "The pgcopydb sentinel has enabled applying changes" 10 "$load" \
-            "pgcopydb clone --follow --source '$source' --target '$target' --table-jobs $jobs --index-jobs $jobs --dir '$base/work/pgcopydb'" \
-            "pgcopydb stream sentinel set endpos --current --source '$source' && psql -X -q -h '$base' -p $source_port -U postgres -d $database -c 'INSERT INTO bench_tick DEFAULT VALUES'") ||
+            "'$pgcopydb' clone --follow --source '$source' --target '$target' --table-jobs $jobs --index-jobs $jobs --dir '$base/work/pgcopydb'" \
+            "{ '$pgcopydb' stream sentinel set endpos --current --dir '$base/work/pgcopydb' --source '$source' || '$pgcopydb' stream sentinel set endpos --current --source '$source'; } && psql -X -q -h '$base' -p $source_port -U postgres -d $database -c 'INSERT INTO bench_tick DEFAULT VALUES'") ||
             { echo "pgcopydb clone --follow failed, see $log" >&2; exit 1; }
         read -r ready ended code <<<"$measured"
-        # Compared without the row written past the end position and pgcopydb's own table.
-        if [ "$code" = 0 ] && "$dbsync" verify --checksum --source "$source" --target "$target" --jobs "$jobs" \
-            --exclude 'bench_tick,pgcopydb.sentinel' >"$log.verify" 2>&1; then
+        # It leaves its slot (and, before 0.11, a sentinel table) on the source, and its origin on
+        # the target: removed before the comparison, which leaves out the row written past the end
+        # position.
+        "$pgcopydb" stream cleanup --source "$source" --target "$target" --dir "$base/work/pgcopydb" >>"$log" 2>&1 || true
+        if [ "$code" = timeout ]; then
+            equal="no: not caught up 600 s after writes stopped (ended there)"
+        elif [ "$ready" = - ]; then
+            equal="no: it failed while following (exit $code), see $log"
+        elif [ "$code" = 0 ] && "$dbsync" verify --checksum --source "$source" --target "$target" --jobs "$jobs" \
+            --exclude bench_tick >"$log.verify" 2>&1; then
             equal="yes (dbsync verify --checksum, not timed)"
+        elif [ "$code" = 0 ]; then
+            equal="no: $(grep -A 2 'difference(s):' "$log.verify" | tr -s ' ' | tr '\n' ' ' || true)"
         else
-            equal="no: exit $code, see $log.verify"
+            equal="no: exit $code, see $log"
         fi
-        # It leaves its slot and sentinel schema on the source, and its origin on the target.
-        pgcopydb stream cleanup --source "$source" --target "$target" --dir "$base/work/pgcopydb" >>"$log" 2>&1 || true
         printf 'pgcopydb clone --follow\t%s\t%s\t%s\n' "$ended" "$ended" "$equal" >>"$downtimes"
-        printf '  migrate    round %d  %-24s %6.2f s ready\n' "$round" "pgcopydb clone --follow" "$ended"
+        printf '  migrate    round %d  %-24s %6s s ready\n' "$round" "pgcopydb clone --follow" "$ended"
     done
 }
 
@@ -786,11 +799,13 @@ if downtimes:
     print("|---|---|---|---|---|")
     for name in dict.fromkeys(row[0] for row in downtimes):
         measured = [row for row in downtimes if row[0] == name]
-        ready = [float(row[1]) for row in measured]
-        ended = [float(row[2]) for row in measured]
-        verdicts = "; ".join(dict.fromkeys(row[3] for row in measured))
-        print(f"| {name} | {statistics.median(ready):.2f} | {' '.join(f'{r:.2f}' for r in ready)} | "
-              f"{statistics.median(ended):.2f} | {verdicts} |")
+        # "-": no cut-over (it failed, or was not caught up within the limit); medians of the rest.
+        ready = [row[1] for row in measured]
+        ended = [row[2] for row in measured]
+        median = lambda values: (f"{statistics.median(float(v) for v in values if v != '-'):.2f}"
+                                 if any(v != "-" for v in values) else "-")
+        verdicts = "; ".join(f"round {round}: {row[3]}" for round, row in enumerate(measured, 1))
+        print(f"| {name} | {median(ready)} | {' '.join(ready)} | {median(ended)} | {verdicts} |")
 print()
 print("| dataset | contender | median s | runs (s) | ratio to dbsync | dbsync peak RSS | dbsync peak dump dir |")
 print("|---|---|---|---|---|---|---|")

@@ -7,7 +7,8 @@ LOAD, FOLLOW and CUTOVER are shell commands. FOLLOW writes LOG and prints READY_
 follows; FOLLOW_SECONDS later the load is stopped (the moment writes stop), CUTOVER is run, and
 the time is taken when DONE_TEXT appears in LOG (the target is ready) and when FOLLOW ends.
 Prints "ready_seconds ended_seconds exit_code", seconds from writes stopped; without DONE_TEXT,
-ready is when FOLLOW ends.
+ready is when FOLLOW ends. A FOLLOW still running LIMIT seconds after writes stopped is ended
+there, and "- - timeout" printed; one that ended by itself before, "- - exit_code".
 """
 
 import os
@@ -18,6 +19,8 @@ import time
 
 log, ready_text, follow_seconds, load, follow, cutover, *rest = sys.argv[1:]
 done_text = rest[0] if rest else None
+# Seconds after writes stopped that a cut-over may take before it is given up.
+LIMIT = 600
 
 
 def logged():
@@ -42,7 +45,7 @@ def stop_load():
 
 time.sleep(3)
 with open(log, "w") as output:
-    follower = subprocess.Popen(follow, shell=True, stdout=output, stderr=subprocess.STDOUT)
+    follower = subprocess.Popen(follow, shell=True, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 started = time.monotonic()
 while ready_text not in logged():
     if follower.poll() is not None:
@@ -54,6 +57,10 @@ while ready_text not in logged():
     time.sleep(0.2)
 time.sleep(float(follow_seconds))
 stop_load()
+if follower.poll() is not None:
+    # It ended on its own while following: a failure, not a cut-over.
+    print(f"- - {follower.returncode}")
+    sys.exit(0)
 writes_stopped = time.monotonic()
 asking = subprocess.Popen(cutover, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 ready = None
@@ -64,9 +71,12 @@ while True:
     if follower.poll() is not None:
         ended = now
         break
-    if now > 600:
-        follower.kill()
-        sys.exit(f"no cut-over within 10 minutes of writes stopped; see {log}")
+    if now > LIMIT:
+        os.killpg(follower.pid, signal.SIGTERM)
+        follower.wait()
+        asking.wait()
+        print("- - timeout")
+        sys.exit(0)
     time.sleep(0.02)
 asking.wait()
 print(f"{ready if ready is not None else ended:.2f} {ended:.2f} {follower.returncode}")

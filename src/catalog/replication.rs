@@ -382,7 +382,8 @@ pub async fn cutover_requested(client: &Client, name: &str) -> Result<Option<Cut
 }
 
 /// `--stop-writes`: new sessions of the source database are read-only, and its other client
-/// sessions are ended (their open transactions roll back); returns how many were ended.
+/// sessions are ended (their open transactions roll back), dbsync's own (which only read) aside;
+/// returns how many were ended.
 pub async fn stop_writes(client: &Client) -> Result<i64> {
     client
         .batch_execute(
@@ -393,7 +394,8 @@ pub async fn stop_writes(client: &Client) -> Result<i64> {
     let row = client
         .query_one(
             "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend'",
+             WHERE datname = current_database() AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend' \
+               AND application_name NOT LIKE 'dbsync%'",
             &[],
         )
         .await

@@ -173,6 +173,7 @@ async fn verify_cut_over(context: &mut RunContext<'_>, verify: bool, started: In
         crate::report::MigrationNews::Downtime {
             seconds: started.elapsed().as_secs_f64(),
             verified: verify && differences.is_empty(),
+            since_writes_stopped: context.source_made_read_only,
         },
     )));
     if differences.is_empty() {

@@ -429,7 +429,12 @@ pub enum MigrationNews {
     /// Tables given `REPLICA IDENTITY FULL` on the source (`--replica-identity-full`).
     IdentityFull { tables: Vec<String> },
     /// From the cut-over's start to the target verified.
-    Downtime { seconds: f64, verified: bool },
+    /// `since_writes_stopped` with `--stop-writes`, which stopped them.
+    Downtime {
+        seconds: f64,
+        verified: bool,
+        since_writes_stopped: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -170,11 +170,7 @@ impl Reporter for TerminalReporter {
                 state.show(report);
                 return;
             }
-            Event::Following(_) | Event::Notice(_) | Event::Phase(_) => {
-                if self.follow_event(&mut state, &event) {
-                    return;
-                }
-            }
+            Event::Following(_) | Event::Notice(_) | Event::Phase(_) if self.follow_event(&mut state, &event) => return,
             Event::Table { activity, table, line } => {
                 let key = (*activity, table.clone());
                 match line.state() {

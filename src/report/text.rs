@@ -1012,9 +1012,18 @@ impl fmt::Display for super::MigrationNews {
                 "REPLICA IDENTITY FULL set on the source for the tables without a primary key: {}",
                 tables.join(", ")
             ),
-            MigrationNews::Downtime { seconds, verified } => write!(
+            MigrationNews::Downtime {
+                seconds,
+                verified,
+                since_writes_stopped,
+            } => write!(
                 formatter,
-                "Cut-over took {seconds:.1} s (from its start to the target {})",
+                "Cut-over took {seconds:.1} s (from {} to the target {})",
+                if *since_writes_stopped {
+                    "the writes stopped"
+                } else {
+                    "its start"
+                },
                 if *verified { "verified" } else { "ready" }
             ),
         }

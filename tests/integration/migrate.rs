@@ -278,7 +278,8 @@ fn what_logical_replication_cannot_do_is_refused_before_anything_is_made() {
     logical_source().create_database("migrate_no_key");
     logical_source().psql(
         "migrate_no_key",
-        "CREATE TABLE events (at timestamptz, what text); INSERT INTO events VALUES (now(), 'x')",
+        "CREATE TABLE events (at timestamptz, what text); INSERT INTO events VALUES (now(), 'x'); \
+         SELECT lo_from_bytea(0, 'a large object')",
     );
     let refused = migrate_command("migrate_no_key", "migrate_refused_dst")
         .args(["--yes", "--subscription-password"])
@@ -287,6 +288,33 @@ fn what_logical_replication_cannot_do_is_refused_before_anything_is_made() {
     assert_exit(&refused, 2);
     assert!(
         text(&refused).contains("tables without a primary key: events"),
+        "{}",
+        text(&refused)
+    );
+    // Named before the refusal: what logical replication will not carry.
+    assert!(
+        text(&refused).contains("the source has large objects: they are copied as they are at the copy's snapshot"),
+        "{}",
+        text(&refused)
+    );
+    // A role that may not open a replication connection.
+    logical_source().psql(
+        "migrate_no_key",
+        &format!(
+            "CREATE ROLE mover LOGIN PASSWORD '{}'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO mover",
+            crate::harness::PASSWORD
+        ),
+    );
+    let refused = crate::dbsync()
+        .args(["migrate", "--plain", "--yes", "--replica-identity-full", "--source"])
+        .arg(logical_source().uri_as("mover", "migrate_no_key"))
+        .arg("--target")
+        .arg(clusters().target.uri("migrate_refused_dst"))
+        .output()
+        .unwrap();
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("the source role mover may not open a replication connection"),
         "{}",
         text(&refused)
     );

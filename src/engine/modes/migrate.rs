@@ -107,6 +107,11 @@ impl Migrate<'_> {
         major: u32,
         plan: &Plan,
     ) -> Result<Vec<QualifiedName>, SyncError> {
+        if plan.copy_large_objects {
+            self.context.warn(Warning::Other(
+                "the source has large objects: they are copied as they are at the copy's snapshot, but logical replication does not carry later changes to them, so they must not change until the cut-over".to_string(),
+            ));
+        }
         let cancellation = &self.context.cancellation;
         let facts = interruptible(cancellation, catalog::replication_facts(client)).await?;
         // 19 turns logical decoding on by itself while a logical slot exists.
@@ -143,7 +148,15 @@ impl Migrate<'_> {
         }
         let members = plan.members();
         let tables = interruptible(cancellation, catalog::tables_holding_rows(client, &members)).await?;
-        let unidentified = interruptible(cancellation, catalog::tables_without_identity(client, &tables)).await?;
+        self.identify_tables(client, &tables).await?;
+        Ok(tables)
+    }
+
+    /// Tables without a primary key or replica identity: refused, or given `REPLICA IDENTITY
+    /// FULL` with `--replica-identity-full`.
+    async fn identify_tables(&mut self, client: &Client, tables: &[QualifiedName]) -> Result<(), SyncError> {
+        let cancellation = &self.context.cancellation;
+        let unidentified = interruptible(cancellation, catalog::tables_without_identity(client, tables)).await?;
         if !unidentified.is_empty() {
             let names: Vec<String> = unidentified.iter().map(QualifiedName::display_name).collect();
             if !self.options.replica_identity_full {
@@ -158,7 +171,7 @@ impl Migrate<'_> {
                     tables: names,
                 })));
         }
-        Ok(tables)
+        Ok(())
     }
 
     /// The target role may create a subscription, and the target server can log in to the
