@@ -210,18 +210,20 @@ fn a_migration_under_writes_cuts_over_equal_to_the_source_and_leaves_nothing() {
 }
 
 #[test]
-fn ctrl_c_while_following_removes_the_subscription_slot_and_publication() {
+fn ctrl_c_or_sigterm_while_following_removes_the_subscription_slot_and_publication() {
     bank("migrate_interrupted");
     let work = crate::dump_dir();
-    let log = work.path().join("migrate.log");
-    let mut follower = start_following("migrate_interrupted", "migrate_interrupted_new", &log);
-    wait_until_following(&mut follower, &log);
-    kill(Pid::from_raw(follower.id() as i32), Signal::SIGINT).unwrap();
-    let status = wait_for(&mut follower);
-    let written = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(status.code(), Some(130), "{written}");
-    assert!(written.contains("Removed subscription dbsync_migrate_"), "{written}");
-    assert_nothing_left("migrate_interrupted", "migrate_interrupted_new");
+    for (signal, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
+        let log = work.path().join(format!("migrate-{signal}.log"));
+        let mut follower = start_following("migrate_interrupted", "migrate_interrupted_new", &log);
+        wait_until_following(&mut follower, &log);
+        kill(Pid::from_raw(follower.id() as i32), signal).unwrap();
+        let status = wait_for(&mut follower);
+        let written = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(status.code(), Some(code), "{signal}: {written}");
+        assert!(written.contains("Removed subscription dbsync_migrate_"), "{signal}: {written}");
+        assert_nothing_left("migrate_interrupted", "migrate_interrupted_new");
+    }
 }
 
 #[test]
@@ -253,6 +255,48 @@ fn a_killed_migration_is_found_and_abandoned() {
         text(&abandoned)
     );
     assert_nothing_left("migrate_killed", "migrate_killed_new");
+    // Killed again: this time the next migration of the pair removes what it left, then migrates.
+    let log = work.path().join("migrate-again.log");
+    let mut follower = start_following("migrate_killed", "migrate_killed_new", &log);
+    wait_until_following(&mut follower, &log);
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    let again = migrate_command("migrate_killed", "migrate_killed_new")
+        .args(["--subscription-password", "--yes", "--cutover-when-lag-below", "1GB"])
+        .output()
+        .unwrap();
+    assert_exit(&again, 0);
+    for line in [
+        "Removing what an earlier migration of this pair left: slot dbsync_migrate_",
+        "target verified",
+    ] {
+        assert!(text(&again).contains(line), "{line}:\n{}", text(&again));
+    }
+    assert_nothing_left("migrate_killed", "migrate_killed_new");
+}
+
+#[test]
+fn a_source_without_a_free_replication_slot_is_refused() {
+    let source = dedicated_cluster("migrate_no_slot", "-c wal_level=logical -c max_replication_slots=1");
+    source.create_database("full");
+    source.psql("full", "CREATE TABLE items (id int PRIMARY KEY)");
+    source.psql("full", "SELECT pg_create_logical_replication_slot('someone_elses', 'pgoutput')");
+    crate::precious_target("migrate_no_slot_dst");
+    let refused = migrate_between((&source, "full"), (&clusters().target, "migrate_no_slot_dst"))
+        .args(["--yes", "--subscription-password"])
+        .output()
+        .unwrap();
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("the source has no free replication slot"),
+        "{}",
+        text(&refused)
+    );
+    crate::assert_previous_target_intact("migrate_no_slot_dst");
+    assert_eq!(
+        source.psql("full", "SELECT string_agg(slot_name, ',') FROM pg_replication_slots"),
+        "someone_elses"
+    );
 }
 
 #[test]
