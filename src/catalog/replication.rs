@@ -438,6 +438,20 @@ pub async fn may_stop_writes(client: &Client) -> Result<bool> {
     Ok(row.get(0))
 }
 
+/// The name of another session whose application name starts with `prefix` (a following
+/// dbsync's verdict), if one is on the server.
+pub async fn application_named_like(client: &Client, prefix: &str) -> Result<Option<String>> {
+    let row = client
+        .query_opt(
+            "SELECT application_name FROM pg_catalog.pg_stat_activity \
+             WHERE starts_with(application_name, $1) AND pid <> pg_backend_pid() LIMIT 1",
+            &[&prefix],
+        )
+        .await
+        .map_err(|error| sql_error("cannot list the sessions on the target", error))?;
+    Ok(row.map(|row| row.get(0)))
+}
+
 /// Whether a session named `application` (a following dbsync's monitor) is on the server.
 pub async fn application_connected(client: &Client, application: &str) -> Result<bool> {
     let row = client

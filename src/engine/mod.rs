@@ -131,6 +131,7 @@ async fn migrate<'a>(
         source,
         target,
         options,
+        verdict: None,
     };
     let mut result = match options.action {
         MigrationAction::Abandon => migration.abandon().await,
@@ -151,6 +152,7 @@ async fn migrate<'a>(
         result = verify_cut_over(&mut migration.context, options.verify, started).await;
     }
     migration.settle_source_writes(result.is_ok()).await;
+    migration.tell_verdict(result.is_ok()).await;
     (result, migration.context)
 }
 

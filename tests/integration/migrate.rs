@@ -221,7 +221,10 @@ fn ctrl_c_or_sigterm_while_following_removes_the_subscription_slot_and_publicati
         let status = wait_for(&mut follower);
         let written = std::fs::read_to_string(&log).unwrap();
         assert_eq!(status.code(), Some(code), "{signal}: {written}");
-        assert!(written.contains("Removed subscription dbsync_migrate_"), "{signal}: {written}");
+        assert!(
+            written.contains("Removed subscription dbsync_migrate_"),
+            "{signal}: {written}"
+        );
         assert_nothing_left("migrate_interrupted", "migrate_interrupted_new");
     }
 }
@@ -280,7 +283,10 @@ fn a_source_without_a_free_replication_slot_is_refused() {
     let source = dedicated_cluster("migrate_no_slot", "-c wal_level=logical -c max_replication_slots=1");
     source.create_database("full");
     source.psql("full", "CREATE TABLE items (id int PRIMARY KEY)");
-    source.psql("full", "SELECT pg_create_logical_replication_slot('someone_elses', 'pgoutput')");
+    source.psql(
+        "full",
+        "SELECT pg_create_logical_replication_slot('someone_elses', 'pgoutput')",
+    );
     crate::precious_target("migrate_no_slot_dst");
     let refused = migrate_between((&source, "full"), (&clusters().target, "migrate_no_slot_dst"))
         .args(["--yes", "--subscription-password"])
@@ -664,7 +670,13 @@ fn a_cutover_that_fails_after_stopping_writes_makes_the_source_writable_again() 
         .args(["--cutover", "--stop-writes"])
         .output()
         .unwrap();
-    assert_exit(&asked, 0);
+    // The asking process learns how it ended.
+    assert_exit(&asked, 1);
+    assert!(
+        text(&asked).contains("did not finish the cut-over"),
+        "{}",
+        text(&asked)
+    );
     let status = wait_for(&mut follower);
     let written = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(1), "{written}");
@@ -709,4 +721,31 @@ fn a_thirteen_source_under_writes_migrates_into_a_fourteen_target() {
         "the load wrote too little to mean anything"
     );
     assert_nothing_left_between(from, to);
+}
+
+#[test]
+fn the_cutover_asker_fails_when_the_follower_finds_the_target_different() {
+    bank("migrate_unstopped");
+    // Writes go on through the cut-over: the comparison after it finds the target behind.
+    let load = write_load("migrate_unstopped", "migrate_unstopped_load");
+    let work = crate::dump_dir();
+    let log = work.path().join("migrate.log");
+    let mut follower = start_following("migrate_unstopped", "migrate_unstopped_new", &log);
+    wait_until_following(&mut follower, &log);
+    let asked = migrate_command("migrate_unstopped", "migrate_unstopped_new")
+        .arg("--cutover")
+        .output()
+        .unwrap();
+    let status = wait_for(&mut follower);
+    drop(load);
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{written}");
+    assert!(written.contains("were writes to the source stopped"), "{written}");
+    assert_exit(&asked, 1);
+    assert!(
+        text(&asked).contains("found the target different from the source"),
+        "{}",
+        text(&asked)
+    );
+    assert_nothing_left("migrate_unstopped", "migrate_unstopped_new");
 }

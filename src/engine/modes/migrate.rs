@@ -26,6 +26,11 @@ use crate::usage_error;
 /// How often the follow reads the lag, and how often it says it.
 const FOLLOW_TICK: Duration = Duration::from_millis(500);
 const LAG_EVERY: Duration = Duration::from_secs(10);
+const VERDICT_PENDING: &str = "pending";
+const VERDICT_VERIFIED: &str = "verified";
+const VERDICT_FAILED: &str = "failed";
+/// How long the verdict stays readable: a few of the asking process's readings.
+const VERDICT_SHOWN: Duration = Duration::from_secs(2);
 /// How long a restarted server may take to accept dbsync's sessions again.
 const RECONNECT_LIMIT: Duration = Duration::from_secs(300);
 
@@ -35,6 +40,9 @@ pub(in crate::engine) struct Migrate<'a> {
     pub(in crate::engine) source: &'a Endpoint,
     pub(in crate::engine) target: &'a Endpoint,
     pub(in crate::engine) options: &'a MigrationSettings,
+    /// When `dbsync migrate --cutover` from another process asked for the cut-over: a target
+    /// session whose name tells that process how the run ended (`tell_verdict`).
+    pub(in crate::engine) verdict: Option<(Client, String)>,
 }
 
 /// What the follow keeps between its readings.
@@ -53,6 +61,12 @@ impl Migrate<'_> {
     /// The monitor session's name on the target, by which `--cutover` finds a following dbsync.
     fn follower_name(subscription: &str) -> String {
         format!("dbsync migrate {subscription}")
+    }
+
+    /// The start of the verdict session's name; it ends with `VERDICT_PENDING`, `_VERIFIED` or
+    /// `_FAILED`.
+    fn verdict_prefix(subscription: &str) -> String {
+        format!("dbsync migrate {subscription} verdict: ")
     }
 
     /// PREFLIGHT, then the publication and the replication slot the copy will be made from.
@@ -375,14 +389,44 @@ impl Migrate<'_> {
             .emit(Event::Notice(Notice::Migration(MigrationNews::CuttingOver {
                 reason: "asked the dbsync that follows this migration to cut over".to_string(),
             })));
+        let prefix = Self::verdict_prefix(subscription);
         loop {
-            let reading = catalog::subscription_state(&watch.target, subscription, watch.target_major);
+            let reading = catalog::application_named_like(&watch.target, &prefix);
             match interruptible(&self.context.cancellation, reading).await {
-                Ok(None) => return Ok(()),
+                Ok(Some(name)) if name.ends_with(VERDICT_VERIFIED) => return Ok(()),
+                Ok(Some(name)) if name.ends_with(VERDICT_FAILED) => {
+                    return Err(SyncError::Failed(anyhow::anyhow!(
+                        "the dbsync that followed this migration did not finish the cut-over, or found the target different from the source: its own log says which"
+                    )));
+                }
                 Ok(Some(_)) => {}
+                Ok(None) => {
+                    // No verdict session: the follower has not seen the ask yet, or has ended.
+                    let follower = Self::follower_name(subscription);
+                    let following = catalog::application_connected(&watch.target, &follower);
+                    if !interruptible(&self.context.cancellation, following).await? {
+                        return Err(SyncError::Failed(anyhow::anyhow!(
+                            "the dbsync that followed this migration ended without saying how the cut-over went: its own log says"
+                        )));
+                    }
+                }
                 Err(error) => self.regain(watch, error).await?,
             }
             self.pause(FOLLOW_TICK).await?;
+        }
+    }
+
+    /// For the process that asked for the cut-over: how this run ended, as the verdict
+    /// session's name, kept readable for a moment.
+    pub(in crate::engine) async fn tell_verdict(&mut self, succeeded: bool) {
+        let Some((client, prefix)) = self.verdict.take() else {
+            return;
+        };
+        let verdict = if succeeded { VERDICT_VERIFIED } else { VERDICT_FAILED };
+        let name = format!("{prefix}{verdict}");
+        let telling = catalog::set_application_name(&client, &name);
+        if tokio::time::timeout(Duration::from_secs(5), telling).await.is_ok() {
+            tokio::time::sleep(VERDICT_SHOWN).await;
         }
     }
 
@@ -512,14 +556,22 @@ impl Migrate<'_> {
             )));
         }
         let requested = catalog::cutover_requested(&watch.target, subscription);
-        Ok(interruptible(&self.context.cancellation, requested)
-            .await?
-            .map(|request| {
-                (
-                    "dbsync migrate --cutover asked".to_string(),
-                    request == CutoverRequest::StopWritesAndCutOver,
-                )
-            }))
+        let Some(request) = interruptible(&self.context.cancellation, requested).await? else {
+            return Ok(None);
+        };
+        // Before anything changes: the asking process reads how this run ends from it.
+        let name = format!("{}{VERDICT_PENDING}", Self::verdict_prefix(subscription));
+        let opening = async {
+            let client = catalog::connect(self.target, "target").await?;
+            catalog::set_application_name(&client, &name).await?;
+            anyhow::Ok(client)
+        };
+        let client = interruptible(&self.context.cancellation, opening).await?;
+        self.verdict = Some((client, Self::verdict_prefix(subscription)));
+        Ok(Some((
+            "dbsync migrate --cutover asked".to_string(),
+            request == CutoverRequest::StopWritesAndCutOver,
+        )))
     }
 
     fn start_cutover(&mut self, reason: String) {
