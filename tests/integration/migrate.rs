@@ -140,6 +140,16 @@ fn wait_for(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
+/// Runs `command`, which preflight must refuse (exit 2) saying `reason`, the previous `target`
+/// intact; returns its output.
+fn refused_with(command: &mut Command, reason: &str, target: &str) -> std::process::Output {
+    let refused = command.output().unwrap();
+    assert_exit(&refused, 2);
+    assert!(text(&refused).contains(reason), "{}", text(&refused));
+    crate::assert_previous_target_intact(target);
+    refused
+}
+
 /// No publication, slot or subscription of dbsync's on either server.
 fn assert_nothing_left(source: &str, target: &str) {
     assert_nothing_left_between((logical_source(), source), (&clusters().target, target));
@@ -288,17 +298,12 @@ fn a_source_without_a_free_replication_slot_is_refused() {
         "SELECT pg_create_logical_replication_slot('someone_elses', 'pgoutput')",
     );
     crate::precious_target("migrate_no_slot_dst");
-    let refused = migrate_between((&source, "full"), (&clusters().target, "migrate_no_slot_dst"))
-        .args(["--yes", "--subscription-password"])
-        .output()
-        .unwrap();
-    assert_exit(&refused, 2);
-    assert!(
-        text(&refused).contains("the source has no free replication slot"),
-        "{}",
-        text(&refused)
+    refused_with(
+        migrate_between((&source, "full"), (&clusters().target, "migrate_no_slot_dst"))
+            .args(["--yes", "--subscription-password"]),
+        "the source has no free replication slot",
+        "migrate_no_slot_dst",
     );
-    crate::assert_previous_target_intact("migrate_no_slot_dst");
     assert_eq!(
         source.psql("full", "SELECT string_agg(slot_name, ',') FROM pg_replication_slots"),
         "someone_elses"
@@ -310,20 +315,15 @@ fn what_logical_replication_cannot_do_is_refused_before_anything_is_made() {
     // The shared source has wal_level = replica.
     clusters().source.create_database("migrate_replica_level");
     crate::precious_target("migrate_refused_dst");
-    let refused = crate::dbsync()
-        .args(["migrate", "--plain", "--yes", "--source"])
-        .arg(clusters().source.uri("migrate_replica_level"))
-        .arg("--target")
-        .arg(clusters().target.uri("migrate_refused_dst"))
-        .output()
-        .unwrap();
-    assert_exit(&refused, 2);
-    assert!(
-        text(&refused).contains("the source has wal_level = replica: logical replication needs logical"),
-        "{}",
-        text(&refused)
+    refused_with(
+        crate::dbsync()
+            .args(["migrate", "--plain", "--yes", "--source"])
+            .arg(clusters().source.uri("migrate_replica_level"))
+            .arg("--target")
+            .arg(clusters().target.uri("migrate_refused_dst")),
+        "the source has wal_level = replica: logical replication needs logical",
+        "migrate_refused_dst",
     );
-    crate::assert_previous_target_intact("migrate_refused_dst");
     // A table without a primary key: refused unless the user lets dbsync give it an identity.
     logical_source().create_database("migrate_no_key");
     logical_source().psql(
@@ -331,15 +331,10 @@ fn what_logical_replication_cannot_do_is_refused_before_anything_is_made() {
         "CREATE TABLE events (at timestamptz, what text); INSERT INTO events VALUES (now(), 'x'); \
          SELECT lo_from_bytea(0, 'a large object')",
     );
-    let refused = migrate_command("migrate_no_key", "migrate_refused_dst")
-        .args(["--yes", "--subscription-password"])
-        .output()
-        .unwrap();
-    assert_exit(&refused, 2);
-    assert!(
-        text(&refused).contains("tables without a primary key: events"),
-        "{}",
-        text(&refused)
+    let refused = refused_with(
+        migrate_command("migrate_no_key", "migrate_refused_dst").args(["--yes", "--subscription-password"]),
+        "tables without a primary key: events",
+        "migrate_refused_dst",
     );
     // Named before the refusal: what logical replication will not carry.
     assert!(
@@ -355,33 +350,22 @@ fn what_logical_replication_cannot_do_is_refused_before_anything_is_made() {
             crate::harness::PASSWORD
         ),
     );
-    let refused = crate::dbsync()
-        .args(["migrate", "--plain", "--yes", "--replica-identity-full", "--source"])
-        .arg(logical_source().uri_as("mover", "migrate_no_key"))
-        .arg("--target")
-        .arg(clusters().target.uri("migrate_refused_dst"))
-        .output()
-        .unwrap();
-    assert_exit(&refused, 2);
-    assert!(
-        text(&refused).contains("the source role mover may not open a replication connection"),
-        "{}",
-        text(&refused)
+    refused_with(
+        crate::dbsync()
+            .args(["migrate", "--plain", "--yes", "--replica-identity-full", "--source"])
+            .arg(logical_source().uri_as("mover", "migrate_no_key"))
+            .arg("--target")
+            .arg(clusters().target.uri("migrate_refused_dst")),
+        "the source role mover may not open a replication connection",
+        "migrate_refused_dst",
     );
-    crate::assert_previous_target_intact("migrate_refused_dst");
     assert_nothing_left("migrate_no_key", "postgres");
     // Without the password in the subscription, the target server cannot log in to the source.
-    let refused = migrate_command("migrate_no_key", "migrate_refused_dst")
-        .args(["--yes", "--replica-identity-full"])
-        .output()
-        .unwrap();
-    assert_exit(&refused, 2);
-    assert!(
-        text(&refused).contains("the target server cannot subscribe to the source"),
-        "{}",
-        text(&refused)
+    refused_with(
+        migrate_command("migrate_no_key", "migrate_refused_dst").args(["--yes", "--replica-identity-full"]),
+        "the target server cannot subscribe to the source",
+        "migrate_refused_dst",
     );
-    crate::assert_previous_target_intact("migrate_refused_dst");
     assert_nothing_left("migrate_no_key", "postgres");
 }
 
@@ -672,11 +656,7 @@ fn a_cutover_that_fails_after_stopping_writes_makes_the_source_writable_again() 
         .unwrap();
     // The asking process learns how it ended.
     assert_exit(&asked, 1);
-    assert!(
-        text(&asked).contains("did not finish the cut-over"),
-        "{}",
-        text(&asked)
-    );
+    assert!(text(&asked).contains("did not finish the cut-over"), "{}", text(&asked));
     let status = wait_for(&mut follower);
     let written = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(1), "{written}");
