@@ -322,10 +322,16 @@ pub async fn subscription_state(client: &Client, name: &str, server_major: u32) 
         true => "(SELECT apply_error_count FROM pg_catalog.pg_stat_subscription_stats t WHERE t.subid = s.oid)",
         false => "NULL::bigint",
     };
+    // 16+ may stream a big transaction to parallel apply workers (18 does by default): they have
+    // a leader, the apply worker.
+    let leader = match server_major >= 16 {
+        true => "AND w.leader_pid IS NULL",
+        false => "",
+    };
     let row = client
         .query_opt(
             &format!(
-                "SELECT s.subenabled, (SELECT w.pid FROM pg_catalog.pg_stat_subscription w WHERE w.subid = s.oid AND w.relid IS NULL), \
+                "SELECT s.subenabled, (SELECT w.pid FROM pg_catalog.pg_stat_subscription w WHERE w.subid = s.oid AND w.relid IS NULL {leader}), \
                    {errors}, (SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint FROM pg_catalog.pg_stat_user_tables) \
                  FROM pg_catalog.pg_subscription s WHERE s.subname = $1 \
                    AND s.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"

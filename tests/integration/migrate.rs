@@ -729,3 +729,50 @@ fn the_cutover_asker_fails_when_the_follower_finds_the_target_different() {
     );
     assert_nothing_left("migrate_unstopped", "migrate_unstopped_new");
 }
+
+#[test]
+fn an_eighteen_source_streaming_big_transactions_migrates_into_an_eighteen_target() {
+    // 18 subscriptions stream big transactions to parallel apply workers by default: the follow
+    // must watch the leader among them.
+    let source = cluster_of_major_with(
+        "migrate_source_18",
+        18,
+        &format!("{LOGICAL} -c logical_decoding_work_mem=64kB"),
+    );
+    let target = cluster_of_major("migrate_target_18", 18);
+    bank_on(&source, "new_bank");
+    let (from, to) = ((&source, "new_bank"), (&target, "new_bank_new"));
+    let client = crate::harness::fetched_bin_dir("client", 18);
+    let work = crate::dump_dir();
+    let log = work.path().join("migrate.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut follower = migrate_between(from, to)
+        .args(["--subscription-password", "--yes", "--pg-bin"])
+        .arg(&client)
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap();
+    wait_until_following(&mut follower, &log);
+    for _ in 0..3 {
+        source.psql(
+            "new_bank",
+            "INSERT INTO transfers (account_id, amount) SELECT 1 + g % 200, g FROM generate_series(1, 20000) g",
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let asked = migrate_between(from, to)
+        .args(["--cutover", "--pg-bin"])
+        .arg(&client)
+        .output()
+        .unwrap();
+    let status = wait_for(&mut follower);
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{written}");
+    assert_exit(&asked, 0);
+    assert_eq!(
+        bank_contents(&target, "new_bank_new"),
+        bank_contents(&source, "new_bank")
+    );
+    assert_nothing_left_between(from, to);
+}
