@@ -136,7 +136,7 @@ pub(super) struct RunContext<'a> {
     pub(super) subset_checksums: Option<Vec<crate::report::VerifyDifference>>,
     /// `dbsync migrate`: the replication slot's exported snapshot, and the session holding it
     /// until the snapshot session adopts it.
-    pub(super) adopted_snapshot: std::sync::Mutex<Option<(String, super::replication::SlotSession)>>,
+    pub(super) adopted_snapshot: std::sync::Mutex<Option<super::replication::AdoptedSnapshot>>,
     /// `dbsync migrate`: what it made on either server, removed on every way out.
     pub(super) migration: Option<super::replication::MigrationObjects>,
     /// `dbsync migrate`: when the cut-over began.

@@ -31,6 +31,14 @@ pub struct MigrationObjects {
     pub sequences: Vec<crate::catalog::QualifiedName>,
 }
 
+/// The slot's exported snapshot for the copy to adopt, the session that holds it, and the news
+/// of the slot, said when the copy takes its snapshot (after the run's banner).
+pub struct AdoptedSnapshot {
+    pub snapshot: String,
+    pub session: SlotSession,
+    pub news: crate::report::MigrationNews,
+}
+
 /// The slot just created: the snapshot it exported, and where its changes start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatedSlot {

@@ -11,7 +11,7 @@ use crate::catalog::{self, QualifiedName};
 use crate::connection::Endpoint;
 use crate::errors::SyncError;
 use crate::plan::Plan;
-use crate::report::{Event, Warning};
+use crate::report::{Event, Notice, Warning};
 use crate::scheduler::{AttemptError, RetryPolicy, with_retries};
 
 impl RunContext<'_> {
@@ -72,13 +72,16 @@ impl RunContext<'_> {
                 "the replication slot's snapshot is gone (the source restarted during the copy): no copy can be made from it again\nhint: run dbsync migrate again"
             )));
         }
-        let exported = adopted.as_ref().map(|(snapshot, _)| snapshot.as_str());
+        if let Some(adopted) = &adopted {
+            self.emit(Event::Notice(Notice::Migration(adopted.news.clone())));
+        }
+        let exported = adopted.as_ref().map(|adopted| adopted.snapshot.as_str());
         let export = catalog::export_snapshot(&source.client, exported, &tables, self.settings.lock_timeout);
         let taken = self
             .reporting_lock_waits(&source.endpoint, source.pid, interruptible(&self.cancellation, export))
             .await;
-        if let Some((_, session)) = adopted {
-            session.end().await;
+        if let Some(adopted) = adopted {
+            adopted.session.end().await;
         }
         taken
     }

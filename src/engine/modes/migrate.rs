@@ -15,7 +15,7 @@ use tokio_postgres::Client;
 use crate::catalog::{self, CutoverRequest, MIGRATION_PREFIX, QualifiedName};
 use crate::connection::Endpoint;
 use crate::engine::context::RunContext;
-use crate::engine::replication::{MigrationObjects, SlotSession, Watch, WorkerHealth};
+use crate::engine::replication::{AdoptedSnapshot, MigrationObjects, SlotSession, Watch, WorkerHealth};
 use crate::engine::{interruptible, preflight};
 use crate::errors::SyncError;
 use crate::plan::Plan;
@@ -99,14 +99,17 @@ impl Migrate<'_> {
         let creating = SlotSession::create(psql, passfile, self.source, (&name, source.server.major()));
         let (session, created) = interruptible(&self.context.cancellation, creating).await?;
         self.objects().slot = Some(name.clone());
-        self.context
-            .emit(Event::Notice(Notice::Migration(MigrationNews::SlotCreated {
-                publication: name.clone(),
-                slot: name,
-                tables: tables.len(),
-                position: created.position,
-            })));
-        *self.context.adopted_snapshot.lock().expect("not poisoned") = Some((created.snapshot, session));
+        let news = MigrationNews::SlotCreated {
+            publication: name.clone(),
+            slot: name,
+            tables: tables.len(),
+            position: created.position,
+        };
+        *self.context.adopted_snapshot.lock().expect("not poisoned") = Some(AdoptedSnapshot {
+            snapshot: created.snapshot,
+            session,
+            news,
+        });
         Ok(())
     }
 
