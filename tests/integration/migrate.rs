@@ -290,7 +290,10 @@ fn a_killed_migration_is_found_and_abandoned() {
 
 #[test]
 fn a_source_without_a_free_replication_slot_is_refused() {
-    let source = dedicated_cluster("migrate_no_slot", "-c wal_level=logical -c max_replication_slots=1");
+    let source = dedicated_cluster(
+        "migrate_no_slot",
+        "-c wal_level=logical -c max_replication_slots=1 -c max_wal_senders=0",
+    );
     source.create_database("full");
     source.psql("full", "CREATE TABLE items (id int PRIMARY KEY)");
     source.psql(
@@ -308,6 +311,15 @@ fn a_source_without_a_free_replication_slot_is_refused() {
         source.psql("full", "SELECT string_agg(slot_name, ',') FROM pg_replication_slots"),
         "someone_elses"
     );
+    // A free slot, but no WAL sender for the subscription to stream through.
+    source.psql("full", "SELECT pg_drop_replication_slot('someone_elses')");
+    refused_with(
+        migrate_between((&source, "full"), (&clusters().target, "migrate_no_slot_dst"))
+            .args(["--yes", "--subscription-password"]),
+        "the source has no free WAL sender",
+        "migrate_no_slot_dst",
+    );
+    assert_eq!(source.psql("full", "SELECT count(*) FROM pg_replication_slots"), "0");
 }
 
 #[test]
@@ -357,6 +369,56 @@ fn what_logical_replication_cannot_do_is_refused_before_anything_is_made() {
             .arg("--target")
             .arg(clusters().target.uri("migrate_refused_dst")),
         "the source role mover may not open a replication connection",
+        "migrate_refused_dst",
+    );
+    // A role that may replicate but neither owns the database nor may end others' sessions
+    // cannot stop the writes.
+    logical_source().psql(
+        "migrate_no_key",
+        &format!(
+            "CREATE ROLE replicator LOGIN REPLICATION PASSWORD '{}'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO replicator",
+            crate::harness::PASSWORD
+        ),
+    );
+    refused_with(
+        crate::dbsync()
+            .args([
+                "migrate",
+                "--plain",
+                "--yes",
+                "--replica-identity-full",
+                "--stop-writes",
+                "--source",
+            ])
+            .arg(logical_source().uri_as("replicator", "migrate_no_key"))
+            .arg("--target")
+            .arg(clusters().target.uri("migrate_refused_dst")),
+        "the source role replicator may not stop the writes to migrate_no_key (--stop-writes)",
+        "migrate_refused_dst",
+    );
+    // A target role that may not create a subscription.
+    clusters().target.psql(
+        "postgres",
+        &format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'subscriber') THEN \
+               CREATE ROLE subscriber LOGIN CREATEDB PASSWORD '{}'; END IF; END $$",
+            crate::harness::PASSWORD
+        ),
+    );
+    refused_with(
+        crate::dbsync()
+            .args([
+                "migrate",
+                "--plain",
+                "--yes",
+                "--replica-identity-full",
+                "--subscription-password",
+            ])
+            .arg("--source")
+            .arg(logical_source().uri("migrate_no_key"))
+            .arg("--target")
+            .arg(clusters().target.uri_as("subscriber", "migrate_refused_dst")),
+        "the target role subscriber may not create a subscription",
         "migrate_refused_dst",
     );
     assert_nothing_left("migrate_no_key", "postgres");
