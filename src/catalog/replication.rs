@@ -285,25 +285,27 @@ pub async fn slot_lag(client: &Client, slot: &str) -> Result<Option<SlotLag>> {
     }))
 }
 
-/// The source's current WAL position, as text.
-pub async fn current_wal_position(client: &Client) -> Result<String> {
-    let row = client
-        .query_one("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])
-        .await
-        .map_err(|error| sql_error("cannot read the source's WAL position", error))?;
-    Ok(row.get(0))
+/// A WAL position of the source: as PostgreSQL writes it, and in bytes (as `SlotLag::confirmed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalPosition {
+    pub text: String,
+    pub bytes: i64,
 }
 
-/// Whether the target confirmed everything up to `position` through the slot.
-pub async fn slot_reached(client: &Client, slot: &str, position: &str) -> Result<bool> {
+/// The source's current WAL position.
+pub async fn current_wal_position(client: &Client) -> Result<WalPosition> {
     let row = client
-        .query_opt(
-            "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-            &[&slot, &position],
+        .query_one(
+            "SELECT position::text, pg_catalog.pg_wal_lsn_diff(position, '0/0')::bigint \
+             FROM pg_catalog.pg_current_wal_lsn() AS position",
+            &[],
         )
         .await
-        .map_err(|error| sql_error("cannot read the replication slot's position", error))?;
-    Ok(row.and_then(|row| row.get::<_, Option<bool>>(0)).unwrap_or(false))
+        .map_err(|error| sql_error("cannot read the source's WAL position", error))?;
+    Ok(WalPosition {
+        text: row.get(0),
+        bytes: row.get(1),
+    })
 }
 
 /// The subscription's state on the target: enabled, its apply worker's process (a new one after

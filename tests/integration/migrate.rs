@@ -126,6 +126,23 @@ fn wait_until_logged(child: &mut Child, log: &std::path::Path, line: &str) {
     }
 }
 
+/// A migration of `database` into `{database}_new`, killed with SIGKILL once it follows: what
+/// it made is left behind.
+fn killed_while_following(database: &str) {
+    let work = crate::dump_dir();
+    let log = work.path().join("migrate.log");
+    let mut follower = start_following(database, &format!("{database}_new"), &log);
+    wait_until_following(&mut follower, &log);
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+}
+
+/// Waits for the migration `child` to end: its exit status, and what it wrote to `log`.
+fn ended(child: &mut Child, log: &std::path::Path) -> (std::process::ExitStatus, String) {
+    let status = wait_for(child);
+    (status, std::fs::read_to_string(log).unwrap())
+}
+
 fn wait_for(child: &mut Child) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
@@ -191,8 +208,7 @@ fn a_migration_under_writes_cuts_over_equal_to_the_source_and_leaves_nothing() {
         .output()
         .unwrap();
     assert_exit(&asked, 0);
-    let status = wait_for(&mut follower);
-    let written = std::fs::read_to_string(&log).unwrap();
+    let (status, written) = ended(&mut follower, &log);
     assert_eq!(status.code(), Some(0), "{written}");
     for line in [
         "replication slot dbsync_migrate_",
@@ -228,8 +244,7 @@ fn ctrl_c_or_sigterm_while_following_removes_the_subscription_slot_and_publicati
         let mut follower = start_following("migrate_interrupted", "migrate_interrupted_new", &log);
         wait_until_following(&mut follower, &log);
         kill(Pid::from_raw(follower.id() as i32), signal).unwrap();
-        let status = wait_for(&mut follower);
-        let written = std::fs::read_to_string(&log).unwrap();
+        let (status, written) = ended(&mut follower, &log);
         assert_eq!(status.code(), Some(code), "{signal}: {written}");
         assert!(
             written.contains("Removed subscription dbsync_migrate_"),
@@ -242,12 +257,7 @@ fn ctrl_c_or_sigterm_while_following_removes_the_subscription_slot_and_publicati
 #[test]
 fn a_killed_migration_is_found_and_abandoned() {
     bank("migrate_killed");
-    let work = crate::dump_dir();
-    let log = work.path().join("migrate.log");
-    let mut follower = start_following("migrate_killed", "migrate_killed_new", &log);
-    wait_until_following(&mut follower, &log);
-    follower.kill().unwrap();
-    follower.wait().unwrap();
+    killed_while_following("migrate_killed");
     // kill -9 leaves them: the slot holds back the source's WAL until removed.
     assert_eq!(
         logical_source().psql(
@@ -269,11 +279,7 @@ fn a_killed_migration_is_found_and_abandoned() {
     );
     assert_nothing_left("migrate_killed", "migrate_killed_new");
     // Killed again: this time the next migration of the pair removes what it left, then migrates.
-    let log = work.path().join("migrate-again.log");
-    let mut follower = start_following("migrate_killed", "migrate_killed_new", &log);
-    wait_until_following(&mut follower, &log);
-    follower.kill().unwrap();
-    follower.wait().unwrap();
+    killed_while_following("migrate_killed");
     let again = migrate_command("migrate_killed", "migrate_killed_new")
         .args(["--subscription-password", "--yes", "--cutover-when-lag-below", "1GB"])
         .output()
@@ -443,8 +449,7 @@ fn a_schema_change_on_the_source_while_following_ends_the_run_with_the_reason() 
         "migrate_ddl",
         "ALTER TABLE accounts ADD COLUMN nickname text; INSERT INTO accounts (owner, nickname) VALUES ('new', 'nick')",
     );
-    let status = wait_for(&mut follower);
-    let written = std::fs::read_to_string(&log).unwrap();
+    let (status, written) = ended(&mut follower, &log);
     assert_eq!(status.code(), Some(1), "{written}");
     assert!(
         written.contains("the target stopped applying the source's changes")
@@ -457,12 +462,7 @@ fn a_schema_change_on_the_source_while_following_ends_the_run_with_the_reason() 
 #[test]
 fn cutover_after_the_following_dbsync_was_killed_cuts_over_itself() {
     bank("migrate_attach");
-    let work = crate::dump_dir();
-    let log = work.path().join("migrate.log");
-    let mut follower = start_following("migrate_attach", "migrate_attach_new", &log);
-    wait_until_following(&mut follower, &log);
-    follower.kill().unwrap();
-    follower.wait().unwrap();
+    killed_while_following("migrate_attach");
     // Changes made after the dbsync that followed is gone still arrive: the subscription applies them.
     logical_source().psql(
         "migrate_attach",
@@ -590,8 +590,7 @@ fn a_restart_of_either_server_while_following_is_waited_out() {
     wait_until_logged(&mut follower, &log, "Reconnected to the target");
     let asked = migrate_between(from, to).arg("--cutover").output().unwrap();
     assert_exit(&asked, 0);
-    let status = wait_for(&mut follower);
-    let written = std::fs::read_to_string(&log).unwrap();
+    let (status, written) = ended(&mut follower, &log);
     assert_eq!(status.code(), Some(0), "{written}");
     for line in [
         "The source ended dbsync's session",
@@ -679,8 +678,7 @@ fn stop_writes_ends_the_writers_and_leaves_the_source_read_only() {
         &["--stop-writes", "--cutover-when-lag-below", "1GB"],
         &log,
     );
-    let status = wait_for(&mut follower);
-    let written = std::fs::read_to_string(&log).unwrap();
+    let (status, written) = ended(&mut follower, &log);
     assert_eq!(status.code(), Some(0), "{written}");
     for line in [
         "Writes to the source stopped (--stop-writes): the database is read-only for new sessions",
@@ -719,8 +717,7 @@ fn a_cutover_that_fails_after_stopping_writes_makes_the_source_writable_again() 
     // The asking process learns how it ended.
     assert_exit(&asked, 1);
     assert!(text(&asked).contains("did not finish the cut-over"), "{}", text(&asked));
-    let status = wait_for(&mut follower);
-    let written = std::fs::read_to_string(&log).unwrap();
+    let (status, written) = ended(&mut follower, &log);
     assert_eq!(status.code(), Some(1), "{written}");
     for line in [
         "Writes to the source stopped (--stop-writes)",
@@ -750,8 +747,7 @@ fn a_thirteen_source_under_writes_migrates_into_a_fourteen_target() {
     drop(load);
     let asked = migrate_between(from, to).arg("--cutover").output().unwrap();
     assert_exit(&asked, 0);
-    let status = wait_for(&mut follower);
-    let written = std::fs::read_to_string(&log).unwrap();
+    let (status, written) = ended(&mut follower, &log);
     assert_eq!(status.code(), Some(0), "{written}");
     assert!(written.contains("target verified"), "{written}");
     assert_eq!(
@@ -778,9 +774,8 @@ fn the_cutover_asker_fails_when_the_follower_finds_the_target_different() {
         .arg("--cutover")
         .output()
         .unwrap();
-    let status = wait_for(&mut follower);
+    let (status, written) = ended(&mut follower, &log);
     drop(load);
-    let written = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(1), "{written}");
     assert!(written.contains("were writes to the source stopped"), "{written}");
     assert_exit(&asked, 1);
@@ -828,8 +823,7 @@ fn an_eighteen_source_streaming_big_transactions_migrates_into_an_eighteen_targe
         .arg(&client)
         .output()
         .unwrap();
-    let status = wait_for(&mut follower);
-    let written = std::fs::read_to_string(&log).unwrap();
+    let (status, written) = ended(&mut follower, &log);
     assert_eq!(status.code(), Some(0), "{written}");
     assert_exit(&asked, 0);
     assert_eq!(

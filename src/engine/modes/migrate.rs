@@ -66,7 +66,7 @@ impl Migrate<'_> {
     /// The start of the verdict session's name; it ends with `VERDICT_PENDING`, `_VERIFIED` or
     /// `_FAILED`.
     fn verdict_prefix(subscription: &str) -> String {
-        format!("dbsync migrate {subscription} verdict: ")
+        format!("{} verdict: ", Self::follower_name(subscription))
     }
 
     /// PREFLIGHT, then the publication and the replication slot the copy will be made from.
@@ -657,7 +657,7 @@ impl Migrate<'_> {
                 .catch_up_tick(watch, subscription, &mut position, &mut health)
                 .await
             {
-                Ok(true) => return Ok(position.expect("read before it was reached")),
+                Ok(true) => return Ok(position.expect("read before it was reached").text),
                 Ok(false) => {}
                 Err(error) => {
                     self.regain(watch, error).await?;
@@ -668,24 +668,25 @@ impl Migrate<'_> {
         }
     }
 
+    /// One reading while catching up: whether the target confirmed `position` (read first).
     async fn catch_up_tick(
         &self,
         watch: &Watch,
         subscription: &str,
-        position: &mut Option<String>,
+        position: &mut Option<catalog::WalPosition>,
         health: &mut WorkerHealth,
     ) -> Result<bool, SyncError> {
-        let cancellation = &self.context.cancellation;
-        let target_position = match position {
-            Some(position) => position.clone(),
-            None => interruptible(cancellation, catalog::current_wal_position(&watch.source)).await?,
-        };
-        *position = Some(target_position.clone());
-        let reached = catalog::slot_reached(&watch.source, subscription, &target_position);
-        if interruptible(cancellation, reached).await? {
-            return Ok(true);
+        if position.is_none() {
+            let reading = catalog::current_wal_position(&watch.source);
+            *position = Some(interruptible(&self.context.cancellation, reading).await?);
         }
         let (state, lag) = self.readings(watch, subscription).await?;
+        if position
+            .as_ref()
+            .is_some_and(|position| lag.confirmed >= position.bytes)
+        {
+            return Ok(true);
+        }
         if health.stopped(&state, &lag, Instant::now()) {
             return Err(stopped_applying());
         }
